@@ -1,0 +1,101 @@
+//! The operator's command line: `sesame serve` and `sesame user …`.
+//!
+//! Every command takes the same `--config`, `--data-dir` and
+//! `--database-url` as `serve` and works while a server runs on the same
+//! database (SQLite in WAL mode allows it).
+
+mod serve;
+mod user;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Sources};
+
+/// Sesame: a fast, self-hosted login and token service.
+#[derive(Debug, Parser)]
+#[command(name = "sesame", version, about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "SESAME_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded database [default: ./sesame-data].
+    #[arg(long, global = true, env = "SESAME_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL [default: the SQLite file in the data directory].
+    #[arg(long, global = true, env = "SESAME_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(user::UserCommand),
+}
+
+impl Cli {
+    fn sources(&self, listen: Option<String>) -> Sources {
+        Sources {
+            config_file: self.config.clone(),
+            listen,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+        }
+    }
+}
+
+/// Runs the command line; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve(args) => args.listen.clone(),
+        Command::User(_) => None,
+    };
+    let config = match Config::load(&cli.sources(listen)) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(_) => serve::run(config).await,
+            Command::User(command) => user::run(config, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends log lines to stderr, so that stdout carries only what a command prints.
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

@@ -1,0 +1,91 @@
+//! `sesame serve`: run the server, creating the first administrator if none exists.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::app::Application;
+use crate::config::Config;
+use crate::core::Core;
+use crate::core::accounts::{ADMIN_ROLE, AccountSpec};
+use crate::core::clock::SystemClock;
+use crate::core::domain::{Password, Username};
+use crate::core::tokens::random_urlsafe;
+
+/// Options of `sesame serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8420].
+    #[arg(long, env = "SESAME_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    super::init_logging(&config.log);
+    let app = Application::build(&config, Arc::new(SystemClock)).await?;
+    create_first_administrator(&app.core()).await?;
+    tracing::info!(address = %app.local_addr(), "sesame is listening");
+    app.run_until(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("sesame stopped");
+    Ok(())
+}
+
+/// When no account holds the administrator role, creates `admin` with a
+/// random password and prints it once to stdout (never to the log).
+async fn create_first_administrator(core: &Core) -> anyhow::Result<()> {
+    if core.has_administrator().await? {
+        return Ok(());
+    }
+    let password = random_urlsafe(18);
+    let mut username = "admin".to_owned();
+    if core.find_by_username(&username).await.is_ok() {
+        username = format!("admin-{}", &random_urlsafe(3).to_ascii_lowercase());
+    }
+    let spec = AccountSpec {
+        username: Username::parse(&username)?,
+        email: None,
+        mobile: None,
+        display_name: Some("Administrator".into()),
+        roles: vec![ADMIN_ROLE.to_owned()],
+        max_api_calls: 0,
+        password: Password::new_password(&password)?,
+    };
+    core.create_account(spec).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Created the first administrator account.")?;
+    writeln!(out, "  username: {username}")?;
+    writeln!(out, "  password: {password}")?;
+    writeln!(
+        out,
+        "This password is shown only once. Change it with: sesame user set-password {username}"
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down; finishing in-flight requests");
+}

@@ -1,0 +1,284 @@
+//! Account management: creation, passwords, status and the caller's own profile.
+
+use std::collections::BTreeMap;
+
+use super::Core;
+use super::domain::{Email, Mobile, Password, Username};
+use super::error::{Error, Result};
+use super::login::Principal;
+use crate::store::{
+    Account, AccountId, AccountStatus, NewAccount, PasswordVerifiers, ProfilePatch,
+};
+
+/// The role every new account gets unless told otherwise.
+pub const DEFAULT_ROLE: &str = "user";
+/// The built-in administrator role.
+pub const ADMIN_ROLE: &str = "administrator";
+/// Longest display name, in characters.
+const MAX_DISPLAY_NAME: usize = 128;
+/// Longest avatar URL, in bytes.
+const MAX_AVATAR_URL: usize = 2048;
+/// Most profile attributes an account may hold.
+const MAX_ATTRIBUTES: usize = 64;
+/// Longest attribute value, in characters.
+const MAX_ATTRIBUTE_VALUE: usize = 1024;
+
+/// What an operator or the admin API asks for when creating an account.
+#[derive(Debug, Clone)]
+pub struct AccountSpec {
+    /// Username.
+    pub username: Username,
+    /// Optional email.
+    pub email: Option<Email>,
+    /// Optional mobile.
+    pub mobile: Option<Mobile>,
+    /// Optional display name.
+    pub display_name: Option<String>,
+    /// Roles; empty means the default role.
+    pub roles: Vec<String>,
+    /// API-call quota; 0 means unlimited.
+    pub max_api_calls: i64,
+    /// The initial password (policy already applied by [`Password::new_password`]).
+    pub password: Password,
+}
+
+/// A change the caller makes to their own profile, unvalidated.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChange {
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New avatar URL.
+    pub avatar_url: Option<String>,
+    /// Attributes to set, or to remove when `None`.
+    pub attributes: BTreeMap<String, Option<String>>,
+}
+
+fn check_display_name(name: &str) -> Result<()> {
+    if name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "display_name",
+            format!("must be at most {MAX_DISPLAY_NAME} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_attribute_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        return Err(Error::invalid(
+            "profile",
+            "attribute names are 1 to 64 characters of A-Z, a-z, 0-9, '_', '-' and '.'",
+        ));
+    }
+    Ok(())
+}
+
+impl Core {
+    /// Hashes a new password into the verifiers stored for it.
+    async fn verifiers_for(&self, password: &Password) -> Result<PasswordVerifiers> {
+        Ok(PasswordVerifiers {
+            password_hash: self.hasher.hash(password.expose()).await?,
+            md5_verifier: None,
+        })
+    }
+
+    /// Creates an account.
+    pub async fn create_account(&self, spec: AccountSpec) -> Result<Account> {
+        let roles = if spec.roles.is_empty() {
+            vec![DEFAULT_ROLE.to_owned()]
+        } else {
+            spec.roles
+        };
+        let known = self.store.role_names().await?;
+        if let Some(unknown) = roles.iter().find(|r| !known.contains(r)) {
+            return Err(Error::invalid(
+                "role",
+                format!(
+                    "unknown role '{unknown}'; known roles: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if spec.max_api_calls < 0 {
+            return Err(Error::invalid(
+                "max_api_calls",
+                "must be 0 (unlimited) or more",
+            ));
+        }
+        let display_name = spec.display_name.unwrap_or_default();
+        check_display_name(&display_name)?;
+        let verifiers = self.verifiers_for(&spec.password).await?;
+        let new = NewAccount {
+            username: spec.username.as_str().to_owned(),
+            username_key: spec.username.key().to_owned(),
+            email: spec.email.as_ref().map(|e| e.as_str().to_owned()),
+            email_key: spec.email.as_ref().map(|e| e.key().to_owned()),
+            mobile: spec.mobile.as_ref().map(|m| m.as_str().to_owned()),
+            display_name,
+            verifiers,
+            roles,
+            max_api_calls: spec.max_api_calls,
+            created_at: self.now(),
+        };
+        Ok(self.store.create_account(new).await?)
+    }
+
+    /// Finds an account by username (folded).
+    pub async fn find_by_username(&self, username: &str) -> Result<Account> {
+        let username = Username::parse(username)?;
+        self.store
+            .find_account_by_username(username.key())
+            .await?
+            .ok_or(Error::NotFound("account"))
+    }
+
+    /// Reads an account by id.
+    pub async fn account(&self, id: AccountId) -> Result<Account> {
+        self.store
+            .get_account(id)
+            .await?
+            .ok_or(Error::NotFound("account"))
+    }
+
+    /// Lists accounts in id order.
+    pub async fn list_accounts(&self, after_id: AccountId, limit: u32) -> Result<Vec<Account>> {
+        Ok(self.store.list_accounts(after_id, limit).await?)
+    }
+
+    /// Sets a new password for an account (operator action) and ends all its sessions.
+    pub async fn reset_password(&self, id: AccountId, password: &Password) -> Result<()> {
+        let verifiers = self.verifiers_for(password).await?;
+        self.store
+            .set_password(id, &verifiers, true, self.now())
+            .await?;
+        self.end_account_sessions(id, None, "password_reset").await
+    }
+
+    /// Enables or disables an account; disabling ends all its sessions.
+    pub async fn set_enabled(&self, id: AccountId, enabled: bool) -> Result<()> {
+        let status = if enabled {
+            AccountStatus::Active
+        } else {
+            AccountStatus::Disabled
+        };
+        self.store.set_status(id, status, self.now()).await?;
+        if !enabled {
+            self.end_account_sessions(id, None, "disabled").await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an account with its sessions.
+    pub async fn delete_account(&self, id: AccountId) -> Result<()> {
+        self.end_account_sessions(id, None, "deleted").await?;
+        if self.store.delete_account(id).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound("account"))
+        }
+    }
+
+    /// Whether any account holds the administrator role.
+    pub async fn has_administrator(&self) -> Result<bool> {
+        Ok(self.store.count_accounts_with_role(ADMIN_ROLE).await? > 0)
+    }
+
+    /// The caller's account.
+    pub async fn me(&self, principal: &Principal) -> Result<Account> {
+        self.store
+            .get_account(principal.account_id)
+            .await?
+            .ok_or(Error::Unauthenticated)
+    }
+
+    /// Changes the caller's display name, avatar and profile attributes.
+    pub async fn update_my_profile(
+        &self,
+        principal: &Principal,
+        change: ProfileChange,
+    ) -> Result<Account> {
+        if let Some(name) = &change.display_name {
+            check_display_name(name)?;
+        }
+        if let Some(url) = &change.avatar_url {
+            if url.len() > MAX_AVATAR_URL || url.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "avatar_url",
+                    format!("must be at most {MAX_AVATAR_URL} bytes without control characters"),
+                ));
+            }
+        }
+        let current = self.me(principal).await?;
+        let mut resulting = current
+            .profile
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>();
+        for (name, value) in &change.attributes {
+            check_attribute_name(name)?;
+            match value {
+                Some(v)
+                    if v.chars().count() > MAX_ATTRIBUTE_VALUE
+                        || v.chars().any(char::is_control) =>
+                {
+                    return Err(Error::invalid(
+                        "profile",
+                        format!(
+                            "attribute values are at most {MAX_ATTRIBUTE_VALUE} characters without control characters"
+                        ),
+                    ));
+                }
+                Some(_) => resulting.insert(name.clone()),
+                None => resulting.remove(name),
+            };
+        }
+        if resulting.len() > MAX_ATTRIBUTES {
+            return Err(Error::invalid(
+                "profile",
+                format!("at most {MAX_ATTRIBUTES} attributes"),
+            ));
+        }
+        let patch = ProfilePatch {
+            display_name: change.display_name,
+            avatar_url: change.avatar_url,
+            attributes: change.attributes,
+        };
+        self.store
+            .update_profile(principal.account_id, &patch, self.now())
+            .await?;
+        self.me(principal).await
+    }
+
+    /// Changes the caller's password after checking the current one, and ends
+    /// every other session of the account.
+    pub async fn change_my_password(
+        &self,
+        principal: &Principal,
+        current: &Password,
+        new: &Password,
+    ) -> Result<()> {
+        let account = self.me(principal).await?;
+        if !self
+            .hasher
+            .verify(current, &account.verifiers.password_hash)
+            .await?
+            .matches
+        {
+            return Err(Error::invalid(
+                "current_password",
+                "is not the account's password",
+            ));
+        }
+        let verifiers = self.verifiers_for(new).await?;
+        self.store
+            .set_password(account.id, &verifiers, true, self.now())
+            .await?;
+        self.end_account_sessions(account.id, Some(&principal.session_id), "password_changed")
+            .await
+    }
+}

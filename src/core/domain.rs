@@ -1,0 +1,329 @@
+//! Parsed input: every string from outside becomes one of these types at the
+//! boundary, and the constructors enforce the rules. The core never sees a raw
+//! login, username or password.
+
+use secrecy::{ExposeSecret, SecretString};
+use unicode_normalization::UnicodeNormalization;
+
+use super::error::{Error, Result};
+
+/// Longest accepted login identifier, in bytes (an email address is at most 254).
+pub const MAX_LOGIN_BYTES: usize = 320;
+/// Longest accepted password, in bytes; longer ones are refused before hashing.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Shortest password accepted when one is set (NIST SP 800-63B).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest username, in characters after normalisation.
+pub const MAX_USERNAME_CHARS: usize = 64;
+/// Longest platform name.
+pub const MAX_PLATFORM_CHARS: usize = 50;
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// The comparison key for usernames and email addresses: NFKC with full case
+/// folding, so that `ALICE`, `alice` and `ａｌｉｃｅ` are one account.
+pub fn fold_key(s: &str) -> String {
+    let nfkc: String = s.nfkc().collect();
+    caseless::default_case_fold_str(&nfkc).nfkc().collect()
+}
+
+/// An account's username, as the user chose it (NFKC-normalised), with its folded key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username {
+    display: String,
+    key: String,
+}
+
+impl Username {
+    /// Parses a username: 1 to 64 characters, no control characters, no
+    /// whitespace, no `@` (so a username can never look like an email).
+    pub fn parse(raw: &str) -> Result<Self> {
+        let display: String = raw.nfkc().collect();
+        let count = display.chars().count();
+        if count == 0 {
+            return Err(Error::invalid("username", "must not be empty"));
+        }
+        if count > MAX_USERNAME_CHARS {
+            return Err(Error::invalid(
+                "username",
+                format!("must be at most {MAX_USERNAME_CHARS} characters"),
+            ));
+        }
+        if has_control(&display) || display.chars().any(char::is_whitespace) {
+            return Err(Error::invalid(
+                "username",
+                "must not contain spaces or control characters",
+            ));
+        }
+        if display.contains('@') {
+            return Err(Error::invalid("username", "must not contain '@'"));
+        }
+        let key = fold_key(&display);
+        Ok(Self { display, key })
+    }
+
+    /// The username as shown.
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+
+    /// The case- and compatibility-folded key that must be unique.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// An email address: one `@`, non-empty local part and domain, at most 254 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    display: String,
+    key: String,
+}
+
+impl Email {
+    /// Parses an email address. Sesame does not send mail, so the check is
+    /// structural only; uniqueness is on the folded form.
+    pub fn parse(raw: &str) -> Result<Self> {
+        let display: String = raw.trim().nfc().collect();
+        let valid_shape = match display.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+            }
+            None => false,
+        };
+        if !valid_shape
+            || display.len() > 254
+            || has_control(&display)
+            || display.chars().any(char::is_whitespace)
+        {
+            return Err(Error::invalid(
+                "email",
+                "must be an email address such as name@example.com",
+            ));
+        }
+        let key = fold_key(&display);
+        Ok(Self { display, key })
+    }
+
+    /// The address as given.
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+
+    /// The folded key that must be unique.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// A mobile number: an optional leading `+` and 5 to 20 digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mobile(String);
+
+impl Mobile {
+    /// Parses a mobile number; spaces and dashes between digits are dropped.
+    pub fn parse(raw: &str) -> Result<Self> {
+        let trimmed = raw.trim();
+        let (plus, digits) = match trimmed.strip_prefix('+') {
+            Some(rest) => ("+", rest),
+            None => ("", trimmed),
+        };
+        let digits: String = digits.chars().filter(|c| *c != ' ' && *c != '-').collect();
+        if !(5..=20).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::invalid(
+                "mobile",
+                "must be 5 to 20 digits, optionally starting with +",
+            ));
+        }
+        Ok(Self(format!("{plus}{digits}")))
+    }
+
+    /// The normalised number.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a client typed to identify the account: a username, email or mobile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginId {
+    key: String,
+}
+
+impl LoginId {
+    /// Parses a login: non-empty, at most 320 bytes, no control characters.
+    /// The error never echoes the login back.
+    pub fn parse(raw: &str) -> Result<Self> {
+        if raw.is_empty() {
+            return Err(Error::invalid("login", "must not be empty"));
+        }
+        if raw.len() > MAX_LOGIN_BYTES {
+            return Err(Error::invalid(
+                "login",
+                format!("must be at most {MAX_LOGIN_BYTES} bytes"),
+            ));
+        }
+        if has_control(raw) {
+            return Err(Error::invalid(
+                "login",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self {
+            key: fold_key(raw.trim()),
+        })
+    }
+
+    /// The folded form, compared against username and email keys.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The form compared against mobile numbers (folding leaves digits and `+` alone).
+    pub fn as_mobile(&self) -> Option<String> {
+        Mobile::parse(&self.key).ok().map(|m| m.0)
+    }
+}
+
+/// A password as presented at login: bounded in size, normalised to NFC,
+/// and never printed (its `Debug` is redacted).
+#[derive(Debug, Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    /// Accepts any presented password up to 1024 bytes. No minimum here: the
+    /// policy applies when a password is set, not when one is checked.
+    pub fn presented(raw: &str) -> Result<Self> {
+        if raw.is_empty() {
+            return Err(Error::invalid("password", "must not be empty"));
+        }
+        if raw.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::invalid(
+                "password",
+                format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+            ));
+        }
+        let normalised: String = raw.nfc().collect();
+        Ok(Self(SecretString::from(normalised)))
+    }
+
+    /// Accepts a new password under the policy: at least 8 characters, at most
+    /// 1024 bytes, any Unicode including spaces, no composition rules.
+    pub fn new_password(raw: &str) -> Result<Self> {
+        if raw.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::WeakPassword(format!(
+                "password must be at most {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
+        let password = Self(SecretString::from(raw.nfc().collect::<String>()));
+        if password.expose().chars().count() < MIN_PASSWORD_CHARS {
+            return Err(Error::WeakPassword(format!(
+                "password must be at least {MIN_PASSWORD_CHARS} characters"
+            )));
+        }
+        Ok(password)
+    }
+
+    /// The normalised password, for hashing only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// The device platform a session belongs to (`web`, `iOS`, `Android` …).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Platform(String);
+
+impl Platform {
+    /// Parses a platform name: 1 to 50 characters, no control characters.
+    /// Compared exactly (`iOS` and `ios` are two platforms).
+    pub fn parse(raw: &str) -> Result<Self> {
+        let count = raw.chars().count();
+        if count == 0 || count > MAX_PLATFORM_CHARS || has_control(raw) {
+            return Err(Error::invalid(
+                "platform",
+                format!("must be 1 to {MAX_PLATFORM_CHARS} characters without control characters"),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The platform of a browser, the default.
+    pub fn web() -> Self {
+        Self("web".to_owned())
+    }
+
+    /// The platform name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_fold_case_and_compatibility_forms() {
+        let a = Username::parse("ALICE").unwrap();
+        let b = Username::parse("alice").unwrap();
+        let c = Username::parse("ａｌｉｃｅ").unwrap();
+        assert_eq!(a.key(), b.key());
+        assert_eq!(b.key(), c.key());
+        assert_eq!(a.as_str(), "ALICE");
+        assert_eq!(
+            Username::parse("Straße").unwrap().key(),
+            Username::parse("STRASSE").unwrap().key()
+        );
+    }
+
+    #[test]
+    fn usernames_refuse_bad_shapes() {
+        for bad in ["", "a b", "a\0b", "a@b", &"x".repeat(65)] {
+            assert!(Username::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn login_refuses_control_characters_and_size() {
+        assert!(LoginId::parse("al\0ice").is_err());
+        assert!(LoginId::parse("al\nice").is_err());
+        assert!(LoginId::parse(&"a".repeat(321)).is_err());
+        assert_eq!(LoginId::parse("Alice").unwrap().key(), "alice");
+    }
+
+    #[test]
+    fn password_policy_counts_characters_and_bytes() {
+        assert!(Password::new_password("short").is_err());
+        assert!(Password::new_password("日本語のパスワード").is_ok());
+        assert!(Password::new_password("with spaces ok").is_ok());
+        assert!(Password::new_password(&"x".repeat(1025)).is_err());
+        assert!(Password::presented(&"x".repeat(1025)).is_err());
+        assert!(Password::presented("").is_err());
+    }
+
+    #[test]
+    fn passwords_are_nfc_normalised_and_redacted() {
+        let decomposed = Password::presented("cafe\u{301}").unwrap();
+        let composed = Password::presented("caf\u{e9}").unwrap();
+        assert_eq!(decomposed.expose(), composed.expose());
+        assert!(!format!("{decomposed:?}").contains("caf"));
+    }
+
+    #[test]
+    fn mobile_and_email_shapes() {
+        assert_eq!(
+            Mobile::parse("+86 138-8888-8888").unwrap().as_str(),
+            "+8613888888888"
+        );
+        assert!(Mobile::parse("12ab5").is_err());
+        assert!(Email::parse("a@b.co").is_ok());
+        assert!(Email::parse("ab.co").is_err());
+        assert_eq!(Email::parse("A@B.co").unwrap().key(), "a@b.co");
+    }
+}

@@ -1,0 +1,108 @@
+//! The core: accounts, passwords, sessions and tokens, with no HTTP and no SQL.
+//!
+//! Every face (the native API, the contract faces, the CLI) calls the same
+//! operations on [`Core`]; policy lives here and nowhere else.
+
+pub mod accounts;
+pub mod clock;
+pub mod domain;
+pub mod error;
+pub mod keys;
+pub mod login;
+pub mod passwords;
+pub mod sessions;
+pub mod tokens;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use clock::Clock;
+pub use error::{Error, Result};
+use passwords::{HashingSettings, PasswordHasher};
+use sessions::{LiveSessions, SessionSettings};
+use tokens::{AccessTokens, TokenSettings};
+
+use crate::store::Store;
+
+/// Everything the core can be configured with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreSettings {
+    /// Token lifetimes, claims and algorithm.
+    pub tokens: TokenSettings,
+    /// Password hashing parameters and pool size.
+    pub hashing: HashingSettings,
+    /// Session policies.
+    pub sessions: SessionSettings,
+}
+
+/// Who is calling, as far as the transport can tell.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Client address.
+    pub ip: Option<IpAddr>,
+    /// `User-Agent`, truncated.
+    pub user_agent: Option<String>,
+}
+
+/// The core service; one per process, shared by all faces.
+pub struct Core {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    hasher: PasswordHasher,
+    tokens: AccessTokens,
+    live: LiveSessions,
+    settings: CoreSettings,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Starts the core on a store: loads (or creates) the signing key and
+    /// starts the hashing pool.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: CoreSettings,
+    ) -> Result<Self> {
+        let algorithm = settings.tokens.algorithm;
+        let ring = match keys::KeyRing::load(&store.signing_keys().await?, algorithm)? {
+            Some(ring) => ring,
+            None => {
+                store
+                    .insert_signing_key(&keys::generate(algorithm, clock.now())?)
+                    .await?;
+                keys::KeyRing::load(&store.signing_keys().await?, algorithm)?
+                    .ok_or_else(|| Error::Internal("signing key missing after creation".into()))?
+            }
+        };
+        Ok(Self {
+            hasher: PasswordHasher::start(&settings.hashing)?,
+            tokens: AccessTokens::new(ring, settings.tokens.clone()),
+            live: LiveSessions::new(settings.sessions.cache_ttl),
+            store,
+            clock,
+            settings,
+        })
+    }
+
+    /// The settings the core runs with.
+    pub fn settings(&self) -> &CoreSettings {
+        &self.settings
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> &serde_json::Value {
+        self.tokens.jwks()
+    }
+
+    /// The current time from the injected clock.
+    pub fn now(&self) -> clock::UnixTime {
+        self.clock.now()
+    }
+}

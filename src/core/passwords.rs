@@ -1,0 +1,390 @@
+//! Password hashing on a bounded pool.
+//!
+//! Argon2id is deliberately slow and memory-hungry (19 MiB a hash by default),
+//! so it never runs on the async workers: a fixed set of threads, one per core
+//! by default, takes jobs from a bounded queue. Each thread keeps its own
+//! block buffer and reuses it for every hash instead of allocating 19 MiB per
+//! call. When the queue is full a request is refused at once with
+//! [`Error::Busy`] rather than piling up memory and latency.
+//!
+//! Verification of an unknown account runs against a dummy verifier with the
+//! same parameters, so it costs the same time as a real one.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::oneshot;
+
+use super::domain::Password;
+use super::error::{Error, Result};
+
+/// Largest memory cost accepted from a stored hash (1 GiB), so a corrupt or
+/// hostile row cannot make a worker allocate without bound.
+const MAX_STORED_MEMORY_KIB: u32 = 1024 * 1024;
+const OUTPUT_LEN: usize = 32;
+
+/// Argon2id parameters and pool sizing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashingSettings {
+    /// Memory cost in KiB (OWASP: 19456).
+    pub memory_kib: u32,
+    /// Iterations (OWASP: 2).
+    pub iterations: u32,
+    /// Lanes (OWASP: 1).
+    pub parallelism: u32,
+    /// Hashing threads.
+    pub threads: usize,
+    /// Jobs that may wait for a thread before new ones are refused.
+    pub queue: usize,
+}
+
+impl Default for HashingSettings {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(2);
+        Self {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1,
+            threads: cores,
+            queue: 64 * cores,
+        }
+    }
+}
+
+impl HashingSettings {
+    /// The Argon2 parameters these settings describe.
+    pub fn params(&self) -> Result<Params> {
+        Params::new(
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            Some(OUTPUT_LEN),
+        )
+        .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))
+    }
+}
+
+/// The outcome of checking a password against a stored verifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// Whether the password matched.
+    pub matches: bool,
+    /// Whether the verifier uses other parameters than the configured ones
+    /// and should be replaced now that the password is known.
+    pub needs_rehash: bool,
+}
+
+enum Job {
+    Hash {
+        secret: SecretString,
+        reply: oneshot::Sender<Result<String>>,
+    },
+    Verify {
+        secret: SecretString,
+        verifier: String,
+        reply: oneshot::Sender<Result<Verification>>,
+    },
+}
+
+/// A handle to the hashing pool; cheap to clone.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    jobs: SyncSender<Job>,
+    dummy_verifier: Arc<str>,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHasher")
+    }
+}
+
+impl PasswordHasher {
+    /// Starts the pool's threads. They stop when the last handle is dropped.
+    pub fn start(settings: &HashingSettings) -> Result<Self> {
+        let params = settings.params()?;
+        let (jobs, receiver) = sync_channel(settings.queue.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..settings.threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            let params = params.clone();
+            std::thread::Builder::new()
+                .name(format!("sesame-hash-{index}"))
+                .spawn(move || worker(&receiver, &params))
+                .map_err(|e| Error::Internal(format!("cannot start hashing thread: {e}")))?;
+        }
+        let dummy_verifier = dummy_verifier(&params)?.into();
+        Ok(Self {
+            jobs,
+            dummy_verifier,
+        })
+    }
+
+    /// Hashes a password into a PHC string with the configured parameters.
+    pub async fn hash(&self, password: &str) -> Result<String> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Hash {
+            secret: SecretString::from(password),
+            reply,
+        })?;
+        answer.await.map_err(|_| pool_gone())?
+    }
+
+    /// Checks a password against a stored PHC verifier.
+    pub async fn verify(&self, password: &Password, verifier: &str) -> Result<Verification> {
+        self.verify_str(password.expose(), verifier).await
+    }
+
+    /// Checks a secret string (such as an MD5 hex digest) against a verifier.
+    pub async fn verify_str(&self, secret: &str, verifier: &str) -> Result<Verification> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Verify {
+            secret: SecretString::from(secret),
+            verifier: verifier.to_owned(),
+            reply,
+        })?;
+        answer.await.map_err(|_| pool_gone())?
+    }
+
+    /// Spends one verification's worth of time and never matches; used when
+    /// the account does not exist, so that case cannot be told apart by timing.
+    pub async fn verify_dummy(&self, password: &Password) -> Result<()> {
+        let verifier = Arc::clone(&self.dummy_verifier);
+        self.verify(password, &verifier).await.map(|_| ())
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => Error::Busy {
+                retry_after_secs: 1,
+            },
+            TrySendError::Disconnected(_) => pool_gone(),
+        })
+    }
+}
+
+fn pool_gone() -> Error {
+    Error::Internal("password hashing pool stopped".into())
+}
+
+fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params) {
+    let mut blocks = vec![Block::default(); params.block_count()];
+    loop {
+        let job = match receiver.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        match job {
+            Job::Hash { secret, reply } => {
+                let _ = reply.send(hash_with(
+                    params,
+                    secret.expose_secret().as_bytes(),
+                    &mut blocks,
+                ));
+            }
+            Job::Verify {
+                secret,
+                verifier,
+                reply,
+            } => {
+                let _ = reply.send(verify_with(
+                    params,
+                    secret.expose_secret().as_bytes(),
+                    &verifier,
+                    &mut blocks,
+                ));
+            }
+        }
+    }
+}
+
+fn argon2_error(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("argon2: {e}"))
+}
+
+fn hash_with(params: &Params, secret: &[u8], blocks: &mut Vec<Block>) -> Result<String> {
+    let mut salt = [0u8; 16];
+    OsRng.fill_bytes(&mut salt);
+    let mut out = [0u8; OUTPUT_LEN];
+    ensure_blocks(blocks, params.block_count());
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(secret, &salt, &mut out, &mut blocks[..])
+        .map_err(argon2_error)?;
+    phc_string(Algorithm::Argon2id, params, &salt, &out)
+}
+
+fn phc_string(algorithm: Algorithm, params: &Params, salt: &[u8], out: &[u8]) -> Result<String> {
+    let salt = SaltString::encode_b64(salt).map_err(argon2_error)?;
+    let phc = PasswordHash {
+        algorithm: algorithm.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(argon2_error)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(out).map_err(argon2_error)?),
+    };
+    Ok(phc.to_string())
+}
+
+fn verify_with(
+    params: &Params,
+    secret: &[u8],
+    verifier: &str,
+    blocks: &mut Vec<Block>,
+) -> Result<Verification> {
+    let phc = PasswordHash::new(verifier).map_err(argon2_error)?;
+    let algorithm = Algorithm::try_from(phc.algorithm).map_err(argon2_error)?;
+    let (Some(salt), Some(expected)) = (phc.salt, phc.hash) else {
+        return Err(argon2_error("verifier lacks salt or hash"));
+    };
+    let stored = Params::try_from(&phc).map_err(argon2_error)?;
+    if stored.m_cost() > MAX_STORED_MEMORY_KIB {
+        return Err(argon2_error("stored memory cost too large"));
+    }
+    let version = phc
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(argon2_error)?;
+    let version = version.unwrap_or(Version::V0x13);
+    let mut salt_buf = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buf).map_err(argon2_error)?;
+    let stored = Params::new(
+        stored.m_cost(),
+        stored.t_cost(),
+        stored.p_cost(),
+        Some(expected.len()),
+    )
+    .map_err(argon2_error)?;
+    let mut out = vec![0u8; expected.len()];
+    ensure_blocks(blocks, stored.block_count());
+    Argon2::new(algorithm, version, stored.clone())
+        .hash_password_into_with_memory(secret, salt, &mut out, &mut blocks[..])
+        .map_err(argon2_error)?;
+    // Output's equality is constant-time.
+    let matches = Output::new(&out).map_err(argon2_error)? == expected;
+    let needs_rehash = algorithm != Algorithm::Argon2id
+        || version != Version::V0x13
+        || stored.m_cost() != params.m_cost()
+        || stored.t_cost() != params.t_cost()
+        || stored.p_cost() != params.p_cost()
+        || expected.len() != OUTPUT_LEN;
+    Ok(Verification {
+        matches,
+        needs_rehash,
+    })
+}
+
+/// Grows the thread's buffer when a stored hash needs more memory than the
+/// configured parameters; it is never shrunk, so the common case never allocates.
+fn ensure_blocks(blocks: &mut Vec<Block>, count: usize) {
+    if blocks.len() < count {
+        blocks.resize(count, Block::default());
+    }
+}
+
+/// A verifier with the configured parameters that no password matches
+/// (random salt and random output, never produced by hashing anything).
+fn dummy_verifier(params: &Params) -> Result<String> {
+    let mut salt = [0u8; 16];
+    let mut out = [0u8; OUTPUT_LEN];
+    OsRng.fill_bytes(&mut salt);
+    OsRng.fill_bytes(&mut out);
+    phc_string(Algorithm::Argon2id, params, &salt, &out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> HashingSettings {
+        HashingSettings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            threads: 1,
+            queue: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify_round_trips() {
+        let hasher = PasswordHasher::start(&cheap()).unwrap();
+        let phc = hasher.hash("correct horse").await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        let right = Password::presented("correct horse").unwrap();
+        let wrong = Password::presented("correct horsf").unwrap();
+        assert_eq!(
+            hasher.verify(&right, &phc).await.unwrap(),
+            Verification {
+                matches: true,
+                needs_rehash: false
+            }
+        );
+        assert!(!hasher.verify(&wrong, &phc).await.unwrap().matches);
+        hasher.verify_dummy(&right).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn verifiers_with_other_parameters_verify_and_ask_for_rehash() {
+        let old = PasswordHasher::start(&HashingSettings {
+            memory_kib: 128,
+            ..cheap()
+        })
+        .unwrap();
+        let phc = old.hash("correct horse").await.unwrap();
+        let new = PasswordHasher::start(&cheap()).unwrap();
+        let check = new
+            .verify(&Password::presented("correct horse").unwrap(), &phc)
+            .await
+            .unwrap();
+        assert!(check.matches && check.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn verifies_hashes_made_by_the_argon2_crate_itself() {
+        use argon2::PasswordHasher as _;
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let phc = Argon2::default()
+            .hash_password(b"hunter22", &salt)
+            .unwrap()
+            .to_string();
+        let hasher = PasswordHasher::start(&cheap()).unwrap();
+        let check = hasher
+            .verify(&Password::presented("hunter22").unwrap(), &phc)
+            .await
+            .unwrap();
+        assert!(check.matches && check.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let hasher = PasswordHasher::start(&HashingSettings {
+            memory_kib: 65536,
+            iterations: 4,
+            threads: 1,
+            queue: 1,
+            ..cheap()
+        })
+        .unwrap();
+        let pending: Vec<_> = (0..6)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash("a long password").await })
+            })
+            .collect();
+        let mut busy = 0;
+        for task in pending {
+            if matches!(task.await.unwrap(), Err(Error::Busy { .. })) {
+                busy += 1;
+            }
+        }
+        assert!(busy >= 1, "expected at least one refusal");
+    }
+}

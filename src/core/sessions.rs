@@ -1,0 +1,214 @@
+//! Session policy and the live-session check.
+//!
+//! Every authenticated request must know its session is still live (not
+//! logged out, revoked or replaced). Asking the database each time would put
+//! a read on every call, so positive answers are cached in memory for a short
+//! time and dropped at once when this process ends a session. Changes made by
+//! another process (the CLI) reach a running server within `cache_ttl`.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use super::clock::UnixTime;
+use super::domain::Platform;
+use super::error::{Error, Result};
+use super::{Core, login::Principal};
+use crate::store::{Session, SessionId};
+
+/// Past this many cached sessions, expired entries are swept on insert.
+const SWEEP_THRESHOLD: usize = 100_000;
+
+/// Whether an account may hold several sessions on one platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformPolicy {
+    /// Any number of sessions (the default).
+    Multiple,
+    /// A new login ends the previous session on the same platform.
+    Single,
+}
+
+/// Session settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Platform of a login that names none.
+    pub default_platform: Platform,
+    /// Per-platform policies; platforms not listed use `default_policy`.
+    pub policies: HashMap<String, PlatformPolicy>,
+    /// Policy for unlisted platforms.
+    pub default_policy: PlatformPolicy,
+    /// How long a positive live-session check is trusted, seconds (0: always ask the store).
+    pub cache_ttl: i64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            default_platform: Platform::web(),
+            policies: HashMap::new(),
+            default_policy: PlatformPolicy::Multiple,
+            cache_ttl: 2,
+        }
+    }
+}
+
+impl SessionSettings {
+    /// The policy for a platform.
+    pub fn policy(&self, platform: &Platform) -> PlatformPolicy {
+        self.policies
+            .get(platform.as_str())
+            .copied()
+            .unwrap_or(self.default_policy)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    account_id: i64,
+    trusted_until: UnixTime,
+}
+
+/// The in-memory cache of sessions known to be live.
+#[derive(Debug)]
+pub struct LiveSessions {
+    entries: RwLock<HashMap<SessionId, Entry>>,
+    ttl: i64,
+}
+
+impl LiveSessions {
+    /// An empty cache trusting answers for `ttl` seconds.
+    pub fn new(ttl: i64) -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    fn lookup(&self, id: &str, account_id: i64, now: UnixTime) -> bool {
+        let Ok(entries) = self.entries.read() else {
+            return false;
+        };
+        entries
+            .get(id)
+            .is_some_and(|e| e.account_id == account_id && now < e.trusted_until)
+    }
+
+    fn remember(&self, session: &Session, now: UnixTime) {
+        if self.ttl <= 0 {
+            return;
+        }
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        if entries.len() >= SWEEP_THRESHOLD {
+            entries.retain(|_, e| now < e.trusted_until);
+        }
+        let trusted_until = (now + self.ttl).min(session.expires_at);
+        entries.insert(
+            session.id.clone(),
+            Entry {
+                account_id: session.account_id,
+                trusted_until,
+            },
+        );
+    }
+
+    /// Drops sessions that this process just ended.
+    pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a SessionId>) {
+        if let Ok(mut entries) = self.entries.write() {
+            for id in ids {
+                entries.remove(id);
+            }
+        }
+    }
+}
+
+/// A session as shown to its owner.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// Platform.
+    pub platform: String,
+    /// User agent at login.
+    pub user_agent: Option<String>,
+    /// Address at login.
+    pub ip: Option<String>,
+    /// Login time.
+    pub created_at: UnixTime,
+    /// Last refresh.
+    pub last_used_at: UnixTime,
+    /// Absolute end.
+    pub expires_at: UnixTime,
+    /// Whether this is the session making the request.
+    pub current: bool,
+}
+
+impl Core {
+    /// Fails with `Unauthenticated` unless session `id` of `account_id` is live.
+    pub(crate) async fn ensure_live(&self, id: &str, account_id: i64) -> Result<()> {
+        let now = self.now();
+        if self.live.lookup(id, account_id, now) {
+            return Ok(());
+        }
+        match self.store.get_session(&id.to_owned()).await? {
+            Some(session) if session.account_id == account_id && session.is_live(now) => {
+                self.live.remember(&session, now);
+                Ok(())
+            }
+            _ => Err(Error::Unauthenticated),
+        }
+    }
+
+    /// The caller's live sessions.
+    pub async fn my_sessions(&self, principal: &Principal) -> Result<Vec<SessionView>> {
+        let sessions = self
+            .store
+            .list_live_sessions(principal.account_id, self.now())
+            .await?;
+        Ok(sessions
+            .into_iter()
+            .map(|s| SessionView {
+                current: s.id == principal.session_id,
+                id: s.id,
+                platform: s.platform,
+                user_agent: s.user_agent,
+                ip: s.ip,
+                created_at: s.created_at,
+                last_used_at: s.last_used_at,
+                expires_at: s.expires_at,
+            })
+            .collect())
+    }
+
+    /// Ends one of the caller's sessions; `NotFound` if it is not theirs or not live.
+    pub async fn end_my_session(&self, principal: &Principal, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        match self.store.get_session(&id).await? {
+            Some(session)
+                if session.account_id == principal.account_id && session.is_live(self.now()) =>
+            {
+                self.store
+                    .revoke_session(&id, self.now(), "revoked")
+                    .await?;
+                self.live.forget([&id]);
+                Ok(())
+            }
+            _ => Err(Error::NotFound("session")),
+        }
+    }
+
+    /// Ends every session of an account except `keep`, here and in the store.
+    pub(crate) async fn end_account_sessions(
+        &self,
+        account_id: i64,
+        keep: Option<&SessionId>,
+        reason: &str,
+    ) -> Result<()> {
+        let ended = self
+            .store
+            .revoke_account_sessions(account_id, keep, self.now(), reason)
+            .await?;
+        self.live.forget(&ended);
+        Ok(())
+    }
+}

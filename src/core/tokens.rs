@@ -1,0 +1,269 @@
+//! Access tokens (JWTs) and refresh tokens.
+//!
+//! Access tokens are short-lived JWTs with header `typ: at+jwt` (RFC 9068);
+//! verification takes the algorithm from the key named by `kid`, never from
+//! the token, and checks expiry against the injected clock. Refresh tokens
+//! are 256 random bits; only their SHA-256 is stored. A rotated token's
+//! successor is derived from the token itself and a stored random salt, so a
+//! retry within the grace window can be given the same successor although
+//! the successor's text was never stored.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::clock::UnixTime;
+use super::error::{Error, Result};
+use super::keys::{KeyRing, SigningAlgorithm};
+use crate::store::TokenHash;
+
+/// The media type in the JWT header that marks a Sesame access token.
+const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Token lifetimes and claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// Signing algorithm for new keys.
+    pub algorithm: SigningAlgorithm,
+    /// `iss` claim.
+    pub issuer: String,
+    /// `aud` claim.
+    pub audience: String,
+    /// Access-token lifetime, seconds.
+    pub access_ttl: i64,
+    /// Refresh lifetime (the session's absolute lifetime), seconds.
+    pub refresh_ttl: i64,
+    /// Window after a rotation in which the old refresh token yields the same successor.
+    pub reuse_grace: i64,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds (at most 60).
+    pub leeway: i64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            algorithm: SigningAlgorithm::EdDSA,
+            issuer: "sesame".into(),
+            audience: "sesame".into(),
+            access_ttl: 3600,
+            refresh_ttl: 30 * 24 * 3600,
+            reuse_grace: 5,
+            leeway: 30,
+        }
+    }
+}
+
+/// The claims of a Sesame access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Account id, as a string.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issue time.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Token id.
+    pub jti: String,
+    /// Session id.
+    pub sid: String,
+    /// Role names.
+    pub roles: Vec<String>,
+}
+
+/// Signs and verifies access tokens with a [`KeyRing`].
+pub struct AccessTokens {
+    ring: KeyRing,
+    settings: TokenSettings,
+}
+
+impl AccessTokens {
+    /// Wraps a loaded key ring.
+    pub fn new(ring: KeyRing, settings: TokenSettings) -> Self {
+        Self { ring, settings }
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> &serde_json::Value {
+        self.ring.jwks()
+    }
+
+    /// Issues a token for `sub` in session `sid`; returns it with its lifetime.
+    pub fn issue(&self, sub: i64, sid: &str, roles: &[String], now: UnixTime) -> Result<String> {
+        let key = self
+            .ring
+            .signing_key()
+            .ok_or_else(|| Error::Internal("no signing key".into()))?;
+        let mut header = Header::new(key.algorithm);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some(ACCESS_TOKEN_TYP.into());
+        let claims = AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: sub.to_string(),
+            aud: self.settings.audience.clone(),
+            exp: now + self.settings.access_ttl,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            sid: sid.to_owned(),
+            roles: roles.to_vec(),
+        };
+        jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| Error::Internal(format!("signing: {e}")))
+    }
+
+    /// Verifies a token's signature, type, issuer, audience and times.
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<AccessClaims> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Error::Unauthenticated)?;
+        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+            return Err(Error::Unauthenticated);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.ring.key(kid))
+            .ok_or(Error::Unauthenticated)?;
+        // The key fixes the algorithm; a token claiming another one (or `none`) fails here.
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // Times are checked below against the injected clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+            .map_err(|_| Error::Unauthenticated)?
+            .claims;
+        let leeway = self.settings.leeway;
+        if now >= claims.exp + leeway || now + leeway < claims.nbf {
+            return Err(Error::Unauthenticated);
+        }
+        Ok(claims)
+    }
+}
+
+/// The SHA-256 under which a token is stored.
+pub fn hash_token(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A fresh refresh token: 256 random bits, base64url.
+pub fn new_refresh_token() -> String {
+    let mut bytes = [0u8; 32];
+    fill_random(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Fresh random salt for deriving a successor token.
+pub fn new_successor_salt() -> [u8; 32] {
+    let mut salt = [0u8; 32];
+    fill_random(&mut salt);
+    salt
+}
+
+/// The successor of `token` under `salt`: SHA-256(token || salt). Someone who
+/// can read the database knows the salt and the token's hash but not the
+/// token, so cannot compute the successor.
+pub fn successor_token(token: &str, salt: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(token.as_bytes());
+    hasher.update(salt);
+    URL_SAFE_NO_PAD.encode(hasher.finalize())
+}
+
+/// `bytes` random bytes as base64url, for secrets such as a generated password.
+pub fn random_urlsafe(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    fill_random(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+fn fill_random(buf: &mut [u8]) {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    OsRng.fill_bytes(buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::keys::generate;
+
+    fn tokens(alg: SigningAlgorithm) -> AccessTokens {
+        let key = generate(alg, 0).unwrap();
+        let ring = KeyRing::load(&[key], alg).unwrap().unwrap();
+        AccessTokens::new(
+            ring,
+            TokenSettings {
+                algorithm: alg,
+                ..TokenSettings::default()
+            },
+        )
+    }
+
+    #[test]
+    fn issued_tokens_verify_until_expiry_plus_leeway() {
+        for alg in [
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::RS256,
+            SigningAlgorithm::HS256,
+        ] {
+            let t = tokens(alg);
+            let jwt = t.issue(7, "sid-1", &["user".into()], 1_000).unwrap();
+            let claims = t.verify(&jwt, 1_000).unwrap();
+            assert_eq!((claims.sub.as_str(), claims.sid.as_str()), ("7", "sid-1"));
+            assert!(t.verify(&jwt, 1_000 + 3600 + 29).is_ok());
+            assert!(t.verify(&jwt, 1_000 + 3600 + 30).is_err());
+            assert!(
+                t.verify(&jwt, 1_000 - 31).is_err(),
+                "nbf not enforced for {alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_from_another_key_or_tampered_are_refused() {
+        let a = tokens(SigningAlgorithm::EdDSA);
+        let b = tokens(SigningAlgorithm::EdDSA);
+        let jwt = a.issue(1, "s", &[], 0).unwrap();
+        assert!(b.verify(&jwt, 0).is_err());
+        let mut parts: Vec<&str> = jwt.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(br#"{"iss":"sesame","sub":"2","aud":"sesame","exp":99999,"iat":0,"nbf":0,"jti":"x","sid":"s","roles":["administrator"]}"#);
+        parts[1] = &forged;
+        assert!(a.verify(&parts.join("."), 0).is_err());
+    }
+
+    #[test]
+    fn alg_none_and_refresh_tokens_are_not_access_tokens() {
+        let t = tokens(SigningAlgorithm::EdDSA);
+        let jwt = t.issue(1, "s", &[], 0).unwrap();
+        let kid = jsonwebtoken::decode_header(&jwt).unwrap().kid.unwrap();
+        let header =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
+        let body = jwt.split('.').nth(1).unwrap();
+        assert!(t.verify(&format!("{header}.{body}."), 0).is_err());
+        assert!(t.verify(&new_refresh_token(), 0).is_err());
+    }
+
+    #[test]
+    fn successors_are_deterministic_per_salt_and_unrelated_across_salts() {
+        let token = new_refresh_token();
+        let salt = new_successor_salt();
+        assert_eq!(
+            successor_token(&token, &salt),
+            successor_token(&token, &salt)
+        );
+        assert_ne!(
+            successor_token(&token, &salt),
+            successor_token(&token, &new_successor_salt())
+        );
+        assert_eq!(new_refresh_token().len(), 43);
+    }
+}

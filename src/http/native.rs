@@ -1,0 +1,175 @@
+//! The native API under `/v1`: login, refresh, logout and the caller's own
+//! account and sessions. Handlers parse, call the core, and render.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::error::Problem;
+use super::extract::{ApiJson, Authenticated, Client, parse_json, read_body};
+use super::views::{GrantView, SessionOut, UserView};
+use crate::core::accounts::ProfileChange;
+use crate::core::domain::{LoginId, Password, Platform};
+use crate::core::login::{Grant, LoginAttempt, LogoutScope};
+
+/// The native routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/login", post(login))
+        .route("/v1/refresh", post(refresh))
+        .route("/v1/logout", post(logout))
+        .route("/v1/me", get(me).patch(update_me))
+        .route("/v1/me/password", post(change_password))
+        .route("/v1/me/sessions", get(sessions))
+        .route("/v1/me/sessions/{id}", delete(end_session))
+}
+
+/// Token responses must not be cached (RFC 6749 §5.1).
+fn grant_response(grant: &Grant) -> Response {
+    let mut response = Json(GrantView::from(grant)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    login: String,
+    password: String,
+    #[serde(default)]
+    platform: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, Problem> {
+    let attempt = LoginAttempt {
+        login: LoginId::parse(&body.login)?,
+        password: Password::presented(&body.password)?,
+        platform: body.platform.as_deref().map(Platform::parse).transpose()?,
+        client,
+    };
+    let grant = state.core.login(attempt).await?;
+    Ok(grant_response(&grant))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Response, Problem> {
+    let grant = state.core.refresh(&body.refresh_token).await?;
+    Ok(grant_response(&grant))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutBody {
+    #[serde(default)]
+    all: bool,
+}
+
+/// The body is optional: an empty one ends this session.
+async fn logout(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    request: Request,
+) -> Result<StatusCode, Problem> {
+    let headers = request.headers().clone();
+    let body = read_body(request, &state).await?;
+    let body: LogoutBody = if body.is_empty() {
+        LogoutBody::default()
+    } else {
+        parse_json(&headers, &body)?
+    };
+    let scope = if body.all {
+        LogoutScope::AllSessions
+    } else {
+        LogoutScope::ThisSession
+    };
+    state.core.logout(&principal, scope).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<Response, Problem> {
+    let account = state.core.me(&principal).await?;
+    Ok(Json(UserView::from(&account)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileBody {
+    display_name: Option<String>,
+    avatar_url: Option<String>,
+    #[serde(default)]
+    profile: std::collections::BTreeMap<String, Option<String>>,
+}
+
+async fn update_me(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    ApiJson(body): ApiJson<ProfileBody>,
+) -> Result<Response, Problem> {
+    let change = ProfileChange {
+        display_name: body.display_name,
+        avatar_url: body.avatar_url,
+        attributes: body.profile,
+    };
+    let account = state.core.update_my_profile(&principal, change).await?;
+    Ok(Json(UserView::from(&account)).into_response())
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    ApiJson(body): ApiJson<PasswordBody>,
+) -> Result<StatusCode, Problem> {
+    let current = Password::presented(&body.current_password).map_err(|_| {
+        crate::core::Error::invalid("current_password", "is not the account's password")
+    })?;
+    let new = Password::new_password(&body.new_password)?;
+    state
+        .core
+        .change_my_password(&principal, &current, &new)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn sessions(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<Response, Problem> {
+    let sessions = state.core.my_sessions(&principal).await?;
+    let sessions: Vec<SessionOut<'_>> = sessions.iter().map(SessionOut::from).collect();
+    Ok(Json(json!({ "sessions": sessions })).into_response())
+}
+
+async fn end_session(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    state.core.end_my_session(&principal, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

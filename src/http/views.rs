@@ -1,0 +1,125 @@
+//! How the native API shows accounts, sessions and grants.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::core::clock::UnixTime;
+use crate::core::login::Grant;
+use crate::core::sessions::SessionView;
+use crate::store::Account;
+
+/// RFC 3339 in UTC with `Z`, or an empty string for an unrepresentable time.
+pub fn rfc3339(t: UnixTime) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// An account as the native API shows it. Never any credential material.
+#[derive(Debug, Serialize)]
+pub struct UserView<'a> {
+    id: String,
+    username: &'a str,
+    email: Option<&'a str>,
+    email_verified: bool,
+    mobile: Option<&'a str>,
+    mobile_verified: bool,
+    display_name: &'a str,
+    avatar_url: &'a str,
+    status: &'static str,
+    roles: &'a [String],
+    permissions: &'a [String],
+    profile: &'a std::collections::BTreeMap<String, String>,
+    created_at: String,
+    updated_at: String,
+    last_login_at: Option<String>,
+    last_login_ip: Option<&'a str>,
+    login_count: i64,
+    failed_login_count: i64,
+    api_calls_count: i64,
+    /// 0 means unlimited.
+    max_api_calls: i64,
+}
+
+impl<'a> From<&'a Account> for UserView<'a> {
+    fn from(a: &'a Account) -> Self {
+        Self {
+            id: a.id.to_string(),
+            username: &a.username,
+            email: a.email.as_deref(),
+            email_verified: a.email_verified,
+            mobile: a.mobile.as_deref(),
+            mobile_verified: a.mobile_verified,
+            display_name: &a.display_name,
+            avatar_url: &a.avatar_url,
+            status: a.status.as_str(),
+            roles: &a.roles,
+            permissions: &a.permissions,
+            profile: &a.profile,
+            created_at: rfc3339(a.created_at),
+            updated_at: rfc3339(a.updated_at),
+            last_login_at: a.last_login_at.map(rfc3339),
+            last_login_ip: a.last_login_ip.as_deref(),
+            login_count: a.login_count,
+            failed_login_count: a.failed_login_count,
+            api_calls_count: a.api_calls_count,
+            max_api_calls: a.max_api_calls,
+        }
+    }
+}
+
+/// The answer to a login or refresh.
+#[derive(Debug, Serialize)]
+pub struct GrantView<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: &'a str,
+    refresh_expires_in: i64,
+    session_id: &'a str,
+    user: UserView<'a>,
+}
+
+impl<'a> From<&'a Grant> for GrantView<'a> {
+    fn from(g: &'a Grant) -> Self {
+        Self {
+            access_token: &g.access_token,
+            token_type: "Bearer",
+            expires_in: g.access_expires_in,
+            refresh_token: &g.refresh_token,
+            refresh_expires_in: g.refresh_expires_in,
+            session_id: &g.session_id,
+            user: UserView::from(&g.account),
+        }
+    }
+}
+
+/// A session as its owner sees it.
+#[derive(Debug, Serialize)]
+pub struct SessionOut<'a> {
+    id: &'a str,
+    platform: &'a str,
+    user_agent: Option<&'a str>,
+    ip: Option<&'a str>,
+    created_at: String,
+    last_used_at: String,
+    expires_at: String,
+    current: bool,
+}
+
+impl<'a> From<&'a SessionView> for SessionOut<'a> {
+    fn from(s: &'a SessionView) -> Self {
+        Self {
+            id: &s.id,
+            platform: &s.platform,
+            user_agent: s.user_agent.as_deref(),
+            ip: s.ip.as_deref(),
+            created_at: rfc3339(s.created_at),
+            last_used_at: rfc3339(s.last_used_at),
+            expires_at: rfc3339(s.expires_at),
+            current: s.current,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Storage behind traits.
+//!
+//! The core reads and writes accounts, sessions, refresh tokens and signing
+//! keys only through [`Store`]. Each backend (SQLite now, PostgreSQL next)
+//! implements it, keeps its SQL to itself, and maps its own constraint
+//! violations to [`StoreError::Conflict`]. Operations that must be atomic
+//! (a single-session login, a refresh rotation) are one method each, so the
+//! backend can use its own transactions and locks.
+
+pub mod records;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use records::*;
+
+use crate::core::clock::UnixTime;
+
+/// A storage failure. The core turns `Conflict` into a client error and
+/// everything else into an internal one whose detail is only logged.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique field (`username`, `email`, `mobile`) is already held.
+    #[error("{0} is already taken")]
+    Conflict(&'static str),
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored value could not be read back (a bug or a hand-edited row).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Accounts, their roles and profile attributes.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Inserts an account with its roles; `Conflict` names the taken field.
+    async fn create_account(&self, account: NewAccount) -> StoreResult<Account>;
+    /// Finds the account whose username key, email key or mobile matches,
+    /// preferring a username match, then email, then mobile.
+    async fn find_account_by_login(
+        &self,
+        key: &str,
+        mobile: Option<&str>,
+    ) -> StoreResult<Option<Account>>;
+    /// Finds an account by its folded username key.
+    async fn find_account_by_username(&self, username_key: &str) -> StoreResult<Option<Account>>;
+    /// Reads an account by id.
+    async fn get_account(&self, id: AccountId) -> StoreResult<Option<Account>>;
+    /// Lists accounts in id order, `limit` at a time after `after_id`.
+    async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>>;
+    /// How many accounts hold `role`.
+    async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64>;
+    /// The names of all defined roles.
+    async fn role_names(&self) -> StoreResult<Vec<String>>;
+    /// Applies a profile change.
+    async fn update_profile(
+        &self,
+        id: AccountId,
+        patch: &ProfilePatch,
+        now: UnixTime,
+    ) -> StoreResult<()>;
+    /// Replaces the password verifiers; `changed` says whether the password
+    /// itself changed (false for a parameter upgrade of the same password).
+    async fn set_password(
+        &self,
+        id: AccountId,
+        verifiers: &PasswordVerifiers,
+        changed: bool,
+        now: UnixTime,
+    ) -> StoreResult<()>;
+    /// Sets the account status.
+    async fn set_status(
+        &self,
+        id: AccountId,
+        status: AccountStatus,
+        now: UnixTime,
+    ) -> StoreResult<()>;
+    /// Deletes an account and everything that hangs off it; false if absent.
+    async fn delete_account(&self, id: AccountId) -> StoreResult<bool>;
+    /// Records a successful login (counter, time, address).
+    async fn record_login_success(
+        &self,
+        id: AccountId,
+        now: UnixTime,
+        ip: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Records a failed login against a known account.
+    async fn record_login_failure(&self, id: AccountId) -> StoreResult<()>;
+}
+
+/// Sessions and their refresh-token chains.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Creates a session with its first refresh token. With
+    /// `replace_platform`, every live session of the same account on the same
+    /// platform is revoked in the same transaction; their ids are returned.
+    async fn create_session(
+        &self,
+        session: &NewSession,
+        refresh: &NewRefreshToken,
+        replace_platform: bool,
+    ) -> StoreResult<Vec<SessionId>>;
+    /// Reads a session (live or not) with its account's status.
+    async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>>;
+    /// The account's sessions that are neither revoked nor expired at `now`.
+    async fn list_live_sessions(
+        &self,
+        account_id: AccountId,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Session>>;
+    /// Revokes one session; false if it was absent or already revoked.
+    async fn revoke_session(
+        &self,
+        id: &SessionId,
+        now: UnixTime,
+        reason: &str,
+    ) -> StoreResult<bool>;
+    /// Revokes every live session of an account except `keep`; returns their ids.
+    async fn revoke_account_sessions(
+        &self,
+        account_id: AccountId,
+        keep: Option<&SessionId>,
+        now: UnixTime,
+        reason: &str,
+    ) -> StoreResult<Vec<SessionId>>;
+    /// Finds a refresh token by the SHA-256 of its text.
+    async fn find_refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<RefreshToken>>;
+    /// Marks `old` rotated (only if it is not already) and inserts its
+    /// successor, in one transaction; false if another request rotated it first.
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        successor_salt: &[u8],
+        successor: &NewRefreshToken,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+}
+
+/// Token signing keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every stored key, newest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>>;
+    /// Stores a new key.
+    async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()>;
+}
+
+/// Everything Sesame persists.
+pub trait Store: AccountStore + SessionStore + KeyStore {}
+
+impl<T: AccountStore + SessionStore + KeyStore> Store for T {}

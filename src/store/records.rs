@@ -1,0 +1,281 @@
+//! The records exchanged between the core and the stores: plain data, no SQL.
+
+use std::collections::BTreeMap;
+
+use crate::core::clock::UnixTime;
+
+/// An account's numeric id (the contracts show integer ids).
+pub type AccountId = i64;
+
+/// A session id: a UUID, also the handle a client can use to end the session.
+pub type SessionId = String;
+
+/// The SHA-256 of a token's text; tokens themselves are never stored.
+pub type TokenHash = [u8; 32];
+
+/// Whether an account may sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    /// Normal.
+    Active,
+    /// Switched off by an operator.
+    Disabled,
+    /// Locked by brute-force protection until unlocked.
+    Locked,
+}
+
+impl AccountStatus {
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Disabled => "disabled",
+            AccountStatus::Locked => "locked",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(AccountStatus::Active),
+            "disabled" => Some(AccountStatus::Disabled),
+            "locked" => Some(AccountStatus::Locked),
+            _ => None,
+        }
+    }
+}
+
+/// The slow verifiers kept for an account's password.
+#[derive(Clone)]
+pub struct PasswordVerifiers {
+    /// Argon2id PHC string over the (NFC) password.
+    pub password_hash: String,
+    /// Argon2id PHC string over the lowercase MD5 hex of the password, for the
+    /// users-actions contract; absent until first written.
+    pub md5_verifier: Option<String>,
+}
+
+impl std::fmt::Debug for PasswordVerifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordVerifiers(..)")
+    }
+}
+
+/// An account as stored, with its roles, permissions and profile.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Numeric id.
+    pub id: AccountId,
+    /// Username as chosen.
+    pub username: String,
+    /// Email address, if any.
+    pub email: Option<String>,
+    /// Whether the email was verified.
+    pub email_verified: bool,
+    /// Mobile number, if any.
+    pub mobile: Option<String>,
+    /// Whether the mobile was verified.
+    pub mobile_verified: bool,
+    /// Display name (may be empty).
+    pub display_name: String,
+    /// Avatar URL (may be empty).
+    pub avatar_url: String,
+    /// Whether the account may sign in.
+    pub status: AccountStatus,
+    /// Password verifiers.
+    pub verifiers: PasswordVerifiers,
+    /// When the password was last set.
+    pub password_changed_at: UnixTime,
+    /// Creation time.
+    pub created_at: UnixTime,
+    /// Last change to the account.
+    pub updated_at: UnixTime,
+    /// Last successful login.
+    pub last_login_at: Option<UnixTime>,
+    /// Address of the last successful login.
+    pub last_login_ip: Option<String>,
+    /// Successful logins.
+    pub login_count: i64,
+    /// Failed logins.
+    pub failed_login_count: i64,
+    /// Authenticated API calls counted so far.
+    pub api_calls_count: i64,
+    /// API-call quota; 0 means unlimited.
+    pub max_api_calls: i64,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Union of the roles' permissions, sorted.
+    pub permissions: Vec<String>,
+    /// Free key/value attributes (the contracts' extra profile fields).
+    pub profile: BTreeMap<String, String>,
+}
+
+/// A new account to insert.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Username as chosen.
+    pub username: String,
+    /// Folded username, unique.
+    pub username_key: String,
+    /// Email address.
+    pub email: Option<String>,
+    /// Folded email, unique.
+    pub email_key: Option<String>,
+    /// Mobile number, unique.
+    pub mobile: Option<String>,
+    /// Display name.
+    pub display_name: String,
+    /// Password verifiers.
+    pub verifiers: PasswordVerifiers,
+    /// Roles to grant (must exist).
+    pub roles: Vec<String>,
+    /// API-call quota; 0 means unlimited.
+    pub max_api_calls: i64,
+    /// Creation time.
+    pub created_at: UnixTime,
+}
+
+/// A change to the user-editable profile; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct ProfilePatch {
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New avatar URL.
+    pub avatar_url: Option<String>,
+    /// Attributes to set (`Some`) or remove (`None`).
+    pub attributes: BTreeMap<String, Option<String>>,
+}
+
+/// How a session's tokens look on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStyle {
+    /// JWT access tokens and 256-bit base64url refresh tokens.
+    Jwt,
+    /// 32-hex opaque access and refresh tokens (the careyshop contract).
+    Opaque,
+}
+
+impl TokenStyle {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStyle::Jwt => "jwt",
+            TokenStyle::Opaque => "opaque",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "jwt" => Some(TokenStyle::Jwt),
+            "opaque" => Some(TokenStyle::Opaque),
+            _ => None,
+        }
+    }
+}
+
+/// A login session on one device.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Session id (UUID).
+    pub id: SessionId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Device platform.
+    pub platform: String,
+    /// User agent at login.
+    pub user_agent: Option<String>,
+    /// Client address at login.
+    pub ip: Option<String>,
+    /// Token style.
+    pub token_style: TokenStyle,
+    /// Login time.
+    pub created_at: UnixTime,
+    /// Last refresh.
+    pub last_used_at: UnixTime,
+    /// Absolute end of the session (the refresh lifetime; rotation does not extend it).
+    pub expires_at: UnixTime,
+    /// When it was ended, if it was.
+    pub revoked_at: Option<UnixTime>,
+    /// Whether the owning account is active.
+    pub account_active: bool,
+}
+
+impl Session {
+    /// Whether the session can still be used at `now`.
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && self.account_active && now < self.expires_at
+    }
+}
+
+/// A session to create.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Session id (UUID).
+    pub id: SessionId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Device platform.
+    pub platform: String,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Token style.
+    pub token_style: TokenStyle,
+    /// Login time.
+    pub created_at: UnixTime,
+    /// Absolute end.
+    pub expires_at: UnixTime,
+}
+
+/// A stored refresh token (by hash).
+#[derive(Debug, Clone)]
+pub struct RefreshToken {
+    /// SHA-256 of the token text.
+    pub hash: TokenHash,
+    /// Its session.
+    pub session_id: SessionId,
+    /// Issue time.
+    pub issued_at: UnixTime,
+    /// When it was exchanged for a successor, if it was.
+    pub rotated_at: Option<UnixTime>,
+    /// Random salt from which the successor was derived, so a retry within the
+    /// grace window can be handed the same successor without storing it.
+    pub successor_salt: Option<Vec<u8>>,
+}
+
+/// A refresh token to insert.
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    /// SHA-256 of the token text.
+    pub hash: TokenHash,
+    /// Its session.
+    pub session_id: SessionId,
+    /// Issue time.
+    pub issued_at: UnixTime,
+}
+
+/// A token signing key.
+#[derive(Clone)]
+pub struct SigningKey {
+    /// Key id, published in JWKS and in each token's header.
+    pub kid: String,
+    /// JWS algorithm name (`EdDSA`, `ES256`, `RS256`, `HS256`).
+    pub algorithm: String,
+    /// Private key: PKCS#8 DER for EdDSA/ES256, PKCS#1 DER for RS256, the secret for HS256.
+    pub private_der: Vec<u8>,
+    /// Public JWK as JSON (empty for HS256, which has no public part).
+    pub public_jwk: String,
+    /// Creation time; the newest key of the configured algorithm signs.
+    pub created_at: UnixTime,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,334 @@
+//! Accounts, roles and profile attributes in SQLite.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::{SqliteStore, corrupt, db_error};
+use crate::core::clock::UnixTime;
+use crate::store::{
+    Account, AccountId, AccountStatus, AccountStore, NewAccount, PasswordVerifiers, ProfilePatch,
+    StoreResult,
+};
+
+const ACCOUNT_COLUMNS: &str = "id, username, email, email_verified, mobile, mobile_verified, display_name, \
+     avatar_url, status, password_hash, md5_verifier, password_changed_at, created_at, updated_at, \
+     last_login_at, last_login_ip, login_count, failed_login_count, api_calls_count, max_api_calls";
+
+fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
+    let status: String = row.try_get("status").map_err(db_error)?;
+    Ok(Account {
+        id: row.try_get("id").map_err(db_error)?,
+        username: row.try_get("username").map_err(db_error)?,
+        email: row.try_get("email").map_err(db_error)?,
+        email_verified: row.try_get("email_verified").map_err(db_error)?,
+        mobile: row.try_get("mobile").map_err(db_error)?,
+        mobile_verified: row.try_get("mobile_verified").map_err(db_error)?,
+        display_name: row.try_get("display_name").map_err(db_error)?,
+        avatar_url: row.try_get("avatar_url").map_err(db_error)?,
+        status: AccountStatus::parse(&status).ok_or_else(|| corrupt("account status"))?,
+        verifiers: PasswordVerifiers {
+            password_hash: row.try_get("password_hash").map_err(db_error)?,
+            md5_verifier: row.try_get("md5_verifier").map_err(db_error)?,
+        },
+        password_changed_at: row.try_get("password_changed_at").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+        last_login_at: row.try_get("last_login_at").map_err(db_error)?,
+        last_login_ip: row.try_get("last_login_ip").map_err(db_error)?,
+        login_count: row.try_get("login_count").map_err(db_error)?,
+        failed_login_count: row.try_get("failed_login_count").map_err(db_error)?,
+        api_calls_count: row.try_get("api_calls_count").map_err(db_error)?,
+        max_api_calls: row.try_get("max_api_calls").map_err(db_error)?,
+        roles: Vec::new(),
+        permissions: Vec::new(),
+        profile: BTreeMap::new(),
+    })
+}
+
+/// Fills in roles, permissions and profile attributes.
+async fn load_details(conn: &mut SqliteConnection, mut account: Account) -> StoreResult<Account> {
+    account.roles =
+        sqlx::query_scalar("SELECT role FROM account_roles WHERE account_id = ? ORDER BY role")
+            .bind(account.id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    account.permissions = sqlx::query_scalar(
+        "SELECT DISTINCT rp.permission FROM account_roles ar \
+         JOIN role_permissions rp ON rp.role = ar.role WHERE ar.account_id = ? ORDER BY rp.permission",
+    )
+    .bind(account.id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let rows = sqlx::query("SELECT name, value FROM profile_attributes WHERE account_id = ?")
+        .bind(account.id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    for row in rows {
+        account.profile.insert(
+            row.try_get("name").map_err(db_error)?,
+            row.try_get("value").map_err(db_error)?,
+        );
+    }
+    Ok(account)
+}
+
+impl SqliteStore {
+    async fn fetch_one_account(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<Account>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let Some(row) = query.fetch_optional(&mut *conn).await.map_err(db_error)? else {
+            return Ok(None);
+        };
+        let account = account_from_row(&row)?;
+        load_details(&mut conn, account).await.map(Some)
+    }
+
+    async fn fetch_account_by_id(
+        &self,
+        conn: &mut SqliteConnection,
+        id: AccountId,
+    ) -> StoreResult<Option<Account>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?");
+        let Some(row) = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(None);
+        };
+        let account = account_from_row(&row)?;
+        load_details(conn, account).await.map(Some)
+    }
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let id: AccountId = sqlx::query_scalar(
+            "INSERT INTO accounts (username, username_key, email, email_key, mobile, display_name, \
+             password_hash, md5_verifier, password_changed_at, created_at, updated_at, max_api_calls) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&new.username)
+        .bind(&new.username_key)
+        .bind(&new.email)
+        .bind(&new.email_key)
+        .bind(&new.mobile)
+        .bind(&new.display_name)
+        .bind(&new.verifiers.password_hash)
+        .bind(&new.verifiers.md5_verifier)
+        .bind(new.created_at)
+        .bind(new.created_at)
+        .bind(new.created_at)
+        .bind(new.max_api_calls)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for role in &new.roles {
+            sqlx::query("INSERT INTO account_roles (account_id, role) VALUES (?, ?)")
+                .bind(id)
+                .bind(role)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let account = self
+            .fetch_account_by_id(&mut tx, id)
+            .await?
+            .ok_or_else(|| corrupt("account vanished after insert"))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(account)
+    }
+
+    async fn find_account_by_login(
+        &self,
+        key: &str,
+        mobile: Option<&str>,
+    ) -> StoreResult<Option<Account>> {
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username_key = ?1 OR email_key = ?1 OR mobile = ?2 \
+             ORDER BY CASE WHEN username_key = ?1 THEN 0 WHEN email_key = ?1 THEN 1 ELSE 2 END LIMIT 1"
+        );
+        self.fetch_one_account(&sql, &[key, mobile.unwrap_or("")])
+            .await
+    }
+
+    async fn find_account_by_username(&self, username_key: &str) -> StoreResult<Option<Account>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username_key = ?");
+        self.fetch_one_account(&sql, &[username_key]).await
+    }
+
+    async fn get_account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        self.fetch_account_by_id(&mut conn, id).await
+    }
+
+    async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let sql =
+            format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ? ORDER BY id LIMIT ?");
+        let rows = sqlx::query(&sql)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let mut accounts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            accounts.push(load_details(&mut conn, account_from_row(row)?).await?);
+        }
+        Ok(accounts)
+    }
+
+    async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM account_roles WHERE role = ?")
+            .bind(role)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn role_names(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT name FROM roles ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn update_profile(
+        &self,
+        id: AccountId,
+        patch: &ProfilePatch,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        sqlx::query(
+            "UPDATE accounts SET display_name = COALESCE(?, display_name), \
+             avatar_url = COALESCE(?, avatar_url), updated_at = ? WHERE id = ?",
+        )
+        .bind(&patch.display_name)
+        .bind(&patch.avatar_url)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for (name, value) in &patch.attributes {
+            let query = match value {
+                Some(value) => sqlx::query(
+                    "INSERT INTO profile_attributes (account_id, name, value) VALUES (?, ?, ?) \
+                     ON CONFLICT (account_id, name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(id)
+                .bind(name)
+                .bind(value),
+                None => {
+                    sqlx::query("DELETE FROM profile_attributes WHERE account_id = ? AND name = ?")
+                        .bind(id)
+                        .bind(name)
+                }
+            };
+            query.execute(&mut *tx).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn set_password(
+        &self,
+        id: AccountId,
+        verifiers: &PasswordVerifiers,
+        changed: bool,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let query = if changed {
+            sqlx::query(
+                "UPDATE accounts SET password_hash = ?, md5_verifier = ?, password_changed_at = ?, \
+                 updated_at = ? WHERE id = ?",
+            )
+            .bind(&verifiers.password_hash)
+            .bind(&verifiers.md5_verifier)
+            .bind(now)
+            .bind(now)
+            .bind(id)
+        } else {
+            // Same password, new verifiers (a parameter upgrade): no change of record times.
+            sqlx::query("UPDATE accounts SET password_hash = ?, md5_verifier = ? WHERE id = ?")
+                .bind(&verifiers.password_hash)
+                .bind(&verifiers.md5_verifier)
+                .bind(id)
+        };
+        query.execute(&self.pool).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn set_status(
+        &self,
+        id: AccountId,
+        status: AccountStatus,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE accounts SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM accounts WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn record_login_success(
+        &self,
+        id: AccountId,
+        now: UnixTime,
+        ip: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(ip)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn record_login_failure(&self, id: AccountId) -> StoreResult<()> {
+        sqlx::query("UPDATE accounts SET failed_login_count = failed_login_count + 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}

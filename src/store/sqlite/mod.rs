@@ -1,0 +1,75 @@
+//! The embedded default: SQLite in WAL mode.
+//!
+//! Writes that must be atomic run in `BEGIN IMMEDIATE` transactions so two
+//! writers never deadlock on a lock upgrade; readers never block writers.
+//! Everything specific to SQLite (pragmas, error codes, `GROUP BY` quirks)
+//! stays in this module.
+
+mod accounts;
+mod keys;
+mod sessions;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{StoreError, StoreResult};
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or
+    /// `sqlite:path`) and runs the embedded migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Database(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The URL of the default database file inside a data directory.
+    pub fn url_for_data_dir(dir: &Path) -> String {
+        format!("sqlite://{}", dir.join("sesame.db").display())
+    }
+}
+
+/// Maps a database error, turning unique-constraint violations on the
+/// account's identifying columns into [`StoreError::Conflict`].
+fn db_error(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &error
+        && db.is_unique_violation()
+    {
+        let message = db.message();
+        for field in ["username", "email", "mobile"] {
+            if message.contains(&format!("accounts.{field}")) {
+                return StoreError::Conflict(field);
+            }
+        }
+    }
+    StoreError::Database(error.to_string())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
