@@ -24,12 +24,12 @@ pub struct ServeArgs {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     super::init_logging(&config.log);
+    // Registered before any start-up work, so an early SIGTERM still shuts down cleanly.
+    let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     let app = Application::build(&config, Arc::new(SystemClock)).await?;
     create_first_administrator(&app.core()).await?;
     tracing::info!(address = %app.local_addr(), "sesame is listening");
-    app.run_until(shutdown_signal())
-        .await
-        .context("server failed")?;
+    app.run_until(shutdown).await.context("server failed")?;
     tracing::info!("sesame stopped");
     Ok(())
 }
@@ -67,25 +67,26 @@ async fn create_first_administrator(core: &Core) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// A future that completes on SIGINT or SIGTERM; the handlers are installed
+/// when this is called, not when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down; finishing in-flight requests");
+        tracing::info!("shutting down; finishing in-flight requests");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down; finishing in-flight requests");
+    })
 }

@@ -70,26 +70,29 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
             "send the body as JSON with Content-Type: application/json",
         ));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
-    let value = value.map_err(|error| {
+    // Parse to a value first: a syntax error is a 400, and only an object is
+    // accepted (serde would otherwise take `["login", "password"]` for a struct).
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
-        (Some(path), error.into_inner())
-    });
-    let value = value.and_then(|v| deserializer.end().map(|()| v).map_err(|e| (None, e)));
-    value.map_err(|(path, inner)| {
-        let path = path.unwrap_or_default();
-        if inner.is_syntax() || inner.is_eof() {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!(
-                    "the body is not valid JSON (line {}, column {})",
-                    inner.line(),
-                    inner.column()
-                ),
-            );
-        }
+        let inner = error.into_inner();
         let message = inner.to_string();
         let reason = if let Some(field) = message.strip_prefix("missing field ") {
             let field = field.split(" at line").next().unwrap_or(field);

@@ -1,0 +1,554 @@
+//! The real binary: first start, the operator CLI, configuration and shutdown.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sesame");
+
+fn sesame(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SESAME_DATA_DIR", dir)
+        .env("SESAME_PASSWORDS__MEMORY_KIB", "256")
+        .env("SESAME_PASSWORDS__ITERATIONS", "1")
+        .env("SESAME_SESSIONS__CACHE_TTL", "0");
+    command
+}
+
+fn run(command: &mut Command, stdin: Option<&str>) -> Output {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("binary starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn add_user(dir: &Path, args: &[&str], password: &str) -> Output {
+    let mut command = sesame(dir);
+    command
+        .args(["user", "add"])
+        .args(args)
+        .arg("--password-stdin");
+    run(&mut command, Some(&format!("{password}\n")))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+struct Server {
+    child: Child,
+    address: String,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts `sesame serve` on a free port and waits until it answers `/healthz`.
+fn serve(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut command = sesame(dir);
+    command
+        .arg("serve")
+        .arg("--listen")
+        .arg(&address)
+        .envs(extra_env.iter().copied());
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().expect("server starts");
+    let stdout = Arc::new(Mutex::new(Vec::new()));
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let lines = Arc::clone(&stdout);
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !healthy(&address) {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server {
+        child,
+        address: format!("http://{address}"),
+        stdout,
+    }
+}
+
+/// One blocking `GET /healthz`, without an HTTP client runtime.
+fn healthy(address: &str) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200")
+}
+
+impl Server {
+    /// The first-start banner's password, waiting for it to be printed.
+    fn admin_password(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.trim().strip_prefix("password: ").map(str::to_owned));
+            if let Some(password) = found {
+                return password;
+            }
+            assert!(Instant::now() < deadline, "no password printed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        terminate(&self.child);
+        let status = self.child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    }
+}
+
+fn terminate(child: &Child) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+}
+
+async fn login(address: &str, login: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{address}/v1/login"))
+        .json(&json!({"login": login, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn first_start_prints_an_admin_password_once_and_it_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let password = server.admin_password();
+    let banner = server.stdout_text();
+    assert!(banner.contains("username: admin"), "{banner}");
+    assert!(
+        banner.contains("sesame user set-password admin"),
+        "{banner}"
+    );
+    let response = login(&server.address, "admin", &password).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let grant: Value = response.json().await.unwrap();
+    assert_eq!(grant["user"]["roles"], json!(["administrator"]));
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "graceful exit on SIGTERM");
+    assert!(
+        !stderr.contains(&password),
+        "the admin password reached the log"
+    );
+
+    let again = serve(dir.path(), &[]);
+    assert_eq!(
+        login(&again.address, "admin", &password).await.status(),
+        StatusCode::OK
+    );
+    let printed = again.stdout_text();
+    assert!(again.stop().0.success());
+    assert!(
+        !printed.contains("password"),
+        "second start must not print a password: {printed}"
+    );
+}
+
+#[tokio::test]
+async fn the_user_commands_manage_accounts_while_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let output = add_user(
+        dir.path(),
+        &[
+            "--username",
+            "Alice",
+            "--email",
+            "alice@example.com",
+            "--mobile",
+            "13800000000",
+            "--display-name",
+            "Alice A",
+            "--max-api-calls",
+            "1000",
+        ],
+        "alice password 1",
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("created Alice"));
+
+    for login_id in ["alice", "alice@example.com", "13800000000"] {
+        assert_eq!(
+            login(&server.address, login_id, "alice password 1")
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+
+    let taken = add_user(dir.path(), &["--username", "ALICE"], "another password");
+    assert!(!taken.status.success());
+    assert!(
+        text(&taken.stderr).contains("username is already taken"),
+        "{}",
+        text(&taken.stderr)
+    );
+    let taken = add_user(
+        dir.path(),
+        &["--username", "bob", "--email", "ALICE@example.com"],
+        "another password",
+    );
+    assert!(
+        text(&taken.stderr).contains("email is already taken"),
+        "{}",
+        text(&taken.stderr)
+    );
+    let taken = add_user(
+        dir.path(),
+        &["--username", "bob", "--mobile", "13800000000"],
+        "another password",
+    );
+    assert!(
+        text(&taken.stderr).contains("mobile is already taken"),
+        "{}",
+        text(&taken.stderr)
+    );
+    let weak = add_user(dir.path(), &["--username", "bob"], "short");
+    assert!(!weak.status.success());
+    assert!(
+        text(&weak.stderr).contains("at least 8 characters"),
+        "{}",
+        text(&weak.stderr)
+    );
+    let unknown_role = add_user(
+        dir.path(),
+        &["--username", "bob", "--role", "wizard"],
+        "bob password 1",
+    );
+    assert!(
+        text(&unknown_role.stderr).contains("unknown role"),
+        "{}",
+        text(&unknown_role.stderr)
+    );
+    let bob = add_user(
+        dir.path(),
+        &[
+            "--username",
+            "bob",
+            "--role",
+            "administrator",
+            "--role",
+            "user",
+        ],
+        "bob password 1",
+    );
+    assert!(bob.status.success(), "{}", text(&bob.stderr));
+
+    let list = run(sesame(dir.path()).args(["user", "list"]), None);
+    let table = text(&list.stdout);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table.contains("alice@example.com") && table.contains("administrator,user"),
+        "{table}"
+    );
+    let json_lines = run(sesame(dir.path()).args(["user", "list", "--json"]), None);
+    let accounts: Vec<Value> = text(&json_lines.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(accounts.len(), 3, "admin, Alice, bob");
+    let alice = accounts.iter().find(|a| a["username"] == "Alice").unwrap();
+    assert_eq!(alice["max_api_calls"], 1000);
+    assert_eq!(alice["display_name"], "Alice A");
+    let show = run(
+        sesame(dir.path()).args(["user", "show", "alice", "--json"]),
+        None,
+    );
+    let shown: Value = serde_json::from_str(&text(&show.stdout)).unwrap();
+    assert_eq!(shown["email"], "alice@example.com");
+
+    let grant: Value = login(&server.address, "alice", "alice password 1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = grant["access_token"].as_str().unwrap().to_owned();
+    let me = |token: String, address: String| async move {
+        reqwest::Client::new()
+            .get(format!("{address}/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        me(token.clone(), server.address.clone()).await,
+        StatusCode::OK
+    );
+
+    let set = run(
+        sesame(dir.path()).args(["user", "set-password", "alice", "--password-stdin"]),
+        Some("alice password 2\r\n"),
+    );
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert_eq!(
+        me(token, server.address.clone()).await,
+        StatusCode::UNAUTHORIZED,
+        "sessions end with the old password"
+    );
+    assert_eq!(
+        login(&server.address, "alice", "alice password 1")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&server.address, "alice", "alice password 2")
+            .await
+            .status(),
+        StatusCode::OK,
+        "\\r\\n is not part of it"
+    );
+
+    assert!(
+        run(sesame(dir.path()).args(["user", "disable", "alice"]), None)
+            .status
+            .success()
+    );
+    assert_eq!(
+        login(&server.address, "alice", "alice password 2")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        run(sesame(dir.path()).args(["user", "enable", "alice"]), None)
+            .status
+            .success()
+    );
+    assert_eq!(
+        login(&server.address, "alice", "alice password 2")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert!(
+        run(sesame(dir.path()).args(["user", "delete", "alice"]), None)
+            .status
+            .success()
+    );
+    assert_eq!(
+        login(&server.address, "alice", "alice password 2")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let missing = run(sesame(dir.path()).args(["user", "show", "alice"]), None);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("account not found"));
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_missing_terminal_without_password_stdin_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        sesame(dir.path()).args(["user", "add", "--username", "x"]),
+        Some(""),
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("--password-stdin"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn invalid_configuration_stops_start_up_with_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        sesame(dir.path())
+            .arg("serve")
+            .env("SESAME_TOKENS__LEEWAY", "120")
+            .env("SESAME_LISTEN", "not-an-address"),
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("tokens.leeway = 120: must be between 0 and 60"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("listen"), "{stderr}");
+
+    let config = dir.path().join("sesame.toml");
+    std::fs::write(&config, "[tokens]\naccess_ttl = \"soon\"\n").unwrap();
+    let output = run(
+        sesame(dir.path()).arg("serve").arg("--config").arg(&config),
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("access_ttl"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    std::fs::write(&config, "[tokens]\naccess_tll = 60\n").unwrap();
+    let output = run(
+        sesame(dir.path()).arg("serve").arg("--config").arg(&config),
+        None,
+    );
+    assert!(
+        text(&output.stderr).contains("access_tll"),
+        "typos are reported: {}",
+        text(&output.stderr)
+    );
+
+    let output = run(
+        sesame(dir.path())
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.path().join("absent.toml")),
+        None,
+    );
+    assert!(
+        text(&output.stderr).contains("does not exist"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_config_file_sets_options_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sesame.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:1\"\n[tokens]\naccess_ttl = 120\n",
+    )
+    .unwrap();
+    let server = serve(dir.path(), &[("SESAME_CONFIG", config.to_str().unwrap())]);
+    let password = server.admin_password();
+    let grant: Value = login(&server.address, "admin", &password)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(grant["expires_in"], 120, "from the file");
+    server.stop();
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_log_even_at_debug_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = add_user(dir.path(), &["--username", "carol"], "carol-secret-pw");
+    assert!(output.status.success());
+    let server = serve(dir.path(), &[("SESAME_LOG", "trace")]);
+    let client = reqwest::Client::new();
+    let grant: Value = login(&server.address, "carol", "carol-secret-pw")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refresh = grant["refresh_token"].as_str().unwrap().to_owned();
+    let access = grant["access_token"].as_str().unwrap().to_owned();
+    client
+        .get(format!("{}/v1/me", server.address))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{}/v1/refresh", server.address))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    login(&server.address, "carol", "wrong-secret-pw").await;
+    client
+        .get(format!(
+            "{}/v1/nothing?password=query-secret-pw",
+            server.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (_, stderr) = server.stop();
+    assert!(
+        stderr.contains("/v1/login"),
+        "debug logging was on: {stderr}"
+    );
+    for secret in [
+        "carol-secret-pw",
+        "wrong-secret-pw",
+        "query-secret-pw",
+        refresh.as_str(),
+        access.as_str(),
+    ] {
+        assert!(!stderr.contains(secret), "a secret reached the log");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    // Heavy enough that a login takes a noticeable time.
+    let heavy = [
+        ("SESAME_PASSWORDS__MEMORY_KIB", "65536"),
+        ("SESAME_PASSWORDS__ITERATIONS", "6"),
+    ];
+    let mut add = sesame(dir.path());
+    add.envs(heavy)
+        .args(["user", "add", "--username", "dave", "--password-stdin"]);
+    assert!(run(&mut add, Some("dave password 1\n")).status.success());
+    let server = serve(dir.path(), &heavy);
+    let address = server.address.clone();
+    let in_flight =
+        tokio::spawn(async move { login(&address, "dave", "dave password 1").await.status() });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (status, _) = server.stop();
+    assert!(status.success());
+    assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: each starts the real application on a free port with a
+//! fresh database and talks HTTP to it (or runs the real binary).
+
+mod bad_input;
+mod cli;
+mod helpers;
+mod login;
+mod me;
+mod refresh;
+mod sessions;

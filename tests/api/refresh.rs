@@ -1,0 +1,154 @@
+//! Refresh-token rotation, reuse detection and the grace window.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, access, assert_problem, refresh_token};
+
+async fn signed_in() -> (TestApp, Value) {
+    let app = TestApp::spawn().await;
+    app.create_user("alice").await;
+    let grant = app.login_ok("alice").await;
+    (app, grant)
+}
+
+#[tokio::test]
+async fn refresh_rotates_both_tokens_in_the_same_session() {
+    let (app, first) = signed_in().await;
+    app.clock.advance(10);
+    let response = app.refresh(refresh_token(&first)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let second: Value = response.json().await.unwrap();
+    assert_ne!(refresh_token(&second), refresh_token(&first));
+    assert_ne!(access(&second), access(&first));
+    assert_eq!(second["session_id"], first["session_id"]);
+    assert_eq!(
+        second["refresh_expires_in"],
+        30 * 86_400 - 10,
+        "rotation does not extend the session"
+    );
+    assert_eq!(app.me_status(access(&second)).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn reuse_after_the_grace_window_ends_the_session() {
+    let (app, first) = signed_in().await;
+    let second: Value = app
+        .refresh(refresh_token(&first))
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.clock.advance(6);
+    assert_problem(
+        app.refresh(refresh_token(&first)).await,
+        StatusCode::UNAUTHORIZED,
+        "refresh_token_reused",
+    )
+    .await;
+    assert_problem(
+        app.refresh(refresh_token(&second)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+    assert_eq!(
+        app.me_status(access(&second)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.me_status(access(&first)).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_retry_within_the_grace_window_gets_the_same_successor() {
+    let (app, first) = signed_in().await;
+    let second: Value = app
+        .refresh(refresh_token(&first))
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.clock.advance(5);
+    let retry: Value = app
+        .refresh(refresh_token(&first))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refresh_token(&retry), refresh_token(&second));
+    let third = app.refresh(refresh_token(&retry)).await;
+    assert_eq!(
+        third.status(),
+        StatusCode::OK,
+        "the shared successor is still good"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_all_get_one_successor() {
+    let (app, first) = signed_in().await;
+    let body = serde_json::json!({ "refresh_token": refresh_token(&first) });
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let request = app.client.post(app.url("/v1/refresh")).json(&body);
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    let mut successors = Vec::new();
+    for task in tasks {
+        let response = task.await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        successors.push(refresh_token(&body).to_owned());
+    }
+    successors.dedup();
+    assert_eq!(
+        successors.len(),
+        1,
+        "every concurrent retry must receive the same successor"
+    );
+}
+
+#[tokio::test]
+async fn the_refresh_lifetime_is_absolute() {
+    let (app, first) = signed_in().await;
+    app.clock.advance(29 * 86_400);
+    let second: Value = app
+        .refresh(refresh_token(&first))
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.clock.advance(86_400);
+    assert_problem(
+        app.refresh(refresh_token(&second)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_cannot_stand_in_for_each_other() {
+    let (app, grant) = signed_in().await;
+    assert_eq!(
+        app.me_status(refresh_token(&grant)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_problem(
+        app.refresh(access(&grant)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+    assert_problem(
+        app.refresh("").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+}

@@ -1,0 +1,277 @@
+//! Logout, password change, session listing and per-platform policy.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, access, assert_problem, refresh_token};
+
+#[tokio::test]
+async fn logout_takes_effect_on_the_next_request() {
+    let app = TestApp::spawn().await;
+    app.create_user("alice").await;
+    let grant = app.login_ok("alice").await;
+    let other = app.login_ok("alice").await;
+    assert_eq!(
+        app.me_status(access(&grant)).await,
+        StatusCode::OK,
+        "warms the live-session cache"
+    );
+    assert_eq!(
+        app.logout(access(&grant), None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.me_status(access(&grant)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_problem(
+        app.refresh(refresh_token(&grant)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+    assert_eq!(
+        app.me_status(access(&other)).await,
+        StatusCode::OK,
+        "other sessions stay"
+    );
+}
+
+#[tokio::test]
+async fn logout_all_ends_every_session() {
+    let app = TestApp::spawn().await;
+    app.create_user("bob").await;
+    let grants = [
+        app.login_ok("bob").await,
+        app.login_ok("bob").await,
+        app.login_ok("bob").await,
+    ];
+    for grant in &grants {
+        assert_eq!(app.me_status(access(grant)).await, StatusCode::OK);
+    }
+    assert_eq!(
+        app.logout(access(&grants[0]), Some(json!({"all": true})))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    for grant in &grants {
+        assert_eq!(app.me_status(access(grant)).await, StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn logout_refuses_a_malformed_body_and_keeps_the_session() {
+    let app = TestApp::spawn().await;
+    app.create_user("bob").await;
+    let grant = app.login_ok("bob").await;
+    assert_problem(
+        app.logout(access(&grant), Some(json!({"all": "yes"})))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    assert_eq!(app.me_status(access(&grant)).await, StatusCode::OK);
+    assert_problem(
+        app.logout("not-a-token", None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+}
+
+async fn change_password(
+    app: &TestApp,
+    token: &str,
+    current: &str,
+    new: &str,
+) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/me/password"))
+        .bearer_auth(token)
+        .json(&json!({ "current_password": current, "new_password": new }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_password_change_ends_every_other_session() {
+    let app = TestApp::spawn().await;
+    app.create_user("carol").await;
+    let mine = app.login_ok("carol").await;
+    let other = app.login_ok("carol").await;
+    assert_eq!(app.me_status(access(&other)).await, StatusCode::OK);
+    let response = change_password(&app, access(&mine), PASSWORD, "a brand new passphrase").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.me_status(access(&other)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_problem(
+        app.refresh(refresh_token(&other)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+    assert_eq!(app.me_status(access(&mine)).await, StatusCode::OK);
+    assert_problem(
+        app.login("carol", PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(
+        app.login("carol", "a brand new passphrase").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_password_change_needs_the_current_password_and_a_policy_compliant_new_one() {
+    let app = TestApp::spawn().await;
+    app.create_user("dan").await;
+    let grant = app.login_ok("dan").await;
+    let body = assert_problem(
+        change_password(&app, access(&grant), "not my password", "another good one").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    )
+    .await;
+    assert_eq!(body["field"], "current_password");
+    assert_problem(
+        change_password(&app, access(&grant), PASSWORD, "short").await,
+        StatusCode::BAD_REQUEST,
+        "weak_password",
+    )
+    .await;
+    assert_eq!(
+        app.login("dan", PASSWORD).await.status(),
+        StatusCode::OK,
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_can_be_ended_one_by_one() {
+    let app = TestApp::spawn().await;
+    app.create_user("erin").await;
+    let phone = app.login_on("erin", "iOS").await;
+    let laptop = app
+        .client
+        .post(app.url("/v1/login"))
+        .header("user-agent", "test-browser/1.0")
+        .json(&json!({"login": "erin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let listed: Value = app
+        .get("/v1/me/sessions", access(&laptop))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    let current = sessions.iter().find(|s| s["current"] == true).unwrap();
+    assert_eq!(current["id"], laptop["session_id"]);
+    assert_eq!(current["platform"], "web");
+    assert_eq!(current["user_agent"], "test-browser/1.0");
+    assert_eq!(current["ip"], "127.0.0.1");
+    let phone_session = sessions.iter().find(|s| s["current"] == false).unwrap();
+    assert_eq!(phone_session["platform"], "iOS");
+
+    let path = format!("/v1/me/sessions/{}", phone["session_id"].as_str().unwrap());
+    let ended = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(access(&laptop))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.me_status(access(&phone)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let again = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(access(&laptop))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(again, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn nobody_can_end_someone_elses_session() {
+    let app = TestApp::spawn().await;
+    app.create_user("frank").await;
+    app.create_user("mallory").await;
+    let victim = app.login_ok("frank").await;
+    let attacker = app.login_ok("mallory").await;
+    let path = format!("/v1/me/sessions/{}", victim["session_id"].as_str().unwrap());
+    let response = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(access(&attacker))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(app.me_status(access(&victim)).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_single_session_platform_keeps_only_the_newest_session() {
+    let app = TestApp::spawn_with(|c| {
+        c.sessions.platforms.insert("iOS".into(), "single".into());
+    })
+    .await;
+    app.create_user("grace").await;
+    let ios_a = app.login_on("grace", "iOS").await;
+    let android = app.login_on("grace", "Android").await;
+    let web_a = app.login_on("grace", "web").await;
+    assert_eq!(app.me_status(access(&ios_a)).await, StatusCode::OK);
+    let ios_b = app.login_on("grace", "iOS").await;
+    assert_eq!(
+        app.me_status(access(&ios_a)).await,
+        StatusCode::UNAUTHORIZED,
+        "replaced at once"
+    );
+    assert_problem(
+        app.refresh(refresh_token(&ios_a)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+    let web_b = app.login_on("grace", "web").await;
+    for grant in [&ios_b, &android, &web_a, &web_b] {
+        assert_eq!(app.me_status(access(grant)).await, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn disabling_an_account_ends_its_sessions() {
+    let app = TestApp::spawn().await;
+    let account = app.create_user("heidi").await;
+    let grant = app.login_ok("heidi").await;
+    assert_eq!(app.me_status(access(&grant)).await, StatusCode::OK);
+    app.core.set_enabled(account.id, false).await.unwrap();
+    assert_eq!(
+        app.me_status(access(&grant)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    app.core.set_enabled(account.id, true).await.unwrap();
+    assert_eq!(
+        app.me_status(access(&grant)).await,
+        StatusCode::UNAUTHORIZED,
+        "a re-enabled account signs in afresh"
+    );
+    app.login_ok("heidi").await;
+}
