@@ -91,8 +91,12 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        if let Err(error) = self.core.flush_api_calls().await {
+            tracing::error!(%error, "could not persist the last API-call counts");
+        }
+        served
     }
 }

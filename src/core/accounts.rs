@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Core;
-use super::domain::{Email, Mobile, Password, Username};
+use super::domain::{Email, Md5Hex, Mobile, Password, Username};
 use super::error::{Error, Result};
 use super::login::Principal;
 use crate::store::{
@@ -79,12 +79,53 @@ fn check_attribute_name(name: &str) -> Result<()> {
 }
 
 impl Core {
-    /// Hashes a new password into the verifiers stored for it.
+    /// Hashes a new password into the verifiers stored for it: one over the
+    /// password and one over its MD5 hex (for the users-actions contract), so
+    /// neither the password nor its MD5 is ever stored.
     async fn verifiers_for(&self, password: &Password) -> Result<PasswordVerifiers> {
         Ok(PasswordVerifiers {
             password_hash: self.hasher.hash(password.expose()).await?,
-            md5_verifier: None,
+            md5_verifier: Some(self.hasher.hash(Md5Hex::of(password).expose()).await?),
         })
+    }
+
+    /// An account with its live API-call count (stored plus not yet flushed).
+    pub(crate) async fn account_with_usage(&self, id: AccountId) -> Result<Account> {
+        let mut account = self.account(id).await?;
+        if let Some(count) = self.api_calls.current(id) {
+            account.api_calls_count = count;
+        }
+        Ok(account)
+    }
+
+    /// Sets an account's API-call quota (0: unlimited); applies at once here.
+    pub async fn set_max_api_calls(&self, id: AccountId, max: i64) -> Result<()> {
+        if max < 0 {
+            return Err(Error::invalid(
+                "max_api_calls",
+                "must be 0 (unlimited) or more",
+            ));
+        }
+        self.store.set_max_api_calls(id, max, self.now()).await?;
+        self.api_calls.set_max(id, max);
+        Ok(())
+    }
+
+    /// Sets or removes profile attributes of any account (operator action).
+    pub async fn set_profile_attributes(
+        &self,
+        id: AccountId,
+        attributes: BTreeMap<String, Option<String>>,
+    ) -> Result<Account> {
+        let principal = Principal {
+            account_id: id,
+            session_id: String::new(),
+        };
+        let change = ProfileChange {
+            attributes,
+            ..ProfileChange::default()
+        };
+        self.update_my_profile(&principal, change).await
     }
 
     /// Creates an account.
@@ -190,10 +231,12 @@ impl Core {
 
     /// The caller's account.
     pub async fn me(&self, principal: &Principal) -> Result<Account> {
-        self.store
-            .get_account(principal.account_id)
-            .await?
-            .ok_or(Error::Unauthenticated)
+        self.account_with_usage(principal.account_id)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::Unauthenticated,
+                other => other,
+            })
     }
 
     /// Changes the caller's display name, avatar and profile attributes.

@@ -235,6 +235,37 @@ impl Password {
     }
 }
 
+/// A password as the users-actions contract sends it: the lowercase hex MD5
+/// of the real password. Treated as a secret like any password.
+#[derive(Debug, Clone)]
+pub struct Md5Hex(SecretString);
+
+impl Md5Hex {
+    /// Accepts exactly 32 hexadecimal digits (either case; kept lowercase).
+    pub fn parse(raw: &str) -> Result<Self> {
+        if raw.len() != 32 || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid(
+                "password",
+                "must be the 32-character hex MD5 of the password",
+            ));
+        }
+        Ok(Self(SecretString::from(raw.to_ascii_lowercase())))
+    }
+
+    /// The MD5 hex of a (normalised) password, as a users-actions client would send it.
+    pub fn of(password: &Password) -> Self {
+        use md5::{Digest, Md5};
+        Self(SecretString::from(hex::encode(Md5::digest(
+            password.expose().as_bytes(),
+        ))))
+    }
+
+    /// The digest, for hashing only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
 /// The device platform a session belongs to (`web`, `iOS`, `Android` …).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Platform(String);
@@ -313,6 +344,16 @@ mod tests {
         let composed = Password::presented("caf\u{e9}").unwrap();
         assert_eq!(decomposed.expose(), composed.expose());
         assert!(!format!("{decomposed:?}").contains("caf"));
+    }
+
+    #[test]
+    fn md5_hex_is_checked_and_matches_the_usual_digest() {
+        assert!(Md5Hex::parse("7d683abba984a7804078471700c39fb").is_err());
+        assert!(Md5Hex::parse("7d683abba984a7804078471700c39fbz").is_err());
+        let upper = Md5Hex::parse("7D683ABBA984A7804078471700C39FB9").unwrap();
+        assert_eq!(upper.expose(), "7d683abba984a7804078471700c39fb9");
+        let of = Md5Hex::of(&Password::presented("password").unwrap());
+        assert_eq!(of.expose(), "5f4dcc3b5aa765d61d8327deb882cf99");
     }
 
     #[test]

@@ -42,6 +42,15 @@ pub enum Error {
     /// The named thing does not exist (or is not the caller's).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The account has used its API-call quota; an operator must raise it.
+    #[error("API-call quota exhausted")]
+    QuotaExceeded,
+    /// Too many failed attempts; the client should retry after the given seconds.
+    #[error("too many attempts, retry later")]
+    Throttled {
+        /// Seconds until an attempt may succeed.
+        retry_after_secs: u64,
+    },
     /// The password hashing pool is full; the client should retry after the given seconds.
     #[error("server busy, retry later")]
     Busy {
@@ -70,6 +79,8 @@ impl Error {
             Error::Forbidden => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::Busy { .. } => "busy",
+            Error::QuotaExceeded => "quota_exceeded",
+            Error::Throttled { .. } => "throttled",
             Error::Store(_) | Error::Internal(_) => "internal",
         }
     }

@@ -2,26 +2,50 @@
 //! authenticate a bearer token.
 
 use super::clock::UnixTime;
-use super::domain::{LoginId, Password, Platform};
+use super::domain::{LoginId, Md5Hex, Password, Platform};
 use super::error::{Error, Result};
 use super::sessions::PlatformPolicy;
-use super::tokens::{hash_token, new_refresh_token, new_successor_salt, successor_token};
-use super::{ClientInfo, Core};
-use crate::store::{
-    Account, AccountStatus, NewRefreshToken, NewSession, PasswordVerifiers, SessionId, TokenStyle,
+use super::tokens::{
+    hash_token, is_opaque_token, new_opaque_token, new_refresh_token, new_successor_salt,
+    successor_token,
 };
+use super::{ClientInfo, Core};
+use crate::store::{Account, AccountStatus, NewRefreshToken, NewSession, SessionId, TokenStyle};
+
+/// What the client proves its identity with.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// The password itself.
+    Password(Password),
+    /// The hex MD5 of the password (the users-actions contract).
+    Md5Hex(Md5Hex),
+}
+
+/// How a face wants the session it opens: set from configuration, applied by the core.
+#[derive(Debug, Clone, Default)]
+pub struct LoginOptions {
+    /// Only accounts holding this permission may sign in (others get the
+    /// same refusal as a wrong password).
+    pub required_permission: Option<String>,
+    /// Opaque tokens instead of JWTs.
+    pub opaque_tokens: bool,
+    /// Overrides the configured policy for the session's platform.
+    pub platform_policy: Option<PlatformPolicy>,
+}
 
 /// A login attempt, already parsed by its face.
 #[derive(Debug, Clone)]
 pub struct LoginAttempt {
     /// Username, email or mobile.
     pub login: LoginId,
-    /// The presented password.
-    pub password: Password,
+    /// Password or its MD5.
+    pub credential: Credential,
     /// Device platform; the configured default when absent.
     pub platform: Option<Platform>,
     /// Transport details of the caller.
     pub client: ClientInfo,
+    /// What the face asks of the session.
+    pub options: LoginOptions,
 }
 
 /// What a successful login or refresh hands back.
@@ -31,7 +55,7 @@ pub struct Grant {
     pub account: Account,
     /// The session.
     pub session_id: SessionId,
-    /// The access token.
+    /// The access token (a JWT, or 32 hex digits for opaque sessions).
     pub access_token: String,
     /// Seconds until the access token expires.
     pub access_expires_in: i64,
@@ -52,8 +76,6 @@ pub struct Principal {
     pub account_id: i64,
     /// The session the token belongs to.
     pub session_id: SessionId,
-    /// Roles at token issue.
-    pub roles: Vec<String>,
 }
 
 /// Which sessions a logout ends.
@@ -65,35 +87,55 @@ pub enum LogoutScope {
     AllSessions,
 }
 
+/// A session's identity and lifetime, as a grant needs it.
+struct SessionRef {
+    id: SessionId,
+    account_id: i64,
+    style: TokenStyle,
+    expires_at: UnixTime,
+}
+
 impl Core {
-    /// Checks a login and password and opens a session.
+    /// Checks a login and credential and opens a session.
     ///
-    /// Unknown account, wrong password and an account that may not sign in
-    /// all fail with the same [`Error::InvalidCredentials`] after the same
-    /// amount of hashing.
+    /// Unknown account, wrong password, an account that may not sign in and
+    /// one that lacks the required permission all fail with the same
+    /// [`Error::InvalidCredentials`] after the same amount of hashing.
     pub async fn login(&self, attempt: LoginAttempt) -> Result<Grant> {
         let account = self
             .store
             .find_account_by_login(attempt.login.key(), attempt.login.as_mobile().as_deref())
             .await?;
-        let Some(account) = account else {
-            self.hasher.verify_dummy(&attempt.password).await?;
+        let secret = match &attempt.credential {
+            Credential::Password(password) => password.expose(),
+            Credential::Md5Hex(digest) => digest.expose(),
+        };
+        let verifier = account
+            .as_ref()
+            .and_then(|account| match &attempt.credential {
+                Credential::Password(_) => Some(account.verifiers.password_hash.as_str()),
+                Credential::Md5Hex(_) => account.verifiers.md5_verifier.as_deref(),
+            });
+        let (Some(account), Some(verifier)) = (account.as_ref(), verifier) else {
+            self.hasher.verify_dummy(secret).await?;
+            if let Some(account) = &account {
+                self.store.record_login_failure(account.id).await?;
+            }
             return Err(Error::InvalidCredentials);
         };
-        let check = self
-            .hasher
-            .verify(&attempt.password, &account.verifiers.password_hash)
-            .await?;
-        if !check.matches {
+        if !self.hasher.verify_str(secret, verifier).await?.matches {
             self.store.record_login_failure(account.id).await?;
             return Err(Error::InvalidCredentials);
         }
         if account.status != AccountStatus::Active {
             return Err(Error::InvalidCredentials);
         }
-        if check.needs_rehash {
-            self.upgrade_verifier(&account, &attempt.password).await;
+        if let Some(permission) = &attempt.options.required_permission
+            && !account.permissions.contains(permission)
+        {
+            return Err(Error::InvalidCredentials);
         }
+        self.maintain_verifiers(account, &attempt.credential).await;
         let now = self.now();
         let ip = attempt.client.ip.map(|ip| ip.to_string());
         self.store
@@ -102,26 +144,55 @@ impl Core {
         let platform = attempt
             .platform
             .unwrap_or_else(|| self.settings.sessions.default_platform.clone());
-        self.open_session(account.id, &platform, &attempt.client)
+        self.open_session(account.id, &platform, &attempt.client, &attempt.options)
             .await
     }
 
-    /// Replaces a verifier made with outdated parameters. Best effort: when
-    /// the pool is busy the upgrade simply waits for the next login.
-    async fn upgrade_verifier(&self, account: &Account, password: &Password) {
-        let Ok(password_hash) = self.hasher.hash(password.expose()).await else {
+    /// After a successful login, replaces verifiers made with outdated
+    /// parameters and writes a missing MD5 verifier, as far as the presented
+    /// credential allows. Best effort: a busy pool or a failed write just
+    /// leaves it for the next login.
+    async fn maintain_verifiers(&self, account: &Account, credential: &Credential) {
+        let current = &account.verifiers;
+        let md5_stale = current
+            .md5_verifier
+            .as_deref()
+            .is_none_or(|v| !self.hasher.is_current(v));
+        let mut next = current.clone();
+        match credential {
+            Credential::Password(password) => {
+                if !self.hasher.is_current(&current.password_hash) {
+                    match self.hasher.hash(password.expose()).await {
+                        Ok(hash) => next.password_hash = hash,
+                        Err(_) => return,
+                    }
+                }
+                if md5_stale {
+                    match self.hasher.hash(Md5Hex::of(password).expose()).await {
+                        Ok(hash) => next.md5_verifier = Some(hash),
+                        Err(_) => return,
+                    }
+                }
+            }
+            Credential::Md5Hex(digest) => {
+                if md5_stale {
+                    match self.hasher.hash(digest.expose()).await {
+                        Ok(hash) => next.md5_verifier = Some(hash),
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+        if next.password_hash == current.password_hash && next.md5_verifier == current.md5_verifier
+        {
             return;
-        };
-        let verifiers = PasswordVerifiers {
-            password_hash,
-            md5_verifier: account.verifiers.md5_verifier.clone(),
-        };
+        }
         if let Err(error) = self
             .store
-            .set_password(account.id, &verifiers, false, self.now())
+            .set_password(account.id, &next, false, self.now())
             .await
         {
-            tracing::warn!(account_id = account.id, %error, "could not upgrade password verifier");
+            tracing::warn!(account_id = account.id, %error, "could not update password verifiers");
         }
     }
 
@@ -130,61 +201,74 @@ impl Core {
         account_id: i64,
         platform: &Platform,
         client: &ClientInfo,
+        options: &LoginOptions,
     ) -> Result<Grant> {
         let now = self.now();
+        let style = if options.opaque_tokens {
+            TokenStyle::Opaque
+        } else {
+            TokenStyle::Jwt
+        };
         let session = NewSession {
             id: uuid::Uuid::new_v4().to_string(),
             account_id,
             platform: platform.as_str().to_owned(),
             user_agent: client.user_agent.clone(),
             ip: client.ip.map(|ip| ip.to_string()),
-            token_style: TokenStyle::Jwt,
+            token_style: style,
             created_at: now,
             expires_at: now + self.settings.tokens.refresh_ttl,
         };
-        let refresh_token = new_refresh_token();
+        let refresh_token = new_refresh_token(style);
         let refresh = NewRefreshToken {
             hash: hash_token(&refresh_token),
             session_id: session.id.clone(),
             issued_at: now,
         };
-        let single = self.settings.sessions.policy(platform) == PlatformPolicy::Single;
+        let policy = options
+            .platform_policy
+            .unwrap_or_else(|| self.settings.sessions.policy(platform));
         let replaced = self
             .store
-            .create_session(&session, &refresh, single)
+            .create_session(&session, &refresh, policy == PlatformPolicy::Single)
             .await?;
         self.live.forget(&replaced);
-        self.grant(account_id, session.id, session.expires_at, refresh_token)
-            .await
+        let session = SessionRef {
+            id: session.id,
+            account_id,
+            style,
+            expires_at: session.expires_at,
+        };
+        self.grant(session, refresh_token).await
     }
 
     /// Builds the answer for a session: a fresh access token and the account.
-    async fn grant(
-        &self,
-        account_id: i64,
-        session_id: SessionId,
-        session_end: UnixTime,
-        refresh_token: String,
-    ) -> Result<Grant> {
+    /// For an opaque session the new access token replaces the previous one.
+    async fn grant(&self, session: SessionRef, refresh_token: String) -> Result<Grant> {
         let now = self.now();
-        let account = self
-            .store
-            .get_account(account_id)
-            .await?
-            .ok_or(Error::InvalidCredentials)?;
-        let access_token = self
-            .tokens
-            .issue(account.id, &session_id, &account.roles, now)?;
+        let account = self.account_with_usage(session.account_id).await?;
         let access_ttl = self.settings.tokens.access_ttl;
+        let access_token = match session.style {
+            TokenStyle::Jwt => self
+                .tokens
+                .issue(account.id, &session.id, &account.roles, now)?,
+            TokenStyle::Opaque => {
+                let token = new_opaque_token();
+                self.store
+                    .replace_access_token(&session.id, &hash_token(&token), now + access_ttl)
+                    .await?;
+                token
+            }
+        };
         Ok(Grant {
             account,
-            session_id,
+            session_id: session.id,
             access_token,
             access_expires_in: access_ttl,
             access_expires_at: now + access_ttl,
             refresh_token,
-            refresh_expires_in: session_end - now,
-            refresh_expires_at: session_end,
+            refresh_expires_in: session.expires_at - now,
+            refresh_expires_at: session.expires_at,
         })
     }
 
@@ -206,9 +290,16 @@ impl Core {
             .await?
             .filter(|s| s.is_live(now))
             .ok_or(Error::InvalidRefreshToken)?;
+        let style = session.token_style;
+        let session_ref = SessionRef {
+            id: session.id.clone(),
+            account_id: session.account_id,
+            style,
+            expires_at: session.expires_at,
+        };
         if record.rotated_at.is_none() {
             let salt = new_successor_salt();
-            let successor = successor_token(refresh_token, &salt);
+            let successor = successor_token(refresh_token, &salt, style);
             let new = NewRefreshToken {
                 hash: hash_token(&successor),
                 session_id: session.id.clone(),
@@ -219,14 +310,7 @@ impl Core {
                 .rotate_refresh_token(&hash, &salt, &new, now)
                 .await?
             {
-                return self
-                    .grant(
-                        session.account_id,
-                        session.id,
-                        session.expires_at,
-                        successor,
-                    )
-                    .await;
+                return self.grant(session_ref, successor).await;
             }
         }
         // Already rotated, by an earlier request or a concurrent one just now.
@@ -239,14 +323,8 @@ impl Core {
             (Some(rotated_at), Some(salt))
                 if now - rotated_at <= self.settings.tokens.reuse_grace =>
             {
-                let successor = successor_token(refresh_token, &salt);
-                self.grant(
-                    session.account_id,
-                    session.id,
-                    session.expires_at,
-                    successor,
-                )
-                .await
+                let successor = successor_token(refresh_token, &salt, style);
+                self.grant(session_ref, successor).await
             }
             _ => {
                 tracing::warn!(session_id = %session.id, "refresh token reuse detected; session ended");
@@ -259,16 +337,32 @@ impl Core {
         }
     }
 
-    /// Checks a bearer token and that its session is live.
+    /// Checks a bearer token (JWT or opaque) and that its session is live,
+    /// then counts the call against the account's API-call quota.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
-        let claims = self.tokens.verify(bearer, self.now())?;
-        let account_id: i64 = claims.sub.parse().map_err(|_| Error::Unauthenticated)?;
-        self.ensure_live(&claims.sid, account_id).await?;
-        Ok(Principal {
-            account_id,
-            session_id: claims.sid,
-            roles: claims.roles,
-        })
+        let now = self.now();
+        let principal = if is_opaque_token(bearer) {
+            let token = self
+                .store
+                .find_access_token(&hash_token(bearer))
+                .await?
+                .filter(|t| now < t.expires_at)
+                .ok_or(Error::Unauthenticated)?;
+            Principal {
+                account_id: token.account_id,
+                session_id: token.session_id,
+            }
+        } else {
+            let claims = self.tokens.verify(bearer, now)?;
+            Principal {
+                account_id: claims.sub.parse().map_err(|_| Error::Unauthenticated)?,
+                session_id: claims.sid,
+            }
+        };
+        self.ensure_live(&principal.session_id, principal.account_id)
+            .await?;
+        self.api_calls.admit(principal.account_id, now).await?;
+        Ok(principal)
     }
 
     /// Ends the caller's session, or all of the account's sessions.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 pub mod login;
 pub mod passwords;
+pub mod quota;
 pub mod sessions;
 pub mod tokens;
 
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use clock::Clock;
 pub use error::{Error, Result};
 use passwords::{HashingSettings, PasswordHasher};
+use quota::ApiCalls;
 use sessions::{LiveSessions, SessionSettings};
 use tokens::{AccessTokens, TokenSettings};
 
@@ -51,6 +53,7 @@ pub struct Core {
     hasher: PasswordHasher,
     tokens: AccessTokens,
     live: LiveSessions,
+    api_calls: Arc<ApiCalls>,
     settings: CoreSettings,
 }
 
@@ -81,8 +84,14 @@ impl Core {
                     .ok_or_else(|| Error::Internal("signing key missing after creation".into()))?
             }
         };
+        let api_calls = Arc::new(ApiCalls::new(
+            Arc::clone(&store),
+            settings.sessions.cache_ttl,
+        ));
+        api_calls.spawn_flusher();
         Ok(Self {
             hasher: PasswordHasher::start(&settings.hashing)?,
+            api_calls,
             tokens: AccessTokens::new(ring, settings.tokens.clone()),
             live: LiveSessions::new(settings.sessions.cache_ttl),
             store,
@@ -99,6 +108,12 @@ impl Core {
     /// The JWKS document.
     pub fn jwks(&self) -> &serde_json::Value {
         self.tokens.jwks()
+    }
+
+    /// Writes pending API-call counts to the store now (they are otherwise
+    /// written every second); call before shutting down.
+    pub async fn flush_api_calls(&self) -> Result<()> {
+        self.api_calls.flush().await
     }
 
     /// The current time from the injected clock.

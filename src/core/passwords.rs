@@ -97,6 +97,7 @@ enum Job {
 pub struct PasswordHasher {
     jobs: SyncSender<Job>,
     dummy_verifier: Arc<str>,
+    params: Params,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -123,6 +124,7 @@ impl PasswordHasher {
         Ok(Self {
             jobs,
             dummy_verifier,
+            params,
         })
     }
 
@@ -154,9 +156,24 @@ impl PasswordHasher {
 
     /// Spends one verification's worth of time and never matches; used when
     /// the account does not exist, so that case cannot be told apart by timing.
-    pub async fn verify_dummy(&self, password: &Password) -> Result<()> {
+    pub async fn verify_dummy(&self, secret: &str) -> Result<()> {
         let verifier = Arc::clone(&self.dummy_verifier);
-        self.verify(password, &verifier).await.map(|_| ())
+        self.verify_str(secret, &verifier).await.map(|_| ())
+    }
+
+    /// Whether a stored verifier already uses the configured algorithm and
+    /// parameters; read from the PHC string, without hashing.
+    pub fn is_current(&self, verifier: &str) -> bool {
+        let Ok(phc) = PasswordHash::new(verifier) else {
+            return false;
+        };
+        let Ok(stored) = Params::try_from(&phc) else {
+            return false;
+        };
+        Algorithm::try_from(phc.algorithm) == Ok(Algorithm::Argon2id)
+            && phc.version == Some(Version::V0x13.into())
+            && phc.hash.is_some_and(|h| h.len() == OUTPUT_LEN)
+            && same_cost(&stored, &self.params)
     }
 
     fn submit(&self, job: Job) -> Result<()> {
@@ -271,14 +288,16 @@ fn verify_with(
     let matches = Output::new(&out).map_err(argon2_error)? == expected;
     let needs_rehash = algorithm != Algorithm::Argon2id
         || version != Version::V0x13
-        || stored.m_cost() != params.m_cost()
-        || stored.t_cost() != params.t_cost()
-        || stored.p_cost() != params.p_cost()
+        || !same_cost(&stored, params)
         || expected.len() != OUTPUT_LEN;
     Ok(Verification {
         matches,
         needs_rehash,
     })
+}
+
+fn same_cost(a: &Params, b: &Params) -> bool {
+    (a.m_cost(), a.t_cost(), a.p_cost()) == (b.m_cost(), b.t_cost(), b.p_cost())
 }
 
 /// Grows the thread's buffer when a stored hash needs more memory than the
@@ -328,7 +347,7 @@ mod tests {
             }
         );
         assert!(!hasher.verify(&wrong, &phc).await.unwrap().matches);
-        hasher.verify_dummy(&right).await.unwrap();
+        hasher.verify_dummy("correct horse").await.unwrap();
     }
 
     #[tokio::test]
@@ -345,6 +364,8 @@ mod tests {
             .await
             .unwrap();
         assert!(check.matches && check.needs_rehash);
+        assert!(!new.is_current(&phc));
+        assert!(old.is_current(&phc));
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::clock::UnixTime;
 use super::error::{Error, Result};
 use super::keys::{KeyRing, SigningAlgorithm};
-use crate::store::TokenHash;
+use crate::store::{TokenHash, TokenStyle};
 
 /// The media type in the JWT header that marks a Sesame access token.
 const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -154,11 +154,34 @@ pub fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// A fresh refresh token: 256 random bits, base64url.
-pub fn new_refresh_token() -> String {
+/// A fresh refresh token in the session's style: 256 random bits as
+/// base64url, or 128 bits as 32 lowercase hex digits for opaque sessions.
+pub fn new_refresh_token(style: TokenStyle) -> String {
     let mut bytes = [0u8; 32];
     fill_random(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+    render(&bytes, style)
+}
+
+/// A fresh opaque access token: 128 random bits as 32 lowercase hex digits.
+pub fn new_opaque_token() -> String {
+    let mut bytes = [0u8; 16];
+    fill_random(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Whether a bearer token has the shape of an opaque access token.
+pub fn is_opaque_token(token: &str) -> bool {
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn render(bytes: &[u8; 32], style: TokenStyle) -> String {
+    match style {
+        TokenStyle::Jwt => URL_SAFE_NO_PAD.encode(bytes),
+        TokenStyle::Opaque => hex::encode(&bytes[..16]),
+    }
 }
 
 /// Fresh random salt for deriving a successor token.
@@ -171,11 +194,11 @@ pub fn new_successor_salt() -> [u8; 32] {
 /// The successor of `token` under `salt`: SHA-256(token || salt). Someone who
 /// can read the database knows the salt and the token's hash but not the
 /// token, so cannot compute the successor.
-pub fn successor_token(token: &str, salt: &[u8]) -> String {
+pub fn successor_token(token: &str, salt: &[u8], style: TokenStyle) -> String {
     let mut hasher = Sha256::new();
     hasher.update(token.as_bytes());
     hasher.update(salt);
-    URL_SAFE_NO_PAD.encode(hasher.finalize())
+    render(&hasher.finalize().into(), style)
 }
 
 /// `bytes` random bytes as base64url, for secrets such as a generated password.
@@ -249,21 +272,27 @@ mod tests {
             URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
         let body = jwt.split('.').nth(1).unwrap();
         assert!(t.verify(&format!("{header}.{body}."), 0).is_err());
-        assert!(t.verify(&new_refresh_token(), 0).is_err());
+        assert!(t.verify(&new_refresh_token(TokenStyle::Jwt), 0).is_err());
     }
 
     #[test]
     fn successors_are_deterministic_per_salt_and_unrelated_across_salts() {
-        let token = new_refresh_token();
+        let token = new_refresh_token(TokenStyle::Jwt);
         let salt = new_successor_salt();
+        let style = TokenStyle::Jwt;
         assert_eq!(
-            successor_token(&token, &salt),
-            successor_token(&token, &salt)
+            successor_token(&token, &salt, style),
+            successor_token(&token, &salt, style)
         );
         assert_ne!(
-            successor_token(&token, &salt),
-            successor_token(&token, &new_successor_salt())
+            successor_token(&token, &salt, style),
+            successor_token(&token, &new_successor_salt(), style)
         );
-        assert_eq!(new_refresh_token().len(), 43);
+        assert_eq!(token.len(), 43);
+        let opaque = successor_token(&token, &salt, TokenStyle::Opaque);
+        assert!(
+            is_opaque_token(&opaque) && is_opaque_token(&new_refresh_token(TokenStyle::Opaque))
+        );
+        assert!(is_opaque_token(&new_opaque_token()) && !is_opaque_token(&token));
     }
 }

@@ -67,6 +67,7 @@ pub fn status_of(error: &Error) -> StatusCode {
         Error::Forbidden => StatusCode::FORBIDDEN,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::QuotaExceeded | Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -81,7 +82,9 @@ impl From<Error> for Problem {
         let mut problem = Problem::new(status, error.code(), error.to_string());
         match error {
             Error::InvalidInput { field, .. } => problem.field = Some(field),
-            Error::Busy { retry_after_secs } => problem.retry_after = Some(retry_after_secs),
+            Error::Busy { retry_after_secs } | Error::Throttled { retry_after_secs } => {
+                problem.retry_after = Some(retry_after_secs)
+            }
             _ => {}
         }
         problem

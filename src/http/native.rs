@@ -15,7 +15,7 @@ use super::extract::{ApiJson, Authenticated, Client, parse_json, read_body};
 use super::views::{GrantView, SessionOut, UserView};
 use crate::core::accounts::ProfileChange;
 use crate::core::domain::{LoginId, Password, Platform};
-use crate::core::login::{Grant, LoginAttempt, LogoutScope};
+use crate::core::login::{Credential, Grant, LoginAttempt, LoginOptions, LogoutScope};
 
 /// The native routes.
 pub fn router() -> Router<AppState> {
@@ -53,9 +53,10 @@ async fn login(
 ) -> Result<Response, Problem> {
     let attempt = LoginAttempt {
         login: LoginId::parse(&body.login)?,
-        password: Password::presented(&body.password)?,
+        credential: Credential::Password(Password::presented(&body.password)?),
         platform: body.platform.as_deref().map(Platform::parse).transpose()?,
         client,
+        options: LoginOptions::default(),
     };
     let grant = state.core.login(attempt).await?;
     Ok(grant_response(&grant))

@@ -90,6 +90,12 @@ pub trait AccountStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Records a failed login against a known account.
     async fn record_login_failure(&self, id: AccountId) -> StoreResult<()>;
+    /// The account's persisted API-call count and quota.
+    async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>>;
+    /// Adds batched API-call counts, in one transaction.
+    async fn add_api_calls(&self, counts: &[(AccountId, i64)]) -> StoreResult<()>;
+    /// Sets the API-call quota (0: unlimited).
+    async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()>;
 }
 
 /// Sessions and their refresh-token chains.
@@ -129,6 +135,15 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<Vec<SessionId>>;
     /// Finds a refresh token by the SHA-256 of its text.
     async fn find_refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<RefreshToken>>;
+    /// Makes `hash` the session's one opaque access token, deleting any other.
+    async fn replace_access_token(
+        &self,
+        session_id: &SessionId,
+        hash: &TokenHash,
+        expires_at: UnixTime,
+    ) -> StoreResult<()>;
+    /// Finds an opaque access token by hash.
+    async fn find_access_token(&self, hash: &TokenHash) -> StoreResult<Option<OpaqueAccessToken>>;
     /// Marks `old` rotated (only if it is not already) and inserts its
     /// successor, in one transaction; false if another request rotated it first.
     async fn rotate_refresh_token(

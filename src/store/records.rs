@@ -256,6 +256,26 @@ pub struct NewRefreshToken {
     pub issued_at: UnixTime,
 }
 
+/// An opaque access token (by hash).
+#[derive(Debug, Clone)]
+pub struct OpaqueAccessToken {
+    /// Its session.
+    pub session_id: SessionId,
+    /// The session's account.
+    pub account_id: AccountId,
+    /// Expiry.
+    pub expires_at: UnixTime,
+}
+
+/// An account's API-call usage as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiUsage {
+    /// Calls counted so far.
+    pub count: i64,
+    /// Quota; 0 means unlimited.
+    pub max: i64,
+}
+
 /// A token signing key.
 #[derive(Clone)]
 pub struct SigningKey {

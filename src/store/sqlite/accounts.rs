@@ -9,8 +9,8 @@ use sqlx::{Row, SqliteConnection};
 use super::{SqliteStore, corrupt, db_error};
 use crate::core::clock::UnixTime;
 use crate::store::{
-    Account, AccountId, AccountStatus, AccountStore, NewAccount, PasswordVerifiers, ProfilePatch,
-    StoreResult,
+    Account, AccountId, AccountStatus, AccountStore, ApiUsage, NewAccount, PasswordVerifiers,
+    ProfilePatch, StoreResult,
 };
 
 const ACCOUNT_COLUMNS: &str = "id, username, email, email_verified, mobile, mobile_verified, display_name, \
@@ -320,6 +320,49 @@ impl AccountStore for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {
+        let row = sqlx::query("SELECT api_calls_count, max_api_calls FROM accounts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            Ok(ApiUsage {
+                count: row.try_get("api_calls_count").map_err(db_error)?,
+                max: row.try_get("max_api_calls").map_err(db_error)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn add_api_calls(&self, counts: &[(AccountId, i64)]) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        for (id, count) in counts {
+            sqlx::query("UPDATE accounts SET api_calls_count = api_calls_count + ? WHERE id = ?")
+                .bind(count)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()> {
+        sqlx::query("UPDATE accounts SET max_api_calls = ?, updated_at = ? WHERE id = ?")
+            .bind(max)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 

@@ -7,8 +7,8 @@ use sqlx::sqlite::SqliteRow;
 use super::{SqliteStore, corrupt, db_error};
 use crate::core::clock::UnixTime;
 use crate::store::{
-    AccountId, NewRefreshToken, NewSession, RefreshToken, Session, SessionId, SessionStore,
-    StoreResult, TokenHash, TokenStyle,
+    AccountId, NewRefreshToken, NewSession, OpaqueAccessToken, RefreshToken, Session, SessionId,
+    SessionStore, StoreResult, TokenHash, TokenStyle,
 };
 
 const SESSION_COLUMNS: &str = "s.id, s.account_id, s.platform, s.user_agent, s.ip, s.token_style, s.created_at, \
@@ -168,6 +168,53 @@ impl SessionStore for SqliteStore {
             rotated_at: row.try_get("rotated_at").map_err(db_error)?,
             successor_salt: row.try_get("successor_salt").map_err(db_error)?,
         }))
+    }
+
+    async fn replace_access_token(
+        &self,
+        session_id: &SessionId,
+        hash: &TokenHash,
+        expires_at: UnixTime,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        sqlx::query("DELETE FROM access_tokens WHERE session_id = ?")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO access_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(&hash[..])
+        .bind(session_id)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn find_access_token(&self, hash: &TokenHash) -> StoreResult<Option<OpaqueAccessToken>> {
+        let row = sqlx::query(
+            "SELECT t.session_id, s.account_id, t.expires_at FROM access_tokens t \
+             JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(|row| {
+            Ok(OpaqueAccessToken {
+                session_id: row.try_get("session_id").map_err(db_error)?,
+                account_id: row.try_get("account_id").map_err(db_error)?,
+                expires_at: row.try_get("expires_at").map_err(db_error)?,
+            })
+        })
+        .transpose()
     }
 
     async fn rotate_refresh_token(

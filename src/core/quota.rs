@@ -1,0 +1,161 @@
+//! Per-account API-call counting and quotas.
+//!
+//! Every bearer-authenticated call counts. Writing each count to the database
+//! would put a write on every request, so counts accumulate in memory and a
+//! background task adds them to the store every `FLUSH_INTERVAL` (and once
+//! more at shutdown). A crash loses at most the calls counted since the last
+//! flush: one second's worth. The quota itself is re-read from the store
+//! every `cache_ttl` seconds, so an operator raising it from the CLI takes
+//! effect within that time; changes made through this process apply at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::clock::UnixTime;
+use super::error::{Error, Result};
+use crate::store::{AccountId, ApiUsage, Store};
+
+/// How often pending counts are written to the store.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    /// The count in the store when last read, plus what has been flushed since.
+    persisted: i64,
+    /// Counted here, not yet written.
+    pending: i64,
+    /// Quota; 0 means unlimited.
+    max: i64,
+    loaded_at: UnixTime,
+}
+
+impl Usage {
+    fn total(&self) -> i64 {
+        self.persisted + self.pending
+    }
+}
+
+/// The in-memory counters.
+pub struct ApiCalls {
+    store: Arc<dyn Store>,
+    usage: Mutex<HashMap<AccountId, Usage>>,
+    ttl: i64,
+}
+
+impl ApiCalls {
+    /// Counters over `store`, re-reading quotas every `ttl` seconds.
+    pub fn new(store: Arc<dyn Store>, ttl: i64) -> Self {
+        Self {
+            store,
+            usage: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    /// Counts one call, or refuses it with [`Error::QuotaExceeded`] when the
+    /// account has used its quota (refused calls do not count).
+    pub async fn admit(&self, account: AccountId, now: UnixTime) -> Result<()> {
+        if let Some(answer) = self.try_admit_cached(account, now) {
+            return answer;
+        }
+        let usage = self
+            .store
+            .api_usage(account)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        self.reload(account, usage, now);
+        self.try_admit_cached(account, now)
+            .unwrap_or(Err(Error::Internal("quota state vanished".into())))
+    }
+
+    fn try_admit_cached(&self, account: AccountId, now: UnixTime) -> Option<Result<()>> {
+        let mut map = self.usage.lock().ok()?;
+        let usage = map.get_mut(&account)?;
+        if now - usage.loaded_at >= self.ttl.max(1) && usage.pending == 0 {
+            return None;
+        }
+        if usage.max > 0 && usage.total() >= usage.max {
+            return Some(Err(Error::QuotaExceeded));
+        }
+        usage.pending += 1;
+        Some(Ok(()))
+    }
+
+    fn reload(&self, account: AccountId, stored: ApiUsage, now: UnixTime) {
+        if let Ok(mut map) = self.usage.lock() {
+            let pending = map.get(&account).map_or(0, |u| u.pending);
+            map.insert(
+                account,
+                Usage {
+                    persisted: stored.count,
+                    pending,
+                    max: stored.max,
+                    loaded_at: now,
+                },
+            );
+        }
+    }
+
+    /// The live count for an account (stored plus pending), if it is tracked.
+    pub fn current(&self, account: AccountId) -> Option<i64> {
+        self.usage.lock().ok()?.get(&account).map(Usage::total)
+    }
+
+    /// Sets a new quota in memory after it was changed in the store.
+    pub fn set_max(&self, account: AccountId, max: i64) {
+        if let Ok(mut map) = self.usage.lock()
+            && let Some(usage) = map.get_mut(&account)
+        {
+            usage.max = max;
+        }
+    }
+
+    /// Writes pending counts to the store. On failure they stay pending.
+    pub async fn flush(&self) -> Result<()> {
+        let batch: Vec<(AccountId, i64)> = match self.usage.lock() {
+            Ok(mut map) => map
+                .iter_mut()
+                .filter(|(_, u)| u.pending > 0)
+                .map(|(id, u)| {
+                    let n = u.pending;
+                    u.persisted += n;
+                    u.pending = 0;
+                    (*id, n)
+                })
+                .collect(),
+            Err(_) => return Err(Error::Internal("quota counters poisoned".into())),
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.store.add_api_calls(&batch).await {
+            if let Ok(mut map) = self.usage.lock() {
+                for (id, n) in &batch {
+                    if let Some(u) = map.get_mut(id) {
+                        u.persisted -= n;
+                        u.pending += n;
+                    }
+                }
+            }
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Flushes every [`FLUSH_INTERVAL`] until the counters are dropped.
+    pub fn spawn_flusher(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(calls) = weak.upgrade() else { return };
+                if let Err(error) = calls.flush().await {
+                    tracing::warn!(%error, "could not persist API-call counts; will retry");
+                }
+            }
+        });
+    }
+}
