@@ -59,12 +59,11 @@ impl Application {
             )
         })?;
         let address = listener.local_addr()?;
-        let router = http::router(
-            AppState {
-                core: Arc::clone(&core),
-            },
-            &config.http,
-        );
+                let state = AppState {
+            core: Arc::clone(&core),
+            contracts: Arc::new(config.contracts.clone()),
+        };
+        let router = http::router(state, &config.http);
         Ok(Self {
             listener,
             address,

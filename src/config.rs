@@ -22,6 +22,7 @@ use crate::core::passwords::HashingSettings;
 use crate::core::sessions::{PlatformPolicy, SessionSettings};
 use crate::core::tokens::TokenSettings;
 use crate::http::HttpSettings;
+use crate::http::contracts::ContractSettings;
 use crate::store::sqlite::SqliteStore;
 
 /// Where configuration comes from besides defaults and the environment:
@@ -56,8 +57,45 @@ pub struct RawConfig {
     pub passwords: RawPasswords,
     /// `[sessions]`.
     pub sessions: RawSessions,
-    /// `[http]`.
+        /// `[http]`.
     pub http: RawHttp,
+    /// `[contracts]`.
+    pub contracts: RawContracts,
+}
+
+/// `[contracts]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawContracts {
+    /// Serve `POST /api/v1/login`.
+    pub ai_gateway: bool,
+    /// Serve `POST /manager/login`.
+    pub manager: bool,
+    /// Serve `POST /api/v1/users/actions/login`.
+    pub users_actions: bool,
+    /// Serve the careyshop login and refresh routes.
+    pub careyshop: bool,
+    /// Serve `POST /user/login`.
+    pub fungame: bool,
+    /// Permission required to sign in through the manager face.
+    pub manager_permission: String,
+    /// `single` or `multiple` sessions per platform for careyshop logins.
+    pub careyshop_platform_policy: String,
+}
+
+impl Default for RawContracts {
+    fn default() -> Self {
+        let d = ContractSettings::default();
+        Self {
+            ai_gateway: d.ai_gateway,
+            manager: d.manager,
+            users_actions: d.users_actions,
+            careyshop: d.careyshop,
+            fungame: d.fungame,
+            manager_permission: d.manager_permission,
+            careyshop_platform_policy: "single".into(),
+        }
+    }
 }
 
 /// `[tokens]` as written.
@@ -130,7 +168,8 @@ impl Default for RawConfig {
             tokens: RawTokens::default(),
             passwords: RawPasswords::default(),
             sessions: RawSessions::default(),
-            http: RawHttp::default(),
+                        http: RawHttp::default(),
+            contracts: RawContracts::default(),
         }
     }
 }
@@ -198,8 +237,10 @@ pub struct Config {
     pub log: String,
     /// Core settings.
     pub core: CoreSettings,
-    /// HTTP settings.
+        /// HTTP settings.
     pub http: HttpSettings,
+    /// Contract faces.
+    pub contracts: ContractSettings,
 }
 
 /// Why the configuration was refused; the message lists every problem.
@@ -398,6 +439,24 @@ impl RawConfig {
             )),
         };
 
+                let c = &self.contracts;
+        if c.manager_permission.trim().is_empty() {
+            problems.push("contracts.manager_permission: must name a permission such as \"admin\"".into());
+        }
+        let contracts = ContractSettings {
+            ai_gateway: c.ai_gateway,
+            manager: c.manager,
+            users_actions: c.users_actions,
+            careyshop: c.careyshop,
+            fungame: c.fungame,
+            manager_permission: c.manager_permission.clone(),
+            careyshop_platform_policy: parse_policy(
+                &mut problems,
+                "contracts.careyshop_platform_policy",
+                &c.careyshop_platform_policy,
+            ),
+        };
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -406,12 +465,9 @@ impl RawConfig {
             data_dir: self.data_dir,
             database_url,
             log: self.log,
-            core: CoreSettings {
-                tokens,
-                hashing,
-                sessions,
-            },
+                        core: CoreSettings { tokens, hashing, sessions },
             http,
+            contracts,
         })
     }
 }

@@ -53,10 +53,29 @@ pub enum UserCommand {
         /// Username.
         name: String,
     },
-    /// Delete an account and its sessions.
+        /// Delete an account and its sessions.
     Delete {
         /// Username.
         name: String,
+    },
+    /// Set the API-call quota (0: unlimited).
+    SetQuota {
+        /// Username.
+        name: String,
+        /// The new quota.
+        max_api_calls: i64,
+    },
+    /// Set or remove profile attributes (the contracts' extra fields such as
+    /// gender, birthday, nickname, head_pic, group_id).
+    SetProfile {
+        /// Username.
+        name: String,
+        /// Attributes to set, as KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Attributes to remove.
+        #[arg(long = "unset", value_name = "KEY")]
+        unset: Vec<String>,
     },
 }
 
@@ -116,6 +135,28 @@ pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
             let account = core.find_by_username(&name).await?;
             core.set_enabled(account.id, true).await?;
             println!("{} enabled", account.username);
+            Ok(())
+        }
+                UserCommand::SetQuota { name, max_api_calls } => {
+            let account = core.find_by_username(&name).await?;
+            core.set_max_api_calls(account.id, max_api_calls).await?;
+            println!("quota of {} set to {max_api_calls}", account.username);
+            Ok(())
+        }
+        UserCommand::SetProfile { name, set, unset } => {
+            let account = core.find_by_username(&name).await?;
+            let mut attributes = std::collections::BTreeMap::new();
+            for pair in set {
+                let Some((key, value)) = pair.split_once('=') else {
+                    bail!("{pair:?} is not KEY=VALUE");
+                };
+                attributes.insert(key.to_owned(), Some(value.to_owned()));
+            }
+            for key in unset {
+                attributes.insert(key, None);
+            }
+            let account = core.set_profile_attributes(account.id, attributes).await?;
+            println!("{}", serde_json::to_string(&account.profile)?);
             Ok(())
         }
         UserCommand::Delete { name } => {

@@ -22,7 +22,8 @@ const MAX_USER_AGENT: usize = 256;
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// Whether the request says its body is JSON (`application/json` or `+json`).
+pub fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -38,25 +39,37 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Reads a body with the configured size limit, as a problem on failure.
-pub async fn read_body(request: Request, state: &AppState) -> Result<Bytes, Problem> {
-    Bytes::from_request(request, state)
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is too large",
-                )
-            } else {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "unreadable_body",
-                    "the request body could not be read",
-                )
+/// Why a request body could not be read; each face renders it in its own shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Over the configured body limit.
+    TooLarge,
+    /// The connection failed while reading.
+    Unreadable,
+}
+
+impl From<BodyError> for Problem {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::TooLarge => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
             }
-        })
+            BodyError::Unreadable => {
+                Problem::new(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read")
+            }
+        }
+    }
+}
+
+/// Reads a body within the configured size limit.
+pub async fn read_body(request: Request, state: &AppState) -> Result<Bytes, BodyError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            BodyError::TooLarge
+        } else {
+            BodyError::Unreadable
+        }
+    })
 }
 
 /// Parses a JSON body, checking its content type. Error details name the
@@ -118,7 +131,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if !is_json(&headers) {
             return parse_json(&headers, b"").map(ApiJson);
         }
-        let body = read_body(request, state).await?;
+                let body = read_body(request, state).await.map_err(Problem::from)?;
         parse_json(&headers, &body).map(ApiJson)
     }
 }

@@ -4,6 +4,7 @@
 //! layers every request goes through (body limit, timeout, panic guard,
 //! tracing without query strings).
 
+pub mod contracts;
 pub mod error;
 pub mod extract;
 pub mod native;
@@ -23,6 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::core::Core;
+use contracts::ContractSettings;
 use error::Problem;
 
 /// HTTP limits.
@@ -46,15 +48,18 @@ impl Default for HttpSettings {
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The core service.
+        /// The core service.
     pub core: Arc<Core>,
+    /// The contract faces' configuration.
+    pub contracts: Arc<ContractSettings>,
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     Router::new()
         .merge(native::router())
-        .merge(wellknown::router())
+                .merge(wellknown::router())
+        .merge(contracts::router(&state.contracts))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.body_limit))

@@ -1,0 +1,90 @@
+//! The ai-gateway contract (seed 000): `POST /api/v1/login` with
+//! `{username, password}`; answers `access_token`, `token_type: "bearer"`,
+//! `expires_in` and the `user` object with its API-call count and quota.
+//! The document leaves failures open; this face answers FastAPI-style
+//! `{"detail": "..."}`: 401 bad credentials, 422 malformed body, 429
+//! throttled, 503 busy (both with `Retry-After`), 500 internal.
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::{Failure, FieldsError, json_object, primary_role, string_field, with_retry_after};
+use crate::core::Error;
+use crate::core::domain::{LoginId, Password};
+use crate::core::login::{Credential, LoginAttempt, LoginOptions};
+use crate::http::AppState;
+use crate::http::extract::{Client, read_body};
+use crate::http::views::rfc3339;
+
+/// The route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/login", post(login))
+}
+
+async fn login(State(state): State<AppState>, Client(client): Client, request: Request) -> Response {
+    match try_login(&state, client, request).await {
+        Ok(response) => response,
+        Err(failure) => render(failure),
+    }
+}
+
+async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: Request) -> Result<Response, Failure> {
+    let headers = request.headers().clone();
+    let body = read_body(request, state).await?;
+    let fields = json_object(&headers, &body)?;
+    let attempt = LoginAttempt {
+        login: LoginId::parse(string_field(&fields, "username")?)?,
+        credential: Credential::Password(Password::presented(string_field(&fields, "password")?)?),
+        platform: None,
+        client,
+        options: LoginOptions::default(),
+    };
+    let grant = state.core.login(attempt).await?;
+    let user = &grant.account;
+    let body = json!({
+        "access_token": grant.access_token,
+        "token_type": "bearer",
+        "expires_in": grant.access_expires_in,
+        "user": {
+            "id": user.id.to_string(),
+            "username": user.username,
+            "role": primary_role(user),
+            "status": user.status.as_str(),
+            "created_at": rfc3339(user.created_at),
+            "updated_at": rfc3339(user.updated_at),
+            "last_login": user.last_login_at.map(rfc3339).unwrap_or_default(),
+            "api_calls_count": user.api_calls_count,
+            "max_api_calls": user.max_api_calls,
+        }
+    });
+    Ok(Json(body).into_response())
+}
+
+fn render(failure: Failure) -> Response {
+    let (status, detail) = match &failure {
+        Failure::Fields(FieldsError::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".to_owned()),
+        Failure::Fields(FieldsError::Malformed) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "Request body must be a JSON object".to_owned())
+        }
+        Failure::Fields(FieldsError::Missing(field)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{field} is required")),
+        Failure::Fields(FieldsError::WrongType(field)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, format!("{field} must be a string"))
+        }
+        Failure::Core(error) => match error {
+            Error::InvalidCredentials => (StatusCode::UNAUTHORIZED, "Incorrect username or password".to_owned()),
+            Error::InvalidInput { .. } => (StatusCode::UNPROCESSABLE_ENTITY, error.to_string()),
+            Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many login attempts".to_owned()),
+            Error::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later".to_owned()),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error".to_owned()),
+        },
+    };
+    let response = (status, Json(json!({ "detail": detail }))).into_response();
+    match &failure {
+        Failure::Core(error) => with_retry_after(response, error),
+        Failure::Fields(_) => response,
+    }
+}

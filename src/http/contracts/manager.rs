@@ -1,0 +1,79 @@
+//! The manager contract (seed 001): `POST /manager/login` with
+//! `{username, password}`, for administrators only. Answers `token`,
+//! `expire` and `user {username, role, permissions}`. Every refusal,
+//! including a valid login of an account without the configured permission,
+//! is the same 401 `{"error": "Invalid username or password"}`; 429 (with
+//! `Retry-After`) when attempts are too frequent; 500 only for real faults.
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::{Failure, FieldsError, json_object, primary_role, string_field, with_retry_after};
+use crate::core::Error;
+use crate::core::domain::{LoginId, Password};
+use crate::core::login::{Credential, LoginAttempt, LoginOptions};
+use crate::http::AppState;
+use crate::http::extract::{Client, read_body};
+
+const INVALID: &str = "Invalid username or password";
+
+/// The route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/manager/login", post(login))
+}
+
+async fn login(State(state): State<AppState>, Client(client): Client, request: Request) -> Response {
+    match try_login(&state, client, request).await {
+        Ok(response) => response,
+        Err(failure) => render(failure),
+    }
+}
+
+async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: Request) -> Result<Response, Failure> {
+    let headers = request.headers().clone();
+    let body = read_body(request, state).await?;
+    let fields = json_object(&headers, &body)?;
+    let attempt = LoginAttempt {
+        login: LoginId::parse(string_field(&fields, "username")?)?,
+        credential: Credential::Password(Password::presented(string_field(&fields, "password")?)?),
+        platform: None,
+        client,
+        options: LoginOptions {
+            required_permission: Some(state.contracts.manager_permission.clone()),
+            ..LoginOptions::default()
+        },
+    };
+    let grant = state.core.login(attempt).await?;
+    let user = &grant.account;
+    let body = json!({
+        "token": grant.access_token,
+        "expire": grant.access_expires_in,
+        "user": {
+            "username": user.username,
+            "role": primary_role(user),
+            "permissions": user.permissions,
+        }
+    });
+    Ok(Json(body).into_response())
+}
+
+fn render(failure: Failure) -> Response {
+    let (status, message) = match &failure {
+        Failure::Fields(FieldsError::Missing(_) | FieldsError::WrongType(_)) => (StatusCode::UNAUTHORIZED, INVALID),
+        Failure::Fields(FieldsError::Malformed) => (StatusCode::BAD_REQUEST, "Invalid request body"),
+        Failure::Fields(FieldsError::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+        Failure::Core(Error::InvalidCredentials | Error::InvalidInput { .. }) => (StatusCode::UNAUTHORIZED, INVALID),
+        Failure::Core(Error::Throttled { .. }) => (StatusCode::TOO_MANY_REQUESTS, "Too many login attempts"),
+        Failure::Core(Error::Busy { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later"),
+        Failure::Core(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+    };
+    let response = (status, Json(json!({ "error": message }))).into_response();
+    match &failure {
+        Failure::Core(error) => with_retry_after(response, error),
+        Failure::Fields(_) => response,
+    }
+}

@@ -1,0 +1,116 @@
+//! The users-actions contract (seed 002): `POST /api/v1/users/actions/login`
+//! with `{account, password}` where `account` is a username, email or mobile
+//! and `password` is the lowercase hex MD5 of the password. Sesame checks it
+//! against a second Argon2id verifier over the MD5 (written whenever the
+//! password is set), so neither the password nor its MD5 is stored.
+//! Answers `{"value": User, "accessToken": JWT}`; the document's `password`,
+//! `passwordSalt` and `passwordFormat` are deliberately never returned.
+//! Errors are `{"code": <status>, "message": "..."}`: 400 missing or
+//! malformed parameters, 401 bad credentials, 429/503 with `Retry-After`.
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::{Failure, FieldsError, attribute, datetime, int_attribute, json_object, string_field, with_retry_after};
+use crate::core::Error;
+use crate::core::domain::{LoginId, Md5Hex};
+use crate::core::login::{Credential, LoginAttempt, LoginOptions};
+use crate::http::AppState;
+use crate::http::extract::{Client, read_body};
+use crate::store::{Account, AccountStatus};
+
+/// Profile strings of the document's `User`, filled from profile attributes.
+const PROFILE_STRINGS: [&str; 13] = [
+    "organization",
+    "department",
+    "position",
+    "gender",
+    "birthday",
+    "education",
+    "graduation",
+    "address",
+    "weiXin",
+    "qq",
+    "weiBo",
+    "interests",
+    "signature",
+];
+
+/// The route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/users/actions/login", post(login))
+}
+
+async fn login(State(state): State<AppState>, Client(client): Client, request: Request) -> Response {
+    match try_login(&state, client, request).await {
+        Ok(response) => response,
+        Err(failure) => render(failure),
+    }
+}
+
+async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: Request) -> Result<Response, Failure> {
+    let headers = request.headers().clone();
+    let body = read_body(request, state).await?;
+    let fields = json_object(&headers, &body)?;
+    let attempt = LoginAttempt {
+        login: LoginId::parse(string_field(&fields, "account")?)?,
+        credential: Credential::Md5Hex(Md5Hex::parse(string_field(&fields, "password")?)?),
+        platform: None,
+        client,
+        options: LoginOptions::default(),
+    };
+    let grant = state.core.login(attempt).await?;
+    let body = json!({ "value": user(&grant.account), "accessToken": grant.access_token });
+    Ok(Json(body).into_response())
+}
+
+fn user(a: &Account) -> serde_json::Value {
+    let mut user = json!({
+        "id": a.id,
+        "userName": a.username,
+        "createDate": datetime(Some(a.created_at)),
+        "lastResetPasswordDate": datetime(Some(a.password_changed_at)),
+        "lastActivityDate": datetime(a.last_login_at),
+        "countOfLogin": a.login_count,
+        "countOfFailedLogin": a.failed_login_count,
+        "countOfWriting": int_attribute(a, "countOfWriting"),
+        "isChecked": a.status == AccountStatus::Active,
+        "isLockedOut": a.status == AccountStatus::Locked,
+        "displayName": a.display_name,
+        "email": a.email.as_deref().unwrap_or(""),
+        "mobile": a.mobile.as_deref().unwrap_or(""),
+        "avatarUrl": a.avatar_url,
+    });
+    for name in PROFILE_STRINGS {
+        user[name] = json!(attribute(a, name));
+    }
+    user
+}
+
+fn render(failure: Failure) -> Response {
+    let (status, message) = match &failure {
+        Failure::Fields(FieldsError::Missing(field)) => (StatusCode::BAD_REQUEST, format!("参数错误：{field} 不能为空")),
+        Failure::Fields(FieldsError::WrongType(field)) => {
+            (StatusCode::BAD_REQUEST, format!("参数错误：{field} 必须是字符串"))
+        }
+        Failure::Fields(FieldsError::Malformed) => (StatusCode::BAD_REQUEST, "参数错误：请求体必须是 JSON 对象".to_owned()),
+        Failure::Fields(FieldsError::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, "请求体过大".to_owned()),
+        Failure::Core(Error::InvalidInput { field, .. }) if *field == "password" => {
+            (StatusCode::BAD_REQUEST, "参数错误：password 必须是 32 位 MD5 十六进制字符串".to_owned())
+        }
+                Failure::Core(Error::InvalidInput { .. }) => (StatusCode::BAD_REQUEST, "参数错误：account 格式不正确".to_owned()),
+        Failure::Core(Error::InvalidCredentials) => (StatusCode::UNAUTHORIZED, "账号或密码错误".to_owned()),
+        Failure::Core(Error::Throttled { .. }) => (StatusCode::TOO_MANY_REQUESTS, "登录尝试过于频繁，请稍后再试".to_owned()),
+        Failure::Core(Error::Busy { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "服务器繁忙，请稍后再试".to_owned()),
+        Failure::Core(_) => (StatusCode::INTERNAL_SERVER_ERROR, "服务器内部错误".to_owned()),
+    };
+    let response = (status, Json(json!({ "code": status.as_u16(), "message": message }))).into_response();
+    match &failure {
+        Failure::Core(error) => with_retry_after(response, error),
+        Failure::Fields(_) => response,
+    }
+}
