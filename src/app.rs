@@ -59,7 +59,7 @@ impl Application {
             )
         })?;
         let address = listener.local_addr()?;
-                let state = AppState {
+        let state = AppState {
             core: Arc::clone(&core),
             contracts: Arc::new(config.contracts.clone()),
         };

@@ -57,7 +57,7 @@ pub struct RawConfig {
     pub passwords: RawPasswords,
     /// `[sessions]`.
     pub sessions: RawSessions,
-        /// `[http]`.
+    /// `[http]`.
     pub http: RawHttp,
     /// `[contracts]`.
     pub contracts: RawContracts,
@@ -168,7 +168,7 @@ impl Default for RawConfig {
             tokens: RawTokens::default(),
             passwords: RawPasswords::default(),
             sessions: RawSessions::default(),
-                        http: RawHttp::default(),
+            http: RawHttp::default(),
             contracts: RawContracts::default(),
         }
     }
@@ -237,7 +237,7 @@ pub struct Config {
     pub log: String,
     /// Core settings.
     pub core: CoreSettings,
-        /// HTTP settings.
+    /// HTTP settings.
     pub http: HttpSettings,
     /// Contract faces.
     pub contracts: ContractSettings,
@@ -439,9 +439,11 @@ impl RawConfig {
             )),
         };
 
-                let c = &self.contracts;
+        let c = &self.contracts;
         if c.manager_permission.trim().is_empty() {
-            problems.push("contracts.manager_permission: must name a permission such as \"admin\"".into());
+            problems.push(
+                "contracts.manager_permission: must name a permission such as \"admin\"".into(),
+            );
         }
         let contracts = ContractSettings {
             ai_gateway: c.ai_gateway,
@@ -465,7 +467,11 @@ impl RawConfig {
             data_dir: self.data_dir,
             database_url,
             log: self.log,
-                        core: CoreSettings { tokens, hashing, sessions },
+            core: CoreSettings {
+                tokens,
+                hashing,
+                sessions,
+            },
             http,
             contracts,
         })

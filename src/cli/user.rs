@@ -53,7 +53,7 @@ pub enum UserCommand {
         /// Username.
         name: String,
     },
-        /// Delete an account and its sessions.
+    /// Delete an account and its sessions.
     Delete {
         /// Username.
         name: String,
@@ -137,7 +137,10 @@ pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
             println!("{} enabled", account.username);
             Ok(())
         }
-                UserCommand::SetQuota { name, max_api_calls } => {
+        UserCommand::SetQuota {
+            name,
+            max_api_calls,
+        } => {
             let account = core.find_by_username(&name).await?;
             core.set_max_api_calls(account.id, max_api_calls).await?;
             println!("quota of {} set to {max_api_calls}", account.username);

@@ -51,25 +51,31 @@ pub enum BodyError {
 impl From<BodyError> for Problem {
     fn from(error: BodyError) -> Self {
         match error {
-            BodyError::TooLarge => {
-                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
-            }
-            BodyError::Unreadable => {
-                Problem::new(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read")
-            }
+            BodyError::TooLarge => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            ),
+            BodyError::Unreadable => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                "the request body could not be read",
+            ),
         }
     }
 }
 
 /// Reads a body within the configured size limit.
 pub async fn read_body(request: Request, state: &AppState) -> Result<Bytes, BodyError> {
-    Bytes::from_request(request, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            BodyError::TooLarge
-        } else {
-            BodyError::Unreadable
-        }
-    })
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                BodyError::TooLarge
+            } else {
+                BodyError::Unreadable
+            }
+        })
 }
 
 /// Parses a JSON body, checking its content type. Error details name the
@@ -131,7 +137,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if !is_json(&headers) {
             return parse_json(&headers, b"").map(ApiJson);
         }
-                let body = read_body(request, state).await.map_err(Problem::from)?;
+        let body = read_body(request, state).await.map_err(Problem::from)?;
         parse_json(&headers, &body).map(ApiJson)
     }
 }

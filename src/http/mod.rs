@@ -48,7 +48,7 @@ impl Default for HttpSettings {
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-        /// The core service.
+    /// The core service.
     pub core: Arc<Core>,
     /// The contract faces' configuration.
     pub contracts: Arc<ContractSettings>,

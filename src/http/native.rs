@@ -89,7 +89,7 @@ async fn logout(
     request: Request,
 ) -> Result<StatusCode, Problem> {
     let headers = request.headers().clone();
-        let body = read_body(request, &state).await.map_err(Problem::from)?;
+    let body = read_body(request, &state).await.map_err(Problem::from)?;
     let body: LogoutBody = if body.is_empty() {
         LogoutBody::default()
     } else {

@@ -224,6 +224,39 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
             StatusCode::OK
         );
     }
+    let md5 = {
+        use md5::{Digest, Md5};
+        hex::encode(Md5::digest(b"alice password 1"))
+    };
+    let users_actions = reqwest::Client::new()
+        .post(format!("{}/api/v1/users/actions/login", server.address))
+        .json(&json!({"account": "alice", "password": md5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        users_actions.status(),
+        StatusCode::OK,
+        "a CLI-made account signs in with the MD5 of its password"
+    );
+
+    let profile = run(
+        sesame(dir.path()).args(["user", "set-profile", "alice", "gender=女", "qq=10000"]),
+        None,
+    );
+    assert!(profile.status.success(), "{}", text(&profile.stderr));
+    let quota = run(
+        sesame(dir.path()).args(["user", "set-quota", "alice", "5"]),
+        None,
+    );
+    assert!(quota.status.success(), "{}", text(&quota.stderr));
+    let shown = run(
+        sesame(dir.path()).args(["user", "show", "alice", "--json"]),
+        None,
+    );
+    let shown: Value = serde_json::from_str(&text(&shown.stdout)).unwrap();
+    assert_eq!(shown["profile"], json!({"gender": "女", "qq": "10000"}));
+    assert_eq!(shown["max_api_calls"], 5);
 
     let taken = add_user(dir.path(), &["--username", "ALICE"], "another password");
     assert!(!taken.status.success());
@@ -297,7 +330,10 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         .collect();
     assert_eq!(accounts.len(), 3, "admin, Alice, bob");
     let alice = accounts.iter().find(|a| a["username"] == "Alice").unwrap();
-    assert_eq!(alice["max_api_calls"], 1000);
+    assert_eq!(
+        alice["max_api_calls"], 5,
+        "created with 1000, then set-quota 5"
+    );
     assert_eq!(alice["display_name"], "Alice A");
     let show = run(
         sesame(dir.path()).args(["user", "show", "alice", "--json"]),
@@ -515,6 +551,29 @@ async fn secrets_never_reach_the_log_even_at_debug_level() {
         .send()
         .await
         .unwrap();
+    let careyshop = format!(
+        "{}/api/v1/user/method/login.user.user/?username=carol&password=carol-secret-pw&platform=iOS",
+        server.address
+    );
+    let answer: Value = client
+        .get(careyshop)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    let opaque = answer["data"]["token"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client
+        .get(format!("{}/v1/me", server.address))
+        .bearer_auth(&opaque)
+        .send()
+        .await
+        .unwrap();
     let (_, stderr) = server.stop();
     assert!(
         stderr.contains("/v1/login"),
@@ -526,6 +585,7 @@ async fn secrets_never_reach_the_log_even_at_debug_level() {
         "query-secret-pw",
         refresh.as_str(),
         access.as_str(),
+        opaque.as_str(),
     ] {
         assert!(!stderr.contains(secret), "a secret reached the log");
     }

@@ -103,6 +103,46 @@ impl TestApp {
             .expect("account created")
     }
 
+    /// Creates an account with a chosen password and roles.
+    pub async fn create_with_password(
+        &self,
+        username: &str,
+        password: &str,
+        roles: &[&str],
+    ) -> Account {
+        let spec = AccountSpec {
+            username: Username::parse(username).expect("username"),
+            email: None,
+            mobile: None,
+            display_name: None,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            max_api_calls: 0,
+            password: Password::new_password(password).expect("password"),
+        };
+        self.core
+            .create_account(spec)
+            .await
+            .expect("account created")
+    }
+
+    /// The data directory's database, opened a second time (as the CLI would).
+    pub async fn second_store(&self) -> sesame::store::sqlite::SqliteStore {
+        let url = sesame::store::sqlite::SqliteStore::url_for_data_dir(self._dir.path());
+        sesame::store::sqlite::SqliteStore::connect(&url)
+            .await
+            .expect("store")
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
         self.client
             .post(self.url(path))

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod contracts;
 mod helpers;
 mod login;
 mod me;

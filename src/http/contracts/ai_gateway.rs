@@ -25,14 +25,22 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/login", post(login))
 }
 
-async fn login(State(state): State<AppState>, Client(client): Client, request: Request) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    request: Request,
+) -> Response {
     match try_login(&state, client, request).await {
         Ok(response) => response,
         Err(failure) => render(failure),
     }
 }
 
-async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: Request) -> Result<Response, Failure> {
+async fn try_login(
+    state: &AppState,
+    client: crate::core::ClientInfo,
+    request: Request,
+) -> Result<Response, Failure> {
     let headers = request.headers().clone();
     let body = read_body(request, state).await?;
     let fields = json_object(&headers, &body)?;
@@ -66,20 +74,40 @@ async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: R
 
 fn render(failure: Failure) -> Response {
     let (status, detail) = match &failure {
-        Failure::Fields(FieldsError::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".to_owned()),
-        Failure::Fields(FieldsError::Malformed) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "Request body must be a JSON object".to_owned())
-        }
-        Failure::Fields(FieldsError::Missing(field)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{field} is required")),
-        Failure::Fields(FieldsError::WrongType(field)) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, format!("{field} must be a string"))
-        }
+        Failure::Fields(FieldsError::TooLarge) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large".to_owned(),
+        ),
+        Failure::Fields(FieldsError::Malformed) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Request body must be a JSON object".to_owned(),
+        ),
+        Failure::Fields(FieldsError::Missing(field)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{field} is required"),
+        ),
+        Failure::Fields(FieldsError::WrongType(field)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{field} must be a string"),
+        ),
         Failure::Core(error) => match error {
-            Error::InvalidCredentials => (StatusCode::UNAUTHORIZED, "Incorrect username or password".to_owned()),
+            Error::InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "Incorrect username or password".to_owned(),
+            ),
             Error::InvalidInput { .. } => (StatusCode::UNPROCESSABLE_ENTITY, error.to_string()),
-            Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many login attempts".to_owned()),
-            Error::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later".to_owned()),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error".to_owned()),
+            Error::Throttled { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many login attempts".to_owned(),
+            ),
+            Error::Busy { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Server busy, retry later".to_owned(),
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal server error".to_owned(),
+            ),
         },
     };
     let response = (status, Json(json!({ "detail": detail }))).into_response();

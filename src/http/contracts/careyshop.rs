@@ -16,7 +16,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{Failure, FieldsError, attribute, datetime, int_attribute, merged_params, with_retry_after};
+use super::{
+    Failure, FieldsError, attribute, datetime, int_attribute, merged_params, with_retry_after,
+};
 use crate::core::Error;
 use crate::core::domain::{LoginId, Password, Platform};
 use crate::core::login::{Credential, Grant, LoginAttempt, LoginOptions};
@@ -28,10 +30,22 @@ use crate::store::{Account, AccountStatus};
 /// The routes, with and without the trailing slash.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/user/method/login.user.user/", get(login).post(login))
-        .route("/api/v1/user/method/login.user.user", get(login).post(login))
-        .route("/api/v1/user/method/refresh.token.user/", get(refresh).post(refresh))
-        .route("/api/v1/user/method/refresh.token.user", get(refresh).post(refresh))
+        .route(
+            "/api/v1/user/method/login.user.user/",
+            get(login).post(login),
+        )
+        .route(
+            "/api/v1/user/method/login.user.user",
+            get(login).post(login),
+        )
+        .route(
+            "/api/v1/user/method/refresh.token.user/",
+            get(refresh).post(refresh),
+        )
+        .route(
+            "/api/v1/user/method/refresh.token.user",
+            get(refresh).post(refresh),
+        )
 }
 
 /// A refusal in the contract's words.
@@ -54,15 +68,25 @@ async fn params(
 ) -> Result<std::collections::HashMap<String, String>, Refusal> {
     let method: Method = request.method().clone();
     let headers: HeaderMap = request.headers().clone();
-    let body: Bytes = if method == Method::GET { Bytes::new() } else { read_body(request, state).await? };
+    let body: Bytes = if method == Method::GET {
+        Bytes::new()
+    } else {
+        read_body(request, state).await?
+    };
     Ok(merged_params(&method, query.as_deref(), &headers, &body)?)
 }
 
-async fn login(State(state): State<AppState>, Client(client): Client, RawQuery(query): RawQuery, request: Request) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Response {
     let result = async {
         let params = params(&state, query, request).await?;
         let field = |name: &str| params.get(name).map(String::as_str).unwrap_or("");
-        let (username, password, platform) = (field("username"), field("password"), field("platform"));
+        let (username, password, platform) =
+            (field("username"), field("password"), field("platform"));
         match username.chars().count() {
             0 => return Err(Refusal::Invalid("账号不能为空")),
             1..=3 | 21.. => return Err(Refusal::Invalid("账号长度必须在4到20个字符之间")),
@@ -76,10 +100,14 @@ async fn login(State(state): State<AppState>, Client(client): Client, RawQuery(q
         if platform.is_empty() {
             return Err(Refusal::Invalid("来源平台不能为空"));
         }
-        let platform = Platform::parse(platform).map_err(|_| Refusal::Invalid("来源平台长度不能超过50个字符"))?;
+        let platform = Platform::parse(platform)
+            .map_err(|_| Refusal::Invalid("来源平台长度不能超过50个字符"))?;
         let attempt = LoginAttempt {
             login: LoginId::parse(username).map_err(|_| Refusal::Invalid("账号格式不正确"))?,
-            credential: Credential::Password(Password::presented(password).map_err(|_| Refusal::Invalid("密码长度不能超过1024个字节"))?),
+            credential: Credential::Password(
+                Password::presented(password)
+                    .map_err(|_| Refusal::Invalid("密码长度不能超过1024个字节"))?,
+            ),
             platform: Some(platform),
             client,
             options: LoginOptions {
@@ -95,7 +123,11 @@ async fn login(State(state): State<AppState>, Client(client): Client, RawQuery(q
     respond(result)
 }
 
-async fn refresh(State(state): State<AppState>, RawQuery(query): RawQuery, request: Request) -> Response {
+async fn refresh(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Response {
     let result = async {
         let params = params(&state, query, request).await?;
         let refresh = params.get("refresh").map(String::as_str).unwrap_or("");
@@ -147,25 +179,41 @@ fn token(grant: &Grant) -> Value {
 
 fn respond(result: Result<Value, Refusal>) -> Response {
     let (status, message, error) = match result {
-        Ok(data) => return Json(json!({ "status": 200, "message": "success", "data": data })).into_response(),
+        Ok(data) => {
+            return Json(json!({ "status": 200, "message": "success", "data": data }))
+                .into_response();
+        }
         Err(Refusal::Invalid(message)) => (StatusCode::BAD_REQUEST, message, None),
         Err(Refusal::Failure(failure)) => match failure {
-            Failure::Fields(FieldsError::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, "请求数据过大", None),
+            Failure::Fields(FieldsError::TooLarge) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "请求数据过大", None)
+            }
             Failure::Fields(_) => (StatusCode::BAD_REQUEST, "请求数据格式错误", None),
             Failure::Core(error) => {
                 let (status, message) = match &error {
                     Error::InvalidCredentials => (StatusCode::UNAUTHORIZED, "账号或密码错误"),
-                    Error::InvalidRefreshToken | Error::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "刷新授权码无效或已过期"),
+                    Error::InvalidRefreshToken | Error::RefreshTokenReused => {
+                        (StatusCode::UNAUTHORIZED, "刷新授权码无效或已过期")
+                    }
                     Error::InvalidInput { .. } => (StatusCode::BAD_REQUEST, "请求参数错误"),
-                    Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "登录尝试过于频繁，请稍后再试"),
-                    Error::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "服务器繁忙，请稍后再试"),
+                    Error::Throttled { .. } => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "登录尝试过于频繁，请稍后再试",
+                    ),
+                    Error::Busy { .. } => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "服务器繁忙，请稍后再试")
+                    }
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, "服务器内部错误"),
                 };
                 (status, message, Some(error))
             }
         },
     };
-    let response = (status, Json(json!({ "status": status.as_u16(), "message": message }))).into_response();
+    let response = (
+        status,
+        Json(json!({ "status": status.as_u16(), "message": message })),
+    )
+        .into_response();
     match error {
         Some(error) => with_retry_after(response, &error),
         None => response,

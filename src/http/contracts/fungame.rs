@@ -45,14 +45,22 @@ fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn login(State(state): State<AppState>, Client(client): Client, request: Request) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    request: Request,
+) -> Response {
     match try_login(&state, client, request).await {
         Ok(response) => response,
         Err(failure) => render(failure),
     }
 }
 
-async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: Request) -> Result<Response, Failure> {
+async fn try_login(
+    state: &AppState,
+    client: crate::core::ClientInfo,
+    request: Request,
+) -> Result<Response, Failure> {
     let headers = request.headers().clone();
     let body = read_body(request, state).await?;
     let fields = json_object(&headers, &body)?;
@@ -70,12 +78,21 @@ async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: R
 
 fn render(failure: Failure) -> Response {
     match failure {
-        Failure::Core(Error::InvalidCredentials) => envelope(StatusCode::UNAUTHORIZED, WRONG, json!({})),
+        Failure::Core(Error::InvalidCredentials) => {
+            envelope(StatusCode::UNAUTHORIZED, WRONG, json!({}))
+        }
         Failure::Core(error @ Error::Throttled { .. }) => {
-            let response = envelope(StatusCode::TOO_MANY_REQUESTS, "登录尝试过于频繁，请稍后再试。", json!({}));
+            let response = envelope(
+                StatusCode::TOO_MANY_REQUESTS,
+                "登录尝试过于频繁，请稍后再试。",
+                json!({}),
+            );
             with_retry_after(response, &error)
         }
-        Failure::Core(error) => with_retry_after((StatusCode::BAD_REQUEST, Json(UNAVAILABLE)).into_response(), &error),
+        Failure::Core(error) => with_retry_after(
+            (StatusCode::BAD_REQUEST, Json(UNAVAILABLE)).into_response(),
+            &error,
+        ),
         Failure::Fields(_) => (StatusCode::BAD_REQUEST, Json(UNAVAILABLE)).into_response(),
     }
 }

@@ -26,14 +26,22 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/manager/login", post(login))
 }
 
-async fn login(State(state): State<AppState>, Client(client): Client, request: Request) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    request: Request,
+) -> Response {
     match try_login(&state, client, request).await {
         Ok(response) => response,
         Err(failure) => render(failure),
     }
 }
 
-async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: Request) -> Result<Response, Failure> {
+async fn try_login(
+    state: &AppState,
+    client: crate::core::ClientInfo,
+    request: Request,
+) -> Result<Response, Failure> {
     let headers = request.headers().clone();
     let body = read_body(request, state).await?;
     let fields = json_object(&headers, &body)?;
@@ -63,12 +71,24 @@ async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: R
 
 fn render(failure: Failure) -> Response {
     let (status, message) = match &failure {
-        Failure::Fields(FieldsError::Missing(_) | FieldsError::WrongType(_)) => (StatusCode::UNAUTHORIZED, INVALID),
-        Failure::Fields(FieldsError::Malformed) => (StatusCode::BAD_REQUEST, "Invalid request body"),
-        Failure::Fields(FieldsError::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
-        Failure::Core(Error::InvalidCredentials | Error::InvalidInput { .. }) => (StatusCode::UNAUTHORIZED, INVALID),
-        Failure::Core(Error::Throttled { .. }) => (StatusCode::TOO_MANY_REQUESTS, "Too many login attempts"),
-        Failure::Core(Error::Busy { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later"),
+        Failure::Fields(FieldsError::Missing(_) | FieldsError::WrongType(_)) => {
+            (StatusCode::UNAUTHORIZED, INVALID)
+        }
+        Failure::Fields(FieldsError::Malformed) => {
+            (StatusCode::BAD_REQUEST, "Invalid request body")
+        }
+        Failure::Fields(FieldsError::TooLarge) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+        }
+        Failure::Core(Error::InvalidCredentials | Error::InvalidInput { .. }) => {
+            (StatusCode::UNAUTHORIZED, INVALID)
+        }
+        Failure::Core(Error::Throttled { .. }) => {
+            (StatusCode::TOO_MANY_REQUESTS, "Too many login attempts")
+        }
+        Failure::Core(Error::Busy { .. }) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "Server busy, retry later")
+        }
         Failure::Core(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
     };
     let response = (status, Json(json!({ "error": message }))).into_response();

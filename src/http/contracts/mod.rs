@@ -132,11 +132,17 @@ impl From<super::extract::BodyError> for Failure {
 }
 
 /// Adds `Retry-After` when the core asked the client to wait.
-pub fn with_retry_after(mut response: axum::response::Response, error: &crate::core::Error) -> axum::response::Response {
-    if let crate::core::Error::Throttled { retry_after_secs } | crate::core::Error::Busy { retry_after_secs } = error {
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(*retry_after_secs));
+pub fn with_retry_after(
+    mut response: axum::response::Response,
+    error: &crate::core::Error,
+) -> axum::response::Response {
+    if let crate::core::Error::Throttled { retry_after_secs }
+    | crate::core::Error::Busy { retry_after_secs } = error
+    {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(*retry_after_secs),
+        );
     }
     response
 }
@@ -153,7 +159,10 @@ pub fn json_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value
 }
 
 /// A required, non-empty string field of a JSON object.
-pub fn string_field<'a>(map: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, FieldsError> {
+pub fn string_field<'a>(
+    map: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, FieldsError> {
     match map.get(name) {
         None | Some(Value::Null) => Err(FieldsError::Missing(name)),
         Some(Value::String(s)) if s.is_empty() => Err(FieldsError::Missing(name)),
@@ -165,7 +174,12 @@ pub fn string_field<'a>(map: &'a Map<String, Value>, name: &'static str) -> Resu
 /// Parameters from the query string, a form body or a JSON body, as PHP
 /// frameworks merge them: body values win over query values; JSON numbers
 /// and booleans are taken as their text.
-pub fn merged_params(method: &Method, query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, FieldsError> {
+pub fn merged_params(
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<HashMap<String, String>, FieldsError> {
     let mut params: HashMap<String, String> = match query {
         Some(query) => serde_urlencoded::from_str(query).map_err(|_| FieldsError::Malformed)?,
         None => HashMap::new(),
@@ -184,7 +198,8 @@ pub fn merged_params(method: &Method, query: Option<&str>, headers: &HeaderMap, 
             params.insert(key, text);
         }
     } else {
-        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| FieldsError::Malformed)?;
+        let form: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|_| FieldsError::Malformed)?;
         params.extend(form);
     }
     Ok(params)
@@ -206,15 +221,26 @@ pub fn attribute<'a>(account: &'a Account, name: &str) -> &'a str {
 
 /// A numeric profile attribute, or 0 when absent or not a number.
 pub fn int_attribute(account: &Account, name: &str) -> i64 {
-    account.profile.get(name).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    account
+        .profile
+        .get(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The one role name a contract shows: `administrator` if held, else the first.
 pub fn primary_role(account: &Account) -> &str {
-    if account.roles.iter().any(|r| r == crate::core::accounts::ADMIN_ROLE) {
+    if account
+        .roles
+        .iter()
+        .any(|r| r == crate::core::accounts::ADMIN_ROLE)
+    {
         return crate::core::accounts::ADMIN_ROLE;
     }
-    account.roles.first().map_or(crate::core::accounts::DEFAULT_ROLE, String::as_str)
+    account
+        .roles
+        .first()
+        .map_or(crate::core::accounts::DEFAULT_ROLE, String::as_str)
 }
 
 #[cfg(test)]
@@ -230,9 +256,18 @@ mod tests {
     #[test]
     fn params_merge_query_form_and_json() {
         let mut headers = HeaderMap::new();
-        headers.insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
+        headers.insert(
+            "content-type",
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
         let body = Bytes::from_static(b"username=dnyz529&password=111111");
-        let params = merged_params(&Method::POST, Some("platform=iOS&username=q"), &headers, &body).unwrap();
+        let params = merged_params(
+            &Method::POST,
+            Some("platform=iOS&username=q"),
+            &headers,
+            &body,
+        )
+        .unwrap();
         assert_eq!(params["username"], "dnyz529");
         assert_eq!(params["platform"], "iOS");
         headers.insert("content-type", "application/json".parse().unwrap());

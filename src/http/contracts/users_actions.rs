@@ -15,7 +15,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{Failure, FieldsError, attribute, datetime, int_attribute, json_object, string_field, with_retry_after};
+use super::{
+    Failure, FieldsError, attribute, datetime, int_attribute, json_object, string_field,
+    with_retry_after,
+};
 use crate::core::Error;
 use crate::core::domain::{LoginId, Md5Hex};
 use crate::core::login::{Credential, LoginAttempt, LoginOptions};
@@ -45,14 +48,22 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/users/actions/login", post(login))
 }
 
-async fn login(State(state): State<AppState>, Client(client): Client, request: Request) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    request: Request,
+) -> Response {
     match try_login(&state, client, request).await {
         Ok(response) => response,
         Err(failure) => render(failure),
     }
 }
 
-async fn try_login(state: &AppState, client: crate::core::ClientInfo, request: Request) -> Result<Response, Failure> {
+async fn try_login(
+    state: &AppState,
+    client: crate::core::ClientInfo,
+    request: Request,
+) -> Result<Response, Failure> {
     let headers = request.headers().clone();
     let body = read_body(request, state).await?;
     let fields = json_object(&headers, &body)?;
@@ -93,22 +104,50 @@ fn user(a: &Account) -> serde_json::Value {
 
 fn render(failure: Failure) -> Response {
     let (status, message) = match &failure {
-        Failure::Fields(FieldsError::Missing(field)) => (StatusCode::BAD_REQUEST, format!("参数错误：{field} 不能为空")),
-        Failure::Fields(FieldsError::WrongType(field)) => {
-            (StatusCode::BAD_REQUEST, format!("参数错误：{field} 必须是字符串"))
+        Failure::Fields(FieldsError::Missing(field)) => (
+            StatusCode::BAD_REQUEST,
+            format!("参数错误：{field} 不能为空"),
+        ),
+        Failure::Fields(FieldsError::WrongType(field)) => (
+            StatusCode::BAD_REQUEST,
+            format!("参数错误：{field} 必须是字符串"),
+        ),
+        Failure::Fields(FieldsError::Malformed) => (
+            StatusCode::BAD_REQUEST,
+            "参数错误：请求体必须是 JSON 对象".to_owned(),
+        ),
+        Failure::Fields(FieldsError::TooLarge) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "请求体过大".to_owned())
         }
-        Failure::Fields(FieldsError::Malformed) => (StatusCode::BAD_REQUEST, "参数错误：请求体必须是 JSON 对象".to_owned()),
-        Failure::Fields(FieldsError::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, "请求体过大".to_owned()),
-        Failure::Core(Error::InvalidInput { field, .. }) if *field == "password" => {
-            (StatusCode::BAD_REQUEST, "参数错误：password 必须是 32 位 MD5 十六进制字符串".to_owned())
+        Failure::Core(Error::InvalidInput { field, .. }) if *field == "password" => (
+            StatusCode::BAD_REQUEST,
+            "参数错误：password 必须是 32 位 MD5 十六进制字符串".to_owned(),
+        ),
+        Failure::Core(Error::InvalidInput { .. }) => (
+            StatusCode::BAD_REQUEST,
+            "参数错误：account 格式不正确".to_owned(),
+        ),
+        Failure::Core(Error::InvalidCredentials) => {
+            (StatusCode::UNAUTHORIZED, "账号或密码错误".to_owned())
         }
-                Failure::Core(Error::InvalidInput { .. }) => (StatusCode::BAD_REQUEST, "参数错误：account 格式不正确".to_owned()),
-        Failure::Core(Error::InvalidCredentials) => (StatusCode::UNAUTHORIZED, "账号或密码错误".to_owned()),
-        Failure::Core(Error::Throttled { .. }) => (StatusCode::TOO_MANY_REQUESTS, "登录尝试过于频繁，请稍后再试".to_owned()),
-        Failure::Core(Error::Busy { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "服务器繁忙，请稍后再试".to_owned()),
-        Failure::Core(_) => (StatusCode::INTERNAL_SERVER_ERROR, "服务器内部错误".to_owned()),
+        Failure::Core(Error::Throttled { .. }) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "登录尝试过于频繁，请稍后再试".to_owned(),
+        ),
+        Failure::Core(Error::Busy { .. }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "服务器繁忙，请稍后再试".to_owned(),
+        ),
+        Failure::Core(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "服务器内部错误".to_owned(),
+        ),
     };
-    let response = (status, Json(json!({ "code": status.as_u16(), "message": message }))).into_response();
+    let response = (
+        status,
+        Json(json!({ "code": status.as_u16(), "message": message })),
+    )
+        .into_response();
     match &failure {
         Failure::Core(error) => with_retry_after(response, error),
         Failure::Fields(_) => response,

@@ -1,0 +1,73 @@
+//! What every face shares: one account, one failure counter, one policy.
+
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn a_failure_through_any_face_counts_against_the_account_everywhere() {
+    let app = TestApp::spawn().await;
+    let account = app
+        .create_user_full("shared", None, None, &["administrator"])
+        .await;
+    let wrong = "definitely wrong";
+    app.post_json(
+        "/api/v1/login",
+        &json!({"username": "shared", "password": wrong}),
+    )
+    .await;
+    app.post_json(
+        "/manager/login",
+        &json!({"username": "shared", "password": wrong}),
+    )
+    .await;
+    app.post_json(
+        "/api/v1/users/actions/login",
+        &json!({"account": "shared", "password": "0".repeat(32)}),
+    )
+    .await;
+    app.post_json(
+        "/api/v1/user/method/login.user.user/",
+        &json!({"username": "shared", "password": wrong, "platform": "iOS"}),
+    )
+    .await;
+    app.post_json(
+        "/user/login",
+        &json!({"Username": "shared", "Password": wrong}),
+    )
+    .await;
+    app.login("shared", wrong).await;
+    assert_eq!(
+        app.core
+            .account(account.id)
+            .await
+            .unwrap()
+            .failed_login_count,
+        6
+    );
+    let grant = app.login_ok("shared").await;
+    assert_eq!(grant["user"]["failed_login_count"], 6);
+    assert_eq!(grant["user"]["login_count"], 1);
+}
+
+#[tokio::test]
+async fn contracts_can_be_switched_off_one_by_one() {
+    let app = TestApp::spawn_with(|c| {
+        c.contracts.manager = false;
+        c.contracts.careyshop = false;
+        c.contracts.fungame = false;
+        c.contracts.users_actions = false;
+    })
+    .await;
+    for path in [
+        "/manager/login",
+        "/api/v1/user/method/login.user.user/",
+        "/user/login",
+        "/api/v1/users/actions/login",
+    ] {
+        let response = app.post_json(path, &json!({})).await;
+        assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND, "{path}");
+    }
+    let on = app.post_json("/api/v1/login", &json!({})).await;
+    assert_eq!(on.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+}
