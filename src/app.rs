@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::core::Core;
 use crate::core::clock::Clock;
 use crate::http::{self, AppState};
+use crate::limits::memory::MemoryLimiter;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -34,7 +35,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// Opens the store and starts the core, without HTTP (for the CLI).
 pub async fn open_core(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Core>> {
     let store = open_store(config).await?;
-    let core = Core::start(store, clock, config.core.clone())
+        let limiter = Arc::new(MemoryLimiter::new());
+    let core = Core::start(store, limiter, clock, config.core.clone())
         .await
         .context("cannot start the core")?;
     Ok(Arc::new(core))
@@ -61,7 +63,8 @@ impl Application {
         let address = listener.local_addr()?;
         let state = AppState {
             core: Arc::clone(&core),
-            contracts: Arc::new(config.contracts.clone()),
+                        contracts: Arc::new(config.contracts.clone()),
+            http: Arc::new(config.http.clone()),
         };
         let router = http::router(state, &config.http);
         Ok(Self {
@@ -93,8 +96,11 @@ impl Application {
         let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
-        if let Err(error) = self.core.flush_api_calls().await {
+                if let Err(error) = self.core.flush_api_calls().await {
             tracing::error!(%error, "could not persist the last API-call counts");
+        }
+        if let Err(error) = self.core.flush_audit().await {
+            tracing::error!(%error, "could not write the last audit events");
         }
         served
     }

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::CoreSettings;
 use crate::core::domain::Platform;
+use crate::core::guard::AbuseSettings;
 use crate::core::keys::SigningAlgorithm;
+use crate::limits::Rule;
 use crate::core::passwords::HashingSettings;
 use crate::core::sessions::{PlatformPolicy, SessionSettings};
 use crate::core::tokens::TokenSettings;
@@ -59,8 +61,60 @@ pub struct RawConfig {
     pub sessions: RawSessions,
     /// `[http]`.
     pub http: RawHttp,
-    /// `[contracts]`.
+        /// `[contracts]`.
     pub contracts: RawContracts,
+    /// `[abuse]`.
+    pub abuse: RawAbuse,
+    /// `[audit]`.
+    pub audit: RawAudit,
+}
+
+/// `[abuse]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAbuse {
+    /// Failures one client address may make in a row.
+    pub address_burst: u32,
+    /// Seconds that earn an address one more failure.
+    pub address_interval: i64,
+    /// Failures an account may take in a row from unknown clients.
+    pub account_burst: u32,
+    /// Seconds that earn an account one more failure.
+    pub account_interval: i64,
+    /// Consecutive unknown-client failures that lock an account for unknown clients.
+    pub lockout_threshold: i64,
+    /// Known addresses and device tokens remembered per account.
+    pub known_clients_kept: u32,
+}
+
+/// `[audit]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAudit {
+    /// Days events are kept.
+    pub retention_days: i64,
+}
+
+impl Default for RawAbuse {
+    fn default() -> Self {
+        let d = AbuseSettings::default();
+        Self {
+            address_burst: d.address_rule.burst,
+            address_interval: d.address_rule.interval,
+            account_burst: d.account_rule.burst,
+            account_interval: d.account_rule.interval,
+            lockout_threshold: d.lockout_threshold,
+            known_clients_kept: d.known_clients_kept,
+        }
+    }
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            retention_days: AbuseSettings::default().audit_retention_days,
+        }
+    }
 }
 
 /// `[contracts]` as written.
@@ -130,8 +184,10 @@ pub struct RawPasswords {
     pub parallelism: u32,
     /// Hashing threads; 0 means one per core.
     pub threads: usize,
-    /// Queue length; 0 means 64 per thread.
+        /// Queue length; 0 means 64 per thread.
     pub queue: usize,
+    /// Refuse new passwords that are common or easy to guess.
+    pub refuse_common: bool,
 }
 
 /// `[sessions]` as written.
@@ -154,8 +210,12 @@ pub struct RawSessions {
 pub struct RawHttp {
     /// Largest request body, bytes.
     pub body_limit: usize,
-    /// Longest time a request may take, seconds.
+        /// Longest time a request may take, seconds.
     pub request_timeout: u64,
+    /// Longest time a client may take to send the request head, seconds.
+    pub header_timeout: u64,
+    /// Proxies (CIDR) whose `Forwarded` / `X-Forwarded-For` are believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawConfig {
@@ -169,7 +229,9 @@ impl Default for RawConfig {
             passwords: RawPasswords::default(),
             sessions: RawSessions::default(),
             http: RawHttp::default(),
-            contracts: RawContracts::default(),
+                        contracts: RawContracts::default(),
+            abuse: RawAbuse::default(),
+            audit: RawAudit::default(),
         }
     }
 }
@@ -196,8 +258,9 @@ impl Default for RawPasswords {
             memory_kib: d.memory_kib,
             iterations: d.iterations,
             parallelism: d.parallelism,
-            threads: 0,
+                        threads: 0,
             queue: 0,
+            refuse_common: true,
         }
     }
 }
@@ -218,8 +281,10 @@ impl Default for RawHttp {
     fn default() -> Self {
         let d = HttpSettings::default();
         Self {
-            body_limit: d.body_limit,
+                        body_limit: d.body_limit,
             request_timeout: d.request_timeout.as_secs(),
+            header_timeout: d.header_timeout.as_secs(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -421,22 +486,37 @@ impl RawConfig {
             cache_ttl: check_range(&mut problems, "sessions.cache_ttl", s.cache_ttl, 0, 60),
         };
 
-        let h = &self.http;
+                let h = &self.http;
+        let mut trusted_proxies = Vec::new();
+        for proxy in &h.trusted_proxies {
+            match proxy.parse::<ipnet::IpNet>().or_else(|_| proxy.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => problems.push(format!(
+                    "http.trusted_proxies: {proxy:?} is not an address or CIDR range such as 10.0.0.0/8"
+                )),
+            }
+        }
         let http = HttpSettings {
-            body_limit: check_range(
-                &mut problems,
-                "http.body_limit",
-                h.body_limit,
-                1024,
-                16 * 1024 * 1024,
-            ),
-            request_timeout: Duration::from_secs(check_range(
-                &mut problems,
-                "http.request_timeout",
-                h.request_timeout,
-                1,
-                600,
-            )),
+            body_limit: check_range(&mut problems, "http.body_limit", h.body_limit, 1024, 16 * 1024 * 1024),
+            request_timeout: Duration::from_secs(check_range(&mut problems, "http.request_timeout", h.request_timeout, 1, 600)),
+            header_timeout: Duration::from_secs(check_range(&mut problems, "http.header_timeout", h.header_timeout, 1, 300)),
+            trusted_proxies,
+        };
+
+        let a = &self.abuse;
+        let abuse = AbuseSettings {
+            address_rule: Rule {
+                burst: check_range(&mut problems, "abuse.address_burst", a.address_burst, 1, 10_000),
+                interval: check_range(&mut problems, "abuse.address_interval", a.address_interval, 1, 86_400),
+            },
+            account_rule: Rule {
+                burst: check_range(&mut problems, "abuse.account_burst", a.account_burst, 1, 99),
+                interval: check_range(&mut problems, "abuse.account_interval", a.account_interval, 1, 86_400),
+            },
+            lockout_threshold: check_range(&mut problems, "abuse.lockout_threshold", a.lockout_threshold, 1, 1_000_000),
+            known_clients_kept: check_range(&mut problems, "abuse.known_clients_kept", a.known_clients_kept, 1, 1000),
+            audit_retention_days: check_range(&mut problems, "audit.retention_days", self.audit.retention_days, 1, 36_500),
+            refuse_common_passwords: self.passwords.refuse_common,
         };
 
         let c = &self.contracts;
@@ -467,11 +547,7 @@ impl RawConfig {
             data_dir: self.data_dir,
             database_url,
             log: self.log,
-            core: CoreSettings {
-                tokens,
-                hashing,
-                sessions,
-            },
+                        core: CoreSettings { tokens, hashing, sessions, abuse },
             http,
             contracts,
         })

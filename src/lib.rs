@@ -17,4 +17,5 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod limits;
 pub mod store;

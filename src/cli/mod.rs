@@ -4,6 +4,7 @@
 //! `--database-url` as `serve` and works while a server runs on the same
 //! database (SQLite in WAL mode allows it).
 
+mod audit;
 mod serve;
 mod user;
 
@@ -35,9 +36,12 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
-    /// Manage accounts.
+        /// Manage accounts.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 impl Cli {
@@ -56,7 +60,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let listen = match &cli.command {
         Command::Serve(args) => args.listen.clone(),
-        Command::User(_) => None,
+                Command::User(_) | Command::Audit(_) => None,
     };
     let config = match Config::load(&cli.sources(listen)) {
         Ok(config) => config,
@@ -78,7 +82,8 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(_) => serve::run(config).await,
-            Command::User(command) => user::run(config, command).await,
+                        Command::User(command) => user::run(config, command).await,
+            Command::Audit(command) => audit::run(config, command).await,
         }
     });
     match result {

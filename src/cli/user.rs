@@ -48,6 +48,11 @@ pub enum UserCommand {
         /// Username.
         name: String,
     },
+        /// Unlock an account locked by brute-force protection.
+    Unlock {
+        /// Username.
+        name: String,
+    },
     /// Enable a disabled account.
     Enable {
         /// Username.
@@ -108,10 +113,17 @@ pub struct AddArgs {
 pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
     super::init_logging("warn");
     let core = open_core(&config, Arc::new(SystemClock)).await?;
+    let result = execute(&core, command).await;
+    // Operator actions are audited; write them before the process exits.
+    core.flush_audit().await?;
+    result
+}
+
+async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
     match command {
-        UserCommand::Add(args) => add(&core, args).await,
-        UserCommand::List { json } => list(&core, json).await,
-        UserCommand::Show { name, json } => show(&core, &name, json).await,
+        UserCommand::Add(args) => add(core, args).await,
+        UserCommand::List { json } => list(core, json).await,
+        UserCommand::Show { name, json } => show(core, &name, json).await,
         UserCommand::SetPassword {
             name,
             password_stdin,
@@ -129,6 +141,12 @@ pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
             let account = core.find_by_username(&name).await?;
             core.set_enabled(account.id, false).await?;
             println!("{} disabled; its sessions were ended", account.username);
+            Ok(())
+        }
+                UserCommand::Unlock { name } => {
+            let account = core.find_by_username(&name).await?;
+            core.unlock(account.id).await?;
+            println!("{} unlocked", account.username);
             Ok(())
         }
         UserCommand::Enable { name } => {

@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 
 use super::Core;
+use super::audit::{self, AuditEventExt};
 use super::domain::{Email, Md5Hex, Mobile, Password, Username};
+use super::guard::account_key;
+use super::policy::check_not_common;
+use super::ClientInfo;
 use super::error::{Error, Result};
 use super::login::Principal;
 use crate::store::{
@@ -12,6 +16,8 @@ use crate::store::{
 
 /// The role every new account gets unless told otherwise.
 pub const DEFAULT_ROLE: &str = "user";
+/// The face name of operator actions (CLI, later the admin API) in the audit log.
+pub const OPERATOR: &str = "operator";
 /// The built-in administrator role.
 pub const ADMIN_ROLE: &str = "administrator";
 /// Longest display name, in characters.
@@ -106,8 +112,10 @@ impl Core {
                 "must be 0 (unlimited) or more",
             ));
         }
+                let account = self.account(id).await?;
         self.store.set_max_api_calls(id, max, self.now()).await?;
         self.api_calls.set_max(id, max);
+        self.audit_operator("quota_set", &account, Some(format!("max_api_calls {max}")));
         Ok(())
     }
 
@@ -125,7 +133,10 @@ impl Core {
             attributes,
             ..ProfileChange::default()
         };
-        self.update_my_profile(&principal, change).await
+                let keys: Vec<String> = change.attributes.keys().cloned().collect();
+        let account = self.update_my_profile(&principal, change).await?;
+        self.audit_operator("profile_set", &account, Some(format!("attributes {}", keys.join(","))));
+        Ok(account)
     }
 
     /// Creates an account.
@@ -151,8 +162,13 @@ impl Core {
                 "must be 0 (unlimited) or more",
             ));
         }
-        let display_name = spec.display_name.unwrap_or_default();
+                let display_name = spec.display_name.unwrap_or_default();
         check_display_name(&display_name)?;
+        let context: Vec<&str> = [Some(spec.username.as_str()), spec.email.as_ref().map(|e| e.as_str())]
+            .into_iter()
+            .flatten()
+            .collect();
+        self.check_password_policy(&spec.password, &context)?;
         let verifiers = self.verifiers_for(&spec.password).await?;
         let new = NewAccount {
             username: spec.username.as_str().to_owned(),
@@ -164,9 +180,39 @@ impl Core {
             verifiers,
             roles,
             max_api_calls: spec.max_api_calls,
-            created_at: self.now(),
+                        created_at: self.now(),
         };
-        Ok(self.store.create_account(new).await?)
+        let account = self.store.create_account(new).await?;
+        self.audit_operator("account_created", &account, Some(format!("roles {}", account.roles.join(","))));
+        Ok(account)
+    }
+
+    /// Applies the common-password check when it is configured on.
+    fn check_password_policy(&self, password: &Password, context: &[&str]) -> Result<()> {
+        if self.settings.abuse.refuse_common_passwords {
+            check_not_common(password, context)?;
+        }
+        Ok(())
+    }
+
+    /// Records an operator's action on an account.
+    fn audit_operator(&self, event: &str, account: &Account, detail: Option<String>) {
+        let mut entry = audit::event(event, "success", OPERATOR).account(account);
+        entry.detail = detail;
+        self.audit.record(entry);
+    }
+
+    /// Unlocks an account locked by brute-force protection and clears its
+    /// failure budget.
+    pub async fn unlock(&self, id: AccountId) -> Result<()> {
+        let account = self.account(id).await?;
+        if account.status == AccountStatus::Disabled {
+            return Err(Error::invalid("status", "the account is disabled, not locked; enable it instead"));
+        }
+        self.store.set_status(id, AccountStatus::Active, self.now()).await?;
+        self.limiter.clear(&account_key(Some(&account), "")).await?;
+        self.audit_operator("unlock", &account, None);
+        Ok(())
     }
 
     /// Finds an account by username (folded).
@@ -192,12 +238,14 @@ impl Core {
     }
 
     /// Sets a new password for an account (operator action) and ends all its sessions.
-    pub async fn reset_password(&self, id: AccountId, password: &Password) -> Result<()> {
+        pub async fn reset_password(&self, id: AccountId, password: &Password) -> Result<()> {
+        let account = self.account(id).await?;
+        self.check_password_policy(password, &password_context(&account))?;
         let verifiers = self.verifiers_for(password).await?;
-        self.store
-            .set_password(id, &verifiers, true, self.now())
-            .await?;
-        self.end_account_sessions(id, None, "password_reset").await
+        self.store.set_password(id, &verifiers, true, self.now()).await?;
+        self.end_account_sessions(id, None, "password_reset").await?;
+        self.audit_operator("password_reset", &account, None);
+        Ok(())
     }
 
     /// Enables or disables an account; disabling ends all its sessions.
@@ -207,21 +255,25 @@ impl Core {
         } else {
             AccountStatus::Disabled
         };
+                let account = self.account(id).await?;
         self.store.set_status(id, status, self.now()).await?;
         if !enabled {
             self.end_account_sessions(id, None, "disabled").await?;
         }
+        let event = if enabled { "account_enabled" } else { "account_disabled" };
+        self.audit_operator(event, &account, None);
         Ok(())
     }
 
     /// Deletes an account with its sessions.
-    pub async fn delete_account(&self, id: AccountId) -> Result<()> {
+        pub async fn delete_account(&self, id: AccountId) -> Result<()> {
+        let account = self.account(id).await?;
         self.end_account_sessions(id, None, "deleted").await?;
-        if self.store.delete_account(id).await? {
-            Ok(())
-        } else {
-            Err(Error::NotFound("account"))
+        if !self.store.delete_account(id).await? {
+            return Err(Error::NotFound("account"));
         }
+        self.audit_operator("account_deleted", &account, None);
+        Ok(())
     }
 
     /// Whether any account holds the administrator role.
@@ -304,24 +356,25 @@ impl Core {
         principal: &Principal,
         current: &Password,
         new: &Password,
+        client: &ClientInfo,
     ) -> Result<()> {
         let account = self.me(principal).await?;
-        if !self
-            .hasher
-            .verify(current, &account.verifiers.password_hash)
-            .await?
-            .matches
-        {
-            return Err(Error::invalid(
-                "current_password",
-                "is not the account's password",
-            ));
+        let entry = audit::event("password_change", "success", "native").account(&account).client(client);
+        if !self.hasher.verify(current, &account.verifiers.password_hash).await?.matches {
+            self.audit.record(entry.with_outcome("wrong_current_password"));
+            return Err(Error::invalid("current_password", "is not the account's password"));
         }
+        self.check_password_policy(new, &password_context(&account))?;
         let verifiers = self.verifiers_for(new).await?;
-        self.store
-            .set_password(account.id, &verifiers, true, self.now())
-            .await?;
+        self.store.set_password(account.id, &verifiers, true, self.now()).await?;
         self.end_account_sessions(account.id, Some(&principal.session_id), "password_changed")
-            .await
+            .await?;
+        self.audit.record(entry);
+        Ok(())
     }
+}
+
+/// The account's own names, which a password must not simply be.
+fn password_context(account: &Account) -> Vec<&str> {
+    std::iter::once(account.username.as_str()).chain(account.email.as_deref()).collect()
 }

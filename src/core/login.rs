@@ -9,8 +9,10 @@ use super::tokens::{
     hash_token, is_opaque_token, new_opaque_token, new_refresh_token, new_successor_salt,
     successor_token,
 };
+use super::audit::{self, AuditEventExt};
+use super::guard::{account_key, address_key};
 use super::{ClientInfo, Core};
-use crate::store::{Account, AccountStatus, NewRefreshToken, NewSession, SessionId, TokenStyle};
+use crate::store::{Account, AccountStatus, AuditEvent, NewRefreshToken, NewSession, SessionId, TokenStyle};
 
 /// What the client proves its identity with.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct LoginAttempt {
     pub client: ClientInfo,
     /// What the face asks of the session.
     pub options: LoginOptions,
+    /// The face's name, for the audit log.
+    pub face: &'static str,
 }
 
 /// What a successful login or refresh hands back.
@@ -67,6 +71,9 @@ pub struct Grant {
     pub access_expires_at: UnixTime,
     /// Unix time at which the refresh token expires.
     pub refresh_expires_at: UnixTime,
+    /// A device token newly issued to this client at login: presented later
+    /// (header `Sesame-Device`), it lets the owner past throttling and lockout.
+    pub device_token: Option<String>,
 }
 
 /// An authenticated caller.
@@ -87,6 +94,37 @@ pub enum LogoutScope {
     AllSessions,
 }
 
+/// Why a checked login is refused (all look the same to the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    None,
+    UnknownAccount,
+    WrongPassword,
+    NoMd5Verifier,
+    Disabled,
+    Locked,
+    MissingPermission,
+}
+
+impl Refusal {
+    /// Whether it counts as a failed guess.
+    fn is_failure(self) -> bool {
+        matches!(self, Refusal::UnknownAccount | Refusal::WrongPassword | Refusal::NoMd5Verifier)
+    }
+
+    fn outcome(self) -> &'static str {
+        match self {
+            Refusal::None => "success",
+            Refusal::UnknownAccount => "unknown_account",
+            Refusal::WrongPassword => "wrong_password",
+            Refusal::NoMd5Verifier => "no_md5_verifier",
+            Refusal::Disabled => "disabled",
+            Refusal::Locked => "locked",
+            Refusal::MissingPermission => "missing_permission",
+        }
+    }
+}
+
 /// A session's identity and lifetime, as a grant needs it.
 struct SessionRef {
     id: SessionId,
@@ -98,54 +136,134 @@ struct SessionRef {
 impl Core {
     /// Checks a login and credential and opens a session.
     ///
-    /// Unknown account, wrong password, an account that may not sign in and
-    /// one that lacks the required permission all fail with the same
-    /// [`Error::InvalidCredentials`] after the same amount of hashing.
+    /// In order: the client address's failure budget (before any hashing),
+    /// the account's budget and lockout unless the client is known to the
+    /// account, then the credential. Unknown account, wrong password, a
+    /// disabled or locked account and a missing permission all fail with the
+    /// same [`Error::InvalidCredentials`] after the same amount of hashing;
+    /// the audit log tells them apart.
     pub async fn login(&self, attempt: LoginAttempt) -> Result<Grant> {
+        let now = self.now();
+        let base = audit::event("login", "success", attempt.face).client(&attempt.client);
+        let address_key = address_key(&attempt.client);
+        if let Some(key) = &address_key
+            && let Err(error) = self.check_budget(key, &self.settings.abuse.address_rule, now).await
+        {
+            self.audit.record(base.clone().detail("address throttled").with_outcome("throttled"));
+            return Err(error);
+        }
         let account = self
             .store
             .find_account_by_login(attempt.login.key(), attempt.login.as_mobile().as_deref())
             .await?;
+        let known = match &account {
+            Some(account) => self.is_known_client(account, &attempt.client).await?,
+            None => false,
+        };
+        let account_key = account_key(account.as_ref(), attempt.login.key());
+        let base = match &account {
+            Some(account) => base.account(account),
+            None => base,
+        };
+        if !known && let Err(error) = self.check_budget(&account_key, &self.settings.abuse.account_rule, now).await {
+            self.audit.record(base.detail("account throttled").with_outcome("throttled"));
+            return Err(error);
+        }
+        match self.check_credential(account.as_ref(), &attempt, known).await? {
+            Refusal::None => {}
+            refusal => {
+                if refusal.is_failure() {
+                    self.record_failure(account.as_ref(), address_key.as_deref(), &account_key, known, &base)
+                        .await?;
+                }
+                self.audit.record(base.with_outcome(refusal.outcome()));
+                return Err(Error::InvalidCredentials);
+            }
+        }
+        let Some(account) = account else {
+            return Err(Error::InvalidCredentials);
+        };
+        if account.status == AccountStatus::Locked {
+            self.store.set_status(account.id, AccountStatus::Active, now).await?;
+            self.audit.record(base.clone().with_event("unlock").detail("signed in from a known client"));
+        }
+        self.maintain_verifiers(&account, &attempt.credential).await;
+        let ip = attempt.client.ip.map(|ip| ip.to_string());
+        self.store.record_login_success(account.id, now, ip.as_deref()).await?;
+        let device_token = self.remember_client(&account, &attempt.client, known).await?;
+        let platform = attempt
+            .platform
+            .unwrap_or_else(|| self.settings.sessions.default_platform.clone());
+        let mut grant = self
+            .open_session(account.id, &platform, &attempt.client, &attempt.options)
+            .await?;
+        grant.device_token = device_token;
+        self.audit.record(base.detail(format!("session {}", grant.session_id)));
+        Ok(grant)
+    }
+
+    /// Verifies the credential (or spends the same time on a dummy) and says
+    /// whether and why the login is refused.
+    async fn check_credential(&self, account: Option<&Account>, attempt: &LoginAttempt, known: bool) -> Result<Refusal> {
         let secret = match &attempt.credential {
             Credential::Password(password) => password.expose(),
             Credential::Md5Hex(digest) => digest.expose(),
         };
-        let verifier = account
-            .as_ref()
-            .and_then(|account| match &attempt.credential {
-                Credential::Password(_) => Some(account.verifiers.password_hash.as_str()),
-                Credential::Md5Hex(_) => account.verifiers.md5_verifier.as_deref(),
-            });
-        let (Some(account), Some(verifier)) = (account.as_ref(), verifier) else {
+        let verifier = account.and_then(|account| match &attempt.credential {
+            Credential::Password(_) => Some(account.verifiers.password_hash.as_str()),
+            Credential::Md5Hex(_) => account.verifiers.md5_verifier.as_deref(),
+        });
+        let Some(account) = account else {
             self.hasher.verify_dummy(secret).await?;
-            if let Some(account) = &account {
-                self.store.record_login_failure(account.id).await?;
-            }
-            return Err(Error::InvalidCredentials);
+            return Ok(Refusal::UnknownAccount);
+        };
+        let Some(verifier) = verifier else {
+            self.hasher.verify_dummy(secret).await?;
+            return Ok(Refusal::NoMd5Verifier);
         };
         if !self.hasher.verify_str(secret, verifier).await?.matches {
-            self.store.record_login_failure(account.id).await?;
-            return Err(Error::InvalidCredentials);
+            return Ok(Refusal::WrongPassword);
         }
-        if account.status != AccountStatus::Active {
-            return Err(Error::InvalidCredentials);
-        }
-        if let Some(permission) = &attempt.options.required_permission
-            && !account.permissions.contains(permission)
-        {
-            return Err(Error::InvalidCredentials);
-        }
-        self.maintain_verifiers(account, &attempt.credential).await;
+        Ok(match account.status {
+            AccountStatus::Disabled => Refusal::Disabled,
+            AccountStatus::Locked if !known => Refusal::Locked,
+            _ => match &attempt.options.required_permission {
+                Some(permission) if !account.permissions.contains(permission) => Refusal::MissingPermission,
+                _ => Refusal::None,
+            },
+        })
+    }
+
+    /// Charges a failure to the address and (for unknown clients) to the
+    /// account, and locks the account when its unknown-client failures reach
+    /// the threshold.
+    async fn record_failure(
+        &self,
+        account: Option<&Account>,
+        address_key: Option<&str>,
+        account_key: &str,
+        known: bool,
+        base: &AuditEvent,
+    ) -> Result<()> {
         let now = self.now();
-        let ip = attempt.client.ip.map(|ip| ip.to_string());
-        self.store
-            .record_login_success(account.id, now, ip.as_deref())
-            .await?;
-        let platform = attempt
-            .platform
-            .unwrap_or_else(|| self.settings.sessions.default_platform.clone());
-        self.open_session(account.id, &platform, &attempt.client, &attempt.options)
-            .await
+        let abuse = &self.settings.abuse;
+        if let Some(key) = address_key {
+            self.limiter.record_failure(key, &abuse.address_rule, now).await?;
+        }
+        if !known {
+            self.limiter.record_failure(account_key, &abuse.account_rule, now).await?;
+        }
+        let Some(account) = account else { return Ok(()) };
+        let consecutive = self.store.record_login_failure(account.id, !known).await?;
+        if !known && consecutive >= abuse.lockout_threshold && account.status == AccountStatus::Active {
+            self.store.set_status(account.id, AccountStatus::Locked, now).await?;
+            self.audit.record(
+                base.clone()
+                    .with_event("lockout")
+                    .detail(format!("{consecutive} consecutive failures from unknown clients")),
+            );
+        }
+        Ok(())
     }
 
     /// After a successful login, replaces verifiers made with outdated
@@ -269,13 +387,27 @@ impl Core {
             refresh_token,
             refresh_expires_in: session.expires_at - now,
             refresh_expires_at: session.expires_at,
+            device_token: None,
         })
     }
 
     /// Exchanges a refresh token for a new access token and a new refresh
     /// token. A token presented again after its rotation ends the session,
     /// unless it comes within the grace window, when it gets the same successor.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<Grant> {
+        pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo, face: &'static str) -> Result<Grant> {
+        let entry = audit::event("refresh", "success", face).client(client);
+        let result = self.rotate(refresh_token).await;
+        let entry = match &result {
+            Ok(grant) => entry.account(&grant.account).detail(format!("session {}", grant.session_id)),
+            Err(Error::RefreshTokenReused) => entry.with_outcome("reuse_detected"),
+            Err(Error::InvalidRefreshToken) => entry.with_outcome("invalid_token"),
+            Err(_) => entry.with_outcome("error"),
+        };
+        self.audit.record(entry);
+        result
+    }
+
+    async fn rotate(&self, refresh_token: &str) -> Result<Grant> {
         if refresh_token.is_empty() || refresh_token.len() > 128 {
             return Err(Error::InvalidRefreshToken);
         }
@@ -327,7 +459,10 @@ impl Core {
                 self.grant(session_ref, successor).await
             }
             _ => {
-                tracing::warn!(session_id = %session.id, "refresh token reuse detected; session ended");
+                                tracing::warn!(session_id = %session.id, "refresh token reuse detected; session ended");
+                let mut entry = audit::event("refresh_reuse", "session_revoked", "core").detail(format!("session {}", session.id));
+                entry.account_id = Some(session.account_id);
+                self.audit.record(entry);
                 self.store
                     .revoke_session(&session.id, now, "refresh_reuse")
                     .await?;
@@ -366,7 +501,13 @@ impl Core {
     }
 
     /// Ends the caller's session, or all of the account's sessions.
-    pub async fn logout(&self, principal: &Principal, scope: LogoutScope) -> Result<()> {
+        pub async fn logout(&self, principal: &Principal, scope: LogoutScope, client: &ClientInfo) -> Result<()> {
+        let mut entry = audit::event("logout", "success", "native").client(client);
+        entry.account_id = Some(principal.account_id);
+        self.audit.record(match scope {
+            LogoutScope::ThisSession => entry.detail(format!("session {}", principal.session_id)),
+            LogoutScope::AllSessions => entry.detail("all sessions"),
+        });
         match scope {
             LogoutScope::ThisSession => {
                 self.store

@@ -4,12 +4,15 @@
 //! operations on [`Core`]; policy lives here and nowhere else.
 
 pub mod accounts;
+pub mod audit;
 pub mod clock;
 pub mod domain;
 pub mod error;
+pub mod guard;
 pub mod keys;
 pub mod login;
 pub mod passwords;
+pub mod policy;
 pub mod quota;
 pub mod sessions;
 pub mod tokens;
@@ -20,10 +23,13 @@ use std::sync::Arc;
 use clock::Clock;
 pub use error::{Error, Result};
 use passwords::{HashingSettings, PasswordHasher};
+use audit::AuditLog;
+use guard::AbuseSettings;
 use quota::ApiCalls;
 use sessions::{LiveSessions, SessionSettings};
 use tokens::{AccessTokens, TokenSettings};
 
+use crate::limits::FailureLimiter;
 use crate::store::Store;
 
 /// Everything the core can be configured with.
@@ -33,8 +39,10 @@ pub struct CoreSettings {
     pub tokens: TokenSettings,
     /// Password hashing parameters and pool size.
     pub hashing: HashingSettings,
-    /// Session policies.
+        /// Session policies.
     pub sessions: SessionSettings,
+    /// Brute-force protection, password policy and audit retention.
+    pub abuse: AbuseSettings,
 }
 
 /// Who is calling, as far as the transport can tell.
@@ -42,8 +50,10 @@ pub struct CoreSettings {
 pub struct ClientInfo {
     /// Client address.
     pub ip: Option<IpAddr>,
-    /// `User-Agent`, truncated.
+        /// `User-Agent`, truncated.
     pub user_agent: Option<String>,
+    /// A device token Sesame issued this client at an earlier login.
+    pub device_token: Option<String>,
 }
 
 /// The core service; one per process, shared by all faces.
@@ -53,7 +63,9 @@ pub struct Core {
     hasher: PasswordHasher,
     tokens: AccessTokens,
     live: LiveSessions,
-    api_calls: Arc<ApiCalls>,
+        api_calls: Arc<ApiCalls>,
+    limiter: Arc<dyn FailureLimiter>,
+    audit: Arc<AuditLog>,
     settings: CoreSettings,
 }
 
@@ -68,8 +80,9 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Starts the core on a store: loads (or creates) the signing key and
     /// starts the hashing pool.
-    pub async fn start(
+        pub async fn start(
         store: Arc<dyn Store>,
+        limiter: Arc<dyn FailureLimiter>,
         clock: Arc<dyn Clock>,
         settings: CoreSettings,
     ) -> Result<Self> {
@@ -88,8 +101,16 @@ impl Core {
             Arc::clone(&store),
             settings.sessions.cache_ttl,
         ));
-        api_calls.spawn_flusher();
+                api_calls.spawn_flusher();
+        let audit = Arc::new(AuditLog::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            settings.abuse.audit_retention_days,
+        ));
+        audit.spawn_flusher();
         Ok(Self {
+            limiter,
+            audit,
             hasher: PasswordHasher::start(&settings.hashing)?,
             api_calls,
             tokens: AccessTokens::new(ring, settings.tokens.clone()),
@@ -112,8 +133,20 @@ impl Core {
 
     /// Writes pending API-call counts to the store now (they are otherwise
     /// written every second); call before shutting down.
-    pub async fn flush_api_calls(&self) -> Result<()> {
+        pub async fn flush_api_calls(&self) -> Result<()> {
         self.api_calls.flush().await
+    }
+
+    /// Writes buffered audit events now (they are otherwise written every
+    /// 250 ms); call before shutting down.
+    pub async fn flush_audit(&self) -> Result<()> {
+        self.audit.flush().await
+    }
+
+    /// The newest audit events, optionally of one account.
+    pub async fn audit_events(&self, account_id: Option<i64>, limit: u32) -> Result<Vec<crate::store::AuditEvent>> {
+        self.audit.flush().await?;
+        Ok(self.store.list_audit_events(account_id, limit).await?)
     }
 
     /// The current time from the injected clock.

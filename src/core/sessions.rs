@@ -12,7 +12,8 @@ use std::sync::RwLock;
 use super::clock::UnixTime;
 use super::domain::Platform;
 use super::error::{Error, Result};
-use super::{Core, login::Principal};
+use super::audit::{self, AuditEventExt};
+use super::{ClientInfo, Core, login::Principal};
 use crate::store::{Session, SessionId};
 
 /// Past this many cached sessions, expired entries are swept on insert.
@@ -181,16 +182,17 @@ impl Core {
     }
 
     /// Ends one of the caller's sessions; `NotFound` if it is not theirs or not live.
-    pub async fn end_my_session(&self, principal: &Principal, id: &str) -> Result<()> {
+        pub async fn end_my_session(&self, principal: &Principal, id: &str, client: &ClientInfo) -> Result<()> {
         let id = id.to_owned();
         match self.store.get_session(&id).await? {
             Some(session)
                 if session.account_id == principal.account_id && session.is_live(self.now()) =>
             {
-                self.store
-                    .revoke_session(&id, self.now(), "revoked")
-                    .await?;
+                                self.store.revoke_session(&id, self.now(), "revoked").await?;
                 self.live.forget([&id]);
+                let mut entry = audit::event("session_revoked", "success", "native").client(client).detail(format!("session {id}"));
+                entry.account_id = Some(principal.account_id);
+                self.audit.record(entry);
                 Ok(())
             }
             _ => Err(Error::NotFound("session")),

@@ -2,12 +2,13 @@
 //! problems (and never echo a value back), the bearer-authenticated caller,
 //! and the client's address and user agent.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -164,28 +165,136 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
-/// The client's address and user agent.
+/// The header a client presents its device token in (issued at login).
+pub const DEVICE_HEADER: &str = "sesame-device";
+
+/// The client's address, user agent and device token.
+///
+/// The address is the TCP peer's, unless the peer is a configured trusted
+/// proxy: then it is the nearest address in `Forwarded` (or
+/// `X-Forwarded-For`) that is not itself a trusted proxy. From anyone else
+/// those headers are ignored, so forging them evades nothing.
 #[derive(Debug, Clone)]
 pub struct Client(pub ClientInfo);
 
-impl<S: Send + Sync> FromRequestParts<S> for Client {
+impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_canonical());
+        let ip = peer.map(|peer| client_address(peer, &parts.headers, &state.http.trusted_proxies));
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|ua| {
-                ua.chars()
-                    .filter(|c| !c.is_control())
-                    .take(MAX_USER_AGENT)
-                    .collect()
-            });
-        Ok(Client(ClientInfo { ip, user_agent }))
+            .map(|ua| ua.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT).collect());
+        let device_token = parts
+            .headers
+            .get(DEVICE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.is_empty() && t.len() <= 128)
+            .map(str::to_owned);
+        Ok(Client(ClientInfo {
+            ip,
+            user_agent,
+            device_token,
+        }))
+    }
+}
+
+/// Hands a newly issued device token to the client in the `Sesame-Device`
+/// header (every face; the native API also puts it in the body).
+pub fn with_device_token(mut response: axum::response::Response, grant: &crate::core::login::Grant) -> axum::response::Response {
+    if let Some(token) = &grant.device_token
+        && let Ok(value) = axum::http::HeaderValue::from_str(token)
+    {
+        response.headers_mut().insert(DEVICE_HEADER, value);
+    }
+    response
+}
+
+/// Resolves the client address behind trusted proxies.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let chain = forwarded_chain(headers);
+    for hop in chain.iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(ip) => continue,
+            Some(ip) => return *ip,
+            None => break,
+        }
+    }
+    peer
+}
+
+/// The `for` addresses of `Forwarded` (RFC 7239), or else of
+/// `X-Forwarded-For`, client first; `None` for an entry that is not an address.
+fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let values = |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
+    let forwarded = values(header::FORWARDED);
+    if !forwarded.is_empty() {
+        return forwarded
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.eq_ignore_ascii_case("for").then(|| parse_node(value))?
+                })
+            })
+            .collect();
+    }
+    values(HeaderName::from_static("x-forwarded-for"))
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(parse_node)
+        .collect()
+}
+
+/// An address from `192.0.2.1`, `"[2001:db8::1]:4711"` or `192.0.2.1:80`.
+fn parse_node(raw: &str) -> Option<IpAddr> {
+    let node = raw.trim().trim_matches('"');
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest.split(']').next()?.parse::<IpAddr>().ok();
+    }
+    node.rsplit_once(':')?.0.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.1.2.3".parse().unwrap();
+        let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "198.51.100.7, 10.9.9.9")]);
+        assert_eq!(client_address(peer, &h, &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_address(outsider, &h, &trusted), outsider, "forged by a non-proxy");
+        let spoofed = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7")]);
+        assert_eq!(client_address(peer, &spoofed, &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        let rfc = headers(&[("forwarded", "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"")]);
+        assert_eq!(client_address(peer, &rfc, &trusted), "2001:db8::1".parse::<IpAddr>().unwrap());
+        let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
+        assert_eq!(client_address(peer, &garbage, &trusted), peer);
+        assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer);
     }
 }

@@ -27,13 +27,18 @@ use crate::core::Core;
 use contracts::ContractSettings;
 use error::Problem;
 
-/// HTTP limits.
+/// HTTP limits and proxies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     /// Largest request body, bytes.
     pub body_limit: usize,
-    /// Longest a request may take.
+    /// Longest a request may take, body included.
     pub request_timeout: Duration,
+    /// Longest a client may take to send the request head; a slower
+    /// (slowloris) connection is dropped.
+    pub header_timeout: Duration,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpSettings {
@@ -41,6 +46,8 @@ impl Default for HttpSettings {
         Self {
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -50,8 +57,10 @@ impl Default for HttpSettings {
 pub struct AppState {
     /// The core service.
     pub core: Arc<Core>,
-    /// The contract faces' configuration.
+        /// The contract faces' configuration.
     pub contracts: Arc<ContractSettings>,
+    /// HTTP settings (trusted proxies).
+    pub http: Arc<HttpSettings>,
 }
 
 /// The whole HTTP application.

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::Problem;
-use super::extract::{ApiJson, Authenticated, Client, parse_json, read_body};
+use super::extract::{ApiJson, Authenticated, Client, parse_json, read_body, with_device_token};
 use super::views::{GrantView, SessionOut, UserView};
 use crate::core::accounts::ProfileChange;
 use crate::core::domain::{LoginId, Password, Platform};
@@ -32,10 +32,8 @@ pub fn router() -> Router<AppState> {
 /// Token responses must not be cached (RFC 6749 §5.1).
 fn grant_response(grant: &Grant) -> Response {
     let mut response = Json(GrantView::from(grant)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    with_device_token(response, grant)
 }
 
 #[derive(Deserialize)]
@@ -57,6 +55,7 @@ async fn login(
         platform: body.platform.as_deref().map(Platform::parse).transpose()?,
         client,
         options: LoginOptions::default(),
+        face: "native",
     };
     let grant = state.core.login(attempt).await?;
     Ok(grant_response(&grant))
@@ -67,11 +66,8 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<RefreshBody>,
-) -> Result<Response, Problem> {
-    let grant = state.core.refresh(&body.refresh_token).await?;
+async fn refresh(State(state): State<AppState>, Client(client): Client, ApiJson(body): ApiJson<RefreshBody>) -> Result<Response, Problem> {
+    let grant = state.core.refresh(&body.refresh_token, &client, "native").await?;
     Ok(grant_response(&grant))
 }
 
@@ -86,6 +82,7 @@ struct LogoutBody {
 async fn logout(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    Client(client): Client,
     request: Request,
 ) -> Result<StatusCode, Problem> {
     let headers = request.headers().clone();
@@ -100,7 +97,7 @@ async fn logout(
     } else {
         LogoutScope::ThisSession
     };
-    state.core.logout(&principal, scope).await?;
+        state.core.logout(&principal, scope, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -144,6 +141,7 @@ struct PasswordBody {
 async fn change_password(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    Client(client): Client,
     ApiJson(body): ApiJson<PasswordBody>,
 ) -> Result<StatusCode, Problem> {
     let current = Password::presented(&body.current_password).map_err(|_| {
@@ -152,7 +150,7 @@ async fn change_password(
     let new = Password::new_password(&body.new_password)?;
     state
         .core
-        .change_my_password(&principal, &current, &new)
+        .change_my_password(&principal, &current, &new, &client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -169,8 +167,9 @@ async fn sessions(
 async fn end_session(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    Client(client): Client,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    state.core.end_my_session(&principal, &id).await?;
+    state.core.end_my_session(&principal, &id, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }

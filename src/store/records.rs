@@ -96,8 +96,10 @@ pub struct Account {
     pub last_login_ip: Option<String>,
     /// Successful logins.
     pub login_count: i64,
-    /// Failed logins.
+        /// Failed logins.
     pub failed_login_count: i64,
+    /// Failures from unknown clients since the last success (drives lockout).
+    pub consecutive_failures: i64,
     /// Authenticated API calls counted so far.
     pub api_calls_count: i64,
     /// API-call quota; 0 means unlimited.
@@ -254,6 +256,50 @@ pub struct NewRefreshToken {
     pub session_id: SessionId,
     /// Issue time.
     pub issued_at: UnixTime,
+}
+
+/// How a client is recognised as having signed in to an account before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// By its address.
+    Address,
+    /// By a device token Sesame issued it (stored as a SHA-256 hex).
+    Device,
+}
+
+impl ClientKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Address => "ip",
+            ClientKind::Device => "device",
+        }
+    }
+}
+
+/// One audit-log entry. Never carries a password or token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Row id (0 before it is stored).
+    pub id: i64,
+    /// When.
+    pub at: UnixTime,
+    /// What happened: `login`, `refresh`, `logout`, `lockout`, `unlock`, …
+    pub event: String,
+    /// How it ended: `success`, `wrong_password`, `unknown_account`, …
+    pub outcome: String,
+    /// Which way in: `native`, a contract name, or `cli`.
+    pub face: String,
+    /// The account, when known.
+    pub account_id: Option<AccountId>,
+    /// Its username, when known.
+    pub username: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// Anything else worth knowing (a session id, a new quota).
+    pub detail: Option<String>,
 }
 
 /// An opaque access token (by hash).

@@ -17,8 +17,11 @@ use crate::core::Error;
 use crate::core::domain::{LoginId, Password};
 use crate::core::login::{Credential, LoginAttempt, LoginOptions};
 use crate::http::AppState;
-use crate::http::extract::{Client, read_body};
+use crate::http::extract::{Client, read_body, with_device_token};
 use crate::http::views::rfc3339;
+
+/// This face's name in the audit log.
+const FACE: &str = "ai-gateway";
 
 /// The route.
 pub fn router() -> Router<AppState> {
@@ -50,6 +53,7 @@ async fn try_login(
         platform: None,
         client,
         options: LoginOptions::default(),
+        face: FACE,
     };
     let grant = state.core.login(attempt).await?;
     let user = &grant.account;
@@ -69,7 +73,7 @@ async fn try_login(
             "max_api_calls": user.max_api_calls,
         }
     });
-    Ok(Json(body).into_response())
+    Ok(with_device_token(Json(body).into_response(), &grant))
 }
 
 fn render(failure: Failure) -> Response {

@@ -24,8 +24,11 @@ use crate::core::domain::{LoginId, Password, Platform};
 use crate::core::login::{Credential, Grant, LoginAttempt, LoginOptions};
 use crate::core::tokens::is_opaque_token;
 use crate::http::AppState;
-use crate::http::extract::{Client, read_body};
+use crate::http::extract::{Client, read_body, with_device_token};
 use crate::store::{Account, AccountStatus};
+
+/// This face's name in the audit log.
+const FACE: &str = "careyshop";
 
 /// The routes, with and without the trailing slash.
 pub fn router() -> Router<AppState> {
@@ -115,19 +118,19 @@ async fn login(
                 platform_policy: Some(state.contracts.careyshop_platform_policy),
                 ..LoginOptions::default()
             },
+            face: FACE,
         };
         let grant = state.core.login(attempt).await?;
-        Ok(json!({ "user": user(&grant.account), "token": token(&grant) }))
+        Ok((json!({ "user": user(&grant.account), "token": token(&grant) }), grant))
     }
     .await;
-    respond(result)
+    match result {
+        Ok((data, grant)) => with_device_token(respond(Ok(data)), &grant),
+        Err(refusal) => respond(Err(refusal)),
+    }
 }
 
-async fn refresh(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    request: Request,
-) -> Response {
+async fn refresh(State(state): State<AppState>, Client(client): Client, RawQuery(query): RawQuery, request: Request) -> Response {
     let result = async {
         let params = params(&state, query, request).await?;
         let refresh = params.get("refresh").map(String::as_str).unwrap_or("");
@@ -137,7 +140,7 @@ async fn refresh(
         if !is_opaque_token(refresh) {
             return Err(Refusal::Failure(Failure::Core(Error::InvalidRefreshToken)));
         }
-        let grant = state.core.refresh(refresh).await?;
+                let grant = state.core.refresh(refresh, &client, FACE).await?;
         Ok(json!({ "token": token(&grant) }))
     }
     .await;

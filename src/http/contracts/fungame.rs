@@ -21,12 +21,15 @@ use crate::core::Error;
 use crate::core::domain::{LoginId, Password};
 use crate::core::login::{Credential, LoginAttempt, LoginOptions};
 use crate::http::AppState;
-use crate::http::extract::{Client, read_body};
+use crate::http::extract::{Client, read_body, with_device_token};
 
 const REQUEST_TYPE_LOGIN: i64 = 13;
 const SUCCESS: &str = "登录成功！";
 const WRONG: &str = "用户名或密码不正确。";
 const UNAVAILABLE: &str = "服务器暂时无法处理登录请求。";
+
+/// This face's name in the audit log.
+const FACE: &str = "fungame";
 
 /// The routes.
 pub fn router() -> Router<AppState> {
@@ -70,10 +73,11 @@ async fn try_login(
         platform: None,
         client,
         options: LoginOptions::default(),
+        face: FACE,
     };
     let grant = state.core.login(attempt).await?;
     let data = json!({ "bearerToken": grant.access_token, "openToken": grant.session_id });
-    Ok(envelope(StatusCode::OK, SUCCESS, data))
+    Ok(with_device_token(envelope(StatusCode::OK, SUCCESS, data), &grant))
 }
 
 fn render(failure: Failure) -> Response {

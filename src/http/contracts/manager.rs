@@ -17,9 +17,12 @@ use crate::core::Error;
 use crate::core::domain::{LoginId, Password};
 use crate::core::login::{Credential, LoginAttempt, LoginOptions};
 use crate::http::AppState;
-use crate::http::extract::{Client, read_body};
+use crate::http::extract::{Client, read_body, with_device_token};
 
 const INVALID: &str = "Invalid username or password";
+
+/// This face's name in the audit log.
+const FACE: &str = "manager";
 
 /// The route.
 pub fn router() -> Router<AppState> {
@@ -54,6 +57,7 @@ async fn try_login(
             required_permission: Some(state.contracts.manager_permission.clone()),
             ..LoginOptions::default()
         },
+        face: FACE,
     };
     let grant = state.core.login(attempt).await?;
     let user = &grant.account;
@@ -66,7 +70,7 @@ async fn try_login(
             "permissions": user.permissions,
         }
     });
-    Ok(Json(body).into_response())
+    Ok(with_device_token(Json(body).into_response(), &grant))
 }
 
 fn render(failure: Failure) -> Response {

@@ -23,7 +23,7 @@ use crate::core::Error;
 use crate::core::domain::{LoginId, Md5Hex};
 use crate::core::login::{Credential, LoginAttempt, LoginOptions};
 use crate::http::AppState;
-use crate::http::extract::{Client, read_body};
+use crate::http::extract::{Client, read_body, with_device_token};
 use crate::store::{Account, AccountStatus};
 
 /// Profile strings of the document's `User`, filled from profile attributes.
@@ -42,6 +42,9 @@ const PROFILE_STRINGS: [&str; 13] = [
     "interests",
     "signature",
 ];
+
+/// This face's name in the audit log.
+const FACE: &str = "users-actions";
 
 /// The route.
 pub fn router() -> Router<AppState> {
@@ -73,10 +76,11 @@ async fn try_login(
         platform: None,
         client,
         options: LoginOptions::default(),
+        face: FACE,
     };
     let grant = state.core.login(attempt).await?;
     let body = json!({ "value": user(&grant.account), "accessToken": grant.access_token });
-    Ok(Json(body).into_response())
+    Ok(with_device_token(Json(body).into_response(), &grant))
 }
 
 fn user(a: &Account) -> serde_json::Value {

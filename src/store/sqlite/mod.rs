@@ -6,6 +6,7 @@
 //! stays in this module.
 
 mod accounts;
+mod audit;
 mod keys;
 mod sessions;
 

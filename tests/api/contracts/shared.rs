@@ -6,7 +6,8 @@ use crate::helpers::TestApp;
 
 #[tokio::test]
 async fn a_failure_through_any_face_counts_against_the_account_everywhere() {
-    let app = TestApp::spawn().await;
+    // Throttling is tested on its own; here the budget is large enough not to interfere.
+    let app = TestApp::spawn_with(|c| c.abuse.account_burst = 50).await;
     let account = app
         .create_user_full("shared", None, None, &["administrator"])
         .await;

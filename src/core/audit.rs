@@ -1,0 +1,161 @@
+//! The audit log: every login (success and each kind of failure, with the
+//! face), refresh, reuse detection, logout, lockout, unlock, password change
+//! and operator action, with time, account, address, user agent and outcome.
+//! Never a password or token; for an unknown account not even the login
+//! name (people type passwords into it).
+//!
+//! Events are buffered and written in batches every `FLUSH_INTERVAL` (and at
+//! shutdown), so a login costs no extra database transaction; a crash loses
+//! at most that interval's events. Events older than the retention are
+//! purged hourly.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::ClientInfo;
+use super::clock::{Clock, UnixTime};
+use super::error::{Error, Result};
+use crate::store::{Account, AuditEvent, Store};
+
+/// How often buffered events are written.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+const PURGE_EVERY: u32 = 4 * 3600;
+
+/// Builds an event; the core fills in what it knows.
+pub fn event(event: &str, outcome: &str, face: &str) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        at: 0,
+        event: event.to_owned(),
+        outcome: outcome.to_owned(),
+        face: face.to_owned(),
+        account_id: None,
+        username: None,
+        ip: None,
+        user_agent: None,
+        detail: None,
+    }
+}
+
+/// Builder steps for [`AuditEvent`].
+pub trait AuditEventExt {
+    /// Names the account.
+    fn account(self, account: &Account) -> Self;
+    /// Names the client.
+    fn client(self, client: &ClientInfo) -> Self;
+        /// Adds a detail.
+    fn detail(self, detail: impl Into<String>) -> Self;
+    /// Replaces the outcome.
+    fn with_outcome(self, outcome: &str) -> Self;
+    /// Replaces the event name.
+    fn with_event(self, event: &str) -> Self;
+}
+
+impl AuditEventExt for AuditEvent {
+    fn account(mut self, account: &Account) -> Self {
+        self.account_id = Some(account.id);
+        self.username = Some(account.username.clone());
+        self
+    }
+
+    fn client(mut self, client: &ClientInfo) -> Self {
+        self.ip = client.ip.map(|ip| ip.to_string());
+        self.user_agent = client.user_agent.clone();
+        self
+    }
+
+        fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    fn with_outcome(mut self, outcome: &str) -> Self {
+        outcome.clone_into(&mut self.outcome);
+        self
+    }
+
+    fn with_event(mut self, event: &str) -> Self {
+        event.clone_into(&mut self.event);
+        self
+    }
+}
+
+/// The buffered audit log.
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    buffer: Mutex<Vec<AuditEvent>>,
+    retention_days: i64,
+}
+
+impl AuditLog {
+    /// A log writing to `store`, keeping events for `retention_days`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention_days: i64) -> Self {
+        Self {
+            store,
+            clock,
+            buffer: Mutex::new(Vec::new()),
+            retention_days,
+        }
+    }
+
+    /// Stamps and buffers an event.
+    pub fn record(&self, mut event: AuditEvent) {
+        event.at = self.clock.now();
+        tracing::info!(
+            event = %event.event, outcome = %event.outcome, face = %event.face,
+            account_id = event.account_id, ip = event.ip.as_deref().unwrap_or("-"), "audit"
+        );
+        if let Ok(mut buffer) = self.buffer.lock() {
+            buffer.push(event);
+        }
+    }
+
+    /// Writes buffered events now; on failure they stay buffered.
+    pub async fn flush(&self) -> Result<()> {
+        let events = match self.buffer.lock() {
+            Ok(mut buffer) => std::mem::take(&mut *buffer),
+            Err(_) => return Err(Error::Internal("audit buffer poisoned".into())),
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.store.insert_audit_events(&events).await {
+            if let Ok(mut buffer) = self.buffer.lock() {
+                let newer = std::mem::replace(&mut *buffer, events);
+                buffer.extend(newer);
+            }
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Deletes events past the retention.
+    pub async fn purge(&self) -> Result<u64> {
+        let cutoff: UnixTime = self.clock.now() - self.retention_days * 86_400;
+        Ok(self.store.purge_audit_events(cutoff).await?)
+    }
+
+    /// Flushes every [`FLUSH_INTERVAL`] and purges hourly, until dropped.
+    pub fn spawn_flusher(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks: u32 = 0;
+            loop {
+                tick.tick().await;
+                let Some(log) = weak.upgrade() else { return };
+                if let Err(error) = log.flush().await {
+                    tracing::warn!(%error, "could not write audit events; will retry");
+                }
+                if ticks % PURGE_EVERY == 0
+                    && let Err(error) = log.purge().await
+                {
+                    tracing::warn!(%error, "could not purge old audit events");
+                }
+                ticks = ticks.wrapping_add(1);
+            }
+        });
+    }
+}
