@@ -8,8 +8,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::Context;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::core::Core;
@@ -35,7 +42,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// Opens the store and starts the core, without HTTP (for the CLI).
 pub async fn open_core(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Core>> {
     let store = open_store(config).await?;
-        let limiter = Arc::new(MemoryLimiter::new());
+    let limiter = Arc::new(MemoryLimiter::new());
     let core = Core::start(store, limiter, clock, config.core.clone())
         .await
         .context("cannot start the core")?;
@@ -48,6 +55,7 @@ pub struct Application {
     address: SocketAddr,
     router: axum::Router,
     core: Arc<Core>,
+    header_timeout: Duration,
 }
 
 impl Application {
@@ -63,7 +71,7 @@ impl Application {
         let address = listener.local_addr()?;
         let state = AppState {
             core: Arc::clone(&core),
-                        contracts: Arc::new(config.contracts.clone()),
+            contracts: Arc::new(config.contracts.clone()),
             http: Arc::new(config.http.clone()),
         };
         let router = http::router(state, &config.http);
@@ -72,6 +80,7 @@ impl Application {
             address,
             router,
             core,
+            header_timeout: config.http.header_timeout,
         })
     }
 
@@ -85,23 +94,57 @@ impl Application {
         Arc::clone(&self.core)
     }
 
-    /// Serves until `shutdown` completes, then waits for in-flight requests.
+    /// Serves until `shutdown` completes, then lets in-flight requests
+    /// finish (idle keep-alive connections are closed at once).
+    ///
+    /// Connections are served by hyper directly rather than `axum::serve`,
+    /// for the header-read timeout: a client that trickles its request head
+    /// (slowloris) is dropped after `http.header_timeout`.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
-                if let Err(error) = self.core.flush_api_calls().await {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let router = self.router.clone();
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    router.clone().oneshot(request)
+                });
+            let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        graceful.shutdown().await;
+        if let Err(error) = self.core.flush_api_calls().await {
             tracing::error!(%error, "could not persist the last API-call counts");
         }
         if let Err(error) = self.core.flush_audit().await {
             tracing::error!(%error, "could not write the last audit events");
         }
-        served
+        Ok(())
     }
 }

@@ -19,12 +19,12 @@ use crate::core::CoreSettings;
 use crate::core::domain::Platform;
 use crate::core::guard::AbuseSettings;
 use crate::core::keys::SigningAlgorithm;
-use crate::limits::Rule;
 use crate::core::passwords::HashingSettings;
 use crate::core::sessions::{PlatformPolicy, SessionSettings};
 use crate::core::tokens::TokenSettings;
 use crate::http::HttpSettings;
 use crate::http::contracts::ContractSettings;
+use crate::limits::Rule;
 use crate::store::sqlite::SqliteStore;
 
 /// Where configuration comes from besides defaults and the environment:
@@ -61,7 +61,7 @@ pub struct RawConfig {
     pub sessions: RawSessions,
     /// `[http]`.
     pub http: RawHttp,
-        /// `[contracts]`.
+    /// `[contracts]`.
     pub contracts: RawContracts,
     /// `[abuse]`.
     pub abuse: RawAbuse,
@@ -184,7 +184,7 @@ pub struct RawPasswords {
     pub parallelism: u32,
     /// Hashing threads; 0 means one per core.
     pub threads: usize,
-        /// Queue length; 0 means 64 per thread.
+    /// Queue length; 0 means 64 per thread.
     pub queue: usize,
     /// Refuse new passwords that are common or easy to guess.
     pub refuse_common: bool,
@@ -210,7 +210,7 @@ pub struct RawSessions {
 pub struct RawHttp {
     /// Largest request body, bytes.
     pub body_limit: usize,
-        /// Longest time a request may take, seconds.
+    /// Longest time a request may take, seconds.
     pub request_timeout: u64,
     /// Longest time a client may take to send the request head, seconds.
     pub header_timeout: u64,
@@ -229,7 +229,7 @@ impl Default for RawConfig {
             passwords: RawPasswords::default(),
             sessions: RawSessions::default(),
             http: RawHttp::default(),
-                        contracts: RawContracts::default(),
+            contracts: RawContracts::default(),
             abuse: RawAbuse::default(),
             audit: RawAudit::default(),
         }
@@ -258,7 +258,7 @@ impl Default for RawPasswords {
             memory_kib: d.memory_kib,
             iterations: d.iterations,
             parallelism: d.parallelism,
-                        threads: 0,
+            threads: 0,
             queue: 0,
             refuse_common: true,
         }
@@ -281,7 +281,7 @@ impl Default for RawHttp {
     fn default() -> Self {
         let d = HttpSettings::default();
         Self {
-                        body_limit: d.body_limit,
+            body_limit: d.body_limit,
             request_timeout: d.request_timeout.as_secs(),
             header_timeout: d.header_timeout.as_secs(),
             trusted_proxies: Vec::new(),
@@ -486,7 +486,7 @@ impl RawConfig {
             cache_ttl: check_range(&mut problems, "sessions.cache_ttl", s.cache_ttl, 0, 60),
         };
 
-                let h = &self.http;
+        let h = &self.http;
         let mut trusted_proxies = Vec::new();
         for proxy in &h.trusted_proxies {
             match proxy.parse::<ipnet::IpNet>().or_else(|_| proxy.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
@@ -497,25 +497,79 @@ impl RawConfig {
             }
         }
         let http = HttpSettings {
-            body_limit: check_range(&mut problems, "http.body_limit", h.body_limit, 1024, 16 * 1024 * 1024),
-            request_timeout: Duration::from_secs(check_range(&mut problems, "http.request_timeout", h.request_timeout, 1, 600)),
-            header_timeout: Duration::from_secs(check_range(&mut problems, "http.header_timeout", h.header_timeout, 1, 300)),
+            body_limit: check_range(
+                &mut problems,
+                "http.body_limit",
+                h.body_limit,
+                1024,
+                16 * 1024 * 1024,
+            ),
+            request_timeout: Duration::from_secs(check_range(
+                &mut problems,
+                "http.request_timeout",
+                h.request_timeout,
+                1,
+                600,
+            )),
+            header_timeout: Duration::from_secs(check_range(
+                &mut problems,
+                "http.header_timeout",
+                h.header_timeout,
+                1,
+                300,
+            )),
             trusted_proxies,
         };
 
         let a = &self.abuse;
         let abuse = AbuseSettings {
             address_rule: Rule {
-                burst: check_range(&mut problems, "abuse.address_burst", a.address_burst, 1, 10_000),
-                interval: check_range(&mut problems, "abuse.address_interval", a.address_interval, 1, 86_400),
+                burst: check_range(
+                    &mut problems,
+                    "abuse.address_burst",
+                    a.address_burst,
+                    1,
+                    10_000,
+                ),
+                interval: check_range(
+                    &mut problems,
+                    "abuse.address_interval",
+                    a.address_interval,
+                    1,
+                    86_400,
+                ),
             },
             account_rule: Rule {
                 burst: check_range(&mut problems, "abuse.account_burst", a.account_burst, 1, 99),
-                interval: check_range(&mut problems, "abuse.account_interval", a.account_interval, 1, 86_400),
+                interval: check_range(
+                    &mut problems,
+                    "abuse.account_interval",
+                    a.account_interval,
+                    1,
+                    86_400,
+                ),
             },
-            lockout_threshold: check_range(&mut problems, "abuse.lockout_threshold", a.lockout_threshold, 1, 1_000_000),
-            known_clients_kept: check_range(&mut problems, "abuse.known_clients_kept", a.known_clients_kept, 1, 1000),
-            audit_retention_days: check_range(&mut problems, "audit.retention_days", self.audit.retention_days, 1, 36_500),
+            lockout_threshold: check_range(
+                &mut problems,
+                "abuse.lockout_threshold",
+                a.lockout_threshold,
+                1,
+                1_000_000,
+            ),
+            known_clients_kept: check_range(
+                &mut problems,
+                "abuse.known_clients_kept",
+                a.known_clients_kept,
+                1,
+                1000,
+            ),
+            audit_retention_days: check_range(
+                &mut problems,
+                "audit.retention_days",
+                self.audit.retention_days,
+                1,
+                36_500,
+            ),
             refuse_common_passwords: self.passwords.refuse_common,
         };
 
@@ -547,7 +601,12 @@ impl RawConfig {
             data_dir: self.data_dir,
             database_url,
             log: self.log,
-                        core: CoreSettings { tokens, hashing, sessions, abuse },
+            core: CoreSettings {
+                tokens,
+                hashing,
+                sessions,
+                abuse,
+            },
             http,
             contracts,
         })

@@ -39,7 +39,11 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
     let events = core.audit_events(account_id, limit).await?;
     let mut out = std::io::stdout().lock();
     if !json {
-        writeln!(out, "{:<20} {:<16} {:<20} {:<13} {:<16} {:<39} DETAIL", "TIME", "EVENT", "OUTCOME", "FACE", "ACCOUNT", "ADDRESS")?;
+        writeln!(
+            out,
+            "{:<20} {:<16} {:<20} {:<13} {:<16} {:<39} DETAIL",
+            "TIME", "EVENT", "OUTCOME", "FACE", "ACCOUNT", "ADDRESS"
+        )?;
     }
     for e in &events {
         if json {

@@ -36,7 +36,7 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
-        /// Manage accounts.
+    /// Manage accounts.
     #[command(subcommand)]
     User(user::UserCommand),
     /// Read the audit log.
@@ -60,7 +60,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let listen = match &cli.command {
         Command::Serve(args) => args.listen.clone(),
-                Command::User(_) | Command::Audit(_) => None,
+        Command::User(_) | Command::Audit(_) => None,
     };
     let config = match Config::load(&cli.sources(listen)) {
         Ok(config) => config,
@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(_) => serve::run(config).await,
-                        Command::User(command) => user::run(config, command).await,
+            Command::User(command) => user::run(config, command).await,
             Command::Audit(command) => audit::run(config, command).await,
         }
     });

@@ -48,7 +48,7 @@ pub enum UserCommand {
         /// Username.
         name: String,
     },
-        /// Unlock an account locked by brute-force protection.
+    /// Unlock an account locked by brute-force protection.
     Unlock {
         /// Username.
         name: String,
@@ -143,7 +143,7 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
             println!("{} disabled; its sessions were ended", account.username);
             Ok(())
         }
-                UserCommand::Unlock { name } => {
+        UserCommand::Unlock { name } => {
             let account = core.find_by_username(&name).await?;
             core.unlock(account.id).await?;
             println!("{} unlocked", account.username);

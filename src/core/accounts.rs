@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use super::ClientInfo;
 use super::Core;
 use super::audit::{self, AuditEventExt};
 use super::domain::{Email, Md5Hex, Mobile, Password, Username};
-use super::guard::account_key;
-use super::policy::check_not_common;
-use super::ClientInfo;
 use super::error::{Error, Result};
+use super::guard::account_key;
 use super::login::Principal;
+use super::policy::check_not_common;
 use crate::store::{
     Account, AccountId, AccountStatus, NewAccount, PasswordVerifiers, ProfilePatch,
 };
@@ -112,7 +112,7 @@ impl Core {
                 "must be 0 (unlimited) or more",
             ));
         }
-                let account = self.account(id).await?;
+        let account = self.account(id).await?;
         self.store.set_max_api_calls(id, max, self.now()).await?;
         self.api_calls.set_max(id, max);
         self.audit_operator("quota_set", &account, Some(format!("max_api_calls {max}")));
@@ -133,9 +133,13 @@ impl Core {
             attributes,
             ..ProfileChange::default()
         };
-                let keys: Vec<String> = change.attributes.keys().cloned().collect();
+        let keys: Vec<String> = change.attributes.keys().cloned().collect();
         let account = self.update_my_profile(&principal, change).await?;
-        self.audit_operator("profile_set", &account, Some(format!("attributes {}", keys.join(","))));
+        self.audit_operator(
+            "profile_set",
+            &account,
+            Some(format!("attributes {}", keys.join(","))),
+        );
         Ok(account)
     }
 
@@ -162,12 +166,15 @@ impl Core {
                 "must be 0 (unlimited) or more",
             ));
         }
-                let display_name = spec.display_name.unwrap_or_default();
+        let display_name = spec.display_name.unwrap_or_default();
         check_display_name(&display_name)?;
-        let context: Vec<&str> = [Some(spec.username.as_str()), spec.email.as_ref().map(|e| e.as_str())]
-            .into_iter()
-            .flatten()
-            .collect();
+        let context: Vec<&str> = [
+            Some(spec.username.as_str()),
+            spec.email.as_ref().map(|e| e.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         self.check_password_policy(&spec.password, &context)?;
         let verifiers = self.verifiers_for(&spec.password).await?;
         let new = NewAccount {
@@ -180,10 +187,14 @@ impl Core {
             verifiers,
             roles,
             max_api_calls: spec.max_api_calls,
-                        created_at: self.now(),
+            created_at: self.now(),
         };
         let account = self.store.create_account(new).await?;
-        self.audit_operator("account_created", &account, Some(format!("roles {}", account.roles.join(","))));
+        self.audit_operator(
+            "account_created",
+            &account,
+            Some(format!("roles {}", account.roles.join(","))),
+        );
         Ok(account)
     }
 
@@ -207,9 +218,14 @@ impl Core {
     pub async fn unlock(&self, id: AccountId) -> Result<()> {
         let account = self.account(id).await?;
         if account.status == AccountStatus::Disabled {
-            return Err(Error::invalid("status", "the account is disabled, not locked; enable it instead"));
+            return Err(Error::invalid(
+                "status",
+                "the account is disabled, not locked; enable it instead",
+            ));
         }
-        self.store.set_status(id, AccountStatus::Active, self.now()).await?;
+        self.store
+            .set_status(id, AccountStatus::Active, self.now())
+            .await?;
         self.limiter.clear(&account_key(Some(&account), "")).await?;
         self.audit_operator("unlock", &account, None);
         Ok(())
@@ -238,12 +254,15 @@ impl Core {
     }
 
     /// Sets a new password for an account (operator action) and ends all its sessions.
-        pub async fn reset_password(&self, id: AccountId, password: &Password) -> Result<()> {
+    pub async fn reset_password(&self, id: AccountId, password: &Password) -> Result<()> {
         let account = self.account(id).await?;
         self.check_password_policy(password, &password_context(&account))?;
         let verifiers = self.verifiers_for(password).await?;
-        self.store.set_password(id, &verifiers, true, self.now()).await?;
-        self.end_account_sessions(id, None, "password_reset").await?;
+        self.store
+            .set_password(id, &verifiers, true, self.now())
+            .await?;
+        self.end_account_sessions(id, None, "password_reset")
+            .await?;
         self.audit_operator("password_reset", &account, None);
         Ok(())
     }
@@ -255,18 +274,22 @@ impl Core {
         } else {
             AccountStatus::Disabled
         };
-                let account = self.account(id).await?;
+        let account = self.account(id).await?;
         self.store.set_status(id, status, self.now()).await?;
         if !enabled {
             self.end_account_sessions(id, None, "disabled").await?;
         }
-        let event = if enabled { "account_enabled" } else { "account_disabled" };
+        let event = if enabled {
+            "account_enabled"
+        } else {
+            "account_disabled"
+        };
         self.audit_operator(event, &account, None);
         Ok(())
     }
 
     /// Deletes an account with its sessions.
-        pub async fn delete_account(&self, id: AccountId) -> Result<()> {
+    pub async fn delete_account(&self, id: AccountId) -> Result<()> {
         let account = self.account(id).await?;
         self.end_account_sessions(id, None, "deleted").await?;
         if !self.store.delete_account(id).await? {
@@ -359,14 +382,27 @@ impl Core {
         client: &ClientInfo,
     ) -> Result<()> {
         let account = self.me(principal).await?;
-        let entry = audit::event("password_change", "success", "native").account(&account).client(client);
-        if !self.hasher.verify(current, &account.verifiers.password_hash).await?.matches {
-            self.audit.record(entry.with_outcome("wrong_current_password"));
-            return Err(Error::invalid("current_password", "is not the account's password"));
+        let entry = audit::event("password_change", "success", "native")
+            .account(&account)
+            .client(client);
+        if !self
+            .hasher
+            .verify(current, &account.verifiers.password_hash)
+            .await?
+            .matches
+        {
+            self.audit
+                .record(entry.with_outcome("wrong_current_password"));
+            return Err(Error::invalid(
+                "current_password",
+                "is not the account's password",
+            ));
         }
         self.check_password_policy(new, &password_context(&account))?;
         let verifiers = self.verifiers_for(new).await?;
-        self.store.set_password(account.id, &verifiers, true, self.now()).await?;
+        self.store
+            .set_password(account.id, &verifiers, true, self.now())
+            .await?;
         self.end_account_sessions(account.id, Some(&principal.session_id), "password_changed")
             .await?;
         self.audit.record(entry);
@@ -376,5 +412,7 @@ impl Core {
 
 /// The account's own names, which a password must not simply be.
 fn password_context(account: &Account) -> Vec<&str> {
-    std::iter::once(account.username.as_str()).chain(account.email.as_deref()).collect()
+    std::iter::once(account.username.as_str())
+        .chain(account.email.as_deref())
+        .collect()
 }

@@ -43,7 +43,7 @@ pub trait AuditEventExt {
     fn account(self, account: &Account) -> Self;
     /// Names the client.
     fn client(self, client: &ClientInfo) -> Self;
-        /// Adds a detail.
+    /// Adds a detail.
     fn detail(self, detail: impl Into<String>) -> Self;
     /// Replaces the outcome.
     fn with_outcome(self, outcome: &str) -> Self;
@@ -64,7 +64,7 @@ impl AuditEventExt for AuditEvent {
         self
     }
 
-        fn detail(mut self, detail: impl Into<String>) -> Self {
+    fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
     }

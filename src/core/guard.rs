@@ -9,10 +9,10 @@
 //! lockout: failures from elsewhere cannot lock the owner out.
 
 use super::ClientInfo;
+use super::Core;
 use super::clock::UnixTime;
 use super::error::{Error, Result};
 use super::tokens::hash_token;
-use super::Core;
 use crate::limits::{LimitsError, Rule};
 use crate::store::{Account, ClientKind};
 
@@ -38,8 +38,14 @@ pub struct AbuseSettings {
 impl Default for AbuseSettings {
     fn default() -> Self {
         Self {
-            address_rule: Rule { burst: 20, interval: 30 },
-            account_rule: Rule { burst: 5, interval: 60 },
+            address_rule: Rule {
+                burst: 20,
+                interval: 30,
+            },
+            account_rule: Rule {
+                burst: 5,
+                interval: 60,
+            },
             lockout_threshold: 50,
             known_clients_kept: 20,
             audit_retention_days: 90,
@@ -71,28 +77,46 @@ impl Core {
     /// Seconds the key must wait under the rule, as an error.
     pub(crate) async fn check_budget(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<()> {
         match self.limiter.blocked_for(key, rule, now).await? {
-            Some(wait) => Err(Error::Throttled { retry_after_secs: wait }),
+            Some(wait) => Err(Error::Throttled {
+                retry_after_secs: wait,
+            }),
             None => Ok(()),
         }
     }
 
     /// Whether this client signed in to the account before.
-    pub(crate) async fn is_known_client(&self, account: &Account, client: &ClientInfo) -> Result<bool> {
+    pub(crate) async fn is_known_client(
+        &self,
+        account: &Account,
+        client: &ClientInfo,
+    ) -> Result<bool> {
         if let Some(token) = &client.device_token {
             let hash = hex::encode(hash_token(token));
-            if self.store.is_known_client(account.id, ClientKind::Device, &hash).await? {
+            if self
+                .store
+                .is_known_client(account.id, ClientKind::Device, &hash)
+                .await?
+            {
                 return Ok(true);
             }
         }
         match client.ip {
-            Some(ip) => Ok(self.store.is_known_client(account.id, ClientKind::Address, &ip.to_string()).await?),
+            Some(ip) => Ok(self
+                .store
+                .is_known_client(account.id, ClientKind::Address, &ip.to_string())
+                .await?),
             None => Ok(false),
         }
     }
 
     /// Remembers the client of a successful login; returns a new device
     /// token when the client did not present a valid one.
-    pub(crate) async fn remember_client(&self, account: &Account, client: &ClientInfo, known_device: bool) -> Result<Option<String>> {
+    pub(crate) async fn remember_client(
+        &self,
+        account: &Account,
+        client: &ClientInfo,
+        known_device: bool,
+    ) -> Result<Option<String>> {
         let now = self.now();
         let keep = self.settings.abuse.known_clients_kept;
         if let Some(ip) = client.ip {
@@ -102,12 +126,16 @@ impl Core {
         }
         if known_device && let Some(token) = &client.device_token {
             let hash = hex::encode(hash_token(token));
-            self.store.remember_client(account.id, ClientKind::Device, &hash, now, keep).await?;
+            self.store
+                .remember_client(account.id, ClientKind::Device, &hash, now, keep)
+                .await?;
             return Ok(None);
         }
         let token = super::tokens::random_urlsafe(32);
         let hash = hex::encode(hash_token(&token));
-        self.store.remember_client(account.id, ClientKind::Device, &hash, now, keep).await?;
+        self.store
+            .remember_client(account.id, ClientKind::Device, &hash, now, keep)
+            .await?;
         Ok(Some(token))
     }
 }

@@ -1,18 +1,20 @@
 //! The four operations every face is built on: log in, refresh, log out and
 //! authenticate a bearer token.
 
+use super::audit::{self, AuditEventExt};
 use super::clock::UnixTime;
 use super::domain::{LoginId, Md5Hex, Password, Platform};
 use super::error::{Error, Result};
+use super::guard::{account_key, address_key};
 use super::sessions::PlatformPolicy;
 use super::tokens::{
     hash_token, is_opaque_token, new_opaque_token, new_refresh_token, new_successor_salt,
     successor_token,
 };
-use super::audit::{self, AuditEventExt};
-use super::guard::{account_key, address_key};
 use super::{ClientInfo, Core};
-use crate::store::{Account, AccountStatus, AuditEvent, NewRefreshToken, NewSession, SessionId, TokenStyle};
+use crate::store::{
+    Account, AccountStatus, AuditEvent, NewRefreshToken, NewSession, SessionId, TokenStyle,
+};
 
 /// What the client proves its identity with.
 #[derive(Debug, Clone)]
@@ -109,7 +111,10 @@ enum Refusal {
 impl Refusal {
     /// Whether it counts as a failed guess.
     fn is_failure(self) -> bool {
-        matches!(self, Refusal::UnknownAccount | Refusal::WrongPassword | Refusal::NoMd5Verifier)
+        matches!(
+            self,
+            Refusal::UnknownAccount | Refusal::WrongPassword | Refusal::NoMd5Verifier
+        )
     }
 
     fn outcome(self) -> &'static str {
@@ -147,9 +152,15 @@ impl Core {
         let base = audit::event("login", "success", attempt.face).client(&attempt.client);
         let address_key = address_key(&attempt.client);
         if let Some(key) = &address_key
-            && let Err(error) = self.check_budget(key, &self.settings.abuse.address_rule, now).await
+            && let Err(error) = self
+                .check_budget(key, &self.settings.abuse.address_rule, now)
+                .await
         {
-            self.audit.record(base.clone().detail("address throttled").with_outcome("throttled"));
+            self.audit.record(
+                base.clone()
+                    .detail("address throttled")
+                    .with_outcome("throttled"),
+            );
             return Err(error);
         }
         let account = self
@@ -165,16 +176,30 @@ impl Core {
             Some(account) => base.account(account),
             None => base,
         };
-        if !known && let Err(error) = self.check_budget(&account_key, &self.settings.abuse.account_rule, now).await {
-            self.audit.record(base.detail("account throttled").with_outcome("throttled"));
+        if !known
+            && let Err(error) = self
+                .check_budget(&account_key, &self.settings.abuse.account_rule, now)
+                .await
+        {
+            self.audit
+                .record(base.detail("account throttled").with_outcome("throttled"));
             return Err(error);
         }
-        match self.check_credential(account.as_ref(), &attempt, known).await? {
+        match self
+            .check_credential(account.as_ref(), &attempt, known)
+            .await?
+        {
             Refusal::None => {}
             refusal => {
                 if refusal.is_failure() {
-                    self.record_failure(account.as_ref(), address_key.as_deref(), &account_key, known, &base)
-                        .await?;
+                    self.record_failure(
+                        account.as_ref(),
+                        address_key.as_deref(),
+                        &account_key,
+                        known,
+                        &base,
+                    )
+                    .await?;
                 }
                 self.audit.record(base.with_outcome(refusal.outcome()));
                 return Err(Error::InvalidCredentials);
@@ -184,13 +209,23 @@ impl Core {
             return Err(Error::InvalidCredentials);
         };
         if account.status == AccountStatus::Locked {
-            self.store.set_status(account.id, AccountStatus::Active, now).await?;
-            self.audit.record(base.clone().with_event("unlock").detail("signed in from a known client"));
+            self.store
+                .set_status(account.id, AccountStatus::Active, now)
+                .await?;
+            self.audit.record(
+                base.clone()
+                    .with_event("unlock")
+                    .detail("signed in from a known client"),
+            );
         }
         self.maintain_verifiers(&account, &attempt.credential).await;
         let ip = attempt.client.ip.map(|ip| ip.to_string());
-        self.store.record_login_success(account.id, now, ip.as_deref()).await?;
-        let device_token = self.remember_client(&account, &attempt.client, known).await?;
+        self.store
+            .record_login_success(account.id, now, ip.as_deref())
+            .await?;
+        let device_token = self
+            .remember_client(&account, &attempt.client, known)
+            .await?;
         let platform = attempt
             .platform
             .unwrap_or_else(|| self.settings.sessions.default_platform.clone());
@@ -198,13 +233,19 @@ impl Core {
             .open_session(account.id, &platform, &attempt.client, &attempt.options)
             .await?;
         grant.device_token = device_token;
-        self.audit.record(base.detail(format!("session {}", grant.session_id)));
+        self.audit
+            .record(base.detail(format!("session {}", grant.session_id)));
         Ok(grant)
     }
 
     /// Verifies the credential (or spends the same time on a dummy) and says
     /// whether and why the login is refused.
-    async fn check_credential(&self, account: Option<&Account>, attempt: &LoginAttempt, known: bool) -> Result<Refusal> {
+    async fn check_credential(
+        &self,
+        account: Option<&Account>,
+        attempt: &LoginAttempt,
+        known: bool,
+    ) -> Result<Refusal> {
         let secret = match &attempt.credential {
             Credential::Password(password) => password.expose(),
             Credential::Md5Hex(digest) => digest.expose(),
@@ -228,7 +269,9 @@ impl Core {
             AccountStatus::Disabled => Refusal::Disabled,
             AccountStatus::Locked if !known => Refusal::Locked,
             _ => match &attempt.options.required_permission {
-                Some(permission) if !account.permissions.contains(permission) => Refusal::MissingPermission,
+                Some(permission) if !account.permissions.contains(permission) => {
+                    Refusal::MissingPermission
+                }
                 _ => Refusal::None,
             },
         })
@@ -248,20 +291,30 @@ impl Core {
         let now = self.now();
         let abuse = &self.settings.abuse;
         if let Some(key) = address_key {
-            self.limiter.record_failure(key, &abuse.address_rule, now).await?;
+            self.limiter
+                .record_failure(key, &abuse.address_rule, now)
+                .await?;
         }
         if !known {
-            self.limiter.record_failure(account_key, &abuse.account_rule, now).await?;
+            self.limiter
+                .record_failure(account_key, &abuse.account_rule, now)
+                .await?;
         }
-        let Some(account) = account else { return Ok(()) };
+        let Some(account) = account else {
+            return Ok(());
+        };
         let consecutive = self.store.record_login_failure(account.id, !known).await?;
-        if !known && consecutive >= abuse.lockout_threshold && account.status == AccountStatus::Active {
-            self.store.set_status(account.id, AccountStatus::Locked, now).await?;
-            self.audit.record(
-                base.clone()
-                    .with_event("lockout")
-                    .detail(format!("{consecutive} consecutive failures from unknown clients")),
-            );
+        if !known
+            && consecutive >= abuse.lockout_threshold
+            && account.status == AccountStatus::Active
+        {
+            self.store
+                .set_status(account.id, AccountStatus::Locked, now)
+                .await?;
+            self.audit
+                .record(base.clone().with_event("lockout").detail(format!(
+                    "{consecutive} consecutive failures from unknown clients"
+                )));
         }
         Ok(())
     }
@@ -394,11 +447,18 @@ impl Core {
     /// Exchanges a refresh token for a new access token and a new refresh
     /// token. A token presented again after its rotation ends the session,
     /// unless it comes within the grace window, when it gets the same successor.
-        pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo, face: &'static str) -> Result<Grant> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client: &ClientInfo,
+        face: &'static str,
+    ) -> Result<Grant> {
         let entry = audit::event("refresh", "success", face).client(client);
         let result = self.rotate(refresh_token).await;
         let entry = match &result {
-            Ok(grant) => entry.account(&grant.account).detail(format!("session {}", grant.session_id)),
+            Ok(grant) => entry
+                .account(&grant.account)
+                .detail(format!("session {}", grant.session_id)),
             Err(Error::RefreshTokenReused) => entry.with_outcome("reuse_detected"),
             Err(Error::InvalidRefreshToken) => entry.with_outcome("invalid_token"),
             Err(_) => entry.with_outcome("error"),
@@ -459,8 +519,9 @@ impl Core {
                 self.grant(session_ref, successor).await
             }
             _ => {
-                                tracing::warn!(session_id = %session.id, "refresh token reuse detected; session ended");
-                let mut entry = audit::event("refresh_reuse", "session_revoked", "core").detail(format!("session {}", session.id));
+                tracing::warn!(session_id = %session.id, "refresh token reuse detected; session ended");
+                let mut entry = audit::event("refresh_reuse", "session_revoked", "core")
+                    .detail(format!("session {}", session.id));
                 entry.account_id = Some(session.account_id);
                 self.audit.record(entry);
                 self.store
@@ -501,7 +562,12 @@ impl Core {
     }
 
     /// Ends the caller's session, or all of the account's sessions.
-        pub async fn logout(&self, principal: &Principal, scope: LogoutScope, client: &ClientInfo) -> Result<()> {
+    pub async fn logout(
+        &self,
+        principal: &Principal,
+        scope: LogoutScope,
+        client: &ClientInfo,
+    ) -> Result<()> {
         let mut entry = audit::event("logout", "success", "native").client(client);
         entry.account_id = Some(principal.account_id);
         self.audit.record(match scope {

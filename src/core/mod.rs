@@ -20,11 +20,11 @@ pub mod tokens;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use audit::AuditLog;
 use clock::Clock;
 pub use error::{Error, Result};
-use passwords::{HashingSettings, PasswordHasher};
-use audit::AuditLog;
 use guard::AbuseSettings;
+use passwords::{HashingSettings, PasswordHasher};
 use quota::ApiCalls;
 use sessions::{LiveSessions, SessionSettings};
 use tokens::{AccessTokens, TokenSettings};
@@ -39,7 +39,7 @@ pub struct CoreSettings {
     pub tokens: TokenSettings,
     /// Password hashing parameters and pool size.
     pub hashing: HashingSettings,
-        /// Session policies.
+    /// Session policies.
     pub sessions: SessionSettings,
     /// Brute-force protection, password policy and audit retention.
     pub abuse: AbuseSettings,
@@ -50,7 +50,7 @@ pub struct CoreSettings {
 pub struct ClientInfo {
     /// Client address.
     pub ip: Option<IpAddr>,
-        /// `User-Agent`, truncated.
+    /// `User-Agent`, truncated.
     pub user_agent: Option<String>,
     /// A device token Sesame issued this client at an earlier login.
     pub device_token: Option<String>,
@@ -63,7 +63,7 @@ pub struct Core {
     hasher: PasswordHasher,
     tokens: AccessTokens,
     live: LiveSessions,
-        api_calls: Arc<ApiCalls>,
+    api_calls: Arc<ApiCalls>,
     limiter: Arc<dyn FailureLimiter>,
     audit: Arc<AuditLog>,
     settings: CoreSettings,
@@ -80,7 +80,7 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Starts the core on a store: loads (or creates) the signing key and
     /// starts the hashing pool.
-        pub async fn start(
+    pub async fn start(
         store: Arc<dyn Store>,
         limiter: Arc<dyn FailureLimiter>,
         clock: Arc<dyn Clock>,
@@ -101,7 +101,7 @@ impl Core {
             Arc::clone(&store),
             settings.sessions.cache_ttl,
         ));
-                api_calls.spawn_flusher();
+        api_calls.spawn_flusher();
         let audit = Arc::new(AuditLog::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -133,7 +133,7 @@ impl Core {
 
     /// Writes pending API-call counts to the store now (they are otherwise
     /// written every second); call before shutting down.
-        pub async fn flush_api_calls(&self) -> Result<()> {
+    pub async fn flush_api_calls(&self) -> Result<()> {
         self.api_calls.flush().await
     }
 
@@ -144,7 +144,11 @@ impl Core {
     }
 
     /// The newest audit events, optionally of one account.
-    pub async fn audit_events(&self, account_id: Option<i64>, limit: u32) -> Result<Vec<crate::store::AuditEvent>> {
+    pub async fn audit_events(
+        &self,
+        account_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<crate::store::AuditEvent>> {
         self.audit.flush().await?;
         Ok(self.store.list_audit_events(account_id, limit).await?)
     }

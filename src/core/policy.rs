@@ -20,7 +20,10 @@ pub fn check_not_common(password: &Password, context: &[&str]) -> Result<()> {
     }
     let entropy = zxcvbn::zxcvbn(text, context);
     let whole_is_listed = entropy.sequence().len() == 1
-        && matches!(entropy.sequence()[0].pattern, zxcvbn::matching::patterns::MatchPattern::Dictionary(_));
+        && matches!(
+            entropy.sequence()[0].pattern,
+            zxcvbn::matching::patterns::MatchPattern::Dictionary(_)
+        );
     if whole_is_listed || entropy.score() == zxcvbn::Score::Zero {
         return Err(Error::WeakPassword(
             "this password is too common or too easy to guess; choose a longer or less predictable one".into(),
@@ -39,7 +42,16 @@ mod tests {
 
     #[test]
     fn common_passwords_and_their_variants_are_refused() {
-        for weak in ["password", "Password1", "12345678", "qwertyuiop", "p@ssw0rd", "drowssap", "aaaaaaaa", "iloveyou"] {
+        for weak in [
+            "password",
+            "Password1",
+            "12345678",
+            "qwertyuiop",
+            "p@ssw0rd",
+            "drowssap",
+            "aaaaaaaa",
+            "iloveyou",
+        ] {
             assert!(!check(weak, &[]), "{weak} accepted");
         }
         assert!(!check("alice1990", &["alice1990"]), "the username itself");
@@ -47,7 +59,12 @@ mod tests {
 
     #[test]
     fn ordinary_good_passwords_and_any_unicode_pass() {
-        for good in ["correct horse battery", "a whole new secret", "黄河远上白云间一片孤城", "tX9#mQ2!vL"] {
+        for good in [
+            "correct horse battery",
+            "a whole new secret",
+            "黄河远上白云间一片孤城",
+            "tX9#mQ2!vL",
+        ] {
             assert!(check(good, &[]), "{good} refused");
         }
     }

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use super::audit::{self, AuditEventExt};
 use super::clock::UnixTime;
 use super::domain::Platform;
 use super::error::{Error, Result};
-use super::audit::{self, AuditEventExt};
 use super::{ClientInfo, Core, login::Principal};
 use crate::store::{Session, SessionId};
 
@@ -182,15 +182,24 @@ impl Core {
     }
 
     /// Ends one of the caller's sessions; `NotFound` if it is not theirs or not live.
-        pub async fn end_my_session(&self, principal: &Principal, id: &str, client: &ClientInfo) -> Result<()> {
+    pub async fn end_my_session(
+        &self,
+        principal: &Principal,
+        id: &str,
+        client: &ClientInfo,
+    ) -> Result<()> {
         let id = id.to_owned();
         match self.store.get_session(&id).await? {
             Some(session)
                 if session.account_id == principal.account_id && session.is_live(self.now()) =>
             {
-                                self.store.revoke_session(&id, self.now(), "revoked").await?;
+                self.store
+                    .revoke_session(&id, self.now(), "revoked")
+                    .await?;
                 self.live.forget([&id]);
-                let mut entry = audit::event("session_revoked", "success", "native").client(client).detail(format!("session {id}"));
+                let mut entry = audit::event("session_revoked", "success", "native")
+                    .client(client)
+                    .detail(format!("session {id}"));
                 entry.account_id = Some(principal.account_id);
                 self.audit.record(entry);
                 Ok(())

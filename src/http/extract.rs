@@ -180,7 +180,10 @@ pub struct Client(pub ClientInfo);
 impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -190,7 +193,12 @@ impl FromRequestParts<AppState> for Client {
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT).collect());
+            .map(|ua| {
+                ua.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_USER_AGENT)
+                    .collect()
+            });
         let device_token = parts
             .headers
             .get(DEVICE_HEADER)
@@ -207,7 +215,10 @@ impl FromRequestParts<AppState> for Client {
 
 /// Hands a newly issued device token to the client in the `Sesame-Device`
 /// header (every face; the native API also puts it in the body).
-pub fn with_device_token(mut response: axum::response::Response, grant: &crate::core::login::Grant) -> axum::response::Response {
+pub fn with_device_token(
+    mut response: axum::response::Response,
+    grant: &crate::core::login::Grant,
+) -> axum::response::Response {
     if let Some(token) = &grant.device_token
         && let Ok(value) = axum::http::HeaderValue::from_str(token)
     {
@@ -236,7 +247,13 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
 /// The `for` addresses of `Forwarded` (RFC 7239), or else of
 /// `X-Forwarded-For`, client first; `None` for an entry that is not an address.
 fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let values = |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
+    let values = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+    };
     let forwarded = values(header::FORWARDED);
     if !forwarded.is_empty() {
         return forwarded
@@ -266,7 +283,11 @@ fn parse_node(raw: &str) -> Option<IpAddr> {
     if let Some(rest) = node.strip_prefix('[') {
         return rest.split(']').next()?.parse::<IpAddr>().ok();
     }
-    node.rsplit_once(':')?.0.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+    node.rsplit_once(':')?
+        .0
+        .parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -287,12 +308,28 @@ mod tests {
         let peer: IpAddr = "10.1.2.3".parse().unwrap();
         let outsider: IpAddr = "203.0.113.9".parse().unwrap();
         let h = headers(&[("x-forwarded-for", "198.51.100.7, 10.9.9.9")]);
-        assert_eq!(client_address(peer, &h, &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
-        assert_eq!(client_address(outsider, &h, &trusted), outsider, "forged by a non-proxy");
+        assert_eq!(
+            client_address(peer, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address(outsider, &h, &trusted),
+            outsider,
+            "forged by a non-proxy"
+        );
         let spoofed = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7")]);
-        assert_eq!(client_address(peer, &spoofed, &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
-        let rfc = headers(&[("forwarded", "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"")]);
-        assert_eq!(client_address(peer, &rfc, &trusted), "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_address(peer, &spoofed, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let rfc = headers(&[(
+            "forwarded",
+            "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"",
+        )]);
+        assert_eq!(
+            client_address(peer, &rfc, &trusted),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
         let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
         assert_eq!(client_address(peer, &garbage, &trusted), peer);
         assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer);

@@ -57,7 +57,7 @@ impl Default for HttpSettings {
 pub struct AppState {
     /// The core service.
     pub core: Arc<Core>,
-        /// The contract faces' configuration.
+    /// The contract faces' configuration.
     pub contracts: Arc<ContractSettings>,
     /// HTTP settings (trusted proxies).
     pub http: Arc<HttpSettings>,

@@ -32,7 +32,9 @@ pub fn router() -> Router<AppState> {
 /// Token responses must not be cached (RFC 6749 §5.1).
 fn grant_response(grant: &Grant) -> Response {
     let mut response = Json(GrantView::from(grant)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     with_device_token(response, grant)
 }
 
@@ -66,8 +68,15 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(State(state): State<AppState>, Client(client): Client, ApiJson(body): ApiJson<RefreshBody>) -> Result<Response, Problem> {
-    let grant = state.core.refresh(&body.refresh_token, &client, "native").await?;
+async fn refresh(
+    State(state): State<AppState>,
+    Client(client): Client,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Response, Problem> {
+    let grant = state
+        .core
+        .refresh(&body.refresh_token, &client, "native")
+        .await?;
     Ok(grant_response(&grant))
 }
 
@@ -97,7 +106,7 @@ async fn logout(
     } else {
         LogoutScope::ThisSession
     };
-        state.core.logout(&principal, scope, &client).await?;
+    state.core.logout(&principal, scope, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

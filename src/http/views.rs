@@ -78,7 +78,7 @@ pub struct GrantView<'a> {
     expires_in: i64,
     refresh_token: &'a str,
     refresh_expires_in: i64,
-        session_id: &'a str,
+    session_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     device_token: Option<&'a str>,
     user: UserView<'a>,
@@ -92,7 +92,7 @@ impl<'a> From<&'a Grant> for GrantView<'a> {
             expires_in: g.access_expires_in,
             refresh_token: &g.refresh_token,
             refresh_expires_in: g.refresh_expires_in,
-                        session_id: &g.session_id,
+            session_id: &g.session_id,
             device_token: g.device_token.as_deref(),
             user: UserView::from(&g.account),
         }

@@ -30,14 +30,26 @@ fn poisoned() -> LimitsError {
 
 #[async_trait]
 impl FailureLimiter for MemoryLimiter {
-    async fn blocked_for(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<Option<u64>, LimitsError> {
+    async fn blocked_for(
+        &self,
+        key: &str,
+        rule: &Rule,
+        now: UnixTime,
+    ) -> Result<Option<u64>, LimitsError> {
         let arrivals = self.arrivals.lock().map_err(|_| poisoned())?;
-        let Some(&arrival) = arrivals.get(key) else { return Ok(None) };
+        let Some(&arrival) = arrivals.get(key) else {
+            return Ok(None);
+        };
         let wait = arrival - rule.tolerance() - now;
         Ok((wait > 0).then(|| u64::try_from(wait).unwrap_or(u64::MAX)))
     }
 
-    async fn record_failure(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<(), LimitsError> {
+    async fn record_failure(
+        &self,
+        key: &str,
+        rule: &Rule,
+        now: UnixTime,
+    ) -> Result<(), LimitsError> {
         let mut arrivals = self.arrivals.lock().map_err(|_| poisoned())?;
         if arrivals.len() >= SWEEP_THRESHOLD {
             arrivals.retain(|_, arrival| *arrival > now);
@@ -57,7 +69,10 @@ impl FailureLimiter for MemoryLimiter {
 mod tests {
     use super::*;
 
-    const RULE: Rule = Rule { burst: 3, interval: 60 };
+    const RULE: Rule = Rule {
+        burst: 3,
+        interval: 60,
+    };
 
     #[tokio::test]
     async fn a_burst_is_allowed_then_one_failure_per_interval() {
@@ -86,6 +101,12 @@ mod tests {
             assert_eq!(limiter.blocked_for("k", &RULE, 1000).await.unwrap(), None);
             limiter.record_failure("k", &RULE, 1000).await.unwrap();
         }
-        assert!(limiter.blocked_for("k", &RULE, 1000).await.unwrap().is_some());
+        assert!(
+            limiter
+                .blocked_for("k", &RULE, 1000)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }

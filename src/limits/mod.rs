@@ -38,9 +38,19 @@ pub struct LimitsError(pub String);
 pub trait FailureLimiter: Send + Sync {
     /// Seconds `key` must wait before its next attempt under `rule`, or
     /// `None` if it may try now.
-    async fn blocked_for(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<Option<u64>, LimitsError>;
+    async fn blocked_for(
+        &self,
+        key: &str,
+        rule: &Rule,
+        now: UnixTime,
+    ) -> Result<Option<u64>, LimitsError>;
     /// Records one failure of `key` under `rule`.
-    async fn record_failure(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<(), LimitsError>;
+    async fn record_failure(
+        &self,
+        key: &str,
+        rule: &Rule,
+        now: UnixTime,
+    ) -> Result<(), LimitsError>;
     /// Forgets `key` (an operator unlocked it).
     async fn clear(&self, key: &str) -> Result<(), LimitsError>;
 }

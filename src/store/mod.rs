@@ -72,7 +72,7 @@ pub trait AccountStore: Send + Sync {
         changed: bool,
         now: UnixTime,
     ) -> StoreResult<()>;
-        /// Sets the account status; setting `Active` also clears the consecutive failures.
+    /// Sets the account status; setting `Active` also clears the consecutive failures.
     async fn set_status(
         &self,
         id: AccountId,
@@ -88,14 +88,29 @@ pub trait AccountStore: Send + Sync {
         now: UnixTime,
         ip: Option<&str>,
     ) -> StoreResult<()>;
-        /// Records a failed login against a known account; `from_unknown_client`
+    /// Records a failed login against a known account; `from_unknown_client`
     /// failures also count towards lockout. Returns the consecutive count.
-    async fn record_login_failure(&self, id: AccountId, from_unknown_client: bool) -> StoreResult<i64>;
+    async fn record_login_failure(
+        &self,
+        id: AccountId,
+        from_unknown_client: bool,
+    ) -> StoreResult<i64>;
     /// Whether the account has seen this client sign in before.
-    async fn is_known_client(&self, id: AccountId, kind: ClientKind, value: &str) -> StoreResult<bool>;
+    async fn is_known_client(
+        &self,
+        id: AccountId,
+        kind: ClientKind,
+        value: &str,
+    ) -> StoreResult<bool>;
     /// Remembers a client that signed in, keeping the newest `keep` per kind.
-    async fn remember_client(&self, id: AccountId, kind: ClientKind, value: &str, now: UnixTime, keep: u32)
-    -> StoreResult<()>;
+    async fn remember_client(
+        &self,
+        id: AccountId,
+        kind: ClientKind,
+        value: &str,
+        now: UnixTime,
+        keep: u32,
+    ) -> StoreResult<()>;
     /// The account's persisted API-call count and quota.
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>>;
     /// Adds batched API-call counts, in one transaction.
@@ -167,7 +182,11 @@ pub trait AuditStore: Send + Sync {
     /// Appends events, in one transaction.
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;
     /// The newest events first, optionally of one account.
-    async fn list_audit_events(&self, account_id: Option<AccountId>, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    async fn list_audit_events(
+        &self,
+        account_id: Option<AccountId>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>>;
     /// Deletes events older than `before`; returns how many.
     async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64>;
 }

@@ -96,7 +96,7 @@ pub struct Account {
     pub last_login_ip: Option<String>,
     /// Successful logins.
     pub login_count: i64,
-        /// Failed logins.
+    /// Failed logins.
     pub failed_login_count: i64,
     /// Failures from unknown clients since the last success (drives lockout).
     pub consecutive_failures: i64,

@@ -121,7 +121,10 @@ async fn login(
             face: FACE,
         };
         let grant = state.core.login(attempt).await?;
-        Ok((json!({ "user": user(&grant.account), "token": token(&grant) }), grant))
+        Ok((
+            json!({ "user": user(&grant.account), "token": token(&grant) }),
+            grant,
+        ))
     }
     .await;
     match result {
@@ -130,7 +133,12 @@ async fn login(
     }
 }
 
-async fn refresh(State(state): State<AppState>, Client(client): Client, RawQuery(query): RawQuery, request: Request) -> Response {
+async fn refresh(
+    State(state): State<AppState>,
+    Client(client): Client,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Response {
     let result = async {
         let params = params(&state, query, request).await?;
         let refresh = params.get("refresh").map(String::as_str).unwrap_or("");
@@ -140,7 +148,7 @@ async fn refresh(State(state): State<AppState>, Client(client): Client, RawQuery
         if !is_opaque_token(refresh) {
             return Err(Refusal::Failure(Failure::Core(Error::InvalidRefreshToken)));
         }
-                let grant = state.core.refresh(refresh, &client, FACE).await?;
+        let grant = state.core.refresh(refresh, &client, FACE).await?;
         Ok(json!({ "token": token(&grant) }))
     }
     .await;

@@ -77,7 +77,10 @@ async fn try_login(
     };
     let grant = state.core.login(attempt).await?;
     let data = json!({ "bearerToken": grant.access_token, "openToken": grant.session_id });
-    Ok(with_device_token(envelope(StatusCode::OK, SUCCESS, data), &grant))
+    Ok(with_device_token(
+        envelope(StatusCode::OK, SUCCESS, data),
+        &grant,
+    ))
 }
 
 fn render(failure: Failure) -> Response {

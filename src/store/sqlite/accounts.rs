@@ -9,8 +9,8 @@ use sqlx::{Row, SqliteConnection};
 use super::{SqliteStore, corrupt, db_error};
 use crate::core::clock::UnixTime;
 use crate::store::{
-        Account, AccountId, AccountStatus, AccountStore, ApiUsage, ClientKind, NewAccount, PasswordVerifiers,
-    ProfilePatch, StoreResult,
+    Account, AccountId, AccountStatus, AccountStore, ApiUsage, ClientKind, NewAccount,
+    PasswordVerifiers, ProfilePatch, StoreResult,
 };
 
 const ACCOUNT_COLUMNS: &str = "id, username, email, email_verified, mobile, mobile_verified, display_name, \
@@ -40,7 +40,7 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
         last_login_at: row.try_get("last_login_at").map_err(db_error)?,
         last_login_ip: row.try_get("last_login_ip").map_err(db_error)?,
         login_count: row.try_get("login_count").map_err(db_error)?,
-                failed_login_count: row.try_get("failed_login_count").map_err(db_error)?,
+        failed_login_count: row.try_get("failed_login_count").map_err(db_error)?,
         consecutive_failures: row.try_get("consecutive_failures").map_err(db_error)?,
         api_calls_count: row.try_get("api_calls_count").map_err(db_error)?,
         max_api_calls: row.try_get("max_api_calls").map_err(db_error)?,
@@ -288,7 +288,7 @@ impl AccountStore for SqliteStore {
         status: AccountStatus,
         now: UnixTime,
     ) -> StoreResult<()> {
-                sqlx::query(
+        sqlx::query(
             "UPDATE accounts SET status = ?1, updated_at = ?2, \
              consecutive_failures = CASE WHEN ?1 = 'active' THEN 0 ELSE consecutive_failures END WHERE id = ?3",
         )
@@ -372,7 +372,11 @@ impl AccountStore for SqliteStore {
         Ok(())
     }
 
-        async fn record_login_failure(&self, id: AccountId, from_unknown_client: bool) -> StoreResult<i64> {
+    async fn record_login_failure(
+        &self,
+        id: AccountId,
+        from_unknown_client: bool,
+    ) -> StoreResult<i64> {
         let consecutive: Option<i64> = sqlx::query_scalar(
             "UPDATE accounts SET failed_login_count = failed_login_count + 1, \
              consecutive_failures = consecutive_failures + ? WHERE id = ? RETURNING consecutive_failures",
@@ -385,20 +389,37 @@ impl AccountStore for SqliteStore {
         Ok(consecutive.unwrap_or(0))
     }
 
-    async fn is_known_client(&self, id: AccountId, kind: ClientKind, value: &str) -> StoreResult<bool> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM known_clients WHERE account_id = ? AND kind = ? AND value = ?")
-                .bind(id)
-                .bind(kind.as_str())
-                .bind(value)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_error)?;
+    async fn is_known_client(
+        &self,
+        id: AccountId,
+        kind: ClientKind,
+        value: &str,
+    ) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM known_clients WHERE account_id = ? AND kind = ? AND value = ?",
+        )
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
         Ok(found.is_some())
     }
 
-    async fn remember_client(&self, id: AccountId, kind: ClientKind, value: &str, now: UnixTime, keep: u32) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    async fn remember_client(
+        &self,
+        id: AccountId,
+        kind: ClientKind,
+        value: &str,
+        now: UnixTime,
+        keep: u32,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
         sqlx::query(
             "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen",

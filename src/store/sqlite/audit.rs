@@ -10,7 +10,11 @@ use crate::store::{AccountId, AuditEvent, AuditStore, StoreResult};
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
         for e in events {
             sqlx::query(
                 "INSERT INTO audit_events (at, event, outcome, face, account_id, username, ip, user_agent, detail) \
@@ -32,7 +36,11 @@ impl AuditStore for SqliteStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn list_audit_events(&self, account_id: Option<AccountId>, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+    async fn list_audit_events(
+        &self,
+        account_id: Option<AccountId>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>> {
         let rows = sqlx::query(
             "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail FROM audit_events \
              WHERE ?1 IS NULL OR account_id = ?1 ORDER BY id DESC LIMIT ?2",
