@@ -143,6 +143,11 @@ impl Core {
         self.audit.flush().await
     }
 
+    /// Deletes audit events older than the retention now (otherwise hourly).
+    pub async fn purge_audit(&self) -> Result<u64> {
+        self.audit.purge().await
+    }
+
     /// The newest audit events, optionally of one account.
     pub async fn audit_events(
         &self,

@@ -12,19 +12,18 @@ use super::error::{Error, Result};
 /// grows with length, and such passphrases are not list entries).
 const MAX_CHECKED_CHARS: usize = 64;
 
-/// Refuses a new password that is common or trivially guessable.
+/// Refuses a new password that is common or guessable in under a million
+/// tries by zxcvbn's estimate (its lists, keyboard walks, repeats,
+/// sequences, dates, and the account's own names).
 pub fn check_not_common(password: &Password, context: &[&str]) -> Result<()> {
     let text = password.expose();
     if text.chars().count() > MAX_CHECKED_CHARS {
         return Ok(());
     }
     let entropy = zxcvbn::zxcvbn(text, context);
-    let whole_is_listed = entropy.sequence().len() == 1
-        && matches!(
-            entropy.sequence()[0].pattern,
-            zxcvbn::matching::patterns::MatchPattern::Dictionary(_)
-        );
-    if whole_is_listed || entropy.score() == zxcvbn::Score::Zero {
+    // Score 0 or 1: under a million guesses, which covers every list entry
+    // and its obvious variants (`password123`, `p@ssw0rd`, `alice1990`).
+    if entropy.score() < zxcvbn::Score::Two {
         return Err(Error::WeakPassword(
             "this password is too common or too easy to guess; choose a longer or less predictable one".into(),
         ));
@@ -45,6 +44,7 @@ mod tests {
         for weak in [
             "password",
             "Password1",
+            "password123",
             "12345678",
             "qwertyuiop",
             "p@ssw0rd",

@@ -72,6 +72,15 @@ impl TestApp {
         }
     }
 
+    /// A client whose connections come from another loopback address
+    /// (127.0.0.2, 127.0.0.3 …), standing for another machine.
+    pub fn client_from(&self, ip: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().expect("ip"))
+            .build()
+            .expect("client")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real application on a free port with a
 //! fresh database and talks HTTP to it (or runs the real binary).
 
+mod abuse;
 mod bad_input;
 mod cli;
 mod contracts;

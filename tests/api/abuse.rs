@@ -1,0 +1,614 @@
+//! Brute-force protection over real HTTP, with loopback source addresses
+//! standing for attacker (127.0.0.2 …) and owner (127.0.0.1 or its device).
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, access, assert_problem};
+
+async fn login_from(
+    app: &TestApp,
+    client: &Client,
+    login: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(app.url("/v1/login"))
+        .json(&json!({"login": login, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_address_is_throttled_after_its_failures_even_when_it_then_guesses_right() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.address_burst = 3;
+        c.abuse.address_interval = 30;
+    })
+    .await;
+    app.create_user("alice").await;
+    let attacker = app.client_from("127.0.0.2");
+    for guess in ["guess one!", "guess two!", "guess three!"] {
+        assert_eq!(
+            login_from(&app, &attacker, "alice", guess).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let response = login_from(&app, &attacker, "alice", PASSWORD).await;
+    assert_eq!(retry_after(&response), 30);
+    assert_problem(response, StatusCode::TOO_MANY_REQUESTS, "throttled").await;
+    let owner = app.client_from("127.0.0.3");
+    assert_eq!(
+        login_from(&app, &owner, "alice", PASSWORD).await.status(),
+        StatusCode::OK,
+        "other addresses are not affected"
+    );
+    app.clock.advance(30);
+    assert_eq!(
+        login_from(&app, &attacker, "alice", PASSWORD)
+            .await
+            .status(),
+        StatusCode::OK,
+        "the budget recovers with time"
+    );
+}
+
+#[tokio::test]
+async fn every_face_renders_the_throttle_in_its_own_shape() {
+    let app = TestApp::spawn_with(|c| c.abuse.address_burst = 1).await;
+    app.create_user_full("alice", None, None, &["administrator"])
+        .await;
+    let attacker = app.client_from("127.0.0.5");
+    assert_eq!(
+        login_from(&app, &attacker, "alice", "wrong guess!")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let post = |path: &'static str, body: Value| {
+        let request = attacker.post(app.url(path)).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let cases = [
+        (
+            "/api/v1/login",
+            json!({"username": "alice", "password": PASSWORD}),
+            json!({"detail": "Too many login attempts"}),
+        ),
+        (
+            "/manager/login",
+            json!({"username": "alice", "password": PASSWORD}),
+            json!({"error": "Too many login attempts"}),
+        ),
+        (
+            "/api/v1/users/actions/login",
+            json!({"account": "alice", "password": "0".repeat(32)}),
+            json!({"code": 429, "message": "登录尝试过于频繁，请稍后再试"}),
+        ),
+        (
+            "/api/v1/user/method/login.user.user/",
+            json!({"username": "alice", "password": PASSWORD, "platform": "iOS"}),
+            json!({"status": 429, "message": "登录尝试过于频繁，请稍后再试"}),
+        ),
+        (
+            "/user/login",
+            json!({"Username": "alice", "Password": PASSWORD}),
+            json!({"RequestType": 13, "StatusCode": 429, "Message": "登录尝试过于频繁，请稍后再试。", "Data": {}}),
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let response = post(path, body).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert!(retry_after(&response) > 0, "{path} lacks Retry-After");
+        assert_eq!(response.json::<Value>().await.unwrap(), expected, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn failures_from_elsewhere_do_not_lock_the_owner_out() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.account_burst = 3;
+        c.abuse.address_burst = 100;
+    })
+    .await;
+    app.create_user("alice").await;
+    let owner_device = app.client_from("127.0.0.1");
+    let first: Value = login_from(&app, &owner_device, "alice", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let device_token = first["device_token"]
+        .as_str()
+        .expect("a device token is issued")
+        .to_owned();
+    for (i, address) in ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().enumerate() {
+        let response = login_from(
+            &app,
+            &app.client_from(address),
+            "alice",
+            &format!("wrong guess {i}"),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let stranger = app.client_from("127.0.0.6");
+    let response = login_from(&app, &stranger, "alice", PASSWORD).await;
+    assert_problem(response, StatusCode::TOO_MANY_REQUESTS, "throttled").await;
+
+    let from_known_address = login_from(&app, &owner_device, "alice", PASSWORD).await;
+    assert_eq!(
+        from_known_address.status(),
+        StatusCode::OK,
+        "the owner's known address is let through"
+    );
+    let travelling = app.client_from("127.0.0.7");
+    let with_device = travelling
+        .post(app.url("/v1/login"))
+        .header("sesame-device", &device_token)
+        .json(&json!({"login": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        with_device.status(),
+        StatusCode::OK,
+        "the owner's device token is let through from a new address"
+    );
+    let forged = app
+        .client_from("127.0.0.8")
+        .post(app.url("/v1/login"))
+        .header("sesame-device", "not-a-token-we-issued")
+        .json(&json!({"login": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a made-up device token is worth nothing"
+    );
+}
+
+#[tokio::test]
+async fn unknown_login_names_are_throttled_like_real_accounts() {
+    let app = TestApp::spawn_with(|c| c.abuse.account_burst = 2).await;
+    app.create_user("alice").await;
+    let mut statuses = Vec::new();
+    for login in ["alice", "ghost"] {
+        for address in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+            statuses.push(
+                login_from(&app, &app.client_from(address), login, "wrong guess!")
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 429, 401, 401, 429],
+        "existence must not show in the throttle"
+    );
+}
+
+#[tokio::test]
+async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.lockout_threshold = 4;
+        c.abuse.account_burst = 99;
+    })
+    .await;
+    let account = app.create_user("alice").await;
+    let owner = app.client_from("127.0.0.1");
+    assert_eq!(
+        login_from(&app, &owner, "alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    for i in 0..4 {
+        let attacker = app.client_from(&format!("127.0.0.{}", 10 + i));
+        login_from(&app, &attacker, "alice", "wrong guess!").await;
+    }
+    assert_eq!(
+        app.core.account(account.id).await.unwrap().status,
+        sesame::store::AccountStatus::Locked
+    );
+    let stranger = app.client_from("127.0.0.20");
+    let right = login_from(&app, &stranger, "alice", PASSWORD).await;
+    let right = (right.status(), right.json::<Value>().await.unwrap());
+    let wrong = login_from(&app, &stranger, "alice", "wrong guess!").await;
+    let wrong = (wrong.status(), wrong.json::<Value>().await.unwrap());
+    assert_eq!(
+        right, wrong,
+        "a locked account looks like a wrong password, even with the right one"
+    );
+    assert_eq!(right.0, StatusCode::UNAUTHORIZED);
+
+    assert_eq!(
+        login_from(&app, &owner, "alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.core.account(account.id).await.unwrap().status,
+        sesame::store::AccountStatus::Active,
+        "the owner's sign-in unlocks"
+    );
+
+    for i in 0..4 {
+        login_from(
+            &app,
+            &app.client_from(&format!("127.0.0.{}", 30 + i)),
+            "alice",
+            "wrong guess!",
+        )
+        .await;
+    }
+    assert_eq!(
+        login_from(&app, &stranger, "alice", PASSWORD)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    app.core.unlock(account.id).await.unwrap();
+    assert_eq!(
+        login_from(&app, &stranger, "alice", PASSWORD)
+            .await
+            .status(),
+        StatusCode::OK,
+        "an operator unlocked it"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_from_trusted_proxies() {
+    let app = TestApp::spawn_with(|c| c.abuse.address_burst = 2).await;
+    app.create_user("alice").await;
+    let direct = app.client_from("127.0.0.2");
+    for forged in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        let response = direct
+            .post(app.url("/v1/login"))
+            .header("x-forwarded-for", forged)
+            .json(&json!({"login": "alice", "password": "wrong guess!"}))
+            .send()
+            .await
+            .unwrap();
+        let _ = response;
+    }
+    let response = login_from(&app, &direct, "alice", PASSWORD).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "forging X-Forwarded-For evades nothing"
+    );
+
+    let proxied = TestApp::spawn_with(|c| {
+        c.abuse.address_burst = 2;
+        c.http.trusted_proxies = vec!["127.0.0.2/32".into()];
+    })
+    .await;
+    proxied.create_user("alice").await;
+    let proxy = proxied.client_from("127.0.0.2");
+    let via = |client_ip: &'static str, password: &'static str| {
+        let request = proxy
+            .post(proxied.url("/v1/login"))
+            .header("x-forwarded-for", client_ip)
+            .json(&json!({"login": "alice", "password": password}));
+        async move { request.send().await.unwrap().status() }
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            via("198.51.100.1", "wrong guess!").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        via("198.51.100.1", PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let other: Value = proxy
+        .post(proxied.url("/v1/login"))
+        .header("x-forwarded-for", "198.51.100.2")
+        .json(&json!({"login": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        other["user"]["last_login_ip"], "198.51.100.2",
+        "the client behind the proxy is seen"
+    );
+}
+
+#[tokio::test]
+async fn refusals_take_about_the_same_time_whatever_the_reason() {
+    // Real hashing cost, so that a skipped hash would stand out.
+    let app = TestApp::spawn_with(|c| {
+        c.passwords.memory_kib = 8192;
+        c.passwords.iterations = 2;
+        c.abuse.account_burst = 99;
+        c.abuse.address_burst = 999;
+    })
+    .await;
+    app.create_user("alice").await;
+    let disabled = app.create_user("bob").await;
+    app.core.set_enabled(disabled.id, false).await.unwrap();
+    let mut medians = Vec::new();
+    for (login, password) in [
+        ("alice", "wrong guess!"),
+        ("nobody", PASSWORD),
+        ("bob", PASSWORD),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let started = Instant::now();
+            let status = app.login(login, password).await.status();
+            times.push(started.elapsed());
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        times.sort();
+        medians.push(times[3]);
+    }
+    let (fastest, slowest) = (
+        *medians.iter().min().unwrap(),
+        *medians.iter().max().unwrap(),
+    );
+    assert!(
+        slowest < fastest * 2,
+        "medians differ too much: {medians:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_hashing_queue_answers_at_once_with_retry_after() {
+    let app = TestApp::spawn_with(|c| {
+        c.passwords.memory_kib = 32768;
+        c.passwords.iterations = 3;
+        c.passwords.threads = 1;
+        c.passwords.queue = 1;
+        c.abuse.address_burst = 999;
+        c.abuse.account_burst = 99;
+    })
+    .await;
+    app.create_user("alice").await;
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let request = app
+                .client
+                .post(app.url("/v1/login"))
+                .json(&json!({"login": "alice", "password": PASSWORD}));
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let response = request.send().await.unwrap();
+                (
+                    response.status(),
+                    response.headers().get("retry-after").is_some(),
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
+    let mut busy = 0;
+    for request in requests {
+        let (status, has_retry_after, elapsed) = request.await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            busy += 1;
+            assert!(has_retry_after);
+            assert!(
+                elapsed < Duration::from_secs(2),
+                "refused at once, not after waiting: {elapsed:?}"
+            );
+        } else {
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    assert!(
+        busy >= 1,
+        "some logins must be refused while the queue is full"
+    );
+    assert_eq!(
+        app.login("alice", PASSWORD).await.status(),
+        StatusCode::OK,
+        "normal logins succeed right after"
+    );
+    let busy_fungame = {
+        let hold: Vec<_> = (0..4)
+            .map(|_| {
+                let r = app
+                    .client
+                    .post(app.url("/v1/login"))
+                    .json(&json!({"login": "alice", "password": PASSWORD}));
+                tokio::spawn(async move { r.send().await })
+            })
+            .collect();
+        let response = app
+            .post_json(
+                "/user/login",
+                &json!({"Username": "alice", "Password": PASSWORD}),
+            )
+            .await;
+        for h in hold {
+            let _ = h.await;
+        }
+        response
+    };
+    if busy_fungame.status() == StatusCode::BAD_REQUEST {
+        assert!(busy_fungame.headers().get("retry-after").is_some());
+        assert_eq!(
+            busy_fungame.json::<Value>().await.unwrap(),
+            json!("服务器暂时无法处理登录请求。")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slowloris_connection_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|c| c.http.header_timeout = 1).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(b"POST /v1/login HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 512];
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = stream.write_all(b"X-Slow: 1\r\n").await;
+        match tokio::time::timeout(Duration::from_millis(10), stream.read(&mut buffer)).await {
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "the server kept a trickling connection open");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn common_passwords_are_refused_wherever_a_password_is_set() {
+    let app = TestApp::spawn().await;
+    app.create_user("alice").await;
+    let token = access(&app.login_ok("alice").await).to_owned();
+    for weak in ["password123", "qwertyuiop", "alice1234", "12345678"] {
+        let response = app
+            .client
+            .post(app.url("/v1/me/password"))
+            .bearer_auth(&token)
+            .json(&json!({"current_password": PASSWORD, "new_password": weak}))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_problem(response, StatusCode::BAD_REQUEST, "weak_password").await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("too common"),
+            "{body}"
+        );
+    }
+    let spec = sesame::core::accounts::AccountSpec {
+        username: sesame::core::domain::Username::parse("bob").unwrap(),
+        email: None,
+        mobile: None,
+        display_name: None,
+        roles: vec![],
+        max_api_calls: 0,
+        password: sesame::core::domain::Password::new_password("iloveyou").unwrap(),
+    };
+    assert!(matches!(
+        app.core.create_account(spec).await,
+        Err(sesame::core::Error::WeakPassword(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_audit_log_tells_apart_what_the_client_cannot() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.lockout_threshold = 3;
+        c.abuse.account_burst = 99;
+    })
+    .await;
+    let alice = app.create_user("alice").await;
+    let bob = app.create_user("bob").await;
+    app.core.set_enabled(bob.id, false).await.unwrap();
+    let grant = app.login_ok("alice").await;
+    app.refresh(crate::helpers::refresh_token(&grant)).await;
+    app.clock.advance(10);
+    app.refresh(crate::helpers::refresh_token(&grant)).await;
+    app.login("bob", PASSWORD).await;
+    app.login("nobody", PASSWORD).await;
+    app.post_json(
+        "/user/login",
+        &json!({"Username": "alice", "Password": "wrong-secret-1"}),
+    )
+    .await;
+    for i in 0..3 {
+        login_from(
+            &app,
+            &app.client_from(&format!("127.0.0.{}", 40 + i)),
+            "alice",
+            "wrong-secret-2",
+        )
+        .await;
+    }
+    let fresh = app.login_ok("alice").await;
+    app.logout(access(&fresh), None).await;
+    app.core.unlock(alice.id).await.unwrap();
+
+    let events = app.core.audit_events(None, 100).await.unwrap();
+    let seen: Vec<(String, String, String)> = events
+        .iter()
+        .rev()
+        .map(|e| (e.event.clone(), e.outcome.clone(), e.face.clone()))
+        .collect();
+    let expect = |event: &str, outcome: &str, face: &str| {
+        assert!(
+            seen.contains(&(event.to_owned(), outcome.to_owned(), face.to_owned())),
+            "missing {event}/{outcome}/{face} in {seen:?}"
+        );
+    };
+    expect("account_created", "success", "operator");
+    expect("account_disabled", "success", "operator");
+    expect("login", "success", "native");
+    expect("refresh", "success", "native");
+    expect("refresh", "reuse_detected", "native");
+    expect("login", "disabled", "native");
+    expect("login", "unknown_account", "native");
+    expect("login", "wrong_password", "fungame");
+    expect("lockout", "success", "native");
+    expect("logout", "success", "native");
+    expect("unlock", "success", "operator");
+    let failure = events
+        .iter()
+        .find(|e| e.outcome == "wrong_password")
+        .unwrap();
+    assert!(failure.ip.is_some() && failure.at > 0);
+    let everything = format!("{events:?}");
+    for secret in [
+        PASSWORD,
+        "wrong-secret-1",
+        "wrong-secret-2",
+        access(&grant),
+        crate::helpers::refresh_token(&grant),
+    ] {
+        assert!(
+            !everything.contains(secret),
+            "a secret reached the audit log"
+        );
+    }
+    assert!(
+        !everything.contains("nobody"),
+        "unknown login names are not recorded"
+    );
+
+    app.clock.advance(91 * 86_400);
+    assert!(app.core.purge_audit().await.unwrap() >= events.len() as u64);
+    assert!(
+        app.core.audit_events(None, 10).await.unwrap().is_empty(),
+        "retention is 90 days by default"
+    );
+}
