@@ -292,6 +292,13 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         "{}",
         text(&weak.stderr)
     );
+    let common = add_user(dir.path(), &["--username", "bob"], "password123");
+    assert!(!common.status.success());
+    assert!(
+        text(&common.stderr).contains("too common"),
+        "{}",
+        text(&common.stderr)
+    );
     let unknown_role = add_user(
         dir.path(),
         &["--username", "bob", "--role", "wizard"],
@@ -401,6 +408,49 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         run(sesame(dir.path()).args(["user", "enable", "alice"]), None)
             .status
             .success()
+    );
+    let unlock = run(sesame(dir.path()).args(["user", "unlock", "alice"]), None);
+    assert!(unlock.status.success(), "{}", text(&unlock.stderr));
+    assert!(text(&unlock.stdout).contains("Alice unlocked"));
+    let audit = run(
+        sesame(dir.path()).args([
+            "audit", "list", "--user", "alice", "--limit", "200", "--json",
+        ]),
+        None,
+    );
+    assert!(audit.status.success(), "{}", text(&audit.stderr));
+    let events: Vec<Value> = text(&audit.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "account_created",
+        "login",
+        "password_reset",
+        "account_disabled",
+        "account_enabled",
+        "unlock",
+        "quota_set",
+        "profile_set",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(events.iter().all(|e| e["username"] == "Alice"));
+    let table = run(
+        sesame(dir.path()).args(["audit", "list", "--limit", "5"]),
+        None,
+    );
+    assert!(
+        text(&table.stdout).starts_with("TIME"),
+        "{}",
+        text(&table.stdout)
     );
     assert_eq!(
         login(&server.address, "alice", "alice password 2")
