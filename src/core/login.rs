@@ -212,6 +212,7 @@ impl Core {
             self.store
                 .set_status(account.id, AccountStatus::Active, now)
                 .await?;
+            self.account_cache.forget(account.id);
             self.audit.record(
                 base.clone()
                     .with_event("unlock")
@@ -223,6 +224,7 @@ impl Core {
         self.store
             .record_login_success(account.id, now, ip.as_deref())
             .await?;
+        self.account_cache.forget(account.id);
         let device_token = self
             .remember_client(&account, &attempt.client, known)
             .await?;
@@ -304,6 +306,7 @@ impl Core {
             return Ok(());
         };
         let consecutive = self.store.record_login_failure(account.id, !known).await?;
+        self.account_cache.forget(account.id);
         if !known
             && consecutive >= abuse.lockout_threshold
             && account.status == AccountStatus::Active
@@ -311,6 +314,7 @@ impl Core {
             self.store
                 .set_status(account.id, AccountStatus::Locked, now)
                 .await?;
+            self.account_cache.forget(account.id);
             self.audit
                 .record(base.clone().with_event("lockout").detail(format!(
                     "{consecutive} consecutive failures from unknown clients"
@@ -365,6 +369,7 @@ impl Core {
         {
             tracing::warn!(account_id = account.id, %error, "could not update password verifiers");
         }
+        self.account_cache.forget(account.id);
     }
 
     async fn open_session(

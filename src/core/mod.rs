@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod cache;
 pub mod clock;
 pub mod domain;
 pub mod error;
@@ -63,6 +64,7 @@ pub struct Core {
     hasher: PasswordHasher,
     tokens: AccessTokens,
     live: LiveSessions,
+    account_cache: cache::AccountCache,
     api_calls: Arc<ApiCalls>,
     limiter: Arc<dyn FailureLimiter>,
     audit: Arc<AuditLog>,
@@ -115,6 +117,7 @@ impl Core {
             api_calls,
             tokens: AccessTokens::new(ring, settings.tokens.clone()),
             live: LiveSessions::new(settings.sessions.cache_ttl),
+            account_cache: cache::AccountCache::new(settings.sessions.cache_ttl),
             store,
             clock,
             settings,

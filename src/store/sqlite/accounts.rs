@@ -82,7 +82,7 @@ async fn load_details(conn: &mut SqliteConnection, mut account: Account) -> Stor
 
 impl SqliteStore {
     async fn fetch_one_account(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<Account>> {
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let mut conn = self.reader.acquire().await.map_err(db_error)?;
         let mut query = sqlx::query(sql);
         for bind in binds {
             query = query.bind(*bind);
@@ -117,7 +117,7 @@ impl SqliteStore {
 impl AccountStore for SqliteStore {
     async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
@@ -176,12 +176,12 @@ impl AccountStore for SqliteStore {
     }
 
     async fn get_account(&self, id: AccountId) -> StoreResult<Option<Account>> {
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let mut conn = self.reader.acquire().await.map_err(db_error)?;
         self.fetch_account_by_id(&mut conn, id).await
     }
 
     async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let mut conn = self.reader.acquire().await.map_err(db_error)?;
         let sql =
             format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ? ORDER BY id LIMIT ?");
         let rows = sqlx::query(&sql)
@@ -200,14 +200,14 @@ impl AccountStore for SqliteStore {
     async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM account_roles WHERE role = ?")
             .bind(role)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reader)
             .await
             .map_err(db_error)
     }
 
     async fn role_names(&self) -> StoreResult<Vec<String>> {
         sqlx::query_scalar("SELECT name FROM roles ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await
             .map_err(db_error)
     }
@@ -219,7 +219,7 @@ impl AccountStore for SqliteStore {
         now: UnixTime,
     ) -> StoreResult<()> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
@@ -278,7 +278,7 @@ impl AccountStore for SqliteStore {
                 .bind(&verifiers.md5_verifier)
                 .bind(id)
         };
-        query.execute(&self.pool).await.map_err(db_error)?;
+        query.execute(&self.writer).await.map_err(db_error)?;
         Ok(())
     }
 
@@ -295,7 +295,7 @@ impl AccountStore for SqliteStore {
             .bind(status.as_str())
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db_error)?;
         Ok(())
@@ -304,7 +304,7 @@ impl AccountStore for SqliteStore {
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
         let result = sqlx::query("DELETE FROM accounts WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db_error)?;
         Ok(result.rows_affected() > 0)
@@ -323,7 +323,7 @@ impl AccountStore for SqliteStore {
         .bind(now)
         .bind(ip)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(db_error)?;
         Ok(())
@@ -332,7 +332,7 @@ impl AccountStore for SqliteStore {
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {
         let row = sqlx::query("SELECT api_calls_count, max_api_calls FROM accounts WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await
             .map_err(db_error)?;
         row.map(|row| {
@@ -346,7 +346,7 @@ impl AccountStore for SqliteStore {
 
     async fn add_api_calls(&self, counts: &[(AccountId, i64)]) -> StoreResult<()> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
@@ -366,7 +366,7 @@ impl AccountStore for SqliteStore {
             .bind(max)
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db_error)?;
         Ok(())
@@ -383,7 +383,7 @@ impl AccountStore for SqliteStore {
         )
         .bind(i64::from(from_unknown_client))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(db_error)?;
         Ok(consecutive.unwrap_or(0))
@@ -401,7 +401,7 @@ impl AccountStore for SqliteStore {
         .bind(id)
         .bind(kind.as_str())
         .bind(value)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db_error)?;
         Ok(found.is_some())
@@ -416,7 +416,7 @@ impl AccountStore for SqliteStore {
         keep: u32,
     ) -> StoreResult<()> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;

@@ -11,7 +11,7 @@ use crate::store::{AccountId, AuditEvent, AuditStore, StoreResult};
 impl AuditStore for SqliteStore {
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
@@ -47,7 +47,7 @@ impl AuditStore for SqliteStore {
         )
         .bind(account_id)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(db_error)?;
         rows.iter()
@@ -71,7 +71,7 @@ impl AuditStore for SqliteStore {
     async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64> {
         let result = sqlx::query("DELETE FROM audit_events WHERE at < ?")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db_error)?;
         Ok(result.rows_affected())

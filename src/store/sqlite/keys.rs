@@ -13,7 +13,7 @@ impl KeyStore for SqliteStore {
             "SELECT kid, algorithm, private_der, public_jwk, created_at FROM signing_keys \
              ORDER BY created_at DESC, kid",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(db_error)?;
         rows.iter()
@@ -38,7 +38,7 @@ impl KeyStore for SqliteStore {
         .bind(&key.private_der)
         .bind(&key.public_jwk)
         .bind(key.created_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(db_error)?;
         Ok(())

@@ -45,7 +45,7 @@ impl SessionStore for SqliteStore {
         replace_platform: bool,
     ) -> StoreResult<Vec<SessionId>> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
@@ -90,7 +90,7 @@ impl SessionStore for SqliteStore {
         );
         let row = sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await
             .map_err(db_error)?;
         row.as_ref().map(session_from_row).transpose()
@@ -108,7 +108,7 @@ impl SessionStore for SqliteStore {
         let rows = sqlx::query(&sql)
             .bind(account_id)
             .bind(now)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await
             .map_err(db_error)?;
         rows.iter().map(session_from_row).collect()
@@ -125,7 +125,7 @@ impl SessionStore for SqliteStore {
                 .bind(now)
                 .bind(reason)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(db_error)?;
         Ok(result.rows_affected() > 0)
@@ -146,7 +146,7 @@ impl SessionStore for SqliteStore {
         .bind(reason)
         .bind(account_id)
         .bind(keep.map(String::as_str).unwrap_or(""))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await
         .map_err(db_error)
     }
@@ -157,7 +157,7 @@ impl SessionStore for SqliteStore {
              WHERE token_hash = ?",
         )
         .bind(&hash[..])
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db_error)?;
         let Some(row) = row else { return Ok(None) };
@@ -177,7 +177,7 @@ impl SessionStore for SqliteStore {
         expires_at: UnixTime,
     ) -> StoreResult<()> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
@@ -204,7 +204,7 @@ impl SessionStore for SqliteStore {
              JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?",
         )
         .bind(&hash[..])
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db_error)?;
         row.map(|row| {
@@ -225,7 +225,7 @@ impl SessionStore for SqliteStore {
         now: UnixTime,
     ) -> StoreResult<bool> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;

@@ -1,0 +1,250 @@
+//! The one table the benchmark prints: each figure, its reference from the
+//! same run, the ratio, the target and whether it is met.
+
+use std::time::Duration;
+
+use crate::load::Outcome;
+
+/// One line of the table.
+pub struct Row {
+    name: String,
+    rate: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    value: Option<String>,
+    reference: String,
+    ratio: Option<f64>,
+    target: String,
+    met: Option<bool>,
+}
+
+impl Row {
+    fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            rate: None,
+            p50: None,
+            p99: None,
+            value: None,
+            reference: String::new(),
+            ratio: None,
+            target: String::new(),
+            met: None,
+        }
+    }
+
+    fn load(mut self, outcome: &mut Outcome, status: u16) -> Self {
+        self.rate = Some(outcome.rate_of(status));
+        self.p50 = Some(outcome.percentile_ms(0.50));
+        self.p99 = Some(outcome.percentile_ms(0.99));
+        self
+    }
+}
+
+/// The whole run.
+pub struct Report {
+    cores: usize,
+    duration: Duration,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+impl Report {
+    pub fn new(cores: usize, duration: Duration) -> Self {
+        Self {
+            cores,
+            duration,
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn argon(&mut self, single: f64, raw: f64, raw_alloc: f64, raw_c: f64) {
+        let mut row = Row::new(format!(
+            "raw argon2id, {} threads (reused memory)",
+            self.cores
+        ));
+        row.rate = Some(raw);
+        row.value = Some(format!(
+            "1 thread: {single:.1}/s, {:.1} ms a hash",
+            1000.0 / single
+        ));
+        self.rows.push(row);
+        let mut row = Row::new("raw argon2id, allocating per hash");
+        row.rate = Some(raw_alloc);
+        row.reference = "reused memory".into();
+        row.ratio = Some(raw_alloc / raw);
+        self.rows.push(row);
+        let mut row = Row::new("raw argon2id, C reference (argon2-sys, SIMD)");
+        row.rate = Some(raw_c);
+        row.reference = "RustCrypto, reused".into();
+        row.ratio = Some(raw_c / raw);
+        row.target = "use C if > 1.15".into();
+        row.met = Some(raw_c / raw <= 1.15);
+        self.rows.push(row);
+    }
+
+    pub fn bare(&mut self, c16: &mut Outcome, c64: &mut Outcome) {
+        self.rows
+            .push(Row::new("bare axum GET, c=16").load(c16, 200));
+        self.rows
+            .push(Row::new("bare axum GET, c=64").load(c64, 200));
+    }
+
+    pub fn start(&mut self, first: Duration, restart: Duration, idle_rss: f64) {
+        let mut row = Row::new("start to first /healthz (restart)");
+        row.value = Some(format!(
+            "{:.0} ms (first start {:.0} ms)",
+            ms(restart),
+            ms(first)
+        ));
+        row.target = "≤ 300 ms".into();
+        row.met = Some(ms(restart) <= 300.0);
+        self.rows.push(row);
+        let mut row = Row::new("RSS idle");
+        row.value = Some(format!("{idle_rss:.1} MiB"));
+        row.target = "≤ 30 MiB".into();
+        row.met = Some(idle_rss <= 30.0);
+        self.rows.push(row);
+    }
+
+    pub fn login(&mut self, c4: &mut Outcome, c32: &mut Outcome, raw: f64, single: f64) {
+        let hash_ms = 1000.0 / single;
+        let p99_limit = 2.0 * (32.0 / self.cores as f64) * hash_ms;
+        for (name, outcome, concurrency) in [("login, c=4", c4, 4), ("login, c=32", c32, 32)] {
+            let mut row = Row::new(name).load(outcome, 200);
+            let rate = row.rate.unwrap_or(0.0);
+            row.reference = "raw argon2id".into();
+            row.ratio = Some(rate / raw);
+            let rate_ok = rate / raw >= 0.90;
+            if concurrency == 32 {
+                row.target = format!("≥ 0.90, p99 ≤ {p99_limit:.0} ms");
+                row.met = Some(rate_ok && row.p99.unwrap_or(f64::MAX) <= p99_limit);
+            } else {
+                row.target = "≥ 0.90".into();
+                row.met = Some(rate_ok);
+            }
+            if outcome.errors > 0 || outcome.statuses.keys().any(|s| *s != 200) {
+                self.notes.push(format!(
+                    "{name}: statuses {:?}, errors {}",
+                    outcome.statuses, outcome.errors
+                ));
+            }
+            self.rows.push(row);
+        }
+    }
+
+    pub fn me(&mut self, c16: &mut Outcome, c64: &mut Outcome, bare16: &Outcome, bare64: &Outcome) {
+        let mut row = Row::new("GET /v1/me, c=16").load(c16, 200);
+        row.reference = "bare axum c=16".into();
+        row.ratio = row.rate.map(|r| r / bare16.rate_of(200));
+        self.rows.push(row);
+        let mut row = Row::new("GET /v1/me, c=64").load(c64, 200);
+        row.reference = "bare axum c=64".into();
+        row.ratio = row.rate.map(|r| r / bare64.rate_of(200));
+        row.target = "≥ 0.50, p99 < 10 ms".into();
+        row.met = Some(row.ratio.unwrap_or(0.0) >= 0.50 && row.p99.unwrap_or(f64::MAX) < 10.0);
+        self.rows.push(row);
+        for (name, outcome) in [("GET /v1/me, c=16", &*c16), ("GET /v1/me, c=64", &*c64)] {
+            if outcome.errors > 0 || outcome.statuses.keys().any(|s| *s != 200) {
+                self.notes.push(format!(
+                    "{name}: statuses {:?}, errors {}",
+                    outcome.statuses, outcome.errors
+                ));
+            }
+        }
+    }
+
+    pub fn refresh(&mut self, outcome: &mut Outcome, bare64: &Outcome) {
+        let mut row = Row::new("refresh, 16 chains").load(outcome, 200);
+        row.reference = "bare axum c=64".into();
+        row.ratio = row.rate.map(|r| r / bare64.rate_of(200));
+        row.target = "≥ 0.10".into();
+        row.met = Some(row.ratio.unwrap_or(0.0) >= 0.10);
+        if outcome.errors > 0 || outcome.statuses.keys().any(|s| *s != 200) {
+            self.notes.push(format!(
+                "refresh: statuses {:?}, errors {}",
+                outcome.statuses, outcome.errors
+            ));
+        }
+        self.rows.push(row);
+    }
+
+    pub fn flood(&mut self, outcome: &mut Outcome, peak_rss: f64, after: u16, took: Duration) {
+        let answered: u64 = outcome.statuses.values().sum();
+        let mut row = Row::new(format!(
+            "login flood, {} connections",
+            crate::FLOOD_CONNECTIONS
+        ))
+        .load(outcome, 200);
+        row.value = Some(format!(
+            "{answered} answered ({:?}), {} unanswered, in {:.1} s",
+            outcome.statuses,
+            outcome.errors,
+            took.as_secs_f64()
+        ));
+        row.target = "all answered, login after: 200".into();
+        row.met = Some(outcome.errors == 0 && after == 200);
+        self.rows.push(row);
+        let mut row = Row::new("RSS peak (whole run, incl. flood)");
+        row.value = Some(format!("{peak_rss:.1} MiB"));
+        row.target = "≤ 400 MiB".into();
+        row.met = Some(peak_rss <= 400.0);
+        self.rows.push(row);
+    }
+
+    pub fn print(&self) {
+        let date = time::OffsetDateTime::now_utc()
+            .format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .unwrap_or_default();
+        println!(
+            "Sesame benchmark, {date}; {} cores ({}); SQLite; {} s per row",
+            self.cores,
+            cpu_model(),
+            self.duration.as_secs()
+        );
+        println!();
+        println!("| row | req/s | p50 ms | p99 ms | value | reference | ratio | target | met |");
+        println!("|---|---:|---:|---:|---|---|---:|---|---|");
+        let num =
+            |v: Option<f64>, digits: usize| v.map(|v| format!("{v:.digits$}")).unwrap_or_default();
+        for r in &self.rows {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.name,
+                num(r.rate, 1),
+                num(r.p50, 2),
+                num(r.p99, 2),
+                r.value.as_deref().unwrap_or(""),
+                r.reference,
+                num(r.ratio, 2),
+                r.target,
+                match r.met {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "",
+                }
+            );
+        }
+        for note in &self.notes {
+            println!("\nnote: {note}");
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

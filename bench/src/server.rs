@@ -1,0 +1,179 @@
+//! Starting and watching the servers under test: Sesame (the release
+//! binary) and a bare axum handler (this binary, re-run as `bare-axum`).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A server process.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Resident memory now, MiB.
+    pub fn rss_mib(&self) -> f64 {
+        status_kib(self.child.id(), "VmRSS:") / 1024.0
+    }
+
+    /// Peak resident memory since start, MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        status_kib(self.child.id(), "VmHWM:") / 1024.0
+    }
+
+    /// Stops the process with SIGTERM and waits for it.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// A free loopback port.
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Polls `GET /healthz` until it answers 200; returns how long that took from `since`.
+pub fn wait_healthy(addr: SocketAddr, since: Instant) -> anyhow::Result<Duration> {
+    use std::io::{Read, Write};
+    let deadline = since + Duration::from_secs(30);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let _ = stream.write_all(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            );
+            let mut answer = String::new();
+            if stream.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200") {
+                return Ok(since.elapsed());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no answer from {addr}/healthz");
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+/// The workspace root (where `cargo build` must run).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds the release binary of Sesame and returns its path.
+pub fn build_sesame() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--bin", "sesame"])
+        .current_dir(&root)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    Ok(root.join("target/release/sesame"))
+}
+
+/// Runs a Sesame CLI command against the data directory.
+pub fn sesame_cli(
+    binary: &Path,
+    data_dir: &Path,
+    args: &[&str],
+    stdin: &str,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new(binary)
+        .args(args)
+        .env("SESAME_DATA_DIR", data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(stdin.as_bytes())?;
+    if !child.wait()?.success() {
+        bail!("sesame {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Starts `sesame serve` on a fresh port; returns it with its start-up time.
+pub fn start_sesame(
+    binary: &Path,
+    data_dir: &Path,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<(Server, Duration)> {
+    let addr = free_addr()?;
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .args(["serve", "--listen", &addr.to_string()])
+        .env("SESAME_DATA_DIR", data_dir)
+        .envs(extra_env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start sesame")?;
+    let took = wait_healthy(addr, started)?;
+    Ok((Server { child, addr }, took))
+}
+
+/// Starts this binary as the bare axum reference server.
+pub fn start_bare_axum() -> anyhow::Result<Server> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("bare-axum")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let addr: SocketAddr = line
+        .trim()
+        .parse()
+        .context("bare-axum did not print its address")?;
+    wait_healthy(addr, Instant::now())?;
+    Ok(Server { child, addr })
+}
+
+/// The bare reference: axum returning a small JSON body, nothing else.
+pub async fn serve_bare_axum() -> anyhow::Result<()> {
+    use axum::Json;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/v1/me",
+            get(|| async {
+                Json(serde_json::json!({"id": "1", "username": "alice", "status": "active"}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
