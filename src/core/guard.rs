@@ -60,6 +60,22 @@ impl From<LimitsError> for Error {
     }
 }
 
+/// How a client is known to an account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Recognition {
+    /// It presented a device token this account issued it.
+    pub device: bool,
+    /// Its address signed in to this account before.
+    pub address: bool,
+}
+
+impl Recognition {
+    /// Known either way: exempt from the account budget and the lockout.
+    pub fn known(self) -> bool {
+        self.device || self.address
+    }
+}
+
 /// The limiter key of a client address.
 pub(crate) fn address_key(client: &ClientInfo) -> Option<String> {
     client.ip.map(|ip| format!("ip:{ip}"))
@@ -84,58 +100,53 @@ impl Core {
         }
     }
 
-    /// Whether this client signed in to the account before.
-    pub(crate) async fn is_known_client(
+    /// How this client is known to the account, if at all.
+    pub(crate) async fn recognise(
         &self,
         account: &Account,
         client: &ClientInfo,
-    ) -> Result<bool> {
-        if let Some(token) = &client.device_token {
-            let hash = hex::encode(hash_token(token));
-            if self
-                .store
-                .is_known_client(account.id, ClientKind::Device, &hash)
-                .await?
-            {
-                return Ok(true);
+    ) -> Result<Recognition> {
+        let device = match &client.device_token {
+            Some(token) => {
+                let hash = hex::encode(hash_token(token));
+                self.store
+                    .is_known_client(account.id, ClientKind::Device, &hash)
+                    .await?
             }
-        }
-        match client.ip {
-            Some(ip) => Ok(self
-                .store
-                .is_known_client(account.id, ClientKind::Address, &ip.to_string())
-                .await?),
-            None => Ok(false),
-        }
+            None => false,
+        };
+        let address = match client.ip {
+            Some(ip) if !device => {
+                self.store
+                    .is_known_client(account.id, ClientKind::Address, &ip.to_string())
+                    .await?
+            }
+            _ => false,
+        };
+        Ok(Recognition { device, address })
     }
 
-    /// Remembers the client of a successful login; returns a new device
-    /// token when the client did not present a valid one.
-    pub(crate) async fn remember_client(
+    /// The clients to remember after a successful login: its address and
+    /// its device token, with a new device token when the client presented
+    /// no valid one (returned, to hand to the client).
+    pub(crate) fn clients_to_remember(
         &self,
-        account: &Account,
         client: &ClientInfo,
-        known_device: bool,
-    ) -> Result<Option<String>> {
-        let now = self.now();
-        let keep = self.settings.abuse.known_clients_kept;
+        recognised: Recognition,
+    ) -> (Vec<(ClientKind, String)>, Option<String>) {
+        let mut clients = Vec::with_capacity(2);
         if let Some(ip) = client.ip {
-            self.store
-                .remember_client(account.id, ClientKind::Address, &ip.to_string(), now, keep)
-                .await?;
+            clients.push((ClientKind::Address, ip.to_string()));
         }
-        if known_device && let Some(token) = &client.device_token {
-            let hash = hex::encode(hash_token(token));
-            self.store
-                .remember_client(account.id, ClientKind::Device, &hash, now, keep)
-                .await?;
-            return Ok(None);
-        }
-        let token = super::tokens::random_urlsafe(32);
-        let hash = hex::encode(hash_token(&token));
-        self.store
-            .remember_client(account.id, ClientKind::Device, &hash, now, keep)
-            .await?;
-        Ok(Some(token))
+        let presented = client.device_token.as_ref().filter(|_| recognised.device);
+        let (token, issued) = match presented {
+            Some(token) => (token.clone(), None),
+            None => {
+                let token = super::tokens::random_urlsafe(32);
+                (token.clone(), Some(token))
+            }
+        };
+        clients.push((ClientKind::Device, hex::encode(hash_token(&token))));
+        (clients, issued)
     }
 }

@@ -5,7 +5,7 @@ use super::audit::{self, AuditEventExt};
 use super::clock::UnixTime;
 use super::domain::{LoginId, Md5Hex, Password, Platform};
 use super::error::{Error, Result};
-use super::guard::{account_key, address_key};
+use super::guard::{Recognition, account_key, address_key};
 use super::sessions::PlatformPolicy;
 use super::tokens::{
     hash_token, is_opaque_token, new_opaque_token, new_refresh_token, new_successor_salt,
@@ -167,10 +167,11 @@ impl Core {
             .store
             .find_account_by_login(attempt.login.key(), attempt.login.as_mobile().as_deref())
             .await?;
-        let known = match &account {
-            Some(account) => self.is_known_client(account, &attempt.client).await?,
-            None => false,
+        let recognised = match &account {
+            Some(account) => self.recognise(account, &attempt.client).await?,
+            None => Recognition::default(),
         };
+        let known = recognised.known();
         let account_key = account_key(account.as_ref(), attempt.login.key());
         let base = match &account {
             Some(account) => base.account(account),
@@ -221,18 +222,29 @@ impl Core {
         }
         self.maintain_verifiers(&account, &attempt.credential).await;
         let ip = attempt.client.ip.map(|ip| ip.to_string());
+        let (clients, device_token) = self.clients_to_remember(&attempt.client, recognised);
         self.store
-            .record_login_success(account.id, now, ip.as_deref())
+            .record_login_success(
+                account.id,
+                now,
+                ip.as_deref(),
+                &clients,
+                self.settings.abuse.known_clients_kept,
+            )
             .await?;
+        // What the store just did, applied to the copy in hand: no re-read.
+        let mut account = account;
+        account.login_count += 1;
+        account.last_login_at = Some(now);
+        account.last_login_ip = ip;
+        account.consecutive_failures = 0;
+        account.status = AccountStatus::Active;
         self.account_cache.forget(account.id);
-        let device_token = self
-            .remember_client(&account, &attempt.client, known)
-            .await?;
         let platform = attempt
             .platform
             .unwrap_or_else(|| self.settings.sessions.default_platform.clone());
         let mut grant = self
-            .open_session(account.id, &platform, &attempt.client, &attempt.options)
+            .open_session(account, &platform, &attempt.client, &attempt.options)
             .await?;
         grant.device_token = device_token;
         self.audit
@@ -374,7 +386,7 @@ impl Core {
 
     async fn open_session(
         &self,
-        account_id: i64,
+        account: Account,
         platform: &Platform,
         client: &ClientInfo,
         options: &LoginOptions,
@@ -387,7 +399,7 @@ impl Core {
         };
         let session = NewSession {
             id: uuid::Uuid::new_v4().to_string(),
-            account_id,
+            account_id: account.id,
             platform: platform.as_str().to_owned(),
             user_agent: client.user_agent.clone(),
             ip: client.ip.map(|ip| ip.to_string()),
@@ -411,18 +423,33 @@ impl Core {
         self.live.forget(&replaced);
         let session = SessionRef {
             id: session.id,
-            account_id,
+            account_id: account.id,
             style,
             expires_at: session.expires_at,
         };
-        self.grant(session, refresh_token).await
+        self.grant(session, refresh_token, Some(account)).await
     }
 
     /// Builds the answer for a session: a fresh access token and the account.
     /// For an opaque session the new access token replaces the previous one.
-    async fn grant(&self, session: SessionRef, refresh_token: String) -> Result<Grant> {
+    /// `account` is the account as of this moment when the caller has it
+    /// (a login); otherwise it is read (through the cache).
+    async fn grant(
+        &self,
+        session: SessionRef,
+        refresh_token: String,
+        account: Option<Account>,
+    ) -> Result<Grant> {
         let now = self.now();
-        let account = self.account_with_usage(session.account_id).await?;
+        let account = match account {
+            Some(mut account) => {
+                if let Some(count) = self.api_calls.current(account.id) {
+                    account.api_calls_count = count;
+                }
+                account
+            }
+            None => self.account_with_usage(session.account_id).await?,
+        };
         let access_ttl = self.settings.tokens.access_ttl;
         let access_token = match session.style {
             TokenStyle::Jwt => self
@@ -507,7 +534,7 @@ impl Core {
                 .rotate_refresh_token(&hash, &salt, &new, now)
                 .await?
             {
-                return self.grant(session_ref, successor).await;
+                return self.grant(session_ref, successor, None).await;
             }
         }
         // Already rotated, by an earlier request or a concurrent one just now.
@@ -521,7 +548,7 @@ impl Core {
                 if now - rotated_at <= self.settings.tokens.reuse_grace =>
             {
                 let successor = successor_token(refresh_token, &salt, style);
-                self.grant(session_ref, successor).await
+                self.grant(session_ref, successor, None).await
             }
             _ => {
                 tracing::warn!(session_id = %session.id, "refresh token reuse detected; session ended");
@@ -557,7 +584,7 @@ impl Core {
             let claims = self.tokens.verify(bearer, now)?;
             Principal {
                 account_id: claims.sub.parse().map_err(|_| Error::Unauthenticated)?,
-                session_id: claims.sid,
+                session_id: claims.sid.clone(),
             }
         };
         self.ensure_live(&principal.session_id, principal.account_id)

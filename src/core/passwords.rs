@@ -10,8 +10,9 @@
 //! Verification of an unknown account runs against a dummy verifier with the
 //! same parameters, so it costs the same time as a real one.
 
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -190,14 +191,26 @@ fn pool_gone() -> Error {
     Error::Internal("password hashing pool stopped".into())
 }
 
+/// A thread idle this long gives its block buffer back to the system.
+const RELEASE_AFTER_IDLE: Duration = Duration::from_secs(30);
+
 fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params) {
-    let mut blocks = vec![Block::default(); params.block_count()];
+    // Allocated at the first job, kept while busy, released when idle: an
+    // idle server holds no hashing memory, a busy one never reallocates.
+    let mut blocks: Vec<Block> = Vec::new();
     loop {
         let job = match receiver.lock() {
-            Ok(guard) => guard.recv(),
+            Ok(guard) => guard.recv_timeout(RELEASE_AFTER_IDLE),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
+        let job = match job {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                blocks = Vec::new();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         match job {
             Job::Hash { secret, reply } => {
                 let _ = reply.send(hash_with(

@@ -8,6 +8,9 @@
 //! retry within the grace window can be given the same successor although
 //! the successor's text was never stored.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Header, Validation};
@@ -78,16 +81,30 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
 }
 
+/// Past this many remembered verifications the memo is cleared.
+const VERIFIED_MEMO_LIMIT: usize = 50_000;
+
 /// Signs and verifies access tokens with a [`KeyRing`].
+///
+/// A signature check costs far more than the rest of an authenticated
+/// request, and clients present the same token many times; so tokens whose
+/// signature verified are remembered (by their exact text) with their
+/// claims. Times are still checked on every use; a token that never
+/// verified is never remembered.
 pub struct AccessTokens {
     ring: KeyRing,
     settings: TokenSettings,
+    verified: RwLock<HashMap<String, Arc<AccessClaims>>>,
 }
 
 impl AccessTokens {
     /// Wraps a loaded key ring.
     pub fn new(ring: KeyRing, settings: TokenSettings) -> Self {
-        Self { ring, settings }
+        Self {
+            ring,
+            settings,
+            verified: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The JWKS document.
@@ -120,7 +137,34 @@ impl AccessTokens {
     }
 
     /// Verifies a token's signature, type, issuer, audience and times.
-    pub fn verify(&self, token: &str, now: UnixTime) -> Result<AccessClaims> {
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<Arc<AccessClaims>> {
+        let remembered = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|memo| memo.get(token).cloned());
+        let claims = match remembered {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.verify_signature(token)?);
+                if let Ok(mut memo) = self.verified.write() {
+                    if memo.len() >= VERIFIED_MEMO_LIMIT {
+                        memo.clear();
+                    }
+                    memo.insert(token.to_owned(), Arc::clone(&claims));
+                }
+                claims
+            }
+        };
+        let leeway = self.settings.leeway;
+        if now >= claims.exp + leeway || now + leeway < claims.nbf {
+            return Err(Error::Unauthenticated);
+        }
+        Ok(claims)
+    }
+
+    /// Checks signature, type, issuer and audience (not times).
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Error::Unauthenticated)?;
         if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
             return Err(Error::Unauthenticated);
@@ -135,17 +179,12 @@ impl AccessTokens {
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        // Times are checked below against the injected clock.
+        // Times are checked by the caller against the injected clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
-            .map_err(|_| Error::Unauthenticated)?
-            .claims;
-        let leeway = self.settings.leeway;
-        if now >= claims.exp + leeway || now + leeway < claims.nbf {
-            return Err(Error::Unauthenticated);
-        }
-        Ok(claims)
+        jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|_| Error::Unauthenticated)
     }
 }
 

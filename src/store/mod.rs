@@ -81,12 +81,16 @@ pub trait AccountStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Deletes an account and everything that hangs off it; false if absent.
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool>;
-    /// Records a successful login (counter, time, address).
+    /// Records a successful login in one transaction: counters, time and
+    /// address, a reset of the consecutive failures, and the clients to
+    /// remember (keeping the newest `keep` of each kind).
     async fn record_login_success(
         &self,
         id: AccountId,
         now: UnixTime,
         ip: Option<&str>,
+        clients: &[(ClientKind, String)],
+        keep: u32,
     ) -> StoreResult<()>;
     /// Records a failed login against a known account; `from_unknown_client`
     /// failures also count towards lockout. Returns the consecutive count.
@@ -102,15 +106,7 @@ pub trait AccountStore: Send + Sync {
         kind: ClientKind,
         value: &str,
     ) -> StoreResult<bool>;
-    /// Remembers a client that signed in, keeping the newest `keep` per kind.
-    async fn remember_client(
-        &self,
-        id: AccountId,
-        kind: ClientKind,
-        value: &str,
-        now: UnixTime,
-        keep: u32,
-    ) -> StoreResult<()>;
+
     /// The account's persisted API-call count and quota.
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>>;
     /// Adds batched API-call counts, in one transaction.

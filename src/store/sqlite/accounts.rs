@@ -315,18 +315,28 @@ impl AccountStore for SqliteStore {
         id: AccountId,
         now: UnixTime,
         ip: Option<&str>,
+        clients: &[(ClientKind, String)],
+        keep: u32,
     ) -> StoreResult<()> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
         sqlx::query(
-                        "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ?, \
+            "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ?, \
              consecutive_failures = 0 WHERE id = ?",
         )
         .bind(now)
         .bind(ip)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        for (kind, value) in clients {
+            remember_client(&mut tx, id, *kind, value, now, keep).await?;
+        }
+        tx.commit().await.map_err(db_error)
     }
 
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {
@@ -406,43 +416,39 @@ impl AccountStore for SqliteStore {
         .map_err(db_error)?;
         Ok(found.is_some())
     }
+}
 
-    async fn remember_client(
-        &self,
-        id: AccountId,
-        kind: ClientKind,
-        value: &str,
-        now: UnixTime,
-        keep: u32,
-    ) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen",
-        )
-        .bind(id)
-        .bind(kind.as_str())
-        .bind(value)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query(
-            "DELETE FROM known_clients WHERE account_id = ?1 AND kind = ?2 AND value NOT IN \
-             (SELECT value FROM known_clients WHERE account_id = ?1 AND kind = ?2 \
-              ORDER BY last_seen DESC, value LIMIT ?3)",
-        )
-        .bind(id)
-        .bind(kind.as_str())
-        .bind(i64::from(keep))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
-    }
+/// Upserts a known client and keeps only the newest `keep` of its kind.
+async fn remember_client(
+    conn: &mut SqliteConnection,
+    id: AccountId,
+    kind: ClientKind,
+    value: &str,
+    now: UnixTime,
+    keep: u32,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen",
+    )
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(value)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    sqlx::query(
+        "DELETE FROM known_clients WHERE account_id = ?1 AND kind = ?2 AND value NOT IN \
+         (SELECT value FROM known_clients WHERE account_id = ?1 AND kind = ?2 \
+          ORDER BY last_seen DESC, value LIMIT ?3)",
+    )
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(i64::from(keep))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
 }
