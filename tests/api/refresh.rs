@@ -29,6 +29,18 @@ async fn refresh_rotates_both_tokens_in_the_same_session() {
         "rotation does not extend the session"
     );
     assert_eq!(app.me_status(access(&second)).await, StatusCode::OK);
+    let listed: Value = app
+        .get("/v1/me/sessions", access(&second))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let session = &listed["sessions"][0];
+    assert_eq!(session["created_at"], "2026-01-01T00:00:00Z");
+    assert_eq!(
+        session["last_used_at"], "2026-01-01T00:00:10Z",
+        "a refresh is a use"
+    );
 }
 
 #[tokio::test]

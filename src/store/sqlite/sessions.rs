@@ -12,7 +12,8 @@ use crate::store::{
 };
 
 const SESSION_COLUMNS: &str = "s.id, s.account_id, s.platform, s.user_agent, s.ip, s.token_style, s.created_at, \
-     s.last_used_at, s.expires_at, s.revoked_at, a.status = 'active' AS account_active";
+     COALESCE((SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.session_id = s.id), s.created_at) AS last_used_at, \
+     s.expires_at, s.revoked_at, a.status = 'active' AS account_active";
 
 fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
     let style: String = row.try_get("token_style").map_err(db_error)?;
@@ -65,7 +66,7 @@ impl SessionStore for SqliteStore {
         };
         sqlx::query(
             "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, created_at, \
-             last_used_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&session.id)
         .bind(session.account_id)
@@ -73,7 +74,6 @@ impl SessionStore for SqliteStore {
         .bind(&session.user_agent)
         .bind(&session.ip)
         .bind(session.token_style.as_str())
-        .bind(session.created_at)
         .bind(session.created_at)
         .bind(session.expires_at)
         .execute(&mut *tx)
@@ -217,6 +217,10 @@ impl SessionStore for SqliteStore {
         .transpose()
     }
 
+    /// One statement: the successor is inserted only if the parent is not
+    /// yet rotated, and the `refresh_tokens_rotate` trigger marks the parent
+    /// rotated in the same statement. The single writer connection orders
+    /// concurrent rotations; the loser inserts nothing.
     async fn rotate_refresh_token(
         &self,
         old: &TokenHash,
@@ -224,34 +228,20 @@ impl SessionStore for SqliteStore {
         successor: &NewRefreshToken,
         now: UnixTime,
     ) -> StoreResult<bool> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        let claimed = sqlx::query(
-            "UPDATE refresh_tokens SET rotated_at = ?, successor_salt = ? WHERE token_hash = ? AND rotated_at IS NULL",
+        let inserted = sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at, parent_hash, parent_salt) \
+             SELECT ?, session_id, ?, token_hash, ? FROM refresh_tokens \
+             WHERE token_hash = ? AND session_id = ? AND rotated_at IS NULL",
         )
+        .bind(&successor.hash[..])
         .bind(now)
         .bind(successor_salt)
         .bind(&old[..])
-        .execute(&mut *tx)
+        .bind(&successor.session_id)
+        .execute(&self.writer)
         .await
-        .map_err(db_error)?
-        .rows_affected()
-            == 1;
-        if !claimed {
-            return Ok(false);
-        }
-        insert_refresh(&mut tx, successor).await?;
-        sqlx::query("UPDATE sessions SET last_used_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(&successor.session_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
+        .map_err(db_error)?;
+        Ok(inserted.rows_affected() == 1)
     }
 }
 
