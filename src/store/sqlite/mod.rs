@@ -8,6 +8,7 @@
 mod accounts;
 mod audit;
 mod keys;
+mod rotation;
 mod sessions;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ use super::{StoreError, StoreResult};
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    rotations: rotation::Rotations,
 }
 
 impl SqliteStore {
@@ -42,11 +44,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // The writer never checkpoints: a checkpoint copies pages back into
+        // the database file and syncs it, and doing that inside a commit
+        // stalls every writer queued behind it. A background connection
+        // checkpoints instead (see `spawn_checkpointer`).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .map_err(db_error)?;
         sqlx::migrate!("migrations/sqlite")
@@ -56,16 +62,48 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .map_err(db_error)?;
-        Ok(Self { reader, writer })
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.pragma("journal_size_limit", "67108864"))
+            .await
+            .map_err(db_error)?;
+        spawn_checkpointer(checkpointer);
+        let rotations = rotation::Rotations::spawn(writer.clone());
+        Ok(Self {
+            reader,
+            writer,
+            rotations,
+        })
     }
 
     /// The URL of the default database file inside a data directory.
     pub fn url_for_data_dir(dir: &Path) -> String {
         format!("sqlite://{}", dir.join("sesame.db").display())
     }
+}
+
+/// How often the background checkpoint runs.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL from its own connection, in PASSIVE mode: it never
+/// waits for (or blocks) readers and the writer. Stops when the runtime does.
+fn spawn_checkpointer(pool: SqlitePool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(%error, "WAL checkpoint failed; will retry");
+            }
+        }
+    });
 }
 
 /// Maps a database error, turning unique-constraint violations on the

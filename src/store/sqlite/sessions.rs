@@ -217,10 +217,7 @@ impl SessionStore for SqliteStore {
         .transpose()
     }
 
-    /// One statement: the successor is inserted only if the parent is not
-    /// yet rotated, and the `refresh_tokens_rotate` trigger marks the parent
-    /// rotated in the same statement. The single writer connection orders
-    /// concurrent rotations; the loser inserts nothing.
+    /// Batched with concurrent rotations into one statement (see `rotation`).
     async fn rotate_refresh_token(
         &self,
         old: &TokenHash,
@@ -228,20 +225,9 @@ impl SessionStore for SqliteStore {
         successor: &NewRefreshToken,
         now: UnixTime,
     ) -> StoreResult<bool> {
-        let inserted = sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at, parent_hash, parent_salt) \
-             SELECT ?, session_id, ?, token_hash, ? FROM refresh_tokens \
-             WHERE token_hash = ? AND session_id = ? AND rotated_at IS NULL",
-        )
-        .bind(&successor.hash[..])
-        .bind(now)
-        .bind(successor_salt)
-        .bind(&old[..])
-        .bind(&successor.session_id)
-        .execute(&self.writer)
-        .await
-        .map_err(db_error)?;
-        Ok(inserted.rows_affected() == 1)
+        self.rotations
+            .rotate(old, successor_salt, successor, now)
+            .await
     }
 }
 
