@@ -102,7 +102,7 @@ impl AuditLog {
     /// Stamps and buffers an event.
     pub fn record(&self, mut event: AuditEvent) {
         event.at = self.clock.now();
-        tracing::info!(
+        tracing::debug!(
             event = %event.event, outcome = %event.outcome, face = %event.face,
             account_id = event.account_id, ip = event.ip.as_deref().unwrap_or("-"), "audit"
         );

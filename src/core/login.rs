@@ -505,15 +505,13 @@ impl Core {
         }
         let now = self.now();
         let hash = hash_token(refresh_token);
-        let Some(record) = self.store.find_refresh_token(&hash).await? else {
+        let Some((record, session)) = self.store.find_refresh_token_with_session(&hash).await?
+        else {
             return Err(Error::InvalidRefreshToken);
         };
-        let session = self
-            .store
-            .get_session(&record.session_id)
-            .await?
-            .filter(|s| s.is_live(now))
-            .ok_or(Error::InvalidRefreshToken)?;
+        if !session.is_live(now) {
+            return Err(Error::InvalidRefreshToken);
+        }
         let style = session.token_style;
         let session_ref = SessionRef {
             id: session.id.clone(),

@@ -152,6 +152,11 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<Vec<SessionId>>;
     /// Finds a refresh token by the SHA-256 of its text.
     async fn find_refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<RefreshToken>>;
+    /// Finds a refresh token with its session, in one read.
+    async fn find_refresh_token_with_session(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<(RefreshToken, Session)>>;
     /// Makes `hash` the session's one opaque access token, deleting any other.
     async fn replace_access_token(
         &self,

@@ -151,6 +151,32 @@ impl SessionStore for SqliteStore {
         .map_err(db_error)
     }
 
+    async fn find_refresh_token_with_session(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<(RefreshToken, Session)>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS}, t.token_hash, t.issued_at, t.rotated_at, t.successor_salt \
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN accounts a ON a.id = s.account_id \
+             WHERE t.token_hash = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&hash[..])
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let session = session_from_row(&row)?;
+        let token = RefreshToken {
+            hash: hash_from_blob(row.try_get("token_hash").map_err(db_error)?)?,
+            session_id: session.id.clone(),
+            issued_at: row.try_get("issued_at").map_err(db_error)?,
+            rotated_at: row.try_get("rotated_at").map_err(db_error)?,
+            successor_salt: row.try_get("successor_salt").map_err(db_error)?,
+        };
+        Ok(Some((token, session)))
+    }
+
     async fn find_refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<RefreshToken>> {
         let row = sqlx::query(
             "SELECT token_hash, session_id, issued_at, rotated_at, successor_salt FROM refresh_tokens \
