@@ -612,3 +612,33 @@ async fn the_audit_log_tells_apart_what_the_client_cannot() {
         "retention is 90 days by default"
     );
 }
+
+#[tokio::test]
+async fn only_the_newest_known_clients_are_remembered() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.known_clients_kept = 1;
+        c.abuse.account_burst = 1;
+    })
+    .await;
+    app.create_user("alice").await;
+    let (home, office) = (app.client_from("127.0.0.1"), app.client_from("127.0.0.2"));
+    assert_eq!(
+        login_from(&app, &home, "alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        login_from(&app, &office, "alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    login_from(&app, &app.client_from("127.0.0.9"), "alice", "wrong guess!").await;
+    assert_eq!(
+        login_from(&app, &office, "alice", PASSWORD).await.status(),
+        StatusCode::OK,
+        "still known"
+    );
+    assert_eq!(
+        login_from(&app, &home, "alice", PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "forgotten"
+    );
+}

@@ -13,10 +13,24 @@ use crate::store::{
     PasswordVerifiers, ProfilePatch, StoreResult,
 };
 
+/// An account row with its roles, permissions and profile aggregated as
+/// JSON, so that reading an account is one query.
 const ACCOUNT_COLUMNS: &str = "id, username, email, email_verified, mobile, mobile_verified, display_name, \
      avatar_url, status, password_hash, md5_verifier, password_changed_at, created_at, updated_at, \
-          last_login_at, last_login_ip, login_count, failed_login_count, consecutive_failures, api_calls_count, \
-     max_api_calls";
+     last_login_at, last_login_ip, login_count, failed_login_count, consecutive_failures, api_calls_count, \
+     max_api_calls, \
+     (SELECT json_group_array(role) FROM \
+        (SELECT role FROM account_roles WHERE account_id = accounts.id ORDER BY role)) AS roles_json, \
+     (SELECT json_group_array(permission) FROM \
+        (SELECT DISTINCT rp.permission FROM account_roles ar JOIN role_permissions rp ON rp.role = ar.role \
+         WHERE ar.account_id = accounts.id ORDER BY rp.permission)) AS permissions_json, \
+     (SELECT json_group_object(name, value) FROM profile_attributes \
+        WHERE account_id = accounts.id) AS profile_json";
+
+fn json_column<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+    let text: String = row.try_get(column).map_err(db_error)?;
+    serde_json::from_str(&text).map_err(|_| corrupt(column))
+}
 
 fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
     let status: String = row.try_get("status").map_err(db_error)?;
@@ -44,54 +58,20 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
         consecutive_failures: row.try_get("consecutive_failures").map_err(db_error)?,
         api_calls_count: row.try_get("api_calls_count").map_err(db_error)?,
         max_api_calls: row.try_get("max_api_calls").map_err(db_error)?,
-        roles: Vec::new(),
-        permissions: Vec::new(),
-        profile: BTreeMap::new(),
+        roles: json_column(row, "roles_json")?,
+        permissions: json_column(row, "permissions_json")?,
+        profile: json_column::<BTreeMap<String, String>>(row, "profile_json")?,
     })
-}
-
-/// Fills in roles, permissions and profile attributes.
-async fn load_details(conn: &mut SqliteConnection, mut account: Account) -> StoreResult<Account> {
-    account.roles =
-        sqlx::query_scalar("SELECT role FROM account_roles WHERE account_id = ? ORDER BY role")
-            .bind(account.id)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
-    account.permissions = sqlx::query_scalar(
-        "SELECT DISTINCT rp.permission FROM account_roles ar \
-         JOIN role_permissions rp ON rp.role = ar.role WHERE ar.account_id = ? ORDER BY rp.permission",
-    )
-    .bind(account.id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    let rows = sqlx::query("SELECT name, value FROM profile_attributes WHERE account_id = ?")
-        .bind(account.id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    for row in rows {
-        account.profile.insert(
-            row.try_get("name").map_err(db_error)?,
-            row.try_get("value").map_err(db_error)?,
-        );
-    }
-    Ok(account)
 }
 
 impl SqliteStore {
     async fn fetch_one_account(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<Account>> {
-        let mut conn = self.reader.acquire().await.map_err(db_error)?;
         let mut query = sqlx::query(sql);
         for bind in binds {
             query = query.bind(*bind);
         }
-        let Some(row) = query.fetch_optional(&mut *conn).await.map_err(db_error)? else {
-            return Ok(None);
-        };
-        let account = account_from_row(&row)?;
-        load_details(&mut conn, account).await.map(Some)
+        let row = query.fetch_optional(&self.reader).await.map_err(db_error)?;
+        row.as_ref().map(account_from_row).transpose()
     }
 
     async fn fetch_account_by_id(
@@ -100,16 +80,12 @@ impl SqliteStore {
         id: AccountId,
     ) -> StoreResult<Option<Account>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?");
-        let Some(row) = sqlx::query(&sql)
+        let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&mut *conn)
             .await
-            .map_err(db_error)?
-        else {
-            return Ok(None);
-        };
-        let account = account_from_row(&row)?;
-        load_details(conn, account).await.map(Some)
+            .map_err(db_error)?;
+        row.as_ref().map(account_from_row).transpose()
     }
 }
 
@@ -181,20 +157,15 @@ impl AccountStore for SqliteStore {
     }
 
     async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
-        let mut conn = self.reader.acquire().await.map_err(db_error)?;
         let sql =
             format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ? ORDER BY id LIMIT ?");
         let rows = sqlx::query(&sql)
             .bind(after_id)
             .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
+            .fetch_all(&self.reader)
             .await
             .map_err(db_error)?;
-        let mut accounts = Vec::with_capacity(rows.len());
-        for row in &rows {
-            accounts.push(load_details(&mut conn, account_from_row(row)?).await?);
-        }
-        Ok(accounts)
+        rows.iter().map(account_from_row).collect()
     }
 
     async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64> {
@@ -333,9 +304,7 @@ impl AccountStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        for (kind, value) in clients {
-            remember_client(&mut tx, id, *kind, value, now, keep).await?;
-        }
+        remember_clients(&mut tx, id, clients, now, keep).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -418,34 +387,39 @@ impl AccountStore for SqliteStore {
     }
 }
 
-/// Upserts a known client and keeps only the newest `keep` of its kind.
-async fn remember_client(
+/// Upserts the known clients in one statement, then keeps only the newest
+/// `keep` of each kind in another.
+async fn remember_clients(
     conn: &mut SqliteConnection,
     id: AccountId,
-    kind: ClientKind,
-    value: &str,
+    clients: &[(ClientKind, String)],
     now: UnixTime,
     keep: u32,
 ) -> StoreResult<()> {
+    if clients.is_empty() {
+        return Ok(());
+    }
+    let rows = vec!["(?, ?, ?, ?, ?)"; clients.len()].join(", ");
+    let sql = format!(
+        "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES {rows} \
+         ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen"
+    );
+    let mut upsert = sqlx::query(&sql);
+    for (kind, value) in clients {
+        upsert = upsert
+            .bind(id)
+            .bind(kind.as_str())
+            .bind(value)
+            .bind(now)
+            .bind(now);
+    }
+    upsert.execute(&mut *conn).await.map_err(db_error)?;
     sqlx::query(
-        "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen",
+        "DELETE FROM known_clients WHERE rowid IN (SELECT rowid FROM \
+         (SELECT rowid, ROW_NUMBER() OVER (PARTITION BY kind ORDER BY last_seen DESC, value) AS newest \
+          FROM known_clients WHERE account_id = ?) WHERE newest > ?)",
     )
     .bind(id)
-    .bind(kind.as_str())
-    .bind(value)
-    .bind(now)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    sqlx::query(
-        "DELETE FROM known_clients WHERE account_id = ?1 AND kind = ?2 AND value NOT IN \
-         (SELECT value FROM known_clients WHERE account_id = ?1 AND kind = ?2 \
-          ORDER BY last_seen DESC, value LIMIT ?3)",
-    )
-    .bind(id)
-    .bind(kind.as_str())
     .bind(i64::from(keep))
     .execute(&mut *conn)
     .await
