@@ -416,7 +416,7 @@ async fn remember_clients(
     upsert.execute(&mut *conn).await.map_err(db_error)?;
     sqlx::query(
         "DELETE FROM known_clients WHERE rowid IN (SELECT rowid FROM \
-         (SELECT rowid, ROW_NUMBER() OVER (PARTITION BY kind ORDER BY last_seen DESC, value) AS newest \
+         (SELECT rowid, ROW_NUMBER() OVER (PARTITION BY kind ORDER BY last_seen DESC, rowid DESC) AS newest \
           FROM known_clients WHERE account_id = ?) WHERE newest > ?)",
     )
     .bind(id)
