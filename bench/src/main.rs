@@ -173,13 +173,18 @@ async fn run(options: Options) -> anyhow::Result<()> {
     report.me(&mut me16, &mut me64, &bare16, &bare64);
 
     eprintln!("sesame: refresh …");
-    let chains: Vec<String> = grants(sesame.addr, 16)
-        .await?
-        .iter()
-        .filter_map(|g| g["refresh_token"].as_str().map(str::to_owned))
-        .collect();
-    let mut refresh = drive(sesame.addr, chains, d, Arc::new(RefreshChain)).await;
-    report.refresh(&mut refresh, &bare64);
+    let chains = |n| async move {
+        let grants = grants(sesame.addr, n).await?;
+        Ok::<Vec<String>, anyhow::Error>(
+            grants
+                .iter()
+                .filter_map(|g| g["refresh_token"].as_str().map(str::to_owned))
+                .collect(),
+        )
+    };
+    let mut refresh16 = drive(sesame.addr, chains(16).await?, d, Arc::new(RefreshChain)).await;
+    let mut refresh64 = drive(sesame.addr, chains(64).await?, d, Arc::new(RefreshChain)).await;
+    report.refresh(&mut refresh16, &mut refresh64, &bare16, &bare64);
 
     eprintln!("sesame: {FLOOD_CONNECTIONS}-connection login flood …");
     let flood_started = Instant::now();

@@ -166,19 +166,37 @@ impl Report {
         }
     }
 
-    pub fn refresh(&mut self, outcome: &mut Outcome, bare64: &Outcome) {
-        let mut row = Row::new("refresh, 16 chains").load(outcome, 200);
-        row.reference = "bare axum c=64".into();
-        row.ratio = row.rate.map(|r| r / bare64.rate_of(200));
-        row.target = "≥ 0.10".into();
-        row.met = Some(row.ratio.unwrap_or(0.0) >= 0.10);
-        if outcome.errors > 0 || outcome.statuses.keys().any(|s| *s != 200) {
-            self.notes.push(format!(
-                "refresh: statuses {:?}, errors {}",
-                outcome.statuses, outcome.errors
-            ));
+    pub fn refresh(
+        &mut self,
+        c16: &mut Outcome,
+        c64: &mut Outcome,
+        bare16: &Outcome,
+        bare64: &Outcome,
+    ) {
+        for (name, outcome, bare, target) in [
+            ("refresh, 16 chains", c16, bare16, false),
+            ("refresh, 64 chains", c64, bare64, true),
+        ] {
+            let mut row = Row::new(name).load(outcome, 200);
+            row.reference = if target {
+                "bare axum c=64"
+            } else {
+                "bare axum c=16"
+            }
+            .into();
+            row.ratio = row.rate.map(|r| r / bare.rate_of(200));
+            if target {
+                row.target = "≥ 0.10".into();
+                row.met = Some(row.ratio.unwrap_or(0.0) >= 0.10);
+            }
+            if outcome.errors > 0 || outcome.statuses.keys().any(|s| *s != 200) {
+                self.notes.push(format!(
+                    "{name}: statuses {:?}, errors {}",
+                    outcome.statuses, outcome.errors
+                ));
+            }
+            self.rows.push(row);
         }
-        self.rows.push(row);
     }
 
     pub fn flood(&mut self, outcome: &mut Outcome, peak_rss: f64, after: u16, took: Duration) {
