@@ -636,6 +636,22 @@ mod tests {
         assert!(config.uses_data_dir());
     }
 
+    /// The configuration shown in README.md is what Sesame accepts.
+    #[test]
+    fn the_readme_configuration_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let start =
+            readme.find("```toml\n").expect("README has a TOML example") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed block");
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(&readme[start..end]))
+            .extract()
+            .expect("every key of the example is known");
+        let config = raw.validate().expect("the example is valid");
+        assert_eq!(config.core.tokens.leeway, 30);
+        assert!(config.contracts.fungame);
+    }
+
     #[test]
     fn every_problem_is_reported_with_its_key() {
         let mut raw = RawConfig {

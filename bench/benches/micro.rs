@@ -10,8 +10,8 @@ use sesame::core::passwords::{HashingSettings, PasswordHasher};
 use sesame::core::tokens::{AccessTokens, TokenSettings, hash_token, new_opaque_token};
 use sesame::store::sqlite::SqliteStore;
 use sesame::store::{
-    AccountStore, NewAccount, NewRefreshToken, NewSession, PasswordVerifiers, SessionStore,
-    TokenStyle,
+    AccountStore, LoginRecord, NewAccount, NewRefreshToken, NewSession, PasswordVerifiers,
+    SessionStore, TokenStyle,
 };
 
 fn tokens(algorithm: SigningAlgorithm) -> AccessTokens {
@@ -109,7 +109,18 @@ fn opaque_lookup(c: &mut Criterion) {
                 issued_at: 0,
             };
             store
-                .create_session(&session, &refresh, false)
+                .record_login(
+                    &LoginRecord {
+                        account_id: account.id,
+                        at: 0,
+                        ip: None,
+                        clients: vec![],
+                        keep: 1,
+                    },
+                    &session,
+                    &refresh,
+                    false,
+                )
                 .await
                 .expect("session");
             token = new_opaque_token();

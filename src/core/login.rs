@@ -13,7 +13,8 @@ use super::tokens::{
 };
 use super::{ClientInfo, Core};
 use crate::store::{
-    Account, AccountStatus, AuditEvent, NewRefreshToken, NewSession, SessionId, TokenStyle,
+    Account, AccountStatus, AuditEvent, LoginRecord, NewRefreshToken, NewSession, SessionId,
+    TokenStyle,
 };
 
 /// What the client proves its identity with.
@@ -223,16 +224,14 @@ impl Core {
         self.maintain_verifiers(&account, &attempt.credential).await;
         let ip = attempt.client.ip.map(|ip| ip.to_string());
         let (clients, device_token) = self.clients_to_remember(&attempt.client, recognised);
-        self.store
-            .record_login_success(
-                account.id,
-                now,
-                ip.as_deref(),
-                &clients,
-                self.settings.abuse.known_clients_kept,
-            )
-            .await?;
-        // What the store just did, applied to the copy in hand: no re-read.
+        let record = LoginRecord {
+            account_id: account.id,
+            at: now,
+            ip: ip.clone(),
+            clients,
+            keep: self.settings.abuse.known_clients_kept,
+        };
+        // What the store will do, applied to the copy in hand: no re-read.
         let mut account = account;
         account.login_count += 1;
         account.last_login_at = Some(now);
@@ -244,7 +243,13 @@ impl Core {
             .platform
             .unwrap_or_else(|| self.settings.sessions.default_platform.clone());
         let mut grant = self
-            .open_session(account, &platform, &attempt.client, &attempt.options)
+            .open_session(
+                account,
+                &record,
+                &platform,
+                &attempt.client,
+                &attempt.options,
+            )
             .await?;
         grant.device_token = device_token;
         self.audit
@@ -384,9 +389,11 @@ impl Core {
         self.account_cache.forget(account.id);
     }
 
+    /// Records the login and opens its session (one store transaction).
     async fn open_session(
         &self,
         account: Account,
+        login: &LoginRecord,
         platform: &Platform,
         client: &ClientInfo,
         options: &LoginOptions,
@@ -418,7 +425,7 @@ impl Core {
             .unwrap_or_else(|| self.settings.sessions.policy(platform));
         let replaced = self
             .store
-            .create_session(&session, &refresh, policy == PlatformPolicy::Single)
+            .record_login(login, &session, &refresh, policy == PlatformPolicy::Single)
             .await?;
         self.live.forget(&replaced);
         let session = SessionRef {

@@ -82,7 +82,7 @@ pub struct AccessClaims {
 }
 
 /// Past this many remembered verifications the memo is cleared.
-const VERIFIED_MEMO_LIMIT: usize = 50_000;
+const VERIFIED_MEMO_LIMIT: usize = 10_000;
 
 /// Signs and verifies access tokens with a [`KeyRing`].
 ///

@@ -81,17 +81,6 @@ pub trait AccountStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Deletes an account and everything that hangs off it; false if absent.
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool>;
-    /// Records a successful login in one transaction: counters, time and
-    /// address, a reset of the consecutive failures, and the clients to
-    /// remember (keeping the newest `keep` of each kind).
-    async fn record_login_success(
-        &self,
-        id: AccountId,
-        now: UnixTime,
-        ip: Option<&str>,
-        clients: &[(ClientKind, String)],
-        keep: u32,
-    ) -> StoreResult<()>;
     /// Records a failed login against a known account; `from_unknown_client`
     /// failures also count towards lockout. Returns the consecutive count.
     async fn record_login_failure(
@@ -118,11 +107,15 @@ pub trait AccountStore: Send + Sync {
 /// Sessions and their refresh-token chains.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Creates a session with its first refresh token. With
-    /// `replace_platform`, every live session of the same account on the same
-    /// platform is revoked in the same transaction; their ids are returned.
-    async fn create_session(
+    /// Records a successful login and opens its session, in one transaction:
+    /// the account's login counters, time and address (and a reset of its
+    /// consecutive failures), the clients to remember, and the session with
+    /// its first refresh token. With `replace_platform`, every live session
+    /// of the account on the same platform is revoked too; their ids are
+    /// returned.
+    async fn record_login(
         &self,
+        login: &LoginRecord,
         session: &NewSession,
         refresh: &NewRefreshToken,
         replace_platform: bool,

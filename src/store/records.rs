@@ -210,6 +210,21 @@ impl Session {
     }
 }
 
+/// The bookkeeping of a successful login, stored with its new session.
+#[derive(Debug, Clone)]
+pub struct LoginRecord {
+    /// The account.
+    pub account_id: AccountId,
+    /// When.
+    pub at: UnixTime,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Clients to remember as known to the account.
+    pub clients: Vec<(ClientKind, String)>,
+    /// How many of each kind to keep.
+    pub keep: u32,
+}
+
 /// A session to create.
 #[derive(Debug, Clone)]
 pub struct NewSession {

@@ -281,33 +281,6 @@ impl AccountStore for SqliteStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn record_login_success(
-        &self,
-        id: AccountId,
-        now: UnixTime,
-        ip: Option<&str>,
-        clients: &[(ClientKind, String)],
-        keep: u32,
-    ) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        sqlx::query(
-            "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ?, \
-             consecutive_failures = 0 WHERE id = ?",
-        )
-        .bind(now)
-        .bind(ip)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        remember_clients(&mut tx, id, clients, now, keep).await?;
-        tx.commit().await.map_err(db_error)
-    }
-
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {
         let row = sqlx::query("SELECT api_calls_count, max_api_calls FROM accounts WHERE id = ?")
             .bind(id)
@@ -389,7 +362,7 @@ impl AccountStore for SqliteStore {
 
 /// Upserts the known clients in one statement, then keeps only the newest
 /// `keep` of each kind in another.
-async fn remember_clients(
+pub(super) async fn remember_clients(
     conn: &mut SqliteConnection,
     id: AccountId,
     clients: &[(ClientKind, String)],

@@ -124,8 +124,8 @@ mod tests {
 
     use crate::store::sqlite::SqliteStore;
     use crate::store::{
-        AccountStore, NewAccount, NewRefreshToken, NewSession, PasswordVerifiers, SessionStore,
-        TokenStyle,
+        AccountStore, LoginRecord, NewAccount, NewRefreshToken, NewSession, PasswordVerifiers,
+        SessionStore, TokenStyle,
     };
 
     async fn store_with_sessions(n: usize) -> (tempfile::TempDir, Arc<SqliteStore>) {
@@ -167,7 +167,21 @@ mod tests {
                 session_id: session.id.clone(),
                 issued_at: 0,
             };
-            store.create_session(&session, &first, false).await.unwrap();
+            store
+                .record_login(
+                    &LoginRecord {
+                        account_id: account.id,
+                        at: 0,
+                        ip: None,
+                        clients: vec![],
+                        keep: 1,
+                    },
+                    &session,
+                    &first,
+                    false,
+                )
+                .await
+                .unwrap();
         }
         (dir, Arc::new(store))
     }

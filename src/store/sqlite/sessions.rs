@@ -4,11 +4,12 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
+use super::accounts::remember_clients;
 use super::{SqliteStore, corrupt, db_error};
 use crate::core::clock::UnixTime;
 use crate::store::{
-    AccountId, NewRefreshToken, NewSession, OpaqueAccessToken, RefreshToken, Session, SessionId,
-    SessionStore, StoreResult, TokenHash, TokenStyle,
+    AccountId, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken, RefreshToken, Session,
+    SessionId, SessionStore, StoreResult, TokenHash, TokenStyle,
 };
 
 const SESSION_COLUMNS: &str = "s.id, s.account_id, s.platform, s.user_agent, s.ip, s.token_style, s.created_at, \
@@ -39,8 +40,9 @@ fn hash_from_blob(blob: Vec<u8>) -> StoreResult<TokenHash> {
 
 #[async_trait]
 impl SessionStore for SqliteStore {
-    async fn create_session(
+    async fn record_login(
         &self,
+        login: &LoginRecord,
         session: &NewSession,
         refresh: &NewRefreshToken,
         replace_platform: bool,
@@ -50,6 +52,24 @@ impl SessionStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
+        sqlx::query(
+            "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ?, \
+             consecutive_failures = 0 WHERE id = ?",
+        )
+        .bind(login.at)
+        .bind(&login.ip)
+        .bind(login.account_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        remember_clients(
+            &mut tx,
+            login.account_id,
+            &login.clients,
+            login.at,
+            login.keep,
+        )
+        .await?;
         let replaced: Vec<SessionId> = if replace_platform {
             sqlx::query_scalar(
                 "UPDATE sessions SET revoked_at = ?, revoked_reason = 'replaced' \
