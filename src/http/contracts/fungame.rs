@@ -16,12 +16,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{Failure, json_object, string_field, with_retry_after};
+use super::{Failure, JsonLogin, json_login, with_retry_after};
 use crate::core::Error;
-use crate::core::domain::{LoginId, Password};
-use crate::core::login::{Credential, LoginAttempt, LoginOptions};
+use crate::core::login::LoginOptions;
 use crate::http::AppState;
-use crate::http::extract::{Client, read_body, with_device_token};
+use crate::http::extract::{Client, with_device_token};
 
 const REQUEST_TYPE_LOGIN: i64 = 13;
 const SUCCESS: &str = "登录成功！";
@@ -64,18 +63,14 @@ async fn try_login(
     client: crate::core::ClientInfo,
     request: Request,
 ) -> Result<Response, Failure> {
-    let headers = request.headers().clone();
-    let body = read_body(request, state).await?;
-    let fields = json_object(&headers, &body)?;
-    let attempt = LoginAttempt {
-        login: LoginId::parse(string_field(&fields, "Username")?)?,
-        credential: Credential::Password(Password::presented(string_field(&fields, "Password")?)?),
-        platform: None,
-        client,
-        options: LoginOptions::default(),
+    let shape = JsonLogin {
         face: FACE,
+        login_field: "Username",
+        password_field: "Password",
+        md5: false,
+        options: LoginOptions::default(),
     };
-    let grant = state.core.login(attempt).await?;
+    let grant = json_login(state, client, request, shape).await?;
     let data = json!({ "bearerToken": grant.access_token, "openToken": grant.session_id });
     Ok(with_device_token(
         envelope(StatusCode::OK, SUCCESS, data),

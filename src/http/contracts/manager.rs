@@ -12,12 +12,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{Failure, FieldsError, json_object, primary_role, string_field, with_retry_after};
+use super::{Failure, FieldsError, JsonLogin, json_login, primary_role, with_retry_after};
 use crate::core::Error;
-use crate::core::domain::{LoginId, Password};
-use crate::core::login::{Credential, LoginAttempt, LoginOptions};
+use crate::core::login::LoginOptions;
 use crate::http::AppState;
-use crate::http::extract::{Client, read_body, with_device_token};
+use crate::http::extract::{Client, with_device_token};
 
 const INVALID: &str = "Invalid username or password";
 
@@ -45,21 +44,17 @@ async fn try_login(
     client: crate::core::ClientInfo,
     request: Request,
 ) -> Result<Response, Failure> {
-    let headers = request.headers().clone();
-    let body = read_body(request, state).await?;
-    let fields = json_object(&headers, &body)?;
-    let attempt = LoginAttempt {
-        login: LoginId::parse(string_field(&fields, "username")?)?,
-        credential: Credential::Password(Password::presented(string_field(&fields, "password")?)?),
-        platform: None,
-        client,
+    let shape = JsonLogin {
+        face: FACE,
+        login_field: "username",
+        password_field: "password",
+        md5: false,
         options: LoginOptions {
             required_permission: Some(state.contracts.manager_permission.clone()),
             ..LoginOptions::default()
         },
-        face: FACE,
     };
-    let grant = state.core.login(attempt).await?;
+    let grant = json_login(state, client, request, shape).await?;
     let user = &grant.account;
     let body = json!({
         "token": grant.access_token,

@@ -21,7 +21,10 @@ use time::macros::format_description;
 
 use super::AppState;
 use super::extract::is_json;
+use crate::core::ClientInfo;
 use crate::core::clock::UnixTime;
+use crate::core::domain::{LoginId, Md5Hex, Password};
+use crate::core::login::{Credential, Grant, LoginAttempt, LoginOptions};
 use crate::core::sessions::PlatformPolicy;
 use crate::store::Account;
 
@@ -145,6 +148,49 @@ pub fn with_retry_after(
         );
     }
     response
+}
+
+/// How a JSON contract names its fields and what it asks of the core.
+pub struct JsonLogin {
+    /// The face's name, for the audit log.
+    pub face: &'static str,
+    /// The field holding the username, email or mobile.
+    pub login_field: &'static str,
+    /// The field holding the password (or its MD5).
+    pub password_field: &'static str,
+    /// Whether the password field carries the MD5 hex of the password.
+    pub md5: bool,
+    /// Options taken from configuration.
+    pub options: LoginOptions,
+}
+
+/// Reads a JSON login request in a contract's field names and runs the
+/// core login; the face renders the grant or the failure.
+pub async fn json_login(
+    state: &AppState,
+    client: ClientInfo,
+    request: axum::extract::Request,
+    shape: JsonLogin,
+) -> Result<Grant, Failure> {
+    let headers = request.headers().clone();
+    let body = super::extract::read_body(request, state).await?;
+    let fields = json_object(&headers, &body)?;
+    let login = LoginId::parse(string_field(&fields, shape.login_field)?)?;
+    let secret = string_field(&fields, shape.password_field)?;
+    let credential = if shape.md5 {
+        Credential::Md5Hex(Md5Hex::parse(secret)?)
+    } else {
+        Credential::Password(Password::presented(secret)?)
+    };
+    let attempt = LoginAttempt {
+        login,
+        credential,
+        platform: None,
+        client,
+        options: shape.options,
+        face: shape.face,
+    };
+    Ok(state.core.login(attempt).await?)
 }
 
 /// A JSON object body.

@@ -16,14 +16,13 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::{
-    Failure, FieldsError, attribute, datetime, int_attribute, json_object, string_field,
+    Failure, FieldsError, JsonLogin, attribute, datetime, int_attribute, json_login,
     with_retry_after,
 };
 use crate::core::Error;
-use crate::core::domain::{LoginId, Md5Hex};
-use crate::core::login::{Credential, LoginAttempt, LoginOptions};
+use crate::core::login::LoginOptions;
 use crate::http::AppState;
-use crate::http::extract::{Client, read_body, with_device_token};
+use crate::http::extract::{Client, with_device_token};
 use crate::store::{Account, AccountStatus};
 
 /// Profile strings of the document's `User`, filled from profile attributes.
@@ -67,18 +66,14 @@ async fn try_login(
     client: crate::core::ClientInfo,
     request: Request,
 ) -> Result<Response, Failure> {
-    let headers = request.headers().clone();
-    let body = read_body(request, state).await?;
-    let fields = json_object(&headers, &body)?;
-    let attempt = LoginAttempt {
-        login: LoginId::parse(string_field(&fields, "account")?)?,
-        credential: Credential::Md5Hex(Md5Hex::parse(string_field(&fields, "password")?)?),
-        platform: None,
-        client,
-        options: LoginOptions::default(),
+    let shape = JsonLogin {
         face: FACE,
+        login_field: "account",
+        password_field: "password",
+        md5: true,
+        options: LoginOptions::default(),
     };
-    let grant = state.core.login(attempt).await?;
+    let grant = json_login(state, client, request, shape).await?;
     let body = json!({ "value": user(&grant.account), "accessToken": grant.access_token });
     Ok(with_device_token(Json(body).into_response(), &grant))
 }
