@@ -35,8 +35,25 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
     let store = SqliteStore::connect(&config.database_url)
         .await
-        .with_context(|| format!("cannot open the database {}", config.database_url))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                displayable_url(&config.database_url)
+            )
+        })?;
     Ok(Arc::new(store))
+}
+
+/// A database URL fit for an error message: a SQLite path as is, anything
+/// else reduced to its scheme (a server URL may carry a password).
+fn displayable_url(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        return url.to_owned();
+    }
+    match url.split_once("://") {
+        Some((scheme, _)) => format!("{scheme}://…"),
+        None => "(database_url)".to_owned(),
+    }
 }
 
 /// Opens the store and starts the core, without HTTP (for the CLI).
@@ -146,5 +163,22 @@ impl Application {
             tracing::error!(%error, "could not write the last audit events");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::displayable_url;
+
+    #[test]
+    fn database_urls_in_errors_carry_no_credentials() {
+        assert_eq!(
+            displayable_url("sqlite:///var/lib/sesame/sesame.db"),
+            "sqlite:///var/lib/sesame/sesame.db"
+        );
+        assert_eq!(
+            displayable_url("postgres://sesame:hunter2@db/sesame"),
+            "postgres://…"
+        );
     }
 }
