@@ -3,8 +3,10 @@
 //! prints one table in which every row sits next to a reference measured in
 //! the same run (the machine is shared and noisy; ratios are what count).
 //!
-//! Usage: `cargo run --release -p sesame-bench -- [--duration SECONDS] [--database-url URL]`
-//! (`--database-url` is how a PostgreSQL run will be pointed at its database.)
+//! Usage: `cargo run --release -p sesame-bench -- [--duration SECONDS] [--only GROUPS]
+//! [--database-url URL]` (`--only login,refresh` runs some groups of rows, with their
+//! references, while working on one target; `--database-url` is how a PostgreSQL run will be
+//! pointed at its database.)
 
 mod argon;
 mod load;
@@ -26,15 +28,28 @@ const USERNAME: &str = "bench";
 const PASSWORD: &str = "bench password 1";
 const FLOOD_CONNECTIONS: usize = 600;
 
+/// Groups of rows `--only` can pick; each brings the reference its rows are compared with.
+const GROUPS: [&str; 4] = ["login", "me", "refresh", "flood"];
+
 struct Options {
     duration: Duration,
     database_url: Option<String>,
+    only: Option<Vec<String>>,
+}
+
+impl Options {
+    fn wants(&self, group: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|g| g == group))
+    }
 }
 
 fn options() -> anyhow::Result<Options> {
     let mut options = Options {
         duration: Duration::from_secs(5),
         database_url: None,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -46,7 +61,24 @@ fn options() -> anyhow::Result<Options> {
             "--database-url" | "--postgres" => {
                 options.database_url = Some(args.next().context("needs a URL")?)
             }
-            other => bail!("unknown option {other}; use --duration SECONDS or --database-url URL"),
+            "--only" => {
+                let groups: Vec<String> = args
+                    .next()
+                    .context("--only needs groups")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(unknown) = groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+                    bail!(
+                        "--only: unknown group {unknown}; groups are {}",
+                        GROUPS.join(",")
+                    );
+                }
+                options.only = Some(groups);
+            }
+            other => bail!(
+                "unknown option {other}; use --duration SECONDS, --only GROUPS or --database-url URL"
+            ),
         }
     }
     Ok(options)
@@ -122,30 +154,30 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     // Each reference is measured right before the rows compared with it,
     // while Sesame idles, so that drift on a shared machine hits both alike.
-    eprintln!("raw argon2id (Sesame idle) …");
-    let cost = argon::Cost {
-        memory_kib: 19456,
-        iterations: 2,
-    };
-    let single = argon::rate(argon::Implementation::RustReusingMemory, cost, 1, d);
-    let raw = argon::rate(argon::Implementation::RustReusingMemory, cost, cores, d);
-    let raw_alloc = argon::rate(argon::Implementation::RustAllocating, cost, cores, d);
-    let raw_c = argon::rate(argon::Implementation::CReference, cost, cores, d);
-    report.argon(single, raw, raw_alloc, raw_c);
-
-    eprintln!("sesame: login …");
     let login = Arc::new(Fixed {
         method: Method::POST,
         path: "/v1/login".into(),
         body: Some(login_body()),
         bearer: false,
     });
-    let mut login4 = drive(sesame.addr, vec![String::new(); 4], d, login.clone()).await;
-    let mut login32 = drive(sesame.addr, vec![String::new(); 32], d, login.clone()).await;
-    report.login(&mut login4, &mut login32, raw, single);
+    if options.wants("login") {
+        eprintln!("raw argon2id (Sesame idle) …");
+        let cost = argon::Cost {
+            memory_kib: 19456,
+            iterations: 2,
+        };
+        let single = argon::rate(argon::Implementation::RustReusingMemory, cost, 1, d);
+        let raw = argon::rate(argon::Implementation::RustReusingMemory, cost, cores, d);
+        let raw_alloc = argon::rate(argon::Implementation::RustAllocating, cost, cores, d);
+        let raw_c = argon::rate(argon::Implementation::CReference, cost, cores, d);
+        report.argon(single, raw, raw_alloc, raw_c);
 
-    eprintln!("bare axum (Sesame idle) …");
-    let bare = server::start_bare_axum()?;
+        eprintln!("sesame: login …");
+        let mut login4 = drive(sesame.addr, vec![String::new(); 4], d, login.clone()).await;
+        let mut login32 = drive(sesame.addr, vec![String::new(); 32], d, login.clone()).await;
+        report.login(&mut login4, &mut login32, raw, single);
+    }
+
     let me = |bearer| {
         Arc::new(Fixed {
             method: Method::GET,
@@ -154,52 +186,64 @@ async fn run(options: Options) -> anyhow::Result<()> {
             bearer,
         })
     };
-    let mut bare16 = drive(bare.addr, vec![String::new(); 16], d, me(false)).await;
-    let mut bare64 = drive(bare.addr, vec![String::new(); 64], d, me(false)).await;
-    bare.stop();
-    report.bare(&mut bare16, &mut bare64);
+    if options.wants("me") || options.wants("refresh") {
+        eprintln!("bare axum (Sesame idle) …");
+        let bare = server::start_bare_axum()?;
+        let mut bare16 = drive(bare.addr, vec![String::new(); 16], d, me(false)).await;
+        let mut bare64 = drive(bare.addr, vec![String::new(); 64], d, me(false)).await;
+        bare.stop();
+        report.bare(&mut bare16, &mut bare64);
 
-    eprintln!("sesame: GET /v1/me …");
-    let tokens: Vec<String> = grants(sesame.addr, 16)
-        .await?
-        .iter()
-        .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
-        .collect();
-    let spread = |n: usize| {
-        (0..n)
-            .map(|i| tokens[i % tokens.len()].clone())
-            .collect::<Vec<_>>()
-    };
-    let mut me16 = drive(sesame.addr, spread(16), d, me(true)).await;
-    let mut me64 = drive(sesame.addr, spread(64), d, me(true)).await;
-    report.me(&mut me16, &mut me64, &bare16, &bare64);
-
-    eprintln!("sesame: refresh …");
-    let chains = |n| async move {
-        let grants = grants(sesame.addr, n).await?;
-        Ok::<Vec<String>, anyhow::Error>(
-            grants
+        if options.wants("me") {
+            eprintln!("sesame: GET /v1/me …");
+            let tokens: Vec<String> = grants(sesame.addr, 16)
+                .await?
                 .iter()
-                .filter_map(|g| g["refresh_token"].as_str().map(str::to_owned))
-                .collect(),
-        )
-    };
-    let mut refresh16 = drive(sesame.addr, chains(16).await?, d, Arc::new(RefreshChain)).await;
-    let mut refresh64 = drive(sesame.addr, chains(64).await?, d, Arc::new(RefreshChain)).await;
-    report.refresh(&mut refresh16, &mut refresh64, &bare16, &bare64);
+                .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
+                .collect();
+            let spread = |n: usize| {
+                (0..n)
+                    .map(|i| tokens[i % tokens.len()].clone())
+                    .collect::<Vec<_>>()
+            };
+            let mut me16 = drive(sesame.addr, spread(16), d, me(true)).await;
+            let mut me64 = drive(sesame.addr, spread(64), d, me(true)).await;
+            report.me(&mut me16, &mut me64, &bare16, &bare64);
+        }
 
-    eprintln!("sesame: {FLOOD_CONNECTIONS}-connection login flood …");
-    let flood_started = Instant::now();
-    let mut flood = drive(
-        sesame.addr,
-        vec![String::new(); FLOOD_CONNECTIONS],
-        d,
-        login,
-    )
-    .await;
-    let flood_peak = sesame.peak_rss_mib();
-    let (after, _) = once(sesame.addr, login_request()).await?;
-    report.flood(&mut flood, flood_peak, after, flood_started.elapsed());
+        if options.wants("refresh") {
+            eprintln!("sesame: refresh …");
+            let chains = |n| async move {
+                let grants = grants(sesame.addr, n).await?;
+                Ok::<Vec<String>, anyhow::Error>(
+                    grants
+                        .iter()
+                        .filter_map(|g| g["refresh_token"].as_str().map(str::to_owned))
+                        .collect(),
+                )
+            };
+            let mut refresh16 =
+                drive(sesame.addr, chains(16).await?, d, Arc::new(RefreshChain)).await;
+            let mut refresh64 =
+                drive(sesame.addr, chains(64).await?, d, Arc::new(RefreshChain)).await;
+            report.refresh(&mut refresh16, &mut refresh64, &bare16, &bare64);
+        }
+    }
+
+    if options.wants("flood") {
+        eprintln!("sesame: {FLOOD_CONNECTIONS}-connection login flood …");
+        let flood_started = Instant::now();
+        let mut flood = drive(
+            sesame.addr,
+            vec![String::new(); FLOOD_CONNECTIONS],
+            d,
+            login,
+        )
+        .await;
+        let flood_peak = sesame.peak_rss_mib();
+        let (after, _) = once(sesame.addr, login_request()).await?;
+        report.flood(&mut flood, flood_peak, after, flood_started.elapsed());
+    }
     sesame.stop();
 
     report.print();

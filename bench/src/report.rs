@@ -86,12 +86,14 @@ impl Report {
         row.reference = "reused memory".into();
         row.ratio = Some(raw_alloc / raw);
         self.rows.push(row);
-        let mut row = Row::new("raw argon2id, C reference (argon2-sys, SIMD)");
+        // argon2-sys can only build the C reference for this very CPU
+        // (`-march=native`); the portable comparison that decides which
+        // implementation Sesame ships is in bench/README.md.
+        let mut row = Row::new("raw argon2id, C reference, -march=native (argon2-sys)");
         row.rate = Some(raw_c);
         row.reference = "RustCrypto, reused".into();
         row.ratio = Some(raw_c / raw);
-        row.target = "use C if > 1.15".into();
-        row.met = Some(raw_c / raw <= 1.15);
+        row.value = Some("not portable; see bench/README".into());
         self.rows.push(row);
     }
 

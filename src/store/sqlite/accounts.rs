@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, corrupt, db_error};
 use crate::core::clock::UnixTime;
@@ -27,110 +26,92 @@ const ACCOUNT_COLUMNS: &str = "id, username, email, email_verified, mobile, mobi
      (SELECT json_group_object(name, value) FROM profile_attributes \
         WHERE account_id = accounts.id) AS profile_json";
 
-fn json_column<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
-    let text: String = row.try_get(column).map_err(db_error)?;
-    serde_json::from_str(&text).map_err(|_| corrupt(column))
+fn json_column<T: serde::de::DeserializeOwned>(row: &Row, column: &str) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|_| corrupt("aggregated JSON column"))
 }
 
-fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
-    let status: String = row.try_get("status").map_err(db_error)?;
+fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
+    let status: String = row.get("status")?;
     Ok(Account {
-        id: row.try_get("id").map_err(db_error)?,
-        username: row.try_get("username").map_err(db_error)?,
-        email: row.try_get("email").map_err(db_error)?,
-        email_verified: row.try_get("email_verified").map_err(db_error)?,
-        mobile: row.try_get("mobile").map_err(db_error)?,
-        mobile_verified: row.try_get("mobile_verified").map_err(db_error)?,
-        display_name: row.try_get("display_name").map_err(db_error)?,
-        avatar_url: row.try_get("avatar_url").map_err(db_error)?,
+        id: row.get("id")?,
+        username: row.get("username")?,
+        email: row.get("email")?,
+        email_verified: row.get("email_verified")?,
+        mobile: row.get("mobile")?,
+        mobile_verified: row.get("mobile_verified")?,
+        display_name: row.get("display_name")?,
+        avatar_url: row.get("avatar_url")?,
         status: AccountStatus::parse(&status).ok_or_else(|| corrupt("account status"))?,
         verifiers: PasswordVerifiers {
-            password_hash: row.try_get("password_hash").map_err(db_error)?,
-            md5_verifier: row.try_get("md5_verifier").map_err(db_error)?,
+            password_hash: row.get("password_hash")?,
+            md5_verifier: row.get("md5_verifier")?,
         },
-        password_changed_at: row.try_get("password_changed_at").map_err(db_error)?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        updated_at: row.try_get("updated_at").map_err(db_error)?,
-        last_login_at: row.try_get("last_login_at").map_err(db_error)?,
-        last_login_ip: row.try_get("last_login_ip").map_err(db_error)?,
-        login_count: row.try_get("login_count").map_err(db_error)?,
-        failed_login_count: row.try_get("failed_login_count").map_err(db_error)?,
-        consecutive_failures: row.try_get("consecutive_failures").map_err(db_error)?,
-        api_calls_count: row.try_get("api_calls_count").map_err(db_error)?,
-        max_api_calls: row.try_get("max_api_calls").map_err(db_error)?,
+        password_changed_at: row.get("password_changed_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        last_login_at: row.get("last_login_at")?,
+        last_login_ip: row.get("last_login_ip")?,
+        login_count: row.get("login_count")?,
+        failed_login_count: row.get("failed_login_count")?,
+        consecutive_failures: row.get("consecutive_failures")?,
+        api_calls_count: row.get("api_calls_count")?,
+        max_api_calls: row.get("max_api_calls")?,
         roles: json_column(row, "roles_json")?,
         permissions: json_column(row, "permissions_json")?,
         profile: json_column::<BTreeMap<String, String>>(row, "profile_json")?,
     })
 }
 
-impl SqliteStore {
-    async fn fetch_one_account(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<Account>> {
-        let mut query = sqlx::query(sql);
-        for bind in binds {
-            query = query.bind(*bind);
-        }
-        let row = query.fetch_optional(&self.reader).await.map_err(db_error)?;
-        row.as_ref().map(account_from_row).transpose()
-    }
-
-    async fn fetch_account_by_id(
-        &self,
-        conn: &mut SqliteConnection,
-        id: AccountId,
-    ) -> StoreResult<Option<Account>> {
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        row.as_ref().map(account_from_row).transpose()
-    }
+fn account_where(
+    conn: &Connection,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Option<Account>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {condition}"
+    ))
+    .and_then(|mut statement| statement.query_row(params, account_from_row).optional())
+    .map_err(db_error)
 }
 
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        let id: AccountId = sqlx::query_scalar(
-            "INSERT INTO accounts (username, username_key, email, email_key, mobile, display_name, \
-             password_hash, md5_verifier, password_changed_at, created_at, updated_at, max_api_calls) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&new.username)
-        .bind(&new.username_key)
-        .bind(&new.email)
-        .bind(&new.email_key)
-        .bind(&new.mobile)
-        .bind(&new.display_name)
-        .bind(&new.verifiers.password_hash)
-        .bind(&new.verifiers.md5_verifier)
-        .bind(new.created_at)
-        .bind(new.created_at)
-        .bind(new.created_at)
-        .bind(new.max_api_calls)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        for role in &new.roles {
-            sqlx::query("INSERT INTO account_roles (account_id, role) VALUES (?, ?)")
-                .bind(id)
-                .bind(role)
-                .execute(&mut *tx)
-                .await
+        self.write(move |conn| {
+            let id: AccountId = conn
+                .prepare_cached(
+                    "INSERT INTO accounts (username, username_key, email, email_key, mobile, display_name, \
+                     password_hash, md5_verifier, password_changed_at, created_at, updated_at, max_api_calls) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?10) RETURNING id",
+                )
+                .and_then(|mut insert| {
+                    insert.query_row(
+                        params![
+                            new.username,
+                            new.username_key,
+                            new.email,
+                            new.email_key,
+                            new.mobile,
+                            new.display_name,
+                            new.verifiers.password_hash,
+                            new.verifiers.md5_verifier,
+                            new.created_at,
+                            new.max_api_calls,
+                        ],
+                        |row| row.get(0),
+                    )
+                })
                 .map_err(db_error)?;
-        }
-        let account = self
-            .fetch_account_by_id(&mut tx, id)
-            .await?
-            .ok_or_else(|| corrupt("account vanished after insert"))?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(account)
+            for role in &new.roles {
+                conn.prepare_cached("INSERT INTO account_roles (account_id, role) VALUES (?, ?)")
+                    .and_then(|mut insert| insert.execute(params![id, role]))
+                    .map_err(db_error)?;
+            }
+            account_where(conn, "id = ?", [id])?
+                .ok_or_else(|| db_error(corrupt("account vanished after insert")))
+        })
+        .await
     }
 
     async fn find_account_by_login(
@@ -138,49 +119,52 @@ impl AccountStore for SqliteStore {
         key: &str,
         mobile: Option<&str>,
     ) -> StoreResult<Option<Account>> {
-        let sql = format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username_key = ?1 OR email_key = ?1 OR mobile = ?2 \
-             ORDER BY CASE WHEN username_key = ?1 THEN 0 WHEN email_key = ?1 THEN 1 ELSE 2 END LIMIT 1"
-        );
-        self.fetch_one_account(&sql, &[key, mobile.unwrap_or("")])
-            .await
+        self.read(|conn| {
+            account_where(
+                conn,
+                "username_key = ?1 OR email_key = ?1 OR mobile = ?2 \
+                 ORDER BY CASE WHEN username_key = ?1 THEN 0 WHEN email_key = ?1 THEN 1 ELSE 2 END LIMIT 1",
+                params![key, mobile.unwrap_or("")],
+            )
+        })
     }
 
     async fn find_account_by_username(&self, username_key: &str) -> StoreResult<Option<Account>> {
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username_key = ?");
-        self.fetch_one_account(&sql, &[username_key]).await
+        self.read(|conn| account_where(conn, "username_key = ?", [username_key]))
     }
 
     async fn get_account(&self, id: AccountId) -> StoreResult<Option<Account>> {
-        let mut conn = self.reader.acquire().await.map_err(db_error)?;
-        self.fetch_account_by_id(&mut conn, id).await
+        self.read(|conn| account_where(conn, "id = ?", [id]))
     }
 
     async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
-        let sql =
-            format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ? ORDER BY id LIMIT ?");
-        let rows = sqlx::query(&sql)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_error)?;
-        rows.iter().map(account_from_row).collect()
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ? ORDER BY id LIMIT ?"
+            ))
+            .and_then(|mut select| {
+                select
+                    .query_map(params![after_id, limit], account_from_row)?
+                    .collect()
+            })
+            .map_err(db_error)
+        })
     }
 
     async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM account_roles WHERE role = ?")
-            .bind(role)
-            .fetch_one(&self.reader)
-            .await
-            .map_err(db_error)
+        self.read(|conn| {
+            conn.prepare_cached("SELECT COUNT(*) FROM account_roles WHERE role = ?")
+                .and_then(|mut select| select.query_row([role], |row| row.get(0)))
+                .map_err(db_error)
+        })
     }
 
     async fn role_names(&self) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar("SELECT name FROM roles ORDER BY name")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_error)
+        self.read(|conn| {
+            conn.prepare_cached("SELECT name FROM roles ORDER BY name")
+                .and_then(|mut select| select.query_map([], |row| row.get(0))?.collect())
+                .map_err(db_error)
+        })
     }
 
     async fn update_profile(
@@ -189,40 +173,35 @@ impl AccountStore for SqliteStore {
         patch: &ProfilePatch,
         now: UnixTime,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
+        let patch = patch.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE accounts SET display_name = COALESCE(?, display_name), \
+                 avatar_url = COALESCE(?, avatar_url), updated_at = ? WHERE id = ?",
+            )
+            .and_then(|mut update| {
+                update.execute(params![patch.display_name, patch.avatar_url, now, id])
+            })
             .map_err(db_error)?;
-        sqlx::query(
-            "UPDATE accounts SET display_name = COALESCE(?, display_name), \
-             avatar_url = COALESCE(?, avatar_url), updated_at = ? WHERE id = ?",
-        )
-        .bind(&patch.display_name)
-        .bind(&patch.avatar_url)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
+            for (name, value) in &patch.attributes {
+                let changed = match value {
+                    Some(value) => conn
+                        .prepare_cached(
+                            "INSERT INTO profile_attributes (account_id, name, value) VALUES (?, ?, ?) \
+                             ON CONFLICT (account_id, name) DO UPDATE SET value = excluded.value",
+                        )
+                        .and_then(|mut upsert| upsert.execute(params![id, name, value])),
+                    None => conn
+                        .prepare_cached(
+                            "DELETE FROM profile_attributes WHERE account_id = ? AND name = ?",
+                        )
+                        .and_then(|mut delete| delete.execute(params![id, name])),
+                };
+                changed.map_err(db_error)?;
+            }
+            Ok(())
+        })
         .await
-        .map_err(db_error)?;
-        for (name, value) in &patch.attributes {
-            let query = match value {
-                Some(value) => sqlx::query(
-                    "INSERT INTO profile_attributes (account_id, name, value) VALUES (?, ?, ?) \
-                     ON CONFLICT (account_id, name) DO UPDATE SET value = excluded.value",
-                )
-                .bind(id)
-                .bind(name)
-                .bind(value),
-                None => {
-                    sqlx::query("DELETE FROM profile_attributes WHERE account_id = ? AND name = ?")
-                        .bind(id)
-                        .bind(name)
-                }
-            };
-            query.execute(&mut *tx).await.map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)
     }
 
     async fn set_password(
@@ -232,25 +211,34 @@ impl AccountStore for SqliteStore {
         changed: bool,
         now: UnixTime,
     ) -> StoreResult<()> {
-        let query = if changed {
-            sqlx::query(
-                "UPDATE accounts SET password_hash = ?, md5_verifier = ?, password_changed_at = ?, \
-                 updated_at = ? WHERE id = ?",
-            )
-            .bind(&verifiers.password_hash)
-            .bind(&verifiers.md5_verifier)
-            .bind(now)
-            .bind(now)
-            .bind(id)
-        } else {
-            // Same password, new verifiers (a parameter upgrade): no change of record times.
-            sqlx::query("UPDATE accounts SET password_hash = ?, md5_verifier = ? WHERE id = ?")
-                .bind(&verifiers.password_hash)
-                .bind(&verifiers.md5_verifier)
-                .bind(id)
-        };
-        query.execute(&self.writer).await.map_err(db_error)?;
-        Ok(())
+        let verifiers = verifiers.clone();
+        self.write(move |conn| {
+            let updated = if changed {
+                conn.prepare_cached(
+                    "UPDATE accounts SET password_hash = ?, md5_verifier = ?, password_changed_at = ?, \
+                     updated_at = ? WHERE id = ?",
+                )
+                .and_then(|mut update| {
+                    update.execute(params![
+                        verifiers.password_hash,
+                        verifiers.md5_verifier,
+                        now,
+                        now,
+                        id
+                    ])
+                })
+            } else {
+                // Same password, new verifiers (a parameter upgrade): no change of record times.
+                conn.prepare_cached(
+                    "UPDATE accounts SET password_hash = ?, md5_verifier = ? WHERE id = ?",
+                )
+                .and_then(|mut update| {
+                    update.execute(params![verifiers.password_hash, verifiers.md5_verifier, id])
+                })
+            };
+            updated.map(|_| ()).map_err(db_error)
+        })
+        .await
     }
 
     async fn set_status(
@@ -259,69 +247,72 @@ impl AccountStore for SqliteStore {
         status: AccountStatus,
         now: UnixTime,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE accounts SET status = ?1, updated_at = ?2, \
-             consecutive_failures = CASE WHEN ?1 = 'active' THEN 0 ELSE consecutive_failures END WHERE id = ?3",
-        )
-            .bind(status.as_str())
-            .bind(now)
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE accounts SET status = ?1, updated_at = ?2, \
+                 consecutive_failures = CASE WHEN ?1 = 'active' THEN 0 ELSE consecutive_failures END \
+                 WHERE id = ?3",
+            )
+            .and_then(|mut update| update.execute(params![status.as_str(), now, id]))
+            .map(|_| ())
+            .map_err(db_error)
+        })
+        .await
     }
 
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
-        let result = sqlx::query("DELETE FROM accounts WHERE id = ?")
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(db_error)?;
-        Ok(result.rows_affected() > 0)
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM accounts WHERE id = ?")
+                .and_then(|mut delete| delete.execute([id]))
+                .map(|deleted| deleted > 0)
+                .map_err(db_error)
+        })
+        .await
     }
 
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {
-        let row = sqlx::query("SELECT api_calls_count, max_api_calls FROM accounts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_error)?;
-        row.map(|row| {
-            Ok(ApiUsage {
-                count: row.try_get("api_calls_count").map_err(db_error)?,
-                max: row.try_get("max_api_calls").map_err(db_error)?,
-            })
+        self.read(|conn| {
+            conn.prepare_cached("SELECT api_calls_count, max_api_calls FROM accounts WHERE id = ?")
+                .and_then(|mut select| {
+                    select
+                        .query_row([id], |row| {
+                            Ok(ApiUsage {
+                                count: row.get(0)?,
+                                max: row.get(1)?,
+                            })
+                        })
+                        .optional()
+                })
+                .map_err(db_error)
         })
-        .transpose()
     }
 
     async fn add_api_calls(&self, counts: &[(AccountId, i64)]) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        for (id, count) in counts {
-            sqlx::query("UPDATE accounts SET api_calls_count = api_calls_count + ? WHERE id = ?")
-                .bind(count)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
+        let counts = counts.to_vec();
+        self.write(move |conn| {
+            let mut update = conn
+                .prepare_cached(
+                    "UPDATE accounts SET api_calls_count = api_calls_count + ? WHERE id = ?",
+                )
                 .map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)
+            for (id, count) in counts {
+                update.execute(params![count, id]).map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()> {
-        sqlx::query("UPDATE accounts SET max_api_calls = ?, updated_at = ? WHERE id = ?")
-            .bind(max)
-            .bind(now)
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE accounts SET max_api_calls = ?, updated_at = ? WHERE id = ?",
+            )
+            .and_then(|mut update| update.execute(params![max, now, id]))
+            .map(|_| ())
+            .map_err(db_error)
+        })
+        .await
     }
 
     async fn record_login_failure(
@@ -329,16 +320,20 @@ impl AccountStore for SqliteStore {
         id: AccountId,
         from_unknown_client: bool,
     ) -> StoreResult<i64> {
-        let consecutive: Option<i64> = sqlx::query_scalar(
-            "UPDATE accounts SET failed_login_count = failed_login_count + 1, \
-             consecutive_failures = consecutive_failures + ? WHERE id = ? RETURNING consecutive_failures",
-        )
-        .bind(i64::from(from_unknown_client))
-        .bind(id)
-        .fetch_optional(&self.writer)
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE accounts SET failed_login_count = failed_login_count + 1, \
+                 consecutive_failures = consecutive_failures + ? WHERE id = ? RETURNING consecutive_failures",
+            )
+            .and_then(|mut update| {
+                update
+                    .query_row(params![i64::from(from_unknown_client), id], |row| row.get(0))
+                    .optional()
+            })
+            .map(Option::unwrap_or_default)
+            .map_err(db_error)
+        })
         .await
-        .map_err(db_error)?;
-        Ok(consecutive.unwrap_or(0))
     }
 
     async fn is_known_client(
@@ -347,23 +342,19 @@ impl AccountStore for SqliteStore {
         kind: ClientKind,
         value: &str,
     ) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM known_clients WHERE account_id = ? AND kind = ? AND value = ?",
-        )
-        .bind(id)
-        .bind(kind.as_str())
-        .bind(value)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db_error)?;
-        Ok(found.is_some())
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT 1 FROM known_clients WHERE account_id = ? AND kind = ? AND value = ?",
+            )
+            .and_then(|mut select| select.exists(params![id, kind.as_str(), value]))
+            .map_err(db_error)
+        })
     }
 }
 
-/// Upserts the known clients in one statement, then keeps only the newest
-/// `keep` of each kind in another.
-pub(super) async fn remember_clients(
-    conn: &mut SqliteConnection,
+/// Upserts the known clients, then keeps only the newest `keep` of each kind.
+pub(super) fn remember_clients(
+    conn: &Connection,
     id: AccountId,
     clients: &[(ClientKind, String)],
     now: UnixTime,
@@ -372,30 +363,23 @@ pub(super) async fn remember_clients(
     if clients.is_empty() {
         return Ok(());
     }
-    let rows = vec!["(?, ?, ?, ?, ?)"; clients.len()].join(", ");
-    let sql = format!(
-        "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES {rows} \
-         ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen"
-    );
-    let mut upsert = sqlx::query(&sql);
+    let mut upsert = conn
+        .prepare_cached(
+            "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4) \
+             ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .map_err(db_error)?;
     for (kind, value) in clients {
-        upsert = upsert
-            .bind(id)
-            .bind(kind.as_str())
-            .bind(value)
-            .bind(now)
-            .bind(now);
+        upsert
+            .execute(params![id, kind.as_str(), value, now])
+            .map_err(db_error)?;
     }
-    upsert.execute(&mut *conn).await.map_err(db_error)?;
-    sqlx::query(
+    conn.prepare_cached(
         "DELETE FROM known_clients WHERE rowid IN (SELECT rowid FROM \
          (SELECT rowid, ROW_NUMBER() OVER (PARTITION BY kind ORDER BY last_seen DESC, rowid DESC) AS newest \
           FROM known_clients WHERE account_id = ?) WHERE newest > ?)",
     )
-    .bind(id)
-    .bind(i64::from(keep))
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut delete| delete.execute(params![id, keep]))
     .map_err(db_error)?;
     Ok(())
 }

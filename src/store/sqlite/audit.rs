@@ -1,7 +1,7 @@
 //! The audit log in SQLite.
 
 use async_trait::async_trait;
-use sqlx::Row;
+use rusqlite::params;
 
 use super::{SqliteStore, db_error};
 use crate::core::clock::UnixTime;
@@ -10,30 +10,32 @@ use crate::store::{AccountId, AuditEvent, AuditStore, StoreResult};
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        for e in events {
-            sqlx::query(
-                "INSERT INTO audit_events (at, event, outcome, face, account_id, username, ip, user_agent, detail) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(e.at)
-            .bind(&e.event)
-            .bind(&e.outcome)
-            .bind(&e.face)
-            .bind(e.account_id)
-            .bind(&e.username)
-            .bind(&e.ip)
-            .bind(&e.user_agent)
-            .bind(&e.detail)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)
+        let events = events.to_vec();
+        self.write(move |conn| {
+            let mut insert = conn
+                .prepare_cached(
+                    "INSERT INTO audit_events (at, event, outcome, face, account_id, username, ip, \
+                     user_agent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .map_err(db_error)?;
+            for e in events {
+                insert
+                    .execute(params![
+                        e.at,
+                        e.event,
+                        e.outcome,
+                        e.face,
+                        e.account_id,
+                        e.username,
+                        e.ip,
+                        e.user_agent,
+                        e.detail
+                    ])
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn list_audit_events(
@@ -41,39 +43,40 @@ impl AuditStore for SqliteStore {
         account_id: Option<AccountId>,
         limit: u32,
     ) -> StoreResult<Vec<AuditEvent>> {
-        let rows = sqlx::query(
-            "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail FROM audit_events \
-             WHERE ?1 IS NULL OR account_id = ?1 ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(account_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditEvent {
-                    id: row.try_get("id").map_err(db_error)?,
-                    at: row.try_get("at").map_err(db_error)?,
-                    event: row.try_get("event").map_err(db_error)?,
-                    outcome: row.try_get("outcome").map_err(db_error)?,
-                    face: row.try_get("face").map_err(db_error)?,
-                    account_id: row.try_get("account_id").map_err(db_error)?,
-                    username: row.try_get("username").map_err(db_error)?,
-                    ip: row.try_get("ip").map_err(db_error)?,
-                    user_agent: row.try_get("user_agent").map_err(db_error)?,
-                    detail: row.try_get("detail").map_err(db_error)?,
-                })
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail \
+                 FROM audit_events WHERE ?1 IS NULL OR account_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .and_then(|mut select| {
+                select
+                    .query_map(params![account_id, limit], |row| {
+                        Ok(AuditEvent {
+                            id: row.get("id")?,
+                            at: row.get("at")?,
+                            event: row.get("event")?,
+                            outcome: row.get("outcome")?,
+                            face: row.get("face")?,
+                            account_id: row.get("account_id")?,
+                            username: row.get("username")?,
+                            ip: row.get("ip")?,
+                            user_agent: row.get("user_agent")?,
+                            detail: row.get("detail")?,
+                        })
+                    })?
+                    .collect()
             })
-            .collect()
+            .map_err(db_error)
+        })
     }
 
     async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64> {
-        let result = sqlx::query("DELETE FROM audit_events WHERE at < ?")
-            .bind(before)
-            .execute(&self.writer)
-            .await
-            .map_err(db_error)?;
-        Ok(result.rows_affected())
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM audit_events WHERE at < ?")
+                .and_then(|mut delete| delete.execute([before]))
+                .map(|purged| purged as u64)
+                .map_err(db_error)
+        })
+        .await
     }
 }

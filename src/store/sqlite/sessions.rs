@@ -1,8 +1,7 @@
 //! Sessions and refresh-token chains in SQLite.
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::accounts::remember_clients;
 use super::{SqliteStore, corrupt, db_error};
@@ -16,26 +15,57 @@ const SESSION_COLUMNS: &str = "s.id, s.account_id, s.platform, s.user_agent, s.i
      COALESCE((SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.session_id = s.id), s.created_at) AS last_used_at, \
      s.expires_at, s.revoked_at, a.status = 'active' AS account_active";
 
-fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
-    let style: String = row.try_get("token_style").map_err(db_error)?;
+fn session_from_row(row: &Row) -> rusqlite::Result<Session> {
+    let style: String = row.get("token_style")?;
     Ok(Session {
-        id: row.try_get("id").map_err(db_error)?,
-        account_id: row.try_get("account_id").map_err(db_error)?,
-        platform: row.try_get("platform").map_err(db_error)?,
-        user_agent: row.try_get("user_agent").map_err(db_error)?,
-        ip: row.try_get("ip").map_err(db_error)?,
+        id: row.get("id")?,
+        account_id: row.get("account_id")?,
+        platform: row.get("platform")?,
+        user_agent: row.get("user_agent")?,
+        ip: row.get("ip")?,
         token_style: TokenStyle::parse(&style).ok_or_else(|| corrupt("session token style"))?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        last_used_at: row.try_get("last_used_at").map_err(db_error)?,
-        expires_at: row.try_get("expires_at").map_err(db_error)?,
-        revoked_at: row.try_get("revoked_at").map_err(db_error)?,
-        account_active: row.try_get("account_active").map_err(db_error)?,
+        created_at: row.get("created_at")?,
+        last_used_at: row.get("last_used_at")?,
+        expires_at: row.get("expires_at")?,
+        revoked_at: row.get("revoked_at")?,
+        account_active: row.get("account_active")?,
     })
 }
 
-fn hash_from_blob(blob: Vec<u8>) -> StoreResult<TokenHash> {
-    blob.try_into()
-        .map_err(|_| corrupt("refresh token hash length"))
+fn refresh_from_row(row: &Row, session_id: SessionId) -> rusqlite::Result<RefreshToken> {
+    let hash: Vec<u8> = row.get("token_hash")?;
+    Ok(RefreshToken {
+        hash: hash
+            .try_into()
+            .map_err(|_| corrupt("refresh token hash length"))?,
+        session_id,
+        issued_at: row.get("issued_at")?,
+        rotated_at: row.get("rotated_at")?,
+        successor_salt: row.get("successor_salt")?,
+    })
+}
+
+fn sessions_where(
+    conn: &Connection,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<Session>> {
+    conn.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE {condition}"
+    ))
+    .and_then(|mut select| select.query_map(params, session_from_row)?.collect())
+    .map_err(db_error)
+}
+
+/// Runs an `UPDATE … RETURNING id` and collects the ids.
+fn returning_ids(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<SessionId>> {
+    conn.prepare_cached(sql)
+        .and_then(|mut update| update.query_map(params, |row| row.get(0))?.collect())
+        .map_err(db_error)
 }
 
 #[async_trait]
@@ -47,73 +77,56 @@ impl SessionStore for SqliteStore {
         refresh: &NewRefreshToken,
         replace_platform: bool,
     ) -> StoreResult<Vec<SessionId>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        sqlx::query(
-            "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ?, \
-             consecutive_failures = 0 WHERE id = ?",
-        )
-        .bind(login.at)
-        .bind(&login.ip)
-        .bind(login.account_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        remember_clients(
-            &mut tx,
-            login.account_id,
-            &login.clients,
-            login.at,
-            login.keep,
-        )
-        .await?;
-        let replaced: Vec<SessionId> = if replace_platform {
-            sqlx::query_scalar(
-                "UPDATE sessions SET revoked_at = ?, revoked_reason = 'replaced' \
-                 WHERE account_id = ? AND platform = ? AND revoked_at IS NULL RETURNING id",
+        let (login, session, refresh) = (login.clone(), session.clone(), refresh.clone());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ?, \
+                 consecutive_failures = 0 WHERE id = ?",
             )
-            .bind(session.created_at)
-            .bind(session.account_id)
-            .bind(&session.platform)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?
-        } else {
-            Vec::new()
-        };
-        sqlx::query(
-            "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, created_at, \
-             expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&session.id)
-        .bind(session.account_id)
-        .bind(&session.platform)
-        .bind(&session.user_agent)
-        .bind(&session.ip)
-        .bind(session.token_style.as_str())
-        .bind(session.created_at)
-        .bind(session.expires_at)
-        .execute(&mut *tx)
+            .and_then(|mut update| update.execute(params![login.at, login.ip, login.account_id]))
+            .map_err(db_error)?;
+            remember_clients(conn, login.account_id, &login.clients, login.at, login.keep)?;
+            let replaced = if replace_platform {
+                returning_ids(
+                    conn,
+                    "UPDATE sessions SET revoked_at = ?, revoked_reason = 'replaced' \
+                     WHERE account_id = ? AND platform = ? AND revoked_at IS NULL RETURNING id",
+                    params![session.created_at, session.account_id, session.platform],
+                )?
+            } else {
+                Vec::new()
+            };
+            conn.prepare_cached(
+                "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, created_at, \
+                 expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    session.id,
+                    session.account_id,
+                    session.platform,
+                    session.user_agent,
+                    session.ip,
+                    session.token_style.as_str(),
+                    session.created_at,
+                    session.expires_at,
+                ])
+            })
+            .map_err(db_error)?;
+            conn.prepare_cached(
+                "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES (?, ?, ?)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![&refresh.hash[..], refresh.session_id, refresh.issued_at])
+            })
+            .map_err(db_error)?;
+            Ok(replaced)
+        })
         .await
-        .map_err(db_error)?;
-        insert_refresh(&mut tx, refresh).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(replaced)
     }
 
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = ?"
-        );
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_error)?;
-        row.as_ref().map(session_from_row).transpose()
+        self.read(|conn| Ok(sessions_where(conn, "s.id = ?", [id])?.pop()))
     }
 
     async fn list_live_sessions(
@@ -121,17 +134,13 @@ impl SessionStore for SqliteStore {
         account_id: AccountId,
         now: UnixTime,
     ) -> StoreResult<Vec<Session>> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions s JOIN accounts a ON a.id = s.account_id \
-             WHERE s.account_id = ? AND s.revoked_at IS NULL AND s.expires_at > ? ORDER BY s.created_at, s.id"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(account_id)
-            .bind(now)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_error)?;
-        rows.iter().map(session_from_row).collect()
+        self.read(|conn| {
+            sessions_where(
+                conn,
+                "s.account_id = ? AND s.revoked_at IS NULL AND s.expires_at > ? ORDER BY s.created_at, s.id",
+                params![account_id, now],
+            )
+        })
     }
 
     async fn revoke_session(
@@ -140,15 +149,16 @@ impl SessionStore for SqliteStore {
         now: UnixTime,
         reason: &str,
     ) -> StoreResult<bool> {
-        let result =
-            sqlx::query("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(now)
-                .bind(reason)
-                .bind(id)
-                .execute(&self.writer)
-                .await
-                .map_err(db_error)?;
-        Ok(result.rows_affected() > 0)
+        let (id, reason) = (id.clone(), reason.to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL",
+            )
+            .and_then(|mut update| update.execute(params![now, reason, id]))
+            .map(|revoked| revoked > 0)
+            .map_err(db_error)
+        })
+        .await
     }
 
     async fn revoke_account_sessions(
@@ -158,62 +168,53 @@ impl SessionStore for SqliteStore {
         now: UnixTime,
         reason: &str,
     ) -> StoreResult<Vec<SessionId>> {
-        sqlx::query_scalar(
-            "UPDATE sessions SET revoked_at = ?, revoked_reason = ? \
-             WHERE account_id = ? AND revoked_at IS NULL AND id <> ? RETURNING id",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(account_id)
-        .bind(keep.map(String::as_str).unwrap_or(""))
-        .fetch_all(&self.writer)
+        let (keep, reason) = (keep.cloned().unwrap_or_default(), reason.to_owned());
+        self.write(move |conn| {
+            returning_ids(
+                conn,
+                "UPDATE sessions SET revoked_at = ?, revoked_reason = ? \
+                 WHERE account_id = ? AND revoked_at IS NULL AND id <> ? RETURNING id",
+                params![now, reason, account_id, keep],
+            )
+        })
         .await
-        .map_err(db_error)
     }
 
     async fn find_refresh_token_with_session(
         &self,
         hash: &TokenHash,
     ) -> StoreResult<Option<(RefreshToken, Session)>> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS}, t.token_hash, t.issued_at, t.rotated_at, t.successor_salt \
-             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN accounts a ON a.id = s.account_id \
-             WHERE t.token_hash = ?"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&hash[..])
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let session = session_from_row(&row)?;
-        let token = RefreshToken {
-            hash: hash_from_blob(row.try_get("token_hash").map_err(db_error)?)?,
-            session_id: session.id.clone(),
-            issued_at: row.try_get("issued_at").map_err(db_error)?,
-            rotated_at: row.try_get("rotated_at").map_err(db_error)?,
-            successor_salt: row.try_get("successor_salt").map_err(db_error)?,
-        };
-        Ok(Some((token, session)))
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS}, t.token_hash, t.issued_at, t.rotated_at, t.successor_salt \
+                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+                 JOIN accounts a ON a.id = s.account_id WHERE t.token_hash = ?"
+            ))
+            .and_then(|mut select| {
+                select
+                    .query_row([&hash[..]], |row| {
+                        let session = session_from_row(row)?;
+                        Ok((refresh_from_row(row, session.id.clone())?, session))
+                    })
+                    .optional()
+            })
+            .map_err(db_error)
+        })
     }
 
     async fn find_refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<RefreshToken>> {
-        let row = sqlx::query(
-            "SELECT token_hash, session_id, issued_at, rotated_at, successor_salt FROM refresh_tokens \
-             WHERE token_hash = ?",
-        )
-        .bind(&hash[..])
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db_error)?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(RefreshToken {
-            hash: hash_from_blob(row.try_get("token_hash").map_err(db_error)?)?,
-            session_id: row.try_get("session_id").map_err(db_error)?,
-            issued_at: row.try_get("issued_at").map_err(db_error)?,
-            rotated_at: row.try_get("rotated_at").map_err(db_error)?,
-            successor_salt: row.try_get("successor_salt").map_err(db_error)?,
-        }))
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT token_hash, session_id, issued_at, rotated_at, successor_salt FROM refresh_tokens \
+                 WHERE token_hash = ?",
+            )
+            .and_then(|mut select| {
+                select
+                    .query_row([&hash[..]], |row| refresh_from_row(row, row.get("session_id")?))
+                    .optional()
+            })
+            .map_err(db_error)
+        })
     }
 
     async fn replace_access_token(
@@ -222,48 +223,46 @@ impl SessionStore for SqliteStore {
         hash: &TokenHash,
         expires_at: UnixTime,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        sqlx::query("DELETE FROM access_tokens WHERE session_id = ?")
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO access_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
-        )
-        .bind(&hash[..])
-        .bind(session_id)
-        .bind(expires_at)
-        .execute(&mut *tx)
+        let (session_id, hash) = (session_id.clone(), *hash);
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM access_tokens WHERE session_id = ?")
+                .and_then(|mut delete| delete.execute([&session_id]))
+                .map_err(db_error)?;
+            conn.prepare_cached(
+                "INSERT INTO access_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
+            )
+            .and_then(|mut insert| insert.execute(params![&hash[..], session_id, expires_at]))
+            .map(|_| ())
+            .map_err(db_error)
+        })
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
     }
 
     async fn find_access_token(&self, hash: &TokenHash) -> StoreResult<Option<OpaqueAccessToken>> {
-        let row = sqlx::query(
-            "SELECT t.session_id, s.account_id, t.expires_at FROM access_tokens t \
-             JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?",
-        )
-        .bind(&hash[..])
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db_error)?;
-        row.map(|row| {
-            Ok(OpaqueAccessToken {
-                session_id: row.try_get("session_id").map_err(db_error)?,
-                account_id: row.try_get("account_id").map_err(db_error)?,
-                expires_at: row.try_get("expires_at").map_err(db_error)?,
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT t.session_id, s.account_id, t.expires_at FROM access_tokens t \
+                 JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?",
+            )
+            .and_then(|mut select| {
+                select
+                    .query_row([&hash[..]], |row| {
+                        Ok(OpaqueAccessToken {
+                            session_id: row.get(0)?,
+                            account_id: row.get(1)?,
+                            expires_at: row.get(2)?,
+                        })
+                    })
+                    .optional()
             })
+            .map_err(db_error)
         })
-        .transpose()
     }
 
-    /// Batched with concurrent rotations into one statement (see `rotation`).
+    /// One statement: inserting the successor marks its parent rotated (the
+    /// `refresh_tokens_rotate` trigger), but only if the parent belongs to
+    /// the session and is not rotated yet. Concurrent rotations of one token
+    /// land in the writer one after the other; the second finds it rotated.
     async fn rotate_refresh_token(
         &self,
         old: &TokenHash,
@@ -271,22 +270,166 @@ impl SessionStore for SqliteStore {
         successor: &NewRefreshToken,
         now: UnixTime,
     ) -> StoreResult<bool> {
-        self.rotations
-            .rotate(old, successor_salt, successor, now)
-            .await
+        let (old, salt, successor) = (*old, successor_salt.to_vec(), successor.clone());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO refresh_tokens (token_hash, session_id, issued_at, parent_hash, parent_salt) \
+                 SELECT ?1, session_id, ?2, token_hash, ?3 FROM refresh_tokens \
+                 WHERE token_hash = ?4 AND session_id = ?5 AND rotated_at IS NULL",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    &successor.hash[..],
+                    now,
+                    salt,
+                    &old[..],
+                    successor.session_id
+                ])
+            })
+            .map(|inserted| inserted == 1)
+            .map_err(db_error)
+        })
+        .await
     }
 }
 
-async fn insert_refresh(
-    conn: &mut sqlx::SqliteConnection,
-    refresh: &NewRefreshToken,
-) -> StoreResult<()> {
-    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES (?, ?, ?)")
-        .bind(&refresh.hash[..])
-        .bind(&refresh.session_id)
-        .bind(refresh.issued_at)
-        .execute(conn)
-        .await
-        .map_err(db_error)?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{
+        AccountStore, LoginRecord, NewAccount, NewRefreshToken, NewSession, PasswordVerifiers,
+        SessionStore, TokenStyle,
+    };
+
+    async fn store_with_sessions(n: usize) -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&SqliteStore::url_for_data_dir(dir.path()))
+            .await
+            .unwrap();
+        let account = store
+            .create_account(NewAccount {
+                username: "a".into(),
+                username_key: "a".into(),
+                email: None,
+                email_key: None,
+                mobile: None,
+                display_name: String::new(),
+                verifiers: PasswordVerifiers {
+                    password_hash: "x".into(),
+                    md5_verifier: None,
+                },
+                roles: vec!["user".into()],
+                max_api_calls: 0,
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        for i in 0..n {
+            let session = NewSession {
+                id: format!("s{i}"),
+                account_id: account.id,
+                platform: "web".into(),
+                user_agent: None,
+                ip: None,
+                token_style: TokenStyle::Jwt,
+                created_at: 0,
+                expires_at: 1000,
+            };
+            let first = NewRefreshToken {
+                hash: [i as u8; 32],
+                session_id: session.id.clone(),
+                issued_at: 0,
+            };
+            store
+                .record_login(
+                    &LoginRecord {
+                        account_id: account.id,
+                        at: 0,
+                        ip: None,
+                        clients: vec![],
+                        keep: 1,
+                    },
+                    &session,
+                    &first,
+                    false,
+                )
+                .await
+                .unwrap();
+        }
+        (dir, Arc::new(store))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_rotations_of_one_token_have_exactly_one_winner() {
+        let (_dir, store) = store_with_sessions(1).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..32u8 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move {
+                let successor = NewRefreshToken {
+                    hash: [100 + i; 32],
+                    session_id: "s0".into(),
+                    issued_at: 5,
+                };
+                store
+                    .rotate_refresh_token(&[0; 32], &[i; 32], &successor, 5)
+                    .await
+                    .unwrap()
+            });
+        }
+        let wins = tasks
+            .join_all()
+            .await
+            .into_iter()
+            .filter(|won| *won)
+            .count();
+        assert_eq!(wins, 1);
+        let parent = store.find_refresh_token(&[0; 32]).await.unwrap().unwrap();
+        assert_eq!(parent.rotated_at, Some(5));
+        let salt = parent.successor_salt.unwrap();
+        let winner = 100 + salt[0];
+        assert!(
+            store
+                .find_refresh_token(&[winner; 32])
+                .await
+                .unwrap()
+                .is_some(),
+            "the winner's successor exists"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn independent_rotations_in_one_batch_all_win() {
+        let (_dir, store) = store_with_sessions(20).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20u8 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move {
+                let successor = NewRefreshToken {
+                    hash: [200 - i; 32],
+                    session_id: format!("s{i}"),
+                    issued_at: 7,
+                };
+                store
+                    .rotate_refresh_token(&[i; 32], &[1; 32], &successor, 7)
+                    .await
+                    .unwrap()
+            });
+        }
+        assert!(tasks.join_all().await.into_iter().all(|won| won));
+        let wrong_session = NewRefreshToken {
+            hash: [250; 32],
+            session_id: "s1".into(),
+            issued_at: 8,
+        };
+        let parent_of_s0 = [0u8; 32];
+        assert!(
+            !store
+                .rotate_refresh_token(&parent_of_s0, &[1; 32], &wrong_session, 8)
+                .await
+                .unwrap()
+        );
+    }
 }
