@@ -85,6 +85,9 @@ pub struct AuditLog {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     buffer: Mutex<Vec<AuditEvent>>,
+    /// Held for a whole flush, so that the flush before a CLI command exits
+    /// waits for a periodic one still writing instead of finding nothing.
+    flushing: tokio::sync::Mutex<()>,
     retention_days: i64,
 }
 
@@ -95,6 +98,7 @@ impl AuditLog {
             store,
             clock,
             buffer: Mutex::new(Vec::new()),
+            flushing: tokio::sync::Mutex::new(()),
             retention_days,
         }
     }
@@ -113,6 +117,7 @@ impl AuditLog {
 
     /// Writes buffered events now; on failure they stay buffered.
     pub async fn flush(&self) -> Result<()> {
+        let _flushing = self.flushing.lock().await;
         let events = match self.buffer.lock() {
             Ok(mut buffer) => std::mem::take(&mut *buffer),
             Err(_) => return Err(Error::Internal("audit buffer poisoned".into())),
@@ -157,5 +162,54 @@ impl AuditLog {
                 ticks = ticks.wrapping_add(1);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{AuditLog, event};
+    use crate::core::clock::ManualClock;
+    use crate::store::AuditStore;
+    use crate::store::sqlite::SqliteStore;
+
+    /// The CLI flushes before it exits; if the periodic flush has just taken
+    /// the buffer and is still writing, that flush must wait for it rather
+    /// than find nothing and let the process exit with the events unwritten.
+    #[tokio::test]
+    async fn a_flush_waits_for_one_already_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqliteStore::connect(&SqliteStore::url_for_data_dir(dir.path()))
+                .await
+                .unwrap(),
+        );
+        let log = Arc::new(AuditLog::new(
+            store.clone(),
+            Arc::new(ManualClock::new(1_000)),
+            30,
+        ));
+        log.record(event("account_disabled", "ok", "cli"));
+        // Another process holds the write lock for a while (as a running
+        // server or CLI command can), so the periodic flush's write waits.
+        let other = rusqlite::Connection::open(dir.path().join("sesame.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let other = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let periodic = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move { log.flush().await }
+        });
+        // On this single-threaded runtime the periodic flush now runs until it
+        // waits for the database, holding the events it took.
+        tokio::task::yield_now().await;
+        log.flush().await.unwrap();
+        let written = store.list_audit_events(None, 10).await.unwrap();
+        assert_eq!(written.len(), 1, "the event is written when flush returns");
+        periodic.await.unwrap().unwrap();
+        other.join().unwrap();
     }
 }

@@ -40,6 +40,9 @@ impl Usage {
 pub struct ApiCalls {
     store: Arc<dyn Store>,
     usage: Mutex<HashMap<AccountId, Usage>>,
+    /// Held for a whole flush, so that a final flush at shutdown waits for a
+    /// periodic one still writing instead of finding nothing and returning.
+    flushing: tokio::sync::Mutex<()>,
     ttl: i64,
 }
 
@@ -49,6 +52,7 @@ impl ApiCalls {
         Self {
             store,
             usage: Mutex::new(HashMap::new()),
+            flushing: tokio::sync::Mutex::new(()),
             ttl,
         }
     }
@@ -113,6 +117,7 @@ impl ApiCalls {
 
     /// Writes pending counts to the store. On failure they stay pending.
     pub async fn flush(&self) -> Result<()> {
+        let _flushing = self.flushing.lock().await;
         let batch: Vec<(AccountId, i64)> = match self.usage.lock() {
             Ok(mut map) => map
                 .iter_mut()

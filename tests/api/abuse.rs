@@ -429,7 +429,7 @@ async fn a_full_hashing_queue_answers_at_once_with_retry_after() {
 async fn the_fungame_face_renders_a_full_queue_as_its_documented_400() {
     let app = TestApp::spawn_with(|c| {
         c.passwords.memory_kib = 65536;
-        c.passwords.iterations = 6;
+        c.passwords.iterations = 24;
         c.passwords.threads = 1;
         c.passwords.queue = 1;
         c.passwords.refuse_common = false;
@@ -437,17 +437,21 @@ async fn the_fungame_face_renders_a_full_queue_as_its_documented_400() {
     .await;
     app.create_with_password("player123", "Passw0rd!", &[])
         .await;
-    // One login hashing, one waiting: the queue is full for a few hundred milliseconds.
-    let holders: Vec<_> = (0..2)
-        .map(|_| {
-            let request = app
-                .client
-                .post(app.url("/v1/login"))
-                .json(&json!({"login": "player123", "password": "Passw0rd!"}));
-            tokio::spawn(async move { request.send().await.unwrap().status() })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    // One login hashing, one waiting. Each hash takes half a second or more;
+    // the pauses let the first reach the hashing thread before the second
+    // queues, even on a loaded machine (a job counts as queued until a
+    // thread has picked it up).
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let request = app
+            .client
+            .post(app.url("/v1/login"))
+            .json(&json!({"login": "player123", "password": "Passw0rd!"}));
+        holders.push(tokio::spawn(async move {
+            request.send().await.unwrap().status()
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let response = app
         .post_json(
             "/user/login",
