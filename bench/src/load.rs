@@ -24,6 +24,9 @@ pub struct Outcome {
     pub latencies_us: Vec<u64>,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Each worker's state at the end (a refresh chain's newest token), so
+    /// that a later run can go on from there.
+    pub states: Vec<String>,
 }
 
 impl Outcome {
@@ -42,12 +45,20 @@ impl Outcome {
         self.latencies_us[index] as f64 / 1000.0
     }
 
+    /// Adds a later run of the same rows (interleaved rounds).
+    pub fn append(&mut self, other: Outcome) {
+        self.elapsed += other.elapsed;
+        self.states.clear();
+        self.merge(other);
+    }
+
     fn merge(&mut self, other: Outcome) {
         for (status, count) in other.statuses {
             *self.statuses.entry(status).or_default() += count;
         }
         self.errors += other.errors;
         self.latencies_us.extend(other.latencies_us);
+        self.states.extend(other.states);
     }
 }
 
@@ -170,6 +181,7 @@ pub async fn drive(
                         }
                     }
                 }
+                outcome.states.push(state);
                 outcome
             })
         })

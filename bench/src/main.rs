@@ -21,12 +21,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request};
 
-use load::{Fixed, RefreshChain, drive, once};
+use load::{Fixed, Outcome, RefreshChain, drive, once};
 use report::Report;
 
 const USERNAME: &str = "bench";
 const PASSWORD: &str = "bench password 1";
 const FLOOD_CONNECTIONS: usize = 600;
+/// Rounds in which references and the rows compared with them alternate.
+const ROUNDS: u32 = 3;
 
 /// Groups of rows `--only` can pick; each brings the reference its rows are compared with.
 const GROUPS: [&str; 4] = ["login", "me", "refresh", "flood"];
@@ -152,8 +154,10 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let idle_rss = sesame.rss_mib();
     report.start(first_start, restart, idle_rss);
 
-    // Each reference is measured right before the rows compared with it,
-    // while Sesame idles, so that drift on a shared machine hits both alike.
+    // References are measured in the same run as the rows compared with
+    // them, interleaved in rounds (reference, rows, reference, rows, …) so
+    // that the drift of a shared machine hits both alike.
+    let slice = d / ROUNDS;
     let login = Arc::new(Fixed {
         method: Method::POST,
         path: "/v1/login".into(),
@@ -167,14 +171,18 @@ async fn run(options: Options) -> anyhow::Result<()> {
             iterations: 2,
         };
         let single = argon::rate(argon::Implementation::RustReusingMemory, cost, 1, d);
-        let raw = argon::rate(argon::Implementation::RustReusingMemory, cost, cores, d);
         let raw_alloc = argon::rate(argon::Implementation::RustAllocating, cost, cores, d);
         let raw_c = argon::rate(argon::Implementation::CReference, cost, cores, d);
+        eprintln!("sesame: login, {ROUNDS} rounds interleaved with raw argon2id …");
+        let (mut raw, mut login4, mut login32) = (0.0, Outcome::default(), Outcome::default());
+        for _ in 0..ROUNDS {
+            raw += argon::rate(argon::Implementation::RustReusingMemory, cost, cores, slice)
+                / f64::from(ROUNDS);
+            login4.append(drive(sesame.addr, vec![String::new(); 4], slice, login.clone()).await);
+            login32
+                .append(drive(sesame.addr, vec![String::new(); 32], slice, login.clone()).await);
+        }
         report.argon(single, raw, raw_alloc, raw_c);
-
-        eprintln!("sesame: login …");
-        let mut login4 = drive(sesame.addr, vec![String::new(); 4], d, login.clone()).await;
-        let mut login32 = drive(sesame.addr, vec![String::new(); 32], d, login.clone()).await;
         report.login(&mut login4, &mut login32, raw, single);
     }
 
@@ -187,45 +195,53 @@ async fn run(options: Options) -> anyhow::Result<()> {
         })
     };
     if options.wants("me") || options.wants("refresh") {
-        eprintln!("bare axum (Sesame idle) …");
         let bare = server::start_bare_axum()?;
-        let mut bare16 = drive(bare.addr, vec![String::new(); 16], d, me(false)).await;
-        let mut bare64 = drive(bare.addr, vec![String::new(); 64], d, me(false)).await;
+        let tokens: Vec<String> = grants(sesame.addr, 16)
+            .await?
+            .iter()
+            .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
+            .collect();
+        let spread = |n: usize| {
+            (0..n)
+                .map(|i| tokens[i % tokens.len()].clone())
+                .collect::<Vec<_>>()
+        };
+        let chains = |n| async move {
+            let grants = grants(sesame.addr, n).await?;
+            Ok::<Vec<String>, anyhow::Error>(
+                grants
+                    .iter()
+                    .filter_map(|g| g["refresh_token"].as_str().map(str::to_owned))
+                    .collect(),
+            )
+        };
+        let mut chains16 = chains(16).await?;
+        let mut chains64 = chains(64).await?;
+        let mut bare16 = Outcome::default();
+        let mut bare64 = Outcome::default();
+        let (mut me16, mut me64) = (Outcome::default(), Outcome::default());
+        let (mut refresh16, mut refresh64) = (Outcome::default(), Outcome::default());
+        eprintln!("bare axum, GET /v1/me, refresh: {ROUNDS} rounds …");
+        for _ in 0..ROUNDS {
+            bare16.append(drive(bare.addr, vec![String::new(); 16], slice, me(false)).await);
+            bare64.append(drive(bare.addr, vec![String::new(); 64], slice, me(false)).await);
+            if options.wants("me") {
+                me16.append(drive(sesame.addr, spread(16), slice, me(true)).await);
+                me64.append(drive(sesame.addr, spread(64), slice, me(true)).await);
+            }
+            if options.wants("refresh") {
+                refresh16.append(drive(sesame.addr, chains16, slice, Arc::new(RefreshChain)).await);
+                chains16 = refresh16.states.clone();
+                refresh64.append(drive(sesame.addr, chains64, slice, Arc::new(RefreshChain)).await);
+                chains64 = refresh64.states.clone();
+            }
+        }
         bare.stop();
         report.bare(&mut bare16, &mut bare64);
-
         if options.wants("me") {
-            eprintln!("sesame: GET /v1/me …");
-            let tokens: Vec<String> = grants(sesame.addr, 16)
-                .await?
-                .iter()
-                .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
-                .collect();
-            let spread = |n: usize| {
-                (0..n)
-                    .map(|i| tokens[i % tokens.len()].clone())
-                    .collect::<Vec<_>>()
-            };
-            let mut me16 = drive(sesame.addr, spread(16), d, me(true)).await;
-            let mut me64 = drive(sesame.addr, spread(64), d, me(true)).await;
             report.me(&mut me16, &mut me64, &bare16, &bare64);
         }
-
         if options.wants("refresh") {
-            eprintln!("sesame: refresh …");
-            let chains = |n| async move {
-                let grants = grants(sesame.addr, n).await?;
-                Ok::<Vec<String>, anyhow::Error>(
-                    grants
-                        .iter()
-                        .filter_map(|g| g["refresh_token"].as_str().map(str::to_owned))
-                        .collect(),
-                )
-            };
-            let mut refresh16 =
-                drive(sesame.addr, chains(16).await?, d, Arc::new(RefreshChain)).await;
-            let mut refresh64 =
-                drive(sesame.addr, chains(64).await?, d, Arc::new(RefreshChain)).await;
             report.refresh(&mut refresh16, &mut refresh64, &bare16, &bare64);
         }
     }
