@@ -179,8 +179,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             raw += argon::rate(argon::Implementation::RustReusingMemory, cost, cores, slice)
                 / f64::from(ROUNDS);
             login4.append(drive(sesame.addr, vec![String::new(); 4], slice, login.clone()).await);
-            login32
-                .append(drive(sesame.addr, vec![String::new(); 32], slice, login.clone()).await);
+            login32.append(drive(sesame.addr, vec![String::new(); 32], slice, login.clone()).await);
         }
         report.argon(single, raw, raw_alloc, raw_c);
         report.login(&mut login4, &mut login32, raw, single);
