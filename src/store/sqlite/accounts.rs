@@ -12,9 +12,13 @@ use crate::store::{
     PasswordVerifiers, ProfilePatch, StoreResult,
 };
 
-/// An account row with its roles, permissions and profile aggregated as
-/// JSON, so that reading an account is one query.
-const ACCOUNT_COLUMNS: &str = "id, username, email, email_verified, mobile, mobile_verified, display_name, \
+/// `SELECT` of account rows matching a condition, each with its roles,
+/// permissions and profile aggregated as JSON, so that reading an account
+/// is one query. A macro so that the text is put together at compile time,
+/// not on every login.
+macro_rules! select_accounts {
+    ($condition:literal) => {
+        concat!("SELECT id, username, email, email_verified, mobile, mobile_verified, display_name, \
      avatar_url, status, password_hash, md5_verifier, password_changed_at, created_at, updated_at, \
      last_login_at, last_login_ip, login_count, failed_login_count, consecutive_failures, api_calls_count, \
      max_api_calls, \
@@ -24,11 +28,17 @@ const ACCOUNT_COLUMNS: &str = "id, username, email, email_verified, mobile, mobi
         (SELECT DISTINCT rp.permission FROM account_roles ar JOIN role_permissions rp ON rp.role = ar.role \
          WHERE ar.account_id = accounts.id ORDER BY rp.permission)) AS permissions_json, \
      (SELECT json_group_object(name, value) FROM profile_attributes \
-        WHERE account_id = accounts.id) AS profile_json";
+        WHERE account_id = accounts.id) AS profile_json \
+     FROM accounts WHERE ", $condition)
+    };
+}
 
-fn json_column<T: serde::de::DeserializeOwned>(row: &Row, column: &str) -> rusqlite::Result<T> {
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &Row,
+    column: &'static str,
+) -> rusqlite::Result<T> {
     let text: String = row.get(column)?;
-    serde_json::from_str(&text).map_err(|_| corrupt("aggregated JSON column"))
+    serde_json::from_str(&text).map_err(|_| corrupt(column))
 }
 
 fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
@@ -65,14 +75,12 @@ fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
 
 fn account_where(
     conn: &Connection,
-    condition: &str,
+    select: &str,
     params: impl rusqlite::Params,
 ) -> StoreResult<Option<Account>> {
-    conn.prepare_cached(&format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {condition}"
-    ))
-    .and_then(|mut statement| statement.query_row(params, account_from_row).optional())
-    .map_err(db_error)
+    conn.prepare_cached(select)
+        .and_then(|mut statement| statement.query_row(params, account_from_row).optional())
+        .map_err(db_error)
 }
 
 #[async_trait]
@@ -108,7 +116,7 @@ impl AccountStore for SqliteStore {
                     .and_then(|mut insert| insert.execute(params![id, role]))
                     .map_err(db_error)?;
             }
-            account_where(conn, "id = ?", [id])?
+            account_where(conn, select_accounts!("id = ?"), [id])?
                 .ok_or_else(|| db_error(corrupt("account vanished after insert")))
         })
         .await
@@ -122,32 +130,33 @@ impl AccountStore for SqliteStore {
         self.read(|conn| {
             account_where(
                 conn,
-                "username_key = ?1 OR email_key = ?1 OR mobile = ?2 \
-                 ORDER BY CASE WHEN username_key = ?1 THEN 0 WHEN email_key = ?1 THEN 1 ELSE 2 END LIMIT 1",
+                select_accounts!(
+                    "username_key = ?1 OR email_key = ?1 OR mobile = ?2 \
+                     ORDER BY CASE WHEN username_key = ?1 THEN 0 WHEN email_key = ?1 THEN 1 ELSE 2 END \
+                     LIMIT 1"
+                ),
                 params![key, mobile.unwrap_or("")],
             )
         })
     }
 
     async fn find_account_by_username(&self, username_key: &str) -> StoreResult<Option<Account>> {
-        self.read(|conn| account_where(conn, "username_key = ?", [username_key]))
+        self.read(|conn| account_where(conn, select_accounts!("username_key = ?"), [username_key]))
     }
 
     async fn get_account(&self, id: AccountId) -> StoreResult<Option<Account>> {
-        self.read(|conn| account_where(conn, "id = ?", [id]))
+        self.read(|conn| account_where(conn, select_accounts!("id = ?"), [id]))
     }
 
     async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
         self.read(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ? ORDER BY id LIMIT ?"
-            ))
-            .and_then(|mut select| {
-                select
-                    .query_map(params![after_id, limit], account_from_row)?
-                    .collect()
-            })
-            .map_err(db_error)
+            conn.prepare_cached(select_accounts!("id > ? ORDER BY id LIMIT ?"))
+                .and_then(|mut select| {
+                    select
+                        .query_map(params![after_id, limit], account_from_row)?
+                        .collect()
+                })
+                .map_err(db_error)
         })
     }
 

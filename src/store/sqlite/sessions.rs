@@ -11,9 +11,27 @@ use crate::store::{
     SessionId, SessionStore, StoreResult, TokenHash, TokenStyle,
 };
 
-const SESSION_COLUMNS: &str = "s.id, s.account_id, s.platform, s.user_agent, s.ip, s.token_style, s.created_at, \
+/// The columns of a session with its derived last use and its account's
+/// status; a macro so that statements are put together at compile time.
+macro_rules! session_columns {
+    () => {
+        "s.id, s.account_id, s.platform, s.user_agent, s.ip, s.token_style, s.created_at, \
      COALESCE((SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.session_id = s.id), s.created_at) AS last_used_at, \
-     s.expires_at, s.revoked_at, a.status = 'active' AS account_active";
+     s.expires_at, s.revoked_at, a.status = 'active' AS account_active"
+    };
+}
+
+/// `SELECT` of sessions (with their accounts) matching a condition.
+macro_rules! select_sessions {
+    ($condition:literal) => {
+        concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE ",
+            $condition
+        )
+    };
+}
 
 fn session_from_row(row: &Row) -> rusqlite::Result<Session> {
     let style: String = row.get("token_style")?;
@@ -47,14 +65,12 @@ fn refresh_from_row(row: &Row, session_id: SessionId) -> rusqlite::Result<Refres
 
 fn sessions_where(
     conn: &Connection,
-    condition: &str,
+    select: &str,
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<Session>> {
-    conn.prepare_cached(&format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE {condition}"
-    ))
-    .and_then(|mut select| select.query_map(params, session_from_row)?.collect())
-    .map_err(db_error)
+    conn.prepare_cached(select)
+        .and_then(|mut select| select.query_map(params, session_from_row)?.collect())
+        .map_err(db_error)
 }
 
 /// Runs an `UPDATE … RETURNING id` and collects the ids.
@@ -126,7 +142,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
-        self.read(|conn| Ok(sessions_where(conn, "s.id = ?", [id])?.pop()))
+        self.read(|conn| Ok(sessions_where(conn, select_sessions!("s.id = ?"), [id])?.pop()))
     }
 
     async fn list_live_sessions(
@@ -137,7 +153,10 @@ impl SessionStore for SqliteStore {
         self.read(|conn| {
             sessions_where(
                 conn,
-                "s.account_id = ? AND s.revoked_at IS NULL AND s.expires_at > ? ORDER BY s.created_at, s.id",
+                select_sessions!(
+                    "s.account_id = ? AND s.revoked_at IS NULL AND s.expires_at > ? \
+                     ORDER BY s.created_at, s.id"
+                ),
                 params![account_id, now],
             )
         })
@@ -185,8 +204,10 @@ impl SessionStore for SqliteStore {
         hash: &TokenHash,
     ) -> StoreResult<Option<(RefreshToken, Session)>> {
         self.read(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {SESSION_COLUMNS}, t.token_hash, t.issued_at, t.rotated_at, t.successor_salt \
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                session_columns!(),
+                ", t.token_hash, t.issued_at, t.rotated_at, t.successor_salt \
                  FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
                  JOIN accounts a ON a.id = s.account_id WHERE t.token_hash = ?"
             ))
