@@ -22,47 +22,102 @@ use crate::config::Config;
 use crate::core::Core;
 use crate::core::clock::Clock;
 use crate::http::{self, AppState};
+use crate::limits::FailureLimiter;
 use crate::limits::memory::MemoryLimiter;
+use crate::limits::redis::{RedisLimiter, RedisNotices};
+use crate::notices::{LocalOnly, Notices};
 use crate::store::Store;
+use crate::store::postgres::PostgresStore;
+use crate::store::postgres::notify::PgNotices;
 use crate::store::sqlite::SqliteStore;
 
-/// Opens the configured store, running its migrations.
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    if config.uses_data_dir() {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
-        })?;
-    }
-    let store = SqliteStore::connect(&config.database_url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database {}",
-                displayable_url(&config.database_url)
-            )
-        })?;
-    Ok(Arc::new(store))
+/// Opens the configured store; runs pending migrations when `migrate`
+/// (otherwise refuses a schema that is behind).
+pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let url = &config.database.url;
+    let opened: Result<Arc<dyn Store>, _> = if config.database.is_postgres() {
+        PostgresStore::open(&config.database, migrate)
+            .await
+            .map(|store| Arc::new(store) as Arc<dyn Store>)
+    } else {
+        if config.uses_data_dir() {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
+        }
+        SqliteStore::open(url, migrate)
+            .await
+            .map(|store| Arc::new(store) as Arc<dyn Store>)
+    };
+    opened.with_context(|| format!("cannot open the database {}", displayable_url(url)))
 }
 
-/// A database URL fit for an error message: a SQLite path as is, anything
-/// else reduced to its scheme (a server URL may carry a password).
-fn displayable_url(url: &str) -> String {
+/// A database URL fit for an error message: a SQLite path as is; a server
+/// URL without its password and query string.
+pub fn displayable_url(url: &str) -> String {
     if url.starts_with("sqlite:") {
         return url.to_owned();
     }
-    match url.split_once("://") {
-        Some((scheme, _)) => format!("{scheme}://…"),
-        None => "(database_url)".to_owned(),
-    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(database_url)".to_owned();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{user}@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{host}/{path}")
 }
 
-/// Opens the store and starts the core, without HTTP (for the CLI).
+/// The state shared with other nodes: failure budgets and notices.
+struct Shared {
+    limiter: Arc<dyn FailureLimiter>,
+    notices: Arc<dyn Notices>,
+}
+
+/// Redis when configured; otherwise budgets per process, and notices through
+/// PostgreSQL (`LISTEN/NOTIFY`) or not at all (SQLite: one process).
+async fn open_shared(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Shared> {
+    if let Some(redis) = &config.redis {
+        let limiter = RedisLimiter::connect(redis)
+            .await
+            .context("cannot reach Redis (redis_url)")?;
+        let notices = RedisNotices::connect(redis)
+            .await
+            .context("cannot reach Redis (redis_url)")?;
+        return Ok(Shared {
+            limiter: Arc::new(limiter),
+            notices: Arc::new(notices),
+        });
+    }
+    let notices: Arc<dyn Notices> = match store.postgres() {
+        Some(postgres) => Arc::new(PgNotices::new(postgres)),
+        None => Arc::new(LocalOnly),
+    };
+    Ok(Shared {
+        limiter: Arc::new(MemoryLimiter::new()),
+        notices,
+    })
+}
+
+/// Opens the store and the shared state and starts the core, without HTTP
+/// (for the CLI).
 pub async fn open_core(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Core>> {
-    let store = open_store(config).await?;
-    let limiter = Arc::new(MemoryLimiter::new());
-    let core = Core::start(store, limiter, clock, config.core.clone())
-        .await
-        .context("cannot start the core")?;
+    let store = open_store(config, config.database.auto_migrate).await?;
+    let shared = open_shared(config, &store).await?;
+    let core = Core::start(
+        store,
+        shared.limiter,
+        shared.notices,
+        clock,
+        config.core.clone(),
+    )
+    .await
+    .context("cannot start the core")?;
     Ok(Arc::new(core))
 }
 
@@ -79,6 +134,7 @@ impl Application {
     /// Opens the store, starts the core and binds the listener.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let core = open_core(config, clock).await?;
+        core.spawn_housekeeping();
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} (is another server using it?)",
@@ -177,8 +233,13 @@ mod tests {
             "sqlite:///var/lib/sesame/sesame.db"
         );
         assert_eq!(
-            displayable_url("postgres://sesame:hunter2@db/sesame"),
-            "postgres://…"
+            displayable_url("postgres://sesame:hunter2@db:5432/sesame?sslmode=require&password=x"),
+            "postgres://sesame@db:5432/sesame"
         );
+        assert_eq!(
+            displayable_url("postgres://db/sesame"),
+            "postgres://db/sesame"
+        );
+        assert_eq!(displayable_url("nonsense"), "(database_url)");
     }
 }

@@ -14,8 +14,10 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod http;
 pub mod limits;
+pub mod notices;
 pub mod store;

@@ -1,7 +1,7 @@
 //! The operator's command line: `sesame serve` and `sesame user …`.
 //!
-//! Every command takes the same `--config`, `--data-dir` and
-//! `--database-url` as `serve` and works while a server runs on the same
+//! Every command takes the same `--config`, `--data-dir`, `--database-url`
+//! and `--redis-url` as `serve` and works while a server runs on the same
 //! database (SQLite in WAL mode allows it).
 
 mod audit;
@@ -28,6 +28,9 @@ struct Cli {
     /// Database URL [default: the SQLite file in the data directory].
     #[arg(long, global = true, env = "SESAME_DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
+    /// Redis URL, for state shared by several nodes [default: none, state is kept in process].
+    #[arg(long, global = true, env = "SESAME_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +45,9 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Bring the database schema up to date (for deployments that set
+    /// `database.auto_migrate = false`); safe while other nodes run.
+    Migrate,
 }
 
 impl Cli {
@@ -51,6 +57,7 @@ impl Cli {
             listen,
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
         }
     }
 }
@@ -60,7 +67,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let listen = match &cli.command {
         Command::Serve(args) => args.listen.clone(),
-        Command::User(_) | Command::Audit(_) => None,
+        Command::User(_) | Command::Audit(_) | Command::Migrate => None,
     };
     let config = match Config::load(&cli.sources(listen)) {
         Ok(config) => config,
@@ -84,6 +91,7 @@ pub fn main() -> ExitCode {
             Command::Serve(_) => serve::run(config).await,
             Command::User(command) => user::run(config, command).await,
             Command::Audit(command) => audit::run(config, command).await,
+            Command::Migrate => migrate(config).await,
         }
     });
     match result {
@@ -93,6 +101,17 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `sesame migrate`: applies pending migrations under the database's lock.
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    init_logging("info");
+    crate::app::open_store(&config, true).await?;
+    println!(
+        "the schema of {} is up to date",
+        crate::app::displayable_url(&config.database.url)
+    );
+    Ok(())
 }
 
 /// Sends log lines to stderr, so that stdout carries only what a command prints.

@@ -98,11 +98,13 @@ impl Core {
     /// An account with its live API-call count (stored plus not yet flushed).
     pub(crate) async fn account_with_usage(&self, id: AccountId) -> Result<Account> {
         let now = self.now();
-        let cached = match self.account_cache.get(id, now) {
+        let cached = match self.caches.account(id, now) {
             Some(account) => account,
             None => {
                 let account = std::sync::Arc::new(self.account(id).await?);
-                self.account_cache.put(std::sync::Arc::clone(&account), now);
+                self.caches
+                    .accounts
+                    .put(std::sync::Arc::clone(&account), now);
                 account
             }
         };
@@ -123,7 +125,7 @@ impl Core {
         }
         let account = self.account(id).await?;
         self.store.set_max_api_calls(id, max, self.now()).await?;
-        self.account_cache.forget(id);
+        self.account_changed(id).await;
         self.api_calls.set_max(id, max);
         self.audit_operator("quota_set", &account, Some(format!("max_api_calls {max}")));
         Ok(())
@@ -236,7 +238,7 @@ impl Core {
         self.store
             .set_status(id, AccountStatus::Active, self.now())
             .await?;
-        self.account_cache.forget(id);
+        self.account_changed(id).await;
         self.limiter.clear(&account_key(Some(&account), "")).await?;
         self.audit_operator("unlock", &account, None);
         Ok(())
@@ -272,7 +274,7 @@ impl Core {
         self.store
             .set_password(id, &verifiers, true, self.now())
             .await?;
-        self.account_cache.forget(id);
+        self.account_changed(id).await;
         self.end_account_sessions(id, None, "password_reset")
             .await?;
         self.audit_operator("password_reset", &account, None);
@@ -288,7 +290,7 @@ impl Core {
         };
         let account = self.account(id).await?;
         self.store.set_status(id, status, self.now()).await?;
-        self.account_cache.forget(id);
+        self.account_changed(id).await;
         if !enabled {
             self.end_account_sessions(id, None, "disabled").await?;
         }
@@ -305,7 +307,7 @@ impl Core {
     pub async fn delete_account(&self, id: AccountId) -> Result<()> {
         let account = self.account(id).await?;
         self.end_account_sessions(id, None, "deleted").await?;
-        self.account_cache.forget(id);
+        self.account_changed(id).await;
         if !self.store.delete_account(id).await? {
             return Err(Error::NotFound("account"));
         }
@@ -383,7 +385,7 @@ impl Core {
         self.store
             .update_profile(principal.account_id, &patch, self.now())
             .await?;
-        self.account_cache.forget(principal.account_id);
+        self.account_changed(principal.account_id).await;
         self.me(principal).await
     }
 
@@ -418,7 +420,7 @@ impl Core {
         self.store
             .set_password(account.id, &verifiers, true, self.now())
             .await?;
-        self.account_cache.forget(account.id);
+        self.account_changed(account.id).await;
         self.end_account_sessions(account.id, Some(&principal.session_id), "password_changed")
             .await?;
         self.audit.record(entry);

@@ -214,7 +214,7 @@ impl Core {
             self.store
                 .set_status(account.id, AccountStatus::Active, now)
                 .await?;
-            self.account_cache.forget(account.id);
+            self.account_changed(account.id).await;
             self.audit.record(
                 base.clone()
                     .with_event("unlock")
@@ -238,7 +238,7 @@ impl Core {
         account.last_login_ip = ip;
         account.consecutive_failures = 0;
         account.status = AccountStatus::Active;
-        self.account_cache.forget(account.id);
+        self.caches.accounts.forget(account.id);
         let platform = attempt
             .platform
             .unwrap_or_else(|| self.settings.sessions.default_platform.clone());
@@ -323,7 +323,7 @@ impl Core {
             return Ok(());
         };
         let consecutive = self.store.record_login_failure(account.id, !known).await?;
-        self.account_cache.forget(account.id);
+        self.caches.accounts.forget(account.id);
         if !known
             && consecutive >= abuse.lockout_threshold
             && account.status == AccountStatus::Active
@@ -331,7 +331,7 @@ impl Core {
             self.store
                 .set_status(account.id, AccountStatus::Locked, now)
                 .await?;
-            self.account_cache.forget(account.id);
+            self.account_changed(account.id).await;
             self.audit
                 .record(base.clone().with_event("lockout").detail(format!(
                     "{consecutive} consecutive failures from unknown clients"
@@ -386,7 +386,7 @@ impl Core {
         {
             tracing::warn!(account_id = account.id, %error, "could not update password verifiers");
         }
-        self.account_cache.forget(account.id);
+        self.caches.accounts.forget(account.id);
     }
 
     /// Records the login and opens its session (one store transaction).
@@ -427,7 +427,7 @@ impl Core {
             .store
             .record_login(login, &session, &refresh, policy == PlatformPolicy::Single)
             .await?;
-        self.live.forget(&replaced);
+        self.sessions_ended(&replaced).await;
         let session = SessionRef {
             id: session.id,
             account_id: account.id,
@@ -564,7 +564,7 @@ impl Core {
                 self.store
                     .revoke_session(&session.id, now, "refresh_reuse")
                     .await?;
-                self.live.forget([&session.id]);
+                self.sessions_ended(std::slice::from_ref(&session.id)).await;
                 Err(Error::RefreshTokenReused)
             }
         }
@@ -616,7 +616,8 @@ impl Core {
                 self.store
                     .revoke_session(&principal.session_id, self.now(), "logout")
                     .await?;
-                self.live.forget([&principal.session_id]);
+                self.sessions_ended(std::slice::from_ref(&principal.session_id))
+                    .await;
                 Ok(())
             }
             LogoutScope::AllSessions => {

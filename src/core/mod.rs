@@ -4,12 +4,14 @@
 //! operations on [`Core`]; policy lives here and nowhere else.
 
 pub mod accounts;
+/// Time types live below the core (the store and limits use them too).
+pub use crate::clock;
 pub mod audit;
 pub mod cache;
-pub mod clock;
 pub mod domain;
 pub mod error;
 pub mod guard;
+pub mod housekeeping;
 pub mod keys;
 pub mod login;
 pub mod passwords;
@@ -27,10 +29,11 @@ pub use error::{Error, Result};
 use guard::AbuseSettings;
 use passwords::{HashingSettings, PasswordHasher};
 use quota::ApiCalls;
-use sessions::{LiveSessions, SessionSettings};
+use sessions::SessionSettings;
 use tokens::{AccessTokens, TokenSettings};
 
 use crate::limits::FailureLimiter;
+use crate::notices::{NoticeSink, Notices};
 use crate::store::Store;
 
 /// Everything the core can be configured with.
@@ -44,6 +47,8 @@ pub struct CoreSettings {
     pub sessions: SessionSettings,
     /// Brute-force protection, password policy and audit retention.
     pub abuse: AbuseSettings,
+    /// Background purges of ended sessions and spent refresh tokens.
+    pub housekeeping: housekeeping::HousekeepingSettings,
 }
 
 /// Who is calling, as far as the transport can tell.
@@ -63,10 +68,10 @@ pub struct Core {
     clock: Arc<dyn Clock>,
     hasher: PasswordHasher,
     tokens: AccessTokens,
-    live: LiveSessions,
-    account_cache: cache::AccountCache,
+    caches: Arc<cache::Caches>,
     api_calls: Arc<ApiCalls>,
     limiter: Arc<dyn FailureLimiter>,
+    notices: Arc<dyn Notices>,
     audit: Arc<AuditLog>,
     settings: CoreSettings,
 }
@@ -80,11 +85,13 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// Starts the core on a store: loads (or creates) the signing key and
-    /// starts the hashing pool.
+    /// Starts the core on a store and the shared state: loads (or creates)
+    /// the signing key, starts the hashing pool and subscribes the caches
+    /// to other nodes' notices.
     pub async fn start(
         store: Arc<dyn Store>,
         limiter: Arc<dyn FailureLimiter>,
+        notices: Arc<dyn Notices>,
         clock: Arc<dyn Clock>,
         settings: CoreSettings,
     ) -> Result<Self> {
@@ -110,14 +117,20 @@ impl Core {
             settings.abuse.audit_retention_days,
         ));
         audit.spawn_flusher();
+        let caches = Arc::new(cache::Caches::new(
+            settings.sessions.cache_ttl,
+            Arc::clone(&api_calls),
+        ));
+        let sink: Arc<dyn NoticeSink> = caches.clone();
+        notices.subscribe(Arc::downgrade(&sink));
         Ok(Self {
             limiter,
             audit,
             hasher: PasswordHasher::start(&settings.hashing)?,
             api_calls,
             tokens: AccessTokens::new(ring, settings.tokens.clone()),
-            live: LiveSessions::new(settings.sessions.cache_ttl),
-            account_cache: cache::AccountCache::new(settings.sessions.cache_ttl),
+            caches,
+            notices,
             store,
             clock,
             settings,
@@ -159,6 +172,12 @@ impl Core {
     ) -> Result<Vec<crate::store::AuditEvent>> {
         self.audit.flush().await?;
         Ok(self.store.list_audit_events(account_id, limit).await?)
+    }
+
+    /// Whether this node uses its caches (it hears every other node's
+    /// notices); false while a notice subscription is lost.
+    pub fn caches_trusted(&self) -> bool {
+        self.caches.trusted()
     }
 
     /// The current time from the injected clock.

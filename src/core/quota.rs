@@ -46,6 +46,12 @@ pub struct ApiCalls {
     ttl: i64,
 }
 
+impl std::fmt::Debug for ApiCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiCalls").finish_non_exhaustive()
+    }
+}
+
 impl ApiCalls {
     /// Counters over `store`, re-reading quotas every `ttl` seconds.
     pub fn new(store: Arc<dyn Store>, ttl: i64) -> Self {
@@ -76,7 +82,7 @@ impl ApiCalls {
     fn try_admit_cached(&self, account: AccountId, now: UnixTime) -> Option<Result<()>> {
         let mut map = self.usage.lock().ok()?;
         let usage = map.get_mut(&account)?;
-        if now - usage.loaded_at >= self.ttl.max(1) && usage.pending == 0 {
+        if now.saturating_sub(usage.loaded_at) >= self.ttl.max(1) && usage.pending == 0 {
             return None;
         }
         if usage.max > 0 && usage.total() >= usage.max {
@@ -104,6 +110,24 @@ impl ApiCalls {
     /// The live count for an account (stored plus pending), if it is tracked.
     pub fn current(&self, account: AccountId) -> Option<i64> {
         self.usage.lock().ok()?.get(&account).map(Usage::total)
+    }
+
+    /// Makes the next call of an account re-read its count and quota.
+    pub fn expire(&self, account: AccountId) {
+        if let Ok(mut map) = self.usage.lock()
+            && let Some(usage) = map.get_mut(&account)
+        {
+            usage.loaded_at = UnixTime::MIN;
+        }
+    }
+
+    /// Makes the next call of every account re-read its count and quota.
+    pub fn expire_all(&self) {
+        if let Ok(mut map) = self.usage.lock() {
+            for usage in map.values_mut() {
+                usage.loaded_at = UnixTime::MIN;
+            }
+        }
     }
 
     /// Sets a new quota in memory after it was changed in the store.
@@ -134,18 +158,33 @@ impl ApiCalls {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.store.add_api_calls(&batch).await {
-            if let Ok(mut map) = self.usage.lock() {
-                for (id, n) in &batch {
-                    if let Some(u) = map.get_mut(id) {
-                        u.persisted -= n;
-                        u.pending += n;
+        match self.store.add_api_calls(&batch).await {
+            Ok(totals) => {
+                // The stored totals include what other nodes added since
+                // this one last looked: take them, so that the quota holds
+                // for the cluster within one flush interval.
+                if let Ok(mut map) = self.usage.lock() {
+                    for (id, stored) in totals {
+                        if let Some(u) = map.get_mut(&id) {
+                            u.persisted = stored.count;
+                            u.max = stored.max;
+                        }
                     }
                 }
+                Ok(())
             }
-            return Err(error.into());
+            Err(error) => {
+                if let Ok(mut map) = self.usage.lock() {
+                    for (id, n) in &batch {
+                        if let Some(u) = map.get_mut(id) {
+                            u.persisted -= n;
+                            u.pending += n;
+                        }
+                    }
+                }
+                Err(error.into())
+            }
         }
-        Ok(())
     }
 
     /// Flushes every [`FLUSH_INTERVAL`] until the counters are dropped.

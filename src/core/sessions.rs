@@ -14,7 +14,8 @@ use super::clock::UnixTime;
 use super::domain::Platform;
 use super::error::{Error, Result};
 use super::{ClientInfo, Core, login::Principal};
-use crate::store::{Session, SessionId};
+use crate::notices::{self, Notice};
+use crate::store::{AccountId, Session, SessionId};
 
 /// Past this many cached sessions, expired entries are swept on insert.
 const SWEEP_THRESHOLD: usize = 100_000;
@@ -84,7 +85,7 @@ impl LiveSessions {
         }
     }
 
-    fn lookup(&self, id: &str, account_id: i64, now: UnixTime) -> bool {
+    pub(crate) fn lookup(&self, id: &str, account_id: i64, now: UnixTime) -> bool {
         let Ok(entries) = self.entries.read() else {
             return false;
         };
@@ -113,12 +114,26 @@ impl LiveSessions {
         );
     }
 
-    /// Drops sessions that this process just ended.
+    /// Drops sessions that ended.
     pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a SessionId>) {
         if let Ok(mut entries) = self.entries.write() {
             for id in ids {
                 entries.remove(id);
             }
+        }
+    }
+
+    /// Drops every session of an account.
+    pub fn forget_account(&self, account_id: i64) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(|_, e| e.account_id != account_id);
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
         }
     }
 }
@@ -148,12 +163,12 @@ impl Core {
     /// Fails with `Unauthenticated` unless session `id` of `account_id` is live.
     pub(crate) async fn ensure_live(&self, id: &str, account_id: i64) -> Result<()> {
         let now = self.now();
-        if self.live.lookup(id, account_id, now) {
+        if self.caches.session_is_live(id, account_id, now) {
             return Ok(());
         }
         match self.store.get_session(&id.to_owned()).await? {
             Some(session) if session.account_id == account_id && session.is_live(now) => {
-                self.live.remember(&session, now);
+                self.caches.live.remember(&session, now);
                 Ok(())
             }
             _ => Err(Error::Unauthenticated),
@@ -196,7 +211,7 @@ impl Core {
                 self.store
                     .revoke_session(&id, self.now(), "revoked")
                     .await?;
-                self.live.forget([&id]);
+                self.sessions_ended(std::slice::from_ref(&id)).await;
                 let mut entry = audit::event("session_revoked", "success", "native")
                     .client(client)
                     .detail(format!("session {id}"));
@@ -219,7 +234,32 @@ impl Core {
             .store
             .revoke_account_sessions(account_id, keep, self.now(), reason)
             .await?;
-        self.live.forget(&ended);
+        self.sessions_ended(&ended).await;
         Ok(())
+    }
+
+    /// Forgets sessions that just ended, here and (by a notice) on every node.
+    pub(crate) async fn sessions_ended(&self, ids: &[SessionId]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.caches.live.forget(ids);
+        for notice in notices::sessions_ended(ids) {
+            self.publish(&notice).await;
+        }
+    }
+
+    /// Forgets an account that just changed, here and on every node.
+    pub(crate) async fn account_changed(&self, id: AccountId) {
+        self.caches.accounts.forget(id);
+        self.publish(&Notice::AccountChanged(id)).await;
+    }
+
+    /// Publishes a notice; a failure leaves the other nodes to notice within
+    /// `sessions.cache_ttl` (their entries expire), so it is only logged.
+    async fn publish(&self, notice: &Notice) {
+        if let Err(error) = self.notices.publish(notice).await {
+            tracing::warn!(%error, "could not tell the other nodes; they catch up within sessions.cache_ttl");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{FailureLimiter, LimitsError, Rule};
-use crate::core::clock::UnixTime;
+use crate::clock::UnixTime;
 
 /// Past this many keys, keys whose budget has fully recovered are dropped.
 const SWEEP_THRESHOLD: usize = 100_000;
@@ -68,45 +68,15 @@ impl FailureLimiter for MemoryLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const RULE: Rule = Rule {
-        burst: 3,
-        interval: 60,
-    };
+    use crate::limits::conformance;
 
     #[tokio::test]
     async fn a_burst_is_allowed_then_one_failure_per_interval() {
-        let limiter = MemoryLimiter::new();
-        for _ in 0..3 {
-            assert_eq!(limiter.blocked_for("k", &RULE, 0).await.unwrap(), None);
-            limiter.record_failure("k", &RULE, 0).await.unwrap();
-        }
-        assert_eq!(limiter.blocked_for("k", &RULE, 0).await.unwrap(), Some(60));
-        assert_eq!(limiter.blocked_for("k", &RULE, 59).await.unwrap(), Some(1));
-        assert_eq!(limiter.blocked_for("k", &RULE, 60).await.unwrap(), None);
-        limiter.record_failure("k", &RULE, 60).await.unwrap();
-        assert_eq!(limiter.blocked_for("k", &RULE, 60).await.unwrap(), Some(60));
-        assert_eq!(limiter.blocked_for("other", &RULE, 60).await.unwrap(), None);
-        limiter.clear("k").await.unwrap();
-        assert_eq!(limiter.blocked_for("k", &RULE, 60).await.unwrap(), None);
+        conformance::burst_then_interval(&MemoryLimiter::new()).await;
     }
 
     #[tokio::test]
     async fn the_budget_recovers_fully_with_time() {
-        let limiter = MemoryLimiter::new();
-        for _ in 0..3 {
-            limiter.record_failure("k", &RULE, 0).await.unwrap();
-        }
-        for _ in 0..3 {
-            assert_eq!(limiter.blocked_for("k", &RULE, 1000).await.unwrap(), None);
-            limiter.record_failure("k", &RULE, 1000).await.unwrap();
-        }
-        assert!(
-            limiter
-                .blocked_for("k", &RULE, 1000)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        conformance::budget_recovers_fully(&MemoryLimiter::new()).await;
     }
 }

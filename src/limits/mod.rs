@@ -2,14 +2,38 @@
 //!
 //! Failure windows live here rather than in the database: they change on
 //! every failed login and only matter for minutes. [`memory::MemoryLimiter`]
-//! keeps them in process (one node); a Redis implementation of the same
-//! trait lets several nodes share one limit.
+//! keeps them in process (one node); [`redis::RedisLimiter`] implements the
+//! same trait on Redis so that several nodes share one limit, and
+//! [`redis::RedisNotices`] carries notices between those nodes.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 
-use crate::core::clock::UnixTime;
+use crate::clock::UnixTime;
+
+/// How to reach Redis, when several nodes share state through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db` or `rediss://…` (TLS).
+    pub url: String,
+    /// Prefix of every key and channel, so several deployments can share a server.
+    pub key_prefix: String,
+    /// Longest wait for a connection or a command before failing open.
+    pub timeout: std::time::Duration,
+}
+
+impl RedisSettings {
+    /// Defaults for a URL.
+    pub fn for_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key_prefix: "sesame:".into(),
+            timeout: std::time::Duration::from_millis(500),
+        }
+    }
+}
 
 /// A failure budget (GCRA): `burst` failures may come at once, after which
 /// one more is allowed every `interval` seconds.
@@ -53,4 +77,52 @@ pub trait FailureLimiter: Send + Sync {
     ) -> Result<(), LimitsError>;
     /// Forgets `key` (an operator unlocked it).
     async fn clear(&self, key: &str) -> Result<(), LimitsError>;
+}
+
+/// Behaviour every [`FailureLimiter`] must show, written once and run
+/// against each implementation (`memory`, `redis`).
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::{FailureLimiter, Rule};
+
+    /// Three failures at once, then one a minute.
+    pub(crate) const RULE: Rule = Rule {
+        burst: 3,
+        interval: 60,
+    };
+
+    /// A burst is allowed, then one failure per interval; keys are separate
+    /// and `clear` forgets one.
+    pub(crate) async fn burst_then_interval(limiter: &dyn FailureLimiter) {
+        for _ in 0..3 {
+            assert_eq!(limiter.blocked_for("k", &RULE, 0).await.unwrap(), None);
+            limiter.record_failure("k", &RULE, 0).await.unwrap();
+        }
+        assert_eq!(limiter.blocked_for("k", &RULE, 0).await.unwrap(), Some(60));
+        assert_eq!(limiter.blocked_for("k", &RULE, 59).await.unwrap(), Some(1));
+        assert_eq!(limiter.blocked_for("k", &RULE, 60).await.unwrap(), None);
+        limiter.record_failure("k", &RULE, 60).await.unwrap();
+        assert_eq!(limiter.blocked_for("k", &RULE, 60).await.unwrap(), Some(60));
+        assert_eq!(limiter.blocked_for("other", &RULE, 60).await.unwrap(), None);
+        limiter.clear("k").await.unwrap();
+        assert_eq!(limiter.blocked_for("k", &RULE, 60).await.unwrap(), None);
+    }
+
+    /// After a long quiet spell the whole burst is available again.
+    pub(crate) async fn budget_recovers_fully(limiter: &dyn FailureLimiter) {
+        for _ in 0..3 {
+            limiter.record_failure("k", &RULE, 0).await.unwrap();
+        }
+        for _ in 0..3 {
+            assert_eq!(limiter.blocked_for("k", &RULE, 1000).await.unwrap(), None);
+            limiter.record_failure("k", &RULE, 1000).await.unwrap();
+        }
+        assert!(
+            limiter
+                .blocked_for("k", &RULE, 1000)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
 }

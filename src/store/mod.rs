@@ -7,6 +7,7 @@
 //! (a single-session login, a refresh rotation) are one method each, so the
 //! backend can use its own transactions and locks.
 
+pub mod postgres;
 pub mod records;
 pub mod sqlite;
 
@@ -14,7 +15,41 @@ use async_trait::async_trait;
 
 pub use records::*;
 
-use crate::core::clock::UnixTime;
+use crate::clock::UnixTime;
+
+/// How to reach and run the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://…` (`postgresql://` too).
+    pub url: String,
+    /// Run pending migrations at start (otherwise `sesame migrate` does, and
+    /// start refuses a database that is behind).
+    pub auto_migrate: bool,
+    /// Most connections one node keeps (PostgreSQL).
+    pub pool_size: u32,
+    /// Longest wait for a new connection, or for a free one from the pool.
+    pub connect_timeout: std::time::Duration,
+    /// Longest a statement may run before the server cancels it (PostgreSQL).
+    pub statement_timeout: std::time::Duration,
+}
+
+impl DatabaseSettings {
+    /// Defaults for a URL.
+    pub fn for_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            auto_migrate: true,
+            pool_size: 16,
+            connect_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// Whether the URL names a PostgreSQL server.
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+}
 
 /// A storage failure. The core turns `Conflict` into a client error and
 /// everything else into an internal one whose detail is only logged.
@@ -29,6 +64,14 @@ pub enum StoreError {
     /// A stored value could not be read back (a bug or a hand-edited row).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+}
+
+/// The error of a database whose schema is behind while automatic migration is off.
+pub(crate) fn behind(applied: usize, latest: usize) -> StoreError {
+    StoreError::Database(format!(
+        "the database schema is at version {applied} and this Sesame needs {latest}: \
+         run `sesame migrate` (database.auto_migrate is off)"
+    ))
 }
 
 /// Shorthand for store results.
@@ -98,8 +141,14 @@ pub trait AccountStore: Send + Sync {
 
     /// The account's persisted API-call count and quota.
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>>;
-    /// Adds batched API-call counts, in one transaction.
-    async fn add_api_calls(&self, counts: &[(AccountId, i64)]) -> StoreResult<()>;
+    /// Adds batched API-call counts, in one transaction, and returns the
+    /// accounts' new totals (with their quotas): on a shared database these
+    /// include every node's calls, which keeps a quota's overshoot bounded
+    /// across the cluster.
+    async fn add_api_calls(
+        &self,
+        counts: &[(AccountId, i64)],
+    ) -> StoreResult<Vec<(AccountId, ApiUsage)>>;
     /// Sets the API-call quota (0: unlimited).
     async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()>;
 }
@@ -168,6 +217,12 @@ pub trait SessionStore: Send + Sync {
         successor: &NewRefreshToken,
         now: UnixTime,
     ) -> StoreResult<bool>;
+    /// Deletes at most `batch` rows of each kind housekeeping removes:
+    /// sessions that ended (revoked or expired) before `ended_before`, with
+    /// everything hanging off them; refresh tokens rotated before
+    /// `spent_before`; opaque access tokens expired before `expired_before`.
+    /// Idempotent, so several nodes may run it at once.
+    async fn purge(&self, cutoffs: &PurgeCutoffs, batch: u32) -> StoreResult<Purged>;
 }
 
 /// The audit log.
@@ -195,6 +250,17 @@ pub trait KeyStore: Send + Sync {
 }
 
 /// Everything Sesame persists.
-pub trait Store: AccountStore + SessionStore + KeyStore + AuditStore {}
+pub trait Store: AccountStore + SessionStore + KeyStore + AuditStore {
+    /// The PostgreSQL store behind this one, if it is one (for `LISTEN/NOTIFY`).
+    fn postgres(&self) -> Option<&postgres::PostgresStore> {
+        None
+    }
+}
 
-impl<T: AccountStore + SessionStore + KeyStore + AuditStore> Store for T {}
+impl Store for sqlite::SqliteStore {}
+
+impl Store for postgres::PostgresStore {
+    fn postgres(&self) -> Option<&postgres::PostgresStore> {
+        Some(self)
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::core::clock::UnixTime;
+use crate::clock::UnixTime;
 
 /// An account's numeric id (the contracts show integer ids).
 pub type AccountId = i64;
@@ -359,4 +359,26 @@ impl std::fmt::Debug for SigningKey {
             .field("algorithm", &self.algorithm)
             .finish_non_exhaustive()
     }
+}
+
+/// What housekeeping deletes: everything that ended before these times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeCutoffs {
+    /// Sessions revoked or expired before this.
+    pub ended_before: UnixTime,
+    /// Refresh tokens rotated before this.
+    pub spent_before: UnixTime,
+    /// Opaque access tokens expired before this.
+    pub expired_before: UnixTime,
+}
+
+/// How many rows one purge batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Ended sessions (their tokens went with them).
+    pub sessions: u64,
+    /// Rotated refresh tokens of live sessions.
+    pub refresh_tokens: u64,
+    /// Expired opaque access tokens.
+    pub access_tokens: u64,
 }

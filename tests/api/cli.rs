@@ -1,7 +1,6 @@
 //! The real binary: first start, the operator CLI, configuration and shutdown.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,14 +8,16 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::helpers::Deployment;
+
 const BIN: &str = env!("CARGO_BIN_EXE_sesame");
 
-fn sesame(dir: &Path) -> Command {
+fn sesame(deployment: &Deployment) -> Command {
     let mut command = Command::new(BIN);
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SESAME_DATA_DIR", dir)
+        .envs(deployment.env())
         .env("SESAME_PASSWORDS__MEMORY_KIB", "256")
         .env("SESAME_PASSWORDS__ITERATIONS", "1")
         .env("SESAME_SESSIONS__CACHE_TTL", "0");
@@ -40,7 +41,7 @@ fn run(command: &mut Command, stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn add_user(dir: &Path, args: &[&str], password: &str) -> Output {
+fn add_user(dir: &Deployment, args: &[&str], password: &str) -> Output {
     let mut command = sesame(dir);
     command
         .args(["user", "add"])
@@ -60,7 +61,7 @@ struct Server {
 }
 
 /// Starts `sesame serve` on a free port and waits until it answers `/healthz`.
-fn serve(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+fn serve(dir: &Deployment, extra_env: &[(&str, &str)]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -160,8 +161,8 @@ async fn login(address: &str, login: &str, password: &str) -> reqwest::Response 
 
 #[tokio::test]
 async fn first_start_prints_an_admin_password_once_and_it_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &[]);
+    let dir = Deployment::new().await;
+    let server = serve(&dir, &[]);
     let password = server.admin_password();
     let banner = server.stdout_text();
     assert!(banner.contains("username: admin"), "{banner}");
@@ -180,7 +181,7 @@ async fn first_start_prints_an_admin_password_once_and_it_works() {
         "the admin password reached the log"
     );
 
-    let again = serve(dir.path(), &[]);
+    let again = serve(&dir, &[]);
     assert_eq!(
         login(&again.address, "admin", &password).await.status(),
         StatusCode::OK
@@ -195,10 +196,10 @@ async fn first_start_prints_an_admin_password_once_and_it_works() {
 
 #[tokio::test]
 async fn the_user_commands_manage_accounts_while_the_server_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &[]);
+    let dir = Deployment::new().await;
+    let server = serve(&dir, &[]);
     let output = add_user(
-        dir.path(),
+        &dir,
         &[
             "--username",
             "Alice",
@@ -241,24 +242,18 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
     );
 
     let profile = run(
-        sesame(dir.path()).args(["user", "set-profile", "alice", "gender=女", "qq=10000"]),
+        sesame(&dir).args(["user", "set-profile", "alice", "gender=女", "qq=10000"]),
         None,
     );
     assert!(profile.status.success(), "{}", text(&profile.stderr));
-    let quota = run(
-        sesame(dir.path()).args(["user", "set-quota", "alice", "5"]),
-        None,
-    );
+    let quota = run(sesame(&dir).args(["user", "set-quota", "alice", "5"]), None);
     assert!(quota.status.success(), "{}", text(&quota.stderr));
-    let shown = run(
-        sesame(dir.path()).args(["user", "show", "alice", "--json"]),
-        None,
-    );
+    let shown = run(sesame(&dir).args(["user", "show", "alice", "--json"]), None);
     let shown: Value = serde_json::from_str(&text(&shown.stdout)).unwrap();
     assert_eq!(shown["profile"], json!({"gender": "女", "qq": "10000"}));
     assert_eq!(shown["max_api_calls"], 5);
 
-    let taken = add_user(dir.path(), &["--username", "ALICE"], "another password");
+    let taken = add_user(&dir, &["--username", "ALICE"], "another password");
     assert!(!taken.status.success());
     assert!(
         text(&taken.stderr).contains("username is already taken"),
@@ -266,7 +261,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         text(&taken.stderr)
     );
     let taken = add_user(
-        dir.path(),
+        &dir,
         &["--username", "bob", "--email", "ALICE@example.com"],
         "another password",
     );
@@ -276,7 +271,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         text(&taken.stderr)
     );
     let taken = add_user(
-        dir.path(),
+        &dir,
         &["--username", "bob", "--mobile", "13800000000"],
         "another password",
     );
@@ -285,14 +280,14 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         "{}",
         text(&taken.stderr)
     );
-    let weak = add_user(dir.path(), &["--username", "bob"], "short");
+    let weak = add_user(&dir, &["--username", "bob"], "short");
     assert!(!weak.status.success());
     assert!(
         text(&weak.stderr).contains("at least 8 characters"),
         "{}",
         text(&weak.stderr)
     );
-    let common = add_user(dir.path(), &["--username", "bob"], "password123");
+    let common = add_user(&dir, &["--username", "bob"], "password123");
     assert!(!common.status.success());
     assert!(
         text(&common.stderr).contains("too common"),
@@ -300,7 +295,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         text(&common.stderr)
     );
     let unknown_role = add_user(
-        dir.path(),
+        &dir,
         &["--username", "bob", "--role", "wizard"],
         "bob password 1",
     );
@@ -310,7 +305,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         text(&unknown_role.stderr)
     );
     let bob = add_user(
-        dir.path(),
+        &dir,
         &[
             "--username",
             "bob",
@@ -323,14 +318,14 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
     );
     assert!(bob.status.success(), "{}", text(&bob.stderr));
 
-    let list = run(sesame(dir.path()).args(["user", "list"]), None);
+    let list = run(sesame(&dir).args(["user", "list"]), None);
     let table = text(&list.stdout);
     assert!(table.starts_with("ID"), "{table}");
     assert!(
         table.contains("alice@example.com") && table.contains("administrator,user"),
         "{table}"
     );
-    let json_lines = run(sesame(dir.path()).args(["user", "list", "--json"]), None);
+    let json_lines = run(sesame(&dir).args(["user", "list", "--json"]), None);
     let accounts: Vec<Value> = text(&json_lines.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -342,10 +337,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         "created with 1000, then set-quota 5"
     );
     assert_eq!(alice["display_name"], "Alice A");
-    let show = run(
-        sesame(dir.path()).args(["user", "show", "alice", "--json"]),
-        None,
-    );
+    let show = run(sesame(&dir).args(["user", "show", "alice", "--json"]), None);
     let shown: Value = serde_json::from_str(&text(&show.stdout)).unwrap();
     assert_eq!(shown["email"], "alice@example.com");
 
@@ -370,7 +362,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
     );
 
     let set = run(
-        sesame(dir.path()).args(["user", "set-password", "alice", "--password-stdin"]),
+        sesame(&dir).args(["user", "set-password", "alice", "--password-stdin"]),
         Some("alice password 2\r\n"),
     );
     assert!(set.status.success(), "{}", text(&set.stderr));
@@ -394,7 +386,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
     );
 
     assert!(
-        run(sesame(dir.path()).args(["user", "disable", "alice"]), None)
+        run(sesame(&dir).args(["user", "disable", "alice"]), None)
             .status
             .success()
     );
@@ -405,15 +397,15 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         StatusCode::UNAUTHORIZED
     );
     assert!(
-        run(sesame(dir.path()).args(["user", "enable", "alice"]), None)
+        run(sesame(&dir).args(["user", "enable", "alice"]), None)
             .status
             .success()
     );
-    let unlock = run(sesame(dir.path()).args(["user", "unlock", "alice"]), None);
+    let unlock = run(sesame(&dir).args(["user", "unlock", "alice"]), None);
     assert!(unlock.status.success(), "{}", text(&unlock.stderr));
     assert!(text(&unlock.stdout).contains("Alice unlocked"));
     let audit = run(
-        sesame(dir.path()).args([
+        sesame(&dir).args([
             "audit", "list", "--user", "alice", "--limit", "200", "--json",
         ]),
         None,
@@ -443,10 +435,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         );
     }
     assert!(events.iter().all(|e| e["username"] == "Alice"));
-    let table = run(
-        sesame(dir.path()).args(["audit", "list", "--limit", "5"]),
-        None,
-    );
+    let table = run(sesame(&dir).args(["audit", "list", "--limit", "5"]), None);
     assert!(
         text(&table.stdout).starts_with("TIME"),
         "{}",
@@ -459,7 +448,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         StatusCode::OK
     );
     assert!(
-        run(sesame(dir.path()).args(["user", "delete", "alice"]), None)
+        run(sesame(&dir).args(["user", "delete", "alice"]), None)
             .status
             .success()
     );
@@ -469,7 +458,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    let missing = run(sesame(dir.path()).args(["user", "show", "alice"]), None);
+    let missing = run(sesame(&dir).args(["user", "show", "alice"]), None);
     assert!(!missing.status.success());
     assert!(text(&missing.stderr).contains("account not found"));
     server.stop();
@@ -477,9 +466,9 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
 
 #[tokio::test]
 async fn a_missing_terminal_without_password_stdin_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Deployment::new().await;
     let output = run(
-        sesame(dir.path()).args(["user", "add", "--username", "x"]),
+        sesame(&dir).args(["user", "add", "--username", "x"]),
         Some(""),
     );
     assert!(!output.status.success());
@@ -492,9 +481,9 @@ async fn a_missing_terminal_without_password_stdin_is_a_clear_error() {
 
 #[tokio::test]
 async fn invalid_configuration_stops_start_up_with_what_to_fix() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Deployment::new().await;
     let output = run(
-        sesame(dir.path())
+        sesame(&dir)
             .arg("serve")
             .env("SESAME_TOKENS__LEEWAY", "120")
             .env("SESAME_LISTEN", "not-an-address"),
@@ -510,10 +499,7 @@ async fn invalid_configuration_stops_start_up_with_what_to_fix() {
 
     let config = dir.path().join("sesame.toml");
     std::fs::write(&config, "[tokens]\naccess_ttl = \"soon\"\n").unwrap();
-    let output = run(
-        sesame(dir.path()).arg("serve").arg("--config").arg(&config),
-        None,
-    );
+    let output = run(sesame(&dir).arg("serve").arg("--config").arg(&config), None);
     assert_eq!(output.status.code(), Some(2));
     assert!(
         text(&output.stderr).contains("access_ttl"),
@@ -522,10 +508,7 @@ async fn invalid_configuration_stops_start_up_with_what_to_fix() {
     );
 
     std::fs::write(&config, "[tokens]\naccess_tll = 60\n").unwrap();
-    let output = run(
-        sesame(dir.path()).arg("serve").arg("--config").arg(&config),
-        None,
-    );
+    let output = run(sesame(&dir).arg("serve").arg("--config").arg(&config), None);
     assert!(
         text(&output.stderr).contains("access_tll"),
         "typos are reported: {}",
@@ -533,7 +516,7 @@ async fn invalid_configuration_stops_start_up_with_what_to_fix() {
     );
 
     let output = run(
-        sesame(dir.path())
+        sesame(&dir)
             .arg("serve")
             .arg("--config")
             .arg(dir.path().join("absent.toml")),
@@ -548,14 +531,14 @@ async fn invalid_configuration_stops_start_up_with_what_to_fix() {
 
 #[tokio::test]
 async fn the_config_file_sets_options_and_flags_override_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Deployment::new().await;
     let config = dir.path().join("sesame.toml");
     std::fs::write(
         &config,
         "listen = \"127.0.0.1:1\"\n[tokens]\naccess_ttl = 120\n",
     )
     .unwrap();
-    let server = serve(dir.path(), &[("SESAME_CONFIG", config.to_str().unwrap())]);
+    let server = serve(&dir, &[("SESAME_CONFIG", config.to_str().unwrap())]);
     let password = server.admin_password();
     let grant: Value = login(&server.address, "admin", &password)
         .await
@@ -568,10 +551,10 @@ async fn the_config_file_sets_options_and_flags_override_it() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_log_even_at_debug_level() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = add_user(dir.path(), &["--username", "carol"], "carol-secret-pw");
+    let dir = Deployment::new().await;
+    let output = add_user(&dir, &["--username", "carol"], "carol-secret-pw");
     assert!(output.status.success());
-    let server = serve(dir.path(), &[("SESAME_LOG", "trace")]);
+    let server = serve(&dir, &[("SESAME_LOG", "trace")]);
     let client = reqwest::Client::new();
     let grant: Value = login(&server.address, "carol", "carol-secret-pw")
         .await
@@ -643,17 +626,17 @@ async fn secrets_never_reach_the_log_even_at_debug_level() {
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Deployment::new().await;
     // Heavy enough that a login takes a noticeable time.
     let heavy = [
         ("SESAME_PASSWORDS__MEMORY_KIB", "65536"),
         ("SESAME_PASSWORDS__ITERATIONS", "6"),
     ];
-    let mut add = sesame(dir.path());
+    let mut add = sesame(&dir);
     add.envs(heavy)
         .args(["user", "add", "--username", "dave", "--password-stdin"]);
     assert!(run(&mut add, Some("dave password 1\n")).status.success());
-    let server = serve(dir.path(), &heavy);
+    let server = serve(&dir, &heavy);
     let address = server.address.clone();
     let in_flight =
         tokio::spawn(async move { login(&address, "dave", "dave password 1").await.status() });

@@ -12,7 +12,9 @@ use sesame::core::Core;
 use sesame::core::accounts::AccountSpec;
 use sesame::core::clock::ManualClock;
 use sesame::core::domain::{Email, Mobile, Password, Username};
-use sesame::store::Account;
+use sesame::store::postgres::testing::TempDatabase;
+use sesame::store::{Account, Store};
+use std::path::Path;
 use tempfile::TempDir;
 
 /// The time the manual clock starts at (2026-01-01T00:00:00Z).
@@ -21,21 +23,145 @@ pub const START: i64 = 1_767_225_600;
 /// A password that passes the policy.
 pub const PASSWORD: &str = "correct horse battery";
 
+/// Which backends this test binary runs on: the same tests are compiled
+/// into one binary per backend (see `[[test]]` in Cargo.toml), told apart
+/// by the binary's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, failure budgets in memory, no notices (one process).
+    Sqlite,
+    /// PostgreSQL, budgets in memory per node, notices by LISTEN/NOTIFY.
+    Postgres,
+    /// PostgreSQL with Redis for budgets and notices.
+    PostgresRedis,
+}
+
+pub fn backend() -> Backend {
+    match env!("CARGO_CRATE_NAME") {
+        "api_postgres" => Backend::Postgres,
+        "api_redis" => Backend::PostgresRedis,
+        _ => Backend::Sqlite,
+    }
+}
+
+/// The Redis tests use unless `SESAME_TEST_REDIS_URL` names another.
+pub fn redis_url() -> String {
+    std::env::var("SESAME_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Ends this test binary with a "skipped" line when a server it needs is
+/// absent, except on CI (`CI` set), where that is a failure.
+fn skip_or_fail(reason: &str) -> ! {
+    if std::env::var_os("CI").is_some() {
+        panic!("{reason} (CI never skips the PostgreSQL and Redis suites)");
+    }
+    eprintln!(
+        "skipped: {reason}; the {} suite needs it (see README: Tests)",
+        env!("CARGO_CRATE_NAME")
+    );
+    std::process::exit(0);
+}
+
+/// One deployment's storage: a data directory, and for the server backends
+/// a fresh PostgreSQL database and a fresh Redis key prefix. Several
+/// `TestApp`s (or `sesame` processes) on one deployment share its state.
+pub struct Deployment {
+    dir: TempDir,
+    database: Option<TempDatabase>,
+    redis_prefix: Option<String>,
+}
+
+impl Deployment {
+    pub async fn new() -> Arc<Self> {
+        let database = match backend() {
+            Backend::Sqlite => None,
+            Backend::Postgres | Backend::PostgresRedis => match TempDatabase::create().await {
+                Ok(database) => Some(database),
+                Err(reason) => skip_or_fail(&reason),
+            },
+        };
+        let redis_prefix = match backend() {
+            Backend::PostgresRedis => {
+                let url = redis_url();
+                let address = url
+                    .trim_start_matches("redis://")
+                    .split(['/', '?'])
+                    .next()
+                    .unwrap_or_default()
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if tokio::net::TcpStream::connect(&address).await.is_err() {
+                    skip_or_fail(&format!("no Redis at {address}"));
+                }
+                Some(format!("sesame-test-{}:", uuid::Uuid::new_v4().simple()))
+            }
+            _ => None,
+        };
+        Arc::new(Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            database,
+            redis_prefix,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Points a configuration at this deployment.
+    pub fn apply(&self, raw: &mut RawConfig) {
+        raw.data_dir = self.path().to_path_buf();
+        if let Some(database) = &self.database {
+            raw.database_url = Some(database.url.clone());
+            raw.database.pool_size = 4;
+        }
+        if let Some(prefix) = &self.redis_prefix {
+            raw.redis_url = Some(redis_url());
+            raw.redis.key_prefix = prefix.clone();
+        }
+    }
+
+    /// The same, as environment variables for the `sesame` binary.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("SESAME_DATA_DIR", self.path().display().to_string())];
+        if let Some(database) = &self.database {
+            env.push(("SESAME_DATABASE_URL", database.url.clone()));
+            env.push(("SESAME_DATABASE__POOL_SIZE", "4".into()));
+        }
+        if let Some(prefix) = &self.redis_prefix {
+            env.push(("SESAME_REDIS_URL", redis_url()));
+            env.push(("SESAME_REDIS__KEY_PREFIX", prefix.clone()));
+        }
+        env
+    }
+
+    /// A store on this deployment's database, opened a second time (as the
+    /// CLI or another node would).
+    pub async fn open_store(&self) -> Arc<dyn Store> {
+        let mut raw = RawConfig::default();
+        self.apply(&mut raw);
+        let config = raw.validate().expect("valid configuration");
+        sesame::app::open_store(&config, true).await.expect("store")
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub core: Arc<Core>,
-    _dir: Arc<TempDir>,
+    pub deployment: Arc<Deployment>,
 }
 
 /// Cheap hashing so tests stay fast; the parameters are not under test here.
-pub fn test_config(dir: &TempDir) -> RawConfig {
+pub fn test_config(deployment: &Deployment) -> RawConfig {
     let mut raw = RawConfig {
         listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().to_path_buf(),
         ..RawConfig::default()
     };
+    deployment.apply(&mut raw);
     raw.passwords.memory_kib = 256;
     raw.passwords.iterations = 1;
     raw.passwords.threads = 2;
@@ -48,12 +174,12 @@ impl TestApp {
     }
 
     pub async fn spawn_with(tweak: impl FnOnce(&mut RawConfig)) -> Self {
-        Self::spawn_in(Arc::new(tempfile::tempdir().expect("temp dir")), tweak).await
+        Self::spawn_in(Deployment::new().await, tweak).await
     }
 
-    /// Starts an application on an existing data directory.
-    pub async fn spawn_in(dir: Arc<TempDir>, tweak: impl FnOnce(&mut RawConfig)) -> Self {
-        let mut raw = test_config(&dir);
+    /// Starts an application on an existing deployment (a second node, or a restart).
+    pub async fn spawn_in(deployment: Arc<Deployment>, tweak: impl FnOnce(&mut RawConfig)) -> Self {
+        let mut raw = test_config(&deployment);
         tweak(&mut raw);
         let config = raw.validate().expect("valid test configuration");
         let clock = Arc::new(ManualClock::new(START));
@@ -63,12 +189,27 @@ impl TestApp {
         let address = format!("http://{}", app.local_addr());
         let core = app.core();
         tokio::spawn(app.run_until(std::future::pending()));
-        Self {
+        let app = Self {
             address,
             client: reqwest::Client::new(),
             clock,
             core,
-            _dir: dir,
+            deployment,
+        };
+        app.wait_until_subscribed().await;
+        app
+    }
+
+    /// On the server backends, a node trusts its caches only once it hears
+    /// the other nodes' notices; wait for that so tests see the steady state.
+    async fn wait_until_subscribed(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.core.caches_trusted() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never subscribed to notices"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 
@@ -134,12 +275,9 @@ impl TestApp {
             .expect("account created")
     }
 
-    /// The data directory's database, opened a second time (as the CLI would).
-    pub async fn second_store(&self) -> sesame::store::sqlite::SqliteStore {
-        let url = sesame::store::sqlite::SqliteStore::url_for_data_dir(self._dir.path());
-        sesame::store::sqlite::SqliteStore::connect(&url)
-            .await
-            .expect("store")
+    /// The deployment's database, opened a second time (as the CLI would).
+    pub async fn second_store(&self) -> Arc<dyn Store> {
+        self.deployment.open_store().await
     }
 
     pub async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Response {

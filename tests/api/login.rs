@@ -1,11 +1,11 @@
 //! Password login over the native API.
 
-use std::sync::Arc;
-
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{PASSWORD, TestApp, access, assert_problem, jwt_part, refresh_token};
+use crate::helpers::{
+    Deployment, PASSWORD, TestApp, access, assert_problem, jwt_part, refresh_token,
+};
 
 #[tokio::test]
 async fn logs_in_by_username_email_or_mobile() {
@@ -138,7 +138,7 @@ async fn every_signing_algorithm_works_end_to_end() {
 
 #[tokio::test]
 async fn changing_the_algorithm_keeps_old_tokens_valid() {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let dir = Deployment::new().await;
     let first = TestApp::spawn_in(dir.clone(), |_| {}).await;
     first.create_user("erin").await;
     let old = first.login_ok("erin").await;
@@ -194,7 +194,7 @@ async fn access_tokens_expire_by_the_injected_clock() {
 
 #[tokio::test]
 async fn outdated_hashes_are_upgraded_at_the_next_login() {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let dir = Deployment::new().await;
     let old = TestApp::spawn_in(dir.clone(), |c| c.passwords.memory_kib = 128).await;
     let account = old.create_user("ivan").await;
     assert!(

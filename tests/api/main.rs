@@ -1,5 +1,5 @@
-//! End-to-end tests: each starts the real application on a free port with a
-//! fresh database and talks HTTP to it (or runs the real binary).
+// End-to-end tests: each starts the real application on a free port with a
+// fresh database and talks HTTP to it (or runs the real binary).
 
 mod abuse;
 mod bad_input;

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, corrupt, db_error};
-use crate::core::clock::UnixTime;
+use crate::clock::UnixTime;
 use crate::store::{
     Account, AccountId, AccountStatus, AccountStore, ApiUsage, ClientKind, NewAccount,
     PasswordVerifiers, ProfilePatch, StoreResult,
@@ -296,18 +296,34 @@ impl AccountStore for SqliteStore {
         })
     }
 
-    async fn add_api_calls(&self, counts: &[(AccountId, i64)]) -> StoreResult<()> {
+    async fn add_api_calls(
+        &self,
+        counts: &[(AccountId, i64)],
+    ) -> StoreResult<Vec<(AccountId, ApiUsage)>> {
         let counts = counts.to_vec();
         self.write(move |conn| {
             let mut update = conn
                 .prepare_cached(
-                    "UPDATE accounts SET api_calls_count = api_calls_count + ? WHERE id = ?",
+                    "UPDATE accounts SET api_calls_count = api_calls_count + ? WHERE id = ? \
+                     RETURNING api_calls_count, max_api_calls",
                 )
                 .map_err(db_error)?;
+            let mut totals = Vec::with_capacity(counts.len());
             for (id, count) in counts {
-                update.execute(params![count, id]).map_err(db_error)?;
+                let usage = update
+                    .query_row(params![count, id], |row| {
+                        Ok(ApiUsage {
+                            count: row.get(0)?,
+                            max: row.get(1)?,
+                        })
+                    })
+                    .optional()
+                    .map_err(db_error)?;
+                if let Some(usage) = usage {
+                    totals.push((id, usage));
+                }
             }
-            Ok(())
+            Ok(totals)
         })
         .await
     }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::params;
 
 use super::{SqliteStore, db_error};
-use crate::core::clock::UnixTime;
+use crate::clock::UnixTime;
 use crate::store::{AccountId, AuditEvent, AuditStore, StoreResult};
 
 #[async_trait]

@@ -10,15 +10,23 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_opaque_tokens.sql"),
     include_str!("../../../migrations/sqlite/0003_abuse_and_audit.sql"),
     include_str!("../../../migrations/sqlite/0004_one_statement_rotation.sql"),
+    include_str!("../../../migrations/sqlite/0005_housekeeping.sql"),
 ];
 
 /// Brings the schema up to date.
+#[cfg(test)]
 pub(super) fn run(conn: &mut Connection) -> StoreResult<()> {
+    migrate(conn, true)
+}
+
+/// Brings the schema up to date when `apply`; otherwise only checks that it
+/// is, and names the command that would.
+pub(super) fn migrate(conn: &mut Connection, apply: bool) -> StoreResult<()> {
     let applied = applied(conn)?;
     if applied > MIGRATIONS.len() {
         return Err(StoreError::Database(format!(
@@ -26,6 +34,9 @@ pub(super) fn run(conn: &mut Connection) -> StoreResult<()> {
              use a newer release",
             MIGRATIONS.len()
         )));
+    }
+    if !apply && applied < MIGRATIONS.len() {
+        return Err(super::super::behind(applied, MIGRATIONS.len()));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let version = index + 1;
@@ -104,7 +115,7 @@ mod tests {
         .unwrap();
         // Re-running 0001–0003 would fail ("table already exists"); only 0004 may run.
         run(&mut conn).unwrap();
-        assert_eq!(user_version(&conn), 4);
+        assert_eq!(user_version(&conn), MIGRATIONS.len() as i64);
         let trigger: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'refresh_tokens_rotate'",

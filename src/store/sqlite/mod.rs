@@ -51,9 +51,15 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or
     /// `sqlite:path`) and runs the embedded migrations.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::open(url, true).await
+    }
+
+    /// Opens the database at `url`; runs pending migrations when `migrate`,
+    /// otherwise refuses a database whose schema is behind.
+    pub async fn open(url: &str, migrate: bool) -> StoreResult<Self> {
         let database = Database::from_url(url)?;
         let mut writer = database.open_writer()?;
-        migrate::run(&mut writer)?;
+        migrate::migrate(&mut writer, migrate)?;
         let readers = Readers::new(database.clone());
         // Fail now, not at the first request, if the file cannot be read.
         readers.read(|_| Ok(()))?;

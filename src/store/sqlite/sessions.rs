@@ -5,10 +5,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::accounts::remember_clients;
 use super::{SqliteStore, corrupt, db_error};
-use crate::core::clock::UnixTime;
+use crate::clock::UnixTime;
 use crate::store::{
-    AccountId, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken, RefreshToken, Session,
-    SessionId, SessionStore, StoreResult, TokenHash, TokenStyle,
+    AccountId, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken, PurgeCutoffs, Purged,
+    RefreshToken, Session, SessionId, SessionStore, StoreResult, TokenHash, TokenStyle,
 };
 
 /// The columns of a session with its derived last use and its account's
@@ -309,6 +309,37 @@ impl SessionStore for SqliteStore {
             })
             .map(|inserted| inserted == 1)
             .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn purge(&self, cutoffs: &PurgeCutoffs, batch: u32) -> StoreResult<Purged> {
+        let cutoffs = *cutoffs;
+        self.write(move |conn| {
+            let delete = |sql: &str, before: UnixTime| {
+                conn.prepare_cached(sql)
+                    .and_then(|mut delete| delete.execute(params![before, batch]))
+                    .map(|deleted| deleted as u64)
+                    .map_err(db_error)
+            };
+            Ok(Purged {
+                sessions: delete(
+                    "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions \
+                     WHERE revoked_at < ?1 UNION SELECT rowid FROM sessions WHERE expires_at < ?1 \
+                     LIMIT ?2)",
+                    cutoffs.ended_before,
+                )?,
+                refresh_tokens: delete(
+                    "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM refresh_tokens \
+                     WHERE rotated_at < ? LIMIT ?)",
+                    cutoffs.spent_before,
+                )?,
+                access_tokens: delete(
+                    "DELETE FROM access_tokens WHERE rowid IN (SELECT rowid FROM access_tokens \
+                     WHERE expires_at < ? LIMIT ?)",
+                    cutoffs.expired_before,
+                )?,
+            })
         })
         .await
     }

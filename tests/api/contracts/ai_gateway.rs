@@ -133,10 +133,7 @@ async fn counts_reach_the_database_in_batches() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let stored = app.second_store().await;
-        let usage = sesame::store::AccountStore::api_usage(&stored, account.id)
-            .await
-            .unwrap()
-            .unwrap();
+        let usage = stored.api_usage(account.id).await.unwrap().unwrap();
         if usage.count == 5 {
             break;
         }

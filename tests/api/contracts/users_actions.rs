@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sesame::store::{AccountStore, PasswordVerifiers};
+use sesame::store::PasswordVerifiers;
 
 use super::{is_contract_datetime, is_jwt, status_json};
 use crate::helpers::{PASSWORD, TestApp, access};

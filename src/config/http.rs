@@ -1,0 +1,78 @@
+//! `[http]`: request limits and the proxies whose forwarding headers are believed.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::check_range;
+use crate::http::HttpSettings;
+
+/// `[http]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttp {
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+    /// Longest time a request may take, seconds.
+    pub request_timeout: u64,
+    /// Longest time a client may take to send the request head, seconds.
+    pub header_timeout: u64,
+    /// Proxies (CIDR) whose `Forwarded` / `X-Forwarded-For` are believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        let d = HttpSettings::default();
+        Self {
+            body_limit: d.body_limit,
+            request_timeout: d.request_timeout.as_secs(),
+            header_timeout: d.header_timeout.as_secs(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl RawHttp {
+    /// Checks the section, recording each problem, and builds its settings.
+    pub(super) fn validate(&self, problems: &mut Vec<String>) -> HttpSettings {
+        let mut trusted_proxies = Vec::new();
+        for proxy in &self.trusted_proxies {
+            match proxy
+                .parse::<IpNet>()
+                .or_else(|_| proxy.parse::<IpAddr>().map(IpNet::from))
+            {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => problems.push(format!(
+                    "http.trusted_proxies: {proxy:?} is not an address or CIDR range such as 10.0.0.0/8"
+                )),
+            }
+        }
+        HttpSettings {
+            body_limit: check_range(
+                problems,
+                "http.body_limit",
+                self.body_limit,
+                1024,
+                16 * 1024 * 1024,
+            ),
+            request_timeout: Duration::from_secs(check_range(
+                problems,
+                "http.request_timeout",
+                self.request_timeout,
+                1,
+                600,
+            )),
+            header_timeout: Duration::from_secs(check_range(
+                problems,
+                "http.header_timeout",
+                self.header_timeout,
+                1,
+                300,
+            )),
+            trusted_proxies,
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Configuration: defaults < TOML file < `SESAME_*` environment < flags,
+//! validated once at start-up into a [`Config`].
+//!
+//! Every key of the TOML file is also an environment variable: `listen` is
+//! `SESAME_LISTEN`, `[tokens] access_ttl` is `SESAME_TOKENS__ACCESS_TTL`.
+//! Validation collects every problem and names the key and the fix, so a bad
+//! configuration stops start-up with one clear message.
+//!
+//! Each `[section]` lives in its own file with its raw form, its defaults and
+//! its validation; [`RawConfig::validate`] runs them all and gathers the
+//! problems.
+
+mod abuse;
+mod contracts;
+mod database;
+mod housekeeping;
+mod http;
+mod passwords;
+mod redis;
+mod sessions;
+mod tokens;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use self::abuse::{RawAbuse, RawAudit};
+pub use self::contracts::RawContracts;
+pub use self::database::RawDatabase;
+pub use self::housekeeping::RawHousekeeping;
+pub use self::http::RawHttp;
+pub use self::passwords::RawPasswords;
+pub use self::redis::RawRedis;
+pub use self::sessions::RawSessions;
+pub use self::tokens::RawTokens;
+use crate::core::CoreSettings;
+use crate::core::sessions::PlatformPolicy;
+use crate::http::HttpSettings;
+use crate::http::contracts::ContractSettings;
+use crate::limits::RedisSettings;
+use crate::store::DatabaseSettings;
+use crate::store::sqlite::SqliteStore;
+
+/// Where configuration comes from besides defaults and the environment:
+/// the command-line flags shared by every command.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    pub database_url: Option<String>,
+    /// `--redis-url`.
+    pub redis_url: Option<String>,
+}
+
+/// Configuration as written, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Directory for the embedded database.
+    pub data_dir: PathBuf,
+    /// Database URL; the SQLite file in `data_dir` when absent.
+    pub database_url: Option<String>,
+    /// Redis URL, for state shared by several nodes; in process when absent.
+    pub redis_url: Option<String>,
+    /// Log filter (`info`, `debug`, `sesame=debug,tower_http=info` …).
+    pub log: String,
+    /// `[database]`.
+    pub database: RawDatabase,
+    /// `[redis]`.
+    pub redis: RawRedis,
+    /// `[tokens]`.
+    pub tokens: RawTokens,
+    /// `[passwords]`.
+    pub passwords: RawPasswords,
+    /// `[sessions]`.
+    pub sessions: RawSessions,
+    /// `[http]`.
+    pub http: RawHttp,
+    /// `[contracts]`.
+    pub contracts: RawContracts,
+    /// `[abuse]`.
+    pub abuse: RawAbuse,
+    /// `[audit]`.
+    pub audit: RawAudit,
+    /// `[housekeeping]`.
+    pub housekeeping: RawHousekeeping,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8420".into(),
+            data_dir: PathBuf::from("./sesame-data"),
+            database_url: None,
+            redis_url: None,
+            log: "info".into(),
+            database: RawDatabase::default(),
+            redis: RawRedis::default(),
+            tokens: RawTokens::default(),
+            passwords: RawPasswords::default(),
+            sessions: RawSessions::default(),
+            http: RawHttp::default(),
+            contracts: RawContracts::default(),
+            abuse: RawAbuse::default(),
+            audit: RawAudit::default(),
+            housekeeping: RawHousekeeping::default(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The database: its URL, migrations, pool and timeouts.
+    pub database: DatabaseSettings,
+    /// Shared state through Redis; `None` keeps it in process (one node).
+    pub redis: Option<RedisSettings>,
+    /// Log filter.
+    pub log: String,
+    /// Core settings.
+    pub core: CoreSettings,
+    /// HTTP settings.
+    pub http: HttpSettings,
+    /// Contract faces.
+    pub contracts: ContractSettings,
+}
+
+/// Why the configuration was refused; the message lists every problem.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Reads and validates the configuration from all sources.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(file) = &sources.config_file {
+            if !file.is_file() {
+                return Err(ConfigError(vec![format!(
+                    "config file {} does not exist or is not a file (--config / SESAME_CONFIG)",
+                    file.display()
+                )]));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("SESAME_").split("__").ignore(&["config"]));
+        if let Some(listen) = &sources.listen {
+            figment = figment.merge(("listen", listen));
+        }
+        if let Some(dir) = &sources.data_dir {
+            figment = figment.merge(("data_dir", dir));
+        }
+        if let Some(url) = &sources.database_url {
+            figment = figment.merge(("database_url", url));
+        }
+        if let Some(url) = &sources.redis_url {
+            figment = figment.merge(("redis_url", url));
+        }
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError(e.into_iter().map(|e| e.to_string()).collect()))?;
+        raw.validate()
+    }
+
+    /// Whether the database is the default file inside the data directory
+    /// (which must then exist before the database is opened).
+    pub fn uses_data_dir(&self) -> bool {
+        self.database.url == SqliteStore::url_for_data_dir(&self.data_dir)
+    }
+}
+
+/// Records a problem unless `min <= value <= max`; returns `value` either way.
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> T {
+    if value < min || value > max {
+        problems.push(format!("{key} = {value}: must be between {min} and {max}"));
+    }
+    value
+}
+
+/// Reads `multiple` or `single`, recording a problem for anything else.
+pub(crate) fn parse_policy(problems: &mut Vec<String>, key: &str, value: &str) -> PlatformPolicy {
+    match value {
+        "multiple" => PlatformPolicy::Multiple,
+        "single" => PlatformPolicy::Single,
+        other => {
+            problems.push(format!(
+                "{key} = {other:?}: must be \"multiple\" or \"single\""
+            ));
+            PlatformPolicy::Multiple
+        }
+    }
+}
+
+impl RawConfig {
+    /// Checks every value and builds the typed configuration.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let listen = self.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(format!(
+                "listen = {:?}: must be an IP address and port such as 127.0.0.1:8420 or [::]:8420",
+                self.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8420))
+        });
+        let database =
+            self.database
+                .validate(self.database_url.as_deref(), &self.data_dir, &mut problems);
+        let redis = self
+            .redis
+            .validate(self.redis_url.as_deref(), &mut problems);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            problems.push(format!(
+                "log = {:?}: not a log filter ({e}); try \"info\" or \"sesame=debug\"",
+                self.log
+            ));
+        }
+        let tokens = self.tokens.validate(&mut problems);
+        let hashing = self.passwords.validate(&mut problems);
+        let sessions = self.sessions.validate(&mut problems);
+        let http = self.http.validate(&mut problems);
+        let abuse = self
+            .abuse
+            .validate(&self.audit, self.passwords.refuse_common, &mut problems);
+        let contracts = self.contracts.validate(&mut problems);
+        let housekeeping = self
+            .housekeeping
+            .validate(tokens.reuse_grace, &mut problems);
+
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Config {
+            listen,
+            data_dir: self.data_dir,
+            database,
+            redis,
+            log: self.log,
+            core: CoreSettings {
+                tokens,
+                hashing,
+                sessions,
+                abuse,
+                housekeeping,
+            },
+            http,
+            contracts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_documentation() {
+        let config = RawConfig::default().validate().unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8420");
+        assert_eq!(config.core.tokens.access_ttl, 3600);
+        assert_eq!(config.core.tokens.refresh_ttl, 30 * 86_400);
+        assert_eq!(config.core.hashing.memory_kib, 19456);
+        assert_eq!(config.http.body_limit, 64 * 1024);
+        assert!(config.uses_data_dir());
+    }
+
+    #[test]
+    fn the_new_sections_default_as_documented() {
+        let config = RawConfig::default().validate().unwrap();
+        assert!(!config.database.is_postgres());
+        assert!(config.database.auto_migrate);
+        assert_eq!(config.database.pool_size, 16);
+        assert_eq!(config.database.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.database.statement_timeout, Duration::from_secs(10));
+        assert_eq!(config.redis, None);
+        let raw = RawConfig::default();
+        assert_eq!(raw.redis.key_prefix, "sesame:");
+        assert_eq!(raw.redis.timeout_ms, 500);
+        let housekeeping = &config.core.housekeeping;
+        assert_eq!(housekeeping.interval, 300);
+        assert_eq!(housekeeping.batch, 1000);
+        assert_eq!(housekeeping.keep_ended_sessions, 7 * 86_400);
+        assert_eq!(housekeeping.keep_spent_refresh_tokens, 7 * 86_400);
+    }
+
+    /// The configuration shown in README.md is what Sesame accepts.
+    #[test]
+    fn the_readme_configuration_example_is_valid() {
+        let readme = include_str!("../../README.md");
+        let start =
+            readme.find("```toml\n").expect("README has a TOML example") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed block");
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(&readme[start..end]))
+            .extract()
+            .expect("every key of the example is known");
+        let config = raw.validate().expect("the example is valid");
+        assert_eq!(config.core.tokens.leeway, 30);
+        assert!(config.contracts.fungame);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let mut raw = RawConfig {
+            listen: "nowhere".into(),
+            ..RawConfig::default()
+        };
+        raw.tokens.leeway = 61;
+        raw.tokens.algorithm = "none".into();
+        raw.sessions.platforms.insert("iOS".into(), "one".into());
+        let message = raw.validate().unwrap_err().to_string();
+        for key in [
+            "listen",
+            "tokens.leeway",
+            "tokens.algorithm",
+            "sessions.platforms.iOS",
+        ] {
+            assert!(message.contains(key), "{key} missing from {message}");
+        }
+    }
+}

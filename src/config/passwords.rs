@@ -1,0 +1,70 @@
+//! `[passwords]`: Argon2id parameters, the hashing pool and the password policy.
+
+use serde::{Deserialize, Serialize};
+
+use super::check_range;
+use crate::core::passwords::HashingSettings;
+
+/// `[passwords]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPasswords {
+    /// Argon2id memory, KiB.
+    pub memory_kib: u32,
+    /// Argon2id iterations.
+    pub iterations: u32,
+    /// Argon2id lanes.
+    pub parallelism: u32,
+    /// Hashing threads; 0 means one per core.
+    pub threads: usize,
+    /// Queue length; 0 means 64 per thread.
+    pub queue: usize,
+    /// Refuse new passwords that are common or easy to guess.
+    pub refuse_common: bool,
+}
+
+impl Default for RawPasswords {
+    fn default() -> Self {
+        let d = HashingSettings::default();
+        Self {
+            memory_kib: d.memory_kib,
+            iterations: d.iterations,
+            parallelism: d.parallelism,
+            threads: 0,
+            queue: 0,
+            refuse_common: true,
+        }
+    }
+}
+
+impl RawPasswords {
+    /// Checks the section, recording each problem, and builds the hashing
+    /// settings (`refuse_common` goes to the abuse settings instead).
+    pub(super) fn validate(&self, problems: &mut Vec<String>) -> HashingSettings {
+        let cores = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(2);
+        let threads = if self.threads == 0 {
+            cores
+        } else {
+            check_range(problems, "passwords.threads", self.threads, 1, 256)
+        };
+        HashingSettings {
+            memory_kib: check_range(
+                problems,
+                "passwords.memory_kib",
+                self.memory_kib,
+                8 * self.parallelism.max(1),
+                1024 * 1024,
+            ),
+            iterations: check_range(problems, "passwords.iterations", self.iterations, 1, 64),
+            parallelism: check_range(problems, "passwords.parallelism", self.parallelism, 1, 64),
+            threads,
+            queue: if self.queue == 0 {
+                64 * threads
+            } else {
+                check_range(problems, "passwords.queue", self.queue, 1, 100_000)
+            },
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Accounts, roles and profile attributes in PostgreSQL.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::{PgExecutor, PgRow};
+
+use super::{PostgresStore, corrupt, db_error};
+use crate::clock::UnixTime;
+use crate::store::{
+    Account, AccountId, AccountStatus, AccountStore, ApiUsage, ClientKind, NewAccount,
+    PasswordVerifiers, ProfilePatch, StoreResult,
+};
+
+/// `SELECT` of account rows matching a condition, each with its roles,
+/// permissions and profile as arrays, so that reading an account is one
+/// query. A macro so that the text is put together at compile time.
+macro_rules! select_accounts {
+    ($condition:literal) => {
+        concat!(
+            "SELECT a.id, a.username, a.email, a.email_verified, a.mobile, a.mobile_verified, \
+             a.display_name, a.avatar_url, a.status, a.password_hash, a.md5_verifier, \
+             a.password_changed_at, a.created_at, a.updated_at, a.last_login_at, a.last_login_ip, \
+             a.login_count, a.failed_login_count, a.consecutive_failures, a.api_calls_count, \
+             a.max_api_calls, \
+             ARRAY(SELECT role FROM account_roles WHERE account_id = a.id ORDER BY role) AS roles, \
+             ARRAY(SELECT DISTINCT rp.permission FROM account_roles ar \
+                   JOIN role_permissions rp ON rp.role = ar.role \
+                   WHERE ar.account_id = a.id ORDER BY rp.permission) AS permissions, \
+             ARRAY(SELECT name FROM profile_attributes WHERE account_id = a.id ORDER BY name) AS profile_names, \
+             ARRAY(SELECT value FROM profile_attributes WHERE account_id = a.id ORDER BY name) AS profile_values \
+             FROM accounts a WHERE ",
+            $condition
+        )
+    };
+}
+
+pub(super) fn account_from_row(row: &PgRow) -> StoreResult<Account> {
+    let get = |e| db_error(e);
+    let status: String = row.try_get("status").map_err(get)?;
+    let names: Vec<String> = row.try_get("profile_names").map_err(get)?;
+    let values: Vec<String> = row.try_get("profile_values").map_err(get)?;
+    if names.len() != values.len() {
+        return Err(corrupt("profile attributes"));
+    }
+    Ok(Account {
+        id: row.try_get("id").map_err(get)?,
+        username: row.try_get("username").map_err(get)?,
+        email: row.try_get("email").map_err(get)?,
+        email_verified: row.try_get("email_verified").map_err(get)?,
+        mobile: row.try_get("mobile").map_err(get)?,
+        mobile_verified: row.try_get("mobile_verified").map_err(get)?,
+        display_name: row.try_get("display_name").map_err(get)?,
+        avatar_url: row.try_get("avatar_url").map_err(get)?,
+        status: AccountStatus::parse(&status).ok_or_else(|| corrupt("account status"))?,
+        verifiers: PasswordVerifiers {
+            password_hash: row.try_get("password_hash").map_err(get)?,
+            md5_verifier: row.try_get("md5_verifier").map_err(get)?,
+        },
+        password_changed_at: row.try_get("password_changed_at").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        updated_at: row.try_get("updated_at").map_err(get)?,
+        last_login_at: row.try_get("last_login_at").map_err(get)?,
+        last_login_ip: row.try_get("last_login_ip").map_err(get)?,
+        login_count: row.try_get("login_count").map_err(get)?,
+        failed_login_count: row.try_get("failed_login_count").map_err(get)?,
+        consecutive_failures: row.try_get("consecutive_failures").map_err(get)?,
+        api_calls_count: row.try_get("api_calls_count").map_err(get)?,
+        max_api_calls: row.try_get("max_api_calls").map_err(get)?,
+        roles: row.try_get("roles").map_err(get)?,
+        permissions: row.try_get("permissions").map_err(get)?,
+        profile: names.into_iter().zip(values).collect::<BTreeMap<_, _>>(),
+    })
+}
+
+async fn one_account<'e>(
+    executor: impl PgExecutor<'e>,
+    query: sqlx::query::Query<'e, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> StoreResult<Option<Account>> {
+    query
+        .fetch_optional(executor)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(account_from_row)
+        .transpose()
+}
+
+#[async_trait]
+impl AccountStore for PostgresStore {
+    async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let id: AccountId = sqlx::query(
+            "INSERT INTO accounts (username, username_key, email, email_key, mobile, display_name, \
+             password_hash, md5_verifier, password_changed_at, created_at, updated_at, max_api_calls) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9, $10) RETURNING id",
+        )
+        .bind(&new.username)
+        .bind(&new.username_key)
+        .bind(&new.email)
+        .bind(&new.email_key)
+        .bind(&new.mobile)
+        .bind(&new.display_name)
+        .bind(&new.verifiers.password_hash)
+        .bind(&new.verifiers.md5_verifier)
+        .bind(new.created_at)
+        .bind(new.max_api_calls)
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(db_error)?;
+        sqlx::query("INSERT INTO account_roles (account_id, role) SELECT $1, UNNEST($2::text[])")
+            .bind(id)
+            .bind(&new.roles)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let account = one_account(
+            &mut *tx,
+            sqlx::query(select_accounts!("a.id = $1")).bind(id),
+        )
+        .await?
+        .ok_or_else(|| corrupt("account vanished after insert"))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(account)
+    }
+
+    async fn find_account_by_login(
+        &self,
+        key: &str,
+        mobile: Option<&str>,
+    ) -> StoreResult<Option<Account>> {
+        one_account(
+            &self.pool,
+            sqlx::query(select_accounts!(
+                "a.username_key = $1 OR a.email_key = $1 OR a.mobile = $2 \
+                 ORDER BY CASE WHEN a.username_key = $1 THEN 0 WHEN a.email_key = $1 THEN 1 ELSE 2 END \
+                 LIMIT 1"
+            ))
+            .bind(key)
+            .bind(mobile.unwrap_or("")),
+        )
+        .await
+    }
+
+    async fn find_account_by_username(&self, username_key: &str) -> StoreResult<Option<Account>> {
+        one_account(
+            &self.pool,
+            sqlx::query(select_accounts!("a.username_key = $1")).bind(username_key),
+        )
+        .await
+    }
+
+    async fn get_account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        one_account(
+            &self.pool,
+            sqlx::query(select_accounts!("a.id = $1")).bind(id),
+        )
+        .await
+    }
+
+    async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
+        sqlx::query(select_accounts!("a.id > $1 ORDER BY a.id LIMIT $2"))
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(account_from_row)
+            .collect()
+    }
+
+    async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64> {
+        sqlx::query("SELECT COUNT(*) FROM account_roles WHERE role = $1")
+            .bind(role)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(db_error)
+    }
+
+    async fn role_names(&self) -> StoreResult<Vec<String>> {
+        sqlx::query("SELECT name FROM roles ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| row.try_get(0).map_err(db_error))
+            .collect()
+    }
+
+    async fn update_profile(
+        &self,
+        id: AccountId,
+        patch: &ProfilePatch,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query(
+            "UPDATE accounts SET display_name = COALESCE($1, display_name), \
+             avatar_url = COALESCE($2, avatar_url), updated_at = $3 WHERE id = $4",
+        )
+        .bind(&patch.display_name)
+        .bind(&patch.avatar_url)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for (name, value) in &patch.attributes {
+            let changed = match value {
+                Some(value) => sqlx::query(
+                    "INSERT INTO profile_attributes (account_id, name, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (account_id, name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(id)
+                .bind(name)
+                .bind(value),
+                None => sqlx::query(
+                    "DELETE FROM profile_attributes WHERE account_id = $1 AND name = $2",
+                )
+                .bind(id)
+                .bind(name),
+            };
+            changed.execute(&mut *tx).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn set_password(
+        &self,
+        id: AccountId,
+        verifiers: &PasswordVerifiers,
+        changed: bool,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let update = if changed {
+            sqlx::query(
+                "UPDATE accounts SET password_hash = $1, md5_verifier = $2, \
+                 password_changed_at = $3, updated_at = $3 WHERE id = $4",
+            )
+            .bind(&verifiers.password_hash)
+            .bind(&verifiers.md5_verifier)
+            .bind(now)
+            .bind(id)
+        } else {
+            // Same password, new verifiers (a parameter upgrade): no change of record times.
+            sqlx::query("UPDATE accounts SET password_hash = $1, md5_verifier = $2 WHERE id = $3")
+                .bind(&verifiers.password_hash)
+                .bind(&verifiers.md5_verifier)
+                .bind(id)
+        };
+        update.execute(&self.pool).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn set_status(
+        &self,
+        id: AccountId,
+        status: AccountStatus,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE accounts SET status = $1, updated_at = $2, \
+             consecutive_failures = CASE WHEN $1 = 'active' THEN 0 ELSE consecutive_failures END \
+             WHERE id = $3",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
+        sqlx::query("DELETE FROM accounts WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+            .map_err(db_error)
+    }
+
+    async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {
+        sqlx::query("SELECT api_calls_count, max_api_calls FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .map(|row| {
+                Ok(ApiUsage {
+                    count: row.try_get(0).map_err(db_error)?,
+                    max: row.try_get(1).map_err(db_error)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// One statement for the whole batch. Counts are sorted by account, so
+    /// two nodes flushing overlapping batches lock the rows in the same order.
+    async fn add_api_calls(
+        &self,
+        counts: &[(AccountId, i64)],
+    ) -> StoreResult<Vec<(AccountId, ApiUsage)>> {
+        let mut sorted = counts.to_vec();
+        sorted.sort_unstable();
+        let (ids, adds): (Vec<i64>, Vec<i64>) = sorted.into_iter().unzip();
+        sqlx::query(
+            "UPDATE accounts a SET api_calls_count = a.api_calls_count + c.n \
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS c(id, n) WHERE a.id = c.id \
+             RETURNING a.id, a.api_calls_count, a.max_api_calls",
+        )
+        .bind(&ids)
+        .bind(&adds)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0).map_err(db_error)?,
+                ApiUsage {
+                    count: row.try_get(1).map_err(db_error)?,
+                    max: row.try_get(2).map_err(db_error)?,
+                },
+            ))
+        })
+        .collect()
+    }
+
+    async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()> {
+        sqlx::query("UPDATE accounts SET max_api_calls = $1, updated_at = $2 WHERE id = $3")
+            .bind(max)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn record_login_failure(
+        &self,
+        id: AccountId,
+        from_unknown_client: bool,
+    ) -> StoreResult<i64> {
+        // One statement: the row lock makes concurrent failures from many
+        // nodes add up exactly.
+        sqlx::query(
+            "UPDATE accounts SET failed_login_count = failed_login_count + 1, \
+             consecutive_failures = consecutive_failures + $1 WHERE id = $2 \
+             RETURNING consecutive_failures",
+        )
+        .bind(i64::from(from_unknown_client))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .map(|row| row.try_get(0).map_err(db_error))
+        .transpose()
+        .map(Option::unwrap_or_default)
+    }
+
+    async fn is_known_client(
+        &self,
+        id: AccountId,
+        kind: ClientKind,
+        value: &str,
+    ) -> StoreResult<bool> {
+        sqlx::query(
+            "SELECT 1 FROM known_clients WHERE account_id = $1 AND kind = $2 AND value = $3",
+        )
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await
+        .map(|row| row.is_some())
+        .map_err(db_error)
+    }
+}
+
+/// Upserts the known clients, then keeps only the newest `keep` of each kind.
+pub(super) async fn remember_clients(
+    conn: &mut sqlx::PgConnection,
+    id: AccountId,
+    clients: &[(ClientKind, String)],
+    now: UnixTime,
+    keep: u32,
+) -> StoreResult<()> {
+    if clients.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = clients.iter().map(|(kind, _)| kind.as_str()).collect();
+    let values: Vec<&str> = clients.iter().map(|(_, value)| value.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) \
+         SELECT $1, k, v, $4, $4 FROM UNNEST($2::text[], $3::text[]) AS c(k, v) \
+         ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen",
+    )
+    .bind(id)
+    .bind(&kinds)
+    .bind(&values)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    sqlx::query(
+        "DELETE FROM known_clients k USING \
+         (SELECT kind, value, ROW_NUMBER() OVER (PARTITION BY kind ORDER BY last_seen DESC, seq DESC) AS newest \
+          FROM known_clients WHERE account_id = $1) o \
+         WHERE k.account_id = $1 AND k.kind = o.kind AND k.value = o.value AND o.newest > $2",
+    )
+    .bind(id)
+    .bind(i64::from(keep))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}

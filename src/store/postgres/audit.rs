@@ -1,0 +1,80 @@
+//! The audit log in PostgreSQL.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{PostgresStore, db_error};
+use crate::clock::UnixTime;
+use crate::store::{AccountId, AuditEvent, AuditStore, StoreResult};
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    /// One statement for the whole batch (arrays unnested into rows).
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let column = |f: fn(&AuditEvent) -> Option<String>| -> Vec<Option<String>> {
+            events.iter().map(f).collect()
+        };
+        sqlx::query(
+            "INSERT INTO audit_events (at, event, outcome, face, account_id, username, ip, \
+             user_agent, detail) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], \
+             $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[])",
+        )
+        .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(column(|e| Some(e.event.clone())))
+        .bind(column(|e| Some(e.outcome.clone())))
+        .bind(column(|e| Some(e.face.clone())))
+        .bind(events.iter().map(|e| e.account_id).collect::<Vec<_>>())
+        .bind(column(|e| e.username.clone()))
+        .bind(column(|e| e.ip.clone()))
+        .bind(column(|e| e.user_agent.clone()))
+        .bind(column(|e| e.detail.clone()))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn list_audit_events(
+        &self,
+        account_id: Option<AccountId>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        sqlx::query(
+            "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail \
+             FROM audit_events WHERE $1::bigint IS NULL OR account_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(account_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| {
+            Ok(AuditEvent {
+                id: row.try_get("id").map_err(db_error)?,
+                at: row.try_get("at").map_err(db_error)?,
+                event: row.try_get("event").map_err(db_error)?,
+                outcome: row.try_get("outcome").map_err(db_error)?,
+                face: row.try_get("face").map_err(db_error)?,
+                account_id: row.try_get("account_id").map_err(db_error)?,
+                username: row.try_get("username").map_err(db_error)?,
+                ip: row.try_get("ip").map_err(db_error)?,
+                user_agent: row.try_get("user_agent").map_err(db_error)?,
+                detail: row.try_get("detail").map_err(db_error)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64> {
+        sqlx::query("DELETE FROM audit_events WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(db_error)
+    }
+}

@@ -1,0 +1,50 @@
+//! Token signing keys in PostgreSQL.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{PostgresStore, db_error};
+use crate::store::{KeyStore, SigningKey, StoreResult};
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
+        sqlx::query(
+            "SELECT kid, algorithm, private_der, public_jwk, created_at FROM signing_keys \
+             ORDER BY created_at DESC, kid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| {
+            Ok(SigningKey {
+                kid: row.try_get(0).map_err(db_error)?,
+                algorithm: row.try_get(1).map_err(db_error)?,
+                private_der: row.try_get(2).map_err(db_error)?,
+                public_jwk: row.try_get(3).map_err(db_error)?,
+                created_at: row.try_get(4).map_err(db_error)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Nodes starting together on an empty database may each generate a
+    /// key; every one is kept (all verify), and all nodes sign with the
+    /// newest, so a duplicate costs nothing.
+    async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_der, public_jwk, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.private_der)
+        .bind(&key.public_jwk)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+}

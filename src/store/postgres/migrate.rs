@@ -1,0 +1,109 @@
+//! The PostgreSQL schema, as numbered migrations compiled into the binary.
+//!
+//! Applied versions are recorded in `sesame_migrations`. Nodes starting at
+//! once all try to migrate: a session-level advisory lock lets one at a
+//! time in, and each finds the work done by those before it. Every
+//! migration runs in one transaction with its record, so a crash never
+//! leaves half of one applied (PostgreSQL's DDL is transactional).
+
+use sqlx::postgres::PgPool;
+use sqlx::{Connection, Row};
+
+use super::db_error;
+use crate::store::{StoreError, StoreResult};
+
+/// Every migration, in order. Never edit one that has shipped; add the next.
+const MIGRATIONS: [(&str, &str); 1] = [(
+    "init",
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+)];
+
+/// The advisory-lock key of migrations ("SESAME" in ASCII).
+const MIGRATION_LOCK: i64 = 0x5345_5341_4d45;
+
+/// Brings the schema up to date (`apply`), or checks that it is.
+pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
+    let mut conn = pool.acquire().await.map_err(db_error)?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS sesame_migrations (\
+         version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *conn)
+    .await
+    .or_else(ignore_concurrent_create)?;
+    if !apply {
+        let applied = applied(&mut conn).await?;
+        check_not_newer(applied)?;
+        if applied < MIGRATIONS.len() {
+            return Err(crate::store::behind(applied, MIGRATIONS.len()));
+        }
+        return Ok(());
+    }
+    // Held by this connection until unlocked (or until it drops).
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let result = apply_pending(&mut conn).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error);
+    result.and(unlocked.map(|_| ()))
+}
+
+/// `CREATE TABLE IF NOT EXISTS` run by two nodes at once can still fail on
+/// the catalog's unique index; the table then exists, which is all we want.
+fn ignore_concurrent_create(error: sqlx::Error) -> StoreResult<sqlx::postgres::PgQueryResult> {
+    match &error {
+        sqlx::Error::Database(e) if e.is_unique_violation() => Ok(Default::default()),
+        _ => Err(db_error(error)),
+    }
+}
+
+async fn applied(conn: &mut sqlx::PgConnection) -> StoreResult<usize> {
+    let version: Option<i64> = sqlx::query("SELECT MAX(version) FROM sesame_migrations")
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(db_error)?;
+    usize::try_from(version.unwrap_or(0))
+        .map_err(|_| StoreError::Corrupt("negative schema version".into()))
+}
+
+fn check_not_newer(applied: usize) -> StoreResult<()> {
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Database(format!(
+            "the database has schema version {applied}, newer than this Sesame ({}); \
+             use a newer release",
+            MIGRATIONS.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn apply_pending(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+    let applied = applied(conn).await?;
+    check_not_newer(applied)?;
+    for (index, (description, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = index + 1;
+        let failed = |e: sqlx::Error| {
+            StoreError::Database(format!("migration {version} failed: {}", db_error(e)))
+        };
+        let mut tx = conn.begin().await.map_err(failed)?;
+        // Several statements in one simple-protocol query.
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
+        sqlx::query("INSERT INTO sesame_migrations (version, description) VALUES ($1, $2)")
+            .bind(version as i64)
+            .bind(*description)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(version, description, "applied database migration");
+    }
+    Ok(())
+}

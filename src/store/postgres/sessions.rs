@@ -1,0 +1,361 @@
+//! Sessions and refresh-token chains in PostgreSQL.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::accounts::remember_clients;
+use super::{PostgresStore, corrupt, db_error};
+use crate::clock::UnixTime;
+use crate::store::{
+    AccountId, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken, PurgeCutoffs, Purged,
+    RefreshToken, Session, SessionId, SessionStore, StoreResult, TokenHash, TokenStyle,
+};
+
+/// The columns of a session with its derived last use and its account's status.
+macro_rules! session_columns {
+    () => {
+        "s.id, s.account_id, s.platform, s.user_agent, s.ip, s.token_style, s.created_at, \
+         COALESCE((SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.session_id = s.id), s.created_at) AS last_used_at, \
+         s.expires_at, s.revoked_at, a.status = 'active' AS account_active"
+    };
+}
+
+/// `SELECT` of sessions (with their accounts) matching a condition.
+macro_rules! select_sessions {
+    ($condition:literal) => {
+        concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE ",
+            $condition
+        )
+    };
+}
+
+fn session_from_row(row: &PgRow) -> StoreResult<Session> {
+    let style: String = row.try_get("token_style").map_err(db_error)?;
+    Ok(Session {
+        id: row.try_get("id").map_err(db_error)?,
+        account_id: row.try_get("account_id").map_err(db_error)?,
+        platform: row.try_get("platform").map_err(db_error)?,
+        user_agent: row.try_get("user_agent").map_err(db_error)?,
+        ip: row.try_get("ip").map_err(db_error)?,
+        token_style: TokenStyle::parse(&style).ok_or_else(|| corrupt("session token style"))?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        last_used_at: row.try_get("last_used_at").map_err(db_error)?,
+        expires_at: row.try_get("expires_at").map_err(db_error)?,
+        revoked_at: row.try_get("revoked_at").map_err(db_error)?,
+        account_active: row.try_get("account_active").map_err(db_error)?,
+    })
+}
+
+fn refresh_from_row(row: &PgRow, session_id: SessionId) -> StoreResult<RefreshToken> {
+    let hash: Vec<u8> = row.try_get("token_hash").map_err(db_error)?;
+    Ok(RefreshToken {
+        hash: hash
+            .try_into()
+            .map_err(|_| corrupt("refresh token hash length"))?,
+        session_id,
+        issued_at: row.try_get("issued_at").map_err(db_error)?,
+        rotated_at: row.try_get("rotated_at").map_err(db_error)?,
+        successor_salt: row.try_get("successor_salt").map_err(db_error)?,
+    })
+}
+
+fn ids(rows: Vec<PgRow>) -> StoreResult<Vec<SessionId>> {
+    rows.iter()
+        .map(|row| row.try_get(0).map_err(db_error))
+        .collect()
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    /// One transaction. Its first statement updates the account's row and so
+    /// holds that row's lock until commit: concurrent logins of one account,
+    /// from any node, pass here one at a time. Under READ COMMITTED each later
+    /// statement sees every session committed before the lock was granted, so
+    /// the single-platform replacement revokes the session a concurrent login
+    /// just opened, and exactly one stays live.
+    async fn record_login(
+        &self,
+        login: &LoginRecord,
+        session: &NewSession,
+        refresh: &NewRefreshToken,
+        replace_platform: bool,
+    ) -> StoreResult<Vec<SessionId>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query(
+            "UPDATE accounts SET login_count = login_count + 1, last_login_at = $1, \
+             last_login_ip = $2, consecutive_failures = 0 WHERE id = $3",
+        )
+        .bind(login.at)
+        .bind(&login.ip)
+        .bind(login.account_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        remember_clients(
+            &mut tx,
+            login.account_id,
+            &login.clients,
+            login.at,
+            login.keep,
+        )
+        .await?;
+        let replaced = if replace_platform {
+            ids(sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = 'replaced' \
+                 WHERE account_id = $2 AND platform = $3 AND revoked_at IS NULL RETURNING id",
+            )
+            .bind(session.created_at)
+            .bind(session.account_id)
+            .bind(&session.platform)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?)?
+        } else {
+            Vec::new()
+        };
+        sqlx::query(
+            "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&session.id)
+        .bind(session.account_id)
+        .bind(&session.platform)
+        .bind(&session.user_agent)
+        .bind(&session.ip)
+        .bind(session.token_style.as_str())
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&refresh.hash[..])
+        .bind(&refresh.session_id)
+        .bind(refresh.issued_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(replaced)
+    }
+
+    async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
+        sqlx::query(select_sessions!("s.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn list_live_sessions(
+        &self,
+        account_id: AccountId,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Session>> {
+        sqlx::query(select_sessions!(
+            "s.account_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+             ORDER BY s.created_at, s.id"
+        ))
+        .bind(account_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(session_from_row)
+        .collect()
+    }
+
+    async fn revoke_session(
+        &self,
+        id: &SessionId,
+        now: UnixTime,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+             WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() > 0)
+        .map_err(db_error)
+    }
+
+    async fn revoke_account_sessions(
+        &self,
+        account_id: AccountId,
+        keep: Option<&SessionId>,
+        now: UnixTime,
+        reason: &str,
+    ) -> StoreResult<Vec<SessionId>> {
+        ids(sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+             WHERE account_id = $3 AND revoked_at IS NULL AND id <> $4 RETURNING id",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(account_id)
+        .bind(keep.map_or("", String::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?)
+    }
+
+    async fn find_refresh_token_with_session(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<(RefreshToken, Session)>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            ", t.token_hash, t.issued_at, t.rotated_at, t.successor_salt \
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+             JOIN accounts a ON a.id = s.account_id WHERE t.token_hash = $1"
+        ))
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let session = session_from_row(&row)?;
+        Ok(Some((refresh_from_row(&row, session.id.clone())?, session)))
+    }
+
+    async fn find_refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<RefreshToken>> {
+        let row = sqlx::query(
+            "SELECT token_hash, session_id, issued_at, rotated_at, successor_salt \
+             FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let session_id = row.try_get("session_id").map_err(db_error)?;
+        refresh_from_row(&row, session_id).map(Some)
+    }
+
+    async fn replace_access_token(
+        &self,
+        session_id: &SessionId,
+        hash: &TokenHash,
+        expires_at: UnixTime,
+    ) -> StoreResult<()> {
+        // One statement: the delete and the insert commit together.
+        sqlx::query(
+            "WITH gone AS (DELETE FROM access_tokens WHERE session_id = $2) \
+             INSERT INTO access_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&hash[..])
+        .bind(session_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn find_access_token(&self, hash: &TokenHash) -> StoreResult<Option<OpaqueAccessToken>> {
+        sqlx::query(
+            "SELECT t.session_id, s.account_id, t.expires_at FROM access_tokens t \
+             JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .map(|row| {
+            Ok(OpaqueAccessToken {
+                session_id: row.try_get(0).map_err(db_error)?,
+                account_id: row.try_get(1).map_err(db_error)?,
+                expires_at: row.try_get(2).map_err(db_error)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// One statement: the parent is marked rotated only if it belongs to the
+    /// session and is not rotated yet, and the successor is inserted only if
+    /// it was. Two nodes rotating one token at once: the second `UPDATE`
+    /// waits for the first's row lock, then (READ COMMITTED) re-checks
+    /// `rotated_at IS NULL` against the committed row, finds it rotated,
+    /// updates nothing and so inserts nothing. Exactly one successor; the
+    /// loser reads the winner's salt and hands out the same successor.
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        successor_salt: &[u8],
+        successor: &NewRefreshToken,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        sqlx::query(
+            "WITH parent AS (UPDATE refresh_tokens SET rotated_at = $2, successor_salt = $3 \
+             WHERE token_hash = $4 AND session_id = $5 AND rotated_at IS NULL RETURNING session_id) \
+             INSERT INTO refresh_tokens (token_hash, session_id, issued_at) \
+             SELECT $1, session_id, $2 FROM parent",
+        )
+        .bind(&successor.hash[..])
+        .bind(now)
+        .bind(successor_salt)
+        .bind(&old[..])
+        .bind(&successor.session_id)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
+        .map_err(db_error)
+    }
+
+    /// Each delete picks its rows with `SKIP LOCKED`, so nodes purging at
+    /// the same time share the work instead of waiting on each other.
+    async fn purge(&self, cutoffs: &PurgeCutoffs, batch: u32) -> StoreResult<Purged> {
+        let batch = i64::from(batch);
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+             WHERE revoked_at < $1 OR expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoffs.ended_before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        let refresh_tokens = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+             WHERE rotated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoffs.spent_before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        let access_tokens = sqlx::query(
+            "DELETE FROM access_tokens WHERE token_hash IN (SELECT token_hash FROM access_tokens \
+             WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoffs.expired_before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        Ok(Purged {
+            sessions,
+            refresh_tokens,
+            access_tokens,
+        })
+    }
+}
