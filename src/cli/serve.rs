@@ -54,7 +54,13 @@ async fn create_first_administrator(core: &Core) -> anyhow::Result<()> {
         max_api_calls: 0,
         password: Password::new_password(&password)?,
     };
-    core.create_account(spec).await?;
+    match core.create_account(spec).await {
+        Ok(_) => {}
+        // Nodes starting together on an empty database all try; one wins
+        // (and prints its password), the others find an administrator.
+        Err(crate::core::Error::Conflict(_)) if core.has_administrator().await? => return Ok(()),
+        Err(error) => return Err(error.into()),
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "Created the first administrator account.")?;
     writeln!(out, "  username: {username}")?;

@@ -35,7 +35,7 @@
 //! Throttling must not turn a Redis outage into a login outage. Every command
 //! is bounded by [`RedisSettings::timeout`]; when Redis errors or does not
 //! answer in time, that call is answered by an in-process
-//! [`MemoryLimiter`](super::memory::MemoryLimiter) instead (budgets per node
+//! [`MemoryLimiter`] instead (budgets per node
 //! rather than shared), and failures are recorded there so that throttling
 //! still applies on each node during the outage. Only throttling degrades:
 //! passwords and sessions are checked by the store, never here. The limiter
@@ -429,7 +429,8 @@ impl fmt::Debug for RedisNotices {
 }
 
 impl RedisNotices {
-    /// Connects to the Redis of `settings` for publishing. Fails if that first
+    /// Connects to the Redis of `settings` for publishing, and checks that it
+    /// can subscribe (RESP3, Redis 6 or later). Fails if either first
     /// connection fails or takes longer than `settings.timeout`. Subscribers
     /// ([`Notices::subscribe`]) open connections of their own.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, NoticeError> {
@@ -445,6 +446,20 @@ impl RedisNotices {
             .set_protocol(ProtocolVersion::RESP3);
         let subscriber = Client::open(info.set_redis_settings(resp3))
             .map_err(|error| NoticeError(format!("invalid Redis URL: {error}")))?;
+        let probe = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout));
+        within(
+            settings.timeout,
+            subscriber.get_multiplexed_async_connection_with_config(&probe),
+        )
+        .await
+        .map_err(|error| {
+            NoticeError(format!(
+                "Redis at {} cannot carry notices (RESP3 needs Redis 6 or later): {error}",
+                commands.target
+            ))
+        })?;
         Ok(Self {
             commands,
             subscriber,

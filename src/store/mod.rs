@@ -7,13 +7,17 @@
 //! (a single-session login, a refresh rotation) are one method each, so the
 //! backend can use its own transactions and locks.
 
+#[cfg(test)]
+mod conformance;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
+pub mod transfer;
 
 use async_trait::async_trait;
 
 pub use records::*;
+pub use transfer::TransferStore;
 
 use crate::clock::UnixTime;
 
@@ -250,7 +254,7 @@ pub trait KeyStore: Send + Sync {
 }
 
 /// Everything Sesame persists.
-pub trait Store: AccountStore + SessionStore + KeyStore + AuditStore {
+pub trait Store: AccountStore + SessionStore + KeyStore + AuditStore + TransferStore {
     /// The PostgreSQL store behind this one, if it is one (for `LISTEN/NOTIFY`).
     fn postgres(&self) -> Option<&postgres::PostgresStore> {
         None

@@ -4,6 +4,7 @@
 mod abuse;
 mod bad_input;
 mod cli;
+mod cluster;
 mod contracts;
 mod helpers;
 mod login;

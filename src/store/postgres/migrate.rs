@@ -18,20 +18,16 @@ const MIGRATIONS: [(&str, &str); 1] = [(
     include_str!("../../../migrations/postgres/0001_init.sql"),
 )];
 
+/// How many migrations this build knows.
+#[cfg(test)]
+pub(super) const LATEST: usize = MIGRATIONS.len();
+
 /// The advisory-lock key of migrations ("SESAME" in ASCII).
 const MIGRATION_LOCK: i64 = 0x5345_5341_4d45;
 
 /// Brings the schema up to date (`apply`), or checks that it is.
 pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
     let mut conn = pool.acquire().await.map_err(db_error)?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS sesame_migrations (\
-         version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
-         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    )
-    .execute(&mut *conn)
-    .await
-    .or_else(ignore_concurrent_create)?;
     if !apply {
         let applied = applied(&mut conn).await?;
         check_not_newer(applied)?;
@@ -40,7 +36,8 @@ pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
         }
         return Ok(());
     }
-    // Held by this connection until unlocked (or until it drops).
+    // Held by this connection until unlocked (or until it drops): nodes
+    // starting together pass one at a time, even to create the table.
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *conn)
@@ -55,16 +52,16 @@ pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
     result.and(unlocked.map(|_| ()))
 }
 
-/// `CREATE TABLE IF NOT EXISTS` run by two nodes at once can still fail on
-/// the catalog's unique index; the table then exists, which is all we want.
-fn ignore_concurrent_create(error: sqlx::Error) -> StoreResult<sqlx::postgres::PgQueryResult> {
-    match &error {
-        sqlx::Error::Database(e) if e.is_unique_violation() => Ok(Default::default()),
-        _ => Err(db_error(error)),
-    }
-}
-
+/// The newest applied migration; 0 for a database Sesame never touched.
 async fn applied(conn: &mut sqlx::PgConnection) -> StoreResult<usize> {
+    let exists: bool = sqlx::query("SELECT to_regclass('sesame_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(db_error)?;
+    if !exists {
+        return Ok(0);
+    }
     let version: Option<i64> = sqlx::query("SELECT MAX(version) FROM sesame_migrations")
         .fetch_one(&mut *conn)
         .await
@@ -86,6 +83,14 @@ fn check_not_newer(applied: usize) -> StoreResult<()> {
 }
 
 async fn apply_pending(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS sesame_migrations (\
+         version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
     let applied = applied(conn).await?;
     check_not_newer(applied)?;
     for (index, (description, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {

@@ -24,6 +24,7 @@ pub mod notify;
 mod sessions;
 #[doc(hidden)]
 pub mod testing;
+mod transfer;
 
 use std::str::FromStr;
 
@@ -101,4 +102,131 @@ fn db_error(error: sqlx::Error) -> StoreError {
 /// A stored value that Sesame never writes.
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::PostgresStore;
+    use super::testing::TempDatabase;
+    use crate::store::{DatabaseSettings, conformance};
+
+    /// A store on a fresh database, or `None` (printing why) when no server
+    /// is reachable and this is not CI.
+    async fn store() -> Option<(TempDatabase, Arc<PostgresStore>)> {
+        let database = match TempDatabase::create().await {
+            Ok(database) => database,
+            Err(reason) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: {reason}");
+                return None;
+            }
+            Err(reason) => panic!("{reason}"),
+        };
+        let store = PostgresStore::open(&DatabaseSettings::for_url(&database.url), true)
+            .await
+            .unwrap();
+        Some((database, Arc::new(store)))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_rotations_of_one_token_have_exactly_one_winner() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::concurrent_rotations_have_one_winner(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn independent_rotations_in_one_batch_all_win() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::independent_rotations_all_win(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_single_platform_logins_leave_one_live_session() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::concurrent_single_platform_logins(store).await;
+    }
+
+    #[tokio::test]
+    async fn purge_removes_only_what_ended_long_enough_ago() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::purge_removes_only_what_ended(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_starting_together_migrate_once() {
+        let Some((db, _store)) = store().await else {
+            return;
+        };
+        // Four "nodes" start at once, on a migrated and on a fresh database.
+        // (Polled together on this task: sqlx's futures are not `Send` for
+        // every lifetime the spawner demands.)
+        let fresh = TempDatabase::create().await.unwrap();
+        for url in [&db.url, &fresh.url] {
+            let settings = DatabaseSettings::for_url(url);
+            let (a, b, c, d) = tokio::join!(
+                PostgresStore::open(&settings, true),
+                PostgresStore::open(&settings, true),
+                PostgresStore::open(&settings, true),
+                PostgresStore::open(&settings, true),
+            );
+            for opened in [a, b, c, d] {
+                opened.unwrap();
+            }
+        }
+        let store = PostgresStore::open(&DatabaseSettings::for_url(&fresh.url), false)
+            .await
+            .unwrap();
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sesame_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(applied, super::migrate::LATEST as i64);
+    }
+
+    #[tokio::test]
+    async fn a_schema_behind_is_refused_without_auto_migrate() {
+        let Ok(fresh) = TempDatabase::create().await else {
+            return;
+        };
+        let error = PostgresStore::open(&DatabaseSettings::for_url(&fresh.url), false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sesame migrate"), "{error}");
+    }
+
+    /// The test server (Debian's default) offers TLS with a self-signed
+    /// certificate: `require` encrypts without checking it, `verify-full`
+    /// checks it and so refuses, never falling back to plain text.
+    #[tokio::test]
+    async fn the_url_decides_tls() {
+        let Ok(fresh) = TempDatabase::create().await else {
+            return;
+        };
+        let url = format!("{}?sslmode=require", fresh.url);
+        let store = PostgresStore::open(&DatabaseSettings::for_url(url), true)
+            .await
+            .unwrap();
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert!(encrypted, "sslmode=require must encrypt");
+        let url = format!("{}?sslmode=verify-full", fresh.url);
+        let error = PostgresStore::open(&DatabaseSettings::for_url(url), true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("password"), "{error}");
+    }
 }

@@ -22,6 +22,7 @@ mod connection;
 mod keys;
 mod migrate;
 mod sessions;
+mod transfer;
 mod writer;
 
 use std::path::Path;

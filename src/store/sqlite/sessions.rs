@@ -349,139 +349,38 @@ impl SessionStore for SqliteStore {
 mod tests {
     use std::sync::Arc;
 
+    use crate::store::conformance;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{
-        AccountStore, LoginRecord, NewAccount, NewRefreshToken, NewSession, PasswordVerifiers,
-        SessionStore, TokenStyle,
-    };
 
-    async fn store_with_sessions(n: usize) -> (tempfile::TempDir, Arc<SqliteStore>) {
+    async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::connect(&SqliteStore::url_for_data_dir(dir.path()))
             .await
             .unwrap();
-        let account = store
-            .create_account(NewAccount {
-                username: "a".into(),
-                username_key: "a".into(),
-                email: None,
-                email_key: None,
-                mobile: None,
-                display_name: String::new(),
-                verifiers: PasswordVerifiers {
-                    password_hash: "x".into(),
-                    md5_verifier: None,
-                },
-                roles: vec!["user".into()],
-                max_api_calls: 0,
-                created_at: 0,
-            })
-            .await
-            .unwrap();
-        for i in 0..n {
-            let session = NewSession {
-                id: format!("s{i}"),
-                account_id: account.id,
-                platform: "web".into(),
-                user_agent: None,
-                ip: None,
-                token_style: TokenStyle::Jwt,
-                created_at: 0,
-                expires_at: 1000,
-            };
-            let first = NewRefreshToken {
-                hash: [i as u8; 32],
-                session_id: session.id.clone(),
-                issued_at: 0,
-            };
-            store
-                .record_login(
-                    &LoginRecord {
-                        account_id: account.id,
-                        at: 0,
-                        ip: None,
-                        clients: vec![],
-                        keep: 1,
-                    },
-                    &session,
-                    &first,
-                    false,
-                )
-                .await
-                .unwrap();
-        }
         (dir, Arc::new(store))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_rotations_of_one_token_have_exactly_one_winner() {
-        let (_dir, store) = store_with_sessions(1).await;
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..32u8 {
-            let store = Arc::clone(&store);
-            tasks.spawn(async move {
-                let successor = NewRefreshToken {
-                    hash: [100 + i; 32],
-                    session_id: "s0".into(),
-                    issued_at: 5,
-                };
-                store
-                    .rotate_refresh_token(&[0; 32], &[i; 32], &successor, 5)
-                    .await
-                    .unwrap()
-            });
-        }
-        let wins = tasks
-            .join_all()
-            .await
-            .into_iter()
-            .filter(|won| *won)
-            .count();
-        assert_eq!(wins, 1);
-        let parent = store.find_refresh_token(&[0; 32]).await.unwrap().unwrap();
-        assert_eq!(parent.rotated_at, Some(5));
-        let salt = parent.successor_salt.unwrap();
-        let winner = 100 + salt[0];
-        assert!(
-            store
-                .find_refresh_token(&[winner; 32])
-                .await
-                .unwrap()
-                .is_some(),
-            "the winner's successor exists"
-        );
+        let (_dir, store) = store().await;
+        conformance::concurrent_rotations_have_one_winner(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn independent_rotations_in_one_batch_all_win() {
-        let (_dir, store) = store_with_sessions(20).await;
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..20u8 {
-            let store = Arc::clone(&store);
-            tasks.spawn(async move {
-                let successor = NewRefreshToken {
-                    hash: [200 - i; 32],
-                    session_id: format!("s{i}"),
-                    issued_at: 7,
-                };
-                store
-                    .rotate_refresh_token(&[i; 32], &[1; 32], &successor, 7)
-                    .await
-                    .unwrap()
-            });
-        }
-        assert!(tasks.join_all().await.into_iter().all(|won| won));
-        let wrong_session = NewRefreshToken {
-            hash: [250; 32],
-            session_id: "s1".into(),
-            issued_at: 8,
-        };
-        let parent_of_s0 = [0u8; 32];
-        assert!(
-            !store
-                .rotate_refresh_token(&parent_of_s0, &[1; 32], &wrong_session, 8)
-                .await
-                .unwrap()
-        );
+        let (_dir, store) = store().await;
+        conformance::independent_rotations_all_win(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_single_platform_logins_leave_one_live_session() {
+        let (_dir, store) = store().await;
+        conformance::concurrent_single_platform_logins(store).await;
+    }
+
+    #[tokio::test]
+    async fn purge_removes_only_what_ended_long_enough_ago() {
+        let (_dir, store) = store().await;
+        conformance::purge_removes_only_what_ended(store).await;
     }
 }

@@ -1,0 +1,1051 @@
+//! Moving a deployment between backends: the file format of `sesame export`
+//! and the rules of `sesame import`.
+//!
+//! The file is JSON lines (one UTF-8 JSON object per line, at most
+//! [`MAX_LINE_BYTES`] each). The first line is the header
+//! `{"format": "sesame-export", "version": 1, "exported_at": "<RFC 3339>"}`;
+//! every other line is a record named by its `type`:
+//!
+//! - `account`: the account with its id (kept, so that tokens' `sub` and
+//!   sessions stay valid), its password verifiers as PHC strings, status,
+//!   counters, quota, roles and profile;
+//! - `session` (only with `--sessions`, only live ones): the session with
+//!   its refresh-token chain as SHA-256 hashes and successor salts, so that
+//!   rotation, reuse detection and the grace window carry on after the move.
+//!
+//! Times are Unix seconds. A record's unknown fields are refused (a typo
+//! must not drop data silently); so is an unknown `type`. `password_hash`
+//! holds a PHC string; the optional `password_hash_format` names another
+//! format, and for now only `"phc"` (or no field) is accepted: later
+//! migrations add foreign formats there without changing the file's shape.
+//!
+//! Import applies the same rules as creating an account: usernames, emails
+//! and mobiles are parsed by the domain types (so their unique keys are
+//! derived exactly as at creation), roles must exist, verifiers must be
+//! ones Sesame can check. Refusals never repeat a field value other than
+//! the username.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::IpAddr;
+
+use argon2::password_hash::PasswordHash;
+use argon2::{Algorithm, Params, Version};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::Core;
+use super::accounts::{DEFAULT_ROLE, OPERATOR};
+use super::audit::{self, AuditEventExt};
+use super::domain::{Email, Mobile, Platform, Username};
+use super::error::{Error, Result};
+use crate::store::transfer::{
+    AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
+};
+use crate::store::{Account, AccountId, AccountStatus, PasswordVerifiers, TokenStyle};
+
+/// The header's `format`.
+pub const FORMAT: &str = "sesame-export";
+/// The format version this Sesame writes and reads.
+pub const VERSION: u64 = 1;
+/// Longest line, in bytes; a longer one is refused without being held whole.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// Most refresh-token links exported per session: the live token and the
+/// newest rotated ones. Keeps a session's line far below [`MAX_LINE_BYTES`];
+/// an older rotated token presented after the move is simply unknown
+/// (`invalid_refresh_token`) instead of ending the session.
+pub const MAX_EXPORTED_CHAIN: u32 = 2048;
+
+/// Longest stored verifier accepted, in bytes.
+const MAX_HASH_BYTES: usize = 512;
+/// Largest Argon2 memory cost accepted (1 GiB), as the hashing pool does.
+const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+/// Longest salt the hashing pool can decode, in bytes.
+const MAX_SALT_BYTES: usize = 64;
+// The same bounds as account creation and profile edits (core::accounts).
+const MAX_DISPLAY_NAME_CHARS: usize = 128;
+const MAX_AVATAR_URL_BYTES: usize = 2048;
+const MAX_ATTRIBUTES: usize = 64;
+const MAX_ATTRIBUTE_NAME_BYTES: usize = 64;
+const MAX_ATTRIBUTE_VALUE_CHARS: usize = 1024;
+/// Longest user agent, as the HTTP layer keeps it.
+const MAX_USER_AGENT_CHARS: usize = 256;
+/// Longest successor salt accepted, in bytes (Sesame's are 32).
+const MAX_SUCCESSOR_SALT_BYTES: usize = 64;
+
+/// The first line of a file.
+#[derive(Debug, Serialize)]
+struct Header<'a> {
+    format: &'a str,
+    version: u64,
+    exported_at: String,
+}
+
+/// An `account` line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountLine {
+    id: AccountId,
+    username: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
+    #[serde(default)]
+    mobile: Option<String>,
+    #[serde(default)]
+    mobile_verified: bool,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    avatar_url: String,
+    #[serde(default = "active")]
+    status: String,
+    password_hash: String,
+    #[serde(default)]
+    password_hash_format: Option<String>,
+    #[serde(default)]
+    md5_verifier: Option<String>,
+    #[serde(default)]
+    password_changed_at: Option<i64>,
+    created_at: i64,
+    #[serde(default)]
+    updated_at: Option<i64>,
+    #[serde(default)]
+    last_login_at: Option<i64>,
+    #[serde(default)]
+    last_login_ip: Option<String>,
+    #[serde(default)]
+    login_count: i64,
+    #[serde(default)]
+    failed_login_count: i64,
+    #[serde(default)]
+    api_calls_count: i64,
+    #[serde(default)]
+    max_api_calls: i64,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    #[serde(default)]
+    profile: BTreeMap<String, String>,
+}
+
+fn active() -> String {
+    AccountStatus::Active.as_str().to_owned()
+}
+
+/// A `session` line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionLine {
+    id: String,
+    account_id: AccountId,
+    platform: String,
+    #[serde(default)]
+    user_agent: Option<String>,
+    #[serde(default)]
+    ip: Option<String>,
+    token_style: String,
+    created_at: i64,
+    expires_at: i64,
+    refresh_tokens: Vec<RefreshLine>,
+}
+
+/// One link of a session line's `refresh_tokens`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshLine {
+    hash: String,
+    issued_at: i64,
+    #[serde(default)]
+    rotated_at: Option<i64>,
+    #[serde(default)]
+    successor_salt: Option<String>,
+}
+
+/// A record line as written, with its `type` first.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Line<'a> {
+    Account(&'a AccountLine),
+    Session(&'a SessionLine),
+}
+
+impl AccountLine {
+    fn from_account(a: &Account) -> Self {
+        Self {
+            id: a.id,
+            username: a.username.clone(),
+            email: a.email.clone(),
+            email_verified: a.email_verified,
+            mobile: a.mobile.clone(),
+            mobile_verified: a.mobile_verified,
+            display_name: a.display_name.clone(),
+            avatar_url: a.avatar_url.clone(),
+            status: a.status.as_str().to_owned(),
+            password_hash: a.verifiers.password_hash.clone(),
+            password_hash_format: Some("phc".to_owned()),
+            md5_verifier: a.verifiers.md5_verifier.clone(),
+            password_changed_at: Some(a.password_changed_at),
+            created_at: a.created_at,
+            updated_at: Some(a.updated_at),
+            last_login_at: a.last_login_at,
+            last_login_ip: a.last_login_ip.clone(),
+            login_count: a.login_count,
+            failed_login_count: a.failed_login_count,
+            api_calls_count: a.api_calls_count,
+            max_api_calls: a.max_api_calls,
+            roles: Some(a.roles.clone()),
+            profile: a.profile.clone(),
+        }
+    }
+}
+
+impl SessionLine {
+    fn from_record(s: &SessionRecord) -> Self {
+        Self {
+            id: s.id.clone(),
+            account_id: s.account_id,
+            platform: s.platform.clone(),
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.clone(),
+            token_style: s.token_style.as_str().to_owned(),
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            refresh_tokens: s
+                .refresh_tokens
+                .iter()
+                .map(|link| RefreshLine {
+                    hash: hex::encode(link.hash),
+                    issued_at: link.issued_at,
+                    rotated_at: link.rotated_at,
+                    successor_salt: link.successor_salt.as_ref().map(hex::encode),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn to_json(line: &impl Serialize) -> Result<String> {
+    serde_json::to_string(line).map_err(|e| Error::Internal(format!("export serialisation: {e}")))
+}
+
+/// One page of an export: lines to write, and where the next page starts.
+#[derive(Debug)]
+pub struct ExportPage<K> {
+    /// JSON lines, without their newlines.
+    pub lines: Vec<String>,
+    /// The key to continue after; `None` once everything was read.
+    pub next: Option<K>,
+}
+
+/// Checks a file's first line: the format and a version this Sesame reads.
+pub fn check_header(text: &str) -> std::result::Result<(), String> {
+    let Ok(header) = serde_json::from_str::<Map<String, Value>>(text) else {
+        return Err(format!(
+            "the first line is not a {FORMAT} header (a JSON object with \"format\" and \"version\")"
+        ));
+    };
+    if header.get("format").and_then(Value::as_str) != Some(FORMAT) {
+        return Err(format!(
+            "the first line does not name the format \"{FORMAT}\": not a Sesame export"
+        ));
+    }
+    match header.get("version").and_then(Value::as_u64) {
+        Some(VERSION) => Ok(()),
+        Some(version) if version > VERSION => Err(format!(
+            "the file is format version {version}, written by a newer Sesame; this one reads version {VERSION}"
+        )),
+        _ => Err(format!(
+            "the header's \"version\" must be {VERSION} for this Sesame"
+        )),
+    }
+}
+
+/// Counts of an import (or of a dry run: what it would import).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    /// Accounts imported.
+    pub accounts: u64,
+    /// Sessions imported.
+    pub sessions: u64,
+    /// Sessions skipped because they expired since the export.
+    pub expired: u64,
+    /// Lines refused.
+    pub refused: u64,
+}
+
+/// A refused line, and why; never carries a field value but the username.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 1-based line number (the header is line 1).
+    pub line: u64,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// A line parsed and validated, waiting for its batch.
+#[derive(Debug)]
+pub struct Parsed {
+    line: u64,
+    /// `account NAME` or `session`, for refusals.
+    label: String,
+    record: ImportRecord,
+}
+
+/// An import (or dry run) in progress: the rules' context and the counts.
+#[derive(Debug)]
+pub struct Import {
+    dry_run: bool,
+    roles: Vec<String>,
+    /// Dry run only: fingerprints of what was accepted so far, so that a
+    /// later line colliding with an earlier one, or a session of an
+    /// account earlier in the file, is judged as the real import would.
+    seen: Option<Seen>,
+    counts: ImportCounts,
+}
+
+/// Fingerprints (64-bit keyed hashes) of accepted ids and unique keys: about
+/// 16 bytes per key, so a dry run over a million accounts keeps tens of
+/// megabytes. A false match (2^-64 per pair) would report a collision that
+/// the real import would not.
+#[derive(Debug, Default)]
+struct Seen {
+    hasher: RandomState,
+    keys: HashSet<u64>,
+}
+
+/// What a fingerprint is of.
+#[derive(Debug, Clone, Copy, Hash)]
+enum Key {
+    AccountId,
+    Username,
+    Email,
+    Mobile,
+    SessionId,
+    TokenHash,
+}
+
+impl Seen {
+    fn fingerprint(&self, key: Key, value: impl Hash) -> u64 {
+        self.hasher.hash_one((key, value))
+    }
+
+    fn contains(&self, key: Key, value: impl Hash) -> bool {
+        self.keys.contains(&self.fingerprint(key, value))
+    }
+
+    fn insert(&mut self, key: Key, value: impl Hash) {
+        let fingerprint = self.fingerprint(key, value);
+        self.keys.insert(fingerprint);
+    }
+
+    /// The dry run's verdict on an account: the first field (in the order
+    /// the store checks them) taken in the database or earlier in the file.
+    fn judge_account(
+        &mut self,
+        account: &AccountRecord,
+        stored: std::result::Result<(), RecordError>,
+    ) -> std::result::Result<(), RecordError> {
+        const FIELDS: [&str; 4] = ["id", "username", "email", "mobile"];
+        let in_file = [
+            self.contains(Key::AccountId, account.id),
+            self.contains(Key::Username, &account.username_key),
+            account
+                .email_key
+                .as_ref()
+                .is_some_and(|e| self.contains(Key::Email, e)),
+            account
+                .mobile
+                .as_ref()
+                .is_some_and(|m| self.contains(Key::Mobile, m)),
+        ]
+        .iter()
+        .position(|taken| *taken);
+        let in_store = match &stored {
+            Err(RecordError::Taken(field)) => FIELDS.iter().position(|f| f == field),
+            _ => None,
+        };
+        let first = match (in_file, in_store) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(index) = first {
+            return Err(RecordError::Taken(FIELDS[index]));
+        }
+        stored?;
+        self.insert(Key::AccountId, account.id);
+        self.insert(Key::Username, &account.username_key);
+        if let Some(email) = &account.email_key {
+            self.insert(Key::Email, email);
+        }
+        if let Some(mobile) = &account.mobile {
+            self.insert(Key::Mobile, mobile);
+        }
+        Ok(())
+    }
+
+    /// The dry run's verdict on a session, in the order the store checks:
+    /// session id taken, a refresh token hash taken, account missing (unless
+    /// it is earlier in the file).
+    fn judge_session(
+        &mut self,
+        session: &SessionRecord,
+        stored: std::result::Result<(), RecordError>,
+    ) -> std::result::Result<(), RecordError> {
+        const FIELDS: [&str; 2] = ["session id", "refresh token hash"];
+        let in_file = if self.contains(Key::SessionId, &session.id) {
+            Some(0)
+        } else if session
+            .refresh_tokens
+            .iter()
+            .any(|link| self.contains(Key::TokenHash, link.hash))
+        {
+            Some(1)
+        } else {
+            None
+        };
+        let stored = match stored {
+            Err(RecordError::NoAccount) if self.contains(Key::AccountId, session.account_id) => {
+                Ok(())
+            }
+            other => other,
+        };
+        let in_store = match &stored {
+            Err(RecordError::Taken(field)) => FIELDS.iter().position(|f| f == field),
+            _ => None,
+        };
+        let first = match (in_file, in_store) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(index) = first {
+            return Err(RecordError::Taken(FIELDS[index]));
+        }
+        stored?;
+        self.insert(Key::SessionId, &session.id);
+        for link in &session.refresh_tokens {
+            self.insert(Key::TokenHash, link.hash);
+        }
+        Ok(())
+    }
+}
+
+impl Import {
+    /// Whether this is a dry run.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> ImportCounts {
+        self.counts
+    }
+
+    /// Counts a line refused before parsing (too long, not UTF-8) and
+    /// returns its refusal.
+    pub fn refuse(&mut self, line: u64, reason: impl Into<String>) -> Refusal {
+        self.counts.refused += 1;
+        Refusal {
+            line,
+            reason: reason.into(),
+        }
+    }
+
+    /// Parses and validates one line (not the header). `Ok(None)` for a
+    /// blank line; a refusal is counted.
+    pub fn parse(&mut self, line: u64, text: &str) -> std::result::Result<Option<Parsed>, Refusal> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        self.parse_record(text)
+            .map(|(label, record)| {
+                Some(Parsed {
+                    line,
+                    label,
+                    record,
+                })
+            })
+            .map_err(|reason| self.refuse(line, reason))
+    }
+
+    fn parse_record(&self, text: &str) -> std::result::Result<(String, ImportRecord), String> {
+        let mut object: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                "not a JSON object".to_owned()
+            } else {
+                format!("malformed JSON (column {})", e.column())
+            }
+        })?;
+        let kind = match object.remove("type") {
+            Some(Value::String(kind)) => kind,
+            Some(_) => return Err("\"type\" must be a string".into()),
+            None => return Err("missing field `type`".into()),
+        };
+        match kind.as_str() {
+            "account" => {
+                let label = match object.get("username").and_then(Value::as_str) {
+                    Some(name) => format!("account {}", shown_username(name)),
+                    None => "account".to_owned(),
+                };
+                let parsed: AccountLine = from_object(object).map_err(|e| format!("{label}: {e}"))?;
+                let record = self.account(parsed).map_err(|e| format!("{label}: {e}"))?;
+                let label = format!("account {}", record.username);
+                Ok((label, ImportRecord::Account(Box::new(record))))
+            }
+            "session" => {
+                let parsed: SessionLine =
+                    from_object(object).map_err(|e| format!("session: {e}"))?;
+                let record = session(parsed).map_err(|e| format!("session: {e}"))?;
+                Ok(("session".to_owned(), ImportRecord::Session(record)))
+            }
+            _ => Err("unknown record type (known: account, session)".into()),
+        }
+    }
+
+    /// Validates an account line as account creation would.
+    fn account(&self, a: AccountLine) -> std::result::Result<AccountRecord, String> {
+        if a.id <= 0 {
+            return Err("id must be a positive integer".into());
+        }
+        let username = Username::parse(&a.username).map_err(|e| e.to_string())?;
+        let email = a
+            .email
+            .as_deref()
+            .map(Email::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let mobile = a
+            .mobile
+            .as_deref()
+            .map(Mobile::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        check_text("display_name", &a.display_name, MAX_DISPLAY_NAME_CHARS)?;
+        if a.avatar_url.len() > MAX_AVATAR_URL_BYTES || a.avatar_url.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "avatar_url: must be at most {MAX_AVATAR_URL_BYTES} bytes without control characters"
+            ));
+        }
+        let status = AccountStatus::parse(&a.status)
+            .ok_or("status: must be \"active\", \"disabled\" or \"locked\"")?;
+        match a.password_hash_format.as_deref() {
+            None | Some("phc") => {}
+            Some(_) => {
+                return Err(
+                    "unsupported password_hash_format: this Sesame imports only \"phc\"; \
+                     other password formats come with the password-migration issue"
+                        .into(),
+                );
+            }
+        }
+        check_phc("password_hash", &a.password_hash)?;
+        if let Some(md5) = &a.md5_verifier {
+            check_phc("md5_verifier", md5)?;
+        }
+        for (field, time) in [
+            ("created_at", Some(a.created_at)),
+            ("password_changed_at", a.password_changed_at),
+            ("updated_at", a.updated_at),
+            ("last_login_at", a.last_login_at),
+        ] {
+            if time.is_some_and(|t| t < 0) {
+                return Err(format!("{field}: must be Unix seconds, 0 or more"));
+            }
+        }
+        let last_login_ip = a
+            .last_login_ip
+            .as_deref()
+            .map(|ip| ip.parse::<IpAddr>().map(|ip| ip.to_string()))
+            .transpose()
+            .map_err(|_| "last_login_ip: must be an IP address")?;
+        for (field, count) in [
+            ("login_count", a.login_count),
+            ("failed_login_count", a.failed_login_count),
+            ("api_calls_count", a.api_calls_count),
+            ("max_api_calls", a.max_api_calls),
+        ] {
+            if count < 0 {
+                return Err(format!("{field}: must be 0 or more"));
+            }
+        }
+        let mut roles = a.roles.unwrap_or_else(|| vec![DEFAULT_ROLE.to_owned()]);
+        if roles.iter().any(|role| !self.roles.contains(role)) {
+            return Err(format!(
+                "roles: names a role this deployment does not define (known roles: {})",
+                self.roles.join(", ")
+            ));
+        }
+        roles.sort();
+        roles.dedup();
+        check_profile(&a.profile)?;
+        Ok(AccountRecord {
+            id: a.id,
+            username: username.as_str().to_owned(),
+            username_key: username.key().to_owned(),
+            email: email.as_ref().map(|e| e.as_str().to_owned()),
+            email_key: email.as_ref().map(|e| e.key().to_owned()),
+            email_verified: a.email_verified,
+            mobile: mobile.as_ref().map(|m| m.as_str().to_owned()),
+            mobile_verified: a.mobile_verified,
+            display_name: a.display_name,
+            avatar_url: a.avatar_url,
+            status,
+            verifiers: PasswordVerifiers {
+                password_hash: a.password_hash,
+                md5_verifier: a.md5_verifier,
+            },
+            password_changed_at: a.password_changed_at.unwrap_or(a.created_at),
+            created_at: a.created_at,
+            updated_at: a.updated_at.unwrap_or(a.created_at),
+            last_login_at: a.last_login_at,
+            last_login_ip,
+            login_count: a.login_count,
+            failed_login_count: a.failed_login_count,
+            api_calls_count: a.api_calls_count,
+            max_api_calls: a.max_api_calls,
+            roles,
+            profile: a.profile,
+        })
+    }
+}
+
+/// A username fit for a refusal: no control characters, at most 64 characters.
+fn shown_username(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+/// Deserialises a record's fields, turning serde's message into one that
+/// names the field but never repeats a value.
+fn from_object<T: serde::de::DeserializeOwned>(
+    object: Map<String, Value>,
+) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(Value::Object(object)).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        let what = if let Some(rest) = message.strip_prefix("unknown field `") {
+            let field: String = rest
+                .split('`')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect();
+            return format!("unknown field `{field}`");
+        } else if message.starts_with("missing field") {
+            return message
+                .split(" at ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+        } else if message.starts_with("invalid type") {
+            "wrong type"
+        } else if message.starts_with("invalid length") {
+            "wrong length"
+        } else {
+            "invalid value"
+        };
+        let expected = message
+            .rsplit_once(", expected ")
+            .map(|(_, expected)| format!(", expected {expected}"))
+            .unwrap_or_default();
+        format!("{path}: {what}{expected}")
+    })
+}
+
+fn check_text(field: &str, value: &str, max_chars: usize) -> std::result::Result<(), String> {
+    if value.chars().count() > max_chars || value.chars().any(char::is_control) {
+        return Err(format!(
+            "{field}: must be at most {max_chars} characters without control characters"
+        ));
+    }
+    Ok(())
+}
+
+fn check_profile(profile: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    if profile.len() > MAX_ATTRIBUTES {
+        return Err(format!("profile: at most {MAX_ATTRIBUTES} attributes"));
+    }
+    for (name, value) in profile {
+        let valid_name = !name.is_empty()
+            && name.len() <= MAX_ATTRIBUTE_NAME_BYTES
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid_name {
+            return Err(format!(
+                "profile: attribute names are 1 to {MAX_ATTRIBUTE_NAME_BYTES} characters of A-Z, a-z, 0-9, '_', '-' and '.'"
+            ));
+        }
+        check_text("profile", value, MAX_ATTRIBUTE_VALUE_CHARS)?;
+    }
+    Ok(())
+}
+
+/// Checks that a stored verifier is a PHC string Sesame can verify: an
+/// Argon2 variant with its salt, hash and sane parameters. Other algorithms
+/// parse as PHC but are refused until Sesame can verify them.
+fn check_phc(field: &str, value: &str) -> std::result::Result<(), String> {
+    if value.len() > MAX_HASH_BYTES {
+        return Err(format!("{field}: longer than {MAX_HASH_BYTES} bytes"));
+    }
+    let Ok(phc) = PasswordHash::new(value) else {
+        return Err(format!(
+            "{field}: not a PHC string ($algorithm$…); other password formats come with the \
+             password-migration issue"
+        ));
+    };
+    if Algorithm::try_from(phc.algorithm).is_err() {
+        return Err(format!(
+            "{field}: a PHC string of an algorithm Sesame cannot verify yet (it verifies \
+             argon2id, argon2i and argon2d); other algorithms come with the password-migration issue"
+        ));
+    }
+    let (Some(salt), Some(_)) = (phc.salt, phc.hash) else {
+        return Err(format!("{field}: the PHC string lacks its salt or hash"));
+    };
+    let mut salt_buf = [0u8; MAX_SALT_BYTES];
+    if salt.decode_b64(&mut salt_buf).is_err() {
+        return Err(format!(
+            "{field}: the salt is not base64 of at most {MAX_SALT_BYTES} bytes"
+        ));
+    }
+    let params =
+        Params::try_from(&phc).map_err(|_| format!("{field}: invalid Argon2 parameters"))?;
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return Err(format!(
+            "{field}: asks for more than {MAX_MEMORY_KIB} KiB of memory"
+        ));
+    }
+    if let Some(version) = phc.version {
+        Version::try_from(version).map_err(|_| format!("{field}: unknown Argon2 version"))?;
+    }
+    Ok(())
+}
+
+/// Validates a session line.
+fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
+    if uuid::Uuid::try_parse(&s.id).is_err() {
+        return Err("id: must be a UUID".into());
+    }
+    if s.account_id <= 0 {
+        return Err("account_id: must be a positive integer".into());
+    }
+    let platform = Platform::parse(&s.platform).map_err(|e| e.to_string())?;
+    if let Some(agent) = &s.user_agent {
+        check_text("user_agent", agent, MAX_USER_AGENT_CHARS)?;
+    }
+    let ip = s
+        .ip
+        .as_deref()
+        .map(|ip| ip.parse::<IpAddr>().map(|ip| ip.to_string()))
+        .transpose()
+        .map_err(|_| "ip: must be an IP address")?;
+    let token_style =
+        TokenStyle::parse(&s.token_style).ok_or("token_style: must be \"jwt\" or \"opaque\"")?;
+    if s.created_at < 0 || s.expires_at < s.created_at {
+        return Err("expires_at: must not be before created_at (Unix seconds)".into());
+    }
+    if s.refresh_tokens.is_empty() {
+        return Err("refresh_tokens: must hold at least the live token".into());
+    }
+    let refresh_tokens = s
+        .refresh_tokens
+        .into_iter()
+        .enumerate()
+        .map(|(index, link)| refresh_link(link).map_err(|e| format!("refresh_tokens[{index}].{e}")))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(SessionRecord {
+        id: s.id,
+        account_id: s.account_id,
+        platform: platform.as_str().to_owned(),
+        user_agent: s.user_agent,
+        ip,
+        token_style,
+        created_at: s.created_at,
+        expires_at: s.expires_at,
+        refresh_tokens,
+    })
+}
+
+fn refresh_link(link: RefreshLine) -> std::result::Result<RefreshLink, String> {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&link.hash, &mut hash)
+        .map_err(|_| "hash: must be the 64 hex digits of a SHA-256")?;
+    if link.issued_at < 0 || link.rotated_at.is_some_and(|r| r < link.issued_at) {
+        return Err("rotated_at: must not be before issued_at (Unix seconds)".into());
+    }
+    let successor_salt = link
+        .successor_salt
+        .as_deref()
+        .map(hex::decode)
+        .transpose()
+        .ok()
+        .flatten()
+        .filter(|salt| !salt.is_empty() && salt.len() <= MAX_SUCCESSOR_SALT_BYTES);
+    if link.successor_salt.is_some() && successor_salt.is_none() {
+        return Err(format!(
+            "successor_salt: must be hex of 1 to {MAX_SUCCESSOR_SALT_BYTES} bytes"
+        ));
+    }
+    Ok(RefreshLink {
+        hash,
+        issued_at: link.issued_at,
+        rotated_at: link.rotated_at,
+        successor_salt,
+    })
+}
+
+impl Core {
+    /// The header line of an export written now.
+    pub fn export_header(&self) -> Result<String> {
+        let exported_at = OffsetDateTime::from_unix_timestamp(self.now())
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default();
+        to_json(&Header {
+            format: FORMAT,
+            version: VERSION,
+            exported_at,
+        })
+    }
+
+    /// The account lines after `after_id`, `limit` at a time.
+    pub async fn export_accounts(
+        &self,
+        after_id: AccountId,
+        limit: u32,
+    ) -> Result<ExportPage<AccountId>> {
+        let accounts = self.store.export_accounts(after_id, limit).await?;
+        let lines = accounts
+            .iter()
+            .map(|a| to_json(&Line::Account(&AccountLine::from_account(a))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ExportPage {
+            lines,
+            next: accounts.last().map(|a| a.id),
+        })
+    }
+
+    /// The lines of live sessions after `after_id`, `limit` at a time, each
+    /// with its refresh-token chain (hashes only). A session left without
+    /// any refresh token could not be refreshed after the move and is left
+    /// out.
+    pub async fn export_sessions(&self, after_id: &str, limit: u32) -> Result<ExportPage<String>> {
+        let sessions = self
+            .store
+            .export_sessions(after_id, limit, self.now(), MAX_EXPORTED_CHAIN)
+            .await?;
+        let lines = sessions
+            .iter()
+            .filter(|s| !s.refresh_tokens.is_empty())
+            .map(|s| to_json(&Line::Session(&SessionLine::from_record(s))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ExportPage {
+            lines,
+            next: sessions.last().map(|s| s.id.clone()),
+        })
+    }
+
+    /// Records a finished export in the audit log.
+    pub fn export_finished(&self, accounts: u64, sessions: u64) {
+        self.audit.record(audit::event("export", "success", OPERATOR).detail(format!(
+            "{accounts} accounts, {sessions} sessions"
+        )));
+    }
+
+    /// Starts an import, or with `dry_run` a check that writes nothing.
+    pub async fn start_import(&self, dry_run: bool) -> Result<Import> {
+        Ok(Import {
+            dry_run,
+            roles: self.store.role_names().await?,
+            seen: dry_run.then(Seen::default),
+            counts: ImportCounts::default(),
+        })
+    }
+
+    /// Imports a batch of parsed lines in one transaction (a dry run checks
+    /// them against the database instead) and returns the refused ones.
+    /// Sessions that expired since the export are skipped. Every imported
+    /// account is announced as changed, so no node keeps a stale entry.
+    pub async fn import_batch(&self, import: &mut Import, batch: Vec<Parsed>) -> Result<Vec<Refusal>> {
+        let now = self.now();
+        let mut lines = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
+        for parsed in batch {
+            if let ImportRecord::Session(session) = &parsed.record {
+                if session.expires_at <= now {
+                    import.counts.expired += 1;
+                    continue;
+                }
+            }
+            let account = match &parsed.record {
+                ImportRecord::Account(account) => Some(account.id),
+                ImportRecord::Session(_) => None,
+            };
+            lines.push((parsed.line, parsed.label, account));
+            records.push(parsed.record);
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results: RecordResults = match &mut import.seen {
+            Some(seen) => {
+                let stored = self.store.check_batch(&records).await?;
+                records
+                    .iter()
+                    .zip(stored)
+                    .map(|(record, stored)| match record {
+                        ImportRecord::Account(account) => seen.judge_account(account, stored),
+                        ImportRecord::Session(session) => seen.judge_session(session, stored),
+                    })
+                    .collect()
+            }
+            None => self.store.import_batch(records).await?,
+        };
+        let mut refusals = Vec::new();
+        for ((line, label, account), result) in lines.into_iter().zip(results) {
+            match (result, account) {
+                (Ok(()), Some(id)) => {
+                    import.counts.accounts += 1;
+                    if !import.dry_run {
+                        self.account_changed(id).await;
+                    }
+                }
+                (Ok(()), None) => import.counts.sessions += 1,
+                (Err(error), _) => {
+                    if let RecordError::Store(error) = &error {
+                        tracing::warn!(line, %error, "the database refused an imported line");
+                    }
+                    import.counts.refused += 1;
+                    refusals.push(Refusal {
+                        line,
+                        reason: format!("{label}: {error}"),
+                    });
+                }
+            }
+        }
+        Ok(refusals)
+    }
+
+    /// Records a finished import in the audit log (a dry run records nothing).
+    pub fn import_finished(&self, import: &Import) {
+        if import.dry_run {
+            return;
+        }
+        let c = import.counts;
+        self.audit.record(audit::event("import", "success", OPERATOR).detail(format!(
+            "{} accounts, {} sessions, {} lines refused",
+            c.accounts, c.sessions, c.refused
+        )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn import() -> Import {
+        Import {
+            dry_run: true,
+            roles: vec!["administrator".into(), "user".into()],
+            seen: Some(Seen::default()),
+            counts: ImportCounts::default(),
+        }
+    }
+
+    const HASH: &str = "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$\
+        YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY";
+
+    fn account(extra: &str) -> String {
+        format!(
+            r#"{{"type": "account", "id": 7, "username": "Alice", "email": "Alice@Example.com",
+               "password_hash": "{HASH}", "created_at": 1700000000{extra}}}"#
+        )
+        .replace('\n', " ")
+    }
+
+    #[test]
+    fn an_account_line_derives_its_keys_as_creation_does() {
+        let mut import = import();
+        let parsed = import.parse(2, &account("")).unwrap().unwrap();
+        let ImportRecord::Account(record) = parsed.record else {
+            panic!("not an account");
+        };
+        assert_eq!(record.username_key, Username::parse("ALICE").unwrap().key());
+        assert_eq!(record.email_key.as_deref(), Some("alice@example.com"));
+        assert_eq!(record.roles, vec!["user"]);
+        assert_eq!(record.updated_at, 1_700_000_000);
+        assert_eq!(parsed.label, "account Alice");
+    }
+
+    #[test]
+    fn refusals_name_the_field_but_never_repeat_a_value() {
+        let mut import = import();
+        let cases = [
+            (account(r#", "pasword": "hunter2hunter2""#), "unknown field `pasword`"),
+            (account(r#", "login_count": "hunter2hunter2""#), "login_count: wrong type"),
+            (account(r#", "password_hash_format": "hunter2hunter2""#), "unsupported password_hash_format"),
+            (account(r#", "roles": ["hunter2hunter2"]"#), "roles: names a role"),
+            (account(r#", "status": "hunter2hunter2""#), "status: must be"),
+            (account(r#", "last_login_ip": "hunter2hunter2""#), "last_login_ip"),
+            (r#"{"type": "hunter2hunter2"}"#.to_owned(), "unknown record type"),
+            (r#"{"type": "account", "id": 3,"#.to_owned(), "malformed JSON"),
+            (r#"["hunter2hunter2"]"#.to_owned(), "not a JSON object"),
+        ];
+        for (line, expected) in cases {
+            let refusal = import.parse(5, &line).unwrap_err();
+            assert!(refusal.reason.contains(expected), "{refusal} for {line}");
+            assert!(!refusal.reason.contains("hunter2"), "{refusal}");
+            assert!(!refusal.reason.contains("argon2id$"), "{refusal}");
+        }
+        assert_eq!(import.counts().refused, 9);
+    }
+
+    #[test]
+    fn only_argon2_phc_strings_are_accepted_for_now() {
+        assert!(check_phc("password_hash", HASH).is_ok());
+        let pbkdf2 = "$pbkdf2-sha256$i=100000$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let refused = check_phc("password_hash", pbkdf2).unwrap_err();
+        assert!(refused.contains("cannot verify yet"), "{refused}");
+        let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+        assert!(check_phc("password_hash", bcrypt).unwrap_err().contains("not a PHC string"));
+    }
+
+    #[test]
+    fn a_dry_run_sees_collisions_within_the_file() {
+        let mut import = import();
+        let first = import.parse(2, &account("")).unwrap().unwrap();
+        let again = import
+            .parse(3, &account("").replace("\"id\": 7", "\"id\": 8").replace("Alice@", "bob@"))
+            .unwrap()
+            .unwrap();
+        let seen = import.seen.as_mut().unwrap();
+        let (ImportRecord::Account(a), ImportRecord::Account(b)) = (&first.record, &again.record)
+        else {
+            panic!("not accounts");
+        };
+        assert!(seen.judge_account(a, Ok(())).is_ok());
+        let taken = seen.judge_account(b, Ok(())).unwrap_err();
+        assert!(matches!(taken, RecordError::Taken("username")), "{taken}");
+    }
+
+    #[test]
+    fn headers_name_the_format_and_a_readable_version() {
+        assert!(check_header(r#"{"format": "sesame-export", "version": 1}"#).is_ok());
+        assert!(check_header(r#"{"format": "sesame-export", "version": 2}"#)
+            .unwrap_err()
+            .contains("newer Sesame"));
+        assert!(check_header(r#"{"type": "account"}"#).is_err());
+        assert!(check_header("nonsense").is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! Storage tests written once and run against every backend (the SQLite
+//! and PostgreSQL modules call each with a fresh store of their own).
+
+use std::sync::Arc;
+
+use crate::store::{
+    AccountId, LoginRecord, NewAccount, NewRefreshToken, NewSession, PasswordVerifiers,
+    PurgeCutoffs, Store, TokenStyle,
+};
+
+async fn account(store: &dyn Store, name: &str) -> AccountId {
+    store
+        .create_account(NewAccount {
+            username: name.into(),
+            username_key: name.into(),
+            email: None,
+            email_key: None,
+            mobile: None,
+            display_name: String::new(),
+            verifiers: PasswordVerifiers {
+                password_hash: "x".into(),
+                md5_verifier: None,
+            },
+            roles: vec!["user".into()],
+            max_api_calls: 0,
+            created_at: 0,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+fn session(id: &str, account_id: AccountId, platform: &str, at: i64) -> NewSession {
+    NewSession {
+        id: id.into(),
+        account_id,
+        platform: platform.into(),
+        user_agent: None,
+        ip: None,
+        token_style: TokenStyle::Jwt,
+        created_at: at,
+        expires_at: at + 1000,
+    }
+}
+
+fn login(account_id: AccountId, at: i64) -> LoginRecord {
+    LoginRecord {
+        account_id,
+        at,
+        ip: Some("192.0.2.1".into()),
+        clients: vec![],
+        keep: 1,
+    }
+}
+
+/// Opens `n` sessions `s0`… with first refresh tokens `[i; 32]`.
+async fn sessions(store: &dyn Store, n: usize) -> AccountId {
+    let account_id = account(store, "a").await;
+    for i in 0..n {
+        let session = session(&format!("s{i}"), account_id, "web", 0);
+        let first = NewRefreshToken {
+            hash: [i as u8; 32],
+            session_id: session.id.clone(),
+            issued_at: 0,
+        };
+        store
+            .record_login(&login(account_id, 0), &session, &first, false)
+            .await
+            .unwrap();
+    }
+    account_id
+}
+
+/// 32 concurrent rotations of one token: exactly one successor.
+pub async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
+    sessions(&*store, 1).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32u8 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let successor = NewRefreshToken {
+                hash: [100 + i; 32],
+                session_id: "s0".into(),
+                issued_at: 5,
+            };
+            store
+                .rotate_refresh_token(&[0; 32], &[i; 32], &successor, 5)
+                .await
+                .unwrap()
+        });
+    }
+    let wins = tasks
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|won| *won)
+        .count();
+    assert_eq!(wins, 1);
+    let parent = store.find_refresh_token(&[0; 32]).await.unwrap().unwrap();
+    assert_eq!(parent.rotated_at, Some(5));
+    let salt = parent.successor_salt.unwrap();
+    let winner = 100 + salt[0];
+    assert!(
+        store
+            .find_refresh_token(&[winner; 32])
+            .await
+            .unwrap()
+            .is_some(),
+        "the winner's successor exists"
+    );
+    for loser in (100..132u8).filter(|h| *h != winner) {
+        assert!(
+            store
+                .find_refresh_token(&[loser; 32])
+                .await
+                .unwrap()
+                .is_none(),
+            "a loser's successor was stored"
+        );
+    }
+}
+
+/// Rotations of different sessions at once all succeed; a token presented
+/// for another session never rotates.
+pub async fn independent_rotations_all_win(store: Arc<dyn Store>) {
+    sessions(&*store, 20).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20u8 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let successor = NewRefreshToken {
+                hash: [200 - i; 32],
+                session_id: format!("s{i}"),
+                issued_at: 7,
+            };
+            store
+                .rotate_refresh_token(&[i; 32], &[1; 32], &successor, 7)
+                .await
+                .unwrap()
+        });
+    }
+    assert!(tasks.join_all().await.into_iter().all(|won| won));
+    let wrong_session = NewRefreshToken {
+        hash: [250; 32],
+        session_id: "s1".into(),
+        issued_at: 8,
+    };
+    assert!(
+        !store
+            .rotate_refresh_token(&[0; 32], &[1; 32], &wrong_session, 8)
+            .await
+            .unwrap()
+    );
+}
+
+/// Sixteen concurrent logins of one account on a `single` platform: each
+/// replaces the others, and exactly one session stays live.
+pub async fn concurrent_single_platform_logins(store: Arc<dyn Store>) {
+    let account_id = account(&*store, "solo").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16u8 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let session = session(&format!("p{i}"), account_id, "iOS", 10);
+            let refresh = NewRefreshToken {
+                hash: [i; 32],
+                session_id: session.id.clone(),
+                issued_at: 10,
+            };
+            store
+                .record_login(&login(account_id, 10), &session, &refresh, true)
+                .await
+                .unwrap()
+        });
+    }
+    let replaced: usize = tasks.join_all().await.iter().map(Vec::len).sum();
+    let live = store.list_live_sessions(account_id, 10).await.unwrap();
+    assert_eq!(live.len(), 1, "exactly one live session: {live:?}");
+    assert_eq!(replaced, 15, "every other login was replaced once");
+    let account = store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!(account.login_count, 16);
+}
+
+/// Housekeeping deletes ended sessions (with their tokens), old rotated
+/// refresh tokens and expired opaque tokens, in batches, and nothing else.
+pub async fn purge_removes_only_what_ended(store: Arc<dyn Store>) {
+    let account_id = account(&*store, "keeper").await;
+    // s-live: live, with a chain: token 1 rotated at 100 into token 2.
+    // s-revoked: revoked at 50. s-expired: expired at 1000 + 0.
+    for (id, hash) in [("s-live", 1u8), ("s-revoked", 3), ("s-expired", 4)] {
+        let at = if id == "s-expired" { 0 } else { 90 };
+        let session = session(id, account_id, "web", at);
+        let first = NewRefreshToken {
+            hash: [hash; 32],
+            session_id: id.into(),
+            issued_at: at,
+        };
+        store
+            .record_login(&login(account_id, at), &session, &first, false)
+            .await
+            .unwrap();
+    }
+    let second = NewRefreshToken {
+        hash: [2; 32],
+        session_id: "s-live".into(),
+        issued_at: 100,
+    };
+    assert!(
+        store
+            .rotate_refresh_token(&[1; 32], &[9; 32], &second, 100)
+            .await
+            .unwrap()
+    );
+    store
+        .revoke_session(&"s-revoked".to_owned(), 50, "logout")
+        .await
+        .unwrap();
+    store
+        .replace_access_token(&"s-live".to_owned(), &[7; 32], 500)
+        .await
+        .unwrap();
+
+    // Nothing ended before 40: nothing goes.
+    let nothing = PurgeCutoffs {
+        ended_before: 40,
+        spent_before: 40,
+        expired_before: 40,
+    };
+    assert_eq!(store.purge(&nothing, 10).await.unwrap(), Default::default());
+
+    let cutoffs = PurgeCutoffs {
+        ended_before: 1001,
+        spent_before: 101,
+        expired_before: 501,
+    };
+    let first = store.purge(&cutoffs, 1).await.unwrap();
+    assert_eq!(
+        (first.sessions, first.refresh_tokens, first.access_tokens),
+        (1, 1, 1)
+    );
+    let second = store.purge(&cutoffs, 1).await.unwrap();
+    assert_eq!(
+        (second.sessions, second.refresh_tokens, second.access_tokens),
+        (1, 0, 0)
+    );
+    assert_eq!(store.purge(&cutoffs, 1).await.unwrap(), Default::default());
+
+    assert!(
+        store
+            .get_session(&"s-revoked".to_owned())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_session(&"s-expired".to_owned())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.find_refresh_token(&[3; 32]).await.unwrap().is_none());
+    assert!(store.find_refresh_token(&[1; 32]).await.unwrap().is_none());
+    assert!(store.find_access_token(&[7; 32]).await.unwrap().is_none());
+    let live = store
+        .get_session(&"s-live".to_owned())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(live.last_used_at, 100, "the chain's newest token stays");
+    assert!(store.find_refresh_token(&[2; 32]).await.unwrap().is_some());
+}

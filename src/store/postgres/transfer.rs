@@ -1,0 +1,347 @@
+//! Export and import in PostgreSQL.
+//!
+//! An import batch is one transaction; each record runs in a nested
+//! transaction (a savepoint), rolled back alone when the database refuses
+//! it. Accounts keep their ids, so after a batch that inserted any the
+//! `accounts.id` identity is moved past the largest id, and a later
+//! `sesame user add` does not collide with an imported account.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{Connection, Row};
+
+use super::{PostgresStore, corrupt, db_error};
+use crate::clock::UnixTime;
+use crate::store::transfer::{
+    AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
+    TransferStore,
+};
+use crate::store::{Account, AccountId, AccountStore, StoreResult, TokenStyle};
+
+fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
+    let style: String = row.try_get("token_style").map_err(db_error)?;
+    Ok(SessionRecord {
+        id: row.try_get("id").map_err(db_error)?,
+        account_id: row.try_get("account_id").map_err(db_error)?,
+        platform: row.try_get("platform").map_err(db_error)?,
+        user_agent: row.try_get("user_agent").map_err(db_error)?,
+        ip: row.try_get("ip").map_err(db_error)?,
+        token_style: TokenStyle::parse(&style).ok_or_else(|| corrupt("session token style"))?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        expires_at: row.try_get("expires_at").map_err(db_error)?,
+        refresh_tokens: Vec::new(),
+    })
+}
+
+fn link_from_row(row: &PgRow) -> StoreResult<(String, RefreshLink)> {
+    let hash: Vec<u8> = row.try_get("token_hash").map_err(db_error)?;
+    let link = RefreshLink {
+        hash: hash
+            .try_into()
+            .map_err(|_| corrupt("refresh token hash length"))?,
+        issued_at: row.try_get("issued_at").map_err(db_error)?,
+        rotated_at: row.try_get("rotated_at").map_err(db_error)?,
+        successor_salt: row.try_get("successor_salt").map_err(db_error)?,
+    };
+    Ok((row.try_get("session_id").map_err(db_error)?, link))
+}
+
+/// Maps an error of one imported record: taken primary keys name their
+/// field too (`db_error` knows only the accounts' unique columns).
+fn record_error(error: sqlx::Error) -> RecordError {
+    if let sqlx::Error::Database(database) = &error {
+        if database.is_unique_violation() {
+            match database.constraint() {
+                Some("accounts_pkey") => return RecordError::Taken("id"),
+                Some("sessions_pkey") => return RecordError::Taken("session id"),
+                Some("refresh_tokens_pkey") => return RecordError::Taken("refresh token hash"),
+                _ => {}
+            }
+        }
+        if database.is_foreign_key_violation()
+            && database
+                .constraint()
+                .is_some_and(|c| c.starts_with("sessions_"))
+        {
+            return RecordError::NoAccount;
+        }
+    }
+    db_error(error).into()
+}
+
+async fn insert_account(
+    conn: &mut PgConnection,
+    account: &AccountRecord,
+) -> Result<(), RecordError> {
+    sqlx::query(
+        "INSERT INTO accounts (id, username, username_key, email, email_key, email_verified, mobile, \
+         mobile_verified, display_name, avatar_url, status, password_hash, md5_verifier, \
+         password_changed_at, created_at, updated_at, last_login_at, last_login_ip, login_count, \
+         failed_login_count, api_calls_count, max_api_calls) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21, $22)",
+    )
+    .bind(account.id)
+    .bind(&account.username)
+    .bind(&account.username_key)
+    .bind(&account.email)
+    .bind(&account.email_key)
+    .bind(account.email_verified)
+    .bind(&account.mobile)
+    .bind(account.mobile_verified)
+    .bind(&account.display_name)
+    .bind(&account.avatar_url)
+    .bind(account.status.as_str())
+    .bind(&account.verifiers.password_hash)
+    .bind(&account.verifiers.md5_verifier)
+    .bind(account.password_changed_at)
+    .bind(account.created_at)
+    .bind(account.updated_at)
+    .bind(account.last_login_at)
+    .bind(&account.last_login_ip)
+    .bind(account.login_count)
+    .bind(account.failed_login_count)
+    .bind(account.api_calls_count)
+    .bind(account.max_api_calls)
+    .execute(&mut *conn)
+    .await
+    .map_err(record_error)?;
+    sqlx::query("INSERT INTO account_roles (account_id, role) SELECT $1, UNNEST($2::text[])")
+        .bind(account.id)
+        .bind(&account.roles)
+        .execute(&mut *conn)
+        .await
+        .map_err(record_error)?;
+    let (names, values): (Vec<&str>, Vec<&str>) = account
+        .profile
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO profile_attributes (account_id, name, value) \
+         SELECT $1, n, v FROM UNNEST($2::text[], $3::text[]) AS p(n, v)",
+    )
+    .bind(account.id)
+    .bind(&names)
+    .bind(&values)
+    .execute(&mut *conn)
+    .await
+    .map_err(record_error)?;
+    Ok(())
+}
+
+async fn account_exists(conn: &mut PgConnection, id: AccountId) -> StoreResult<bool> {
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map(|row| row.is_some())
+        .map_err(db_error)
+}
+
+async fn insert_session(
+    conn: &mut PgConnection,
+    session: &SessionRecord,
+) -> Result<(), RecordError> {
+    if !account_exists(conn, session.account_id).await? {
+        return Err(RecordError::NoAccount);
+    }
+    sqlx::query(
+        "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, \
+         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&session.id)
+    .bind(session.account_id)
+    .bind(&session.platform)
+    .bind(&session.user_agent)
+    .bind(&session.ip)
+    .bind(session.token_style.as_str())
+    .bind(session.created_at)
+    .bind(session.expires_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(record_error)?;
+    let links = &session.refresh_tokens;
+    let hashes: Vec<&[u8]> = links.iter().map(|l| &l.hash[..]).collect();
+    let issued: Vec<i64> = links.iter().map(|l| l.issued_at).collect();
+    let rotated: Vec<Option<i64>> = links.iter().map(|l| l.rotated_at).collect();
+    let salts: Vec<Option<&[u8]>> = links.iter().map(|l| l.successor_salt.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, issued_at, rotated_at, successor_salt) \
+         SELECT h, $1, i, r, s FROM UNNEST($2::bytea[], $3::bigint[], $4::bigint[], $5::bytea[]) \
+         AS t(h, i, r, s)",
+    )
+    .bind(&session.id)
+    .bind(&hashes)
+    .bind(&issued)
+    .bind(&rotated)
+    .bind(&salts)
+    .execute(&mut *conn)
+    .await
+    .map_err(record_error)?;
+    Ok(())
+}
+
+/// The field an account would collide on, checked in the order the
+/// constraints fire on insert.
+async fn account_taken(
+    conn: &mut PgConnection,
+    account: &AccountRecord,
+) -> StoreResult<Option<&'static str>> {
+    let taken: Option<i32> = sqlx::query(
+        "SELECT CASE \
+         WHEN EXISTS (SELECT 1 FROM accounts WHERE id = $1) THEN 1 \
+         WHEN EXISTS (SELECT 1 FROM accounts WHERE username_key = $2) THEN 2 \
+         WHEN $3::text IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE email_key = $3) THEN 3 \
+         WHEN $4::text IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE mobile = $4) THEN 4 END",
+    )
+    .bind(account.id)
+    .bind(&account.username_key)
+    .bind(&account.email_key)
+    .bind(&account.mobile)
+    .fetch_one(&mut *conn)
+    .await
+    .and_then(|row| row.try_get(0))
+    .map_err(db_error)?;
+    Ok(match taken {
+        Some(1) => Some("id"),
+        Some(2) => Some("username"),
+        Some(3) => Some("email"),
+        Some(4) => Some("mobile"),
+        _ => None,
+    })
+}
+
+async fn check_session(
+    conn: &mut PgConnection,
+    session: &SessionRecord,
+) -> Result<(), RecordError> {
+    if !account_exists(conn, session.account_id).await? {
+        return Err(RecordError::NoAccount);
+    }
+    let hashes: Vec<&[u8]> = session.refresh_tokens.iter().map(|l| &l.hash[..]).collect();
+    let taken: Option<i32> = sqlx::query(
+        "SELECT CASE \
+         WHEN EXISTS (SELECT 1 FROM sessions WHERE id = $1) THEN 1 \
+         WHEN EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ANY($2::bytea[])) THEN 2 END",
+    )
+    .bind(&session.id)
+    .bind(&hashes)
+    .fetch_one(&mut *conn)
+    .await
+    .and_then(|row| row.try_get(0))
+    .map_err(db_error)?;
+    match taken {
+        Some(1) => Err(RecordError::Taken("session id")),
+        Some(2) => Err(RecordError::Taken("refresh token hash")),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl TransferStore for PostgresStore {
+    async fn export_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
+        self.list_accounts(after_id, limit).await
+    }
+
+    async fn export_sessions(
+        &self,
+        after_id: &str,
+        limit: u32,
+        now: UnixTime,
+        max_chain: u32,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        let mut sessions = sqlx::query(
+            "SELECT id, account_id, platform, user_agent, ip, token_style, created_at, expires_at \
+             FROM sessions WHERE id > $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY id LIMIT $3",
+        )
+        .bind(after_id)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(session_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        if sessions.is_empty() {
+            return Ok(sessions);
+        }
+        let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+        // Per session: the live token, then the newest rotated ones, at most
+        // `max_chain`; returned oldest first.
+        let rows = sqlx::query(
+            "SELECT session_id, token_hash, issued_at, rotated_at, successor_salt FROM ( \
+               SELECT t.*, ROW_NUMBER() OVER (PARTITION BY session_id \
+                 ORDER BY rotated_at IS NULL DESC, issued_at DESC, token_hash) AS newest \
+               FROM refresh_tokens t WHERE session_id = ANY($1::text[])) c \
+             WHERE newest <= $2 ORDER BY session_id, newest DESC",
+        )
+        .bind(&ids)
+        .bind(i64::from(max_chain))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut chains: HashMap<String, Vec<RefreshLink>> = HashMap::new();
+        for row in &rows {
+            let (session_id, link) = link_from_row(row)?;
+            chains.entry(session_id).or_default().push(link);
+        }
+        for session in &mut sessions {
+            session.refresh_tokens = chains.remove(&session.id).unwrap_or_default();
+        }
+        Ok(sessions)
+    }
+
+    async fn import_batch(&self, records: Vec<ImportRecord>) -> StoreResult<RecordResults> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut results = Vec::with_capacity(records.len());
+        let mut inserted_accounts = false;
+        for record in &records {
+            let mut savepoint = tx.begin().await.map_err(db_error)?;
+            let result = match record {
+                ImportRecord::Account(account) => insert_account(&mut savepoint, account).await,
+                ImportRecord::Session(session) => insert_session(&mut savepoint, session).await,
+            };
+            if result.is_ok() {
+                savepoint.commit().await.map_err(db_error)?;
+                inserted_accounts |= matches!(record, ImportRecord::Account(_));
+            } else {
+                savepoint.rollback().await.map_err(db_error)?;
+            }
+            results.push(result);
+        }
+        if inserted_accounts {
+            sqlx::query(
+                "SELECT setval(pg_get_serial_sequence('accounts', 'id'), \
+                 GREATEST((SELECT MAX(id) FROM accounts), 1))",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(results)
+    }
+
+    async fn check_batch(&self, records: &[ImportRecord]) -> StoreResult<RecordResults> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let mut results = Vec::with_capacity(records.len());
+        for record in records {
+            results.push(match record {
+                ImportRecord::Account(account) => match account_taken(&mut conn, account).await? {
+                    Some(field) => Err(RecordError::Taken(field)),
+                    None => Ok(()),
+                },
+                ImportRecord::Session(session) => match check_session(&mut conn, session).await {
+                    Err(RecordError::Store(error)) => return Err(error),
+                    other => other,
+                },
+            });
+        }
+        Ok(results)
+    }
+}

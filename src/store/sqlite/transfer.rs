@@ -1,0 +1,313 @@
+//! Export and import in SQLite.
+//!
+//! Export reads in place on a pooled reader like every other read. An import
+//! batch is one job of the writer thread: the writer already runs it inside
+//! a savepoint of its group-committed transaction, and each record gets a
+//! nested savepoint of its own here, so a refused record is rolled back
+//! alone while the rest of the batch commits with the writer's next commit.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, Row, params};
+
+use super::{SqliteStore, corrupt, db_error};
+use crate::clock::UnixTime;
+use crate::store::transfer::{
+    AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
+    TransferStore,
+};
+use crate::store::{Account, AccountId, AccountStore, StoreResult, TokenStyle};
+
+fn session_from_row(row: &Row) -> rusqlite::Result<SessionRecord> {
+    let style: String = row.get("token_style")?;
+    Ok(SessionRecord {
+        id: row.get("id")?,
+        account_id: row.get("account_id")?,
+        platform: row.get("platform")?,
+        user_agent: row.get("user_agent")?,
+        ip: row.get("ip")?,
+        token_style: TokenStyle::parse(&style).ok_or_else(|| corrupt("session token style"))?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+        refresh_tokens: Vec::new(),
+    })
+}
+
+fn link_from_row(row: &Row) -> rusqlite::Result<RefreshLink> {
+    let hash: Vec<u8> = row.get("token_hash")?;
+    Ok(RefreshLink {
+        hash: hash
+            .try_into()
+            .map_err(|_| corrupt("refresh token hash length"))?,
+        issued_at: row.get("issued_at")?,
+        rotated_at: row.get("rotated_at")?,
+        successor_salt: row.get("successor_salt")?,
+    })
+}
+
+/// Maps an error of one imported record: taken primary keys name their
+/// field too (`db_error` knows only the accounts' unique columns).
+fn record_error(error: rusqlite::Error) -> RecordError {
+    if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &error {
+        let unique = matches!(
+            failure.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+        );
+        if unique {
+            for (column, field) in [
+                ("accounts.id", "id"),
+                ("sessions.id", "session id"),
+                ("refresh_tokens.token_hash", "refresh token hash"),
+            ] {
+                if message.ends_with(column) {
+                    return RecordError::Taken(field);
+                }
+            }
+        }
+    }
+    db_error(error).into()
+}
+
+fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<usize> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.execute(params))
+        .map_err(db_error)
+}
+
+fn insert_account(conn: &Connection, account: &AccountRecord) -> Result<(), RecordError> {
+    conn.prepare_cached(
+        "INSERT INTO accounts (id, username, username_key, email, email_key, email_verified, mobile, \
+         mobile_verified, display_name, avatar_url, status, password_hash, md5_verifier, \
+         password_changed_at, created_at, updated_at, last_login_at, last_login_ip, login_count, \
+         failed_login_count, api_calls_count, max_api_calls) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+         ?19, ?20, ?21, ?22)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            account.id,
+            account.username,
+            account.username_key,
+            account.email,
+            account.email_key,
+            account.email_verified,
+            account.mobile,
+            account.mobile_verified,
+            account.display_name,
+            account.avatar_url,
+            account.status.as_str(),
+            account.verifiers.password_hash,
+            account.verifiers.md5_verifier,
+            account.password_changed_at,
+            account.created_at,
+            account.updated_at,
+            account.last_login_at,
+            account.last_login_ip,
+            account.login_count,
+            account.failed_login_count,
+            account.api_calls_count,
+            account.max_api_calls,
+        ])
+    })
+    .map_err(record_error)?;
+    for role in &account.roles {
+        conn.prepare_cached("INSERT INTO account_roles (account_id, role) VALUES (?, ?)")
+            .and_then(|mut insert| insert.execute(params![account.id, role]))
+            .map_err(record_error)?;
+    }
+    for (name, value) in &account.profile {
+        conn.prepare_cached(
+            "INSERT INTO profile_attributes (account_id, name, value) VALUES (?, ?, ?)",
+        )
+        .and_then(|mut insert| insert.execute(params![account.id, name, value]))
+        .map_err(record_error)?;
+    }
+    Ok(())
+}
+
+fn account_exists(conn: &Connection, id: AccountId) -> StoreResult<bool> {
+    conn.prepare_cached("SELECT 1 FROM accounts WHERE id = ?")
+        .and_then(|mut select| select.exists([id]))
+        .map_err(db_error)
+}
+
+fn insert_session(conn: &Connection, session: &SessionRecord) -> Result<(), RecordError> {
+    if !account_exists(conn, session.account_id)? {
+        return Err(RecordError::NoAccount);
+    }
+    conn.prepare_cached(
+        "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, created_at, \
+         expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            session.id,
+            session.account_id,
+            session.platform,
+            session.user_agent,
+            session.ip,
+            session.token_style.as_str(),
+            session.created_at,
+            session.expires_at,
+        ])
+    })
+    .map_err(record_error)?;
+    // No parent_hash: the rotation trigger stays quiet, the chain is copied as it is.
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at, rotated_at, successor_salt) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .map_err(record_error)?;
+    for link in &session.refresh_tokens {
+        insert
+            .execute(params![
+                &link.hash[..],
+                session.id,
+                link.issued_at,
+                link.rotated_at,
+                link.successor_salt,
+            ])
+            .map_err(record_error)?;
+    }
+    Ok(())
+}
+
+/// The field an account would collide on, checked in the order the
+/// constraints fire on insert.
+fn account_taken(conn: &Connection, account: &AccountRecord) -> StoreResult<Option<&'static str>> {
+    let taken: Option<i64> = conn
+        .prepare_cached(
+            "SELECT CASE \
+             WHEN EXISTS (SELECT 1 FROM accounts WHERE id = ?1) THEN 1 \
+             WHEN EXISTS (SELECT 1 FROM accounts WHERE username_key = ?2) THEN 2 \
+             WHEN ?3 IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE email_key = ?3) THEN 3 \
+             WHEN ?4 IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE mobile = ?4) THEN 4 END",
+        )
+        .and_then(|mut select| {
+            select.query_row(
+                params![
+                    account.id,
+                    account.username_key,
+                    account.email_key,
+                    account.mobile
+                ],
+                |row| row.get(0),
+            )
+        })
+        .map_err(db_error)?;
+    Ok(match taken {
+        Some(1) => Some("id"),
+        Some(2) => Some("username"),
+        Some(3) => Some("email"),
+        Some(4) => Some("mobile"),
+        _ => None,
+    })
+}
+
+fn check_session(conn: &Connection, session: &SessionRecord) -> Result<(), RecordError> {
+    if !account_exists(conn, session.account_id)? {
+        return Err(RecordError::NoAccount);
+    }
+    let session_taken = conn
+        .prepare_cached("SELECT 1 FROM sessions WHERE id = ?")
+        .and_then(|mut select| select.exists([&session.id]))
+        .map_err(db_error)?;
+    if session_taken {
+        return Err(RecordError::Taken("session id"));
+    }
+    let mut token = conn
+        .prepare_cached("SELECT 1 FROM refresh_tokens WHERE token_hash = ?")
+        .map_err(db_error)?;
+    for link in &session.refresh_tokens {
+        if token.exists([&link.hash[..]]).map_err(db_error)? {
+            return Err(RecordError::Taken("refresh token hash"));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TransferStore for SqliteStore {
+    async fn export_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
+        self.list_accounts(after_id, limit).await
+    }
+
+    async fn export_sessions(
+        &self,
+        after_id: &str,
+        limit: u32,
+        now: UnixTime,
+        max_chain: u32,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.read(|conn| {
+            let mut sessions = conn
+                .prepare_cached(
+                    "SELECT id, account_id, platform, user_agent, ip, token_style, created_at, expires_at \
+                     FROM sessions WHERE id > ? AND revoked_at IS NULL AND expires_at > ? \
+                     ORDER BY id LIMIT ?",
+                )
+                .and_then(|mut select| {
+                    select
+                        .query_map(params![after_id, now, limit], session_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_error)?;
+            // The live token first, then the newest rotated ones; reversed to oldest first.
+            let mut chain = conn
+                .prepare_cached(
+                    "SELECT token_hash, issued_at, rotated_at, successor_salt FROM refresh_tokens \
+                     WHERE session_id = ? ORDER BY rotated_at IS NULL DESC, issued_at DESC, token_hash \
+                     LIMIT ?",
+                )
+                .map_err(db_error)?;
+            for session in &mut sessions {
+                let mut links = chain
+                    .query_map(params![session.id, max_chain], link_from_row)
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(db_error)?;
+                links.reverse();
+                session.refresh_tokens = links;
+            }
+            Ok(sessions)
+        })
+    }
+
+    async fn import_batch(&self, records: Vec<ImportRecord>) -> StoreResult<RecordResults> {
+        self.write(move |conn| {
+            let mut results = Vec::with_capacity(records.len());
+            for record in &records {
+                execute(conn, "SAVEPOINT import_record", [])?;
+                let result = match record {
+                    ImportRecord::Account(account) => insert_account(conn, account),
+                    ImportRecord::Session(session) => insert_session(conn, session),
+                };
+                if result.is_err() {
+                    execute(conn, "ROLLBACK TO import_record", [])?;
+                }
+                execute(conn, "RELEASE import_record", [])?;
+                results.push(result);
+            }
+            Ok(results)
+        })
+        .await
+    }
+
+    async fn check_batch(&self, records: &[ImportRecord]) -> StoreResult<RecordResults> {
+        self.read(|conn| {
+            let mut results = Vec::with_capacity(records.len());
+            for record in records {
+                results.push(match record {
+                    ImportRecord::Account(account) => match account_taken(conn, account)? {
+                        Some(field) => Err(RecordError::Taken(field)),
+                        None => Ok(()),
+                    },
+                    ImportRecord::Session(session) => match check_session(conn, session) {
+                        Err(RecordError::Store(error)) => return Err(error),
+                        other => other,
+                    },
+                });
+            }
+            Ok(results)
+        })
+    }
+}

@@ -1,0 +1,172 @@
+//! Moving a deployment between backends (`sesame export`, `sesame import`).
+//!
+//! Export reads in keyset pages, so a deployment of any size is read with
+//! bounded memory. Import writes one batch of records per transaction, each
+//! record inside its own savepoint: a record the database refuses (a taken
+//! username, a session whose account is missing) is rolled back and
+//! reported alone, and the rest of the batch commits. The rules of what may
+//! be imported live in the core (`core::transfer`); a store only writes and
+//! reports what its constraints refuse.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::{
+    Account, AccountId, AccountStatus, PasswordVerifiers, SessionId, StoreError, StoreResult,
+    TokenHash, TokenStyle,
+};
+use crate::clock::UnixTime;
+
+/// An account to import, validated by the core, with its id kept (so that
+/// tokens' `sub` and sessions stay valid) and its unique keys derived.
+#[derive(Debug, Clone)]
+pub struct AccountRecord {
+    /// Numeric id, kept from the source deployment.
+    pub id: AccountId,
+    /// Username as chosen.
+    pub username: String,
+    /// Folded username, unique.
+    pub username_key: String,
+    /// Email address.
+    pub email: Option<String>,
+    /// Folded email, unique.
+    pub email_key: Option<String>,
+    /// Whether the email was verified.
+    pub email_verified: bool,
+    /// Mobile number, unique.
+    pub mobile: Option<String>,
+    /// Whether the mobile was verified.
+    pub mobile_verified: bool,
+    /// Display name (may be empty).
+    pub display_name: String,
+    /// Avatar URL (may be empty).
+    pub avatar_url: String,
+    /// Whether the account may sign in.
+    pub status: AccountStatus,
+    /// Password verifiers, stored as they are.
+    pub verifiers: PasswordVerifiers,
+    /// When the password was last set.
+    pub password_changed_at: UnixTime,
+    /// Creation time.
+    pub created_at: UnixTime,
+    /// Last change to the account.
+    pub updated_at: UnixTime,
+    /// Last successful login.
+    pub last_login_at: Option<UnixTime>,
+    /// Address of the last successful login.
+    pub last_login_ip: Option<String>,
+    /// Successful logins.
+    pub login_count: i64,
+    /// Failed logins.
+    pub failed_login_count: i64,
+    /// Authenticated API calls counted so far.
+    pub api_calls_count: i64,
+    /// API-call quota; 0 means unlimited.
+    pub max_api_calls: i64,
+    /// Role names (each must exist).
+    pub roles: Vec<String>,
+    /// Free key/value attributes.
+    pub profile: BTreeMap<String, String>,
+}
+
+/// One link of a session's refresh-token chain, by hash only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshLink {
+    /// SHA-256 of the token text.
+    pub hash: TokenHash,
+    /// Issue time.
+    pub issued_at: UnixTime,
+    /// When it was exchanged for a successor, if it was.
+    pub rotated_at: Option<UnixTime>,
+    /// The salt its successor was derived from (for the reuse grace window).
+    pub successor_salt: Option<Vec<u8>>,
+}
+
+/// A live session with its refresh-token chain, as exported and imported.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// Session id (UUID).
+    pub id: SessionId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Device platform.
+    pub platform: String,
+    /// User agent at login.
+    pub user_agent: Option<String>,
+    /// Client address at login.
+    pub ip: Option<String>,
+    /// Token style.
+    pub token_style: TokenStyle,
+    /// Login time.
+    pub created_at: UnixTime,
+    /// Absolute end of the session.
+    pub expires_at: UnixTime,
+    /// The chain, oldest first: rotated tokens (for reuse detection and the
+    /// grace window) and the one live token.
+    pub refresh_tokens: Vec<RefreshLink>,
+}
+
+/// One record of an import batch.
+#[derive(Debug, Clone)]
+pub enum ImportRecord {
+    /// An account with its roles and profile.
+    Account(Box<AccountRecord>),
+    /// A session with its refresh-token chain; its account must exist.
+    Session(SessionRecord),
+}
+
+/// Why the store refused one record of a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A unique field is already held: `id`, `username`, `email`, `mobile`,
+    /// `session id` or `refresh token hash`.
+    #[error("{0} is already taken")]
+    Taken(&'static str),
+    /// The session's account is not in the database.
+    #[error("account_id names no account in the database")]
+    NoAccount,
+    /// The database refused the record for another reason.
+    #[error("the database refused it: {0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for RecordError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(field) => RecordError::Taken(field),
+            other => RecordError::Store(other),
+        }
+    }
+}
+
+/// The outcome of each record of a batch, in order.
+pub type RecordResults = Vec<Result<(), RecordError>>;
+
+/// Reading a whole deployment out and writing one in.
+#[async_trait]
+pub trait TransferStore: Send + Sync {
+    /// Accounts in id order, `limit` at a time after `after_id`, with their
+    /// verifiers, counters, roles and profile.
+    async fn export_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>>;
+    /// Sessions neither revoked nor expired at `now`, in id order, `limit`
+    /// at a time after `after_id`, each with the newest `max_chain` links of
+    /// its refresh-token chain (always including the live one), oldest first.
+    async fn export_sessions(
+        &self,
+        after_id: &str,
+        limit: u32,
+        now: UnixTime,
+        max_chain: u32,
+    ) -> StoreResult<Vec<SessionRecord>>;
+    /// Writes the records in one transaction, each in its own savepoint: a
+    /// refused record is rolled back alone. Returns one result per record;
+    /// an error of the whole batch (the commit failed) is the outer error,
+    /// and then nothing of the batch was written.
+    async fn import_batch(&self, records: Vec<ImportRecord>) -> StoreResult<RecordResults>;
+    /// What [`TransferStore::import_batch`] would answer for each record
+    /// against the database as it is, without writing: whether an id or
+    /// unique field is taken, whether a session's account exists. Records of
+    /// the same batch are not checked against each other.
+    async fn check_batch(&self, records: &[ImportRecord]) -> StoreResult<RecordResults>;
+}

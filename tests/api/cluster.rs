@@ -1,0 +1,486 @@
+//! Several `sesame serve` processes on one PostgreSQL database (and one
+//! Redis, in the `api_redis` binary) behaving as one service. SQLite is one
+//! process by design, so in the `api` binary these tests have nothing to
+//! run and return at once.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sesame::store::Store;
+
+use crate::helpers::{Backend, Deployment, PASSWORD, backend};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sesame");
+
+/// One node: a `sesame serve` child process.
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+fn sesame(deployment: &Deployment, extra_env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(deployment.env())
+        .env("SESAME_PASSWORDS__MEMORY_KIB", "256")
+        .env("SESAME_PASSWORDS__ITERATIONS", "1")
+        // Cached answers would stay trusted for a minute: a refusal on
+        // another node can then only come from a notice.
+        .env("SESAME_SESSIONS__CACHE_TTL", "60")
+        .env("SESAME_LOG", "warn")
+        .envs(extra_env.iter().copied());
+    command
+}
+
+/// Starts `n` nodes on the deployment and waits until each answers.
+async fn cluster(deployment: &Deployment, n: usize, extra_env: &[(&str, &str)]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = sesame(deployment, extra_env)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node starts");
+        nodes.push(Node {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        });
+    }
+    let client = reqwest::Client::new();
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get(node.url("/healthz")).send().await
+                && response.status() == StatusCode::OK
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} did not start", node.url);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    nodes
+}
+
+/// Adds an account with the test password through the CLI (another process).
+fn add_user(deployment: &Deployment, username: &str, extra: &[&str]) {
+    use std::io::Write;
+    let mut child = sesame(deployment, &[])
+        .args(["user", "add", "--username", username, "--password-stdin"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn login(
+    client: &reqwest::Client,
+    node: &Node,
+    username: &str,
+    password: &str,
+) -> (StatusCode, Value) {
+    let response = client
+        .post(node.url("/v1/login"))
+        .json(&json!({"login": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn me(client: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
+    client
+        .get(node.url("/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn clustered() -> bool {
+    backend() != Backend::Sqlite
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_one_node_works_on_all_and_a_logout_reaches_them_all() {
+    if !clustered() {
+        return;
+    }
+    let deployment = Deployment::new().await;
+    add_user(&deployment, "alice", &[]);
+    let nodes = cluster(&deployment, 3, &[]).await;
+    let client = reqwest::Client::new();
+    let (status, grant) = login(&client, &nodes[0], "alice", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = grant["access_token"].as_str().unwrap().to_owned();
+    for node in &nodes {
+        // Twice: the second answer comes from the node's cache.
+        assert_eq!(me(&client, node, &token).await, StatusCode::OK);
+        assert_eq!(me(&client, node, &token).await, StatusCode::OK);
+    }
+
+    let logout = client
+        .post(nodes[0].url("/v1/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let answered = Instant::now();
+    // The window between the logout's answer and the last node refusing.
+    let mut windows = Vec::new();
+    for node in &nodes[1..] {
+        loop {
+            if me(&client, node, &token).await == StatusCode::UNAUTHORIZED {
+                windows.push(answered.elapsed());
+                break;
+            }
+            assert!(
+                answered.elapsed() < Duration::from_secs(2),
+                "a node still accepts a logged-out token (cache_ttl is 60 s: only a notice can end it)"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    eprintln!("revocation window (logout answered → refused on the other nodes): {windows:?}");
+
+    // An operator's action in another process (the CLI) reaches every node too.
+    let (_, grant) = login(&client, &nodes[1], "alice", PASSWORD).await;
+    let token = grant["access_token"].as_str().unwrap().to_owned();
+    for node in &nodes {
+        assert_eq!(me(&client, node, &token).await, StatusCode::OK);
+    }
+    let disabled = sesame(&deployment, &[])
+        .args(["user", "disable", "alice"])
+        .output()
+        .unwrap();
+    assert!(disabled.status.success());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for node in &nodes {
+        while me(&client, node, &token).await != StatusCode::UNAUTHORIZED {
+            assert!(
+                Instant::now() < deadline,
+                "a node still serves a disabled account"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refresh_token_at_three_nodes_at_once_yields_exactly_one_successor() {
+    if !clustered() {
+        return;
+    }
+    let deployment = Deployment::new().await;
+    add_user(&deployment, "bob", &[]);
+    let nodes = cluster(&deployment, 3, &[]).await;
+    let client = reqwest::Client::new();
+    for round in 0..5 {
+        let (_, grant) = login(&client, &nodes[round % 3], "bob", PASSWORD).await;
+        let refresh = grant["refresh_token"].as_str().unwrap().to_owned();
+        let answers = join_all(nodes.iter().map(|node| {
+            let request = client
+                .post(node.url("/v1/refresh"))
+                .json(&json!({"refresh_token": refresh}));
+            async move {
+                let response = request.send().await.unwrap();
+                (response.status(), response.json::<Value>().await.unwrap())
+            }
+        }))
+        .await;
+        let successors: Vec<&str> = answers
+            .iter()
+            .map(|(status, body)| {
+                assert_eq!(
+                    *status,
+                    StatusCode::OK,
+                    "a concurrent retry within the grace window: {body}"
+                );
+                body["refresh_token"].as_str().unwrap()
+            })
+            .collect();
+        assert!(
+            successors.iter().all(|s| *s == successors[0]),
+            "two different successors: {successors:?}"
+        );
+        let store: Arc<dyn Store> = deployment.open_store().await;
+        let stored = store
+            .find_refresh_token(&sha256(successors[0]))
+            .await
+            .unwrap()
+            .expect("the successor is stored");
+        assert!(stored.rotated_at.is_none());
+        // The successor works once, anywhere.
+        let next = client
+            .post(nodes[2].url("/v1/refresh"))
+            .json(&json!({"refresh_token": successors[0]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(next.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_on_a_single_platform_across_nodes_leave_one_session() {
+    if !clustered() {
+        return;
+    }
+    let deployment = Deployment::new().await;
+    add_user(&deployment, "carol", &[]);
+    let nodes = cluster(
+        &deployment,
+        3,
+        &[("SESAME_SESSIONS__DEFAULT_POLICY", "single")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let grants =
+            join_all((0..9).map(|i| login(&client, &nodes[i % 3], "carol", PASSWORD))).await;
+        let tokens: Vec<String> = grants
+            .iter()
+            .map(|(status, grant)| {
+                assert_eq!(*status, StatusCode::OK);
+                grant["access_token"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let store = deployment.open_store().await;
+        let account = store
+            .find_account_by_username("carol")
+            .await
+            .unwrap()
+            .unwrap();
+        let live_now = store.list_live_sessions(account.id, now()).await.unwrap();
+        assert_eq!(live_now.len(), 1, "exactly one live session: {live_now:?}");
+        // Every node agrees: exactly one of the nine tokens still works.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let mut working = 0;
+            for (i, token) in tokens.iter().enumerate() {
+                if me(&client, &nodes[(i + 1) % 3], token).await == StatusCode::OK {
+                    working += 1;
+                }
+            }
+            if working == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{working} tokens still work");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_failure_budget_holds_across_nodes() {
+    if !clustered() {
+        return;
+    }
+    let deployment = Deployment::new().await;
+    add_user(&deployment, "dave", &[]);
+    let nodes = cluster(&deployment, 3, &[("SESAME_ABUSE__ACCOUNT_BURST", "5")]).await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let (status, _) = login(&client, &nodes[i % 3], "dave", "wrong guess!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = login(&client, &nodes[2], "dave", "wrong guess!").await;
+    match backend() {
+        // Shared budgets: the sixth guess is throttled wherever it lands.
+        Backend::PostgresRedis => assert_eq!(status, StatusCode::TOO_MANY_REQUESTS),
+        // Without Redis each node keeps its own budget (documented): node 3
+        // has seen one guess, so it allows four more before throttling.
+        _ => {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            for _ in 0..3 {
+                login(&client, &nodes[2], "dave", "wrong guess!").await;
+            }
+            let (status, _) = login(&client, &nodes[2], "dave", "wrong guess!").await;
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_call_quota_holds_for_the_cluster_within_the_documented_bound() {
+    if !clustered() {
+        return;
+    }
+    let deployment = Deployment::new().await;
+    add_user(&deployment, "erin", &["--max-api-calls", "60"]);
+    let nodes = cluster(&deployment, 3, &[("SESAME_SESSIONS__CACHE_TTL", "2")]).await;
+    let client = reqwest::Client::new();
+    let (_, grant) = login(&client, &nodes[0], "erin", PASSWORD).await;
+    let token = grant["access_token"].as_str().unwrap().to_owned();
+    // Each node takes 10 calls a second for 4 seconds: 120 calls for a quota of 60.
+    let per_node_per_second = 10;
+    let started = Instant::now();
+    let mut admitted = 0;
+    for tick in 0..40u32 {
+        for node in &nodes {
+            if me(&client, node, &token).await == StatusCode::OK {
+                admitted += 1;
+            }
+        }
+        let next = started + Duration::from_millis(100 * u64::from(tick + 1));
+        tokio::time::sleep(next.saturating_duration_since(Instant::now())).await;
+    }
+    // The documented bound: what the other nodes admit in two flush
+    // intervals (a node learns their counts at its next flush after theirs).
+    let bound = 60 + (nodes.len() - 1) * per_node_per_second * 2;
+    assert!(admitted >= 60, "the quota was not served: {admitted}");
+    assert!(
+        admitted <= bound,
+        "{admitted} calls admitted; bound {bound}"
+    );
+    eprintln!("quota 60 over 3 nodes: {admitted} calls admitted (bound {bound})");
+    // Once counts have settled, every node refuses.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for node in &nodes {
+        assert_eq!(
+            me(&client, node, &token).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_nothing_it_acknowledged() {
+    if !clustered() {
+        return;
+    }
+    let deployment = Deployment::new().await;
+    for i in 0..4 {
+        add_user(&deployment, &format!("user{i}"), &[]);
+    }
+    let mut nodes = cluster(&deployment, 3, &[]).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // Logins and refreshes against node 0 from four clients, while it is killed.
+    let victim = nodes[0].url("");
+    let mut load = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let client = client.clone();
+        let victim = victim.clone();
+        load.spawn(async move {
+            let mut acknowledged = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                let answer = client
+                    .post(format!("{victim}/v1/login"))
+                    .json(&json!({"login": format!("user{i}"), "password": PASSWORD}))
+                    .send()
+                    .await;
+                let Ok(response) = answer else { break };
+                if response.status() != StatusCode::OK {
+                    continue;
+                }
+                let Ok(grant) = response.json::<Value>().await else {
+                    break;
+                };
+                let refreshed = client
+                    .post(format!("{victim}/v1/refresh"))
+                    .json(&json!({"refresh_token": grant["refresh_token"]}))
+                    .send()
+                    .await;
+                let Ok(refreshed) = refreshed else { break };
+                let Ok(next) = refreshed.json::<Value>().await else {
+                    break;
+                };
+                acknowledged.push((grant["session_id"].as_str().unwrap().to_owned(), next));
+            }
+            acknowledged
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    nodes[0].child.kill().unwrap();
+    nodes[0].child.wait().unwrap();
+    let acknowledged: Vec<(String, Value)> = load.join_all().await.into_iter().flatten().collect();
+    assert!(
+        !acknowledged.is_empty(),
+        "no request was answered before the kill"
+    );
+    let store = deployment.open_store().await;
+    for (session_id, refreshed) in &acknowledged {
+        let session = store.get_session(session_id).await.unwrap();
+        assert!(session.is_some(), "an acknowledged session is gone");
+        if let Some(token) = refreshed["refresh_token"].as_str() {
+            assert!(
+                store
+                    .find_refresh_token(&sha256(token))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "an acknowledged refresh is gone"
+            );
+            // And the survivors serve it.
+            let next = client
+                .post(nodes[1].url("/v1/refresh"))
+                .json(&json!({"refresh_token": token}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(next.status(), StatusCode::OK);
+        }
+    }
+    let (status, _) = login(&client, &nodes[2], "user0", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    nodes.remove(0);
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
