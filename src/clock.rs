@@ -9,6 +9,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Seconds since the Unix epoch, UTC. All stored times use this unit.
 pub type UnixTime = i64;
 
+/// RFC 3339 in UTC with `Z`, or an empty string for an unrepresentable time:
+/// how the native API and the CLI show times.
+pub fn rfc3339(t: UnixTime) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + 'static {
     /// The current time in whole seconds since the Unix epoch.

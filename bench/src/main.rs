@@ -4,9 +4,17 @@
 //! the same run (the machine is shared and noisy; ratios are what count).
 //!
 //! Usage: `cargo run --release -p sesame-bench -- [--duration SECONDS] [--only GROUPS]
-//! [--database-url URL]` (`--only login,refresh` runs some groups of rows, with their
-//! references, while working on one target; `--database-url` is how a PostgreSQL run will be
-//! pointed at its database.)
+//! [--database-url URL | --postgres] [--redis-url URL | --redis]`
+//!
+//! - `--only login,refresh` runs some groups of rows, with their references,
+//!   while working on one target.
+//! - `--database-url URL` names a PostgreSQL *server*: the harness creates a
+//!   fresh database on it for the run, starts a second Sesame on it, measures
+//!   login, `GET /v1/me` and refresh there in the same rounds as the SQLite
+//!   rows (one Sesame driven at a time), and drops the database at the end.
+//!   `--postgres` is the local server, `postgres://postgres@127.0.0.1:5432/test`.
+//! - `--redis-url URL` gives that second Sesame Redis, under a fresh key
+//!   prefix; `--redis` is `redis://127.0.0.1:6379`.
 
 mod argon;
 mod load;
@@ -16,13 +24,14 @@ mod server;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request};
 
 use load::{Fixed, Outcome, RefreshChain, drive, once};
 use report::Report;
+use sesame::store::postgres::testing::{DEFAULT_URL as LOCAL_POSTGRES, TempDatabase};
 
 const USERNAME: &str = "bench";
 const PASSWORD: &str = "bench password 1";
@@ -32,10 +41,18 @@ const ROUNDS: u32 = 3;
 
 /// Groups of rows `--only` can pick; each brings the reference its rows are compared with.
 const GROUPS: [&str; 4] = ["login", "me", "refresh", "flood"];
+/// The groups that have PostgreSQL rows.
+const POSTGRES_GROUPS: [&str; 3] = ["login", "me", "refresh"];
+
+/// The local Redis `--redis` stands for.
+const LOCAL_REDIS: &str = "redis://127.0.0.1:6379";
 
 struct Options {
     duration: Duration,
+    /// A PostgreSQL server (a fresh database is created on it for the run).
     database_url: Option<String>,
+    /// Redis for the PostgreSQL process.
+    redis_url: Option<String>,
     only: Option<Vec<String>>,
 }
 
@@ -51,6 +68,7 @@ fn options() -> anyhow::Result<Options> {
     let mut options = Options {
         duration: Duration::from_secs(5),
         database_url: None,
+        redis_url: None,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -60,9 +78,24 @@ fn options() -> anyhow::Result<Options> {
                 let seconds: u64 = args.next().context("--duration needs seconds")?.parse()?;
                 options.duration = Duration::from_secs(seconds.clamp(1, 60));
             }
-            "--database-url" | "--postgres" => {
-                options.database_url = Some(args.next().context("needs a URL")?)
+            "--database-url" => {
+                let url = args.next().context("--database-url needs a URL")?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    bail!(
+                        "--database-url: a PostgreSQL server URL, postgres://USER@HOST:PORT/DATABASE"
+                    );
+                }
+                options.database_url = Some(url);
             }
+            "--postgres" => options.database_url = Some(LOCAL_POSTGRES.into()),
+            "--redis-url" => {
+                let url = args.next().context("--redis-url needs a URL")?;
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    bail!("--redis-url: a Redis URL, redis://HOST:PORT");
+                }
+                options.redis_url = Some(url);
+            }
+            "--redis" => options.redis_url = Some(LOCAL_REDIS.into()),
             "--only" => {
                 let groups: Vec<String> = args
                     .next()
@@ -79,9 +112,15 @@ fn options() -> anyhow::Result<Options> {
                 options.only = Some(groups);
             }
             other => bail!(
-                "unknown option {other}; use --duration SECONDS, --only GROUPS or --database-url URL"
+                "unknown option {other}; use --duration SECONDS, --only GROUPS, \
+                 --database-url URL (or --postgres), --redis-url URL (or --redis)"
             ),
         }
+    }
+    if options.redis_url.is_some() && options.database_url.is_none() {
+        bail!(
+            "--redis-url / --redis: Redis is for the PostgreSQL process; add --database-url URL or --postgres"
+        );
     }
     Ok(options)
 }
@@ -91,6 +130,11 @@ fn main() -> anyhow::Result<()> {
         return tokio::runtime::Runtime::new()?.block_on(server::serve_bare_axum());
     }
     let options = options()?;
+    if let Some(url) = &options.database_url {
+        // TempDatabase creates its database on the server this names.
+        // SAFETY: no other thread exists yet (the runtime is built below).
+        unsafe { std::env::set_var("SESAME_TEST_POSTGRES_URL", url) };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -125,25 +169,102 @@ async fn grants(
     Ok(grants)
 }
 
-async fn run(options: Options) -> anyhow::Result<()> {
-    if options.database_url.is_some() {
-        bail!(
-            "--database-url: this build of Sesame supports SQLite only; PostgreSQL rows come with the PostgreSQL store"
-        );
+/// The second deployment: a fresh database on the PostgreSQL server (and a
+/// fresh Redis key prefix), dropped with this value.
+struct Postgres {
+    /// Dropped (with this value) only after the server on it has stopped:
+    /// `run` stops it first, and on an early return the server, declared
+    /// later, is dropped first.
+    database: TempDatabase,
+    /// Redis URL and key prefix, when the run has Redis.
+    redis: Option<(String, String)>,
+    data: tempfile::TempDir,
+}
+
+impl Postgres {
+    async fn create(options: &Options) -> anyhow::Result<Self> {
+        let database = TempDatabase::create()
+            .await
+            .map_err(|reason| anyhow!("--database-url: {reason}"))?;
+        let mut redis = None;
+        if let Some(url) = &options.redis_url {
+            let address = redis_address(url);
+            tokio::net::TcpStream::connect(&address)
+                .await
+                .with_context(|| format!("--redis-url: no Redis at {address}"))?;
+            // A fresh prefix, so that no state of an earlier run is seen.
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            let prefix = format!("sesame-bench-{stamp}-{}:", std::process::id());
+            redis = Some((url.clone(), prefix));
+        }
+        Ok(Self {
+            database,
+            redis,
+            data: tempfile::tempdir()?,
+        })
     }
+
+    /// "PostgreSQL" or "PostgreSQL + Redis", the label of its rows.
+    fn label(&self) -> &'static str {
+        if self.redis.is_some() {
+            "PostgreSQL + Redis"
+        } else {
+            "PostgreSQL"
+        }
+    }
+
+    /// Sesame's environment for this deployment (CLI and server alike).
+    fn env(&self) -> Vec<(&str, &str)> {
+        let mut env = vec![("SESAME_DATABASE_URL", self.database.url.as_str())];
+        if let Some((url, prefix)) = &self.redis {
+            env.push(("SESAME_REDIS_URL", url));
+            env.push(("SESAME_REDIS__KEY_PREFIX", prefix));
+        }
+        env
+    }
+}
+
+/// `host:port` of a Redis URL (`redis[s]://[user:password@]host[:port][/db]`).
+fn redis_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        && !host.ends_with(']');
+    if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:6379")
+    }
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(2);
     let d = options.duration;
+    let postgres = if options.database_url.is_some()
+        && POSTGRES_GROUPS.iter().any(|group| options.wants(group))
+    {
+        Some(Postgres::create(&options).await?)
+    } else {
+        None
+    };
     eprintln!("building the release binary …");
     let binary = server::build_sesame()?;
-    let mut report = Report::new(cores, d);
+    let mut report = Report::new(cores, d, postgres.as_ref().map(|pg| pg.label().to_owned()));
 
     eprintln!("sesame: start …");
     let data = tempfile::tempdir()?;
     server::sesame_cli(
         &binary,
         data.path(),
+        &[],
         &["user", "add", "--username", USERNAME, "--password-stdin"],
         &format!("{PASSWORD}\n"),
     )?;
@@ -153,6 +274,25 @@ async fn run(options: Options) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = sesame.rss_mib();
     report.start(first_start, restart, idle_rss);
+
+    // The PostgreSQL process is started after the SQLite one's start-up and
+    // idle figures, and then idles whenever the SQLite one is driven (and
+    // the other way round): one Sesame is driven at a time.
+    let pg_sesame = match &postgres {
+        Some(pg) => {
+            eprintln!("sesame on {}: start …", pg.label());
+            server::sesame_cli(
+                &binary,
+                pg.data.path(),
+                &pg.env(),
+                &["user", "add", "--username", USERNAME, "--password-stdin"],
+                &format!("{PASSWORD}\n"),
+            )?;
+            Some(server::start_sesame(&binary, pg.data.path(), &pg.env())?.0)
+        }
+        None => None,
+    };
+    let pg_addr = pg_sesame.as_ref().map(|s| s.addr);
 
     // References are measured in the same run as the rows compared with
     // them, interleaved in rounds (reference, rows, reference, rows, …) so
@@ -175,14 +315,22 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let raw_c = argon::rate(argon::Implementation::CReference, cost, cores, d);
         eprintln!("sesame: login, {ROUNDS} rounds interleaved with raw argon2id …");
         let (mut raw, mut login4, mut login32) = (0.0, Outcome::default(), Outcome::default());
+        let (mut pg4, mut pg32) = (Outcome::default(), Outcome::default());
         for _ in 0..ROUNDS {
             raw += argon::rate(argon::Implementation::RustReusingMemory, cost, cores, slice)
                 / f64::from(ROUNDS);
             login4.append(drive(sesame.addr, vec![String::new(); 4], slice, login.clone()).await);
+            if let Some(addr) = pg_addr {
+                pg4.append(drive(addr, vec![String::new(); 4], slice, login.clone()).await);
+            }
             login32.append(drive(sesame.addr, vec![String::new(); 32], slice, login.clone()).await);
+            if let Some(addr) = pg_addr {
+                pg32.append(drive(addr, vec![String::new(); 32], slice, login.clone()).await);
+            }
         }
         report.argon(single, raw, raw_alloc, raw_c);
-        report.login(&mut login4, &mut login32, raw, single);
+        let pg = pg_addr.map(|_| (&mut pg4, &mut pg32));
+        report.login(&mut login4, &mut login32, pg, raw, single);
     }
 
     let me = |bearer| {
@@ -195,18 +343,22 @@ async fn run(options: Options) -> anyhow::Result<()> {
     };
     if options.wants("me") || options.wants("refresh") {
         let bare = server::start_bare_axum()?;
-        let tokens: Vec<String> = grants(sesame.addr, 16)
-            .await?
-            .iter()
-            .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
-            .collect();
-        let spread = |n: usize| {
+        let access_tokens = |addr| async move {
+            let grants = grants(addr, 16).await?;
+            Ok::<Vec<String>, anyhow::Error>(
+                grants
+                    .iter()
+                    .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
+                    .collect(),
+            )
+        };
+        let spread = |tokens: &[String], n: usize| {
             (0..n)
                 .map(|i| tokens[i % tokens.len()].clone())
                 .collect::<Vec<_>>()
         };
-        let chains = |n| async move {
-            let grants = grants(sesame.addr, n).await?;
+        let chains = |addr, n| async move {
+            let grants = grants(addr, n).await?;
             Ok::<Vec<String>, anyhow::Error>(
                 grants
                     .iter()
@@ -214,34 +366,62 @@ async fn run(options: Options) -> anyhow::Result<()> {
                     .collect(),
             )
         };
-        let mut chains16 = chains(16).await?;
-        let mut chains64 = chains(64).await?;
+        let tokens = access_tokens(sesame.addr).await?;
+        let mut chains16 = chains(sesame.addr, 16).await?;
+        let mut chains64 = chains(sesame.addr, 64).await?;
+        let (mut pg_tokens, mut pg_chains16, mut pg_chains64) =
+            (Vec::new(), Vec::new(), Vec::new());
+        if let Some(addr) = pg_addr {
+            pg_tokens = access_tokens(addr).await?;
+            pg_chains16 = chains(addr, 16).await?;
+            pg_chains64 = chains(addr, 64).await?;
+        }
         let mut bare16 = Outcome::default();
         let mut bare64 = Outcome::default();
         let (mut me16, mut me64) = (Outcome::default(), Outcome::default());
         let (mut refresh16, mut refresh64) = (Outcome::default(), Outcome::default());
+        let (mut pg_me16, mut pg_me64) = (Outcome::default(), Outcome::default());
+        let (mut pg_refresh16, mut pg_refresh64) = (Outcome::default(), Outcome::default());
         eprintln!("bare axum, GET /v1/me, refresh: {ROUNDS} rounds …");
         for _ in 0..ROUNDS {
             bare16.append(drive(bare.addr, vec![String::new(); 16], slice, me(false)).await);
             bare64.append(drive(bare.addr, vec![String::new(); 64], slice, me(false)).await);
             if options.wants("me") {
-                me16.append(drive(sesame.addr, spread(16), slice, me(true)).await);
-                me64.append(drive(sesame.addr, spread(64), slice, me(true)).await);
+                me16.append(drive(sesame.addr, spread(&tokens, 16), slice, me(true)).await);
+                if let Some(addr) = pg_addr {
+                    pg_me16.append(drive(addr, spread(&pg_tokens, 16), slice, me(true)).await);
+                }
+                me64.append(drive(sesame.addr, spread(&tokens, 64), slice, me(true)).await);
+                if let Some(addr) = pg_addr {
+                    pg_me64.append(drive(addr, spread(&pg_tokens, 64), slice, me(true)).await);
+                }
             }
             if options.wants("refresh") {
                 refresh16.append(drive(sesame.addr, chains16, slice, Arc::new(RefreshChain)).await);
                 chains16 = refresh16.states.clone();
+                if let Some(addr) = pg_addr {
+                    pg_refresh16
+                        .append(drive(addr, pg_chains16, slice, Arc::new(RefreshChain)).await);
+                    pg_chains16 = pg_refresh16.states.clone();
+                }
                 refresh64.append(drive(sesame.addr, chains64, slice, Arc::new(RefreshChain)).await);
                 chains64 = refresh64.states.clone();
+                if let Some(addr) = pg_addr {
+                    pg_refresh64
+                        .append(drive(addr, pg_chains64, slice, Arc::new(RefreshChain)).await);
+                    pg_chains64 = pg_refresh64.states.clone();
+                }
             }
         }
         bare.stop();
         report.bare(&mut bare16, &mut bare64);
         if options.wants("me") {
-            report.me(&mut me16, &mut me64, &bare16, &bare64);
+            let pg = pg_addr.map(|_| (&mut pg_me16, &mut pg_me64));
+            report.me(&mut me16, &mut me64, &bare16, &bare64, pg);
         }
         if options.wants("refresh") {
-            report.refresh(&mut refresh16, &mut refresh64, &bare16, &bare64);
+            let pg = pg_addr.map(|_| (&mut pg_refresh16, &mut pg_refresh64));
+            report.refresh(&mut refresh16, &mut refresh64, &bare16, &bare64, pg);
         }
     }
 
@@ -260,7 +440,26 @@ async fn run(options: Options) -> anyhow::Result<()> {
         report.flood(&mut flood, flood_peak, after, flood_started.elapsed());
     }
     sesame.stop();
+    if let Some(pg_sesame) = pg_sesame {
+        pg_sesame.stop();
+    }
+    // Drops the run's database (and its data directory).
+    drop(postgres);
 
     report.print();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redis_address;
+
+    #[test]
+    fn the_redis_address_is_host_and_port() {
+        assert_eq!(redis_address("redis://127.0.0.1:6379"), "127.0.0.1:6379");
+        assert_eq!(redis_address("redis://localhost"), "localhost:6379");
+        assert_eq!(redis_address("rediss://u:p@h:7000/2"), "h:7000");
+        assert_eq!(redis_address("redis://[::1]"), "[::1]:6379");
+        assert_eq!(redis_address("redis://[::1]:6380/0"), "[::1]:6380");
+    }
 }

@@ -45,6 +45,9 @@ impl Row {
 pub struct Report {
     cores: usize,
     duration: Duration,
+    /// The label of the PostgreSQL rows ("PostgreSQL" or "PostgreSQL +
+    /// Redis"), when the run has them.
+    postgres: Option<String>,
     rows: Vec<Row>,
     notes: Vec<String>,
 }
@@ -61,10 +64,11 @@ fn cpu_model() -> String {
 }
 
 impl Report {
-    pub fn new(cores: usize, duration: Duration) -> Self {
+    pub fn new(cores: usize, duration: Duration, postgres: Option<String>) -> Self {
         Self {
             cores,
             duration,
+            postgres,
             rows: Vec::new(),
             notes: Vec::new(),
         }
@@ -121,10 +125,22 @@ impl Report {
         self.rows.push(row);
     }
 
-    pub fn login(&mut self, c4: &mut Outcome, c32: &mut Outcome, raw: f64, single: f64) {
+    /// The login rows; with PostgreSQL outcomes (c=4, c=32, measured in the
+    /// same rounds), each PostgreSQL row follows its SQLite row.
+    pub fn login(
+        &mut self,
+        c4: &mut Outcome,
+        c32: &mut Outcome,
+        postgres: Option<(&mut Outcome, &mut Outcome)>,
+        raw: f64,
+        single: f64,
+    ) {
         let hash_ms = 1000.0 / single;
         let p99_limit = 2.0 * (32.0 / self.cores as f64) * hash_ms;
-        for (name, outcome, concurrency) in [("login, c=4", c4, 4), ("login, c=32", c32, 32)] {
+        let (pg4, pg32) = postgres.unzip();
+        for (name, outcome, concurrency, pg) in
+            [("login, c=4", c4, 4, pg4), ("login, c=32", c32, 32, pg32)]
+        {
             let mut row = Row::new(name).load(outcome, 200);
             let rate = row.rate.unwrap_or(0.0);
             row.reference = "raw argon2id".into();
@@ -137,47 +153,60 @@ impl Report {
                 row.target = "≥ 0.90".into();
                 row.met = Some(rate_ok);
             }
-            if outcome.errors > 0 || outcome.statuses.keys().any(|s| *s != 200) {
-                self.notes.push(format!(
-                    "{name}: statuses {:?}, errors {}",
-                    outcome.statuses, outcome.errors
-                ));
-            }
+            self.check(name, outcome);
             self.rows.push(row);
+            if let Some(pg) = pg {
+                // Hashing dominates a login: the database must not.
+                self.postgres_row(name, pg, "raw argon2id", raw, 0.90);
+            }
         }
     }
 
-    pub fn me(&mut self, c16: &mut Outcome, c64: &mut Outcome, bare16: &Outcome, bare64: &Outcome) {
+    /// The `GET /v1/me` rows; a PostgreSQL row is compared with the SQLite
+    /// row of the same concurrency (the hot path must not touch the database).
+    pub fn me(
+        &mut self,
+        c16: &mut Outcome,
+        c64: &mut Outcome,
+        bare16: &Outcome,
+        bare64: &Outcome,
+        postgres: Option<(&mut Outcome, &mut Outcome)>,
+    ) {
+        let (pg16, pg64) = postgres.unzip();
         let mut row = Row::new("GET /v1/me, c=16").load(c16, 200);
         row.reference = "bare axum c=16".into();
         row.ratio = row.rate.map(|r| r / bare16.rate_of(200));
+        self.check("GET /v1/me, c=16", c16);
         self.rows.push(row);
+        if let Some(pg) = pg16 {
+            self.postgres_row("GET /v1/me, c=16", pg, "SQLite c=16", c16.rate_of(200), 0.9);
+        }
         let mut row = Row::new("GET /v1/me, c=64").load(c64, 200);
         row.reference = "bare axum c=64".into();
         row.ratio = row.rate.map(|r| r / bare64.rate_of(200));
         row.target = "≥ 0.50, p99 < 10 ms".into();
         row.met = Some(row.ratio.unwrap_or(0.0) >= 0.50 && row.p99.unwrap_or(f64::MAX) < 10.0);
+        self.check("GET /v1/me, c=64", c64);
         self.rows.push(row);
-        for (name, outcome) in [("GET /v1/me, c=16", &*c16), ("GET /v1/me, c=64", &*c64)] {
-            if outcome.errors > 0 || outcome.statuses.keys().any(|s| *s != 200) {
-                self.notes.push(format!(
-                    "{name}: statuses {:?}, errors {}",
-                    outcome.statuses, outcome.errors
-                ));
-            }
+        if let Some(pg) = pg64 {
+            self.postgres_row("GET /v1/me, c=64", pg, "SQLite c=64", c64.rate_of(200), 0.9);
         }
     }
 
+    /// The refresh rows; a PostgreSQL row is compared with the SQLite row
+    /// with as many chains.
     pub fn refresh(
         &mut self,
         c16: &mut Outcome,
         c64: &mut Outcome,
         bare16: &Outcome,
         bare64: &Outcome,
+        postgres: Option<(&mut Outcome, &mut Outcome)>,
     ) {
-        for (name, outcome, bare, target) in [
-            ("refresh, 16 chains", c16, bare16, false),
-            ("refresh, 64 chains", c64, bare64, true),
+        let (pg16, pg64) = postgres.unzip();
+        for (name, outcome, bare, target, pg) in [
+            ("refresh, 16 chains", c16, bare16, false, pg16),
+            ("refresh, 64 chains", c64, bare64, true, pg64),
         ] {
             let mut row = Row::new(name).load(outcome, 200);
             row.reference = if target {
@@ -191,13 +220,47 @@ impl Report {
                 row.target = "≥ 0.10".into();
                 row.met = Some(row.ratio.unwrap_or(0.0) >= 0.10);
             }
-            if outcome.errors > 0 || outcome.statuses.keys().any(|s| *s != 200) {
-                self.notes.push(format!(
-                    "{name}: statuses {:?}, errors {}",
-                    outcome.statuses, outcome.errors
-                ));
-            }
+            self.check(name, outcome);
             self.rows.push(row);
+            if let Some(pg) = pg {
+                let reference = if target {
+                    "SQLite, 64 chains"
+                } else {
+                    "SQLite, 16 chains"
+                };
+                self.postgres_row(name, pg, reference, outcome.rate_of(200), 0.5);
+            }
+        }
+    }
+
+    /// A PostgreSQL row: `sqlite_name` with the store's label, its rate
+    /// divided by `reference_rate`, met when that ratio reaches `target`.
+    fn postgres_row(
+        &mut self,
+        sqlite_name: &str,
+        outcome: &mut Outcome,
+        reference: &str,
+        reference_rate: f64,
+        target: f64,
+    ) {
+        let label = self.postgres.as_deref().unwrap_or("PostgreSQL");
+        let name = format!("{sqlite_name} ({label})");
+        let mut row = Row::new(name.clone()).load(outcome, 200);
+        row.reference = reference.into();
+        row.ratio = row.rate.map(|r| r / reference_rate);
+        row.target = format!("≥ {target:.2}");
+        row.met = Some(row.ratio.is_some_and(|r| r >= target));
+        self.check(&name, outcome);
+        self.rows.push(row);
+    }
+
+    /// Notes a row whose requests were not all answered with 200.
+    fn check(&mut self, name: &str, outcome: &Outcome) {
+        if outcome.errors > 0 || outcome.statuses.keys().any(|s| *s != 200) {
+            self.notes.push(format!(
+                "{name}: statuses {:?}, errors {}",
+                outcome.statuses, outcome.errors
+            ));
         }
     }
 
@@ -230,8 +293,12 @@ impl Report {
                 "[year]-[month]-[day] [hour]:[minute] UTC"
             ))
             .unwrap_or_default();
+        let stores = match &self.postgres {
+            Some(label) => format!("SQLite and {label}"),
+            None => "SQLite".into(),
+        };
         println!(
-            "Sesame benchmark, {date}; {} cores ({}); SQLite; {} s per row",
+            "Sesame benchmark, {date}; {} cores ({}); {stores}; {} s per row",
             self.cores,
             cpu_model(),
             self.duration.as_secs()

@@ -27,7 +27,18 @@ impl Server {
     }
 
     /// Stops the process with SIGTERM and waits for it.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+/// A server is stopped when dropped, so that a run that fails half-way
+/// leaves no process behind (and none on a database about to be dropped).
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -54,7 +65,12 @@ pub fn free_addr() -> anyhow::Result<SocketAddr> {
 }
 
 /// Polls `GET /healthz` until it answers 200; returns how long that took from `since`.
-pub fn wait_healthy(addr: SocketAddr, since: Instant) -> anyhow::Result<Duration> {
+/// Gives up at once if `child` (the process that should answer) exits.
+pub fn wait_healthy(
+    addr: SocketAddr,
+    since: Instant,
+    child: &mut Child,
+) -> anyhow::Result<Duration> {
     use std::io::{Read, Write};
     let deadline = since + Duration::from_secs(30);
     loop {
@@ -66,6 +82,9 @@ pub fn wait_healthy(addr: SocketAddr, since: Instant) -> anyhow::Result<Duration
             if stream.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200") {
                 return Ok(since.elapsed());
             }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("the server for {addr} exited ({status}) before answering /healthz");
         }
         if Instant::now() > deadline {
             bail!("no answer from {addr}/healthz");
@@ -93,17 +112,29 @@ pub fn build_sesame() -> anyhow::Result<PathBuf> {
     Ok(root.join("target/release/sesame"))
 }
 
-/// Runs a Sesame CLI command against the data directory.
+/// `sesame` with the data directory and any further environment (the
+/// PostgreSQL URL, Redis and its key prefix): the CLI and the server of one
+/// deployment get the same.
+fn sesame_command(binary: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env("SESAME_DATA_DIR", data_dir)
+        .envs(extra_env.iter().copied());
+    command
+}
+
+/// Runs a Sesame CLI command against the data directory (and the database
+/// `extra_env` names, if any).
 pub fn sesame_cli(
     binary: &Path,
     data_dir: &Path,
+    extra_env: &[(&str, &str)],
     args: &[&str],
     stdin: &str,
 ) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut child = Command::new(binary)
+    let mut child = sesame_command(binary, data_dir, extra_env)
         .args(args)
-        .env("SESAME_DATA_DIR", data_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -127,17 +158,17 @@ pub fn start_sesame(
 ) -> anyhow::Result<(Server, Duration)> {
     let addr = free_addr()?;
     let started = Instant::now();
-    let child = Command::new(binary)
+    let child = sesame_command(binary, data_dir, extra_env)
         .args(["serve", "--listen", &addr.to_string()])
-        .env("SESAME_DATA_DIR", data_dir)
-        .envs(extra_env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("cannot start sesame")?;
-    let took = wait_healthy(addr, started)?;
-    Ok((Server { child, addr }, took))
+    // Stopped again (by drop) if it never answers.
+    let mut server = Server { child, addr };
+    let took = wait_healthy(addr, started, &mut server.child)?;
+    Ok((server, took))
 }
 
 /// Starts this binary as the bare axum reference server.
@@ -153,8 +184,9 @@ pub fn start_bare_axum() -> anyhow::Result<Server> {
         .trim()
         .parse()
         .context("bare-axum did not print its address")?;
-    wait_healthy(addr, Instant::now())?;
-    Ok(Server { child, addr })
+    let mut server = Server { child, addr };
+    wait_healthy(addr, Instant::now(), &mut server.child)?;
+    Ok(server)
 }
 
 /// The bare reference: axum returning a small JSON body, nothing else.

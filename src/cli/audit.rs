@@ -7,9 +7,9 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::app::open_core;
+use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::core::clock::SystemClock;
-use crate::http::views::rfc3339;
 
 /// Audit-log commands.
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@
 
 mod audit;
 mod serve;
+mod transfer;
 mod user;
 
 use std::path::PathBuf;
@@ -48,6 +49,11 @@ enum Command {
     /// Bring the database schema up to date (for deployments that set
     /// `database.auto_migrate = false`); safe while other nodes run.
     Migrate,
+    /// Write accounts (and with --sessions live sessions) as JSON lines, to
+    /// move the deployment to another backend.
+    Export(transfer::ExportArgs),
+    /// Read an export into this deployment's database.
+    Import(transfer::ImportArgs),
 }
 
 impl Cli {
@@ -67,7 +73,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let listen = match &cli.command {
         Command::Serve(args) => args.listen.clone(),
-        Command::User(_) | Command::Audit(_) | Command::Migrate => None,
+        Command::User(_)
+        | Command::Audit(_)
+        | Command::Migrate
+        | Command::Export(_)
+        | Command::Import(_) => None,
     };
     let config = match Config::load(&cli.sources(listen)) {
         Ok(config) => config,
@@ -92,13 +102,15 @@ pub fn main() -> ExitCode {
             Command::User(command) => user::run(config, command).await,
             Command::Audit(command) => audit::run(config, command).await,
             Command::Migrate => migrate(config).await,
+            Command::Export(args) => transfer::export(config, args).await,
+            Command::Import(args) => transfer::import(config, args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(transfer::exit_code(&error))
         }
     }
 }

@@ -8,12 +8,12 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::app::open_core;
+use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::accounts::AccountSpec;
 use crate::core::clock::SystemClock;
 use crate::core::domain::{Email, Mobile, Password, Username};
-use crate::http::views::rfc3339;
 use crate::store::Account;
 
 /// Account commands.

@@ -51,7 +51,8 @@ pub enum Error {
         /// Seconds until an attempt may succeed.
         retry_after_secs: u64,
     },
-    /// The password hashing pool is full; the client should retry after the given seconds.
+    /// The password hashing pool is full, or the database cannot be reached
+    /// right now; the client should retry after the given seconds.
     #[error("server busy, retry later")]
     Busy {
         /// Suggested wait before retrying.
@@ -104,6 +105,12 @@ impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(field) => Error::Conflict(field),
+            StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable; answering 503");
+                Error::Busy {
+                    retry_after_secs: 1,
+                }
+            }
             other => Error::Store(other),
         }
     }

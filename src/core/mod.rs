@@ -19,6 +19,7 @@ pub mod policy;
 pub mod quota;
 pub mod sessions;
 pub mod tokens;
+pub mod transfer;
 
 use std::net::IpAddr;
 use std::sync::Arc;

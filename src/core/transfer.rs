@@ -495,7 +495,8 @@ impl Import {
                     Some(name) => format!("account {}", shown_username(name)),
                     None => "account".to_owned(),
                 };
-                let parsed: AccountLine = from_object(object).map_err(|e| format!("{label}: {e}"))?;
+                let parsed: AccountLine =
+                    from_object(object).map_err(|e| format!("{label}: {e}"))?;
                 let record = self.account(parsed).map_err(|e| format!("{label}: {e}"))?;
                 let label = format!("account {}", record.username);
                 Ok((label, ImportRecord::Account(Box::new(record))))
@@ -529,8 +530,7 @@ impl Import {
             .transpose()
             .map_err(|e| e.to_string())?;
         check_text("display_name", &a.display_name, MAX_DISPLAY_NAME_CHARS)?;
-        if a.avatar_url.len() > MAX_AVATAR_URL_BYTES || a.avatar_url.chars().any(char::is_control)
-        {
+        if a.avatar_url.len() > MAX_AVATAR_URL_BYTES || a.avatar_url.chars().any(char::is_control) {
             return Err(format!(
                 "avatar_url: must be at most {MAX_AVATAR_URL_BYTES} bytes without control characters"
             ));
@@ -642,11 +642,7 @@ fn from_object<T: serde::de::DeserializeOwned>(
                 .collect();
             return format!("unknown field `{field}`");
         } else if message.starts_with("missing field") {
-            return message
-                .split(" at ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
+            return message.split(" at ").next().unwrap_or(&message).to_owned();
         } else if message.starts_with("invalid type") {
             "wrong type"
         } else if message.starts_with("invalid length") {
@@ -744,12 +740,11 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
     if let Some(agent) = &s.user_agent {
         check_text("user_agent", agent, MAX_USER_AGENT_CHARS)?;
     }
-    let ip = s
-        .ip
-        .as_deref()
-        .map(|ip| ip.parse::<IpAddr>().map(|ip| ip.to_string()))
-        .transpose()
-        .map_err(|_| "ip: must be an IP address")?;
+    let ip =
+        s.ip.as_deref()
+            .map(|ip| ip.parse::<IpAddr>().map(|ip| ip.to_string()))
+            .transpose()
+            .map_err(|_| "ip: must be an IP address")?;
     let token_style =
         TokenStyle::parse(&s.token_style).ok_or("token_style: must be \"jwt\" or \"opaque\"")?;
     if s.created_at < 0 || s.expires_at < s.created_at {
@@ -858,9 +853,10 @@ impl Core {
 
     /// Records a finished export in the audit log.
     pub fn export_finished(&self, accounts: u64, sessions: u64) {
-        self.audit.record(audit::event("export", "success", OPERATOR).detail(format!(
-            "{accounts} accounts, {sessions} sessions"
-        )));
+        self.audit.record(
+            audit::event("export", "success", OPERATOR)
+                .detail(format!("{accounts} accounts, {sessions} sessions")),
+        );
     }
 
     /// Starts an import, or with `dry_run` a check that writes nothing.
@@ -877,7 +873,11 @@ impl Core {
     /// them against the database instead) and returns the refused ones.
     /// Sessions that expired since the export are skipped. Every imported
     /// account is announced as changed, so no node keeps a stale entry.
-    pub async fn import_batch(&self, import: &mut Import, batch: Vec<Parsed>) -> Result<Vec<Refusal>> {
+    pub async fn import_batch(
+        &self,
+        import: &mut Import,
+        batch: Vec<Parsed>,
+    ) -> Result<Vec<Refusal>> {
         let now = self.now();
         let mut lines = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
@@ -943,10 +943,11 @@ impl Core {
             return;
         }
         let c = import.counts;
-        self.audit.record(audit::event("import", "success", OPERATOR).detail(format!(
-            "{} accounts, {} sessions, {} lines refused",
-            c.accounts, c.sessions, c.refused
-        )));
+        self.audit
+            .record(audit::event("import", "success", OPERATOR).detail(format!(
+                "{} accounts, {} sessions, {} lines refused",
+                c.accounts, c.sessions, c.refused
+            )));
     }
 }
 
@@ -992,14 +993,38 @@ mod tests {
     fn refusals_name_the_field_but_never_repeat_a_value() {
         let mut import = import();
         let cases = [
-            (account(r#", "pasword": "hunter2hunter2""#), "unknown field `pasword`"),
-            (account(r#", "login_count": "hunter2hunter2""#), "login_count: wrong type"),
-            (account(r#", "password_hash_format": "hunter2hunter2""#), "unsupported password_hash_format"),
-            (account(r#", "roles": ["hunter2hunter2"]"#), "roles: names a role"),
-            (account(r#", "status": "hunter2hunter2""#), "status: must be"),
-            (account(r#", "last_login_ip": "hunter2hunter2""#), "last_login_ip"),
-            (r#"{"type": "hunter2hunter2"}"#.to_owned(), "unknown record type"),
-            (r#"{"type": "account", "id": 3,"#.to_owned(), "malformed JSON"),
+            (
+                account(r#", "pasword": "hunter2hunter2""#),
+                "unknown field `pasword`",
+            ),
+            (
+                account(r#", "login_count": "hunter2hunter2""#),
+                "login_count: wrong type",
+            ),
+            (
+                account(r#", "password_hash_format": "hunter2hunter2""#),
+                "unsupported password_hash_format",
+            ),
+            (
+                account(r#", "roles": ["hunter2hunter2"]"#),
+                "roles: names a role",
+            ),
+            (
+                account(r#", "status": "hunter2hunter2""#),
+                "status: must be",
+            ),
+            (
+                account(r#", "last_login_ip": "hunter2hunter2""#),
+                "last_login_ip",
+            ),
+            (
+                r#"{"type": "hunter2hunter2"}"#.to_owned(),
+                "unknown record type",
+            ),
+            (
+                r#"{"type": "account", "id": 3,"#.to_owned(),
+                "malformed JSON",
+            ),
             (r#"["hunter2hunter2"]"#.to_owned(), "not a JSON object"),
         ];
         for (line, expected) in cases {
@@ -1014,11 +1039,16 @@ mod tests {
     #[test]
     fn only_argon2_phc_strings_are_accepted_for_now() {
         assert!(check_phc("password_hash", HASH).is_ok());
-        let pbkdf2 = "$pbkdf2-sha256$i=100000$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let pbkdf2 =
+            "$pbkdf2-sha256$i=100000$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         let refused = check_phc("password_hash", pbkdf2).unwrap_err();
         assert!(refused.contains("cannot verify yet"), "{refused}");
         let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
-        assert!(check_phc("password_hash", bcrypt).unwrap_err().contains("not a PHC string"));
+        assert!(
+            check_phc("password_hash", bcrypt)
+                .unwrap_err()
+                .contains("not a PHC string")
+        );
     }
 
     #[test]
@@ -1026,7 +1056,12 @@ mod tests {
         let mut import = import();
         let first = import.parse(2, &account("")).unwrap().unwrap();
         let again = import
-            .parse(3, &account("").replace("\"id\": 7", "\"id\": 8").replace("Alice@", "bob@"))
+            .parse(
+                3,
+                &account("")
+                    .replace("\"id\": 7", "\"id\": 8")
+                    .replace("Alice@", "bob@"),
+            )
             .unwrap()
             .unwrap();
         let seen = import.seen.as_mut().unwrap();
@@ -1042,9 +1077,11 @@ mod tests {
     #[test]
     fn headers_name_the_format_and_a_readable_version() {
         assert!(check_header(r#"{"format": "sesame-export", "version": 1}"#).is_ok());
-        assert!(check_header(r#"{"format": "sesame-export", "version": 2}"#)
-            .unwrap_err()
-            .contains("newer Sesame"));
+        assert!(
+            check_header(r#"{"format": "sesame-export", "version": 2}"#)
+                .unwrap_err()
+                .contains("newer Sesame")
+        );
         assert!(check_header(r#"{"type": "account"}"#).is_err());
         assert!(check_header("nonsense").is_err());
     }

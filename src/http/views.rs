@@ -1,21 +1,11 @@
 //! How the native API shows accounts, sessions and grants.
 
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::core::clock::UnixTime;
+pub use crate::clock::rfc3339;
 use crate::core::login::Grant;
 use crate::core::sessions::SessionView;
 use crate::store::Account;
-
-/// RFC 3339 in UTC with `Z`, or an empty string for an unrepresentable time.
-pub fn rfc3339(t: UnixTime) -> String {
-    OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
 
 /// An account as the native API shows it. Never any credential material.
 #[derive(Debug, Serialize)]

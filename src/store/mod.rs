@@ -62,9 +62,13 @@ pub enum StoreError {
     /// A unique field (`username`, `email`, `mobile`) is already held.
     #[error("{0} is already taken")]
     Conflict(&'static str),
-    /// The database failed or could not be reached.
+    /// The database failed.
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot be reached or is overloaded right now (connection
+    /// refused or lost, no free connection, statement timed out): worth a retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// A stored value could not be read back (a bug or a hand-edited row).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),

@@ -484,3 +484,76 @@ fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// The README's cluster example (examples/cluster/) run as written: three
+/// nodes on PostgreSQL and Redis behind a real nginx, checked by its script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_cluster_example_runs_as_written() {
+    if backend() != Backend::PostgresRedis {
+        return;
+    }
+    let path = format!(
+        "{}:/usr/sbin:/usr/local/sbin:{}",
+        std::path::Path::new(BIN).parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let has_nginx = Command::new("sh")
+        .args(["-c", "command -v nginx"])
+        .env("PATH", &path)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nginx {
+        assert!(std::env::var_os("CI").is_none(), "CI must install nginx");
+        eprintln!("skipped: no nginx on the PATH (apt-get install nginx)");
+        return;
+    }
+    let deployment = Deployment::new().await;
+    let mut command = sesame(&deployment, &[]);
+    command
+        .env("PATH", &path)
+        .env_remove("SESAME_SESSIONS__CACHE_TTL")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        // `sesame(..)` names the binary; the example runs `bash run.sh`.
+        let mut bash = Command::new("bash");
+        bash.args(["examples/cluster/run.sh", "--check"]);
+        bash.env_clear();
+        for (key, value) in command.get_envs() {
+            if let Some(value) = value {
+                bash.env(key, value);
+            }
+        }
+        bash.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("check passed"),
+        "the example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// What the README shows of the example is what the example runs.
+#[test]
+fn the_readme_shows_the_cluster_example_as_it_is() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    for file in ["nginx.conf", "sesame.toml"] {
+        let text = std::fs::read_to_string(format!("{root}/examples/cluster/{file}")).unwrap();
+        assert!(
+            readme.contains(&text),
+            "README does not show examples/cluster/{file} as it is"
+        );
+    }
+    let script = std::fs::read_to_string(format!("{root}/examples/cluster/run.sh")).unwrap();
+    let start = script.find("# readme: begin\n").unwrap() + "# readme: begin\n".len();
+    let end = script.find("# readme: end").unwrap();
+    assert!(
+        readme.contains(&script[start..end]),
+        "README does not show the commands of examples/cluster/run.sh as they are"
+    );
+}

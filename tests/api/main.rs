@@ -13,3 +13,4 @@ mod me;
 mod outage;
 mod refresh;
 mod sessions;
+mod transfer;

@@ -11,22 +11,27 @@ use tokio::task::JoinHandle;
 
 use crate::helpers::{Backend, Deployment, PASSWORD, TestApp, backend, redis_url};
 
-/// A TCP relay to Redis that the test can cut and restore on the same port.
+/// A TCP relay to a server that the test can cut and restore on the same port.
 struct Relay {
     port: u16,
     task: Option<JoinHandle<()>>,
 }
 
+/// `host:port` of a URL such as `redis://127.0.0.1:6379/0`.
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap();
+    authority.rsplit('@').next().unwrap().to_owned()
+}
+
 impl Relay {
     async fn start(port: u16) -> Self {
+        Self::start_to(port, authority(&redis_url())).await
+    }
+
+    async fn start_to(port: u16, target: String) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let target = redis_url()
-            .trim_start_matches("redis://")
-            .split(['/', '?'])
-            .next()
-            .unwrap()
-            .to_owned();
         let task = tokio::spawn(async move {
             // Dropping the set (when the task is aborted) cuts every connection.
             let mut connections = tokio::task::JoinSet::new();
@@ -127,6 +132,46 @@ async fn logins_survive_a_redis_outage_and_shared_state_resumes_after_it() {
     )
     .await;
     eventually("logins keep working with Redis back", async || {
+        app.login("alice", PASSWORD).await.status() == StatusCode::OK
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_a_503_and_the_pool_recovers() {
+    if backend() == Backend::Sqlite {
+        return;
+    }
+    let deployment = Deployment::new().await;
+    let mut raw = sesame::config::RawConfig::default();
+    deployment.apply(&mut raw);
+    let database_url = raw.database_url.clone().unwrap();
+    let mut relay = Relay::start_to(0, authority(&database_url)).await;
+    let port = relay.port;
+    let relayed = database_url.replacen(&authority(&database_url), &format!("127.0.0.1:{port}"), 1);
+    let app = TestApp::spawn_in(deployment, |c| {
+        c.database_url = Some(relayed);
+        c.database.connect_timeout = 1;
+    })
+    .await;
+    app.create_user("alice").await;
+    assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
+
+    relay.cut();
+    let started = Instant::now();
+    let refused = app.login("alice", PASSWORD).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "busy");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let _relay = Relay::start_to(port, authority(&database_url)).await;
+    eventually("logins work again once the database is back", async || {
         app.login("alice", PASSWORD).await.status() == StatusCode::OK
     })
     .await;

@@ -92,9 +92,23 @@ fn db_error(error: sqlx::Error) -> StoreError {
         }
         sqlx::Error::ColumnDecode { index, .. } => StoreError::Corrupt(index.clone()),
         sqlx::Error::Decode(cause) => StoreError::Corrupt(cause.to_string()),
-        sqlx::Error::PoolTimedOut => StoreError::Database(
+        sqlx::Error::PoolTimedOut => StoreError::Unavailable(
             "no database connection free within database.connect_timeout".into(),
         ),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(error.to_string())
+        }
+        // Class 08: connection exceptions; 53300: too many connections;
+        // 57014: statement timeout; 57P01-03: server shutting down or starting.
+        sqlx::Error::Database(database)
+            if database.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || matches!(&*code, "53300" | "57014" | "57P01" | "57P02" | "57P03")
+            }) =>
+        {
+            StoreError::Unavailable(error.to_string())
+        }
+
         _ => StoreError::Database(error.to_string()),
     }
 }

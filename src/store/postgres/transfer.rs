@@ -75,6 +75,10 @@ async fn insert_account(
     conn: &mut PgConnection,
     account: &AccountRecord,
 ) -> Result<(), RecordError> {
+    // Checked first, so that the field named is the one a dry run names.
+    if let Some(field) = account_taken(conn, account).await? {
+        return Err(RecordError::Taken(field));
+    }
     sqlx::query(
         "INSERT INTO accounts (id, username, username_key, email, email_key, email_verified, mobile, \
          mobile_verified, display_name, avatar_url, status, password_hash, md5_verifier, \
@@ -145,9 +149,7 @@ async fn insert_session(
     conn: &mut PgConnection,
     session: &SessionRecord,
 ) -> Result<(), RecordError> {
-    if !account_exists(conn, session.account_id).await? {
-        return Err(RecordError::NoAccount);
-    }
+    check_session(conn, session).await?;
     sqlx::query(
         "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, \
          created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -214,13 +216,12 @@ async fn account_taken(
     })
 }
 
+/// Whether a session can be inserted, checked in a fixed order: its id
+/// taken, one of its refresh token hashes taken, its account missing.
 async fn check_session(
     conn: &mut PgConnection,
     session: &SessionRecord,
 ) -> Result<(), RecordError> {
-    if !account_exists(conn, session.account_id).await? {
-        return Err(RecordError::NoAccount);
-    }
     let hashes: Vec<&[u8]> = session.refresh_tokens.iter().map(|l| &l.hash[..]).collect();
     let taken: Option<i32> = sqlx::query(
         "SELECT CASE \
@@ -236,6 +237,7 @@ async fn check_session(
     match taken {
         Some(1) => Err(RecordError::Taken("session id")),
         Some(2) => Err(RecordError::Taken("refresh token hash")),
+        _ if !account_exists(conn, session.account_id).await? => Err(RecordError::NoAccount),
         _ => Ok(()),
     }
 }

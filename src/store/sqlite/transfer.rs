@@ -74,6 +74,10 @@ fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Store
 }
 
 fn insert_account(conn: &Connection, account: &AccountRecord) -> Result<(), RecordError> {
+    // Checked first, so that the field named is the one a dry run names.
+    if let Some(field) = account_taken(conn, account)? {
+        return Err(RecordError::Taken(field));
+    }
     conn.prepare_cached(
         "INSERT INTO accounts (id, username, username_key, email, email_key, email_verified, mobile, \
          mobile_verified, display_name, avatar_url, status, password_hash, md5_verifier, \
@@ -131,9 +135,7 @@ fn account_exists(conn: &Connection, id: AccountId) -> StoreResult<bool> {
 }
 
 fn insert_session(conn: &Connection, session: &SessionRecord) -> Result<(), RecordError> {
-    if !account_exists(conn, session.account_id)? {
-        return Err(RecordError::NoAccount);
-    }
+    check_session(conn, session)?;
     conn.prepare_cached(
         "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, created_at, \
          expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -204,10 +206,9 @@ fn account_taken(conn: &Connection, account: &AccountRecord) -> StoreResult<Opti
     })
 }
 
+/// Whether a session can be inserted, checked in a fixed order: its id
+/// taken, one of its refresh token hashes taken, its account missing.
 fn check_session(conn: &Connection, session: &SessionRecord) -> Result<(), RecordError> {
-    if !account_exists(conn, session.account_id)? {
-        return Err(RecordError::NoAccount);
-    }
     let session_taken = conn
         .prepare_cached("SELECT 1 FROM sessions WHERE id = ?")
         .and_then(|mut select| select.exists([&session.id]))
@@ -222,6 +223,9 @@ fn check_session(conn: &Connection, session: &SessionRecord) -> Result<(), Recor
         if token.exists([&link.hash[..]]).map_err(db_error)? {
             return Err(RecordError::Taken("refresh token hash"));
         }
+    }
+    if !account_exists(conn, session.account_id)? {
+        return Err(RecordError::NoAccount);
     }
     Ok(())
 }

@@ -1,0 +1,460 @@
+//! `sesame export` and `sesame import`: moving a deployment between backends.
+//!
+//! The file format and the rules of what may be imported live in
+//! `core::transfer`; this module reads and writes files, batches lines,
+//! shows progress and reports.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::app::open_core;
+use crate::config::Config;
+use crate::core::Core;
+use crate::core::clock::SystemClock;
+use crate::core::transfer::{Import, ImportCounts, MAX_LINE_BYTES, Refusal, check_header};
+
+/// Accounts read per page of an export.
+const ACCOUNT_PAGE: u32 = 500;
+/// Sessions read per page of an export (each carries its refresh-token chain).
+const SESSION_PAGE: u32 = 200;
+/// Largest `--batch`.
+const MAX_BATCH: usize = 10_000;
+
+/// Options of `sesame export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Also export live sessions with their refresh-token chains (hashes
+    /// only), so that signed-in clients stay signed in after the move.
+    #[arg(long)]
+    sessions: bool,
+    /// Write to FILE (created with mode 0600: it holds password verifiers)
+    /// instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Options of `sesame import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The export file, or `-` for standard input.
+    #[arg(value_name = "FILE|-")]
+    file: PathBuf,
+    /// Check every line against the rules and the database, writing nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Lines per transaction.
+    #[arg(long, value_name = "N", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH as i64))]
+    batch: u32,
+}
+
+/// A failure with its own exit status: 1 when lines were refused, 2 when the
+/// file cannot be read or is not an export.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The exit status for an error of any command: a [`Failure`]'s own, else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error.downcast_ref::<Failure>().map_or(1, |f| f.code)
+}
+
+fn unreadable(message: String) -> anyhow::Error {
+    Failure { code: 2, message }.into()
+}
+
+/// "1 account", "2 accounts".
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A progress display on stderr, only when stderr is a terminal.
+fn progress(total_bytes: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match total_bytes {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{bar:30} {bytes}/{total_bytes} {elapsed} {msg}",
+        ),
+        None => (ProgressBar::new_spinner(), "{spinner} {elapsed} {msg}"),
+    };
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// `sesame export`.
+pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
+    super::init_logging("warn");
+    let core = open_core(&config, Arc::new(SystemClock)).await?;
+    let result = match &args.output {
+        Some(path) => export_to_file(&core, path, args.sessions).await,
+        None => {
+            let mut out = BufWriter::new(std::io::stdout());
+            let counts = write_export(&core, &mut out, args.sessions).await?;
+            out.flush().context("cannot write to standard output")?;
+            eprintln!(
+                "exported {} and {}",
+                count(counts.0, "account"),
+                count(counts.1, "session")
+            );
+            Ok(())
+        }
+    };
+    core.flush_audit().await?;
+    result
+}
+
+/// Writes `PATH.partial` (mode 0600), then renames it to `PATH`, so that a
+/// file at `PATH` is always a whole export.
+async fn export_to_file(core: &Core, path: &Path, sessions: bool) -> anyhow::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    // A leftover from an interrupted run may have other permissions.
+    let _ = std::fs::remove_file(&partial);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut out = BufWriter::new(file);
+    let written = async {
+        let counts = write_export(core, &mut out, sessions).await?;
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        std::fs::rename(&partial, path)?;
+        anyhow::Ok(counts)
+    }
+    .await;
+    match written {
+        Ok((accounts, sessions)) => {
+            println!(
+                "exported {} and {} to {}",
+                count(accounts, "account"),
+                count(sessions, "session"),
+                path.display()
+            );
+            Ok(())
+        }
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(error.context(format!("cannot write {}", path.display())))
+        }
+    }
+}
+
+/// Writes the header, every account and (with `sessions`) every live
+/// session; returns how many accounts and sessions.
+async fn write_export(
+    core: &Core,
+    out: &mut impl Write,
+    sessions: bool,
+) -> anyhow::Result<(u64, u64)> {
+    let bar = progress(None);
+    writeln!(out, "{}", core.export_header()?)?;
+    let (mut accounts, mut exported_sessions) = (0u64, 0u64);
+    let mut after = 0;
+    loop {
+        let page = core.export_accounts(after, ACCOUNT_PAGE).await?;
+        let Some(next) = page.next else { break };
+        after = next;
+        for line in &page.lines {
+            writeln!(out, "{line}")?;
+        }
+        accounts += page.lines.len() as u64;
+        bar.set_message(format!("{} exported", count(accounts, "account")));
+    }
+    if sessions {
+        let mut after = String::new();
+        loop {
+            let page = core.export_sessions(&after, SESSION_PAGE).await?;
+            let Some(next) = page.next else { break };
+            after = next;
+            for line in &page.lines {
+                writeln!(out, "{line}")?;
+            }
+            exported_sessions += page.lines.len() as u64;
+            bar.set_message(format!(
+                "{} and {} exported",
+                count(accounts, "account"),
+                count(exported_sessions, "session")
+            ));
+        }
+    }
+    bar.finish_and_clear();
+    core.export_finished(accounts, exported_sessions);
+    Ok((accounts, exported_sessions))
+}
+
+/// A line read with bounded memory.
+enum Line {
+    /// A whole line, without its line ending.
+    Text(String),
+    /// Longer than [`MAX_LINE_BYTES`]; skipped without being held.
+    TooLong,
+    /// Not UTF-8.
+    NotUtf8,
+}
+
+/// Reads lines of at most [`MAX_LINE_BYTES`], counting lines and bytes; a
+/// longer line is consumed and dropped, never held whole.
+struct Lines<R> {
+    reader: R,
+    number: u64,
+    bytes: u64,
+    buffer: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader,
+            number: 0,
+            bytes: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next line and its 1-based number, or `None` at the end.
+    fn next_line(&mut self) -> std::io::Result<Option<(u64, Line)>> {
+        self.buffer.clear();
+        let (mut any, mut too_long) = (false, false);
+        loop {
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            if available.is_empty() {
+                break;
+            }
+            any = true;
+            let (chunk, ends) = match available.iter().position(|b| *b == b'\n') {
+                Some(end) => (&available[..=end], true),
+                None => (available, false),
+            };
+            // Room for the line and its "\r\n".
+            if !too_long && self.buffer.len() + chunk.len() <= MAX_LINE_BYTES + 2 {
+                self.buffer.extend_from_slice(chunk);
+            } else if !too_long {
+                too_long = true;
+                self.buffer = Vec::new();
+            }
+            let consumed = chunk.len();
+            self.reader.consume(consumed);
+            self.bytes += consumed as u64;
+            if ends {
+                break;
+            }
+        }
+        if !any {
+            return Ok(None);
+        }
+        self.number += 1;
+        if self.buffer.last() == Some(&b'\n') {
+            self.buffer.pop();
+            if self.buffer.last() == Some(&b'\r') {
+                self.buffer.pop();
+            }
+        }
+        if too_long || self.buffer.len() > MAX_LINE_BYTES {
+            self.buffer = Vec::new();
+            return Ok(Some((self.number, Line::TooLong)));
+        }
+        let line = match String::from_utf8(std::mem::take(&mut self.buffer)) {
+            Ok(text) => Line::Text(text),
+            Err(_) => Line::NotUtf8,
+        };
+        Ok(Some((self.number, line)))
+    }
+}
+
+/// `sesame import`.
+pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
+    super::init_logging("warn");
+    let (reader, size): (Box<dyn Read>, Option<u64>) = if args.file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let file = File::open(&args.file)
+            .map_err(|e| unreadable(format!("cannot read {}: {e}", args.file.display())))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), size)
+    };
+    let mut lines = Lines::new(BufReader::with_capacity(64 * 1024, reader));
+    // The header is checked before the database is opened.
+    let bad_header = |reason: &str| unreadable(format!("{}: {reason}", args.file.display()));
+    match lines.next_line() {
+        Ok(Some((_, Line::Text(text)))) => check_header(&text).map_err(|e| bad_header(&e))?,
+        Ok(Some(_)) => return Err(bad_header("the first line is not a Sesame export header")),
+        Ok(None) => return Err(bad_header("empty file, no header")),
+        Err(error) => return Err(bad_header(&format!("cannot read: {error}"))),
+    }
+    let core = open_core(&config, Arc::new(SystemClock)).await?;
+    let mut import = core.start_import(args.dry_run).await?;
+    let result = import_lines(&core, &mut import, &mut lines, args.batch as usize, size).await;
+    core.import_finished(&import);
+    core.flush_audit().await?;
+    result?;
+    let counts = import.counts();
+    println!("{}", summary(&import, counts, lines.number));
+    if counts.refused > 0 {
+        return Err(Failure {
+            code: 1,
+            message: format!("{} refused", count(counts.refused, "line")),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {
+    let what = format!(
+        "{} and {}",
+        count(c.accounts, "account"),
+        count(c.sessions, "session")
+    );
+    let mut summary = if import.is_dry_run() {
+        format!(
+            "checked {}: would import {what}; {} refused",
+            count(lines, "line"),
+            count(c.refused, "line")
+        )
+    } else {
+        format!("imported {what}; {} refused", count(c.refused, "line"))
+    };
+    if c.expired > 0 {
+        summary.push_str(&format!(
+            "; {} expired since the export, skipped",
+            count(c.expired, "session")
+        ));
+    }
+    summary
+}
+
+/// Reads, batches and imports every line after the header; refusals are
+/// reported on stderr in line order, once per batch.
+async fn import_lines<R: BufRead>(
+    core: &Core,
+    import: &mut Import,
+    lines: &mut Lines<R>,
+    batch_size: usize,
+    size: Option<u64>,
+) -> anyhow::Result<()> {
+    let bar = progress(size);
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut refused: Vec<Refusal> = Vec::new();
+    loop {
+        let next = lines
+            .next_line()
+            .map_err(|e| unreadable(format!("cannot read line {}: {e}", lines.number + 1)))?;
+        let end = next.is_none();
+        if let Some((number, line)) = next {
+            match line {
+                Line::Text(text) => match import.parse(number, &text) {
+                    Ok(Some(parsed)) => batch.push(parsed),
+                    Ok(None) => {}
+                    Err(refusal) => refused.push(refusal),
+                },
+                Line::TooLong => refused.push(import.refuse(
+                    number,
+                    format!("longer than {MAX_LINE_BYTES} bytes; skipped"),
+                )),
+                Line::NotUtf8 => refused.push(import.refuse(number, "not UTF-8")),
+            }
+            bar.set_position(lines.bytes);
+        }
+        if end || batch.len() + refused.len() >= batch_size {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+            refused.extend(core.import_batch(import, full).await?);
+            refused.sort_by_key(|r| r.line);
+            bar.suspend(|| {
+                for refusal in refused.drain(..) {
+                    eprintln!("{refusal}");
+                }
+            });
+            let c = import.counts();
+            bar.set_message(format!(
+                "{}, {}, {} refused",
+                count(c.accounts, "account"),
+                count(c.sessions, "session"),
+                count(c.refused, "line")
+            ));
+        }
+        if end {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(input: &[u8]) -> Vec<(u64, String)> {
+        let mut lines = Lines::new(BufReader::with_capacity(16, input));
+        let mut out = Vec::new();
+        while let Some((number, line)) = lines.next_line().unwrap() {
+            out.push((
+                number,
+                match line {
+                    Line::Text(text) => text,
+                    Line::TooLong => "<too long>".into(),
+                    Line::NotUtf8 => "<not utf-8>".into(),
+                },
+            ));
+        }
+        assert_eq!(lines.bytes, input.len() as u64);
+        out
+    }
+
+    #[test]
+    fn lines_are_bounded_and_numbered() {
+        let mut input = b"first\r\nsecond\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 1));
+        input.extend(b"\n\xff\xfe\nlast");
+        let lines = read_all(&input);
+        assert_eq!(
+            lines,
+            vec![
+                (1, "first".to_owned()),
+                (2, "second".to_owned()),
+                (3, "<too long>".to_owned()),
+                (4, "<not utf-8>".to_owned()),
+                (5, "last".to_owned()),
+            ]
+        );
+        let exactly = vec![b'y'; MAX_LINE_BYTES];
+        assert_eq!(read_all(&exactly)[0].1.len(), MAX_LINE_BYTES);
+    }
+}
