@@ -307,8 +307,10 @@ impl Core {
     pub async fn delete_account(&self, id: AccountId) -> Result<()> {
         let account = self.account(id).await?;
         self.end_account_sessions(id, None, "deleted").await?;
+        let deleted = self.store.delete_account(id).await?;
+        // Announced once committed, so no node can cache it again afterwards.
         self.account_changed(id).await;
-        if !self.store.delete_account(id).await? {
+        if !deleted {
             return Err(Error::NotFound("account"));
         }
         self.audit_operator("account_deleted", &account, None);

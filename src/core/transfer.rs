@@ -871,8 +871,12 @@ impl Core {
 
     /// Imports a batch of parsed lines in one transaction (a dry run checks
     /// them against the database instead) and returns the refused ones.
-    /// Sessions that expired since the export are skipped. Every imported
-    /// account is announced as changed, so no node keeps a stale entry.
+    /// Sessions that expired since the export are skipped.
+    ///
+    /// No notice is sent: an import only inserts rows whose ids and keys
+    /// were absent, and no node caches what does not exist (an account or
+    /// session that was deleted was announced when it was), so no cache
+    /// anywhere can hold a stale entry for what is imported.
     pub async fn import_batch(
         &self,
         import: &mut Import,
@@ -888,11 +892,8 @@ impl Core {
                     continue;
                 }
             }
-            let account = match &parsed.record {
-                ImportRecord::Account(account) => Some(account.id),
-                ImportRecord::Session(_) => None,
-            };
-            lines.push((parsed.line, parsed.label, account));
+            let is_account = matches!(parsed.record, ImportRecord::Account(_));
+            lines.push((parsed.line, parsed.label, is_account));
             records.push(parsed.record);
         }
         if records.is_empty() {
@@ -913,15 +914,10 @@ impl Core {
             None => self.store.import_batch(records).await?,
         };
         let mut refusals = Vec::new();
-        for ((line, label, account), result) in lines.into_iter().zip(results) {
-            match (result, account) {
-                (Ok(()), Some(id)) => {
-                    import.counts.accounts += 1;
-                    if !import.dry_run {
-                        self.account_changed(id).await;
-                    }
-                }
-                (Ok(()), None) => import.counts.sessions += 1,
+        for ((line, label, is_account), result) in lines.into_iter().zip(results) {
+            match (result, is_account) {
+                (Ok(()), true) => import.counts.accounts += 1,
+                (Ok(()), false) => import.counts.sessions += 1,
                 (Err(error), _) => {
                     if let RecordError::Store(error) = &error {
                         tracing::warn!(line, %error, "the database refused an imported line");

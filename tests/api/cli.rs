@@ -645,3 +645,27 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(status.success());
     assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn without_auto_migrate_start_up_waits_for_sesame_migrate() {
+    let dir = Deployment::new().await;
+    let manual = ("SESAME_DATABASE__AUTO_MIGRATE", "false");
+    let refused = run(
+        sesame(&dir).args(["user", "list"]).env(manual.0, manual.1),
+        None,
+    );
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("sesame migrate"), "{stderr}");
+
+    let migrated = run(sesame(&dir).arg("migrate").env(manual.0, manual.1), None);
+    assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+    assert!(text(&migrated.stdout).contains("up to date"));
+    // Twice is harmless, and the database URL shown carries no password.
+    let again = run(sesame(&dir).arg("migrate"), None);
+    assert!(again.status.success());
+
+    let server = serve(&dir, &[manual]);
+    assert!(!server.admin_password().is_empty());
+    server.stop();
+}

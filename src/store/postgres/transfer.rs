@@ -79,13 +79,22 @@ async fn insert_account(
     if let Some(field) = account_taken(conn, account).await? {
         return Err(RecordError::Taken(field));
     }
+    let (names, values): (Vec<&str>, Vec<&str>) = account
+        .profile
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .unzip();
+    // One statement (and one round trip) for the account, its roles and profile.
     sqlx::query(
-        "INSERT INTO accounts (id, username, username_key, email, email_key, email_verified, mobile, \
-         mobile_verified, display_name, avatar_url, status, password_hash, md5_verifier, \
-         password_changed_at, created_at, updated_at, last_login_at, last_login_ip, login_count, \
-         failed_login_count, api_calls_count, max_api_calls) \
+        "WITH a AS (INSERT INTO accounts (id, username, username_key, email, email_key, \
+         email_verified, mobile, mobile_verified, display_name, avatar_url, status, password_hash, \
+         md5_verifier, password_changed_at, created_at, updated_at, last_login_at, last_login_ip, \
+         login_count, failed_login_count, api_calls_count, max_api_calls) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22)",
+         $19, $20, $21, $22) RETURNING id), \
+         r AS (INSERT INTO account_roles (account_id, role) SELECT a.id, UNNEST($23::text[]) FROM a) \
+         INSERT INTO profile_attributes (account_id, name, value) \
+         SELECT a.id, p.n, p.v FROM a, UNNEST($24::text[], $25::text[]) AS p(n, v)",
     )
     .bind(account.id)
     .bind(&account.username)
@@ -109,25 +118,7 @@ async fn insert_account(
     .bind(account.failed_login_count)
     .bind(account.api_calls_count)
     .bind(account.max_api_calls)
-    .execute(&mut *conn)
-    .await
-    .map_err(record_error)?;
-    sqlx::query("INSERT INTO account_roles (account_id, role) SELECT $1, UNNEST($2::text[])")
-        .bind(account.id)
-        .bind(&account.roles)
-        .execute(&mut *conn)
-        .await
-        .map_err(record_error)?;
-    let (names, values): (Vec<&str>, Vec<&str>) = account
-        .profile
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .unzip();
-    sqlx::query(
-        "INSERT INTO profile_attributes (account_id, name, value) \
-         SELECT $1, n, v FROM UNNEST($2::text[], $3::text[]) AS p(n, v)",
-    )
-    .bind(account.id)
+    .bind(&account.roles)
     .bind(&names)
     .bind(&values)
     .execute(&mut *conn)
@@ -136,23 +127,23 @@ async fn insert_account(
     Ok(())
 }
 
-async fn account_exists(conn: &mut PgConnection, id: AccountId) -> StoreResult<bool> {
-    sqlx::query("SELECT 1 FROM accounts WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map(|row| row.is_some())
-        .map_err(db_error)
-}
-
 async fn insert_session(
     conn: &mut PgConnection,
     session: &SessionRecord,
 ) -> Result<(), RecordError> {
     check_session(conn, session).await?;
+    let links = &session.refresh_tokens;
+    let hashes: Vec<&[u8]> = links.iter().map(|l| &l.hash[..]).collect();
+    let issued: Vec<i64> = links.iter().map(|l| l.issued_at).collect();
+    let rotated: Vec<Option<i64>> = links.iter().map(|l| l.rotated_at).collect();
+    let salts: Vec<Option<&[u8]>> = links.iter().map(|l| l.successor_salt.as_deref()).collect();
+    // One statement for the session and its chain.
     sqlx::query(
-        "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, \
-         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "WITH s AS (INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, \
+         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id) \
+         INSERT INTO refresh_tokens (token_hash, session_id, issued_at, rotated_at, successor_salt) \
+         SELECT t.h, s.id, t.i, t.r, t.salt FROM s, \
+         UNNEST($9::bytea[], $10::bigint[], $11::bigint[], $12::bytea[]) AS t(h, i, r, salt)",
     )
     .bind(&session.id)
     .bind(session.account_id)
@@ -162,20 +153,6 @@ async fn insert_session(
     .bind(session.token_style.as_str())
     .bind(session.created_at)
     .bind(session.expires_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(record_error)?;
-    let links = &session.refresh_tokens;
-    let hashes: Vec<&[u8]> = links.iter().map(|l| &l.hash[..]).collect();
-    let issued: Vec<i64> = links.iter().map(|l| l.issued_at).collect();
-    let rotated: Vec<Option<i64>> = links.iter().map(|l| l.rotated_at).collect();
-    let salts: Vec<Option<&[u8]>> = links.iter().map(|l| l.successor_salt.as_deref()).collect();
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, session_id, issued_at, rotated_at, successor_salt) \
-         SELECT h, $1, i, r, s FROM UNNEST($2::bytea[], $3::bigint[], $4::bigint[], $5::bytea[]) \
-         AS t(h, i, r, s)",
-    )
-    .bind(&session.id)
     .bind(&hashes)
     .bind(&issued)
     .bind(&rotated)
@@ -226,10 +203,12 @@ async fn check_session(
     let taken: Option<i32> = sqlx::query(
         "SELECT CASE \
          WHEN EXISTS (SELECT 1 FROM sessions WHERE id = $1) THEN 1 \
-         WHEN EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ANY($2::bytea[])) THEN 2 END",
+         WHEN EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ANY($2::bytea[])) THEN 2 \
+         WHEN NOT EXISTS (SELECT 1 FROM accounts WHERE id = $3) THEN 3 END",
     )
     .bind(&session.id)
     .bind(&hashes)
+    .bind(session.account_id)
     .fetch_one(&mut *conn)
     .await
     .and_then(|row| row.try_get(0))
@@ -237,7 +216,7 @@ async fn check_session(
     match taken {
         Some(1) => Err(RecordError::Taken("session id")),
         Some(2) => Err(RecordError::Taken("refresh token hash")),
-        _ if !account_exists(conn, session.account_id).await? => Err(RecordError::NoAccount),
+        Some(3) => Err(RecordError::NoAccount),
         _ => Ok(()),
     }
 }
