@@ -25,7 +25,7 @@ const MAX_DISPLAY_NAME: usize = 128;
 /// Longest avatar URL, in bytes.
 const MAX_AVATAR_URL: usize = 2048;
 /// Most profile attributes an account may hold.
-const MAX_ATTRIBUTES: usize = 64;
+pub(crate) const MAX_ATTRIBUTES: usize = 64;
 /// Longest attribute value, in characters.
 const MAX_ATTRIBUTE_VALUE: usize = 1024;
 
@@ -59,7 +59,7 @@ pub struct ProfileChange {
     pub attributes: BTreeMap<String, Option<String>>,
 }
 
-fn check_display_name(name: &str) -> Result<()> {
+pub(crate) fn check_display_name(name: &str) -> Result<()> {
     if name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control) {
         return Err(Error::invalid(
             "display_name",
@@ -69,7 +69,29 @@ fn check_display_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_attribute_name(name: &str) -> Result<()> {
+pub(crate) fn check_avatar_url(url: &str) -> Result<()> {
+    if url.len() > MAX_AVATAR_URL || url.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "avatar_url",
+            format!("must be at most {MAX_AVATAR_URL} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_attribute_value(value: &str) -> Result<()> {
+    if value.chars().count() > MAX_ATTRIBUTE_VALUE || value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "profile",
+            format!(
+                "attribute values are at most {MAX_ATTRIBUTE_VALUE} characters without control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_attribute_name(name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name
@@ -342,12 +364,7 @@ impl Core {
             check_display_name(name)?;
         }
         if let Some(url) = &change.avatar_url {
-            if url.len() > MAX_AVATAR_URL || url.chars().any(char::is_control) {
-                return Err(Error::invalid(
-                    "avatar_url",
-                    format!("must be at most {MAX_AVATAR_URL} bytes without control characters"),
-                ));
-            }
+            check_avatar_url(url)?;
         }
         let current = self.me(principal).await?;
         let mut resulting = current
@@ -358,18 +375,10 @@ impl Core {
         for (name, value) in &change.attributes {
             check_attribute_name(name)?;
             match value {
-                Some(v)
-                    if v.chars().count() > MAX_ATTRIBUTE_VALUE
-                        || v.chars().any(char::is_control) =>
-                {
-                    return Err(Error::invalid(
-                        "profile",
-                        format!(
-                            "attribute values are at most {MAX_ATTRIBUTE_VALUE} characters without control characters"
-                        ),
-                    ));
+                Some(v) => {
+                    check_attribute_value(v)?;
+                    resulting.insert(name.clone())
                 }
-                Some(_) => resulting.insert(name.clone()),
                 None => resulting.remove(name),
             };
         }

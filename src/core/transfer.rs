@@ -38,6 +38,10 @@ use time::format_description::well_known::Rfc3339;
 
 use super::Core;
 use super::accounts::{DEFAULT_ROLE, OPERATOR};
+use super::accounts::{
+    MAX_ATTRIBUTES, check_attribute_name, check_attribute_value, check_avatar_url,
+    check_display_name,
+};
 use super::audit::{self, AuditEventExt};
 use super::domain::{Email, Mobile, Platform, Username};
 use super::error::{Error, Result};
@@ -65,11 +69,6 @@ const MAX_MEMORY_KIB: u32 = 1024 * 1024;
 /// Longest salt the hashing pool can decode, in bytes.
 const MAX_SALT_BYTES: usize = 64;
 // The same bounds as account creation and profile edits (core::accounts).
-const MAX_DISPLAY_NAME_CHARS: usize = 128;
-const MAX_AVATAR_URL_BYTES: usize = 2048;
-const MAX_ATTRIBUTES: usize = 64;
-const MAX_ATTRIBUTE_NAME_BYTES: usize = 64;
-const MAX_ATTRIBUTE_VALUE_CHARS: usize = 1024;
 /// Longest user agent, as the HTTP layer keeps it.
 const MAX_USER_AGENT_CHARS: usize = 256;
 /// Longest successor salt accepted, in bytes (Sesame's are 32).
@@ -514,7 +513,7 @@ impl Import {
     /// Validates an account line as account creation would.
     fn account(&self, a: AccountLine) -> std::result::Result<AccountRecord, String> {
         if a.id <= 0 {
-            return Err("id must be a positive integer".into());
+            return Err("id: must be a positive integer".into());
         }
         let username = Username::parse(&a.username).map_err(|e| e.to_string())?;
         let email = a
@@ -529,12 +528,9 @@ impl Import {
             .map(Mobile::parse)
             .transpose()
             .map_err(|e| e.to_string())?;
-        check_text("display_name", &a.display_name, MAX_DISPLAY_NAME_CHARS)?;
-        if a.avatar_url.len() > MAX_AVATAR_URL_BYTES || a.avatar_url.chars().any(char::is_control) {
-            return Err(format!(
-                "avatar_url: must be at most {MAX_AVATAR_URL_BYTES} bytes without control characters"
-            ));
-        }
+        // The same rules as creating and editing an account.
+        check_display_name(&a.display_name).map_err(|e| e.to_string())?;
+        check_avatar_url(&a.avatar_url).map_err(|e| e.to_string())?;
         let status = AccountStatus::parse(&a.status)
             .ok_or("status: must be \"active\", \"disabled\" or \"locked\"")?;
         match a.password_hash_format.as_deref() {
@@ -629,7 +625,13 @@ fn from_object<T: serde::de::DeserializeOwned>(
     object: Map<String, Value>,
 ) -> std::result::Result<T, String> {
     serde_path_to_error::deserialize(Value::Object(object)).map_err(|error| {
-        let path = error.path().to_string();
+        let path: String = error
+            .path()
+            .to_string()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
         let message = error.inner().to_string();
         let what = if let Some(rest) = message.strip_prefix("unknown field `") {
             let field: String = rest
@@ -672,17 +674,8 @@ fn check_profile(profile: &BTreeMap<String, String>) -> std::result::Result<(), 
         return Err(format!("profile: at most {MAX_ATTRIBUTES} attributes"));
     }
     for (name, value) in profile {
-        let valid_name = !name.is_empty()
-            && name.len() <= MAX_ATTRIBUTE_NAME_BYTES
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !valid_name {
-            return Err(format!(
-                "profile: attribute names are 1 to {MAX_ATTRIBUTE_NAME_BYTES} characters of A-Z, a-z, 0-9, '_', '-' and '.'"
-            ));
-        }
-        check_text("profile", value, MAX_ATTRIBUTE_VALUE_CHARS)?;
+        check_attribute_name(name).map_err(|e| e.to_string())?;
+        check_attribute_value(value).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
