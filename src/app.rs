@@ -52,26 +52,9 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dy
     opened.with_context(|| format!("cannot open the database {}", displayable_url(url)))
 }
 
-/// A database URL fit for an error message: a SQLite path as is; a server
-/// URL without its password and query string.
-pub fn displayable_url(url: &str) -> String {
-    if url.starts_with("sqlite:") {
-        return url.to_owned();
-    }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(database_url)".to_owned();
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{user}@{host}")
-        }
-        None => authority.to_owned(),
-    };
-    format!("{scheme}://{host}/{path}")
-}
+/// A database or Redis URL fit for a message: a SQLite path as is; a
+/// server URL without its password and query string.
+pub use crate::redact::url as displayable_url;
 
 /// The state shared with other nodes: failure budgets and notices.
 struct Shared {
@@ -219,27 +202,5 @@ impl Application {
             tracing::error!(%error, "could not write the last audit events");
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::displayable_url;
-
-    #[test]
-    fn database_urls_in_errors_carry_no_credentials() {
-        assert_eq!(
-            displayable_url("sqlite:///var/lib/sesame/sesame.db"),
-            "sqlite:///var/lib/sesame/sesame.db"
-        );
-        assert_eq!(
-            displayable_url("postgres://sesame:hunter2@db:5432/sesame?sslmode=require&password=x"),
-            "postgres://sesame@db:5432/sesame"
-        );
-        assert_eq!(
-            displayable_url("postgres://db/sesame"),
-            "postgres://db/sesame"
-        );
-        assert_eq!(displayable_url("nonsense"), "(database_url)");
     }
 }

@@ -20,4 +20,5 @@ pub mod core;
 pub mod http;
 pub mod limits;
 pub mod notices;
+pub mod redact;
 pub mod store;

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use crate::clock::UnixTime;
 
 /// How to reach Redis, when several nodes share state through it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisSettings {
     /// `redis://host:port/db` or `rediss://…` (TLS).
     pub url: String,
@@ -22,6 +22,16 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Longest wait for a connection or a command before failing open.
     pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &crate::redact::url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl RedisSettings {

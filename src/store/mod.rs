@@ -22,7 +22,7 @@ pub use transfer::TransferStore;
 use crate::clock::UnixTime;
 
 /// How to reach and run the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://…` (`postgresql://` too).
     pub url: String,
@@ -35,6 +35,18 @@ pub struct DatabaseSettings {
     pub connect_timeout: std::time::Duration,
     /// Longest a statement may run before the server cancels it (PostgreSQL).
     pub statement_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &crate::redact::url(&self.url))
+            .field("auto_migrate", &self.auto_migrate)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
 }
 
 impl DatabaseSettings {
