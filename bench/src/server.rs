@@ -118,6 +118,9 @@ pub fn build_sesame() -> anyhow::Result<PathBuf> {
 fn sesame_command(binary: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(binary);
     command
+        // The harness's own setting (where `TempDatabase` creates the run's
+        // database); Sesame refuses `SESAME_*` variables it does not know.
+        .env_remove("SESAME_TEST_POSTGRES_URL")
         .env("SESAME_DATA_DIR", data_dir)
         .envs(extra_env.iter().copied());
     command
@@ -139,14 +142,18 @@ pub fn sesame_cli(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;
-    child
+    // A command that fails early closes its stdin unread: its exit status
+    // (and what it printed) is the error worth reporting, not the broken pipe.
+    let written = child
         .stdin
         .take()
         .context("stdin")?
-        .write_all(stdin.as_bytes())?;
-    if !child.wait()?.success() {
-        bail!("sesame {} failed", args.join(" "));
+        .write_all(stdin.as_bytes());
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("sesame {} failed ({status})", args.join(" "));
     }
+    written.context("writing to sesame's stdin")?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use super::tokens::{
 use super::{ClientInfo, Core};
 use crate::store::{
     Account, AccountStatus, AuditEvent, LoginRecord, NewRefreshToken, NewSession, SessionId,
-    TokenStyle,
+    SuccessorHashes, TokenStyle,
 };
 
 /// What the client proves its identity with.
@@ -512,7 +512,19 @@ impl Core {
         }
         let now = self.now();
         let hash = hash_token(refresh_token);
-        let Some((record, session)) = self.store.find_refresh_token_with_session(&hash).await?
+        // The successor's text depends on the session's token style, which
+        // only the store knows: derive both, let the store pick.
+        let salt = new_successor_salt();
+        let successors = [TokenStyle::Jwt, TokenStyle::Opaque]
+            .map(|style| successor_token(refresh_token, &salt, style));
+        let hashes = SuccessorHashes {
+            jwt: hash_token(&successors[0]),
+            opaque: hash_token(&successors[1]),
+        };
+        let Some((_, session, rotated)) = self
+            .store
+            .find_and_rotate_refresh_token(&hash, &salt, &hashes, now)
+            .await?
         else {
             return Err(Error::InvalidRefreshToken);
         };
@@ -526,21 +538,13 @@ impl Core {
             style,
             expires_at: session.expires_at,
         };
-        if record.rotated_at.is_none() {
-            let salt = new_successor_salt();
-            let successor = successor_token(refresh_token, &salt, style);
-            let new = NewRefreshToken {
-                hash: hash_token(&successor),
-                session_id: session.id.clone(),
-                issued_at: now,
+        if rotated {
+            let [jwt, opaque] = successors;
+            let successor = match style {
+                TokenStyle::Jwt => jwt,
+                TokenStyle::Opaque => opaque,
             };
-            if self
-                .store
-                .rotate_refresh_token(&hash, &salt, &new, now)
-                .await?
-            {
-                return self.grant(session_ref, successor, None).await;
-            }
+            return self.grant(session_ref, successor, None).await;
         }
         // Already rotated, by an earlier request or a concurrent one just now.
         let record = self

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::store::{
     AccountId, LoginRecord, NewAccount, NewRefreshToken, NewSession, PasswordVerifiers,
-    PurgeCutoffs, Store, TokenStyle,
+    PurgeCutoffs, Store, SuccessorHashes, TokenStyle,
 };
 
 async fn account(store: &dyn Store, name: &str) -> AccountId {
@@ -118,6 +118,69 @@ pub async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
             "a loser's successor was stored"
         );
     }
+}
+
+/// The same through the one-step read-and-rotate: exactly one call rotates,
+/// every call sees the token and its session, and a token of a revoked
+/// session is found but never rotated.
+pub async fn concurrent_find_and_rotate_has_one_winner(store: Arc<dyn Store>) {
+    sessions(&*store, 2).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32u8 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let successors = SuccessorHashes {
+                jwt: [100 + i; 32],
+                opaque: [200 - i; 32],
+            };
+            store
+                .find_and_rotate_refresh_token(&[0; 32], &[i; 32], &successors, 5)
+                .await
+                .unwrap()
+                .expect("found")
+        });
+    }
+    let found = tasks.join_all().await;
+    assert_eq!(found.iter().filter(|(_, _, rotated)| *rotated).count(), 1);
+    assert!(
+        found
+            .iter()
+            .all(|(token, session, _)| token.session_id == "s0" && session.id == "s0")
+    );
+    let parent = store.find_refresh_token(&[0; 32]).await.unwrap().unwrap();
+    let winner = 100 + parent.successor_salt.unwrap()[0];
+    let successor = store
+        .find_refresh_token(&[winner; 32])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (successor.session_id.as_str(), successor.issued_at),
+        ("s0", 5)
+    );
+
+    store
+        .revoke_session(&"s1".to_owned(), 6, "logout")
+        .await
+        .unwrap();
+    let successors = SuccessorHashes {
+        jwt: [50; 32],
+        opaque: [51; 32],
+    };
+    let (token, session, rotated) = store
+        .find_and_rotate_refresh_token(&[1; 32], &[1; 32], &successors, 7)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!rotated && token.rotated_at.is_none() && session.revoked_at == Some(6));
+    assert!(store.find_refresh_token(&[50; 32]).await.unwrap().is_none());
+    assert!(
+        store
+            .find_and_rotate_refresh_token(&[99; 32], &[1; 32], &successors, 7)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// Rotations of different sessions at once all succeed; a token presented

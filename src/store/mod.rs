@@ -237,6 +237,38 @@ pub trait SessionStore: Send + Sync {
         successor: &NewRefreshToken,
         now: UnixTime,
     ) -> StoreResult<bool>;
+    /// Finds a refresh token with its session and, when the token is not
+    /// rotated yet and the session is live at `now`, rotates it in the same
+    /// step (as [`SessionStore::rotate_refresh_token`] would, with the
+    /// successor hash of the session's token style). Returns the token as it
+    /// was found, its session, and whether this call rotated it. One round
+    /// trip where the backend allows; the default takes two.
+    async fn find_and_rotate_refresh_token(
+        &self,
+        hash: &TokenHash,
+        successor_salt: &[u8],
+        successors: &SuccessorHashes,
+        now: UnixTime,
+    ) -> StoreResult<Option<(RefreshToken, Session, bool)>> {
+        let Some((record, session)) = self.find_refresh_token_with_session(hash).await? else {
+            return Ok(None);
+        };
+        let rotated = record.rotated_at.is_none()
+            && session.is_live(now)
+            && self
+                .rotate_refresh_token(
+                    hash,
+                    successor_salt,
+                    &NewRefreshToken {
+                        hash: successors.for_style(session.token_style),
+                        session_id: session.id.clone(),
+                        issued_at: now,
+                    },
+                    now,
+                )
+                .await?;
+        Ok(Some((record, session, rotated)))
+    }
     /// Deletes at most `batch` rows of each kind housekeeping removes:
     /// sessions that ended (revoked or expired) before `ended_before`, with
     /// everything hanging off them; refresh tokens rotated before

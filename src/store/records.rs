@@ -382,3 +382,23 @@ pub struct Purged {
     /// Expired opaque access tokens.
     pub access_tokens: u64,
 }
+
+/// The hash of a refresh token's successor in each token style (the
+/// successor's text depends on the session's style, which the store knows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SuccessorHashes {
+    /// For JWT sessions.
+    pub jwt: TokenHash,
+    /// For opaque (careyshop) sessions.
+    pub opaque: TokenHash,
+}
+
+impl SuccessorHashes {
+    /// The hash for a session of `style`.
+    pub fn for_style(&self, style: TokenStyle) -> TokenHash {
+        match style {
+            TokenStyle::Jwt => self.jwt,
+            TokenStyle::Opaque => self.opaque,
+        }
+    }
+}

@@ -9,7 +9,8 @@ use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     AccountId, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken, PurgeCutoffs, Purged,
-    RefreshToken, Session, SessionId, SessionStore, StoreResult, TokenHash, TokenStyle,
+    RefreshToken, Session, SessionId, SessionStore, StoreResult, SuccessorHashes, TokenHash,
+    TokenStyle,
 };
 
 /// The columns of a session with its derived last use and its account's status.
@@ -20,6 +21,8 @@ macro_rules! session_columns {
          s.expires_at, s.revoked_at, a.status = 'active' AS account_active"
     };
 }
+
+pub(super) use session_columns;
 
 /// `SELECT` of sessions (with their accounts) matching a condition.
 macro_rules! select_sessions {
@@ -33,7 +36,7 @@ macro_rules! select_sessions {
     };
 }
 
-fn session_from_row(row: &PgRow) -> StoreResult<Session> {
+pub(super) fn session_from_row(row: &PgRow) -> StoreResult<Session> {
     let style: String = row.try_get("token_style").map_err(db_error)?;
     Ok(Session {
         id: row.try_get("id").map_err(db_error)?,
@@ -50,7 +53,7 @@ fn session_from_row(row: &PgRow) -> StoreResult<Session> {
     })
 }
 
-fn refresh_from_row(row: &PgRow, session_id: SessionId) -> StoreResult<RefreshToken> {
+pub(super) fn refresh_from_row(row: &PgRow, session_id: SessionId) -> StoreResult<RefreshToken> {
     let hash: Vec<u8> = row.try_get("token_hash").map_err(db_error)?;
     Ok(RefreshToken {
         hash: hash
@@ -316,6 +319,25 @@ impl SessionStore for PostgresStore {
         .await
         .map(|done| done.rows_affected() == 1)
         .map_err(db_error)
+    }
+
+    /// Group-committed with concurrent rotations (see `rotations.rs`): one
+    /// statement reads the token with its session, marks it rotated if it
+    /// is not and the session is live, and inserts the successor of the
+    /// session's style. Its snapshot is taken before the update; the update
+    /// waits for a concurrent rotation's row lock and then re-checks
+    /// `rotated_at IS NULL` against the committed row, exactly as
+    /// [`SessionStore::rotate_refresh_token`] does, so one rotation wins.
+    async fn find_and_rotate_refresh_token(
+        &self,
+        hash: &TokenHash,
+        successor_salt: &[u8],
+        successors: &SuccessorHashes,
+        now: UnixTime,
+    ) -> StoreResult<Option<(RefreshToken, Session, bool)>> {
+        self.rotations
+            .rotate(hash, successor_salt, successors, now)
+            .await
     }
 
     /// Each delete picks its rows with `SKIP LOCKED`, so nodes purging at

@@ -367,6 +367,12 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_read_and_rotate_in_one_step_has_one_winner() {
+        let (_dir, store) = store().await;
+        conformance::concurrent_find_and_rotate_has_one_winner(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn independent_rotations_in_one_batch_all_win() {
         let (_dir, store) = store().await;
         conformance::independent_rotations_all_win(store).await;
