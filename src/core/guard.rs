@@ -100,30 +100,36 @@ impl Core {
         }
     }
 
-    /// How this client is known to the account, if at all.
-    pub(crate) async fn recognise(
+    /// The account a login names, and how this client is known to it.
+    pub(crate) async fn find_for_login(
         &self,
-        account: &Account,
-        client: &ClientInfo,
-    ) -> Result<Recognition> {
-        let device = match &client.device_token {
-            Some(token) => {
-                let hash = hex::encode(hash_token(token));
-                self.store
-                    .is_known_client(account.id, ClientKind::Device, &hash)
-                    .await?
-            }
-            None => false,
-        };
-        let address = match client.ip {
-            Some(ip) if !device => {
-                self.store
-                    .is_known_client(account.id, ClientKind::Address, &ip.to_string())
-                    .await?
-            }
-            _ => false,
-        };
-        Ok(Recognition { device, address })
+        attempt: &super::login::LoginAttempt,
+    ) -> Result<(Option<Account>, Recognition)> {
+        let device = attempt
+            .client
+            .device_token
+            .as_ref()
+            .map(|token| hex::encode(hash_token(token)));
+        let address = attempt.client.ip.map(|ip| ip.to_string());
+        let found = self
+            .store
+            .find_account_for_login(
+                attempt.login.key(),
+                attempt.login.as_mobile().as_deref(),
+                device.as_deref(),
+                address.as_deref(),
+            )
+            .await?;
+        Ok(match found {
+            Some(found) => (
+                Some(found.account),
+                Recognition {
+                    device: found.known_device,
+                    address: !found.known_device && found.known_address,
+                },
+            ),
+            None => (None, Recognition::default()),
+        })
     }
 
     /// The clients to remember after a successful login: its address and

@@ -5,7 +5,7 @@ use super::audit::{self, AuditEventExt};
 use super::clock::UnixTime;
 use super::domain::{LoginId, Md5Hex, Password, Platform};
 use super::error::{Error, Result};
-use super::guard::{Recognition, account_key, address_key};
+use super::guard::{account_key, address_key};
 use super::sessions::PlatformPolicy;
 use super::tokens::{
     hash_token, is_opaque_token, new_opaque_token, new_refresh_token, new_successor_salt,
@@ -164,14 +164,7 @@ impl Core {
             );
             return Err(error);
         }
-        let account = self
-            .store
-            .find_account_by_login(attempt.login.key(), attempt.login.as_mobile().as_deref())
-            .await?;
-        let recognised = match &account {
-            Some(account) => self.recognise(account, &attempt.client).await?,
-            None => Recognition::default(),
-        };
+        let (account, recognised) = self.find_for_login(&attempt).await?;
         let known = recognised.known();
         let account_key = account_key(account.as_ref(), attempt.login.key());
         let base = match &account {

@@ -109,6 +109,39 @@ pub trait AccountStore: Send + Sync {
         key: &str,
         mobile: Option<&str>,
     ) -> StoreResult<Option<Account>>;
+    /// [`AccountStore::find_account_by_login`], with whether the account
+    /// knows this client: by the hash of its device token (`device`), and
+    /// by its `address`. One query where the backend allows.
+    async fn find_account_for_login(
+        &self,
+        key: &str,
+        mobile: Option<&str>,
+        device: Option<&str>,
+        address: Option<&str>,
+    ) -> StoreResult<Option<LoginCandidate>> {
+        let Some(account) = self.find_account_by_login(key, mobile).await? else {
+            return Ok(None);
+        };
+        let known_device = match device {
+            Some(device) => {
+                self.is_known_client(account.id, ClientKind::Device, device)
+                    .await?
+            }
+            None => false,
+        };
+        let known_address = match address {
+            Some(address) if !known_device => {
+                self.is_known_client(account.id, ClientKind::Address, address)
+                    .await?
+            }
+            _ => false,
+        };
+        Ok(Some(LoginCandidate {
+            account,
+            known_device,
+            known_address,
+        }))
+    }
     /// Finds an account by its folded username key.
     async fn find_account_by_username(&self, username_key: &str) -> StoreResult<Option<Account>>;
     /// Reads an account by id.

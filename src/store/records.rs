@@ -402,3 +402,15 @@ impl SuccessorHashes {
         }
     }
 }
+
+/// The account a login names, and whether it knows the client.
+#[derive(Debug, Clone)]
+pub struct LoginCandidate {
+    /// The account.
+    pub account: Account,
+    /// The client presented a device token this account was issued.
+    pub known_device: bool,
+    /// The client's address signed in to this account before (only
+    /// looked at when the device is not known).
+    pub known_address: bool,
+}

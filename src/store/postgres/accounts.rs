@@ -9,8 +9,8 @@ use sqlx::postgres::{PgExecutor, PgRow};
 use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
-    Account, AccountId, AccountStatus, AccountStore, ApiUsage, ClientKind, NewAccount,
-    PasswordVerifiers, ProfilePatch, StoreResult,
+    Account, AccountId, AccountStatus, AccountStore, ApiUsage, ClientKind, LoginCandidate,
+    NewAccount, PasswordVerifiers, ProfilePatch, StoreResult,
 };
 
 /// `SELECT` of account rows matching a condition, each with its roles,
@@ -142,6 +142,42 @@ impl AccountStore for PostgresStore {
             .bind(mobile.unwrap_or("")),
         )
         .await
+    }
+
+    /// One query: the account with two `EXISTS` on its known clients.
+    async fn find_account_for_login(
+        &self,
+        key: &str,
+        mobile: Option<&str>,
+        device: Option<&str>,
+        address: Option<&str>,
+    ) -> StoreResult<Option<LoginCandidate>> {
+        let row = sqlx::query(concat!(
+            "SELECT * FROM (",
+            select_accounts!(
+                "a.username_key = $1 OR a.email_key = $1 OR a.mobile = $2 \
+                 ORDER BY CASE WHEN a.username_key = $1 THEN 0 WHEN a.email_key = $1 THEN 1 ELSE 2 END \
+                 LIMIT 1"
+            ),
+            ") found, LATERAL (SELECT \
+               EXISTS (SELECT 1 FROM known_clients WHERE account_id = found.id \
+                       AND kind = 'device' AND value = $3) AS known_device, \
+               EXISTS (SELECT 1 FROM known_clients WHERE account_id = found.id \
+                       AND kind = 'ip' AND value = $4) AS known_address) known"
+        ))
+        .bind(key)
+        .bind(mobile.unwrap_or(""))
+        .bind(device)
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(LoginCandidate {
+            account: account_from_row(&row)?,
+            known_device: row.try_get("known_device").map_err(db_error)?,
+            known_address: row.try_get("known_address").map_err(db_error)?,
+        }))
     }
 
     async fn find_account_by_username(&self, username_key: &str) -> StoreResult<Option<Account>> {
@@ -382,43 +418,4 @@ impl AccountStore for PostgresStore {
         .map(|row| row.is_some())
         .map_err(db_error)
     }
-}
-
-/// Upserts the known clients, then keeps only the newest `keep` of each kind.
-pub(super) async fn remember_clients(
-    conn: &mut sqlx::PgConnection,
-    id: AccountId,
-    clients: &[(ClientKind, String)],
-    now: UnixTime,
-    keep: u32,
-) -> StoreResult<()> {
-    if clients.is_empty() {
-        return Ok(());
-    }
-    let kinds: Vec<&str> = clients.iter().map(|(kind, _)| kind.as_str()).collect();
-    let values: Vec<&str> = clients.iter().map(|(_, value)| value.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) \
-         SELECT $1, k, v, $4, $4 FROM UNNEST($2::text[], $3::text[]) AS c(k, v) \
-         ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen",
-    )
-    .bind(id)
-    .bind(&kinds)
-    .bind(&values)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    sqlx::query(
-        "DELETE FROM known_clients k USING \
-         (SELECT kind, value, ROW_NUMBER() OVER (PARTITION BY kind ORDER BY last_seen DESC, seq DESC) AS newest \
-          FROM known_clients WHERE account_id = $1) o \
-         WHERE k.account_id = $1 AND k.kind = o.kind AND k.value = o.value AND o.newest > $2",
-    )
-    .bind(id)
-    .bind(i64::from(keep))
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    Ok(())
 }

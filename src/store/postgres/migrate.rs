@@ -13,10 +13,16 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 1] = [(
-    "init",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: [(&str, &str); 2] = [
+    (
+        "init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "record_login",
+        include_str!("../../../migrations/postgres/0002_record_login.sql"),
+    ),
+];
 
 /// How many migrations this build knows.
 #[cfg(test)]

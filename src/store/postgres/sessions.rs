@@ -4,7 +4,6 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::accounts::remember_clients;
 use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
@@ -74,12 +73,14 @@ fn ids(rows: Vec<PgRow>) -> StoreResult<Vec<SessionId>> {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
-    /// One transaction. Its first statement updates the account's row and so
+    /// One call of `sesame_record_login` (migrations/postgres/0002), one
+    /// transaction. Its first statement updates the account's row and so
     /// holds that row's lock until commit: concurrent logins of one account,
-    /// from any node, pass here one at a time. Under READ COMMITTED each later
-    /// statement sees every session committed before the lock was granted, so
-    /// the single-platform replacement revokes the session a concurrent login
-    /// just opened, and exactly one stays live.
+    /// from any node, pass there one at a time. Under READ COMMITTED each
+    /// later statement takes a fresh snapshot and sees every session
+    /// committed before the lock was granted, so the single-platform
+    /// replacement revokes the session a concurrent login just opened, and
+    /// exactly one stays live.
     async fn record_login(
         &self,
         login: &LoginRecord,
@@ -87,65 +88,39 @@ impl SessionStore for PostgresStore {
         refresh: &NewRefreshToken,
         replace_platform: bool,
     ) -> StoreResult<Vec<SessionId>> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query(
-            "UPDATE accounts SET login_count = login_count + 1, last_login_at = $1, \
-             last_login_ip = $2, consecutive_failures = 0 WHERE id = $3",
+        let kinds: Vec<&str> = login
+            .clients
+            .iter()
+            .map(|(kind, _)| kind.as_str())
+            .collect();
+        let values: Vec<&str> = login
+            .clients
+            .iter()
+            .map(|(_, value)| value.as_str())
+            .collect();
+        ids(sqlx::query(
+            "SELECT * FROM sesame_record_login($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+             $12, $13, $14, $15, $16)",
         )
+        .bind(login.account_id)
         .bind(login.at)
         .bind(&login.ip)
-        .bind(login.account_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        remember_clients(
-            &mut tx,
-            login.account_id,
-            &login.clients,
-            login.at,
-            login.keep,
-        )
-        .await?;
-        let replaced = if replace_platform {
-            ids(sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoked_reason = 'replaced' \
-                 WHERE account_id = $2 AND platform = $3 AND revoked_at IS NULL RETURNING id",
-            )
-            .bind(session.created_at)
-            .bind(session.account_id)
-            .bind(&session.platform)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?)?
-        } else {
-            Vec::new()
-        };
-        sqlx::query(
-            "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
+        .bind(&kinds)
+        .bind(&values)
+        .bind(i64::from(login.keep))
+        .bind(replace_platform)
         .bind(&session.id)
-        .bind(session.account_id)
         .bind(&session.platform)
         .bind(&session.user_agent)
         .bind(&session.ip)
         .bind(session.token_style.as_str())
         .bind(session.created_at)
         .bind(session.expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, $2, $3)",
-        )
         .bind(&refresh.hash[..])
-        .bind(&refresh.session_id)
         .bind(refresh.issued_at)
-        .execute(&mut *tx)
+        .fetch_all(&self.pool)
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(replaced)
+        .map_err(db_error)?)
     }
 
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
