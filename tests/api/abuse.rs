@@ -345,30 +345,37 @@ async fn refusals_take_about_the_same_time_whatever_the_reason() {
     app.create_user("alice").await;
     let disabled = app.create_user("bob").await;
     app.core.set_enabled(disabled.id, false).await.unwrap();
-    let mut medians = Vec::new();
-    for (login, password) in [
-        ("alice", "wrong guess!"),
-        ("nobody", PASSWORD),
-        ("bob", PASSWORD),
-    ] {
-        let mut times = Vec::new();
-        for _ in 0..7 {
-            let started = Instant::now();
-            let status = app.login(login, password).await.status();
-            times.push(started.elapsed());
-            assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A skipped hash would make one kind of refusal several times faster;
+    // a busy machine (tests run in parallel) can blur one measurement,
+    // so a pass in any of three rounds counts.
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let mut medians = Vec::new();
+        for (login, password) in [
+            ("alice", "wrong guess!"),
+            ("nobody", PASSWORD),
+            ("bob", PASSWORD),
+        ] {
+            let mut times = Vec::new();
+            for _ in 0..7 {
+                let started = Instant::now();
+                let status = app.login(login, password).await.status();
+                times.push(started.elapsed());
+                assert_eq!(status, StatusCode::UNAUTHORIZED);
+            }
+            times.sort();
+            medians.push(times[3]);
         }
-        times.sort();
-        medians.push(times[3]);
+        let (fastest, slowest) = (
+            *medians.iter().min().unwrap(),
+            *medians.iter().max().unwrap(),
+        );
+        if slowest < fastest * 2 {
+            return;
+        }
+        rounds.push(medians);
     }
-    let (fastest, slowest) = (
-        *medians.iter().min().unwrap(),
-        *medians.iter().max().unwrap(),
-    );
-    assert!(
-        slowest < fastest * 2,
-        "medians differ too much: {medians:?}"
-    );
+    panic!("medians differ too much in every round: {rounds:?}");
 }
 
 #[tokio::test]
