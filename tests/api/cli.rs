@@ -8,20 +8,11 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::Deployment;
+use crate::helpers::{Deployment, sesame_command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sesame");
 
 fn sesame(deployment: &Deployment) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(deployment.env())
-        .env("SESAME_PASSWORDS__MEMORY_KIB", "256")
-        .env("SESAME_PASSWORDS__ITERATIONS", "1")
-        .env("SESAME_SESSIONS__CACHE_TTL", "0");
-    command
+    sesame_command(deployment.env())
 }
 
 fn run(command: &mut Command, stdin: Option<&str>) -> Output {

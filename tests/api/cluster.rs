@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sesame::store::Store;
 
-use crate::helpers::{Backend, Deployment, PASSWORD, backend};
+use crate::helpers::{Backend, Deployment, PASSWORD, backend, sesame_command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sesame");
 
@@ -36,13 +36,8 @@ impl Node {
 }
 
 fn sesame(deployment: &Deployment, extra_env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = sesame_command(deployment.env());
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(deployment.env())
-        .env("SESAME_PASSWORDS__MEMORY_KIB", "256")
-        .env("SESAME_PASSWORDS__ITERATIONS", "1")
         // Cached answers would stay trusted for a minute: a refusal on
         // another node can then only come from a notice.
         .env("SESAME_SESSIONS__CACHE_TTL", "60")

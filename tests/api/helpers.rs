@@ -23,6 +23,23 @@ pub const START: i64 = 1_767_225_600;
 /// A password that passes the policy.
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The real `sesame` binary with cheap hashing, no cache of live sessions
+/// (so that changes by another process show at once) and only `env` from
+/// the test's environment (a deployment's variables).
+pub fn sesame_command(
+    env: impl IntoIterator<Item = (&'static str, String)>,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .env("SESAME_PASSWORDS__MEMORY_KIB", "256")
+        .env("SESAME_PASSWORDS__ITERATIONS", "1")
+        .env("SESAME_SESSIONS__CACHE_TTL", "0");
+    command
+}
+
 /// Which backends this test binary runs on: the same tests are compiled
 /// into one binary per backend (see `[[test]]` in Cargo.toml), told apart
 /// by the binary's name.

@@ -13,19 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{Deployment, START, TestApp, assert_problem, refresh_token};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sesame");
 
 /// The real binary with cheap hashing, on the given deployment's variables.
 fn sesame(env: &[(&'static str, String)]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("SESAME_PASSWORDS__MEMORY_KIB", "256")
-        .env("SESAME_PASSWORDS__ITERATIONS", "1")
-        .env("SESAME_SESSIONS__CACHE_TTL", "0");
-    command
+    crate::helpers::sesame_command(env.iter().cloned())
 }
 
 fn run(command: &mut Command, stdin: Option<&str>) -> Output {
