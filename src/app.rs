@@ -64,34 +64,72 @@ struct Shared {
 
 /// Redis when configured; otherwise budgets per process, and notices through
 /// PostgreSQL (`LISTEN/NOTIFY`) or not at all (SQLite: one process).
-async fn open_shared(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Shared> {
-    if let Some(redis) = &config.redis {
-        let limiter = RedisLimiter::connect(redis)
-            .await
-            .context("cannot reach Redis (redis_url)")?;
-        let notices = RedisNotices::connect(redis)
-            .await
-            .context("cannot reach Redis (redis_url)")?;
-        return Ok(Shared {
-            limiter: Arc::new(limiter),
-            notices: Arc::new(notices),
-        });
-    }
-    let notices: Arc<dyn Notices> = match store.postgres() {
-        Some(postgres) => Arc::new(PgNotices::new(postgres)),
-        None => Arc::new(LocalOnly),
+///
+/// A server refuses to start without the Redis it was given (a wrong URL
+/// must not go unnoticed). An operator's command carries on without it,
+/// with a warning: an outage is when an operator may most need to disable
+/// an account, and its notices then travel through PostgreSQL.
+async fn open_shared(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    redis_required: bool,
+) -> anyhow::Result<Shared> {
+    let fallback_notices = || -> Arc<dyn Notices> {
+        match store.postgres() {
+            Some(postgres) => Arc::new(PgNotices::new(postgres)),
+            None => Arc::new(LocalOnly),
+        }
     };
+    if let Some(redis) = &config.redis {
+        let connected = async {
+            let limiter = RedisLimiter::connect(redis).await?;
+            let notices = RedisNotices::connect(redis)
+                .await
+                .map_err(|e| crate::limits::LimitsError(e.to_string()))?;
+            Ok::<_, crate::limits::LimitsError>((limiter, notices))
+        }
+        .await;
+        return match connected {
+            Ok((limiter, notices)) => Ok(Shared {
+                limiter: Arc::new(limiter),
+                notices: Arc::new(notices),
+            }),
+            Err(error) if redis_required => {
+                Err(anyhow::Error::new(error).context("cannot reach Redis (redis_url)"))
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "Redis is unreachable: this command's changes reach the servers through \
+                     the database's notices (or within sessions.cache_ttl), and failure \
+                     budgets kept in Redis are left as they are"
+                );
+                Ok(Shared {
+                    limiter: Arc::new(MemoryLimiter::new()),
+                    notices: fallback_notices(),
+                })
+            }
+        };
+    }
     Ok(Shared {
         limiter: Arc::new(MemoryLimiter::new()),
-        notices,
+        notices: fallback_notices(),
     })
 }
 
 /// Opens the store and the shared state and starts the core, without HTTP
-/// (for the CLI).
+/// (for the operator's commands).
 pub async fn open_core(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Core>> {
+    start_core(config, clock, false).await
+}
+
+async fn start_core(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    redis_required: bool,
+) -> anyhow::Result<Arc<Core>> {
     let store = open_store(config, config.database.auto_migrate).await?;
-    let shared = open_shared(config, &store).await?;
+    let shared = open_shared(config, &store, redis_required).await?;
     let core = Core::start(
         store,
         shared.limiter,
@@ -116,7 +154,7 @@ pub struct Application {
 impl Application {
     /// Opens the store, starts the core and binds the listener.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let core = open_core(config, clock).await?;
+        let core = start_core(config, clock, true).await?;
         core.spawn_housekeeping();
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(

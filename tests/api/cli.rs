@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Deployment, sesame_command};
 
-
 fn sesame(deployment: &Deployment) -> Command {
     sesame_command(deployment.env())
 }
@@ -659,4 +658,35 @@ async fn without_auto_migrate_start_up_waits_for_sesame_migrate() {
     let server = serve(&dir, &[manual]);
     assert!(!server.admin_password().is_empty());
     server.stop();
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_stops_a_server_but_not_an_operator() {
+    let dir = Deployment::new().await;
+    let unreachable = ("SESAME_REDIS_URL", "redis://:hunter2@127.0.0.1:1");
+    let served = run(
+        sesame(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env(unreachable.0, unreachable.1)
+            .env("SESAME_REDIS__TIMEOUT_MS", "200"),
+        None,
+    );
+    assert!(!served.status.success());
+    let stderr = text(&served.stderr);
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let added = run(
+        sesame(&dir)
+            .args(["user", "add", "--username", "ops", "--password-stdin"])
+            .env(unreachable.0, unreachable.1)
+            .env("SESAME_REDIS__TIMEOUT_MS", "200"),
+        Some("correct horse battery\n"),
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let stderr = text(&added.stderr);
+    assert!(stderr.contains("Redis is unreachable"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let shown = run(sesame(&dir).args(["user", "show", "ops", "--json"]), None);
+    assert!(shown.status.success());
 }

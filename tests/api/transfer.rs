@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{Deployment, START, TestApp, assert_problem, refresh_token};
 
-
 /// The real binary with cheap hashing, on the given deployment's variables.
 fn sesame(env: &[(&'static str, String)]) -> Command {
     crate::helpers::sesame_command(env.iter().cloned())
