@@ -1,7 +1,7 @@
 //! Several `sesame serve` processes on one PostgreSQL database (and one
-//! Redis, in the `api_redis` binary) behaving as one service. SQLite is one
-//! process by design, so in the `api` binary these tests have nothing to
-//! run and return at once.
+//! Redis, in the `api_redis` binary) behaving as one service. Compiled into
+//! the PostgreSQL binaries only (`postgres.rs`, `redis.rs`): SQLite is one
+//! process by design.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -13,8 +13,6 @@ use serde_json::{Value, json};
 use sesame::store::Store;
 
 use crate::helpers::{Backend, Deployment, PASSWORD, backend, sesame_command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sesame");
 
 /// One node: a `sesame serve` child process.
 struct Node {
@@ -35,7 +33,7 @@ impl Node {
     }
 }
 
-fn sesame(deployment: &Deployment, extra_env: &[(&str, &str)]) -> Command {
+pub(crate) fn sesame(deployment: &Deployment, extra_env: &[(&str, &str)]) -> Command {
     let mut command = sesame_command(deployment.env());
     command
         // Cached answers would stay trusted for a minute: a refusal on
@@ -134,15 +132,8 @@ async fn me(client: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
         .status()
 }
 
-fn clustered() -> bool {
-    backend() != Backend::Sqlite
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_one_node_works_on_all_and_a_logout_reaches_them_all() {
-    if !clustered() {
-        return;
-    }
     let deployment = Deployment::new().await;
     add_user(&deployment, "alice", &[]);
     let nodes = cluster(&deployment, 3, &[]).await;
@@ -206,9 +197,6 @@ async fn a_token_from_one_node_works_on_all_and_a_logout_reaches_them_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_refresh_token_at_three_nodes_at_once_yields_exactly_one_successor() {
-    if !clustered() {
-        return;
-    }
     let deployment = Deployment::new().await;
     add_user(&deployment, "bob", &[]);
     let nodes = cluster(&deployment, 3, &[]).await;
@@ -261,9 +249,6 @@ async fn one_refresh_token_at_three_nodes_at_once_yields_exactly_one_successor()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_logins_on_a_single_platform_across_nodes_leave_one_session() {
-    if !clustered() {
-        return;
-    }
     let deployment = Deployment::new().await;
     add_user(&deployment, "carol", &[]);
     let nodes = cluster(
@@ -311,9 +296,6 @@ async fn concurrent_logins_on_a_single_platform_across_nodes_leave_one_session()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accounts_failure_budget_holds_across_nodes() {
-    if !clustered() {
-        return;
-    }
     let deployment = Deployment::new().await;
     add_user(&deployment, "dave", &[]);
     let nodes = cluster(&deployment, 3, &[("SESAME_ABUSE__ACCOUNT_BURST", "5")]).await;
@@ -341,9 +323,6 @@ async fn an_accounts_failure_budget_holds_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_call_quota_holds_for_the_cluster_within_the_documented_bound() {
-    if !clustered() {
-        return;
-    }
     let deployment = Deployment::new().await;
     add_user(&deployment, "erin", &["--max-api-calls", "60"]);
     let nodes = cluster(&deployment, 3, &[("SESAME_SESSIONS__CACHE_TTL", "2")]).await;
@@ -384,9 +363,6 @@ async fn an_api_call_quota_holds_for_the_cluster_within_the_documented_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_nothing_it_acknowledged() {
-    if !clustered() {
-        return;
-    }
     let deployment = Deployment::new().await;
     for i in 0..4 {
         add_user(&deployment, &format!("user{i}"), &[]);
@@ -478,58 +454,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// The README's cluster example (examples/cluster/) run as written: three
-/// nodes on PostgreSQL and Redis behind a real nginx, checked by its script.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_cluster_example_runs_as_written() {
-    if backend() != Backend::PostgresRedis {
-        return;
-    }
-    let path = format!(
-        "{}:/usr/sbin:/usr/local/sbin:{}",
-        std::path::Path::new(BIN).parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let has_nginx = Command::new("sh")
-        .args(["-c", "command -v nginx"])
-        .env("PATH", &path)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_nginx {
-        assert!(std::env::var_os("CI").is_none(), "CI must install nginx");
-        eprintln!("skipped: no nginx on the PATH (apt-get install nginx)");
-        return;
-    }
-    let deployment = Deployment::new().await;
-    let mut command = sesame(&deployment, &[]);
-    command
-        .env("PATH", &path)
-        .env_remove("SESAME_SESSIONS__CACHE_TTL")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::task::spawn_blocking(move || {
-        // `sesame(..)` names the binary; the example runs `bash run.sh`.
-        let mut bash = Command::new("bash");
-        bash.args(["examples/cluster/run.sh", "--check"]);
-        bash.env_clear();
-        for (key, value) in command.get_envs() {
-            if let Some(value) = value {
-                bash.env(key, value);
-            }
-        }
-        bash.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("check passed"),
-        "the example failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// What the README shows of the example is what the example runs.

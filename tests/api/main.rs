@@ -4,13 +4,11 @@
 mod abuse;
 mod bad_input;
 mod cli;
-mod cluster;
 mod contracts;
 mod helpers;
 mod housekeeping;
 mod login;
 mod me;
-mod outage;
 mod refresh;
 mod sessions;
 mod transfer;

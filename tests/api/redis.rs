@@ -2,3 +2,7 @@
 //! The backend is chosen by this binary's name (`helpers::backend`).
 
 include!("main.rs");
+
+mod cluster;
+mod outage;
+mod with_redis;

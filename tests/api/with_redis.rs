@@ -1,0 +1,134 @@
+//! What needs Redis, compiled into the `api_redis` binary only: Redis going
+//! away at run time, and the README's cluster example (three nodes on
+//! PostgreSQL and Redis behind nginx).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::cluster::sesame;
+use crate::helpers::{Deployment, PASSWORD, TestApp, redis_url};
+use crate::outage::{Relay, authority, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sesame");
+
+/// A relay to the test Redis on `port` (0: any free port).
+async fn relay_to_redis(port: u16) -> Relay {
+    Relay::start_to(port, authority(&redis_url())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_survive_a_redis_outage_and_shared_state_resumes_after_it() {
+    let mut relay = relay_to_redis(0).await;
+    let port = relay.port;
+    let deployment = Deployment::new().await;
+    let app = TestApp::spawn_in(deployment, |c| {
+        c.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+        c.redis.timeout_ms = 200;
+        c.abuse.account_burst = 3;
+    })
+    .await;
+    app.create_user("alice").await;
+    app.create_user("bob").await;
+    assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
+
+    relay.cut();
+    // The subscription notices the cut: caches are no longer trusted.
+    eventually("the node stops trusting its caches", async || {
+        !app.core.caches_trusted()
+    })
+    .await;
+    // Authentication still works, and still refuses wrong passwords.
+    let started = Instant::now();
+    assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a login waited on Redis for {:?}",
+        started.elapsed()
+    );
+    let grant = app.login_ok("alice").await;
+    assert_eq!(
+        app.me_status(grant["access_token"].as_str().unwrap()).await,
+        StatusCode::OK
+    );
+    // Throttling falls back to this node's own budget: it still throttles.
+    for _ in 0..3 {
+        assert_eq!(
+            app.login("bob", "wrong guess!").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        app.login("bob", "wrong guess!").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A logout during the outage still ends the session here at once.
+    app.logout(grant["access_token"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(
+        app.me_status(grant["access_token"].as_str().unwrap()).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Redis is back on the same address: the node reconnects by itself.
+    let _relay = relay_to_redis(port).await;
+    eventually(
+        "the node resubscribes and trusts its caches again",
+        async || app.core.caches_trusted(),
+    )
+    .await;
+    eventually("logins keep working with Redis back", async || {
+        app.login("alice", PASSWORD).await.status() == StatusCode::OK
+    })
+    .await;
+}
+
+/// The README's cluster example (examples/cluster/) run as written: three
+/// nodes on PostgreSQL and Redis behind a real nginx, checked by its script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_cluster_example_runs_as_written() {
+    let path = format!(
+        "{}:/usr/sbin:/usr/local/sbin:{}",
+        std::path::Path::new(BIN).parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let has_nginx = Command::new("sh")
+        .args(["-c", "command -v nginx"])
+        .env("PATH", &path)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nginx {
+        assert!(std::env::var_os("CI").is_none(), "CI must install nginx");
+        eprintln!("skipped: no nginx on the PATH (apt-get install nginx)");
+        return;
+    }
+    let deployment = Deployment::new().await;
+    let mut command = sesame(&deployment, &[]);
+    command
+        .env("PATH", &path)
+        .env_remove("SESAME_SESSIONS__CACHE_TTL")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        // `sesame(..)` names the binary; the example runs `bash run.sh`.
+        let mut bash = Command::new("bash");
+        bash.args(["examples/cluster/run.sh", "--check"]);
+        bash.env_clear();
+        for (key, value) in command.get_envs() {
+            if let Some(value) = value {
+                bash.env(key, value);
+            }
+        }
+        bash.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("check passed"),
+        "the example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
