@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Deployment, sesame_command};
+use crate::helpers::{Deployment, healthy, sesame_command};
 
 fn sesame(deployment: &Deployment) -> Command {
     sesame_command(deployment.env())
@@ -84,20 +84,6 @@ fn serve(dir: &Deployment, extra_env: &[(&str, &str)]) -> Server {
         address: format!("http://{address}"),
         stdout,
     }
-}
-
-/// One blocking `GET /healthz`, without an HTTP client runtime.
-fn healthy(address: &str) -> bool {
-    use std::io::Read;
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return false;
-    };
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200")
 }
 
 impl Server {

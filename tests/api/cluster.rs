@@ -3,7 +3,7 @@
 //! the PostgreSQL binaries only (`postgres.rs`, `redis.rs`): SQLite is one
 //! process by design.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,26 +12,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sesame::store::Store;
 
-use crate::helpers::{Backend, Deployment, PASSWORD, backend, sesame_command};
+use crate::helpers::{Backend, Deployment, PASSWORD, ServerProcess, backend, sesame_command};
 
 /// One node: a `sesame serve` child process.
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-}
+type Node = ServerProcess;
 
 pub(crate) fn sesame(deployment: &Deployment, extra_env: &[(&str, &str)]) -> Command {
     let mut command = sesame_command(deployment.env());
@@ -46,39 +30,9 @@ pub(crate) fn sesame(deployment: &Deployment, extra_env: &[(&str, &str)]) -> Com
 
 /// Starts `n` nodes on the deployment and waits until each answers.
 async fn cluster(deployment: &Deployment, n: usize, extra_env: &[(&str, &str)]) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for _ in 0..n {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = sesame(deployment, extra_env)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node starts");
-        nodes.push(Node {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        });
-    }
-    let client = reqwest::Client::new();
-    for node in &nodes {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = client.get(node.url("/healthz")).send().await
-                && response.status() == StatusCode::OK
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node {} did not start", node.url);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    nodes
+    (0..n)
+        .map(|_| ServerProcess::start(sesame(deployment, extra_env)))
+        .collect()
 }
 
 /// Adds an account with the test password through the CLI (another process).

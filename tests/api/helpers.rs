@@ -40,6 +40,80 @@ pub fn sesame_command(
     command
 }
 
+/// One blocking `GET /healthz`, without an HTTP client runtime.
+pub fn healthy(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
+/// A `sesame serve` child process on a free port, killed when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    /// Runs `command` (the `sesame` binary, configured) as `serve` on a free
+    /// port, output discarded, and waits until it answers `/healthz`.
+    pub fn start(mut command: std::process::Command) -> Self {
+        use std::process::Stdio;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("address")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = command
+            .args(["serve", "--listen", &listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
+        let server = Self {
+            child,
+            address: format!("http://{listen}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !healthy(&listen) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server on {listen} did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// SIGTERM (counters and audit are flushed), then waits for a clean exit.
+    pub fn stop(mut self) {
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(self.child.wait().expect("exit status").success());
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Which backends this test binary runs on: the same tests are compiled
 /// into one binary per backend (see `[[test]]` in Cargo.toml), told apart
 /// by the binary's name.

@@ -2,16 +2,16 @@
 //! to this binary's backend (SQLite, PostgreSQL, PostgreSQL with Redis) and
 //! its accounts and sessions carry on there.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Deployment, START, TestApp, assert_problem, refresh_token};
+use crate::helpers::{Deployment, START, ServerProcess, TestApp, assert_problem, refresh_token};
 
 /// The real binary with cheap hashing, on the given deployment's variables.
 fn sesame(env: &[(&'static str, String)]) -> Command {
@@ -68,68 +68,16 @@ fn add_user(env: &[(&'static str, String)], args: &[&str], password: &str) -> Ou
     )
 }
 
-/// `sesame serve` on a free port until dropped.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    fn start(env: &[(&'static str, String)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = sesame(env)
-            .args(["serve", "--listen", &listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !healthy(&listen) {
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            address: format!("http://{listen}"),
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.address))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        response.json().await.unwrap()
-    }
-
-    /// SIGTERM, so that counters are flushed, then waits.
-    fn stop(mut self) {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(self.child.wait().unwrap().success());
-    }
-}
-
-fn healthy(address: &str) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return false;
-    };
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    let mut answer = String::new();
-    stream.write_all(request.as_bytes()).is_ok()
-        && stream.read_to_string(&mut answer).is_ok()
-        && answer.starts_with("HTTP/1.1 200")
+/// `POST path` with a JSON body to a server, expecting 200.
+async fn post(server: &ServerProcess, path: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.unwrap()
 }
 
 const ALICE_PASSWORD: &str = "alice password 1";
@@ -189,41 +137,44 @@ async fn populated_source() -> Source {
     ));
     ok(add_user(&env, &["--username", "carol"], CAROL_PASSWORD));
 
-    let server = Server::start(&env);
-    let grant = server
-        .post(
-            "/v1/login",
-            json!({"login": "alice", "password": ALICE_PASSWORD, "platform": "iOS"}),
-        )
-        .await;
+    let server = ServerProcess::start(sesame(&env));
+    let grant = post(
+        &server,
+        "/v1/login",
+        json!({"login": "alice", "password": ALICE_PASSWORD, "platform": "iOS"}),
+    )
+    .await;
     let alice_id: i64 = grant["user"]["id"].as_str().unwrap().parse().unwrap();
     let alice_access = grant["access_token"].as_str().unwrap().to_owned();
     let me = reqwest::Client::new()
-        .get(format!("{}/v1/me", server.address))
+        .get(server.url("/v1/me"))
         .bearer_auth(&alice_access)
         .send()
         .await
         .unwrap();
     assert_eq!(me.status(), StatusCode::OK);
     let alice_rotated = refresh_token(&grant).to_owned();
-    let rotated = server
-        .post("/v1/refresh", json!({"refresh_token": alice_rotated}))
-        .await;
+    let rotated = post(
+        &server,
+        "/v1/refresh",
+        json!({"refresh_token": alice_rotated}),
+    )
+    .await;
     let alice_live = refresh_token(&rotated).to_owned();
-    let bob = server
-        .post(
-            "/v1/login",
-            json!({"login": "bob@example.com", "password": BOB_PASSWORD}),
-        )
-        .await;
-    let carol = server
-        .post(
-            "/v1/login",
-            json!({"login": "carol", "password": CAROL_PASSWORD}),
-        )
-        .await;
+    let bob = post(
+        &server,
+        "/v1/login",
+        json!({"login": "bob@example.com", "password": BOB_PASSWORD}),
+    )
+    .await;
+    let carol = post(
+        &server,
+        "/v1/login",
+        json!({"login": "carol", "password": CAROL_PASSWORD}),
+    )
+    .await;
     let logout = reqwest::Client::new()
-        .post(format!("{}/v1/logout", server.address))
+        .post(server.url("/v1/logout"))
         .bearer_auth(carol["access_token"].as_str().unwrap())
         .send()
         .await
