@@ -143,17 +143,22 @@ mod tests {
     use super::testing::TempDatabase;
     use crate::store::{DatabaseSettings, conformance};
 
-    /// A store on a fresh database, or `None` (printing why) when no server
-    /// is reachable and this is not CI.
-    async fn store() -> Option<(TempDatabase, Arc<PostgresStore>)> {
-        let database = match TempDatabase::create().await {
-            Ok(database) => database,
+    /// A fresh, empty database, or `None` (printing why) when no server is
+    /// reachable and this is not CI; on CI that is a failure.
+    async fn database() -> Option<TempDatabase> {
+        match TempDatabase::create().await {
+            Ok(database) => Some(database),
             Err(reason) if std::env::var_os("CI").is_none() => {
                 eprintln!("skipped: {reason}");
-                return None;
+                None
             }
             Err(reason) => panic!("{reason}"),
-        };
+        }
+    }
+
+    /// A store on a fresh database (see [`database`]).
+    async fn store() -> Option<(TempDatabase, Arc<PostgresStore>)> {
+        let database = database().await?;
         let store = PostgresStore::open(&DatabaseSettings::for_url(&database.url), true)
             .await
             .unwrap();
@@ -233,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_schema_behind_is_refused_without_auto_migrate() {
-        let Ok(fresh) = TempDatabase::create().await else {
+        let Some(fresh) = database().await else {
             return;
         };
         let error = PostgresStore::open(&DatabaseSettings::for_url(&fresh.url), false)
@@ -248,7 +253,7 @@ mod tests {
     /// checks it and so refuses, never falling back to plain text.
     #[tokio::test]
     async fn the_url_decides_tls() {
-        let Ok(fresh) = TempDatabase::create().await else {
+        let Some(fresh) = database().await else {
             return;
         };
         let url = format!("{}?sslmode=require", fresh.url);
