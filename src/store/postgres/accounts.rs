@@ -144,7 +144,7 @@ impl AccountStore for PostgresStore {
         .await
     }
 
-    /// One query: the account with two `EXISTS` on its known clients.
+    /// One query: the account, and whether the client is among its known ones.
     async fn find_account_for_login(
         &self,
         key: &str,
@@ -160,10 +160,9 @@ impl AccountStore for PostgresStore {
                  LIMIT 1"
             ),
             ") found, LATERAL (SELECT \
-               EXISTS (SELECT 1 FROM known_clients WHERE account_id = found.id \
-                       AND kind = 'device' AND value = $3) AS known_device, \
-               EXISTS (SELECT 1 FROM known_clients WHERE account_id = found.id \
-                       AND kind = 'ip' AND value = $4) AS known_address) known"
+               COALESCE($3 = ANY(k.known_devices), false) AS known_device, \
+               COALESCE($4 = ANY(k.known_addresses), false) AS known_address \
+               FROM accounts k WHERE k.id = found.id) known"
         ))
         .bind(key)
         .bind(mobile.unwrap_or(""))
@@ -407,15 +406,17 @@ impl AccountStore for PostgresStore {
         kind: ClientKind,
         value: &str,
     ) -> StoreResult<bool> {
-        sqlx::query(
-            "SELECT 1 FROM known_clients WHERE account_id = $1 AND kind = $2 AND value = $3",
-        )
-        .bind(id)
-        .bind(kind.as_str())
-        .bind(value)
-        .fetch_optional(&self.pool)
-        .await
-        .map(|row| row.is_some())
-        .map_err(db_error)
+        let known = match kind {
+            ClientKind::Device => "SELECT $2 = ANY(known_devices) FROM accounts WHERE id = $1",
+            ClientKind::Address => "SELECT $2 = ANY(known_addresses) FROM accounts WHERE id = $1",
+        };
+        sqlx::query(known)
+            .bind(id)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await
+            .and_then(|row| row.map(|row| row.try_get::<bool, _>(0)).transpose())
+            .map(|known| known.unwrap_or(false))
+            .map_err(db_error)
     }
 }

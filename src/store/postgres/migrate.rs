@@ -13,7 +13,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 2] = [
+const MIGRATIONS: [(&str, &str); 3] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -21,6 +21,10 @@ const MIGRATIONS: [(&str, &str); 2] = [
     (
         "record_login",
         include_str!("../../../migrations/postgres/0002_record_login.sql"),
+    ),
+    (
+        "known_clients_on_account",
+        include_str!("../../../migrations/postgres/0003_known_clients_on_account.sql"),
     ),
 ];
 
@@ -49,7 +53,7 @@ pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-    let result = apply_pending(&mut conn).await;
+    let result = apply_pending(&mut conn, MIGRATIONS.len()).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *conn)
@@ -88,7 +92,8 @@ fn check_not_newer(applied: usize) -> StoreResult<()> {
     Ok(())
 }
 
-async fn apply_pending(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+/// Applies the migrations after the newest applied one, up to `target`.
+async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> StoreResult<()> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS sesame_migrations (\
          version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
@@ -99,7 +104,7 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
     .map_err(db_error)?;
     let applied = applied(conn).await?;
     check_not_newer(applied)?;
-    for (index, (description, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
+    for (index, (description, sql)) in MIGRATIONS.iter().enumerate().take(target).skip(applied) {
         let version = index + 1;
         let failed = |e: sqlx::Error| {
             StoreError::Database(format!("migration {version} failed: {}", db_error(e)))
@@ -117,4 +122,68 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
         tracing::info!(version, description, "applied database migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+    use crate::store::postgres::testing::TempDatabase;
+
+    /// A database whose known clients were rows (schema 2) keeps them, in
+    /// the same order, on the account's row (schema 3).
+    #[tokio::test]
+    async fn known_clients_move_onto_their_account_in_order() {
+        let database = match TempDatabase::create().await {
+            Ok(database) => database,
+            Err(reason) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: {reason}");
+                return;
+            }
+            Err(reason) => panic!("{reason}"),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&database.url)
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        apply_pending(&mut conn, 2).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO accounts (id, username, username_key, password_hash, \
+               password_changed_at, created_at, updated_at) \
+             VALUES (1, 'ann', 'ann', 'x', 0, 0, 0), (2, 'bob', 'bob', 'x', 0, 0, 0); \
+             INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES \
+               (1, 'device', 'old', 1, 10), (1, 'device', 'new', 2, 30), \
+               (1, 'device', 'tie-first', 3, 20), (1, 'device', 'tie-second', 4, 20), \
+               (1, 'ip', '192.0.2.1', 1, 5)",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        apply_pending(&mut conn, MIGRATIONS.len()).await.unwrap();
+        let rows: Vec<(i64, Vec<String>, Vec<String>)> =
+            sqlx::query_as("SELECT id, known_devices, known_addresses FROM accounts ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    1,
+                    strings(&["new", "tie-second", "tie-first", "old"]),
+                    strings(&["192.0.2.1"])
+                ),
+                (2, vec![], vec![]),
+            ]
+        );
+        let gone: bool = sqlx::query_scalar("SELECT to_regclass('known_clients') IS NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert!(gone, "the old table is dropped");
+    }
 }

@@ -7,9 +7,9 @@ use sqlx::postgres::PgRow;
 use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
-    AccountId, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken, PurgeCutoffs, Purged,
-    RefreshToken, Session, SessionId, SessionStore, StoreResult, SuccessorHashes, TokenHash,
-    TokenStyle,
+    AccountId, ClientKind, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken,
+    PurgeCutoffs, Purged, RefreshToken, Session, SessionId, SessionStore, StoreResult,
+    SuccessorHashes, TokenHash, TokenStyle,
 };
 
 /// The columns of a session with its derived last use and its account's status.
@@ -88,16 +88,13 @@ impl SessionStore for PostgresStore {
         refresh: &NewRefreshToken,
         replace_platform: bool,
     ) -> StoreResult<Vec<SessionId>> {
-        let kinds: Vec<&str> = login
-            .clients
-            .iter()
-            .map(|(kind, _)| kind.as_str())
-            .collect();
-        let values: Vec<&str> = login
-            .clients
-            .iter()
-            .map(|(_, value)| value.as_str())
-            .collect();
+        let known = |wanted: ClientKind| {
+            login
+                .clients
+                .iter()
+                .find(|(kind, _)| *kind == wanted)
+                .map(|(_, value)| value.as_str())
+        };
         ids(sqlx::query(
             "SELECT * FROM sesame_record_login($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
              $12, $13, $14, $15, $16)",
@@ -105,8 +102,8 @@ impl SessionStore for PostgresStore {
         .bind(login.account_id)
         .bind(login.at)
         .bind(&login.ip)
-        .bind(&kinds)
-        .bind(&values)
+        .bind(known(ClientKind::Device))
+        .bind(known(ClientKind::Address))
         .bind(i64::from(login.keep))
         .bind(replace_platform)
         .bind(&session.id)
