@@ -40,7 +40,7 @@ const FLOOD_CONNECTIONS: usize = 600;
 const ROUNDS: u32 = 3;
 
 /// Groups of rows `--only` can pick; each brings the reference its rows are compared with.
-const GROUPS: [&str; 4] = ["login", "me", "refresh", "flood"];
+const GROUPS: [&str; 5] = ["login", "me", "authz", "refresh", "flood"];
 /// The groups that have PostgreSQL rows.
 const POSTGRES_GROUPS: [&str; 3] = ["login", "me", "refresh"];
 
@@ -341,7 +341,13 @@ async fn run(options: Options) -> anyhow::Result<()> {
             bearer,
         })
     };
-    if options.wants("me") || options.wants("refresh") {
+    let authz = Arc::new(Fixed {
+        method: Method::GET,
+        path: "/v1/authz".into(),
+        body: None,
+        bearer: true,
+    });
+    if options.wants("me") || options.wants("authz") || options.wants("refresh") {
         let bare = server::start_bare_axum()?;
         let access_tokens = |addr| async move {
             let grants = grants(addr, 16).await?;
@@ -379,10 +385,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let mut bare16 = Outcome::default();
         let mut bare64 = Outcome::default();
         let (mut me16, mut me64) = (Outcome::default(), Outcome::default());
+        let mut authz64 = Outcome::default();
         let (mut refresh16, mut refresh64) = (Outcome::default(), Outcome::default());
         let (mut pg_me16, mut pg_me64) = (Outcome::default(), Outcome::default());
         let (mut pg_refresh16, mut pg_refresh64) = (Outcome::default(), Outcome::default());
-        eprintln!("bare axum, GET /v1/me, refresh: {ROUNDS} rounds …");
+        eprintln!("bare axum, GET /v1/me, GET /v1/authz, refresh: {ROUNDS} rounds …");
         for _ in 0..ROUNDS {
             bare16.append(drive(bare.addr, vec![String::new(); 16], slice, me(false)).await);
             bare64.append(drive(bare.addr, vec![String::new(); 64], slice, me(false)).await);
@@ -395,6 +402,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 if let Some(addr) = pg_addr {
                     pg_me64.append(drive(addr, spread(&pg_tokens, 64), slice, me(true)).await);
                 }
+            }
+            if options.wants("authz") {
+                authz64.append(drive(sesame.addr, spread(&tokens, 64), slice, authz.clone()).await);
             }
             if options.wants("refresh") {
                 refresh16.append(drive(sesame.addr, chains16, slice, Arc::new(RefreshChain)).await);
@@ -418,6 +428,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
         if options.wants("me") {
             let pg = pg_addr.map(|_| (&mut pg_me16, &mut pg_me64));
             report.me(&mut me16, &mut me64, &bare16, &bare64, pg);
+        }
+        if options.wants("authz") {
+            report.authz(&mut authz64, &bare64);
         }
         if options.wants("refresh") {
             let pg = pg_addr.map(|_| (&mut pg_refresh16, &mut pg_refresh64));

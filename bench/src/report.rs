@@ -164,6 +164,17 @@ impl Report {
 
     /// The `GET /v1/me` rows; a PostgreSQL row is compared with the SQLite
     /// row of the same concurrency (the hot path must not touch the database).
+    /// Forward auth: the hottest path, against the bare handler.
+    pub fn authz(&mut self, c64: &mut Outcome, bare64: &Outcome) {
+        let mut row = Row::new("GET /v1/authz, c=64").load(c64, 200);
+        row.reference = "bare axum c=64".into();
+        row.ratio = row.rate.map(|r| r / bare64.rate_of(200));
+        row.target = "≥ 0.50, p99 < 10 ms".into();
+        row.met = Some(row.ratio.unwrap_or(0.0) >= 0.50 && row.p99.unwrap_or(f64::MAX) < 10.0);
+        self.check("GET /v1/authz, c=64", c64);
+        self.rows.push(row);
+    }
+
     pub fn me(
         &mut self,
         c16: &mut Outcome,

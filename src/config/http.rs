@@ -73,6 +73,7 @@ impl RawHttp {
                 300,
             )),
             trusted_proxies,
+            forward_auth: Default::default(),
         }
     }
 }

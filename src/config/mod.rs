@@ -13,6 +13,7 @@
 mod abuse;
 mod contracts;
 mod database;
+mod forward_auth;
 mod housekeeping;
 mod http;
 mod passwords;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use self::abuse::{RawAbuse, RawAudit};
 pub use self::contracts::RawContracts;
 pub use self::database::RawDatabase;
+pub use self::forward_auth::RawForwardAuth;
 pub use self::housekeeping::RawHousekeeping;
 pub use self::http::RawHttp;
 pub use self::passwords::RawPasswords;
@@ -94,6 +96,8 @@ pub struct RawConfig {
     pub audit: RawAudit,
     /// `[housekeeping]`.
     pub housekeeping: RawHousekeeping,
+    /// `[forward_auth]`.
+    pub forward_auth: RawForwardAuth,
 }
 
 impl Default for RawConfig {
@@ -114,6 +118,7 @@ impl Default for RawConfig {
             abuse: RawAbuse::default(),
             audit: RawAudit::default(),
             housekeeping: RawHousekeeping::default(),
+            forward_auth: RawForwardAuth::default(),
         }
     }
 }
@@ -237,7 +242,8 @@ impl RawConfig {
         let tokens = self.tokens.validate(&mut problems);
         let hashing = self.passwords.validate(&mut problems);
         let sessions = self.sessions.validate(&mut problems);
-        let http = self.http.validate(&mut problems);
+        let mut http = self.http.validate(&mut problems);
+        http.forward_auth = self.forward_auth.validate(&mut problems);
         let abuse = self
             .abuse
             .validate(&self.audit, self.passwords.refuse_common, &mut problems);

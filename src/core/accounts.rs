@@ -1,6 +1,7 @@
 //! Account management: creation, passwords, status and the caller's own profile.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::ClientInfo;
 use super::Core;
@@ -119,21 +120,22 @@ impl Core {
 
     /// An account with its live API-call count (stored plus not yet flushed).
     pub(crate) async fn account_with_usage(&self, id: AccountId) -> Result<Account> {
-        let now = self.now();
-        let cached = match self.caches.account(id, now) {
-            Some(account) => account,
-            None => {
-                let account = std::sync::Arc::new(self.account(id).await?);
-                self.caches
-                    .accounts
-                    .put(std::sync::Arc::clone(&account), now);
-                account
-            }
-        };
-        let mut account = Account::clone(&cached);
+        let mut account = Account::clone(&*self.cached_account(id).await?);
         if let Some(count) = self.api_calls.current(id) {
             account.api_calls_count = count;
         }
+        Ok(account)
+    }
+
+    /// The account as it is now: from this node's cache, which every change
+    /// on any node empties (see `core::cache`), or else from the store.
+    pub(crate) async fn cached_account(&self, id: AccountId) -> Result<Arc<Account>> {
+        let now = self.now();
+        if let Some(account) = self.caches.account(id, now) {
+            return Ok(account);
+        }
+        let account = Arc::new(self.account(id).await?);
+        self.caches.accounts.put(Arc::clone(&account), now);
         Ok(account)
     }
 

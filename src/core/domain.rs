@@ -295,9 +295,65 @@ impl Platform {
     }
 }
 
+/// The name of a permission or a role: 1 to 64 characters of lower-case
+/// ASCII letters, digits and `_ . : -`, starting with a letter. So narrow
+/// because names travel in token claims and in comma-separated headers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+/// Longest permission or role name.
+const MAX_NAME_CHARS: usize = 64;
+
+impl Name {
+    /// Parses a name; `field` names the request field in the error.
+    pub fn parse(raw: &str, field: &'static str) -> Result<Self> {
+        let valid = (1..=MAX_NAME_CHARS).contains(&raw.len())
+            && raw.starts_with(|c: char| c.is_ascii_lowercase())
+            && raw.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | ':' | '-')
+            });
+        if !valid {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "must be 1 to {MAX_NAME_CHARS} characters of a-z, 0-9, '_', '.', ':' and '-', \
+                     starting with a letter"
+                ),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_narrow_enough_for_headers_and_claims() {
+        for good in ["admin", "read", "billing:write", "a", "x-1.y_2"] {
+            assert_eq!(Name::parse(good, "permission").unwrap().as_str(), good);
+        }
+        let long = "a".repeat(65);
+        for bad in ["", "Admin", "1st", "-x", "a b", "a,b", "é", long.as_str()] {
+            let error = Name::parse(bad, "permission").unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    Error::InvalidInput {
+                        field: "permission",
+                        ..
+                    }
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn usernames_fold_case_and_compatibility_forms() {

@@ -570,6 +570,16 @@ impl Core {
     /// Checks a bearer token (JWT or opaque) and that its session is live,
     /// then counts the call against the account's API-call quota.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
+        let principal = self.identify(bearer).await?;
+        self.api_calls
+            .admit(principal.account_id, self.now())
+            .await?;
+        Ok(principal)
+    }
+
+    /// Checks a bearer token (JWT or opaque) and that its session is live;
+    /// counts nothing.
+    pub(crate) async fn identify(&self, bearer: &str) -> Result<Principal> {
         let now = self.now();
         let principal = if is_opaque_token(bearer) {
             let token = self
@@ -591,7 +601,6 @@ impl Core {
         };
         self.ensure_live(&principal.session_id, principal.account_id)
             .await?;
-        self.api_calls.admit(principal.account_id, now).await?;
         Ok(principal)
     }
 

@@ -7,6 +7,7 @@ pub mod accounts;
 /// Time types live below the core (the store and limits use them too).
 pub use crate::clock;
 pub mod audit;
+pub mod authz;
 pub mod cache;
 pub mod domain;
 pub mod error;

@@ -4,6 +4,7 @@
 //! layers every request goes through (body limit, timeout, panic guard,
 //! tracing without query strings).
 
+pub mod authz;
 pub mod contracts;
 pub mod error;
 pub mod extract;
@@ -39,6 +40,8 @@ pub struct HttpSettings {
     pub header_timeout: Duration,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Forward auth (`/v1/authz`).
+    pub forward_auth: authz::ForwardAuthSettings,
 }
 
 impl Default for HttpSettings {
@@ -48,6 +51,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            forward_auth: authz::ForwardAuthSettings::default(),
         }
     }
 }
@@ -67,6 +71,7 @@ pub struct AppState {
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     Router::new()
         .merge(native::router())
+        .merge(authz::router())
                 .merge(wellknown::router())
         .merge(contracts::router(&state.contracts))
         .fallback(not_found)

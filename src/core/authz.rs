@@ -1,0 +1,35 @@
+//! Forward auth: may the bearer of a token reach a service behind the
+//! operator's reverse proxy? Answered from live state (a role taken away
+//! applies at the next request, not the next token) and, in the steady
+//! state, from this node's memory only: the session and the account come
+//! from the caches every change empties on every node, and the call is
+//! counted in memory and flushed with the others.
+
+use std::sync::Arc;
+
+use super::Core;
+use super::domain::Name;
+use super::error::{Error, Result};
+use crate::store::Account;
+
+impl Core {
+    /// The account behind `bearer` if its session is live, it holds every
+    /// permission in `required` ([`Error::Forbidden`] if not) and its quota
+    /// admits one more call ([`Error::QuotaExceeded`]), which is counted.
+    pub async fn authorize(&self, bearer: &str, required: &[Name]) -> Result<Arc<Account>> {
+        let principal = self.identify(bearer).await?;
+        let account = self
+            .cached_account(principal.account_id)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::Unauthenticated,
+                other => other,
+            })?;
+        let held = |name: &Name| account.permissions.iter().any(|p| p == name.as_str());
+        if !required.iter().all(held) {
+            return Err(Error::Forbidden);
+        }
+        self.api_calls.admit(account.id, self.now()).await?;
+        Ok(account)
+    }
+}

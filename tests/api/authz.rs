@@ -1,0 +1,459 @@
+//! Forward auth (`/v1/authz`): the answers a reverse proxy acts on, and a
+//! real nginx in front of a small upstream, configured as the README shows.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, access, assert_problem};
+
+async fn authz(app: &TestApp, path: &str, token: Option<&str>) -> reqwest::Response {
+    let request = app.client.get(app.url(path));
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    request.send().await.unwrap()
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn a_live_token_passes_with_the_caller_described() {
+    let app = TestApp::spawn().await;
+    let ann = app.create_user("ann").await;
+    let token = access(&app.login_ok("ann").await).to_owned();
+    for (method, path) in [
+        ("GET", "/v1/authz"),
+        ("POST", "/v1/authz/some/original/path?x=1"),
+        ("DELETE", "/v1/authz/"),
+        ("PATCH", "/v1/authz/a%20b"),
+    ] {
+        let response = app
+            .client
+            .request(method.parse().unwrap(), app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{method} {path}");
+        assert_eq!(response.content_length(), Some(0));
+        assert_eq!(header(&response, "x-sesame-user"), Some("ann"));
+        assert_eq!(
+            header(&response, "x-sesame-user-id"),
+            Some(ann.id.to_string().as_str())
+        );
+        assert_eq!(header(&response, "x-sesame-roles"), Some("user"));
+        assert_eq!(header(&response, "x-sesame-permissions"), Some("read"));
+        assert_eq!(header(&response, "cache-control"), Some("no-store"));
+    }
+}
+
+#[tokio::test]
+async fn without_a_live_session_the_answer_is_401() {
+    let app = TestApp::spawn().await;
+    app.create_user("ann").await;
+    let grant = app.login_ok("ann").await;
+    let token = access(&grant).to_owned();
+
+    let missing = authz(&app, "/v1/authz", None).await;
+    assert_eq!(
+        header(&missing, "www-authenticate"),
+        Some("Bearer realm=\"sesame\"")
+    );
+    assert_problem(missing, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    for bad in ["garbage", "a.b.c", &format!("{token}x")] {
+        let response = authz(&app, "/v1/authz", Some(bad)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{bad}");
+    }
+    let basic = app
+        .client
+        .get(app.url("/v1/authz"))
+        .basic_auth("ann", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        basic.status(),
+        StatusCode::UNAUTHORIZED,
+        "passwords are not tokens"
+    );
+
+    assert_eq!(
+        authz(&app, "/v1/authz", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    app.clock.advance(3600 + 30);
+    assert_eq!(
+        authz(&app, "/v1/authz", Some(&token)).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "expired (past the 30 s leeway) by the injected clock"
+    );
+
+    let token = access(&app.login_ok("ann").await).to_owned();
+    assert_eq!(
+        authz(&app, "/v1/authz", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.logout(&token, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        authz(&app, "/v1/authz", Some(&token)).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a logout ends forward auth at once"
+    );
+}
+
+#[tokio::test]
+async fn a_required_permission_that_is_missing_is_403_permission() {
+    let app = TestApp::spawn().await;
+    app.create_user("ann").await;
+    app.create_user_full("root", None, None, &["administrator"])
+        .await;
+    let ann = access(&app.login_ok("ann").await).to_owned();
+    let root = access(&app.login_ok("root").await).to_owned();
+
+    for path in [
+        "/v1/authz?permission=admin",
+        "/v1/authz/x?permission=read,admin",
+    ] {
+        let response = authz(&app, path, Some(&ann)).await;
+        assert_eq!(header(&response, "x-sesame-reason"), Some("permission"));
+        assert!(header(&response, "x-sesame-user").is_none());
+        assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    let by_header = app
+        .client
+        .get(app.url("/v1/authz"))
+        .bearer_auth(&ann)
+        .header("x-sesame-require-permission", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_header.status(), StatusCode::FORBIDDEN);
+    assert_eq!(header(&by_header, "x-sesame-reason"), Some("permission"));
+
+    assert_eq!(
+        authz(&app, "/v1/authz?permission=read", Some(&ann))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let admin = authz(
+        &app,
+        "/v1/authz?permission=admin&permission=write",
+        Some(&root),
+    )
+    .await;
+    assert_eq!(admin.status(), StatusCode::OK);
+    assert_eq!(header(&admin, "x-sesame-roles"), Some("administrator"));
+    assert_eq!(
+        header(&admin, "x-sesame-permissions"),
+        Some("admin,read,write")
+    );
+
+    let bad = authz(&app, "/v1/authz?permission=Not%20a%20name", Some(&root)).await;
+    let problem = assert_problem(bad, StatusCode::BAD_REQUEST, "invalid_input").await;
+    assert_eq!(problem["field"], "permission");
+}
+
+#[tokio::test]
+async fn each_pass_counts_one_call_and_a_spent_quota_is_403_quota() {
+    let app = TestApp::spawn().await;
+    let ann = app.create_user("ann").await;
+    app.core.set_max_api_calls(ann.id, 3).await.unwrap();
+    let token = access(&app.login_ok("ann").await).to_owned();
+
+    // Refusals for a missing permission do not count.
+    for _ in 0..5 {
+        let response = authz(&app, "/v1/authz?permission=admin", Some(&token)).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            authz(&app, "/v1/authz", Some(&token)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let spent = authz(&app, "/v1/authz", Some(&token)).await;
+    assert_eq!(header(&spent, "x-sesame-reason"), Some("quota"));
+    assert_problem(spent, StatusCode::FORBIDDEN, "forbidden").await;
+
+    app.core.set_max_api_calls(ann.id, 0).await.unwrap();
+    let me: Value = app.get("/v1/me", &token).await.json().await.unwrap();
+    assert_eq!(me["api_calls_count"], 4, "three passes and this call");
+}
+
+#[tokio::test]
+async fn headers_a_client_sends_under_our_names_are_ignored() {
+    let app = TestApp::spawn().await;
+    app.create_user("ann").await;
+    let token = access(&app.login_ok("ann").await).to_owned();
+    let forged = |request: reqwest::RequestBuilder| {
+        request
+            .header("x-sesame-user", "root")
+            .header("x-sesame-user-id", "1")
+            .header("x-sesame-roles", "administrator")
+            .header("x-sesame-permissions", "admin")
+    };
+    let anonymous = forged(app.client.get(app.url("/v1/authz")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&anonymous, "x-sesame-user").is_none());
+
+    let ann_forging = forged(app.client.get(app.url("/v1/authz?permission=admin")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ann_forging.status(), StatusCode::FORBIDDEN);
+    let plain = forged(app.client.get(app.url("/v1/authz")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&plain, "x-sesame-user"), Some("ann"));
+    assert_eq!(header(&plain, "x-sesame-roles"), Some("user"));
+}
+
+#[tokio::test]
+async fn a_configured_cookie_carries_the_token() {
+    let app = TestApp::spawn_with(|c| c.forward_auth.cookie = Some("sesame_at".into())).await;
+    app.create_user("ann").await;
+    let token = access(&app.login_ok("ann").await).to_owned();
+    let with_cookie = |cookie: String| {
+        app.client
+            .get(app.url("/v1/authz"))
+            .header("cookie", cookie)
+            .send()
+    };
+    let response = with_cookie(format!("theme=dark; sesame_at={token}; lang=en"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-sesame-user"), Some("ann"));
+    for other in [
+        format!("sesame={token}"),
+        "sesame_at=garbage".into(),
+        String::new(),
+    ] {
+        let response = with_cookie(other.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{other}");
+    }
+
+    // Without the setting, cookies are not read at all.
+    let plain = TestApp::spawn().await;
+    plain.create_user("ann").await;
+    let token = access(&plain.login_ok("ann").await).to_owned();
+    let response = plain
+        .client
+        .get(plain.url("/v1/authz"))
+        .header("cookie", format!("sesame_at={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_opaque_token_passes_too() {
+    let app = TestApp::spawn().await;
+    app.create_user("dnyz529").await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/user/method/login.user.user/"))
+        .query(&[
+            ("username", "dnyz529"),
+            ("password", PASSWORD),
+            ("platform", "web"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    let token = body["data"]["token"]["token"].as_str().unwrap().to_owned();
+    let response = authz(&app, "/v1/authz", Some(&token)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-sesame-user"), Some("dnyz529"));
+}
+
+/// nginx, stopped when dropped: SIGTERM to the master, which stops its
+/// workers (SIGKILL would leave them running, holding the test's output).
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The upstream service: answers every request with what it was told
+/// about the caller, as JSON.
+async fn upstream() -> String {
+    use axum::http::HeaderMap;
+    async fn echo(headers: HeaderMap, uri: axum::http::Uri) -> axum::Json<Value> {
+        let get = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+        axum::Json(json!({
+            "path": uri.to_string(),
+            "user": get("x-sesame-user"),
+            "user_id": get("x-sesame-user-id"),
+            "roles": get("x-sesame-roles"),
+            "permissions": get("x-sesame-permissions"),
+        }))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(echo))
+            .await
+            .unwrap();
+    });
+    address
+}
+
+/// The README's nginx configuration (examples/forward-auth/nginx.conf), its
+/// addresses replaced by this test's, in front of a real upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_protects_an_upstream() {
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists());
+    let Some(nginx) = nginx else {
+        assert!(std::env::var_os("CI").is_none(), "CI must install nginx");
+        eprintln!("skipped: no nginx (apt-get install nginx)");
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let upstream = upstream().await;
+    let sesame = app.address.trim_start_matches("http://").to_owned();
+    let front = format!("127.0.0.1:{}", free_port());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config = std::fs::read_to_string(format!("{root}/examples/forward-auth/nginx.conf"))
+        .unwrap()
+        .replace("127.0.0.1:8000", &front)
+        .replace("127.0.0.1:8420", &sesame)
+        .replace("127.0.0.1:8080", &upstream);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
+    let _nginx = Nginx(
+        Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let url = |path: &str| format!("http://{front}{path}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&front).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let ann = app.create_user("ann").await;
+    app.create_user_full("root", None, None, &["administrator"])
+        .await;
+    let token = access(&app.login_ok("ann").await).to_owned();
+    let root_token = access(&app.login_ok("root").await).to_owned();
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let request = client.get(url(path)).header("x-sesame-user", "root");
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+
+    let anonymous = get("/app/page", None).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&anonymous, "www-authenticate"),
+        Some("Bearer realm=\"sesame\""),
+        "nginx passes the challenge on"
+    );
+
+    let seen: Value = {
+        let response = get("/app/page?q=1", Some(&token)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    };
+    assert_eq!(seen["path"], "/app/page?q=1");
+    assert_eq!(seen["user"], "ann", "the forged header was replaced");
+    assert_eq!(seen["user_id"], ann.id.to_string());
+    assert_eq!(seen["roles"], "user");
+    assert_eq!(seen["permissions"], "read");
+
+    assert_eq!(
+        get("/admin/panel", Some(&token)).await.unwrap().status(),
+        StatusCode::FORBIDDEN,
+        "ann lacks admin"
+    );
+    let admin: Value = get("/admin/panel", Some(&root_token))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin["user"], "root");
+
+    app.core.set_max_api_calls(ann.id, 2).await.unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(get("/app/page", Some(&token)).await.unwrap().status());
+    }
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::FORBIDDEN, StatusCode::FORBIDDEN],
+        "one call counted above, one more admitted, then the quota is spent"
+    );
+
+    assert_eq!(
+        get("/app/page", Some(&root_token)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.logout(&root_token, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        get("/app/page", Some(&root_token)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a session ended is refused at the next request"
+    );
+}
+
+/// What the README shows is what the test runs.
+#[test]
+fn the_readme_shows_the_nginx_configuration_as_tested() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let config =
+        std::fs::read_to_string(format!("{root}/examples/forward-auth/nginx.conf")).unwrap();
+    assert!(
+        readme.contains(&config),
+        "README does not show examples/forward-auth/nginx.conf as it is"
+    );
+}
