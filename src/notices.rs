@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 /// Something other nodes must forget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Notice {
-    /// These sessions ended (logout, revocation, reuse detection, replacement).
+    /// These sessions ended (logout, revocation, reuse detection, replacement),
+    /// or their opaque access token was replaced: forget what is cached
+    /// about them (a live one is read again from the store).
     #[serde(rename = "s")]
     SessionsEnded(Vec<String>),
     /// This account changed (status, password, roles, quota, profile, deletion).

@@ -18,7 +18,7 @@ use super::clock::UnixTime;
 use super::quota::ApiCalls;
 use super::sessions::LiveSessions;
 use crate::notices::{Notice, NoticeEvent, NoticeSink};
-use crate::store::{Account, AccountId};
+use crate::store::{Account, AccountId, OpaqueAccessToken, SessionId, TokenHash};
 
 /// Every cache of the node, and whether it may be trusted.
 #[derive(Debug)]
@@ -27,6 +27,8 @@ pub struct Caches {
     pub live: LiveSessions,
     /// Recently read accounts.
     pub accounts: AccountCache,
+    /// Recently found opaque access tokens.
+    pub opaque: OpaqueTokens,
     /// API-call counters (their quotas are reloaded on an account notice).
     api_calls: Arc<ApiCalls>,
     /// False while notices may be missed: the caches are then bypassed.
@@ -39,6 +41,7 @@ impl Caches {
         Self {
             live: LiveSessions::new(ttl),
             accounts: AccountCache::new(ttl),
+            opaque: OpaqueTokens::new(ttl),
             api_calls,
             trusted: AtomicBool::new(false),
         }
@@ -61,12 +64,27 @@ impl Caches {
         }
         self.accounts.get(id, now)
     }
+
+    /// The cached opaque token with this hash, if fresh, unexpired and trusted.
+    pub fn opaque_token(&self, hash: &TokenHash, now: UnixTime) -> Option<OpaqueAccessToken> {
+        if !self.trusted() {
+            return None;
+        }
+        self.opaque.get(hash, now)
+    }
+
+    /// Forgets whatever is cached about these sessions: they ended, or their
+    /// opaque access token was replaced.
+    pub fn forget_sessions(&self, ids: &[SessionId]) {
+        self.live.forget(ids);
+        self.opaque.forget_sessions(ids);
+    }
 }
 
 impl NoticeSink for Caches {
     fn deliver(&self, event: NoticeEvent) {
         match event {
-            NoticeEvent::Notice(Notice::SessionsEnded(ids)) => self.live.forget(&ids),
+            NoticeEvent::Notice(Notice::SessionsEnded(ids)) => self.forget_sessions(&ids),
             NoticeEvent::Notice(Notice::AccountChanged(id)) => {
                 self.accounts.forget(id);
                 self.live.forget_account(id);
@@ -80,6 +98,7 @@ impl NoticeSink for Caches {
             NoticeEvent::Resumed => {
                 self.live.clear();
                 self.accounts.clear();
+                self.opaque.clear();
                 self.api_calls.expire_all();
                 if !self.trusted.swap(true, Ordering::AcqRel) {
                     tracing::info!("listening for notices from other nodes: caches in use");
@@ -140,5 +159,118 @@ impl AccountCache {
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
         }
+    }
+}
+
+/// Opaque access tokens found in the store, by hash, with the time each
+/// entry is kept until; indexed by session too (a session has one opaque
+/// token at a time), so that a notice forgets a session's token at once.
+#[derive(Debug)]
+pub struct OpaqueTokens {
+    entries: RwLock<OpaqueEntries>,
+    ttl: i64,
+}
+
+#[derive(Debug, Default)]
+struct OpaqueEntries {
+    by_hash: HashMap<TokenHash, (OpaqueAccessToken, UnixTime)>,
+    by_session: HashMap<SessionId, TokenHash>,
+}
+
+impl OpaqueTokens {
+    /// An empty cache keeping entries `ttl` seconds (0: no caching).
+    pub fn new(ttl: i64) -> Self {
+        Self {
+            entries: RwLock::new(OpaqueEntries::default()),
+            ttl,
+        }
+    }
+
+    /// The token, if cached, fresh and not expired.
+    pub fn get(&self, hash: &TokenHash, now: UnixTime) -> Option<OpaqueAccessToken> {
+        let entries = self.entries.read().ok()?;
+        let (token, until) = entries.by_hash.get(hash)?;
+        (now < *until && now < token.expires_at).then(|| token.clone())
+    }
+
+    /// Caches a token read from the store (replacing its session's previous one).
+    pub fn put(&self, hash: TokenHash, token: OpaqueAccessToken, now: UnixTime) {
+        if self.ttl <= 0 {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.by_hash.len() >= SWEEP_THRESHOLD {
+                entries.by_hash.retain(|_, (_, until)| now < *until);
+                let OpaqueEntries {
+                    by_hash,
+                    by_session,
+                } = &mut *entries;
+                by_session.retain(|_, hash| by_hash.contains_key(hash));
+            }
+            if let Some(previous) = entries.by_session.insert(token.session_id.clone(), hash) {
+                entries.by_hash.remove(&previous);
+            }
+            entries.by_hash.insert(hash, (token, now + self.ttl));
+        }
+    }
+
+    /// Forgets the tokens of these sessions.
+    pub fn forget_sessions(&self, ids: &[SessionId]) {
+        if let Ok(mut entries) = self.entries.write() {
+            for id in ids {
+                if let Some(hash) = entries.by_session.remove(id) {
+                    entries.by_hash.remove(&hash);
+                }
+            }
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.by_hash.clear();
+            entries.by_session.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(session: &str, expires_at: UnixTime) -> OpaqueAccessToken {
+        OpaqueAccessToken {
+            session_id: session.into(),
+            account_id: 7,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn an_opaque_token_is_kept_until_its_entry_or_itself_expires() {
+        let cache = OpaqueTokens::new(60);
+        cache.put([1; 32], token("s", 1_000), 100);
+        assert_eq!(cache.get(&[1; 32], 159), Some(token("s", 1_000)));
+        assert_eq!(cache.get(&[1; 32], 160), None, "entry past the ttl");
+        cache.put([2; 32], token("t", 130), 100);
+        assert_eq!(cache.get(&[2; 32], 129).map(|t| t.expires_at), Some(130));
+        assert_eq!(cache.get(&[2; 32], 130), None, "token expired");
+    }
+
+    #[test]
+    fn a_session_has_one_cached_token_and_a_notice_forgets_it() {
+        let cache = OpaqueTokens::new(60);
+        cache.put([1; 32], token("s", 1_000), 100);
+        cache.put([2; 32], token("s", 1_000), 100);
+        assert_eq!(
+            cache.get(&[1; 32], 101),
+            None,
+            "replaced by the session's new token"
+        );
+        assert!(cache.get(&[2; 32], 101).is_some());
+        cache.put([3; 32], token("u", 1_000), 100);
+        cache.forget_sessions(&["s".to_owned()]);
+        assert_eq!(cache.get(&[2; 32], 101), None);
+        assert!(cache.get(&[3; 32], 101).is_some(), "other sessions stay");
     }
 }

@@ -457,9 +457,15 @@ impl Core {
                 .issue(account.id, &session.id, &account.roles, now)?,
             TokenStyle::Opaque => {
                 let token = new_opaque_token();
-                self.store
+                let replaced = self
+                    .store
                     .replace_access_token(&session.id, &hash_token(&token), now + access_ttl)
                     .await?;
+                if replaced {
+                    // The session's previous token stops working: every node
+                    // forgets what it cached about the session.
+                    self.sessions_ended(std::slice::from_ref(&session.id)).await;
+                }
                 token
             }
         };
@@ -582,12 +588,20 @@ impl Core {
     pub(crate) async fn identify(&self, bearer: &str) -> Result<Principal> {
         let now = self.now();
         let principal = if is_opaque_token(bearer) {
-            let token = self
-                .store
-                .find_access_token(&hash_token(bearer))
-                .await?
-                .filter(|t| now < t.expires_at)
-                .ok_or(Error::Unauthenticated)?;
+            let hash = hash_token(bearer);
+            let token = match self.caches.opaque_token(&hash, now) {
+                Some(token) => token,
+                None => {
+                    let token = self
+                        .store
+                        .find_access_token(&hash)
+                        .await?
+                        .filter(|t| now < t.expires_at)
+                        .ok_or(Error::Unauthenticated)?;
+                    self.caches.opaque.put(hash, token.clone(), now);
+                    token
+                }
+            };
             Principal {
                 account_id: token.account_id,
                 session_id: token.session_id,

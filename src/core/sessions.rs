@@ -243,7 +243,7 @@ impl Core {
         if ids.is_empty() {
             return;
         }
-        self.caches.live.forget(ids);
+        self.caches.forget_sessions(ids);
         for notice in notices::sessions_ended(ids) {
             self.publish(&notice).await;
         }

@@ -278,10 +278,21 @@ pub async fn purge_removes_only_what_ended(store: Arc<dyn Store>) {
         .revoke_session(&"s-revoked".to_owned(), 50, "logout")
         .await
         .unwrap();
-    store
-        .replace_access_token(&"s-live".to_owned(), &[7; 32], 500)
-        .await
-        .unwrap();
+    // The first opaque token of a session replaces nothing; later ones do.
+    let live = "s-live".to_owned();
+    assert!(
+        !store
+            .replace_access_token(&live, &[8; 32], 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .replace_access_token(&live, &[7; 32], 500)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.find_access_token(&[8; 32]).await.unwrap(), None);
 
     // Nothing ended before 40: nothing goes.
     let nothing = PurgeCutoffs {

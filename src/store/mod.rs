@@ -258,7 +258,7 @@ pub trait SessionStore: Send + Sync {
         session_id: &SessionId,
         hash: &TokenHash,
         expires_at: UnixTime,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Finds an opaque access token by hash.
     async fn find_access_token(&self, hash: &TokenHash) -> StoreResult<Option<OpaqueAccessToken>>;
     /// Marks `old` rotated (only if it is not already) and inserts its

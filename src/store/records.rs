@@ -318,7 +318,7 @@ pub struct AuditEvent {
 }
 
 /// An opaque access token (by hash).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpaqueAccessToken {
     /// Its session.
     pub session_id: SessionId,

@@ -280,9 +280,43 @@ async fn an_opaque_token_passes_too() {
         .unwrap();
     let body: Value = response.json().await.unwrap();
     let token = body["data"]["token"]["token"].as_str().unwrap().to_owned();
-    let response = authz(&app, "/v1/authz", Some(&token)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(header(&response, "x-sesame-user"), Some("dnyz529"));
+    for _ in 0..2 {
+        // Twice: the second answer comes from the cache.
+        let response = authz(&app, "/v1/authz", Some(&token)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "x-sesame-user"), Some("dnyz529"));
+    }
+
+    // A refresh replaces the session's opaque token: the old one, though
+    // cached, is refused from then on.
+    let refreshed: Value = app
+        .client
+        .get(app.url("/api/v1/user/method/refresh.token.user/"))
+        .query(&[(
+            "refresh",
+            body["data"]["token"]["refresh"].as_str().unwrap(),
+        )])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new = refreshed["data"]["token"]["token"].as_str().unwrap();
+    assert_eq!(
+        authz(&app, "/v1/authz", Some(&token)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        authz(&app, "/v1/authz", Some(new)).await.status(),
+        StatusCode::OK
+    );
+    app.clock.advance(3600);
+    assert_eq!(
+        authz(&app, "/v1/authz", Some(new)).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "expired by the injected clock, cached or not"
+    );
 }
 
 /// nginx, stopped when dropped: SIGTERM to the master, which stops its

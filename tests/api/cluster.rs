@@ -149,6 +149,72 @@ async fn a_token_from_one_node_works_on_all_and_a_logout_reaches_them_all() {
     }
 }
 
+/// Forward auth answers opaque tokens from each node's cache too; a refresh
+/// on one node (which replaces the session's opaque token) makes every
+/// node refuse the old token, through a notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_opaque_token_is_refused_by_every_node() {
+    let deployment = Deployment::new().await;
+    add_user(&deployment, "dnyz529", &[]);
+    let nodes = cluster(&deployment, 3, &[]).await;
+    let client = reqwest::Client::new();
+    let careyshop = |node: &Node, path: &str, query: Vec<(&'static str, String)>| {
+        client.get(node.url(path)).query(&query).send()
+    };
+    let login: Value = careyshop(
+        &nodes[0],
+        "/api/v1/user/method/login.user.user/",
+        vec![
+            ("username", "dnyz529".into()),
+            ("password", PASSWORD.into()),
+            ("platform", "web".into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let old = login["data"]["token"]["token"].as_str().unwrap().to_owned();
+    let authz = |node: &Node, token: &str| {
+        let request = client.get(node.url("/v1/authz")).bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    for node in &nodes {
+        // Twice: the second answer comes from the node's cache.
+        assert_eq!(authz(node, &old).await, StatusCode::OK);
+        assert_eq!(authz(node, &old).await, StatusCode::OK);
+    }
+    let refreshed: Value = careyshop(
+        &nodes[0],
+        "/api/v1/user/method/refresh.token.user/",
+        vec![(
+            "refresh",
+            login["data"]["token"]["refresh"].as_str().unwrap().into(),
+        )],
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let new = refreshed["data"]["token"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for node in &nodes {
+        while authz(node, &old).await != StatusCode::UNAUTHORIZED {
+            assert!(
+                Instant::now() < deadline,
+                "a node still accepts a replaced opaque token (cache_ttl is 60 s: only a notice can end it)"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(authz(node, &new).await, StatusCode::OK);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_refresh_token_at_three_nodes_at_once_yields_exactly_one_successor() {
     let deployment = Deployment::new().await;

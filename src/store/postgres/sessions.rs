@@ -228,19 +228,20 @@ impl SessionStore for PostgresStore {
         session_id: &SessionId,
         hash: &TokenHash,
         expires_at: UnixTime,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         // One statement: the delete and the insert commit together.
-        sqlx::query(
-            "WITH gone AS (DELETE FROM access_tokens WHERE session_id = $2) \
-             INSERT INTO access_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+        sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM access_tokens WHERE session_id = $2 RETURNING 1), \
+             made AS (INSERT INTO access_tokens (token_hash, session_id, expires_at) \
+               VALUES ($1, $2, $3) RETURNING 1) \
+             SELECT EXISTS (SELECT 1 FROM gone) FROM made",
         )
         .bind(&hash[..])
         .bind(session_id)
         .bind(expires_at)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
-        .map_err(db_error)?;
-        Ok(())
+        .map_err(db_error)
     }
 
     async fn find_access_token(&self, hash: &TokenHash) -> StoreResult<Option<OpaqueAccessToken>> {

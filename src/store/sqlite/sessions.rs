@@ -243,17 +243,18 @@ impl SessionStore for SqliteStore {
         session_id: &SessionId,
         hash: &TokenHash,
         expires_at: UnixTime,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let (session_id, hash) = (session_id.clone(), *hash);
         self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM access_tokens WHERE session_id = ?")
+            let replaced = conn
+                .prepare_cached("DELETE FROM access_tokens WHERE session_id = ?")
                 .and_then(|mut delete| delete.execute([&session_id]))
                 .map_err(db_error)?;
             conn.prepare_cached(
                 "INSERT INTO access_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
             )
             .and_then(|mut insert| insert.execute(params![&hash[..], session_id, expires_at]))
-            .map(|_| ())
+            .map(|_| replaced > 0)
             .map_err(db_error)
         })
         .await
