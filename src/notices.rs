@@ -28,6 +28,10 @@ pub enum Notice {
     /// This account changed (status, password, roles, quota, profile, deletion).
     #[serde(rename = "a")]
     AccountChanged(i64),
+    /// A role's permissions changed, or a role was deleted: every cached
+    /// account may hold stale permissions.
+    #[serde(rename = "r")]
+    RolesChanged,
 }
 
 /// What a subscriber hands to its sink.

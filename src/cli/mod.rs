@@ -5,6 +5,7 @@
 //! database (SQLite in WAL mode allows it).
 
 mod audit;
+mod role;
 mod serve;
 mod transfer;
 mod user;
@@ -43,6 +44,9 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Manage roles and their permissions.
+    #[command(subcommand)]
+    Role(role::RoleCommand),
     /// Read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
     let listen = match &cli.command {
         Command::Serve(args) => args.listen.clone(),
         Command::User(_)
+        | Command::Role(_)
         | Command::Audit(_)
         | Command::Migrate
         | Command::Export(_)
@@ -100,6 +105,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(_) => serve::run(config).await,
             Command::User(command) => user::run(config, command).await,
+            Command::Role(command) => role::run(config, command).await,
             Command::Audit(command) => audit::run(config, command).await,
             Command::Migrate => migrate(config).await,
             Command::Export(args) => transfer::export(config, args).await,

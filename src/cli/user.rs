@@ -14,6 +14,7 @@ use crate::core::Core;
 use crate::core::accounts::AccountSpec;
 use crate::core::clock::SystemClock;
 use crate::core::domain::{Email, Mobile, Password, Username};
+use crate::core::roles::Actor;
 use crate::store::Account;
 
 /// Account commands.
@@ -69,6 +70,21 @@ pub enum UserCommand {
         name: String,
         /// The new quota.
         max_api_calls: i64,
+    },
+    /// Give an account a role (see `sesame role list`).
+    GrantRole {
+        /// Username.
+        name: String,
+        /// Role name.
+        role: String,
+    },
+    /// Take a role from an account; its next token no longer carries it,
+    /// and `/v1/authz` and the admin API stop honouring it at once.
+    RevokeRole {
+        /// Username.
+        name: String,
+        /// Role name.
+        role: String,
     },
     /// Set or remove profile attributes (the contracts' extra fields such as
     /// gender, birthday, nickname, head_pic, group_id).
@@ -178,6 +194,28 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
             }
             let account = core.set_profile_attributes(account.id, attributes).await?;
             println!("{}", serde_json::to_string(&account.profile)?);
+            Ok(())
+        }
+        UserCommand::GrantRole { name, role } => {
+            let account = core.find_by_username(&name).await?;
+            let account = core.grant_role(account.id, &role, &Actor::Operator).await?;
+            println!(
+                "{} now holds roles {}",
+                account.username,
+                account.roles.join(",")
+            );
+            Ok(())
+        }
+        UserCommand::RevokeRole { name, role } => {
+            let account = core.find_by_username(&name).await?;
+            let account = core
+                .revoke_role(account.id, &role, &Actor::Operator)
+                .await?;
+            println!(
+                "{} now holds roles {}",
+                account.username,
+                account.roles.join(",")
+            );
             Ok(())
         }
         UserCommand::Delete { name } => {

@@ -90,6 +90,7 @@ impl NoticeSink for Caches {
                 self.live.forget_account(id);
                 self.api_calls.expire(id);
             }
+            NoticeEvent::Notice(Notice::RolesChanged) => self.accounts.clear(),
             NoticeEvent::Lost => {
                 if self.trusted.swap(false, Ordering::AcqRel) {
                     tracing::warn!("notices from other nodes may be missed: caches bypassed");

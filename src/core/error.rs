@@ -39,6 +39,12 @@ pub enum Error {
     /// The caller is authenticated but may not do this.
     #[error("not allowed")]
     Forbidden,
+    /// The change would leave no active account holding the `admin`
+    /// permission (disabling, deleting or demoting the last administrator).
+    #[error(
+        "this would leave no active administrator; make another account an administrator first"
+    )]
+    LastAdministrator,
     /// The named thing does not exist (or is not the caller's).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -78,6 +84,7 @@ impl Error {
             Error::InvalidRefreshToken => "invalid_refresh_token",
             Error::RefreshTokenReused => "refresh_token_reused",
             Error::Forbidden => "forbidden",
+            Error::LastAdministrator => "last_administrator",
             Error::NotFound(_) => "not_found",
             Error::Busy { .. } => "busy",
             Error::QuotaExceeded => "quota_exceeded",
@@ -105,6 +112,7 @@ impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(field) => Error::Conflict(field),
+            StoreError::LastAdministrator => Error::LastAdministrator,
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable; answering 503");
                 Error::Busy {

@@ -452,9 +452,13 @@ impl Core {
         };
         let access_ttl = self.settings.tokens.access_ttl;
         let access_token = match session.style {
-            TokenStyle::Jwt => self
-                .tokens
-                .issue(account.id, &session.id, &account.roles, now)?,
+            TokenStyle::Jwt => self.tokens.issue(
+                account.id,
+                &session.id,
+                &account.roles,
+                &account.permissions,
+                now,
+            )?,
             TokenStyle::Opaque => {
                 let token = new_opaque_token();
                 let replaced = self

@@ -18,6 +18,7 @@ pub mod login;
 pub mod passwords;
 pub mod policy;
 pub mod quota;
+pub mod roles;
 pub mod sessions;
 pub mod tokens;
 pub mod transfer;

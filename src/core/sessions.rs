@@ -255,6 +255,13 @@ impl Core {
         self.publish(&Notice::AccountChanged(id)).await;
     }
 
+    /// Forgets every cached account, here and on every node (a role's
+    /// permissions changed).
+    pub(crate) async fn roles_changed(&self) {
+        self.caches.accounts.clear();
+        self.publish(&Notice::RolesChanged).await;
+    }
+
     /// Publishes a notice; a failure leaves the other nodes to notice within
     /// `sessions.cache_ttl` (their entries expire), so it is only logged.
     async fn publish(&self, notice: &Notice) {

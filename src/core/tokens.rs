@@ -79,6 +79,10 @@ pub struct AccessClaims {
     pub sid: String,
     /// Role names.
     pub roles: Vec<String>,
+    /// The permissions of those roles when the token was issued (a proxy or
+    /// an app may read them; Sesame's own checks read live state).
+    #[serde(default)]
+    pub permissions: Vec<String>,
 }
 
 /// Past this many remembered verifications the memo is cleared.
@@ -113,7 +117,14 @@ impl AccessTokens {
     }
 
     /// Issues a token for `sub` in session `sid`; returns it with its lifetime.
-    pub fn issue(&self, sub: i64, sid: &str, roles: &[String], now: UnixTime) -> Result<String> {
+    pub fn issue(
+        &self,
+        sub: i64,
+        sid: &str,
+        roles: &[String],
+        permissions: &[String],
+        now: UnixTime,
+    ) -> Result<String> {
         let key = self
             .ring
             .signing_key()
@@ -131,6 +142,7 @@ impl AccessTokens {
             jti: uuid::Uuid::new_v4().to_string(),
             sid: sid.to_owned(),
             roles: roles.to_vec(),
+            permissions: permissions.to_vec(),
         };
         jsonwebtoken::encode(&header, &claims, &key.encoding)
             .map_err(|e| Error::Internal(format!("signing: {e}")))
@@ -278,9 +290,12 @@ mod tests {
             SigningAlgorithm::HS256,
         ] {
             let t = tokens(alg);
-            let jwt = t.issue(7, "sid-1", &["user".into()], 1_000).unwrap();
+            let jwt = t
+                .issue(7, "sid-1", &["user".into()], &["read".into()], 1_000)
+                .unwrap();
             let claims = t.verify(&jwt, 1_000).unwrap();
             assert_eq!((claims.sub.as_str(), claims.sid.as_str()), ("7", "sid-1"));
+            assert_eq!(claims.permissions, ["read"]);
             assert!(t.verify(&jwt, 1_000 + 3600 + 29).is_ok());
             assert!(t.verify(&jwt, 1_000 + 3600 + 30).is_err());
             assert!(
@@ -294,7 +309,7 @@ mod tests {
     fn tokens_from_another_key_or_tampered_are_refused() {
         let a = tokens(SigningAlgorithm::EdDSA);
         let b = tokens(SigningAlgorithm::EdDSA);
-        let jwt = a.issue(1, "s", &[], 0).unwrap();
+        let jwt = a.issue(1, "s", &[], &[], 0).unwrap();
         assert!(b.verify(&jwt, 0).is_err());
         let mut parts: Vec<&str> = jwt.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode(br#"{"iss":"sesame","sub":"2","aud":"sesame","exp":99999,"iat":0,"nbf":0,"jti":"x","sid":"s","roles":["administrator"]}"#);
@@ -305,7 +320,7 @@ mod tests {
     #[test]
     fn alg_none_and_refresh_tokens_are_not_access_tokens() {
         let t = tokens(SigningAlgorithm::EdDSA);
-        let jwt = t.issue(1, "s", &[], 0).unwrap();
+        let jwt = t.issue(1, "s", &[], &[], 0).unwrap();
         let kid = jsonwebtoken::decode_header(&jwt).unwrap().kid.unwrap();
         let header =
             URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));

@@ -63,7 +63,7 @@ pub fn status_of(error: &Error) -> StatusCode {
         | Error::InvalidRefreshToken
         | Error::RefreshTokenReused => StatusCode::UNAUTHORIZED,
         Error::InvalidInput { .. } | Error::WeakPassword(_) => StatusCode::BAD_REQUEST,
-        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Conflict(_) | Error::LastAdministrator => StatusCode::CONFLICT,
         Error::Forbidden => StatusCode::FORBIDDEN,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -4,11 +4,16 @@
 use std::sync::Arc;
 
 use crate::store::{
-    AccountId, LoginRecord, NewAccount, NewRefreshToken, NewSession, PasswordVerifiers,
-    PurgeCutoffs, Store, SuccessorHashes, TokenStyle,
+    AccountId, AccountStatus, LoginRecord, NewAccount, NewRefreshToken, NewSession,
+    PasswordVerifiers, PurgeCutoffs, Role, RoleChange, Store, StoreError, SuccessorHashes,
+    TokenStyle,
 };
 
 async fn account(store: &dyn Store, name: &str) -> AccountId {
+    account_with(store, name, "user").await
+}
+
+async fn account_with(store: &dyn Store, name: &str, role: &str) -> AccountId {
     store
         .create_account(NewAccount {
             username: name.into(),
@@ -21,7 +26,7 @@ async fn account(store: &dyn Store, name: &str) -> AccountId {
                 password_hash: "x".into(),
                 md5_verifier: None,
             },
-            roles: vec!["user".into()],
+            roles: vec![role.into()],
             max_api_calls: 0,
             created_at: 0,
         })
@@ -343,4 +348,143 @@ pub async fn purge_removes_only_what_ended(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(live.last_used_at, 100, "the chain's newest token stays");
     assert!(store.find_refresh_token(&[2; 32]).await.unwrap().is_some());
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+async fn permissions(store: &dyn Store, id: AccountId) -> Vec<String> {
+    store.get_account(id).await.unwrap().unwrap().permissions
+}
+
+/// Roles are defined, changed, held and deleted; no change leaves the
+/// deployment without an administrator, and a refused change writes nothing.
+pub async fn roles_and_the_last_administrator(store: Arc<dyn Store>) {
+    let store = &*store;
+    let names: Vec<String> = store
+        .list_roles()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["administrator", "user"]);
+    let editor = Role {
+        name: "editor".into(),
+        description: "edits".into(),
+        permissions: strings(&["read", "write"]),
+    };
+    store.create_role(&editor).await.unwrap();
+    assert!(matches!(
+        store.create_role(&editor).await,
+        Err(StoreError::Conflict("name"))
+    ));
+    assert!(store.list_roles().await.unwrap().contains(&editor));
+
+    let root = account_with(store, "root", "administrator").await;
+    let ann = account(store, "ann").await;
+    assert!(
+        store
+            .set_account_roles(ann, &strings(&["editor", "user"]), 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(permissions(store, ann).await, ["read", "write"]);
+    assert!(matches!(
+        store.set_account_roles(ann, &strings(&["nope"]), 1).await,
+        Err(StoreError::Conflict("roles"))
+    ));
+    assert!(
+        !store
+            .set_account_roles(999, &strings(&["user"]), 1)
+            .await
+            .unwrap()
+    );
+
+    // root is the only administrator: every way of taking that away fails.
+    let last = |result: Result<bool, StoreError>| {
+        assert!(
+            matches!(result, Err(StoreError::LastAdministrator)),
+            "{result:?}"
+        );
+    };
+    last(
+        store
+            .set_status(root, AccountStatus::Disabled, 2)
+            .await
+            .map(|_| true),
+    );
+    last(store.delete_account(root).await);
+    last(store.set_account_roles(root, &strings(&["user"]), 2).await);
+    let demote = RoleChange {
+        description: None,
+        permissions: Some(strings(&["read"])),
+    };
+    last(store.update_role("administrator", &demote).await);
+    last(store.delete_role("administrator").await);
+    let root_account = store.get_account(root).await.unwrap().unwrap();
+    assert_eq!(
+        root_account.status,
+        AccountStatus::Active,
+        "nothing was written"
+    );
+    assert_eq!(root_account.roles, ["administrator"]);
+    assert_eq!(permissions(store, root).await, ["admin", "read", "write"]);
+    // A lockout is temporary: it never counts as taking an administrator away.
+    store
+        .set_status(root, AccountStatus::Locked, 3)
+        .await
+        .unwrap();
+    store
+        .set_status(root, AccountStatus::Active, 3)
+        .await
+        .unwrap();
+
+    // With a second administrator (through another role), root may go.
+    let promote = RoleChange {
+        description: Some("edits and administers".into()),
+        permissions: Some(strings(&["admin", "read", "read"])),
+    };
+    assert!(store.update_role("editor", &promote).await.unwrap());
+    assert_eq!(permissions(store, ann).await, ["admin", "read"]);
+    store
+        .set_status(root, AccountStatus::Disabled, 4)
+        .await
+        .unwrap();
+    last(store.update_role("editor", &demote).await);
+    last(store.delete_role("editor").await);
+    assert!(!store.update_role("nope", &demote).await.unwrap());
+    assert!(!store.delete_role("nope").await.unwrap());
+
+    // A role nobody needs goes, and its holders lose it.
+    store
+        .set_status(root, AccountStatus::Active, 5)
+        .await
+        .unwrap();
+    assert!(store.delete_role("editor").await.unwrap());
+    assert_eq!(
+        store.get_account(ann).await.unwrap().unwrap().roles,
+        ["user"]
+    );
+}
+
+/// Two administrators disabling each other at the same moment: exactly one
+/// succeeds.
+pub async fn concurrent_demotions_leave_an_administrator(store: Arc<dyn Store>) {
+    let a = account_with(&*store, "a", "administrator").await;
+    let b = account_with(&*store, "b", "administrator").await;
+    for _ in 0..10 {
+        let (first, second) = tokio::join!(
+            store.set_status(a, AccountStatus::Disabled, 1),
+            store.set_status(b, AccountStatus::Disabled, 1),
+        );
+        let refused = [&first, &second]
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::LastAdministrator)))
+            .count();
+        assert_eq!(refused, 1, "{first:?} {second:?}");
+        store.set_status(a, AccountStatus::Active, 2).await.unwrap();
+        store.set_status(b, AccountStatus::Active, 2).await.unwrap();
+    }
 }

@@ -84,7 +84,14 @@ pub enum StoreError {
     /// A stored value could not be read back (a bug or a hand-edited row).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// The change would leave no account that is not disabled holding the
+    /// `admin` permission; nothing was changed.
+    #[error("the change would leave no active administrator")]
+    LastAdministrator,
 }
+
+/// The permission of administrators: the admin API, the manager face.
+pub const ADMIN_PERMISSION: &str = "admin";
 
 /// The error of a database whose schema is behind while automatic migration is off.
 pub(crate) fn behind(applied: usize, latest: usize) -> StoreError {
@@ -334,8 +341,42 @@ pub trait KeyStore: Send + Sync {
     async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()>;
 }
 
+/// Roles (named sets of permissions) and who holds them.
+///
+/// Every change here, and `set_status` and `delete_account`, keeps one
+/// invariant: if an account that is not disabled held the `admin`
+/// permission before, one still does after (a locked account counts: a
+/// lockout is temporary, and may not fail a login), or the change is
+/// refused with [`StoreError::LastAdministrator`] and nothing is written.
+/// The check and the change are one transaction, serialized with every
+/// other such change (SQLite: the one writer; PostgreSQL: an advisory
+/// transaction lock), so two administrators disabling each other at once
+/// cannot both succeed.
+#[async_trait]
+pub trait RoleStore: Send + Sync {
+    /// Every role with its permissions, by name.
+    async fn list_roles(&self) -> StoreResult<Vec<Role>>;
+    /// Creates a role; `Conflict("name")` if the name is taken.
+    async fn create_role(&self, role: &Role) -> StoreResult<()>;
+    /// Changes a role's description and/or permissions; `false` if there is
+    /// no such role.
+    async fn update_role(&self, name: &str, change: &RoleChange) -> StoreResult<bool>;
+    /// Deletes a role, which its holders lose; `false` if there is no such role.
+    async fn delete_role(&self, name: &str) -> StoreResult<bool>;
+    /// Replaces an account's roles; `false` if there is no such account,
+    /// `Conflict("roles")` if a role does not exist.
+    async fn set_account_roles(
+        &self,
+        id: AccountId,
+        roles: &[String],
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+}
+
 /// Everything Sesame persists.
-pub trait Store: AccountStore + SessionStore + KeyStore + AuditStore + TransferStore {
+pub trait Store:
+    AccountStore + SessionStore + KeyStore + AuditStore + TransferStore + RoleStore
+{
     /// The PostgreSQL store behind this one, if it is one (for `LISTEN/NOTIFY`).
     fn postgres(&self) -> Option<&postgres::PostgresStore> {
         None

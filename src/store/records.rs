@@ -414,3 +414,23 @@ pub struct LoginCandidate {
     /// looked at when the device is not known).
     pub known_address: bool,
 }
+
+/// A role: a named set of permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// Name (see `core::domain::Name`).
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Its permissions, sorted.
+    pub permissions: Vec<String>,
+}
+
+/// A change to a role; `None` leaves a part as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleChange {
+    /// New description.
+    pub description: Option<String>,
+    /// New permissions (replacing the old ones).
+    pub permissions: Option<Vec<String>>,
+}

@@ -491,3 +491,65 @@ fn the_readme_shows_the_nginx_configuration_as_tested() {
         "README does not show examples/forward-auth/nginx.conf as it is"
     );
 }
+
+/// Roles change what `/v1/authz` allows at once (the node's cached account
+/// is dropped), and what the next token's claims say.
+#[tokio::test]
+async fn a_role_change_applies_at_once_and_to_the_next_token() {
+    use sesame::core::roles::Actor;
+    let app = TestApp::spawn().await;
+    let ann = app.create_user("ann").await;
+    let grant = app.login_ok("ann").await;
+    let token = access(&grant).to_owned();
+    assert_eq!(
+        crate::helpers::jwt_part(&token, 1)["permissions"],
+        json!(["read"])
+    );
+    let status = |permission: &'static str| {
+        let request = app
+            .client
+            .get(app.url(&format!("/v1/authz?permission={permission}")))
+            .bearer_auth(&token);
+        async move { request.send().await.unwrap().status() }
+    };
+    // Twice, so that the account is in the node's cache.
+    assert_eq!(status("publish").await, StatusCode::FORBIDDEN);
+    assert_eq!(status("read").await, StatusCode::OK);
+
+    let operator = Actor::Operator;
+    app.core
+        .create_role("publisher", None, &["publish".into()], &operator)
+        .await
+        .unwrap();
+    app.core
+        .grant_role(ann.id, "publisher", &operator)
+        .await
+        .unwrap();
+    assert_eq!(status("publish").await, StatusCode::OK);
+    let me: Value = app.get("/v1/me", &token).await.json().await.unwrap();
+    assert_eq!(me["permissions"], json!(["publish", "read"]));
+    assert_eq!(me["roles"], json!(["publisher", "user"]));
+
+    // A change to the role itself reaches its holders too.
+    app.core
+        .revoke_permission("publisher", "publish", &operator)
+        .await
+        .unwrap();
+    assert_eq!(status("publish").await, StatusCode::FORBIDDEN);
+    app.core
+        .grant_permission("publisher", "publish", &operator)
+        .await
+        .unwrap();
+    assert_eq!(status("publish").await, StatusCode::OK);
+    app.core.delete_role("publisher", &operator).await.unwrap();
+    assert_eq!(status("publish").await, StatusCode::FORBIDDEN);
+
+    app.core
+        .grant_role(ann.id, "administrator", &operator)
+        .await
+        .unwrap();
+    let next = access(&app.login_ok("ann").await).to_owned();
+    let claims = crate::helpers::jwt_part(&next, 1);
+    assert_eq!(claims["roles"], json!(["administrator", "user"]));
+    assert_eq!(claims["permissions"], json!(["admin", "read", "write"]));
+}

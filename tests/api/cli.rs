@@ -676,3 +676,125 @@ async fn an_unreachable_redis_stops_a_server_but_not_an_operator() {
     let shown = run(sesame(&dir).args(["user", "show", "ops", "--json"]), None);
     assert!(shown.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_commands_define_roles_and_changes_apply_at_once() {
+    let dir = Deployment::new().await;
+    let server = serve(&dir, &[]);
+    let ok = |args: &[&str]| {
+        let output = run(sesame(&dir).args(args), None);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    };
+    let refused = |args: &[&str]| {
+        let output = run(sesame(&dir).args(args), None);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        text(&output.stderr)
+    };
+
+    let created = ok(&[
+        "role",
+        "add",
+        "editor",
+        "--description",
+        "Edits pages",
+        "--permission",
+        "read",
+        "--permission",
+        "edit",
+    ]);
+    assert!(
+        created.contains("created role editor (edit,read)"),
+        "{created}"
+    );
+    assert!(refused(&["role", "add", "editor"]).contains("name is already taken"));
+    assert!(refused(&["role", "add", "Editor"]).contains("name"));
+    let listed: Vec<Value> = ok(&["role", "list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            json!({"name": "administrator", "description": "Full access, including the admin API", "permissions": ["admin", "read", "write"]}),
+            json!({"name": "editor", "description": "Edits pages", "permissions": ["edit", "read"]}),
+            json!({"name": "user", "description": "A normal account", "permissions": ["read"]}),
+        ]
+    );
+    assert!(ok(&["role", "list"]).contains("editor"));
+
+    let output = add_user(&dir, &["--username", "bob"], "bob password 1");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let grant: Value = login(&server.address, "bob", "bob password 1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = grant["access_token"].as_str().unwrap().to_owned();
+    let authz = |permission: &str| {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/v1/authz?permission={permission}",
+                server.address
+            ))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(authz("edit").await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    assert!(ok(&["user", "grant-role", "bob", "editor"]).contains("roles editor,user"));
+    assert_eq!(
+        authz("edit").await.unwrap().status(),
+        StatusCode::OK,
+        "the same token: the check reads live state"
+    );
+    ok(&["role", "grant", "editor", "publish"]);
+    assert_eq!(authz("publish").await.unwrap().status(), StatusCode::OK);
+    ok(&["role", "revoke", "editor", "edit"]);
+    assert_eq!(authz("edit").await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert!(refused(&["role", "revoke", "editor", "edit"]).contains("permission"));
+    ok(&["user", "revoke-role", "bob", "editor"]);
+    assert_eq!(
+        authz("publish").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(refused(&["user", "revoke-role", "bob", "editor"]).contains("does not hold"));
+    assert!(refused(&["user", "grant-role", "bob", "nope"]).contains("no role"));
+
+    assert!(refused(&["role", "remove", "user"]).contains("built-in"));
+    ok(&["role", "remove", "editor"]);
+    assert!(!ok(&["role", "list"]).contains("editor"));
+    assert!(refused(&["role", "remove", "editor"]).contains("not found"));
+
+    // The first administrator is the only one: nothing may take it away.
+    for args in [
+        &["user", "disable", "admin"][..],
+        &["user", "delete", "admin"],
+        &["user", "revoke-role", "admin", "administrator"],
+        &["role", "revoke", "administrator", "admin"],
+    ] {
+        let error = refused(args);
+        assert!(
+            error.contains("no active administrator"),
+            "{args:?}: {error}"
+        );
+    }
+    ok(&["user", "grant-role", "bob", "administrator"]);
+    ok(&["user", "disable", "admin"]);
+    assert!(refused(&["user", "disable", "bob"]).contains("no active administrator"));
+
+    let audit = ok(&["audit", "list", "--limit", "50"]);
+    for event in [
+        "role_created",
+        "role_updated",
+        "role_deleted",
+        "roles_changed",
+    ] {
+        assert!(audit.contains(event), "{event} missing from\n{audit}");
+    }
+    server.stop();
+}

@@ -297,6 +297,8 @@ impl AccountStore for PostgresStore {
         status: AccountStatus,
         now: UnixTime,
     ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let before = super::roles::admins_before(&mut tx).await?;
         sqlx::query(
             "UPDATE accounts SET status = $1, updated_at = $2, \
              consecutive_failures = CASE WHEN $1 = 'active' THEN 0 ELSE consecutive_failures END \
@@ -305,19 +307,25 @@ impl AccountStore for PostgresStore {
         .bind(status.as_str())
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        super::roles::admins_after(&mut tx, before).await?;
+        tx.commit().await.map_err(db_error)
     }
 
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
-        sqlx::query("DELETE FROM accounts WHERE id = $1")
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let before = super::roles::admins_before(&mut tx).await?;
+        let deleted = sqlx::query("DELETE FROM accounts WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map(|done| done.rows_affected() > 0)
-            .map_err(db_error)
+            .map_err(db_error)?
+            .rows_affected();
+        super::roles::admins_after(&mut tx, before).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(deleted > 0)
     }
 
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {

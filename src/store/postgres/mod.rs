@@ -21,6 +21,7 @@ mod audit;
 mod keys;
 mod migrate;
 pub mod notify;
+mod roles;
 mod rotations;
 mod sessions;
 #[doc(hidden)]
@@ -203,6 +204,22 @@ mod tests {
             return;
         };
         conformance::purge_removes_only_what_ended(store).await;
+    }
+
+    #[tokio::test]
+    async fn roles_never_leave_the_deployment_without_an_administrator() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::roles_and_the_last_administrator(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn administrators_disabling_each_other_at_once_leave_one() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::concurrent_demotions_leave_an_administrator(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

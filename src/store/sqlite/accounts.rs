@@ -257,24 +257,28 @@ impl AccountStore for SqliteStore {
         now: UnixTime,
     ) -> StoreResult<()> {
         self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE accounts SET status = ?1, updated_at = ?2, \
-                 consecutive_failures = CASE WHEN ?1 = 'active' THEN 0 ELSE consecutive_failures END \
-                 WHERE id = ?3",
-            )
-            .and_then(|mut update| update.execute(params![status.as_str(), now, id]))
-            .map(|_| ())
-            .map_err(db_error)
+            super::roles::keeping_an_admin(conn, |conn| {
+                conn.prepare_cached(
+                    "UPDATE accounts SET status = ?1, updated_at = ?2, \
+                     consecutive_failures = CASE WHEN ?1 = 'active' THEN 0 ELSE consecutive_failures END \
+                     WHERE id = ?3",
+                )
+                .and_then(|mut update| update.execute(params![status.as_str(), now, id]))
+                .map(|_| ())
+                .map_err(db_error)
+            })
         })
         .await
     }
 
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
         self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM accounts WHERE id = ?")
-                .and_then(|mut delete| delete.execute([id]))
-                .map(|deleted| deleted > 0)
-                .map_err(db_error)
+            super::roles::keeping_an_admin(conn, |conn| {
+                conn.prepare_cached("DELETE FROM accounts WHERE id = ?")
+                    .and_then(|mut delete| delete.execute([id]))
+                    .map(|deleted| deleted > 0)
+                    .map_err(db_error)
+            })
         })
         .await
     }

@@ -21,6 +21,7 @@ mod audit;
 mod connection;
 mod keys;
 mod migrate;
+mod roles;
 mod sessions;
 mod transfer;
 mod writer;

@@ -390,4 +390,16 @@ mod tests {
         let (_dir, store) = store().await;
         conformance::purge_removes_only_what_ended(store).await;
     }
+
+    #[tokio::test]
+    async fn roles_never_leave_the_deployment_without_an_administrator() {
+        let (_dir, store) = store().await;
+        conformance::roles_and_the_last_administrator(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn administrators_disabling_each_other_at_once_leave_one() {
+        let (_dir, store) = store().await;
+        conformance::concurrent_demotions_leave_an_administrator(store).await;
+    }
 }

@@ -1,0 +1,251 @@
+//! Roles and permissions: the roles there are, what each allows, and which
+//! ones an account holds. One implementation for the CLI and the admin API.
+//!
+//! A role's permissions reach an account's next token (the `permissions`
+//! claim) and, at once, everything that reads live state: `/v1/me`,
+//! `/v1/authz`, the admin API's own permission check. Changes that would
+//! leave no administrator are refused by the store, atomically.
+
+use super::ClientInfo;
+use super::Core;
+use super::accounts::{ADMIN_ROLE, DEFAULT_ROLE};
+use super::audit::{self, AuditEventExt};
+use super::domain::Name;
+use super::error::{Error, Result};
+use crate::store::{Account, AccountId, AuditEvent, Role, RoleChange};
+
+/// The roles every deployment has; they can be changed but not deleted.
+pub const BUILT_IN_ROLES: [&str; 2] = [ADMIN_ROLE, DEFAULT_ROLE];
+/// Longest role description, in characters.
+const MAX_DESCRIPTION: usize = 256;
+/// Most permissions one role may hold.
+const MAX_PERMISSIONS: usize = 64;
+/// Most roles one account may hold.
+const MAX_ROLES: usize = 32;
+
+/// Who makes an administrative change, for the audit log.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// An operator on the server's host (the CLI).
+    Operator,
+    /// An administrator through the admin API.
+    Admin {
+        /// The administrator's account.
+        account_id: AccountId,
+        /// Its username.
+        username: String,
+        /// Where the request came from.
+        client: ClientInfo,
+    },
+}
+
+impl Actor {
+    /// An audit entry for `event` done by this actor (who is named in it).
+    pub(crate) fn event(&self, event: &str) -> AuditEvent {
+        match self {
+            Actor::Operator => audit::event(event, "success", super::accounts::OPERATOR),
+            Actor::Admin {
+                account_id,
+                username,
+                client,
+            } => {
+                let mut entry = audit::event(event, "success", "admin_api").client(client);
+                entry.account_id = Some(*account_id);
+                entry.username = Some(username.clone());
+                entry
+            }
+        }
+    }
+}
+
+/// Checks a list of permission (or role) names, sorted and without repeats.
+fn names(list: &[String], field: &'static str, most: usize) -> Result<Vec<String>> {
+    if list.len() > most {
+        return Err(Error::invalid(field, format!("at most {most} names")));
+    }
+    let mut names = list
+        .iter()
+        .map(|n| Name::parse(n, field).map(|n| n.as_str().to_owned()))
+        .collect::<Result<Vec<_>>>()?;
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn description(text: &str) -> Result<String> {
+    if text.chars().count() > MAX_DESCRIPTION || text.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION} characters without control characters"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+impl Core {
+    /// Every role, by name.
+    pub async fn roles(&self) -> Result<Vec<Role>> {
+        Ok(self.store.list_roles().await?)
+    }
+
+    /// One role.
+    pub async fn role(&self, name: &str) -> Result<Role> {
+        self.roles()
+            .await?
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or(Error::NotFound("role"))
+    }
+
+    /// Defines a role.
+    pub async fn create_role(
+        &self,
+        name: &str,
+        description_text: Option<&str>,
+        permissions: &[String],
+        actor: &Actor,
+    ) -> Result<Role> {
+        let role = Role {
+            name: Name::parse(name, "name")?.as_str().to_owned(),
+            description: description(description_text.unwrap_or(""))?,
+            permissions: names(permissions, "permissions", MAX_PERMISSIONS)?,
+        };
+        self.store.create_role(&role).await?;
+        self.audit
+            .record(actor.event("role_created").detail(format!(
+                "role {}: {}",
+                role.name,
+                role.permissions.join(",")
+            )));
+        Ok(role)
+    }
+
+    /// Changes a role's description and/or permissions.
+    pub async fn update_role(
+        &self,
+        name: &str,
+        description_text: Option<&str>,
+        permissions: Option<&[String]>,
+        actor: &Actor,
+    ) -> Result<Role> {
+        let change = RoleChange {
+            description: description_text.map(description).transpose()?,
+            permissions: permissions
+                .map(|p| names(p, "permissions", MAX_PERMISSIONS))
+                .transpose()?,
+        };
+        if !self.store.update_role(name, &change).await? {
+            return Err(Error::NotFound("role"));
+        }
+        if change.permissions.is_some() {
+            self.roles_changed().await;
+        }
+        let role = self.role(name).await?;
+        self.audit
+            .record(actor.event("role_updated").detail(format!(
+                "role {}: {}",
+                role.name,
+                role.permissions.join(",")
+            )));
+        Ok(role)
+    }
+
+    /// Grants a role one more permission.
+    pub async fn grant_permission(
+        &self,
+        role: &str,
+        permission: &str,
+        actor: &Actor,
+    ) -> Result<Role> {
+        let mut permissions = self.role(role).await?.permissions;
+        permissions.push(Name::parse(permission, "permission")?.as_str().to_owned());
+        self.update_role(role, None, Some(&permissions), actor)
+            .await
+    }
+
+    /// Takes a permission from a role.
+    pub async fn revoke_permission(
+        &self,
+        role: &str,
+        permission: &str,
+        actor: &Actor,
+    ) -> Result<Role> {
+        let mut permissions = self.role(role).await?.permissions;
+        let before = permissions.len();
+        permissions.retain(|p| p != permission);
+        if permissions.len() == before {
+            return Err(Error::NotFound("permission"));
+        }
+        self.update_role(role, None, Some(&permissions), actor)
+            .await
+    }
+
+    /// Deletes a role that is not built in; its holders lose it.
+    pub async fn delete_role(&self, name: &str, actor: &Actor) -> Result<()> {
+        if BUILT_IN_ROLES.contains(&name) {
+            return Err(Error::invalid("name", "a built-in role cannot be deleted"));
+        }
+        if !self.store.delete_role(name).await? {
+            return Err(Error::NotFound("role"));
+        }
+        self.roles_changed().await;
+        self.audit
+            .record(actor.event("role_deleted").detail(format!("role {name}")));
+        Ok(())
+    }
+
+    /// Replaces the roles an account holds.
+    pub async fn set_account_roles(
+        &self,
+        id: AccountId,
+        roles: &[String],
+        actor: &Actor,
+    ) -> Result<Account> {
+        let roles = names(roles, "roles", MAX_ROLES)?;
+        let before = self.account(id).await?;
+        let known = self.roles().await?;
+        if let Some(unknown) = roles.iter().find(|r| !known.iter().any(|k| &k.name == *r)) {
+            return Err(Error::invalid(
+                "roles",
+                format!("there is no role {unknown:?}"),
+            ));
+        }
+        if !self.store.set_account_roles(id, &roles, self.now()).await? {
+            return Err(Error::NotFound("account"));
+        }
+        self.account_changed(id).await;
+        let mut entry = actor.event("roles_changed").detail(format!(
+            "account {} ({}): roles {} (were {})",
+            before.id,
+            before.username,
+            roles.join(","),
+            before.roles.join(",")
+        ));
+        if matches!(actor, Actor::Operator) {
+            entry = entry.account(&before);
+        }
+        self.audit.record(entry);
+        self.account(id).await
+    }
+
+    /// Gives an account one more role.
+    pub async fn grant_role(&self, id: AccountId, role: &str, actor: &Actor) -> Result<Account> {
+        let mut roles = self.account(id).await?.roles;
+        roles.push(role.to_owned());
+        self.set_account_roles(id, &roles, actor).await
+    }
+
+    /// Takes a role from an account.
+    pub async fn revoke_role(&self, id: AccountId, role: &str, actor: &Actor) -> Result<Account> {
+        let mut roles = self.account(id).await?.roles;
+        let before = roles.len();
+        roles.retain(|r| r != role);
+        if roles.len() == before {
+            return Err(Error::invalid(
+                "role",
+                format!("the account does not hold {role:?}"),
+            ));
+        }
+        self.set_account_roles(id, &roles, actor).await
+    }
+}

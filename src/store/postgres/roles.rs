@@ -1,0 +1,201 @@
+//! Roles and who holds them, in PostgreSQL.
+//!
+//! Every change that could take the last administrator away runs in
+//! a transaction that first takes one advisory transaction lock, so such
+//! changes from any node pass one at a time; inside it the check before and
+//! after sees every earlier change committed (READ COMMITTED takes a fresh
+//! snapshot per statement).
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::PgConnection;
+
+use super::{PostgresStore, db_error};
+use crate::clock::UnixTime;
+use crate::store::{
+    ADMIN_PERMISSION, AccountId, Role, RoleChange, RoleStore, StoreError, StoreResult,
+};
+
+/// The advisory-lock key of changes to who is an administrator ("ADMINS").
+const ADMINS_LOCK: i64 = 0x4144_4d49_4e53;
+
+/// Takes the administrators' lock (until the transaction ends) and says
+/// whether an account that is not disabled holds the `admin` permission now.
+pub(super) async fn admins_before(tx: &mut PgConnection) -> StoreResult<bool> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(ADMINS_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    admin_exists(tx).await
+}
+
+/// Refuses the transaction's change if it took the last administrator away.
+pub(super) async fn admins_after(tx: &mut PgConnection, before: bool) -> StoreResult<()> {
+    if before && !admin_exists(tx).await? {
+        return Err(StoreError::LastAdministrator);
+    }
+    Ok(())
+}
+
+async fn admin_exists(tx: &mut PgConnection) -> StoreResult<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM accounts a \
+           JOIN account_roles ar ON ar.account_id = a.id \
+           JOIN role_permissions rp ON rp.role = ar.role \
+         WHERE rp.permission = $1 AND a.status <> 'disabled')",
+    )
+    .bind(ADMIN_PERMISSION)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_error)
+}
+
+async fn set_permissions(
+    tx: &mut PgConnection,
+    role: &str,
+    permissions: &[String],
+) -> StoreResult<()> {
+    // Two statements: in one, a DELETE in a WITH and the INSERT would run
+    // in no defined order, and a kept permission could collide with itself.
+    sqlx::query("DELETE FROM role_permissions WHERE role = $1")
+        .bind(role)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    sqlx::query(
+        "INSERT INTO role_permissions (role, permission) \
+         SELECT DISTINCT $1, p FROM UNNEST($2::text[]) AS p",
+    )
+    .bind(role)
+    .bind(permissions)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl RoleStore for PostgresStore {
+    async fn list_roles(&self) -> StoreResult<Vec<Role>> {
+        sqlx::query(
+            "SELECT r.name, r.description, ARRAY(SELECT permission FROM role_permissions \
+               WHERE role = r.name ORDER BY permission) AS permissions \
+             FROM roles r ORDER BY r.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| {
+            Ok(Role {
+                name: row.try_get("name").map_err(db_error)?,
+                description: row.try_get("description").map_err(db_error)?,
+                permissions: row.try_get("permissions").map_err(db_error)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn create_role(&self, role: &Role) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let created = sqlx::query(
+            "INSERT INTO roles (name, description) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&role.name)
+        .bind(&role.description)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if created == 0 {
+            return Err(StoreError::Conflict("name"));
+        }
+        set_permissions(&mut tx, &role.name, &role.permissions).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn update_role(&self, name: &str, change: &RoleChange) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let before = admins_before(&mut tx).await?;
+        let found =
+            sqlx::query("UPDATE roles SET description = COALESCE($2, description) WHERE name = $1")
+                .bind(name)
+                .bind(&change.description)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+        if found == 0 {
+            return Ok(false);
+        }
+        if let Some(permissions) = &change.permissions {
+            set_permissions(&mut tx, name, permissions).await?;
+        }
+        admins_after(&mut tx, before).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    async fn delete_role(&self, name: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let before = admins_before(&mut tx).await?;
+        // Foreign keys cascade to role_permissions and account_roles.
+        let deleted = sqlx::query("DELETE FROM roles WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        admins_after(&mut tx, before).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(deleted > 0)
+    }
+
+    async fn set_account_roles(
+        &self,
+        id: AccountId,
+        roles: &[String],
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let before = admins_before(&mut tx).await?;
+        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM roles WHERE name = ANY($1)")
+            .bind(roles)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let mut wanted = roles.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        if usize::try_from(known).ok() != Some(wanted.len()) {
+            return Err(StoreError::Conflict("roles"));
+        }
+        let found = sqlx::query("UPDATE accounts SET updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        if found == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM account_roles WHERE account_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO account_roles (account_id, role) SELECT $1, r FROM UNNEST($2::text[]) AS r",
+        )
+        .bind(id)
+        .bind(&wanted)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        admins_after(&mut tx, before).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,181 @@
+//! Roles and who holds them, in SQLite. Each write runs on the one writer
+//! thread, so the last-administrator check and the change it guards are
+//! never interleaved with another write.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{SqliteStore, db_error};
+use crate::clock::UnixTime;
+use crate::store::{
+    ADMIN_PERMISSION, AccountId, Role, RoleChange, RoleStore, StoreError, StoreResult,
+};
+
+/// Whether an account that is not disabled holds the `admin` permission.
+fn admin_exists(conn: &Connection) -> StoreResult<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM accounts a \
+           JOIN account_roles ar ON ar.account_id = a.id \
+           JOIN role_permissions rp ON rp.role = ar.role \
+         WHERE rp.permission = ?1 AND a.status <> 'disabled')",
+    )
+    .and_then(|mut select| select.query_row([ADMIN_PERMISSION], |row| row.get(0)))
+    .map_err(db_error)
+}
+
+/// Runs `change`, refusing it (the writer then rolls it back) if it took
+/// the last administrator away.
+pub(super) fn keeping_an_admin<T>(
+    conn: &Connection,
+    change: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let before = admin_exists(conn)?;
+    let result = change(conn)?;
+    if before && !admin_exists(conn)? {
+        return Err(StoreError::LastAdministrator);
+    }
+    Ok(result)
+}
+
+fn role_exists(conn: &Connection, name: &str) -> StoreResult<bool> {
+    conn.prepare_cached("SELECT 1 FROM roles WHERE name = ?")
+        .and_then(|mut select| select.query_row([name], |_| Ok(())).optional())
+        .map(|found| found.is_some())
+        .map_err(db_error)
+}
+
+fn set_permissions(conn: &Connection, role: &str, permissions: &[String]) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM role_permissions WHERE role = ?")
+        .and_then(|mut delete| delete.execute([role]))
+        .map_err(db_error)?;
+    for permission in permissions {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO role_permissions (role, permission) VALUES (?, ?)",
+        )
+        .and_then(|mut insert| insert.execute(params![role, permission]))
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl RoleStore for SqliteStore {
+    async fn list_roles(&self) -> StoreResult<Vec<Role>> {
+        self.read(|conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT r.name, r.description, \
+                       (SELECT json_group_array(permission) FROM (SELECT permission \
+                          FROM role_permissions WHERE role = r.name ORDER BY permission)) \
+                     FROM roles r ORDER BY r.name",
+                )
+                .map_err(db_error)?;
+            let rows = select
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(db_error)?;
+            rows.map(|row| {
+                let (name, description, permissions) = row.map_err(db_error)?;
+                let permissions = serde_json::from_str(&permissions)
+                    .map_err(|_| StoreError::Corrupt("role permissions".into()))?;
+                Ok(Role {
+                    name,
+                    description,
+                    permissions,
+                })
+            })
+            .collect()
+        })
+    }
+
+    async fn create_role(&self, role: &Role) -> StoreResult<()> {
+        let role = role.clone();
+        self.write(move |conn| {
+            if role_exists(conn, &role.name)? {
+                return Err(StoreError::Conflict("name"));
+            }
+            conn.prepare_cached("INSERT INTO roles (name, description) VALUES (?, ?)")
+                .and_then(|mut insert| insert.execute(params![role.name, role.description]))
+                .map_err(db_error)?;
+            set_permissions(conn, &role.name, &role.permissions)
+        })
+        .await
+    }
+
+    async fn update_role(&self, name: &str, change: &RoleChange) -> StoreResult<bool> {
+        let (name, change) = (name.to_owned(), change.clone());
+        self.write(move |conn| {
+            if !role_exists(conn, &name)? {
+                return Ok(false);
+            }
+            keeping_an_admin(conn, |conn| {
+                if let Some(description) = &change.description {
+                    conn.prepare_cached("UPDATE roles SET description = ? WHERE name = ?")
+                        .and_then(|mut update| update.execute(params![description, name]))
+                        .map_err(db_error)?;
+                }
+                if let Some(permissions) = &change.permissions {
+                    set_permissions(conn, &name, permissions)?;
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn delete_role(&self, name: &str) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            keeping_an_admin(conn, |conn| {
+                // Foreign keys cascade to role_permissions and account_roles.
+                conn.prepare_cached("DELETE FROM roles WHERE name = ?")
+                    .and_then(|mut delete| delete.execute([&name]))
+                    .map(|deleted| deleted > 0)
+                    .map_err(db_error)
+            })
+        })
+        .await
+    }
+
+    async fn set_account_roles(
+        &self,
+        id: AccountId,
+        roles: &[String],
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let roles = roles.to_vec();
+        self.write(move |conn| {
+            for role in &roles {
+                if !role_exists(conn, role)? {
+                    return Err(StoreError::Conflict("roles"));
+                }
+            }
+            keeping_an_admin(conn, |conn| {
+                let updated = conn
+                    .prepare_cached("UPDATE accounts SET updated_at = ? WHERE id = ?")
+                    .and_then(|mut update| update.execute(params![now, id]))
+                    .map_err(db_error)?;
+                if updated == 0 {
+                    return Ok(false);
+                }
+                conn.prepare_cached("DELETE FROM account_roles WHERE account_id = ?")
+                    .and_then(|mut delete| delete.execute([id]))
+                    .map_err(db_error)?;
+                for role in &roles {
+                    conn.prepare_cached(
+                        "INSERT OR IGNORE INTO account_roles (account_id, role) VALUES (?, ?)",
+                    )
+                    .and_then(|mut insert| insert.execute(params![id, role]))
+                    .map_err(db_error)?;
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+}
