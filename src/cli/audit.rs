@@ -4,7 +4,6 @@ use std::io::Write;
 use std::sync::Arc;
 
 use clap::Subcommand;
-use serde_json::json;
 
 use crate::app::open_core;
 use crate::clock::rfc3339;
@@ -36,7 +35,13 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
         Some(name) => Some(core.find_by_username(&name).await?.id),
         None => None,
     };
-    let events = core.audit_events(account_id, limit).await?;
+    let events = core
+        .audit_events(&crate::store::AuditQuery {
+            account_id,
+            limit,
+            ..Default::default()
+        })
+        .await?;
     let mut out = std::io::stdout().lock();
     if !json {
         writeln!(
@@ -47,11 +52,7 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
     }
     for e in &events {
         if json {
-            let line = json!({
-                "id": e.id, "at": rfc3339(e.at), "event": e.event, "outcome": e.outcome, "face": e.face,
-                "account_id": e.account_id, "username": e.username, "ip": e.ip, "user_agent": e.user_agent,
-                "detail": e.detail,
-            });
+            let line = serde_json::to_string(&crate::http::views::AuditView::from(e))?;
             writeln!(out, "{line}")?;
         } else {
             let account = match (&e.username, e.account_id) {

@@ -54,7 +54,10 @@ async fn create_first_administrator(core: &Core) -> anyhow::Result<()> {
         max_api_calls: 0,
         password: Password::new_password(&password)?,
     };
-    match core.create_account(spec).await {
+    match core
+        .create_account(spec, &crate::core::roles::Actor::Operator)
+        .await
+    {
         Ok(_) => {}
         // Nodes starting together on an empty database all try; one wins
         // (and prints its password), the others find an administrator.

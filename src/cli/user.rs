@@ -146,7 +146,8 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
         } => {
             let account = core.find_by_username(&name).await?;
             let password = read_new_password(password_stdin)?;
-            core.reset_password(account.id, &password).await?;
+            core.reset_password(account.id, &password, &Actor::Operator)
+                .await?;
             println!(
                 "password of {} changed; its sessions were ended",
                 account.username
@@ -155,19 +156,20 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Disable { name } => {
             let account = core.find_by_username(&name).await?;
-            core.set_enabled(account.id, false).await?;
+            core.set_enabled(account.id, false, &Actor::Operator)
+                .await?;
             println!("{} disabled; its sessions were ended", account.username);
             Ok(())
         }
         UserCommand::Unlock { name } => {
             let account = core.find_by_username(&name).await?;
-            core.unlock(account.id).await?;
+            core.unlock(account.id, &Actor::Operator).await?;
             println!("{} unlocked", account.username);
             Ok(())
         }
         UserCommand::Enable { name } => {
             let account = core.find_by_username(&name).await?;
-            core.set_enabled(account.id, true).await?;
+            core.set_enabled(account.id, true, &Actor::Operator).await?;
             println!("{} enabled", account.username);
             Ok(())
         }
@@ -176,7 +178,8 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
             max_api_calls,
         } => {
             let account = core.find_by_username(&name).await?;
-            core.set_max_api_calls(account.id, max_api_calls).await?;
+            core.set_max_api_calls(account.id, max_api_calls, &Actor::Operator)
+                .await?;
             println!("quota of {} set to {max_api_calls}", account.username);
             Ok(())
         }
@@ -192,7 +195,9 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
             for key in unset {
                 attributes.insert(key, None);
             }
-            let account = core.set_profile_attributes(account.id, attributes).await?;
+            let account = core
+                .set_profile_attributes(account.id, attributes, &Actor::Operator)
+                .await?;
             println!("{}", serde_json::to_string(&account.profile)?);
             Ok(())
         }
@@ -220,7 +225,7 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Delete { name } => {
             let account = core.find_by_username(&name).await?;
-            core.delete_account(account.id).await?;
+            core.delete_account(account.id, &Actor::Operator).await?;
             println!("{} deleted", account.username);
             Ok(())
         }
@@ -241,7 +246,7 @@ async fn add(core: &Core, args: AddArgs) -> anyhow::Result<()> {
         max_api_calls: args.max_api_calls,
         password,
     };
-    let account = core.create_account(spec).await?;
+    let account = core.create_account(spec, &Actor::Operator).await?;
     println!(
         "created {} (id {}, roles {})",
         account.username,

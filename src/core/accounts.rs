@@ -11,6 +11,7 @@ use super::error::{Error, Result};
 use super::guard::account_key;
 use super::login::Principal;
 use super::policy::check_not_common;
+use super::roles::Actor;
 use crate::store::{
     Account, AccountId, AccountStatus, NewAccount, PasswordVerifiers, ProfilePatch,
 };
@@ -140,7 +141,7 @@ impl Core {
     }
 
     /// Sets an account's API-call quota (0: unlimited); applies at once here.
-    pub async fn set_max_api_calls(&self, id: AccountId, max: i64) -> Result<()> {
+    pub async fn set_max_api_calls(&self, id: AccountId, max: i64, actor: &Actor) -> Result<()> {
         if max < 0 {
             return Err(Error::invalid(
                 "max_api_calls",
@@ -151,7 +152,12 @@ impl Core {
         self.store.set_max_api_calls(id, max, self.now()).await?;
         self.account_changed(id).await;
         self.api_calls.set_max(id, max);
-        self.audit_operator("quota_set", &account, Some(format!("max_api_calls {max}")));
+        self.audit_change(
+            actor,
+            "quota_set",
+            &account,
+            Some(format!("max_api_calls {max}")),
+        );
         Ok(())
     }
 
@@ -160,6 +166,7 @@ impl Core {
         &self,
         id: AccountId,
         attributes: BTreeMap<String, Option<String>>,
+        actor: &Actor,
     ) -> Result<Account> {
         let principal = Principal {
             account_id: id,
@@ -171,7 +178,8 @@ impl Core {
         };
         let keys: Vec<String> = change.attributes.keys().cloned().collect();
         let account = self.update_my_profile(&principal, change).await?;
-        self.audit_operator(
+        self.audit_change(
+            actor,
             "profile_set",
             &account,
             Some(format!("attributes {}", keys.join(","))),
@@ -180,7 +188,7 @@ impl Core {
     }
 
     /// Creates an account.
-    pub async fn create_account(&self, spec: AccountSpec) -> Result<Account> {
+    pub async fn create_account(&self, spec: AccountSpec, actor: &Actor) -> Result<Account> {
         let roles = if spec.roles.is_empty() {
             vec![DEFAULT_ROLE.to_owned()]
         } else {
@@ -226,7 +234,8 @@ impl Core {
             created_at: self.now(),
         };
         let account = self.store.create_account(new).await?;
-        self.audit_operator(
+        self.audit_change(
+            actor,
             "account_created",
             &account,
             Some(format!("roles {}", account.roles.join(","))),
@@ -242,16 +251,36 @@ impl Core {
         Ok(())
     }
 
-    /// Records an operator's action on an account.
-    fn audit_operator(&self, event: &str, account: &Account, detail: Option<String>) {
-        let mut entry = audit::event(event, "success", OPERATOR).account(account);
-        entry.detail = detail;
+    /// Records an administrative change to an account: an operator's entry
+    /// names the account; an administrator's names the administrator (and
+    /// the address), with the account in the detail.
+    pub(crate) fn audit_change(
+        &self,
+        actor: &Actor,
+        event: &str,
+        account: &Account,
+        detail: Option<String>,
+    ) {
+        let entry = match actor {
+            Actor::Operator => {
+                let mut entry = actor.event(event).account(account);
+                entry.detail = detail;
+                entry
+            }
+            Actor::Admin { .. } => {
+                let target = format!("account {} ({})", account.id, account.username);
+                actor.event(event).detail(match detail {
+                    Some(detail) => format!("{target}: {detail}"),
+                    None => target,
+                })
+            }
+        };
         self.audit.record(entry);
     }
 
     /// Unlocks an account locked by brute-force protection and clears its
     /// failure budget.
-    pub async fn unlock(&self, id: AccountId) -> Result<()> {
+    pub async fn unlock(&self, id: AccountId, actor: &Actor) -> Result<()> {
         let account = self.account(id).await?;
         if account.status == AccountStatus::Disabled {
             return Err(Error::invalid(
@@ -264,7 +293,7 @@ impl Core {
             .await?;
         self.account_changed(id).await;
         self.limiter.clear(&account_key(Some(&account), "")).await?;
-        self.audit_operator("unlock", &account, None);
+        self.audit_change(actor, "unlock", &account, None);
         Ok(())
     }
 
@@ -291,7 +320,12 @@ impl Core {
     }
 
     /// Sets a new password for an account (operator action) and ends all its sessions.
-    pub async fn reset_password(&self, id: AccountId, password: &Password) -> Result<()> {
+    pub async fn reset_password(
+        &self,
+        id: AccountId,
+        password: &Password,
+        actor: &Actor,
+    ) -> Result<()> {
         let account = self.account(id).await?;
         self.check_password_policy(password, &password_context(&account))?;
         let verifiers = self.verifiers_for(password).await?;
@@ -301,12 +335,12 @@ impl Core {
         self.account_changed(id).await;
         self.end_account_sessions(id, None, "password_reset")
             .await?;
-        self.audit_operator("password_reset", &account, None);
+        self.audit_change(actor, "password_reset", &account, None);
         Ok(())
     }
 
     /// Enables or disables an account; disabling ends all its sessions.
-    pub async fn set_enabled(&self, id: AccountId, enabled: bool) -> Result<()> {
+    pub async fn set_enabled(&self, id: AccountId, enabled: bool, actor: &Actor) -> Result<()> {
         let status = if enabled {
             AccountStatus::Active
         } else {
@@ -323,21 +357,30 @@ impl Core {
         } else {
             "account_disabled"
         };
-        self.audit_operator(event, &account, None);
+        self.audit_change(actor, event, &account, None);
         Ok(())
     }
 
     /// Deletes an account with its sessions.
-    pub async fn delete_account(&self, id: AccountId) -> Result<()> {
+    pub async fn delete_account(&self, id: AccountId, actor: &Actor) -> Result<()> {
         let account = self.account(id).await?;
-        self.end_account_sessions(id, None, "deleted").await?;
+        // Its live sessions, to announce once they are gone: the delete may
+        // yet be refused (the last administrator), and must then end nothing.
+        let live: Vec<_> = self
+            .store
+            .list_live_sessions(id, self.now())
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         let deleted = self.store.delete_account(id).await?;
-        // Announced once committed, so no node can cache it again afterwards.
+        // Announced once committed, so no node can cache them again afterwards.
+        self.sessions_ended(&live).await;
         self.account_changed(id).await;
         if !deleted {
             return Err(Error::NotFound("account"));
         }
-        self.audit_operator("account_deleted", &account, None);
+        self.audit_change(actor, "account_deleted", &account, None);
         Ok(())
     }
 
@@ -369,12 +412,31 @@ impl Core {
             check_avatar_url(url)?;
         }
         let current = self.me(principal).await?;
+        self.check_profile_change(&current.profile, &change.attributes)?;
+        let patch = ProfilePatch {
+            display_name: change.display_name,
+            avatar_url: change.avatar_url,
+            attributes: change.attributes,
+        };
+        self.store
+            .update_profile(principal.account_id, &patch, self.now())
+            .await?;
+        self.account_changed(principal.account_id).await;
+        self.me(principal).await
+    }
+
+    /// Checks attribute changes to `account`: names, values, and how many
+    /// attributes it would hold.
+    pub(crate) fn check_profile_change(
+        &self,
+        current: &BTreeMap<String, String>,
+        attributes: &BTreeMap<String, Option<String>>,
+    ) -> Result<()> {
         let mut resulting = current
-            .profile
             .keys()
             .cloned()
             .collect::<std::collections::BTreeSet<_>>();
-        for (name, value) in &change.attributes {
+        for (name, value) in attributes {
             check_attribute_name(name)?;
             match value {
                 Some(v) => {
@@ -390,16 +452,7 @@ impl Core {
                 format!("at most {MAX_ATTRIBUTES} attributes"),
             ));
         }
-        let patch = ProfilePatch {
-            display_name: change.display_name,
-            avatar_url: change.avatar_url,
-            attributes: change.attributes,
-        };
-        self.store
-            .update_profile(principal.account_id, &patch, self.now())
-            .await?;
-        self.account_changed(principal.account_id).await;
-        self.me(principal).await
+        Ok(())
     }
 
     /// Changes the caller's password after checking the current one, and ends

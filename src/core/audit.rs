@@ -207,7 +207,13 @@ mod tests {
         // waits for the database, holding the events it took.
         tokio::task::yield_now().await;
         log.flush().await.unwrap();
-        let written = store.list_audit_events(None, 10).await.unwrap();
+        let written = store
+            .list_audit_events(&crate::store::AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(written.len(), 1, "the event is written when flush returns");
         periodic.await.unwrap().unwrap();
         other.join().unwrap();

@@ -4,6 +4,7 @@
 //! operations on [`Core`]; policy lives here and nowhere else.
 
 pub mod accounts;
+pub mod admin;
 /// Time types live below the core (the store and limits use them too).
 pub use crate::clock;
 pub mod audit;
@@ -167,14 +168,14 @@ impl Core {
         self.audit.purge().await
     }
 
-    /// The newest audit events, optionally of one account.
+    /// Audit events matching `query`, newest first (this node's buffered
+    /// ones written first, so that they are included).
     pub async fn audit_events(
         &self,
-        account_id: Option<i64>,
-        limit: u32,
+        query: &crate::store::AuditQuery,
     ) -> Result<Vec<crate::store::AuditEvent>> {
         self.audit.flush().await?;
-        Ok(self.store.list_audit_events(account_id, limit).await?)
+        Ok(self.store.list_audit_events(query).await?)
     }
 
     /// Whether this node uses its caches (it hears every other node's

@@ -130,6 +130,17 @@ impl ApiCalls {
         }
     }
 
+    /// Starts an account's count again from zero in memory, after it was
+    /// reset in the store (pending calls were flushed before).
+    pub fn reset(&self, account: AccountId) {
+        if let Ok(mut map) = self.usage.lock()
+            && let Some(usage) = map.get_mut(&account)
+        {
+            usage.persisted = 0;
+            usage.pending = 0;
+        }
+    }
+
     /// Sets a new quota in memory after it was changed in the store.
     pub fn set_max(&self, account: AccountId, max: i64) {
         if let Ok(mut map) = self.usage.lock()

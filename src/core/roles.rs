@@ -214,17 +214,16 @@ impl Core {
             return Err(Error::NotFound("account"));
         }
         self.account_changed(id).await;
-        let mut entry = actor.event("roles_changed").detail(format!(
-            "account {} ({}): roles {} (were {})",
-            before.id,
-            before.username,
-            roles.join(","),
-            before.roles.join(",")
-        ));
-        if matches!(actor, Actor::Operator) {
-            entry = entry.account(&before);
-        }
-        self.audit.record(entry);
+        self.audit_change(
+            actor,
+            "roles_changed",
+            &before,
+            Some(format!(
+                "roles {} (were {})",
+                roles.join(","),
+                before.roles.join(",")
+            )),
+        );
         self.account(id).await
     }
 

@@ -177,14 +177,24 @@ impl Core {
 
     /// The caller's live sessions.
     pub async fn my_sessions(&self, principal: &Principal) -> Result<Vec<SessionView>> {
+        self.sessions_of(principal.account_id, Some(&principal.session_id))
+            .await
+    }
+
+    /// An account's live sessions; `current` marks the caller's own.
+    pub(crate) async fn sessions_of(
+        &self,
+        account_id: AccountId,
+        current: Option<&SessionId>,
+    ) -> Result<Vec<SessionView>> {
         let sessions = self
             .store
-            .list_live_sessions(principal.account_id, self.now())
+            .list_live_sessions(account_id, self.now())
             .await?;
         Ok(sessions
             .into_iter()
             .map(|s| SessionView {
-                current: s.id == principal.session_id,
+                current: Some(&s.id) == current,
                 id: s.id,
                 platform: s.platform,
                 user_agent: s.user_agent,

@@ -81,7 +81,9 @@ impl From<Error> for Problem {
         }
         let mut problem = Problem::new(status, error.code(), error.to_string());
         match error {
-            Error::InvalidInput { field, .. } => problem.field = Some(field),
+            Error::InvalidInput { field, .. } | Error::Conflict(field) => {
+                problem.field = Some(field)
+            }
             Error::Busy { retry_after_secs } | Error::Throttled { retry_after_secs } => {
                 problem.retry_after = Some(retry_after_secs)
             }

@@ -4,6 +4,7 @@
 //! layers every request goes through (body limit, timeout, panic guard,
 //! tracing without query strings).
 
+pub mod admin;
 pub mod authz;
 pub mod contracts;
 pub mod error;
@@ -72,6 +73,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     Router::new()
         .merge(native::router())
         .merge(authz::router())
+        .merge(admin::router())
                 .merge(wellknown::router())
         .merge(contracts::router(&state.contracts))
         .fallback(not_found)

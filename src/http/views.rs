@@ -5,7 +5,7 @@ use serde::Serialize;
 pub use crate::clock::rfc3339;
 use crate::core::login::Grant;
 use crate::core::sessions::SessionView;
-use crate::store::Account;
+use crate::store::{Account, AuditEvent, Role};
 
 /// An account as the native API shows it. Never any credential material.
 #[derive(Debug, Serialize)]
@@ -113,6 +113,58 @@ impl<'a> From<&'a SessionView> for SessionOut<'a> {
             last_used_at: rfc3339(s.last_used_at),
             expires_at: rfc3339(s.expires_at),
             current: s.current,
+        }
+    }
+}
+
+/// An audit event as the admin API and `sesame audit list --json` show it.
+#[derive(Debug, Serialize)]
+pub struct AuditView<'a> {
+    id: i64,
+    at: String,
+    event: &'a str,
+    outcome: &'a str,
+    face: &'a str,
+    account_id: Option<i64>,
+    username: Option<&'a str>,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+impl<'a> From<&'a AuditEvent> for AuditView<'a> {
+    fn from(e: &'a AuditEvent) -> Self {
+        Self {
+            id: e.id,
+            at: rfc3339(e.at),
+            event: &e.event,
+            outcome: &e.outcome,
+            face: &e.face,
+            account_id: e.account_id,
+            username: e.username.as_deref(),
+            ip: e.ip.as_deref(),
+            user_agent: e.user_agent.as_deref(),
+            detail: e.detail.as_deref(),
+        }
+    }
+}
+
+/// A role as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct RoleView<'a> {
+    name: &'a str,
+    description: &'a str,
+    permissions: &'a [String],
+    built_in: bool,
+}
+
+impl<'a> From<&'a Role> for RoleView<'a> {
+    fn from(r: &'a Role) -> Self {
+        Self {
+            name: &r.name,
+            description: &r.description,
+            permissions: &r.permissions,
+            built_in: crate::core::roles::BUILT_IN_ROLES.contains(&r.name.as_str()),
         }
     }
 }

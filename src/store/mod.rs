@@ -155,6 +155,18 @@ pub trait AccountStore: Send + Sync {
     async fn get_account(&self, id: AccountId) -> StoreResult<Option<Account>>;
     /// Lists accounts in id order, `limit` at a time after `after_id`.
     async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>>;
+    /// Accounts matching `query`, in id order.
+    async fn search_accounts(&self, query: &AccountQuery) -> StoreResult<Vec<Account>>;
+    /// Changes an account's email and/or mobile; `Conflict` names a field
+    /// another account holds; `false` if there is no such account.
+    async fn set_contact(
+        &self,
+        id: AccountId,
+        change: &ContactChange,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Sets an account's API-call count back to zero.
+    async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool>;
     /// How many accounts hold `role`.
     async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64>;
     /// The names of all defined roles.
@@ -323,11 +335,7 @@ pub trait AuditStore: Send + Sync {
     /// Appends events, in one transaction.
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;
     /// The newest events first, optionally of one account.
-    async fn list_audit_events(
-        &self,
-        account_id: Option<AccountId>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditEvent>>;
+    async fn list_audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
     /// Deletes events older than `before`; returns how many.
     async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64>;
 }

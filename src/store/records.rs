@@ -434,3 +434,47 @@ pub struct RoleChange {
     /// New permissions (replacing the old ones).
     pub permissions: Option<Vec<String>>,
 }
+
+/// Which audit events to list: newest first, all filters combined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this account's.
+    pub account_id: Option<AccountId>,
+    /// Only this outcome.
+    pub outcome: Option<String>,
+    /// Only this face.
+    pub face: Option<String>,
+    /// At or after this time.
+    pub since: Option<UnixTime>,
+    /// Before this time.
+    pub until: Option<UnixTime>,
+    /// Only events older than this one (keyset pagination).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Which accounts to list: in id order, all filters combined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountQuery {
+    /// A prefix of the username key, the email key or the mobile (already
+    /// folded as those keys are).
+    pub prefix: Option<String>,
+    /// Only accounts with this status.
+    pub status: Option<AccountStatus>,
+    /// Only holders of this role.
+    pub role: Option<String>,
+    /// Only accounts after this id (keyset pagination).
+    pub after_id: AccountId,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// New contact fields; `None` leaves one as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactChange {
+    /// Email and its unique key.
+    pub email: Option<Option<(String, String)>>,
+    /// Mobile.
+    pub mobile: Option<Option<String>>,
+}

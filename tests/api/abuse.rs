@@ -260,7 +260,10 @@ async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    app.core.unlock(account.id).await.unwrap();
+    app.core
+        .unlock(account.id, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     assert_eq!(
         login_from(&app, &stranger, "alice", PASSWORD)
             .await
@@ -344,7 +347,10 @@ async fn refusals_take_about_the_same_time_whatever_the_reason() {
     .await;
     app.create_user("alice").await;
     let disabled = app.create_user("bob").await;
-    app.core.set_enabled(disabled.id, false).await.unwrap();
+    app.core
+        .set_enabled(disabled.id, false, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     // A skipped hash would make one kind of refusal several times faster;
     // a busy machine (tests run in parallel) can blur one measurement,
     // so a pass in any of three rounds counts.
@@ -543,7 +549,9 @@ async fn common_passwords_are_refused_wherever_a_password_is_set() {
         password: sesame::core::domain::Password::new_password("iloveyou").unwrap(),
     };
     assert!(matches!(
-        app.core.create_account(spec).await,
+        app.core
+            .create_account(spec, &sesame::core::roles::Actor::Operator)
+            .await,
         Err(sesame::core::Error::WeakPassword(_))
     ));
 }
@@ -557,7 +565,10 @@ async fn the_audit_log_tells_apart_what_the_client_cannot() {
     .await;
     let alice = app.create_user("alice").await;
     let bob = app.create_user("bob").await;
-    app.core.set_enabled(bob.id, false).await.unwrap();
+    app.core
+        .set_enabled(bob.id, false, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     let grant = app.login_ok("alice").await;
     app.refresh(crate::helpers::refresh_token(&grant)).await;
     app.clock.advance(10);
@@ -580,9 +591,19 @@ async fn the_audit_log_tells_apart_what_the_client_cannot() {
     }
     let fresh = app.login_ok("alice").await;
     app.logout(access(&fresh), None).await;
-    app.core.unlock(alice.id).await.unwrap();
+    app.core
+        .unlock(alice.id, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
 
-    let events = app.core.audit_events(None, 100).await.unwrap();
+    let events = app
+        .core
+        .audit_events(&sesame::store::AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let seen: Vec<(String, String, String)> = events
         .iter()
         .rev()
@@ -631,7 +652,14 @@ async fn the_audit_log_tells_apart_what_the_client_cannot() {
     app.clock.advance(91 * 86_400);
     assert!(app.core.purge_audit().await.unwrap() >= events.len() as u64);
     assert!(
-        app.core.audit_events(None, 10).await.unwrap().is_empty(),
+        app.core
+            .audit_events(&sesame::store::AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty(),
         "retention is 90 days by default"
     );
 }

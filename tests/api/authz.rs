@@ -167,7 +167,10 @@ async fn a_required_permission_that_is_missing_is_403_permission() {
 async fn each_pass_counts_one_call_and_a_spent_quota_is_403_quota() {
     let app = TestApp::spawn().await;
     let ann = app.create_user("ann").await;
-    app.core.set_max_api_calls(ann.id, 3).await.unwrap();
+    app.core
+        .set_max_api_calls(ann.id, 3, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     let token = access(&app.login_ok("ann").await).to_owned();
 
     // Refusals for a missing permission do not count.
@@ -185,7 +188,10 @@ async fn each_pass_counts_one_call_and_a_spent_quota_is_403_quota() {
     assert_eq!(header(&spent, "x-sesame-reason"), Some("quota"));
     assert_problem(spent, StatusCode::FORBIDDEN, "forbidden").await;
 
-    app.core.set_max_api_calls(ann.id, 0).await.unwrap();
+    app.core
+        .set_max_api_calls(ann.id, 0, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     let me: Value = app.get("/v1/me", &token).await.json().await.unwrap();
     assert_eq!(me["api_calls_count"], 4, "three passes and this call");
 }
@@ -453,7 +459,10 @@ async fn nginx_auth_request_protects_an_upstream() {
         .unwrap();
     assert_eq!(admin["user"], "root");
 
-    app.core.set_max_api_calls(ann.id, 2).await.unwrap();
+    app.core
+        .set_max_api_calls(ann.id, 2, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     let mut statuses = Vec::new();
     for _ in 0..3 {
         statuses.push(get("/app/page", Some(&token)).await.unwrap().status());
@@ -462,6 +471,34 @@ async fn nginx_auth_request_protects_an_upstream() {
         statuses,
         [StatusCode::OK, StatusCode::FORBIDDEN, StatusCode::FORBIDDEN],
         "one call counted above, one more admitted, then the quota is spent"
+    );
+
+    // Through the admin API: the quota reset lets ann back in; her
+    // sessions revoked, she is refused at the next request.
+    let admin = |method: reqwest::Method, path: String| {
+        client
+            .request(method, app.url(&path))
+            .bearer_auth(&root_token)
+            .send()
+    };
+    let reset = admin(
+        reqwest::Method::POST,
+        format!("/v1/admin/users/{}/reset-quota", ann.id),
+    );
+    assert_eq!(reset.await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        get("/app/page", Some(&token)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let revoke = admin(
+        reqwest::Method::DELETE,
+        format!("/v1/admin/users/{}/sessions", ann.id),
+    );
+    assert_eq!(revoke.await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        get("/app/page", Some(&token)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a session revoked through the admin API is refused at the next request"
     );
 
     assert_eq!(

@@ -339,7 +339,7 @@ impl TestApp {
             password: Password::new_password(PASSWORD).expect("password"),
         };
         self.core
-            .create_account(spec)
+            .create_account(spec, &sesame::core::roles::Actor::Operator)
             .await
             .expect("account created")
     }
@@ -361,7 +361,7 @@ impl TestApp {
             password: Password::new_password(password).expect("password"),
         };
         self.core
-            .create_account(spec)
+            .create_account(spec, &sesame::core::roles::Actor::Operator)
             .await
             .expect("account created")
     }
@@ -406,6 +406,13 @@ impl TestApp {
             )
             .await;
         assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    /// Logs in with a password and returns the grant body.
+    pub async fn login_ok_with(&self, login: &str, password: &str) -> Value {
+        let response = self.login(login, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {login} failed");
         response.json().await.expect("json")
     }
 

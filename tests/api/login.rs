@@ -153,7 +153,10 @@ async fn wrong_password_unknown_and_disabled_accounts_look_the_same() {
     let app = TestApp::spawn().await;
     let frank = app.create_user("frank").await;
     let grace = app.create_user("grace").await;
-    app.core.set_enabled(grace.id, false).await.unwrap();
+    app.core
+        .set_enabled(grace.id, false, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     let mut bodies = Vec::new();
     for (login, password) in [
         ("frank", "wrong password!"),

@@ -2,6 +2,7 @@
 // fresh database and talks HTTP to it (or runs the real binary).
 
 mod abuse;
+mod admin;
 mod authz;
 mod bad_input;
 mod cli;

@@ -262,12 +262,18 @@ async fn disabling_an_account_ends_its_sessions() {
     let account = app.create_user("heidi").await;
     let grant = app.login_ok("heidi").await;
     assert_eq!(app.me_status(access(&grant)).await, StatusCode::OK);
-    app.core.set_enabled(account.id, false).await.unwrap();
+    app.core
+        .set_enabled(account.id, false, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     assert_eq!(
         app.me_status(access(&grant)).await,
         StatusCode::UNAUTHORIZED
     );
-    app.core.set_enabled(account.id, true).await.unwrap();
+    app.core
+        .set_enabled(account.id, true, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     assert_eq!(
         app.me_status(access(&grant)).await,
         StatusCode::UNAUTHORIZED,

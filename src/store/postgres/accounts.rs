@@ -9,8 +9,8 @@ use sqlx::postgres::{PgExecutor, PgRow};
 use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
-    Account, AccountId, AccountStatus, AccountStore, ApiUsage, ClientKind, LoginCandidate,
-    NewAccount, PasswordVerifiers, ProfilePatch, StoreResult,
+    Account, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage, ClientKind,
+    ContactChange, LoginCandidate, NewAccount, PasswordVerifiers, ProfilePatch, StoreResult,
 };
 
 /// `SELECT` of account rows matching a condition, each with its roles,
@@ -205,6 +205,76 @@ impl AccountStore for PostgresStore {
             .iter()
             .map(account_from_row)
             .collect()
+    }
+
+    async fn search_accounts(&self, query: &AccountQuery) -> StoreResult<Vec<Account>> {
+        sqlx::query(select_accounts!(
+            "a.id > $1 \
+             AND ($2::text IS NULL OR starts_with(a.username_key, $2) \
+                  OR starts_with(a.email_key, $2) OR starts_with(a.mobile, $2)) \
+             AND ($3::text IS NULL OR a.status = $3) \
+             AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM account_roles \
+                  WHERE account_id = a.id AND role = $4)) \
+             ORDER BY a.id LIMIT $5"
+        ))
+        .bind(query.after_id)
+        .bind(&query.prefix)
+        .bind(query.status.map(|s| s.as_str()))
+        .bind(&query.role)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(account_from_row)
+        .collect()
+    }
+
+    async fn set_contact(
+        &self,
+        id: AccountId,
+        change: &ContactChange,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let (email_set, email, email_key) = match &change.email {
+            Some(Some((email, key))) => (true, Some(email.as_str()), Some(key.as_str())),
+            Some(None) => (true, None, None),
+            None => (false, None, None),
+        };
+        let (mobile_set, mobile) = match &change.mobile {
+            Some(mobile) => (true, mobile.as_deref()),
+            None => (false, None),
+        };
+        sqlx::query(
+            "UPDATE accounts SET updated_at = $2, \
+               email = CASE WHEN $3 THEN $4 ELSE email END, \
+               email_key = CASE WHEN $3 THEN $5 ELSE email_key END, \
+               email_verified = CASE WHEN $3 THEN FALSE ELSE email_verified END, \
+               mobile = CASE WHEN $6 THEN $7 ELSE mobile END, \
+               mobile_verified = CASE WHEN $6 THEN FALSE ELSE mobile_verified END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(email_set)
+        .bind(email)
+        .bind(email_key)
+        .bind(mobile_set)
+        .bind(mobile)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() > 0)
+        .map_err(db_error)
+    }
+
+    async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool> {
+        sqlx::query("UPDATE accounts SET api_calls_count = 0, updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+            .map_err(db_error)
     }
 
     async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64> {

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::{PostgresStore, db_error};
 use crate::clock::UnixTime;
-use crate::store::{AccountId, AuditEvent, AuditStore, StoreResult};
+use crate::store::{AuditEvent, AuditQuery, AuditStore, StoreResult};
 
 #[async_trait]
 impl AuditStore for PostgresStore {
@@ -37,17 +37,22 @@ impl AuditStore for PostgresStore {
         Ok(())
     }
 
-    async fn list_audit_events(
-        &self,
-        account_id: Option<AccountId>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditEvent>> {
+    async fn list_audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         sqlx::query(
             "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail \
-             FROM audit_events WHERE $1::bigint IS NULL OR account_id = $1 ORDER BY id DESC LIMIT $2",
+             FROM audit_events WHERE ($1::bigint IS NULL OR account_id = $1) \
+               AND ($2::text IS NULL OR outcome = $2) AND ($3::text IS NULL OR face = $3) \
+               AND ($4::bigint IS NULL OR at >= $4) AND ($5::bigint IS NULL OR at < $5) \
+               AND ($6::bigint IS NULL OR id < $6) \
+             ORDER BY id DESC LIMIT $7",
         )
-        .bind(account_id)
-        .bind(i64::from(limit))
+        .bind(query.account_id)
+        .bind(&query.outcome)
+        .bind(&query.face)
+        .bind(query.since)
+        .bind(query.until)
+        .bind(query.before_id)
+        .bind(i64::from(query.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?

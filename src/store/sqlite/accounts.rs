@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
-    Account, AccountId, AccountStatus, AccountStore, ApiUsage, ClientKind, NewAccount,
-    PasswordVerifiers, ProfilePatch, StoreResult,
+    Account, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage, ClientKind,
+    ContactChange, NewAccount, PasswordVerifiers, ProfilePatch, StoreResult,
 };
 
 /// `SELECT` of account rows matching a condition, each with its roles,
@@ -158,6 +158,84 @@ impl AccountStore for SqliteStore {
                 })
                 .map_err(db_error)
         })
+    }
+
+    async fn search_accounts(&self, query: &AccountQuery) -> StoreResult<Vec<Account>> {
+        let q = query.clone();
+        self.read_off_workers(move |conn| {
+            conn.prepare_cached(select_accounts!(
+                "id > ?1 \
+                 AND (?2 IS NULL OR substr(username_key, 1, length(?2)) = ?2 \
+                      OR substr(email_key, 1, length(?2)) = ?2 OR substr(mobile, 1, length(?2)) = ?2) \
+                 AND (?3 IS NULL OR status = ?3) \
+                 AND (?4 IS NULL OR EXISTS (SELECT 1 FROM account_roles \
+                      WHERE account_id = accounts.id AND role = ?4)) \
+                 ORDER BY id LIMIT ?5"
+            ))
+            .and_then(|mut select| {
+                select
+                    .query_map(
+                        params![
+                            q.after_id,
+                            q.prefix,
+                            q.status.map(|s| s.as_str()),
+                            q.role,
+                            q.limit
+                        ],
+                        account_from_row,
+                    )?
+                    .collect()
+            })
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn set_contact(
+        &self,
+        id: AccountId,
+        change: &ContactChange,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let change = change.clone();
+        self.write(move |conn| {
+            let found = conn
+                .prepare_cached("UPDATE accounts SET updated_at = ? WHERE id = ?")
+                .and_then(|mut update| update.execute(params![now, id]))
+                .map_err(db_error)?;
+            if found == 0 {
+                return Ok(false);
+            }
+            if let Some(email) = &change.email {
+                let (email, key) = email.clone().unzip();
+                conn.prepare_cached(
+                    "UPDATE accounts SET email = ?, email_key = ?, email_verified = 0 WHERE id = ?",
+                )
+                .and_then(|mut update| update.execute(params![email, key, id]))
+                .map_err(db_error)?;
+            }
+            if let Some(mobile) = &change.mobile {
+                conn.prepare_cached(
+                    "UPDATE accounts SET mobile = ?, mobile_verified = 0 WHERE id = ?",
+                )
+                .and_then(|mut update| update.execute(params![mobile, id]))
+                .map_err(db_error)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE accounts SET api_calls_count = 0, updated_at = ? WHERE id = ?",
+            )
+            .and_then(|mut update| update.execute(params![now, id]))
+            .map(|updated| updated > 0)
+            .map_err(db_error)
+        })
+        .await
     }
 
     async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64> {

@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use super::{SqliteStore, db_error};
 use crate::clock::UnixTime;
-use crate::store::{AccountId, AuditEvent, AuditStore, StoreResult};
+use crate::store::{AuditEvent, AuditQuery, AuditStore, StoreResult};
 
 #[async_trait]
 impl AuditStore for SqliteStore {
@@ -38,36 +38,49 @@ impl AuditStore for SqliteStore {
         .await
     }
 
-    async fn list_audit_events(
-        &self,
-        account_id: Option<AccountId>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditEvent>> {
-        self.read(|conn| {
+    async fn list_audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let q = query.clone();
+        self.read_off_workers(move |conn| {
             conn.prepare_cached(
                 "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail \
-                 FROM audit_events WHERE ?1 IS NULL OR account_id = ?1 ORDER BY id DESC LIMIT ?2",
+                 FROM audit_events WHERE (?1 IS NULL OR account_id = ?1) \
+                   AND (?2 IS NULL OR outcome = ?2) AND (?3 IS NULL OR face = ?3) \
+                   AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) \
+                   AND (?6 IS NULL OR id < ?6) \
+                 ORDER BY id DESC LIMIT ?7",
             )
             .and_then(|mut select| {
                 select
-                    .query_map(params![account_id, limit], |row| {
-                        Ok(AuditEvent {
-                            id: row.get("id")?,
-                            at: row.get("at")?,
-                            event: row.get("event")?,
-                            outcome: row.get("outcome")?,
-                            face: row.get("face")?,
-                            account_id: row.get("account_id")?,
-                            username: row.get("username")?,
-                            ip: row.get("ip")?,
-                            user_agent: row.get("user_agent")?,
-                            detail: row.get("detail")?,
-                        })
-                    })?
+                    .query_map(
+                        params![
+                            q.account_id,
+                            q.outcome,
+                            q.face,
+                            q.since,
+                            q.until,
+                            q.before_id,
+                            q.limit
+                        ],
+                        |row| {
+                            Ok(AuditEvent {
+                                id: row.get("id")?,
+                                at: row.get("at")?,
+                                event: row.get("event")?,
+                                outcome: row.get("outcome")?,
+                                face: row.get("face")?,
+                                account_id: row.get("account_id")?,
+                                username: row.get("username")?,
+                                ip: row.get("ip")?,
+                                user_agent: row.get("user_agent")?,
+                                detail: row.get("detail")?,
+                            })
+                        },
+                    )?
                     .collect()
             })
             .map_err(db_error)
         })
+        .await
     }
 
     async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64> {

@@ -80,6 +80,18 @@ impl SqliteStore {
         format!("sqlite://{}", dir.join("sesame.db").display())
     }
 
+    /// Runs a read that may take long (a listing) on a blocking thread, so
+    /// that it never holds up the async workers serving logins.
+    async fn read_off_workers<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(read))
+            .await
+            .map_err(|e| StoreError::Database(format!("listing thread failed: {e}")))?
+    }
+
     /// Runs a read on a pooled read-only connection, on the calling thread.
     fn read<T>(&self, read: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         self.inner.readers.read(read)

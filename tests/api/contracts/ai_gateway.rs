@@ -56,7 +56,10 @@ async fn every_authenticated_call_counts_and_the_quota_is_enforced() {
     let account = app
         .create_with_password("quota_user", "quota password", &[])
         .await;
-    app.core.set_max_api_calls(account.id, 3).await.unwrap();
+    app.core
+        .set_max_api_calls(account.id, 3, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     let (_, body) = status_json(
         app.post_json(
             PATH,
@@ -102,7 +105,10 @@ async fn every_authenticated_call_counts_and_the_quota_is_enforced() {
     .await;
     assert_eq!(body["user"]["api_calls_count"], 3);
 
-    app.core.set_max_api_calls(account.id, 10).await.unwrap();
+    app.core
+        .set_max_api_calls(account.id, 10, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
     assert_eq!(
         app.me_status(&token).await,
         StatusCode::OK,

@@ -101,7 +101,11 @@ async fn profile_attributes_fill_the_documented_strings() {
         .map(|(k, v)| (k.to_owned(), Some(v.to_owned())))
         .collect();
     app.core
-        .set_profile_attributes(account.id, attributes)
+        .set_profile_attributes(
+            account.id,
+            attributes,
+            &sesame::core::roles::Actor::Operator,
+        )
         .await
         .unwrap();
     let (_, body) = login(&app, "demo", &md5_hex(PASSWORD)).await;

@@ -1,0 +1,295 @@
+//! What the admin API does beyond the operations it shares with the CLI
+//! (`accounts`, `roles`): searching accounts, changing several fields of
+//! one at once, contacts, quota resets, other accounts' sessions. Every
+//! change names its actor in the audit log.
+
+use std::collections::BTreeMap;
+
+use super::Core;
+use super::accounts::check_display_name;
+use super::domain::{Email, Mobile, Name, fold_key};
+use super::error::{Error, Result};
+use super::roles::Actor;
+use super::sessions::SessionView;
+use crate::store::{Account, AccountId, AccountQuery, AccountStatus, ContactChange, ProfilePatch};
+
+/// Most accounts (or audit events) in one page.
+pub const MAX_PAGE: u32 = 200;
+/// A page's size when the request names none.
+pub const DEFAULT_PAGE: u32 = 50;
+
+/// What `GET /v1/admin/users` asks for, as received.
+#[derive(Debug, Clone, Default)]
+pub struct AccountSearch {
+    /// A prefix of the username, email or mobile, any case.
+    pub q: Option<String>,
+    /// `active`, `disabled` or `locked`.
+    pub status: Option<String>,
+    /// A role name.
+    pub role: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to [`MAX_PAGE`].
+    pub limit: Option<u32>,
+}
+
+/// A page of results and the cursor of the next one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The results.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Changes to an account, each optional; validated together before any
+/// is applied.
+#[derive(Debug, Clone, Default)]
+pub struct AccountPatch {
+    /// `active` or `disabled`.
+    pub status: Option<String>,
+    /// The roles it holds, replacing the current ones.
+    pub roles: Option<Vec<String>>,
+    /// Email; `Some(None)` removes it.
+    pub email: Option<Option<String>>,
+    /// Mobile; `Some(None)` removes it.
+    pub mobile: Option<Option<String>>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// API-call quota (0: unlimited).
+    pub max_api_calls: Option<i64>,
+    /// Profile attributes to set, or to remove when `None`.
+    pub profile: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// Reads a page size, a keyset cursor (a positive id) for `field`.
+pub fn page_limit(limit: Option<u32>) -> Result<u32> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        n @ 1..=MAX_PAGE => Ok(n),
+        _ => Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        )),
+    }
+}
+
+/// Reads a cursor: the decimal id a previous page ended at.
+pub fn cursor(raw: Option<&str>) -> Result<Option<i64>> {
+    raw.filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| Error::invalid("cursor", "not a cursor this API returned"))
+        })
+        .transpose()
+}
+
+fn status(raw: &str) -> Result<AccountStatus> {
+    match raw {
+        "active" => Ok(AccountStatus::Active),
+        "disabled" => Ok(AccountStatus::Disabled),
+        "locked" => Ok(AccountStatus::Locked),
+        _ => Err(Error::invalid(
+            "status",
+            "must be \"active\", \"disabled\" or \"locked\"",
+        )),
+    }
+}
+
+impl Core {
+    /// A page of accounts matching a search, in id order: a page never
+    /// repeats or skips an account, even while accounts are being added.
+    pub async fn search_accounts(&self, search: &AccountSearch) -> Result<Page<Account>> {
+        let limit = page_limit(search.limit)?;
+        let prefix = search
+            .q
+            .as_deref()
+            .filter(|q| !q.is_empty())
+            .map(|q| {
+                if q.chars().count() > 254 || q.chars().any(char::is_control) {
+                    return Err(Error::invalid(
+                        "q",
+                        "must be at most 254 characters without control characters",
+                    ));
+                }
+                Ok(fold_key(q))
+            })
+            .transpose()?;
+        let query = AccountQuery {
+            prefix,
+            status: search.status.as_deref().map(status).transpose()?,
+            role: search
+                .role
+                .as_deref()
+                .map(|r| Name::parse(r, "role").map(|n| n.as_str().to_owned()))
+                .transpose()?,
+            after_id: cursor(search.cursor.as_deref())?.unwrap_or(0),
+            // One more than asked: whether a next page exists.
+            limit: limit + 1,
+        };
+        let mut items = self.store.search_accounts(&query).await?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| items.last().map(|a| a.id.to_string()))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Applies several changes to an account, after checking them all.
+    pub async fn update_account(
+        &self,
+        id: AccountId,
+        patch: AccountPatch,
+        actor: &Actor,
+    ) -> Result<Account> {
+        let account = self.account(id).await?;
+        let enabled = match patch.status.as_deref() {
+            None => None,
+            Some("active") => Some(true),
+            Some("disabled") => Some(false),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "status",
+                    "must be \"active\" or \"disabled\" (a locked account is unlocked with /unlock)",
+                ));
+            }
+        };
+        let email = patch
+            .email
+            .as_ref()
+            .map(|e| e.as_deref().map(Email::parse).transpose())
+            .transpose()?;
+        let mobile = patch
+            .mobile
+            .as_ref()
+            .map(|m| m.as_deref().map(Mobile::parse).transpose())
+            .transpose()?;
+        if let Some(name) = &patch.display_name {
+            check_display_name(name)?;
+        }
+        if patch.max_api_calls.is_some_and(|max| max < 0) {
+            return Err(Error::invalid(
+                "max_api_calls",
+                "must be 0 (unlimited) or more",
+            ));
+        }
+        if let Some(attributes) = &patch.profile {
+            self.check_profile_change(&account.profile, attributes)?;
+        }
+
+        if email.is_some() || mobile.is_some() {
+            let change = ContactChange {
+                email: email.map(|e| e.map(|e| (e.as_str().to_owned(), e.key().to_owned()))),
+                mobile: mobile.map(|m| m.map(|m| m.as_str().to_owned())),
+            };
+            if !self.store.set_contact(id, &change, self.now()).await? {
+                return Err(Error::NotFound("account"));
+            }
+            self.account_changed(id).await;
+            let fields: Vec<&str> = [
+                change.email.is_some().then_some("email"),
+                change.mobile.is_some().then_some("mobile"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            self.audit_change(actor, "contact_changed", &account, Some(fields.join(",")));
+        }
+        if patch.display_name.is_some() || patch.profile.is_some() {
+            let patch = ProfilePatch {
+                display_name: patch.display_name.clone(),
+                avatar_url: None,
+                attributes: patch.profile.clone().unwrap_or_default(),
+            };
+            self.store.update_profile(id, &patch, self.now()).await?;
+            self.account_changed(id).await;
+            let keys: Vec<&str> = patch.attributes.keys().map(String::as_str).collect();
+            self.audit_change(
+                actor,
+                "profile_set",
+                &account,
+                Some(format!("display_name, attributes {}", keys.join(","))),
+            );
+        }
+        if let Some(max) = patch.max_api_calls {
+            self.set_max_api_calls(id, max, actor).await?;
+        }
+        if let Some(roles) = &patch.roles {
+            self.set_account_roles(id, roles, actor).await?;
+        }
+        if let Some(enabled) = enabled {
+            self.set_enabled(id, enabled, actor).await?;
+        }
+        self.account_with_usage(id).await
+    }
+
+    /// Creates an account with profile attributes, all checked first.
+    pub async fn create_account_with_profile(
+        &self,
+        spec: super::accounts::AccountSpec,
+        profile: BTreeMap<String, String>,
+        actor: &Actor,
+    ) -> Result<Account> {
+        let attributes: BTreeMap<String, Option<String>> =
+            profile.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        self.check_profile_change(&BTreeMap::new(), &attributes)?;
+        let account = self.create_account(spec, actor).await?;
+        if attributes.is_empty() {
+            return Ok(account);
+        }
+        self.set_profile_attributes(account.id, attributes, actor)
+            .await
+    }
+
+    /// Sets an account's API-call count back to zero.
+    pub async fn reset_quota(&self, id: AccountId, actor: &Actor) -> Result<()> {
+        let account = self.account(id).await?;
+        // This node's pending calls are from before the reset: count them
+        // first, so that they do not land on the fresh count.
+        self.api_calls.flush().await?;
+        if !self.store.reset_api_calls(id, self.now()).await? {
+            return Err(Error::NotFound("account"));
+        }
+        self.api_calls.reset(id);
+        self.account_changed(id).await;
+        self.audit_change(actor, "quota_reset", &account, None);
+        Ok(())
+    }
+
+    /// An account's live sessions.
+    pub async fn account_sessions(&self, id: AccountId) -> Result<Vec<SessionView>> {
+        self.account(id).await?;
+        self.sessions_of(id, None).await
+    }
+
+    /// Ends any session; `NotFound` if it is not live.
+    pub async fn end_session(&self, id: &str, actor: &Actor) -> Result<()> {
+        let id = id.to_owned();
+        let session = match self.store.get_session(&id).await? {
+            Some(session) if session.is_live(self.now()) => session,
+            _ => return Err(Error::NotFound("session")),
+        };
+        self.store
+            .revoke_session(&id, self.now(), "revoked")
+            .await?;
+        self.sessions_ended(std::slice::from_ref(&id)).await;
+        let account = self.account(session.account_id).await?;
+        self.audit_change(
+            actor,
+            "session_revoked",
+            &account,
+            Some(format!("session {id}")),
+        );
+        Ok(())
+    }
+
+    /// Ends every session of an account.
+    pub async fn end_all_sessions(&self, id: AccountId, actor: &Actor) -> Result<()> {
+        let account = self.account(id).await?;
+        self.end_account_sessions(id, None, "revoked").await?;
+        self.audit_change(actor, "sessions_revoked", &account, None);
+        Ok(())
+    }
+}
