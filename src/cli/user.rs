@@ -71,6 +71,11 @@ pub enum UserCommand {
         /// The new quota.
         max_api_calls: i64,
     },
+    /// Start an account's API-call count again from zero.
+    ResetQuota {
+        /// Username.
+        name: String,
+    },
     /// Give an account a role (see `sesame role list`).
     GrantRole {
         /// Username.
@@ -199,6 +204,12 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
                 .set_profile_attributes(account.id, attributes, &Actor::Operator)
                 .await?;
             println!("{}", serde_json::to_string(&account.profile)?);
+            Ok(())
+        }
+        UserCommand::ResetQuota { name } => {
+            let account = core.find_by_username(&name).await?;
+            core.reset_quota(account.id, &Actor::Operator).await?;
+            println!("API-call count of {} reset to 0", account.username);
             Ok(())
         }
         UserCommand::GrantRole { name, role } => {

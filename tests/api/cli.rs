@@ -787,6 +787,41 @@ async fn the_role_commands_define_roles_and_changes_apply_at_once() {
     ok(&["user", "disable", "admin"]);
     assert!(refused(&["user", "disable", "bob"]).contains("no active administrator"));
 
+    // A spent quota is reset from the CLI, and the running server sees it.
+    ok(&["user", "set-quota", "bob", "1"]);
+    let me = |token: String| {
+        let url = format!("{}/v1/me", server.address);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // (On SQLite another process's change reaches the server when it next
+    // re-reads the account's usage, within a second or two.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while me(token.clone()).await != StatusCode::TOO_MANY_REQUESTS {
+        assert!(
+            Instant::now() < deadline,
+            "the quota never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok(&["user", "reset-quota", "bob"]).contains("reset to 0"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while me(token.clone()).await != StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "the reset never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused(&["user", "reset-quota", "nobody"]).contains("not found"));
+
     let audit = ok(&["audit", "list", "--limit", "50"]);
     for event in [
         "role_created",
