@@ -19,6 +19,19 @@ pub fn rfc3339(t: UnixTime) -> String {
         .unwrap_or_default()
 }
 
+/// Midnight UTC of the day containing `t`.
+pub fn day_start(t: UnixTime) -> UnixTime {
+    t - t.rem_euclid(86_400)
+}
+
+/// Midnight UTC of the first day of the month containing `t`.
+pub fn month_start(t: UnixTime) -> UnixTime {
+    time::OffsetDateTime::from_unix_timestamp(day_start(t))
+        .ok()
+        .and_then(|day| day.replace_day(1).ok())
+        .map_or(day_start(t), |first| first.unix_timestamp())
+}
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + 'static {
     /// The current time in whole seconds since the Unix epoch.
@@ -57,5 +70,21 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> UnixTime {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_and_months_start_at_midnight_utc() {
+        // 2026-03-15T13:45:00Z
+        let t = 1_773_582_300;
+        assert_eq!(rfc3339(day_start(t)), "2026-03-15T00:00:00Z");
+        assert_eq!(rfc3339(month_start(t)), "2026-03-01T00:00:00Z");
+        assert_eq!(day_start(day_start(t)), day_start(t));
+        assert_eq!(rfc3339(month_start(1_772_323_200)), "2026-03-01T00:00:00Z");
+        assert_eq!(rfc3339(month_start(1_772_323_199)), "2026-02-01T00:00:00Z");
     }
 }

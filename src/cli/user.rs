@@ -70,6 +70,10 @@ pub enum UserCommand {
         name: String,
         /// The new quota.
         max_api_calls: i64,
+        /// After how long the count starts again from zero: none, day or
+        /// month (UTC), or default (the deployment's `quotas.period`).
+        #[arg(long, value_name = "PERIOD")]
+        period: Option<String>,
     },
     /// Start an account's API-call count again from zero.
     ResetQuota {
@@ -181,10 +185,20 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::SetQuota {
             name,
             max_api_calls,
+            period,
         } => {
             let account = core.find_by_username(&name).await?;
+            let period = match period.as_deref() {
+                None => None,
+                Some("default") => Some(None),
+                Some(name) => Some(Some(crate::core::admin::quota_period(name)?)),
+            };
             core.set_max_api_calls(account.id, max_api_calls, &Actor::Operator)
                 .await?;
+            if let Some(period) = period {
+                core.set_quota_period(account.id, period, &Actor::Operator)
+                    .await?;
+            }
             println!("quota of {} set to {max_api_calls}", account.username);
             Ok(())
         }

@@ -17,6 +17,7 @@ mod forward_auth;
 mod housekeeping;
 mod http;
 mod passwords;
+mod quotas;
 mod redis;
 mod sessions;
 mod tokens;
@@ -35,6 +36,7 @@ pub use self::forward_auth::RawForwardAuth;
 pub use self::housekeeping::RawHousekeeping;
 pub use self::http::RawHttp;
 pub use self::passwords::RawPasswords;
+pub use self::quotas::RawQuotas;
 pub use self::redis::RawRedis;
 pub use self::sessions::RawSessions;
 pub use self::tokens::RawTokens;
@@ -98,6 +100,8 @@ pub struct RawConfig {
     pub housekeeping: RawHousekeeping,
     /// `[forward_auth]`.
     pub forward_auth: RawForwardAuth,
+    /// `[quotas]`.
+    pub quotas: RawQuotas,
 }
 
 impl Default for RawConfig {
@@ -119,6 +123,7 @@ impl Default for RawConfig {
             audit: RawAudit::default(),
             housekeeping: RawHousekeeping::default(),
             forward_auth: RawForwardAuth::default(),
+            quotas: RawQuotas::default(),
         }
     }
 }
@@ -251,6 +256,7 @@ impl RawConfig {
         let housekeeping = self
             .housekeeping
             .validate(tokens.reuse_grace, &mut problems);
+        let quota_period = self.quotas.validate(&mut problems);
 
         if !problems.is_empty() {
             return Err(ConfigError(problems));
@@ -267,6 +273,7 @@ impl RawConfig {
                 sessions,
                 abuse,
                 housekeeping,
+                quota_period,
             },
             http,
             contracts,

@@ -12,8 +12,9 @@ use super::guard::account_key;
 use super::login::Principal;
 use super::policy::check_not_common;
 use super::roles::Actor;
+use crate::clock::UnixTime;
 use crate::store::{
-    Account, AccountId, AccountStatus, NewAccount, PasswordVerifiers, ProfilePatch,
+    Account, AccountId, AccountStatus, NewAccount, PasswordVerifiers, ProfilePatch, QuotaPeriod,
 };
 
 /// The role every new account gets unless told otherwise.
@@ -119,13 +120,19 @@ impl Core {
         })
     }
 
-    /// An account with its live API-call count (stored plus not yet flushed).
+    /// An account with its live API-call count: of the current period,
+    /// stored plus not yet flushed.
     pub(crate) async fn account_with_usage(&self, id: AccountId) -> Result<Account> {
         let mut account = Account::clone(&*self.cached_account(id).await?);
-        if let Some(count) = self.api_calls.current(id) {
-            account.api_calls_count = count;
-        }
+        account.api_calls_count = self.live_api_calls(&account, self.now());
         Ok(account)
+    }
+
+    /// The account's API-call count in the period containing `now`.
+    pub(crate) fn live_api_calls(&self, account: &Account, now: UnixTime) -> i64 {
+        self.api_calls.current(account.id, now).unwrap_or_else(|| {
+            super::quota::stored_count(account, self.api_calls.default_period(), now)
+        })
     }
 
     /// The account as it is now: from this node's cache, which every change
@@ -157,6 +164,30 @@ impl Core {
             "quota_set",
             &account,
             Some(format!("max_api_calls {max}")),
+        );
+        Ok(())
+    }
+
+    /// Sets an account's own quota period (`None`: the deployment's default).
+    /// The count of the period containing now is what its quota limits.
+    pub async fn set_quota_period(
+        &self,
+        id: AccountId,
+        period: Option<QuotaPeriod>,
+        actor: &Actor,
+    ) -> Result<()> {
+        let account = self.account(id).await?;
+        if !self.store.set_quota_period(id, period, self.now()).await? {
+            return Err(Error::NotFound("account"));
+        }
+        self.api_calls.set_period(id, period);
+        self.account_changed(id).await;
+        let shown = period.map_or("default", QuotaPeriod::as_str);
+        self.audit_change(
+            actor,
+            "quota_period_set",
+            &account,
+            Some(format!("period {shown}")),
         );
         Ok(())
     }

@@ -11,7 +11,9 @@ use super::domain::{Email, Mobile, Name, fold_key};
 use super::error::{Error, Result};
 use super::roles::Actor;
 use super::sessions::SessionView;
-use crate::store::{Account, AccountId, AccountQuery, AccountStatus, ContactChange, ProfilePatch};
+use crate::store::{
+    Account, AccountId, AccountQuery, AccountStatus, ContactChange, ProfilePatch, QuotaPeriod,
+};
 
 /// Most accounts (or audit events) in one page.
 pub const MAX_PAGE: u32 = 200;
@@ -58,6 +60,8 @@ pub struct AccountPatch {
     pub display_name: Option<String>,
     /// API-call quota (0: unlimited).
     pub max_api_calls: Option<i64>,
+    /// Quota period: `none`, `day` or `month`; `Some(None)`: the default.
+    pub quota_period: Option<Option<String>>,
     /// Profile attributes to set, or to remove when `None`.
     pub profile: Option<BTreeMap<String, Option<String>>>,
 }
@@ -83,6 +87,16 @@ pub fn cursor(raw: Option<&str>) -> Result<Option<i64>> {
                 .ok_or_else(|| Error::invalid("cursor", "not a cursor this API returned"))
         })
         .transpose()
+}
+
+/// Reads a quota period name.
+pub fn quota_period(raw: &str) -> Result<QuotaPeriod> {
+    QuotaPeriod::parse(raw).ok_or_else(|| {
+        Error::invalid(
+            "quota_period",
+            "must be \"none\", \"day\" or \"month\" (null: the deployment's default)",
+        )
+    })
 }
 
 fn status(raw: &str) -> Result<AccountStatus> {
@@ -178,6 +192,11 @@ impl Core {
         if let Some(attributes) = &patch.profile {
             self.check_profile_change(&account.profile, attributes)?;
         }
+        let quota_period = patch
+            .quota_period
+            .as_ref()
+            .map(|p| p.as_deref().map(quota_period).transpose())
+            .transpose()?;
 
         if email.is_some() || mobile.is_some() {
             let change = ContactChange {
@@ -216,6 +235,9 @@ impl Core {
         if let Some(max) = patch.max_api_calls {
             self.set_max_api_calls(id, max, actor).await?;
         }
+        if let Some(period) = quota_period {
+            self.set_quota_period(id, period, actor).await?;
+        }
         if let Some(roles) = &patch.roles {
             self.set_account_roles(id, roles, actor).await?;
         }
@@ -230,17 +252,23 @@ impl Core {
         &self,
         spec: super::accounts::AccountSpec,
         profile: BTreeMap<String, String>,
+        period: Option<&str>,
         actor: &Actor,
     ) -> Result<Account> {
         let attributes: BTreeMap<String, Option<String>> =
             profile.into_iter().map(|(k, v)| (k, Some(v))).collect();
         self.check_profile_change(&BTreeMap::new(), &attributes)?;
+        let period = period.map(quota_period).transpose()?;
         let account = self.create_account(spec, actor).await?;
-        if attributes.is_empty() {
-            return Ok(account);
+        if let Some(period) = period {
+            self.set_quota_period(account.id, Some(period), actor)
+                .await?;
         }
-        self.set_profile_attributes(account.id, attributes, actor)
-            .await
+        if !attributes.is_empty() {
+            self.set_profile_attributes(account.id, attributes, actor)
+                .await?;
+        }
+        self.account_with_usage(account.id).await
     }
 
     /// Sets an account's API-call count back to zero.

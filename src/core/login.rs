@@ -443,9 +443,7 @@ impl Core {
         let now = self.now();
         let account = match account {
             Some(mut account) => {
-                if let Some(count) = self.api_calls.current(account.id) {
-                    account.api_calls_count = count;
-                }
+                account.api_calls_count = self.live_api_calls(&account, now);
                 account
             }
             None => self.account_with_usage(session.account_id).await?,

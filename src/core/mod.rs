@@ -53,6 +53,8 @@ pub struct CoreSettings {
     pub abuse: AbuseSettings,
     /// Background purges of ended sessions and spent refresh tokens.
     pub housekeeping: housekeeping::HousekeepingSettings,
+    /// The API-call quota period of accounts without their own.
+    pub quota_period: crate::store::QuotaPeriod,
 }
 
 /// Who is calling, as far as the transport can tell.
@@ -113,6 +115,7 @@ impl Core {
         let api_calls = Arc::new(ApiCalls::new(
             Arc::clone(&store),
             settings.sessions.cache_ttl,
+            settings.quota_period,
         ));
         api_calls.spawn_flusher();
         let audit = Arc::new(AuditLog::new(

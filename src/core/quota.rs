@@ -7,6 +7,11 @@
 //! flush: one second's worth. The quota itself is re-read from the store
 //! every `cache_ttl` seconds, so an operator raising it from the CLI takes
 //! effect within that time; changes made through this process apply at once.
+//!
+//! A quota may be per period (`day`, `month`, in UTC; the account's own, or
+//! the deployment's default): the count belongs to the period it was made
+//! in, and one from an earlier period reads as zero here and is replaced in
+//! the store at the next flush. Nothing runs at midnight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +19,7 @@ use std::time::Duration;
 
 use super::clock::UnixTime;
 use super::error::{Error, Result};
-use crate::store::{AccountId, ApiUsage, Store};
+use crate::store::{Account, AccountId, ApiUsage, QuotaPeriod, Store};
 
 /// How often pending counts are written to the store.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -27,12 +32,37 @@ struct Usage {
     pending: i64,
     /// Quota; 0 means unlimited.
     max: i64,
+    /// The account's period (its own or the default).
+    period: QuotaPeriod,
+    /// Start of the period `persisted` and `pending` belong to.
+    period_start: UnixTime,
     loaded_at: UnixTime,
 }
 
 impl Usage {
     fn total(&self) -> i64 {
         self.persisted + self.pending
+    }
+
+    /// Moves to the period containing `now`: an earlier period's count is
+    /// over. (Calls pending across the boundary, at most one flush's worth,
+    /// go to the new period.)
+    fn roll(&mut self, now: UnixTime) {
+        let start = self.period.start(now);
+        if start > self.period_start {
+            self.persisted = 0;
+            self.period_start = start;
+        }
+    }
+}
+
+/// The count of `account` in the period containing `now`, as stored.
+pub fn stored_count(account: &Account, default: QuotaPeriod, now: UnixTime) -> i64 {
+    let start = account.quota_period.unwrap_or(default).start(now);
+    if account.api_calls_period < start {
+        0
+    } else {
+        account.api_calls_count
     }
 }
 
@@ -44,6 +74,8 @@ pub struct ApiCalls {
     /// periodic one still writing instead of finding nothing and returning.
     flushing: tokio::sync::Mutex<()>,
     ttl: i64,
+    /// The period of accounts without their own.
+    default_period: QuotaPeriod,
 }
 
 impl std::fmt::Debug for ApiCalls {
@@ -53,14 +85,21 @@ impl std::fmt::Debug for ApiCalls {
 }
 
 impl ApiCalls {
-    /// Counters over `store`, re-reading quotas every `ttl` seconds.
-    pub fn new(store: Arc<dyn Store>, ttl: i64) -> Self {
+    /// Counters over `store`, re-reading quotas every `ttl` seconds;
+    /// accounts without a period of their own have `default_period`.
+    pub fn new(store: Arc<dyn Store>, ttl: i64, default_period: QuotaPeriod) -> Self {
         Self {
             store,
             usage: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
             ttl,
+            default_period,
         }
+    }
+
+    /// The period of accounts without their own.
+    pub fn default_period(&self) -> QuotaPeriod {
+        self.default_period
     }
 
     /// Counts one call, or refuses it with [`Error::QuotaExceeded`] when the
@@ -85,6 +124,7 @@ impl ApiCalls {
         if now.saturating_sub(usage.loaded_at) >= self.ttl.max(1) && usage.pending == 0 {
             return None;
         }
+        usage.roll(now);
         if usage.max > 0 && usage.total() >= usage.max {
             return Some(Err(Error::QuotaExceeded));
         }
@@ -95,21 +135,31 @@ impl ApiCalls {
     fn reload(&self, account: AccountId, stored: ApiUsage, now: UnixTime) {
         if let Ok(mut map) = self.usage.lock() {
             let pending = map.get(&account).map_or(0, |u| u.pending);
-            map.insert(
-                account,
-                Usage {
-                    persisted: stored.count,
-                    pending,
-                    max: stored.max,
-                    loaded_at: now,
-                },
-            );
+            let period = stored.period.unwrap_or(self.default_period);
+            let mut usage = Usage {
+                persisted: stored.count,
+                pending,
+                max: stored.max,
+                period,
+                period_start: stored.period_start,
+                loaded_at: now,
+            };
+            if period.start(now) != stored.period_start {
+                // Counted in another period, or under another period kind.
+                usage.persisted = 0;
+                usage.period_start = period.start(now);
+            }
+            map.insert(account, usage);
         }
     }
 
-    /// The live count for an account (stored plus pending), if it is tracked.
-    pub fn current(&self, account: AccountId) -> Option<i64> {
-        self.usage.lock().ok()?.get(&account).map(Usage::total)
+    /// The live count of an account in the period containing `now` (stored
+    /// plus pending), if it is tracked.
+    pub fn current(&self, account: AccountId, now: UnixTime) -> Option<i64> {
+        let mut map = self.usage.lock().ok()?;
+        let usage = map.get_mut(&account)?;
+        usage.roll(now);
+        Some(usage.total())
     }
 
     /// Makes the next call of an account re-read its count and quota.
@@ -141,6 +191,16 @@ impl ApiCalls {
         }
     }
 
+    /// Sets an account's period in memory after it was changed in the store.
+    pub fn set_period(&self, account: AccountId, period: Option<QuotaPeriod>) {
+        if let Ok(mut map) = self.usage.lock()
+            && let Some(usage) = map.get_mut(&account)
+        {
+            usage.period = period.unwrap_or(self.default_period);
+            usage.loaded_at = UnixTime::MIN;
+        }
+    }
+
     /// Sets a new quota in memory after it was changed in the store.
     pub fn set_max(&self, account: AccountId, max: i64) {
         if let Ok(mut map) = self.usage.lock()
@@ -153,7 +213,7 @@ impl ApiCalls {
     /// Writes pending counts to the store. On failure they stay pending.
     pub async fn flush(&self) -> Result<()> {
         let _flushing = self.flushing.lock().await;
-        let batch: Vec<(AccountId, i64)> = match self.usage.lock() {
+        let batch: Vec<(AccountId, i64, UnixTime)> = match self.usage.lock() {
             Ok(mut map) => map
                 .iter_mut()
                 .filter(|(_, u)| u.pending > 0)
@@ -161,7 +221,7 @@ impl ApiCalls {
                     let n = u.pending;
                     u.persisted += n;
                     u.pending = 0;
-                    (*id, n)
+                    (*id, n, u.period_start)
                 })
                 .collect(),
             Err(_) => return Err(Error::Internal("quota counters poisoned".into())),
@@ -176,7 +236,9 @@ impl ApiCalls {
                 // for the cluster within one flush interval.
                 if let Ok(mut map) = self.usage.lock() {
                     for (id, stored) in totals {
-                        if let Some(u) = map.get_mut(&id) {
+                        if let Some(u) = map.get_mut(&id)
+                            && stored.period_start == u.period_start
+                        {
                             u.persisted = stored.count;
                             u.max = stored.max;
                         }
@@ -186,7 +248,7 @@ impl ApiCalls {
             }
             Err(error) => {
                 if let Ok(mut map) = self.usage.lock() {
-                    for (id, n) in &batch {
+                    for (id, n, _) in &batch {
                         if let Some(u) = map.get_mut(id) {
                             u.persisted -= n;
                             u.pending += n;

@@ -48,7 +48,7 @@ use super::error::{Error, Result};
 use crate::store::transfer::{
     AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
 };
-use crate::store::{Account, AccountId, AccountStatus, PasswordVerifiers, TokenStyle};
+use crate::store::{Account, AccountId, AccountStatus, PasswordVerifiers, QuotaPeriod, TokenStyle};
 
 /// The header's `format`.
 pub const FORMAT: &str = "sesame-export";
@@ -125,6 +125,10 @@ struct AccountLine {
     #[serde(default)]
     max_api_calls: i64,
     #[serde(default)]
+    quota_period: Option<String>,
+    #[serde(default)]
+    api_calls_period: i64,
+    #[serde(default)]
     roles: Option<Vec<String>>,
     #[serde(default)]
     profile: BTreeMap<String, String>,
@@ -195,6 +199,8 @@ impl AccountLine {
             failed_login_count: a.failed_login_count,
             api_calls_count: a.api_calls_count,
             max_api_calls: a.max_api_calls,
+            quota_period: a.quota_period.map(|p| p.as_str().to_owned()),
+            api_calls_period: a.api_calls_period,
             roles: Some(a.roles.clone()),
             profile: a.profile.clone(),
         }
@@ -573,6 +579,16 @@ impl Import {
                 return Err(format!("{field}: must be 0 or more"));
             }
         }
+        let quota_period = a
+            .quota_period
+            .as_deref()
+            .map(|p| {
+                QuotaPeriod::parse(p).ok_or("quota_period: must be \"none\", \"day\" or \"month\"")
+            })
+            .transpose()?;
+        if a.api_calls_period < 0 {
+            return Err("api_calls_period: must be Unix seconds, 0 or more".into());
+        }
         let mut roles = a.roles.unwrap_or_else(|| vec![DEFAULT_ROLE.to_owned()]);
         if roles.iter().any(|role| !self.roles.contains(role)) {
             return Err(format!(
@@ -608,6 +624,8 @@ impl Import {
             failed_login_count: a.failed_login_count,
             api_calls_count: a.api_calls_count,
             max_api_calls: a.max_api_calls,
+            quota_period,
+            api_calls_period: a.api_calls_period,
             roles,
             profile: a.profile,
         })

@@ -174,6 +174,7 @@ struct NewUser {
     roles: Vec<String>,
     #[serde(default)]
     max_api_calls: i64,
+    quota_period: Option<String>,
     #[serde(default)]
     profile: BTreeMap<String, String>,
 }
@@ -194,7 +195,7 @@ async fn create_user(
     };
     let account = state
         .core
-        .create_account_with_profile(spec, body.profile, &actor)
+        .create_account_with_profile(spec, body.profile, body.quota_period.as_deref(), &actor)
         .await?;
     let mut response = (StatusCode::CREATED, Json(UserView::from(&account))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/admin/users/{}", account.id)) {
@@ -232,6 +233,8 @@ struct UserChange {
     mobile: Option<Option<String>>,
     display_name: Option<String>,
     max_api_calls: Option<i64>,
+    #[serde(default, deserialize_with = "nullable")]
+    quota_period: Option<Option<String>>,
     profile: Option<BTreeMap<String, Option<String>>>,
 }
 
@@ -248,6 +251,7 @@ async fn update_user(
         mobile: body.mobile,
         display_name: body.display_name,
         max_api_calls: body.max_api_calls,
+        quota_period: body.quota_period,
         profile: body.profile,
     };
     let account = state

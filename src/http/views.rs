@@ -31,6 +31,8 @@ pub struct UserView<'a> {
     api_calls_count: i64,
     /// 0 means unlimited.
     max_api_calls: i64,
+    /// The account's own period; `null`: the deployment's default.
+    quota_period: Option<&'static str>,
 }
 
 impl<'a> From<&'a Account> for UserView<'a> {
@@ -56,6 +58,7 @@ impl<'a> From<&'a Account> for UserView<'a> {
             failed_login_count: a.failed_login_count,
             api_calls_count: a.api_calls_count,
             max_api_calls: a.max_api_calls,
+            quota_period: a.quota_period.map(|p| p.as_str()),
         }
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::store::{
     AccountId, AccountStatus, LoginRecord, NewAccount, NewRefreshToken, NewSession,
-    PasswordVerifiers, PurgeCutoffs, Role, RoleChange, Store, StoreError, SuccessorHashes,
-    TokenStyle,
+    PasswordVerifiers, PurgeCutoffs, QuotaPeriod, Role, RoleChange, Store, StoreError,
+    SuccessorHashes, TokenStyle,
 };
 
 async fn account(store: &dyn Store, name: &str) -> AccountId {
@@ -487,4 +487,55 @@ pub async fn concurrent_demotions_leave_an_administrator(store: Arc<dyn Store>) 
         store.set_status(a, AccountStatus::Active, 2).await.unwrap();
         store.set_status(b, AccountStatus::Active, 2).await.unwrap();
     }
+}
+
+/// API-call counts belong to a period: a count from an earlier period
+/// starts over; one flushed late, from an earlier period than the stored
+/// one, joins the current count.
+pub async fn api_calls_count_per_period(store: Arc<dyn Store>) {
+    let store = &*store;
+    let id = account(store, "counted").await;
+    let add = |n: i64, start: i64| async move {
+        let totals = store.add_api_calls(&[(id, n, start)]).await.unwrap();
+        assert_eq!(totals.len(), 1);
+        (totals[0].1.count, totals[0].1.period_start)
+    };
+    assert_eq!(add(2, 0).await, (2, 0));
+    assert_eq!(add(3, 0).await, (5, 0));
+    assert_eq!(add(1, 100).await, (1, 100), "a new period starts over");
+    assert_eq!(
+        add(4, 50).await,
+        (5, 100),
+        "a late flush joins the current period"
+    );
+    let usage = store.api_usage(id).await.unwrap().unwrap();
+    assert_eq!(
+        (usage.count, usage.period_start, usage.period),
+        (5, 100, None)
+    );
+    assert!(
+        store
+            .set_quota_period(id, Some(QuotaPeriod::Day), 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.api_usage(id).await.unwrap().unwrap().period,
+        Some(QuotaPeriod::Day)
+    );
+    let account = store.get_account(id).await.unwrap().unwrap();
+    assert_eq!(
+        (account.quota_period, account.api_calls_period),
+        (Some(QuotaPeriod::Day), 100)
+    );
+    assert!(store.set_quota_period(id, None, 2).await.unwrap());
+    assert_eq!(store.api_usage(id).await.unwrap().unwrap().period, None);
+    assert!(!store.set_quota_period(999, None, 2).await.unwrap());
+    assert!(
+        store
+            .add_api_calls(&[(999, 1, 0)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

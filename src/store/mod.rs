@@ -213,16 +213,25 @@ pub trait AccountStore: Send + Sync {
 
     /// The account's persisted API-call count and quota.
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>>;
-    /// Adds batched API-call counts, in one transaction, and returns the
-    /// accounts' new totals (with their quotas): on a shared database these
+    /// Adds batched API-call counts `(account, calls, period start)`, in one
+    /// transaction; a stored count of an earlier period starts over. Returns
+    /// the accounts' new totals (with their quotas): on a shared database these
     /// include every node's calls, which keeps a quota's overshoot bounded
     /// across the cluster.
     async fn add_api_calls(
         &self,
-        counts: &[(AccountId, i64)],
+        counts: &[(AccountId, i64, UnixTime)],
     ) -> StoreResult<Vec<(AccountId, ApiUsage)>>;
     /// Sets the API-call quota (0: unlimited).
     async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()>;
+    /// Sets an account's own quota period (`None`: the deployment's
+    /// default); `false` if there is no such account.
+    async fn set_quota_period(
+        &self,
+        id: AccountId,
+        period: Option<QuotaPeriod>,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
 }
 
 /// Sessions and their refresh-token chains.

@@ -100,10 +100,15 @@ pub struct Account {
     pub failed_login_count: i64,
     /// Failures from unknown clients since the last success (drives lockout).
     pub consecutive_failures: i64,
-    /// Authenticated API calls counted so far.
+    /// Authenticated API calls counted in the period starting at
+    /// `api_calls_period` (as stored: the core shows the current period's).
     pub api_calls_count: i64,
     /// API-call quota; 0 means unlimited.
     pub max_api_calls: i64,
+    /// The account's own quota period; `None`: the deployment's default.
+    pub quota_period: Option<QuotaPeriod>,
+    /// Start of the period `api_calls_count` belongs to.
+    pub api_calls_period: UnixTime,
     /// Role names.
     pub roles: Vec<String>,
     /// Union of the roles' permissions, sorted.
@@ -331,10 +336,56 @@ pub struct OpaqueAccessToken {
 /// An account's API-call usage as persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiUsage {
-    /// Calls counted so far.
+    /// Calls counted in the period starting at `period_start`.
     pub count: i64,
     /// Quota; 0 means unlimited.
     pub max: i64,
+    /// The account's own period; `None`: the deployment's default.
+    pub period: Option<QuotaPeriod>,
+    /// Start of the period `count` belongs to.
+    pub period_start: UnixTime,
+}
+
+/// After how long an account's API-call count starts again from zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuotaPeriod {
+    /// Never: the quota is for the account's lifetime.
+    #[default]
+    None,
+    /// Every day at midnight UTC.
+    Day,
+    /// On the first of every month at midnight UTC.
+    Month,
+}
+
+impl QuotaPeriod {
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaPeriod::None => "none",
+            QuotaPeriod::Day => "day",
+            QuotaPeriod::Month => "month",
+        }
+    }
+
+    /// Reads a name written by [`QuotaPeriod::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "none" => Some(QuotaPeriod::None),
+            "day" => Some(QuotaPeriod::Day),
+            "month" => Some(QuotaPeriod::Month),
+            _ => None,
+        }
+    }
+
+    /// The start of the period containing `now` (0 for `None`: one period).
+    pub fn start(self, now: UnixTime) -> UnixTime {
+        match self {
+            QuotaPeriod::None => 0,
+            QuotaPeriod::Day => crate::clock::day_start(now),
+            QuotaPeriod::Month => crate::clock::month_start(now),
+        }
+    }
 }
 
 /// A token signing key.

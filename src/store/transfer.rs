@@ -64,6 +64,10 @@ pub struct AccountRecord {
     pub api_calls_count: i64,
     /// API-call quota; 0 means unlimited.
     pub max_api_calls: i64,
+    /// The account's own quota period; `None`: the deployment's default.
+    pub quota_period: Option<super::QuotaPeriod>,
+    /// Start of the period `api_calls_count` belongs to.
+    pub api_calls_period: UnixTime,
     /// Role names (each must exist).
     pub roles: Vec<String>,
     /// Free key/value attributes.

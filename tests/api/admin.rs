@@ -179,7 +179,7 @@ async fn accounts_are_created_shown_changed_and_deleted() {
             Some(json!({
                 "username": "Bob", "password": "bob password 1", "email": "Bob@Example.com",
                 "mobile": "13800000001", "display_name": "Bob B", "roles": ["user", "administrator"],
-                "max_api_calls": 100, "profile": {"gender": "m"},
+                "max_api_calls": 100, "quota_period": "month", "profile": {"gender": "m"},
             })),
         )
         .await;
@@ -195,6 +195,7 @@ async fn accounts_are_created_shown_changed_and_deleted() {
     assert_eq!(bob["roles"], json!(["administrator", "user"]));
     assert_eq!(bob["permissions"], json!(["admin", "read", "write"]));
     assert_eq!(bob["max_api_calls"], 100);
+    assert_eq!(bob["quota_period"], "month");
     assert_eq!(bob["profile"], json!({"gender": "m"}));
     assert!(bob.get("password_hash").is_none() && !bob.to_string().contains("argon2"));
     assert_eq!(
@@ -212,7 +213,8 @@ async fn accounts_are_created_shown_changed_and_deleted() {
             &location,
             Some(json!({
                 "display_name": "Robert", "email": "robert@example.com", "mobile": null,
-                "max_api_calls": 0, "profile": {"gender": null, "qq": "1"}, "roles": ["user"],
+                "max_api_calls": 0, "quota_period": null, "profile": {"gender": null, "qq": "1"},
+                "roles": ["user"],
             })),
         )
         .await;
@@ -220,6 +222,11 @@ async fn accounts_are_created_shown_changed_and_deleted() {
     assert_eq!(changed["email"], "robert@example.com");
     assert_eq!(changed["mobile"], Value::Null);
     assert_eq!(changed["max_api_calls"], 0);
+    assert_eq!(
+        changed["quota_period"],
+        Value::Null,
+        "null: the deployment's default"
+    );
     assert_eq!(changed["profile"], json!({"qq": "1"}));
     assert_eq!(changed["roles"], json!(["user"]));
     assert_eq!(
@@ -372,7 +379,7 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     assert_problem(unknown, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
     let missing = create(json!({"username": "c11"})).await;
     assert_problem(missing, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
-    for name in ["c5", "c6", "c7", "c8", "c9", "c10", "c11"] {
+    for name in ["c5", "c6", "c7", "c8", "c9", "c10", "c11", "c12"] {
         assert!(
             admin.app.core.find_by_username(name).await.is_err(),
             "{name} was created"

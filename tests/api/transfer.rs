@@ -130,6 +130,10 @@ async fn populated_source() -> Source {
         sesame(&env).args(["user", "set-profile", "alice", "gender=女", "qq=10000"]),
         None,
     ));
+    ok(run(
+        sesame(&env).args(["user", "set-quota", "alice", "1000", "--period", "month"]),
+        None,
+    ));
     ok(add_user(
         &env,
         &["--username", "bob", "--email", "bob@example.com"],
@@ -306,6 +310,7 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
     assert_eq!(me["profile"], json!({"gender": "女", "qq": "10000"}));
     assert_eq!(me["roles"], json!(["administrator", "user"]));
     assert_eq!(me["max_api_calls"], 1000);
+    assert_eq!(me["quota_period"], "month");
     assert_eq!(me["display_name"], "Alice A");
     assert!(me["api_calls_count"].as_i64().unwrap() >= 1, "{me}");
     let bob = app.refresh(&source.bob_refresh).await;
@@ -430,7 +435,7 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
             14,
             "gina",
             &phc("gina password 1"),
-            r#", "email": "gina@example.com", "max_api_calls": 7, "profile": {"qq": "1"}"#,
+            r#", "email": "gina@example.com", "max_api_calls": 7, "quota_period": "day", "profile": {"qq": "1"}"#,
         ),
         session.to_string(),
         r#"{"type": "widget", "secret": "hunter2-secret"}"#.to_owned(),
@@ -562,6 +567,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
         .await
         .unwrap();
     assert_eq!(gina["user"]["max_api_calls"], 7);
+    assert_eq!(gina["user"]["quota_period"], "day");
     assert_eq!(gina["user"]["roles"], json!(["user"]), "the default role");
 }
 

@@ -10,7 +10,8 @@ use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     Account, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage, ClientKind,
-    ContactChange, LoginCandidate, NewAccount, PasswordVerifiers, ProfilePatch, StoreResult,
+    ContactChange, LoginCandidate, NewAccount, PasswordVerifiers, ProfilePatch, QuotaPeriod,
+    StoreResult,
 };
 
 /// `SELECT` of account rows matching a condition, each with its roles,
@@ -23,7 +24,7 @@ macro_rules! select_accounts {
              a.display_name, a.avatar_url, a.status, a.password_hash, a.md5_verifier, \
              a.password_changed_at, a.created_at, a.updated_at, a.last_login_at, a.last_login_ip, \
              a.login_count, a.failed_login_count, a.consecutive_failures, a.api_calls_count, \
-             a.max_api_calls, \
+             a.max_api_calls, a.quota_period, a.api_calls_period, \
              ARRAY(SELECT role FROM account_roles WHERE account_id = a.id ORDER BY role) AS roles, \
              ARRAY(SELECT DISTINCT rp.permission FROM account_roles ar \
                    JOIN role_permissions rp ON rp.role = ar.role \
@@ -34,6 +35,22 @@ macro_rules! select_accounts {
             $condition
         )
     };
+}
+
+fn period_column(row: &PgRow) -> StoreResult<Option<QuotaPeriod>> {
+    row.try_get::<Option<String>, _>("quota_period")
+        .map_err(db_error)?
+        .map(|p| QuotaPeriod::parse(&p).ok_or_else(|| corrupt("quota period")))
+        .transpose()
+}
+
+fn usage_from_row(row: &PgRow) -> StoreResult<ApiUsage> {
+    Ok(ApiUsage {
+        count: row.try_get("api_calls_count").map_err(db_error)?,
+        max: row.try_get("max_api_calls").map_err(db_error)?,
+        period: period_column(row)?,
+        period_start: row.try_get("api_calls_period").map_err(db_error)?,
+    })
 }
 
 pub(super) fn account_from_row(row: &PgRow) -> StoreResult<Account> {
@@ -68,6 +85,8 @@ pub(super) fn account_from_row(row: &PgRow) -> StoreResult<Account> {
         consecutive_failures: row.try_get("consecutive_failures").map_err(get)?,
         api_calls_count: row.try_get("api_calls_count").map_err(get)?,
         max_api_calls: row.try_get("max_api_calls").map_err(get)?,
+        quota_period: period_column(row)?,
+        api_calls_period: row.try_get("api_calls_period").map_err(get)?,
         roles: row.try_get("roles").map_err(get)?,
         permissions: row.try_get("permissions").map_err(get)?,
         profile: names.into_iter().zip(values).collect::<BTreeMap<_, _>>(),
@@ -399,50 +418,64 @@ impl AccountStore for PostgresStore {
     }
 
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {
-        sqlx::query("SELECT api_calls_count, max_api_calls FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .map(|row| {
-                Ok(ApiUsage {
-                    count: row.try_get(0).map_err(db_error)?,
-                    max: row.try_get(1).map_err(db_error)?,
-                })
-            })
-            .transpose()
+        sqlx::query(
+            "SELECT api_calls_count, max_api_calls, quota_period, api_calls_period \
+             FROM accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(usage_from_row)
+        .transpose()
     }
 
-    /// One statement for the whole batch. Counts are sorted by account, so
-    /// two nodes flushing overlapping batches lock the rows in the same order.
     async fn add_api_calls(
         &self,
-        counts: &[(AccountId, i64)],
+        counts: &[(AccountId, i64, UnixTime)],
     ) -> StoreResult<Vec<(AccountId, ApiUsage)>> {
         let mut sorted = counts.to_vec();
+        // One order for every node's batch: no deadlock between two flushes.
         sorted.sort_unstable();
-        let (ids, adds): (Vec<i64>, Vec<i64>) = sorted.into_iter().unzip();
+        let ids: Vec<i64> = sorted.iter().map(|c| c.0).collect();
+        let adds: Vec<i64> = sorted.iter().map(|c| c.1).collect();
+        let starts: Vec<i64> = sorted.iter().map(|c| c.2).collect();
+        // A count from an earlier period than the one counted in starts over.
         sqlx::query(
-            "UPDATE accounts a SET api_calls_count = a.api_calls_count + c.n \
-             FROM UNNEST($1::bigint[], $2::bigint[]) AS c(id, n) WHERE a.id = c.id \
-             RETURNING a.id, a.api_calls_count, a.max_api_calls",
+            "UPDATE accounts a SET \
+               api_calls_count = CASE WHEN a.api_calls_period < c.start THEN c.n \
+                 ELSE a.api_calls_count + c.n END, \
+               api_calls_period = GREATEST(a.api_calls_period, c.start) \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS c(id, n, start) \
+             WHERE a.id = c.id \
+             RETURNING a.id, a.api_calls_count, a.max_api_calls, a.quota_period, a.api_calls_period",
         )
         .bind(&ids)
         .bind(&adds)
+        .bind(&starts)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?
         .iter()
-        .map(|row| {
-            Ok((
-                row.try_get(0).map_err(db_error)?,
-                ApiUsage {
-                    count: row.try_get(1).map_err(db_error)?,
-                    max: row.try_get(2).map_err(db_error)?,
-                },
-            ))
-        })
+        .map(|row| Ok((row.try_get("id").map_err(db_error)?, usage_from_row(row)?)))
         .collect()
+    }
+
+    async fn set_quota_period(
+        &self,
+        id: AccountId,
+        period: Option<QuotaPeriod>,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        sqlx::query("UPDATE accounts SET quota_period = $1, updated_at = $2 WHERE id = $3")
+            .bind(period.map(QuotaPeriod::as_str))
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+            .map_err(db_error)
     }
 
     async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()> {

@@ -13,7 +13,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 3] = [
+const MIGRATIONS: [(&str, &str); 4] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -25,6 +25,10 @@ const MIGRATIONS: [(&str, &str); 3] = [
     (
         "known_clients_on_account",
         include_str!("../../../migrations/postgres/0003_known_clients_on_account.sql"),
+    ),
+    (
+        "quota_period",
+        include_str!("../../../migrations/postgres/0004_quota_period.sql"),
     ),
 ];
 

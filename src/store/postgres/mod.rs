@@ -207,6 +207,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn api_calls_are_counted_per_period() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::api_calls_count_per_period(store).await;
+    }
+
+    #[tokio::test]
     async fn roles_never_leave_the_deployment_without_an_administrator() {
         let Some((_db, store)) = store().await else {
             return;

@@ -89,9 +89,10 @@ async fn insert_account(
         "WITH a AS (INSERT INTO accounts (id, username, username_key, email, email_key, \
          email_verified, mobile, mobile_verified, display_name, avatar_url, status, password_hash, \
          md5_verifier, password_changed_at, created_at, updated_at, last_login_at, last_login_ip, \
-         login_count, failed_login_count, api_calls_count, max_api_calls) \
+         login_count, failed_login_count, api_calls_count, max_api_calls, quota_period, \
+         api_calls_period) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22) RETURNING id), \
+         $19, $20, $21, $22, $26, $27) RETURNING id), \
          r AS (INSERT INTO account_roles (account_id, role) SELECT a.id, UNNEST($23::text[]) FROM a) \
          INSERT INTO profile_attributes (account_id, name, value) \
          SELECT a.id, p.n, p.v FROM a, UNNEST($24::text[], $25::text[]) AS p(n, v)",
@@ -121,6 +122,8 @@ async fn insert_account(
     .bind(&account.roles)
     .bind(&names)
     .bind(&values)
+    .bind(account.quota_period.map(|p| p.as_str()))
+    .bind(account.api_calls_period)
     .execute(&mut *conn)
     .await
     .map_err(record_error)?;

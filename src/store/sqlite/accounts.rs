@@ -9,7 +9,7 @@ use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     Account, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage, ClientKind,
-    ContactChange, NewAccount, PasswordVerifiers, ProfilePatch, StoreResult,
+    ContactChange, NewAccount, PasswordVerifiers, ProfilePatch, QuotaPeriod, StoreResult,
 };
 
 /// `SELECT` of account rows matching a condition, each with its roles,
@@ -21,7 +21,7 @@ macro_rules! select_accounts {
         concat!("SELECT id, username, email, email_verified, mobile, mobile_verified, display_name, \
      avatar_url, status, password_hash, md5_verifier, password_changed_at, created_at, updated_at, \
      last_login_at, last_login_ip, login_count, failed_login_count, consecutive_failures, api_calls_count, \
-     max_api_calls, \
+     max_api_calls, quota_period, api_calls_period, \
      (SELECT json_group_array(role) FROM \
         (SELECT role FROM account_roles WHERE account_id = accounts.id ORDER BY role)) AS roles_json, \
      (SELECT json_group_array(permission) FROM \
@@ -39,6 +39,12 @@ fn json_column<T: serde::de::DeserializeOwned>(
 ) -> rusqlite::Result<T> {
     let text: String = row.get(column)?;
     serde_json::from_str(&text).map_err(|_| corrupt(column))
+}
+
+fn period_column(row: &Row) -> rusqlite::Result<Option<QuotaPeriod>> {
+    row.get::<_, Option<String>>("quota_period")?
+        .map(|p| QuotaPeriod::parse(&p).ok_or_else(|| corrupt("quota period")))
+        .transpose()
 }
 
 fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
@@ -67,6 +73,8 @@ fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
         consecutive_failures: row.get("consecutive_failures")?,
         api_calls_count: row.get("api_calls_count")?,
         max_api_calls: row.get("max_api_calls")?,
+        quota_period: period_column(row)?,
+        api_calls_period: row.get("api_calls_period")?,
         roles: json_column(row, "roles_json")?,
         permissions: json_column(row, "permissions_json")?,
         profile: json_column::<BTreeMap<String, String>>(row, "profile_json")?,
@@ -363,42 +371,36 @@ impl AccountStore for SqliteStore {
 
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {
         self.read(|conn| {
-            conn.prepare_cached("SELECT api_calls_count, max_api_calls FROM accounts WHERE id = ?")
-                .and_then(|mut select| {
-                    select
-                        .query_row([id], |row| {
-                            Ok(ApiUsage {
-                                count: row.get(0)?,
-                                max: row.get(1)?,
-                            })
-                        })
-                        .optional()
-                })
-                .map_err(db_error)
+            conn.prepare_cached(
+                "SELECT api_calls_count, max_api_calls, quota_period, api_calls_period \
+                 FROM accounts WHERE id = ?",
+            )
+            .and_then(|mut select| select.query_row([id], usage_from_row).optional())
+            .map_err(db_error)
         })
     }
 
     async fn add_api_calls(
         &self,
-        counts: &[(AccountId, i64)],
+        counts: &[(AccountId, i64, UnixTime)],
     ) -> StoreResult<Vec<(AccountId, ApiUsage)>> {
         let counts = counts.to_vec();
         self.write(move |conn| {
+            // A count from an earlier period than the one counted in starts over.
             let mut update = conn
                 .prepare_cached(
-                    "UPDATE accounts SET api_calls_count = api_calls_count + ? WHERE id = ? \
-                     RETURNING api_calls_count, max_api_calls",
+                    "UPDATE accounts SET \
+                       api_calls_count = CASE WHEN api_calls_period < ?1 THEN ?2 \
+                         ELSE api_calls_count + ?2 END, \
+                       api_calls_period = MAX(api_calls_period, ?1) \
+                     WHERE id = ?3 \
+                     RETURNING api_calls_count, max_api_calls, quota_period, api_calls_period",
                 )
                 .map_err(db_error)?;
             let mut totals = Vec::with_capacity(counts.len());
-            for (id, count) in counts {
+            for (id, count, period_start) in counts {
                 let usage = update
-                    .query_row(params![count, id], |row| {
-                        Ok(ApiUsage {
-                            count: row.get(0)?,
-                            max: row.get(1)?,
-                        })
-                    })
+                    .query_row(params![period_start, count, id], usage_from_row)
                     .optional()
                     .map_err(db_error)?;
                 if let Some(usage) = usage {
@@ -406,6 +408,23 @@ impl AccountStore for SqliteStore {
                 }
             }
             Ok(totals)
+        })
+        .await
+    }
+
+    async fn set_quota_period(
+        &self,
+        id: AccountId,
+        period: Option<QuotaPeriod>,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE accounts SET quota_period = ?, updated_at = ? WHERE id = ?")
+                .and_then(|mut update| {
+                    update.execute(params![period.map(QuotaPeriod::as_str), now, id])
+                })
+                .map(|updated| updated > 0)
+                .map_err(db_error)
         })
         .await
     }
@@ -489,4 +508,13 @@ pub(super) fn remember_clients(
     .and_then(|mut delete| delete.execute(params![id, keep]))
     .map_err(db_error)?;
     Ok(())
+}
+
+fn usage_from_row(row: &Row) -> rusqlite::Result<ApiUsage> {
+    Ok(ApiUsage {
+        count: row.get("api_calls_count")?,
+        max: row.get("max_api_calls")?,
+        period: period_column(row)?,
+        period_start: row.get("api_calls_period")?,
+    })
 }

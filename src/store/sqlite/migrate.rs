@@ -10,12 +10,13 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_opaque_tokens.sql"),
     include_str!("../../../migrations/sqlite/0003_abuse_and_audit.sql"),
     include_str!("../../../migrations/sqlite/0004_one_statement_rotation.sql"),
     include_str!("../../../migrations/sqlite/0005_housekeeping.sql"),
+    include_str!("../../../migrations/sqlite/0006_quota_period.sql"),
 ];
 
 /// Brings the schema up to date.

@@ -392,6 +392,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn api_calls_are_counted_per_period() {
+        let (_dir, store) = store().await;
+        conformance::api_calls_count_per_period(store).await;
+    }
+
+    #[tokio::test]
     async fn roles_never_leave_the_deployment_without_an_administrator() {
         let (_dir, store) = store().await;
         conformance::roles_and_the_last_administrator(store).await;

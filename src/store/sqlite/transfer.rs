@@ -82,9 +82,9 @@ fn insert_account(conn: &Connection, account: &AccountRecord) -> Result<(), Reco
         "INSERT INTO accounts (id, username, username_key, email, email_key, email_verified, mobile, \
          mobile_verified, display_name, avatar_url, status, password_hash, md5_verifier, \
          password_changed_at, created_at, updated_at, last_login_at, last_login_ip, login_count, \
-         failed_login_count, api_calls_count, max_api_calls) \
+         failed_login_count, api_calls_count, max_api_calls, quota_period, api_calls_period) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-         ?19, ?20, ?21, ?22)",
+         ?19, ?20, ?21, ?22, ?23, ?24)",
     )
     .and_then(|mut insert| {
         insert.execute(params![
@@ -110,6 +110,8 @@ fn insert_account(conn: &Connection, account: &AccountRecord) -> Result<(), Reco
             account.failed_login_count,
             account.api_calls_count,
             account.max_api_calls,
+            account.quota_period.map(|p| p.as_str()),
+            account.api_calls_period,
         ])
     })
     .map_err(record_error)?;

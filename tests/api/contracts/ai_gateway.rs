@@ -1,7 +1,7 @@
 //! Seed 000: ai-gateway `POST /api/v1/login`.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{is_jwt, is_rfc3339_utc, status_json};
 use crate::helpers::{TestApp, assert_problem};
@@ -194,4 +194,123 @@ async fn a_switched_off_contract_is_a_404() {
         .post_json(PATH, &json!({"username": "a", "password": "b"}))
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+/// A daily quota: the count starts again at midnight UTC by itself, and the
+/// contract shows the count of the current period.
+#[tokio::test]
+async fn a_daily_quota_starts_again_at_midnight_utc() {
+    use sesame::core::roles::Actor;
+    use sesame::store::QuotaPeriod;
+    let app = TestApp::spawn().await;
+    let account = app
+        .create_with_password("daily_user", "daily password", &[])
+        .await;
+    app.core
+        .set_max_api_calls(account.id, 2, &Actor::Operator)
+        .await
+        .unwrap();
+    app.core
+        .set_quota_period(account.id, Some(QuotaPeriod::Day), &Actor::Operator)
+        .await
+        .unwrap();
+    let login = || async {
+        let (status, body) = status_json(
+            app.post_json(
+                PATH,
+                &json!({"username": "daily_user", "password": "daily password"}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let token = login().await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.me_status(&token).await, StatusCode::OK);
+    assert_eq!(app.me_status(&token).await, StatusCode::OK);
+    assert_eq!(app.me_status(&token).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login().await["user"]["api_calls_count"], 2);
+    // The counts reach the store (flushed every second) before midnight.
+    app.core.flush_api_calls().await.unwrap();
+
+    // 23:59:59 on the first day (signed in again: the token expired): still spent.
+    app.clock.advance(86_399);
+    let body = login().await;
+    assert_eq!(body["user"]["api_calls_count"], 2);
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.me_status(&token).await, StatusCode::TOO_MANY_REQUESTS);
+    // Midnight UTC: a new day, a new count.
+    app.clock.advance(1);
+    let body = login().await;
+    assert_eq!(body["user"]["api_calls_count"], 0, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let me: Value = app.get("/v1/me", &token).await.json().await.unwrap();
+    assert_eq!(
+        me["api_calls_count"], 1,
+        "this call is the first of the day"
+    );
+    assert_eq!(me["quota_period"], "day");
+    assert_eq!(app.me_status(&token).await, StatusCode::OK);
+    assert_eq!(app.me_status(&token).await, StatusCode::TOO_MANY_REQUESTS);
+    app.core.flush_api_calls().await.unwrap();
+    assert_eq!(
+        app.core.account(account.id).await.unwrap().api_calls_count,
+        2,
+        "the store holds the new day's count"
+    );
+}
+
+/// The deployment's default period applies to accounts without their own;
+/// an account's own period (here: none) wins.
+#[tokio::test]
+async fn the_default_period_is_monthly_when_configured() {
+    use sesame::core::roles::Actor;
+    use sesame::store::QuotaPeriod;
+    let app = TestApp::spawn_with(|c| c.quotas.period = "month".into()).await;
+    let monthly = app
+        .create_with_password("monthly", "monthly password", &[])
+        .await;
+    let forever = app
+        .create_with_password("forever", "forever password", &[])
+        .await;
+    app.core
+        .set_quota_period(forever.id, Some(QuotaPeriod::None), &Actor::Operator)
+        .await
+        .unwrap();
+    for (name, account) in [("monthly", &monthly), ("forever", &forever)] {
+        app.core
+            .set_max_api_calls(account.id, 1, &Actor::Operator)
+            .await
+            .unwrap();
+        let grant = app.login_ok_with(name, &format!("{name} password")).await;
+        let token = grant["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(app.me_status(&token).await, StatusCode::OK);
+        assert_eq!(app.me_status(&token).await, StatusCode::TOO_MANY_REQUESTS);
+    }
+    app.core.flush_api_calls().await.unwrap();
+    // START is 2026-01-01T00:00:00Z; a day later is still January.
+    app.clock.advance(86_400);
+    let token = app.login_ok_with("monthly", "monthly password").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.me_status(&token).await, StatusCode::TOO_MANY_REQUESTS);
+    // 2026-02-01T00:00:00Z.
+    app.clock.advance(30 * 86_400);
+    // (The access tokens expired meanwhile: sign in again.)
+    let token = app.login_ok_with("monthly", "monthly password").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.me_status(&token).await, StatusCode::OK, "a new month");
+    let token = app.login_ok_with("forever", "forever password").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.me_status(&token).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "its own period is none"
+    );
 }
