@@ -149,6 +149,62 @@ async fn a_token_from_one_node_works_on_all_and_a_logout_reaches_them_all() {
     }
 }
 
+/// Forward auth reads permissions from each node's cache of accounts; a
+/// change of an account's roles, and of a role's permissions, reaches every
+/// node through a notice (cache_ttl is 60 s: nothing else could).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_changes_reach_every_nodes_forward_auth() {
+    let deployment = Deployment::new().await;
+    add_user(&deployment, "alice", &[]);
+    let nodes = cluster(&deployment, 3, &[]).await;
+    let client = reqwest::Client::new();
+    let (_, grant) = login(&client, &nodes[0], "alice", PASSWORD).await;
+    let token = grant["access_token"].as_str().unwrap().to_owned();
+    let authz = |node: &Node| {
+        let request = client
+            .get(node.url("/v1/authz?permission=publish"))
+            .bearer_auth(&token);
+        async move { request.send().await.unwrap().status() }
+    };
+    let cli = |args: &[&str]| {
+        let output = sesame(&deployment, &[]).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let every_node_says = |wanted: StatusCode, what: &'static str| {
+        let nodes = &nodes;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            for node in nodes {
+                while authz(node).await != wanted {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{what}: a node still answers otherwise"
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    };
+    for node in &nodes {
+        // Twice: the second answer comes from the node's cache.
+        assert_eq!(authz(node).await, StatusCode::FORBIDDEN);
+        assert_eq!(authz(node).await, StatusCode::FORBIDDEN);
+    }
+    cli(&["role", "add", "publisher", "--permission", "publish"]);
+    cli(&["user", "grant-role", "alice", "publisher"]);
+    every_node_says(StatusCode::OK, "role granted").await;
+    cli(&["role", "revoke", "publisher", "publish"]);
+    every_node_says(StatusCode::FORBIDDEN, "permission taken from the role").await;
+    cli(&["role", "grant", "publisher", "publish"]);
+    every_node_says(StatusCode::OK, "permission given back").await;
+    cli(&["role", "remove", "publisher"]);
+    every_node_says(StatusCode::FORBIDDEN, "role deleted").await;
+}
+
 /// Forward auth answers opaque tokens from each node's cache too; a refresh
 /// on one node (which replaces the session's opaque token) makes every
 /// node refuse the old token, through a notice.
