@@ -145,6 +145,10 @@ impl Core {
         let mut items = self.store.search_accounts(&query).await?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
+        let now = self.now();
+        for account in &mut items {
+            account.api_calls_count = self.live_api_calls(account, now);
+        }
         let next_cursor = more
             .then(|| items.last().map(|a| a.id.to_string()))
             .flatten();

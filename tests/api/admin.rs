@@ -837,6 +837,11 @@ async fn unlock_and_quota_reset() {
         .await
         .unwrap();
     assert_eq!(me["api_calls_count"], 1, "counting starts again from zero");
+    let listed = admin.json(Method::GET, "/v1/admin/users?q=ann", None).await;
+    assert_eq!(
+        listed["items"][0]["api_calls_count"], 1,
+        "listings show the live count"
+    );
 
     let store = admin.app.second_store().await;
     store
