@@ -202,7 +202,41 @@ impl Core {
             .map(|p| p.as_deref().map(quota_period).transpose())
             .transpose()?;
 
+        // The changes the store may still refuse go first, so that a refusal
+        // leaves nothing half done: the status and the roles (the last
+        // administrator), then the contacts (taken by another account:
+        // checked here first, so only a race can refuse them at the write).
+        if let Some(enabled) = enabled {
+            self.set_enabled(id, enabled, actor).await?;
+        }
+        if let Some(roles) = &patch.roles {
+            self.set_account_roles(id, roles, actor).await?;
+        }
         if email.is_some() || mobile.is_some() {
+            for (field, holder) in [
+                (
+                    "email",
+                    match &email {
+                        Some(Some(e)) => self.store.find_account_by_login(e.key(), None).await?,
+                        _ => None,
+                    },
+                ),
+                (
+                    "mobile",
+                    match &mobile {
+                        Some(Some(m)) => {
+                            self.store
+                                .find_account_by_login("", Some(m.as_str()))
+                                .await?
+                        }
+                        _ => None,
+                    },
+                ),
+            ] {
+                if holder.is_some_and(|holder| holder.id != id) {
+                    return Err(Error::Conflict(field));
+                }
+            }
             let change = ContactChange {
                 email: email.map(|e| e.map(|e| (e.as_str().to_owned(), e.key().to_owned()))),
                 mobile: mobile.map(|m| m.map(|m| m.as_str().to_owned())),
@@ -241,12 +275,6 @@ impl Core {
         }
         if let Some(period) = quota_period {
             self.set_quota_period(id, period, actor).await?;
-        }
-        if let Some(roles) = &patch.roles {
-            self.set_account_roles(id, roles, actor).await?;
-        }
-        if let Some(enabled) = enabled {
-            self.set_enabled(id, enabled, actor).await?;
         }
         self.account_with_usage(id).await
     }

@@ -144,11 +144,9 @@ impl ApiCalls {
                 period_start: stored.period_start,
                 loaded_at: now,
             };
-            if period.start(now) != stored.period_start {
-                // Counted in another period, or under another period kind.
-                usage.persisted = 0;
-                usage.period_start = period.start(now);
-            }
+            // A count of an earlier period is over (the store keeps the
+            // later of the two starts, as this does).
+            usage.roll(now);
             map.insert(account, usage);
         }
     }

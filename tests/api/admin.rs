@@ -580,7 +580,9 @@ async fn the_last_administrator_cannot_be_removed() {
         (
             Method::PATCH,
             path.clone(),
-            Some(json!({"status": "disabled"})),
+            Some(
+                json!({"status": "disabled", "display_name": "changed", "email": "r@example.com"}),
+            ),
         ),
         (
             Method::PATCH,
@@ -613,6 +615,11 @@ async fn the_last_administrator_cannot_be_removed() {
     );
     let shown = admin.json(Method::GET, &path, None).await;
     assert_eq!(shown["status"], "active");
+    assert_eq!(
+        shown["display_name"], "",
+        "a refused change leaves nothing half done"
+    );
+    assert_eq!(shown["email"], Value::Null);
     assert_eq!(shown["roles"], json!(["administrator"]));
     assert_eq!(
         admin.app.me_status(&admin.root).await,
