@@ -306,13 +306,16 @@ impl Core {
     /// Sets an account's API-call count back to zero.
     pub async fn reset_quota(&self, id: AccountId, actor: &Actor) -> Result<()> {
         let account = self.account(id).await?;
-        // This node's pending calls are from before the reset: count them
-        // first, so that they do not land on the fresh count.
+        // This node's pending calls are from before the reset: written first,
+        // so that they are not lost to the count being reset. Other nodes'
+        // pending calls, flushed after the reset, belong to the old count and
+        // are dropped (the store starts a new period at `now`).
         self.api_calls.flush().await?;
-        if !self.store.reset_api_calls(id, self.now()).await? {
+        let now = self.now();
+        if !self.store.reset_api_calls(id, now).await? {
             return Err(Error::NotFound("account"));
         }
-        self.api_calls.reset(id);
+        self.api_calls.reset(id, now);
         self.account_changed(id).await;
         self.audit_change(actor, "quota_reset", &account, None);
         Ok(())

@@ -179,13 +179,14 @@ impl ApiCalls {
     }
 
     /// Starts an account's count again from zero in memory, after it was
-    /// reset in the store (pending calls were flushed before).
-    pub fn reset(&self, account: AccountId) {
+    /// reset in the store at `now` (pending calls were flushed before).
+    pub fn reset(&self, account: AccountId, now: UnixTime) {
         if let Ok(mut map) = self.usage.lock()
             && let Some(usage) = map.get_mut(&account)
         {
             usage.persisted = 0;
             usage.pending = 0;
+            usage.period_start = now;
         }
     }
 
@@ -234,11 +235,15 @@ impl ApiCalls {
                 // for the cluster within one flush interval.
                 if let Ok(mut map) = self.usage.lock() {
                     for (id, stored) in totals {
-                        if let Some(u) = map.get_mut(&id)
-                            && stored.period_start == u.period_start
-                        {
-                            u.persisted = stored.count;
-                            u.max = stored.max;
+                        if let Some(u) = map.get_mut(&id) {
+                            if stored.period_start == u.period_start {
+                                u.persisted = stored.count;
+                                u.max = stored.max;
+                            } else {
+                                // The store is in a later period (reset, or
+                                // another node rolled over): read it anew.
+                                u.loaded_at = UnixTime::MIN;
+                            }
                         }
                     }
                 }

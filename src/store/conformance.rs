@@ -490,8 +490,8 @@ pub async fn concurrent_demotions_leave_an_administrator(store: Arc<dyn Store>) 
 }
 
 /// API-call counts belong to a period: a count from an earlier period
-/// starts over; one flushed late, from an earlier period than the stored
-/// one, joins the current count.
+/// starts over; calls flushed late, from an earlier period than the stored
+/// one (after a rollover or a reset), are dropped.
 pub async fn api_calls_count_per_period(store: Arc<dyn Store>) {
     let store = &*store;
     let id = account(store, "counted").await;
@@ -505,14 +505,23 @@ pub async fn api_calls_count_per_period(store: Arc<dyn Store>) {
     assert_eq!(add(1, 100).await, (1, 100), "a new period starts over");
     assert_eq!(
         add(4, 50).await,
-        (5, 100),
-        "a late flush joins the current period"
+        (1, 100),
+        "a late flush of an earlier period is dropped"
     );
+    assert_eq!(add(2, 100).await, (3, 100));
     let usage = store.api_usage(id).await.unwrap().unwrap();
     assert_eq!(
         (usage.count, usage.period_start, usage.period),
-        (5, 100, None)
+        (3, 100, None)
     );
+    assert!(store.reset_api_calls(id, 150).await.unwrap());
+    assert_eq!(
+        add(5, 100).await,
+        (0, 150),
+        "counted before the reset, flushed after"
+    );
+    assert_eq!(add(1, 150).await, (1, 150));
+    assert!(!store.reset_api_calls(999, 150).await.unwrap());
     assert!(
         store
             .set_quota_period(id, Some(QuotaPeriod::Day), 1)
@@ -526,7 +535,7 @@ pub async fn api_calls_count_per_period(store: Arc<dyn Store>) {
     let account = store.get_account(id).await.unwrap().unwrap();
     assert_eq!(
         (account.quota_period, account.api_calls_period),
-        (Some(QuotaPeriod::Day), 100)
+        (Some(QuotaPeriod::Day), 150)
     );
     assert!(store.set_quota_period(id, None, 2).await.unwrap());
     assert_eq!(store.api_usage(id).await.unwrap().unwrap().period, None);

@@ -165,7 +165,8 @@ pub trait AccountStore: Send + Sync {
         change: &ContactChange,
         now: UnixTime,
     ) -> StoreResult<bool>;
-    /// Sets an account's API-call count back to zero.
+    /// Sets an account's API-call count back to zero, in a period that
+    /// starts `now` (so that calls counted before, flushed later, are dropped).
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool>;
     /// How many accounts hold `role`.
     async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64>;
@@ -214,7 +215,8 @@ pub trait AccountStore: Send + Sync {
     /// The account's persisted API-call count and quota.
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>>;
     /// Adds batched API-call counts `(account, calls, period start)`, in one
-    /// transaction; a stored count of an earlier period starts over. Returns
+    /// transaction; a stored count of an earlier period starts over, and
+    /// calls of an earlier period than the stored one are dropped. Returns
     /// the accounts' new totals (with their quotas): on a shared database these
     /// include every node's calls, which keeps a quota's overshoot bounded
     /// across the cluster.

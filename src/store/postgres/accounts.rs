@@ -287,13 +287,16 @@ impl AccountStore for PostgresStore {
     }
 
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool> {
-        sqlx::query("UPDATE accounts SET api_calls_count = 0, updated_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map(|done| done.rows_affected() > 0)
-            .map_err(db_error)
+        sqlx::query(
+            "UPDATE accounts SET api_calls_count = 0, api_calls_period = $2, updated_at = $2 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() > 0)
+        .map_err(db_error)
     }
 
     async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64> {
@@ -441,10 +444,13 @@ impl AccountStore for PostgresStore {
         let ids: Vec<i64> = sorted.iter().map(|c| c.0).collect();
         let adds: Vec<i64> = sorted.iter().map(|c| c.1).collect();
         let starts: Vec<i64> = sorted.iter().map(|c| c.2).collect();
-        // A count from an earlier period than the one counted in starts over.
+        // A stored count of an earlier period starts over; calls of an
+        // earlier period than the stored one (a flush that arrives after a
+        // reset or a rollover) no longer count.
         sqlx::query(
             "UPDATE accounts a SET \
                api_calls_count = CASE WHEN a.api_calls_period < c.start THEN c.n \
+                 WHEN a.api_calls_period > c.start THEN a.api_calls_count \
                  ELSE a.api_calls_count + c.n END, \
                api_calls_period = GREATEST(a.api_calls_period, c.start) \
              FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS c(id, n, start) \

@@ -237,7 +237,8 @@ impl AccountStore for SqliteStore {
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool> {
         self.write(move |conn| {
             conn.prepare_cached(
-                "UPDATE accounts SET api_calls_count = 0, updated_at = ? WHERE id = ?",
+                "UPDATE accounts SET api_calls_count = 0, api_calls_period = ?1, updated_at = ?1 \
+                 WHERE id = ?2",
             )
             .and_then(|mut update| update.execute(params![now, id]))
             .map(|updated| updated > 0)
@@ -386,11 +387,14 @@ impl AccountStore for SqliteStore {
     ) -> StoreResult<Vec<(AccountId, ApiUsage)>> {
         let counts = counts.to_vec();
         self.write(move |conn| {
-            // A count from an earlier period than the one counted in starts over.
+            // A stored count of an earlier period starts over; calls of an
+            // earlier period than the stored one (a flush that arrives after
+            // a reset or a rollover) no longer count.
             let mut update = conn
                 .prepare_cached(
                     "UPDATE accounts SET \
                        api_calls_count = CASE WHEN api_calls_period < ?1 THEN ?2 \
+                         WHEN api_calls_period > ?1 THEN api_calls_count \
                          ELSE api_calls_count + ?2 END, \
                        api_calls_period = MAX(api_calls_period, ?1) \
                      WHERE id = ?3 \
