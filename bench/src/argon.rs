@@ -1,8 +1,9 @@
 //! The physical limit of logins: raw Argon2id hashes per second with
-//! Sesame's parameters, one thread per core, measured three ways:
-//! the RustCrypto crate reusing each thread's block buffer (what Sesame
-//! does), the same crate allocating per hash, and the C reference
-//! implementation (through `argon2-kdf`).
+//! Sesame's parameters, one thread per core, measured four ways: Sesame's
+//! own kernel (`sesame::core::passwords::Kernel`: argon2-rust, dispatched at
+//! run time, memory reused: what a login runs), the RustCrypto crate reusing
+//! each thread's block buffer (what Sesame ran before) and allocating per
+//! hash, and the C reference implementation (through `argon2-sys`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +21,7 @@ pub struct Cost {
 /// Which implementation to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Implementation {
+    SesameKernel,
     RustReusingMemory,
     RustAllocating,
     CReference,
@@ -42,10 +44,21 @@ pub fn rate(implementation: Implementation, cost: Cost, threads: usize, duration
             std::thread::spawn(move || {
                 let argon = hasher(cost);
                 let mut blocks = vec![Block::default(); argon.params().block_count()];
+                let mut kernel = sesame::core::passwords::Kernel::default();
                 let mut out = [0u8; 32];
                 let salt = *b"bench-salt-16byt";
                 while !stop.load(Ordering::Relaxed) {
                     match implementation {
+                        Implementation::SesameKernel => kernel
+                            .compute(
+                                Algorithm::Argon2id,
+                                Version::V0x13,
+                                argon.params(),
+                                b"correct horse battery",
+                                &salt,
+                                &mut out,
+                            )
+                            .expect("hash"),
                         Implementation::RustReusingMemory => argon
                             .hash_password_into_with_memory(
                                 b"correct horse battery",

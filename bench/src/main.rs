@@ -310,14 +310,15 @@ async fn run(options: Options) -> anyhow::Result<()> {
             memory_kib: 19456,
             iterations: 2,
         };
-        let single = argon::rate(argon::Implementation::RustReusingMemory, cost, 1, d);
+        let single = argon::rate(argon::Implementation::SesameKernel, cost, 1, d);
+        let rustcrypto = argon::rate(argon::Implementation::RustReusingMemory, cost, cores, d);
         let raw_alloc = argon::rate(argon::Implementation::RustAllocating, cost, cores, d);
         let raw_c = argon::rate(argon::Implementation::CReference, cost, cores, d);
         eprintln!("sesame: login, {ROUNDS} rounds interleaved with raw argon2id …");
         let (mut raw, mut login4, mut login32) = (0.0, Outcome::default(), Outcome::default());
         let (mut pg4, mut pg32) = (Outcome::default(), Outcome::default());
         for _ in 0..ROUNDS {
-            raw += argon::rate(argon::Implementation::RustReusingMemory, cost, cores, slice)
+            raw += argon::rate(argon::Implementation::SesameKernel, cost, cores, slice)
                 / f64::from(ROUNDS);
             login4.append(drive(sesame.addr, vec![String::new(); 4], slice, login.clone()).await);
             if let Some(addr) = pg_addr {
@@ -328,7 +329,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 pg32.append(drive(addr, vec![String::new(); 32], slice, login.clone()).await);
             }
         }
-        report.argon(single, raw, raw_alloc, raw_c);
+        report.argon(single, raw, rustcrypto, raw_alloc, raw_c);
         let pg = pg_addr.map(|_| (&mut pg4, &mut pg32));
         report.login(&mut login4, &mut login32, pg, raw, single);
     }

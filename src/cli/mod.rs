@@ -5,6 +5,7 @@
 //! database (SQLite in WAL mode allows it).
 
 mod audit;
+mod config;
 mod role;
 mod serve;
 mod transfer;
@@ -50,6 +51,9 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Bring the database schema up to date (for deployments that set
     /// `database.auto_migrate = false`); safe while other nodes run.
     Migrate,
@@ -80,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::User(_)
         | Command::Role(_)
         | Command::Audit(_)
+        | Command::Config(_)
         | Command::Migrate
         | Command::Export(_)
         | Command::Import(_) => None,
@@ -91,6 +96,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Config(command) = cli.command {
+        return match config::run(&config, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,6 +121,7 @@ pub fn main() -> ExitCode {
             Command::User(command) => user::run(config, command).await,
             Command::Role(command) => role::run(config, command).await,
             Command::Audit(command) => audit::run(config, command).await,
+            Command::Config(_) => Ok(()),
             Command::Migrate => migrate(config).await,
             Command::Export(args) => transfer::export(config, args).await,
             Command::Import(args) => transfer::import(config, args).await,

@@ -28,6 +28,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     let app = Application::build(&config, Arc::new(SystemClock)).await?;
     create_first_administrator(&app.core()).await?;
+    tracing::info!(
+        "argon2 kernel: {}",
+        crate::core::passwords::Kernel::instruction_set()
+    );
     tracing::info!(address = %app.local_addr(), "sesame is listening");
     app.run_until(shutdown).await.context("server failed")?;
     tracing::info!("sesame stopped");

@@ -37,13 +37,13 @@ impl RawRedis {
         url: Option<&str>,
         problems: &mut Vec<String>,
     ) -> Option<RedisSettings> {
-        if let Some(url) = url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                problems.push(
+        if let Some(url) = url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            problems.push(
                     "redis_url: must start with redis:// or rediss:// (TLS), for example redis://127.0.0.1:6379"
                         .into(),
                 );
-            }
         }
         let prefix = &self.key_prefix;
         if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {

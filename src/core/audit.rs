@@ -154,7 +154,7 @@ impl AuditLog {
                 if let Err(error) = log.flush().await {
                     tracing::warn!(%error, "could not write audit events; will retry");
                 }
-                if ticks % PURGE_EVERY == 0
+                if ticks.is_multiple_of(PURGE_EVERY)
                     && let Err(error) = log.purge().await
                 {
                     tracing::warn!(%error, "could not purge old audit events");

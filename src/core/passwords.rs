@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
-use argon2::{Algorithm, Argon2, Block, Params, Version};
+use argon2::{Algorithm, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 
@@ -197,7 +197,7 @@ const RELEASE_AFTER_IDLE: Duration = Duration::from_secs(30);
 fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params) {
     // Allocated at the first job, kept while busy, released when idle: an
     // idle server holds no hashing memory, a busy one never reallocates.
-    let mut blocks: Vec<Block> = Vec::new();
+    let mut blocks = Kernel::default();
     loop {
         let job = match receiver.lock() {
             Ok(guard) => guard.recv_timeout(RELEASE_AFTER_IDLE),
@@ -206,7 +206,7 @@ fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params) {
         let job = match job {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
-                blocks = Vec::new();
+                blocks.release();
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return,
@@ -239,14 +239,95 @@ fn argon2_error(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("argon2: {e}"))
 }
 
-fn hash_with(params: &Params, secret: &[u8], blocks: &mut Vec<Block>) -> Result<String> {
+/// The Argon2 computation of one hashing thread: `argon2-rust`, whose
+/// compression function is chosen at run time (AVX-512, AVX2, SSE2, NEON or
+/// portable code), with the thread's memory kept between hashes. PHC strings
+/// are read and written with RustCrypto's `argon2`, against which the kernel
+/// is tested bit for bit (see the tests below).
+#[derive(Default)]
+pub struct Kernel {
+    hasher: Option<argon2_rust::Hasher>,
+}
+
+impl Kernel {
+    /// The instruction set the kernel uses on this CPU (`avx512`, `avx2`,
+    /// `sse2`, `neon` or `scalar`).
+    pub fn instruction_set() -> &'static str {
+        argon2_rust::detected_backend().name()
+    }
+
+    /// Computes the raw Argon2 tag of `secret` and `salt` into `out` (whose
+    /// length is the tag length), with the given parameters.
+    pub fn compute(
+        &mut self,
+        algorithm: Algorithm,
+        version: Version,
+        params: &Params,
+        secret: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let argon2 = kernel_config(algorithm, version, params, out.len())?;
+        let hasher = match &mut self.hasher {
+            Some(hasher) => {
+                hasher.set_argon2(argon2);
+                hasher
+            }
+            None => self.hasher.insert(argon2.hasher()),
+        };
+        hasher.hash_into(secret, salt, out).map_err(argon2_error)
+    }
+
+    /// Gives the thread's memory back, wiped; the next hash allocates again.
+    pub fn release(&mut self) {
+        if let Some(hasher) = &mut self.hasher {
+            hasher.clear();
+        }
+        self.hasher = None;
+    }
+}
+
+/// The kernel's configuration for RustCrypto's parameters.
+fn kernel_config(
+    algorithm: Algorithm,
+    version: Version,
+    params: &Params,
+    tag_len: usize,
+) -> Result<argon2_rust::Argon2> {
+    let algorithm = match algorithm {
+        Algorithm::Argon2d => argon2_rust::Algorithm::Argon2d,
+        Algorithm::Argon2i => argon2_rust::Algorithm::Argon2i,
+        Algorithm::Argon2id => argon2_rust::Algorithm::Argon2id,
+    };
+    let version = match version {
+        Version::V0x10 => argon2_rust::Version::V0x10,
+        Version::V0x13 => argon2_rust::Version::V0x13,
+    };
+    let tag_len = u32::try_from(tag_len).map_err(argon2_error)?;
+    let params = argon2_rust::Params::builder()
+        .memory(argon2_rust::params::Memory::kib(params.m_cost().into()))
+        .passes(params.t_cost())
+        .lanes(params.p_cost())
+        // One thread per hash: the pool's threads are the parallelism.
+        .threads(1)
+        .tag_len(argon2_rust::params::TagLen::bytes(tag_len.into()))
+        .build()
+        .map_err(argon2_error)?;
+    Ok(argon2_rust::Argon2::new(algorithm, version, params))
+}
+
+fn hash_with(params: &Params, secret: &[u8], kernel: &mut Kernel) -> Result<String> {
     let mut salt = [0u8; 16];
     OsRng.fill_bytes(&mut salt);
     let mut out = [0u8; OUTPUT_LEN];
-    ensure_blocks(blocks, params.block_count());
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-        .hash_password_into_with_memory(secret, &salt, &mut out, &mut blocks[..])
-        .map_err(argon2_error)?;
+    kernel.compute(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        params,
+        secret,
+        &salt,
+        &mut out,
+    )?;
     phc_string(Algorithm::Argon2id, params, &salt, &out)
 }
 
@@ -266,7 +347,7 @@ fn verify_with(
     params: &Params,
     secret: &[u8],
     verifier: &str,
-    blocks: &mut Vec<Block>,
+    kernel: &mut Kernel,
 ) -> Result<Verification> {
     let phc = PasswordHash::new(verifier).map_err(argon2_error)?;
     let algorithm = Algorithm::try_from(phc.algorithm).map_err(argon2_error)?;
@@ -293,10 +374,7 @@ fn verify_with(
     )
     .map_err(argon2_error)?;
     let mut out = vec![0u8; expected.len()];
-    ensure_blocks(blocks, stored.block_count());
-    Argon2::new(algorithm, version, stored.clone())
-        .hash_password_into_with_memory(secret, salt, &mut out, &mut blocks[..])
-        .map_err(argon2_error)?;
+    kernel.compute(algorithm, version, &stored, secret, salt, &mut out)?;
     // Output's equality is constant-time.
     let matches = Output::new(&out).map_err(argon2_error)? == expected;
     let needs_rehash = algorithm != Algorithm::Argon2id
@@ -313,14 +391,6 @@ fn same_cost(a: &Params, b: &Params) -> bool {
     (a.m_cost(), a.t_cost(), a.p_cost()) == (b.m_cost(), b.t_cost(), b.p_cost())
 }
 
-/// Grows the thread's buffer when a stored hash needs more memory than the
-/// configured parameters; it is never shrunk, so the common case never allocates.
-fn ensure_blocks(blocks: &mut Vec<Block>, count: usize) {
-    if blocks.len() < count {
-        blocks.resize(count, Block::default());
-    }
-}
-
 /// A verifier with the configured parameters that no password matches
 /// (random salt and random output, never produced by hashing anything).
 fn dummy_verifier(params: &Params) -> Result<String> {
@@ -333,7 +403,152 @@ fn dummy_verifier(params: &Params) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use argon2::Argon2;
+
     use super::*;
+
+    /// RFC 9106 §5.3: Argon2id with a secret and associated data, 4 lanes.
+    #[test]
+    fn the_kernel_matches_the_rfc_9106_argon2id_vector() {
+        let expected =
+            hex::decode("0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659")
+                .unwrap();
+        for backend in available_backends() {
+            let params = argon2_rust::Params::builder()
+                .memory(argon2_rust::params::Memory::kib(32))
+                .passes(3)
+                .lanes(4)
+                .threads(1)
+                .tag_len(argon2_rust::params::TagLen::bytes(32))
+                .build()
+                .unwrap();
+            let mut tag = [0u8; 32];
+            // SAFETY: `available_backends` names only backends this CPU runs.
+            unsafe {
+                argon2_rust::__internal::hash_with_backend(
+                    backend,
+                    argon2_rust::Algorithm::Argon2id,
+                    argon2_rust::Version::V0x13,
+                    &params,
+                    &[1; 32],
+                    &[2; 16],
+                    &[3; 8],
+                    &[4; 12],
+                    &mut tag,
+                )
+            }
+            .unwrap();
+            assert_eq!(tag.to_vec(), expected, "{backend:?}");
+        }
+        // And through Sesame's own entry point (the dispatched backend), with
+        // RustCrypto as the oracle for the same inputs without secret and data.
+        let params = Params::new(32, 3, 4, Some(32)).unwrap();
+        let mut ours = [0u8; 32];
+        Kernel::default()
+            .compute(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                &params,
+                &[1; 32],
+                &[2; 16],
+                &mut ours,
+            )
+            .unwrap();
+        let mut theirs = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(&[1; 32], &[2; 16], &mut theirs)
+            .unwrap();
+        assert_eq!(ours, theirs);
+    }
+
+    fn available_backends() -> Vec<argon2_rust::Backend> {
+        argon2_rust::Backend::ALL
+            .iter()
+            .copied()
+            .filter(|b| b.is_available())
+            .collect()
+    }
+
+    /// Every backend this CPU has, against RustCrypto, on random passwords
+    /// and salts over the parameters Sesame accepts (and the older
+    /// algorithms and version a stored hash may name): raw tags equal.
+    #[test]
+    fn every_backend_computes_what_rustcrypto_computes() {
+        let backends = available_backends();
+        eprintln!("argon2 backends exercised here: {backends:?}");
+        let random = |n: usize| {
+            let mut bytes = vec![0u8; n];
+            OsRng.fill_bytes(&mut bytes);
+            bytes
+        };
+        let cases = [
+            (Algorithm::Argon2id, Version::V0x13, 8, 1, 1, 32),
+            (Algorithm::Argon2id, Version::V0x13, 64, 1, 1, 32),
+            (Algorithm::Argon2id, Version::V0x13, 256, 2, 1, 32),
+            (Algorithm::Argon2id, Version::V0x13, 512, 3, 2, 32),
+            (Algorithm::Argon2id, Version::V0x13, 1024, 2, 4, 64),
+            (Algorithm::Argon2id, Version::V0x13, 19456, 2, 1, 32),
+            (Algorithm::Argon2id, Version::V0x13, 96, 1, 3, 16),
+            (Algorithm::Argon2i, Version::V0x13, 64, 3, 1, 32),
+            (Algorithm::Argon2d, Version::V0x13, 64, 2, 2, 32),
+            (Algorithm::Argon2id, Version::V0x10, 64, 2, 1, 32),
+        ];
+        for (algorithm, version, m, t, p, len) in cases {
+            for round in 0..4 {
+                let password = random(round * 7 % 40);
+                let salt = random(8 + round * 5);
+                let params = Params::new(m, t, p, Some(len)).unwrap();
+                let mut expected = vec![0u8; len];
+                Argon2::new(algorithm, version, params.clone())
+                    .hash_password_into(&password, &salt, &mut expected)
+                    .unwrap();
+                let config = kernel_config(algorithm, version, &params, len).unwrap();
+                for &backend in &backends {
+                    let mut tag = vec![0u8; len];
+                    // SAFETY: `available_backends` names only backends this CPU runs.
+                    unsafe {
+                        argon2_rust::__internal::hash_with_backend(
+                            backend,
+                            config.algorithm(),
+                            config.version(),
+                            config.params(),
+                            &password,
+                            &salt,
+                            &[],
+                            &[],
+                            &mut tag,
+                        )
+                    }
+                    .unwrap();
+                    assert_eq!(
+                        tag, expected,
+                        "{backend:?} {algorithm:?} {version:?} m={m} t={t} p={p}"
+                    );
+                }
+                // Sesame's own path (dispatched backend, reused memory).
+                let mut kernel = Kernel::default();
+                let mut tag = vec![0u8; len];
+                kernel
+                    .compute(algorithm, version, &params, &password, &salt, &mut tag)
+                    .unwrap();
+                assert_eq!(tag, expected);
+            }
+        }
+    }
+
+    /// PHC strings written through the kernel verify with RustCrypto, and
+    /// RustCrypto's verify through the kernel.
+    #[tokio::test]
+    async fn phc_strings_verify_both_ways() {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        let hasher = PasswordHasher::start(&cheap()).unwrap();
+        for password in ["correct horse battery", "ünïcødé pässwörd", ""] {
+            let phc = hasher.hash(password).await.unwrap();
+            Argon2::default()
+                .verify_password(password.as_bytes(), &PasswordHash::new(&phc).unwrap())
+                .unwrap();
+        }
+    }
 
     fn cheap() -> HashingSettings {
         HashingSettings {

@@ -897,11 +897,11 @@ impl Core {
         let mut lines = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
         for parsed in batch {
-            if let ImportRecord::Session(session) = &parsed.record {
-                if session.expires_at <= now {
-                    import.counts.expired += 1;
-                    continue;
-                }
+            if let ImportRecord::Session(session) = &parsed.record
+                && session.expires_at <= now
+            {
+                import.counts.expired += 1;
+                continue;
             }
             let is_account = matches!(parsed.record, ImportRecord::Account(_));
             lines.push((parsed.line, parsed.label, is_account));

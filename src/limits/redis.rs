@@ -658,7 +658,7 @@ impl Subscription {
                         return Ended::SinkGone;
                     }
                     count = count.wrapping_add(1);
-                    if count % PING_EVERY_CHECKS == 0 {
+                    if count.is_multiple_of(PING_EVERY_CHECKS) {
                         let ping = within(
                             self.timeout,
                             ::redis::cmd("PING").query_async::<Value>(&mut connection),

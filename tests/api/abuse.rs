@@ -441,8 +441,8 @@ async fn a_full_hashing_queue_answers_at_once_with_retry_after() {
 #[tokio::test]
 async fn the_fungame_face_renders_a_full_queue_as_its_documented_400() {
     let app = TestApp::spawn_with(|c| {
-        c.passwords.memory_kib = 65536;
-        c.passwords.iterations = 24;
+        c.passwords.memory_kib = 131_072;
+        c.passwords.iterations = 48;
         c.passwords.threads = 1;
         c.passwords.queue = 1;
         c.passwords.refuse_common = false;
@@ -450,7 +450,8 @@ async fn the_fungame_face_renders_a_full_queue_as_its_documented_400() {
     .await;
     app.create_with_password("player123", "Passw0rd!", &[])
         .await;
-    // One login hashing, one waiting. Each hash takes half a second or more;
+    // One login hashing, one waiting. Each hash takes half a second or more
+    // (128 MiB, 48 passes: ~0.7 s even with AVX-512);
     // the pauses let the first reach the hashing thread before the second
     // queues, even on a loaded machine (a job counts as queued until a
     // thread has picked it up).

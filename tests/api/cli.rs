@@ -833,3 +833,35 @@ async fn the_role_commands_define_roles_and_changes_apply_at_once() {
     }
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_shows_the_settings_and_the_argon2_kernel() {
+    let dir = Deployment::new().await;
+    let output = run(sesame(&dir).args(["config", "check"]), None);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let shown = text(&output.stdout);
+    assert!(shown.starts_with("configuration ok\n"), "{shown}");
+    let kernel = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("argon2 kernel: "))
+        .expect("the kernel is named");
+    assert!(
+        ["avx512", "avx2", "sse2", "neon", "scalar"].contains(&kernel),
+        "{kernel}"
+    );
+    assert!(shown.contains("argon2: argon2id m=256 KiB, t=1"), "{shown}");
+
+    let invalid = run(
+        sesame(&dir)
+            .args(["config", "check"])
+            .env("SESAME_QUOTAS__PERIOD", "weekly"),
+        None,
+    );
+    assert_eq!(invalid.status.code(), Some(2));
+    assert!(text(&invalid.stderr).contains("quotas.period"));
+
+    // The server names the same kernel when it starts.
+    let server = serve(&dir, &[]);
+    let (_, log) = server.stop();
+    assert!(log.contains(&format!("argon2 kernel: {kernel}")), "{log}");
+}

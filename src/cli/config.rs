@@ -1,0 +1,39 @@
+//! `sesame config check`: validate the configuration from every source
+//! (file, `SESAME_*`, flags) and show what it amounts to, without starting
+//! anything. Secrets in URLs are never shown.
+
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::core::passwords::Kernel;
+use crate::redact;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the configuration and show its main settings; exits 2 with
+    /// every problem listed if it is invalid.
+    Check,
+}
+
+pub fn run(config: &Config, command: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Check = command;
+    let hashing = &config.core.hashing;
+    println!("configuration ok");
+    println!("listen: {}", config.listen);
+    println!("database: {}", redact::url(&config.database.url));
+    match &config.redis {
+        Some(redis) => println!(
+            "redis: {} (key prefix {:?})",
+            redact::url(&redis.url),
+            redis.key_prefix
+        ),
+        None => println!("redis: none (state kept in this process: one node)"),
+    }
+    println!(
+        "argon2: argon2id m={} KiB, t={}, p={}; {} hashing threads",
+        hashing.memory_kib, hashing.iterations, hashing.parallelism, hashing.threads
+    );
+    println!("argon2 kernel: {}", Kernel::instruction_set());
+    println!("quota period: {}", config.core.quota_period.as_str());
+    Ok(())
+}
