@@ -37,9 +37,10 @@ fn jwt(c: &mut Criterion) {
     ] {
         let t = tokens(algorithm);
         let roles = vec!["user".to_owned()];
+        let permissions = vec!["read".to_owned()];
         c.bench_function(&format!("jwt sign {}", algorithm.as_str()), |b| {
             b.iter(|| {
-                t.issue(black_box(42), "session", &roles, 1_000)
+                t.issue(black_box(42), "session", &roles, &permissions, 1_000)
                     .expect("sign")
             })
         });
@@ -48,13 +49,18 @@ fn jwt(c: &mut Criterion) {
             |b| {
                 // A fresh token each time, so the verified-token memo never answers.
                 b.iter_batched(
-                    || t.issue(42, &uuid_like(), &roles, 1_000).expect("sign"),
+                    || {
+                        t.issue(42, &uuid_like(), &roles, &permissions, 1_000)
+                            .expect("sign")
+                    },
                     |token| t.verify(&token, 1_000).expect("verify"),
                     criterion::BatchSize::SmallInput,
                 )
             },
         );
-        let token = t.issue(42, "session", &roles, 1_000).expect("sign");
+        let token = t
+            .issue(42, "session", &roles, &permissions, 1_000)
+            .expect("sign");
         c.bench_function(
             &format!("jwt verify {} (seen before)", algorithm.as_str()),
             |b| b.iter(|| t.verify(black_box(&token), 1_000).expect("verify")),

@@ -82,6 +82,7 @@ async fn access_tokens_carry_the_documented_claims_and_a_published_kid() {
     assert_eq!(claims["sub"], account.id.to_string());
     assert_eq!(claims["sid"], grant["session_id"]);
     assert_eq!(claims["roles"], serde_json::json!(["user"]));
+    assert_eq!(claims["permissions"], serde_json::json!(["read"]));
     assert_eq!(
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         3600
