@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
-use super::Core;
+use super::audit::{self, AuditEventExt};
 use super::domain::Name;
 use super::error::{Error, Result};
+use super::{ClientInfo, Core};
 use crate::store::Account;
 
 impl Core {
@@ -31,5 +32,19 @@ impl Core {
         }
         self.api_calls.admit(account.id, self.now()).await?;
         Ok(account)
+    }
+
+    /// Records that the bearer of `bearer` was refused an administrative
+    /// request (`what`: method and path) for lack of the `admin` permission.
+    pub async fn audit_admin_refusal(&self, bearer: &str, client: &ClientInfo, what: &str) {
+        let mut entry = audit::event("admin_refused", "denied", "admin_api")
+            .client(client)
+            .detail(what.to_owned());
+        if let Ok(principal) = self.identify(bearer).await
+            && let Ok(account) = self.cached_account(principal.account_id).await
+        {
+            entry = entry.account(&account);
+        }
+        self.audit.record(entry);
     }
 }

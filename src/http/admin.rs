@@ -59,13 +59,24 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Ok(Client(client)) = Client::from_request_parts(parts, state).await;
         let token = bearer_token(&parts.headers).ok_or(Error::Unauthenticated)?;
         let admin = Name::parse(ADMIN_PERMISSION, "permission")?;
-        let account = state
+        let account = match state
             .core
             .authorize(token, std::slice::from_ref(&admin))
-            .await?;
-        let Ok(Client(client)) = Client::from_request_parts(parts, state).await;
+            .await
+        {
+            Ok(account) => account,
+            Err(Error::Forbidden) => {
+                // A live session without the permission: worth an audit entry
+                // (who tried what, from where). The path only: no query string.
+                let what = format!("{} {}", parts.method, parts.uri.path());
+                state.core.audit_admin_refusal(token, &client, &what).await;
+                return Err(Error::Forbidden.into());
+            }
+            Err(error) => return Err(error.into()),
+        };
         Ok(Admin(Actor::Admin {
             account_id: account.id,
             username: account.username.clone(),

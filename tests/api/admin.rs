@@ -140,6 +140,25 @@ async fn every_route_needs_a_live_administrator() {
     }
     // Nothing above changed anything: ann is still there and signed in.
     assert_eq!(admin.app.me_status(&admin.ann).await, StatusCode::OK);
+    // Each refusal of a signed-in caller is in the audit log, with the path
+    // (never the query string) and the caller's address.
+    let refusals = admin
+        .json(
+            Method::GET,
+            "/v1/admin/audit?outcome=denied&user=ann&limit=200",
+            None,
+        )
+        .await;
+    let refusals = refusals["items"].as_array().unwrap();
+    assert_eq!(refusals.len(), routes.len());
+    assert!(refusals.iter().all(|e| e["event"] == "admin_refused"
+        && e["ip"] == "127.0.0.1"
+        && e["face"] == "admin_api"));
+    assert!(
+        refusals
+            .iter()
+            .any(|e| e["detail"] == "GET /v1/admin/users")
+    );
 
     // The permission is read live: an administrator demoted is refused at once.
     admin
