@@ -71,7 +71,8 @@ impl FromRequestParts<AppState> for Admin {
             Err(Error::Forbidden) => {
                 // A live session without the permission: worth an audit entry
                 // (who tried what, from where). The path only: no query string.
-                let what = format!("{} {}", parts.method, parts.uri.path());
+                let path: String = parts.uri.path().chars().take(200).collect();
+                let what = format!("{} {path}", parts.method);
                 state.core.audit_admin_refusal(token, &client, &what).await;
                 return Err(Error::Forbidden.into());
             }
