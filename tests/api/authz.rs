@@ -590,3 +590,111 @@ async fn a_role_change_applies_at_once_and_to_the_next_token() {
     assert_eq!(claims["roles"], json!(["administrator", "user"]));
     assert_eq!(claims["permissions"], json!(["admin", "read", "write"]));
 }
+
+/// Caddy, stopped when dropped (SIGTERM, so it shuts down cleanly).
+struct Caddy(Child);
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's Caddy configuration (examples/forward-auth/Caddyfile), its
+/// addresses replaced by this test's, in front of a real upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_forward_auth_protects_an_upstream() {
+    let Some(caddy) = ["/usr/bin/caddy", "/usr/local/bin/caddy"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+    else {
+        assert!(std::env::var_os("CI").is_none(), "CI must install caddy");
+        eprintln!("skipped: no caddy (apt-get install caddy)");
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let upstream = upstream().await;
+    let sesame = app.address.trim_start_matches("http://").to_owned();
+    let front = format!("127.0.0.1:{}", free_port());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config = std::fs::read_to_string(format!("{root}/examples/forward-auth/Caddyfile"))
+        .unwrap()
+        .replace("127.0.0.1:8000", &front)
+        .replace("127.0.0.1:8420", &sesame)
+        .replace("127.0.0.1:8080", &upstream);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Caddyfile"), config).unwrap();
+    let _caddy = Caddy(
+        Command::new(caddy)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.path().join("Caddyfile"))
+            // Caddy keeps its state under these; not in the test's home.
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&front).is_err() {
+        assert!(Instant::now() < deadline, "caddy did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let ann = app.create_user("ann").await;
+    let token = access(&app.login_ok("ann").await).to_owned();
+    let client = reqwest::Client::new();
+    let get = |token: Option<&str>| {
+        let request = client
+            .get(format!("http://{front}/app/page?q=1"))
+            .header("x-sesame-user", "root")
+            .header("x-sesame-roles", "administrator");
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+    let anonymous = get(None).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&anonymous, "www-authenticate"),
+        Some("Bearer realm=\"sesame\"")
+    );
+    let response = get(Some(&token)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen: Value = response.json().await.unwrap();
+    assert_eq!(seen["path"], "/app/page?q=1");
+    assert_eq!(seen["user"], "ann", "the forged header was replaced");
+    assert_eq!(seen["user_id"], ann.id.to_string());
+    assert_eq!(seen["roles"], "user");
+    assert_eq!(seen["permissions"], "read");
+
+    assert_eq!(
+        app.logout(&token, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        get(Some(&token)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a session ended is refused at the next request"
+    );
+}
+
+/// What the README shows is what the test runs.
+#[test]
+fn the_readme_shows_the_caddy_configuration_as_tested() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let config =
+        std::fs::read_to_string(format!("{root}/examples/forward-auth/Caddyfile")).unwrap();
+    assert!(
+        readme.contains(&config),
+        "README does not show examples/forward-auth/Caddyfile as it is"
+    );
+}
