@@ -111,12 +111,7 @@ impl Core {
             permissions: names(permissions, "permissions", MAX_PERMISSIONS)?,
         };
         self.store.create_role(&role).await?;
-        self.audit
-            .record(actor.event("role_created").detail(format!(
-                "role {}: {}",
-                role.name,
-                role.permissions.join(",")
-            )));
+        self.audit_role(actor, "role_created", &role);
         Ok(role)
     }
 
@@ -141,13 +136,17 @@ impl Core {
             self.roles_changed().await;
         }
         let role = self.role(name).await?;
-        self.audit
-            .record(actor.event("role_updated").detail(format!(
-                "role {}: {}",
-                role.name,
-                role.permissions.join(",")
-            )));
+        self.audit_role(actor, "role_updated", &role);
         Ok(role)
+    }
+
+    /// Records a role as it now is.
+    fn audit_role(&self, actor: &Actor, event: &str, role: &Role) {
+        self.audit.record(actor.event(event).detail(format!(
+            "role {}: {}",
+            role.name,
+            role.permissions.join(",")
+        )));
     }
 
     /// Grants a role one more permission.

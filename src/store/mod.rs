@@ -153,8 +153,16 @@ pub trait AccountStore: Send + Sync {
     async fn find_account_by_username(&self, username_key: &str) -> StoreResult<Option<Account>>;
     /// Reads an account by id.
     async fn get_account(&self, id: AccountId) -> StoreResult<Option<Account>>;
-    /// Lists accounts in id order, `limit` at a time after `after_id`.
-    async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>>;
+    /// Lists accounts in id order, `limit` at a time after `after_id`: a
+    /// search without filters.
+    async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
+        self.search_accounts(&AccountQuery {
+            after_id,
+            limit,
+            ..AccountQuery::default()
+        })
+        .await
+    }
     /// Accounts matching `query`, in id order.
     async fn search_accounts(&self, query: &AccountQuery) -> StoreResult<Vec<Account>>;
     /// Changes an account's email and/or mobile; `Conflict` names a field

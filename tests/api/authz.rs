@@ -325,17 +325,74 @@ async fn an_opaque_token_passes_too() {
     );
 }
 
-/// nginx, stopped when dropped: SIGTERM to the master, which stops its
-/// workers (SIGKILL would leave them running, holding the test's output).
-struct Nginx(Child);
+/// A reverse proxy of the README's, running in front of a test's Sesame and
+/// upstream; stopped when dropped: SIGTERM, so that it stops its workers
+/// (SIGKILL would leave nginx's running, holding the test's output).
+struct Proxy {
+    child: Child,
+    /// `127.0.0.1:PORT` it listens on.
+    front: String,
+    _dir: tempfile::TempDir,
+}
 
-impl Drop for Nginx {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
+            .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let _ = self.0.wait();
+        let _ = self.child.wait();
     }
+}
+
+/// Starts the first of `binaries` that exists on `examples/forward-auth/FILE`,
+/// its addresses (front 127.0.0.1:8000, Sesame 127.0.0.1:8420, upstream
+/// 127.0.0.1:8080) replaced by this test's; `None` (skipped) where the proxy
+/// is not installed, which fails on CI. `command` builds the command line
+/// from the binary, a private directory and the configuration file in it.
+async fn start_proxy(
+    app: &TestApp,
+    upstream: &str,
+    binaries: &[&str],
+    file: &str,
+    command: impl FnOnce(&str, &std::path::Path, &std::path::Path) -> Command,
+) -> Option<Proxy> {
+    let Some(binary) = binaries
+        .iter()
+        .find(|path| std::path::Path::new(path).exists())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install {file}'s proxy"
+        );
+        eprintln!("skipped: none of {binaries:?} is installed");
+        return None;
+    };
+    let sesame = app.address.trim_start_matches("http://").to_owned();
+    let front = format!("127.0.0.1:{}", free_port());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config = std::fs::read_to_string(format!("{root}/examples/forward-auth/{file}"))
+        .unwrap()
+        .replace("127.0.0.1:8000", &front)
+        .replace("127.0.0.1:8420", &sesame)
+        .replace("127.0.0.1:8080", upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(file);
+    std::fs::write(&path, config).unwrap();
+    let child = command(binary, dir.path(), &path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proxy = Proxy {
+        child,
+        front,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&proxy.front).is_err() {
+        assert!(Instant::now() < deadline, "{binary} did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Some(proxy)
 }
 
 fn free_port() -> u16 {
@@ -374,43 +431,27 @@ async fn upstream() -> String {
 /// addresses replaced by this test's, in front of a real upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_protects_an_upstream() {
-    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).exists());
-    let Some(nginx) = nginx else {
-        assert!(std::env::var_os("CI").is_none(), "CI must install nginx");
-        eprintln!("skipped: no nginx (apt-get install nginx)");
-        return;
-    };
     let app = TestApp::spawn().await;
     let upstream = upstream().await;
-    let sesame = app.address.trim_start_matches("http://").to_owned();
-    let front = format!("127.0.0.1:{}", free_port());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let config = std::fs::read_to_string(format!("{root}/examples/forward-auth/nginx.conf"))
-        .unwrap()
-        .replace("127.0.0.1:8000", &front)
-        .replace("127.0.0.1:8420", &sesame)
-        .replace("127.0.0.1:8080", &upstream);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
-    let _nginx = Nginx(
-        Command::new(nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let binaries = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"];
+    let Some(nginx) = start_proxy(
+        &app,
+        &upstream,
+        &binaries,
+        "nginx.conf",
+        |bin, dir, conf| {
+            let mut command = Command::new(bin);
+            command.arg("-p").arg(dir).arg("-c").arg(conf);
+            command.stderr(Stdio::inherit());
+            command
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let front = nginx.front.clone();
     let url = |path: &str| format!("http://{front}{path}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&front).is_err() {
-        assert!(Instant::now() < deadline, "nginx did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     let ann = app.create_user("ann").await;
     app.create_user_full("root", None, None, &["administrator"])
@@ -516,19 +557,6 @@ async fn nginx_auth_request_protects_an_upstream() {
     );
 }
 
-/// What the README shows is what the test runs.
-#[test]
-fn the_readme_shows_the_nginx_configuration_as_tested() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
-    let config =
-        std::fs::read_to_string(format!("{root}/examples/forward-auth/nginx.conf")).unwrap();
-    assert!(
-        readme.contains(&config),
-        "README does not show examples/forward-auth/nginx.conf as it is"
-    );
-}
-
 /// Roles change what `/v1/authz` allows at once (the node's cached account
 /// is dropped), and what the next token's claims say.
 #[tokio::test]
@@ -591,60 +619,30 @@ async fn a_role_change_applies_at_once_and_to_the_next_token() {
     assert_eq!(claims["permissions"], json!(["admin", "read", "write"]));
 }
 
-/// Caddy, stopped when dropped (SIGTERM, so it shuts down cleanly).
-struct Caddy(Child);
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
 /// The README's Caddy configuration (examples/forward-auth/Caddyfile), its
 /// addresses replaced by this test's, in front of a real upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_forward_auth_protects_an_upstream() {
-    let Some(caddy) = ["/usr/bin/caddy", "/usr/local/bin/caddy"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).exists())
-    else {
-        assert!(std::env::var_os("CI").is_none(), "CI must install caddy");
-        eprintln!("skipped: no caddy (apt-get install caddy)");
-        return;
-    };
     let app = TestApp::spawn().await;
     let upstream = upstream().await;
-    let sesame = app.address.trim_start_matches("http://").to_owned();
-    let front = format!("127.0.0.1:{}", free_port());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let config = std::fs::read_to_string(format!("{root}/examples/forward-auth/Caddyfile"))
-        .unwrap()
-        .replace("127.0.0.1:8000", &front)
-        .replace("127.0.0.1:8420", &sesame)
-        .replace("127.0.0.1:8080", &upstream);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Caddyfile"), config).unwrap();
-    let _caddy = Caddy(
-        Command::new(caddy)
+    let binaries = ["/usr/bin/caddy", "/usr/local/bin/caddy"];
+    let Some(caddy) = start_proxy(&app, &upstream, &binaries, "Caddyfile", |bin, dir, conf| {
+        let mut command = Command::new(bin);
+        command
             .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(dir.path().join("Caddyfile"))
+            .arg(conf)
             // Caddy keeps its state under these; not in the test's home.
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path())
-            .env("XDG_CONFIG_HOME", dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&front).is_err() {
-        assert!(Instant::now() < deadline, "caddy did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .env("HOME", dir)
+            .env("XDG_DATA_HOME", dir)
+            .env("XDG_CONFIG_HOME", dir)
+            .stderr(Stdio::null());
+        command
+    })
+    .await
+    else {
+        return;
+    };
+    let front = caddy.front.clone();
 
     let ann = app.create_user("ann").await;
     let token = access(&app.login_ok("ann").await).to_owned();
@@ -686,15 +684,17 @@ async fn caddy_forward_auth_protects_an_upstream() {
     );
 }
 
-/// What the README shows is what the test runs.
+/// What the README shows is what the tests run.
 #[test]
-fn the_readme_shows_the_caddy_configuration_as_tested() {
+fn the_readme_shows_the_proxy_configurations_as_tested() {
     let root = env!("CARGO_MANIFEST_DIR");
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
-    let config =
-        std::fs::read_to_string(format!("{root}/examples/forward-auth/Caddyfile")).unwrap();
-    assert!(
-        readme.contains(&config),
-        "README does not show examples/forward-auth/Caddyfile as it is"
-    );
+    for file in ["nginx.conf", "Caddyfile"] {
+        let config =
+            std::fs::read_to_string(format!("{root}/examples/forward-auth/{file}")).unwrap();
+        assert!(
+            readme.contains(&config),
+            "README does not show examples/forward-auth/{file} as it is"
+        );
+    }
 }

@@ -214,18 +214,6 @@ impl AccountStore for PostgresStore {
         .await
     }
 
-    async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
-        sqlx::query(select_accounts!("a.id > $1 ORDER BY a.id LIMIT $2"))
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(account_from_row)
-            .collect()
-    }
-
     async fn search_accounts(&self, query: &AccountQuery) -> StoreResult<Vec<Account>> {
         sqlx::query(select_accounts!(
             "a.id > $1 \

@@ -156,18 +156,6 @@ impl AccountStore for SqliteStore {
         self.read(|conn| account_where(conn, select_accounts!("id = ?"), [id]))
     }
 
-    async fn list_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>> {
-        self.read(|conn| {
-            conn.prepare_cached(select_accounts!("id > ? ORDER BY id LIMIT ?"))
-                .and_then(|mut select| {
-                    select
-                        .query_map(params![after_id, limit], account_from_row)?
-                        .collect()
-                })
-                .map_err(db_error)
-        })
-    }
-
     async fn search_accounts(&self, query: &AccountQuery) -> StoreResult<Vec<Account>> {
         let q = query.clone();
         self.read_off_workers(move |conn| {
