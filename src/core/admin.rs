@@ -12,7 +12,8 @@ use super::error::{Error, Result};
 use super::roles::Actor;
 use super::sessions::SessionView;
 use crate::store::{
-    Account, AccountId, AccountQuery, AccountStatus, ContactChange, ProfilePatch, QuotaPeriod,
+    Account, AccountId, AccountQuery, AccountStatus, AuditEvent, AuditQuery, ContactChange,
+    ProfilePatch, QuotaPeriod,
 };
 
 /// Most accounts (or audit events) in one page.
@@ -29,6 +30,25 @@ pub struct AccountSearch {
     pub status: Option<String>,
     /// A role name.
     pub role: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to [`MAX_PAGE`].
+    pub limit: Option<u32>,
+}
+
+/// What `GET /v1/admin/audit` asks for, times already read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSearch {
+    /// An account id, or a username.
+    pub user: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<String>,
+    /// Only this face.
+    pub face: Option<String>,
+    /// At or after this time.
+    pub since: Option<i64>,
+    /// Before this time.
+    pub until: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to [`MAX_PAGE`].
@@ -66,7 +86,30 @@ pub struct AccountPatch {
     pub profile: Option<BTreeMap<String, Option<String>>>,
 }
 
-/// Reads a page size, a keyset cursor (a positive id) for `field`.
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` results in cursor order: the one past
+    /// `limit` only says that a next page exists.
+    fn of(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Self {
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| items.last().map(|item| id(item).to_string()))
+            .flatten();
+        Page { items, next_cursor }
+    }
+}
+
+/// A short filter value (an outcome, a face): at most 64 characters.
+fn short(raw: Option<&str>, field: &'static str) -> Result<Option<String>> {
+    match raw.filter(|r| !r.is_empty()) {
+        Some(r) if r.len() > 64 || r.chars().any(char::is_control) => {
+            Err(Error::invalid(field, "must be at most 64 characters"))
+        }
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+/// Reads a page size.
 pub fn page_limit(limit: Option<u32>) -> Result<u32> {
     match limit.unwrap_or(DEFAULT_PAGE) {
         n @ 1..=MAX_PAGE => Ok(n),
@@ -142,17 +185,46 @@ impl Core {
             // One more than asked: whether a next page exists.
             limit: limit + 1,
         };
-        let mut items = self.store.search_accounts(&query).await?;
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
+        let mut page = Page::of(self.store.search_accounts(&query).await?, limit, |a| a.id);
         let now = self.now();
-        for account in &mut items {
+        for account in &mut page.items {
             account.api_calls_count = self.live_api_calls(account, now);
         }
-        let next_cursor = more
-            .then(|| items.last().map(|a| a.id.to_string()))
-            .flatten();
-        Ok(Page { items, next_cursor })
+        Ok(page)
+    }
+
+    /// A page of the audit log matching a search, newest first.
+    pub async fn audit_page(&self, search: &AuditSearch) -> Result<Page<AuditEvent>> {
+        let limit = page_limit(search.limit)?;
+        let account_id = match search.user.as_deref().filter(|u| !u.is_empty()) {
+            None => None,
+            // An id, or a username (one that does not exist has no events).
+            Some(user) => match user.parse::<AccountId>() {
+                Ok(id) => Some(id),
+                Err(_) => match self.find_by_username(user).await {
+                    Ok(account) => Some(account.id),
+                    Err(Error::NotFound(_)) => {
+                        return Ok(Page {
+                            items: Vec::new(),
+                            next_cursor: None,
+                        });
+                    }
+                    Err(error) => return Err(error),
+                },
+            },
+        };
+        let events = self
+            .audit_events(&AuditQuery {
+                account_id,
+                outcome: short(search.outcome.as_deref(), "outcome")?,
+                face: short(search.face.as_deref(), "face")?,
+                since: search.since,
+                until: search.until,
+                before_id: cursor(search.cursor.as_deref())?,
+                limit: limit + 1,
+            })
+            .await?;
+        Ok(Page::of(events, limit, |e| e.id))
     }
 
     /// Applies several changes to an account, after checking them all.

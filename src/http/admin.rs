@@ -22,10 +22,10 @@ use super::extract::{ApiJson, Client, bearer_token};
 use super::views::{AuditView, RoleView, SessionOut, UserView};
 use crate::core::Error;
 use crate::core::accounts::AccountSpec;
-use crate::core::admin::{AccountPatch, AccountSearch, cursor, page_limit};
+use crate::core::admin::{AccountPatch, AccountSearch, AuditSearch};
 use crate::core::domain::{Email, Mobile, Name, Password, Username};
 use crate::core::roles::Actor;
-use crate::store::{ADMIN_PERMISSION, AccountId, AuditQuery};
+use crate::store::{ADMIN_PERMISSION, AccountId};
 
 /// The admin routes.
 pub fn router() -> Router<AppState> {
@@ -443,46 +443,18 @@ async fn audit(
     uri: Uri,
 ) -> Result<Response, Problem> {
     let q: AuditParams = query(&uri)?;
-    let limit = page_limit(q.limit)?;
-    let account_id = match q.user.as_deref().filter(|u| !u.is_empty()) {
-        None => None,
-        // An id, or a username (one that does not exist has no events).
-        Some(user) => match user.parse::<AccountId>() {
-            Ok(id) => Some(id),
-            Err(_) => match state.core.find_by_username(user).await {
-                Ok(account) => Some(account.id),
-                Err(Error::NotFound(_)) => {
-                    return Ok(Json(json!({"items": [], "next_cursor": null})).into_response());
-                }
-                Err(error) => return Err(error.into()),
-            },
-        },
-    };
-    let short = |raw: Option<String>, field: &'static str| -> Result<Option<String>, Error> {
-        match raw.filter(|r| !r.is_empty()) {
-            Some(r) if r.len() > 64 || r.chars().any(char::is_control) => {
-                Err(Error::invalid(field, "must be at most 64 characters"))
-            }
-            other => Ok(other),
-        }
-    };
-    let events = state
+    let page = state
         .core
-        .audit_events(&AuditQuery {
-            account_id,
-            outcome: short(q.outcome, "outcome")?,
-            face: short(q.face, "face")?,
+        .audit_page(&AuditSearch {
+            user: q.user,
+            outcome: q.outcome,
+            face: q.face,
             since: time(q.since.as_deref(), "since")?,
             until: time(q.until.as_deref(), "until")?,
-            before_id: cursor(q.cursor.as_deref())?,
-            limit: limit + 1,
+            cursor: q.cursor,
+            limit: q.limit,
         })
         .await?;
-    let more = events.len() > limit as usize;
-    let events = &events[..events.len().min(limit as usize)];
-    let next_cursor = more
-        .then(|| events.last().map(|e| e.id.to_string()))
-        .flatten();
-    let items: Vec<AuditView> = events.iter().map(AuditView::from).collect();
-    Ok(Json(json!({"items": items, "next_cursor": next_cursor})).into_response())
+    let items: Vec<AuditView> = page.items.iter().map(AuditView::from).collect();
+    Ok(Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response())
 }
