@@ -163,6 +163,16 @@ impl Application {
             )
         })?;
         let address = listener.local_addr()?;
+        core.set_issuer(config.public_url.clone().unwrap_or_else(|| {
+            // What the server listens on; an unspecified address is reached
+            // through loopback on this host.
+            let mut reachable = address;
+            if reachable.ip().is_unspecified() {
+                reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{reachable}")
+        }));
+        core.spawn_key_reloader();
         let state = AppState {
             core: Arc::clone(&core),
             contracts: Arc::new(config.contracts.clone()),

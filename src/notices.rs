@@ -32,6 +32,9 @@ pub enum Notice {
     /// account may hold stale permissions.
     #[serde(rename = "r")]
     RolesChanged,
+    /// The signing keys changed (`sesame keys rotate`): reload them.
+    #[serde(rename = "k")]
+    KeysChanged,
 }
 
 /// What a subscriber hands to its sink.

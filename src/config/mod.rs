@@ -16,6 +16,7 @@ mod database;
 mod forward_auth;
 mod housekeeping;
 mod http;
+mod oidc;
 mod passwords;
 mod quotas;
 mod redis;
@@ -78,6 +79,13 @@ pub struct RawConfig {
     pub redis_url: Option<String>,
     /// Log filter (`info`, `debug`, `sesame=debug,tower_http=info` …).
     pub log: String,
+    /// The URL clients reach Sesame at: the OpenID Connect issuer. When
+    /// absent, `http://` and the address the server listens on.
+    pub public_url: Option<String>,
+    /// 32 bytes (hex or base64) sealing private signing keys at rest.
+    pub key_encryption_key: Option<String>,
+    /// A file holding the key-encryption key.
+    pub key_encryption_key_file: Option<PathBuf>,
     /// `[database]`.
     pub database: RawDatabase,
     /// `[redis]`.
@@ -112,6 +120,9 @@ impl Default for RawConfig {
             database_url: None,
             redis_url: None,
             log: "info".into(),
+            public_url: None,
+            key_encryption_key: None,
+            key_encryption_key_file: None,
             database: RawDatabase::default(),
             redis: RawRedis::default(),
             tokens: RawTokens::default(),
@@ -141,6 +152,8 @@ pub struct Config {
     pub redis: Option<RedisSettings>,
     /// Log filter.
     pub log: String,
+    /// The OpenID Connect issuer URL, if configured.
+    pub public_url: Option<String>,
     /// Core settings.
     pub core: CoreSettings,
     /// HTTP settings.
@@ -257,6 +270,12 @@ impl RawConfig {
             .housekeeping
             .validate(tokens.reuse_grace, &mut problems);
         let quota_period = self.quotas.validate(&mut problems);
+        let public_url = oidc::public_url(self.public_url.as_deref(), &mut problems);
+        let key_encryption = oidc::key_encryption_key(
+            self.key_encryption_key.as_deref(),
+            self.key_encryption_key_file.as_deref(),
+            &mut problems,
+        );
 
         if !problems.is_empty() {
             return Err(ConfigError(problems));
@@ -267,6 +286,7 @@ impl RawConfig {
             database,
             redis,
             log: self.log,
+            public_url,
             core: CoreSettings {
                 tokens,
                 hashing,
@@ -274,6 +294,7 @@ impl RawConfig {
                 abuse,
                 housekeeping,
                 quota_period,
+                key_encryption,
             },
             http,
             contracts,

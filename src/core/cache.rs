@@ -33,6 +33,9 @@ pub struct Caches {
     api_calls: Arc<ApiCalls>,
     /// False while notices may be missed: the caches are then bypassed.
     trusted: AtomicBool,
+    /// Woken when the signing keys changed (or notices may have been
+    /// missed): the key reloader reads them again.
+    pub keys_changed: tokio::sync::Notify,
 }
 
 impl Caches {
@@ -44,6 +47,7 @@ impl Caches {
             opaque: OpaqueTokens::new(ttl),
             api_calls,
             trusted: AtomicBool::new(false),
+            keys_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -91,6 +95,7 @@ impl NoticeSink for Caches {
                 self.api_calls.expire(id);
             }
             NoticeEvent::Notice(Notice::RolesChanged) => self.accounts.clear(),
+            NoticeEvent::Notice(Notice::KeysChanged) => self.keys_changed.notify_one(),
             NoticeEvent::Lost => {
                 if self.trusted.swap(false, Ordering::AcqRel) {
                     tracing::warn!("notices from other nodes may be missed: caches bypassed");
@@ -101,6 +106,7 @@ impl NoticeSink for Caches {
                 self.accounts.clear();
                 self.opaque.clear();
                 self.api_calls.expire_all();
+                self.keys_changed.notify_one();
                 if !self.trusted.swap(true, Ordering::AcqRel) {
                     tracing::info!("listening for notices from other nodes: caches in use");
                 }

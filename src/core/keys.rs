@@ -1,12 +1,19 @@
 //! Token signing keys: generation, persistence format and the JWKS document.
 //!
 //! A key is generated at first start for the configured algorithm and stored
-//! through the [`KeyStore`](crate::store::KeyStore). Older keys stay loaded
-//! for verification, so changing the algorithm (or adding a key) rotates
-//! signing without logging anyone out. Only public parts are published.
+//! through the [`KeyStore`](crate::store::KeyStore); `sesame keys rotate`
+//! adds a newer one, which signs from then on. A key that no longer signs
+//! stays loaded (and published) for verification until every token it
+//! signed has expired (the access-token lifetime plus leeway after it was
+//! replaced), so rotating logs nobody out. Only public parts are published.
+//!
+//! With a key-encryption key configured, private keys are sealed with
+//! AES-256-GCM before they are stored (the key id is the associated data,
+//! so a sealed key cannot be passed off as another).
 
 use std::collections::HashMap;
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
@@ -64,11 +71,173 @@ impl SigningAlgorithm {
     }
 }
 
+/// The marker in front of a sealed private key.
+const SEALED: &[u8] = b"sesame-aes256gcm-v1:";
+
+/// The key that seals private signing keys at rest: 32 bytes.
+#[derive(Clone)]
+pub struct KeyEncryptionKey([u8; 32]);
+
+impl std::fmt::Debug for KeyEncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyEncryptionKey(<redacted>)")
+    }
+}
+
+impl PartialEq for KeyEncryptionKey {
+    fn eq(&self, other: &Self) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(&self.0, &other.0).is_ok()
+    }
+}
+
+impl Eq for KeyEncryptionKey {}
+
+impl KeyEncryptionKey {
+    /// Reads 32 bytes written as 64 hex digits or as base64 (standard or
+    /// URL-safe, padded or not); surrounding whitespace is ignored.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let text = text.trim();
+        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(text).ok()
+        } else {
+            let unpadded = text.trim_end_matches('=');
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(unpadded)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(unpadded))
+                .ok()
+        };
+        match bytes.map(<[u8; 32]>::try_from) {
+            Some(Ok(key)) => Ok(Self(key)),
+            _ => Err("must be 32 bytes, as 64 hex digits or base64 \
+                      (e.g. `openssl rand -hex 32`)"
+                .into()),
+        }
+    }
+
+    fn cipher(&self) -> Result<LessSafeKey> {
+        UnboundKey::new(&AES_256_GCM, &self.0)
+            .map(LessSafeKey::new)
+            .map_err(|_| crypto_error("AES-256-GCM key"))
+    }
+
+    /// Seals a private key: marker, random nonce, ciphertext and tag.
+    pub fn seal(&self, kid: &str, private: &[u8]) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| crypto_error("nonce"))?;
+        let mut sealed = private.to_vec();
+        self.cipher()?
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(kid.as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| crypto_error("sealing"))?;
+        Ok([SEALED, &nonce[..], &sealed].concat())
+    }
+
+    fn open(&self, kid: &str, stored: &[u8]) -> Result<Vec<u8>> {
+        let body = &stored[SEALED.len()..];
+        if body.len() < NONCE_LEN {
+            return Err(Error::Internal(format!("sealed key {kid} is truncated")));
+        }
+        let (nonce, sealed) = body.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| crypto_error("nonce"))?;
+        let mut buffer = sealed.to_vec();
+        let plain = self
+            .cipher()?
+            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buffer)
+            .map_err(|_| {
+                Error::Internal(format!(
+                    "signing key {kid} does not open with the configured key-encryption key \
+                     (was it changed?)"
+                ))
+            })?;
+        Ok(plain.to_vec())
+    }
+}
+
+/// Whether a stored private key is sealed.
+pub fn is_sealed(private: &[u8]) -> bool {
+    private.starts_with(SEALED)
+}
+
+/// The private key of `key` in the clear: opened with `kek` if sealed.
+fn private_of(key: &SigningKey, kek: Option<&KeyEncryptionKey>) -> Result<Vec<u8>> {
+    if !is_sealed(&key.private_der) {
+        return Ok(key.private_der.clone());
+    }
+    match kek {
+        Some(kek) => kek.open(&key.kid, &key.private_der),
+        None => Err(Error::Internal(format!(
+            "signing key {} is encrypted: configure the key-encryption key \
+             (SESAME_KEY_ENCRYPTION_KEY or key_encryption_key_file)",
+            key.kid
+        ))),
+    }
+}
+
+/// Where a stored key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Signs new tokens.
+    Signing,
+    /// Only verifies, until this time.
+    VerifyingUntil(UnixTime),
+    /// Every token it signed has expired: it is dropped.
+    Retired,
+}
+
+/// The state of each stored key (newest first, as stored): the newest key
+/// of `algorithm` signs; any other verifies until `retention` seconds after
+/// the next newer key was created.
+pub fn key_states(
+    stored: &[SigningKey],
+    algorithm: SigningAlgorithm,
+    now: UnixTime,
+    retention: i64,
+) -> Vec<KeyState> {
+    let signing = stored
+        .iter()
+        .position(|k| k.algorithm == algorithm.as_str());
+    stored
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            if Some(i) == signing {
+                return KeyState::Signing;
+            }
+            match i.checked_sub(1).map(|newer| stored[newer].created_at) {
+                None => KeyState::Signing,
+                Some(replaced) if replaced + retention > now => {
+                    KeyState::VerifyingUntil(replaced + retention)
+                }
+                Some(_) => KeyState::Retired,
+            }
+        })
+        .collect()
+}
+
 fn crypto_error(what: &str) -> Error {
     Error::Internal(format!("key generation failed: {what}"))
 }
 
-/// Generates a new key of `algorithm`, ready to store.
+/// Generates a new key of `algorithm`, ready to store: sealed with `kek`
+/// when one is configured.
+pub fn generate_sealed(
+    algorithm: SigningAlgorithm,
+    now: UnixTime,
+    kek: Option<&KeyEncryptionKey>,
+) -> Result<SigningKey> {
+    let mut key = generate(algorithm, now)?;
+    if let Some(kek) = kek {
+        key.private_der = kek.seal(&key.kid, &key.private_der)?;
+    }
+    Ok(key)
+}
+
+/// Generates a new key of `algorithm`, in the clear.
 pub fn generate(algorithm: SigningAlgorithm, now: UnixTime) -> Result<SigningKey> {
     let rng = SystemRandom::new();
     let mut kid_bytes = [0u8; 12];
@@ -199,24 +368,40 @@ pub struct LoadedKey {
 pub struct KeyRing {
     signing: String,
     keys: HashMap<String, LoadedKey>,
-    jwks: serde_json::Value,
+    jwks: std::sync::Arc<serde_json::Value>,
 }
 
 impl KeyRing {
     /// Loads stored keys; the newest key of `algorithm` signs. Returns `None`
     /// when there is no key of that algorithm yet (the caller generates one).
     pub fn load(stored: &[SigningKey], algorithm: SigningAlgorithm) -> Result<Option<Self>> {
+        Self::load_current(stored, algorithm, None, 0, i64::MAX / 2)
+    }
+
+    /// Loads the keys that are not retired at `now` (see [`key_states`]),
+    /// opening sealed ones with `kek`.
+    pub fn load_current(
+        stored: &[SigningKey],
+        algorithm: SigningAlgorithm,
+        kek: Option<&KeyEncryptionKey>,
+        now: UnixTime,
+        retention: i64,
+    ) -> Result<Option<Self>> {
         let mut keys = HashMap::new();
         let mut published = Vec::new();
         let mut signing = None;
-        for key in stored {
+        let states = key_states(stored, algorithm, now, retention);
+        for (key, state) in stored.iter().zip(states) {
+            if state == KeyState::Retired {
+                continue;
+            }
             let Some(alg) = SigningAlgorithm::parse(&key.algorithm) else {
                 return Err(Error::Internal(format!(
                     "stored key {} has unknown algorithm",
                     key.kid
                 )));
             };
-            let loaded = load_key(key, alg)?;
+            let loaded = load_key(key, &private_of(key, kek)?, alg)?;
             if !key.public_jwk.is_empty() {
                 let jwk: serde_json::Value = serde_json::from_str(&key.public_jwk)
                     .map_err(|e| Error::Internal(format!("stored JWK {}: {e}", key.kid)))?;
@@ -231,7 +416,7 @@ impl KeyRing {
         Ok(signing.map(|signing| Self {
             signing,
             keys,
-            jwks: json!({ "keys": published }),
+            jwks: std::sync::Arc::new(json!({ "keys": published })),
         }))
     }
 
@@ -246,27 +431,27 @@ impl KeyRing {
     }
 
     /// The JWKS document (public keys only).
-    pub fn jwks(&self) -> &serde_json::Value {
-        &self.jwks
+    pub fn jwks(&self) -> std::sync::Arc<serde_json::Value> {
+        std::sync::Arc::clone(&self.jwks)
     }
 }
 
-fn load_key(key: &SigningKey, algorithm: SigningAlgorithm) -> Result<LoadedKey> {
+fn load_key(key: &SigningKey, private: &[u8], algorithm: SigningAlgorithm) -> Result<LoadedKey> {
     let bad =
         |e: jsonwebtoken::errors::Error| Error::Internal(format!("stored key {}: {e}", key.kid));
     let (encoding, decoding) = match algorithm {
         SigningAlgorithm::HS256 => (
-            EncodingKey::from_secret(&key.private_der),
-            DecodingKey::from_secret(&key.private_der),
+            EncodingKey::from_secret(private),
+            DecodingKey::from_secret(private),
         ),
         _ => {
             let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(&key.public_jwk)
                 .map_err(|e| Error::Internal(format!("stored JWK {}: {e}", key.kid)))?;
             let decoding = DecodingKey::from_jwk(&jwk).map_err(bad)?;
             let encoding = match algorithm {
-                SigningAlgorithm::EdDSA => EncodingKey::from_ed_der(&key.private_der),
-                SigningAlgorithm::ES256 => EncodingKey::from_ec_der(&key.private_der),
-                _ => EncodingKey::from_rsa_der(&key.private_der),
+                SigningAlgorithm::EdDSA => EncodingKey::from_ed_der(private),
+                SigningAlgorithm::ES256 => EncodingKey::from_ec_der(private),
+                _ => EncodingKey::from_rsa_der(private),
             };
             (encoding, decoding)
         }
@@ -299,6 +484,47 @@ mod tests {
             let published = ring.jwks()["keys"].as_array().unwrap().len();
             assert_eq!(published, usize::from(alg != SigningAlgorithm::HS256));
         }
+    }
+
+    #[test]
+    fn sealed_keys_open_only_with_their_kek_and_kid() {
+        let kek = KeyEncryptionKey::parse(&"ab".repeat(32)).unwrap();
+        let other = KeyEncryptionKey::parse(&URL_SAFE_NO_PAD.encode([7u8; 32])).unwrap();
+        assert!(KeyEncryptionKey::parse("too short").is_err());
+        let key = generate_sealed(SigningAlgorithm::EdDSA, 1, Some(&kek)).unwrap();
+        assert!(is_sealed(&key.private_der));
+        let load = |k: Option<&KeyEncryptionKey>, key: &SigningKey| {
+            KeyRing::load_current(std::slice::from_ref(key), SigningAlgorithm::EdDSA, k, 1, 60)
+        };
+        assert!(load(Some(&kek), &key).unwrap().is_some());
+        assert!(load(None, &key).is_err());
+        assert!(load(Some(&other), &key).is_err());
+        let mut renamed = key.clone();
+        renamed.kid = "another".into();
+        assert!(
+            load(Some(&kek), &renamed).is_err(),
+            "the kid is bound to the sealed key"
+        );
+    }
+
+    #[test]
+    fn replaced_keys_verify_for_the_retention_then_retire() {
+        let alg = SigningAlgorithm::EdDSA;
+        // Newest first, as the store lists them.
+        let keys = [generate(alg, 200).unwrap(), generate(alg, 100).unwrap()];
+        assert_eq!(
+            key_states(&keys, alg, 250, 60),
+            [KeyState::Signing, KeyState::VerifyingUntil(260)]
+        );
+        assert_eq!(
+            key_states(&keys, alg, 260, 60),
+            [KeyState::Signing, KeyState::Retired]
+        );
+        let ring = KeyRing::load_current(&keys, alg, None, 260, 60)
+            .unwrap()
+            .unwrap();
+        assert!(ring.key(&keys[1].kid).is_none());
+        assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 1);
     }
 
     #[test]

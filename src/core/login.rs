@@ -8,8 +8,8 @@ use super::error::{Error, Result};
 use super::guard::{account_key, address_key};
 use super::sessions::PlatformPolicy;
 use super::tokens::{
-    hash_token, is_opaque_token, new_opaque_token, new_refresh_token, new_successor_salt,
-    successor_token,
+    hash_token, hash_token_in, is_opaque_token, new_opaque_token, new_refresh_token,
+    new_successor_salt, successor_token,
 };
 use super::{ClientInfo, Core};
 use crate::store::{
@@ -36,6 +36,8 @@ pub struct LoginOptions {
     pub opaque_tokens: bool,
     /// Overrides the configured policy for the session's platform.
     pub platform_policy: Option<PlatformPolicy>,
+    /// Stores the refresh token under this namespace (an OAuth client's).
+    pub refresh_namespace: Option<String>,
 }
 
 /// A login attempt, already parsed by its face.
@@ -132,11 +134,11 @@ impl Refusal {
 }
 
 /// A session's identity and lifetime, as a grant needs it.
-struct SessionRef {
-    id: SessionId,
-    account_id: i64,
+pub(crate) struct SessionRef {
+    pub(crate) id: SessionId,
+    pub(crate) account_id: i64,
     style: TokenStyle,
-    expires_at: UnixTime,
+    pub(crate) expires_at: UnixTime,
 }
 
 impl Core {
@@ -409,7 +411,10 @@ impl Core {
         };
         let refresh_token = new_refresh_token(style);
         let refresh = NewRefreshToken {
-            hash: hash_token(&refresh_token),
+            hash: hash_token_in(
+                options.refresh_namespace.as_deref().unwrap_or_default(),
+                &refresh_token,
+            ),
             session_id: session.id.clone(),
             issued_at: now,
         };
@@ -508,19 +513,30 @@ impl Core {
     }
 
     async fn rotate(&self, refresh_token: &str) -> Result<Grant> {
+        let (session, successor) = self.rotate_in("", refresh_token).await?;
+        self.grant(session, successor, None).await
+    }
+
+    /// Rotates a refresh token stored under `namespace` (see
+    /// [`hash_token_in`]); returns its session and the successor token.
+    pub(crate) async fn rotate_in(
+        &self,
+        namespace: &str,
+        refresh_token: &str,
+    ) -> Result<(SessionRef, String)> {
         if refresh_token.is_empty() || refresh_token.len() > 128 {
             return Err(Error::InvalidRefreshToken);
         }
         let now = self.now();
-        let hash = hash_token(refresh_token);
+        let hash = hash_token_in(namespace, refresh_token);
         // The successor's text depends on the session's token style, which
         // only the store knows: derive both, let the store pick.
         let salt = new_successor_salt();
         let successors = [TokenStyle::Jwt, TokenStyle::Opaque]
             .map(|style| successor_token(refresh_token, &salt, style));
         let hashes = SuccessorHashes {
-            jwt: hash_token(&successors[0]),
-            opaque: hash_token(&successors[1]),
+            jwt: hash_token_in(namespace, &successors[0]),
+            opaque: hash_token_in(namespace, &successors[1]),
         };
         let Some((_, session, rotated)) = self
             .store
@@ -545,7 +561,7 @@ impl Core {
                 TokenStyle::Jwt => jwt,
                 TokenStyle::Opaque => opaque,
             };
-            return self.grant(session_ref, successor, None).await;
+            return Ok((session_ref, successor));
         }
         // Already rotated, by an earlier request or a concurrent one just now.
         let record = self
@@ -558,7 +574,7 @@ impl Core {
                 if now - rotated_at <= self.settings.tokens.reuse_grace =>
             {
                 let successor = successor_token(refresh_token, &salt, style);
-                self.grant(session_ref, successor, None).await
+                Ok((session_ref, successor))
             }
             _ => {
                 tracing::warn!(session_id = %session.id, "refresh token reuse detected; session ended");
@@ -609,7 +625,7 @@ impl Core {
                 session_id: token.session_id,
             }
         } else {
-            let claims = self.tokens.verify(bearer, now)?;
+            let claims = self.verify_access(bearer, now).await?;
             Principal {
                 account_id: claims.sub.parse().map_err(|_| Error::Unauthenticated)?,
                 session_id: claims.sid.clone(),

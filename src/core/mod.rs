@@ -10,12 +10,15 @@ pub use crate::clock;
 pub mod audit;
 pub mod authz;
 pub mod cache;
+pub mod clients;
 pub mod domain;
 pub mod error;
 pub mod guard;
 pub mod housekeeping;
+pub mod key_rotation;
 pub mod keys;
 pub mod login;
+pub mod oidc;
 pub mod passwords;
 pub mod policy;
 pub mod quota;
@@ -55,6 +58,8 @@ pub struct CoreSettings {
     pub housekeeping: housekeeping::HousekeepingSettings,
     /// The API-call quota period of accounts without their own.
     pub quota_period: crate::store::QuotaPeriod,
+    /// Seals private signing keys at rest, when configured.
+    pub key_encryption: Option<keys::KeyEncryptionKey>,
 }
 
 /// Who is calling, as far as the transport can tell.
@@ -80,6 +85,8 @@ pub struct Core {
     notices: Arc<dyn Notices>,
     audit: Arc<AuditLog>,
     settings: CoreSettings,
+    /// When the key ring was last read from the store.
+    keys_loaded_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Core {
@@ -101,17 +108,7 @@ impl Core {
         clock: Arc<dyn Clock>,
         settings: CoreSettings,
     ) -> Result<Self> {
-        let algorithm = settings.tokens.algorithm;
-        let ring = match keys::KeyRing::load(&store.signing_keys().await?, algorithm)? {
-            Some(ring) => ring,
-            None => {
-                store
-                    .insert_signing_key(&keys::generate(algorithm, clock.now())?)
-                    .await?;
-                keys::KeyRing::load(&store.signing_keys().await?, algorithm)?
-                    .ok_or_else(|| Error::Internal("signing key missing after creation".into()))?
-            }
-        };
+        let ring = key_rotation::load_key_ring(&*store, &settings, clock.now()).await?;
         let api_calls = Arc::new(ApiCalls::new(
             Arc::clone(&store),
             settings.sessions.cache_ttl,
@@ -138,6 +135,7 @@ impl Core {
             tokens: AccessTokens::new(ring, settings.tokens.clone()),
             caches,
             notices,
+            keys_loaded_at: std::sync::atomic::AtomicI64::new(clock.now()),
             store,
             clock,
             settings,
@@ -150,7 +148,7 @@ impl Core {
     }
 
     /// The JWKS document.
-    pub fn jwks(&self) -> &serde_json::Value {
+    pub fn jwks(&self) -> std::sync::Arc<serde_json::Value> {
         self.tokens.jwks()
     }
 

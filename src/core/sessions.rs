@@ -274,7 +274,7 @@ impl Core {
 
     /// Publishes a notice; a failure leaves the other nodes to notice within
     /// `sessions.cache_ttl` (their entries expire), so it is only logged.
-    async fn publish(&self, notice: &Notice) {
+    pub(crate) async fn publish(&self, notice: &Notice) {
         if let Err(error) = self.notices.publish(notice).await {
             tracing::warn!(%error, "could not tell the other nodes; they catch up within sessions.cache_ttl");
         }

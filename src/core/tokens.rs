@@ -9,7 +9,7 @@
 //! the successor's text was never stored.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -83,6 +83,12 @@ pub struct AccessClaims {
     /// an app may read them; Sesame's own checks read live state).
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// The OAuth client the token was issued to (RFC 9068), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The scopes granted to that client, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// Past this many remembered verifications the memo is cleared.
@@ -96,8 +102,11 @@ const VERIFIED_MEMO_LIMIT: usize = 10_000;
 /// claims. Times are still checked on every use; a token that never
 /// verified is never remembered.
 pub struct AccessTokens {
-    ring: KeyRing,
+    ring: RwLock<Arc<KeyRing>>,
     settings: TokenSettings,
+    /// The OpenID Connect issuer URL, set once the server knows its address;
+    /// tokens issued to OAuth clients carry it as `iss`.
+    public_issuer: OnceLock<String>,
     verified: RwLock<HashMap<String, Arc<AccessClaims>>>,
 }
 
@@ -105,15 +114,89 @@ impl AccessTokens {
     /// Wraps a loaded key ring.
     pub fn new(ring: KeyRing, settings: TokenSettings) -> Self {
         Self {
-            ring,
+            ring: RwLock::new(Arc::new(ring)),
             settings,
+            public_issuer: OnceLock::new(),
             verified: RwLock::new(HashMap::new()),
         }
     }
 
+    /// The key ring in use.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        match self.ring.read() {
+            Ok(ring) => Arc::clone(&ring),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Puts a reloaded key ring in service (after a key rotation).
+    pub fn replace_ring(&self, ring: KeyRing) {
+        match self.ring.write() {
+            Ok(mut slot) => *slot = Arc::new(ring),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+        }
+    }
+
     /// The JWKS document.
-    pub fn jwks(&self) -> &serde_json::Value {
-        self.ring.jwks()
+    pub fn jwks(&self) -> Arc<serde_json::Value> {
+        self.ring().jwks()
+    }
+
+    /// Sets the OpenID Connect issuer URL (once; later calls are ignored).
+    pub fn set_public_issuer(&self, issuer: String) {
+        let _ = self.public_issuer.set(issuer);
+    }
+
+    /// The OpenID Connect issuer URL.
+    pub fn public_issuer(&self) -> &str {
+        self.public_issuer
+            .get()
+            .map_or(self.settings.issuer.as_str(), String::as_str)
+    }
+
+    /// The settings tokens are issued with.
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    /// Signs `claims` with the current signing key under header `typ`;
+    /// returns the token and the JWS algorithm used.
+    pub fn sign(
+        &self,
+        typ: &str,
+        claims: &impl Serialize,
+    ) -> Result<(String, jsonwebtoken::Algorithm)> {
+        let ring = self.ring();
+        let key = ring
+            .signing_key()
+            .ok_or_else(|| Error::Internal("no signing key".into()))?;
+        let mut header = Header::new(key.algorithm);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some(typ.into());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map(|token| (token, key.algorithm))
+            .map_err(|e| Error::Internal(format!("signing: {e}")))
+    }
+
+    /// Checks the signature of a token Sesame signed (any `typ`) and returns
+    /// its claims; times are not checked. For `id_token_hint`.
+    pub fn decode_signed(&self, token: &str) -> Result<serde_json::Value> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Error::Unauthenticated)?;
+        let ring = self.ring();
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| ring.key(kid))
+            .ok_or(Error::Unauthenticated)?;
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_issuer(&[self.public_issuer()]);
+        validation.validate_aud = false;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.set_required_spec_claims(&["iss", "sub"]);
+        jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|_| Error::Unauthenticated)
     }
 
     /// Issues a token for `sub` in session `sid`; returns it with its lifetime.
@@ -125,14 +208,7 @@ impl AccessTokens {
         permissions: &[String],
         now: UnixTime,
     ) -> Result<String> {
-        let key = self
-            .ring
-            .signing_key()
-            .ok_or_else(|| Error::Internal("no signing key".into()))?;
-        let mut header = Header::new(key.algorithm);
-        header.kid = Some(key.kid.clone());
-        header.typ = Some(ACCESS_TOKEN_TYP.into());
-        let claims = AccessClaims {
+        self.issue_claims(&AccessClaims {
             iss: self.settings.issuer.clone(),
             sub: sub.to_string(),
             aud: self.settings.audience.clone(),
@@ -143,9 +219,49 @@ impl AccessTokens {
             sid: sid.to_owned(),
             roles: roles.to_vec(),
             permissions: permissions.to_vec(),
-        };
-        jsonwebtoken::encode(&header, &claims, &key.encoding)
-            .map_err(|e| Error::Internal(format!("signing: {e}")))
+            client_id: None,
+            scope: None,
+        })
+    }
+
+    /// Claims for a token issued to an OAuth client: `iss` is the public
+    /// issuer, `client_id` and `scope` say what the client was granted.
+    pub fn client_claims(
+        &self,
+        sub: String,
+        sid: &str,
+        client_id: &str,
+        scope: &str,
+        now: UnixTime,
+    ) -> AccessClaims {
+        AccessClaims {
+            iss: self.public_issuer().to_owned(),
+            sub,
+            aud: self.settings.audience.clone(),
+            exp: now + self.settings.access_ttl,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            sid: sid.to_owned(),
+            roles: Vec::new(),
+            permissions: Vec::new(),
+            client_id: Some(client_id.to_owned()),
+            scope: Some(scope.to_owned()),
+        }
+    }
+
+    /// Signs access-token claims.
+    pub fn issue_claims(&self, claims: &AccessClaims) -> Result<String> {
+        self.sign(ACCESS_TOKEN_TYP, claims).map(|(token, _)| token)
+    }
+
+    /// Whether the key a token names (`kid`) is loaded; true for anything
+    /// that is not a JWT with a `kid`, which no reload would help.
+    pub fn knows_key_of(&self, token: &str) -> bool {
+        match jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) {
+            Some(kid) => self.ring().key(&kid).is_some(),
+            None => true,
+        }
     }
 
     /// Verifies a token's signature, type, issuer, audience and times.
@@ -181,14 +297,15 @@ impl AccessTokens {
         if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
             return Err(Error::Unauthenticated);
         }
+        let ring = self.ring();
         let key = header
             .kid
             .as_deref()
-            .and_then(|kid| self.ring.key(kid))
+            .and_then(|kid| ring.key(kid))
             .ok_or(Error::Unauthenticated)?;
         // The key fixes the algorithm; a token claiming another one (or `none`) fails here.
         let mut validation = Validation::new(key.algorithm);
-        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_issuer(&[self.settings.issuer.as_str(), self.public_issuer()]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         // Times are checked by the caller against the injected clock.
@@ -203,6 +320,16 @@ impl AccessTokens {
 /// The SHA-256 under which a token is stored.
 pub fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// The SHA-256 under which a token of a namespace is stored: refresh tokens
+/// issued to an OAuth client are stored under the client's namespace, so
+/// they are refused anywhere else (another client, the native API).
+pub fn hash_token_in(namespace: &str, token: &str) -> TokenHash {
+    let mut hasher = Sha256::new();
+    hasher.update(namespace.as_bytes());
+    hasher.update(token.as_bytes());
+    hasher.finalize().into()
 }
 
 /// A fresh refresh token in the session's style: 256 random bits as

@@ -16,7 +16,7 @@ use axum::routing::any;
 
 use super::AppState;
 use super::error::Problem;
-use super::extract::bearer_token;
+use super::extract::{bearer_token, cookie_value};
 use crate::core::Error;
 use crate::core::domain::Name;
 use crate::store::Account;
@@ -95,19 +95,6 @@ fn required_permissions(uri: &Uri, headers: &HeaderMap) -> Result<Vec<Name>, Err
         add(value)?;
     }
     Ok(names)
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim().trim_matches('"'))
-        .filter(|value| !value.is_empty())
 }
 
 fn allowed(account: &Account) -> Response {

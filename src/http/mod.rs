@@ -10,6 +10,8 @@ pub mod contracts;
 pub mod error;
 pub mod extract;
 pub mod native;
+pub mod oidc;
+pub mod page;
 pub mod views;
 pub mod wellknown;
 
@@ -74,6 +76,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .merge(native::router())
         .merge(authz::router())
         .merge(admin::router())
+        .merge(oidc::router())
                 .merge(wellknown::router())
         .merge(contracts::router(&state.contracts))
         .fallback(not_found)

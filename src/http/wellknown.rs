@@ -17,7 +17,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
-    let mut response = Json(state.core.jwks()).into_response();
+    let mut response = Json(&*state.core.jwks()).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),

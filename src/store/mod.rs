@@ -366,6 +366,8 @@ pub trait KeyStore: Send + Sync {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>>;
     /// Stores a new key.
     async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()>;
+    /// Deletes a key (retired: every token it signed has expired); false if there was none.
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool>;
 }
 
 /// Roles (named sets of permissions) and who holds them.
@@ -400,9 +402,56 @@ pub trait RoleStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// OAuth 2.0 clients, authorization codes and the sessions opened for clients.
+#[async_trait]
+pub trait OAuthStore: Send + Sync {
+    /// Every registered client, by id.
+    async fn list_clients(&self) -> StoreResult<Vec<OAuthClient>>;
+    /// One client.
+    async fn get_client(&self, id: &str) -> StoreResult<Option<OAuthClient>>;
+    /// Registers a client; [`StoreError::Conflict`] (`client_id`) if the id is taken.
+    async fn create_client(&self, client: &OAuthClient) -> StoreResult<()>;
+    /// Removes a client; false if there was none.
+    async fn delete_client(&self, id: &str) -> StoreResult<bool>;
+    /// Replaces a client's secret hash; false if there is no such client.
+    async fn set_client_secret(
+        &self,
+        id: &str,
+        secret_hash: Option<&TokenHash>,
+    ) -> StoreResult<bool>;
+    /// Stores a new code (and forgets codes that expired a day ago).
+    async fn insert_code(&self, code: &AuthorizationCode, now: UnixTime) -> StoreResult<()>;
+    /// A code that is neither spent nor expired.
+    async fn find_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> StoreResult<Option<AuthorizationCode>>;
+    /// Spends a code and opens its session in one transaction: the session
+    /// (for the code's account), its first refresh token and what it was
+    /// granted. A code spent before is not spent again; the answer names the
+    /// session its first use opened.
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        session: &NewSession,
+        refresh: &NewRefreshToken,
+        now: UnixTime,
+    ) -> StoreResult<Redemption>;
+    /// Records what a session (opened by a login) was granted to a client.
+    async fn insert_oauth_session(&self, grant: &OAuthSession) -> StoreResult<()>;
+    /// What a session was granted, if it was opened for a client.
+    async fn get_oauth_session(&self, session_id: &SessionId) -> StoreResult<Option<OAuthSession>>;
+    /// Live sessions opened for clients from a browser session.
+    async fn sessions_from_browser(
+        &self,
+        browser_session: &SessionId,
+    ) -> StoreResult<Vec<SessionId>>;
+}
+
 /// Everything Sesame persists.
 pub trait Store:
-    AccountStore + SessionStore + KeyStore + AuditStore + TransferStore + RoleStore
+    AccountStore + SessionStore + KeyStore + AuditStore + TransferStore + RoleStore + OAuthStore
 {
     /// The PostgreSQL store behind this one, if it is one (for `LISTEN/NOTIFY`).
     fn postgres(&self) -> Option<&postgres::PostgresStore> {

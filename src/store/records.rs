@@ -529,3 +529,77 @@ pub struct ContactChange {
     /// Mobile.
     pub mobile: Option<Option<String>>,
 }
+
+/// A registered OAuth 2.0 / OpenID Connect client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthClient {
+    /// The `client_id`.
+    pub id: String,
+    /// A human name.
+    pub name: String,
+    /// SHA-256 of the secret; `None` for a public client.
+    pub secret_hash: Option<TokenHash>,
+    /// Exact redirect URIs allowed in authorization requests.
+    pub redirect_uris: Vec<String>,
+    /// Exact URIs allowed after RP-initiated logout.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Grant types the client may use.
+    pub grants: Vec<String>,
+    /// Scopes the client may ask for.
+    pub scopes: Vec<String>,
+    /// Registration time.
+    pub created_at: UnixTime,
+}
+
+/// An authorization code (by hash) and what it was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCode {
+    /// SHA-256 of the code.
+    pub hash: TokenHash,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The redirect URI of the request.
+    pub redirect_uri: String,
+    /// The PKCE S256 challenge.
+    pub code_challenge: String,
+    /// Who signed in.
+    pub account_id: AccountId,
+    /// The browser session (single sign-on) it was issued in.
+    pub browser_session: SessionId,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The request's `nonce`, for the ID token.
+    pub nonce: Option<String>,
+    /// When the user last authenticated.
+    pub auth_time: UnixTime,
+    /// End of its life.
+    pub expires_at: UnixTime,
+}
+
+/// What a session opened for a client was granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthSession {
+    /// The session.
+    pub session_id: SessionId,
+    /// The client.
+    pub client_id: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The browser session it came from (ending that ends this).
+    pub browser_session: Option<SessionId>,
+    /// When the user authenticated.
+    pub auth_time: UnixTime,
+    /// The authorization request's `nonce`.
+    pub nonce: Option<String>,
+}
+
+/// The outcome of exchanging an authorization code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    /// First use: the session was opened.
+    Redeemed,
+    /// The code was spent before; this is the session its first use opened.
+    Replayed(Option<SessionId>),
+    /// Unknown or expired.
+    Invalid,
+}

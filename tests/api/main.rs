@@ -11,6 +11,7 @@ mod helpers;
 mod housekeeping;
 mod login;
 mod me;
+mod oidc;
 mod refresh;
 mod sessions;
 mod transfer;

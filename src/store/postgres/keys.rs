@@ -47,4 +47,13 @@ impl KeyStore for PostgresStore {
         .map_err(db_error)?;
         Ok(())
     }
+
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
+        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+            .map_err(db_error)
+    }
 }

@@ -13,7 +13,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 4] = [
+const MIGRATIONS: [(&str, &str); 5] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -29,6 +29,10 @@ const MIGRATIONS: [(&str, &str); 4] = [
     (
         "quota_period",
         include_str!("../../../migrations/postgres/0004_quota_period.sql"),
+    ),
+    (
+        "oauth",
+        include_str!("../../../migrations/postgres/0005_oauth.sql"),
     ),
 ];
 

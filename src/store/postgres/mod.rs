@@ -21,6 +21,7 @@ mod audit;
 mod keys;
 mod migrate;
 pub mod notify;
+mod oauth;
 mod roles;
 mod rotations;
 mod sessions;

@@ -52,4 +52,15 @@ impl KeyStore for SqliteStore {
         })
         .await
     }
+
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
+        let kid = kid.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM signing_keys WHERE kid = ?")
+                .and_then(|mut delete| delete.execute([&kid]))
+                .map(|deleted| deleted > 0)
+                .map_err(db_error)
+        })
+        .await
+    }
 }

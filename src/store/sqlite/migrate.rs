@@ -10,13 +10,14 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_opaque_tokens.sql"),
     include_str!("../../../migrations/sqlite/0003_abuse_and_audit.sql"),
     include_str!("../../../migrations/sqlite/0004_one_statement_rotation.sql"),
     include_str!("../../../migrations/sqlite/0005_housekeeping.sql"),
     include_str!("../../../migrations/sqlite/0006_quota_period.sql"),
+    include_str!("../../../migrations/sqlite/0007_oauth.sql"),
 ];
 
 /// Brings the schema up to date.

@@ -21,6 +21,7 @@ mod audit;
 mod connection;
 mod keys;
 mod migrate;
+mod oauth;
 mod roles;
 mod sessions;
 mod transfer;

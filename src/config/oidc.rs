@@ -1,0 +1,102 @@
+//! The OpenID Connect provider's top-level keys: `public_url` (the issuer)
+//! and the key-encryption key that seals private signing keys at rest
+//! (`key_encryption_key`, i.e. `SESAME_KEY_ENCRYPTION_KEY`, or
+//! `key_encryption_key_file`).
+
+use std::path::Path;
+
+use crate::core::keys::KeyEncryptionKey;
+
+/// Checks `public_url`: an absolute `http` or `https` URL without query or
+/// fragment; returned without a trailing slash.
+pub(super) fn public_url(raw: Option<&str>, problems: &mut Vec<String>) -> Option<String> {
+    let raw = raw?.trim();
+    let refuse = |problems: &mut Vec<String>, why: &str| {
+        problems.push(format!("public_url = {raw:?}: {why}"));
+        None
+    };
+    let Ok(url) = url::Url::parse(raw) else {
+        return refuse(
+            problems,
+            "must be an absolute URL such as https://login.example.com",
+        );
+    };
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return refuse(problems, "must be an http or https URL with a host");
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return refuse(problems, "must not have a query, a fragment or user info");
+    }
+    Some(raw.trim_end_matches('/').to_owned())
+}
+
+/// Reads the key-encryption key from the value or the file (not both).
+pub(super) fn key_encryption_key(
+    value: Option<&str>,
+    file: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Option<KeyEncryptionKey> {
+    let (text, key) = match (value, file) {
+        (Some(_), Some(_)) => {
+            problems
+                .push("key_encryption_key and key_encryption_key_file: set one, not both".into());
+            return None;
+        }
+        (Some(value), None) => (value.to_owned(), "key_encryption_key"),
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(text) => (text, "key_encryption_key_file"),
+            Err(error) => {
+                problems.push(format!(
+                    "key_encryption_key_file = {}: cannot read it ({error})",
+                    file.display()
+                ));
+                return None;
+            }
+        },
+        (None, None) => return None,
+    };
+    match KeyEncryptionKey::parse(&text) {
+        Ok(kek) => Some(kek),
+        Err(why) => {
+            // Never echo the value: it is a secret.
+            problems.push(format!("{key}: {why}"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls_are_checked_and_trimmed() {
+        let mut problems = Vec::new();
+        assert_eq!(
+            public_url(Some("https://login.example.com/"), &mut problems).as_deref(),
+            Some("https://login.example.com")
+        );
+        assert_eq!(
+            public_url(Some("http://127.0.0.1:8420/auth"), &mut problems).as_deref(),
+            Some("http://127.0.0.1:8420/auth")
+        );
+        assert!(problems.is_empty());
+        for bad in [
+            "login.example.com",
+            "ftp://x",
+            "https://x/?a=1",
+            "https://x/#f",
+        ] {
+            assert!(public_url(Some(bad), &mut problems).is_none(), "{bad}");
+        }
+        assert_eq!(problems.len(), 4);
+    }
+
+    #[test]
+    fn a_bad_key_encryption_key_is_refused_without_echoing_it() {
+        let mut problems = Vec::new();
+        assert!(key_encryption_key(Some("hunter2-not-a-key"), None, &mut problems).is_none());
+        assert!(!problems[0].contains("hunter2"));
+        assert!(key_encryption_key(Some(&"0f".repeat(32)), None, &mut problems).is_some());
+    }
+}

@@ -1,0 +1,201 @@
+//! Signing-key rotation across nodes: `sesame keys rotate` stores a newer
+//! key and tells every node (notice `KeysChanged`); each node reloads its
+//! key ring then, every minute in any case, and at once when a token names
+//! a key it does not know (a node that rotated signs before the others have
+//! heard). Retired keys (every token they signed has expired) are dropped
+//! from JWKS and deleted.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::audit::AuditEventExt;
+use super::clock::UnixTime;
+use super::error::{Error, Result};
+use super::keys::{self, KeyRing, KeyState};
+use super::roles::Actor;
+use super::tokens::AccessClaims;
+use super::{Core, CoreSettings};
+use crate::notices::Notice;
+use crate::store::Store;
+
+/// How often each node reloads its keys without being told.
+const RELOAD_EVERY: Duration = Duration::from_secs(60);
+
+/// A stored key as `sesame keys list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Key id.
+    pub kid: String,
+    /// JWS algorithm.
+    pub algorithm: String,
+    /// Creation time.
+    pub created_at: UnixTime,
+    /// Signing, verifying until a time, or retired.
+    pub state: KeyState,
+    /// Whether the private key is sealed with the key-encryption key.
+    pub encrypted: bool,
+}
+
+/// How long a replaced key keeps verifying: the longest a token it signed
+/// (access or ID token) can still be accepted.
+fn retention(settings: &CoreSettings) -> i64 {
+    settings.tokens.access_ttl + settings.tokens.leeway
+}
+
+/// Loads the key ring from the store, creating the first key if there is
+/// none of the configured algorithm.
+pub(crate) async fn load_key_ring(
+    store: &dyn Store,
+    settings: &CoreSettings,
+    now: UnixTime,
+) -> Result<KeyRing> {
+    let algorithm = settings.tokens.algorithm;
+    let kek = settings.key_encryption.as_ref();
+    let stored = store.signing_keys().await?;
+    if let Some(ring) = KeyRing::load_current(&stored, algorithm, kek, now, retention(settings))? {
+        return Ok(ring);
+    }
+    store
+        .insert_signing_key(&keys::generate_sealed(algorithm, now, kek)?)
+        .await?;
+    let stored = store.signing_keys().await?;
+    KeyRing::load_current(&stored, algorithm, kek, now, retention(settings))?
+        .ok_or_else(|| Error::Internal("signing key missing after creation".into()))
+}
+
+impl Core {
+    fn key_retention(&self) -> i64 {
+        retention(&self.settings)
+    }
+
+    /// Reads the keys again and puts them in service.
+    pub async fn reload_keys(&self) -> Result<()> {
+        let ring = load_key_ring(&*self.store, &self.settings, self.now()).await?;
+        self.tokens.replace_ring(ring);
+        self.keys_loaded_at
+            .store(self.now(), std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Reloads the keys when a token names an unknown key, at most once a
+    /// second (random key ids cannot make a node hammer its database).
+    pub(crate) async fn reload_keys_for_unknown_kid(&self) -> bool {
+        let now = self.now();
+        let last = self.keys_loaded_at.load(Ordering::Acquire);
+        if now <= last
+            || self
+                .keys_loaded_at
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return false;
+        }
+        match self.reload_keys().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "could not reload signing keys");
+                false
+            }
+        }
+    }
+
+    /// Every stored key and where it stands.
+    pub async fn signing_keys(&self) -> Result<Vec<KeyInfo>> {
+        let stored = self.store.signing_keys().await?;
+        let states = keys::key_states(
+            &stored,
+            self.settings.tokens.algorithm,
+            self.now(),
+            self.key_retention(),
+        );
+        Ok(stored
+            .iter()
+            .zip(states)
+            .map(|(key, state)| KeyInfo {
+                kid: key.kid.clone(),
+                algorithm: key.algorithm.clone(),
+                created_at: key.created_at,
+                state,
+                encrypted: keys::is_sealed(&key.private_der),
+            })
+            .collect())
+    }
+
+    /// Creates a new signing key of the configured algorithm, which signs
+    /// from now on (on every node); deletes keys that are retired. Returns
+    /// the new key.
+    pub async fn rotate_keys(&self, actor: &Actor) -> Result<KeyInfo> {
+        let kek = self.settings.key_encryption.as_ref();
+        // The newest key signs: a rotation within the second the current
+        // key was made must still come out newer.
+        let newest = self
+            .store
+            .signing_keys()
+            .await?
+            .first()
+            .map(|k| k.created_at);
+        let created = newest.map_or(self.now(), |newest| self.now().max(newest + 1));
+        let key = keys::generate_sealed(self.settings.tokens.algorithm, created, kek)?;
+        self.store.insert_signing_key(&key).await?;
+        let retired: Vec<String> = self
+            .signing_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.state == KeyState::Retired)
+            .map(|k| k.kid)
+            .collect();
+        for kid in &retired {
+            self.store.delete_signing_key(kid).await?;
+        }
+        self.reload_keys().await?;
+        self.publish(&Notice::KeysChanged).await;
+        self.audit
+            .record(actor.event("keys_rotated").detail(format!(
+                "new key {}; {} retired key(s) deleted",
+                key.kid,
+                retired.len()
+            )));
+        self.signing_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.kid == key.kid)
+            .ok_or_else(|| Error::Internal("new key missing after rotation".into()))
+    }
+
+    /// Reloads the keys when told (a notice) and every minute.
+    pub fn spawn_key_reloader(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(core) = weak.upgrade() else { return };
+                let caches = Arc::clone(&core.caches);
+                drop(core);
+                let _ = tokio::time::timeout(RELOAD_EVERY, caches.keys_changed.notified()).await;
+                let Some(core) = weak.upgrade() else { return };
+                if let Err(error) = core.reload_keys().await {
+                    tracing::warn!(%error, "could not reload signing keys");
+                }
+            }
+        });
+    }
+}
+
+impl Core {
+    /// Verifies an access token; a token naming a key this node has not
+    /// loaded yet makes it reload its keys once and try again.
+    pub(crate) async fn verify_access(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<Arc<AccessClaims>> {
+        match self.tokens.verify(token, now) {
+            Err(Error::Unauthenticated)
+                if !self.tokens.knows_key_of(token) && self.reload_keys_for_unknown_kid().await =>
+            {
+                self.tokens.verify(token, now)
+            }
+            result => result,
+        }
+    }
+}

@@ -1,0 +1,858 @@
+//! The OpenID Connect / OAuth 2.0 face: authorization (with the hosted
+//! sign-in page), token, userinfo, introspection, revocation, logout and
+//! discovery. Wire formats only; every decision is `core::oidc`'s.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::extract::{Client, bearer_token, cookie_value};
+use super::page::{self, Lang, SignInForm};
+use crate::core::Error;
+use crate::core::clients::ClientCredentials;
+use crate::core::oidc::{
+    Authorization, AuthorizeError, AuthorizeParams, OAuthError, TokenRequest, with_query,
+};
+
+/// The browser-session cookie (single sign-on).
+const SESSION_COOKIE: &str = "sesame_session";
+/// The double-submit CSRF cookie of the hosted forms.
+const CSRF_COOKIE: &str = "sesame_csrf";
+/// Where both cookies are sent.
+const COOKIE_PATH: &str = "/oauth2/";
+
+/// The routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/oauth-authorization-server", get(discovery))
+        .route("/oauth2/authorize", get(authorize_get).post(authorize_post))
+        .route("/oauth2/authorize/sign-in", post(sign_in))
+        .route("/oauth2/token", post(token))
+        .route("/oauth2/userinfo", get(userinfo_get).post(userinfo_post))
+        .route("/oauth2/introspect", post(introspect))
+        .route("/oauth2/revoke", post(revoke))
+        .route("/oauth2/logout", get(logout_get).post(logout_post))
+}
+
+// ---------------------------------------------------------------- parameters
+
+/// Form or query parameters; a parameter sent twice is an error (RFC 6749 §3.1).
+type Params = HashMap<String, String>;
+
+fn parse_params(raw: &[u8]) -> Result<Params, String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(raw).map_err(|_| "malformed parameters".to_owned())?;
+    let mut params = Params::new();
+    for (name, value) in pairs {
+        if params.contains_key(&name) {
+            return Err(format!("{name} is given more than once"));
+        }
+        params.insert(name, value);
+    }
+    Ok(params)
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
+    if !is_form(headers) {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    parse_params(body).map_err(|reason| OAuthError::new("invalid_request", reason))
+}
+
+fn authorize_params(params: &Params) -> AuthorizeParams {
+    let get = |name: &str| params.get(name).cloned();
+    AuthorizeParams {
+        client_id: get("client_id"),
+        redirect_uri: get("redirect_uri"),
+        response_type: get("response_type"),
+        response_mode: get("response_mode"),
+        scope: get("scope"),
+        state: get("state"),
+        nonce: get("nonce"),
+        code_challenge: get("code_challenge"),
+        code_challenge_method: get("code_challenge_method"),
+        prompt: get("prompt"),
+        login_hint: get("login_hint"),
+        max_age: get("max_age"),
+        request: get("request"),
+        request_uri: get("request_uri"),
+    }
+}
+
+// ---------------------------------------------------------------- responses
+
+fn secure(state: &AppState) -> bool {
+    state.core.issuer().starts_with("https://")
+}
+
+fn cookie(state: &AppState, name: &str, value: &str, same_site: &str) -> HeaderValue {
+    let secure = if secure(state) { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={COOKIE_PATH}; HttpOnly; SameSite={same_site}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn expired_cookie(state: &AppState, name: &str) -> HeaderValue {
+    let secure = if secure(state) { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}=; Path={COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn redirect(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// The origin (or private-use scheme) a redirect URI leads to, for `form-action`.
+fn origin(uri: &str) -> Option<String> {
+    let url = url::Url::parse(uri).ok()?;
+    match url.origin() {
+        origin @ url::Origin::Tuple(..) => Some(origin.ascii_serialization()),
+        url::Origin::Opaque(_) => Some(format!("{}:", url.scheme())),
+    }
+}
+
+fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
+    let t = page::text(lang);
+    page::render(
+        status,
+        lang,
+        t.error_title,
+        &page::message_body(t.error_title, message),
+        &[],
+    )
+}
+
+fn unavailable_page(lang: Lang) -> Response {
+    let mut response = error_page(lang, StatusCode::SERVICE_UNAVAILABLE, page::text(lang).busy);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn oauth_json(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn oauth_error(error: OAuthError) -> Response {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = oauth_json(
+        status,
+        json!({ "error": error.error, "error_description": error.description }),
+    );
+    let headers = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sesame\""),
+        );
+    }
+    if let Some(seconds) = error.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+// ---------------------------------------------------------------- discovery
+
+async fn discovery(State(state): State<AppState>) -> Response {
+    let mut response = axum::Json(state.core.discovery()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+// ---------------------------------------------------------------- authorize
+
+async fn authorize_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let lang = Lang::from_headers(&headers);
+    match parse_params(query.unwrap_or_default().as_bytes()) {
+        Ok(params) => authorize(&state, &headers, &params).await,
+        Err(reason) => error_page(lang, StatusCode::BAD_REQUEST, &reason),
+    }
+}
+
+async fn authorize_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let lang = Lang::from_headers(&headers);
+    if !is_form(&headers) {
+        return error_page(
+            lang,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be application/x-www-form-urlencoded",
+        );
+    }
+    match parse_params(&body) {
+        Ok(params) => authorize(&state, &headers, &params).await,
+        Err(reason) => error_page(lang, StatusCode::BAD_REQUEST, &reason),
+    }
+}
+
+fn refused(lang: Lang, state: &AppState, error: AuthorizeError) -> Response {
+    match error {
+        AuthorizeError::Page(message) => error_page(lang, StatusCode::BAD_REQUEST, &message),
+        AuthorizeError::Unavailable => unavailable_page(lang),
+        AuthorizeError::Redirect {
+            redirect_uri,
+            state: client_state,
+            error,
+            description,
+        } => {
+            let mut pairs = vec![
+                ("error", error),
+                ("error_description", description.as_str()),
+            ];
+            if let Some(client_state) = &client_state {
+                pairs.push(("state", client_state));
+            }
+            pairs.push(("iss", state.core.issuer()));
+            redirect(&with_query(&redirect_uri, &pairs))
+        }
+    }
+}
+
+async fn authorize(state: &AppState, headers: &HeaderMap, params: &Params) -> Response {
+    let lang = Lang::from_headers(headers);
+    let authorization = match state
+        .core
+        .check_authorization(&authorize_params(params))
+        .await
+    {
+        Ok(authorization) => authorization,
+        Err(error) => return refused(lang, state, error),
+    };
+    let browser = match cookie_value(headers, SESSION_COOKIE) {
+        Some(cookie) => match state.core.browser_session(cookie).await {
+            Ok(browser) => browser,
+            Err(_) => return unavailable_page(lang),
+        },
+        None => None,
+    };
+    let now = state.core.now();
+    let usable = browser.filter(|b| {
+        !authorization.force_login
+            && authorization
+                .max_age
+                .is_none_or(|age| now - b.auth_time <= age)
+    });
+    if let Some(browser) = usable {
+        return match state.core.issue_code(&authorization, &browser).await {
+            Ok(location) => redirect(&location),
+            Err(_) => unavailable_page(lang),
+        };
+    }
+    if authorization.no_prompt {
+        return refused(
+            lang,
+            state,
+            AuthorizeError::Redirect {
+                redirect_uri: authorization.redirect_uri,
+                state: authorization.state,
+                error: "login_required",
+                description: "the user is not signed in".into(),
+            },
+        );
+    }
+    let login_hint = authorization.login_hint.clone();
+    sign_in_page(
+        state,
+        headers,
+        &authorization,
+        StatusCode::OK,
+        login_hint.as_deref(),
+        None,
+    )
+}
+
+/// The sign-in page for a checked request, with a CSRF token (the one the
+/// browser holds, or a new one set now).
+fn sign_in_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    authorization: &Authorization,
+    status: StatusCode,
+    login: Option<&str>,
+    error: Option<&str>,
+) -> Response {
+    let lang = Lang::from_headers(headers);
+    let held = cookie_value(headers, CSRF_COOKIE).filter(|c| valid_csrf(c));
+    let csrf = held.map_or_else(|| crate::core::tokens::random_urlsafe(32), str::to_owned);
+    let mut hidden: Vec<(&str, String)> = vec![
+        ("csrf", csrf.clone()),
+        ("client_id", authorization.client.id.clone()),
+        ("redirect_uri", authorization.redirect_uri.clone()),
+        ("response_type", "code".into()),
+        ("scope", authorization.scope.clone()),
+        ("code_challenge", authorization.code_challenge.clone()),
+        ("code_challenge_method", "S256".into()),
+    ];
+    if let Some(client_state) = &authorization.state {
+        hidden.push(("state", client_state.clone()));
+    }
+    if let Some(nonce) = &authorization.nonce {
+        hidden.push(("nonce", nonce.clone()));
+    }
+    let body = page::sign_in_body(
+        lang,
+        &SignInForm {
+            hidden: &hidden,
+            client: &authorization.client.name,
+            login,
+            error,
+        },
+    );
+    let targets: Vec<String> = origin(&authorization.redirect_uri).into_iter().collect();
+    let mut response = page::render(status, lang, page::text(lang).title, &body, &targets);
+    if held.is_none() {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            cookie(state, CSRF_COOKIE, &csrf, "Strict"),
+        );
+    }
+    response
+}
+
+fn valid_csrf(token: &str) -> bool {
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+fn csrf_matches(headers: &HeaderMap, params: &Params) -> bool {
+    match (cookie_value(headers, CSRF_COOKIE), params.get("csrf")) {
+        (Some(held), Some(sent)) if valid_csrf(held) => {
+            aws_lc_rs::constant_time::verify_slices_are_equal(held.as_bytes(), sent.as_bytes())
+                .is_ok()
+        }
+        _ => false,
+    }
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    Client(info): Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let lang = Lang::from_headers(&headers);
+    let t = page::text(lang);
+    let params = match form_params(&headers, &body) {
+        Ok(params) => params,
+        Err(error) => return error_page(lang, StatusCode::BAD_REQUEST, &error.description),
+    };
+    let authorization = match state
+        .core
+        .check_authorization(&authorize_params(&params))
+        .await
+    {
+        Ok(authorization) => authorization,
+        Err(error) => return refused(lang, &state, error),
+    };
+    let login = params.get("login").map(String::as_str).unwrap_or_default();
+    if !csrf_matches(&headers, &params) {
+        return sign_in_page(
+            &state,
+            &headers,
+            &authorization,
+            StatusCode::BAD_REQUEST,
+            Some(login),
+            Some(t.expired_form),
+        );
+    }
+    let password = params
+        .get("password")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let (status, message, retry) = match state.core.sign_in_browser(login, password, info).await {
+        Ok((cookie_value, browser)) => {
+            return match state.core.issue_code(&authorization, &browser).await {
+                Ok(location) => {
+                    let mut response = redirect(&location);
+                    response.headers_mut().append(
+                        header::SET_COOKIE,
+                        cookie(&state, SESSION_COOKIE, &cookie_value, "Lax"),
+                    );
+                    response
+                }
+                Err(_) => unavailable_page(lang),
+            };
+        }
+        Err(Error::InvalidCredentials) => (StatusCode::UNAUTHORIZED, t.invalid, None),
+        Err(Error::Throttled { retry_after_secs }) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            t.throttled,
+            Some(retry_after_secs),
+        ),
+        Err(Error::Busy { retry_after_secs }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            t.busy,
+            Some(retry_after_secs),
+        ),
+        Err(error) => {
+            tracing::error!(%error, "hosted sign-in failed");
+            (StatusCode::SERVICE_UNAVAILABLE, t.busy, Some(1))
+        }
+    };
+    let mut response = sign_in_page(
+        &state,
+        &headers,
+        &authorization,
+        status,
+        Some(login),
+        Some(message),
+    );
+    if let Some(seconds) = retry {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+// ---------------------------------------------------------------- token
+
+/// Decodes one `application/x-www-form-urlencoded` component (RFC 6749
+/// §2.3.1 encodes the Basic credentials so).
+fn form_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The client's credentials: `client_secret_basic`, `client_secret_post`,
+/// or a public client's `client_id`. Using two methods at once is refused.
+fn client_credentials(
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<ClientCredentials, OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+    if let Some((_, encoded)) = basic {
+        let decoded = STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(OAuthError::invalid_client)?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or_else(OAuthError::invalid_client)?;
+        let (Some(id), Some(secret)) = (form_decode(id), form_decode(secret)) else {
+            return Err(OAuthError::invalid_client());
+        };
+        if params.contains_key("client_secret")
+            || params.get("client_id").is_some_and(|given| *given != id)
+        {
+            return Err(OAuthError::new(
+                "invalid_request",
+                "use one client authentication method",
+            ));
+        }
+        return Ok(ClientCredentials::Secret { id, secret });
+    }
+    match (params.get("client_id"), params.get("client_secret")) {
+        (Some(id), Some(secret)) => Ok(ClientCredentials::Secret {
+            id: id.clone(),
+            secret: secret.clone(),
+        }),
+        (Some(id), None) => Ok(ClientCredentials::Public { id: id.clone() }),
+        _ => Err(OAuthError::invalid_client()),
+    }
+}
+
+async fn authenticated_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<crate::store::OAuthClient, OAuthError> {
+    let credentials = client_credentials(headers, params)?;
+    match state.core.authenticate_client(&credentials).await {
+        Ok(Some(client)) => Ok(client),
+        Ok(None) => Err(OAuthError::invalid_client()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn token(
+    State(state): State<AppState>,
+    Client(info): Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match form_params(&headers, &body) {
+        Ok(params) => params,
+        Err(error) => return oauth_error(error),
+    };
+    let client = match authenticated_client(&state, &headers, &params).await {
+        Ok(client) => client,
+        Err(error) => return oauth_error(error),
+    };
+    let get = |name: &str| params.get(name).cloned();
+    let request = TokenRequest {
+        grant_type: get("grant_type"),
+        code: get("code"),
+        redirect_uri: get("redirect_uri"),
+        code_verifier: get("code_verifier"),
+        refresh_token: get("refresh_token"),
+        username: get("username"),
+        password: get("password"),
+        scope: get("scope"),
+    };
+    match state.core.token(&client, &request, &info).await {
+        Ok(answer) => {
+            let mut body = Map::new();
+            body.insert("access_token".into(), json!(answer.access_token));
+            body.insert("token_type".into(), json!("Bearer"));
+            body.insert("expires_in".into(), json!(answer.expires_in));
+            if let Some(refresh) = answer.refresh_token {
+                body.insert("refresh_token".into(), json!(refresh));
+            }
+            if let Some(id_token) = answer.id_token {
+                body.insert("id_token".into(), json!(id_token));
+            }
+            body.insert("scope".into(), json!(answer.scope));
+            oauth_json(StatusCode::OK, Value::Object(body))
+        }
+        Err(error) => oauth_error(error),
+    }
+}
+
+// ---------------------------------------------------------------- userinfo
+
+fn bearer_error(status: StatusCode, error: &'static str) -> Response {
+    let mut response = oauth_json(status, json!({ "error": error }));
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer error=\"{error}\"")) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+async fn userinfo_for(state: &AppState, token: Option<&str>) -> Response {
+    let Some(token) = token else {
+        let mut response = oauth_json(
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": "invalid_token" }),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"sesame\""),
+        );
+        return response;
+    };
+    match state.core.userinfo(token).await {
+        Ok(claims) => oauth_json(StatusCode::OK, Value::Object(claims)),
+        Err(Error::Forbidden) => bearer_error(StatusCode::FORBIDDEN, "insufficient_scope"),
+        Err(Error::QuotaExceeded) => bearer_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+        Err(error) if error.is_internal() => {
+            tracing::error!(%error, "userinfo failed");
+            oauth_error(error.into())
+        }
+        Err(_) => bearer_error(StatusCode::UNAUTHORIZED, "invalid_token"),
+    }
+}
+
+async fn userinfo_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    userinfo_for(&state, bearer_token(&headers)).await
+}
+
+async fn userinfo_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(token) = bearer_token(&headers) {
+        return userinfo_for(&state, Some(token)).await;
+    }
+    // RFC 6750 §2.2: the token in a form body.
+    match form_params(&headers, &body) {
+        Ok(params) => userinfo_for(&state, params.get("access_token").map(String::as_str)).await,
+        Err(_) => userinfo_for(&state, None).await,
+    }
+}
+
+// ---------------------------------------------------------------- introspect, revoke
+
+async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let params = match form_params(&headers, &body) {
+        Ok(params) => params,
+        Err(error) => return oauth_error(error),
+    };
+    let client = match authenticated_client(&state, &headers, &params).await {
+        // Only a client that can prove who it is may learn about tokens.
+        Ok(client) if client.secret_hash.is_some() => client,
+        Ok(_) => return oauth_error(OAuthError::invalid_client()),
+        Err(error) => return oauth_error(error),
+    };
+    let Some(token) = params.get("token") else {
+        return oauth_error(OAuthError::new("invalid_request", "token is required"));
+    };
+    match state.core.introspect(&client, token).await {
+        Ok(answer) => oauth_json(StatusCode::OK, Value::Object(answer)),
+        Err(error) => oauth_error(error.into()),
+    }
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Client(info): Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match form_params(&headers, &body) {
+        Ok(params) => params,
+        Err(error) => return oauth_error(error),
+    };
+    let client = match authenticated_client(&state, &headers, &params).await {
+        Ok(client) => client,
+        Err(error) => return oauth_error(error),
+    };
+    let Some(token) = params.get("token") else {
+        return oauth_error(OAuthError::new("invalid_request", "token is required"));
+    };
+    match state.core.revoke_token(&client, token, &info).await {
+        Ok(()) => oauth_json(StatusCode::OK, json!({})),
+        Err(error) => oauth_error(error.into()),
+    }
+}
+
+// ---------------------------------------------------------------- logout
+
+/// Where RP-initiated logout may send the browser afterwards: a
+/// `post_logout_redirect_uri` registered by the client named by the
+/// `id_token_hint` (or `client_id`). `Err` is a message for the page.
+async fn logout_target(
+    state: &AppState,
+    params: &Params,
+    hint_audience: Option<&str>,
+) -> Result<Option<String>, String> {
+    let Some(uri) = params.get("post_logout_redirect_uri") else {
+        return Ok(None);
+    };
+    let client_id = match (hint_audience, params.get("client_id")) {
+        (Some(aud), Some(given)) if aud != given => {
+            return Err("client_id does not match the id_token_hint".into());
+        }
+        (Some(aud), _) => aud.to_owned(),
+        (None, Some(given)) => given.clone(),
+        (None, None) => {
+            return Err("post_logout_redirect_uri needs an id_token_hint or a client_id".into());
+        }
+    };
+    match state.core.client(&client_id).await {
+        Ok(client) if client.post_logout_redirect_uris.iter().any(|u| u == uri) => {
+            let mut pairs = Vec::new();
+            if let Some(client_state) = params.get("state") {
+                pairs.push(("state", client_state.as_str()));
+            }
+            Ok(Some(with_query(uri, &pairs)))
+        }
+        Ok(_) | Err(Error::NotFound(_)) => {
+            Err("post_logout_redirect_uri is not registered for this client".into())
+        }
+        Err(_) => Err(page::text(Lang::En).busy.into()),
+    }
+}
+
+async fn logout_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let lang = Lang::from_headers(&headers);
+    match parse_params(query.unwrap_or_default().as_bytes()) {
+        Ok(params) => logout(&state, &headers, &params, false).await,
+        Err(reason) => error_page(lang, StatusCode::BAD_REQUEST, &reason),
+    }
+}
+
+async fn logout_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let lang = Lang::from_headers(&headers);
+    match form_params(&headers, &body) {
+        Ok(params) => {
+            let confirmed = csrf_matches(&headers, &params);
+            logout(&state, &headers, &params, confirmed).await
+        }
+        Err(error) => error_page(lang, StatusCode::BAD_REQUEST, &error.description),
+    }
+}
+
+/// Ends the browser session. With a valid `id_token_hint` (or a confirmed
+/// form) at once; otherwise the user is asked first, so that a link on
+/// another site cannot sign anyone out.
+async fn logout(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    confirmed: bool,
+) -> Response {
+    let lang = Lang::from_headers(headers);
+    let t = page::text(lang);
+    let hint = params.get("id_token_hint").map(String::as_str);
+    let audience = hint.and_then(|h| state.core.id_token_hint_audience(h));
+    if hint.is_some() && audience.is_none() {
+        return error_page(lang, StatusCode::BAD_REQUEST, "id_token_hint is not valid");
+    }
+    let target = match logout_target(state, params, audience.as_deref()).await {
+        Ok(target) => target,
+        Err(message) => return error_page(lang, StatusCode::BAD_REQUEST, &message),
+    };
+    let session = cookie_value(headers, SESSION_COOKIE);
+    if audience.is_none() && !confirmed && session.is_some() {
+        return logout_confirmation(state, headers, params, target.as_deref());
+    }
+    if let Err(error) = state.core.logout_browser(session, hint).await {
+        tracing::error!(%error, "logout failed");
+        return unavailable_page(lang);
+    }
+    let mut response = match target {
+        Some(target) => redirect(&target),
+        None => page::render(
+            StatusCode::OK,
+            lang,
+            t.sign_out_title,
+            &page::message_body(t.sign_out_title, t.signed_out),
+            &[],
+        ),
+    };
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, expired_cookie(state, SESSION_COOKIE));
+    response
+}
+
+fn logout_confirmation(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    target: Option<&str>,
+) -> Response {
+    let lang = Lang::from_headers(headers);
+    let t = page::text(lang);
+    let held = cookie_value(headers, CSRF_COOKIE).filter(|c| valid_csrf(c));
+    let csrf = held.map_or_else(|| crate::core::tokens::random_urlsafe(32), str::to_owned);
+    let mut form = format!(
+        "<h1>{}</h1><p class=\"note\">{}</p><form method=\"post\" action=\"/oauth2/logout\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        page::escape(t.sign_out_title),
+        page::escape(t.sign_out_question),
+        page::escape(&csrf),
+    );
+    for name in ["post_logout_redirect_uri", "client_id", "state"] {
+        if let Some(value) = params.get(name) {
+            form.push_str(&format!(
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                page::escape(value)
+            ));
+        }
+    }
+    form.push_str(&format!(
+        "<button type=\"submit\" autofocus>{}</button></form>",
+        page::escape(t.sign_out_button)
+    ));
+    let targets: Vec<String> = target.and_then(origin).into_iter().collect();
+    let mut response = page::render(StatusCode::OK, lang, t.sign_out_title, &form, &targets);
+    if held.is_none() {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            cookie(state, CSRF_COOKIE, &csrf, "Strict"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        assert!(parse_params(b"a=1&b=2").is_ok());
+        assert_eq!(
+            parse_params(b"a=1&a=2").unwrap_err(),
+            "a is given more than once"
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        assert_eq!(form_decode("a%3Ab+c").as_deref(), Some("a:b c"));
+        assert_eq!(form_decode("bad%2"), None);
+        assert_eq!(form_decode("%zz"), None);
+    }
+
+    #[test]
+    fn form_action_origins() {
+        assert_eq!(
+            origin("https://app.example:8443/cb?x=1").as_deref(),
+            Some("https://app.example:8443")
+        );
+        assert_eq!(
+            origin("com.example.app:/cb").as_deref(),
+            Some("com.example.app:")
+        );
+    }
+}

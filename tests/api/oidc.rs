@@ -1,0 +1,1150 @@
+//! The OpenID Connect provider over real HTTP: the hosted page, the code
+//! flow with PKCE, single sign-on, the token endpoint's four grants,
+//! userinfo, introspection, revocation, logout, discovery and key rotation.
+//! (Third-party clients and a browser run the same flows in tests/oidc/.)
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::Value;
+use sesame::core::clients::ClientSpec;
+use sesame::core::roles::Actor;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{PASSWORD, TestApp, jwt_part};
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const LOGOUT_REDIRECT: &str = "http://127.0.0.1:9/signed-out";
+
+/// A confidential client (`web`) with every grant, and a public one (`spa`).
+async fn clients(app: &TestApp) -> String {
+    let (_, secret) = app
+        .core
+        .register_client(
+            ClientSpec {
+                id: "web".into(),
+                redirect_uris: vec![REDIRECT.into()],
+                post_logout_redirect_uris: vec![LOGOUT_REDIRECT.into()],
+                grants: [
+                    "authorization_code",
+                    "refresh_token",
+                    "password",
+                    "client_credentials",
+                ]
+                .map(String::from)
+                .to_vec(),
+                ..ClientSpec::default()
+            },
+            &Actor::Operator,
+        )
+        .await
+        .expect("client registered");
+    app.core
+        .register_client(
+            ClientSpec {
+                id: "spa".into(),
+                public: true,
+                redirect_uris: vec![REDIRECT.into()],
+                ..ClientSpec::default()
+            },
+            &Actor::Operator,
+        )
+        .await
+        .expect("public client registered");
+    secret.expect("generated secret")
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+struct Pkce {
+    verifier: String,
+    challenge: String,
+}
+
+fn pkce() -> Pkce {
+    let verifier = sesame::core::tokens::random_urlsafe(32);
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    Pkce {
+        verifier,
+        challenge,
+    }
+}
+
+/// The value of cookie `name` set by a response.
+fn set_cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
+    headers.get_all(SET_COOKIE).iter().find_map(|v| {
+        let text = v.to_str().ok()?;
+        let value = text.strip_prefix(&format!("{name}="))?;
+        Some((value.split(';').next()?.to_owned(), text.to_owned()))
+    })
+}
+
+/// Query parameters of a `Location`.
+fn location_params(response: &reqwest::Response) -> (String, Vec<(String, String)>) {
+    let location = response.headers()[LOCATION]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let url = url::Url::parse(&location).expect("absolute location");
+    let base = format!("{}://{}{}", url.scheme(), url.authority(), url.path());
+    (base, url.query_pairs().into_owned().collect())
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The value of hidden field `name` in a page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("hidden field") + marker.len();
+    html[start..][..html[start..].find('"').expect("end")].replace("&amp;", "&")
+}
+
+fn authorize_url(app: &TestApp, client: &str, pkce: &Pkce, extra: &str) -> String {
+    app.url(&format!(
+        "/oauth2/authorize?response_type=code&client_id={client}&redirect_uri={}\
+         &scope=openid%20profile%20email&state=st%26ate&nonce=n-0S6&code_challenge={}\
+         &code_challenge_method=S256{extra}",
+        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>(),
+        pkce.challenge
+    ))
+}
+
+/// The browser's side: the sign-in page, then the form.
+struct Browser {
+    http: reqwest::Client,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: no_redirects(),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep(&mut self, headers: &HeaderMap) {
+        for name in ["sesame_csrf", "sesame_session"] {
+            if let Some((value, _)) = set_cookie(headers, name) {
+                self.cookies.retain(|(k, _)| k != name);
+                if !value.is_empty() {
+                    self.cookies.push((name.into(), value));
+                }
+            }
+        }
+    }
+
+    async fn get(&mut self, url: &str) -> reqwest::Response {
+        let response = self
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("GET");
+        self.keep(response.headers());
+        response
+    }
+
+    async fn post(&mut self, url: &str, form: &[(&str, String)]) -> reqwest::Response {
+        let response = self
+            .http
+            .post(url)
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        self.keep(response.headers());
+        response
+    }
+
+    /// Opens the page and submits it; returns the answer to the form.
+    async fn sign_in(
+        &mut self,
+        app: &TestApp,
+        page_url: &str,
+        login: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let page = self.get(page_url).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.expect("html");
+        let mut form: Vec<(&str, String)> = [
+            "csrf",
+            "client_id",
+            "redirect_uri",
+            "response_type",
+            "scope",
+            "code_challenge",
+            "code_challenge_method",
+            "state",
+            "nonce",
+        ]
+        .into_iter()
+        .filter(|name| html.contains(&format!("name=\"{name}\"")))
+        .map(|name| (name, hidden(&html, name)))
+        .collect();
+        form.push(("login", login.into()));
+        form.push(("password", password.into()));
+        self.post(&app.url("/oauth2/authorize/sign-in"), &form)
+            .await
+    }
+}
+
+/// Signs in through the page and returns the code.
+async fn code_for(app: &TestApp, browser: &mut Browser, client: &str, pkce: &Pkce) -> String {
+    let answer = browser
+        .sign_in(
+            app,
+            &authorize_url(app, client, pkce, ""),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(&answer);
+    assert_eq!(base, REDIRECT);
+    assert_eq!(param(&params, "state"), Some("st&ate"));
+    assert_eq!(param(&params, "iss"), Some(app.address.as_str()));
+    param(&params, "code").expect("code").to_owned()
+}
+
+async fn token(
+    app: &TestApp,
+    auth: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(app.url("/oauth2/token"))
+        .form(form);
+    if let Some((id, secret)) = auth {
+        request = request.basic_auth(id, Some(secret));
+    }
+    request.send().await.expect("token request")
+}
+
+async fn exchange(app: &TestApp, secret: &str, code: &str, verifier: &str) -> reqwest::Response {
+    token(
+        app,
+        Some(("web", secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+async fn oauth_error(response: reqwest::Response, status: StatusCode, error: &str) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"], error, "{body}");
+    body
+}
+
+async fn userinfo(app: &TestApp, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("userinfo")
+}
+
+async fn spawn() -> (TestApp, String) {
+    let app = TestApp::spawn().await;
+    app.create_user_full("alice", Some("alice@example.com"), None, &[])
+        .await;
+    let secret = clients(&app).await;
+    (app, secret)
+}
+
+#[tokio::test]
+async fn discovery_lists_exactly_what_is_supported() {
+    let (app, _) = spawn().await;
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let response = reqwest::get(app.url(path)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let doc: Value = response.json().await.unwrap();
+        assert_eq!(doc["issuer"], app.address);
+        assert_eq!(doc["authorization_endpoint"], app.url("/oauth2/authorize"));
+        assert_eq!(doc["jwks_uri"], app.url("/.well-known/jwks.json"));
+        assert_eq!(
+            doc["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
+        assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+        assert_eq!(
+            doc["id_token_signing_alg_values_supported"],
+            serde_json::json!(["EdDSA"])
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_code_flow_signs_in_on_the_page_and_issues_verified_tokens() {
+    let (app, secret) = spawn().await;
+    let pkce = pkce();
+    let mut browser = Browser::new();
+    let page = browser.get(&authorize_url(&app, "web", &pkce, "")).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(
+        csp.contains("form-action 'self' http://127.0.0.1:9"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let (_, csrf_cookie) = set_cookie(page.headers(), "sesame_csrf").expect("csrf cookie");
+    assert!(csrf_cookie.contains("HttpOnly") && csrf_cookie.contains("SameSite=Strict"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<label for=\"login\">") && html.contains("<label for=\"password\">"));
+    assert!(html.contains("autocomplete=\"current-password\"") && !html.contains("<script"));
+
+    let answer = browser
+        .sign_in(
+            &app,
+            &authorize_url(&app, "web", &pkce, ""),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let (_, session_cookie) =
+        set_cookie(answer.headers(), "sesame_session").expect("session cookie");
+    assert!(session_cookie.contains("HttpOnly") && session_cookie.contains("SameSite=Lax"));
+    assert!(!session_cookie.contains("Secure"), "served over http");
+    let (_, params) = location_params(&answer);
+    let code = param(&params, "code").unwrap();
+
+    let response = exchange(&app, &secret, code, &pkce.verifier).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["pragma"], "no-cache");
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["scope"], "openid profile email");
+    let access = tokens["access_token"].as_str().unwrap();
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let claims = jwt_part(id_token, 1);
+    assert_eq!(claims["iss"], app.address);
+    assert_eq!(claims["aud"], "web");
+    assert_eq!(claims["nonce"], "n-0S6");
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert!(claims["sid"].is_string() && claims["auth_time"].is_i64());
+    let expected_at_hash = {
+        let digest = sha2::Sha512::digest(access.as_bytes());
+        URL_SAFE_NO_PAD.encode(&digest[..32])
+    };
+    assert_eq!(claims["at_hash"], expected_at_hash);
+    let access_claims = jwt_part(access, 1);
+    assert_eq!(access_claims["client_id"], "web");
+    assert_eq!(access_claims["scope"], "openid profile email");
+    assert_eq!(jwt_part(access, 0)["typ"], "at+jwt");
+
+    let info: Value = userinfo(&app, access).await.json().await.unwrap();
+    assert_eq!(info["sub"], claims["sub"]);
+    assert_eq!(info["email_verified"], false);
+    assert!(info.get("phone_number").is_none());
+    // The same token works on the native API too.
+    assert_eq!(app.me_status(access).await, StatusCode::OK);
+
+    let events = app
+        .core
+        .audit_events(&sesame::store::AuditQuery {
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == "login" && e.face == "oidc" && e.outcome == "success")
+    );
+}
+
+#[tokio::test]
+async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise() {
+    let (app, secret) = spawn().await;
+    let mut browser = Browser::new();
+    code_for(&app, &mut browser, "web", &pkce()).await;
+
+    let again = pkce();
+    let response = browser.get(&authorize_url(&app, "web", &again, "")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "single sign-on");
+    let (_, params) = location_params(&response);
+    let tokens = exchange(
+        &app,
+        &secret,
+        param(&params, "code").unwrap(),
+        &again.verifier,
+    )
+    .await;
+    assert_eq!(tokens.status(), StatusCode::OK);
+
+    let forced = browser
+        .get(&authorize_url(&app, "web", &pkce(), "&prompt=login"))
+        .await;
+    assert_eq!(
+        forced.status(),
+        StatusCode::OK,
+        "prompt=login shows the page"
+    );
+    let too_old = browser
+        .get(&authorize_url(&app, "web", &pkce(), "&max_age=0"))
+        .await;
+    app.clock.advance(1);
+    assert_eq!(too_old.status(), StatusCode::SEE_OTHER);
+    let too_old = browser
+        .get(&authorize_url(&app, "web", &pkce(), "&max_age=0"))
+        .await;
+    assert_eq!(
+        too_old.status(),
+        StatusCode::OK,
+        "max_age exceeded shows the page"
+    );
+    let silent = browser
+        .get(&authorize_url(&app, "web", &pkce(), "&prompt=none"))
+        .await;
+    assert_eq!(
+        silent.status(),
+        StatusCode::SEE_OTHER,
+        "prompt=none with a session"
+    );
+    assert!(param(&location_params(&silent).1, "code").is_some());
+
+    let stranger = Browser::new()
+        .get(&authorize_url(&app, "web", &pkce(), "&prompt=none"))
+        .await;
+    assert_eq!(stranger.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(&stranger);
+    assert_eq!(base, REDIRECT);
+    assert_eq!(param(&params, "error"), Some("login_required"));
+    assert_eq!(param(&params, "state"), Some("st&ate"));
+}
+
+#[tokio::test]
+async fn bad_authorization_requests_never_redirect_to_an_unregistered_uri() {
+    let (app, _) = spawn().await;
+    let http = no_redirects();
+    let pkce = pkce();
+    let unknown = http
+        .get(authorize_url(&app, "nobody", &pkce, ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    assert!(unknown.headers().get(LOCATION).is_none());
+    let foreign = http
+        .get(authorize_url(&app, "web", &pkce, "").replace("127.0.0.1%3A9", "evil.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::BAD_REQUEST);
+    assert!(foreign.headers().get(LOCATION).is_none());
+    assert!(foreign.text().await.unwrap().contains("not registered"));
+
+    for (mangle, error) in [
+        (
+            ("code_challenge_method=S256", "code_challenge_method=plain"),
+            "invalid_request",
+        ),
+        (("&code_challenge=", "&x="), "invalid_request"),
+        (
+            ("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            ("scope=openid%20profile%20email", "scope=openid%20admin"),
+            "invalid_scope",
+        ),
+        (("state=st%26ate", "state=st%26ate&state=again"), ""),
+    ] {
+        let url = authorize_url(&app, "web", &pkce, "").replace(mangle.0, mangle.1);
+        let response = http.get(url).send().await.unwrap();
+        if error.is_empty() {
+            assert_eq!(
+                response.status(),
+                StatusCode::BAD_REQUEST,
+                "repeated parameter"
+            );
+            continue;
+        }
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{mangle:?}");
+        let (base, params) = location_params(&response);
+        assert_eq!(base, REDIRECT);
+        assert_eq!(param(&params, "error"), Some(error), "{mangle:?}");
+        assert_eq!(param(&params, "iss"), Some(app.address.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn the_page_refuses_wrong_passwords_forged_forms_and_speaks_chinese() {
+    let (app, _) = spawn().await;
+    let pkce = pkce();
+    let mut browser = Browser::new();
+    let wrong = browser
+        .sign_in(
+            &app,
+            &authorize_url(&app, "web", &pkce, ""),
+            "alice",
+            "wrong password",
+        )
+        .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(wrong.headers(), "sesame_session").is_none());
+    let html = wrong.text().await.unwrap();
+    assert!(html.contains("role=\"alert\"") && html.contains("aria-describedby=\"error\""));
+    assert!(html.contains("The login or password is incorrect."));
+    assert!(html.contains("value=\"alice\""), "the login is kept");
+    let unknown = browser
+        .sign_in(
+            &app,
+            &authorize_url(&app, "web", &pkce, ""),
+            "nobody",
+            "wrong password",
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        unknown
+            .text()
+            .await
+            .unwrap()
+            .contains("The login or password is incorrect.")
+    );
+
+    // A form posted from elsewhere carries no matching CSRF cookie.
+    let mut forger = Browser::new();
+    let forged = forger
+        .post(
+            &app.url("/oauth2/authorize/sign-in"),
+            &[
+                ("csrf", "A".repeat(43)),
+                ("client_id", "web".into()),
+                ("redirect_uri", REDIRECT.into()),
+                ("response_type", "code".into()),
+                ("code_challenge", pkce.challenge.clone()),
+                ("code_challenge_method", "S256".into()),
+                ("login", "alice".into()),
+                ("password", PASSWORD.into()),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    assert!(set_cookie(forged.headers(), "sesame_session").is_none());
+
+    let chinese = reqwest::Client::new()
+        .get(authorize_url(&app, "web", &pkce, ""))
+        .header("accept-language", "zh-CN,zh;q=0.9,en;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    let html = chinese.text().await.unwrap();
+    assert!(html.contains("lang=\"zh-CN\"") && html.contains("用户名、邮箱或手机号"));
+}
+
+#[tokio::test]
+async fn throttling_on_the_page_is_a_message_that_reveals_nothing() {
+    let (app, _) = spawn().await;
+    let pkce = pkce();
+    let mut browser = Browser::new();
+    let mut last = None;
+    for _ in 0..30 {
+        let response = browser
+            .sign_in(
+                &app,
+                &authorize_url(&app, "web", &pkce, ""),
+                "nobody",
+                "wrong password",
+            )
+            .await;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().get("retry-after").is_some());
+            last = Some(response.text().await.unwrap());
+            break;
+        }
+    }
+    let html = last.expect("throttled within 30 attempts");
+    assert!(html.contains("Too many attempts"));
+}
+
+#[tokio::test]
+async fn codes_are_single_use_bound_and_short_lived() {
+    let (app, secret) = spawn().await;
+    let mut browser = Browser::new();
+
+    let pkce_a = pkce();
+    let code = code_for(&app, &mut browser, "web", &pkce_a).await;
+    let wrong = exchange(&app, &secret, &code, &pkce().verifier).await;
+    oauth_error(wrong, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let missing = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await;
+    oauth_error(missing, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let first: Value = exchange(&app, &secret, &code, &pkce_a.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = first["access_token"].as_str().unwrap();
+    assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+    let replay = exchange(&app, &secret, &code, &pkce_a.verifier).await;
+    oauth_error(replay, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_eq!(
+        userinfo(&app, access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a replayed code revokes what it gave"
+    );
+    let refreshed = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", first["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    oauth_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
+
+    let pkce_b = pkce();
+    let late = code_for(&app, &mut Browser::new(), "web", &pkce_b).await;
+    app.clock.advance(61);
+    oauth_error(
+        exchange(&app, &secret, &late, &pkce_b.verifier).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    // A code issued to the public client cannot be redeemed by another.
+    let pkce_c = pkce();
+    let public_code = code_for(&app, &mut Browser::new(), "spa", &pkce_c).await;
+    oauth_error(
+        exchange(&app, &secret, &public_code, &pkce_c.verifier).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let public = token(
+        &app,
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "spa"),
+            ("code", &public_code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &pkce_c.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(
+        public.status(),
+        StatusCode::OK,
+        "a public client needs no secret"
+    );
+}
+
+#[tokio::test]
+async fn client_authentication_and_grant_rules() {
+    let (app, secret) = spawn().await;
+    let bad_secret = token(
+        &app,
+        Some(("web", "wrong-secret-wrong-secret-wrong-secret")),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(
+        bad_secret.headers()["www-authenticate"],
+        "Basic realm=\"sesame\""
+    );
+    oauth_error(bad_secret, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let nobody = token(&app, None, &[("grant_type", "client_credentials")]).await;
+    oauth_error(nobody, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let both = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_secret", &secret),
+        ],
+    )
+    .await;
+    oauth_error(both, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let unknown_grant = token(&app, Some(("web", &secret)), &[("grant_type", "implicit")]).await;
+    oauth_error(
+        unknown_grant,
+        StatusCode::BAD_REQUEST,
+        "unsupported_grant_type",
+    )
+    .await;
+    let not_form = reqwest::Client::new()
+        .post(app.url("/oauth2/token"))
+        .json(&serde_json::json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
+    oauth_error(not_form, StatusCode::BAD_REQUEST, "invalid_request").await;
+
+    // The public client may not use the password grant.
+    let public_password = token(
+        &app,
+        None,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "spa"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    oauth_error(
+        public_password,
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+    )
+    .await;
+
+    // client_secret_post works as well as Basic.
+    let post = token(
+        &app,
+        None,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "web"),
+            ("client_secret", &secret),
+            ("scope", "email"),
+        ],
+    )
+    .await;
+    assert_eq!(post.status(), StatusCode::OK);
+    let machine: Value = post.json().await.unwrap();
+    assert!(machine.get("refresh_token").is_none() && machine.get("id_token").is_none());
+    let claims = jwt_part(machine["access_token"].as_str().unwrap(), 1);
+    assert_eq!(
+        (claims["sub"].as_str(), claims["client_id"].as_str()),
+        (Some("web"), Some("web"))
+    );
+    assert_eq!(
+        userinfo(&app, machine["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "a client's own token speaks for no user"
+    );
+    let too_wide = token(
+        &app,
+        Some(("web", &secret)),
+        &[("grant_type", "client_credentials"), ("scope", "admin")],
+    )
+    .await;
+    oauth_error(too_wide, StatusCode::BAD_REQUEST, "invalid_scope").await;
+
+    let wrong_password = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "nope"),
+        ],
+    )
+    .await;
+    oauth_error(wrong_password, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let password = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("scope", "openid"),
+        ],
+    )
+    .await;
+    assert_eq!(password.status(), StatusCode::OK);
+    let grant: Value = password.json().await.unwrap();
+    assert_eq!(
+        jwt_part(grant["id_token"].as_str().unwrap(), 1)["aud"],
+        "web"
+    );
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_detect_reuse_and_belong_to_their_client() {
+    let (app, secret) = spawn().await;
+    let first: Value = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let refresh = first["refresh_token"].as_str().unwrap();
+    // Not usable on the native API, nor by another client.
+    assert_eq!(
+        app.refresh(refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let other = token(
+        &app,
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "spa"),
+            ("refresh_token", refresh),
+        ],
+    )
+    .await;
+    oauth_error(other, StatusCode::BAD_REQUEST, "invalid_grant").await;
+
+    let narrower = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("scope", "openid phone admin"),
+        ],
+    )
+    .await;
+    oauth_error(narrower, StatusCode::BAD_REQUEST, "invalid_scope").await;
+    let second: Value = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("scope", "openid"),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(second["scope"], "openid");
+    let next = second["refresh_token"].as_str().unwrap();
+    assert_ne!(next, refresh);
+    app.clock.advance(10);
+    let reuse = token(
+        &app,
+        Some(("web", &secret)),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    oauth_error(reuse, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let after = token(
+        &app,
+        Some(("web", &secret)),
+        &[("grant_type", "refresh_token"), ("refresh_token", next)],
+    )
+    .await;
+    oauth_error(after, StatusCode::BAD_REQUEST, "invalid_grant").await;
+}
+
+async fn form_post(
+    app: &TestApp,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new().post(app.url(path)).form(form);
+    if let Some((id, secret)) = auth {
+        request = request.basic_auth(id, Some(secret));
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn introspection_and_revocation() {
+    let (app, secret) = spawn().await;
+    let grant: Value = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let access = grant["access_token"].as_str().unwrap();
+    let refresh = grant["refresh_token"].as_str().unwrap();
+    let introspect = |token: String| {
+        let app = &app;
+        let secret = secret.clone();
+        async move {
+            let response = form_post(
+                app,
+                "/oauth2/introspect",
+                Some(("web", &secret)),
+                &[("token", &token)],
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["cache-control"], "no-store");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let active = introspect(access.to_owned()).await;
+    assert_eq!(active["active"], true);
+    assert_eq!(active["client_id"], "web");
+    assert_eq!(active["username"], "alice");
+    let active_refresh = introspect(refresh.to_owned()).await;
+    assert_eq!(
+        (
+            active_refresh["active"].as_bool(),
+            active_refresh["token_type"].as_str()
+        ),
+        (Some(true), Some("refresh_token"))
+    );
+    for junk in ["", "garbage", "a.b.c", &"f".repeat(32)] {
+        assert_eq!(
+            introspect(junk.to_owned()).await,
+            serde_json::json!({"active": false})
+        );
+    }
+    let native = app.login_ok("alice").await;
+    assert_eq!(
+        introspect(crate::helpers::access(&native).to_owned()).await["active"],
+        true
+    );
+
+    let public = form_post(
+        &app,
+        "/oauth2/introspect",
+        None,
+        &[("client_id", "spa"), ("token", access)],
+    )
+    .await;
+    oauth_error(public, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    let garbage = form_post(
+        &app,
+        "/oauth2/revoke",
+        Some(("web", &secret)),
+        &[("token", "garbage")],
+    )
+    .await;
+    assert_eq!(garbage.status(), StatusCode::OK);
+    let revoked = form_post(
+        &app,
+        "/oauth2/revoke",
+        Some(("web", &secret)),
+        &[("token", refresh), ("token_type_hint", "refresh_token")],
+    )
+    .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert_eq!(introspect(refresh.to_owned()).await["active"], false);
+    assert_eq!(
+        introspect(access.to_owned()).await["active"],
+        false,
+        "the session ended"
+    );
+    assert_eq!(
+        userinfo(&app, access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    app.clock.advance(3700);
+    assert_eq!(
+        introspect(crate::helpers::access(&native).to_owned()).await["active"],
+        false,
+        "expired"
+    );
+}
+
+#[tokio::test]
+async fn logout_ends_the_browser_session_and_what_it_gave_clients() {
+    let (app, secret) = spawn().await;
+    let mut browser = Browser::new();
+    let pkce_a = pkce();
+    let code = code_for(&app, &mut browser, "web", &pkce_a).await;
+    let tokens: Value = exchange(&app, &secret, &code, &pkce_a.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    let id_token = tokens["id_token"].as_str().unwrap();
+
+    // Without a hint the user is asked first: a link elsewhere signs no one out.
+    let ask = browser.get(&app.url("/oauth2/logout")).await;
+    assert_eq!(ask.status(), StatusCode::OK);
+    assert!(
+        ask.text()
+            .await
+            .unwrap()
+            .contains("action=\"/oauth2/logout\"")
+    );
+    assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+
+    let unregistered = browser
+        .get(&app.url(&format!(
+            "/oauth2/logout?id_token_hint={id_token}&post_logout_redirect_uri=https%3A%2F%2Fevil.example%2F"
+        )))
+        .await;
+    assert_eq!(unregistered.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+
+    let out = browser
+        .get(&app.url(&format!(
+            "/oauth2/logout?id_token_hint={id_token}&post_logout_redirect_uri={}&state=bye",
+            url::form_urlencoded::byte_serialize(LOGOUT_REDIRECT.as_bytes()).collect::<String>()
+        )))
+        .await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(&out);
+    assert_eq!(
+        (base.as_str(), param(&params, "state")),
+        (LOGOUT_REDIRECT, Some("bye"))
+    );
+    assert_eq!(
+        userinfo(&app, access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let refresh = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    oauth_error(refresh, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let page = browser.get(&authorize_url(&app, "web", &pkce(), "")).await;
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "the browser must sign in again"
+    );
+}
+
+#[tokio::test]
+async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
+    let (app, secret) = spawn().await;
+    let old: Value = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("scope", "openid"),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let old_access = old["access_token"].as_str().unwrap();
+    let old_kid = jwt_part(old_access, 0)["kid"].as_str().unwrap().to_owned();
+    let rotated = app.core.rotate_keys(&Actor::Operator).await.unwrap();
+    assert_ne!(rotated.kid, old_kid);
+    let jwks: Value = reqwest::get(app.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(kids.contains(&old_kid.as_str()) && kids.contains(&rotated.kid.as_str()));
+    let new: Value = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", old["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        jwt_part(new["access_token"].as_str().unwrap(), 0)["kid"],
+        rotated.kid.as_str()
+    );
+    assert_eq!(
+        jwt_part(new["id_token"].as_str().unwrap(), 0)["kid"],
+        rotated.kid.as_str()
+    );
+    assert_eq!(
+        app.me_status(old_access).await,
+        StatusCode::OK,
+        "no one is logged out"
+    );
+
+    // Access lifetime plus leeway after the new key was made (a second
+    // after the old one: both fell in the same second of the test clock).
+    app.clock.advance(3600 + 30 + 1);
+    app.core.reload_keys().await.unwrap();
+    let jwks: Value = reqwest::get(app.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [rotated.kid.as_str()], "the old key retired");
+}
