@@ -1,11 +1,13 @@
-//! The operator's command line: `sesame serve` and `sesame user …`.
+//! The operator's command line: `sesame serve`, `sesame user …`, `sesame client …`, `sesame keys …`.
 //!
 //! Every command takes the same `--config`, `--data-dir`, `--database-url`
 //! and `--redis-url` as `serve` and works while a server runs on the same
 //! database (SQLite in WAL mode allows it).
 
 mod audit;
+mod client;
 mod config;
+mod keys;
 mod role;
 mod serve;
 mod transfer;
@@ -51,6 +53,12 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Manage OAuth 2.0 / OpenID Connect clients.
+    #[command(subcommand)]
+    Client(client::ClientCommand),
+    /// List and rotate the token signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Check the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -84,6 +92,8 @@ pub fn main() -> ExitCode {
         Command::User(_)
         | Command::Role(_)
         | Command::Audit(_)
+        | Command::Client(_)
+        | Command::Keys(_)
         | Command::Config(_)
         | Command::Migrate
         | Command::Export(_)
@@ -121,6 +131,8 @@ pub fn main() -> ExitCode {
             Command::User(command) => user::run(config, command).await,
             Command::Role(command) => role::run(config, command).await,
             Command::Audit(command) => audit::run(config, command).await,
+            Command::Client(command) => client::run(config, command).await,
+            Command::Keys(command) => keys::run(config, command).await,
             Command::Config(_) => Ok(()),
             Command::Migrate => migrate(config).await,
             Command::Export(args) => transfer::export(config, args).await,

@@ -171,10 +171,14 @@ impl Core {
                 "the authorization_code grant needs at least one --redirect-uri",
             ));
         }
-        if spec.public && grants.iter().any(|g| g == "client_credentials") {
+        if spec.public
+            && let Some(grant) = grants
+                .iter()
+                .find(|g| *g == "client_credentials" || *g == "password")
+        {
             return Err(Error::invalid(
                 "grant",
-                "a public client cannot use client_credentials (it has no secret)",
+                format!("a public client cannot use {grant} (it has no secret to prove who it is)"),
             ));
         }
         if spec.public && spec.secret.is_some() {

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use crate::store::{
-    AccountId, AccountStatus, LoginRecord, NewAccount, NewRefreshToken, NewSession,
-    PasswordVerifiers, PurgeCutoffs, QuotaPeriod, Role, RoleChange, Store, StoreError,
-    SuccessorHashes, TokenStyle,
+    AccountId, AccountStatus, AuthorizationCode, LoginRecord, NewAccount, NewRefreshToken,
+    NewSession, OAuthClient, PasswordVerifiers, PurgeCutoffs, QuotaPeriod, Redemption, Role,
+    RoleChange, Store, StoreError, SuccessorHashes, TokenStyle,
 };
 
 async fn account(store: &dyn Store, name: &str) -> AccountId {
@@ -546,5 +546,176 @@ pub async fn api_calls_count_per_period(store: Arc<dyn Store>) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+fn oauth_client(id: &str) -> OAuthClient {
+    OAuthClient {
+        id: id.into(),
+        name: id.into(),
+        secret_hash: Some([9; 32]),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        post_logout_redirect_uris: vec![],
+        grants: vec!["authorization_code".into()],
+        scopes: vec!["openid".into(), "email".into()],
+        created_at: 5,
+    }
+}
+
+/// Clients: created once per id, read back as written, secret replaced, removed.
+pub async fn oauth_clients(store: Arc<dyn Store>) {
+    let web = oauth_client("web");
+    store.create_client(&web).await.unwrap();
+    assert!(matches!(
+        store.create_client(&web).await,
+        Err(StoreError::Conflict("client_id"))
+    ));
+    store.create_client(&oauth_client("api")).await.unwrap();
+    assert_eq!(store.get_client("web").await.unwrap(), Some(web.clone()));
+    assert_eq!(store.get_client("WEB").await.unwrap(), None);
+    let ids: Vec<String> = store
+        .list_clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["api", "web"]);
+    assert!(
+        store
+            .set_client_secret("web", Some(&[1; 32]))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_client("web").await.unwrap().unwrap().secret_hash,
+        Some([1; 32])
+    );
+    assert!(!store.set_client_secret("nobody", None).await.unwrap());
+    assert!(store.delete_client("web").await.unwrap());
+    assert!(!store.delete_client("web").await.unwrap());
+    assert_eq!(store.get_client("web").await.unwrap(), None);
+}
+
+/// Eight concurrent exchanges of one code: one opens a session, the others
+/// are told it was spent and by which session; an expired code opens none.
+pub async fn codes_are_redeemed_once(store: Arc<dyn Store>) {
+    let account_id = account(&*store, "a").await;
+    // The browser session the code comes from.
+    store
+        .record_login(
+            &login(account_id, 0),
+            &session("browser", account_id, "web", 0),
+            &NewRefreshToken {
+                hash: [0; 32],
+                session_id: "browser".into(),
+                issued_at: 0,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let code = |hash: u8, expires_at| AuthorizationCode {
+        hash: [hash; 32],
+        client_id: "web".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        code_challenge: "c".repeat(43),
+        account_id,
+        browser_session: "browser".into(),
+        scope: "openid".into(),
+        nonce: Some("n".into()),
+        auth_time: 0,
+        expires_at,
+    };
+    store.insert_code(&code(1, 60), 0).await.unwrap();
+    assert_eq!(
+        store.find_code(&[1; 32], 10).await.unwrap(),
+        Some(code(1, 60))
+    );
+    let attempts = (0..8u8).map(|i| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let id = format!("client-{i}");
+            let refresh = NewRefreshToken {
+                hash: [100 + i; 32],
+                session_id: id.clone(),
+                issued_at: 10,
+            };
+            let outcome = store
+                .redeem_code(&[1; 32], &session(&id, 0, "oauth", 10), &refresh, 10)
+                .await
+                .unwrap();
+            (id, outcome)
+        })
+    });
+    let mut winners = Vec::new();
+    let mut told = Vec::new();
+    for attempt in attempts.collect::<Vec<_>>() {
+        match attempt.await.unwrap() {
+            (id, Redemption::Redeemed) => winners.push(id),
+            (_, Redemption::Replayed(Some(opened))) => told.push(opened),
+            (_, other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one exchange wins");
+    assert!(told.iter().all(|opened| *opened == winners[0]));
+    assert_eq!(store.find_code(&[1; 32], 10).await.unwrap(), None, "spent");
+    let opened = store.get_session(&winners[0]).await.unwrap().unwrap();
+    assert_eq!(opened.account_id, account_id, "the code's account");
+    let grant = store.get_oauth_session(&winners[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            grant.client_id.as_str(),
+            grant.scope.as_str(),
+            grant.nonce.as_deref()
+        ),
+        ("web", "openid", Some("n"))
+    );
+    assert_eq!(grant.browser_session.as_deref(), Some("browser"));
+    assert_eq!(
+        store
+            .sessions_from_browser(&"browser".into())
+            .await
+            .unwrap(),
+        [winners[0].clone()]
+    );
+    store
+        .revoke_session(&winners[0], 11, "logout")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .sessions_from_browser(&"browser".into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.insert_code(&code(2, 60), 0).await.unwrap();
+    assert_eq!(
+        store.find_code(&[2; 32], 60).await.unwrap(),
+        None,
+        "expired"
+    );
+    let late = NewRefreshToken {
+        hash: [200; 32],
+        session_id: "late".into(),
+        issued_at: 60,
+    };
+    assert_eq!(
+        store
+            .redeem_code(&[2; 32], &session("late", 0, "oauth", 60), &late, 60)
+            .await
+            .unwrap(),
+        Redemption::Invalid
+    );
+    assert!(store.get_session(&"late".into()).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .redeem_code(&[3; 32], &session("never", 0, "oauth", 60), &late, 60)
+            .await
+            .unwrap(),
+        Redemption::Invalid,
+        "unknown"
     );
 }

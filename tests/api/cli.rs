@@ -865,3 +865,150 @@ async fn config_check_shows_the_settings_and_the_argon2_kernel() {
     let (_, log) = server.stop();
     assert!(log.contains(&format!("argon2 kernel: {kernel}")), "{log}");
 }
+
+/// `sesame client`: registration with a generated or given secret (only the
+/// hash is kept), listing, showing, replacing the secret and removing; bad
+/// input names the mistake and changes nothing.
+#[tokio::test]
+async fn clients_are_managed_from_the_command_line() {
+    let dir = Deployment::new().await;
+    let added = run(
+        sesame(&dir).args([
+            "client",
+            "add",
+            "web",
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "client_credentials",
+        ]),
+        None,
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let stdout = text(&added.stdout);
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .expect("the secret is printed once")
+        .to_owned();
+    assert_eq!(secret.len(), 43);
+    let given = "a-secret-chosen-by-the-operator-0123456789";
+    let public = run(
+        sesame(&dir).args([
+            "client",
+            "add",
+            "spa",
+            "--secret-stdin",
+            "--redirect-uri",
+            "https://spa.example/cb",
+        ]),
+        Some(&format!("{given}\n")),
+    );
+    assert!(public.status.success(), "{}", text(&public.stderr));
+    assert!(
+        !text(&public.stdout).contains(given),
+        "a given secret is not echoed"
+    );
+
+    for (args, complaint) in [
+        (
+            vec![
+                "client",
+                "add",
+                "web",
+                "--redirect-uri",
+                "https://x.example/cb",
+            ],
+            "client_id is already taken",
+        ),
+        (
+            vec![
+                "client",
+                "add",
+                "bad",
+                "--redirect-uri",
+                "http://app.example/cb",
+            ],
+            "loopback",
+        ),
+        (
+            vec![
+                "client",
+                "add",
+                "bad",
+                "--public",
+                "--grant",
+                "password",
+                "--redirect-uri",
+                "https://x.example/cb",
+            ],
+            "public client",
+        ),
+        (
+            vec!["client", "add", "bad", "--grant", "implicit"],
+            "implicit",
+        ),
+        (vec!["client", "add", "bad"], "redirect-uri"),
+        (vec!["client", "show", "nobody"], "client not found"),
+    ] {
+        let output = run(sesame(&dir).args(&args), None);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(
+            text(&output.stderr).contains(complaint),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    let short = run(
+        sesame(&dir).args(["client", "set-secret", "web", "--secret-stdin"]),
+        Some("short\n"),
+    );
+    assert!(text(&short.stderr).contains("32 to 256 characters"));
+
+    let list = run(sesame(&dir).args(["client", "list", "--json"]), None);
+    let clients: Vec<Value> = text(&list.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(clients.len(), 2);
+    assert_eq!(clients[1]["client_id"], "web");
+    assert_eq!(clients[1]["type"], "confidential");
+    assert_eq!(
+        clients[1]["grants"],
+        json!(["authorization_code", "client_credentials"])
+    );
+    assert!(
+        !text(&list.stdout).contains(&secret),
+        "secrets are never listed"
+    );
+
+    // The secret works at the token endpoint; a replaced one stops working.
+    let server = serve(&dir, &[]);
+    let grant = |secret: String| {
+        let url = format!("{}/oauth2/token", server.address);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth("web", Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(grant(secret.clone()).await, StatusCode::OK);
+    let replaced = run(sesame(&dir).args(["client", "set-secret", "web"]), None);
+    let new_secret = text(&replaced.stdout)
+        .trim()
+        .strip_prefix("client_secret: ")
+        .unwrap()
+        .to_owned();
+    assert_eq!(grant(secret).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(grant(new_secret.clone()).await, StatusCode::OK);
+    let removed = run(sesame(&dir).args(["client", "remove", "web"]), None);
+    assert!(removed.status.success());
+    assert_eq!(grant(new_secret).await, StatusCode::UNAUTHORIZED);
+}

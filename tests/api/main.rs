@@ -14,4 +14,5 @@ mod me;
 mod oidc;
 mod refresh;
 mod sessions;
+mod third_party;
 mod transfer;

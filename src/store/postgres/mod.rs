@@ -231,6 +231,22 @@ mod tests {
         conformance::concurrent_demotions_leave_an_administrator(store).await;
     }
 
+    #[tokio::test]
+    async fn oauth_clients_are_stored_as_written() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::oauth_clients(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_code_exchanged_at_once_eight_times_opens_one_session() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::codes_are_redeemed_once(store).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nodes_starting_together_migrate_once() {
         let Some((db, _store)) = store().await else {

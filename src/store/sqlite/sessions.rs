@@ -408,4 +408,16 @@ mod tests {
         let (_dir, store) = store().await;
         conformance::concurrent_demotions_leave_an_administrator(store).await;
     }
+
+    #[tokio::test]
+    async fn oauth_clients_are_stored_as_written() {
+        let (_dir, store) = store().await;
+        conformance::oauth_clients(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_code_exchanged_at_once_eight_times_opens_one_session() {
+        let (_dir, store) = store().await;
+        conformance::codes_are_redeemed_once(store).await;
+    }
 }

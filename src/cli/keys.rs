@@ -1,0 +1,62 @@
+//! `sesame keys`: the token signing keys and their rotation.
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use crate::app::open_core;
+use crate::config::Config;
+use crate::core::clock::SystemClock;
+use crate::core::key_rotation::KeyInfo;
+use crate::core::keys::KeyState;
+use crate::core::roles::Actor;
+use crate::http::views::rfc3339;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the signing keys and where each stands.
+    List,
+    /// Create a new signing key; every node signs with it from now on (no
+    /// restart), earlier keys keep verifying until their tokens expired.
+    Rotate,
+}
+
+pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    super::init_logging("warn");
+    let core = open_core(&config, Arc::new(SystemClock)).await?;
+    let result = match command {
+        KeysCommand::List => {
+            println!(
+                "{:<18} {:<7} {:<22} {:<9} STATE",
+                "KID", "ALG", "CREATED", "AT REST"
+            );
+            for key in core.signing_keys().await? {
+                println!("{}", line(&key));
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate => {
+            let key = core.rotate_keys(&Actor::Operator).await?;
+            println!("{}", line(&key));
+            Ok(())
+        }
+    };
+    core.flush_audit().await?;
+    result
+}
+
+fn line(key: &KeyInfo) -> String {
+    let state = match key.state {
+        KeyState::Signing => "signing".to_owned(),
+        KeyState::VerifyingUntil(until) => format!("verifying until {}", rfc3339(until)),
+        KeyState::Retired => "retired (deleted at the next rotation)".to_owned(),
+    };
+    let at_rest = if key.encrypted { "encrypted" } else { "plain" };
+    format!(
+        "{:<18} {:<7} {:<22} {:<9} {state}",
+        key.kid,
+        key.algorithm,
+        rfc3339(key.created_at),
+        at_rest
+    )
+}
