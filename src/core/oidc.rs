@@ -26,7 +26,7 @@ use super::error::Error;
 use super::login::{Credential, LoginAttempt, LoginOptions};
 use super::sessions::PlatformPolicy;
 use super::tokens::{
-    hash_token, hash_token_in, is_opaque_token, new_refresh_token, random_urlsafe,
+    AccessTokens, hash_token, hash_token_in, is_opaque_token, new_refresh_token, random_urlsafe,
 };
 use super::{ClientInfo, Core, audit};
 use crate::store::{
@@ -737,8 +737,20 @@ impl Core {
         info: &ClientInfo,
     ) -> OAuthResult<TokenAnswer> {
         let code = required(&request.code, "code")?;
-        let redirect_uri = required(&request.redirect_uri, "redirect_uri")?;
         let verifier = required(&request.code_verifier, "code_verifier")?;
+        // Required when the authorization request named it (RFC 6749
+        // §4.1.3); it may be left out only where that request could leave
+        // it out too: the client has exactly one.
+        let redirect_uri = match request.redirect_uri.as_deref() {
+            Some(uri) if !uri.is_empty() => uri,
+            _ if client.redirect_uris.len() == 1 => client.redirect_uris[0].as_str(),
+            _ => {
+                return Err(OAuthError::new(
+                    "invalid_request",
+                    "redirect_uri is required",
+                ));
+            }
+        };
         let now = self.now();
         let hash = hash_token(code);
         let found = self
@@ -1005,9 +1017,8 @@ impl Core {
         access_token: &str,
     ) -> crate::core::Result<String> {
         let now = self.now();
-        let algorithm = self
-            .tokens
-            .ring()
+        let ring = self.tokens.ring();
+        let algorithm = ring
             .signing_key()
             .map(|k| k.algorithm)
             .ok_or_else(|| Error::Internal("no signing key".into()))?;
@@ -1023,11 +1034,7 @@ impl Core {
         if let Some(nonce) = nonce {
             claims.insert("nonce".into(), json!(nonce));
         }
-        let (token, used) = self.tokens.sign("JWT", &Value::Object(claims))?;
-        if used != algorithm {
-            // The key rotated between the two reads: sign again, consistently.
-            return self.id_token(client, account, scope, sid, auth_time, nonce, access_token);
-        }
+        let (token, _) = AccessTokens::sign_with(&ring, "JWT", &Value::Object(claims))?;
         Ok(token)
     }
 
@@ -1073,7 +1080,14 @@ impl Core {
             let Ok(claims) = self.verify_access(token, now).await else {
                 return Ok(inactive());
             };
-            if !claims.sid.is_empty() {
+            if claims.sid.is_empty() {
+                // A client's own token (client_credentials) lives as long
+                // as the client does.
+                let client_id = claims.client_id.as_deref().unwrap_or_default();
+                if self.store.get_client(client_id).await?.is_none() {
+                    return Ok(inactive());
+                }
+            } else {
                 let Ok(sub) = claims.sub.parse::<i64>() else {
                     return Ok(inactive());
                 };

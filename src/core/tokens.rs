@@ -166,7 +166,16 @@ impl AccessTokens {
         typ: &str,
         claims: &impl Serialize,
     ) -> Result<(String, jsonwebtoken::Algorithm)> {
-        let ring = self.ring();
+        Self::sign_with(&self.ring(), typ, claims)
+    }
+
+    /// Signs with the signing key of `ring` (a snapshot the caller holds,
+    /// so that what it computed from the key matches the signature).
+    pub fn sign_with(
+        ring: &KeyRing,
+        typ: &str,
+        claims: &impl Serialize,
+    ) -> Result<(String, jsonwebtoken::Algorithm)> {
         let key = ring
             .signing_key()
             .ok_or_else(|| Error::Internal("no signing key".into()))?;

@@ -354,10 +354,9 @@ fn sign_in_page(
     let targets: Vec<String> = origin(&authorization.redirect_uri).into_iter().collect();
     let mut response = page::render(status, lang, page::text(lang).title, &body, &targets);
     if held.is_none() {
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            cookie(state, CSRF_COOKIE, &csrf, "Strict"),
-        );
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookie(state, CSRF_COOKIE, &csrf, "Lax"));
     }
     response
 }
@@ -816,10 +815,9 @@ fn logout_confirmation(
     let targets: Vec<String> = target.and_then(origin).into_iter().collect();
     let mut response = page::render(StatusCode::OK, lang, t.sign_out_title, &form, &targets);
     if held.is_none() {
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            cookie(state, CSRF_COOKIE, &csrf, "Strict"),
-        );
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookie(state, CSRF_COOKIE, &csrf, "Lax"));
     }
     response
 }

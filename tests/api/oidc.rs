@@ -328,7 +328,7 @@ async fn the_code_flow_signs_in_on_the_page_and_issues_verified_tokens() {
     );
     assert_eq!(page.headers()["cache-control"], "no-store");
     let (_, csrf_cookie) = set_cookie(page.headers(), "sesame_csrf").expect("csrf cookie");
-    assert!(csrf_cookie.contains("HttpOnly") && csrf_cookie.contains("SameSite=Strict"));
+    assert!(csrf_cookie.contains("HttpOnly") && csrf_cookie.contains("SameSite=Lax"));
     let html = page.text().await.unwrap();
     assert!(html.contains("<label for=\"login\">") && html.contains("<label for=\"password\">"));
     assert!(html.contains("autocomplete=\"current-password\"") && !html.contains("<script"));
@@ -1147,4 +1147,91 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
     assert_eq!(kids, [rotated.kid.as_str()], "the old key retired");
+}
+
+/// Junk at every OAuth route: never a 500, always the face's own shape
+/// (JSON errors for the machine endpoints, an HTML page for the browser ones).
+#[tokio::test]
+async fn junk_at_every_oauth_route_gets_an_error_in_the_routes_own_shape() {
+    let (app, _) = spawn().await;
+    let http = no_redirects();
+    let bodies: [&[u8]; 8] = [
+        b"",
+        b"%ff%fe=%00",
+        b"grant_type=authorization_code&grant_type=password",
+        b"token=\x01\x02&client_id=%zz",
+        b"\xff\xfe\xfd",
+        b"client_id=web&client_secret=",
+        b"code_challenge=&code_challenge_method=S256&client_id=web&response_type=code",
+        b"=&&==&a",
+    ];
+    let long = "x".repeat(60_000);
+    let machine = [
+        "/oauth2/token",
+        "/oauth2/introspect",
+        "/oauth2/revoke",
+        "/oauth2/userinfo",
+    ];
+    let browser = [
+        "/oauth2/authorize",
+        "/oauth2/authorize/sign-in",
+        "/oauth2/logout",
+    ];
+    for path in machine.iter().chain(browser.iter()) {
+        let mut requests = Vec::new();
+        for body in bodies {
+            for content_type in [
+                "application/x-www-form-urlencoded",
+                "application/json",
+                "text/plain",
+            ] {
+                requests.push(
+                    http.post(app.url(path))
+                        .header("content-type", content_type)
+                        .header("authorization", "Basic !!!not-base64")
+                        .body(body.to_vec()),
+                );
+            }
+        }
+        requests.push(
+            http.post(app.url(path))
+                .basic_auth("no:colon\u{7f}", Some(""))
+                .body(""),
+        );
+        requests.push(
+            http.post(app.url(path))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("client_id={long}&token={long}")),
+        );
+        requests.push(http.get(app.url(&format!("{path}?client_id=%ff&redirect_uri={long}&x=%"))));
+        requests.push(http.get(app.url(&format!("{path}?id_token_hint=a.b.c&state=%00"))));
+        for request in requests {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            assert!(
+                status.is_client_error() || status.is_success() || status.is_redirection(),
+                "{path}: {status}"
+            );
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            if status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::PAYLOAD_TOO_LARGE {
+                continue;
+            }
+            if machine.contains(path) {
+                assert!(
+                    content_type.starts_with("application/json"),
+                    "{path} {status}: {content_type}"
+                );
+                let body: Value = response.json().await.unwrap();
+                assert!(body["error"].is_string(), "{path}: {body}");
+            } else if !status.is_redirection() {
+                assert_eq!(content_type, "text/html; charset=utf-8", "{path} {status}");
+                let html = response.text().await.unwrap();
+                assert!(!html.contains(&long), "{path} echoes a huge value");
+            }
+        }
+    }
 }
