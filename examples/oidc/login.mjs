@@ -6,7 +6,7 @@
 import * as client from 'openid-client';
 import { createInterface } from 'node:readline/promises';
 
-const issuer = new URL(process.env.SESAME_URL ?? 'http://127.0.0.1:8420');
+const issuer = new URL(process.env.OIDC_ISSUER ?? 'http://127.0.0.1:8420');
 // openid-client refuses plain http unless told: fine on this machine only.
 const local = issuer.protocol === 'http:' ? { execute: [client.allowInsecureRequests] } : {};
 const config = await client.discovery(issuer, 'cli-demo', undefined, client.None(), local);

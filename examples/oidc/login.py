@@ -9,7 +9,7 @@ import secrets
 import jwt
 from authlib.integrations.requests_client import OAuth2Session
 
-issuer = os.environ.get("SESAME_URL", "http://127.0.0.1:8420")
+issuer = os.environ.get("OIDC_ISSUER", "http://127.0.0.1:8420")
 client = OAuth2Session(
     client_id="cli-demo",
     redirect_uri="http://127.0.0.1:8000/callback",

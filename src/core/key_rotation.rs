@@ -21,6 +21,9 @@ use crate::store::Store;
 
 /// How often each node reloads its keys without being told.
 const RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// The same for a node that hears no notices (SQLite: the CLI that rotated
+/// is another process and cannot tell it).
+const RELOAD_EVERY_ALONE: Duration = Duration::from_secs(5);
 
 /// A stored key as `sesame keys list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,12 +169,17 @@ impl Core {
     /// Reloads the keys when told (a notice) and every minute.
     pub fn spawn_key_reloader(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let every = if self.notices.is_shared() {
+            RELOAD_EVERY
+        } else {
+            RELOAD_EVERY_ALONE
+        };
         tokio::spawn(async move {
             loop {
                 let Some(core) = weak.upgrade() else { return };
                 let caches = Arc::clone(&core.caches);
                 drop(core);
-                let _ = tokio::time::timeout(RELOAD_EVERY, caches.keys_changed.notified()).await;
+                let _ = tokio::time::timeout(every, caches.keys_changed.notified()).await;
                 let Some(core) = weak.upgrade() else { return };
                 if let Err(error) = core.reload_keys().await {
                     tracing::warn!(%error, "could not reload signing keys");

@@ -182,12 +182,28 @@ pub struct Authorization {
     pub max_age: Option<i64>,
 }
 
+/// Why an authorization request is refused on a page rather than at the
+/// client's redirect URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageError {
+    /// No `client_id`.
+    MissingClient,
+    /// No such client.
+    UnknownClient,
+    /// No `redirect_uri`, and the client has several.
+    MissingRedirect,
+    /// A `redirect_uri` the client did not register.
+    UnregisteredRedirect,
+    /// A `state` too long to send back.
+    StateTooLong,
+}
+
 /// Why an authorization request is refused.
 #[derive(Debug, Clone)]
 pub enum AuthorizeError {
     /// No trustworthy redirect URI (unknown client, unregistered URI): an
     /// error page, never a redirect.
-    Page(String),
+    Page(PageError),
     /// Told to the client at its redirect URI.
     Redirect {
         /// Where.
@@ -368,11 +384,11 @@ impl Core {
         params: &AuthorizeParams,
     ) -> Result<Authorization, AuthorizeError> {
         let Some(client_id) = params.client_id.as_deref().filter(|id| !id.is_empty()) else {
-            return Err(AuthorizeError::Page("client_id is missing".into()));
+            return Err(AuthorizeError::Page(PageError::MissingClient));
         };
         let client = match self.store.get_client(client_id).await {
             Ok(Some(client)) if client.id == client_id => client,
-            Ok(_) => return Err(AuthorizeError::Page("unknown client".into())),
+            Ok(_) => return Err(AuthorizeError::Page(PageError::UnknownClient)),
             Err(error) => {
                 tracing::error!(%error, "authorization request: store failed");
                 return Err(AuthorizeError::Unavailable);
@@ -381,12 +397,10 @@ impl Core {
         let redirect_uri = match params.redirect_uri.as_deref() {
             Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.to_owned(),
             Some(_) => {
-                return Err(AuthorizeError::Page(
-                    "redirect_uri is not registered for this client".into(),
-                ));
+                return Err(AuthorizeError::Page(PageError::UnregisteredRedirect));
             }
             None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
-            None => return Err(AuthorizeError::Page("redirect_uri is missing".into())),
+            None => return Err(AuthorizeError::Page(PageError::MissingRedirect)),
         };
         let state = params.state.clone();
         let refuse = |error: &'static str, description: &str| AuthorizeError::Redirect {
@@ -399,7 +413,7 @@ impl Core {
             .as_deref()
             .is_some_and(|s| s.chars().count() > MAX_PARAM_CHARS)
         {
-            return Err(AuthorizeError::Page("state is too long".into()));
+            return Err(AuthorizeError::Page(PageError::StateTooLong));
         }
         if params.request.is_some() {
             return Err(refuse(
@@ -513,7 +527,9 @@ impl Core {
             state,
             nonce,
             code_challenge: challenge.to_owned(),
-            force_login: prompts.contains(&"login"),
+            // max_age=0 asks for a fresh sign-in, like prompt=login
+            // (OIDC Core §3.1.2.1); seconds are too coarse to tell otherwise.
+            force_login: prompts.contains(&"login") || max_age == Some(0),
             no_prompt,
             login_hint: params
                 .login_hint
@@ -1050,10 +1066,10 @@ impl Core {
             }
             claims.scope.clone()
         };
+        let principal = self.authenticate(bearer).await?;
         if scope.as_deref().is_some_and(|s| !has_scope(s, "openid")) {
             return Err(Error::Forbidden);
         }
-        let principal = self.authenticate(bearer).await?;
         let account = self.account_with_usage(principal.account_id).await?;
         Ok(user_claims(&account, scope.as_deref()))
     }
@@ -1221,7 +1237,6 @@ impl Core {
             "grant_types_supported": super::clients::GRANTS,
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [self.id_token_algorithm()],
-            "userinfo_signing_alg_values_supported": [],
             "token_endpoint_auth_methods_supported":
                 ["client_secret_basic", "client_secret_post", "none"],
             "introspection_endpoint_auth_methods_supported":
@@ -1229,7 +1244,7 @@ impl Core {
             "revocation_endpoint_auth_methods_supported":
                 ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
-            "prompt_values_supported": ["none", "login", "consent", "select_account"],
+            "prompt_values_supported": ["none", "login"],
             "claims_supported": [
                 "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "azp",
                 "preferred_username", "name", "picture", "updated_at",

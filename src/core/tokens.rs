@@ -255,7 +255,8 @@ impl AccessTokens {
             roles: Vec::new(),
             permissions: Vec::new(),
             client_id: Some(client_id.to_owned()),
-            scope: Some(scope.to_owned()),
+            // An empty scope is no scope (RFC 6749 §3.3 has no empty one).
+            scope: (!scope.is_empty()).then(|| scope.to_owned()),
         }
     }
 

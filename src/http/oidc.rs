@@ -16,11 +16,11 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::extract::{Client, bearer_token, cookie_value};
-use super::page::{self, Lang, SignInForm};
+use super::page::{self, Lang, Refusal, SignInForm};
 use crate::core::Error;
 use crate::core::clients::ClientCredentials;
 use crate::core::oidc::{
-    Authorization, AuthorizeError, AuthorizeParams, OAuthError, TokenRequest, with_query,
+    Authorization, AuthorizeError, AuthorizeParams, OAuthError, PageError, TokenRequest, with_query,
 };
 
 /// The browser-session cookie (single sign-on).
@@ -49,13 +49,13 @@ pub fn router() -> Router<AppState> {
 /// Form or query parameters; a parameter sent twice is an error (RFC 6749 §3.1).
 type Params = HashMap<String, String>;
 
-fn parse_params(raw: &[u8]) -> Result<Params, String> {
+fn parse_params(raw: &[u8]) -> Result<Params, Refusal> {
     let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_bytes(raw).map_err(|_| "malformed parameters".to_owned())?;
+        serde_urlencoded::from_bytes(raw).map_err(|_| Refusal::Malformed)?;
     let mut params = Params::new();
     for (name, value) in pairs {
         if params.contains_key(&name) {
-            return Err(format!("{name} is given more than once"));
+            return Err(Refusal::Repeated(name.chars().take(64).collect()));
         }
         params.insert(name, value);
     }
@@ -80,7 +80,15 @@ fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    parse_params(body).map_err(|reason| OAuthError::new("invalid_request", reason))
+    parse_params(body).map_err(|refusal| OAuthError::new("invalid_request", refusal.text(Lang::En)))
+}
+
+/// A hosted page's form: refusals in the page's words.
+fn page_form(headers: &HeaderMap, body: &[u8]) -> Result<Params, Refusal> {
+    if !is_form(headers) {
+        return Err(Refusal::NotForm);
+    }
+    parse_params(body)
 }
 
 fn authorize_params(params: &Params) -> AuthorizeParams {
@@ -148,19 +156,26 @@ fn origin(uri: &str) -> Option<String> {
     }
 }
 
-fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
+fn error_page(lang: Lang, status: StatusCode, refusal: &Refusal) -> Response {
     let t = page::text(lang);
     page::render(
         status,
         lang,
         t.error_title,
-        &page::message_body(t.error_title, message),
+        &page::message_body(t.error_title, &refusal.text(lang)),
         &[],
     )
 }
 
 fn unavailable_page(lang: Lang) -> Response {
-    let mut response = error_page(lang, StatusCode::SERVICE_UNAVAILABLE, page::text(lang).busy);
+    let t = page::text(lang);
+    let mut response = page::render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        lang,
+        t.error_title,
+        &page::message_body(t.error_title, t.busy),
+        &[],
+    );
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -215,7 +230,7 @@ async fn authorize_get(
     let lang = Lang::from_headers(&headers);
     match parse_params(query.unwrap_or_default().as_bytes()) {
         Ok(params) => authorize(&state, &headers, &params).await,
-        Err(reason) => error_page(lang, StatusCode::BAD_REQUEST, &reason),
+        Err(refusal) => error_page(lang, StatusCode::BAD_REQUEST, &refusal),
     }
 }
 
@@ -225,22 +240,24 @@ async fn authorize_post(
     body: Bytes,
 ) -> Response {
     let lang = Lang::from_headers(&headers);
-    if !is_form(&headers) {
-        return error_page(
-            lang,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the body must be application/x-www-form-urlencoded",
-        );
-    }
-    match parse_params(&body) {
+    match page_form(&headers, &body) {
         Ok(params) => authorize(&state, &headers, &params).await,
-        Err(reason) => error_page(lang, StatusCode::BAD_REQUEST, &reason),
+        Err(refusal) => error_page(lang, StatusCode::BAD_REQUEST, &refusal),
     }
 }
 
 fn refused(lang: Lang, state: &AppState, error: AuthorizeError) -> Response {
     match error {
-        AuthorizeError::Page(message) => error_page(lang, StatusCode::BAD_REQUEST, &message),
+        AuthorizeError::Page(error) => {
+            let refusal = match error {
+                PageError::MissingClient => Refusal::MissingClient,
+                PageError::UnknownClient => Refusal::UnknownClient,
+                PageError::MissingRedirect => Refusal::MissingRedirect,
+                PageError::UnregisteredRedirect => Refusal::UnregisteredRedirect,
+                PageError::StateTooLong => Refusal::StateTooLong,
+            };
+            error_page(lang, StatusCode::BAD_REQUEST, &refusal)
+        }
         AuthorizeError::Unavailable => unavailable_page(lang),
         AuthorizeError::Redirect {
             redirect_uri,
@@ -386,9 +403,9 @@ async fn sign_in(
 ) -> Response {
     let lang = Lang::from_headers(&headers);
     let t = page::text(lang);
-    let params = match form_params(&headers, &body) {
+    let params = match page_form(&headers, &body) {
         Ok(params) => params,
-        Err(error) => return error_page(lang, StatusCode::BAD_REQUEST, &error.description),
+        Err(refusal) => return error_page(lang, StatusCode::BAD_REQUEST, &refusal),
     };
     let authorization = match state
         .core
@@ -575,7 +592,9 @@ async fn token(
             if let Some(id_token) = answer.id_token {
                 body.insert("id_token".into(), json!(id_token));
             }
-            body.insert("scope".into(), json!(answer.scope));
+            if !answer.scope.is_empty() {
+                body.insert("scope".into(), json!(answer.scope));
+            }
             oauth_json(StatusCode::OK, Value::Object(body))
         }
         Err(error) => oauth_error(error),
@@ -682,24 +701,22 @@ async fn revoke(
 
 /// Where RP-initiated logout may send the browser afterwards: a
 /// `post_logout_redirect_uri` registered by the client named by the
-/// `id_token_hint` (or `client_id`). `Err` is a message for the page.
+/// `id_token_hint` (or `client_id`). `Err` is the page to show instead.
 async fn logout_target(
     state: &AppState,
+    lang: Lang,
     params: &Params,
     hint_audience: Option<&str>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, Response> {
     let Some(uri) = params.get("post_logout_redirect_uri") else {
         return Ok(None);
     };
+    let refuse = |refusal: Refusal| Err(error_page(lang, StatusCode::BAD_REQUEST, &refusal));
     let client_id = match (hint_audience, params.get("client_id")) {
-        (Some(aud), Some(given)) if aud != given => {
-            return Err("client_id does not match the id_token_hint".into());
-        }
+        (Some(aud), Some(given)) if aud != given => return refuse(Refusal::ClientMismatch),
         (Some(aud), _) => aud.to_owned(),
         (None, Some(given)) => given.clone(),
-        (None, None) => {
-            return Err("post_logout_redirect_uri needs an id_token_hint or a client_id".into());
-        }
+        (None, None) => return refuse(Refusal::LogoutTargetWithoutClient),
     };
     match state.core.client(&client_id).await {
         Ok(client) if client.post_logout_redirect_uris.iter().any(|u| u == uri) => {
@@ -709,10 +726,8 @@ async fn logout_target(
             }
             Ok(Some(with_query(uri, &pairs)))
         }
-        Ok(_) | Err(Error::NotFound(_)) => {
-            Err("post_logout_redirect_uri is not registered for this client".into())
-        }
-        Err(_) => Err(page::text(Lang::En).busy.into()),
+        Ok(_) | Err(Error::NotFound(_)) => refuse(Refusal::UnregisteredLogoutTarget),
+        Err(_) => Err(unavailable_page(lang)),
     }
 }
 
@@ -724,18 +739,18 @@ async fn logout_get(
     let lang = Lang::from_headers(&headers);
     match parse_params(query.unwrap_or_default().as_bytes()) {
         Ok(params) => logout(&state, &headers, &params, false).await,
-        Err(reason) => error_page(lang, StatusCode::BAD_REQUEST, &reason),
+        Err(refusal) => error_page(lang, StatusCode::BAD_REQUEST, &refusal),
     }
 }
 
 async fn logout_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let lang = Lang::from_headers(&headers);
-    match form_params(&headers, &body) {
+    match page_form(&headers, &body) {
         Ok(params) => {
             let confirmed = csrf_matches(&headers, &params);
             logout(&state, &headers, &params, confirmed).await
         }
-        Err(error) => error_page(lang, StatusCode::BAD_REQUEST, &error.description),
+        Err(refusal) => error_page(lang, StatusCode::BAD_REQUEST, &refusal),
     }
 }
 
@@ -753,11 +768,11 @@ async fn logout(
     let hint = params.get("id_token_hint").map(String::as_str);
     let audience = hint.and_then(|h| state.core.id_token_hint_audience(h));
     if hint.is_some() && audience.is_none() {
-        return error_page(lang, StatusCode::BAD_REQUEST, "id_token_hint is not valid");
+        return error_page(lang, StatusCode::BAD_REQUEST, &Refusal::BadHint);
     }
-    let target = match logout_target(state, params, audience.as_deref()).await {
+    let target = match logout_target(state, lang, params, audience.as_deref()).await {
         Ok(target) => target,
-        Err(message) => return error_page(lang, StatusCode::BAD_REQUEST, &message),
+        Err(page) => return page,
     };
     let session = cookie_value(headers, SESSION_COOKIE);
     if audience.is_none() && !confirmed && session.is_some() {
@@ -831,7 +846,7 @@ mod tests {
         assert!(parse_params(b"a=1&b=2").is_ok());
         assert_eq!(
             parse_params(b"a=1&a=2").unwrap_err(),
-            "a is given more than once"
+            Refusal::Repeated("a".into())
         );
     }
 

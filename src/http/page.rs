@@ -117,6 +117,94 @@ pub fn text(lang: Lang) -> &'static Text {
     }
 }
 
+/// Why a hosted page refuses a request, said to the person in front of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `client_id`.
+    MissingClient,
+    /// No such client.
+    UnknownClient,
+    /// No `redirect_uri` where one is needed.
+    MissingRedirect,
+    /// A `redirect_uri` the client did not register.
+    UnregisteredRedirect,
+    /// `state` too long.
+    StateTooLong,
+    /// Parameters that do not parse.
+    Malformed,
+    /// A parameter given twice.
+    Repeated(String),
+    /// A form body of another type.
+    NotForm,
+    /// An `id_token_hint` Sesame did not sign.
+    BadHint,
+    /// A `post_logout_redirect_uri` the client did not register.
+    UnregisteredLogoutTarget,
+    /// A `post_logout_redirect_uri` with no client to check it against.
+    LogoutTargetWithoutClient,
+    /// `client_id` and `id_token_hint` name different clients.
+    ClientMismatch,
+}
+
+impl Refusal {
+    /// The sentence in `lang`.
+    pub fn text(&self, lang: Lang) -> String {
+        let (en, zh) = match self {
+            Refusal::MissingClient => (
+                "The request names no application (client_id).",
+                "请求未指明应用（client_id）。",
+            ),
+            Refusal::UnknownClient => (
+                "The application (client_id) is not registered.",
+                "该应用（client_id）未注册。",
+            ),
+            Refusal::MissingRedirect => (
+                "The request names no return address (redirect_uri).",
+                "请求未指明返回地址（redirect_uri）。",
+            ),
+            Refusal::UnregisteredRedirect => (
+                "The return address (redirect_uri) is not registered for this application.",
+                "该返回地址（redirect_uri）未为此应用注册。",
+            ),
+            Refusal::StateTooLong => ("The state parameter is too long.", "state 参数过长。"),
+            Refusal::Malformed => (
+                "The request's parameters are malformed.",
+                "请求参数格式错误。",
+            ),
+            Refusal::Repeated(name) => {
+                return match lang {
+                    Lang::En => format!("The parameter {name} is given more than once."),
+                    Lang::Zh => format!("参数 {name} 出现了多次。"),
+                };
+            }
+            Refusal::NotForm => (
+                "The form was sent in an unexpected format.",
+                "表单提交格式不正确。",
+            ),
+            Refusal::BadHint => (
+                "The sign-out request is not valid (id_token_hint).",
+                "退出请求无效（id_token_hint）。",
+            ),
+            Refusal::UnregisteredLogoutTarget => (
+                "The address to return to after signing out is not registered for this application.",
+                "退出后的返回地址未为此应用注册。",
+            ),
+            Refusal::LogoutTargetWithoutClient => (
+                "The sign-out request names a return address but no application.",
+                "退出请求指明了返回地址，但未指明应用。",
+            ),
+            Refusal::ClientMismatch => (
+                "The sign-out request names two different applications.",
+                "退出请求指明了两个不同的应用。",
+            ),
+        };
+        match lang {
+            Lang::En => en.to_owned(),
+            Lang::Zh => zh.to_owned(),
+        }
+    }
+}
+
 const STYLE: &str = "\
 *{box-sizing:border-box}\
 body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;\
@@ -125,7 +213,7 @@ background:#f3f4f6;color:#111827;font:16px/1.5 system-ui,-apple-system,\"Segoe U
 main{width:100%;max-width:24rem;margin:1rem;padding:2rem;background:#fff;border-radius:.75rem;\
 box-shadow:0 1px 3px rgba(0,0,0,.1),0 8px 24px rgba(0,0,0,.06)}\
 h1{margin:0 0 .25rem;font-size:1.5rem}\
-.client{margin:0 0 1.5rem;color:#4b5563;font-size:.95rem;overflow-wrap:anywhere}\
+.client{margin:0 0 1.5rem;color:#4b5563;font-size:.95rem;overflow-wrap:break-word}\
 label{display:block;margin:1rem 0 .35rem;font-weight:600;font-size:.95rem}\
 input{width:100%;padding:.65rem .75rem;font:inherit;border:1px solid #9ca3af;border-radius:.5rem;\
 background:#fff;color:inherit}\

@@ -47,8 +47,8 @@ fn client_command(
         .envs(deployment.env())
         .env("SESAME_PASSWORDS__MEMORY_KIB", "256")
         .env("SESAME_PASSWORDS__ITERATIONS", "1")
-        .env("SESAME_URL", &server.address)
-        .env("SESAME_BIN", env!("CARGO_BIN_EXE_sesame"))
+        .env("OIDC_ISSUER", &server.address)
+        .env("OIDC_SESAME_BIN", env!("CARGO_BIN_EXE_sesame"))
         .current_dir(root());
     command
 }
