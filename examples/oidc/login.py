@@ -7,6 +7,7 @@ import os
 import secrets
 
 import jwt
+import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 issuer = os.environ.get("OIDC_ISSUER", "http://127.0.0.1:8420")
@@ -16,7 +17,7 @@ client = OAuth2Session(
     scope="openid profile email",
     code_challenge_method="S256",
 )
-metadata = client.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+metadata = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
 verifier = secrets.token_urlsafe(48)
 nonce = secrets.token_urlsafe(16)
 url, _state = client.create_authorization_url(
