@@ -701,17 +701,16 @@ async fn revoke(
 
 /// Where RP-initiated logout may send the browser afterwards: a
 /// `post_logout_redirect_uri` registered by the client named by the
-/// `id_token_hint` (or `client_id`). `Err` is the page to show instead.
+/// `id_token_hint` (or `client_id`). `Err(None)`: the store did not answer.
 async fn logout_target(
     state: &AppState,
-    lang: Lang,
     params: &Params,
     hint_audience: Option<&str>,
-) -> Result<Option<String>, Response> {
+) -> Result<Option<String>, Option<Refusal>> {
     let Some(uri) = params.get("post_logout_redirect_uri") else {
         return Ok(None);
     };
-    let refuse = |refusal: Refusal| Err(error_page(lang, StatusCode::BAD_REQUEST, &refusal));
+    let refuse = |refusal: Refusal| Err(Some(refusal));
     let client_id = match (hint_audience, params.get("client_id")) {
         (Some(aud), Some(given)) if aud != given => return refuse(Refusal::ClientMismatch),
         (Some(aud), _) => aud.to_owned(),
@@ -727,7 +726,7 @@ async fn logout_target(
             Ok(Some(with_query(uri, &pairs)))
         }
         Ok(_) | Err(Error::NotFound(_)) => refuse(Refusal::UnregisteredLogoutTarget),
-        Err(_) => Err(unavailable_page(lang)),
+        Err(_) => Err(None),
     }
 }
 
@@ -770,9 +769,10 @@ async fn logout(
     if hint.is_some() && audience.is_none() {
         return error_page(lang, StatusCode::BAD_REQUEST, &Refusal::BadHint);
     }
-    let target = match logout_target(state, lang, params, audience.as_deref()).await {
+    let target = match logout_target(state, params, audience.as_deref()).await {
         Ok(target) => target,
-        Err(page) => return page,
+        Err(Some(refusal)) => return error_page(lang, StatusCode::BAD_REQUEST, &refusal),
+        Err(None) => return unavailable_page(lang),
     };
     let session = cookie_value(headers, SESSION_COOKIE);
     if audience.is_none() && !confirmed && session.is_some() {

@@ -1012,3 +1012,78 @@ async fn clients_are_managed_from_the_command_line() {
     assert!(removed.status.success());
     assert_eq!(grant(new_secret).await, StatusCode::UNAUTHORIZED);
 }
+
+/// With a key-encryption key, signing keys are sealed at rest: `keys list`
+/// says so, the stored bytes are not the key, and a start without the key
+/// (or with another) is refused with a message that names the fix.
+#[tokio::test]
+async fn signing_keys_are_sealed_with_the_key_encryption_key() {
+    let dir = Deployment::new().await;
+    let kek = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let listed = run(
+        sesame(&dir)
+            .env("SESAME_KEY_ENCRYPTION_KEY", kek)
+            .args(["keys", "list"]),
+        None,
+    );
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(
+        text(&listed.stdout).contains("encrypted"),
+        "{}",
+        text(&listed.stdout)
+    );
+    let stored = dir.open_store().await.signing_keys().await.unwrap();
+    assert!(stored[0].private_der.starts_with(b"sesame-aes256gcm-v1:"));
+
+    let without = run(sesame(&dir).args(["keys", "list"]), None);
+    assert!(!without.status.success());
+    assert!(
+        text(&without.stderr).contains("SESAME_KEY_ENCRYPTION_KEY"),
+        "{}",
+        text(&without.stderr)
+    );
+    let other = run(
+        sesame(&dir)
+            .env("SESAME_KEY_ENCRYPTION_KEY", "f".repeat(64))
+            .args(["keys", "list"]),
+        None,
+    );
+    assert!(!other.status.success());
+    assert!(
+        text(&other.stderr).contains("does not open"),
+        "{}",
+        text(&other.stderr)
+    );
+    let malformed = run(
+        sesame(&dir)
+            .env("SESAME_KEY_ENCRYPTION_KEY", "not-a-key-secret-value")
+            .args(["keys", "list"]),
+        None,
+    );
+    assert_eq!(malformed.status.code(), Some(2));
+    assert!(
+        !text(&malformed.stderr).contains("not-a-key-secret-value"),
+        "the value is never echoed"
+    );
+
+    // A server with the key signs tokens that verify; rotation seals the new key too.
+    let rotated = run(
+        sesame(&dir)
+            .env("SESAME_KEY_ENCRYPTION_KEY", kek)
+            .args(["keys", "rotate"]),
+        None,
+    );
+    assert!(
+        text(&rotated.stdout).contains("encrypted"),
+        "{}",
+        text(&rotated.stdout)
+    );
+    let server = serve(&dir, &[("SESAME_KEY_ENCRYPTION_KEY", kek)]);
+    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", server.address))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+}

@@ -427,7 +427,11 @@ async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise
     let fresh_only = browser
         .get(&authorize_url(&app, "web", &pkce(), "&max_age=0"))
         .await;
-    assert_eq!(fresh_only.status(), StatusCode::OK, "max_age=0 is prompt=login");
+    assert_eq!(
+        fresh_only.status(),
+        StatusCode::OK,
+        "max_age=0 is prompt=login"
+    );
     let recent = browser
         .get(&authorize_url(&app, "web", &pkce(), "&max_age=5"))
         .await;
@@ -436,7 +440,11 @@ async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise
     let too_old = browser
         .get(&authorize_url(&app, "web", &pkce(), "&max_age=5"))
         .await;
-    assert_eq!(too_old.status(), StatusCode::OK, "max_age exceeded shows the page");
+    assert_eq!(
+        too_old.status(),
+        StatusCode::OK,
+        "max_age exceeded shows the page"
+    );
     let silent = browser
         .get(&authorize_url(&app, "web", &pkce(), "&prompt=none"))
         .await;
