@@ -406,10 +406,7 @@ impl Core {
             Some(session) if session.is_live(self.now()) => session,
             _ => return Err(Error::NotFound("session")),
         };
-        self.store
-            .revoke_session(&id, self.now(), "revoked")
-            .await?;
-        self.sessions_ended(std::slice::from_ref(&id)).await;
+        self.end_session_and_its_clients(&id, "revoked").await?;
         let account = self.account(session.account_id).await?;
         self.audit_change(
             actor,

@@ -227,13 +227,24 @@ impl Core {
             .ok_or(Error::NotFound("client"))
     }
 
-    /// Removes a client. Sessions already opened for it end at their
-    /// expiry; its refresh tokens stop working at once (no client can
-    /// authenticate as it).
+    /// Removes a client and ends every session opened for it: its access
+    /// tokens stop working at once, on every node.
     pub async fn remove_client(&self, id: &str, actor: &Actor) -> Result<()> {
         if !self.store.delete_client(id).await? {
             return Err(Error::NotFound("client"));
         }
+        let now = self.now();
+        let mut ended = Vec::new();
+        for session in self.store.sessions_of_client(id).await? {
+            if self
+                .store
+                .revoke_session(&session, now, "client_removed")
+                .await?
+            {
+                ended.push(session);
+            }
+        }
+        self.sessions_ended(&ended).await;
         self.audit
             .record(actor.event("client_removed").detail(format!("client {id}")));
         Ok(())

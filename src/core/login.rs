@@ -651,11 +651,8 @@ impl Core {
         });
         match scope {
             LogoutScope::ThisSession => {
-                self.store
-                    .revoke_session(&principal.session_id, self.now(), "logout")
+                self.end_session_and_its_clients(&principal.session_id, "logout")
                     .await?;
-                self.sessions_ended(std::slice::from_ref(&principal.session_id))
-                    .await;
                 Ok(())
             }
             LogoutScope::AllSessions => {

@@ -642,24 +642,6 @@ impl Core {
         Ok(with_query(&authorization.redirect_uri, &pairs))
     }
 
-    /// Ends a browser session and every client session opened from it.
-    pub async fn end_browser_session(
-        &self,
-        session_id: &SessionId,
-        reason: &str,
-    ) -> crate::core::Result<()> {
-        let now = self.now();
-        let mut ended = self.store.sessions_from_browser(session_id).await?;
-        for id in &ended {
-            self.store.revoke_session(id, now, reason).await?;
-        }
-        if self.store.revoke_session(session_id, now, reason).await? {
-            ended.push(session_id.clone());
-        }
-        self.sessions_ended(&ended).await;
-        Ok(())
-    }
-
     /// RP-initiated logout: ends the browser session of `cookie` and the one
     /// named by a valid `id_token_hint` (`sid`); returns the client the hint
     /// was issued to, if it was valid.
@@ -695,7 +677,7 @@ impl Core {
             }
         }
         for session in &sessions {
-            self.end_browser_session(session, "logout").await?;
+            self.end_session_and_its_clients(session, "logout").await?;
         }
         if let Some(account) = account {
             let mut entry = audit::event("logout", "success", FACE);

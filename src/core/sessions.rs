@@ -218,10 +218,7 @@ impl Core {
             Some(session)
                 if session.account_id == principal.account_id && session.is_live(self.now()) =>
             {
-                self.store
-                    .revoke_session(&id, self.now(), "revoked")
-                    .await?;
-                self.sessions_ended(std::slice::from_ref(&id)).await;
+                self.end_session_and_its_clients(&id, "revoked").await?;
                 let mut entry = audit::event("session_revoked", "success", "native")
                     .client(client)
                     .detail(format!("session {id}"));
@@ -257,6 +254,29 @@ impl Core {
         for notice in notices::sessions_ended(ids) {
             self.publish(&notice).await;
         }
+    }
+
+    /// Ends a session and, if it is a browser session, the sessions opened
+    /// for OAuth clients from it; tells every node. Returns whether the
+    /// session itself was live.
+    pub(crate) async fn end_session_and_its_clients(
+        &self,
+        id: &SessionId,
+        reason: &str,
+    ) -> Result<bool> {
+        let now = self.now();
+        let mut ended = Vec::new();
+        for child in self.store.sessions_from_browser(id).await? {
+            if self.store.revoke_session(&child, now, reason).await? {
+                ended.push(child);
+            }
+        }
+        let revoked = self.store.revoke_session(id, now, reason).await?;
+        if revoked {
+            ended.push(id.clone());
+        }
+        self.sessions_ended(&ended).await;
+        Ok(revoked)
     }
 
     /// Forgets an account that just changed, here and on every node.

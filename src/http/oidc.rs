@@ -23,12 +23,37 @@ use crate::core::oidc::{
     Authorization, AuthorizeError, AuthorizeParams, OAuthError, PageError, TokenRequest, with_query,
 };
 
-/// The browser-session cookie (single sign-on).
-const SESSION_COOKIE: &str = "sesame_session";
-/// The double-submit CSRF cookie of the hosted forms.
-const CSRF_COOKIE: &str = "sesame_csrf";
-/// Where both cookies are sent.
-const COOKIE_PATH: &str = "/oauth2/";
+/// The cookies of the hosted pages.
+#[derive(Debug, Clone, Copy)]
+enum Jar {
+    /// The browser session (single sign-on).
+    Session,
+    /// The double-submit CSRF token of the hosted forms.
+    Csrf,
+}
+
+impl Jar {
+    /// Over HTTPS the names carry the `__Host-` prefix: a browser keeps such
+    /// a cookie only if it was set `Secure`, by this host, for path `/`, so
+    /// a sibling subdomain cannot plant one (cookie tossing). Over plain
+    /// HTTP (development) the cookies are limited to `/oauth2/`.
+    fn name(self, secure: bool) -> &'static str {
+        match (self, secure) {
+            (Jar::Session, false) => "sesame_session",
+            (Jar::Session, true) => "__Host-sesame_session",
+            (Jar::Csrf, false) => "sesame_csrf",
+            (Jar::Csrf, true) => "__Host-sesame_csrf",
+        }
+    }
+
+    fn attributes(secure: bool) -> &'static str {
+        if secure {
+            "Path=/; HttpOnly; SameSite=Lax; Secure"
+        } else {
+            "Path=/oauth2/; HttpOnly; SameSite=Lax"
+        }
+    }
+}
 
 /// The routes.
 pub fn router() -> Router<AppState> {
@@ -117,20 +142,28 @@ fn secure(state: &AppState) -> bool {
     state.core.issuer().starts_with("https://")
 }
 
-fn cookie(state: &AppState, name: &str, value: &str, same_site: &str) -> HeaderValue {
-    let secure = if secure(state) { "; Secure" } else { "" };
+fn set_cookie(state: &AppState, jar: Jar, value: &str) -> HeaderValue {
+    let secure = secure(state);
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path={COOKIE_PATH}; HttpOnly; SameSite={same_site}{secure}"
+        "{}={value}; {}",
+        jar.name(secure),
+        Jar::attributes(secure)
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn expired_cookie(state: &AppState, name: &str) -> HeaderValue {
-    let secure = if secure(state) { "; Secure" } else { "" };
+fn expired_cookie(state: &AppState, jar: Jar) -> HeaderValue {
+    let secure = secure(state);
     HeaderValue::from_str(&format!(
-        "{name}=; Path={COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Lax{secure}"
+        "{}=; Max-Age=0; {}",
+        jar.name(secure),
+        Jar::attributes(secure)
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn read_cookie<'a>(state: &AppState, headers: &'a HeaderMap, jar: Jar) -> Option<&'a str> {
+    cookie_value(headers, jar.name(secure(state)))
 }
 
 fn redirect(location: &str) -> Response {
@@ -288,7 +321,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, params: &Params) -> Re
         Ok(authorization) => authorization,
         Err(error) => return refused(lang, state, error),
     };
-    let browser = match cookie_value(headers, SESSION_COOKIE) {
+    let browser = match read_cookie(state, headers, Jar::Session) {
         Some(cookie) => match state.core.browser_session(cookie).await {
             Ok(browser) => browser,
             Err(_) => return unavailable_page(lang),
@@ -342,7 +375,7 @@ fn sign_in_page(
     error: Option<&str>,
 ) -> Response {
     let lang = Lang::from_headers(headers);
-    let held = cookie_value(headers, CSRF_COOKIE).filter(|c| valid_csrf(c));
+    let held = read_cookie(state, headers, Jar::Csrf).filter(|c| valid_csrf(c));
     let csrf = held.map_or_else(|| crate::core::tokens::random_urlsafe(32), str::to_owned);
     let mut hidden: Vec<(&str, String)> = vec![
         ("csrf", csrf.clone()),
@@ -373,7 +406,7 @@ fn sign_in_page(
     if held.is_none() {
         response
             .headers_mut()
-            .append(header::SET_COOKIE, cookie(state, CSRF_COOKIE, &csrf, "Lax"));
+            .append(header::SET_COOKIE, set_cookie(state, Jar::Csrf, &csrf));
     }
     response
 }
@@ -385,8 +418,8 @@ fn valid_csrf(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
-fn csrf_matches(headers: &HeaderMap, params: &Params) -> bool {
-    match (cookie_value(headers, CSRF_COOKIE), params.get("csrf")) {
+fn csrf_matches(state: &AppState, headers: &HeaderMap, params: &Params) -> bool {
+    match (read_cookie(state, headers, Jar::Csrf), params.get("csrf")) {
         (Some(held), Some(sent)) if valid_csrf(held) => {
             aws_lc_rs::constant_time::verify_slices_are_equal(held.as_bytes(), sent.as_bytes())
                 .is_ok()
@@ -416,7 +449,7 @@ async fn sign_in(
         Err(error) => return refused(lang, &state, error),
     };
     let login = params.get("login").map(String::as_str).unwrap_or_default();
-    if !csrf_matches(&headers, &params) {
+    if !csrf_matches(&state, &headers, &params) {
         return sign_in_page(
             &state,
             &headers,
@@ -437,7 +470,7 @@ async fn sign_in(
                     let mut response = redirect(&location);
                     response.headers_mut().append(
                         header::SET_COOKIE,
-                        cookie(&state, SESSION_COOKIE, &cookie_value, "Lax"),
+                        set_cookie(&state, Jar::Session, &cookie_value),
                     );
                     response
                 }
@@ -746,7 +779,7 @@ async fn logout_post(State(state): State<AppState>, headers: HeaderMap, body: By
     let lang = Lang::from_headers(&headers);
     match page_form(&headers, &body) {
         Ok(params) => {
-            let confirmed = csrf_matches(&headers, &params);
+            let confirmed = csrf_matches(&state, &headers, &params);
             logout(&state, &headers, &params, confirmed).await
         }
         Err(refusal) => error_page(lang, StatusCode::BAD_REQUEST, &refusal),
@@ -774,7 +807,7 @@ async fn logout(
         Err(Some(refusal)) => return error_page(lang, StatusCode::BAD_REQUEST, &refusal),
         Err(None) => return unavailable_page(lang),
     };
-    let session = cookie_value(headers, SESSION_COOKIE);
+    let session = read_cookie(state, headers, Jar::Session);
     if audience.is_none() && !confirmed && session.is_some() {
         return logout_confirmation(state, headers, params, target.as_deref());
     }
@@ -794,7 +827,7 @@ async fn logout(
     };
     response
         .headers_mut()
-        .append(header::SET_COOKIE, expired_cookie(state, SESSION_COOKIE));
+        .append(header::SET_COOKIE, expired_cookie(state, Jar::Session));
     response
 }
 
@@ -806,7 +839,7 @@ fn logout_confirmation(
 ) -> Response {
     let lang = Lang::from_headers(headers);
     let t = page::text(lang);
-    let held = cookie_value(headers, CSRF_COOKIE).filter(|c| valid_csrf(c));
+    let held = read_cookie(state, headers, Jar::Csrf).filter(|c| valid_csrf(c));
     let csrf = held.map_or_else(|| crate::core::tokens::random_urlsafe(32), str::to_owned);
     let mut form = format!(
         "<h1>{}</h1><p class=\"note\">{}</p><form method=\"post\" action=\"/oauth2/logout\">\
@@ -832,7 +865,7 @@ fn logout_confirmation(
     if held.is_none() {
         response
             .headers_mut()
-            .append(header::SET_COOKIE, cookie(state, CSRF_COOKIE, &csrf, "Lax"));
+            .append(header::SET_COOKIE, set_cookie(state, Jar::Csrf, &csrf));
     }
     response
 }

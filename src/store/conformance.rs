@@ -679,6 +679,11 @@ pub async fn codes_are_redeemed_once(store: Arc<dyn Store>) {
             .unwrap(),
         [winners[0].clone()]
     );
+    assert_eq!(
+        store.sessions_of_client("web").await.unwrap(),
+        [winners[0].clone()]
+    );
+    assert!(store.sessions_of_client("other").await.unwrap().is_empty());
     store
         .revoke_session(&winners[0], 11, "logout")
         .await

@@ -447,6 +447,8 @@ pub trait OAuthStore: Send + Sync {
         &self,
         browser_session: &SessionId,
     ) -> StoreResult<Vec<SessionId>>;
+    /// Live sessions opened for a client.
+    async fn sessions_of_client(&self, client_id: &str) -> StoreResult<Vec<SessionId>>;
 }
 
 /// Everything Sesame persists.

@@ -143,7 +143,12 @@ impl Browser {
     }
 
     fn keep(&mut self, headers: &HeaderMap) {
-        for name in ["sesame_csrf", "sesame_session"] {
+        for name in [
+            "sesame_csrf",
+            "sesame_session",
+            "__Host-sesame_csrf",
+            "__Host-sesame_session",
+        ] {
             if let Some((value, _)) = set_cookie(headers, name) {
                 self.cookies.retain(|(k, _)| k != name);
                 if !value.is_empty() {
@@ -1242,4 +1247,113 @@ async fn junk_at_every_oauth_route_gets_an_error_in_the_routes_own_shape() {
             }
         }
     }
+}
+
+/// Ending a browser session anywhere (the user's session list here) ends
+/// what it gave clients; removing a client ends every session opened for it.
+#[tokio::test]
+async fn ending_a_browser_session_or_removing_a_client_ends_their_sessions() {
+    let (app, secret) = spawn().await;
+    let mut browser = Browser::new();
+    let pkce_a = pkce();
+    let code = code_for(&app, &mut browser, "web", &pkce_a).await;
+    let tokens: Value = exchange(&app, &secret, &code, &pkce_a.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    let browser_session = jwt_part(tokens["id_token"].as_str().unwrap(), 1)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listed: Value = app
+        .get("/v1/me/sessions", access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.to_string().contains(&browser_session), "{listed}");
+    let ended = reqwest::Client::new()
+        .delete(app.url(&format!("/v1/me/sessions/{browser_session}")))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        userinfo(&app, access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let grant: Value = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let access = grant["access_token"].as_str().unwrap();
+    assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+    app.core
+        .remove_client("web", &Actor::Operator)
+        .await
+        .unwrap();
+    assert_eq!(
+        userinfo(&app, access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.me_status(access).await, StatusCode::UNAUTHORIZED);
+}
+
+/// Behind HTTPS (`public_url`), the cookies are `Secure` with the `__Host-`
+/// prefix, so no other host (a sibling subdomain) can plant or read them.
+#[tokio::test]
+async fn over_https_the_cookies_are_secure_host_cookies() {
+    let app =
+        TestApp::spawn_with(|raw| raw.public_url = Some("https://login.example.test".into())).await;
+    app.create_user_full("alice", None, None, &[]).await;
+    clients(&app).await;
+    let pkce = pkce();
+    let mut browser = Browser::new();
+    let page = browser.get(&authorize_url(&app, "web", &pkce, "")).await;
+    let (_, csrf) = set_cookie(page.headers(), "__Host-sesame_csrf").expect("csrf cookie");
+    assert!(
+        csrf.contains("; Path=/;") && csrf.contains("Secure"),
+        "{csrf}"
+    );
+    let answer = browser
+        .sign_in(
+            &app,
+            &authorize_url(&app, "web", &pkce, ""),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let (_, session) =
+        set_cookie(answer.headers(), "__Host-sesame_session").expect("session cookie");
+    assert!(
+        session.contains("Secure") && session.contains("HttpOnly"),
+        "{session}"
+    );
+    let (_, params) = location_params(&answer);
+    assert_eq!(param(&params, "iss"), Some("https://login.example.test"));
+    let discovery: Value = reqwest::get(app.url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], "https://login.example.test");
+    assert_eq!(
+        discovery["token_endpoint"],
+        "https://login.example.test/oauth2/token"
+    );
 }

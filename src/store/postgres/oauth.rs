@@ -313,4 +313,15 @@ impl OAuthStore for PostgresStore {
         .await
         .map_err(db_error)
     }
+
+    async fn sessions_of_client(&self, client_id: &str) -> StoreResult<Vec<SessionId>> {
+        sqlx::query_scalar(
+            "SELECT o.session_id FROM oauth_sessions o JOIN sessions s ON s.id = o.session_id \
+             WHERE o.client_id = $1 AND s.revoked_at IS NULL",
+        )
+        .bind(client_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)
+    }
 }

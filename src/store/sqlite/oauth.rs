@@ -336,4 +336,19 @@ impl OAuthStore for SqliteStore {
             rows.map(|row| row.map_err(db_error)).collect()
         })
     }
+
+    async fn sessions_of_client(&self, client_id: &str) -> StoreResult<Vec<SessionId>> {
+        self.read(|conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT o.session_id FROM oauth_sessions o JOIN sessions s \
+                     ON s.id = o.session_id WHERE o.client_id = ? AND s.revoked_at IS NULL",
+                )
+                .map_err(db_error)?;
+            let rows = select
+                .query_map([client_id], |row| row.get(0))
+                .map_err(db_error)?;
+            rows.map(|row| row.map_err(db_error)).collect()
+        })
+    }
 }
