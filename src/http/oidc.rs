@@ -46,13 +46,21 @@ impl Jar {
         }
     }
 
-    fn attributes(secure: bool) -> &'static str {
-        if secure {
-            "Path=/; HttpOnly; SameSite=Lax; Secure"
+    fn attributes(state: &AppState) -> String {
+        if secure(state) {
+            "Path=/; HttpOnly; SameSite=Lax; Secure".into()
         } else {
-            "Path=/oauth2/; HttpOnly; SameSite=Lax"
+            format!("Path={}/oauth2/; HttpOnly; SameSite=Lax", base_path(state))
         }
     }
+}
+
+/// The path of the issuer URL ("" or e.g. "/auth" behind a proxy that
+/// serves Sesame under a prefix): the pages' own links start with it.
+fn base_path(state: &AppState) -> String {
+    url::Url::parse(state.core.issuer())
+        .map(|url| url.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
 }
 
 /// The routes.
@@ -143,21 +151,19 @@ fn secure(state: &AppState) -> bool {
 }
 
 fn set_cookie(state: &AppState, jar: Jar, value: &str) -> HeaderValue {
-    let secure = secure(state);
     HeaderValue::from_str(&format!(
         "{}={value}; {}",
-        jar.name(secure),
-        Jar::attributes(secure)
+        jar.name(secure(state)),
+        Jar::attributes(state)
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 fn expired_cookie(state: &AppState, jar: Jar) -> HeaderValue {
-    let secure = secure(state);
     HeaderValue::from_str(&format!(
         "{}=; Max-Age=0; {}",
-        jar.name(secure),
-        Jar::attributes(secure)
+        jar.name(secure(state)),
+        Jar::attributes(state)
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -397,6 +403,7 @@ fn sign_in_page(
         &SignInForm {
             hidden: &hidden,
             client: &authorization.client.name,
+            action: &format!("{}/oauth2/authorize/sign-in", base_path(state)),
             login,
             error,
         },
@@ -842,10 +849,11 @@ fn logout_confirmation(
     let held = read_cookie(state, headers, Jar::Csrf).filter(|c| valid_csrf(c));
     let csrf = held.map_or_else(|| crate::core::tokens::random_urlsafe(32), str::to_owned);
     let mut form = format!(
-        "<h1>{}</h1><p class=\"note\">{}</p><form method=\"post\" action=\"/oauth2/logout\">\
+        "<h1>{}</h1><p class=\"note\">{}</p><form method=\"post\" action=\"{}/oauth2/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         page::escape(t.sign_out_title),
         page::escape(t.sign_out_question),
+        page::escape(&base_path(state)),
         page::escape(&csrf),
     );
     for name in ["post_logout_redirect_uri", "client_id", "state"] {

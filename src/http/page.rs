@@ -310,6 +310,8 @@ pub struct SignInForm<'a> {
     pub hidden: &'a [(&'a str, String)],
     /// The client's name, shown under the heading.
     pub client: &'a str,
+    /// Where the form posts: the sign-in route under the issuer's path.
+    pub action: &'a str,
     /// Pre-filled login (`login_hint`, or what was typed).
     pub login: Option<&'a str>,
     /// An error to show, bound to the fields.
@@ -321,10 +323,11 @@ pub fn sign_in_body(lang: Lang, form: &SignInForm<'_>) -> String {
     let t = text(lang);
     let mut body = format!(
         "<h1>{heading}</h1><p class=\"client\">{continue_to} <strong>{client}</strong></p>\
-         <form method=\"post\" action=\"/oauth2/authorize/sign-in\" novalidate>",
+         <form method=\"post\" action=\"{action}\" novalidate>",
         heading = escape(t.heading),
         continue_to = escape(t.continue_to),
         client = escape(form.client),
+        action = escape(form.action),
     );
     for (name, value) in form.hidden {
         body.push_str(&format!(

@@ -1313,17 +1313,24 @@ async fn ending_a_browser_session_or_removing_a_client_ends_their_sessions() {
 }
 
 /// Behind HTTPS (`public_url`), the cookies are `Secure` with the `__Host-`
-/// prefix, so no other host (a sibling subdomain) can plant or read them.
+/// prefix, so no other host (a sibling subdomain) can plant or read them;
+/// under a path prefix, the pages link below it.
 #[tokio::test]
 async fn over_https_the_cookies_are_secure_host_cookies() {
     let app =
-        TestApp::spawn_with(|raw| raw.public_url = Some("https://login.example.test".into())).await;
+        TestApp::spawn_with(|raw| raw.public_url = Some("https://login.example.test/auth".into()))
+            .await;
     app.create_user_full("alice", None, None, &[]).await;
     clients(&app).await;
     let pkce = pkce();
     let mut browser = Browser::new();
     let page = browser.get(&authorize_url(&app, "web", &pkce, "")).await;
     let (_, csrf) = set_cookie(page.headers(), "__Host-sesame_csrf").expect("csrf cookie");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("action=\"/auth/oauth2/authorize/sign-in\""),
+        "{html}"
+    );
     assert!(
         csrf.contains("; Path=/;") && csrf.contains("Secure"),
         "{csrf}"
@@ -1344,16 +1351,19 @@ async fn over_https_the_cookies_are_secure_host_cookies() {
         "{session}"
     );
     let (_, params) = location_params(&answer);
-    assert_eq!(param(&params, "iss"), Some("https://login.example.test"));
+    assert_eq!(
+        param(&params, "iss"),
+        Some("https://login.example.test/auth")
+    );
     let discovery: Value = reqwest::get(app.url("/.well-known/openid-configuration"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(discovery["issuer"], "https://login.example.test");
+    assert_eq!(discovery["issuer"], "https://login.example.test/auth");
     assert_eq!(
         discovery["token_endpoint"],
-        "https://login.example.test/oauth2/token"
+        "https://login.example.test/auth/oauth2/token"
     );
 }
