@@ -18,6 +18,7 @@ use crate::app::open_core;
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::clock::SystemClock;
+use crate::core::foreign::Template;
 use crate::core::transfer::{Import, ImportCounts, MAX_LINE_BYTES, Refusal, check_header};
 
 /// Accounts read per page of an export.
@@ -53,6 +54,13 @@ pub struct ImportArgs {
     #[arg(long, value_name = "N", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH as i64))]
     batch: u32,
+    /// The legacy digest of lines whose password_hash_format is "template",
+    /// e.g. 'md5(sha1(password) + "Carey_Shop#")' (README: Moving your users).
+    #[arg(long, value_name = "EXPR")]
+    template: Option<String>,
+    /// A named constant of the template; repeat for several.
+    #[arg(long = "template-const", value_name = "NAME=VALUE")]
+    template_consts: Vec<String>,
 }
 
 /// A failure with its own exit status: 1 when lines were refused, 2 when the
@@ -318,8 +326,26 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         Ok(None) => return Err(bad_header("empty file, no header")),
         Err(error) => return Err(bad_header(&format!("cannot read: {error}"))),
     }
+    let template = match &args.template {
+        Some(source) => {
+            let mut constants = Vec::new();
+            for pair in &args.template_consts {
+                let Some((name, value)) = pair.split_once('=') else {
+                    return Err(unreadable(format!(
+                        "--template-const {pair:?}: expected NAME=VALUE"
+                    )));
+                };
+                constants.push((name.to_owned(), value.to_owned()));
+            }
+            Some(
+                Template::parse(source, &constants)
+                    .map_err(|e| unreadable(format!("--template: {e}")))?,
+            )
+        }
+        None => None,
+    };
     let core = open_core(&config, Arc::new(SystemClock)).await?;
-    let mut import = core.start_import(args.dry_run).await?;
+    let mut import = core.start_import(args.dry_run, template).await?;
     let result = import_lines(&core, &mut import, &mut lines, args.batch as usize, size).await;
     core.import_finished(&import);
     core.flush_audit().await?;

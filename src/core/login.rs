@@ -216,7 +216,8 @@ impl Core {
                     .detail("signed in from a known client"),
             );
         }
-        self.maintain_verifiers(&account, &attempt.credential).await;
+        self.maintain_verifiers(&account, &attempt.credential, &base)
+            .await;
         let ip = attempt.client.ip.map(|ip| ip.to_string());
         let (clients, device_token) = self.clients_to_remember(&attempt.client, recognised);
         let record = LoginRecord {
@@ -339,7 +340,12 @@ impl Core {
     /// parameters and writes a missing MD5 verifier, as far as the presented
     /// credential allows. Best effort: a busy pool or a failed write just
     /// leaves it for the next login.
-    async fn maintain_verifiers(&self, account: &Account, credential: &Credential) {
+    async fn maintain_verifiers(
+        &self,
+        account: &Account,
+        credential: &Credential,
+        base: &AuditEvent,
+    ) {
         let current = &account.verifiers;
         let md5_stale = current
             .md5_verifier
@@ -374,12 +380,26 @@ impl Core {
         {
             return;
         }
-        if let Err(error) = self
+        match self
             .store
             .set_password(account.id, &next, false, self.now())
             .await
         {
-            tracing::warn!(account_id = account.id, %error, "could not update password verifiers");
+            // An imported hash is gone, overwritten in the same write.
+            Ok(()) => {
+                if next.password_hash != current.password_hash
+                    && let Some(format) = super::foreign::format_of(&current.password_hash)
+                {
+                    self.audit.record(
+                        base.clone()
+                            .with_event("rehashed")
+                            .detail(format!("imported {format} hash replaced by argon2id")),
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(account_id = account.id, %error, "could not update password verifiers");
+            }
         }
         self.caches.accounts.forget(account.id);
     }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod clients;
 pub mod domain;
 pub mod error;
+pub mod foreign;
 pub mod guard;
 pub mod housekeeping;
 pub mod key_rotation;

@@ -349,6 +349,18 @@ fn verify_with(
     verifier: &str,
     kernel: &mut Kernel,
 ) -> Result<Verification> {
+    let Some(verifier) = super::foreign::native_argon2(verifier) else {
+        // A hash imported from another system: checked here too, on this
+        // bounded pool, and replaced with Argon2id after a match.
+        let matches = super::foreign::verify(secret, verifier).unwrap_or_else(|reason| {
+            tracing::warn!(%reason, "a stored imported password hash is unusable");
+            false
+        });
+        return Ok(Verification {
+            matches,
+            needs_rehash: true,
+        });
+    };
     let phc = PasswordHash::new(verifier).map_err(argon2_error)?;
     let algorithm = Algorithm::try_from(phc.algorithm).map_err(argon2_error)?;
     let (Some(salt), Some(expected)) = (phc.salt, phc.hash) else {

@@ -15,9 +15,9 @@
 //!
 //! Times are Unix seconds. A record's unknown fields are refused (a typo
 //! must not drop data silently); so is an unknown `type`. `password_hash`
-//! holds a PHC string; the optional `password_hash_format` names another
-//! format, and for now only `"phc"` (or no field) is accepted: later
-//! migrations add foreign formats there without changing the file's shape.
+//! holds a PHC string, or the hash of another system in its own format
+//! (`password_hash_format` names it where the value does not, with
+//! `password_salt` where the salt is kept apart; see `core::foreign`).
 //!
 //! Import applies the same rules as creating an account: usernames, emails
 //! and mobiles are parsed by the domain types (so their unique keys are
@@ -106,6 +106,8 @@ struct AccountLine {
     #[serde(default)]
     password_hash_format: Option<String>,
     #[serde(default)]
+    password_salt: Option<String>,
+    #[serde(default)]
     md5_verifier: Option<String>,
     #[serde(default)]
     password_changed_at: Option<i64>,
@@ -188,7 +190,11 @@ impl AccountLine {
             avatar_url: a.avatar_url.clone(),
             status: a.status.as_str().to_owned(),
             password_hash: a.verifiers.password_hash.clone(),
-            password_hash_format: Some("phc".to_owned()),
+            // A hash imported from elsewhere and not yet replaced keeps the
+            // stored form, which names its own format.
+            password_hash_format: super::foreign::native_argon2(&a.verifiers.password_hash)
+                .map(|_| "phc".to_owned()),
+            password_salt: None,
             md5_verifier: a.verifiers.md5_verifier.clone(),
             password_changed_at: Some(a.password_changed_at),
             created_at: a.created_at,
@@ -310,6 +316,10 @@ pub struct Parsed {
 pub struct Import {
     dry_run: bool,
     roles: Vec<String>,
+    /// The legacy digest template of lines whose format is `template`.
+    template: Option<super::foreign::Template>,
+    /// Argon2id parameters for passwords imported in the clear.
+    hashing: Params,
     /// Dry run only: fingerprints of what was accepted so far, so that a
     /// later line colliding with an earlier one, or a session of an
     /// account earlier in the file, is judged as the real import would.
@@ -516,6 +526,43 @@ impl Import {
         }
     }
 
+    /// The stored form of a line's password: an Argon2 PHC string as it is,
+    /// a foreign hash in the form Sesame verifies until the owner's next
+    /// login, a clear password hashed with Argon2id now.
+    fn password_hash(
+        &self,
+        a: &AccountLine,
+        username: &str,
+    ) -> std::result::Result<String, String> {
+        let prepared = super::foreign::prepare(
+            super::foreign::Given {
+                hash: &a.password_hash,
+                format: a.password_hash_format.as_deref(),
+                salt: a.password_salt.as_deref(),
+                username,
+            },
+            self.template.as_ref(),
+        )?;
+        match prepared {
+            super::foreign::Prepared::Stored(stored) => {
+                if let Some(phc) = super::foreign::native_argon2(&stored) {
+                    check_phc("password_hash", phc)?;
+                }
+                Ok(stored)
+            }
+            super::foreign::Prepared::Clear(password) => {
+                use argon2::PasswordHasher as _;
+                let salt = argon2::password_hash::SaltString::generate(
+                    &mut argon2::password_hash::rand_core::OsRng,
+                );
+                argon2::Argon2::new(Algorithm::Argon2id, Version::V0x13, self.hashing.clone())
+                    .hash_password(password.as_bytes(), &salt)
+                    .map(|hash| hash.to_string())
+                    .map_err(|_| "password_hash: could not hash the clear password".to_owned())
+            }
+        }
+    }
+
     /// Validates an account line as account creation would.
     fn account(&self, a: AccountLine) -> std::result::Result<AccountRecord, String> {
         if a.id <= 0 {
@@ -539,17 +586,7 @@ impl Import {
         check_avatar_url(&a.avatar_url).map_err(|e| e.to_string())?;
         let status = AccountStatus::parse(&a.status)
             .ok_or("status: must be \"active\", \"disabled\" or \"locked\"")?;
-        match a.password_hash_format.as_deref() {
-            None | Some("phc") => {}
-            Some(_) => {
-                return Err(
-                    "unsupported password_hash_format: this Sesame imports only \"phc\"; \
-                     other password formats come with the password-migration issue"
-                        .into(),
-                );
-            }
-        }
-        check_phc("password_hash", &a.password_hash)?;
+        let password_hash = self.password_hash(&a, username.as_str())?;
         if let Some(md5) = &a.md5_verifier {
             check_phc("md5_verifier", md5)?;
         }
@@ -612,7 +649,7 @@ impl Import {
             avatar_url: a.avatar_url,
             status,
             verifiers: PasswordVerifiers {
-                password_hash: a.password_hash,
+                password_hash,
                 md5_verifier: a.md5_verifier,
             },
             password_changed_at: a.password_changed_at.unwrap_or(a.created_at),
@@ -706,15 +743,11 @@ fn check_phc(field: &str, value: &str) -> std::result::Result<(), String> {
         return Err(format!("{field}: longer than {MAX_HASH_BYTES} bytes"));
     }
     let Ok(phc) = PasswordHash::new(value) else {
-        return Err(format!(
-            "{field}: not a PHC string ($algorithm$…); other password formats come with the \
-             password-migration issue"
-        ));
+        return Err(format!("{field}: not a PHC string ($algorithm$…)"));
     };
     if Algorithm::try_from(phc.algorithm).is_err() {
         return Err(format!(
-            "{field}: a PHC string of an algorithm Sesame cannot verify yet (it verifies \
-             argon2id, argon2i and argon2d); other algorithms come with the password-migration issue"
+            "{field}: a PHC string, but not Argon2 (argon2id, argon2i or argon2d)"
         ));
     }
     let (Some(salt), Some(_)) = (phc.salt, phc.hash) else {
@@ -871,9 +904,15 @@ impl Core {
     }
 
     /// Starts an import, or with `dry_run` a check that writes nothing.
-    pub async fn start_import(&self, dry_run: bool) -> Result<Import> {
+    pub async fn start_import(
+        &self,
+        dry_run: bool,
+        template: Option<super::foreign::Template>,
+    ) -> Result<Import> {
         Ok(Import {
             dry_run,
+            template,
+            hashing: self.settings.hashing.params()?,
             roles: self.store.role_names().await?,
             seen: dry_run.then(Seen::default),
             counts: ImportCounts::default(),
@@ -965,6 +1004,8 @@ mod tests {
     fn import() -> Import {
         Import {
             dry_run: true,
+            template: None,
+            hashing: Params::new(256, 1, 1, None).unwrap(),
             roles: vec!["administrator".into(), "user".into()],
             seen: Some(Seen::default()),
             counts: ImportCounts::default(),
@@ -1010,7 +1051,7 @@ mod tests {
             ),
             (
                 account(r#", "password_hash_format": "hunter2hunter2""#),
-                "unsupported password_hash_format",
+                "password_hash_format: unknown",
             ),
             (
                 account(r#", "roles": ["hunter2hunter2"]"#),
@@ -1044,12 +1085,12 @@ mod tests {
     }
 
     #[test]
-    fn only_argon2_phc_strings_are_accepted_for_now() {
+    fn sesames_own_verifiers_are_argon2_phc_strings() {
         assert!(check_phc("password_hash", HASH).is_ok());
         let pbkdf2 =
             "$pbkdf2-sha256$i=100000$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-        let refused = check_phc("password_hash", pbkdf2).unwrap_err();
-        assert!(refused.contains("cannot verify yet"), "{refused}");
+        let refused = check_phc("md5_verifier", pbkdf2).unwrap_err();
+        assert!(refused.contains("not Argon2"), "{refused}");
         let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
         assert!(
             check_phc("password_hash", bcrypt)

@@ -1,0 +1,289 @@
+//! Accounts imported with the password hashes of their old systems: every
+//! format of tests/fixtures/foreign/hashes.jsonl (each made by the format's
+//! reference implementation, see generate.py there) imported through the
+//! real `sesame import`, signed in through two faces, replaced by Argon2id at
+//! the first sign-in (and audited), refused with a wrong password.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, sesame_command};
+
+fn fixtures() -> Vec<Value> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::read_to_string(format!("{root}/tests/fixtures/foreign/hashes.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+const HEADER: &str =
+    r#"{"format": "sesame-export", "version": 1, "exported_at": "2026-01-01T00:00:00Z"}"#;
+
+fn account_line(id: i64, username: &str, row: &Value) -> String {
+    let mut line = json!({
+        "type": "account",
+        "id": id,
+        "username": username,
+        "password_hash": row["password_hash"],
+        "created_at": 1_700_000_000,
+    });
+    for field in ["password_hash_format", "password_salt"] {
+        if let Some(value) = row.get(field) {
+            line[field] = value.clone();
+        }
+    }
+    line.to_string()
+}
+
+/// Runs `sesame import -` with `lines` (after the header) and `args`.
+fn import(app: &TestApp, lines: &[String], args: &[&str]) -> std::process::Output {
+    let mut child = sesame_command(app.deployment.env())
+        .arg("import")
+        .args(args)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = format!("{HEADER}\n");
+    for line in lines {
+        input.push_str(line);
+        input.push('\n');
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+async fn stored_hash(app: &TestApp, username: &str) -> String {
+    app.core
+        .find_by_username(username)
+        .await
+        .unwrap()
+        .verifiers
+        .password_hash
+}
+
+#[tokio::test]
+async fn every_foreign_format_signs_in_through_two_faces_and_becomes_argon2id() {
+    // One wrong password per format, all from this one address: a budget
+    // large enough for them (throttling is not under test here).
+    let app = TestApp::spawn_with(|raw| raw.abuse.address_burst = 1000).await;
+    let rows = fixtures();
+    assert!(rows.len() >= 25, "fixtures missing");
+    // Two accounts per format: one signs in through the native API, the
+    // other through the ai-gateway face; each meets the foreign hash.
+    let mut plain = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let name = row["name"].as_str().unwrap();
+        let id = 1000 + 2 * i as i64;
+        let lines = vec![
+            account_line(id, &format!("n-{name}"), row),
+            account_line(id + 1, &format!("g-{name}"), row),
+        ];
+        match row.get("template").and_then(Value::as_str) {
+            Some(template) => {
+                let output = import(&app, &lines, &["--template", template]);
+                assert!(
+                    output.status.success(),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            None => plain.extend(lines),
+        }
+    }
+    let output = import(&app, &plain, &[]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    for row in &rows {
+        let name = row["name"].as_str().unwrap();
+        let password = row["password"].as_str().unwrap();
+        let native = format!("n-{name}");
+        let gateway = format!("g-{name}");
+        let before = stored_hash(&app, &native).await;
+        assert_ne!(
+            before,
+            row["password_hash"].as_str().unwrap().replace('\u{0}', "") + "x"
+        );
+        if name == "clear" {
+            assert!(
+                before.starts_with("$argon2id$"),
+                "a clear password is hashed at import"
+            );
+            assert!(!before.contains(password));
+        }
+        // A wrong password fails and changes nothing.
+        assert_eq!(
+            app.login(&native, "not the password").await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{name}"
+        );
+        assert_eq!(stored_hash(&app, &native).await, before, "{name}");
+
+        let response = app.login(&native, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "{name}: native sign-in");
+        let response = app
+            .post_json(
+                "/api/v1/login",
+                &json!({"username": gateway, "password": password}),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{name}: ai-gateway sign-in"
+        );
+        for username in [&native, &gateway] {
+            let after = stored_hash(&app, username).await;
+            assert!(
+                after.starts_with("$argon2id$"),
+                "{name}: {username} still holds {after:.12}"
+            );
+            let account = app.core.find_by_username(username).await.unwrap();
+            assert!(
+                account.verifiers.md5_verifier.is_some(),
+                "{name}: the MD5 verifier is written"
+            );
+        }
+        // And again, now against Argon2id.
+        assert_eq!(app.login(&native, password).await.status(), StatusCode::OK);
+    }
+
+    let events = app
+        .core
+        .audit_events(&sesame::store::AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rehashed: Vec<_> = events.iter().filter(|e| e.event == "rehashed").collect();
+    // Every format but the clear one (Argon2id at import; and Argon2i/d,
+    // which are rehashed as outdated parameters, not as foreign hashes).
+    assert!(
+        rehashed.len() >= 2 * (rows.len() - 4),
+        "{} rehashed",
+        rehashed.len()
+    );
+    assert!(
+        rehashed
+            .iter()
+            .any(|e| e.detail.as_deref().is_some_and(|d| d.contains("bcrypt")))
+    );
+    assert!(rehashed.iter().any(|e| e.face == "ai-gateway"));
+}
+
+#[tokio::test]
+async fn malformed_or_refused_hashes_are_refused_at_import_with_a_reason() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        (
+            json!({"password_hash": "$2x$10$abcdefghijklmnopqrstuu5s2v8.iXieOjg/.AySBTTZIIVFJeBui"}),
+            "PHP bug",
+        ),
+        (
+            json!({"password_hash": "$2b$31$abcdefghijklmnopqrstuu5s2v8.iXieOjg/.AySBTTZIIVFJeBui"}),
+            "cost",
+        ),
+        (json!({"password_hash": "$2b$10$short"}), "53 characters"),
+        (
+            json!({"password_hash": "5f4dcc3b5aa765d61d8327deb882cf99"}),
+            "name it with password_hash_format",
+        ),
+        (
+            json!({"password_hash": "pbkdf2_sha256$abc$salt$hash"}),
+            "rounds",
+        ),
+        (
+            json!({"password_hash": "$6$rounds=10$salt$hash"}),
+            "sha-crypt",
+        ),
+        (json!({"password_hash": "$P$Xabc"}), "phpass"),
+        (
+            json!({"password_hash": "bm90IGEgaGFzaA==", "password_hash_format": "aspnet-identity"}),
+            "aspnet-identity",
+        ),
+        (
+            json!({"password_hash": "o8zLbdX25Tzhe/1/+lCNE5OvZRw=", "password_hash_format": "aspnet-membership-sha1"}),
+            "passwordSalt",
+        ),
+        (
+            json!({"password_hash": "abc", "password_hash_format": "template"}),
+            "--template",
+        ),
+        (
+            json!({"password_hash": "abc", "password_hash_format": "rot13"}),
+            "unknown",
+        ),
+    ];
+    for (i, (fields, reason)) in cases.iter().enumerate() {
+        let mut line =
+            json!({"type": "account", "id": 10 + i, "username": format!("u{i}"), "created_at": 1});
+        for (key, value) in fields.as_object().unwrap() {
+            line[key] = value.clone();
+        }
+        let output = import(&app, &[line.to_string()], &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "case {i} imported");
+        assert!(stderr.contains(reason), "case {i}: {stderr}");
+        let hash = fields["password_hash"].as_str().unwrap();
+        if hash.len() > 8 {
+            assert!(!stderr.contains(hash), "case {i}: the hash is echoed");
+        }
+    }
+    let bad_template = import(&app, &[], &["--template", "md5(password + )"]);
+    assert_eq!(bad_template.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_template.stderr).contains("at character 16"));
+}
+
+/// CareyShop's own digest, imported with its template, signs in through the
+/// CareyShop face itself.
+#[tokio::test]
+async fn the_careyshop_template_signs_in_through_the_careyshop_face() {
+    let app = TestApp::spawn().await;
+    let row = fixtures()
+        .into_iter()
+        .find(|r| r["name"] == "template-careyshop")
+        .unwrap();
+    let output = import(
+        &app,
+        &[account_line(500, "shopper", &row)],
+        &["--template", row["template"].as_str().unwrap()],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let response = app
+        .client
+        .post(app.url("/api/v1/user/method/login.user.user/"))
+        .form(&[
+            ("username", "shopper"),
+            ("password", row["password"].as_str().unwrap()),
+            ("platform", "web"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], 200, "{body}");
+    assert!(stored_hash(&app, "shopper").await.starts_with("$argon2id$"));
+}
