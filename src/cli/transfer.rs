@@ -383,6 +383,14 @@ fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {
             count(c.expired, "session")
         ));
     }
+    if !import.by_format().is_empty() {
+        let formats: Vec<String> = import
+            .by_format()
+            .iter()
+            .map(|(format, n)| format!("{format} {n}"))
+            .collect();
+        summary.push_str(&format!("\npassword hashes: {}", formats.join(", ")));
+    }
     summary
 }
 

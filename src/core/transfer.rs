@@ -320,6 +320,8 @@ pub struct Import {
     template: Option<super::foreign::Template>,
     /// Argon2id parameters for passwords imported in the clear.
     hashing: Params,
+    /// Accounts imported, by the format of their password hash.
+    by_format: BTreeMap<&'static str, u64>,
     /// Dry run only: fingerprints of what was accepted so far, so that a
     /// later line colliding with an earlier one, or a session of an
     /// account earlier in the file, is judged as the real import would.
@@ -462,6 +464,11 @@ impl Import {
     /// The counts so far.
     pub fn counts(&self) -> ImportCounts {
         self.counts
+    }
+
+    /// Accounts imported (or that would be) by password hash format.
+    pub fn by_format(&self) -> &BTreeMap<&'static str, u64> {
+        &self.by_format
     }
 
     /// Counts a line refused before parsing (too long, not UTF-8) and
@@ -913,6 +920,7 @@ impl Core {
             dry_run,
             template,
             hashing: self.settings.hashing.params()?,
+            by_format: BTreeMap::new(),
             roles: self.store.role_names().await?,
             seen: dry_run.then(Seen::default),
             counts: ImportCounts::default(),
@@ -942,8 +950,13 @@ impl Core {
                 import.counts.expired += 1;
                 continue;
             }
-            let is_account = matches!(parsed.record, ImportRecord::Account(_));
-            lines.push((parsed.line, parsed.label, is_account));
+            let format = match &parsed.record {
+                ImportRecord::Account(account) => Some(
+                    super::foreign::format_of(&account.verifiers.password_hash).unwrap_or("argon2"),
+                ),
+                ImportRecord::Session(_) => None,
+            };
+            lines.push((parsed.line, parsed.label, format));
             records.push(parsed.record);
         }
         if records.is_empty() {
@@ -964,10 +977,13 @@ impl Core {
             None => self.store.import_batch(records).await?,
         };
         let mut refusals = Vec::new();
-        for ((line, label, is_account), result) in lines.into_iter().zip(results) {
-            match (result, is_account) {
-                (Ok(()), true) => import.counts.accounts += 1,
-                (Ok(()), false) => import.counts.sessions += 1,
+        for ((line, label, format), result) in lines.into_iter().zip(results) {
+            match (result, format) {
+                (Ok(()), Some(format)) => {
+                    import.counts.accounts += 1;
+                    *import.by_format.entry(format).or_default() += 1;
+                }
+                (Ok(()), None) => import.counts.sessions += 1,
                 (Err(error), _) => {
                     if let RecordError::Store(error) = &error {
                         tracing::warn!(line, %error, "the database refused an imported line");
@@ -1006,6 +1022,7 @@ mod tests {
             dry_run: true,
             template: None,
             hashing: Params::new(256, 1, 1, None).unwrap(),
+            by_format: BTreeMap::new(),
             roles: vec!["administrator".into(), "user".into()],
             seen: Some(Seen::default()),
             counts: ImportCounts::default(),
