@@ -27,6 +27,18 @@ pub enum UserCommand {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Instead: how many accounts still hold a password hash imported
+        /// from another system, by format.
+        #[arg(long, conflicts_with = "json")]
+        legacy: bool,
+    },
+    /// Force a new password on accounts still holding an imported hash set
+    /// longer ago than the given age (e.g. 180d): their hash stops matching
+    /// and their sessions end.
+    ExpireLegacy {
+        /// Age: a number of days (180d), hours (12h) or seconds (60s).
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: i64,
     },
     /// Show one account.
     Show {
@@ -147,7 +159,24 @@ pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
 async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add(args) => add(core, args).await,
-        UserCommand::List { json } => list(core, json).await,
+        UserCommand::List { legacy: true, .. } => {
+            let counts = core.legacy_hashes().await?;
+            if counts.is_empty() {
+                println!("no account holds an imported password hash");
+            }
+            for (format, n) in counts {
+                println!("{format:<28} {n}");
+            }
+            Ok(())
+        }
+        UserCommand::List { json, .. } => list(core, json).await,
+        UserCommand::ExpireLegacy { older_than } => {
+            let n = core.expire_legacy(older_than, &Actor::Operator).await?;
+            println!(
+                "{n} account(s) with an imported hash older than {older_than} s now need a new password"
+            );
+            Ok(())
+        }
         UserCommand::Show { name, json } => show(core, &name, json).await,
         UserCommand::SetPassword {
             name,
@@ -283,6 +312,23 @@ async fn add(core: &Core, args: AddArgs) -> anyhow::Result<()> {
 
 /// Reads a new password from one stdin line or from two no-echo prompts,
 /// and applies the password policy.
+/// "180d", "12h", "60s" as seconds.
+fn parse_age(text: &str) -> Result<i64, String> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let scale = match unit {
+        "d" => 86_400,
+        "h" => 3600,
+        "s" => 1,
+        _ => return Err("a number followed by d, h or s (e.g. 180d)".into()),
+    };
+    number
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| "a number followed by d, h or s (e.g. 180d)".into())
+}
+
 fn read_new_password(from_stdin: bool) -> anyhow::Result<Password> {
     let raw = if from_stdin {
         let mut line = String::new();

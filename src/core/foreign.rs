@@ -38,6 +38,9 @@ const MEMBERSHIP_SHA1: &str = "$sesame-aspnet-membership-sha1$";
 const MEMBERSHIP_SHA256: &str = "$sesame-aspnet-membership-sha256$";
 const ASPNET_IDENTITY: &str = "$sesame-aspnet-identity$";
 const TEMPLATE: &str = "$sesame-template$";
+/// What replaces an imported hash that was expired (`sesame user
+/// expire-legacy`): no password matches it; the account needs a new one.
+pub const EXPIRED: &str = "$sesame-expired$";
 
 /// The format names of `password_hash_format`.
 pub const FORMATS: [&str; 12] = [
@@ -258,6 +261,7 @@ pub fn format_of(stored: &str) -> Option<&'static str> {
         s if s.starts_with(MEMBERSHIP_SHA1) => "aspnet-membership-sha1",
         s if s.starts_with(MEMBERSHIP_SHA256) => "aspnet-membership-sha256",
         s if s.starts_with(TEMPLATE) => "template",
+        s if s.starts_with(EXPIRED) => "expired",
         _ => "unknown",
     })
 }
@@ -304,6 +308,7 @@ fn verify_inner(password: &[u8], stored: &str, check_only: bool) -> Result<bool,
             membership(password, stored, check_only)
         }
         Some("template") => template_verify(password, stored, check_only),
+        Some("expired") => Ok(false),
         _ => Err("not a hash format Sesame verifies".into()),
     }
 }
@@ -834,6 +839,78 @@ fn template_verify(password: &[u8], stored: &str, check_only: bool) -> Result<bo
         computed
     };
     Ok(equal(&computed, &expected))
+}
+
+// ------------------------------------------------------------------ accounts
+
+impl super::Core {
+    /// How many accounts still hold an imported hash, by format (`expired`:
+    /// those whose hash was expired and who need a new password).
+    pub async fn legacy_hashes(
+        &self,
+    ) -> super::Result<std::collections::BTreeMap<&'static str, u64>> {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.foreign_hashes(after, 1000).await?;
+            let Some(&(last, _, _)) = page.last() else {
+                return Ok(counts);
+            };
+            for (_, hash, _) in &page {
+                *counts
+                    .entry(format_of(hash).unwrap_or("unknown"))
+                    .or_default() += 1;
+            }
+            after = last;
+        }
+    }
+
+    /// Forces a new password on every account still holding an imported
+    /// hash set more than `older_than` seconds ago: the hash (and the MD5
+    /// verifier) are replaced by a value no password matches, and the
+    /// account's sessions end. Returns how many accounts.
+    pub async fn expire_legacy(
+        &self,
+        older_than: i64,
+        actor: &super::roles::Actor,
+    ) -> super::Result<u64> {
+        let now = self.now();
+        let cutoff = now.saturating_sub(older_than);
+        let mut expired = 0;
+        let mut after = 0;
+        loop {
+            let page = self.store.foreign_hashes(after, 1000).await?;
+            let Some(&(last, _, _)) = page.last() else {
+                return Ok(expired);
+            };
+            for (id, hash, set_at) in page {
+                let format = format_of(&hash).unwrap_or("unknown");
+                if format == "expired" || set_at >= cutoff {
+                    continue;
+                }
+                let verifiers = crate::store::PasswordVerifiers {
+                    password_hash: format!("{EXPIRED}{}", format.replace(' ', "-")),
+                    md5_verifier: None,
+                };
+                self.store.set_password(id, &verifiers, false, now).await?;
+                self.account_changed(id).await;
+                self.end_account_sessions(id, None, "password_expired")
+                    .await?;
+                if let Ok(account) = self.account(id).await {
+                    self.audit_change(
+                        actor,
+                        "legacy_expired",
+                        &account,
+                        Some(format!(
+                            "imported {format} hash expired; a new password is needed"
+                        )),
+                    );
+                }
+                expired += 1;
+            }
+            after = last;
+        }
+    }
 }
 
 // ------------------------------------------------------------------ templates

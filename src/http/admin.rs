@@ -49,6 +49,7 @@ pub fn router() -> Router<AppState> {
             get(show_role).patch(update_role).delete(delete_role),
         )
         .route("/v1/admin/audit", get(audit))
+        .route("/v1/admin/legacy-passwords", get(legacy_passwords))
 }
 
 /// An administrator making a request: 401 without a live session, 403
@@ -349,6 +350,16 @@ async fn end_session(
 ) -> Result<Response, Problem> {
     state.core.end_session(&id, &actor).await?;
     Ok(no_content())
+}
+
+/// How many accounts still hold a password hash imported from another system.
+async fn legacy_passwords(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Response, Problem> {
+    let counts = state.core.legacy_hashes().await?;
+    let total: u64 = counts.values().sum();
+    Ok(Json(json!({ "by_format": counts, "total": total })).into_response())
 }
 
 async fn list_roles(State(state): State<AppState>, _admin: Admin) -> Result<Response, Problem> {

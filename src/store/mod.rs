@@ -178,6 +178,14 @@ pub trait AccountStore: Send + Sync {
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool>;
     /// How many accounts hold `role`.
     async fn count_accounts_with_role(&self, role: &str) -> StoreResult<i64>;
+    /// Accounts whose password hash is not Sesame's own Argon2 PHC string
+    /// (imported from another system and not replaced yet): id, hash and
+    /// when the password was last set, in id order after `after_id`.
+    async fn foreign_hashes(
+        &self,
+        after_id: AccountId,
+        limit: u32,
+    ) -> StoreResult<Vec<(AccountId, String, UnixTime)>>;
     /// The names of all defined roles.
     async fn role_names(&self) -> StoreResult<Vec<String>>;
     /// Applies a profile change.

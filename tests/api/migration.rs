@@ -287,3 +287,111 @@ async fn the_careyshop_template_signs_in_through_the_careyshop_face() {
     assert_eq!(body["status"], 200, "{body}");
     assert!(stored_hash(&app, "shopper").await.starts_with("$argon2id$"));
 }
+
+/// Operators see who still holds an imported hash (CLI and admin API) and
+/// can expire the old ones: those accounts then need a new password.
+#[tokio::test]
+async fn legacy_hashes_are_counted_and_old_ones_expired() {
+    let app = TestApp::spawn().await;
+    let rows = fixtures();
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap().clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut old_bcrypt =
+        serde_json::from_str::<Value>(&account_line(900, "old-bcrypt", &row("bcrypt-2b"))).unwrap();
+    old_bcrypt["password_changed_at"] = json!(1_700_000_000);
+    let mut recent_phpass =
+        serde_json::from_str::<Value>(&account_line(901, "recent-phpass", &row("phpass-P")))
+            .unwrap();
+    recent_phpass["password_changed_at"] = json!(now - 86_400);
+    let mut signs_in =
+        serde_json::from_str::<Value>(&account_line(902, "signs-in", &row("crypt-sha512")))
+            .unwrap();
+    signs_in["password_changed_at"] = json!(now - 86_400);
+    let signs_in = signs_in.to_string();
+    let output = import(
+        &app,
+        &[old_bcrypt.to_string(), recent_phpass.to_string(), signs_in],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let password = row("bcrypt-2b")["password"].as_str().unwrap().to_owned();
+    // A session of the old account, which the expiry must end.
+    let session = app.login_ok_with("old-bcrypt", &password).await;
+    // (That sign-in replaced its hash: import it again under another name.)
+    let mut old_again = old_bcrypt.clone();
+    old_again["id"] = json!(903);
+    old_again["username"] = json!("old-bcrypt-2");
+    assert!(import(&app, &[old_again.to_string()], &[]).status.success());
+    let old_session = app.login_ok_with("old-bcrypt-2", &password).await;
+    let mut old_third = old_bcrypt.clone();
+    old_third["id"] = json!(904);
+    old_third["username"] = json!("never-signed-in");
+    assert!(import(&app, &[old_third.to_string()], &[]).status.success());
+    drop((session, old_session));
+
+    let listed = sesame_command(app.deployment.env())
+        .args(["user", "list", "--legacy"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.contains("bcrypt") && listed.contains("phpass") && listed.contains("sha512-crypt"),
+        "{listed}"
+    );
+
+    app.create_user_full("root", None, None, &["administrator"])
+        .await;
+    let admin = app.login_ok("root").await;
+    let counts: Value = app
+        .get("/v1/admin/legacy-passwords", crate::helpers::access(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counts["by_format"]["bcrypt"], 1, "{counts}");
+    assert_eq!(counts["total"], 3, "{counts}");
+
+    let expired = sesame_command(app.deployment.env())
+        .args(["user", "expire-legacy", "--older-than", "180d"])
+        .output()
+        .unwrap();
+    assert!(
+        expired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&expired.stderr)
+    );
+    assert!(String::from_utf8_lossy(&expired.stdout).starts_with("1 account"));
+    assert_eq!(
+        app.login("never-signed-in", &password).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "an expired hash matches nothing"
+    );
+    let phpass_password = row("phpass-P")["password"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.login("recent-phpass", &phpass_password).await.status(),
+        StatusCode::OK
+    );
+    let counts: Value = app
+        .get("/v1/admin/legacy-passwords", crate::helpers::access(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        counts["by_format"],
+        json!({"expired": 1, "sha512-crypt": 1}),
+        "{counts}"
+    );
+    let bad_age = sesame_command(app.deployment.env())
+        .args(["user", "expire-legacy", "--older-than", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_age.status.code(), Some(2));
+}

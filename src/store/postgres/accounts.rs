@@ -344,6 +344,22 @@ impl AccountStore for PostgresStore {
         tx.commit().await.map_err(db_error)
     }
 
+    async fn foreign_hashes(
+        &self,
+        after_id: AccountId,
+        limit: u32,
+    ) -> StoreResult<Vec<(AccountId, String, UnixTime)>> {
+        sqlx::query_as(
+            "SELECT id, password_hash, password_changed_at FROM accounts \
+             WHERE id > $1 AND password_hash NOT LIKE '$argon2%' ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)
+    }
+
     async fn set_password(
         &self,
         id: AccountId,

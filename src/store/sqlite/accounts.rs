@@ -288,6 +288,27 @@ impl AccountStore for SqliteStore {
         .await
     }
 
+    async fn foreign_hashes(
+        &self,
+        after_id: AccountId,
+        limit: u32,
+    ) -> StoreResult<Vec<(AccountId, String, UnixTime)>> {
+        self.read(|conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT id, password_hash, password_changed_at FROM accounts \
+                     WHERE id > ? AND password_hash NOT LIKE '$argon2%' ORDER BY id LIMIT ?",
+                )
+                .map_err(db_error)?;
+            let rows = select
+                .query_map(params![after_id, limit], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .map_err(db_error)?;
+            rows.map(|row| row.map_err(db_error)).collect()
+        })
+    }
+
     async fn set_password(
         &self,
         id: AccountId,
