@@ -98,6 +98,9 @@ fn count(n: u64, noun: &str) -> String {
 }
 
 /// A progress display on stderr, only when stderr is a terminal.
+/// Lines between two progress lines when stderr is not a terminal.
+const PROGRESS_EVERY: u64 = 10_000;
+
 fn progress(total_bytes: Option<u64>) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -105,7 +108,7 @@ fn progress(total_bytes: Option<u64>) -> ProgressBar {
     let (bar, template) = match total_bytes {
         Some(total) => (
             ProgressBar::new(total),
-            "{bar:30} {bytes}/{total_bytes} {elapsed} {msg}",
+            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
         ),
         None => (ProgressBar::new_spinner(), "{spinner} {elapsed} {msg}"),
     };
@@ -404,6 +407,10 @@ async fn import_lines<R: BufRead>(
     size: Option<u64>,
 ) -> anyhow::Result<()> {
     let bar = progress(size);
+    // Without a terminal (a log, CI), a plain line every PROGRESS_EVERY lines.
+    let plain = !std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut reported = 0;
     let mut batch = Vec::with_capacity(batch_size);
     let mut refused: Vec<Refusal> = Vec::new();
     loop {
@@ -442,6 +449,17 @@ async fn import_lines<R: BufRead>(
                 count(c.sessions, "session"),
                 count(c.refused, "line")
             ));
+            if plain && lines.number / PROGRESS_EVERY > reported && !end {
+                reported = lines.number / PROGRESS_EVERY;
+                let rate = lines.number as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                eprintln!(
+                    "progress: {} read, {}, {}, {} refused; {rate:.0} lines/s",
+                    count(lines.number, "line"),
+                    count(c.accounts, "account"),
+                    count(c.sessions, "session"),
+                    count(c.refused, "line")
+                );
+            }
         }
         if end {
             break;
