@@ -40,7 +40,7 @@ const FLOOD_CONNECTIONS: usize = 600;
 const ROUNDS: u32 = 3;
 
 /// Groups of rows `--only` can pick; each brings the reference its rows are compared with.
-const GROUPS: [&str; 5] = ["login", "me", "authz", "refresh", "flood"];
+const GROUPS: [&str; 6] = ["login", "me", "authz", "refresh", "flood", "import"];
 /// The groups that have PostgreSQL rows.
 const POSTGRES_GROUPS: [&str; 3] = ["login", "me", "refresh"];
 
@@ -140,6 +140,26 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(run(options))
+}
+
+/// An export file of `accounts` accounts with the same bcrypt hash (cost 10,
+/// PHP's `password_hash` default): what a PHP system's users look like.
+fn write_bcrypt_export(path: &std::path::Path, accounts: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    const HASH: &str = "$2y$10$.vGA1O9wmRjrwAVXD98HNOgsNpDczlqm3Jq7KnEd1rVAGv3Fykk1a";
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        out,
+        r#"{{"format": "sesame-export", "version": 1, "exported_at": "2026-01-01T00:00:00Z"}}"#
+    )?;
+    for id in 1..=accounts {
+        writeln!(
+            out,
+            r#"{{"type": "account", "id": {id}, "username": "user{id}", "email": "user{id}@example.com", "password_hash": "{HASH}", "created_at": 1700000000}}"#
+        )?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn login_body() -> String {
@@ -437,6 +457,20 @@ async fn run(options: Options) -> anyhow::Result<()> {
             let pg = pg_addr.map(|_| (&mut pg_refresh16, &mut pg_refresh64));
             report.refresh(&mut refresh16, &mut refresh64, &bare16, &bare64, pg);
         }
+    }
+
+    if options.wants("import") {
+        eprintln!("sesame import: 10,000 and 100,000 bcrypt accounts …");
+        let mut runs = Vec::new();
+        for accounts in [10_000, 100_000] {
+            let dir = tempfile::tempdir()?;
+            let file = dir.path().join("users.jsonl");
+            write_bcrypt_export(&file, accounts)?;
+            let data = tempfile::tempdir()?;
+            let (elapsed, peak) = server::import_file(&binary, data.path(), &file)?;
+            runs.push((accounts, elapsed, peak));
+        }
+        report.import(&runs);
     }
 
     if options.wants("flood") {

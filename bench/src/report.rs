@@ -118,6 +118,29 @@ impl Report {
             .push(Row::new("bare axum GET, c=64").load(c64, 200));
     }
 
+    /// `sesame import` of bcrypt accounts on SQLite: (accounts, time, peak RSS).
+    pub fn import(&mut self, runs: &[(u64, Duration, f64)]) {
+        for &(accounts, elapsed, _) in runs {
+            let rate = accounts as f64 / elapsed.as_secs_f64();
+            let mut row = Row::new(format!("import {accounts} bcrypt accounts (SQLite)"));
+            row.rate = Some(rate);
+            row.value = Some(format!("{:.1} s", elapsed.as_secs_f64()));
+            if accounts >= 100_000 {
+                row.target = "≥ 20,000 accounts/s".into();
+                row.met = Some(rate >= 20_000.0);
+            }
+            self.rows.push(row);
+        }
+        if let [(small, _, small_peak), .., (large, _, large_peak)] = runs {
+            let mut row = Row::new(format!("import peak RSS, {small} → {large} accounts"));
+            row.value = Some(format!("{small_peak:.1} → {large_peak:.1} MiB"));
+            row.ratio = Some(large_peak / small_peak);
+            row.target = "flat (≤ 1.25×)".into();
+            row.met = Some(*large_peak <= small_peak * 1.25);
+            self.rows.push(row);
+        }
+    }
+
     pub fn start(&mut self, first: Duration, restart: Duration, idle_rss: f64) {
         let mut row = Row::new("start to first /healthz (restart)");
         row.value = Some(format!(

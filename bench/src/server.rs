@@ -126,6 +126,35 @@ fn sesame_command(binary: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) ->
     command
 }
 
+/// `sesame import FILE` into a fresh database in `data_dir`: its wall time
+/// and the import process's peak resident memory (MiB), sampled while it runs.
+pub fn import_file(binary: &Path, data_dir: &Path, file: &Path) -> anyhow::Result<(Duration, f64)> {
+    let started = Instant::now();
+    let mut child = sesame_command(binary, data_dir, &[])
+        .arg("import")
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start sesame import")?;
+    let mut peak = 0.0f64;
+    let status = loop {
+        let hwm = status_kib(child.id(), "VmHWM:") / 1024.0;
+        if hwm.is_finite() {
+            peak = peak.max(hwm);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if !status.success() {
+        bail!("sesame import {} failed ({status})", file.display());
+    }
+    Ok((started.elapsed(), peak))
+}
+
 /// Runs a Sesame CLI command against the data directory (and the database
 /// `extra_env` names, if any).
 pub fn sesame_cli(
