@@ -19,7 +19,9 @@ use crate::config::Config;
 use crate::core::Core;
 use crate::core::clock::SystemClock;
 use crate::core::foreign::Template;
-use crate::core::transfer::{Import, ImportCounts, MAX_LINE_BYTES, Refusal, check_header};
+use crate::core::transfer::{
+    Import, ImportCounts, ImportOptions, MAX_LINE_BYTES, Refusal, check_header, csv_account,
+};
 
 /// Accounts read per page of an export.
 const ACCOUNT_PAGE: u32 = 500;
@@ -61,6 +63,32 @@ pub struct ImportArgs {
     /// A named constant of the template; repeat for several.
     #[arg(long = "template-const", value_name = "NAME=VALUE")]
     template_consts: Vec<String>,
+    /// What to do with a line whose account (same id or username) or session
+    /// is already there: refuse it (fail) or skip it (an import run again).
+    #[arg(long, value_enum, default_value_t = OnConflict::Fail)]
+    on_conflict: OnConflict,
+    /// The file's format: the export's JSON lines, or CSV with a header row
+    /// naming the account fields (other columns become profile attributes).
+    #[arg(long, value_enum, default_value_t = FileFormat::Jsonl)]
+    format: FileFormat,
+}
+
+/// `--on-conflict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnConflict {
+    /// Refuse the line (exit status 1).
+    Fail,
+    /// Count it as skipped.
+    Skip,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileFormat {
+    /// JSON lines after the export header.
+    Jsonl,
+    /// CSV with a header row; every row an account.
+    Csv,
 }
 
 /// A failure with its own exit status: 1 when lines were refused, 2 when the
@@ -234,6 +262,102 @@ enum Line {
     TooLong,
     /// Not UTF-8.
     NotUtf8,
+    /// A CSV row that is not an account line, and why.
+    Invalid(String),
+}
+
+/// Where import lines come from: the export's JSON lines, or CSV rows
+/// turned into such lines.
+trait Source {
+    /// The next line, numbered from 1 (the header is line 1).
+    fn next_line(&mut self) -> std::io::Result<Option<(u64, Line)>>;
+    /// Lines read so far.
+    fn number(&self) -> u64;
+    /// Bytes read so far.
+    fn bytes(&self) -> u64;
+}
+
+impl<R: BufRead> Source for Lines<R> {
+    fn next_line(&mut self) -> std::io::Result<Option<(u64, Line)>> {
+        Lines::next_line(self)
+    }
+
+    fn number(&self) -> u64 {
+        self.number
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// CSV rows (after the header row) as account lines.
+struct CsvRows<R: Read> {
+    reader: csv::Reader<R>,
+    headers: Vec<String>,
+    record: csv::StringRecord,
+}
+
+impl<R: Read> CsvRows<R> {
+    /// Reads the header row; it must name `id`, `username`, `password_hash`
+    /// and `created_at`.
+    fn new(reader: R) -> Result<Self, String> {
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+        let headers: Vec<String> = reader
+            .headers()
+            .map_err(|e| format!("cannot read the header row: {e}"))?
+            .iter()
+            .map(|h| h.trim().to_owned())
+            .collect();
+        for required in ["id", "username", "password_hash", "created_at"] {
+            if !headers.iter().any(|h| h == required) {
+                return Err(format!("the header row has no {required} column"));
+            }
+        }
+        Ok(Self {
+            reader,
+            headers,
+            record: csv::StringRecord::new(),
+        })
+    }
+}
+
+impl<R: Read> Source for CsvRows<R> {
+    fn next_line(&mut self) -> std::io::Result<Option<(u64, Line)>> {
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => Ok(None),
+            Ok(true) => {
+                let line = self.record.position().map_or(0, |p| p.line());
+                let row: Vec<String> = self.record.iter().map(str::to_owned).collect();
+                Ok(Some((
+                    line,
+                    match csv_account(&self.headers, &row) {
+                        Ok(json) => Line::Text(json),
+                        Err(reason) => Line::Invalid(reason),
+                    },
+                )))
+            }
+            Err(error) => match error.kind() {
+                csv::ErrorKind::Io(_) => Err(std::io::Error::other(error.to_string())),
+                csv::ErrorKind::Utf8 { pos, .. } => {
+                    let line = pos.as_ref().map_or(0, csv::Position::line);
+                    Ok(Some((line, Line::NotUtf8)))
+                }
+                _ => {
+                    let line = error.position().map_or(0, csv::Position::line);
+                    Ok(Some((line, Line::Invalid("malformed CSV".into()))))
+                }
+            },
+        }
+    }
+
+    fn number(&self) -> u64 {
+        self.reader.position().line().saturating_sub(1)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.reader.position().byte()
+    }
 }
 
 /// Reads lines of at most [`MAX_LINE_BYTES`], counting lines and bytes; a
@@ -320,15 +444,26 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         let size = file.metadata().ok().map(|m| m.len());
         (Box::new(file), size)
     };
-    let mut lines = Lines::new(BufReader::with_capacity(64 * 1024, reader));
+    let reader = BufReader::with_capacity(64 * 1024, reader);
     // The header is checked before the database is opened.
     let bad_header = |reason: &str| unreadable(format!("{}: {reason}", args.file.display()));
-    match lines.next_line() {
-        Ok(Some((_, Line::Text(text)))) => check_header(&text).map_err(|e| bad_header(&e))?,
-        Ok(Some(_)) => return Err(bad_header("the first line is not a Sesame export header")),
-        Ok(None) => return Err(bad_header("empty file, no header")),
-        Err(error) => return Err(bad_header(&format!("cannot read: {error}"))),
-    }
+    let mut lines: Box<dyn Source> = match args.format {
+        FileFormat::Jsonl => {
+            let mut lines = Lines::new(reader);
+            match lines.next_line() {
+                Ok(Some((_, Line::Text(text)))) => {
+                    check_header(&text).map_err(|e| bad_header(&e))?;
+                }
+                Ok(Some(_)) => {
+                    return Err(bad_header("the first line is not a Sesame export header"));
+                }
+                Ok(None) => return Err(bad_header("empty file, no header")),
+                Err(error) => return Err(bad_header(&format!("cannot read: {error}"))),
+            }
+            Box::new(lines)
+        }
+        FileFormat::Csv => Box::new(CsvRows::new(reader).map_err(|e| bad_header(&e))?),
+    };
     let template = match &args.template {
         Some(source) => {
             let mut constants = Vec::new();
@@ -348,13 +483,19 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         None => None,
     };
     let core = open_core(&config, Arc::new(SystemClock)).await?;
-    let mut import = core.start_import(args.dry_run, template).await?;
-    let result = import_lines(&core, &mut import, &mut lines, args.batch as usize, size).await;
+    let mut import = core
+        .start_import(ImportOptions {
+            dry_run: args.dry_run,
+            template,
+            skip_existing: args.on_conflict == OnConflict::Skip,
+        })
+        .await?;
+    let result = import_lines(&core, &mut import, &mut *lines, args.batch as usize, size).await;
     core.import_finished(&import);
     core.flush_audit().await?;
     result?;
     let counts = import.counts();
-    println!("{}", summary(&import, counts, lines.number));
+    println!("{}", summary(&import, counts, lines.number()));
     if counts.refused > 0 {
         return Err(Failure {
             code: 1,
@@ -380,6 +521,12 @@ fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {
     } else {
         format!("imported {what}; {} refused", count(c.refused, "line"))
     };
+    if c.skipped > 0 {
+        summary.push_str(&format!(
+            "; {} already there, skipped",
+            count(c.skipped, "line")
+        ));
+    }
     if c.expired > 0 {
         summary.push_str(&format!(
             "; {} expired since the export, skipped",
@@ -399,10 +546,10 @@ fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {
 
 /// Reads, batches and imports every line after the header; refusals are
 /// reported on stderr in line order, once per batch.
-async fn import_lines<R: BufRead>(
+async fn import_lines(
     core: &Core,
     import: &mut Import,
-    lines: &mut Lines<R>,
+    lines: &mut dyn Source,
     batch_size: usize,
     size: Option<u64>,
 ) -> anyhow::Result<()> {
@@ -416,7 +563,7 @@ async fn import_lines<R: BufRead>(
     loop {
         let next = lines
             .next_line()
-            .map_err(|e| unreadable(format!("cannot read line {}: {e}", lines.number + 1)))?;
+            .map_err(|e| unreadable(format!("cannot read line {}: {e}", lines.number() + 1)))?;
         let end = next.is_none();
         if let Some((number, line)) = next {
             match line {
@@ -430,8 +577,9 @@ async fn import_lines<R: BufRead>(
                     format!("longer than {MAX_LINE_BYTES} bytes; skipped"),
                 )),
                 Line::NotUtf8 => refused.push(import.refuse(number, "not UTF-8")),
+                Line::Invalid(reason) => refused.push(import.refuse(number, reason)),
             }
-            bar.set_position(lines.bytes);
+            bar.set_position(lines.bytes());
         }
         if end || batch.len() + refused.len() >= batch_size {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
@@ -449,12 +597,12 @@ async fn import_lines<R: BufRead>(
                 count(c.sessions, "session"),
                 count(c.refused, "line")
             ));
-            if plain && lines.number / PROGRESS_EVERY > reported && !end {
-                reported = lines.number / PROGRESS_EVERY;
-                let rate = lines.number as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            if plain && lines.number() / PROGRESS_EVERY > reported && !end {
+                reported = lines.number() / PROGRESS_EVERY;
+                let rate = lines.number() as f64 / started.elapsed().as_secs_f64().max(1e-3);
                 eprintln!(
                     "progress: {} read, {}, {}, {} refused; {rate:.0} lines/s",
-                    count(lines.number, "line"),
+                    count(lines.number(), "line"),
                     count(c.accounts, "account"),
                     count(c.sessions, "session"),
                     count(c.refused, "line")
@@ -483,6 +631,7 @@ mod tests {
                     Line::Text(text) => text,
                     Line::TooLong => "<too long>".into(),
                     Line::NotUtf8 => "<not utf-8>".into(),
+                    Line::Invalid(reason) => reason,
                 },
             ));
         }

@@ -285,6 +285,21 @@ pub struct ImportCounts {
     pub expired: u64,
     /// Lines refused.
     pub refused: u64,
+    /// Lines skipped because their account (id or username) or session is
+    /// already there (`--on-conflict skip`).
+    pub skipped: u64,
+}
+
+/// How an import runs.
+#[derive(Debug, Default)]
+pub struct ImportOptions {
+    /// Check everything, write nothing.
+    pub dry_run: bool,
+    /// The legacy digest template of lines whose format is `template`.
+    pub template: Option<super::foreign::Template>,
+    /// Skip lines whose account (same id or username) or session is
+    /// already there, instead of refusing them.
+    pub skip_existing: bool,
 }
 
 /// A refused line, and why; never carries a field value but the username.
@@ -322,6 +337,9 @@ pub struct Import {
     hashing: Params,
     /// Accounts imported, by the format of their password hash.
     by_format: BTreeMap<&'static str, u64>,
+    /// Skip lines whose account or session is already there, rather than
+    /// refuse them (an import run again).
+    skip_existing: bool,
     /// Dry run only: fingerprints of what was accepted so far, so that a
     /// later line colliding with an earlier one, or a session of an
     /// account earlier in the file, is judged as the real import would.
@@ -676,6 +694,88 @@ impl Import {
     }
 }
 
+/// The account fields a CSV column can name; any other column is a profile
+/// attribute (`nickname`, `gender`, `birthday`, `head_pic`, `group_id` …).
+const CSV_INTEGERS: [&str; 10] = [
+    "id",
+    "created_at",
+    "updated_at",
+    "password_changed_at",
+    "last_login_at",
+    "login_count",
+    "failed_login_count",
+    "api_calls_count",
+    "max_api_calls",
+    "api_calls_period",
+];
+const CSV_BOOLEANS: [&str; 2] = ["email_verified", "mobile_verified"];
+const CSV_TEXTS: [&str; 12] = [
+    "username",
+    "email",
+    "mobile",
+    "display_name",
+    "avatar_url",
+    "status",
+    "password_hash",
+    "password_hash_format",
+    "password_salt",
+    "md5_verifier",
+    "last_login_ip",
+    "quota_period",
+];
+
+/// Turns one CSV row into an account line of the import format: columns
+/// named like account fields fill them (`roles` separated by commas or
+/// spaces), every other column becomes a profile attribute; empty cells
+/// are absent. Errors name the column, never its value.
+pub fn csv_account(headers: &[String], row: &[String]) -> std::result::Result<String, String> {
+    if headers.len() != row.len() {
+        return Err(format!(
+            "{} fields where the header names {}",
+            row.len(),
+            headers.len()
+        ));
+    }
+    let mut line = Map::new();
+    line.insert("type".into(), Value::from("account"));
+    let mut profile = Map::new();
+    for (name, cell) in headers.iter().zip(row) {
+        let name = name.trim();
+        if cell.is_empty() || name == "type" {
+            continue;
+        }
+        let value = if CSV_INTEGERS.contains(&name) {
+            Value::from(
+                cell.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("{name}: not a whole number"))?,
+            )
+        } else if CSV_BOOLEANS.contains(&name) {
+            Value::from(match cell.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "t" => true,
+                "false" | "0" | "no" | "f" => false,
+                _ => return Err(format!("{name}: not true or false")),
+            })
+        } else if CSV_TEXTS.contains(&name) {
+            Value::from(cell.as_str())
+        } else if name == "roles" {
+            Value::from(
+                cell.split([',', ' '])
+                    .filter(|r| !r.is_empty())
+                    .collect::<Vec<_>>(),
+            )
+        } else {
+            profile.insert(name.to_owned(), Value::from(cell.as_str()));
+            continue;
+        };
+        line.insert(name.to_owned(), value);
+    }
+    if !profile.is_empty() {
+        line.insert("profile".into(), Value::Object(profile));
+    }
+    Ok(Value::Object(line).to_string())
+}
+
 /// A username fit for a refusal: no control characters, at most 64 characters.
 fn shown_username(name: &str) -> String {
     name.chars().filter(|c| !c.is_control()).take(64).collect()
@@ -911,18 +1011,15 @@ impl Core {
     }
 
     /// Starts an import, or with `dry_run` a check that writes nothing.
-    pub async fn start_import(
-        &self,
-        dry_run: bool,
-        template: Option<super::foreign::Template>,
-    ) -> Result<Import> {
+    pub async fn start_import(&self, options: ImportOptions) -> Result<Import> {
         Ok(Import {
-            dry_run,
-            template,
+            dry_run: options.dry_run,
+            template: options.template,
             hashing: self.settings.hashing.params()?,
             by_format: BTreeMap::new(),
+            skip_existing: options.skip_existing,
             roles: self.store.role_names().await?,
-            seen: dry_run.then(Seen::default),
+            seen: options.dry_run.then(Seen::default),
             counts: ImportCounts::default(),
         })
     }
@@ -984,6 +1081,11 @@ impl Core {
                     *import.by_format.entry(format).or_default() += 1;
                 }
                 (Ok(()), None) => import.counts.sessions += 1,
+                (Err(RecordError::Taken("id" | "username" | "session id")), _)
+                    if import.skip_existing =>
+                {
+                    import.counts.skipped += 1;
+                }
                 (Err(error), _) => {
                     if let RecordError::Store(error) = &error {
                         tracing::warn!(line, %error, "the database refused an imported line");
@@ -1023,6 +1125,7 @@ mod tests {
             template: None,
             hashing: Params::new(256, 1, 1, None).unwrap(),
             by_format: BTreeMap::new(),
+            skip_existing: false,
             roles: vec!["administrator".into(), "user".into()],
             seen: Some(Seen::default()),
             counts: ImportCounts::default(),
@@ -1114,6 +1217,53 @@ mod tests {
                 .unwrap_err()
                 .contains("not a PHC string")
         );
+    }
+
+    #[test]
+    fn csv_rows_become_account_lines() {
+        let headers: Vec<String> = [
+            "id",
+            "username",
+            "password_hash",
+            "created_at",
+            "email_verified",
+            "roles",
+            "nickname",
+            "gender",
+        ]
+        .map(String::from)
+        .to_vec();
+        let row: Vec<String> = [
+            "7",
+            "alice",
+            HASH,
+            "1700000000",
+            "yes",
+            "user, administrator",
+            "Al",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        let line: Value = serde_json::from_str(&csv_account(&headers, &row).unwrap()).unwrap();
+        assert_eq!(line["id"], 7);
+        assert_eq!(line["email_verified"], true);
+        assert_eq!(line["roles"], serde_json::json!(["user", "administrator"]));
+        assert_eq!(line["profile"], serde_json::json!({"nickname": "Al"}));
+        let mut import = import();
+        assert!(
+            import
+                .parse(2, &csv_account(&headers, &row).unwrap())
+                .is_ok()
+        );
+        let mut bad = row.clone();
+        bad[0] = "seven-secret".into();
+        let refused = csv_account(&headers, &bad).unwrap_err();
+        assert!(
+            refused.starts_with("id:") && !refused.contains("seven"),
+            "{refused}"
+        );
+        assert!(csv_account(&headers, &row[..3]).is_err());
     }
 
     #[test]

@@ -463,3 +463,91 @@ async fn a_hundred_thousand_bcrypt_accounts_import_with_plain_progress_lines() {
         StatusCode::OK
     );
 }
+
+/// CSV with a header row (an ASP.NET Membership table here), profile
+/// columns by name; running the import again with --on-conflict skip adds
+/// nothing and refuses nothing, while the default refuses the duplicates.
+#[tokio::test]
+async fn a_csv_export_imports_and_a_second_run_skips_what_is_there() {
+    let app = TestApp::spawn().await;
+    let rows = fixtures();
+    let membership = rows
+        .iter()
+        .find(|r| r["name"] == "aspnet-membership-sha1")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("members.csv");
+    let csv = format!(
+        "id,username,email,password_hash,password_salt,password_hash_format,created_at,nickname,gender\n\
+         1,ana,ana@example.com,{hash},{salt},aspnet-membership-sha1,1700000000,\"Ana, the first\",f\n\
+         2,ben,,{hash},{salt},aspnet-membership-sha1,1700000000,Ben,\n\
+         3,bad,,{hash},,aspnet-membership-sha1,1700000000,,\n\
+         oops,cat,,{hash},{salt},aspnet-membership-sha1,1700000000,,\n",
+        hash = membership["password_hash"].as_str().unwrap(),
+        salt = membership["password_salt"].as_str().unwrap(),
+    );
+    std::fs::write(&path, csv).unwrap();
+    let run = |extra: &[&str]| {
+        sesame_command(app.deployment.env())
+            .args(["import", "--format", "csv"])
+            .args(extra)
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let first = run(&[]);
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert_eq!(first.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("imported 2 accounts") && stdout.contains("2 lines refused"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("line 4: account bad: password_salt"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 5: id: not a whole number"),
+        "{stderr}"
+    );
+    let ana = app.core.find_by_username("ana").await.unwrap();
+    assert_eq!(ana.email.as_deref(), Some("ana@example.com"));
+    let profile: Value = app
+        .post_json(
+            "/v1/login",
+            &json!({"login": "ana", "password": membership["password"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(profile["access_token"].is_string(), "{profile}");
+    let me: Value = app
+        .get("/v1/me", profile["access_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["profile"]["nickname"], "Ana, the first", "{me}");
+    assert_eq!(me["profile"]["gender"], "f");
+
+    let again = run(&[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("id is already taken"));
+    let skipped = run(&["--on-conflict", "skip"]);
+    let stdout = String::from_utf8_lossy(&skipped.stdout).into_owned();
+    assert!(
+        stdout.contains("imported 0 accounts") && stdout.contains("2 lines already there, skipped"),
+        "{stdout}"
+    );
+    let no_header = dir.path().join("bare.csv");
+    std::fs::write(&no_header, "1,ana\n").unwrap();
+    let bare = sesame_command(app.deployment.env())
+        .args(["import", "--format", "csv"])
+        .arg(&no_header)
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("no id column"));
+}
