@@ -18,7 +18,7 @@ use crate::app::open_core;
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::clock::SystemClock;
-use crate::core::foreign::Template;
+use crate::core::foreign::{FirebaseParams, Template};
 use crate::core::transfer::{
     Import, ImportCounts, ImportOptions, MAX_LINE_BYTES, Refusal, check_header, csv_account,
 };
@@ -63,6 +63,19 @@ pub struct ImportArgs {
     /// A named constant of the template; repeat for several.
     #[arg(long = "template-const", value_name = "NAME=VALUE")]
     template_consts: Vec<String>,
+    /// Firebase's `base64_signer_key` (with the three below: the project's
+    /// password hash parameters, for lines of format firebase-scrypt).
+    #[arg(long, value_name = "BASE64", requires_all = ["firebase_salt_separator", "firebase_rounds", "firebase_mem_cost"])]
+    firebase_signer_key: Option<String>,
+    /// Firebase's `base64_salt_separator`.
+    #[arg(long, value_name = "BASE64", requires = "firebase_signer_key")]
+    firebase_salt_separator: Option<String>,
+    /// Firebase's `rounds`.
+    #[arg(long, value_name = "N", requires = "firebase_signer_key")]
+    firebase_rounds: Option<u32>,
+    /// Firebase's `mem_cost`.
+    #[arg(long, value_name = "N", requires = "firebase_signer_key")]
+    firebase_mem_cost: Option<u8>,
     /// What to do with a line whose account (same id or username) or session
     /// is already there: refuse it (fail) or skip it (an import run again).
     #[arg(long, value_enum, default_value_t = OnConflict::Fail)]
@@ -482,11 +495,24 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let firebase = match (
+        &args.firebase_signer_key,
+        &args.firebase_salt_separator,
+        args.firebase_rounds,
+        args.firebase_mem_cost,
+    ) {
+        (Some(key), Some(separator), Some(rounds), Some(mem_cost)) => Some(
+            FirebaseParams::parse(key, separator, rounds, mem_cost)
+                .map_err(|e| unreadable(format!("--firebase-…: {e}")))?,
+        ),
+        _ => None,
+    };
     let core = open_core(&config, Arc::new(SystemClock)).await?;
     let mut import = core
         .start_import(ImportOptions {
             dry_run: args.dry_run,
             template,
+            firebase,
             skip_existing: args.on_conflict == OnConflict::Skip,
         })
         .await?;

@@ -28,9 +28,16 @@ pub const MAX_STORED_BYTES: usize = 4096;
 const MAX_BCRYPT_COST: u32 = 16;
 /// Most PBKDF2 iterations accepted.
 const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
-/// Highest scrypt log2(N) and r·p accepted (memory is 128·N·r bytes).
+/// Highest scrypt log2(N) and r·p accepted, and the most memory one check
+/// may take (128·N·r bytes) on a hashing thread: 64 MiB covers passlib's,
+/// Django's and Firebase's defaults.
 const MAX_SCRYPT_LOG_N: u8 = 20;
 const MAX_SCRYPT_RP: u32 = 64;
+const MAX_SCRYPT_BYTES: u64 = 64 << 20;
+
+fn scrypt_memory_ok(log_n: u8, r: u32) -> bool {
+    (128u64 << log_n).saturating_mul(u64::from(r)) <= MAX_SCRYPT_BYTES
+}
 /// Highest phpass / Drupal iteration exponent.
 const MAX_PHPASS_LOG2: u32 = 30;
 
@@ -38,6 +45,7 @@ const MEMBERSHIP_SHA1: &str = "$sesame-aspnet-membership-sha1$";
 const MEMBERSHIP_SHA256: &str = "$sesame-aspnet-membership-sha256$";
 const ASPNET_IDENTITY: &str = "$sesame-aspnet-identity$";
 const TEMPLATE: &str = "$sesame-template$";
+const FIREBASE: &str = "$sesame-firebase-scrypt$";
 /// What replaces an imported hash that was expired (`sesame user
 /// expire-legacy`): no password matches it; the account needs a new one.
 pub const EXPIRED: &str = "$sesame-expired$";
@@ -67,6 +75,54 @@ pub enum Prepared {
     Clear(String),
 }
 
+/// The hash parameters of a Firebase project (its console's "password hash
+/// parameters"), given once per import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirebaseParams {
+    /// `base64_signer_key`.
+    pub signer_key: Vec<u8>,
+    /// `base64_salt_separator`.
+    pub salt_separator: Vec<u8>,
+    /// `rounds` (scrypt's r).
+    pub rounds: u32,
+    /// `mem_cost` (scrypt's log2 N).
+    pub mem_cost: u8,
+}
+
+impl FirebaseParams {
+    /// Reads the four parameters as the Firebase console shows them.
+    pub fn parse(
+        signer_key: &str,
+        salt_separator: &str,
+        rounds: u32,
+        mem_cost: u8,
+    ) -> Result<Self, String> {
+        let signer_key = STANDARD
+            .decode(signer_key.trim())
+            .map_err(|_| "the signer key is not base64")?;
+        let salt_separator = STANDARD
+            .decode(salt_separator.trim())
+            .map_err(|_| "the salt separator is not base64")?;
+        if signer_key.is_empty() || signer_key.len() > 1024 {
+            return Err("the signer key must be 1 to 1024 bytes".into());
+        }
+        if !(1..=8).contains(&rounds)
+            || !(1..=MAX_SCRYPT_LOG_N).contains(&mem_cost)
+            || !scrypt_memory_ok(mem_cost, rounds)
+        {
+            return Err(format!(
+                "rounds must be 1 to 8 and mem_cost 1 to {MAX_SCRYPT_LOG_N}, at most 64 MiB"
+            ));
+        }
+        Ok(Self {
+            signer_key,
+            salt_separator,
+            rounds,
+            mem_cost,
+        })
+    }
+}
+
 /// What one import line says about its password.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Given<'a> {
@@ -82,7 +138,11 @@ pub struct Given<'a> {
 
 /// Recognises and checks an imported hash; the error says why it is refused
 /// and never repeats the hash.
-pub fn prepare(given: Given<'_>, template: Option<&Template>) -> Result<Prepared, String> {
+pub fn prepare(
+    given: Given<'_>,
+    template: Option<&Template>,
+    firebase: Option<&FirebaseParams>,
+) -> Result<Prepared, String> {
     let hash = given.hash;
     if hash.len() > MAX_STORED_BYTES {
         return Err(format!(
@@ -99,7 +159,7 @@ pub fn prepare(given: Given<'_>, template: Option<&Template>) -> Result<Prepared
     if given.salt.is_some()
         && !matches!(
             format,
-            "aspnet-membership-sha1" | "aspnet-membership-sha256" | "template"
+            "aspnet-membership-sha1" | "aspnet-membership-sha256" | "template" | "firebase-scrypt"
         )
     {
         return Err(format!("password_salt: not used by the {format} format"));
@@ -177,11 +237,29 @@ pub fn prepare(given: Given<'_>, template: Option<&Template>) -> Result<Prepared
             )
         }
         "firebase-scrypt" => {
-            return Err(
-                "password_hash_format firebase-scrypt: not supported yet (its modified scrypt \
-                 needs the project's hash parameters)"
-                    .into(),
-            );
+            let params = firebase.ok_or(
+                "password_hash_format firebase-scrypt: give the project's hash parameters once \
+                 with --firebase-signer-key, --firebase-salt-separator, --firebase-rounds and \
+                 --firebase-mem-cost",
+            )?;
+            let salt = given
+                .salt
+                .ok_or("password_salt: Firebase exports each user's salt beside the hash")?;
+            let salt = STANDARD
+                .decode(salt.trim())
+                .map_err(|_| "password_salt: not base64")?;
+            let hash = STANDARD
+                .decode(hash.trim())
+                .map_err(|_| "password_hash: not base64")?;
+            format!(
+                "{FIREBASE}{}${}${}${}${}${}",
+                STANDARD.encode(&params.signer_key),
+                STANDARD.encode(&params.salt_separator),
+                params.rounds,
+                params.mem_cost,
+                STANDARD.encode(salt),
+                STANDARD.encode(hash)
+            )
         }
         _ => {
             return Err(format!(
@@ -261,6 +339,7 @@ pub fn format_of(stored: &str) -> Option<&'static str> {
         s if s.starts_with(MEMBERSHIP_SHA1) => "aspnet-membership-sha1",
         s if s.starts_with(MEMBERSHIP_SHA256) => "aspnet-membership-sha256",
         s if s.starts_with(TEMPLATE) => "template",
+        s if s.starts_with(FIREBASE) => "firebase-scrypt",
         s if s.starts_with(EXPIRED) => "expired",
         _ => "unknown",
     })
@@ -308,6 +387,7 @@ fn verify_inner(password: &[u8], stored: &str, check_only: bool) -> Result<bool,
             membership(password, stored, check_only)
         }
         Some("template") => template_verify(password, stored, check_only),
+        Some("firebase-scrypt") => firebase_scrypt(password, stored, check_only),
         Some("expired") => Ok(false),
         _ => Err("not a hash format Sesame verifies".into()),
     }
@@ -391,9 +471,11 @@ fn scrypt_check(
         || r == 0
         || p == 0
         || r.saturating_mul(p) > MAX_SCRYPT_RP
+        || !scrypt_memory_ok(log_n, r)
     {
         return Err(format!(
-            "scrypt: parameters beyond what Sesame verifies (ln ≤ {MAX_SCRYPT_LOG_N}, r·p ≤ {MAX_SCRYPT_RP})"
+            "scrypt: parameters beyond what Sesame verifies (ln ≤ {MAX_SCRYPT_LOG_N}, r·p ≤ \
+             {MAX_SCRYPT_RP}, at most 64 MiB)"
         ));
     }
     if !(10..=128).contains(&expected.len()) {
@@ -805,6 +887,62 @@ fn membership(password: &[u8], stored: &str, check_only: bool) -> Result<bool, S
             .finalize()
             .to_vec()
     };
+    Ok(equal(&computed, &expected))
+}
+
+/// Firebase Authentication's modified scrypt: scrypt of the password with
+/// the user's salt followed by the project's separator (N = 2^mem_cost,
+/// r = rounds, p = 1, 64 bytes); its first 32 bytes key AES-256-CTR (zero
+/// IV), which encrypts the project's signer key; that is the user's hash.
+fn firebase_scrypt(password: &[u8], stored: &str, check_only: bool) -> Result<bool, String> {
+    use aws_lc_rs::cipher::{AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};
+    use aws_lc_rs::iv::FixedLength;
+    let parts: Vec<&str> = stored[FIREBASE.len()..].split('$').collect();
+    let [signer, separator, rounds, mem_cost, salt, hash] = parts[..] else {
+        return Err("firebase-scrypt: malformed".into());
+    };
+    let decode = |part: &str| {
+        STANDARD
+            .decode(part)
+            .map_err(|_| "firebase-scrypt: malformed".to_owned())
+    };
+    let (signer, separator, salt, expected) = (
+        decode(signer)?,
+        decode(separator)?,
+        decode(salt)?,
+        decode(hash)?,
+    );
+    let rounds: u32 = rounds.parse().map_err(|_| "firebase-scrypt: bad rounds")?;
+    let mem_cost: u8 = mem_cost
+        .parse()
+        .map_err(|_| "firebase-scrypt: bad mem_cost")?;
+    if !(1..=8).contains(&rounds)
+        || !(1..=MAX_SCRYPT_LOG_N).contains(&mem_cost)
+        || !scrypt_memory_ok(mem_cost, rounds)
+    {
+        return Err("firebase-scrypt: parameters beyond what Sesame verifies".into());
+    }
+    if expected.len() != signer.len() {
+        return Err("firebase-scrypt: the hash is not as long as the signer key".into());
+    }
+    if check_only {
+        return Ok(true);
+    }
+    let params =
+        scrypt::Params::new(mem_cost, rounds, 1, 64).map_err(|e| format!("scrypt: {e}"))?;
+    let mut derived = [0u8; 64];
+    let salted = [salt.as_slice(), separator.as_slice()].concat();
+    scrypt::scrypt(password, &salted, &params, &mut derived).map_err(|e| format!("scrypt: {e}"))?;
+    let key =
+        UnboundCipherKey::new(&AES_256, &derived[..32]).map_err(|_| "firebase-scrypt: key")?;
+    let cipher = EncryptingKey::ctr(key).map_err(|_| "firebase-scrypt: key")?;
+    let mut computed = signer;
+    cipher
+        .less_safe_encrypt(
+            &mut computed,
+            EncryptionContext::Iv128(FixedLength::from([0u8; 16])),
+        )
+        .map_err(|_| "firebase-scrypt: encryption")?;
     Ok(equal(&computed, &expected))
 }
 
@@ -1333,9 +1471,38 @@ mod tests {
                 ..Given::default()
             },
             None,
+            None,
         )
         .unwrap_err();
         assert!(refused.contains("PHP bug"), "{refused}");
+    }
+
+    #[test]
+    fn firebase_scrypt_matches_the_vector_firebase_publishes() {
+        // The example of Firebase's own scrypt reference (firebase/scrypt).
+        let params = FirebaseParams::parse(
+            "jxspr8Ki0RYycVU8zykbdLGjFQ3McFUH0uiiTvC8pVMXAn210wjLNmdZJzxUECKbm0QsEmYUSDzZvpjeJ9WmXA==",
+            "Bw==",
+            8,
+            14,
+        )
+        .unwrap();
+        let given = Given {
+            hash: "lSrfV15cpx95/sZS2W9c9Kp6i/LVgQNDNC/qzrCnh1SAyZvqmZqAjTdn3aoItz+VHjoZilo78198JAdRuid5lQ==",
+            format: Some("firebase-scrypt"),
+            salt: Some("42xEC+ixf3L2lw=="),
+            username: "user1",
+        };
+        let Prepared::Stored(stored) = prepare(given, None, Some(&params)).unwrap() else {
+            panic!("stored");
+        };
+        assert_eq!(verify(b"user1password", &stored), Ok(true));
+        assert_eq!(verify(b"user1passwore", &stored), Ok(false));
+        assert!(
+            prepare(given, None, None)
+                .unwrap_err()
+                .contains("--firebase-signer-key")
+        );
     }
 
     #[test]

@@ -297,6 +297,8 @@ pub struct ImportOptions {
     pub dry_run: bool,
     /// The legacy digest template of lines whose format is `template`.
     pub template: Option<super::foreign::Template>,
+    /// The Firebase project's hash parameters, for `firebase-scrypt` lines.
+    pub firebase: Option<super::foreign::FirebaseParams>,
     /// Skip lines whose account (same id or username) or session is
     /// already there, instead of refusing them.
     pub skip_existing: bool,
@@ -333,6 +335,8 @@ pub struct Import {
     roles: Vec<String>,
     /// The legacy digest template of lines whose format is `template`.
     template: Option<super::foreign::Template>,
+    /// The Firebase project's hash parameters.
+    firebase: Option<super::foreign::FirebaseParams>,
     /// Argon2id parameters for passwords imported in the clear.
     hashing: Params,
     /// Accounts imported, by the format of their password hash.
@@ -567,6 +571,7 @@ impl Import {
                 username,
             },
             self.template.as_ref(),
+            self.firebase.as_ref(),
         )?;
         match prepared {
             super::foreign::Prepared::Stored(stored) => {
@@ -1015,6 +1020,7 @@ impl Core {
         Ok(Import {
             dry_run: options.dry_run,
             template: options.template,
+            firebase: options.firebase,
             hashing: self.settings.hashing.params()?,
             by_format: BTreeMap::new(),
             skip_existing: options.skip_existing,
@@ -1123,6 +1129,7 @@ mod tests {
         Import {
             dry_run: true,
             template: None,
+            firebase: None,
             hashing: Params::new(256, 1, 1, None).unwrap(),
             by_format: BTreeMap::new(),
             skip_existing: false,

@@ -91,16 +91,36 @@ async fn every_foreign_format_signs_in_through_two_faces_and_becomes_argon2id() 
             account_line(id, &format!("n-{name}"), row),
             account_line(id + 1, &format!("g-{name}"), row),
         ];
-        match row.get("template").and_then(Value::as_str) {
-            Some(template) => {
-                let output = import(&app, &lines, &["--template", template]);
-                assert!(
-                    output.status.success(),
-                    "{name}: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-            None => plain.extend(lines),
+        if let Some(template) = row.get("template").and_then(Value::as_str) {
+            let output = import(&app, &lines, &["--template", template]);
+            assert!(
+                output.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        } else if let Some(firebase) = row.get("firebase") {
+            let (rounds, mem_cost) = (
+                firebase["rounds"].to_string(),
+                firebase["mem_cost"].to_string(),
+            );
+            let args = [
+                "--firebase-signer-key",
+                firebase["signer_key"].as_str().unwrap(),
+                "--firebase-salt-separator",
+                firebase["salt_separator"].as_str().unwrap(),
+                "--firebase-rounds",
+                &rounds,
+                "--firebase-mem-cost",
+                &mem_cost,
+            ];
+            let output = import(&app, &lines, &args);
+            assert!(
+                output.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        } else {
+            plain.extend(lines);
         }
     }
     let output = import(&app, &plain, &[]);
