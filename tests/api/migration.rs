@@ -251,6 +251,57 @@ async fn malformed_or_refused_hashes_are_refused_at_import_with_a_reason() {
             json!({"password_hash": "abc", "password_hash_format": "rot13"}),
             "unknown",
         ),
+        (
+            json!({"password_hash": "$scrypt$ln=16,r=8$c2FsdA$aGFzaA"}),
+            "ln, r and p",
+        ),
+        (
+            json!({"password_hash": "$scrypt$ln=20,r=64,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+            "64 MiB",
+        ),
+        (
+            json!({"password_hash": "$pbkdf2-sha256$many$c2FsdA$aGFzaA"}),
+            "iteration",
+        ),
+        (
+            json!({"password_hash": "$pbkdf2-sha512$1000$c2FsdA$aGFzaA"}),
+            "10 to 128 bytes",
+        ),
+        (
+            json!({"password_hash": "bcrypt_sha256$$2b$05$tooshort"}),
+            "53 characters",
+        ),
+        (
+            json!({"password_hash": "scrypt$1000$salt$8$1$aGFzaA=="}),
+            "power of two",
+        ),
+        (
+            json!({"password_hash": "$1$saltsaltsalt$short"}),
+            "md5-crypt",
+        ),
+        (json!({"password_hash": "$apr1$salt$"}), "md5-crypt"),
+        (json!({"password_hash": "$5$salt$tooshort"}), "sha-crypt"),
+        (json!({"password_hash": "$S$Dshort"}), "55 characters"),
+        (
+            json!({"password_hash": "$H$Zabcdefgh0123456789012345678901"}),
+            "iteration",
+        ),
+        (
+            json!({"password_hash": "AAAAAA==", "password_hash_format": "aspnet-membership-sha256", "password_salt": "c2FsdA=="}),
+            "32 bytes",
+        ),
+        (
+            json!({"password_hash": "aGFzaA==", "password_hash_format": "firebase-scrypt"}),
+            "--firebase-signer-key",
+        ),
+        (
+            json!({"password_hash": "", "password_hash_format": "clear"}),
+            "empty clear password",
+        ),
+        (
+            json!({"password_hash": "argon2$argon2id$v=19$m=999999999,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"}),
+            "password_hash",
+        ),
     ];
     for (i, (fields, reason)) in cases.iter().enumerate() {
         let mut line =
