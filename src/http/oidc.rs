@@ -595,18 +595,25 @@ async fn authenticated_client(
     }
 }
 
+/// A client's form request: its parameters and the client, authenticated.
+async fn client_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Params, crate::store::OAuthClient), OAuthError> {
+    let params = form_params(headers, body)?;
+    let client = authenticated_client(state, headers, &params).await?;
+    Ok((params, client))
+}
+
 async fn token(
     State(state): State<AppState>,
     Client(info): Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match form_params(&headers, &body) {
-        Ok(params) => params,
-        Err(error) => return oauth_error(error),
-    };
-    let client = match authenticated_client(&state, &headers, &params).await {
-        Ok(client) => client,
+    let (params, client) = match client_request(&state, &headers, &body).await {
+        Ok(request) => request,
         Err(error) => return oauth_error(error),
     };
     let get = |name: &str| params.get(name).cloned();
@@ -695,13 +702,9 @@ async fn userinfo_post(State(state): State<AppState>, headers: HeaderMap, body: 
 // ---------------------------------------------------------------- introspect, revoke
 
 async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let params = match form_params(&headers, &body) {
-        Ok(params) => params,
-        Err(error) => return oauth_error(error),
-    };
-    let client = match authenticated_client(&state, &headers, &params).await {
+    let (params, client) = match client_request(&state, &headers, &body).await {
         // Only a client that can prove who it is may learn about tokens.
-        Ok(client) if client.secret_hash.is_some() => client,
+        Ok((params, client)) if client.secret_hash.is_some() => (params, client),
         Ok(_) => return oauth_error(OAuthError::invalid_client()),
         Err(error) => return oauth_error(error),
     };
@@ -720,12 +723,8 @@ async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match form_params(&headers, &body) {
-        Ok(params) => params,
-        Err(error) => return oauth_error(error),
-    };
-    let client = match authenticated_client(&state, &headers, &params).await {
-        Ok(client) => client,
+    let (params, client) = match client_request(&state, &headers, &body).await {
+        Ok(request) => request,
         Err(error) => return oauth_error(error),
     };
     let Some(token) = params.get("token") else {

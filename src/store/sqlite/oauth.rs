@@ -81,6 +81,24 @@ fn insert_grant(conn: &Connection, grant: &OAuthSession) -> StoreResult<()> {
     .map_err(db_error)
 }
 
+/// Live sessions opened for clients, matching `condition` on `oauth_sessions o`.
+fn live_sessions_where(
+    conn: &Connection,
+    condition: &str,
+    value: &str,
+) -> StoreResult<Vec<SessionId>> {
+    let mut select = conn
+        .prepare_cached(&format!(
+            "SELECT o.session_id FROM oauth_sessions o JOIN sessions s ON s.id = o.session_id \
+             WHERE {condition} AND s.revoked_at IS NULL"
+        ))
+        .map_err(db_error)?;
+    let rows = select
+        .query_map([value], |row| row.get(0))
+        .map_err(db_error)?;
+    rows.map(|row| row.map_err(db_error)).collect()
+}
+
 #[async_trait]
 impl OAuthStore for SqliteStore {
     async fn list_clients(&self) -> StoreResult<Vec<OAuthClient>> {
@@ -323,32 +341,10 @@ impl OAuthStore for SqliteStore {
         &self,
         browser_session: &SessionId,
     ) -> StoreResult<Vec<SessionId>> {
-        self.read(|conn| {
-            let mut select = conn
-                .prepare_cached(
-                    "SELECT o.session_id FROM oauth_sessions o JOIN sessions s \
-                     ON s.id = o.session_id WHERE o.browser_session = ? AND s.revoked_at IS NULL",
-                )
-                .map_err(db_error)?;
-            let rows = select
-                .query_map([browser_session], |row| row.get(0))
-                .map_err(db_error)?;
-            rows.map(|row| row.map_err(db_error)).collect()
-        })
+        self.read(|conn| live_sessions_where(conn, "o.browser_session = ?", browser_session))
     }
 
     async fn sessions_of_client(&self, client_id: &str) -> StoreResult<Vec<SessionId>> {
-        self.read(|conn| {
-            let mut select = conn
-                .prepare_cached(
-                    "SELECT o.session_id FROM oauth_sessions o JOIN sessions s \
-                     ON s.id = o.session_id WHERE o.client_id = ? AND s.revoked_at IS NULL",
-                )
-                .map_err(db_error)?;
-            let rows = select
-                .query_map([client_id], |row| row.get(0))
-                .map_err(db_error)?;
-            rows.map(|row| row.map_err(db_error)).collect()
-        })
+        self.read(|conn| live_sessions_where(conn, "o.client_id = ?", client_id))
     }
 }
