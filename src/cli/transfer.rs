@@ -20,7 +20,7 @@ use crate::core::Core;
 use crate::core::clock::SystemClock;
 use crate::core::foreign::{FirebaseParams, Template};
 use crate::core::transfer::{
-    Import, ImportCounts, ImportOptions, MAX_LINE_BYTES, Refusal, check_header, csv_account,
+    self, Import, ImportCounts, ImportOptions, MAX_LINE_BYTES, Refusal, check_header, csv_account,
 };
 
 /// Accounts read per page of an export.
@@ -77,7 +77,8 @@ pub struct ImportArgs {
     #[arg(long, value_name = "N", requires = "firebase_signer_key")]
     firebase_mem_cost: Option<u8>,
     /// What to do with a line whose account (same id or username) or session
-    /// is already there: refuse it (fail) or skip it (an import run again).
+    /// is already there: refuse it (fail), skip it (an import run again), or
+    /// replace the account that has its id (update).
     #[arg(long, value_enum, default_value_t = OnConflict::Fail)]
     on_conflict: OnConflict,
     /// The file's format: the export's JSON lines, or CSV with a header row
@@ -93,6 +94,9 @@ pub enum OnConflict {
     Fail,
     /// Count it as skipped.
     Skip,
+    /// Replace the account that has the line's id with the line (its
+    /// sessions stay); a session already there is skipped.
+    Update,
 }
 
 /// `--format`.
@@ -513,7 +517,11 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
             dry_run: args.dry_run,
             template,
             firebase,
-            skip_existing: args.on_conflict == OnConflict::Skip,
+            on_conflict: match args.on_conflict {
+                OnConflict::Fail => transfer::OnConflict::Fail,
+                OnConflict::Skip => transfer::OnConflict::Skip,
+                OnConflict::Update => transfer::OnConflict::Update,
+            },
         })
         .await?;
     let result = import_lines(&core, &mut import, &mut *lines, args.batch as usize, size).await;
@@ -547,6 +555,17 @@ fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {
     } else {
         format!("imported {what}; {} refused", count(c.refused, "line"))
     };
+    if c.updated > 0 {
+        summary.push_str(&format!(
+            "; {} {}",
+            count(c.updated, "account"),
+            if import.is_dry_run() {
+                "would be updated"
+            } else {
+                "updated"
+            }
+        ));
+    }
     if c.skipped > 0 {
         summary.push_str(&format!(
             "; {} already there, skipped",

@@ -288,6 +288,8 @@ pub struct ImportCounts {
     /// Lines skipped because their account (id or username) or session is
     /// already there (`--on-conflict skip`).
     pub skipped: u64,
+    /// Accounts replaced by their line (`--on-conflict update`).
+    pub updated: u64,
 }
 
 /// How an import runs.
@@ -299,9 +301,21 @@ pub struct ImportOptions {
     pub template: Option<super::foreign::Template>,
     /// The Firebase project's hash parameters, for `firebase-scrypt` lines.
     pub firebase: Option<super::foreign::FirebaseParams>,
-    /// Skip lines whose account (same id or username) or session is
-    /// already there, instead of refusing them.
-    pub skip_existing: bool,
+    /// What to do with a line whose account or session is already there.
+    pub on_conflict: OnConflict,
+}
+
+/// What an import does with a line whose account (same id, or for `Skip`
+/// same username) or session is already there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Refuse the line.
+    #[default]
+    Fail,
+    /// Count it as skipped.
+    Skip,
+    /// Replace the account with the line (sessions are skipped).
+    Update,
 }
 
 /// A refused line, and why; never carries a field value but the username.
@@ -341,9 +355,8 @@ pub struct Import {
     hashing: Params,
     /// Accounts imported, by the format of their password hash.
     by_format: BTreeMap<&'static str, u64>,
-    /// Skip lines whose account or session is already there, rather than
-    /// refuse them (an import run again).
-    skip_existing: bool,
+    /// What to do with a line whose account or session is already there.
+    on_conflict: OnConflict,
     /// Dry run only: fingerprints of what was accepted so far, so that a
     /// later line colliding with an earlier one, or a session of an
     /// account earlier in the file, is judged as the real import would.
@@ -1023,7 +1036,7 @@ impl Core {
             firebase: options.firebase,
             hashing: self.settings.hashing.params()?,
             by_format: BTreeMap::new(),
-            skip_existing: options.skip_existing,
+            on_conflict: options.on_conflict,
             roles: self.store.role_names().await?,
             seen: options.dry_run.then(Seen::default),
             counts: ImportCounts::default(),
@@ -1046,6 +1059,9 @@ impl Core {
         let now = self.now();
         let mut lines = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
+        // With --on-conflict update, a copy of each account, for those
+        // whose id turns out to be taken.
+        let mut copies: Vec<Option<AccountRecord>> = Vec::new();
         for parsed in batch {
             if let ImportRecord::Session(session) = &parsed.record
                 && session.expires_at <= now
@@ -1060,6 +1076,12 @@ impl Core {
                 ImportRecord::Session(_) => None,
             };
             lines.push((parsed.line, parsed.label, format));
+            if import.on_conflict == OnConflict::Update {
+                copies.push(match &parsed.record {
+                    ImportRecord::Account(account) => Some(AccountRecord::clone(account)),
+                    ImportRecord::Session(_) => None,
+                });
+            }
             records.push(parsed.record);
         }
         if records.is_empty() {
@@ -1079,16 +1101,55 @@ impl Core {
             }
             None => self.store.import_batch(records).await?,
         };
+        // Accounts whose id is there already: updated (or, in a dry run,
+        // checked as an update would be).
+        let mut updated = vec![false; results.len()];
+        let mut results = results;
+        let to_update: Vec<(usize, AccountRecord)> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, result)| matches!(result, Err(RecordError::Taken("id"))))
+            .filter_map(|(i, _)| copies.get_mut(i).and_then(Option::take).map(|c| (i, c)))
+            .collect();
+        if !to_update.is_empty() {
+            let accounts: Vec<AccountRecord> = to_update.iter().map(|(_, a)| a.clone()).collect();
+            let outcomes = if import.seen.is_some() {
+                self.store.check_updates(&accounts).await?
+            } else {
+                self.store.update_accounts(&accounts).await?
+            };
+            for ((i, account), outcome) in to_update.into_iter().zip(outcomes) {
+                if outcome.is_ok() {
+                    updated[i] = true;
+                    if import.seen.is_none() {
+                        // Nodes may hold the old account in their caches.
+                        self.account_changed(account.id).await;
+                    }
+                }
+                results[i] = outcome;
+            }
+        }
         let mut refusals = Vec::new();
-        for ((line, label, format), result) in lines.into_iter().zip(results) {
+        for (((line, label, format), result), updated) in
+            lines.into_iter().zip(results).zip(updated)
+        {
             match (result, format) {
                 (Ok(()), Some(format)) => {
-                    import.counts.accounts += 1;
+                    if updated {
+                        import.counts.updated += 1;
+                    } else {
+                        import.counts.accounts += 1;
+                    }
                     *import.by_format.entry(format).or_default() += 1;
                 }
                 (Ok(()), None) => import.counts.sessions += 1,
-                (Err(RecordError::Taken("id" | "username" | "session id")), _)
-                    if import.skip_existing =>
+                (Err(RecordError::Taken(field)), _)
+                    if match import.on_conflict {
+                        OnConflict::Fail => false,
+                        OnConflict::Skip => matches!(field, "id" | "username" | "session id"),
+                        // Accounts are replaced; a session cannot be.
+                        OnConflict::Update => field == "session id",
+                    } =>
                 {
                     import.counts.skipped += 1;
                 }
@@ -1132,7 +1193,7 @@ mod tests {
             firebase: None,
             hashing: Params::new(256, 1, 1, None).unwrap(),
             by_format: BTreeMap::new(),
-            skip_existing: false,
+            on_conflict: OnConflict::Fail,
             roles: vec!["administrator".into(), "user".into()],
             seen: Some(Seen::default()),
             counts: ImportCounts::default(),

@@ -130,6 +130,9 @@ pub enum RecordError {
     /// The session's account is not in the database.
     #[error("account_id names no account in the database")]
     NoAccount,
+    /// No account has the id of an update.
+    #[error("no account with this id to update")]
+    NotThere,
     /// The database refused the record for another reason.
     #[error("the database refused it: {0}")]
     Store(StoreError),
@@ -173,4 +176,11 @@ pub trait TransferStore: Send + Sync {
     /// unique field is taken, whether a session's account exists. Records of
     /// the same batch are not checked against each other.
     async fn check_batch(&self, records: &[ImportRecord]) -> StoreResult<RecordResults>;
+    /// Replaces accounts that are already there (same id) with the records,
+    /// roles and profile included, in one transaction with a savepoint per
+    /// record: a username, email or mobile held by another account refuses
+    /// the record, and so does a change that would leave no administrator.
+    async fn update_accounts(&self, records: &[AccountRecord]) -> StoreResult<RecordResults>;
+    /// What [`TransferStore::update_accounts`] would answer, without writing.
+    async fn check_updates(&self, records: &[AccountRecord]) -> StoreResult<RecordResults>;
 }

@@ -622,3 +622,103 @@ async fn a_csv_export_imports_and_a_second_run_skips_what_is_there() {
     assert_eq!(bare.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bare.stderr).contains("no id column"));
 }
+
+/// `--on-conflict update` replaces the accounts that have the lines' ids
+/// (profile and roles included) on every node's next read; it never takes
+/// a username or email of another account, never leaves no administrator,
+/// and a dry run of it writes nothing.
+#[tokio::test]
+async fn an_update_replaces_accounts_that_are_there() {
+    let app = TestApp::spawn().await;
+    let root = app
+        .create_user_full("root", None, None, &["administrator"])
+        .await;
+    let rows = fixtures();
+    let bcrypt = rows.iter().find(|r| r["name"] == "bcrypt-2b").unwrap();
+    let hash = bcrypt["password_hash"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.csv");
+    let write = |body: &str| {
+        std::fs::write(
+            &path,
+            format!("id,username,email,password_hash,created_at,nickname,roles\n{body}"),
+        )
+        .unwrap();
+    };
+    let run = |extra: &[&str]| {
+        let output = sesame_command(app.deployment.env())
+            .args(["import", "--format", "csv"])
+            .args(extra)
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    write(&format!(
+        "100,ana,ana@example.com,{hash},1700000000,Ana,user\n101,ben,ben@example.com,{hash},1700000000,Ben,user\n"
+    ));
+    let (stdout, _) = run(&[]);
+    assert!(stdout.contains("imported 2 accounts"), "{stdout}");
+    // The account is read (and cached) before the update.
+    let password = bcrypt["password"].as_str().unwrap();
+    let grant = app.login_ok_with("ana", password).await;
+
+    write(&format!(
+        "100,ana,ana@new.example,{hash},1700000000,Ana B.,user\n\
+         101,ben,ana@new.example,{hash},1700000000,Ben,user\n\
+         {},root,,{hash},1700000000,,user\n\
+         102,cat,cat@example.com,{hash},1700000000,Cat,user\n",
+        root.id
+    ));
+    // A dry run checks each update against the database as it is (not
+    // against earlier lines, nor the administrator rule, which only the
+    // write can see).
+    let (stdout, stderr) = run(&["--on-conflict", "update", "--dry-run"]);
+    assert!(
+        stdout.contains("would import 1 account") && stdout.contains("3 accounts would be updated"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(
+        app.core
+            .find_by_username("ana")
+            .await
+            .unwrap()
+            .email
+            .as_deref(),
+        Some("ana@example.com"),
+        "a dry run writes nothing"
+    );
+
+    let (stdout, stderr) = run(&["--on-conflict", "update"]);
+    assert!(
+        stdout.contains("imported 1 account") && stdout.contains("1 account updated"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains("line 3: account ben: email is already taken"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 4: account root:") && stderr.contains("administrator"),
+        "{stderr}"
+    );
+    let me: Value = app
+        .get("/v1/me", crate::helpers::access(&grant))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "ana@new.example", "{me}");
+    assert_eq!(me["profile"]["nickname"], "Ana B.");
+    assert!(
+        app.core
+            .find_by_username("root")
+            .await
+            .unwrap()
+            .roles
+            .contains(&"administrator".to_owned())
+    );
+}

@@ -168,6 +168,117 @@ async fn insert_session(
 
 /// The field an account would collide on, checked in the order the
 /// constraints fire on insert.
+/// A unique field of `account` held by another account, or `id` when no
+/// account has its id.
+async fn taken_by_another(
+    conn: &mut PgConnection,
+    account: &AccountRecord,
+) -> StoreResult<Option<&'static str>> {
+    let taken: Option<i32> = sqlx::query(
+        "SELECT CASE \
+         WHEN NOT EXISTS (SELECT 1 FROM accounts WHERE id = $1) THEN 1 \
+         WHEN EXISTS (SELECT 1 FROM accounts WHERE username_key = $2 AND id <> $1) THEN 2 \
+         WHEN $3::text IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE email_key = $3 AND id <> $1) THEN 3 \
+         WHEN $4::text IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE mobile = $4 AND id <> $1) THEN 4 END",
+    )
+    .bind(account.id)
+    .bind(&account.username_key)
+    .bind(&account.email_key)
+    .bind(&account.mobile)
+    .fetch_one(&mut *conn)
+    .await
+    .and_then(|row| row.try_get(0))
+    .map_err(db_error)?;
+    Ok(match taken {
+        Some(1) => Some("id"),
+        Some(2) => Some("username"),
+        Some(3) => Some("email"),
+        Some(4) => Some("mobile"),
+        _ => None,
+    })
+}
+
+/// Overwrites the account of `account.id` with the record; the
+/// administrators' lock is held so that no administrator can go missing.
+async fn update_account(
+    conn: &mut PgConnection,
+    account: &AccountRecord,
+) -> Result<(), RecordError> {
+    match taken_by_another(conn, account).await? {
+        Some("id") => return Err(RecordError::NotThere),
+        Some(field) => return Err(RecordError::Taken(field)),
+        None => {}
+    }
+    let before = super::roles::admins_before(conn).await?;
+    let (names, values): (Vec<&str>, Vec<&str>) = account
+        .profile
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .unzip();
+    sqlx::query(
+        "UPDATE accounts SET username = $2, username_key = $3, email = $4, email_key = $5, \
+         email_verified = $6, mobile = $7, mobile_verified = $8, display_name = $9, \
+         avatar_url = $10, status = $11, password_hash = $12, md5_verifier = $13, \
+         password_changed_at = $14, created_at = $15, updated_at = $16, last_login_at = $17, \
+         last_login_ip = $18, login_count = $19, failed_login_count = $20, api_calls_count = $21, \
+         max_api_calls = $22, quota_period = $23, api_calls_period = $24 WHERE id = $1",
+    )
+    .bind(account.id)
+    .bind(&account.username)
+    .bind(&account.username_key)
+    .bind(&account.email)
+    .bind(&account.email_key)
+    .bind(account.email_verified)
+    .bind(&account.mobile)
+    .bind(account.mobile_verified)
+    .bind(&account.display_name)
+    .bind(&account.avatar_url)
+    .bind(account.status.as_str())
+    .bind(&account.verifiers.password_hash)
+    .bind(&account.verifiers.md5_verifier)
+    .bind(account.password_changed_at)
+    .bind(account.created_at)
+    .bind(account.updated_at)
+    .bind(account.last_login_at)
+    .bind(&account.last_login_ip)
+    .bind(account.login_count)
+    .bind(account.failed_login_count)
+    .bind(account.api_calls_count)
+    .bind(account.max_api_calls)
+    .bind(account.quota_period.map(|p| p.as_str()))
+    .bind(account.api_calls_period)
+    .execute(&mut *conn)
+    .await
+    .map_err(record_error)?;
+    // Two statements each: a DELETE and an INSERT in one WITH run in no
+    // defined order.
+    for table in ["account_roles", "profile_attributes"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE account_id = $1"))
+            .bind(account.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(record_error)?;
+    }
+    sqlx::query("INSERT INTO account_roles (account_id, role) SELECT $1, UNNEST($2::text[])")
+        .bind(account.id)
+        .bind(&account.roles)
+        .execute(&mut *conn)
+        .await
+        .map_err(record_error)?;
+    sqlx::query(
+        "INSERT INTO profile_attributes (account_id, name, value) \
+         SELECT $1, p.n, p.v FROM UNNEST($2::text[], $3::text[]) AS p(n, v)",
+    )
+    .bind(account.id)
+    .bind(&names)
+    .bind(&values)
+    .execute(&mut *conn)
+    .await
+    .map_err(record_error)?;
+    super::roles::admins_after(conn, before).await?;
+    Ok(())
+}
+
 async fn account_taken(
     conn: &mut PgConnection,
     account: &AccountRecord,
@@ -308,6 +419,36 @@ impl TransferStore for PostgresStore {
             .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)?;
+        Ok(results)
+    }
+
+    async fn update_accounts(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut results = Vec::with_capacity(records.len());
+        for record in records {
+            let mut savepoint = tx.begin().await.map_err(db_error)?;
+            let result = update_account(&mut savepoint, record).await;
+            if result.is_ok() {
+                savepoint.commit().await.map_err(db_error)?;
+            } else {
+                savepoint.rollback().await.map_err(db_error)?;
+            }
+            results.push(result);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(results)
+    }
+
+    async fn check_updates(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let mut results = Vec::with_capacity(records.len());
+        for record in records {
+            results.push(match taken_by_another(&mut conn, record).await? {
+                Some("id") => Err(RecordError::NotThere),
+                Some(field) => Err(RecordError::Taken(field)),
+                None => Ok(()),
+            });
+        }
         Ok(results)
     }
 

@@ -130,6 +130,104 @@ fn insert_account(conn: &Connection, account: &AccountRecord) -> Result<(), Reco
     Ok(())
 }
 
+/// A unique field of `account` held by another account, or `id` when no
+/// account has its id.
+fn taken_by_another(
+    conn: &Connection,
+    account: &AccountRecord,
+) -> StoreResult<Option<&'static str>> {
+    let taken: Option<i64> = conn
+        .prepare_cached(
+            "SELECT CASE \
+             WHEN NOT EXISTS (SELECT 1 FROM accounts WHERE id = ?1) THEN 1 \
+             WHEN EXISTS (SELECT 1 FROM accounts WHERE username_key = ?2 AND id <> ?1) THEN 2 \
+             WHEN ?3 IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE email_key = ?3 AND id <> ?1) THEN 3 \
+             WHEN ?4 IS NOT NULL AND EXISTS (SELECT 1 FROM accounts WHERE mobile = ?4 AND id <> ?1) THEN 4 END",
+        )
+        .and_then(|mut select| {
+            select.query_row(
+                params![account.id, account.username_key, account.email_key, account.mobile],
+                |row| row.get(0),
+            )
+        })
+        .map_err(db_error)?;
+    Ok(match taken {
+        Some(1) => Some("id"),
+        Some(2) => Some("username"),
+        Some(3) => Some("email"),
+        Some(4) => Some("mobile"),
+        _ => None,
+    })
+}
+
+/// Overwrites the account of `account.id` with the record.
+fn update_account(conn: &Connection, account: &AccountRecord) -> Result<(), RecordError> {
+    match taken_by_another(conn, account)? {
+        Some("id") => return Err(RecordError::NotThere),
+        Some(field) => return Err(RecordError::Taken(field)),
+        None => {}
+    }
+    super::roles::keeping_an_admin(conn, |conn| {
+        conn.prepare_cached(
+            "UPDATE accounts SET username = ?2, username_key = ?3, email = ?4, email_key = ?5, \
+             email_verified = ?6, mobile = ?7, mobile_verified = ?8, display_name = ?9, \
+             avatar_url = ?10, status = ?11, password_hash = ?12, md5_verifier = ?13, \
+             password_changed_at = ?14, created_at = ?15, updated_at = ?16, last_login_at = ?17, \
+             last_login_ip = ?18, login_count = ?19, failed_login_count = ?20, \
+             api_calls_count = ?21, max_api_calls = ?22, quota_period = ?23, \
+             api_calls_period = ?24 WHERE id = ?1",
+        )
+        .and_then(|mut update| {
+            update.execute(params![
+                account.id,
+                account.username,
+                account.username_key,
+                account.email,
+                account.email_key,
+                account.email_verified,
+                account.mobile,
+                account.mobile_verified,
+                account.display_name,
+                account.avatar_url,
+                account.status.as_str(),
+                account.verifiers.password_hash,
+                account.verifiers.md5_verifier,
+                account.password_changed_at,
+                account.created_at,
+                account.updated_at,
+                account.last_login_at,
+                account.last_login_ip,
+                account.login_count,
+                account.failed_login_count,
+                account.api_calls_count,
+                account.max_api_calls,
+                account.quota_period.map(|p| p.as_str()),
+                account.api_calls_period,
+            ])
+        })
+        .map_err(db_error)?;
+        for table in ["account_roles", "profile_attributes"] {
+            conn.prepare_cached(&format!("DELETE FROM {table} WHERE account_id = ?"))
+                .and_then(|mut delete| delete.execute([account.id]))
+                .map_err(db_error)?;
+        }
+        for role in &account.roles {
+            conn.prepare_cached("INSERT INTO account_roles (account_id, role) VALUES (?, ?)")
+                .and_then(|mut insert| insert.execute(params![account.id, role]))
+                .map_err(db_error)?;
+        }
+        for (name, value) in &account.profile {
+            conn.prepare_cached(
+                "INSERT INTO profile_attributes (account_id, name, value) VALUES (?, ?, ?)",
+            )
+            .and_then(|mut insert| insert.execute(params![account.id, name, value]))
+            .map_err(db_error)?;
+        }
+        Ok(())
+    })
+    .map_err(RecordError::from)
+}
+
 fn account_exists(conn: &Connection, id: AccountId) -> StoreResult<bool> {
     conn.prepare_cached("SELECT 1 FROM accounts WHERE id = ?")
         .and_then(|mut select| select.exists([id]))
@@ -296,6 +394,39 @@ impl TransferStore for SqliteStore {
             Ok(results)
         })
         .await
+    }
+
+    async fn update_accounts(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {
+        let records = records.to_vec();
+        self.write(move |conn| {
+            let mut results = Vec::with_capacity(records.len());
+            for record in &records {
+                execute(conn, "SAVEPOINT import_record", [])?;
+                let result = update_account(conn, record);
+                if result.is_err() {
+                    execute(conn, "ROLLBACK TO import_record", [])?;
+                }
+                execute(conn, "RELEASE import_record", [])?;
+                results.push(result);
+            }
+            Ok(results)
+        })
+        .await
+    }
+
+    async fn check_updates(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {
+        self.read(|conn| {
+            records
+                .iter()
+                .map(|record| {
+                    Ok(match taken_by_another(conn, record)? {
+                        Some("id") => Err(RecordError::NotThere),
+                        Some(field) => Err(RecordError::Taken(field)),
+                        None => Ok(()),
+                    })
+                })
+                .collect()
+        })
     }
 
     async fn check_batch(&self, records: &[ImportRecord]) -> StoreResult<RecordResults> {
