@@ -35,5 +35,11 @@ pub fn run(config: &Config, command: ConfigCommand) -> anyhow::Result<()> {
     );
     println!("argon2 kernel: {}", Kernel::instruction_set());
     println!("quota period: {}", config.core.quota_period.as_str());
+    println!();
+    println!("{:<40} {:<44} SOURCE", "KEY", "VALUE");
+    for (key, value, source) in &config.sources {
+        let value: String = value.chars().take(44).collect();
+        println!("{key:<40} {value:<44} {source}");
+    }
     Ok(())
 }

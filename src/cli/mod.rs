@@ -106,6 +106,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
     if let Command::Config(command) = cli.command {
         return match config::run(&config, command) {
             Ok(()) => ExitCode::SUCCESS,

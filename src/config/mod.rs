@@ -160,6 +160,13 @@ pub struct Config {
     pub http: HttpSettings,
     /// Contract faces.
     pub contracts: ContractSettings,
+    /// Not mistakes, but worth a look: `SESAME_*` variables that are no
+    /// configuration key (ignored), each with the closest key. Logged at start.
+    pub warnings: Vec<String>,
+    /// Each configuration key (`tokens.access_ttl`) with its value (secrets
+    /// redacted) and where it came from (default, the file, the environment,
+    /// a flag).
+    pub sources: Vec<(String, String, String)>,
 }
 
 /// Why the configuration was refused; the message lists every problem.
@@ -180,7 +187,41 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(Env::prefixed("SESAME_").split("__").ignore(&["config"]));
+        // Unknown keys in the file are mistakes (typos); unknown SESAME_*
+        // variables are not: Kubernetes sets SESAME_PORT, SESAME_SERVICE_HOST …
+        // for a Service named sesame, and scripts set their own. They are
+        // left out, with a warning naming the closest key.
+        let known = known_keys();
+        let mut warnings = Vec::new();
+        for (name, _) in std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
+            .filter(|(k, _)| k.starts_with("SESAME_"))
+        {
+            let key = name["SESAME_".len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            if key == "config" || is_known(&known, &key) {
+                continue;
+            }
+            let closest = known
+                .iter()
+                .map(|k| (strsim::levenshtein(k, &key), k))
+                .min()
+                .map(|(_, k)| format!("SESAME_{}", k.to_ascii_uppercase().replace('.', "__")));
+            warnings.push(match closest {
+                Some(closest) => format!(
+                    "{name} is not a configuration key and is ignored (the closest is {closest})"
+                ),
+                None => format!("{name} is not a configuration key and is ignored"),
+            });
+        }
+        let env_known = known.clone();
+        figment = figment.merge(
+            Env::prefixed("SESAME_")
+                .split("__")
+                .ignore(&["config"])
+                .filter(move |key| is_known(&env_known, &key.as_str().to_ascii_lowercase())),
+        );
         if let Some(listen) = &sources.listen {
             figment = figment.merge(("listen", listen));
         }
@@ -196,7 +237,31 @@ impl Config {
         let raw: RawConfig = figment
             .extract()
             .map_err(|e| ConfigError(e.into_iter().map(|e| e.to_string()).collect()))?;
-        raw.validate()
+        let mut config = raw.validate()?;
+        config.warnings = warnings;
+        config.sources = known
+            .iter()
+            .filter(|key| !key.ends_with(".*"))
+            .map(|key| {
+                let source = figment
+                    .find_metadata(key)
+                    .map_or("default".to_owned(), |m| match &m.source {
+                        Some(figment::Source::File(path)) => format!("file {}", path.display()),
+                        _ if m.name.contains("environment") => "environment".to_owned(),
+                        // The defaults are a serialized RawConfig.
+                        _ if m.name.contains("RawConfig") => "default".to_owned(),
+                        // --listen, --data-dir, --database-url, --redis-url
+                        // (clap reads their SESAME_ variables into them).
+                        _ => "flag or its variable".to_owned(),
+                    });
+                let value = match figment.find_value(key) {
+                    Ok(value) => shown_value(key, &value),
+                    Err(_) => "(none)".to_owned(),
+                };
+                (key.clone(), value, source)
+            })
+            .collect();
+        Ok(config)
     }
 
     /// Whether the database is the default file inside the data directory
@@ -204,6 +269,69 @@ impl Config {
     pub fn uses_data_dir(&self) -> bool {
         self.database.url == SqliteStore::url_for_data_dir(&self.data_dir)
     }
+}
+
+/// Every configuration key (`listen`, `tokens.access_ttl`); `section.*`
+/// where a section is a map of any keys (`sessions.platforms.*`).
+fn known_keys() -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) if map.is_empty() && !prefix.is_empty() => {
+                out.push(format!("{prefix}.*"));
+            }
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    match child {
+                        serde_json::Value::Object(_) => walk(&path, child, out),
+                        _ => out.push(path),
+                    }
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut keys = Vec::new();
+    if let Ok(defaults) = serde_json::to_value(RawConfig::default()) {
+        walk("", &defaults, &mut keys);
+    }
+    keys
+}
+
+/// A configuration value as `sesame config check` shows it: secrets never.
+fn shown_value(key: &str, value: &figment::value::Value) -> String {
+    if let figment::value::Value::Empty(..) = value {
+        return "(none)".to_owned();
+    }
+    if key.contains("key_encryption_key") && !key.ends_with("_file") {
+        return "(redacted)".to_owned();
+    }
+    let text = match value {
+        figment::value::Value::String(_, s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    };
+    if key.ends_with("url") {
+        return crate::redact::url(&text).to_string();
+    }
+    text
+}
+
+/// Whether `key` (`tokens.access_ttl`, or a section name) is a
+/// configuration key or a section of them.
+fn is_known(known: &[String], key: &str) -> bool {
+    known.iter().any(|k| {
+        k == key
+            || k.strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with('.'))
+            || k.strip_suffix(".*").is_some_and(|map| {
+                key.strip_prefix(map)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+    })
 }
 
 /// Records a problem unless `min <= value <= max`; returns `value` either way.
@@ -298,6 +426,8 @@ impl RawConfig {
             },
             http,
             contracts,
+            warnings: Vec::new(),
+            sources: Vec::new(),
         })
     }
 }

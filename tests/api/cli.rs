@@ -1087,3 +1087,82 @@ async fn signing_keys_are_sealed_with_the_key_encryption_key() {
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
+
+/// Unknown `SESAME_*` variables (Kubernetes' SESAME_PORT and friends, a
+/// script's own) are not mistakes: one warning each, naming the closest
+/// key, and Sesame starts. An unknown key in the file still is one.
+/// `config check` shows every key's value and source, secrets redacted.
+#[tokio::test]
+async fn unknown_sesame_variables_warn_and_config_check_names_sources() {
+    let dir = Deployment::new().await;
+    let output = run(
+        sesame(&dir)
+            .args(["config", "check"])
+            .env("SESAME_PORT", "tcp://10.0.0.7:8420")
+            .env("SESAME_SERVICE_HOST", "10.0.0.7")
+            .env("SESAME_TOKEN__ACCESS_TTL", "5")
+            .env("SESAME_TOKENS__ACCESS_TTL", "99")
+            .env("SESAME_KEY_ENCRYPTION_KEY", "ab".repeat(32))
+            .env("SESAME_SESSIONS__PLATFORMS__IOS", "single"),
+        None,
+    );
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: SESAME_TOKEN__ACCESS_TTL is not a configuration key and is ignored \
+             (the closest is SESAME_TOKENS__ACCESS_TTL)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: SESAME_PORT is not a configuration key"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("SESAME_SESSIONS__PLATFORMS__IOS"),
+        "a map's keys are any"
+    );
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("{key} missing: {stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("tokens.access_ttl").contains("99")
+            && line("tokens.access_ttl").ends_with("environment")
+    );
+    assert!(line("tokens.leeway").ends_with("default"));
+    assert!(line("key_encryption_key").contains("(redacted)"));
+    assert!(!stdout.contains(&"ab".repeat(32)), "the key is never shown");
+
+    // The server starts with them too.
+    let server = serve(&dir, &[("SESAME_PORT", "tcp://10.0.0.7:8420")]);
+    let (_, log) = server.stop();
+    assert!(
+        log.contains("SESAME_PORT is not a configuration key"),
+        "{log}"
+    );
+
+    let file = dir.path().join("sesame.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:0\"\n[tokens]\naccess_tll = 5\n",
+    )
+    .unwrap();
+    let typo = run(
+        sesame(&dir)
+            .args(["config", "check"])
+            .arg("--config")
+            .arg(&file),
+        None,
+    );
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(
+        text(&typo.stderr).contains("access_tll"),
+        "{}",
+        text(&typo.stderr)
+    );
+}
