@@ -149,6 +149,7 @@ pub struct Application {
     router: axum::Router,
     core: Arc<Core>,
     header_timeout: Duration,
+    drain: Duration,
 }
 
 impl Application {
@@ -185,6 +186,7 @@ impl Application {
             router,
             core,
             header_timeout: config.http.header_timeout,
+            drain: config.http.drain,
         })
     }
 
@@ -214,8 +216,14 @@ impl Application {
             .header_read_timeout(self.header_timeout);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
+        // After the stop signal: `drain` more of accepting, with /readyz
+        // saying 503, so that load balancers take the node out first.
+        let drain_end = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+        tokio::pin!(drain_end);
+        let mut draining = false;
         loop {
             let (stream, peer) = tokio::select! {
+                () = &mut drain_end, if draining => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -225,7 +233,19 @@ impl Application {
                         continue;
                     }
                 },
-                () = &mut shutdown => break,
+                () = &mut shutdown, if !draining => {
+                    self.core.start_draining();
+                    if self.drain.is_zero() {
+                        break;
+                    }
+                    tracing::info!(
+                        seconds = self.drain.as_secs(),
+                        "stopping: /readyz answers 503 while load balancers drain this node"
+                    );
+                    draining = true;
+                    drain_end.as_mut().reset(tokio::time::Instant::now() + self.drain);
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let router = self.router.clone();

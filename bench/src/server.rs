@@ -122,6 +122,7 @@ fn sesame_command(binary: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) ->
         // database); Sesame refuses `SESAME_*` variables it does not know.
         .env_remove("SESAME_TEST_POSTGRES_URL")
         .env("SESAME_DATA_DIR", data_dir)
+        .env("SESAME_HTTP__DRAIN_SECONDS", "0")
         .envs(extra_env.iter().copied());
     command
 }

@@ -21,6 +21,9 @@ pub struct RawHttp {
     pub header_timeout: u64,
     /// Proxies (CIDR) whose `Forwarded` / `X-Forwarded-For` are believed.
     pub trusted_proxies: Vec<String>,
+    /// Seconds between a stop signal and the end of accepting connections,
+    /// during which `/readyz` answers 503 so that load balancers drain.
+    pub drain_seconds: u64,
 }
 
 impl Default for RawHttp {
@@ -31,6 +34,7 @@ impl Default for RawHttp {
             request_timeout: d.request_timeout.as_secs(),
             header_timeout: d.header_timeout.as_secs(),
             trusted_proxies: Vec::new(),
+            drain_seconds: d.drain.as_secs(),
         }
     }
 }
@@ -73,6 +77,13 @@ impl RawHttp {
                 300,
             )),
             trusted_proxies,
+            drain: Duration::from_secs(check_range(
+                problems,
+                "http.drain_seconds",
+                self.drain_seconds,
+                0,
+                300,
+            )),
             forward_auth: Default::default(),
         }
     }

@@ -44,6 +44,17 @@ use crate::limits::FailureLimiter;
 use crate::notices::{NoticeSink, Notices};
 use crate::store::Store;
 
+/// `check`'s answer, or a failure if it takes longer than `timeout`.
+async fn within(
+    timeout: std::time::Duration,
+    check: impl std::future::Future<Output = std::result::Result<(), String>>,
+) -> std::result::Result<(), String> {
+    match tokio::time::timeout(timeout, check).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
 /// Everything the core can be configured with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CoreSettings {
@@ -88,6 +99,8 @@ pub struct Core {
     settings: CoreSettings,
     /// When the key ring was last read from the store.
     keys_loaded_at: std::sync::atomic::AtomicI64,
+    /// Set when the server is stopping: readiness says no.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Core {
@@ -137,6 +150,7 @@ impl Core {
             caches,
             notices,
             keys_loaded_at: std::sync::atomic::AtomicI64::new(clock.now()),
+            draining: std::sync::atomic::AtomicBool::new(false),
             store,
             clock,
             settings,
@@ -184,6 +198,40 @@ impl Core {
     /// notices); false while a notice subscription is lost.
     pub fn caches_trusted(&self) -> bool {
         self.caches.trusted()
+    }
+
+    /// Marks the node as stopping: readiness says no from now on.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the node can serve: each part (`database`, `redis` when
+    /// configured, `shutdown`) with `Err(why)` when it cannot, each checked
+    /// within `timeout`.
+    pub async fn readiness(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Vec<(&'static str, std::result::Result<(), String>)> {
+        let database = within(timeout, async {
+            self.store
+                .role_names()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        let redis = within(timeout, async {
+            self.limiter.ping().await.map_err(|e| e.to_string())
+        });
+        let (database, redis) = tokio::join!(database, redis);
+        let mut checks = vec![("database", database)];
+        if self.limiter.is_shared() {
+            checks.push(("redis", redis));
+        }
+        if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            checks.push(("shutdown", Err("the server is stopping".into())));
+        }
+        checks
     }
 
     /// The current time from the injected clock.

@@ -43,6 +43,9 @@ pub struct HttpSettings {
     pub header_timeout: Duration,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// After a stop signal, how long connections are still accepted while
+    /// `/readyz` says 503 (load balancers take the node out meanwhile).
+    pub drain: Duration,
     /// Forward auth (`/v1/authz`).
     pub forward_auth: authz::ForwardAuthSettings,
 }
@@ -54,6 +57,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            drain: Duration::from_secs(5),
             forward_auth: authz::ForwardAuthSettings::default(),
         }
     }

@@ -14,6 +14,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
@@ -22,6 +23,50 @@ async fn jwks(State(state): State<AppState>) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
     );
+    response
+}
+
+/// Readiness: the database (and Redis, when configured) answer within a
+/// second, and the server is not stopping. 503 names what fails.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let checks = state
+        .core
+        .readiness(std::time::Duration::from_secs(1))
+        .await;
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, result)| result.is_err())
+        .map(|(name, _)| *name)
+        .collect();
+    let detail: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(name, result)| {
+            (
+                (*name).to_owned(),
+                match result {
+                    Ok(()) => json!("ok"),
+                    Err(why) => json!(why),
+                },
+            )
+        })
+        .collect();
+    let status = if failing.is_empty() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = (
+        status,
+        Json(json!({
+            "status": if failing.is_empty() { "ready" } else { "unready" },
+            "failing": failing,
+            "checks": detail,
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

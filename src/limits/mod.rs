@@ -87,6 +87,14 @@ pub trait FailureLimiter: Send + Sync {
     ) -> Result<(), LimitsError>;
     /// Forgets `key` (an operator unlocked it).
     async fn clear(&self, key: &str) -> Result<(), LimitsError>;
+    /// Whether the shared state answers (for readiness); in-process state always does.
+    async fn ping(&self) -> Result<(), LimitsError> {
+        Ok(())
+    }
+    /// Whether this limiter talks to a server (Redis) worth naming in readiness.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// Behaviour every [`FailureLimiter`] must show, written once and run

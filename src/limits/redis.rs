@@ -407,6 +407,22 @@ impl FailureLimiter for RedisLimiter {
             }
         }
     }
+
+    async fn ping(&self) -> Result<(), LimitsError> {
+        self.commands
+            .run(|mut connection| async move {
+                ::redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+            })
+            .await
+            .map(drop)
+            .map_err(|error| LimitsError(error.to_string()))
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
 
 /// Notices between nodes over Redis pub/sub, on the channel

@@ -1166,3 +1166,42 @@ async fn unknown_sesame_variables_warn_and_config_check_names_sources() {
         text(&typo.stderr)
     );
 }
+
+/// A stopping server keeps answering for `http.drain_seconds`, with
+/// `/readyz` at 503 (`shutdown`), so that a load balancer takes it out
+/// before it closes; then it exits cleanly.
+#[tokio::test]
+async fn a_stopping_server_is_unready_while_it_drains() {
+    let dir = Deployment::new().await;
+    let server = serve(&dir, &[("SESAME_HTTP__DRAIN_SECONDS", "2")]);
+    let ready = reqwest::get(format!("{}/readyz", server.address))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["database"], "ok");
+    let stop_sent = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut unready = None;
+    while stop_sent.elapsed() < Duration::from_millis(1500) {
+        if let Ok(response) = reqwest::get(format!("{}/readyz", server.address)).await
+            && response.status() == StatusCode::SERVICE_UNAVAILABLE
+        {
+            unready = Some(response.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unready = unready.expect("readyz turns 503 while draining");
+    assert_eq!(unready["failing"], json!(["shutdown"]), "{unready}");
+    let (status, _) = server.stop();
+    assert!(status.success());
+    assert!(
+        stop_sent.elapsed() >= Duration::from_secs(2),
+        "it drained first"
+    );
+}

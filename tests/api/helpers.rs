@@ -36,7 +36,9 @@ pub fn sesame_command(
         .envs(env)
         .env("SESAME_PASSWORDS__MEMORY_KIB", "256")
         .env("SESAME_PASSWORDS__ITERATIONS", "1")
-        .env("SESAME_SESSIONS__CACHE_TTL", "0");
+        .env("SESAME_SESSIONS__CACHE_TTL", "0")
+        // No load balancer to drain: stop at once.
+        .env("SESAME_HTTP__DRAIN_SECONDS", "0");
     command
 }
 

@@ -101,6 +101,11 @@ async fn a_database_outage_is_a_503_and_the_pool_recovers() {
             assert_eq!(app.me_status(&token).await, StatusCode::SERVICE_UNAVAILABLE);
         }
     }
+    // Readiness names the database.
+    let ready = reqwest::get(app.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["failing"], serde_json::json!(["database"]), "{ready}");
     let started = Instant::now();
     let refused = app.login("alice", PASSWORD).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -118,4 +123,8 @@ async fn a_database_outage_is_a_503_and_the_pool_recovers() {
         app.login("alice", PASSWORD).await.status() == StatusCode::OK
     })
     .await;
+    assert_eq!(
+        reqwest::get(app.url("/readyz")).await.unwrap().status(),
+        StatusCode::OK
+    );
 }

@@ -33,7 +33,19 @@ async fn logins_survive_a_redis_outage_and_shared_state_resumes_after_it() {
     app.create_user("bob").await;
     assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
 
+    let ready: serde_json::Value = reqwest::get(app.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["redis"], "ok", "{ready}");
     relay.cut();
+    // Readiness names Redis (logins still work: throttling fails open).
+    let ready = reqwest::get(app.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["failing"], serde_json::json!(["redis"]), "{ready}");
     // The subscription notices the cut: caches are no longer trusted.
     eventually("the node stops trusting its caches", async || {
         !app.core.caches_trusted()
