@@ -130,7 +130,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(_) => serve::run(config).await,
+            Command::Serve(args) => serve::run(config, args).await,
             Command::User(command) => user::run(config, command).await,
             Command::Role(command) => role::run(config, command).await,
             Command::Audit(command) => audit::run(config, command).await,
@@ -164,10 +164,20 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 
 /// Sends log lines to stderr, so that stdout carries only what a command prints.
 fn init_logging(filter: &str) {
+    init_logging_as(filter, false);
+}
+
+/// The same, as JSON lines when `json`.
+fn init_logging_as(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().with_current_span(false).try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }

@@ -20,10 +20,17 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8420].
     #[arg(long, env = "SESAME_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// `text` or `json` (one JSON object per log line) [default: log_format].
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    super::init_logging(&config.log);
+pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    let json = args
+        .log_format
+        .as_deref()
+        .map_or(config.log_json, |format| format == "json");
+    super::init_logging_as(&config.log, json);
     // Registered before any start-up work, so an early SIGTERM still shuts down cleanly.
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     let app = Application::build(&config, Arc::new(SystemClock)).await?;

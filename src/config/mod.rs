@@ -79,6 +79,8 @@ pub struct RawConfig {
     pub redis_url: Option<String>,
     /// Log filter (`info`, `debug`, `sesame=debug,tower_http=info` …).
     pub log: String,
+    /// `text` (human-readable, the default) or `json` (one JSON object per line).
+    pub log_format: String,
     /// The URL clients reach Sesame at: the OpenID Connect issuer. When
     /// absent, `http://` and the address the server listens on.
     pub public_url: Option<String>,
@@ -120,6 +122,7 @@ impl Default for RawConfig {
             database_url: None,
             redis_url: None,
             log: "info".into(),
+            log_format: "text".into(),
             public_url: None,
             key_encryption_key: None,
             key_encryption_key_file: None,
@@ -152,6 +155,8 @@ pub struct Config {
     pub redis: Option<RedisSettings>,
     /// Log filter.
     pub log: String,
+    /// Log lines as JSON objects rather than text.
+    pub log_json: bool,
     /// The OpenID Connect issuer URL, if configured.
     pub public_url: Option<String>,
     /// Core settings.
@@ -399,6 +404,16 @@ impl RawConfig {
             .validate(tokens.reuse_grace, &mut problems);
         let quota_period = self.quotas.validate(&mut problems);
         let public_url = oidc::public_url(self.public_url.as_deref(), &mut problems);
+        let log_json = match self.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                problems.push(format!(
+                    "log_format = {other:?}: must be \"text\" or \"json\""
+                ));
+                false
+            }
+        };
         let key_encryption = oidc::key_encryption_key(
             self.key_encryption_key.as_deref(),
             self.key_encryption_key_file.as_deref(),
@@ -414,6 +429,7 @@ impl RawConfig {
             database,
             redis,
             log: self.log,
+            log_json,
             public_url,
             core: CoreSettings {
                 tokens,

@@ -74,6 +74,67 @@ pub struct AppState {
     pub http: Arc<HttpSettings>,
 }
 
+/// The header carrying a request's id, both ways.
+const REQUEST_ID: &str = "x-request-id";
+
+/// A client's request id, if it is a sane token (1 to 128 of `A-Z a-z 0-9
+/// . _ -`, nothing a log could be tricked with); otherwise a fresh one.
+fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// One log line per request (target `sesame::request`): method, route
+/// template (never the path, which may carry a token, nor the query, which
+/// may carry a password), status, latency, client address and request id,
+/// which the response carries back in `X-Request-Id`.
+async fn request_log(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let id = request_id(request.headers());
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(peer)| {
+            extract::client_address(
+                peer.ip().to_canonical(),
+                request.headers(),
+                &state.http.trusted_proxies,
+            )
+        });
+    let mut response = next.run(request).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    tracing::info!(
+        target: "sesame::request",
+        method = %method,
+        route = route.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        client = %client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+        request_id = %id,
+        "request"
+    );
+    response
+}
+
 /// The whole HTTP application.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     Router::new()
@@ -85,12 +146,18 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .merge(contracts::router(&state.contracts))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_log))
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
         .layer(CatchPanicLayer::custom(panicked))
-        // The span names method and path only: query strings may carry credentials.
+        // The span names the method and the route template only: a query
+        // string may carry a password, a mistaken client's path a token.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or("-", |path| path.as_str());
+            tracing::info_span!("request", method = %request.method(), route = %route)
         }))
         .with_state(state)
 }

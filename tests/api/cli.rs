@@ -1205,3 +1205,113 @@ async fn a_stopping_server_is_unready_while_it_drains() {
         "it drained first"
     );
 }
+
+/// One log line per request (method, route template, status, latency,
+/// client, request id; JSON with log_format = "json"), and at debug level,
+/// across the faces, not one of the secrets the requests carried.
+#[tokio::test]
+async fn requests_are_logged_without_a_secret_even_at_debug_level() {
+    let dir = Deployment::new().await;
+    let password = "correct horse battery staple 77";
+    assert!(
+        add_user(&dir, &["--username", "logged"], password)
+            .status
+            .success()
+    );
+    let server = serve(
+        &dir,
+        &[("SESAME_LOG", "debug"), ("SESAME_LOG_FORMAT", "json")],
+    );
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("{}/v1/login", server.address))
+        .header("x-request-id", "trace-42.a_b")
+        .json(&json!({"login": "logged", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.headers()["x-request-id"], "trace-42.a_b");
+    let grant: Value = login.json().await.unwrap();
+    let access = grant["access_token"].as_str().unwrap().to_owned();
+    let refresh = grant["refresh_token"].as_str().unwrap().to_owned();
+    let me = client
+        .get(format!("{}/v1/me", server.address))
+        .bearer_auth(&access)
+        .header("x-request-id", "evil\tid")
+        .send()
+        .await
+        .unwrap();
+    let generated = me.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 36, "an insane id is replaced: {generated}");
+    let refreshed: Value = client
+        .post(format!("{}/v1/refresh", server.address))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let careyshop = client
+        .get(format!(
+            "{}/api/v1/user/method/login.user.user/?username=logged&password={}&platform=web",
+            server.address,
+            password.replace(' ', "%20")
+        ))
+        .send()
+        .await
+        .unwrap();
+    let careyshop: Value = careyshop.json().await.unwrap();
+    let _ = client
+        .get(format!("{}/v1/me/{}", server.address, access))
+        .send()
+        .await
+        .unwrap();
+    let (_, log) = server.stop();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["fields"]["request_id"] == "trace-42.a_b")
+        .unwrap_or_else(|| panic!("no request line: {log}"));
+    assert_eq!(request["target"], "sesame::request");
+    assert_eq!(request["fields"]["route"], "/v1/login");
+    assert_eq!(request["fields"]["method"], "POST");
+    assert_eq!(request["fields"]["status"], 200);
+    assert_eq!(request["fields"]["client"], "127.0.0.1");
+    assert!(request["fields"]["latency_ms"].is_f64());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["request_id"] == generated.as_str())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["route"] == "-" && l["fields"]["status"] == 404),
+        "an unknown path is logged without the path"
+    );
+    let mut secrets = vec![
+        password.to_owned(),
+        password.replace(' ', "%20"),
+        access.clone(),
+        refresh,
+        refreshed["access_token"].as_str().unwrap().to_owned(),
+        refreshed["refresh_token"].as_str().unwrap().to_owned(),
+    ];
+    for field in ["token", "refresh_token", "access_token"] {
+        if let Some(token) = careyshop["data"][field].as_str() {
+            secrets.push(token.to_owned());
+        }
+    }
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret is in the log:\n{log}"
+        );
+    }
+    // The JWT's signature alone would be enough to matter.
+    assert!(!log.contains(access.rsplit('.').next().unwrap()));
+}
