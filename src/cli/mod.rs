@@ -164,10 +164,15 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 
 /// Sends log lines to stderr, so that stdout carries only what a command prints.
 fn init_logging(filter: &str) {
-    init_logging_as(filter, false);
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
-/// The same, as JSON lines when `json`.
+/// For the server: the same, as JSON lines when `json`.
 fn init_logging_as(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
