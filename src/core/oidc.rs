@@ -219,6 +219,15 @@ pub enum AuthorizeError {
     Unavailable,
 }
 
+/// Where an authorization request goes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Continuation {
+    /// To the client, with a code.
+    Redirect(String),
+    /// To the sign-in page.
+    SignIn,
+}
+
 /// A browser's signed-in session (the single sign-on session).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrowserSession {
@@ -606,6 +615,39 @@ impl Core {
             auth_time: self.now(),
         };
         Ok((cookie, session))
+    }
+
+    /// What a checked authorization request leads to in a browser that has
+    /// (or has not) a browser session: a code at once (single sign-on), the
+    /// client's `login_required` (`prompt=none`), or the sign-in page.
+    pub async fn continue_authorization(
+        &self,
+        authorization: &Authorization,
+        browser: Option<BrowserSession>,
+    ) -> Result<Continuation, AuthorizeError> {
+        let now = self.now();
+        let usable = browser.filter(|b| {
+            !authorization.force_login
+                && authorization
+                    .max_age
+                    .is_none_or(|age| now - b.auth_time <= age)
+        });
+        if let Some(browser) = usable {
+            return self
+                .issue_code(authorization, &browser)
+                .await
+                .map(Continuation::Redirect)
+                .map_err(|_| AuthorizeError::Unavailable);
+        }
+        if authorization.no_prompt {
+            return Err(AuthorizeError::Redirect {
+                redirect_uri: authorization.redirect_uri.clone(),
+                state: authorization.state.clone(),
+                error: "login_required",
+                description: "the user is not signed in".into(),
+            });
+        }
+        Ok(Continuation::SignIn)
     }
 
     /// Issues a code for a checked request in a browser session; returns
@@ -1064,6 +1106,10 @@ impl Core {
         client: &OAuthClient,
         token: &str,
     ) -> crate::core::Result<Introspection> {
+        // Only a client that can prove who it is may learn about tokens.
+        if client.secret_hash.is_none() {
+            return Err(Error::Forbidden);
+        }
         let inactive = || {
             let mut map = Map::new();
             map.insert("active".into(), json!(false));

@@ -20,7 +20,8 @@ use super::page::{self, Lang, Refusal, SignInForm};
 use crate::core::Error;
 use crate::core::clients::ClientCredentials;
 use crate::core::oidc::{
-    Authorization, AuthorizeError, AuthorizeParams, OAuthError, PageError, TokenRequest, with_query,
+    Authorization, AuthorizeError, AuthorizeParams, Continuation, OAuthError, PageError,
+    TokenRequest, with_query,
 };
 
 /// The cookies of the hosted pages.
@@ -334,30 +335,14 @@ async fn authorize(state: &AppState, headers: &HeaderMap, params: &Params) -> Re
         },
         None => None,
     };
-    let now = state.core.now();
-    let usable = browser.filter(|b| {
-        !authorization.force_login
-            && authorization
-                .max_age
-                .is_none_or(|age| now - b.auth_time <= age)
-    });
-    if let Some(browser) = usable {
-        return match state.core.issue_code(&authorization, &browser).await {
-            Ok(location) => redirect(&location),
-            Err(_) => unavailable_page(lang),
-        };
-    }
-    if authorization.no_prompt {
-        return refused(
-            lang,
-            state,
-            AuthorizeError::Redirect {
-                redirect_uri: authorization.redirect_uri,
-                state: authorization.state,
-                error: "login_required",
-                description: "the user is not signed in".into(),
-            },
-        );
+    match state
+        .core
+        .continue_authorization(&authorization, browser)
+        .await
+    {
+        Ok(Continuation::Redirect(location)) => return redirect(&location),
+        Ok(Continuation::SignIn) => {}
+        Err(error) => return refused(lang, state, error),
     }
     let login_hint = authorization.login_hint.clone();
     sign_in_page(
@@ -703,9 +688,7 @@ async fn userinfo_post(State(state): State<AppState>, headers: HeaderMap, body: 
 
 async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let (params, client) = match client_request(&state, &headers, &body).await {
-        // Only a client that can prove who it is may learn about tokens.
-        Ok((params, client)) if client.secret_hash.is_some() => (params, client),
-        Ok(_) => return oauth_error(OAuthError::invalid_client()),
+        Ok(request) => request,
         Err(error) => return oauth_error(error),
     };
     let Some(token) = params.get("token") else {
@@ -713,6 +696,7 @@ async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     match state.core.introspect(&client, token).await {
         Ok(answer) => oauth_json(StatusCode::OK, Value::Object(answer)),
+        Err(Error::Forbidden) => oauth_error(OAuthError::invalid_client()),
         Err(error) => oauth_error(error.into()),
     }
 }

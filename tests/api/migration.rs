@@ -137,10 +137,15 @@ async fn every_foreign_format_signs_in_through_two_faces_and_becomes_argon2id() 
         let native = format!("n-{name}");
         let gateway = format!("g-{name}");
         let before = stored_hash(&app, &native).await;
-        assert_ne!(
-            before,
-            row["password_hash"].as_str().unwrap().replace('\u{0}', "") + "x"
-        );
+        // Stored as imported until the owner signs in (Argon2i/d and
+        // Django's Argon2 are Argon2 already; clear passwords are hashed).
+        let fixture = row["password_hash"].as_str().unwrap();
+        if !fixture.starts_with("$argon2") && !fixture.starts_with("argon2$") && name != "clear" {
+            assert!(
+                !before.starts_with("$argon2id$"),
+                "{name}: replaced before any sign-in"
+            );
+        }
         if name == "clear" {
             assert!(
                 before.starts_with("$argon2id$"),

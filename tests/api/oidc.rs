@@ -1286,6 +1286,34 @@ async fn ending_a_browser_session_or_removing_a_client_ends_their_sessions() {
         StatusCode::UNAUTHORIZED
     );
 
+    // An administrator ending the browser session does the same.
+    let pkce_b = pkce();
+    let code = code_for(&app, &mut Browser::new(), "web", &pkce_b).await;
+    let tokens: Value = exchange(&app, &secret, &code, &pkce_b.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access_b = tokens["access_token"].as_str().unwrap().to_owned();
+    let browser_b = jwt_part(tokens["id_token"].as_str().unwrap(), 1)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.create_user_full("root", None, None, &["administrator"])
+        .await;
+    let admin = app.login_ok("root").await;
+    let ended = reqwest::Client::new()
+        .delete(app.url(&format!("/v1/admin/sessions/{browser_b}")))
+        .bearer_auth(crate::helpers::access(&admin))
+        .send()
+        .await
+        .unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    assert_eq!(
+        userinfo(&app, &access_b).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
     let grant: Value = token(
         &app,
         Some(("web", &secret)),

@@ -85,7 +85,7 @@ async fn insert_account(
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .unzip();
     // One statement (and one round trip) for the account, its roles and profile.
-    sqlx::query(
+    let query = sqlx::query(
         "WITH a AS (INSERT INTO accounts (id, username, username_key, email, email_key, \
          email_verified, mobile, mobile_verified, display_name, avatar_url, status, password_hash, \
          md5_verifier, password_changed_at, created_at, updated_at, last_login_at, last_login_ip, \
@@ -96,37 +96,16 @@ async fn insert_account(
          r AS (INSERT INTO account_roles (account_id, role) SELECT a.id, UNNEST($23::text[]) FROM a) \
          INSERT INTO profile_attributes (account_id, name, value) \
          SELECT a.id, p.n, p.v FROM a, UNNEST($24::text[], $25::text[]) AS p(n, v)",
-    )
-    .bind(account.id)
-    .bind(&account.username)
-    .bind(&account.username_key)
-    .bind(&account.email)
-    .bind(&account.email_key)
-    .bind(account.email_verified)
-    .bind(&account.mobile)
-    .bind(account.mobile_verified)
-    .bind(&account.display_name)
-    .bind(&account.avatar_url)
-    .bind(account.status.as_str())
-    .bind(&account.verifiers.password_hash)
-    .bind(&account.verifiers.md5_verifier)
-    .bind(account.password_changed_at)
-    .bind(account.created_at)
-    .bind(account.updated_at)
-    .bind(account.last_login_at)
-    .bind(&account.last_login_ip)
-    .bind(account.login_count)
-    .bind(account.failed_login_count)
-    .bind(account.api_calls_count)
-    .bind(account.max_api_calls)
-    .bind(&account.roles)
-    .bind(&names)
-    .bind(&values)
-    .bind(account.quota_period.map(|p| p.as_str()))
-    .bind(account.api_calls_period)
-    .execute(&mut *conn)
-    .await
-    .map_err(record_error)?;
+    );
+    bind_account(query, account)
+        .bind(&account.roles)
+        .bind(&names)
+        .bind(&values)
+        .bind(account.quota_period.map(|p| p.as_str()))
+        .bind(account.api_calls_period)
+        .execute(&mut *conn)
+        .await
+        .map_err(record_error)?;
     Ok(())
 }
 
@@ -215,41 +194,20 @@ async fn update_account(
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .unzip();
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE accounts SET username = $2, username_key = $3, email = $4, email_key = $5, \
          email_verified = $6, mobile = $7, mobile_verified = $8, display_name = $9, \
          avatar_url = $10, status = $11, password_hash = $12, md5_verifier = $13, \
          password_changed_at = $14, created_at = $15, updated_at = $16, last_login_at = $17, \
          last_login_ip = $18, login_count = $19, failed_login_count = $20, api_calls_count = $21, \
          max_api_calls = $22, quota_period = $23, api_calls_period = $24 WHERE id = $1",
-    )
-    .bind(account.id)
-    .bind(&account.username)
-    .bind(&account.username_key)
-    .bind(&account.email)
-    .bind(&account.email_key)
-    .bind(account.email_verified)
-    .bind(&account.mobile)
-    .bind(account.mobile_verified)
-    .bind(&account.display_name)
-    .bind(&account.avatar_url)
-    .bind(account.status.as_str())
-    .bind(&account.verifiers.password_hash)
-    .bind(&account.verifiers.md5_verifier)
-    .bind(account.password_changed_at)
-    .bind(account.created_at)
-    .bind(account.updated_at)
-    .bind(account.last_login_at)
-    .bind(&account.last_login_ip)
-    .bind(account.login_count)
-    .bind(account.failed_login_count)
-    .bind(account.api_calls_count)
-    .bind(account.max_api_calls)
-    .bind(account.quota_period.map(|p| p.as_str()))
-    .bind(account.api_calls_period)
-    .execute(&mut *conn)
-    .await
-    .map_err(record_error)?;
+    );
+    bind_account(query, account)
+        .bind(account.quota_period.map(|p| p.as_str()))
+        .bind(account.api_calls_period)
+        .execute(&mut *conn)
+        .await
+        .map_err(record_error)?;
     // Two statements each: a DELETE and an INSERT in one WITH run in no
     // defined order.
     for table in ["account_roles", "profile_attributes"] {
@@ -277,6 +235,38 @@ async fn update_account(
     .map_err(record_error)?;
     super::roles::admins_after(conn, before).await?;
     Ok(())
+}
+
+/// Binds an account's columns to `$1` … `$22` (id, names, contacts,
+/// status, verifiers, times and counters), as the insert and the update
+/// below number them.
+fn bind_account<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    account: &'q AccountRecord,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(account.id)
+        .bind(&account.username)
+        .bind(&account.username_key)
+        .bind(&account.email)
+        .bind(&account.email_key)
+        .bind(account.email_verified)
+        .bind(&account.mobile)
+        .bind(account.mobile_verified)
+        .bind(&account.display_name)
+        .bind(&account.avatar_url)
+        .bind(account.status.as_str())
+        .bind(&account.verifiers.password_hash)
+        .bind(&account.verifiers.md5_verifier)
+        .bind(account.password_changed_at)
+        .bind(account.created_at)
+        .bind(account.updated_at)
+        .bind(account.last_login_at)
+        .bind(&account.last_login_ip)
+        .bind(account.login_count)
+        .bind(account.failed_login_count)
+        .bind(account.api_calls_count)
+        .bind(account.max_api_calls)
 }
 
 async fn account_taken(

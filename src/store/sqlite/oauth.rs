@@ -268,30 +268,7 @@ impl OAuthStore for SqliteStore {
             )
             .and_then(|mut update| update.execute(params![now, session.id, &hash[..]]))
             .map_err(db_error)?;
-            conn.prepare_cached(
-                "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, \
-                 created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .and_then(|mut insert| {
-                insert.execute(params![
-                    session.id,
-                    code.account_id,
-                    session.platform,
-                    session.user_agent,
-                    session.ip,
-                    session.token_style.as_str(),
-                    session.created_at,
-                    session.expires_at,
-                ])
-            })
-            .map_err(db_error)?;
-            conn.prepare_cached(
-                "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES (?, ?, ?)",
-            )
-            .and_then(|mut insert| {
-                insert.execute(params![&refresh.hash[..], session.id, refresh.issued_at])
-            })
-            .map_err(db_error)?;
+            super::sessions::open_session(conn, &session, code.account_id, &refresh)?;
             insert_grant(
                 conn,
                 &OAuthSession {

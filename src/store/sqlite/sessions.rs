@@ -84,6 +84,40 @@ fn returning_ids(
         .map_err(db_error)
 }
 
+/// Inserts a new session of `account_id` with its first refresh token.
+pub(super) fn open_session(
+    conn: &Connection,
+    session: &NewSession,
+    account_id: AccountId,
+    refresh: &NewRefreshToken,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, created_at, \
+         expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            session.id,
+            account_id,
+            session.platform,
+            session.user_agent,
+            session.ip,
+            session.token_style.as_str(),
+            session.created_at,
+            session.expires_at,
+        ])
+    })
+    .map_err(db_error)?;
+    conn.prepare_cached(
+        "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES (?, ?, ?)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![&refresh.hash[..], session.id, refresh.issued_at])
+    })
+    .map(drop)
+    .map_err(db_error)
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn record_login(
@@ -112,30 +146,7 @@ impl SessionStore for SqliteStore {
             } else {
                 Vec::new()
             };
-            conn.prepare_cached(
-                "INSERT INTO sessions (id, account_id, platform, user_agent, ip, token_style, created_at, \
-                 expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .and_then(|mut insert| {
-                insert.execute(params![
-                    session.id,
-                    session.account_id,
-                    session.platform,
-                    session.user_agent,
-                    session.ip,
-                    session.token_style.as_str(),
-                    session.created_at,
-                    session.expires_at,
-                ])
-            })
-            .map_err(db_error)?;
-            conn.prepare_cached(
-                "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES (?, ?, ?)",
-            )
-            .and_then(|mut insert| {
-                insert.execute(params![&refresh.hash[..], refresh.session_id, refresh.issued_at])
-            })
-            .map_err(db_error)?;
+            open_session(conn, &session, session.account_id, &refresh)?;
             Ok(replaced)
         })
         .await

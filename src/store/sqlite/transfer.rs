@@ -73,6 +73,41 @@ fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Store
         .map_err(db_error)
 }
 
+/// An account's columns in the order of `INSERT INTO accounts` below (and
+/// of the update's placeholders): id first.
+fn account_values(a: &AccountRecord) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
+    let int = |n: Option<i64>| n.map_or(Value::Null, Value::Integer);
+    vec![
+        Value::Integer(a.id),
+        Value::Text(a.username.clone()),
+        Value::Text(a.username_key.clone()),
+        text(&a.email),
+        text(&a.email_key),
+        Value::Integer(a.email_verified.into()),
+        text(&a.mobile),
+        Value::Integer(a.mobile_verified.into()),
+        Value::Text(a.display_name.clone()),
+        Value::Text(a.avatar_url.clone()),
+        Value::Text(a.status.as_str().to_owned()),
+        Value::Text(a.verifiers.password_hash.clone()),
+        text(&a.verifiers.md5_verifier),
+        Value::Integer(a.password_changed_at),
+        Value::Integer(a.created_at),
+        Value::Integer(a.updated_at),
+        int(a.last_login_at),
+        text(&a.last_login_ip),
+        Value::Integer(a.login_count),
+        Value::Integer(a.failed_login_count),
+        Value::Integer(a.api_calls_count),
+        Value::Integer(a.max_api_calls),
+        a.quota_period
+            .map_or(Value::Null, |p| Value::Text(p.as_str().to_owned())),
+        Value::Integer(a.api_calls_period),
+    ]
+}
+
 fn insert_account(conn: &Connection, account: &AccountRecord) -> Result<(), RecordError> {
     // Checked first, so that the field named is the one a dry run names.
     if let Some(field) = account_taken(conn, account)? {
@@ -86,34 +121,7 @@ fn insert_account(conn: &Connection, account: &AccountRecord) -> Result<(), Reco
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
          ?19, ?20, ?21, ?22, ?23, ?24)",
     )
-    .and_then(|mut insert| {
-        insert.execute(params![
-            account.id,
-            account.username,
-            account.username_key,
-            account.email,
-            account.email_key,
-            account.email_verified,
-            account.mobile,
-            account.mobile_verified,
-            account.display_name,
-            account.avatar_url,
-            account.status.as_str(),
-            account.verifiers.password_hash,
-            account.verifiers.md5_verifier,
-            account.password_changed_at,
-            account.created_at,
-            account.updated_at,
-            account.last_login_at,
-            account.last_login_ip,
-            account.login_count,
-            account.failed_login_count,
-            account.api_calls_count,
-            account.max_api_calls,
-            account.quota_period.map(|p| p.as_str()),
-            account.api_calls_period,
-        ])
-    })
+    .and_then(|mut insert| insert.execute(rusqlite::params_from_iter(account_values(account))))
     .map_err(record_error)?;
     for role in &account.roles {
         conn.prepare_cached("INSERT INTO account_roles (account_id, role) VALUES (?, ?)")
@@ -177,34 +185,7 @@ fn update_account(conn: &Connection, account: &AccountRecord) -> Result<(), Reco
              api_calls_count = ?21, max_api_calls = ?22, quota_period = ?23, \
              api_calls_period = ?24 WHERE id = ?1",
         )
-        .and_then(|mut update| {
-            update.execute(params![
-                account.id,
-                account.username,
-                account.username_key,
-                account.email,
-                account.email_key,
-                account.email_verified,
-                account.mobile,
-                account.mobile_verified,
-                account.display_name,
-                account.avatar_url,
-                account.status.as_str(),
-                account.verifiers.password_hash,
-                account.verifiers.md5_verifier,
-                account.password_changed_at,
-                account.created_at,
-                account.updated_at,
-                account.last_login_at,
-                account.last_login_ip,
-                account.login_count,
-                account.failed_login_count,
-                account.api_calls_count,
-                account.max_api_calls,
-                account.quota_period.map(|p| p.as_str()),
-                account.api_calls_period,
-            ])
-        })
+        .and_then(|mut update| update.execute(rusqlite::params_from_iter(account_values(account))))
         .map_err(db_error)?;
         for table in ["account_roles", "profile_attributes"] {
             conn.prepare_cached(&format!("DELETE FROM {table} WHERE account_id = ?"))
