@@ -27,6 +27,7 @@ use crate::limits::memory::MemoryLimiter;
 use crate::limits::redis::{RedisLimiter, RedisNotices};
 use crate::notices::{LocalOnly, Notices};
 use crate::store::Store;
+use crate::store::metered::MeteredStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::postgres::notify::PgNotices;
 use crate::store::sqlite::SqliteStore;
@@ -73,6 +74,7 @@ async fn open_shared(
     config: &Config,
     store: &Arc<dyn Store>,
     redis_required: bool,
+    metrics: &crate::metrics::Metrics,
 ) -> anyhow::Result<Shared> {
     let fallback_notices = || -> Arc<dyn Notices> {
         match store.postgres() {
@@ -82,7 +84,9 @@ async fn open_shared(
     };
     if let Some(redis) = &config.redis {
         let connected = async {
-            let limiter = RedisLimiter::connect(redis).await?;
+            let limiter = RedisLimiter::connect(redis)
+                .await?
+                .counting_errors_in(metrics.redis_errors());
             let notices = RedisNotices::connect(redis)
                 .await
                 .map_err(|e| crate::limits::LimitsError(e.to_string()))?;
@@ -129,13 +133,16 @@ async fn start_core(
     redis_required: bool,
 ) -> anyhow::Result<Arc<Core>> {
     let store = open_store(config, config.database.auto_migrate).await?;
-    let shared = open_shared(config, &store, redis_required).await?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let shared = open_shared(config, &store, redis_required, &metrics).await?;
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
     let core = Core::start(
         store,
         shared.limiter,
         shared.notices,
         clock,
         config.core.clone(),
+        metrics,
     )
     .await
     .context("cannot start the core")?;
@@ -144,6 +151,8 @@ async fn start_core(
 
 /// A built, bound, not yet serving application.
 pub struct Application {
+    /// `metrics.listen`'s listener and router, when configured.
+    metrics: Option<(TcpListener, axum::Router)>,
     listener: TcpListener,
     address: SocketAddr,
     router: axum::Router,
@@ -179,8 +188,18 @@ impl Application {
             contracts: Arc::new(config.contracts.clone()),
             http: Arc::new(config.http.clone()),
         };
-        let router = http::router(state, &config.http);
+        let router = http::router(state.clone(), &config.http, &config.metrics);
+        let metrics = match config.metrics.listen.filter(|_| config.metrics.enabled) {
+            Some(address) => {
+                let listener = TcpListener::bind(address).await.with_context(|| {
+                    format!("cannot listen on {address} for metrics (metrics.listen)")
+                })?;
+                Some((listener, http::metrics_router(state)))
+            }
+            None => None,
+        };
         Ok(Self {
+            metrics,
             listener,
             address,
             router,
@@ -193,6 +212,13 @@ impl Application {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The address `GET /metrics` is served at on a listener of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// The core behind the server.
@@ -215,6 +241,15 @@ impl Application {
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout);
         let graceful = GracefulShutdown::new();
+        // Metrics on their own listener (an internal address, for the
+        // scraper only), served until the API stops.
+        let metrics = self.metrics.map(|(listener, router)| {
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            })
+        });
         tokio::pin!(shutdown);
         // After the stop signal: `drain` more of accepting, with /readyz
         // saying 503, so that load balancers take the node out first.
@@ -262,6 +297,9 @@ impl Application {
             });
         }
         drop(self.listener);
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         graceful.shutdown().await;
         if let Err(error) = self.core.flush_api_calls().await {
             tracing::error!(%error, "could not persist the last API-call counts");

@@ -19,6 +19,7 @@ pub mod config;
 pub mod core;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod notices;
 pub mod redact;
 pub mod store;

@@ -154,7 +154,8 @@ fn password_verification(c: &mut Criterion) {
         threads: 1,
         ..HashingSettings::default()
     };
-    let hasher = PasswordHasher::start(&settings).expect("pool");
+    let hasher =
+        PasswordHasher::start(&settings, sesame::metrics::Metrics::new().hashing()).expect("pool");
     let password = Password::presented("correct horse battery").expect("password");
     let verifier = runtime
         .block_on(hasher.hash(password.expose()))

@@ -23,9 +23,21 @@ pub struct ServeArgs {
     /// `text` or `json` (one JSON object per log line) [default: log_format].
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Serve `GET /metrics` on this address only (not with the API)
+    /// [default: metrics.listen].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
-pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(address) = args.metrics_listen {
+        anyhow::ensure!(
+            address != config.listen,
+            "--metrics-listen {address} is the API's own address; leave it out to serve \
+             /metrics there"
+        );
+        config.metrics.listen = Some(address);
+    }
     let json = args
         .log_format
         .as_deref()
@@ -40,6 +52,9 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         crate::core::passwords::Kernel::instruction_set()
     );
     tracing::info!(address = %app.local_addr(), "sesame is listening");
+    if let Some(address) = app.metrics_addr() {
+        tracing::info!(%address, "metrics are served at http://{address}/metrics");
+    }
     app.run_until(shutdown).await.context("server failed")?;
     tracing::info!("sesame stopped");
     Ok(())

@@ -16,6 +16,7 @@ mod database;
 mod forward_auth;
 mod housekeeping;
 mod http;
+mod metrics;
 mod oidc;
 mod passwords;
 mod quotas;
@@ -36,6 +37,7 @@ pub use self::database::RawDatabase;
 pub use self::forward_auth::RawForwardAuth;
 pub use self::housekeeping::RawHousekeeping;
 pub use self::http::RawHttp;
+pub use self::metrics::RawMetrics;
 pub use self::passwords::RawPasswords;
 pub use self::quotas::RawQuotas;
 pub use self::redis::RawRedis;
@@ -112,6 +114,8 @@ pub struct RawConfig {
     pub forward_auth: RawForwardAuth,
     /// `[quotas]`.
     pub quotas: RawQuotas,
+    /// `[metrics]`.
+    pub metrics: RawMetrics,
 }
 
 impl Default for RawConfig {
@@ -138,6 +142,7 @@ impl Default for RawConfig {
             housekeeping: RawHousekeeping::default(),
             forward_auth: RawForwardAuth::default(),
             quotas: RawQuotas::default(),
+            metrics: RawMetrics::default(),
         }
     }
 }
@@ -165,6 +170,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// Contract faces.
     pub contracts: ContractSettings,
+    /// `GET /metrics`.
+    pub metrics: crate::http::metrics::MetricsSettings,
     /// Not mistakes, but worth a look: `SESAME_*` variables that are no
     /// configuration key (ignored), each with the closest key. Logged at start.
     pub warnings: Vec<String>,
@@ -403,6 +410,7 @@ impl RawConfig {
             .housekeeping
             .validate(tokens.reuse_grace, &mut problems);
         let quota_period = self.quotas.validate(&mut problems);
+        let metrics = self.metrics.validate(listen, &mut problems);
         let public_url = oidc::public_url(self.public_url.as_deref(), &mut problems);
         let log_json = match self.log_format.as_str() {
             "text" => false,
@@ -442,6 +450,7 @@ impl RawConfig {
             },
             http,
             contracts,
+            metrics,
             warnings: Vec::new(),
             sources: Vec::new(),
         })

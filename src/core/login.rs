@@ -120,6 +120,20 @@ impl Refusal {
         )
     }
 
+    /// Its `sesame_logins_total` outcome: what an operator acts on, with
+    /// the guesses (unknown account, wrong password) together.
+    fn metric(self) -> &'static str {
+        match self {
+            Refusal::None => "success",
+            Refusal::Disabled => "disabled",
+            Refusal::Locked => "locked",
+            Refusal::UnknownAccount
+            | Refusal::WrongPassword
+            | Refusal::NoMd5Verifier
+            | Refusal::MissingPermission => "invalid_credentials",
+        }
+    }
+
     fn outcome(self) -> &'static str {
         match self {
             Refusal::None => "success",
@@ -151,6 +165,21 @@ impl Core {
     /// same [`Error::InvalidCredentials`] after the same amount of hashing;
     /// the audit log tells them apart.
     pub async fn login(&self, attempt: LoginAttempt) -> Result<Grant> {
+        let face = attempt.face;
+        let result = self.check_login(attempt).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            // Counted where the refusal's reason is known.
+            Err(Error::InvalidCredentials) => return result,
+            Err(Error::Throttled { .. }) => "throttled",
+            Err(Error::Busy { .. }) => "busy",
+            Err(_) => "error",
+        };
+        self.metrics.login(face, outcome);
+        result
+    }
+
+    async fn check_login(&self, attempt: LoginAttempt) -> Result<Grant> {
         let now = self.now();
         let base = audit::event("login", "success", attempt.face).client(&attempt.client);
         let address_key = address_key(&attempt.client);
@@ -199,10 +228,12 @@ impl Core {
                     .await?;
                 }
                 self.audit.record(base.with_outcome(refusal.outcome()));
+                self.metrics.login(attempt.face, refusal.metric());
                 return Err(Error::InvalidCredentials);
             }
         }
         let Some(account) = account else {
+            self.metrics.login(attempt.face, "invalid_credentials");
             return Err(Error::InvalidCredentials);
         };
         if account.status == AccountStatus::Locked {
@@ -520,14 +551,22 @@ impl Core {
     ) -> Result<Grant> {
         let entry = audit::event("refresh", "success", face).client(client);
         let result = self.rotate(refresh_token).await;
-        let entry = match &result {
-            Ok(grant) => entry
-                .account(&grant.account)
-                .detail(format!("session {}", grant.session_id)),
-            Err(Error::RefreshTokenReused) => entry.with_outcome("reuse_detected"),
-            Err(Error::InvalidRefreshToken) => entry.with_outcome("invalid_token"),
-            Err(_) => entry.with_outcome("error"),
+        let (entry, outcome) = match &result {
+            Ok(grant) => (
+                entry
+                    .account(&grant.account)
+                    .detail(format!("session {}", grant.session_id)),
+                "success",
+            ),
+            Err(Error::RefreshTokenReused) => {
+                (entry.with_outcome("reuse_detected"), "reuse_detected")
+            }
+            Err(Error::InvalidRefreshToken) => {
+                (entry.with_outcome("invalid_token"), "invalid_token")
+            }
+            Err(_) => (entry.with_outcome("error"), "error"),
         };
+        self.metrics.refresh(outcome);
         self.audit.record(entry);
         result
     }

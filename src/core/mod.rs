@@ -101,6 +101,9 @@ pub struct Core {
     keys_loaded_at: std::sync::atomic::AtomicI64,
     /// Set when the server is stopping: readiness says no.
     draining: std::sync::atomic::AtomicBool,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// When `sesame_live_sessions` was last read from the store.
+    live_sessions_read_at: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -121,12 +124,14 @@ impl Core {
         notices: Arc<dyn Notices>,
         clock: Arc<dyn Clock>,
         settings: CoreSettings,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self> {
         let ring = key_rotation::load_key_ring(&*store, &settings, clock.now()).await?;
         let api_calls = Arc::new(ApiCalls::new(
             Arc::clone(&store),
             settings.sessions.cache_ttl,
             settings.quota_period,
+            Arc::clone(&metrics),
         ));
         api_calls.spawn_flusher();
         let audit = Arc::new(AuditLog::new(
@@ -144,13 +149,15 @@ impl Core {
         Ok(Self {
             limiter,
             audit,
-            hasher: PasswordHasher::start(&settings.hashing)?,
+            hasher: PasswordHasher::start(&settings.hashing, metrics.hashing())?,
             api_calls,
             tokens: AccessTokens::new(ring, settings.tokens.clone()),
             caches,
             notices,
             keys_loaded_at: std::sync::atomic::AtomicI64::new(clock.now()),
             draining: std::sync::atomic::AtomicBool::new(false),
+            metrics,
+            live_sessions_read_at: tokio::sync::Mutex::new(None),
             store,
             clock,
             settings,
@@ -232,6 +239,47 @@ impl Core {
             checks.push(("shutdown", Err("the server is stopping".into())));
         }
         checks
+    }
+
+    /// This node's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// The metrics in the Prometheus text format (OpenMetrics when
+    /// `open_metrics`), with the gauges that are read rather than counted
+    /// brought up to date: the database pool now, the live sessions at
+    /// most every 10 s (a count over the sessions table; a scraper, or
+    /// anyone who can reach `/metrics`, must not make it run per request).
+    pub async fn render_metrics(&self, open_metrics: bool) -> String {
+        const LIVE_SESSIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+        if let Some(postgres) = self.store.postgres() {
+            let pool = postgres.pool();
+            let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+            self.metrics
+                .set_pool(pool.size().saturating_sub(idle), idle);
+        }
+        {
+            let mut read_at = self.live_sessions_read_at.lock().await;
+            if read_at.is_none_or(|at| at.elapsed() >= LIVE_SESSIONS_EVERY) {
+                let count = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    self.store.count_live_sessions(self.now()),
+                )
+                .await;
+                match count {
+                    Ok(Ok(count)) => {
+                        self.metrics.set_live_sessions(count);
+                        *read_at = Some(std::time::Instant::now());
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "cannot count the live sessions for /metrics");
+                    }
+                    Err(_) => tracing::warn!("counting the live sessions for /metrics timed out"),
+                }
+            }
+        }
+        self.metrics.render(open_metrics)
     }
 
     /// The current time from the injected clock.

@@ -904,6 +904,7 @@ impl Core {
             None => None,
         };
         let Some(granted) = granted.filter(|g| g.client_id == client.id) else {
+            self.metrics.refresh("invalid_token");
             return Err(OAuthError::new(
                 "invalid_grant",
                 "invalid or expired refresh token",
@@ -913,7 +914,14 @@ impl Core {
         let scope = scopes_within(request.scope.as_deref(), &allowed)
             .map_err(|reason| OAuthError::new("invalid_scope", reason))?
             .join(" ");
-        let (session, successor) = self.rotate_in(&namespace, token).await?;
+        let rotated = self.rotate_in(&namespace, token).await;
+        self.metrics.refresh(match &rotated {
+            Ok(_) => "success",
+            Err(Error::RefreshTokenReused) => "reuse_detected",
+            Err(Error::InvalidRefreshToken) => "invalid_token",
+            Err(_) => "error",
+        });
+        let (session, successor) = rotated?;
         let account = self.account_with_usage(session.account_id).await?;
         let sid = granted.browser_session.as_deref().unwrap_or(&session.id);
         self.client_tokens(

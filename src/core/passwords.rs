@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use super::domain::Password;
 use super::error::{Error, Result};
+use crate::metrics::HashingMetrics;
 
 /// Largest memory cost accepted from a stored hash (1 GiB), so a corrupt or
 /// hostile row cannot make a worker allocate without bound.
@@ -97,6 +98,7 @@ enum Job {
 #[derive(Clone)]
 pub struct PasswordHasher {
     jobs: SyncSender<Job>,
+    metrics: HashingMetrics,
     dummy_verifier: Arc<str>,
     params: Params,
 }
@@ -109,21 +111,23 @@ impl std::fmt::Debug for PasswordHasher {
 
 impl PasswordHasher {
     /// Starts the pool's threads. They stop when the last handle is dropped.
-    pub fn start(settings: &HashingSettings) -> Result<Self> {
+    pub fn start(settings: &HashingSettings, metrics: HashingMetrics) -> Result<Self> {
         let params = settings.params()?;
         let (jobs, receiver) = sync_channel(settings.queue.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..settings.threads.max(1) {
             let receiver = Arc::clone(&receiver);
             let params = params.clone();
+            let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("sesame-hash-{index}"))
-                .spawn(move || worker(&receiver, &params))
+                .spawn(move || worker(&receiver, &params, &metrics))
                 .map_err(|e| Error::Internal(format!("cannot start hashing thread: {e}")))?;
         }
         let dummy_verifier = dummy_verifier(&params)?.into();
         Ok(Self {
             jobs,
+            metrics,
             dummy_verifier,
             params,
         })
@@ -178,11 +182,20 @@ impl PasswordHasher {
     }
 
     fn submit(&self, job: Job) -> Result<()> {
-        self.jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => Error::Busy {
-                retry_after_secs: 1,
-            },
-            TrySendError::Disconnected(_) => pool_gone(),
+        // Counted before it is sent: a thread may take it (and count it
+        // down) before `try_send` returns.
+        self.metrics.queue.inc();
+        self.jobs.try_send(job).map_err(|e| {
+            self.metrics.queue.dec();
+            match e {
+                TrySendError::Full(_) => {
+                    self.metrics.rejections.inc();
+                    Error::Busy {
+                        retry_after_secs: 1,
+                    }
+                }
+                TrySendError::Disconnected(_) => pool_gone(),
+            }
         })
     }
 }
@@ -194,7 +207,7 @@ fn pool_gone() -> Error {
 /// A thread idle this long gives its block buffer back to the system.
 const RELEASE_AFTER_IDLE: Duration = Duration::from_secs(30);
 
-fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params) {
+fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params, metrics: &HashingMetrics) {
     // Allocated at the first job, kept while busy, released when idle: an
     // idle server holds no hashing memory, a busy one never reallocates.
     let mut blocks = Kernel::default();
@@ -211,25 +224,27 @@ fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params) {
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        metrics.queue.dec();
+        let started = std::time::Instant::now();
         match job {
             Job::Hash { secret, reply } => {
-                let _ = reply.send(hash_with(
-                    params,
-                    secret.expose_secret().as_bytes(),
-                    &mut blocks,
-                ));
+                let hashed = hash_with(params, secret.expose_secret().as_bytes(), &mut blocks);
+                metrics.duration.observe(started.elapsed().as_secs_f64());
+                let _ = reply.send(hashed);
             }
             Job::Verify {
                 secret,
                 verifier,
                 reply,
             } => {
-                let _ = reply.send(verify_with(
+                let verified = verify_with(
                     params,
                     secret.expose_secret().as_bytes(),
                     &verifier,
                     &mut blocks,
-                ));
+                );
+                metrics.duration.observe(started.elapsed().as_secs_f64());
+                let _ = reply.send(verified);
             }
         }
     }
@@ -553,7 +568,8 @@ mod tests {
     #[tokio::test]
     async fn phc_strings_verify_both_ways() {
         use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        let hasher = PasswordHasher::start(&cheap()).unwrap();
+        let hasher =
+            PasswordHasher::start(&cheap(), crate::metrics::Metrics::new().hashing()).unwrap();
         for password in ["correct horse battery", "ünïcødé pässwörd", ""] {
             let phc = hasher.hash(password).await.unwrap();
             Argon2::default()
@@ -574,7 +590,8 @@ mod tests {
 
     #[tokio::test]
     async fn hash_then_verify_round_trips() {
-        let hasher = PasswordHasher::start(&cheap()).unwrap();
+        let hasher =
+            PasswordHasher::start(&cheap(), crate::metrics::Metrics::new().hashing()).unwrap();
         let phc = hasher.hash("correct horse").await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         let right = Password::presented("correct horse").unwrap();
@@ -592,13 +609,17 @@ mod tests {
 
     #[tokio::test]
     async fn verifiers_with_other_parameters_verify_and_ask_for_rehash() {
-        let old = PasswordHasher::start(&HashingSettings {
-            memory_kib: 128,
-            ..cheap()
-        })
+        let old = PasswordHasher::start(
+            &HashingSettings {
+                memory_kib: 128,
+                ..cheap()
+            },
+            crate::metrics::Metrics::new().hashing(),
+        )
         .unwrap();
         let phc = old.hash("correct horse").await.unwrap();
-        let new = PasswordHasher::start(&cheap()).unwrap();
+        let new =
+            PasswordHasher::start(&cheap(), crate::metrics::Metrics::new().hashing()).unwrap();
         let check = new
             .verify(&Password::presented("correct horse").unwrap(), &phc)
             .await
@@ -616,7 +637,8 @@ mod tests {
             .hash_password(b"hunter22", &salt)
             .unwrap()
             .to_string();
-        let hasher = PasswordHasher::start(&cheap()).unwrap();
+        let hasher =
+            PasswordHasher::start(&cheap(), crate::metrics::Metrics::new().hashing()).unwrap();
         let check = hasher
             .verify(&Password::presented("hunter22").unwrap(), &phc)
             .await
@@ -626,13 +648,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_at_once() {
-        let hasher = PasswordHasher::start(&HashingSettings {
-            memory_kib: 65536,
-            iterations: 4,
-            threads: 1,
-            queue: 1,
-            ..cheap()
-        })
+        let hasher = PasswordHasher::start(
+            &HashingSettings {
+                memory_kib: 65536,
+                iterations: 4,
+                threads: 1,
+                queue: 1,
+                ..cheap()
+            },
+            crate::metrics::Metrics::new().hashing(),
+        )
         .unwrap();
         let pending: Vec<_> = (0..6)
             .map(|_| {

@@ -76,6 +76,7 @@ pub struct ApiCalls {
     ttl: i64,
     /// The period of accounts without their own.
     default_period: QuotaPeriod,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for ApiCalls {
@@ -87,8 +88,14 @@ impl std::fmt::Debug for ApiCalls {
 impl ApiCalls {
     /// Counters over `store`, re-reading quotas every `ttl` seconds;
     /// accounts without a period of their own have `default_period`.
-    pub fn new(store: Arc<dyn Store>, ttl: i64, default_period: QuotaPeriod) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        ttl: i64,
+        default_period: QuotaPeriod,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         Self {
+            metrics,
             store,
             usage: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
@@ -230,6 +237,8 @@ impl ApiCalls {
         }
         match self.store.add_api_calls(&batch).await {
             Ok(totals) => {
+                let calls: i64 = batch.iter().map(|(_, n, _)| n).sum();
+                self.metrics.api_calls(u64::try_from(calls).unwrap_or(0));
                 // The stored totals include what other nodes added since
                 // this one last looked: take them, so that the quota holds
                 // for the cluster within one flush interval.

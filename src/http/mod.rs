@@ -9,6 +9,7 @@ pub mod authz;
 pub mod contracts;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod native;
 pub mod oidc;
 pub mod page;
@@ -150,9 +151,14 @@ async fn request_log(
     response
 }
 
-/// The whole HTTP application.
-pub fn router(state: AppState, settings: &HttpSettings) -> Router {
-    let router = routes(state.clone(), settings);
+/// The whole HTTP application (with `GET /metrics` unless it has a
+/// listener of its own: see [`metrics_router`]).
+pub fn router(
+    state: AppState,
+    settings: &HttpSettings,
+    metrics_settings: &metrics::MetricsSettings,
+) -> Router {
+    let router = routes(state.clone(), settings, metrics_settings);
     if tracing::enabled!(target: "sesame::request", tracing::Level::DEBUG) {
         router.layer(axum::middleware::from_fn_with_state(state, request_log))
     } else {
@@ -160,8 +166,24 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     }
 }
 
-fn routes(state: AppState, settings: &HttpSettings) -> Router {
-    Router::new()
+/// `GET /metrics` alone, for `metrics.listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    metrics::router()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+fn routes(
+    state: AppState,
+    settings: &HttpSettings,
+    metrics_settings: &metrics::MetricsSettings,
+) -> Router {
+    let mut router = Router::new();
+    if metrics_settings.enabled && metrics_settings.listen.is_none() {
+        router = router.merge(metrics::router());
+    }
+    let router = router
         .merge(native::router())
         .merge(authz::router())
         .merge(admin::router())
@@ -186,8 +208,13 @@ fn routes(state: AppState, settings: &HttpSettings) -> Router {
                     .map_or("-", |path| path.as_str());
                 tracing::info_span!("request", method = %request.method(), route = %route)
             }),
-        )
-        .with_state(state)
+        );
+    let router = if metrics_settings.enabled {
+        router.layer(metrics::RecordLayer::new(Arc::clone(state.core.metrics())))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 async fn not_found() -> Problem {

@@ -231,6 +231,8 @@ impl Commands {
 #[derive(Debug, Default)]
 struct Health {
     degraded: AtomicBool,
+    /// Every failed or timed-out command (`sesame_redis_errors_total`).
+    errors: prometheus_client::metrics::counter::Counter,
     last_warning: Mutex<Option<Instant>>,
 }
 
@@ -242,6 +244,7 @@ impl Health {
     }
 
     fn failed(&self, target: &str, action: &str, error: &Unavailable) {
+        self.errors.inc();
         self.degraded.store(true, Ordering::SeqCst);
         let due = {
             let mut last = self
@@ -286,6 +289,16 @@ impl fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
+    /// Adds every failed command to `errors` (a metric).
+    #[must_use]
+    pub fn counting_errors_in(
+        mut self,
+        errors: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.health.errors = errors;
+        self
+    }
+
     /// Connects to the Redis of `settings`. Fails if that first connection
     /// fails or takes longer than `settings.timeout`: start-up must say that
     /// Redis is unreachable. Later outages fall back to memory instead.

@@ -283,6 +283,10 @@ pub async fn purge_removes_only_what_ended(store: Arc<dyn Store>) {
         .revoke_session(&"s-revoked".to_owned(), 50, "logout")
         .await
         .unwrap();
+    // Live: s-live (until 1090) and s-expired (until 1000, exclusive).
+    assert_eq!(store.count_live_sessions(100).await.unwrap(), 2);
+    assert_eq!(store.count_live_sessions(1000).await.unwrap(), 1);
+    assert_eq!(store.count_live_sessions(1090).await.unwrap(), 0);
     // The first opaque token of a session replaces nothing; later ones do.
     let live = "s-live".to_owned();
     assert!(

@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod metered;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
@@ -270,6 +271,10 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<Vec<SessionId>>;
     /// Reads a session (live or not) with its account's status.
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>>;
+
+    /// How many sessions are neither ended nor expired at `now`, of every
+    /// account (the `sesame_live_sessions` gauge).
+    async fn count_live_sessions(&self, now: UnixTime) -> StoreResult<i64>;
     /// The account's sessions that are neither revoked nor expired at `now`.
     async fn list_live_sessions(
         &self,

@@ -64,7 +64,12 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Runs `command` (the `sesame` binary, configured) as `serve` on a free
     /// port, output discarded, and waits until it answers `/healthz`.
-    pub fn start(mut command: std::process::Command) -> Self {
+    pub fn start(command: std::process::Command) -> Self {
+        Self::start_with(command, &[])
+    }
+
+    /// [`start`](Self::start) with more options of `serve`.
+    pub fn start_with(mut command: std::process::Command, options: &[&str]) -> Self {
         use std::process::Stdio;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
@@ -74,6 +79,7 @@ impl ServerProcess {
         let listen = format!("127.0.0.1:{port}");
         let child = command
             .args(["serve", "--listen", &listen])
+            .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

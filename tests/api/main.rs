@@ -11,6 +11,7 @@ mod helpers;
 mod housekeeping;
 mod login;
 mod me;
+mod metrics;
 mod migration;
 mod oidc;
 mod refresh;

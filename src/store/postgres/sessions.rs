@@ -131,6 +131,16 @@ impl SessionStore for PostgresStore {
             .transpose()
     }
 
+    async fn count_live_sessions(&self, now: UnixTime) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)
+    }
+
     async fn list_live_sessions(
         &self,
         account_id: AccountId,
