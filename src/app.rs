@@ -149,6 +149,17 @@ async fn start_core(
     Ok(Arc::new(core))
 }
 
+/// `http://` and the address a server listening on `address` is reached
+/// at on this host (loopback for an unspecified address): the issuer when
+/// `public_url` is not set.
+pub fn reachable_url(address: SocketAddr) -> String {
+    let mut reachable = address;
+    if reachable.ip().is_unspecified() {
+        reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{reachable}")
+}
+
 /// A built, bound, not yet serving application.
 pub struct Application {
     /// `metrics.listen`'s listener and router, when configured.
@@ -173,20 +184,18 @@ impl Application {
             )
         })?;
         let address = listener.local_addr()?;
-        core.set_issuer(config.public_url.clone().unwrap_or_else(|| {
-            // What the server listens on; an unspecified address is reached
-            // through loopback on this host.
-            let mut reachable = address;
-            if reachable.ip().is_unspecified() {
-                reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{reachable}")
-        }));
+        core.set_issuer(
+            config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| reachable_url(address)),
+        );
         core.spawn_key_reloader();
         let state = AppState {
             core: Arc::clone(&core),
             contracts: Arc::new(config.contracts.clone()),
             http: Arc::new(config.http.clone()),
+            metrics: Arc::new(config.metrics.clone()),
         };
         let router = http::router(state.clone(), &config.http, &config.metrics);
         let metrics = match config.metrics.listen.filter(|_| config.metrics.enabled) {

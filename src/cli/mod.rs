@@ -8,6 +8,7 @@ mod audit;
 mod client;
 mod config;
 mod keys;
+mod openapi;
 mod role;
 mod serve;
 mod transfer;
@@ -62,6 +63,8 @@ enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Write the OpenAPI 3.1 description of this deployment's HTTP API.
+    Openapi(openapi::OpenapiArgs),
     /// Bring the database schema up to date (for deployments that set
     /// `database.auto_migrate = false`); safe while other nodes run.
     Migrate,
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         | Command::Client(_)
         | Command::Keys(_)
         | Command::Config(_)
+        | Command::Openapi(_)
         | Command::Migrate
         | Command::Export(_)
         | Command::Import(_) => None,
@@ -111,6 +115,15 @@ pub fn main() -> ExitCode {
     }
     if let Command::Config(command) = cli.command {
         return match config::run(&config, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Openapi(args) = &cli.command {
+        return match openapi::run(&config, args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("error: {error:#}");
@@ -136,7 +149,7 @@ pub fn main() -> ExitCode {
             Command::Audit(command) => audit::run(config, command).await,
             Command::Client(command) => client::run(config, command).await,
             Command::Keys(command) => keys::run(config, command).await,
-            Command::Config(_) => Ok(()),
+            Command::Config(_) | Command::Openapi(_) => Ok(()),
             Command::Migrate => migrate(config).await,
             Command::Export(args) => transfer::export(config, args).await,
             Command::Import(args) => transfer::import(config, args).await,

@@ -12,12 +12,12 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::error::Problem;
+use super::error::{Problem, Problems};
 use super::extract::{ApiJson, Client, bearer_token};
 use super::views::{AuditView, RoleView, SessionOut, UserView};
 use crate::core::Error;
@@ -89,7 +89,7 @@ impl FromRequestParts<AppState> for Admin {
 
 /// The one path parameter of a route, as text; one that does not decode
 /// names nothing that exists (404, as a problem).
-struct Param(String);
+pub(super) struct Param(String);
 
 impl FromRequestParts<AppState> for Param {
     type Rejection = Problem;
@@ -141,13 +141,50 @@ fn time(raw: Option<&str>, field: &'static str) -> Result<Option<i64>, Error> {
         })
 }
 
+/// One page of accounts.
+#[derive(Serialize, ToSchema)]
+pub(super) struct UserPage<'a> {
+    items: Vec<UserView<'a>>,
+    /// The next page's `cursor`; `null` after the last page.
+    next_cursor: Option<String>,
+}
+
+/// An account's sessions.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionPage<'a> {
+    items: Vec<SessionOut<'a>>,
+}
+
+/// Every role.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RolePage<'a> {
+    items: Vec<RoleView<'a>>,
+}
+
+/// One page of audit events.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AuditPage<'a> {
+    items: Vec<AuditView<'a>>,
+    /// The next page's `cursor`; `null` after the last page.
+    next_cursor: Option<String>,
+}
+
+/// Accounts still holding a password hash imported from another system.
+#[derive(Serialize, ToSchema)]
+pub(super) struct LegacyPasswords {
+    /// Accounts per format (`bcrypt`, `firebase-scrypt` …).
+    by_format: BTreeMap<&'static str, u64>,
+    total: u64,
+}
+
 fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct UsersQuery {
+pub(super) struct UsersQuery {
     q: Option<String>,
     status: Option<String>,
     role: Option<String>,
@@ -155,7 +192,16 @@ struct UsersQuery {
     limit: Option<u32>,
 }
 
-async fn list_users(
+#[utoipa::path(
+    get, path = "/v1/admin/users", tag = "admin",
+    params(UsersQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of accounts, by id; pass `next_cursor` as `cursor` for the next", body = UserPage<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn list_users(
     State(state): State<AppState>,
     _admin: Admin,
     uri: Uri,
@@ -171,13 +217,16 @@ async fn list_users(
             limit: q.limit,
         })
         .await?;
-    let items: Vec<UserView> = page.items.iter().map(UserView::from).collect();
-    Ok(Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response())
+    Ok(Json(UserPage {
+        items: page.items.iter().map(UserView::from).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub(super) struct NewUser {
     username: String,
     password: String,
     email: Option<String>,
@@ -192,7 +241,16 @@ struct NewUser {
     profile: BTreeMap<String, String>,
 }
 
-async fn create_user(
+#[utoipa::path(
+    post, path = "/v1/admin/users", tag = "admin",
+    request_body = NewUser,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; `Location` names it", body = UserView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn create_user(
     State(state): State<AppState>,
     Admin(actor): Admin,
     ApiJson(body): ApiJson<NewUser>,
@@ -217,7 +275,16 @@ async fn create_user(
     Ok(response)
 }
 
-async fn show_user(
+#[utoipa::path(
+    get, path = "/v1/admin/users/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The account's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account", body = UserView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn show_user(
     State(state): State<AppState>,
     _admin: Admin,
     Param(id): Param,
@@ -235,9 +302,9 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserChange {
+pub(super) struct UserChange {
     status: Option<String>,
     roles: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
@@ -251,7 +318,17 @@ struct UserChange {
     profile: Option<BTreeMap<String, Option<String>>>,
 }
 
-async fn update_user(
+#[utoipa::path(
+    patch, path = "/v1/admin/users/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The account's id")),
+    request_body = UserChange,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account as changed", body = UserView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn update_user(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Param(id): Param,
@@ -274,7 +351,16 @@ async fn update_user(
     Ok(Json(UserView::from(&account)).into_response())
 }
 
-async fn delete_user(
+#[utoipa::path(
+    delete, path = "/v1/admin/users/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The account's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted, with its sessions"),
+        Problems,
+    )
+)]
+pub(super) async fn delete_user(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Param(id): Param,
@@ -283,13 +369,23 @@ async fn delete_user(
     Ok(no_content())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewPassword {
+pub(super) struct NewPassword {
     password: String,
 }
 
-async fn set_password(
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/password", tag = "admin",
+    params(("id" = String, Path, description = "The account's id")),
+    request_body = NewPassword,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Set; the account's sessions are ended"),
+        Problems,
+    )
+)]
+pub(super) async fn set_password(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Param(id): Param,
@@ -303,7 +399,16 @@ async fn set_password(
     Ok(no_content())
 }
 
-async fn unlock(
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/unlock", tag = "admin",
+    params(("id" = String, Path, description = "The account's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Unlocked, failure budgets cleared"),
+        Problems,
+    )
+)]
+pub(super) async fn unlock(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Param(id): Param,
@@ -312,7 +417,16 @@ async fn unlock(
     Ok(no_content())
 }
 
-async fn reset_quota(
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/reset-quota", tag = "admin",
+    params(("id" = String, Path, description = "The account's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The API-call count starts again from 0"),
+        Problems,
+    )
+)]
+pub(super) async fn reset_quota(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Param(id): Param,
@@ -321,17 +435,37 @@ async fn reset_quota(
     Ok(no_content())
 }
 
-async fn user_sessions(
+#[utoipa::path(
+    get, path = "/v1/admin/users/{id}/sessions", tag = "admin",
+    params(("id" = String, Path, description = "The account's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account's live sessions", body = SessionPage<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn user_sessions(
     State(state): State<AppState>,
     _admin: Admin,
     Param(id): Param,
 ) -> Result<Response, Problem> {
     let sessions = state.core.account_sessions(account_id(&id)?).await?;
-    let items: Vec<SessionOut> = sessions.iter().map(SessionOut::from).collect();
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(SessionPage {
+        items: sessions.iter().map(SessionOut::from).collect(),
+    })
+    .into_response())
 }
 
-async fn end_user_sessions(
+#[utoipa::path(
+    delete, path = "/v1/admin/users/{id}/sessions", tag = "admin",
+    params(("id" = String, Path, description = "The account's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session of the account ended"),
+        Problems,
+    )
+)]
+pub(super) async fn end_user_sessions(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Param(id): Param,
@@ -343,7 +477,16 @@ async fn end_user_sessions(
     Ok(no_content())
 }
 
-async fn end_session(
+#[utoipa::path(
+    delete, path = "/v1/admin/sessions/{id}", tag = "admin", operation_id = "admin_end_session",
+    params(("id" = String, Path, description = "A session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Ended"),
+        Problems,
+    )
+)]
+pub(super) async fn end_session(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Param(id): Param,
@@ -353,22 +496,56 @@ async fn end_session(
 }
 
 /// How many accounts still hold a password hash imported from another system.
-async fn legacy_passwords(
+#[utoipa::path(
+    get, path = "/v1/admin/legacy-passwords", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Accounts still holding an imported hash, by format", body = LegacyPasswords),
+        Problems,
+    )
+)]
+pub(super) async fn legacy_passwords(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<Response, Problem> {
     let counts = state.core.legacy_hashes().await?;
     let total: u64 = counts.values().sum();
-    Ok(Json(json!({ "by_format": counts, "total": total })).into_response())
+    Ok(Json(LegacyPasswords {
+        by_format: counts,
+        total,
+    })
+    .into_response())
 }
 
-async fn list_roles(State(state): State<AppState>, _admin: Admin) -> Result<Response, Problem> {
+#[utoipa::path(
+    get, path = "/v1/admin/roles", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every role", body = RolePage<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn list_roles(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Response, Problem> {
     let roles = state.core.roles().await?;
-    let items: Vec<RoleView> = roles.iter().map(RoleView::from).collect();
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(RolePage {
+        items: roles.iter().map(RoleView::from).collect(),
+    })
+    .into_response())
 }
 
-async fn show_role(
+#[utoipa::path(
+    get, path = "/v1/admin/roles/{name}", tag = "admin",
+    params(("name" = String, Path, description = "The role's name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The role", body = RoleView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn show_role(
     State(state): State<AppState>,
     _admin: Admin,
     Param(name): Param,
@@ -377,15 +554,24 @@ async fn show_role(
     Ok(Json(RoleView::from(&role)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewRole {
+pub(super) struct NewRole {
     name: String,
     description: Option<String>,
     permissions: Vec<String>,
 }
 
-async fn create_role(
+#[utoipa::path(
+    post, path = "/v1/admin/roles", tag = "admin",
+    request_body = NewRole,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = RoleView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn create_role(
     State(state): State<AppState>,
     Admin(actor): Admin,
     ApiJson(body): ApiJson<NewRole>,
@@ -402,14 +588,24 @@ async fn create_role(
     Ok((StatusCode::CREATED, Json(RoleView::from(&role))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RoleUpdate {
+pub(super) struct RoleUpdate {
     description: Option<String>,
     permissions: Option<Vec<String>>,
 }
 
-async fn update_role(
+#[utoipa::path(
+    patch, path = "/v1/admin/roles/{name}", tag = "admin",
+    params(("name" = String, Path, description = "The role's name")),
+    request_body = RoleUpdate,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The role as changed", body = RoleView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn update_role(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Param(name): Param,
@@ -427,7 +623,16 @@ async fn update_role(
     Ok(Json(RoleView::from(&role)).into_response())
 }
 
-async fn delete_role(
+#[utoipa::path(
+    delete, path = "/v1/admin/roles/{name}", tag = "admin",
+    params(("name" = String, Path, description = "The role's name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted (not a built-in role)"),
+        Problems,
+    )
+)]
+pub(super) async fn delete_role(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Param(name): Param,
@@ -436,9 +641,10 @@ async fn delete_role(
     Ok(no_content())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct AuditParams {
+pub(super) struct AuditParams {
     user: Option<String>,
     outcome: Option<String>,
     face: Option<String>,
@@ -448,7 +654,16 @@ struct AuditParams {
     limit: Option<u32>,
 }
 
-async fn audit(
+#[utoipa::path(
+    get, path = "/v1/admin/audit", tag = "admin",
+    params(AuditParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of events, newest first", body = AuditPage<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn audit(
     State(state): State<AppState>,
     _admin: Admin,
     uri: Uri,
@@ -466,6 +681,9 @@ async fn audit(
             limit: q.limit,
         })
         .await?;
-    let items: Vec<AuditView> = page.items.iter().map(AuditView::from).collect();
-    Ok(Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response())
+    Ok(Json(AuditPage {
+        items: page.items.iter().map(AuditView::from).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
 }

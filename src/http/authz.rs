@@ -50,7 +50,18 @@ pub fn router() -> Router<AppState> {
         .route("/v1/authz/{*path}", any(authz))
 }
 
-async fn authz(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options), path = "/v1/authz", tag = "forward-auth",
+    params(("X-Sesame-Require-Permission" = Option<String>, Header, description = "Permissions the proxy requires, comma-separated")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Allowed: `X-Sesame-User`, `-User-Id`, `-Roles`, `-Permissions` describe the caller"),
+        (status = 401, description = "No live session (`WWW-Authenticate`)", body = super::error::ProblemBody<'static>, content_type = "application/problem+json"),
+        (status = 403, description = "Refused: `X-Sesame-Reason` is `permission` or `quota`", body = super::error::ProblemBody<'static>, content_type = "application/problem+json"),
+        super::error::Problems,
+    )
+)]
+pub(super) async fn authz(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let required = match required_permissions(&uri, &headers) {
         Ok(required) => required,
         Err(error) => return Problem::from(error).into_response(),

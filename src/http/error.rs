@@ -20,16 +20,44 @@ pub struct Problem {
     retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// An error, as `application/problem+json` (RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody<'a> {
+    /// `urn:sesame:problem:` and the code.
     #[serde(rename = "type")]
     kind: String,
+    /// The HTTP status's reason phrase.
     title: &'a str,
     status: u16,
+    /// Stable, machine-readable: `invalid_credentials`, `throttled`, `busy` …
     code: &'a str,
+    /// For a person; never a secret.
     detail: &'a str,
+    /// The request field at fault, for invalid input.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+}
+
+/// The error answers of the native and admin APIs, for the description:
+/// the `code` tells them apart (`invalid_credentials`, `throttled` with
+/// `Retry-After`, `busy`, `invalid_input` with `field` …).
+#[derive(utoipa::IntoResponses)]
+pub enum Problems {
+    /// A refusal.
+    #[response(
+        status = "4XX",
+        description = "Refused: the problem's `code` says why",
+        content_type = "application/problem+json"
+    )]
+    Client(ProblemBody<'static>),
+    /// A failure on Sesame's side.
+    #[response(
+        status = "5XX",
+        description = "`busy` (503, with `Retry-After`) or an internal error",
+        content_type = "application/problem+json"
+    )]
+    Server(ProblemBody<'static>),
 }
 
 impl Problem {

@@ -44,7 +44,10 @@ const OPEN_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset
 
 /// The Prometheus text format, or OpenMetrics for a scraper that asks for it
 /// (Prometheus itself does, first).
-async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format (0.0.4); OpenMetrics when `Accept` asks for it",
+        content((String = "text/plain; version=0.0.4; charset=utf-8"), (String = "application/openmetrics-text; version=1.0.0; charset=utf-8")))))]
+pub(super) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let open_metrics = headers
         .get_all(header::ACCEPT)
         .iter()

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod metrics;
 pub mod native;
 pub mod oidc;
+pub mod openapi;
 pub mod page;
 pub mod views;
 pub mod wellknown;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub contracts: Arc<ContractSettings>,
     /// HTTP settings (trusted proxies).
     pub http: Arc<HttpSettings>,
+    /// Where `GET /metrics` is served (for the description).
+    pub metrics: Arc<metrics::MetricsSettings>,
 }
 
 /// The header carrying a request's id, both ways.
@@ -184,6 +187,7 @@ fn routes(
         router = router.merge(metrics::router());
     }
     let router = router
+        .route("/openapi.json", axum::routing::get(openapi::openapi_json))
         .merge(native::router())
         .merge(authz::router())
         .merge(admin::router())

@@ -6,11 +6,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::Problem;
+use super::error::{Problem, Problems};
 use super::extract::{ApiJson, Authenticated, Client, parse_json, read_body, with_device_token};
 use super::views::{GrantView, SessionOut, UserView};
 use crate::core::accounts::ProfileChange;
@@ -38,15 +38,26 @@ fn grant_response(grant: &Grant) -> Response {
     with_device_token(response, grant)
 }
 
-#[derive(Deserialize)]
-struct LoginBody {
+/// A login.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct LoginBody {
+    /// Username, email or mobile.
     login: String,
     password: String,
+    /// The device platform (`web`, `iOS` …), for the one-session-per-platform rule.
     #[serde(default)]
     platform: Option<String>,
 }
 
-async fn login(
+#[utoipa::path(
+    post, path = "/v1/login", tag = "native", operation_id = "native_login",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in; `Sesame-Device` may carry a device token", body = GrantView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn login(
     State(state): State<AppState>,
     Client(client): Client,
     ApiJson(body): ApiJson<LoginBody>,
@@ -63,12 +74,21 @@ async fn login(
     Ok(grant_response(&grant))
 }
 
-#[derive(Deserialize)]
-struct RefreshBody {
+/// A refresh-token exchange.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(
+#[utoipa::path(
+    post, path = "/v1/refresh", tag = "native", operation_id = "native_refresh",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new access token and the refresh token's successor", body = GrantView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn refresh(
     State(state): State<AppState>,
     Client(client): Client,
     ApiJson(body): ApiJson<RefreshBody>,
@@ -80,15 +100,26 @@ async fn refresh(
     Ok(grant_response(&grant))
 }
 
-#[derive(Deserialize, Default)]
+/// What to end; an empty body ends this session.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LogoutBody {
+pub(super) struct LogoutBody {
+    /// End every session of the account, not only this one.
     #[serde(default)]
     all: bool,
 }
 
 /// The body is optional: an empty one ends this session.
-async fn logout(
+#[utoipa::path(
+    post, path = "/v1/logout", tag = "native", operation_id = "native_logout",
+    request_body(content = Option<LogoutBody>, description = "Optional"),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Ended"),
+        Problems,
+    )
+)]
+pub(super) async fn logout(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Client(client): Client,
@@ -110,7 +141,15 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(
+#[utoipa::path(
+    get, path = "/v1/me", tag = "native",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's account", body = UserView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn me(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
 ) -> Result<Response, Problem> {
@@ -118,16 +157,27 @@ async fn me(
     Ok(Json(UserView::from(&account)).into_response())
 }
 
-#[derive(Deserialize)]
+/// Changes to the caller's profile; absent fields are kept.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProfileBody {
+pub(super) struct ProfileBody {
     display_name: Option<String>,
     avatar_url: Option<String>,
+    /// Free attributes; `null` removes one.
     #[serde(default)]
     profile: std::collections::BTreeMap<String, Option<String>>,
 }
 
-async fn update_me(
+#[utoipa::path(
+    patch, path = "/v1/me", tag = "native",
+    request_body = ProfileBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account as changed", body = UserView<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn update_me(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     ApiJson(body): ApiJson<ProfileBody>,
@@ -141,13 +191,25 @@ async fn update_me(
     Ok(Json(UserView::from(&account)).into_response())
 }
 
-#[derive(Deserialize)]
-struct PasswordBody {
+/// A password change.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct PasswordBody {
     current_password: String,
+    /// Must meet the password policy.
     new_password: String,
 }
 
-async fn change_password(
+/// Changes the password and ends every other session of the account.
+#[utoipa::path(
+    post, path = "/v1/me/password", tag = "native",
+    request_body = PasswordBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Changed"),
+        Problems,
+    )
+)]
+pub(super) async fn change_password(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Client(client): Client,
@@ -164,16 +226,41 @@ async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn sessions(
+/// The caller's live sessions.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionList<'a> {
+    sessions: Vec<SessionOut<'a>>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/me/sessions", tag = "native",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Live sessions, oldest first; `current` marks the caller's", body = SessionList<'static>),
+        Problems,
+    )
+)]
+pub(super) async fn sessions(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
 ) -> Result<Response, Problem> {
     let sessions = state.core.my_sessions(&principal).await?;
-    let sessions: Vec<SessionOut<'_>> = sessions.iter().map(SessionOut::from).collect();
-    Ok(Json(json!({ "sessions": sessions })).into_response())
+    let sessions = SessionList {
+        sessions: sessions.iter().map(SessionOut::from).collect(),
+    };
+    Ok(Json(sessions).into_response())
 }
 
-async fn end_session(
+#[utoipa::path(
+    delete, path = "/v1/me/sessions/{id}", tag = "native", operation_id = "end_my_session",
+    params(("id" = String, Path, description = "A session id from `GET /v1/me/sessions`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Ended"),
+        Problems,
+    )
+)]
+pub(super) async fn end_session(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Client(client): Client,

@@ -251,7 +251,9 @@ fn oauth_error(error: OAuthError) -> Response {
 
 // ---------------------------------------------------------------- discovery
 
-async fn discovery(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "oauth", operation_id = "openid_configuration",
+    responses((status = 200, description = "OpenID Connect discovery", body = super::openapi::schemas::Discovery)))]
+pub(super) async fn discovery(State(state): State<AppState>) -> Response {
     let mut response = axum::Json(state.core.discovery()).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -262,7 +264,24 @@ async fn discovery(State(state): State<AppState>) -> Response {
 
 // ---------------------------------------------------------------- authorize
 
-async fn authorize_get(
+#[utoipa::path(get, path = "/oauth2/authorize", tag = "oauth",
+    params(
+        ("client_id" = Option<String>, Query), ("redirect_uri" = Option<String>, Query),
+        ("response_type" = Option<String>, Query, description = "`code`"),
+        ("response_mode" = Option<String>, Query), ("scope" = Option<String>, Query),
+        ("state" = Option<String>, Query), ("nonce" = Option<String>, Query),
+        ("code_challenge" = Option<String>, Query),
+        ("code_challenge_method" = Option<String>, Query, description = "`S256`"),
+        ("prompt" = Option<String>, Query, description = "`none` or `login`"),
+        ("login_hint" = Option<String>, Query), ("max_age" = Option<String>, Query),
+    ),
+    responses(
+        (status = 200, description = "The sign-in page", content_type = "text/html", body = String),
+        (status = 303, description = "Back to the client's `redirect_uri` with a `code` (or an `error`), `state` and `iss`"),
+        (status = 400, description = "An error page (unknown client, unregistered redirect URI, malformed request): never a redirect", content_type = "text/html", body = String),
+        (status = 503, description = "Busy; `Retry-After`", content_type = "text/html", body = String),
+    ))]
+pub(super) async fn authorize_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -274,7 +293,15 @@ async fn authorize_get(
     }
 }
 
-async fn authorize_post(
+#[utoipa::path(post, path = "/oauth2/authorize", tag = "oauth",
+    request_body(content = super::openapi::schemas::AuthorizeRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The sign-in page", content_type = "text/html", body = String),
+        (status = 303, description = "Back to the client's `redirect_uri` with a `code` (or an `error`), `state` and `iss`"),
+        (status = 400, description = "An error page (unknown client, unregistered redirect URI, malformed request): never a redirect", content_type = "text/html", body = String),
+        (status = 503, description = "Busy; `Retry-After`", content_type = "text/html", body = String),
+    ))]
+pub(super) async fn authorize_post(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
@@ -420,7 +447,14 @@ fn csrf_matches(state: &AppState, headers: &HeaderMap, params: &Params) -> bool 
     }
 }
 
-async fn sign_in(
+#[utoipa::path(post, path = "/oauth2/authorize/sign-in", tag = "oauth",
+    request_body(content = super::openapi::schemas::SignInForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed in: back to the client with a `code`; sets the browser-session cookie"),
+        (status = "4XX", description = "The page again with its message (wrong credentials, an expired form, throttled), or an error page", content_type = "text/html", body = String),
+        (status = 503, description = "Busy; `Retry-After`", content_type = "text/html", body = String),
+    ))]
+pub(super) async fn sign_in(
     State(state): State<AppState>,
     Client(info): Client,
     headers: HeaderMap,
@@ -591,7 +625,15 @@ async fn client_request(
     Ok((params, client))
 }
 
-async fn token(
+#[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
+    request_body(content = super::openapi::schemas::TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    security((), ("client" = [])),
+    responses(
+        (status = 200, description = "Tokens", body = super::openapi::schemas::TokenAnswer),
+        (status = "4XX", description = "RFC 6749 §5.2 (`invalid_client` is 401 with `WWW-Authenticate`)", body = super::openapi::schemas::OAuthError),
+        (status = "5XX", description = "`temporarily_unavailable` (503, `Retry-After`) or `server_error`", body = super::openapi::schemas::OAuthError),
+    ))]
+pub(super) async fn token(
     State(state): State<AppState>,
     Client(info): Client,
     headers: HeaderMap,
@@ -669,11 +711,30 @@ async fn userinfo_for(state: &AppState, token: Option<&str>) -> Response {
     }
 }
 
-async fn userinfo_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/oauth2/userinfo", tag = "oauth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Claims by the token's scopes", body = super::openapi::schemas::UserInfo),
+        (status = "4XX", description = "`invalid_token` (401), `insufficient_scope` (403), `quota_exceeded` (429), with `WWW-Authenticate`", body = super::openapi::schemas::OAuthError),
+        (status = "5XX", description = "Busy or internal", body = super::openapi::schemas::OAuthError),
+    ))]
+pub(super) async fn userinfo_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
     userinfo_for(&state, bearer_token(&headers)).await
 }
 
-async fn userinfo_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(post, path = "/oauth2/userinfo", tag = "oauth",
+    request_body(content = Option<super::openapi::schemas::UserInfoForm>, content_type = "application/x-www-form-urlencoded"),
+    security(("bearer" = []), ()),
+    responses(
+        (status = 200, description = "Claims by the token's scopes", body = super::openapi::schemas::UserInfo),
+        (status = "4XX", description = "`invalid_token` (401), `insufficient_scope` (403), `quota_exceeded` (429), with `WWW-Authenticate`", body = super::openapi::schemas::OAuthError),
+        (status = "5XX", description = "Busy or internal", body = super::openapi::schemas::OAuthError),
+    ))]
+pub(super) async fn userinfo_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Some(token) = bearer_token(&headers) {
         return userinfo_for(&state, Some(token)).await;
     }
@@ -686,7 +747,19 @@ async fn userinfo_post(State(state): State<AppState>, headers: HeaderMap, body: 
 
 // ---------------------------------------------------------------- introspect, revoke
 
-async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth",
+    request_body(content = super::openapi::schemas::TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security(("client" = []), ()),
+    responses(
+        (status = 200, description = "RFC 7662; `active: false` for anything not live", body = super::openapi::schemas::Introspection),
+        (status = "4XX", description = "`invalid_client` (401) or `invalid_request` (400)", body = super::openapi::schemas::OAuthError),
+        (status = "5XX", description = "Busy or internal", body = super::openapi::schemas::OAuthError),
+    ))]
+pub(super) async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (params, client) = match client_request(&state, &headers, &body).await {
         Ok(request) => request,
         Err(error) => return oauth_error(error),
@@ -701,7 +774,15 @@ async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Byt
     }
 }
 
-async fn revoke(
+#[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth",
+    request_body(content = super::openapi::schemas::TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security(("client" = []), ()),
+    responses(
+        (status = 200, description = "Revoked, or was not a live token of this client (RFC 7009 §2.2)", body = Object),
+        (status = "4XX", description = "`invalid_client` (401) or `invalid_request` (400)", body = super::openapi::schemas::OAuthError),
+        (status = "5XX", description = "Busy or internal", body = super::openapi::schemas::OAuthError),
+    ))]
+pub(super) async fn revoke(
     State(state): State<AppState>,
     Client(info): Client,
     headers: HeaderMap,
@@ -753,7 +834,18 @@ async fn logout_target(
     }
 }
 
-async fn logout_get(
+#[utoipa::path(get, path = "/oauth2/logout", tag = "oauth",
+    params(
+        ("id_token_hint" = Option<String>, Query), ("client_id" = Option<String>, Query),
+        ("post_logout_redirect_uri" = Option<String>, Query), ("state" = Option<String>, Query),
+    ),
+    responses(
+        (status = 200, description = "A confirmation form (no `id_token_hint`), or the signed-out page", content_type = "text/html", body = String),
+        (status = 303, description = "Signed out: to `post_logout_redirect_uri` with `state`"),
+        (status = "4XX", description = "An error page", content_type = "text/html", body = String),
+        (status = "5XX", description = "An error page", content_type = "text/html", body = String),
+    ))]
+pub(super) async fn logout_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -765,7 +857,19 @@ async fn logout_get(
     }
 }
 
-async fn logout_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(post, path = "/oauth2/logout", tag = "oauth",
+    request_body(content = super::openapi::schemas::LogoutRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The signed-out page, or the confirmation form again", content_type = "text/html", body = String),
+        (status = 303, description = "Signed out: to `post_logout_redirect_uri` with `state`"),
+        (status = "4XX", description = "An error page", content_type = "text/html", body = String),
+        (status = "5XX", description = "An error page", content_type = "text/html", body = String),
+    ))]
+pub(super) async fn logout_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let lang = Lang::from_headers(&headers);
     match page_form(&headers, &body) {
         Ok(params) => {

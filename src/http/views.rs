@@ -1,6 +1,7 @@
 //! How the native API shows accounts, sessions and grants.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub use crate::clock::rfc3339;
 use crate::core::login::Grant;
@@ -8,7 +9,7 @@ use crate::core::sessions::SessionView;
 use crate::store::{Account, AuditEvent, Role};
 
 /// An account as the native API shows it. Never any credential material.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView<'a> {
     id: String,
     username: &'a str,
@@ -64,7 +65,7 @@ impl<'a> From<&'a Account> for UserView<'a> {
 }
 
 /// The answer to a login or refresh.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GrantView<'a> {
     access_token: &'a str,
     token_type: &'static str,
@@ -93,7 +94,7 @@ impl<'a> From<&'a Grant> for GrantView<'a> {
 }
 
 /// A session as its owner sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionOut<'a> {
     id: &'a str,
     platform: &'a str,
@@ -121,7 +122,7 @@ impl<'a> From<&'a SessionView> for SessionOut<'a> {
 }
 
 /// An audit event as the admin API and `sesame audit list --json` show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditView<'a> {
     id: i64,
     at: String,
@@ -153,7 +154,7 @@ impl<'a> From<&'a AuditEvent> for AuditView<'a> {
 }
 
 /// A role as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RoleView<'a> {
     name: &'a str,
     description: &'a str,

@@ -17,7 +17,9 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-async fn jwks(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "The public signing keys", body = super::openapi::schemas::Jwks)))]
+pub(super) async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(&*state.core.jwks()).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -28,7 +30,12 @@ async fn jwks(State(state): State<AppState>) -> Response {
 
 /// Readiness: the database (and Redis, when configured) answer within a
 /// second, and the server is not stopping. 503 names what fails.
-async fn readyz(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = super::openapi::schemas::Readiness),
+        (status = 503, description = "Not ready: `failing` names the database, Redis or `shutdown`", body = super::openapi::schemas::Readiness),
+    ))]
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let checks = state
         .core
         .readiness(std::time::Duration::from_secs(1))
@@ -71,6 +78,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Liveness: the process answers. Readiness (the database) is `/readyz`'s job.
-async fn healthz() -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process answers", body = super::openapi::schemas::Health)))]
+pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }

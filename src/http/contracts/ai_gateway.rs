@@ -27,7 +27,14 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/login", post(login))
 }
 
-async fn login(
+#[utoipa::path(post, path = "/api/v1/login", tag = "ai-gateway", operation_id = "ai_gateway_login",
+    request_body = crate::http::openapi::schemas::UsernamePassword,
+    responses(
+        (status = 200, description = "Signed in", body = crate::http::openapi::schemas::AiGatewayGrant),
+        (status = "4XX", description = "401 wrong credentials, 422 a malformed body, 429 throttled (`Retry-After`), 413 too large", body = crate::http::openapi::schemas::AiGatewayError),
+        (status = "5XX", description = "503 busy (`Retry-After`), 500 internal", body = crate::http::openapi::schemas::AiGatewayError),
+    ))]
+pub(in crate::http) async fn login(
     State(state): State<AppState>,
     Client(client): Client,
     request: Request,

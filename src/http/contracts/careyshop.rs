@@ -79,7 +79,19 @@ async fn params(
     Ok(merged_params(&method, query.as_deref(), &headers, &body)?)
 }
 
-async fn login(
+#[utoipa::path(method(get, post), path = "/api/v1/user/method/login.user.user/", tag = "careyshop", operation_id = "careyshop_login",
+    params(
+        ("username" = Option<String>, Query), ("password" = Option<String>, Query),
+        ("platform" = Option<String>, Query),
+    ),
+    request_body(description = "The same fields as a form or JSON (body wins over query); optional",
+        content((crate::http::openapi::schemas::CareyshopLogin = "application/x-www-form-urlencoded"), (crate::http::openapi::schemas::CareyshopLogin = "application/json"))),
+    responses(
+        (status = 200, description = "Signed in: `data` holds `user` and `token`", body = crate::http::openapi::schemas::CareyshopEnvelope),
+        (status = "4XX", description = "Refused: `status` equals the HTTP status", body = crate::http::openapi::schemas::CareyshopEnvelope),
+        (status = "5XX", description = "Busy or internal", body = crate::http::openapi::schemas::CareyshopEnvelope),
+    ))]
+pub(in crate::http) async fn login(
     State(state): State<AppState>,
     Client(client): Client,
     RawQuery(query): RawQuery,
@@ -133,7 +145,16 @@ async fn login(
     }
 }
 
-async fn refresh(
+#[utoipa::path(method(get, post), path = "/api/v1/user/method/refresh.token.user/", tag = "careyshop", operation_id = "careyshop_refresh",
+    params(("refresh" = Option<String>, Query)),
+    request_body(description = "The same field as a form or JSON; optional",
+        content((crate::http::openapi::schemas::CareyshopRefresh = "application/x-www-form-urlencoded"), (crate::http::openapi::schemas::CareyshopRefresh = "application/json"))),
+    responses(
+        (status = 200, description = "A new `token` block; the old token stops working", body = crate::http::openapi::schemas::CareyshopEnvelope),
+        (status = "4XX", description = "Refused: `status` equals the HTTP status", body = crate::http::openapi::schemas::CareyshopEnvelope),
+        (status = "5XX", description = "Busy or internal", body = crate::http::openapi::schemas::CareyshopEnvelope),
+    ))]
+pub(in crate::http) async fn refresh(
     State(state): State<AppState>,
     Client(client): Client,
     RawQuery(query): RawQuery,

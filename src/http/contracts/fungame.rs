@@ -47,7 +47,15 @@ fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn login(
+#[utoipa::path(post, path = "/user/login", tag = "fungame", operation_id = "fungame_login",
+    request_body = crate::http::openapi::schemas::FungameLogin,
+    responses(
+        (status = 200, description = "Signed in", body = crate::http::openapi::schemas::FungameEnvelope),
+        (status = 401, description = "Wrong credentials", body = crate::http::openapi::schemas::FungameEnvelope),
+        (status = 429, description = "Throttled (`Retry-After`)", body = crate::http::openapi::schemas::FungameEnvelope),
+        (status = "4XX", description = "Anything else: the document's one JSON string", body = String),
+    ))]
+pub(in crate::http) async fn login(
     State(state): State<AppState>,
     Client(client): Client,
     request: Request,

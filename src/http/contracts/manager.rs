@@ -28,7 +28,14 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/manager/login", post(login))
 }
 
-async fn login(
+#[utoipa::path(post, path = "/manager/login", tag = "manager", operation_id = "manager_login",
+    request_body = crate::http::openapi::schemas::UsernamePassword,
+    responses(
+        (status = 200, description = "Signed in (an account holding the configured permission)", body = crate::http::openapi::schemas::ManagerGrant),
+        (status = "4XX", description = "Refused", body = crate::http::openapi::schemas::ManagerError),
+        (status = "5XX", description = "Busy or internal", body = crate::http::openapi::schemas::ManagerError),
+    ))]
+pub(in crate::http) async fn login(
     State(state): State<AppState>,
     Client(client): Client,
     request: Request,

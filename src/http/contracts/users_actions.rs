@@ -50,7 +50,14 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/users/actions/login", post(login))
 }
 
-async fn login(
+#[utoipa::path(post, path = "/api/v1/users/actions/login", tag = "users-actions", operation_id = "users_actions_login",
+    request_body = crate::http::openapi::schemas::UsersActionsLogin,
+    responses(
+        (status = 200, description = "Signed in", body = crate::http::openapi::schemas::UsersActionsGrant),
+        (status = "4XX", description = "Refused", body = crate::http::openapi::schemas::CodeMessage),
+        (status = "5XX", description = "Busy or internal", body = crate::http::openapi::schemas::CodeMessage),
+    ))]
+pub(in crate::http) async fn login(
     State(state): State<AppState>,
     Client(client): Client,
     request: Request,
