@@ -162,7 +162,7 @@ pub fn description(
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This description (OpenAPI 3.1)", body = Object)))]
 pub(super) async fn openapi_json(State(state): State<AppState>) -> Response {
-    let openapi = description(&state.core.issuer(), &state.contracts, &state.metrics);
+    let openapi = description(state.core.issuer(), &state.contracts, &state.metrics);
     let mut response = Json(openapi).into_response();
     response
         .headers_mut()
