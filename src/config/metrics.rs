@@ -37,7 +37,7 @@ impl RawMetrics {
             .listen
             .as_deref()
             .and_then(|address| match address.parse::<SocketAddr>() {
-                Ok(own) if own == listen => {
+                Ok(own) if own == listen && own.port() != 0 => {
                     problems.push(format!(
                         "metrics.listen = {address:?}: is the API's own address (listen); \
                          leave metrics.listen out to serve /metrics there"

@@ -152,6 +152,27 @@ pub fn description(
             path == "/metrics" && (!metrics.enabled || metrics.listen.is_some());
         !tagged_off && !metrics_elsewhere
     });
+    // One handler for several methods carries one operationId; OpenAPI
+    // wants one per operation: the method is appended to all but the first.
+    for item in openapi.paths.paths.values_mut() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (method, operation) in [
+            ("get", &mut item.get),
+            ("post", &mut item.post),
+            ("put", &mut item.put),
+            ("patch", &mut item.patch),
+            ("delete", &mut item.delete),
+            ("head", &mut item.head),
+            ("options", &mut item.options),
+        ] {
+            if let Some(id) = operation.as_mut().and_then(|o| o.operation_id.as_mut())
+                && !seen.insert(id.clone())
+            {
+                id.push('_');
+                id.push_str(method);
+            }
+        }
+    }
     if let Some(tags) = &mut openapi.tags {
         tags.retain(|tag| !off.contains(&tag.name.as_str()));
     }

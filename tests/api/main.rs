@@ -14,6 +14,7 @@ mod me;
 mod metrics;
 mod migration;
 mod oidc;
+mod openapi;
 mod refresh;
 mod sessions;
 mod third_party;
