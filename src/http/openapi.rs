@@ -613,7 +613,7 @@ mod aliases {
             (status = 200, description = "Signed in", body = S::FungameEnvelope),
             (status = 401, description = "Wrong credentials", body = S::FungameEnvelope),
             (status = 429, description = "Throttled (`Retry-After`)", body = S::FungameEnvelope),
-            (status = "4XX", description = "Anything else: the document's one JSON string", body = String),
+            (status = "4XX", description = "Anything else: the document's one JSON string", body = String, content_type = "application/json"),
         ))]
     pub fn fungame_login() {}
 }

@@ -16,6 +16,7 @@ mod migration;
 mod oidc;
 mod openapi;
 mod refresh;
+mod schemathesis;
 mod sessions;
 mod third_party;
 mod transfer;

@@ -53,7 +53,7 @@ fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
         (status = 200, description = "Signed in", body = crate::http::openapi::schemas::FungameEnvelope),
         (status = 401, description = "Wrong credentials", body = crate::http::openapi::schemas::FungameEnvelope),
         (status = 429, description = "Throttled (`Retry-After`)", body = crate::http::openapi::schemas::FungameEnvelope),
-        (status = "4XX", description = "Anything else: the document's one JSON string", body = String),
+        (status = "4XX", description = "Anything else: the document's one JSON string", body = String, content_type = "application/json"),
     ))]
 pub(in crate::http) async fn login(
     State(state): State<AppState>,
