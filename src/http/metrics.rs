@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::AppState;
-use crate::metrics::{Metrics, Route};
+use crate::metrics::Metrics;
 
 /// Where and whether metrics are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,8 +134,7 @@ where
         let route = request
             .extensions()
             .get::<MatchedPath>()
-            .cloned()
-            .map_or(Route::fixed("unmatched"), Route::matched);
+            .map(|path| crate::metrics::route_label(path.as_str()));
         let method = method_label(request.method());
         Recorded {
             answer: self.inner.call(request),
@@ -149,7 +148,7 @@ pin_project_lite::pin_project! {
     pub struct Recorded<F> {
         #[pin]
         answer: F,
-        record: Option<(Arc<Metrics>, Route, &'static str, Instant)>,
+        record: Option<(Arc<Metrics>, Option<Arc<str>>, &'static str, Instant)>,
     }
 }
 
@@ -165,6 +164,7 @@ where
         if let (Ok(response), Some((metrics, route, method, started))) =
             (&answer, this.record.take())
         {
+            let route = route.as_deref().unwrap_or("unmatched");
             metrics.http_request(route, method, response.status().as_u16(), started.elapsed());
         }
         Poll::Ready(answer)

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod contracts;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod metrics;
 pub mod native;
 pub mod oidc;
@@ -202,6 +203,8 @@ fn routes(
             settings.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(panicked))
+        // Outside the panic guard and the timeout: their answers too.
+        .layer(headers::HardenLayer)
         // The span names the method and the route template only: a query
         // string may carry a password, a mistaken client's path a token.
         .layer(

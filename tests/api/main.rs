@@ -17,6 +17,7 @@ mod oidc;
 mod openapi;
 mod refresh;
 mod schemathesis;
+mod security_headers;
 mod sessions;
 mod third_party;
 mod transfer;
