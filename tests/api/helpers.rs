@@ -481,7 +481,7 @@ pub async fn assert_problem(response: Response, status: StatusCode, code: &str) 
         .to_str()
         .expect("ascii")
         .to_owned();
-    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(content_type, "application/problem+json; charset=utf-8");
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["code"], code, "unexpected body {body}");
     assert_eq!(body["status"], status.as_u16());
