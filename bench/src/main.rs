@@ -40,7 +40,9 @@ const FLOOD_CONNECTIONS: usize = 600;
 const ROUNDS: u32 = 3;
 
 /// Groups of rows `--only` can pick; each brings the reference its rows are compared with.
-const GROUPS: [&str; 6] = ["login", "me", "authz", "refresh", "flood", "import"];
+const GROUPS: [&str; 7] = [
+    "login", "me", "authz", "refresh", "flood", "import", "metrics",
+];
 /// The groups that have PostgreSQL rows.
 const POSTGRES_GROUPS: [&str; 3] = ["login", "me", "refresh"];
 
@@ -457,6 +459,39 @@ async fn run(options: Options) -> anyhow::Result<()> {
             let pg = pg_addr.map(|_| (&mut pg_refresh16, &mut pg_refresh64));
             report.refresh(&mut refresh16, &mut refresh64, &bare16, &bare64, pg);
         }
+    }
+
+    // What recording metrics costs: the same binary on the same database
+    // with `metrics.enabled = false`, interleaved with the one that counts.
+    if options.wants("metrics") {
+        let (plain, _) = server::start_sesame(
+            &binary,
+            data.path(),
+            &[("SESAME_METRICS__ENABLED", "false")],
+        )?;
+        let grants = grants(sesame.addr, 16).await?;
+        let tokens: Vec<String> = grants
+            .iter()
+            .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
+            .collect();
+        let spread = |n: usize| {
+            (0..n)
+                .map(|i| tokens[i % tokens.len()].clone())
+                .collect::<Vec<_>>()
+        };
+        let (mut me_on, mut me_off) = (Outcome::default(), Outcome::default());
+        let (mut login_on, mut login_off) = (Outcome::default(), Outcome::default());
+        eprintln!("metrics on and off: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
+        for _ in 0..ROUNDS {
+            me_on.append(drive(sesame.addr, spread(64), slice, me(true)).await);
+            me_off.append(drive(plain.addr, spread(64), slice, me(true)).await);
+            login_on
+                .append(drive(sesame.addr, vec![String::new(); 32], slice, login.clone()).await);
+            login_off
+                .append(drive(plain.addr, vec![String::new(); 32], slice, login.clone()).await);
+        }
+        plain.stop();
+        report.metrics_cost(&mut me_on, &mut me_off, &mut login_on, &mut login_off);
     }
 
     if options.wants("import") {

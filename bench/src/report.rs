@@ -237,6 +237,41 @@ impl Report {
         }
     }
 
+    /// The cost of recording metrics: each row with metrics on against the
+    /// same row with them off (same binary, same database, interleaved).
+    pub fn metrics_cost(
+        &mut self,
+        me_on: &mut Outcome,
+        me_off: &mut Outcome,
+        login_on: &mut Outcome,
+        login_off: &mut Outcome,
+    ) {
+        for (name, on, off, off_name) in [
+            (
+                "GET /v1/me, c=64, metrics on",
+                me_on,
+                me_off,
+                "GET /v1/me, c=64, metrics off",
+            ),
+            (
+                "login, c=32, metrics on",
+                login_on,
+                login_off,
+                "login, c=32, metrics off",
+            ),
+        ] {
+            self.check(off_name, off);
+            self.rows.push(Row::new(off_name).load(off, 200));
+            let mut row = Row::new(name).load(on, 200);
+            row.reference = off_name.into();
+            row.ratio = row.rate.map(|r| r / off.rate_of(200));
+            row.target = "≥ 0.97 (no measurable cost)".into();
+            row.met = Some(row.ratio.unwrap_or(0.0) >= 0.97);
+            self.check(name, on);
+            self.rows.push(row);
+        }
+    }
+
     /// The refresh rows; a PostgreSQL row is compared with the SQLite row
     /// with as many chains.
     pub fn refresh(

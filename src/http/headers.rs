@@ -2,78 +2,13 @@
 //! referrer, nothing cached unless the handler said it may be (the JWKS,
 //! discovery, this API's description), `Pragma: no-cache` beside `no-store`
 //! for HTTP/1.0 caches (RFC 6749 §5.1), and JSON labelled UTF-8. One pass
-//! over the response head, no allocation per request.
+//! over the response head, by [`super::observe`].
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use axum::http::{HeaderMap, HeaderValue, Request, header};
-use axum::response::Response;
-
-/// Adds the headers of the module's description to every response.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HardenLayer;
-
-impl<S> tower::Layer<S> for HardenLayer {
-    type Service = Harden<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Harden { inner }
-    }
-}
-
-/// The service [`HardenLayer`] makes.
-#[derive(Debug, Clone)]
-pub struct Harden<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<Request<B>> for Harden<S>
-where
-    S: tower::Service<Request<B>, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Hardened<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        Hardened {
-            answer: self.inner.call(request),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response, hardened when it is ready.
-    pub struct Hardened<F> {
-        #[pin]
-        answer: F,
-    }
-}
-
-impl<F, E> Future for Hardened<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut answer = std::task::ready!(self.project().answer.poll(cx));
-        if let Ok(response) = &mut answer {
-            harden(response.headers_mut());
-        }
-        Poll::Ready(answer)
-    }
-}
+use axum::http::{HeaderMap, HeaderValue, header};
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-/// What [`HardenLayer`] does to one response's headers.
+/// The headers of the module's description, on one response.
 pub fn harden(headers: &mut HeaderMap) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod headers;
 pub mod metrics;
 pub mod native;
+pub mod observe;
 pub mod oidc;
 pub mod openapi;
 pub mod page;
@@ -28,7 +29,6 @@ use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::core::Core;
 use contracts::ContractSettings;
@@ -203,24 +203,13 @@ fn routes(
             settings.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(panicked))
-        // Outside the panic guard and the timeout: their answers too.
-        .layer(headers::HardenLayer)
-        // The span names the method and the route template only: a query
-        // string may carry a password, a mistaken client's path a token.
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
-                let route = request
-                    .extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .map_or("-", |path| path.as_str());
-                tracing::info_span!("request", method = %request.method(), route = %route)
-            }),
-        );
-    let router = if metrics_settings.enabled {
-        router.layer(metrics::RecordLayer::new(Arc::clone(state.core.metrics())))
-    } else {
-        router
-    };
+        // Outside the panic guard and the timeout, so that their answers
+        // are counted and hardened too.
+        .layer(observe::ObserveLayer::new(
+            metrics_settings
+                .enabled
+                .then(|| Arc::clone(state.core.metrics())),
+        ));
     router.with_state(state)
 }
 

@@ -91,10 +91,10 @@ async fn the_description_covers_every_route_and_method() {
     for (template, item) in paths {
         for method in METHODS {
             let described = item.get(method).is_some();
-            if let Some(id) = item[method]["operationId"].as_str() {
-                if let Some(other) = operation_ids.insert(id.to_owned(), template.clone()) {
-                    wrong.push(format!("operationId {id} of {template} is also {other}'s"));
-                }
+            if let Some(id) = item[method]["operationId"].as_str()
+                && let Some(other) = operation_ids.insert(id.to_owned(), template.clone())
+            {
+                wrong.push(format!("operationId {id} of {template} is also {other}'s"));
             }
             let status = app
                 .client
