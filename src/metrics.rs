@@ -109,7 +109,7 @@ impl Metrics {
             hashing_duration: hashing_buckets(),
             live_sessions: Gauge::default(),
             api_calls: Counter::default(),
-            http: Arc::new(http::Requests::default()),
+            http: http::Requests::new(),
             pool_connections: Family::default(),
             store_duration: Family::new_with_constructor(latency_buckets),
             store_errors: Family::default(),
@@ -231,6 +231,12 @@ impl Metrics {
         self.http.record(route, method, status, took.as_secs_f64());
     }
 
+    /// A handle for timing requests that is copied, not shared: see
+    /// [`RequestTimer`].
+    pub fn request_timer(&self) -> RequestTimer {
+        RequestTimer { id: self.http.id() }
+    }
+
     /// The database pool's connections now.
     pub fn set_pool(&self, in_use: u32, idle: u32) {
         for (state, value) in [("in_use", in_use), ("idle", idle)] {
@@ -287,6 +293,49 @@ pub struct HashingMetrics {
 /// A shared handle.
 pub type SharedMetrics = Arc<Metrics>;
 
+/// Times HTTP requests into one [`Metrics`] without touching anything that
+/// other threads touch: it is an id (copied into each request's service,
+/// where an `Arc` would be a shared reference count), and each request
+/// records into its thread's shard.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimer {
+    id: usize,
+}
+
+impl RequestTimer {
+    /// A request begins; `route` is the template the router matched.
+    pub fn start(self, route: Option<&str>, method: &'static str) -> Option<RequestTiming> {
+        Some(RequestTiming {
+            shard: http::shard_of(self.id)?,
+            route: route.map(route_label),
+            method,
+            started: std::time::Instant::now(),
+        })
+    }
+}
+
+/// A request being timed.
+#[derive(Debug)]
+pub struct RequestTiming {
+    shard: Arc<std::sync::Mutex<http::Shard>>,
+    route: Option<Arc<str>>,
+    method: &'static str,
+    started: std::time::Instant,
+}
+
+impl RequestTiming {
+    /// The request ends with `status`.
+    pub fn finish(self, status: u16) {
+        http::record_into(
+            &self.shard,
+            self.route.as_deref().unwrap_or("unmatched"),
+            self.method,
+            status,
+            self.started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
 /// HTTP requests, recorded per thread and summed at each scrape.
 ///
 /// Every request is counted, so this is the hottest metric: with one shared
@@ -311,7 +360,7 @@ mod http {
 
     /// One series' numbers: requests of one route, method and status.
     #[derive(Debug, Clone, Copy)]
-    struct Series {
+    pub(super) struct Series {
         method: &'static str,
         status: u16,
         count: u64,
@@ -330,7 +379,38 @@ mod http {
         }
     }
 
-    type Shard = HashMap<Arc<str>, Vec<Series>>;
+    pub(super) type Shard = HashMap<Arc<str>, Vec<Series>>;
+
+    /// Every live registry, by id, for a thread's first request.
+    static REGISTRIES: Mutex<Vec<(usize, Weak<Requests>)>> = Mutex::new(Vec::new());
+
+    /// This thread's shard of registry `id`, if it is alive.
+    pub(super) fn shard_of(id: usize) -> Option<Arc<Mutex<Shard>>> {
+        SHARDS.with_borrow_mut(|shards| {
+            if let Some(shard) = shards
+                .iter()
+                .find(|(of, _)| *of == id)
+                .and_then(|(_, shard)| shard.upgrade())
+            {
+                return Some(shard);
+            }
+            let requests = REGISTRIES
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find(|(of, _)| *of == id)
+                .and_then(|(_, requests)| requests.upgrade())?;
+            shards.retain(|(_, shard)| shard.strong_count() > 0);
+            let shard = Arc::new(Mutex::new(Shard::new()));
+            requests
+                .shards
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::clone(&shard));
+            shards.push((id, Arc::downgrade(&shard)));
+            Some(shard)
+        })
+    }
 
     /// Every thread's shard of one [`super::Metrics`].
     #[derive(Debug)]
@@ -339,13 +419,22 @@ mod http {
         shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
     }
 
-    impl Default for Requests {
-        fn default() -> Self {
+    impl Requests {
+        /// A registry, findable by its id.
+        pub(super) fn new() -> Arc<Self> {
             static IDS: AtomicUsize = AtomicUsize::new(0);
-            Self {
+            let requests = Arc::new(Self {
                 id: IDS.fetch_add(1, Ordering::Relaxed),
                 shards: Mutex::new(Vec::new()),
-            }
+            });
+            let mut registries = REGISTRIES.lock().unwrap_or_else(PoisonError::into_inner);
+            registries.retain(|(_, live)| live.strong_count() > 0);
+            registries.push((requests.id, Arc::downgrade(&requests)));
+            requests
+        }
+
+        pub(super) fn id(&self) -> usize {
+            self.id
         }
     }
 
@@ -356,32 +445,26 @@ mod http {
     }
 
     impl Requests {
-        fn shard(&self) -> Arc<Mutex<Shard>> {
-            SHARDS.with_borrow_mut(|shards| {
-                if let Some(shard) = shards
-                    .iter()
-                    .find(|(id, _)| *id == self.id)
-                    .and_then(|(_, shard)| shard.upgrade())
-                {
-                    return shard;
-                }
-                shards.retain(|(_, shard)| shard.strong_count() > 0);
-                let shard = Arc::new(Mutex::new(Shard::new()));
-                self.shards
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(Arc::clone(&shard));
-                shards.push((self.id, Arc::downgrade(&shard)));
-                shard
-            })
-        }
-
         pub(super) fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
-            let bucket = (0..LATENCY_BUCKETS as usize)
-                .find(|&i| seconds <= latency_bound(i))
-                .unwrap_or(BUCKETS - 1);
-            let shard = self.shard();
-            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(shard) = shard_of(self.id) {
+                record_into(&shard, route, method, status, seconds);
+            }
+        }
+    }
+
+    /// Adds one request to a shard.
+    pub(super) fn record_into(
+        shard: &Mutex<Shard>,
+        route: &str,
+        method: &'static str,
+        status: u16,
+        seconds: f64,
+    ) {
+        let bucket = (0..LATENCY_BUCKETS as usize)
+            .find(|&i| seconds <= latency_bound(i))
+            .unwrap_or(BUCKETS - 1);
+        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        {
             if !shard.contains_key(route) {
                 shard.insert(Arc::from(route), Vec::new());
             }
@@ -409,7 +492,9 @@ mod http {
             entry.sum += seconds;
             entry.buckets[bucket] += 1;
         }
+    }
 
+    impl Requests {
         /// Every shard added up, by route, method and status.
         fn totals(&self) -> BTreeMap<(String, &'static str, u16), Series> {
             let shards = self

@@ -208,7 +208,7 @@ fn routes(
         .layer(observe::ObserveLayer::new(
             metrics_settings
                 .enabled
-                .then(|| Arc::clone(state.core.metrics())),
+                .then(|| state.core.metrics().request_timer()),
         ));
     router.with_state(state)
 }

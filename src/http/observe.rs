@@ -9,9 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use axum::extract::MatchedPath;
 use axum::http::{Method, Request};
@@ -19,18 +17,18 @@ use axum::response::Response;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
-use crate::metrics::Metrics;
+use crate::metrics::{RequestTimer, RequestTiming};
 
 /// Traces, counts (when `metrics` is given) and hardens every response.
-#[derive(Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ObserveLayer {
-    metrics: Option<Arc<Metrics>>,
+    timer: Option<RequestTimer>,
 }
 
 impl ObserveLayer {
-    /// Records into `metrics` when given.
-    pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
-        Self { metrics }
+    /// Records into the metrics of `timer` when given.
+    pub fn new(timer: Option<RequestTimer>) -> Self {
+        Self { timer }
     }
 }
 
@@ -40,16 +38,18 @@ impl<S> tower::Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Observe {
             inner,
-            metrics: self.metrics.clone(),
+            timer: self.timer,
         }
     }
 }
 
 /// The service [`ObserveLayer`] makes.
+/// Copied per request by axum: it holds no reference count that every
+/// thread would share.
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
-    metrics: Option<Arc<Metrics>>,
+    timer: Option<RequestTimer>,
 }
 
 /// A method as a label: the standard ones by name, anything else `other`
@@ -80,7 +80,6 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let started = Instant::now();
         let method = method_label(request.method());
         // The template the router matched, never the path: a path may carry
         // a token, and each distinct path would be a new series.
@@ -90,25 +89,14 @@ where
             method = method,
             route = route.map_or("-", MatchedPath::as_str)
         );
-        let record = self.metrics.as_ref().map(|metrics| Record {
-            metrics: Arc::clone(metrics),
-            route: route.map(|path| crate::metrics::route_label(path.as_str())),
-            method,
-            started,
-        });
+        let timing = self
+            .timer
+            .and_then(|timer| timer.start(route.map(MatchedPath::as_str), method));
         Observed {
             answer: self.inner.call(request).instrument(span),
-            record,
+            timing,
         }
     }
-}
-
-/// What the answer is recorded with.
-struct Record {
-    metrics: Arc<Metrics>,
-    route: Option<Arc<str>>,
-    method: &'static str,
-    started: Instant,
 }
 
 pin_project_lite::pin_project! {
@@ -117,7 +105,7 @@ pin_project_lite::pin_project! {
     pub struct Observed<F> {
         #[pin]
         answer: Instrumented<F>,
-        record: Option<Record>,
+        timing: Option<RequestTiming>,
     }
 }
 
@@ -136,13 +124,8 @@ where
             if status.is_server_error() && status != axum::http::StatusCode::SERVICE_UNAVAILABLE {
                 tracing::error!(status = status.as_u16(), "response failed");
             }
-            if let Some(record) = this.record.take() {
-                record.metrics.http_request(
-                    record.route.as_deref().unwrap_or("unmatched"),
-                    record.method,
-                    status.as_u16(),
-                    record.started.elapsed(),
-                );
+            if let Some(timing) = this.timing.take() {
+                timing.finish(status.as_u16());
             }
         }
         Poll::Ready(answer)
