@@ -196,6 +196,7 @@ impl Application {
             contracts: Arc::new(config.contracts.clone()),
             http: Arc::new(config.http.clone()),
             metrics: Arc::new(config.metrics.clone()),
+            openapi: Arc::default(),
         };
         let router = http::router(state.clone(), &config.http, &config.metrics);
         let metrics = match config.metrics.listen.filter(|_| config.metrics.enabled) {

@@ -81,6 +81,7 @@ fn build() -> Harness {
             contracts: Arc::new(config.contracts.clone()),
             http: Arc::new(config.http.clone()),
             metrics: Arc::new(config.metrics.clone()),
+            openapi: Arc::default(),
         };
         let router = sesame::http::router(state, &config.http, &config.metrics);
         (router, String::new(), String::new())

@@ -147,6 +147,16 @@ impl Refusal {
     }
 }
 
+/// A refresh's outcome, as the audit log and the metrics name it.
+pub(crate) fn refresh_outcome<T>(result: &Result<T>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(Error::RefreshTokenReused) => "reuse_detected",
+        Err(Error::InvalidRefreshToken) => "invalid_token",
+        Err(_) => "error",
+    }
+}
+
 /// A session's identity and lifetime, as a grant needs it.
 pub(crate) struct SessionRef {
     pub(crate) id: SessionId,
@@ -551,22 +561,14 @@ impl Core {
     ) -> Result<Grant> {
         let entry = audit::event("refresh", "success", face).client(client);
         let result = self.rotate(refresh_token).await;
-        let (entry, outcome) = match &result {
-            Ok(grant) => (
-                entry
-                    .account(&grant.account)
-                    .detail(format!("session {}", grant.session_id)),
-                "success",
-            ),
-            Err(Error::RefreshTokenReused) => {
-                (entry.with_outcome("reuse_detected"), "reuse_detected")
-            }
-            Err(Error::InvalidRefreshToken) => {
-                (entry.with_outcome("invalid_token"), "invalid_token")
-            }
-            Err(_) => (entry.with_outcome("error"), "error"),
-        };
+        let outcome = refresh_outcome(&result);
         self.metrics.refresh(outcome);
+        let entry = match &result {
+            Ok(grant) => entry
+                .account(&grant.account)
+                .detail(format!("session {}", grant.session_id)),
+            Err(_) => entry.with_outcome(outcome),
+        };
         self.audit.record(entry);
         result
     }

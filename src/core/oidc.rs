@@ -915,12 +915,8 @@ impl Core {
             .map_err(|reason| OAuthError::new("invalid_scope", reason))?
             .join(" ");
         let rotated = self.rotate_in(&namespace, token).await;
-        self.metrics.refresh(match &rotated {
-            Ok(_) => "success",
-            Err(Error::RefreshTokenReused) => "reuse_detected",
-            Err(Error::InvalidRefreshToken) => "invalid_token",
-            Err(_) => "error",
-        });
+        self.metrics
+            .refresh(super::login::refresh_outcome(&rotated));
         let (session, successor) = rotated?;
         let account = self.account_with_usage(session.account_id).await?;
         let sid = granted.browser_session.as_deref().unwrap_or(&session.id);

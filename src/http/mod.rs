@@ -77,6 +77,9 @@ pub struct AppState {
     pub http: Arc<HttpSettings>,
     /// Where `GET /metrics` is served (for the description).
     pub metrics: Arc<metrics::MetricsSettings>,
+    /// `GET /openapi.json`'s body, made at its first request (the issuer
+    /// is known by then) and served as is afterwards.
+    pub openapi: Arc<std::sync::OnceLock<axum::body::Bytes>>,
 }
 
 /// The header carrying a request's id, both ways.

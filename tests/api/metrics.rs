@@ -243,3 +243,80 @@ async fn metrics_can_have_a_listener_of_their_own_or_be_off() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     server.stop();
 }
+
+/// The Prometheus project's own parsers (its Python client) read both
+/// formats: a format is proven by a reader we did not write.
+#[tokio::test]
+async fn prometheus_own_parsers_read_both_formats() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/schemathesis/.venv/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide {} (see .ci/run)",
+            python.display()
+        );
+        eprintln!(
+            "skipped: {} is not installed; see .ci/run",
+            python.display()
+        );
+        return;
+    }
+    let app = TestApp::spawn().await;
+    app.create_user("alice").await;
+    app.login_ok("alice").await;
+    let text = scrape(&app).await;
+    let open_metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families as prometheus
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+parse = {"prometheus": prometheus, "openmetrics": openmetrics}[sys.argv[1]]
+for family in parse(sys.stdin.read()):
+    for sample in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+        print(family.type, sample.name, labels, float(sample.value))
+"#;
+    for (format, body) in [("prometheus", &text), ("openmetrics", &open_metrics)] {
+        use std::io::Write;
+        let mut child = std::process::Command::new(&python)
+            .args(["-c", script, format])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        let parsed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{format} did not parse: {}\n{body}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for expected in [
+            "counter sesame_logins_total face=native,outcome=success 1.0",
+            "histogram sesame_hashing_duration_seconds_count  3.0",
+            "histogram sesame_http_request_duration_seconds_count method=POST,route=/v1/login 1.0",
+        ] {
+            assert!(
+                parsed.contains(expected),
+                "{format}: no {expected:?} in\n{parsed}"
+            );
+        }
+    }
+}
