@@ -337,6 +337,9 @@ struct Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // exited and reaped: its id may be someone else's now
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -348,13 +351,16 @@ impl Drop for Proxy {
 /// its addresses (front 127.0.0.1:8000, Sesame 127.0.0.1:8420, upstream
 /// 127.0.0.1:8080) replaced by this test's; `None` (skipped) where the proxy
 /// is not installed, which fails on CI. `command` builds the command line
-/// from the binary, a private directory and the configuration file in it.
+/// from the binary, a private directory and the configuration file in it;
+/// the proxy's standard error goes to a file whose text a failure shows.
+/// A front port taken by someone else between our probe and the proxy's
+/// bind (the probe has to let it go) is retried on another port.
 async fn start_proxy(
     app: &TestApp,
     upstream: &str,
     binaries: &[&str],
     file: &str,
-    command: impl FnOnce(&str, &std::path::Path, &std::path::Path) -> Command,
+    command: impl Fn(&str, &std::path::Path, &std::path::Path) -> Command,
 ) -> Option<Proxy> {
     let Some(binary) = binaries
         .iter()
@@ -368,31 +374,47 @@ async fn start_proxy(
         return None;
     };
     let sesame = app.address.trim_start_matches("http://").to_owned();
-    let front = format!("127.0.0.1:{}", free_port());
     let root = env!("CARGO_MANIFEST_DIR");
-    let config = std::fs::read_to_string(format!("{root}/examples/forward-auth/{file}"))
-        .unwrap()
-        .replace("127.0.0.1:8000", &front)
-        .replace("127.0.0.1:8420", &sesame)
-        .replace("127.0.0.1:8080", upstream);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(file);
-    std::fs::write(&path, config).unwrap();
-    let child = command(binary, dir.path(), &path)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proxy = Proxy {
-        child,
-        front,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&proxy.front).is_err() {
-        assert!(Instant::now() < deadline, "{binary} did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let template = std::fs::read_to_string(format!("{root}/examples/forward-auth/{file}")).unwrap();
+    for attempt in 1..=3 {
+        let front = format!("127.0.0.1:{}", free_port());
+        let config = template
+            .replace("127.0.0.1:8000", &front)
+            .replace("127.0.0.1:8420", &sesame)
+            .replace("127.0.0.1:8080", upstream);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file);
+        std::fs::write(&path, config).unwrap();
+        let log_path = dir.path().join("stderr.log");
+        let child = command(binary, dir.path(), &path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut proxy = Proxy {
+            child,
+            front,
+            _dir: dir,
+        };
+        // Generous: the whole suite shares two cores while this starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(&proxy.front).is_ok() {
+                return Some(proxy);
+            }
+            let exited = proxy.child.try_wait().unwrap();
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let taken = log.to_lowercase().contains("address already in use");
+                if exited.is_some() && taken && attempt < 3 {
+                    break;
+                }
+                panic!("{binary} did not start ({exited:?}); its standard error:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    Some(proxy)
+    unreachable!("the third attempt returns or panics")
 }
 
 fn free_port() -> u16 {
@@ -442,7 +464,6 @@ async fn nginx_auth_request_protects_an_upstream() {
         |bin, dir, conf| {
             let mut command = Command::new(bin);
             command.arg("-p").arg(dir).arg("-c").arg(conf);
-            command.stderr(Stdio::inherit());
             command
         },
     )
@@ -634,8 +655,7 @@ async fn caddy_forward_auth_protects_an_upstream() {
             // Caddy keeps its state under these; not in the test's home.
             .env("HOME", dir)
             .env("XDG_DATA_HOME", dir)
-            .env("XDG_CONFIG_HOME", dir)
-            .stderr(Stdio::null());
+            .env("XDG_CONFIG_HOME", dir);
         command
     })
     .await
