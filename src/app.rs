@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -31,6 +31,7 @@ use crate::store::metered::MeteredStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::postgres::notify::PgNotices;
 use crate::store::sqlite::SqliteStore;
+use crate::tls::Tls;
 
 /// Opens the configured store; runs pending migrations when `migrate`
 /// (otherwise refuses a schema that is behind).
@@ -149,15 +150,16 @@ async fn start_core(
     Ok(Arc::new(core))
 }
 
-/// `http://` and the address a server listening on `address` is reached
-/// at on this host (loopback for an unspecified address): the issuer when
-/// `public_url` is not set.
-pub fn reachable_url(address: SocketAddr) -> String {
+/// `http://` (or `https://` when `secure`) and the address a server
+/// listening on `address` is reached at on this host (loopback for an
+/// unspecified address): the issuer when `public_url` is not set.
+pub fn reachable_url(address: SocketAddr, secure: bool) -> String {
     let mut reachable = address;
     if reachable.ip().is_unspecified() {
         reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    format!("http://{reachable}")
+    let scheme = if secure { "https" } else { "http" };
+    format!("{scheme}://{reachable}")
 }
 
 /// A built, bound, not yet serving application.
@@ -168,13 +170,23 @@ pub struct Application {
     address: SocketAddr,
     router: axum::Router,
     core: Arc<Core>,
+    /// HTTPS, when configured.
+    tls: Option<Arc<Tls>>,
     header_timeout: Duration,
+    max_connections: usize,
     drain: Duration,
 }
 
 impl Application {
     /// Opens the store, starts the core and binds the listener.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let tls = match &config.tls {
+            Some(settings) => Some(
+                Tls::new(settings.clone())
+                    .context("cannot load the TLS certificate and key (tls_cert, tls_key)")?,
+            ),
+            None => None,
+        };
         let core = start_core(config, clock, true).await?;
         core.spawn_housekeeping();
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
@@ -188,7 +200,7 @@ impl Application {
             config
                 .public_url
                 .clone()
-                .unwrap_or_else(|| reachable_url(address)),
+                .unwrap_or_else(|| reachable_url(address, tls.is_some())),
         );
         core.spawn_key_reloader();
         let state = AppState {
@@ -214,7 +226,9 @@ impl Application {
             address,
             router,
             core,
+            tls,
             header_timeout: config.http.header_timeout,
+            max_connections: config.http.max_connections,
             drain: config.http.drain,
         })
     }
@@ -229,6 +243,11 @@ impl Application {
         self.metrics
             .as_ref()
             .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// HTTPS, when configured (for `sesame serve`'s SIGHUP).
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.clone()
     }
 
     /// The core behind the server.
@@ -250,7 +269,23 @@ impl Application {
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(128)
+            .max_header_list_size(64 * 1024)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
         let graceful = GracefulShutdown::new();
+        if let Some(tls) = &self.tls {
+            tls.spawn_watch();
+        }
+        // Every connection holds one permit, TLS handshakes included; beyond
+        // `http.max_connections` a new one is closed at once (and the
+        // operator told, at most once a minute).
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
+        let mut refused = 0_u64;
+        let mut last_warning: Option<std::time::Instant> = None;
         // Metrics on their own listener (an internal address, for the
         // scraper only), served until the API stops.
         let metrics = self.metrics.map(|(listener, router)| {
@@ -292,16 +327,68 @@ impl Application {
                     continue;
                 }
             };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                refused += 1;
+                if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(
+                        refused,
+                        limit = self.max_connections,
+                        "connections refused: http.max_connections are open"
+                    );
+                    last_warning = Some(std::time::Instant::now());
+                    refused = 0;
+                }
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let router = self.router.clone();
+            let Some(tls) = &self.tls else {
+                let service =
+                    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        router.clone().oneshot(request)
+                    });
+                let connection =
+                    graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+                continue;
+            };
+            let tls = Arc::clone(tls);
+            let hsts = tls.hsts().cloned();
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
-                    router.clone().oneshot(request)
+                    let response = router.clone().oneshot(request);
+                    let hsts = hsts.clone();
+                    async move {
+                        let mut response = response.await?;
+                        if let Some(hsts) = hsts {
+                            response
+                                .headers_mut()
+                                .insert(axum::http::header::STRICT_TRANSPORT_SECURITY, hsts);
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
-            let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+            let watcher = graceful.watcher();
+            let (http1, http2) = (http1.clone(), http2.clone());
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
+                let _permit = permit;
+                let Some(accepted) = tls.accept(stream).await else {
+                    return;
+                };
+                let io = TokioIo::new(accepted.stream);
+                let served = if accepted.http2 {
+                    watcher.watch(http2.serve_connection(io, service)).await
+                } else {
+                    watcher.watch(http1.serve_connection(io, service)).await
+                };
+                if let Err(error) = served {
                     tracing::debug!(%error, "connection ended with an error");
                 }
             });

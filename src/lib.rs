@@ -23,3 +23,4 @@ pub mod metrics;
 pub mod notices;
 pub mod redact;
 pub mod store;
+pub mod tls;

@@ -76,34 +76,32 @@ enum Command {
 }
 
 impl Cli {
-    fn sources(&self, listen: Option<String>) -> Sources {
-        Sources {
+    fn sources(&self) -> Sources {
+        let mut sources = Sources {
             config_file: self.config.clone(),
-            listen,
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
             redis_url: self.redis_url.clone(),
+            ..Sources::default()
+        };
+        if let Command::Serve(args) = &self.command {
+            sources.listen = args.listen.clone();
+            sources.tls_cert = args.tls_cert.clone();
+            sources.tls_key = args.tls_key.clone();
+            sources.require_tls = args.require_tls;
+            sources.cors_origins = args.cors_origins.clone();
         }
+        sources
     }
 }
 
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
+    // One TLS provider for the whole process (HTTPS, and Redis over TLS,
+    // whose client asks for the process's), whatever features a build unifies.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    let listen = match &cli.command {
-        Command::Serve(args) => args.listen.clone(),
-        Command::User(_)
-        | Command::Role(_)
-        | Command::Audit(_)
-        | Command::Client(_)
-        | Command::Keys(_)
-        | Command::Config(_)
-        | Command::Openapi(_)
-        | Command::Migrate
-        | Command::Export(_)
-        | Command::Import(_) => None,
-    };
-    let config = match Config::load(&cli.sources(listen)) {
+    let config = match Config::load(&cli.sources()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error}");

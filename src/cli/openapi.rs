@@ -21,7 +21,7 @@ pub fn run(config: &Config, args: &OpenapiArgs) -> anyhow::Result<()> {
     let server = config
         .public_url
         .clone()
-        .unwrap_or_else(|| crate::app::reachable_url(config.listen));
+        .unwrap_or_else(|| crate::app::reachable_url(config.listen, config.tls.is_some()));
     let description =
         crate::http::openapi::description(&server, &config.contracts, &config.metrics);
     let mut text = serde_json::to_string_pretty(&description)?;

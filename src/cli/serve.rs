@@ -27,6 +27,20 @@ pub struct ServeArgs {
     /// [default: metrics.listen].
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve HTTPS with this certificate chain (PEM) [default: tls_cert].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM) [default: tls_key].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Refuse to serve plain HTTP on an address beyond this host
+    /// [default: require_tls].
+    #[arg(long)]
+    pub require_tls: bool,
+    /// A web page origin (https://app.example.com) that may call Sesame from
+    /// a browser; repeat for more [default: cors_origins].
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
 }
 
 pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
@@ -45,13 +59,25 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     super::init_logging_as(&config.log, json);
     // Registered before any start-up work, so an early SIGTERM still shuts down cleanly.
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+    let reload = reload_signal().context("cannot install signal handlers")?;
     let app = Application::build(&config, Arc::new(SystemClock)).await?;
+    tokio::spawn(reload_on_signal(reload, app.tls()));
     create_first_administrator(&app.core()).await?;
     tracing::info!(
         "argon2 kernel: {}",
         crate::core::passwords::Kernel::instruction_set()
     );
-    tracing::info!(address = %app.local_addr(), "sesame is listening");
+    let scheme = if app.tls().is_some() { "https" } else { "http" };
+    tracing::info!(address = %app.local_addr(), scheme, "sesame is listening");
+    if app.tls().is_none() && !app.local_addr().ip().is_loopback() {
+        tracing::warn!(
+            address = %app.local_addr(),
+            "serving plain HTTP beyond this host: passwords and tokens cross the network \
+             readable by anyone on the way; give tls_cert and tls_key (--tls-cert, \
+             --tls-key) or keep Sesame behind a proxy that terminates TLS \
+             (require_tls refuses to start this way)"
+        );
+    }
     if let Some(address) = app.metrics_addr() {
         tracing::info!(%address, "metrics are served at http://{address}/metrics");
     }
@@ -117,6 +143,37 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         tracing::info!("shutting down; finishing in-flight requests");
     })
 }
+
+/// SIGHUP, installed before start-up so that an early one does not stop
+/// the process (its default); `None` where there is no such signal.
+#[cfg(unix)]
+fn reload_signal() -> std::io::Result<Option<tokio::signal::unix::Signal>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup()).map(Some)
+}
+
+#[cfg(not(unix))]
+fn reload_signal() -> std::io::Result<Option<()>> {
+    Ok(None)
+}
+
+/// Reloads the TLS certificate and key at each SIGHUP.
+#[cfg(unix)]
+async fn reload_on_signal(
+    signal: Option<tokio::signal::unix::Signal>,
+    tls: Option<Arc<crate::tls::Tls>>,
+) {
+    let Some(mut signal) = signal else { return };
+    while signal.recv().await.is_some() {
+        match &tls {
+            Some(tls) => tls.reload_and_log("SIGHUP"),
+            None => tracing::info!("SIGHUP: nothing to reload (HTTPS is off)"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_signal(_: Option<()>, _: Option<Arc<crate::tls::Tls>>) {}
 
 #[cfg(not(unix))]
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {

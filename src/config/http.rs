@@ -24,6 +24,8 @@ pub struct RawHttp {
     /// Seconds between a stop signal and the end of accepting connections,
     /// during which `/readyz` answers 503 so that load balancers drain.
     pub drain_seconds: u64,
+    /// Connections open at once (TLS handshakes included).
+    pub max_connections: usize,
 }
 
 impl Default for RawHttp {
@@ -35,6 +37,7 @@ impl Default for RawHttp {
             header_timeout: d.header_timeout.as_secs(),
             trusted_proxies: Vec::new(),
             drain_seconds: d.drain.as_secs(),
+            max_connections: d.max_connections,
         }
     }
 }
@@ -85,6 +88,14 @@ impl RawHttp {
                 300,
             )),
             forward_auth: Default::default(),
+            max_connections: check_range(
+                problems,
+                "http.max_connections",
+                self.max_connections,
+                1,
+                1_000_000,
+            ),
+            cors: Default::default(),
         }
     }
 }

@@ -12,6 +12,7 @@
 
 mod abuse;
 mod contracts;
+mod cors;
 mod database;
 mod forward_auth;
 mod housekeeping;
@@ -22,6 +23,7 @@ mod passwords;
 mod quotas;
 mod redis;
 mod sessions;
+mod tls;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -33,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::abuse::{RawAbuse, RawAudit};
 pub use self::contracts::RawContracts;
+pub use self::cors::{OriginList, RawCors};
 pub use self::database::RawDatabase;
 pub use self::forward_auth::RawForwardAuth;
 pub use self::housekeeping::RawHousekeeping;
@@ -42,6 +45,7 @@ pub use self::passwords::RawPasswords;
 pub use self::quotas::RawQuotas;
 pub use self::redis::RawRedis;
 pub use self::sessions::RawSessions;
+pub use self::tls::RawTls;
 pub use self::tokens::RawTokens;
 use crate::core::CoreSettings;
 use crate::core::sessions::PlatformPolicy;
@@ -65,6 +69,14 @@ pub struct Sources {
     pub database_url: Option<String>,
     /// `--redis-url`.
     pub redis_url: Option<String>,
+    /// `serve --tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `serve --tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `serve --require-tls`.
+    pub require_tls: bool,
+    /// `serve --cors-origin` (repeated).
+    pub cors_origins: Vec<String>,
 }
 
 /// Configuration as written, before validation.
@@ -86,6 +98,15 @@ pub struct RawConfig {
     /// The URL clients reach Sesame at: the OpenID Connect issuer. When
     /// absent, `http://` and the address the server listens on.
     pub public_url: Option<String>,
+    /// HTTPS: the certificate chain (PEM); with `tls_key`, Sesame serves
+    /// HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Refuse to serve plain HTTP on an address beyond this host.
+    pub require_tls: bool,
+    /// Web pages (origins) that may call Sesame from a browser; none by default.
+    pub cors_origins: OriginList,
     /// 32 bytes (hex or base64) sealing private signing keys at rest.
     pub key_encryption_key: Option<String>,
     /// A file holding the key-encryption key.
@@ -116,6 +137,10 @@ pub struct RawConfig {
     pub quotas: RawQuotas,
     /// `[metrics]`.
     pub metrics: RawMetrics,
+    /// `[tls]`.
+    pub tls: RawTls,
+    /// `[cors]`.
+    pub cors: RawCors,
 }
 
 impl Default for RawConfig {
@@ -128,6 +153,10 @@ impl Default for RawConfig {
             log: "info".into(),
             log_format: "text".into(),
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            cors_origins: OriginList::default(),
             key_encryption_key: None,
             key_encryption_key_file: None,
             database: RawDatabase::default(),
@@ -143,6 +172,8 @@ impl Default for RawConfig {
             forward_auth: RawForwardAuth::default(),
             quotas: RawQuotas::default(),
             metrics: RawMetrics::default(),
+            tls: RawTls::default(),
+            cors: RawCors::default(),
         }
     }
 }
@@ -172,6 +203,8 @@ pub struct Config {
     pub contracts: ContractSettings,
     /// `GET /metrics`.
     pub metrics: crate::http::metrics::MetricsSettings,
+    /// HTTPS, when configured.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Not mistakes, but worth a look: `SESAME_*` variables that are no
     /// configuration key (ignored), each with the closest key. Logged at start.
     pub warnings: Vec<String>,
@@ -245,6 +278,18 @@ impl Config {
         }
         if let Some(url) = &sources.redis_url {
             figment = figment.merge(("redis_url", url));
+        }
+        if let Some(cert) = &sources.tls_cert {
+            figment = figment.merge(("tls_cert", cert));
+        }
+        if let Some(key) = &sources.tls_key {
+            figment = figment.merge(("tls_key", key));
+        }
+        if sources.require_tls {
+            figment = figment.merge(("require_tls", true));
+        }
+        if !sources.cors_origins.is_empty() {
+            figment = figment.merge(("cors_origins", &sources.cors_origins));
         }
         let raw: RawConfig = figment
             .extract()
@@ -411,6 +456,14 @@ impl RawConfig {
             .validate(tokens.reuse_grace, &mut problems);
         let quota_period = self.quotas.validate(&mut problems);
         let metrics = self.metrics.validate(listen, &mut problems);
+        let tls = self.tls.validate(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.require_tls,
+            listen,
+            &mut problems,
+        );
+        http.cors = self.cors.validate(&self.cors_origins, &mut problems);
         let public_url = oidc::public_url(self.public_url.as_deref(), &mut problems);
         let log_json = match self.log_format.as_str() {
             "text" => false,
@@ -451,6 +504,7 @@ impl RawConfig {
             http,
             contracts,
             metrics,
+            tls,
             warnings: Vec::new(),
             sources: Vec::new(),
         })

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod authz;
 pub mod contracts;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod headers;
@@ -51,6 +52,11 @@ pub struct HttpSettings {
     pub drain: Duration,
     /// Forward auth (`/v1/authz`).
     pub forward_auth: authz::ForwardAuthSettings,
+    /// Connections open at once (TLS handshakes included); beyond, a new
+    /// one is closed at once.
+    pub max_connections: usize,
+    /// Which web pages may call each face from a browser.
+    pub cors: cors::CorsSettings,
 }
 
 impl Default for HttpSettings {
@@ -62,6 +68,8 @@ impl Default for HttpSettings {
             trusted_proxies: Vec::new(),
             drain: Duration::from_secs(5),
             forward_auth: authz::ForwardAuthSettings::default(),
+            max_connections: 10_000,
+            cors: cors::CorsSettings::default(),
         }
     }
 }
@@ -205,9 +213,16 @@ fn routes(
             StatusCode::REQUEST_TIMEOUT,
             settings.request_timeout,
         ))
-        .layer(CatchPanicLayer::custom(panicked))
-        // Outside the panic guard and the timeout, so that their answers
-        // are counted and hardened too.
+        .layer(CatchPanicLayer::custom(panicked));
+    // Only where some page may call some face: none by default.
+    let router = if settings.cors.is_on() {
+        settings.cors.clone().apply(router)
+    } else {
+        router
+    };
+    let router = router
+        // Outside the panic guard, the timeout and CORS, so that their
+        // answers are counted and hardened too.
         .layer(observe::ObserveLayer::new(
             metrics_settings
                 .enabled

@@ -285,7 +285,12 @@ impl TestApp {
         let app = Application::build(&config, clock.clone())
             .await
             .expect("application builds");
-        let address = format!("http://{}", app.local_addr());
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let address = format!("{scheme}://{}", app.local_addr());
         let core = app.core();
         tokio::spawn(app.run_until(std::future::pending()));
         let app = Self {

@@ -1,0 +1,277 @@
+//! HTTPS served by Sesame itself: rustls with TLS 1.3 and 1.2 (aws-lc-rs's
+//! default suites: forward-secret AEAD only), HTTP/2 or HTTP/1.1 by ALPN.
+//!
+//! Every new handshake takes the certificate in service from
+//! [`Certificates`]; a reload (SIGHUP, or the files changing on disk, as a
+//! cert-manager or certbot renewal does) swaps it, so connections already
+//! open keep theirs and none is dropped. A pair that does not load
+//! (unreadable, not PEM, a key that is not the certificate's) is refused
+//! with a logged error and the pair in service stays.
+//!
+//! Handshakes are bounded: at most `max_handshakes` at once (a connection
+//! beyond is closed at once) and each within `handshake_timeout`, so a flood
+//! of clients that open TLS and stall cannot hold memory.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use axum::http::HeaderValue;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// HTTPS settings (`tls_cert`, `tls_key`, `[tls]`).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM file: the certificate, then its chain.
+    pub cert: PathBuf,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The `Strict-Transport-Security` value, `None` when turned off.
+    pub hsts: Option<HeaderValue>,
+    /// Longest a client may take to complete its handshake.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// How often the files are checked for a change.
+    pub watch_interval: Duration,
+}
+
+/// Why a certificate and key pair was not loaded. Messages name files,
+/// never their contents.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The key is not the certificate's.
+    #[error("the key in {key} does not belong to the certificate in {cert}")]
+    Mismatch {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The certificate in service, swapped in place by a reload.
+#[derive(Debug)]
+struct Certificates(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.0.read().unwrap_or_else(PoisonError::into_inner),
+        ))
+    }
+}
+
+/// What a file looked like when it was last loaded: a change of any part
+/// (a rewrite, or a symbolic link pointed elsewhere) means a reload.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let metadata = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((metadata.modified().ok()?, metadata.len(), inode))
+}
+
+/// Sesame's TLS: the acceptor, its certificate and the bounds on handshakes.
+pub struct Tls {
+    settings: TlsSettings,
+    provider: Arc<CryptoProvider>,
+    certificates: Arc<Certificates>,
+    acceptor: TlsAcceptor,
+    handshakes: Arc<Semaphore>,
+    /// The files' stamps at the last load (or attempt).
+    loaded: Mutex<(Stamp, Stamp)>,
+}
+
+/// The answer to plain HTTP on the HTTPS port.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+content-length: 50\r\n\
+connection: close\r\n\
+\r\n\
+This port speaks HTTPS only: use an https:// URL.\n";
+
+/// A completed handshake: the stream, and whether the client chose HTTP/2.
+pub struct Accepted {
+    /// The decrypted stream.
+    pub stream: TlsStream<TcpStream>,
+    /// ALPN said `h2`.
+    pub http2: bool,
+}
+
+impl Tls {
+    /// Loads the pair; an error here stops start-up.
+    pub fn new(settings: TlsSettings) -> Result<Arc<Self>, TlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let stamps = (stamp(&settings.cert), stamp(&settings.key));
+        let pair = load_pair(&settings.cert, &settings.key, &provider)?;
+        let certificates = Arc::new(Certificates(RwLock::new(Arc::new(pair))));
+        let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&certificates) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(Self {
+            handshakes: Arc::new(Semaphore::new(settings.max_handshakes)),
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            settings,
+            provider,
+            certificates,
+            loaded: Mutex::new(stamps),
+        }))
+    }
+
+    /// `Strict-Transport-Security`, unless turned off.
+    pub fn hsts(&self) -> Option<&HeaderValue> {
+        self.settings.hsts.as_ref()
+    }
+
+    /// Reads the files again and puts the pair in service; on an error the
+    /// pair in service stays (and the error is returned, for the log).
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let stamps = (stamp(&self.settings.cert), stamp(&self.settings.key));
+        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
+        let pair = load_pair(&self.settings.cert, &self.settings.key, &self.provider)?;
+        *self
+            .certificates
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(pair);
+        Ok(())
+    }
+
+    /// Reloads, logging the outcome.
+    pub fn reload_and_log(&self, why: &str) {
+        match self.reload() {
+            Ok(()) => tracing::info!(
+                cert = %self.settings.cert.display(),
+                "TLS certificate reloaded ({why})"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "TLS certificate not reloaded ({why}); the one in service stays"
+            ),
+        }
+    }
+
+    /// Checks the files every `watch_interval` and reloads when they
+    /// changed; stops when the server is gone.
+    pub fn spawn_watch(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let every = self.settings.watch_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(tls) = weak.upgrade() else { return };
+                let now = (stamp(&tls.settings.cert), stamp(&tls.settings.key));
+                let changed = *tls.loaded.lock().unwrap_or_else(PoisonError::into_inner) != now;
+                if changed {
+                    tls.reload_and_log("the files changed");
+                }
+            }
+        });
+    }
+
+    /// The server's side of a handshake, bounded in number and time;
+    /// `None` when refused, failed or too slow (logged at debug level: a
+    /// scanner's noise is not an operator's concern).
+    pub async fn accept(&self, stream: TcpStream) -> Option<Accepted> {
+        let Ok(_permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
+            tracing::debug!("too many TLS handshakes in progress; connection closed");
+            return None;
+        };
+        let handshake = async {
+            // A client speaking plain HTTP to this port gets told so
+            // (a TLS connection starts with a handshake record, 0x16).
+            let mut first = [0_u8; 1];
+            if stream.peek(&mut first).await? == 1 && first[0] != 0x16 {
+                let mut stream = stream;
+                let mut scratch = [0_u8; 4096];
+                let _ = stream.read(&mut scratch).await;
+                let _ = stream.write_all(PLAIN_HTTP_ANSWER).await;
+                let _ = stream.shutdown().await;
+                // What the client still sends is read (for a second at
+                // most) rather than left unread: closing on unread data
+                // resets the connection, losing the answer on its way.
+                let drain = async { while stream.read(&mut scratch).await.is_ok_and(|n| n > 0) {} };
+                let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+                return Err(std::io::Error::other("plain HTTP on the HTTPS port"));
+            }
+            self.acceptor.accept(stream).await
+        };
+        match tokio::time::timeout(self.settings.handshake_timeout, handshake).await {
+            Ok(Ok(stream)) => {
+                let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                Some(Accepted { stream, http2 })
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        }
+    }
+}
+
+/// Reads a certificate chain and its key, checking that they belong together.
+fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let file_error = |path: &Path, reason: String| TlsError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem_error = |path: &Path, what: &str, error: rustls::pki_types::pem::Error| {
+        use rustls::pki_types::pem::Error;
+        file_error(
+            path,
+            match error {
+                Error::Io(error) => format!("cannot read it: {error}"),
+                Error::NoItemsFound => format!("holds no PEM {what}"),
+                _ => format!("is not a readable PEM file ({what} expected)"),
+            },
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| pem_error(cert, "certificate", e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(cert, "certificate", e))?;
+    if chain.is_empty() {
+        return Err(file_error(cert, "holds no PEM certificate".into()));
+    }
+    let private =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, "private key", e))?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|error| match error {
+        rustls::Error::InconsistentKeys(_) => TlsError::Mismatch {
+            cert: cert.display().to_string(),
+            key: key.display().to_string(),
+        },
+        rustls::Error::General(reason) => file_error(key, reason),
+        other => TlsError::Rustls(other),
+    })
+}

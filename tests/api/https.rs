@@ -1,0 +1,484 @@
+//! HTTPS served by Sesame itself: certificates made at test time by a test
+//! CA (rcgen), clients that trust that CA and clients that do not, HTTP/2 by
+//! ALPN, renewal by SIGHUP and by the files changing with connections kept,
+//! a bad renewal refused, HSTS, and the bounds on handshakes and connections.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, sesame_command};
+
+/// A test CA and the certificates it signs for 127.0.0.1 and localhost.
+struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+/// A certificate and its key, as PEM.
+struct Leaf {
+    cert: String,
+    key: String,
+    der: Vec<u8>,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Sesame test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        Self {
+            pem: certificate.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn leaf(&self) -> Leaf {
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert: certificate.pem(),
+            key: key.serialize_pem(),
+            der: certificate.der().to_vec(),
+        }
+    }
+
+    /// A client that trusts this CA only, and shows which certificate the
+    /// server presented.
+    fn client(&self) -> reqwest::Client {
+        self.client_builder().build().unwrap()
+    }
+
+    fn client_builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap())
+            .tls_info(true)
+    }
+}
+
+/// The certificate the server presented on the connection `response` came on.
+fn presented(response: &reqwest::Response) -> Vec<u8> {
+    response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .expect("a TLS connection")
+        .to_vec()
+}
+
+/// Writes a pair where the server reads it, each file replaced at once (a
+/// rename), as cert-manager and certbot do.
+fn install(dir: &Path, cert: &str, key: &str) -> (PathBuf, PathBuf) {
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    for (path, text) in [(&key_path, key), (&cert_path, cert)] {
+        let staging = path.with_extension("new");
+        std::fs::write(&staging, text).unwrap();
+        std::fs::rename(&staging, path).unwrap();
+    }
+    (cert_path, key_path)
+}
+
+async fn spawn_https(
+    ca: &Ca,
+    dir: &Path,
+    tweak: impl FnOnce(&mut sesame::config::RawConfig),
+) -> TestApp {
+    let leaf = ca.leaf();
+    let (cert, key) = install(dir, &leaf.cert, &leaf.key);
+    TestApp::spawn_with(|raw| {
+        raw.tls_cert = Some(cert);
+        raw.tls_key = Some(key);
+        tweak(raw);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_login_over_https_needs_a_client_that_trusts_the_certificate() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_https(&ca, dir.path(), |_| {}).await;
+    assert!(
+        app.address.starts_with("https://127.0.0.1:"),
+        "{}",
+        app.address
+    );
+    app.create_user("ann").await;
+    let login = json!({"login": "ann", "password": PASSWORD});
+
+    // HTTP/2 when the client offers it (ALPN), HTTP/1.1 otherwise.
+    for (client, version) in [
+        (ca.client(), reqwest::Version::HTTP_2),
+        (
+            ca.client_builder().http1_only().build().unwrap(),
+            reqwest::Version::HTTP_11,
+        ),
+    ] {
+        let response = client
+            .post(app.url("/v1/login"))
+            .json(&login)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), version);
+        assert_eq!(
+            response.headers()["strict-transport-security"],
+            "max-age=31536000"
+        );
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let body: Value = response.json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap();
+        let me = client
+            .get(app.url("/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), StatusCode::OK);
+        assert_eq!(me.version(), version);
+    }
+
+    // A client that does not trust the certificate never sends the password.
+    let stranger = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    let refused = stranger
+        .post(app.url("/v1/login"))
+        .json(&login)
+        .send()
+        .await;
+    assert!(refused.unwrap_err().is_connect());
+    let other_ca = Ca::new();
+    let refused = other_ca
+        .client()
+        .post(app.url("/v1/login"))
+        .json(&login)
+        .send()
+        .await;
+    assert!(refused.unwrap_err().is_connect());
+
+    // Plain HTTP on the HTTPS port is told what to do, in plain text.
+    let plain = app.url("/healthz").replace("https://", "http://");
+    let answer = reqwest::get(&plain).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert!(answer.text().await.unwrap().contains("HTTPS only"));
+}
+
+#[tokio::test]
+async fn hsts_is_sent_over_https_only_and_as_configured() {
+    let plain = TestApp::spawn().await;
+    let response = plain
+        .client
+        .get(plain.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .is_none()
+    );
+
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_https(&ca, dir.path(), |raw| {
+        raw.tls.hsts_max_age = 600;
+        raw.tls.hsts_include_subdomains = true;
+    })
+    .await;
+    // Every answer, errors included.
+    for path in ["/healthz", "/v1/me", "/no/such/route"] {
+        let response = ca.client().get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            response.headers()["strict-transport-security"],
+            "max-age=600; includeSubDomains",
+            "{path}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let off = spawn_https(&ca, dir.path(), |raw| raw.tls.hsts = false).await;
+    let response = ca.client().get(off.url("/healthz")).send().await.unwrap();
+    assert!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let first = ca.leaf();
+    let (cert, key) = install(dir.path(), &first.cert, &first.key);
+    let app = TestApp::spawn_with(|raw| {
+        raw.tls_cert = Some(cert);
+        raw.tls_key = Some(key);
+        raw.tls.watch_interval = 1;
+    })
+    .await;
+    let kept = ca.client_builder().http1_only().build().unwrap();
+    let response = kept.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(presented(&response), first.der);
+
+    let second = ca.leaf();
+    install(dir.path(), &second.cert, &second.key);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
+        if presented(&response) == second.der {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the renewal was never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection opened before the renewal is still up, on its certificate.
+    let response = kept.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(presented(&response), first.der, "the same connection");
+
+    // A key that is not the certificate's: refused, the pair in service stays.
+    let third = ca.leaf();
+    install(dir.path(), &third.cert, &first.key);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(presented(&response), second.der);
+}
+
+/// `sesame serve --tls-cert --tls-key`, its standard error kept.
+struct HttpsProcess {
+    child: std::process::Child,
+    address: String,
+    log: PathBuf,
+}
+
+impl HttpsProcess {
+    fn start(
+        ca: &Ca,
+        env: Vec<(&'static str, String)>,
+        cert: &Path,
+        key: &Path,
+        log: PathBuf,
+    ) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = sesame_command(env)
+            // Only SIGHUP reloads within this test's time.
+            .env("SESAME_TLS__WATCH_INTERVAL", "3600")
+            .args(["serve", "--listen", &listen, "--tls-cert"])
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let process = Self {
+            child,
+            address: format!("https://{listen}"),
+            log,
+        };
+        let client = ca.client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let runtime = tokio::runtime::Handle::current();
+        while !tokio::task::block_in_place(|| {
+            runtime.block_on(async {
+                client
+                    .get(format!("{}/healthz", process.address))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            })
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                std::fs::read_to_string(&process.log).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        process
+    }
+
+    fn hangup(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+impl Drop for HttpsProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_and_a_bad_pair_is_refused() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let first = ca.leaf();
+    let (cert, key) = install(dir.path(), &first.cert, &first.key);
+    let deployment = crate::helpers::Deployment::new().await;
+    let server = HttpsProcess::start(
+        &ca,
+        deployment.env(),
+        &cert,
+        &key,
+        dir.path().join("stderr.log"),
+    );
+    let url = format!("{}/healthz", server.address);
+    let kept = ca.client_builder().http1_only().build().unwrap();
+    assert_eq!(presented(&kept.get(&url).send().await.unwrap()), first.der);
+
+    let second = ca.leaf();
+    install(dir.path(), &second.cert, &second.key);
+    server.hangup();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while presented(&ca.client().get(&url).send().await.unwrap()) != second.der {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = kept.get(&url).send().await.unwrap();
+    assert_eq!(
+        presented(&response),
+        first.der,
+        "the open connection stayed"
+    );
+    assert!(server.log().contains("TLS certificate reloaded (SIGHUP)"));
+
+    // Not PEM at all, then a key of another certificate: both refused,
+    // logged, and the pair in service stays.
+    for (cert, key) in [
+        ("not a certificate".to_owned(), second.key.clone()),
+        (ca.leaf().cert, second.key.clone()),
+    ] {
+        install(dir.path(), &cert, &key);
+        let errors = server.log().matches("not reloaded").count();
+        server.hangup();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while server.log().matches("not reloaded").count() == errors {
+            assert!(
+                Instant::now() < deadline,
+                "no error logged:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let response = ca.client().get(&url).send().await.unwrap();
+        assert_eq!(presented(&response), second.der);
+    }
+    let log = server.log();
+    assert!(log.contains("holds no PEM certificate"), "{log}");
+    assert!(log.contains("does not belong to the certificate"), "{log}");
+    assert!(!log.contains("PRIVATE KEY"), "no key material in the log");
+}
+
+/// Reads until the server closes the connection; how long that took.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buffer = [0_u8; 256];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => continue,
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(started.elapsed());
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_and_connections_are_bounded() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_https(&ca, dir.path(), |raw| {
+        raw.tls.max_handshakes = 2;
+        raw.tls.handshake_timeout = 1;
+    })
+    .await;
+    let address = app.address.trim_start_matches("https://").to_owned();
+
+    // Two clients open TCP and stall: they hold the two handshake slots,
+    // so a third is closed at once; the stalled ones are closed after the
+    // handshake timeout, and then a real client gets through.
+    let mut stalled: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = std::net::TcpStream::connect(&address).unwrap();
+    let closed = closed_within(&mut third, Duration::from_secs(5)).expect("closed");
+    assert!(closed < Duration::from_millis(900), "{closed:?}");
+    for stream in &mut stalled {
+        let closed = closed_within(stream, Duration::from_secs(5)).expect("timed out");
+        assert!(closed <= Duration::from_secs(2), "{closed:?}");
+    }
+    let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Connections at once: beyond http.max_connections, closed at once.
+    let limited = TestApp::spawn_with(|raw| {
+        raw.http.max_connections = 2;
+        raw.http.header_timeout = 2;
+    })
+    .await;
+    let address = limited.address.trim_start_matches("http://").to_owned();
+    let mut open: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = std::net::TcpStream::connect(&address).unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = String::new();
+    let _ = third.read_to_string(&mut answer);
+    assert_eq!(answer, "", "refused without an answer");
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let response = limited
+        .client
+        .get(limited.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a slot freed is used again"
+    );
+}
