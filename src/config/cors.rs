@@ -234,6 +234,26 @@ mod tests {
         );
     }
 
+    /// README: Calling Sesame from a browser.
+    #[test]
+    fn the_readme_example_allows_what_it_says() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Calling Sesame from a browser").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + section[start..].find("```").unwrap();
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(&section[start..end]))
+            .extract()
+            .unwrap();
+        let cors = raw.validate().unwrap().http.cors;
+        let app = "https://app.example.com".to_owned();
+        let both = AllowedOrigins::List(vec![app.clone(), "http://localhost:3000".into()]);
+        assert_eq!(cors.native, Some(both.clone()));
+        assert_eq!(cors.contracts, Some(both));
+        assert_eq!(cors.admin, None);
+        assert_eq!(cors.oauth, Some(AllowedOrigins::List(vec![app])));
+    }
+
     #[test]
     fn a_face_can_have_its_own_origins_or_none() {
         let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))

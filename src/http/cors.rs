@@ -90,9 +90,9 @@ impl CorsSettings {
             None
         } else if path == "/v1/admin" || path.starts_with("/v1/admin/") {
             self.admin.as_ref()
-        } else if path.starts_with("/v1/") || path == "/v1" {
-            self.native.as_ref()
-        } else if matches!(path, "/openapi.json" | "/healthz" | "/readyz") {
+        } else if path.starts_with("/v1/")
+            || matches!(path, "/v1" | "/openapi.json" | "/healthz" | "/readyz")
+        {
             self.native.as_ref()
         } else if path.starts_with("/oauth2/") || path.starts_with("/.well-known/") {
             self.oauth.as_ref()

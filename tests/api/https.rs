@@ -482,3 +482,125 @@ async fn stalled_handshakes_and_connections_are_bounded() {
         "a slot freed is used again"
     );
 }
+
+/// README: Serving HTTPS, run as written (the port made free, the binary
+/// this build's): openssl makes the pair, Sesame serves it, curl checks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_https_example_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Serving HTTPS").unwrap()..];
+    let start = section.find("```sh\n").unwrap() + "```sh\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    let commands: Vec<String> = section[start..end]
+        .replace("\\\n", " ")
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    let [openssl, serve, curl] = &commands[..] else {
+        panic!("three commands expected: {commands:?}")
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let bash = |command: &str| {
+        std::process::Command::new("bash")
+            .args(["-c", &command.replace("8443", &port)])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let made = bash(openssl);
+    assert!(made.status.success(), "{made:?}");
+
+    let args = serve
+        .strip_prefix("cargo run --release -- ")
+        .expect("the README runs Sesame with cargo run")
+        .replace("8443", &port);
+    let deployment = crate::helpers::Deployment::new().await;
+    let mut server = sesame_command(deployment.env())
+        .args(args.split_whitespace())
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let answer = bash(curl.split('#').next().unwrap());
+        if answer.status.success() || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    let expected = curl
+        .split("# ")
+        .nth(1)
+        .expect("the README says what curl prints");
+    assert_eq!(
+        String::from_utf8_lossy(&answer.stdout),
+        expected.trim(),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_beyond_loopback_is_warned_about_or_refused() {
+    let deployment = crate::helpers::Deployment::new().await;
+    let refused = sesame_command(deployment.env())
+        .args(["serve", "--listen", "0.0.0.0:0", "--require-tls"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("require_tls") && message.contains("tls_cert"),
+        "{message}"
+    );
+
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut server = sesame_command(deployment.env())
+        .args(["serve", "--listen", &format!("0.0.0.0:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !crate::helpers::healthy(&format!("127.0.0.1:{port}")) {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("serving plain HTTP beyond this host"),
+        "{text}"
+    );
+
+    // On loopback (behind a proxy on the same host), --require-tls starts.
+    let local = crate::helpers::ServerProcess::start_with(
+        sesame_command(deployment.env()),
+        &["--require-tls"],
+    );
+    assert!(crate::helpers::healthy(
+        local.address.trim_start_matches("http://")
+    ));
+}
