@@ -376,7 +376,11 @@ impl Application {
                     }
                 });
             let watcher = graceful.watcher();
-            let (http1, http2) = (http1.clone(), http2.clone());
+            let mut http1 = http1.clone();
+            // One buffer per write: rustls makes a record of each slice of
+            // a vectored write (hyper's head and body would be two).
+            http1.writev(false);
+            let http2 = http2.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let Some(accepted) = tls.accept(stream).await else {

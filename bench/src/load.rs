@@ -1,6 +1,7 @@
 //! A small closed-loop load generator: `concurrency` workers, each on its
-//! own keep-alive HTTP/1 connection, send one request after another until
-//! the deadline and record each latency. Every run is bounded in time.
+//! own keep-alive HTTP/1 connection (plain or TLS), send one request after
+//! another until the deadline and record each latency. Every run is
+//! bounded in time.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -124,33 +125,61 @@ impl Scenario for RefreshChain {
     }
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(addr).await?;
+/// Where requests go: an address, over TLS when a connector is given.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Self {
+        Self { addr, tls: None }
+    }
+}
+
+async fn connect(target: &Target) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(target.addr).await?;
     stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let Some(tls) = &target.tls else {
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        return Ok(sender);
+    };
+    let name = rustls::pki_types::ServerName::from(target.addr.ip());
+    let stream = tls.connect(name, stream).await?;
+    // One buffer per request (rustls makes a record of each slice of a
+    // vectored write), as the server does.
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await?;
     tokio::spawn(connection);
     Ok(sender)
 }
 
 /// Runs `scenario` with one worker per entry of `states` for `duration`.
 pub async fn drive(
-    addr: SocketAddr,
+    target: impl Into<Target>,
     states: Vec<String>,
     duration: Duration,
     scenario: Arc<dyn Scenario>,
 ) -> Outcome {
+    let target = target.into();
     let started = Instant::now();
     let deadline = started + duration;
     let workers: Vec<_> = states
         .into_iter()
         .map(|mut state| {
             let scenario = Arc::clone(&scenario);
+            let target = target.clone();
             tokio::spawn(async move {
                 let mut outcome = Outcome::default();
                 let mut sender = None;
                 while Instant::now() < deadline {
                     if sender.is_none() {
-                        match connect(addr).await {
+                        match connect(&target).await {
                             Ok(s) => sender = Some(s),
                             Err(_) => {
                                 outcome.errors += 1;
@@ -197,8 +226,11 @@ pub async fn drive(
 }
 
 /// One request, for set-up steps (log in to get tokens).
-pub async fn once(addr: SocketAddr, request: Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
-    let mut sender = connect(addr).await?;
+pub async fn once(
+    target: impl Into<Target>,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<(u16, Bytes)> {
+    let mut sender = connect(&target.into()).await?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     Ok((status, response.into_body().collect().await?.to_bytes()))

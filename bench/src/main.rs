@@ -20,6 +20,7 @@ mod argon;
 mod load;
 mod report;
 mod server;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request};
 
-use load::{Fixed, Outcome, RefreshChain, drive, once};
+use load::{Fixed, Outcome, RefreshChain, Target, drive, once};
 use report::Report;
 use sesame::store::postgres::testing::{DEFAULT_URL as LOCAL_POSTGRES, TempDatabase};
 
@@ -40,8 +41,8 @@ const FLOOD_CONNECTIONS: usize = 600;
 const ROUNDS: u32 = 3;
 
 /// Groups of rows `--only` can pick; each brings the reference its rows are compared with.
-const GROUPS: [&str; 7] = [
-    "login", "me", "authz", "refresh", "flood", "import", "metrics",
+const GROUPS: [&str; 8] = [
+    "login", "me", "authz", "refresh", "flood", "import", "metrics", "tls",
 ];
 /// The groups that have PostgreSQL rows.
 const POSTGRES_GROUPS: [&str; 3] = ["login", "me", "refresh"];
@@ -492,6 +493,50 @@ async fn run(options: Options) -> anyhow::Result<()> {
         }
         plain.stop();
         report.metrics_cost(&mut me_on, &mut me_off, &mut login_on, &mut login_off);
+    }
+
+    // HTTPS: a second process on the same database serving TLS with a
+    // certificate made for the run, interleaved with the plain one; the
+    // load generator keeps its connections (the handshake is not measured).
+    if options.wants("tls") {
+        let certificate = tls::RunCertificate::create()?;
+        let env = certificate.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (https, _) = server::start_sesame(&binary, data.path(), &env)?;
+        let secure = Target {
+            addr: https.addr,
+            tls: Some(certificate.connector.clone()),
+        };
+        let grants = grants(sesame.addr, 16).await?;
+        let tokens: Vec<String> = grants
+            .iter()
+            .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
+            .collect();
+        let spread = |n: usize| {
+            (0..n)
+                .map(|i| tokens[i % tokens.len()].clone())
+                .collect::<Vec<_>>()
+        };
+        let (mut me_tls, mut me_plain) = (Outcome::default(), Outcome::default());
+        let (mut login_tls, mut login_plain) = (Outcome::default(), Outcome::default());
+        eprintln!("HTTPS and plain HTTP: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
+        for _ in 0..ROUNDS {
+            me_plain.append(drive(sesame.addr, spread(64), slice, me(true)).await);
+            me_tls.append(drive(secure.clone(), spread(64), slice, me(true)).await);
+            login_plain
+                .append(drive(sesame.addr, vec![String::new(); 32], slice, login.clone()).await);
+            login_tls.append(
+                drive(
+                    secure.clone(),
+                    vec![String::new(); 32],
+                    slice,
+                    login.clone(),
+                )
+                .await,
+            );
+        }
+        https.stop();
+        report.tls(&mut me_tls, &mut me_plain, &mut login_tls, &mut login_plain);
     }
 
     if options.wants("import") {

@@ -79,7 +79,12 @@ pub fn wait_healthy(
                 b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
             );
             let mut answer = String::new();
-            if stream.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200") {
+            // An HTTPS server tells plain HTTP to use https://: it is up.
+            let https_only =
+                |answer: &str| answer.starts_with("HTTP/1.1 400") && answer.contains("HTTPS only");
+            if stream.read_to_string(&mut answer).is_ok()
+                && (answer.starts_with("HTTP/1.1 200") || https_only(&answer))
+            {
                 return Ok(since.elapsed());
             }
         }

@@ -28,10 +28,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Serve HTTPS with this certificate chain (PEM) [default: tls_cert].
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<std::path::PathBuf>,
     /// The certificate's private key (PEM) [default: tls_key].
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<std::path::PathBuf>,
     /// Refuse to serve plain HTTP on an address beyond this host
     /// [default: require_tls].

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{PASSWORD, TestApp, sesame_command};
 
@@ -57,6 +59,28 @@ impl Ca {
     /// server presented.
     fn client(&self) -> reqwest::Client {
         self.client_builder().build().unwrap()
+    }
+
+    /// A TLS connection (HTTP/1.1 by ALPN) to `address`, nothing sent yet.
+    async fn raw_tls(
+        &self,
+        address: &str,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        connector.connect(name, stream).await.unwrap()
     }
 
     fn client_builder(&self) -> reqwest::ClientBuilder {
@@ -148,6 +172,21 @@ async fn a_login_over_https_needs_a_client_that_trusts_the_certificate() {
             .unwrap();
         assert_eq!(me.status(), StatusCode::OK);
         assert_eq!(me.version(), version);
+    }
+
+    // TLS 1.3 and 1.2 both (older versions are not in rustls at all).
+    for version in [
+        reqwest::tls::Version::TLS_1_2,
+        reqwest::tls::Version::TLS_1_3,
+    ] {
+        let pinned = ca
+            .client_builder()
+            .min_tls_version(version)
+            .max_tls_version(version)
+            .build()
+            .unwrap();
+        let response = pinned.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{version:?}");
     }
 
     // A client that does not trust the certificate never sends the password.
@@ -431,6 +470,7 @@ async fn stalled_handshakes_and_connections_are_bounded() {
     let app = spawn_https(&ca, dir.path(), |raw| {
         raw.tls.max_handshakes = 2;
         raw.tls.handshake_timeout = 1;
+        raw.http.header_timeout = 1;
     })
     .await;
     let address = app.address.trim_start_matches("https://").to_owned();
@@ -451,6 +491,20 @@ async fn stalled_handshakes_and_connections_are_bounded() {
     }
     let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+
+    // Past the handshake, a request head trickled in is cut off by the
+    // header timeout, as over plain HTTP.
+    let started = Instant::now();
+    let mut secure = ca.raw_tls(&address).await;
+    secure
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), secure.read_to_end(&mut rest)).await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
 
     // Connections at once: beyond http.max_connections, closed at once.
     let limited = TestApp::spawn_with(|raw| {
