@@ -483,13 +483,22 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let (mut me_on, mut me_off) = (Outcome::default(), Outcome::default());
         let (mut login_on, mut login_off) = (Outcome::default(), Outcome::default());
         eprintln!("metrics on and off: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
-        for _ in 0..ROUNDS {
-            me_on.append(drive(sesame.addr, spread(64), slice, me(true)).await);
-            me_off.append(drive(plain.addr, spread(64), slice, me(true)).await);
-            login_on
-                .append(drive(sesame.addr, vec![String::new(); 32], slice, login.clone()).await);
-            login_off
-                .append(drive(plain.addr, vec![String::new(); 32], slice, login.clone()).await);
+        // Which server goes first alternates from round to round, so that
+        // neither always runs on the other's warm (or hot) machine.
+        for round in 0..ROUNDS {
+            let servers = if round % 2 == 0 {
+                [(sesame.addr, true), (plain.addr, false)]
+            } else {
+                [(plain.addr, false), (sesame.addr, true)]
+            };
+            for (addr, on) in servers {
+                let outcome = drive(addr, spread(64), slice, me(true)).await;
+                if on { &mut me_on } else { &mut me_off }.append(outcome);
+            }
+            for (addr, on) in servers {
+                let outcome = drive(addr, vec![String::new(); 32], slice, login.clone()).await;
+                if on { &mut login_on } else { &mut login_off }.append(outcome);
+            }
         }
         plain.stop();
         report.metrics_cost(&mut me_on, &mut me_off, &mut login_on, &mut login_off);
@@ -520,20 +529,26 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let (mut me_tls, mut me_plain) = (Outcome::default(), Outcome::default());
         let (mut login_tls, mut login_plain) = (Outcome::default(), Outcome::default());
         eprintln!("HTTPS and plain HTTP: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
-        for _ in 0..ROUNDS {
-            me_plain.append(drive(sesame.addr, spread(64), slice, me(true)).await);
-            me_tls.append(drive(secure.clone(), spread(64), slice, me(true)).await);
-            login_plain
-                .append(drive(sesame.addr, vec![String::new(); 32], slice, login.clone()).await);
-            login_tls.append(
-                drive(
-                    secure.clone(),
-                    vec![String::new(); 32],
-                    slice,
-                    login.clone(),
-                )
-                .await,
-            );
+        // Which goes first alternates from round to round.
+        for round in 0..ROUNDS {
+            let targets = if round % 2 == 0 {
+                [(Target::from(sesame.addr), false), (secure.clone(), true)]
+            } else {
+                [(secure.clone(), true), (Target::from(sesame.addr), false)]
+            };
+            for (target, tls) in targets.clone() {
+                let outcome = drive(target, spread(64), slice, me(true)).await;
+                if tls { &mut me_tls } else { &mut me_plain }.append(outcome);
+            }
+            for (target, tls) in targets {
+                let outcome = drive(target, vec![String::new(); 32], slice, login.clone()).await;
+                if tls {
+                    &mut login_tls
+                } else {
+                    &mut login_plain
+                }
+                .append(outcome);
+            }
         }
         https.stop();
         report.tls(&mut me_tls, &mut me_plain, &mut login_tls, &mut login_plain);
