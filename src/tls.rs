@@ -29,6 +29,13 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+/// Makes aws-lc-rs the process's TLS provider, for the libraries that take
+/// the process's (the Redis client, over `rediss://`) whatever features a
+/// build unifies; once is enough, and later calls change nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// HTTPS settings (`tls_cert`, `tls_key`, `[tls]`).
 #[derive(Debug, Clone)]
 pub struct TlsSettings {

@@ -97,9 +97,7 @@ impl Cli {
 
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
-    // One TLS provider for the whole process (HTTPS, and Redis over TLS,
-    // whose client asks for the process's), whatever features a build unifies.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    crate::tls::install_crypto_provider();
     let cli = Cli::parse();
     let config = match Config::load(&cli.sources()) {
         Ok(config) => config,

@@ -163,6 +163,8 @@ struct Commands {
 impl Commands {
     /// Connects, failing if the first connection does (within the timeout).
     async fn connect(settings: &RedisSettings) -> Result<Self, String> {
+        // rediss:// asks rustls for the process's provider.
+        crate::tls::install_crypto_provider();
         let (client, target) = open_client(&settings.url)?;
         let timeout = settings.timeout;
         let config = ConnectionManagerConfig::new()
