@@ -118,6 +118,16 @@ impl Server {
     }
 }
 
+/// A server a test did not stop is killed, not left running after the tests.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn terminate(child: &Child) {
     Command::new("kill")
         .arg("-TERM")

@@ -122,6 +122,17 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A child process killed when dropped (a test that fails half-way leaves
+/// no server running).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Which backends this test binary runs on: the same tests are compiled
 /// into one binary per backend (see `[[test]]` in Cargo.toml), told apart
 /// by the binary's name.

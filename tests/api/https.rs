@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{PASSWORD, TestApp, sesame_command};
+use crate::helpers::{KillOnDrop, PASSWORD, TestApp, sesame_command};
 
 /// A test CA and the certificates it signs for 127.0.0.1 and localhost.
 struct Ca {
@@ -577,13 +577,15 @@ async fn the_readme_https_example_runs_as_written() {
         .expect("the README runs Sesame with cargo run")
         .replace("8443", &port);
     let deployment = crate::helpers::Deployment::new().await;
-    let mut server = sesame_command(deployment.env())
-        .args(args.split_whitespace())
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = KillOnDrop(
+        sesame_command(deployment.env())
+            .args(args.split_whitespace())
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let answer = loop {
         let answer = bash(curl.split('#').next().unwrap());
@@ -592,8 +594,7 @@ async fn the_readme_https_example_runs_as_written() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let expected = curl
         .split("# ")
         .nth(1)
@@ -626,12 +627,14 @@ async fn plain_http_beyond_loopback_is_warned_about_or_refused() {
         .port();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr.log");
-    let mut server = sesame_command(deployment.env())
-        .args(["serve", "--listen", &format!("0.0.0.0:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let server = KillOnDrop(
+        sesame_command(deployment.env())
+            .args(["serve", "--listen", &format!("0.0.0.0:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !crate::helpers::healthy(&format!("127.0.0.1:{port}")) {
         assert!(
@@ -641,8 +644,7 @@ async fn plain_http_beyond_loopback_is_warned_about_or_refused() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("serving plain HTTP beyond this host"),
