@@ -192,6 +192,55 @@ async fn grants(
     Ok(grants)
 }
 
+/// `GET /v1/me` at 64 connections (with the access tokens of `grants`)
+/// and login at 32 on two servers of one database, in the same rounds, the
+/// one going first alternating from round to round so that neither always
+/// runs on the other's warm (or hot) machine: `GET /v1/me` on `a` and on
+/// `b`, login on `a` and on `b`.
+async fn side_by_side(
+    a: Target,
+    b: Target,
+    grants: &[serde_json::Value],
+    slice: Duration,
+    login: &Arc<Fixed>,
+) -> [Outcome; 4] {
+    let tokens: Vec<String> = grants
+        .iter()
+        .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
+        .collect();
+    let spread =
+        |n: usize| -> Vec<String> { (0..n).map(|i| tokens[i % tokens.len()].clone()).collect() };
+    let me = Arc::new(Fixed {
+        method: Method::GET,
+        path: "/v1/me".into(),
+        body: None,
+        bearer: true,
+    });
+    let [mut me_a, mut me_b, mut login_a, mut login_b]: [Outcome; 4] = Default::default();
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 {
+            [(&a, true), (&b, false)]
+        } else {
+            [(&b, false), (&a, true)]
+        };
+        for (target, is_a) in order {
+            let outcome = drive(target.clone(), spread(64), slice, me.clone()).await;
+            if is_a { &mut me_a } else { &mut me_b }.append(outcome);
+        }
+        for (target, is_a) in order {
+            let outcome = drive(
+                target.clone(),
+                vec![String::new(); 32],
+                slice,
+                login.clone(),
+            )
+            .await;
+            if is_a { &mut login_a } else { &mut login_b }.append(outcome);
+        }
+    }
+    [me_a, me_b, login_a, login_b]
+}
+
 /// The second deployment: a fresh database on the PostgreSQL server (and a
 /// fresh Redis key prefix), dropped with this value.
 struct Postgres {
@@ -470,36 +519,15 @@ async fn run(options: Options) -> anyhow::Result<()> {
             data.path(),
             &[("SESAME_METRICS__ENABLED", "false")],
         )?;
-        let grants = grants(sesame.addr, 16).await?;
-        let tokens: Vec<String> = grants
-            .iter()
-            .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
-            .collect();
-        let spread = |n: usize| {
-            (0..n)
-                .map(|i| tokens[i % tokens.len()].clone())
-                .collect::<Vec<_>>()
-        };
-        let (mut me_on, mut me_off) = (Outcome::default(), Outcome::default());
-        let (mut login_on, mut login_off) = (Outcome::default(), Outcome::default());
         eprintln!("metrics on and off: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
-        // Which server goes first alternates from round to round, so that
-        // neither always runs on the other's warm (or hot) machine.
-        for round in 0..ROUNDS {
-            let servers = if round % 2 == 0 {
-                [(sesame.addr, true), (plain.addr, false)]
-            } else {
-                [(plain.addr, false), (sesame.addr, true)]
-            };
-            for (addr, on) in servers {
-                let outcome = drive(addr, spread(64), slice, me(true)).await;
-                if on { &mut me_on } else { &mut me_off }.append(outcome);
-            }
-            for (addr, on) in servers {
-                let outcome = drive(addr, vec![String::new(); 32], slice, login.clone()).await;
-                if on { &mut login_on } else { &mut login_off }.append(outcome);
-            }
-        }
+        let [mut me_on, mut me_off, mut login_on, mut login_off] = side_by_side(
+            sesame.addr.into(),
+            plain.addr.into(),
+            &grants(sesame.addr, 16).await?,
+            slice,
+            &login,
+        )
+        .await;
         plain.stop();
         report.metrics_cost(&mut me_on, &mut me_off, &mut login_on, &mut login_off);
     }
@@ -516,40 +544,15 @@ async fn run(options: Options) -> anyhow::Result<()> {
             addr: https.addr,
             tls: Some(certificate.connector.clone()),
         };
-        let grants = grants(sesame.addr, 16).await?;
-        let tokens: Vec<String> = grants
-            .iter()
-            .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
-            .collect();
-        let spread = |n: usize| {
-            (0..n)
-                .map(|i| tokens[i % tokens.len()].clone())
-                .collect::<Vec<_>>()
-        };
-        let (mut me_tls, mut me_plain) = (Outcome::default(), Outcome::default());
-        let (mut login_tls, mut login_plain) = (Outcome::default(), Outcome::default());
         eprintln!("HTTPS and plain HTTP: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
-        // Which goes first alternates from round to round.
-        for round in 0..ROUNDS {
-            let targets = if round % 2 == 0 {
-                [(Target::from(sesame.addr), false), (secure.clone(), true)]
-            } else {
-                [(secure.clone(), true), (Target::from(sesame.addr), false)]
-            };
-            for (target, tls) in targets.clone() {
-                let outcome = drive(target, spread(64), slice, me(true)).await;
-                if tls { &mut me_tls } else { &mut me_plain }.append(outcome);
-            }
-            for (target, tls) in targets {
-                let outcome = drive(target, vec![String::new(); 32], slice, login.clone()).await;
-                if tls {
-                    &mut login_tls
-                } else {
-                    &mut login_plain
-                }
-                .append(outcome);
-            }
-        }
+        let [mut me_tls, mut me_plain, mut login_tls, mut login_plain] = side_by_side(
+            secure,
+            sesame.addr.into(),
+            &grants(sesame.addr, 16).await?,
+            slice,
+            &login,
+        )
+        .await;
         https.stop();
         report.tls(&mut me_tls, &mut me_plain, &mut login_tls, &mut login_plain);
     }
