@@ -179,11 +179,7 @@ fn redirect(location: &str) -> Response {
     if let Ok(location) = HeaderValue::from_str(location) {
         headers.insert(header::LOCATION, location);
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    // no-store and no-referrer come with every answer (`headers::harden`).
     response
 }
 
@@ -222,12 +218,10 @@ fn unavailable_page(lang: Lang) -> Response {
     response
 }
 
+/// RFC 6749 §5.1's `Cache-Control: no-store` and `Pragma: no-cache` come
+/// with every answer (`headers::harden`, in the observe layer).
 fn oauth_json(status: StatusCode, body: Value) -> Response {
-    let mut response = (status, axum::Json(body)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
+    (status, axum::Json(body)).into_response()
 }
 
 fn oauth_error(error: OAuthError) -> Response {

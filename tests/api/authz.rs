@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, access, assert_problem};
+use crate::helpers::{PASSWORD, TestApp, access, assert_problem, free_port};
 
 async fn authz(app: &TestApp, path: &str, token: Option<&str>) -> reqwest::Response {
     let request = app.client.get(app.url(path));
@@ -415,14 +415,6 @@ async fn start_proxy(
         }
     }
     unreachable!("the third attempt returns or panics")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The upstream service: answers every request with what it was told

@@ -52,12 +52,7 @@ struct Server {
 
 /// Starts `sesame serve` on a free port and waits until it answers `/healthz`.
 fn serve(dir: &Deployment, extra_env: &[(&str, &str)]) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", crate::helpers::free_port());
     let mut command = sesame(dir);
     command
         .arg("serve")

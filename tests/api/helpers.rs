@@ -42,6 +42,34 @@ pub fn sesame_command(
     command
 }
 
+/// A port free on 127.0.0.1 a moment ago (for a child process to bind; the
+/// probe has to let it go first).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// The tool at `path`, or `None` (skipped, saying so) when it is not
+/// installed, which fails on CI (`.ci/run` installs every one).
+pub fn installed(path: std::path::PathBuf, what: &str) -> Option<std::path::PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must provide {what} ({}); see .ci/run",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {what} is not installed ({}); see .ci/run",
+        path.display()
+    );
+    None
+}
+
 /// One blocking `GET /healthz`, without an HTTP client runtime.
 pub fn healthy(address: &str) -> bool {
     use std::io::{Read, Write};
@@ -71,12 +99,7 @@ impl ServerProcess {
     /// [`start`](Self::start) with more options of `serve`.
     pub fn start_with(mut command: std::process::Command, options: &[&str]) -> Self {
         use std::process::Stdio;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("address")
-            .port();
-        let listen = format!("127.0.0.1:{port}");
+        let listen = format!("127.0.0.1:{}", free_port());
         let child = command
             .args(["serve", "--listen", &listen])
             .args(options)

@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{KillOnDrop, PASSWORD, TestApp, sesame_command};
+use crate::helpers::{KillOnDrop, PASSWORD, TestApp, free_port, sesame_command};
 
 /// A test CA and the certificates it signs for 127.0.0.1 and localhost.
 struct Ca {
@@ -299,6 +299,30 @@ async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(presented(&response), second.der);
+
+    // The files become symbolic links to a new pair, as a Kubernetes
+    // secret's update makes them: served too.
+    let fourth = ca.leaf();
+    let version = dir.path().join("v4");
+    std::fs::create_dir(&version).unwrap();
+    for (name, text) in [("key.pem", &fourth.key), ("cert.pem", &fourth.cert)] {
+        std::fs::write(version.join(name), text).unwrap();
+        let link = dir.path().join(format!("{name}.link"));
+        std::os::unix::fs::symlink(version.join(name), &link).unwrap();
+        std::fs::rename(&link, dir.path().join(name)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
+        if presented(&response) == fourth.der {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the linked pair was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `sesame serve --tls-cert --tls-key`, its standard error kept.
@@ -316,12 +340,7 @@ impl HttpsProcess {
         key: &Path,
         log: PathBuf,
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
+        let listen = format!("127.0.0.1:{}", free_port());
         let child = sesame_command(env)
             // Only SIGHUP reloads within this test's time.
             .env("SESAME_TLS__WATCH_INTERVAL", "3600")
@@ -555,12 +574,7 @@ async fn the_readme_https_example_runs_as_written() {
     let [openssl, serve, curl] = &commands[..] else {
         panic!("three commands expected: {commands:?}")
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port().to_string();
     let dir = tempfile::tempdir().unwrap();
     let bash = |command: &str| {
         std::process::Command::new("bash")

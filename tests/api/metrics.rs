@@ -248,20 +248,13 @@ async fn metrics_can_have_a_listener_of_their_own_or_be_off() {
 /// formats: a format is proven by a reader we did not write.
 #[tokio::test]
 async fn prometheus_own_parsers_read_both_formats() {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/schemathesis/.venv/bin/python");
-    if !python.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide {} (see .ci/run)",
-            python.display()
-        );
-        eprintln!(
-            "skipped: {} is not installed; see .ci/run",
-            python.display()
-        );
+    let Some(python) = crate::helpers::installed(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/schemathesis/.venv/bin/python"),
+        "the schemathesis venv's Python",
+    ) else {
         return;
-    }
+    };
     let app = TestApp::spawn().await;
     app.create_user("alice").await;
     app.login_ok("alice").await;

@@ -20,19 +20,12 @@ const PASSWORD: &str = "fuzzing administrator's password";
 
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_description() {
-    let st = root().join("tests/schemathesis/.venv/bin/st");
-    if !st.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide schemathesis ({}); see .ci/run",
-            st.display()
-        );
-        eprintln!(
-            "skipped: schemathesis is not installed ({}); see .ci/run",
-            st.display()
-        );
+    let Some(st) = crate::helpers::installed(
+        root().join("tests/schemathesis/.venv/bin/st"),
+        "schemathesis",
+    ) else {
         return;
-    }
+    };
     let seconds = std::env::var("SESAME_FUZZ_SECONDS").unwrap_or_else(|_| {
         match backend() {
             Backend::Sqlite => "100",

@@ -7,28 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::helpers::{Deployment, ServerProcess, backend, sesame_command};
+use crate::helpers::{Deployment, ServerProcess, backend, installed, sesame_command};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The tool at `path`, or `None` (skipped) when it is not installed, which
-/// fails on CI.
-fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must provide {what} ({}); see .ci/run",
-        path.display()
-    );
-    eprintln!(
-        "skipped: {what} is not installed ({}); see .ci/run",
-        path.display()
-    );
-    None
 }
 
 /// What the suites need to find the server and run its CLI on the same
