@@ -9,7 +9,8 @@ use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     Account, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage, ClientKind,
-    ContactChange, NewAccount, PasswordVerifiers, ProfilePatch, QuotaPeriod, StoreResult,
+    ContactChange, LoginCandidate, LoginRecord, NewAccount, PasswordVerifiers, ProfilePatch,
+    QuotaPeriod, StoreResult,
 };
 
 /// `SELECT` of account rows matching a condition, each with its roles,
@@ -145,6 +146,47 @@ impl AccountStore for SqliteStore {
                 ),
                 params![key, mobile.unwrap_or("")],
             )
+        })
+    }
+
+    /// One read: the account, and whether the client is among its known ones.
+    async fn find_account_for_login(
+        &self,
+        key: &str,
+        mobile: Option<&str>,
+        device: Option<&str>,
+        address: Option<&str>,
+    ) -> StoreResult<Option<LoginCandidate>> {
+        self.read(|conn| {
+            conn.prepare_cached(concat!(
+                "SELECT found.*, \
+                   EXISTS (SELECT 1 FROM accounts k, json_each(k.known_devices) d \
+                     WHERE k.id = found.id AND d.value = ?3) AS known_device, \
+                   EXISTS (SELECT 1 FROM accounts k, json_each(k.known_addresses) a \
+                     WHERE k.id = found.id AND a.value = ?4) AS known_address \
+                 FROM (",
+                select_accounts!(
+                    "username_key = ?1 OR email_key = ?1 OR mobile = ?2 \
+                     ORDER BY CASE WHEN username_key = ?1 THEN 0 WHEN email_key = ?1 THEN 1 ELSE 2 END \
+                     LIMIT 1"
+                ),
+                ") found"
+            ))
+            .and_then(|mut select| {
+                select
+                    .query_row(
+                        params![key, mobile.unwrap_or(""), device, address],
+                        |row| {
+                            Ok(LoginCandidate {
+                                account: account_from_row(row)?,
+                                known_device: row.get("known_device")?,
+                                known_address: row.get("known_address")?,
+                            })
+                        },
+                    )
+                    .optional()
+            })
+            .map_err(db_error)
         })
     }
 
@@ -481,46 +523,84 @@ impl AccountStore for SqliteStore {
         kind: ClientKind,
         value: &str,
     ) -> StoreResult<bool> {
+        let select = match kind {
+            ClientKind::Device => {
+                "SELECT 1 FROM accounts, json_each(accounts.known_devices) known \
+                 WHERE accounts.id = ? AND known.value = ?"
+            }
+            ClientKind::Address => {
+                "SELECT 1 FROM accounts, json_each(accounts.known_addresses) known \
+                 WHERE accounts.id = ? AND known.value = ?"
+            }
+        };
         self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT 1 FROM known_clients WHERE account_id = ? AND kind = ? AND value = ?",
-            )
-            .and_then(|mut select| select.exists(params![id, kind.as_str(), value]))
-            .map_err(db_error)
+            conn.prepare_cached(select)
+                .and_then(|mut select| select.exists(params![id, value]))
+                .map_err(db_error)
         })
     }
 }
 
-/// Upserts the known clients, then keeps only the newest `keep` of each kind.
-pub(super) fn remember_clients(
-    conn: &Connection,
-    id: AccountId,
-    clients: &[(ClientKind, String)],
-    now: UnixTime,
-    keep: u32,
-) -> StoreResult<()> {
-    if clients.is_empty() {
-        return Ok(());
-    }
-    let mut upsert = conn
-        .prepare_cached(
-            "INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4) \
-             ON CONFLICT (account_id, kind, value) DO UPDATE SET last_seen = excluded.last_seen",
+/// `list` (a JSON array, newest first) with `seen` moved to its front, at
+/// most `keep` long; the list as it is when this login saw no such client.
+fn remembered(list: &str, seen: Option<&str>, keep: u32) -> StoreResult<String> {
+    let Some(seen) = seen else {
+        return Ok(list.to_owned());
+    };
+    let known: Vec<String> =
+        serde_json::from_str(list).map_err(|_| db_error(corrupt("known clients")))?;
+    let newest = std::iter::once(seen)
+        .chain(
+            known
+                .iter()
+                .map(String::as_str)
+                .filter(|value| *value != seen),
         )
-        .map_err(db_error)?;
-    for (kind, value) in clients {
-        upsert
-            .execute(params![id, kind.as_str(), value, now])
-            .map_err(db_error)?;
-    }
+        .take(usize::try_from(keep).unwrap_or(usize::MAX));
+    serde_json::to_string(&newest.collect::<Vec<_>>())
+        .map_err(|_| db_error(corrupt("known clients")))
+}
+
+/// A successful login's bookkeeping on the account's row: its counters, and
+/// the clients it came from moved to the front of the account's known ones.
+pub(super) fn record_success(conn: &Connection, login: &LoginRecord) -> StoreResult<()> {
+    let seen = |wanted: ClientKind| {
+        login
+            .clients
+            .iter()
+            .find(|(kind, _)| *kind == wanted)
+            .map(|(_, value)| value.as_str())
+    };
+    let Some((devices, addresses)) = conn
+        .prepare_cached("SELECT known_devices, known_addresses FROM accounts WHERE id = ?")
+        .and_then(|mut select| {
+            select
+                .query_row([login.account_id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()
+        })
+        .map_err(db_error)?
+    else {
+        return Ok(());
+    };
+    let devices = remembered(&devices, seen(ClientKind::Device), login.keep)?;
+    let addresses = remembered(&addresses, seen(ClientKind::Address), login.keep)?;
     conn.prepare_cached(
-        "DELETE FROM known_clients WHERE rowid IN (SELECT rowid FROM \
-         (SELECT rowid, ROW_NUMBER() OVER (PARTITION BY kind ORDER BY last_seen DESC, rowid DESC) AS newest \
-          FROM known_clients WHERE account_id = ?) WHERE newest > ?)",
+        "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ?, \
+         consecutive_failures = 0, known_devices = ?, known_addresses = ? WHERE id = ?",
     )
-    .and_then(|mut delete| delete.execute(params![id, keep]))
-    .map_err(db_error)?;
-    Ok(())
+    .and_then(|mut update| {
+        update.execute(params![
+            login.at,
+            login.ip,
+            devices,
+            addresses,
+            login.account_id
+        ])
+    })
+    .map(drop)
+    .map_err(db_error)
 }
 
 fn usage_from_row(row: &Row) -> rusqlite::Result<ApiUsage> {
@@ -530,4 +610,39 @@ fn usage_from_row(row: &Row) -> rusqlite::Result<ApiUsage> {
         period: period_column(row)?,
         period_start: row.get("api_calls_period")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remembered;
+
+    #[test]
+    fn a_client_seen_moves_to_the_front_and_the_list_keeps_its_length() {
+        assert_eq!(remembered("[]", Some("a"), 3).unwrap(), r#"["a"]"#);
+        assert_eq!(
+            remembered(r#"["b","a","c"]"#, Some("a"), 3).unwrap(),
+            r#"["a","b","c"]"#
+        );
+        assert_eq!(
+            remembered(r#"["b","c","d"]"#, Some("a"), 3).unwrap(),
+            r#"["a","b","c"]"#
+        );
+        assert_eq!(
+            remembered(r#"["b","c"]"#, Some("a"), 1).unwrap(),
+            r#"["a"]"#
+        );
+    }
+
+    #[test]
+    fn no_client_seen_leaves_the_list_as_it_is() {
+        assert_eq!(
+            remembered(r#"["b","c","d"]"#, None, 2).unwrap(),
+            r#"["b","c","d"]"#
+        );
+    }
+
+    #[test]
+    fn a_list_that_is_not_json_is_reported_not_replaced() {
+        assert!(remembered("b c", Some("a"), 3).is_err());
+    }
 }

@@ -10,7 +10,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_opaque_tokens.sql"),
     include_str!("../../../migrations/sqlite/0003_abuse_and_audit.sql"),
@@ -18,6 +18,7 @@ const MIGRATIONS: [&str; 7] = [
     include_str!("../../../migrations/sqlite/0005_housekeeping.sql"),
     include_str!("../../../migrations/sqlite/0006_quota_period.sql"),
     include_str!("../../../migrations/sqlite/0007_oauth.sql"),
+    include_str!("../../../migrations/sqlite/0008_known_clients_on_account.sql"),
 ];
 
 /// Brings the schema up to date.
@@ -126,6 +127,56 @@ mod tests {
             )
             .unwrap();
         assert_eq!(trigger, 1);
+    }
+
+    #[test]
+    fn known_clients_move_onto_their_account_in_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        conn.execute_batch(
+            "INSERT INTO accounts (id, username, username_key, password_hash, password_changed_at, \
+                 created_at, updated_at) VALUES \
+                 (1, 'ann', 'ann', 'x', 0, 0, 0), (2, 'bob', 'bob', 'x', 0, 0, 0), \
+                 (3, 'cy', 'cy', 'x', 0, 0, 0);
+             INSERT INTO known_clients (account_id, kind, value, first_seen, last_seen) VALUES \
+                 (1, 'device', 'd-old', 1, 10), (1, 'device', 'd-new', 2, 30), \
+                 (1, 'device', 'd-tie-first', 3, 20), (1, 'device', 'd-tie-second', 4, 20), \
+                 (1, 'ip', '192.0.2.1', 1, 5), (1, 'ip', '2001:db8::1', 1, 7), \
+                 (2, 'ip', '198.51.100.7', 1, 1);",
+        )
+        .unwrap();
+        run(&mut conn).unwrap();
+        assert_eq!(user_version(&conn), MIGRATIONS.len() as i64);
+        let lists: Vec<(i64, String, String)> = conn
+            .prepare("SELECT id, known_devices, known_addresses FROM accounts ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            lists,
+            [
+                (
+                    1,
+                    r#"["d-new","d-tie-second","d-tie-first","d-old"]"#.to_owned(),
+                    r#"["2001:db8::1","192.0.2.1"]"#.to_owned()
+                ),
+                (2, "[]".to_owned(), r#"["198.51.100.7"]"#.to_owned()),
+                (3, "[]".to_owned(), "[]".to_owned()),
+            ]
+        );
+        let table: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'known_clients'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(table, 0);
     }
 
     #[test]

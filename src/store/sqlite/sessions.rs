@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::accounts::remember_clients;
+use super::accounts::record_success;
 use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
@@ -129,13 +129,7 @@ impl SessionStore for SqliteStore {
     ) -> StoreResult<Vec<SessionId>> {
         let (login, session, refresh) = (login.clone(), session.clone(), refresh.clone());
         self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ?, \
-                 consecutive_failures = 0 WHERE id = ?",
-            )
-            .and_then(|mut update| update.execute(params![login.at, login.ip, login.account_id]))
-            .map_err(db_error)?;
-            remember_clients(conn, login.account_id, &login.clients, login.at, login.keep)?;
+            record_success(conn, &login)?;
             let replaced = if replace_platform {
                 returning_ids(
                     conn,
