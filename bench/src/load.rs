@@ -14,6 +14,8 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::cpu::{CpuUse, Probe};
+
 /// What one run measured.
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
@@ -28,12 +30,19 @@ pub struct Outcome {
     /// Each worker's state at the end (a refresh chain's newest token), so
     /// that a later run can go on from there.
     pub states: Vec<String>,
+    /// CPU time the run cost, when its target names the server's process.
+    pub cpu: Option<CpuUse>,
 }
 
 impl Outcome {
     /// Answered requests with this status per second.
     pub fn rate_of(&self, status: u16) -> f64 {
         *self.statuses.get(&status).unwrap_or(&0) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Requests answered, whatever their status.
+    pub fn answered(&self) -> u64 {
+        self.statuses.values().sum()
     }
 
     /// A latency percentile in milliseconds.
@@ -58,6 +67,9 @@ impl Outcome {
             *self.statuses.entry(status).or_default() += count;
         }
         self.errors += other.errors;
+        if let Some(cpu) = other.cpu {
+            self.cpu.get_or_insert_default().add(cpu);
+        }
         self.latencies_us.extend(other.latencies_us);
         self.states.extend(other.states);
     }
@@ -125,16 +137,22 @@ impl Scenario for RefreshChain {
     }
 }
 
-/// Where requests go: an address, over TLS when a connector is given.
+/// Where requests go: an address, over TLS when a connector is given; and
+/// the process whose CPU time a run reads, when known.
 #[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub tls: Option<tokio_rustls::TlsConnector>,
+    pub probe: Option<Probe>,
 }
 
 impl From<SocketAddr> for Target {
     fn from(addr: SocketAddr) -> Self {
-        Self { addr, tls: None }
+        Self {
+            addr,
+            tls: None,
+            probe: None,
+        }
     }
 }
 
@@ -167,6 +185,7 @@ pub async fn drive(
     scenario: Arc<dyn Scenario>,
 ) -> Outcome {
     let target = target.into();
+    let cpu_before = target.probe.as_ref().map(Probe::snapshot);
     let started = Instant::now();
     let deadline = started + duration;
     let workers: Vec<_> = states
@@ -222,6 +241,10 @@ pub async fn drive(
         }
     }
     total.elapsed = started.elapsed();
+    total.cpu = target
+        .probe
+        .zip(cpu_before)
+        .map(|(p, before)| p.since(&before));
     total
 }
 

@@ -17,6 +17,7 @@
 //!   prefix; `--redis` is `redis://127.0.0.1:6379`.
 
 mod argon;
+mod cpu;
 mod load;
 mod report;
 mod server;
@@ -365,6 +366,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         None => None,
     };
     let pg_addr = pg_sesame.as_ref().map(|s| s.addr);
+    let pg_target = pg_sesame.as_ref().map(|s| s.target(true));
 
     // References are measured in the same run as the rows compared with
     // them, interleaved in rounds (reference, rows, reference, rows, …) so
@@ -392,13 +394,39 @@ async fn run(options: Options) -> anyhow::Result<()> {
         for _ in 0..ROUNDS {
             raw += argon::rate(argon::Implementation::SesameKernel, cost, cores, slice)
                 / f64::from(ROUNDS);
-            login4.append(drive(sesame.addr, vec![String::new(); 4], slice, login.clone()).await);
-            if let Some(addr) = pg_addr {
-                pg4.append(drive(addr, vec![String::new(); 4], slice, login.clone()).await);
+            login4.append(
+                drive(
+                    sesame.target(false),
+                    vec![String::new(); 4],
+                    slice,
+                    login.clone(),
+                )
+                .await,
+            );
+            if let Some(target) = &pg_target {
+                pg4.append(
+                    drive(target.clone(), vec![String::new(); 4], slice, login.clone()).await,
+                );
             }
-            login32.append(drive(sesame.addr, vec![String::new(); 32], slice, login.clone()).await);
-            if let Some(addr) = pg_addr {
-                pg32.append(drive(addr, vec![String::new(); 32], slice, login.clone()).await);
+            login32.append(
+                drive(
+                    sesame.target(false),
+                    vec![String::new(); 32],
+                    slice,
+                    login.clone(),
+                )
+                .await,
+            );
+            if let Some(target) = &pg_target {
+                pg32.append(
+                    drive(
+                        target.clone(),
+                        vec![String::new(); 32],
+                        slice,
+                        login.clone(),
+                    )
+                    .await,
+                );
             }
         }
         report.argon(single, raw, rustcrypto, raw_alloc, raw_c);
@@ -464,34 +492,84 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let (mut pg_refresh16, mut pg_refresh64) = (Outcome::default(), Outcome::default());
         eprintln!("bare axum, GET /v1/me, GET /v1/authz, refresh: {ROUNDS} rounds …");
         for _ in 0..ROUNDS {
-            bare16.append(drive(bare.addr, vec![String::new(); 16], slice, me(false)).await);
-            bare64.append(drive(bare.addr, vec![String::new(); 64], slice, me(false)).await);
+            bare16.append(
+                drive(
+                    bare.target(false),
+                    vec![String::new(); 16],
+                    slice,
+                    me(false),
+                )
+                .await,
+            );
+            bare64.append(
+                drive(
+                    bare.target(false),
+                    vec![String::new(); 64],
+                    slice,
+                    me(false),
+                )
+                .await,
+            );
             if options.wants("me") {
-                me16.append(drive(sesame.addr, spread(&tokens, 16), slice, me(true)).await);
-                if let Some(addr) = pg_addr {
-                    pg_me16.append(drive(addr, spread(&pg_tokens, 16), slice, me(true)).await);
+                me16.append(
+                    drive(sesame.target(false), spread(&tokens, 16), slice, me(true)).await,
+                );
+                if let Some(target) = &pg_target {
+                    pg_me16.append(
+                        drive(target.clone(), spread(&pg_tokens, 16), slice, me(true)).await,
+                    );
                 }
-                me64.append(drive(sesame.addr, spread(&tokens, 64), slice, me(true)).await);
-                if let Some(addr) = pg_addr {
-                    pg_me64.append(drive(addr, spread(&pg_tokens, 64), slice, me(true)).await);
+                me64.append(
+                    drive(sesame.target(false), spread(&tokens, 64), slice, me(true)).await,
+                );
+                if let Some(target) = &pg_target {
+                    pg_me64.append(
+                        drive(target.clone(), spread(&pg_tokens, 64), slice, me(true)).await,
+                    );
                 }
             }
             if options.wants("authz") {
-                authz64.append(drive(sesame.addr, spread(&tokens, 64), slice, authz.clone()).await);
+                authz64.append(
+                    drive(
+                        sesame.target(false),
+                        spread(&tokens, 64),
+                        slice,
+                        authz.clone(),
+                    )
+                    .await,
+                );
             }
             if options.wants("refresh") {
-                refresh16.append(drive(sesame.addr, chains16, slice, Arc::new(RefreshChain)).await);
+                refresh16.append(
+                    drive(
+                        sesame.target(false),
+                        chains16,
+                        slice,
+                        Arc::new(RefreshChain),
+                    )
+                    .await,
+                );
                 chains16 = refresh16.states.clone();
-                if let Some(addr) = pg_addr {
-                    pg_refresh16
-                        .append(drive(addr, pg_chains16, slice, Arc::new(RefreshChain)).await);
+                if let Some(target) = &pg_target {
+                    pg_refresh16.append(
+                        drive(target.clone(), pg_chains16, slice, Arc::new(RefreshChain)).await,
+                    );
                     pg_chains16 = pg_refresh16.states.clone();
                 }
-                refresh64.append(drive(sesame.addr, chains64, slice, Arc::new(RefreshChain)).await);
+                refresh64.append(
+                    drive(
+                        sesame.target(false),
+                        chains64,
+                        slice,
+                        Arc::new(RefreshChain),
+                    )
+                    .await,
+                );
                 chains64 = refresh64.states.clone();
-                if let Some(addr) = pg_addr {
-                    pg_refresh64
-                        .append(drive(addr, pg_chains64, slice, Arc::new(RefreshChain)).await);
+                if let Some(target) = &pg_target {
+                    pg_refresh64.append(
+                        drive(target.clone(), pg_chains64, slice, Arc::new(RefreshChain)).await,
+                    );
                     pg_chains64 = pg_refresh64.states.clone();
                 }
             }
@@ -521,8 +599,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
         )?;
         eprintln!("metrics on and off: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
         let [mut me_on, mut me_off, mut login_on, mut login_off] = side_by_side(
-            sesame.addr.into(),
-            plain.addr.into(),
+            sesame.target(false),
+            plain.target(false),
             &grants(sesame.addr, 16).await?,
             slice,
             &login,
@@ -541,13 +619,13 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (https, _) = server::start_sesame(&binary, data.path(), &env)?;
         let secure = Target {
-            addr: https.addr,
             tls: Some(certificate.connector.clone()),
+            ..https.target(false)
         };
         eprintln!("HTTPS and plain HTTP: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
         let [mut me_tls, mut me_plain, mut login_tls, mut login_plain] = side_by_side(
             secure,
-            sesame.addr.into(),
+            sesame.target(false),
             &grants(sesame.addr, 16).await?,
             slice,
             &login,

@@ -37,6 +37,9 @@ impl Row {
         self.rate = Some(outcome.rate_of(status));
         self.p50 = Some(outcome.percentile_ms(0.50));
         self.p99 = Some(outcome.percentile_ms(0.99));
+        self.value = outcome
+            .cpu
+            .and_then(|cpu| cpu.per_request(outcome.answered()));
         self
     }
 }

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::cpu::Probe;
+use crate::load::Target;
+
 /// A server process.
 pub struct Server {
     pub child: Child,
@@ -19,6 +22,19 @@ impl Server {
     /// Resident memory now, MiB.
     pub fn rss_mib(&self) -> f64 {
         status_kib(self.child.id(), "VmRSS:") / 1024.0
+    }
+
+    /// Where a run sends requests, with this process's CPU time read
+    /// around it (and the local PostgreSQL's and Redis's, with `services`).
+    pub fn target(&self, services: bool) -> Target {
+        Target {
+            addr: self.addr,
+            tls: None,
+            probe: Some(Probe {
+                pid: self.child.id(),
+                services,
+            }),
+        }
     }
 
     /// Peak resident memory since start, MiB.
