@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use crate::store::{
-    AccountId, AccountStatus, AuthorizationCode, LoginRecord, NewAccount, NewRefreshToken,
-    NewSession, OAuthClient, PasswordVerifiers, PurgeCutoffs, QuotaPeriod, Redemption, Role,
-    RoleChange, Store, StoreError, SuccessorHashes, TokenStyle,
+    AccountId, AccountStatus, AuthorizationCode, ClientKind, LoginRecord, NewAccount,
+    NewRefreshToken, NewSession, OAuthClient, PasswordVerifiers, PurgeCutoffs, QuotaPeriod,
+    Redemption, Role, RoleChange, Store, StoreError, SuccessorHashes, TokenStyle,
 };
 
 async fn account(store: &dyn Store, name: &str) -> AccountId {
@@ -247,6 +247,69 @@ pub async fn concurrent_single_platform_logins(store: Arc<dyn Store>) {
     assert_eq!(replaced, 15, "every other login was replaced once");
     let account = store.get_account(account_id).await.unwrap().unwrap();
     assert_eq!(account.login_count, 16);
+}
+
+/// A login remembers the clients it came from, newest first and at most
+/// `keep` of each kind, and the next login's read says whether its client is
+/// among them.
+pub async fn known_clients_newest_first(store: Arc<dyn Store>) {
+    let account_id = account(&*store, "regular").await;
+    let known = |device: &'static str, address: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let found = store
+                .find_account_for_login("regular", None, Some(device), Some(address))
+                .await
+                .unwrap()
+                .unwrap();
+            (found.known_device, found.known_address)
+        }
+    };
+    let sign_in = |i: u8, device: &'static str, address: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let record = LoginRecord {
+                account_id,
+                at: i64::from(i),
+                ip: Some(address.into()),
+                clients: vec![
+                    (ClientKind::Address, address.into()),
+                    (ClientKind::Device, device.into()),
+                ],
+                keep: 2,
+            };
+            let session = session(&format!("k{i}"), account_id, "web", i64::from(i));
+            let refresh = NewRefreshToken {
+                hash: [100 + i; 32],
+                session_id: session.id.clone(),
+                issued_at: i64::from(i),
+            };
+            store
+                .record_login(&record, &session, &refresh, false)
+                .await
+                .unwrap();
+        }
+    };
+    assert_eq!(known("d1", "192.0.2.1").await, (false, false));
+    sign_in(1, "d1", "192.0.2.1").await;
+    sign_in(2, "d2", "192.0.2.2").await;
+    sign_in(3, "d1", "192.0.2.3").await;
+    // Devices d1 (seen again last), d2; addresses .3, .2 (.1 pushed out).
+    assert_eq!(known("d1", "192.0.2.1").await, (true, false));
+    assert_eq!(known("d2", "192.0.2.2").await, (true, true));
+    assert_eq!(known("d3", "192.0.2.3").await, (false, true));
+    sign_in(4, "d3", "192.0.2.3").await;
+    // d3 in front pushes out the oldest device, d2.
+    assert_eq!(known("d2", "192.0.2.3").await, (false, true));
+    assert_eq!(known("d1", "192.0.2.9").await, (true, false));
+    let is_known = |kind, value| store.is_known_client(account_id, kind, value);
+    assert!(is_known(ClientKind::Device, "d3").await.unwrap());
+    assert!(!is_known(ClientKind::Device, "d2").await.unwrap());
+    assert!(is_known(ClientKind::Address, "192.0.2.2").await.unwrap());
+    assert!(!is_known(ClientKind::Address, "192.0.2.1").await.unwrap());
+    let account = store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!(account.login_count, 4);
+    assert_eq!(account.last_login_ip.as_deref(), Some("192.0.2.3"));
 }
 
 /// Housekeeping deletes ended sessions (with their tokens), old rotated

@@ -230,6 +230,16 @@ pub struct LoginRecord {
     pub keep: u32,
 }
 
+impl LoginRecord {
+    /// The client of a kind this login came from, if it is to be remembered.
+    pub fn client(&self, wanted: ClientKind) -> Option<&str> {
+        self.clients
+            .iter()
+            .find(|(kind, _)| *kind == wanted)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
 /// A session to create.
 #[derive(Debug, Clone)]
 pub struct NewSession {

@@ -200,6 +200,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn known_clients_are_remembered_newest_first() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::known_clients_newest_first(store).await;
+    }
+
+    #[tokio::test]
     async fn purge_removes_only_what_ended_long_enough_ago() {
         let Some((_db, store)) = store().await else {
             return;

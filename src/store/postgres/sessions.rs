@@ -88,13 +88,6 @@ impl SessionStore for PostgresStore {
         refresh: &NewRefreshToken,
         replace_platform: bool,
     ) -> StoreResult<Vec<SessionId>> {
-        let known = |wanted: ClientKind| {
-            login
-                .clients
-                .iter()
-                .find(|(kind, _)| *kind == wanted)
-                .map(|(_, value)| value.as_str())
-        };
         ids(sqlx::query(
             "SELECT * FROM sesame_record_login($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
              $12, $13, $14, $15, $16)",
@@ -102,8 +95,8 @@ impl SessionStore for PostgresStore {
         .bind(login.account_id)
         .bind(login.at)
         .bind(&login.ip)
-        .bind(known(ClientKind::Device))
-        .bind(known(ClientKind::Address))
+        .bind(login.client(ClientKind::Device))
+        .bind(login.client(ClientKind::Address))
         .bind(i64::from(login.keep))
         .bind(replace_platform)
         .bind(&session.id)

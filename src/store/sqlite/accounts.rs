@@ -564,13 +564,6 @@ fn remembered(list: &str, seen: Option<&str>, keep: u32) -> StoreResult<String> 
 /// A successful login's bookkeeping on the account's row: its counters, and
 /// the clients it came from moved to the front of the account's known ones.
 pub(super) fn record_success(conn: &Connection, login: &LoginRecord) -> StoreResult<()> {
-    let seen = |wanted: ClientKind| {
-        login
-            .clients
-            .iter()
-            .find(|(kind, _)| *kind == wanted)
-            .map(|(_, value)| value.as_str())
-    };
     let Some((devices, addresses)) = conn
         .prepare_cached("SELECT known_devices, known_addresses FROM accounts WHERE id = ?")
         .and_then(|mut select| {
@@ -584,8 +577,8 @@ pub(super) fn record_success(conn: &Connection, login: &LoginRecord) -> StoreRes
     else {
         return Ok(());
     };
-    let devices = remembered(&devices, seen(ClientKind::Device), login.keep)?;
-    let addresses = remembered(&addresses, seen(ClientKind::Address), login.keep)?;
+    let devices = remembered(&devices, login.client(ClientKind::Device), login.keep)?;
+    let addresses = remembered(&addresses, login.client(ClientKind::Address), login.keep)?;
     conn.prepare_cached(
         "UPDATE accounts SET login_count = login_count + 1, last_login_at = ?, last_login_ip = ?, \
          consecutive_failures = 0, known_devices = ?, known_addresses = ? WHERE id = ?",

@@ -401,6 +401,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn known_clients_are_remembered_newest_first() {
+        let (_dir, store) = store().await;
+        conformance::known_clients_newest_first(store).await;
+    }
+
+    #[tokio::test]
     async fn purge_removes_only_what_ended_long_enough_ago() {
         let (_dir, store) = store().await;
         conformance::purge_removes_only_what_ended(store).await;
