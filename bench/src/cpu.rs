@@ -10,7 +10,8 @@ use std::fs;
 /// CPU time spent during a run, nanoseconds.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CpuUse {
-    /// Sesame's threads other than its hashing pool.
+    /// The server's threads (Sesame's, or the bare reference's) other than
+    /// a hashing pool.
     pub server_ns: u64,
     /// Sesame's hashing threads (`sesame-hash-N`).
     pub hashing_ns: u64,
@@ -34,7 +35,7 @@ impl CpuUse {
             return None;
         }
         let us = |ns: u64| ns as f64 / requests as f64 / 1000.0;
-        let mut parts = vec![format!("Sesame {:.0}", us(self.server_ns))];
+        let mut parts = vec![format!("server {:.0}", us(self.server_ns))];
         if self.hashing_ns > 0 {
             parts[0].push_str(&format!(" + hashing {:.0}", us(self.hashing_ns)));
         }

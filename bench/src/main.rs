@@ -366,6 +366,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
         None => None,
     };
     let pg_addr = pg_sesame.as_ref().map(|s| s.addr);
+    // Where the rows send requests, each with its server's CPU time read around it.
+    let target = sesame.target(false);
     let pg_target = pg_sesame.as_ref().map(|s| s.target(true));
 
     // References are measured in the same run as the rows compared with
@@ -394,39 +396,22 @@ async fn run(options: Options) -> anyhow::Result<()> {
         for _ in 0..ROUNDS {
             raw += argon::rate(argon::Implementation::SesameKernel, cost, cores, slice)
                 / f64::from(ROUNDS);
-            login4.append(
-                drive(
-                    sesame.target(false),
-                    vec![String::new(); 4],
-                    slice,
-                    login.clone(),
-                )
-                .await,
-            );
-            if let Some(target) = &pg_target {
-                pg4.append(
-                    drive(target.clone(), vec![String::new(); 4], slice, login.clone()).await,
-                );
+            login4
+                .append(drive(target.clone(), vec![String::new(); 4], slice, login.clone()).await);
+            if let Some(pg) = &pg_target {
+                pg4.append(drive(pg.clone(), vec![String::new(); 4], slice, login.clone()).await);
             }
             login32.append(
                 drive(
-                    sesame.target(false),
+                    target.clone(),
                     vec![String::new(); 32],
                     slice,
                     login.clone(),
                 )
                 .await,
             );
-            if let Some(target) = &pg_target {
-                pg32.append(
-                    drive(
-                        target.clone(),
-                        vec![String::new(); 32],
-                        slice,
-                        login.clone(),
-                    )
-                    .await,
-                );
+            if let Some(pg) = &pg_target {
+                pg32.append(drive(pg.clone(), vec![String::new(); 32], slice, login.clone()).await);
             }
         }
         report.argon(single, raw, rustcrypto, raw_alloc, raw_c);
@@ -450,6 +435,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     });
     if options.wants("me") || options.wants("authz") || options.wants("refresh") {
         let bare = server::start_bare_axum()?;
+        let bare_target = bare.target(false);
         let access_tokens = |addr| async move {
             let grants = grants(addr, 16).await?;
             Ok::<Vec<String>, anyhow::Error>(
@@ -494,7 +480,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         for _ in 0..ROUNDS {
             bare16.append(
                 drive(
-                    bare.target(false),
+                    bare_target.clone(),
                     vec![String::new(); 16],
                     slice,
                     me(false),
@@ -503,7 +489,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             );
             bare64.append(
                 drive(
-                    bare.target(false),
+                    bare_target.clone(),
                     vec![String::new(); 64],
                     slice,
                     me(false),
@@ -511,64 +497,37 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 .await,
             );
             if options.wants("me") {
-                me16.append(
-                    drive(sesame.target(false), spread(&tokens, 16), slice, me(true)).await,
-                );
-                if let Some(target) = &pg_target {
-                    pg_me16.append(
-                        drive(target.clone(), spread(&pg_tokens, 16), slice, me(true)).await,
-                    );
+                me16.append(drive(target.clone(), spread(&tokens, 16), slice, me(true)).await);
+                if let Some(pg) = &pg_target {
+                    pg_me16
+                        .append(drive(pg.clone(), spread(&pg_tokens, 16), slice, me(true)).await);
                 }
-                me64.append(
-                    drive(sesame.target(false), spread(&tokens, 64), slice, me(true)).await,
-                );
-                if let Some(target) = &pg_target {
-                    pg_me64.append(
-                        drive(target.clone(), spread(&pg_tokens, 64), slice, me(true)).await,
-                    );
+                me64.append(drive(target.clone(), spread(&tokens, 64), slice, me(true)).await);
+                if let Some(pg) = &pg_target {
+                    pg_me64
+                        .append(drive(pg.clone(), spread(&pg_tokens, 64), slice, me(true)).await);
                 }
             }
             if options.wants("authz") {
-                authz64.append(
-                    drive(
-                        sesame.target(false),
-                        spread(&tokens, 64),
-                        slice,
-                        authz.clone(),
-                    )
-                    .await,
-                );
+                authz64
+                    .append(drive(target.clone(), spread(&tokens, 64), slice, authz.clone()).await);
             }
             if options.wants("refresh") {
-                refresh16.append(
-                    drive(
-                        sesame.target(false),
-                        chains16,
-                        slice,
-                        Arc::new(RefreshChain),
-                    )
-                    .await,
-                );
+                refresh16
+                    .append(drive(target.clone(), chains16, slice, Arc::new(RefreshChain)).await);
                 chains16 = refresh16.states.clone();
-                if let Some(target) = &pg_target {
+                if let Some(pg) = &pg_target {
                     pg_refresh16.append(
-                        drive(target.clone(), pg_chains16, slice, Arc::new(RefreshChain)).await,
+                        drive(pg.clone(), pg_chains16, slice, Arc::new(RefreshChain)).await,
                     );
                     pg_chains16 = pg_refresh16.states.clone();
                 }
-                refresh64.append(
-                    drive(
-                        sesame.target(false),
-                        chains64,
-                        slice,
-                        Arc::new(RefreshChain),
-                    )
-                    .await,
-                );
+                refresh64
+                    .append(drive(target.clone(), chains64, slice, Arc::new(RefreshChain)).await);
                 chains64 = refresh64.states.clone();
-                if let Some(target) = &pg_target {
+                if let Some(pg) = &pg_target {
                     pg_refresh64.append(
-                        drive(target.clone(), pg_chains64, slice, Arc::new(RefreshChain)).await,
+                        drive(pg.clone(), pg_chains64, slice, Arc::new(RefreshChain)).await,
                     );
                     pg_chains64 = pg_refresh64.states.clone();
                 }
@@ -599,7 +558,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         )?;
         eprintln!("metrics on and off: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
         let [mut me_on, mut me_off, mut login_on, mut login_off] = side_by_side(
-            sesame.target(false),
+            target.clone(),
             plain.target(false),
             &grants(sesame.addr, 16).await?,
             slice,
@@ -625,7 +584,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         eprintln!("HTTPS and plain HTTP: GET /v1/me c=64 and login c=32, {ROUNDS} rounds …");
         let [mut me_tls, mut me_plain, mut login_tls, mut login_plain] = side_by_side(
             secure,
-            sesame.target(false),
+            target.clone(),
             &grants(sesame.addr, 16).await?,
             slice,
             &login,
