@@ -193,6 +193,19 @@ async fn grants(
     Ok(grants)
 }
 
+/// One string field of each grant (its access or refresh token).
+fn field(grants: &[serde_json::Value], name: &str) -> Vec<String> {
+    grants
+        .iter()
+        .filter_map(|g| g[name].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `n` workers' states from `tokens`, reusing them round-robin.
+fn spread(tokens: &[String], n: usize) -> Vec<String> {
+    (0..n).map(|i| tokens[i % tokens.len()].clone()).collect()
+}
+
 /// `GET /v1/me` at 64 connections (with the access tokens of `grants`)
 /// and login at 32 on two servers of one database, in the same rounds, the
 /// one going first alternating from round to round so that neither always
@@ -205,12 +218,7 @@ async fn side_by_side(
     slice: Duration,
     login: &Arc<Fixed>,
 ) -> [Outcome; 4] {
-    let tokens: Vec<String> = grants
-        .iter()
-        .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
-        .collect();
-    let spread =
-        |n: usize| -> Vec<String> { (0..n).map(|i| tokens[i % tokens.len()].clone()).collect() };
+    let tokens = field(grants, "access_token");
     let me = Arc::new(Fixed {
         method: Method::GET,
         path: "/v1/me".into(),
@@ -225,7 +233,7 @@ async fn side_by_side(
             [(&b, false), (&a, true)]
         };
         for (target, is_a) in order {
-            let outcome = drive(target.clone(), spread(64), slice, me.clone()).await;
+            let outcome = drive(target.clone(), spread(&tokens, 64), slice, me.clone()).await;
             if is_a { &mut me_a } else { &mut me_b }.append(outcome);
         }
         for (target, is_a) in order {
@@ -437,27 +445,10 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let bare = server::start_bare_axum()?;
         let bare_target = bare.target(false);
         let access_tokens = |addr| async move {
-            let grants = grants(addr, 16).await?;
-            Ok::<Vec<String>, anyhow::Error>(
-                grants
-                    .iter()
-                    .filter_map(|g| g["access_token"].as_str().map(str::to_owned))
-                    .collect(),
-            )
-        };
-        let spread = |tokens: &[String], n: usize| {
-            (0..n)
-                .map(|i| tokens[i % tokens.len()].clone())
-                .collect::<Vec<_>>()
+            Ok::<_, anyhow::Error>(field(&grants(addr, 16).await?, "access_token"))
         };
         let chains = |addr, n| async move {
-            let grants = grants(addr, n).await?;
-            Ok::<Vec<String>, anyhow::Error>(
-                grants
-                    .iter()
-                    .filter_map(|g| g["refresh_token"].as_str().map(str::to_owned))
-                    .collect(),
-            )
+            Ok::<_, anyhow::Error>(field(&grants(addr, n).await?, "refresh_token"))
         };
         let tokens = access_tokens(sesame.addr).await?;
         let mut chains16 = chains(sesame.addr, 16).await?;
@@ -478,24 +469,10 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let (mut pg_refresh16, mut pg_refresh64) = (Outcome::default(), Outcome::default());
         eprintln!("bare axum, GET /v1/me, GET /v1/authz, refresh: {ROUNDS} rounds …");
         for _ in 0..ROUNDS {
-            bare16.append(
-                drive(
-                    bare_target.clone(),
-                    vec![String::new(); 16],
-                    slice,
-                    me(false),
-                )
-                .await,
-            );
-            bare64.append(
-                drive(
-                    bare_target.clone(),
-                    vec![String::new(); 64],
-                    slice,
-                    me(false),
-                )
-                .await,
-            );
+            for (bare_row, workers) in [(&mut bare16, 16), (&mut bare64, 64)] {
+                let states = vec![String::new(); workers];
+                bare_row.append(drive(bare_target.clone(), states, slice, me(false)).await);
+            }
             if options.wants("me") {
                 me16.append(drive(target.clone(), spread(&tokens, 16), slice, me(true)).await);
                 if let Some(pg) = &pg_target {

@@ -563,6 +563,9 @@ fn remembered(list: &str, seen: Option<&str>, keep: u32) -> StoreResult<String> 
 
 /// A successful login's bookkeeping on the account's row: its counters, and
 /// the clients it came from moved to the front of the account's known ones.
+/// The lists are read here, inside the writer's transaction, not taken from
+/// the login's earlier read: a concurrent login of the account may have
+/// changed them since, and the single writer orders the two.
 pub(super) fn record_success(conn: &Connection, login: &LoginRecord) -> StoreResult<()> {
     let Some((devices, addresses)) = conn
         .prepare_cached("SELECT known_devices, known_addresses FROM accounts WHERE id = ?")
