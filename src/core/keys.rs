@@ -16,10 +16,11 @@ use std::collections::HashMap;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::json;
 
 use super::clock::UnixTime;
@@ -358,9 +359,64 @@ pub struct LoadedKey {
     /// Its one algorithm: tokens naming another are refused.
     pub algorithm: Algorithm,
     /// For signing.
-    pub encoding: EncodingKey,
+    pub signer: Signer,
     /// For verification.
     pub decoding: DecodingKey,
+}
+
+/// A private key, parsed once when it is loaded.
+///
+/// Parsing one costs about as much as a signature: an Ed25519 seed is
+/// expanded by a scalar multiplication, an RSA key is checked. Signing
+/// through `jsonwebtoken::encode` parses the key anew for every token.
+pub enum Signer {
+    /// HS256.
+    Hmac(hmac::Key),
+    /// EdDSA (Ed25519).
+    Ed25519(Ed25519KeyPair),
+    /// ES256: fixed-length `r || s`, as JWS wants it.
+    Ecdsa(EcdsaKeyPair),
+    /// RS256.
+    Rsa(RsaKeyPair),
+}
+
+impl Signer {
+    fn parse(algorithm: SigningAlgorithm, private: &[u8]) -> Option<Self> {
+        Some(match algorithm {
+            SigningAlgorithm::HS256 => Self::Hmac(hmac::Key::new(hmac::HMAC_SHA256, private)),
+            SigningAlgorithm::EdDSA => Self::Ed25519(Ed25519KeyPair::from_pkcs8(private).ok()?),
+            SigningAlgorithm::ES256 => Self::Ecdsa(
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, private)
+                    .ok()?,
+            ),
+            SigningAlgorithm::RS256 => Self::Rsa(RsaKeyPair::from_der(private).ok()?),
+        })
+    }
+
+    /// The JWS signature of `message` (the encoded header and claims).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let failed = || Error::Internal("signing failed".into());
+        Ok(match self {
+            Self::Hmac(key) => hmac::sign(key, message).as_ref().to_vec(),
+            Self::Ed25519(pair) => pair.sign(message).as_ref().to_vec(),
+            Self::Ecdsa(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map_err(|_| failed())?
+                .as_ref()
+                .to_vec(),
+            Self::Rsa(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .map_err(|_| failed())?;
+                signature
+            }
+        })
+    }
 }
 
 /// The loaded keys: the one that signs, every one that verifies, and the
@@ -439,27 +495,25 @@ impl KeyRing {
 fn load_key(key: &SigningKey, private: &[u8], algorithm: SigningAlgorithm) -> Result<LoadedKey> {
     let bad =
         |e: jsonwebtoken::errors::Error| Error::Internal(format!("stored key {}: {e}", key.kid));
-    let (encoding, decoding) = match algorithm {
-        SigningAlgorithm::HS256 => (
-            EncodingKey::from_secret(private),
-            DecodingKey::from_secret(private),
-        ),
+    let decoding = match algorithm {
+        SigningAlgorithm::HS256 => DecodingKey::from_secret(private),
         _ => {
             let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(&key.public_jwk)
                 .map_err(|e| Error::Internal(format!("stored JWK {}: {e}", key.kid)))?;
-            let decoding = DecodingKey::from_jwk(&jwk).map_err(bad)?;
-            let encoding = match algorithm {
-                SigningAlgorithm::EdDSA => EncodingKey::from_ed_der(private),
-                SigningAlgorithm::ES256 => EncodingKey::from_ec_der(private),
-                _ => EncodingKey::from_rsa_der(private),
-            };
-            (encoding, decoding)
+            DecodingKey::from_jwk(&jwk).map_err(bad)?
         }
     };
+    let signer = Signer::parse(algorithm, private).ok_or_else(|| {
+        Error::Internal(format!(
+            "stored key {}: not a valid {} private key",
+            key.kid,
+            algorithm.as_str()
+        ))
+    })?;
     Ok(LoadedKey {
         kid: key.kid.clone(),
         algorithm: algorithm.jwt(),
-        encoding,
+        signer,
         decoding,
     })
 }

@@ -182,9 +182,15 @@ impl AccessTokens {
         let mut header = Header::new(key.algorithm);
         header.kid = Some(key.kid.clone());
         header.typ = Some(typ.into());
-        jsonwebtoken::encode(&header, claims, &key.encoding)
-            .map(|token| (token, key.algorithm))
-            .map_err(|e| Error::Internal(format!("signing: {e}")))
+        // JWS compact serialization (RFC 7515, section 7.1), signed with the
+        // key parsed at load.
+        let mut token = encoded_part(&header)?;
+        token.push('.');
+        token.push_str(&encoded_part(claims)?);
+        let signature = key.signer.sign(token.as_bytes())?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok((token, key.algorithm))
     }
 
     /// Checks the signature of a token Sesame signed (any `typ`) and returns
@@ -401,6 +407,13 @@ fn fill_random(buf: &mut [u8]) {
     OsRng.fill_bytes(buf);
 }
 
+/// One base64url-encoded JSON part of a JWS.
+fn encoded_part(value: &impl Serialize) -> Result<String> {
+    serde_json::to_vec(value)
+        .map(|json| URL_SAFE_NO_PAD.encode(json))
+        .map_err(|e| Error::Internal(format!("signing: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +429,49 @@ mod tests {
                 ..TokenSettings::default()
             },
         )
+    }
+
+    /// Signing with the key parsed once gives what `jsonwebtoken` gives
+    /// (byte for byte where the algorithm is deterministic), and its
+    /// verifier accepts it.
+    #[test]
+    fn tokens_match_what_jsonwebtoken_signs() {
+        use jsonwebtoken::EncodingKey;
+        let claims = serde_json::json!({"sub": "42", "name": "Zoë", "exp": 4_000_000_000_u64});
+        for alg in [
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::RS256,
+            SigningAlgorithm::HS256,
+        ] {
+            let key = generate(alg, 0).unwrap();
+            let ring = KeyRing::load(std::slice::from_ref(&key), alg)
+                .unwrap()
+                .unwrap();
+            let (token, jws_alg) = AccessTokens::sign_with(&ring, "at+jwt", &claims).unwrap();
+            assert_eq!(jws_alg, ring.signing_key().unwrap().algorithm);
+            let loaded = ring.signing_key().unwrap();
+            let mut validation = Validation::new(jws_alg);
+            validation.validate_aud = false;
+            let decoded =
+                jsonwebtoken::decode::<serde_json::Value>(&token, &loaded.decoding, &validation)
+                    .unwrap();
+            assert_eq!(decoded.claims, claims, "{alg:?}");
+            assert_eq!(decoded.header.kid.as_deref(), Some(key.kid.as_str()));
+            assert_eq!(decoded.header.typ.as_deref(), Some("at+jwt"));
+            let encoding = match alg {
+                SigningAlgorithm::EdDSA => EncodingKey::from_ed_der(&key.private_der),
+                SigningAlgorithm::RS256 => EncodingKey::from_rsa_der(&key.private_der),
+                SigningAlgorithm::HS256 => EncodingKey::from_secret(&key.private_der),
+                // Randomised signatures: verified above, not compared.
+                SigningAlgorithm::ES256 => continue,
+            };
+            let mut header = Header::new(jws_alg);
+            header.kid = Some(key.kid.clone());
+            header.typ = Some("at+jwt".into());
+            let expected = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
+            assert_eq!(token, expected, "{alg:?}");
+        }
     }
 
     #[test]
