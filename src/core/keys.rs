@@ -15,8 +15,8 @@ use std::collections::HashMap;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::hmac;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -370,8 +370,8 @@ pub struct LoadedKey {
 /// expanded by a scalar multiplication, an RSA key is checked. Signing
 /// through `jsonwebtoken::encode` parses the key anew for every token.
 pub enum Signer {
-    /// HS256.
-    Hmac(hmac::Key),
+    /// HS256 (boxed: the key holds its precomputed pad states).
+    Hmac(Box<hmac::Key>),
     /// EdDSA (Ed25519).
     Ed25519(Ed25519KeyPair),
     /// ES256: fixed-length `r || s`, as JWS wants it.
@@ -383,7 +383,9 @@ pub enum Signer {
 impl Signer {
     fn parse(algorithm: SigningAlgorithm, private: &[u8]) -> Option<Self> {
         Some(match algorithm {
-            SigningAlgorithm::HS256 => Self::Hmac(hmac::Key::new(hmac::HMAC_SHA256, private)),
+            SigningAlgorithm::HS256 => {
+                Self::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, private)))
+            }
             SigningAlgorithm::EdDSA => Self::Ed25519(Ed25519KeyPair::from_pkcs8(private).ok()?),
             SigningAlgorithm::ES256 => Self::Ecdsa(
                 EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, private)

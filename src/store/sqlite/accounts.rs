@@ -157,7 +157,7 @@ impl AccountStore for SqliteStore {
         device: Option<&str>,
         address: Option<&str>,
     ) -> StoreResult<Option<LoginCandidate>> {
-        self.read(|conn| {
+        self.read_current(|conn| {
             conn.prepare_cached(concat!(
                 "SELECT found.*, \
                    EXISTS (SELECT 1 FROM accounts k, json_each(k.known_devices) d \

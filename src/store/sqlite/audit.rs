@@ -11,7 +11,7 @@ use crate::store::{AuditEvent, AuditQuery, AuditStore, StoreResult};
 impl AuditStore for SqliteStore {
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
         let events = events.to_vec();
-        self.write(move |conn| {
+        self.write_off_workers(move |conn| {
             let mut insert = conn
                 .prepare_cached(
                     "INSERT INTO audit_events (at, event, outcome, face, account_id, username, ip, \
@@ -84,7 +84,7 @@ impl AuditStore for SqliteStore {
     }
 
     async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64> {
-        self.write(move |conn| {
+        self.write_off_workers(move |conn| {
             conn.prepare_cached("DELETE FROM audit_events WHERE at < ?")
                 .and_then(|mut delete| delete.execute([before]))
                 .map(|purged| purged as u64)

@@ -12,7 +12,7 @@ use crate::store::{StoreError, StoreResult};
 
 /// How long a connection waits for another process's lock (the CLI writing
 /// while the server runs) before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the background checkpoint runs.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);

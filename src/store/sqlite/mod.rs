@@ -3,11 +3,13 @@
 //! SQLite is a library, not a server: a point read costs a few microseconds
 //! of CPU, far less than handing it to another thread and back. So reads run
 //! right where they are asked for, on a read-only connection taken from a
-//! small pool (WAL readers never wait for the writer). Writes all go to one
-//! writer thread, which drains whatever has queued up and commits it as one
-//! transaction, each write inside its own savepoint so that one failing
-//! write never undoes its neighbours (group commit). A third thread copies
-//! the WAL back into the database file in the background.
+//! small pool (WAL readers never wait for the writer). Short writes, too,
+//! are committed where they are asked for when no other write is under way;
+//! the others go to one writer thread, which drains whatever has queued up
+//! and commits it as one transaction, each write inside its own savepoint so
+//! that one failing write never undoes its neighbours (group commit). A
+//! third thread copies the WAL back into the database file in the
+//! background.
 //!
 //! (An async driver would run every connection on its own thread and send
 //! each statement across a channel; at refresh rates that hand-off cost a
@@ -98,12 +100,33 @@ impl SqliteStore {
         self.inner.readers.read(read)
     }
 
-    /// Queues a write for the writer thread and waits until it has committed.
+    /// Runs a short read that follows writes closely (a login's account) on
+    /// the writer's connection when it is idle, whose page cache is current;
+    /// otherwise like [`Self::read`].
+    fn read_current<T>(&self, read: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        match self.inner.writer.try_read(read) {
+            Ok(result) => result,
+            Err(read) => self.read(read),
+        }
+    }
+
+    /// Commits a short write: in place when no other write is under way,
+    /// otherwise with the writer thread's next batch.
     async fn write<T: Send + 'static>(
         &self,
         write: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         self.inner.writer.write(write).await
+    }
+
+    /// Commits a write that may take long (a batch of imports, purges or
+    /// audit events) on the writer thread, so that it never holds up the
+    /// async workers serving logins.
+    async fn write_off_workers<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.inner.writer.queue_write(write).await
     }
 }
 

@@ -331,7 +331,7 @@ impl SessionStore for SqliteStore {
 
     async fn purge(&self, cutoffs: &PurgeCutoffs, batch: u32) -> StoreResult<Purged> {
         let cutoffs = *cutoffs;
-        self.write(move |conn| {
+        self.write_off_workers(move |conn| {
             let delete = |sql: &str, before: UnixTime| {
                 conn.prepare_cached(sql)
                     .and_then(|mut delete| delete.execute(params![before, batch]))

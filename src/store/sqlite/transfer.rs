@@ -358,7 +358,7 @@ impl TransferStore for SqliteStore {
     }
 
     async fn import_batch(&self, records: Vec<ImportRecord>) -> StoreResult<RecordResults> {
-        self.write(move |conn| {
+        self.write_off_workers(move |conn| {
             let mut results = Vec::with_capacity(records.len());
             for record in &records {
                 execute(conn, "SAVEPOINT import_record", [])?;
@@ -379,7 +379,7 @@ impl TransferStore for SqliteStore {
 
     async fn update_accounts(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {
         let records = records.to_vec();
-        self.write(move |conn| {
+        self.write_off_workers(move |conn| {
             let mut results = Vec::with_capacity(records.len());
             for record in &records {
                 execute(conn, "SAVEPOINT import_record", [])?;
