@@ -1,14 +1,18 @@
-//! Every write, group-committed; the uncontended one committed in place.
+//! Writes: group-committed when they come thick and fast, committed in
+//! place when they come one at a time.
 //!
 //! SQLite allows one writer at a time, and a commit costs far more than the
-//! statements before it. When nobody else is writing, the caller's thread
-//! commits its write itself: handing it to another thread and back costs two
-//! thread wake-ups, more than the write (on a login, they were a fifth of
-//! Sesame's CPU outside hashing). When the connection is busy, the write
-//! queues for the writer thread, which takes every write that has queued up
-//! while it waited (up to [`MAX_BATCH`]), runs each inside its own savepoint
-//! of one `BEGIN IMMEDIATE` transaction, commits once, and only then answers
-//! each caller. A write that fails is rolled back (to its savepoint) and
+//! statements before it. A write that comes alone (no other write under way,
+//! none committed in the last [`QUIET`]) is committed by the caller's thread
+//! itself: handing it to another thread and back costs two thread wake-ups,
+//! more than the write (a login's write comes once per password hash, and
+//! in place it costs a tenth less of Sesame's CPU outside hashing). Writes
+//! that come close together (refreshes at thousands a second) queue for the
+//! writer thread instead: in a batch they share one commit and the pages
+//! they all touch, and refreshes cost a sixth less CPU that way. The
+//! writer thread takes every write that has queued up while it was busy (up
+//! to [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN
+//! IMMEDIATE` transaction, commits once, and only then answers each caller. A write that fails is rolled back (to its savepoint) and
 //! answered with its own error; a batch that fails to commit answers every
 //! write in it with that failure, so no caller is ever told a write
 //! succeeded that was not committed.
@@ -19,8 +23,9 @@
 //! and only the writer thread waits.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -33,28 +38,68 @@ use crate::store::{StoreError, StoreResult};
 /// that the first caller in a batch does not wait long for the last.
 const MAX_BATCH: usize = 128;
 
+/// How long after a commit a write still counts as coming close behind
+/// another one, and queues to be batched.
+const QUIET: Duration = Duration::from_millis(1);
+
 /// The handle the store keeps; dropping the last one stops the thread.
 #[derive(Debug)]
 pub(super) struct Writer {
     queue: mpsc::Sender<Box<dyn Job>>,
-    conn: Arc<Mutex<Connection>>,
+    shared: Arc<Shared>,
+}
+
+/// What the callers and the writer thread share.
+#[derive(Debug)]
+struct Shared {
+    conn: Mutex<Connection>,
+    started: Instant,
+    /// When the last commit ended, in nanoseconds since `started`
+    /// ([`NEVER`] before the first).
+    last_commit: AtomicU64,
+}
+
+const NEVER: u64 = u64::MAX;
+
+impl Shared {
+    fn committed(&self) {
+        let now = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(NEVER - 1);
+        self.last_commit.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether a commit ended less than [`QUIET`] ago.
+    fn busy_lately(&self) -> bool {
+        match self.last_commit.load(Ordering::Relaxed) {
+            NEVER => false,
+            last => {
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(last))
+                    < QUIET
+            }
+        }
+    }
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`.
     pub(super) fn spawn(conn: Connection) -> StoreResult<Self> {
         let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
-        let conn = Arc::new(Mutex::new(conn));
-        let shared = Arc::clone(&conn);
+        let shared = Arc::new(Shared {
+            conn: Mutex::new(conn),
+            started: Instant::now(),
+            last_commit: AtomicU64::new(NEVER),
+        });
+        let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("sesame-writer".into())
-            .spawn(move || run(&shared, &jobs))
+            .spawn(move || run(&thread_shared, &jobs))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { queue, conn })
+        Ok(Self { queue, shared })
     }
 
-    /// Commits `write`: in place when the connection is free, otherwise on
-    /// the writer thread with whatever else has queued.
+    /// Commits `write`: in place when it comes alone, otherwise on the
+    /// writer thread with whatever else has queued.
     ///
     /// For short writes (a handful of rows): in place, the calling async
     /// worker is held for the length of the commit.
@@ -62,6 +107,9 @@ impl Writer {
         &self,
         write: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        if self.shared.busy_lately() {
+            return self.queue_write(write).await;
+        }
         match self.try_in_place(write) {
             Ok(result) => result,
             Err(write) => self.queue_write(write).await,
@@ -99,7 +147,7 @@ impl Writer {
     where
         F: FnOnce(&Connection) -> StoreResult<T>,
     {
-        match self.conn.try_lock() {
+        match self.shared.conn.try_lock() {
             Ok(conn) => Ok(read(&conn)),
             Err(TryLockError::Poisoned(poisoned)) => Ok(read(&poisoned.into_inner())),
             Err(TryLockError::WouldBlock) => Err(read),
@@ -112,7 +160,7 @@ impl Writer {
     where
         F: FnOnce(&Connection) -> StoreResult<T>,
     {
-        let conn = match self.conn.try_lock() {
+        let conn = match self.shared.conn.try_lock() {
             Ok(conn) => conn,
             // A write panicked while holding it; each write ends its own
             // transaction, so the connection itself is sound.
@@ -124,7 +172,7 @@ impl Writer {
         }
         let result = catch_unwind(AssertUnwindSafe(|| write(&conn)))
             .unwrap_or_else(|_| Err(StoreError::Database("a write panicked".into())));
-        Ok(match result {
+        let result = match result {
             Ok(value) => match statement(&conn, "COMMIT") {
                 Ok(()) => Ok(value),
                 Err(error) => {
@@ -137,7 +185,9 @@ impl Writer {
                 let _ = conn.execute_batch("ROLLBACK");
                 Err(error)
             }
-        })
+        };
+        self.shared.committed();
+        Ok(result)
     }
 }
 
@@ -203,11 +253,12 @@ where
     }
 }
 
-fn run(conn: &Mutex<Connection>, jobs: &mpsc::Receiver<Box<dyn Job>>) {
+fn run(shared: &Shared, jobs: &mpsc::Receiver<Box<dyn Job>>) {
     while let Ok(first) = jobs.recv() {
         // Waits for a write in place to finish; those that queue meanwhile
         // join this batch.
-        let conn: MutexGuard<'_, Connection> = conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn: MutexGuard<'_, Connection> =
+            shared.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -217,6 +268,7 @@ fn run(conn: &Mutex<Connection>, jobs: &mpsc::Receiver<Box<dyn Job>>) {
         }
         let outcome = commit(&conn, &mut batch);
         drop(conn);
+        shared.committed();
         if let Err(error) = &outcome {
             tracing::error!(%error, writes = batch.len(), "a batch of writes failed");
         }
@@ -319,6 +371,7 @@ mod tests {
             .unwrap()
     }
 
+    // A new writer has never committed: its first write goes in place.
     #[tokio::test]
     async fn a_failing_write_in_place_is_rolled_back_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -366,7 +419,7 @@ mod tests {
                 .map_err(super::db_error)
         };
         assert_eq!(writer.try_read(read).ok().unwrap().unwrap(), 1);
-        let busy = writer.conn.lock().unwrap();
+        let busy = writer.shared.conn.lock().unwrap();
         assert!(
             writer.try_read(read).is_err(),
             "handed back, not waited for"
