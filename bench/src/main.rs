@@ -68,6 +68,9 @@ impl Options {
     }
 }
 
+const USAGE: &str = "sesame-bench [--duration SECONDS] [--only GROUPS] \
+[--database-url URL | --postgres] [--redis-url URL | --redis]";
+
 fn options() -> anyhow::Result<Options> {
     let mut options = Options {
         duration: Duration::from_secs(5),
@@ -100,6 +103,13 @@ fn options() -> anyhow::Result<Options> {
                 options.redis_url = Some(url);
             }
             "--redis" => options.redis_url = Some(LOCAL_REDIS.into()),
+            "--help" | "-h" => {
+                println!(
+                    "usage: {USAGE}\ngroups: {}; bench/README.md says what each row measures",
+                    GROUPS.join(",")
+                );
+                std::process::exit(0);
+            }
             "--only" => {
                 let groups: Vec<String> = args
                     .next()
@@ -115,10 +125,7 @@ fn options() -> anyhow::Result<Options> {
                 }
                 options.only = Some(groups);
             }
-            other => bail!(
-                "unknown option {other}; use --duration SECONDS, --only GROUPS, \
-                 --database-url URL (or --postgres), --redis-url URL (or --redis)"
-            ),
+            other => bail!("unknown option {other}; usage: {USAGE}"),
         }
     }
     if options.redis_url.is_some() && options.database_url.is_none() {
