@@ -3,13 +3,13 @@
 //! SQLite is a library, not a server: a point read costs a few microseconds
 //! of CPU, far less than handing it to another thread and back. So reads run
 //! right where they are asked for, on a read-only connection taken from a
-//! small pool (WAL readers never wait for the writer). Short writes, too,
-//! are committed where they are asked for when no other write is under way;
-//! the others go to one writer thread, which drains whatever has queued up
-//! and commits it as one transaction, each write inside its own savepoint so
-//! that one failing write never undoes its neighbours (group commit). A
-//! third thread copies the WAL back into the database file in the
-//! background.
+//! small pool (WAL readers never wait for the writer). A short write, too,
+//! is committed where it is asked for when it comes alone (no other write
+//! under way or just committed); writes that come close together go to one
+//! writer thread, which drains whatever has queued up and commits it as one
+//! transaction, each write inside its own savepoint so that one failing
+//! write never undoes its neighbours (group commit). A third thread copies
+//! the WAL back into the database file in the background.
 //!
 //! (An async driver would run every connection on its own thread and send
 //! each statement across a channel; at refresh rates that hand-off cost a
@@ -110,8 +110,8 @@ impl SqliteStore {
         }
     }
 
-    /// Commits a short write: in place when no other write is under way,
-    /// otherwise with the writer thread's next batch.
+    /// Commits a short write: in place when it comes alone, otherwise with
+    /// the writer thread's next batch (see `writer.rs`).
     async fn write<T: Send + 'static>(
         &self,
         write: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
