@@ -170,9 +170,7 @@ impl Writer {
         if !begin_without_waiting(&conn) {
             return Err(write);
         }
-        let result = catch_unwind(AssertUnwindSafe(|| write(&conn)))
-            .unwrap_or_else(|_| Err(StoreError::Database("a write panicked".into())));
-        let result = match result {
+        let result = match run_caught(write, &conn) {
             Ok(value) => match statement(&conn, "COMMIT") {
                 Ok(()) => Ok(value),
                 Err(error) => {
@@ -209,6 +207,15 @@ fn begin_without_waiting(conn: &Connection) -> bool {
     began
 }
 
+/// Runs `write`; a panic in it becomes that write's error.
+fn run_caught<T>(
+    write: impl FnOnce(&Connection) -> StoreResult<T>,
+    conn: &Connection,
+) -> StoreResult<T> {
+    catch_unwind(AssertUnwindSafe(|| write(conn)))
+        .unwrap_or_else(|_| Err(StoreError::Database("a write panicked".into())))
+}
+
 /// One queued write, its result type erased so that one queue holds them all.
 trait Job: Send {
     /// Runs the write on the writer's connection; whether it succeeded.
@@ -232,8 +239,7 @@ where
         let Some(work) = self.work.take() else {
             return false;
         };
-        let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
-            .unwrap_or_else(|_| Err(StoreError::Database("a write panicked".into())));
+        let result = run_caught(work, conn);
         let ok = result.is_ok();
         self.result = Some(result);
         ok
