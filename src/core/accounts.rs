@@ -319,9 +319,17 @@ impl Core {
                 "the account is disabled, not locked; enable it instead",
             ));
         }
-        self.store
-            .set_status(id, AccountStatus::Active, self.now())
-            .await?;
+        // Only if not disabled meanwhile (by another administrator, on any
+        // node): an unlock must never enable an account.
+        if !self.store.set_locked(id, false, self.now()).await? {
+            return Err(match self.store.get_account(id).await? {
+                None => Error::NotFound("account"),
+                Some(_) => Error::invalid(
+                    "status",
+                    "the account is disabled, not locked; enable it instead",
+                ),
+            });
+        }
         self.account_changed(id).await;
         self.limiter.clear(&account_key(Some(&account), "")).await?;
         self.audit_change(actor, "unlock", &account, None);

@@ -246,10 +246,11 @@ impl Core {
             self.metrics.login(attempt.face, "invalid_credentials");
             return Err(Error::InvalidCredentials);
         };
-        if account.status == AccountStatus::Locked {
-            self.store
-                .set_status(account.id, AccountStatus::Active, now)
-                .await?;
+        // Only if still locked: an administrator may have disabled the
+        // account while the password was being checked.
+        if account.status == AccountStatus::Locked
+            && self.store.set_locked(account.id, false, now).await?
+        {
             self.account_changed(account.id).await;
             self.audit.record(
                 base.clone()
@@ -279,7 +280,7 @@ impl Core {
         let platform = attempt
             .platform
             .unwrap_or_else(|| self.settings.sessions.default_platform.clone());
-        let mut grant = self
+        let Some(mut grant) = self
             .open_session(
                 account,
                 &record,
@@ -287,7 +288,14 @@ impl Core {
                 &attempt.client,
                 &attempt.options,
             )
-            .await?;
+            .await?
+        else {
+            // Disabled or deleted while the password was being checked.
+            self.audit
+                .record(base.with_outcome(Refusal::Disabled.outcome()));
+            self.metrics.login(attempt.face, Refusal::Disabled.metric());
+            return Err(Error::InvalidCredentials);
+        };
         grant.device_token = device_token;
         self.audit
             .record(base.detail(format!("session {}", grant.session_id)));
@@ -361,13 +369,12 @@ impl Core {
         };
         let consecutive = self.store.record_login_failure(account.id, !known).await?;
         self.caches.accounts.forget(account.id);
+        // Only if still active: never over an administrator's disabling.
         if !known
             && consecutive >= abuse.lockout_threshold
             && account.status == AccountStatus::Active
+            && self.store.set_locked(account.id, true, now).await?
         {
-            self.store
-                .set_status(account.id, AccountStatus::Locked, now)
-                .await?;
             self.account_changed(account.id).await;
             self.audit
                 .record(base.clone().with_event("lockout").detail(format!(
@@ -445,7 +452,8 @@ impl Core {
         self.caches.accounts.forget(account.id);
     }
 
-    /// Records the login and opens its session (one store transaction).
+    /// Records the login and opens its session (one store transaction);
+    /// `None` if the account was disabled or deleted since it was read.
     async fn open_session(
         &self,
         account: Account,
@@ -453,7 +461,7 @@ impl Core {
         platform: &Platform,
         client: &ClientInfo,
         options: &LoginOptions,
-    ) -> Result<Grant> {
+    ) -> Result<Option<Grant>> {
         let now = self.now();
         let style = if options.opaque_tokens {
             TokenStyle::Opaque
@@ -482,10 +490,13 @@ impl Core {
         let policy = options
             .platform_policy
             .unwrap_or_else(|| self.settings.sessions.policy(platform));
-        let replaced = self
+        let Some(replaced) = self
             .store
             .record_login(login, &session, &refresh, policy == PlatformPolicy::Single)
-            .await?;
+            .await?
+        else {
+            return Ok(None);
+        };
         self.sessions_ended(&replaced).await;
         let session = SessionRef {
             id: session.id,
@@ -493,7 +504,9 @@ impl Core {
             style,
             expires_at: session.expires_at,
         };
-        self.grant(session, refresh_token, Some(account)).await
+        self.grant(session, refresh_token, Some(account))
+            .await
+            .map(Some)
     }
 
     /// Builds the answer for a session: a fresh access token and the account.

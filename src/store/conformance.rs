@@ -76,6 +76,68 @@ async fn sessions(store: &dyn Store, n: usize) -> AccountId {
     account_id
 }
 
+/// A login that read the account before an administrator disabled (or
+/// deleted) it writes nothing; lockouts and unlocks never undo a disabling.
+pub async fn logins_and_lockouts_never_undo_a_disabling(store: Arc<dyn Store>) {
+    let account_id = account(&*store, "a").await;
+    let open = |id: &'static str, hash: u8| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .record_login(
+                    &login(account_id, 10),
+                    &session(id, account_id, "web", 10),
+                    &NewRefreshToken {
+                        hash: [hash; 32],
+                        session_id: id.into(),
+                        issued_at: 10,
+                    },
+                    true,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let status = || async { store.get_account(account_id).await.unwrap().unwrap().status };
+
+    // Lock and unlock: each only from the status it leaves.
+    assert!(store.set_locked(account_id, true, 1).await.unwrap());
+    assert!(
+        !store.set_locked(account_id, true, 2).await.unwrap(),
+        "already locked"
+    );
+    assert_eq!(status().await, AccountStatus::Locked);
+    assert_eq!(
+        open("s1", 1).await,
+        Some(vec![]),
+        "a locked account may sign in"
+    );
+    assert!(store.set_locked(account_id, false, 3).await.unwrap());
+    assert_eq!(status().await, AccountStatus::Active);
+
+    // Disabled: no login records itself, no lock or unlock enables it.
+    store
+        .set_status(account_id, AccountStatus::Disabled, 4)
+        .await
+        .unwrap();
+    let before = store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!(open("s2", 2).await, None);
+    assert!(store.get_session(&"s2".into()).await.unwrap().is_none());
+    assert!(store.find_refresh_token(&[2; 32]).await.unwrap().is_none());
+    let live = store.list_live_sessions(account_id, 10).await.unwrap();
+    assert_eq!(live.len(), 1, "s1 was not replaced by the refused login");
+    assert!(!store.set_locked(account_id, false, 5).await.unwrap());
+    assert!(!store.set_locked(account_id, true, 5).await.unwrap());
+    let after = store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!(after.status, AccountStatus::Disabled);
+    assert_eq!(after.login_count, before.login_count);
+
+    // Deleted: the same.
+    assert!(store.delete_account(account_id).await.unwrap());
+    assert_eq!(open("s3", 3).await, None);
+    assert!(!store.set_locked(account_id, false, 6).await.unwrap());
+}
+
 /// 32 concurrent rotations of one token: exactly one successor.
 pub async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
     sessions(&*store, 1).await;
@@ -238,6 +300,7 @@ pub async fn concurrent_single_platform_logins(store: Arc<dyn Store>) {
             store
                 .record_login(&login(account_id, 10), &session, &refresh, true)
                 .await
+                .unwrap()
                 .unwrap()
         });
     }

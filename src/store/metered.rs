@@ -159,6 +159,10 @@ impl AccountStore for MeteredStore {
         self.time("set_status", self.inner.set_status(id, status, now))
             .await
     }
+    async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool> {
+        self.time("set_locked", self.inner.set_locked(id, locked, now))
+            .await
+    }
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
         self.time("delete_account", self.inner.delete_account(id))
             .await
@@ -225,7 +229,7 @@ impl SessionStore for MeteredStore {
         session: &NewSession,
         refresh: &NewRefreshToken,
         replace_platform: bool,
-    ) -> StoreResult<Vec<SessionId>> {
+    ) -> StoreResult<Option<Vec<SessionId>>> {
         self.time(
             "record_login",
             self.inner

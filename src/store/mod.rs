@@ -70,7 +70,7 @@ impl DatabaseSettings {
 
 /// A storage failure. The core turns `Conflict` into a client error and
 /// everything else into an internal one whose detail is only logged.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique field (`username`, `email`, `mobile`) is already held.
     #[error("{0} is already taken")]
@@ -212,6 +212,12 @@ pub trait AccountStore: Send + Sync {
         status: AccountStatus,
         now: UnixTime,
     ) -> StoreResult<()>;
+    /// Locks an active account (`locked`), or makes an account that is not
+    /// disabled active again and clears its consecutive failures (`!locked`),
+    /// in one conditional update: a change made since the caller read the
+    /// account (an administrator disabling it, on any node) is never
+    /// overwritten. Whether the account changed.
+    async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool>;
     /// Deletes an account and everything that hangs off it; false if absent.
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool>;
     /// Records a failed login against a known account; `from_unknown_client`
@@ -261,14 +267,17 @@ pub trait SessionStore: Send + Sync {
     /// consecutive failures), the clients to remember, and the session with
     /// its first refresh token. With `replace_platform`, every live session
     /// of the account on the same platform is revoked too; their ids are
-    /// returned.
+    /// returned. `None`, with nothing written, when the account has been
+    /// disabled or deleted since the caller read it: the check and the
+    /// writes are one transaction, so a disabling either comes first and is
+    /// seen, or comes after and revokes the new session.
     async fn record_login(
         &self,
         login: &LoginRecord,
         session: &NewSession,
         refresh: &NewRefreshToken,
         replace_platform: bool,
-    ) -> StoreResult<Vec<SessionId>>;
+    ) -> StoreResult<Option<Vec<SessionId>>>;
     /// Reads a session (live or not) with its account's status.
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>>;
 

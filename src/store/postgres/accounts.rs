@@ -410,6 +410,26 @@ impl AccountStore for PostgresStore {
         tx.commit().await.map_err(db_error)
     }
 
+    async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool> {
+        // One statement: the row lock makes the condition and the change
+        // atomic across nodes. Neither changes who counts as an
+        // administrator (anyone not disabled does).
+        let sql = if locked {
+            "UPDATE accounts SET status = 'locked', updated_at = $1 \
+             WHERE id = $2 AND status = 'active'"
+        } else {
+            "UPDATE accounts SET status = 'active', updated_at = $1, consecutive_failures = 0 \
+             WHERE id = $2 AND status <> 'disabled'"
+        };
+        sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() == 1)
+            .map_err(db_error)
+    }
+
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let before = super::roles::admins_before(&mut tx).await?;

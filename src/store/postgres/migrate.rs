@@ -13,7 +13,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 5] = [
+const MIGRATIONS: [(&str, &str); 6] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -33,6 +33,10 @@ const MIGRATIONS: [(&str, &str); 5] = [
     (
         "oauth",
         include_str!("../../../migrations/postgres/0005_oauth.sql"),
+    ),
+    (
+        "login_refuses_disabled",
+        include_str!("../../../migrations/postgres/0006_login_refuses_disabled.sql"),
     ),
 ];
 

@@ -32,7 +32,7 @@ mod transfer;
 use std::str::FromStr;
 
 use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 
 use super::{DatabaseSettings, StoreError, StoreResult};
 
@@ -75,9 +75,21 @@ impl PostgresStore {
 
 /// Connection options from the URL, with Sesame's session settings.
 fn connect_options(settings: &DatabaseSettings) -> StoreResult<PgConnectOptions> {
-    let options = PgConnectOptions::from_str(&settings.url)
+    let mut options = PgConnectOptions::from_str(&settings.url)
         // The parse error may quote the URL, which may carry a password.
         .map_err(|_| StoreError::Database("database_url is not a valid PostgreSQL URL".into()))?;
+    // Without an `sslmode`, sqlx (like libpq) prefers TLS whenever the
+    // server offers it. Over loopback or a Unix socket that encrypts what
+    // never leaves the machine, at a price: a fifth of the database's CPU
+    // per login on this project's benchmark machine (bench/README.md). So
+    // there the default is plain text; `sslmode` in the URL or `PGSSLMODE`
+    // still decides when given.
+    if !names_ssl_mode(&settings.url)
+        && std::env::var_os("PGSSLMODE").is_none()
+        && is_local(&options)
+    {
+        options = options.ssl_mode(PgSslMode::Disable);
+    }
     let timeout_ms = settings.statement_timeout.as_millis().to_string();
     Ok(options
         .application_name("sesame")
@@ -94,6 +106,28 @@ fn connect_options(settings: &DatabaseSettings) -> StoreResult<PgConnectOptions>
         // Statement texts carry no secrets, but at debug level they would
         // drown everything else; store latency belongs in metrics.
         .disable_statement_logging())
+}
+
+/// Whether the URL's query sets `sslmode` (sqlx also reads `ssl-mode`).
+fn names_ssl_mode(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|url| {
+        url.query_pairs()
+            .any(|(key, _)| key == "sslmode" || key == "ssl-mode")
+    })
+}
+
+/// Whether the server is on this machine: a Unix socket, `localhost` or a
+/// loopback address.
+fn is_local(options: &PgConnectOptions) -> bool {
+    let host = options.get_host();
+    options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Maps a database error: unique violations on the account's identifying
@@ -118,11 +152,23 @@ fn db_error(error: sqlx::Error) -> StoreError {
             StoreError::Unavailable(error.to_string())
         }
         // Class 08: connection exceptions; 53300: too many connections;
-        // 57014: statement timeout; 57P01-03: server shutting down or starting.
+        // 57014: statement timeout; 57P01-03: server shutting down or
+        // starting; 40001, 40P01: a serialization failure or deadlock, worth
+        // a retry; 25006: a read-only server (a standby after a failover).
         sqlx::Error::Database(database)
             if database.code().is_some_and(|code| {
                 code.starts_with("08")
-                    || matches!(&*code, "53300" | "57014" | "57P01" | "57P02" | "57P03")
+                    || matches!(
+                        &*code,
+                        "53300"
+                            | "57014"
+                            | "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "40001"
+                            | "40P01"
+                            | "25006"
+                    )
             }) =>
         {
             StoreError::Unavailable(error.to_string())
@@ -165,6 +211,14 @@ mod tests {
             .await
             .unwrap();
         Some((database, Arc::new(store)))
+    }
+
+    #[tokio::test]
+    async fn logins_and_lockouts_never_undo_a_disabling() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::logins_and_lockouts_never_undo_a_disabling(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +340,27 @@ mod tests {
         assert_eq!(applied, super::migrate::LATEST as i64);
     }
 
+    #[test]
+    fn loopback_and_sockets_are_local() {
+        use super::{is_local, names_ssl_mode};
+        let local = |url: &str| is_local(&url.parse().unwrap());
+        assert!(local("postgres://postgres@127.0.0.1:5432/test"));
+        assert!(local("postgres://postgres@127.8.0.1/test"));
+        assert!(local("postgres://postgres@[::1]:5432/test"));
+        assert!(local("postgres://postgres@localhost/test"));
+        assert!(local("postgres://postgres@LocalHost/test"));
+        assert!(local("postgres:///test?host=/var/run/postgresql"));
+        assert!(!local("postgres://postgres@db.internal/test"));
+        assert!(!local("postgres://postgres@10.0.0.5/test"));
+        assert!(!local("postgres://postgres@localhost.example.com/test"));
+        assert!(names_ssl_mode("postgres://h/db?sslmode=require"));
+        assert!(names_ssl_mode(
+            "postgres://h/db?application_name=x&ssl-mode=disable"
+        ));
+        assert!(!names_ssl_mode("postgres://h/db"));
+        assert!(!names_ssl_mode("postgres://h/sslmode?options=sslmode"));
+    }
+
     #[tokio::test]
     async fn a_schema_behind_is_refused_without_auto_migrate() {
         let Some(fresh) = database().await else {
@@ -298,25 +373,42 @@ mod tests {
         assert!(error.contains("sesame migrate"), "{error}");
     }
 
+    /// Whether the store's connections to `url` are encrypted.
+    async fn encrypted(url: String) -> bool {
+        let store = PostgresStore::open(&DatabaseSettings::for_url(url), true)
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
     /// The test server (Debian's default) offers TLS with a self-signed
-    /// certificate: `require` encrypts without checking it, `verify-full`
-    /// checks it and so refuses, never falling back to plain text.
+    /// certificate: `require` and `prefer` encrypt without checking it,
+    /// `verify-full` checks it and so refuses, never falling back to plain
+    /// text. Without an `sslmode`, a server on this machine is reached in
+    /// plain text.
     #[tokio::test]
     async fn the_url_decides_tls() {
         let Some(fresh) = database().await else {
             return;
         };
-        let url = format!("{}?sslmode=require", fresh.url);
-        let store = PostgresStore::open(&DatabaseSettings::for_url(url), true)
-            .await
-            .unwrap();
-        let encrypted: bool =
-            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-        assert!(encrypted, "sslmode=require must encrypt");
-        let url = format!("{}?sslmode=verify-full", fresh.url);
+        let (_, query) = fresh.url.split_once('?').unwrap_or((&fresh.url, ""));
+        let separator = if query.is_empty() { '?' } else { '&' };
+        for (mode, expected) in [("require", true), ("prefer", true), ("disable", false)] {
+            let url = format!("{}{separator}sslmode={mode}", fresh.url);
+            assert_eq!(encrypted(url).await, expected, "sslmode={mode}");
+        }
+        if !query.contains("sslmode") && std::env::var_os("PGSSLMODE").is_none() {
+            let options: sqlx::postgres::PgConnectOptions = fresh.url.parse().unwrap();
+            assert_eq!(
+                super::is_local(&options),
+                !encrypted(fresh.url.clone()).await,
+                "no sslmode: plain text exactly when the server is local"
+            );
+        }
+        let url = format!("{}{separator}sslmode=verify-full", fresh.url);
         let error = PostgresStore::open(&DatabaseSettings::for_url(url), true)
             .await
             .unwrap_err()

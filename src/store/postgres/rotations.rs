@@ -11,13 +11,17 @@
 //!
 //! The statement keeps every guarantee of the single rotation: the update
 //! locks each token's row and re-checks `rotated_at IS NULL` after any wait,
-//! so one rotation of a token wins across batches and nodes. A token
-//! appears at most once per batch (a second presentation waits for the next
-//! batch), or both would "win" with different successors. Two batches
-//! locking two tokens in opposite orders could deadlock; PostgreSQL then
-//! aborts one, which is run again.
+//! so one rotation of a token wins across batches and nodes. A token is one
+//! row of a statement, or two presentations would both "win" with different
+//! successors: further presentations of a token in the same batch are not
+//! run but answered with what they would have found right after the first
+//! (the token rotated by it, with its time and salt), as if they had come
+//! next. So a flood of one string, valid or not, costs one row per batch
+//! and never holds up other tokens. Two batches locking two tokens in
+//! opposite orders could deadlock; PostgreSQL then aborts one, which is
+//! run again.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::Row;
@@ -99,48 +103,81 @@ impl Rotations {
 /// Gathers batches and runs up to [`IN_FLIGHT`] of them at once.
 async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut deferred: VecDeque<Job> = VecDeque::new();
     loop {
         // Wait for a free slot first: jobs pile up meanwhile, and the
         // batch that then leaves is as large as the load.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        if deferred.is_empty() {
-            match queue.recv().await {
-                Some(job) => deferred.push_back(job),
-                None => return,
-            }
-        }
-        while deferred.len() < MAX_BATCH {
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(job) => deferred.push_back(job),
+                Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
-        let mut batch: Vec<Job> = Vec::with_capacity(deferred.len().min(MAX_BATCH));
-        let mut later = VecDeque::new();
-        while let Some(job) = deferred.pop_front() {
-            if batch.len() < MAX_BATCH && batch.iter().all(|b| b.hash != job.hash) {
-                batch.push(job);
-            } else {
-                later.push_back(job);
-            }
-        }
-        deferred = later;
         let pool = pool.clone();
         tokio::spawn(async move {
-            execute(&pool, batch).await;
+            execute(&pool, Batch::of(jobs)).await;
             drop(slot);
         });
     }
 }
 
+/// The rotations of one statement: one per token, and the further
+/// presentations of those tokens that came with them.
+struct Batch {
+    /// One job per token, in the order they came: the statement's rows.
+    firsts: Vec<Job>,
+    /// Each further presentation, with the index of its token's first.
+    copies: Vec<(usize, Job)>,
+}
+
+impl Batch {
+    fn of(jobs: Vec<Job>) -> Self {
+        let mut firsts: Vec<Job> = Vec::with_capacity(jobs.len());
+        let mut index: HashMap<TokenHash, usize> = HashMap::with_capacity(jobs.len());
+        let mut copies = Vec::new();
+        for job in jobs {
+            match index.get(&job.hash) {
+                Some(&first) => copies.push((first, job)),
+                None => {
+                    index.insert(job.hash, firsts.len());
+                    firsts.push(job);
+                }
+            }
+        }
+        Self { firsts, copies }
+    }
+}
+
+/// What a further presentation of a token finds, given what the first one
+/// in its batch found: what it would have found in the next batch, the
+/// token rotated by that first one (with its time and salt) if it was.
+fn copy_answer(first: &Job, answer: &StoreResult<Rotated>) -> StoreResult<Rotated> {
+    match answer {
+        Ok(Some((token, session, rotated))) => {
+            let mut token = token.clone();
+            if *rotated {
+                token.rotated_at = Some(first.now);
+                token.successor_salt = Some(first.salt.clone());
+            }
+            Ok(Some((token, session.clone(), false)))
+        }
+        Ok(None) => Ok(None),
+        Err(error) => Err(error.clone()),
+    }
+}
+
 /// Runs one batch and answers each of its callers.
-async fn execute(pool: &PgPool, batch: Vec<Job>) {
+async fn execute(pool: &PgPool, batch: Batch) {
+    let Batch { firsts, copies } = batch;
     let mut attempt = 0;
     let rows = loop {
-        match statement(pool, &batch).await {
+        match statement(pool, &firsts).await {
             Err(sqlx::Error::Database(e))
                 if e.code().as_deref() == Some("40P01") && attempt < DEADLOCK_RETRIES =>
             {
@@ -149,40 +186,44 @@ async fn execute(pool: &PgPool, batch: Vec<Job>) {
             other => break other,
         }
     };
-    let mut answers: Vec<StoreResult<Rotated>> = batch.iter().map(|_| Ok(None)).collect();
+    let mut answers: Vec<StoreResult<Rotated>> = firsts.iter().map(|_| Ok(None)).collect();
     match rows {
         Ok(rows) => {
             for row in &rows {
-                let answer = (|| -> StoreResult<(i64, (RefreshToken, Session, bool))> {
-                    let index: i64 = row.try_get("n").map_err(db_error)?;
+                // The job the row answers (1-based); a row that does not
+                // say cannot be anyone's answer.
+                let Some(slot) = row
+                    .try_get::<i64, _>("n")
+                    .ok()
+                    .and_then(|n| usize::try_from(n - 1).ok())
+                    .and_then(|i| answers.get_mut(i))
+                else {
+                    tracing::error!("refresh rotation row without its job's index");
+                    continue;
+                };
+                *slot = (|| -> StoreResult<Rotated> {
                     let session = session_from_row(row)?;
                     let token = refresh_from_row(row, session.id.clone())?;
                     let rotated: bool = row.try_get("rotated").map_err(db_error)?;
-                    Ok((index, (token, session, rotated)))
+                    Ok(Some((token, session, rotated)))
                 })();
-                match answer {
-                    Ok((index, found)) => {
-                        if let Some(slot) = usize::try_from(index - 1)
-                            .ok()
-                            .and_then(|i| answers.get_mut(i))
-                        {
-                            *slot = Ok(Some(found));
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "unreadable refresh rotation row");
-                    }
-                }
             }
         }
         Err(error) => {
-            let message = db_error(error).to_string();
+            // Each caller gets the same kind of error (an outage stays a
+            // 503 worth retrying).
+            let error = db_error(error);
             for answer in &mut answers {
-                *answer = Err(StoreError::Database(message.clone()));
+                *answer = Err(error.clone());
             }
         }
     }
-    for (job, answer) in batch.into_iter().zip(answers) {
+    for (first, job) in copies {
+        if let (Some(first_job), Some(answer)) = (firsts.get(first), answers.get(first)) {
+            let _ = job.reply.send(copy_answer(first_job, answer));
+        }
+    }
+    for (job, answer) in firsts.into_iter().zip(answers) {
         let _ = job.reply.send(answer);
     }
 }
@@ -226,4 +267,89 @@ async fn statement(
     .bind(now)
     .fetch_all(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+
+    use super::{Batch, Job, copy_answer};
+    use crate::store::{RefreshToken, Session, SuccessorHashes, TokenStyle};
+
+    fn job(hash: u8, n: u8) -> Job {
+        let (reply, _) = oneshot::channel();
+        Job {
+            hash: [hash; 32],
+            salt: vec![hash, n],
+            successors: SuccessorHashes {
+                jwt: [0; 32],
+                opaque: [0; 32],
+            },
+            now: i64::from(n),
+            reply,
+        }
+    }
+
+    /// A flood of one token (40 copies among 60 others) is one row of the
+    /// statement: the others are not held up behind its copies.
+    #[test]
+    fn each_token_is_one_row_of_its_batch() {
+        let jobs = (0..100u8)
+            .map(|n| if n % 5 == 0 { job(0, n) } else { job(n, n) })
+            .collect();
+        let batch = Batch::of(jobs);
+        assert_eq!(batch.firsts.len(), 81);
+        assert_eq!(batch.copies.len(), 19);
+        assert_eq!(batch.firsts[0].salt, [0, 0], "the first presentation leads");
+        assert_eq!(batch.firsts[1].salt, [1, 1], "then the others in order");
+        assert!(
+            batch
+                .copies
+                .iter()
+                .all(|(first, job)| *first == 0 && job.hash == [0; 32])
+        );
+    }
+
+    /// A copy finds what it would have found after the first: the token
+    /// rotated at the first's time with the first's salt, and not rotated
+    /// by itself, so that the grace window answers it with the same
+    /// successor.
+    #[test]
+    fn a_copy_finds_the_token_as_its_first_left_it() {
+        let first = job(7, 3);
+        let token = RefreshToken {
+            hash: [7; 32],
+            session_id: "s".into(),
+            issued_at: 1,
+            rotated_at: None,
+            successor_salt: None,
+        };
+        let session = Session {
+            id: "s".into(),
+            account_id: 1,
+            platform: "web".into(),
+            user_agent: None,
+            ip: None,
+            token_style: TokenStyle::Jwt,
+            created_at: 0,
+            last_used_at: 0,
+            expires_at: 100,
+            revoked_at: None,
+            account_active: true,
+        };
+        let won = Ok(Some((token.clone(), session.clone(), true)));
+        let Ok(Some((seen, _, rotated))) = copy_answer(&first, &won) else {
+            panic!("a copy of a rotated token finds it");
+        };
+        assert!(!rotated);
+        assert_eq!(seen.rotated_at, Some(3));
+        assert_eq!(seen.successor_salt, Some(vec![7, 3]));
+        let lost = Ok(Some((token, session, false)));
+        let Ok(Some((seen, _, rotated))) = copy_answer(&first, &lost) else {
+            panic!("a copy of a token rotated earlier finds it");
+        };
+        assert!(!rotated);
+        assert_eq!(seen.rotated_at, None, "as the first found it");
+        assert!(matches!(copy_answer(&first, &Ok(None)), Ok(None)));
+    }
 }

@@ -73,7 +73,7 @@ fn ids(rows: Vec<PgRow>) -> StoreResult<Vec<SessionId>> {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
-    /// One call of `sesame_record_login` (migrations/postgres/0002), one
+    /// One call of `sesame_record_login` (migrations/postgres/0006), one
     /// transaction. Its first statement updates the account's row and so
     /// holds that row's lock until commit: concurrent logins of one account,
     /// from any node, pass there one at a time. Under READ COMMITTED each
@@ -87,8 +87,8 @@ impl SessionStore for PostgresStore {
         session: &NewSession,
         refresh: &NewRefreshToken,
         replace_platform: bool,
-    ) -> StoreResult<Vec<SessionId>> {
-        ids(sqlx::query(
+    ) -> StoreResult<Option<Vec<SessionId>>> {
+        let rows = sqlx::query(
             "SELECT * FROM sesame_record_login($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
              $12, $13, $14, $15, $16)",
         )
@@ -109,8 +109,16 @@ impl SessionStore for PostgresStore {
         .bind(&refresh.hash[..])
         .bind(refresh.issued_at)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?)
+        .await;
+        match rows {
+            Ok(rows) => ids(rows).map(Some),
+            // Raised by the function: the account is gone or disabled
+            // (migrations/postgres/0006).
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("P0002") => {
+                Ok(None)
+            }
+            Err(error) => Err(db_error(error)),
+        }
     }
 
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>> {

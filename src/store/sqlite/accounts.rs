@@ -409,8 +409,29 @@ impl AccountStore for SqliteStore {
         .await
     }
 
-    async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
+    async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool> {
+        // Neither changes who counts as an administrator (anyone not
+        // disabled does).
         self.write(move |conn| {
+            let sql = if locked {
+                "UPDATE accounts SET status = 'locked', updated_at = ? \
+                 WHERE id = ? AND status = 'active'"
+            } else {
+                "UPDATE accounts SET status = 'active', updated_at = ?, consecutive_failures = 0 \
+                 WHERE id = ? AND status <> 'disabled'"
+            };
+            conn.prepare_cached(sql)
+                .and_then(|mut update| update.execute(params![now, id]))
+                .map(|changed| changed == 1)
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
+        // Cascades to every session and token of the account: off the
+        // async workers.
+        self.write_off_workers(move |conn| {
             super::roles::keeping_an_admin(conn, |conn| {
                 conn.prepare_cached("DELETE FROM accounts WHERE id = ?")
                     .and_then(|mut delete| delete.execute([id]))
@@ -437,7 +458,8 @@ impl AccountStore for SqliteStore {
         counts: &[(AccountId, i64, UnixTime)],
     ) -> StoreResult<Vec<(AccountId, ApiUsage)>> {
         let counts = counts.to_vec();
-        self.write(move |conn| {
+        // One update per account with calls to add: off the async workers.
+        self.write_off_workers(move |conn| {
             // A stored count of an earlier period starts over; calls of an
             // earlier period than the stored one (a flush that arrives after
             // a reset or a rollover) no longer count.
@@ -566,9 +588,14 @@ fn remembered(list: &str, seen: Option<&str>, keep: u32) -> StoreResult<String> 
 /// The lists are read here, inside the writer's transaction, not taken from
 /// the login's earlier read: a concurrent login of the account may have
 /// changed them since, and the single writer orders the two.
-pub(super) fn record_success(conn: &Connection, login: &LoginRecord) -> StoreResult<()> {
+/// Records a successful login on its account; false, with nothing written,
+/// if the account is gone or disabled.
+pub(super) fn record_success(conn: &Connection, login: &LoginRecord) -> StoreResult<bool> {
     let Some((devices, addresses)) = conn
-        .prepare_cached("SELECT known_devices, known_addresses FROM accounts WHERE id = ?")
+        .prepare_cached(
+            "SELECT known_devices, known_addresses FROM accounts \
+             WHERE id = ? AND status <> 'disabled'",
+        )
         .and_then(|mut select| {
             select
                 .query_row([login.account_id], |row| {
@@ -578,7 +605,7 @@ pub(super) fn record_success(conn: &Connection, login: &LoginRecord) -> StoreRes
         })
         .map_err(db_error)?
     else {
-        return Ok(());
+        return Ok(false);
     };
     let devices = remembered(&devices, login.client(ClientKind::Device), login.keep)?;
     let addresses = remembered(&addresses, login.client(ClientKind::Address), login.keep)?;
@@ -595,7 +622,7 @@ pub(super) fn record_success(conn: &Connection, login: &LoginRecord) -> StoreRes
             login.account_id
         ])
     })
-    .map(drop)
+    .map(|_| true)
     .map_err(db_error)
 }
 

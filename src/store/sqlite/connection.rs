@@ -59,9 +59,19 @@ impl Database {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = self.open(flags)?;
+        // SQLite keeps the old journal mode, without an error, where it
+        // cannot switch (a file system without shared memory, say). Without
+        // WAL a commit waits for every reader: refused rather than stalled.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "the database file cannot use write-ahead logging (journal mode stays {mode})"
+            )));
+        }
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA wal_autocheckpoint = 0;",
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(db_error)?;
         Ok(conn)

@@ -1,6 +1,7 @@
-//! Roles and who holds them, in SQLite. Each write runs on the one writer
-//! thread, so the last-administrator check and the change it guards are
-//! never interleaved with another write.
+//! Roles and who holds them, in SQLite. Writes are serialised (the writer's
+//! one connection, each in its `BEGIN IMMEDIATE` transaction), so the
+//! last-administrator check and the change it guards are never interleaved
+//! with another write.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -130,7 +131,8 @@ impl RoleStore for SqliteStore {
 
     async fn delete_role(&self, name: &str) -> StoreResult<bool> {
         let name = name.to_owned();
-        self.write(move |conn| {
+        // Cascades to every holder of the role: off the async workers.
+        self.write_off_workers(move |conn| {
             keeping_an_admin(conn, |conn| {
                 // Foreign keys cascade to role_permissions and account_roles.
                 conn.prepare_cached("DELETE FROM roles WHERE name = ?")

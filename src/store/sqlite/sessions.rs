@@ -126,10 +126,14 @@ impl SessionStore for SqliteStore {
         session: &NewSession,
         refresh: &NewRefreshToken,
         replace_platform: bool,
-    ) -> StoreResult<Vec<SessionId>> {
+    ) -> StoreResult<Option<Vec<SessionId>>> {
         let (login, session, refresh) = (login.clone(), session.clone(), refresh.clone());
         self.write(move |conn| {
-            record_success(conn, &login)?;
+            // Writes are serialised: a disabling committed before this
+            // write is seen here, one after it revokes the session.
+            if !record_success(conn, &login)? {
+                return Ok(None);
+            }
             let replaced = if replace_platform {
                 returning_ids(
                     conn,
@@ -141,7 +145,7 @@ impl SessionStore for SqliteStore {
                 Vec::new()
             };
             open_session(conn, &session, session.account_id, &refresh)?;
-            Ok(replaced)
+            Ok(Some(replaced))
         })
         .await
     }
@@ -203,7 +207,8 @@ impl SessionStore for SqliteStore {
         reason: &str,
     ) -> StoreResult<Vec<SessionId>> {
         let (keep, reason) = (keep.cloned().unwrap_or_default(), reason.to_owned());
-        self.write(move |conn| {
+        // As many rows as the account has sessions: off the async workers.
+        self.write_off_workers(move |conn| {
             returning_ids(
                 conn,
                 "UPDATE sessions SET revoked_at = ?, revoked_reason = ? \
@@ -374,6 +379,12 @@ mod tests {
             .await
             .unwrap();
         (dir, Arc::new(store))
+    }
+
+    #[tokio::test]
+    async fn logins_and_lockouts_never_undo_a_disabling() {
+        let (_dir, store) = store().await;
+        conformance::logins_and_lockouts_never_undo_a_disabling(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,8 @@
 //! they all touch, and refreshes cost a sixth less CPU that way. The
 //! writer thread takes every write that has queued up while it was busy (up
 //! to [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN
-//! IMMEDIATE` transaction, commits once, and only then answers each caller. A write that fails is rolled back (to its savepoint) and
-//! answered with its own error; a batch that fails to commit answers every
+//! IMMEDIATE` transaction, commits once, and only then answers each caller.
+//! A write that fails is rolled back (to its savepoint) and answered with its own error; a batch that fails to commit answers every
 //! write in it with that failure, so no caller is ever told a write
 //! succeeded that was not committed.
 //!
@@ -147,11 +147,17 @@ impl Writer {
     where
         F: FnOnce(&Connection) -> StoreResult<T>,
     {
-        match self.shared.conn.try_lock() {
-            Ok(conn) => Ok(read(&conn)),
-            Err(TryLockError::Poisoned(poisoned)) => Ok(read(&poisoned.into_inner())),
-            Err(TryLockError::WouldBlock) => Err(read),
+        let conn = match self.shared.conn.try_lock() {
+            Ok(conn) => conn,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(read),
+        };
+        // Never inside a transaction a failed write left open: the read
+        // would see its uncommitted rows.
+        if !out_of_transaction(&conn) {
+            return Err(read);
         }
+        Ok(read(&conn))
     }
 
     /// Runs and commits `write` on this thread if that needs no waiting;
@@ -162,12 +168,12 @@ impl Writer {
     {
         let conn = match self.shared.conn.try_lock() {
             Ok(conn) => conn,
-            // A write panicked while holding it; each write ends its own
-            // transaction, so the connection itself is sound.
+            // A read panicked while holding it (a write's panic is caught
+            // and rolled back); no transaction was open.
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return Err(write),
         };
-        if !begin_without_waiting(&conn) {
+        if !out_of_transaction(&conn) || !begin_without_waiting(&conn) {
             return Err(write);
         }
         let result = match run_caught(write, &conn) {
@@ -187,6 +193,21 @@ impl Writer {
         self.shared.committed();
         Ok(result)
     }
+}
+
+/// Whether the connection is outside any transaction, after rolling back
+/// one that a write left open (its `COMMIT` and then its `ROLLBACK` failed,
+/// say on an I/O error): otherwise every later `BEGIN` would fail, and reads
+/// would see what was never committed.
+fn out_of_transaction(conn: &Connection) -> bool {
+    if conn.is_autocommit() {
+        return true;
+    }
+    let rolled_back = conn.execute_batch("ROLLBACK");
+    if let Err(error) = &rolled_back {
+        tracing::error!(%error, "cannot end a transaction left open");
+    }
+    conn.is_autocommit()
 }
 
 /// `BEGIN IMMEDIATE` if SQLite's write lock is free right now; whether the
@@ -286,6 +307,14 @@ fn run(shared: &Shared, jobs: &mpsc::Receiver<Box<dyn Job>>) {
 
 /// Runs a batch in one transaction, each write in its own savepoint.
 fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> StoreResult<()> {
+    if !out_of_transaction(conn) {
+        return Err(StoreError::Database(
+            "the database connection is stuck in a transaction".into(),
+        ));
+    }
+    // The writer thread waits for another process's lock (in case a write
+    // in place failed to restore the patience it took away).
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
     statement(conn, "BEGIN IMMEDIATE")?;
     let applied = batch.iter_mut().try_for_each(|job| {
         statement(conn, "SAVEPOINT write")?;
@@ -375,6 +404,42 @@ mod tests {
             .unwrap()
             .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
             .unwrap()
+    }
+
+    /// A transaction left open on the writer's connection (as a `COMMIT`
+    /// and then a `ROLLBACK` that both failed would leave it) is rolled
+    /// back before the next read or write: the read does not see its rows,
+    /// and writes, in place or queued, go on.
+    #[tokio::test]
+    async fn a_transaction_left_open_is_ended_before_the_next_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::spawn(table(&dir)).unwrap();
+        let read = |writer: &Writer| {
+            writer
+                .try_read(|conn| {
+                    conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get::<_, i64>(0))
+                        .map_err(super::db_error)
+                })
+                .unwrap_or_else(|_| panic!("the writer is idle"))
+                .unwrap()
+        };
+        let leave_open = |writer: &Writer| {
+            writer
+                .try_read(|conn| {
+                    conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (id) VALUES (99)")
+                        .map_err(super::db_error)
+                })
+                .unwrap_or_else(|_| panic!("the writer is idle"))
+                .unwrap();
+        };
+        leave_open(&writer);
+        assert_eq!(read(&writer), 0, "the uncommitted row is not seen");
+        leave_open(&writer);
+        insert(&writer, 1).await.unwrap();
+        leave_open(&writer);
+        queued_insert(&writer, 2).await.unwrap();
+        assert_eq!(read(&writer), 2);
+        assert_eq!(count(&dir), 2, "99 was never committed");
     }
 
     // A new writer has never committed: its first write goes in place.
