@@ -401,6 +401,9 @@ impl Core {
 
     /// Ends any session; `NotFound` if it is not live.
     pub async fn end_session(&self, id: &str, actor: &Actor) -> Result<()> {
+        if !super::sessions::is_session_id(id) {
+            return Err(Error::NotFound("session"));
+        }
         let id = id.to_owned();
         let session = match self.store.get_session(&id).await? {
             Some(session) if session.is_live(self.now()) => session,

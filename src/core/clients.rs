@@ -69,7 +69,7 @@ pub enum ClientCredentials {
     },
 }
 
-fn valid_client_id(id: &str) -> bool {
+pub(super) fn valid_client_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -221,6 +221,9 @@ impl Core {
 
     /// One client.
     pub async fn client(&self, id: &str) -> Result<OAuthClient> {
+        if !valid_client_id(id) {
+            return Err(Error::NotFound("client"));
+        }
         self.store
             .get_client(id)
             .await?
@@ -230,7 +233,7 @@ impl Core {
     /// Removes a client and ends every session opened for it: its access
     /// tokens stop working at once, on every node.
     pub async fn remove_client(&self, id: &str, actor: &Actor) -> Result<()> {
-        if !self.store.delete_client(id).await? {
+        if !valid_client_id(id) || !self.store.delete_client(id).await? {
             return Err(Error::NotFound("client"));
         }
         let now = self.now();

@@ -395,6 +395,9 @@ impl Core {
         let Some(client_id) = params.client_id.as_deref().filter(|id| !id.is_empty()) else {
             return Err(AuthorizeError::Page(PageError::MissingClient));
         };
+        if !super::clients::valid_client_id(client_id) {
+            return Err(AuthorizeError::Page(PageError::UnknownClient));
+        }
         let client = match self.store.get_client(client_id).await {
             Ok(Some(client)) if client.id == client_id => client,
             Ok(_) => return Err(AuthorizeError::Page(PageError::UnknownClient)),
@@ -493,6 +496,16 @@ impl Core {
             .is_some_and(|n| n.chars().count() > MAX_PARAM_CHARS)
         {
             return Err(refuse("invalid_request", "nonce is too long"));
+        }
+        // It is stored with the code and put in the ID token: printable text.
+        if nonce
+            .as_deref()
+            .is_some_and(|n| n.chars().any(char::is_control))
+        {
+            return Err(refuse(
+                "invalid_request",
+                "nonce must not contain control characters",
+            ));
         }
         let prompts: Vec<&str> = params
             .prompt

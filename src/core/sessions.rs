@@ -213,6 +213,9 @@ impl Core {
         id: &str,
         client: &ClientInfo,
     ) -> Result<()> {
+        if !is_session_id(id) {
+            return Err(Error::NotFound("session"));
+        }
         let id = id.to_owned();
         match self.store.get_session(&id).await? {
             Some(session)
@@ -299,4 +302,11 @@ impl Core {
             tracing::warn!(%error, "could not tell the other nodes; they catch up within sessions.cache_ttl");
         }
     }
+}
+
+/// Whether `id` can name a session (every session id is a UUID): anything
+/// else is no session, and never reaches the database (PostgreSQL refuses a
+/// NUL in text with an error, not with "no such row").
+pub(crate) fn is_session_id(id: &str) -> bool {
+    uuid::Uuid::try_parse(id).is_ok()
 }

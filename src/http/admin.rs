@@ -87,8 +87,10 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The one path parameter of a route, as text; one that does not decode
-/// names nothing that exists (404, as a problem).
+/// The one path parameter of a route, as text; one that does not decode,
+/// or holds a control character (no name or id does; PostgreSQL would
+/// refuse a NUL with an error), names nothing that exists (404, as a
+/// problem).
 pub(super) struct Param(String);
 
 impl FromRequestParts<AppState> for Param {
@@ -97,8 +99,10 @@ impl FromRequestParts<AppState> for Param {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         Path::<String>::from_request_parts(parts, state)
             .await
+            .ok()
+            .filter(|Path(value)| !value.chars().any(char::is_control))
             .map(|Path(value)| Param(value))
-            .map_err(|_| Problem::from(Error::NotFound("resource")))
+            .ok_or_else(|| Problem::from(Error::NotFound("resource")))
     }
 }
 

@@ -69,6 +69,36 @@ impl Admin {
     }
 }
 
+/// A NUL or another control character in a path names nothing: 404, on
+/// every backend (PostgreSQL refuses a NUL in text with an error).
+#[tokio::test]
+async fn control_characters_in_a_path_name_nothing() {
+    let admin = Admin::spawn().await;
+    for (method, path) in [
+        (Method::DELETE, "/v1/admin/sessions/%00"),
+        (Method::DELETE, "/v1/admin/sessions/a%00b"),
+        (Method::GET, "/v1/admin/roles/a%00b"),
+        (Method::DELETE, "/v1/admin/roles/%07"),
+        (Method::GET, "/v1/admin/users/%00"),
+    ] {
+        let response = admin.call(method.clone(), path, None).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+    }
+    let response = admin
+        .call_as(&admin.ann, Method::DELETE, "/v1/me/sessions/%00", None)
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = admin
+        .call_as(
+            &admin.ann,
+            Method::DELETE,
+            "/v1/me/sessions/not-a-session",
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn every_route_needs_a_live_administrator() {
     let admin = Admin::spawn().await;

@@ -482,6 +482,14 @@ async fn bad_authorization_requests_never_redirect_to_an_unregistered_uri() {
         .unwrap();
     assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
     assert!(unknown.headers().get(LOCATION).is_none());
+    // Not a client id at all (PostgreSQL would refuse the NUL with an error).
+    let nul = http
+        .get(authorize_url(&app, "%00", &pkce, ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nul.status(), StatusCode::BAD_REQUEST);
+    assert!(nul.headers().get(LOCATION).is_none());
     let foreign = http
         .get(authorize_url(&app, "web", &pkce, "").replace("127.0.0.1%3A9", "evil.example"))
         .send()
@@ -497,6 +505,7 @@ async fn bad_authorization_requests_never_redirect_to_an_unregistered_uri() {
             "invalid_request",
         ),
         (("&code_challenge=", "&x="), "invalid_request"),
+        (("nonce=n-0S6", "nonce=n%000S6"), "invalid_request"),
         (
             ("response_type=code", "response_type=token"),
             "unsupported_response_type",

@@ -45,7 +45,7 @@ const MIGRATIONS: [(&str, &str); 6] = [
 pub(super) const LATEST: usize = MIGRATIONS.len();
 
 /// The advisory-lock key of migrations ("SESAME" in ASCII).
-const MIGRATION_LOCK: i64 = 0x5345_5341_4d45;
+pub(super) const MIGRATION_LOCK: i64 = 0x5345_5341_4d45;
 
 /// Brings the schema up to date (`apply`), or checks that it is.
 pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
@@ -58,6 +58,15 @@ pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
         }
         return Ok(());
     }
+    // Neither the wait for the lock (another node migrating) nor a
+    // migration rewriting a large table is a stuck statement: no
+    // `statement_timeout` here. The connection is closed afterwards, never
+    // returned to the pool without its timeout.
+    conn.close_on_drop();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     // Held by this connection until unlocked (or until it drops): nodes
     // starting together pass one at a time, even to create the table.
     sqlx::query("SELECT pg_advisory_lock($1)")

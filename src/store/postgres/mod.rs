@@ -186,6 +186,7 @@ fn corrupt(what: &str) -> StoreError {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Instant;
 
     use super::PostgresStore;
     use super::testing::TempDatabase;
@@ -359,6 +360,46 @@ mod tests {
         ));
         assert!(!names_ssl_mode("postgres://h/db"));
         assert!(!names_ssl_mode("postgres://h/sslmode?options=sslmode"));
+    }
+
+    /// A node that starts while another migrates waits for it, however
+    /// long past `statement_timeout` (a migration may rewrite a large table).
+    #[tokio::test]
+    async fn starting_waits_for_a_migration_longer_than_the_statement_timeout() {
+        let Some(fresh) = database().await else {
+            return;
+        };
+        let mut other = <sqlx::PgConnection as sqlx::Connection>::connect(&fresh.url)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(super::migrate::MIGRATION_LOCK)
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let mut settings = DatabaseSettings::for_url(&fresh.url);
+        settings.statement_timeout = std::time::Duration::from_millis(200);
+        // (Polled together on this task, as above.)
+        let ((opened, opened_at), unlocked_at) = tokio::join!(
+            async { (PostgresStore::open(&settings, true).await, Instant::now()) },
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+                sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(super::migrate::MIGRATION_LOCK)
+                    .execute(&mut other)
+                    .await
+                    .unwrap();
+                Instant::now()
+            }
+        );
+        let store = opened.unwrap();
+        assert!(opened_at >= unlocked_at, "waited for the other node");
+        // The pool's connections keep their timeout.
+        let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(timeout, "200ms");
     }
 
     #[tokio::test]
