@@ -369,7 +369,7 @@ impl Core {
         self.check_password_policy(password, &password_context(&account))?;
         let verifiers = self.verifiers_for(password).await?;
         self.store
-            .set_password(id, &verifiers, true, self.now())
+            .set_password(id, &verifiers, true, None, self.now())
             .await?;
         self.account_changed(id).await;
         self.end_account_sessions(id, None, "password_reset")
@@ -522,9 +522,23 @@ impl Core {
         }
         self.check_password_policy(new, &password_context(&account))?;
         let verifiers = self.verifiers_for(new).await?;
-        self.store
-            .set_password(account.id, &verifiers, true, self.now())
-            .await?;
+        // Only over the password just checked: if it was reset meanwhile (an
+        // administrator, on any node), the one checked is no longer the
+        // account's password.
+        let replacing = Some(account.verifiers.password_hash.as_str());
+        if !self
+            .store
+            .set_password(account.id, &verifiers, true, replacing, self.now())
+            .await?
+        {
+            self.account_changed(account.id).await;
+            self.audit
+                .record(entry.with_outcome("wrong_current_password"));
+            return Err(Error::invalid(
+                "current_password",
+                "is not the account's password",
+            ));
+        }
         self.account_changed(account.id).await;
         self.end_account_sessions(account.id, Some(&principal.session_id), "password_changed")
             .await?;

@@ -1031,7 +1031,15 @@ impl super::Core {
                     password_hash: format!("{EXPIRED}{}", format.replace(' ', "-")),
                     md5_verifier: None,
                 };
-                self.store.set_password(id, &verifiers, false, now).await?;
+                // Not if the hash changed since the page was read (its
+                // owner signed in and it was upgraded, or a new password).
+                if !self
+                    .store
+                    .set_password(id, &verifiers, false, Some(&hash), now)
+                    .await?
+                {
+                    continue;
+                }
                 self.account_changed(id).await;
                 self.end_account_sessions(id, None, "password_expired")
                     .await?;

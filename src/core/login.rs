@@ -428,13 +428,22 @@ impl Core {
         {
             return;
         }
+        // Only over the hash just checked: never over a password changed
+        // while this one was being checked.
         match self
             .store
-            .set_password(account.id, &next, false, self.now())
+            .set_password(
+                account.id,
+                &next,
+                false,
+                Some(current.password_hash.as_str()),
+                self.now(),
+            )
             .await
         {
+            Ok(false) => {}
             // An imported hash is gone, overwritten in the same write.
-            Ok(()) => {
+            Ok(true) => {
                 if next.password_hash != current.password_hash
                     && let Some(format) = super::foreign::format_of(&current.password_hash)
                 {

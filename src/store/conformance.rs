@@ -138,6 +138,57 @@ pub async fn logins_and_lockouts_never_undo_a_disabling(store: Arc<dyn Store>) {
     assert!(!store.set_locked(account_id, false, 6).await.unwrap());
 }
 
+/// New verifiers of the same password are written only over the hash they
+/// replace: a password changed meanwhile stays.
+pub async fn verifier_upgrades_never_overwrite_a_new_password(store: Arc<dyn Store>) {
+    let id = account(&*store, "a").await;
+    let verifiers = |hash: &str| PasswordVerifiers {
+        password_hash: hash.into(),
+        md5_verifier: None,
+    };
+    let stored = || async { store.get_account(id).await.unwrap().unwrap() };
+    // A change: its time is recorded.
+    assert!(
+        store
+            .set_password(id, &verifiers("new"), true, Some("x"), 7)
+            .await
+            .unwrap()
+    );
+    assert_eq!(stored().await.password_changed_at, 7);
+    // An upgrade read before that change: refused.
+    assert!(
+        !store
+            .set_password(id, &verifiers("x-upgraded"), false, Some("x"), 8)
+            .await
+            .unwrap()
+    );
+    assert_eq!(stored().await.verifiers.password_hash, "new");
+    // An upgrade of the current hash: written, the time kept.
+    assert!(
+        store
+            .set_password(id, &verifiers("new-upgraded"), false, Some("new"), 9)
+            .await
+            .unwrap()
+    );
+    let account = stored().await;
+    assert_eq!(account.verifiers.password_hash, "new-upgraded");
+    assert_eq!(account.password_changed_at, 7);
+    // A reset: unconditional.
+    assert!(
+        store
+            .set_password(id, &verifiers("reset"), true, None, 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(stored().await.verifiers.password_hash, "reset");
+    assert!(
+        !store
+            .set_password(AccountId::MAX, &verifiers("y"), true, None, 11)
+            .await
+            .unwrap()
+    );
+}
+
 /// 32 concurrent rotations of one token: exactly one successor.
 pub async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
     sessions(&*store, 1).await;

@@ -142,11 +142,13 @@ impl AccountStore for MeteredStore {
         id: AccountId,
         verifiers: &PasswordVerifiers,
         changed: bool,
+        replacing: Option<&str>,
         now: UnixTime,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         self.time(
             "set_password",
-            self.inner.set_password(id, verifiers, changed, now),
+            self.inner
+                .set_password(id, verifiers, changed, replacing, now),
         )
         .await
     }

@@ -196,15 +196,21 @@ pub trait AccountStore: Send + Sync {
         patch: &ProfilePatch,
         now: UnixTime,
     ) -> StoreResult<()>;
-    /// Replaces the password verifiers; `changed` says whether the password
-    /// itself changed (false for a parameter upgrade of the same password).
+    /// Replaces the password verifiers. `changed` says whether the password
+    /// itself changed (its time is then recorded; false for new verifiers
+    /// of the same password: a parameter upgrade, an imported hash expired).
+    /// With `replacing: Some(hash)` they are written only if the stored
+    /// password hash is still `hash`, the one the caller checked or read: a
+    /// password changed meanwhile, on any node, is never overwritten.
+    /// Whether they were written.
     async fn set_password(
         &self,
         id: AccountId,
         verifiers: &PasswordVerifiers,
         changed: bool,
+        replacing: Option<&str>,
         now: UnixTime,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Sets the account status; setting `Active` also clears the consecutive failures.
     async fn set_status(
         &self,

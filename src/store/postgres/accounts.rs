@@ -365,26 +365,27 @@ impl AccountStore for PostgresStore {
         id: AccountId,
         verifiers: &PasswordVerifiers,
         changed: bool,
+        replacing: Option<&str>,
         now: UnixTime,
-    ) -> StoreResult<()> {
-        let update = if changed {
-            sqlx::query(
-                "UPDATE accounts SET password_hash = $1, md5_verifier = $2, \
-                 password_changed_at = $3, updated_at = $3 WHERE id = $4",
-            )
-            .bind(&verifiers.password_hash)
-            .bind(&verifiers.md5_verifier)
-            .bind(now)
-            .bind(id)
-        } else {
-            // Same password, new verifiers (a parameter upgrade): no change of record times.
-            sqlx::query("UPDATE accounts SET password_hash = $1, md5_verifier = $2 WHERE id = $3")
-                .bind(&verifiers.password_hash)
-                .bind(&verifiers.md5_verifier)
-                .bind(id)
-        };
-        update.execute(&self.pool).await.map_err(db_error)?;
-        Ok(())
+    ) -> StoreResult<bool> {
+        // The condition is re-checked on the locked row (READ COMMITTED): a
+        // concurrent password change that commits first wins.
+        let done = sqlx::query(
+            "UPDATE accounts SET password_hash = $1, md5_verifier = $2, \
+             password_changed_at = CASE WHEN $3 THEN $4 ELSE password_changed_at END, \
+             updated_at = CASE WHEN $3 THEN $4 ELSE updated_at END \
+             WHERE id = $5 AND ($6::text IS NULL OR password_hash = $6)",
+        )
+        .bind(&verifiers.password_hash)
+        .bind(&verifiers.md5_verifier)
+        .bind(changed)
+        .bind(now)
+        .bind(id)
+        .bind(replacing)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn set_status(

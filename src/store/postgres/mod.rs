@@ -215,6 +215,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn verifier_upgrades_never_overwrite_a_new_password() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::verifier_upgrades_never_overwrite_a_new_password(store).await;
+    }
+
+    #[tokio::test]
     async fn logins_and_lockouts_never_undo_a_disabling() {
         let Some((_db, store)) = store().await else {
             return;

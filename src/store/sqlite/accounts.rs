@@ -356,34 +356,30 @@ impl AccountStore for SqliteStore {
         id: AccountId,
         verifiers: &PasswordVerifiers,
         changed: bool,
+        replacing: Option<&str>,
         now: UnixTime,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let verifiers = verifiers.clone();
+        let replacing = replacing.map(str::to_owned);
         self.write(move |conn| {
-            let updated = if changed {
-                conn.prepare_cached(
-                    "UPDATE accounts SET password_hash = ?, md5_verifier = ?, password_changed_at = ?, \
-                     updated_at = ? WHERE id = ?",
-                )
-                .and_then(|mut update| {
-                    update.execute(params![
-                        verifiers.password_hash,
-                        verifiers.md5_verifier,
-                        now,
-                        now,
-                        id
-                    ])
-                })
-            } else {
-                // Same password, new verifiers (a parameter upgrade): no change of record times.
-                conn.prepare_cached(
-                    "UPDATE accounts SET password_hash = ?, md5_verifier = ? WHERE id = ?",
-                )
-                .and_then(|mut update| {
-                    update.execute(params![verifiers.password_hash, verifiers.md5_verifier, id])
-                })
-            };
-            updated.map(|_| ()).map_err(db_error)
+            conn.prepare_cached(
+                "UPDATE accounts SET password_hash = ?1, md5_verifier = ?2, \
+                 password_changed_at = CASE WHEN ?3 THEN ?4 ELSE password_changed_at END, \
+                 updated_at = CASE WHEN ?3 THEN ?4 ELSE updated_at END \
+                 WHERE id = ?5 AND (?6 IS NULL OR password_hash = ?6)",
+            )
+            .and_then(|mut update| {
+                update.execute(params![
+                    verifiers.password_hash,
+                    verifiers.md5_verifier,
+                    changed,
+                    now,
+                    id,
+                    replacing
+                ])
+            })
+            .map(|written| written == 1)
+            .map_err(db_error)
         })
         .await
     }

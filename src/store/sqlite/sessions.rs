@@ -382,6 +382,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn verifier_upgrades_never_overwrite_a_new_password() {
+        let (_dir, store) = store().await;
+        conformance::verifier_upgrades_never_overwrite_a_new_password(store).await;
+    }
+
+    #[tokio::test]
     async fn logins_and_lockouts_never_undo_a_disabling() {
         let (_dir, store) = store().await;
         conformance::logins_and_lockouts_never_undo_a_disabling(store).await;
