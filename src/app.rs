@@ -105,9 +105,9 @@ async fn open_shared(
             Err(error) => {
                 tracing::warn!(
                     %error,
-                    "Redis is unreachable: this command's changes reach the servers through \
-                     the database's notices (or within sessions.cache_ttl), and failure \
-                     budgets kept in Redis are left as they are"
+                    "Redis is unreachable: the servers hear notices through Redis, so they \
+                     see this command's changes only as their caches expire (within \
+                     sessions.cache_ttl), and failure budgets kept in Redis are left as they are"
                 );
                 Ok(Shared {
                     limiter: Arc::new(MemoryLimiter::new()),

@@ -90,7 +90,27 @@ pub(crate) fn account_key(account: Option<&Account>, login_key: &str) -> String 
 }
 
 impl Core {
-    /// Seconds the key must wait under the rule, as an error.
+    /// Charges one attempt to the key's budget under the rule, or says (as
+    /// an error) how many seconds it must wait.
+    pub(crate) async fn charge_budget(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<()> {
+        match self.limiter.try_charge(key, rule, now).await? {
+            Some(wait) => Err(Error::Throttled {
+                retry_after_secs: wait,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives back an attempt charged by [`Self::charge_budget`] that was
+    /// not a failure. A refund that fails leaves the attempt counted:
+    /// logged, never an error of the login.
+    pub(crate) async fn refund_budget(&self, key: &str, rule: &Rule) {
+        if let Err(error) = self.limiter.refund(key, rule, self.now()).await {
+            tracing::warn!(%error, "could not refund a failure budget");
+        }
+    }
+
+    /// Seconds the key must wait under the rule, as an error (nothing charged).
     pub(crate) async fn check_budget(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<()> {
         match self.limiter.blocked_for(key, rule, now).await? {
             Some(wait) => Err(Error::Throttled {

@@ -192,11 +192,14 @@ impl Core {
     async fn check_login(&self, attempt: LoginAttempt) -> Result<Grant> {
         let now = self.now();
         let base = audit::event("login", "success", attempt.face).client(&attempt.client);
+        let abuse = &self.settings.abuse;
+        // The address's budget is checked first and charged only by a
+        // failure: many people may sign in at once behind one address (an
+        // office, a carrier's NAT). Attempts sent at once from one address
+        // may so overshoot its budget by as many as are being checked.
         let address_key = address_key(&attempt.client);
         if let Some(key) = &address_key
-            && let Err(error) = self
-                .check_budget(key, &self.settings.abuse.address_rule, now)
-                .await
+            && let Err(error) = self.check_budget(key, &abuse.address_rule, now).await
         {
             self.audit.record(
                 base.clone()
@@ -212,30 +215,33 @@ impl Core {
             Some(account) => base.account(account),
             None => base,
         };
-        if !known
+        // The account's budget, which guesses from unknown clients spend,
+        // is charged before the password is checked and given back unless
+        // the attempt fails: checking first and charging after the hash
+        // would let guesses sent at once (to any node) all pass the check
+        // before the first of them is counted.
+        let charged = !known;
+        if charged
             && let Err(error) = self
-                .check_budget(&account_key, &self.settings.abuse.account_rule, now)
+                .charge_budget(&account_key, &abuse.account_rule, now)
                 .await
         {
             self.audit
                 .record(base.detail("account throttled").with_outcome("throttled"));
             return Err(error);
         }
-        match self
+        let checked = self
             .check_credential(account.as_ref(), &attempt, known)
-            .await?
-        {
+            .await;
+        if charged && !checked.as_ref().is_ok_and(|refusal| refusal.is_failure()) {
+            self.refund_budget(&account_key, &abuse.account_rule).await;
+        }
+        match checked? {
             Refusal::None => {}
             refusal => {
                 if refusal.is_failure() {
-                    self.record_failure(
-                        account.as_ref(),
-                        address_key.as_deref(),
-                        &account_key,
-                        known,
-                        &base,
-                    )
-                    .await?;
+                    self.record_failure(account.as_ref(), address_key.as_deref(), known, &base)
+                        .await?;
                 }
                 self.audit.record(base.with_outcome(refusal.outcome()));
                 self.metrics.login(attempt.face, refusal.metric());
@@ -341,14 +347,13 @@ impl Core {
         })
     }
 
-    /// Charges a failure to the address and (for unknown clients) to the
-    /// account, and locks the account when its unknown-client failures reach
-    /// the threshold.
+    /// Charges a failure to the address (the account's budget was charged
+    /// before the check), and locks the account when its unknown-client
+    /// failures reach the threshold.
     async fn record_failure(
         &self,
         account: Option<&Account>,
         address_key: Option<&str>,
-        account_key: &str,
         known: bool,
         base: &AuditEvent,
     ) -> Result<()> {
@@ -357,11 +362,6 @@ impl Core {
         if let Some(key) = address_key {
             self.limiter
                 .record_failure(key, &abuse.address_rule, now)
-                .await?;
-        }
-        if !known {
-            self.limiter
-                .record_failure(account_key, &abuse.account_rule, now)
                 .await?;
         }
         let Some(account) = account else {

@@ -59,6 +59,36 @@ impl FailureLimiter for MemoryLimiter {
         Ok(())
     }
 
+    async fn try_charge(
+        &self,
+        key: &str,
+        rule: &Rule,
+        now: UnixTime,
+    ) -> Result<Option<u64>, LimitsError> {
+        let mut arrivals = self.arrivals.lock().map_err(|_| poisoned())?;
+        if arrivals.len() >= SWEEP_THRESHOLD {
+            arrivals.retain(|_, arrival| *arrival > now);
+        }
+        let arrival = arrivals.get(key).copied().unwrap_or(now).max(now);
+        let wait = arrival - rule.tolerance() - now;
+        if wait > 0 {
+            return Ok(Some(u64::try_from(wait).unwrap_or(u64::MAX)));
+        }
+        arrivals.insert(key.to_owned(), arrival + rule.interval);
+        Ok(None)
+    }
+
+    async fn refund(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<(), LimitsError> {
+        let mut arrivals = self.arrivals.lock().map_err(|_| poisoned())?;
+        if let Some(arrival) = arrivals.get_mut(key) {
+            *arrival -= rule.interval;
+            if *arrival <= now {
+                arrivals.remove(key);
+            }
+        }
+        Ok(())
+    }
+
     async fn clear(&self, key: &str) -> Result<(), LimitsError> {
         self.arrivals.lock().map_err(|_| poisoned())?.remove(key);
         Ok(())
@@ -73,6 +103,15 @@ mod tests {
     #[tokio::test]
     async fn a_burst_is_allowed_then_one_failure_per_interval() {
         conformance::burst_then_interval(&MemoryLimiter::new()).await;
+    }
+
+    #[tokio::test]
+    async fn attempts_are_charged_at_once_and_refunded() {
+        conformance::charges_and_refunds(&MemoryLimiter::new()).await;
+        conformance::concurrent_charges_stop_at_the_burst(
+            std::sync::Arc::new(MemoryLimiter::new()),
+        )
+        .await;
     }
 
     #[tokio::test]

@@ -85,6 +85,19 @@ pub trait FailureLimiter: Send + Sync {
         rule: &Rule,
         now: UnixTime,
     ) -> Result<(), LimitsError>;
+    /// Charges one attempt to `key` under `rule` if its budget allows one
+    /// now, and otherwise says how many seconds it must wait, charging
+    /// nothing: one atomic step, so that attempts made at once (on any node)
+    /// cannot all pass a check before any of them is counted. An attempt
+    /// that turns out not to be a failure is given back with [`Self::refund`].
+    async fn try_charge(
+        &self,
+        key: &str,
+        rule: &Rule,
+        now: UnixTime,
+    ) -> Result<Option<u64>, LimitsError>;
+    /// Gives back one attempt charged by [`Self::try_charge`].
+    async fn refund(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<(), LimitsError>;
     /// Forgets `key` (an operator unlocked it).
     async fn clear(&self, key: &str) -> Result<(), LimitsError>;
     /// Whether the shared state answers (for readiness); in-process state always does.
@@ -124,6 +137,61 @@ pub(crate) mod conformance {
         assert_eq!(limiter.blocked_for("other", &RULE, 60).await.unwrap(), None);
         limiter.clear("k").await.unwrap();
         assert_eq!(limiter.blocked_for("k", &RULE, 60).await.unwrap(), None);
+    }
+
+    /// Charged attempts count as failures until refunded; a charge that
+    /// would exceed the budget is refused and charges nothing.
+    pub(crate) async fn charges_and_refunds(limiter: &dyn FailureLimiter) {
+        for _ in 0..3 {
+            assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), None);
+        }
+        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), Some(60));
+        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), Some(60));
+        assert_eq!(limiter.blocked_for("k", &RULE, 0).await.unwrap(), Some(60));
+        // Two of the three were not failures.
+        limiter.refund("k", &RULE, 0).await.unwrap();
+        limiter.refund("k", &RULE, 0).await.unwrap();
+        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), None);
+        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), None);
+        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), Some(60));
+        // Charges and recorded failures are the same budget.
+        assert_eq!(limiter.try_charge("k", &RULE, 60).await.unwrap(), None);
+        assert_eq!(limiter.blocked_for("k", &RULE, 60).await.unwrap(), Some(60));
+        // Refunds never leave credit beyond a full budget.
+        for _ in 0..10 {
+            limiter.refund("other", &RULE, 100).await.unwrap();
+            limiter.refund("k", &RULE, 1000).await.unwrap();
+        }
+        for _ in 0..3 {
+            assert_eq!(limiter.try_charge("other", &RULE, 100).await.unwrap(), None);
+            assert_eq!(limiter.try_charge("k", &RULE, 1000).await.unwrap(), None);
+        }
+        assert_eq!(
+            limiter.try_charge("other", &RULE, 100).await.unwrap(),
+            Some(60)
+        );
+        assert_eq!(
+            limiter.try_charge("k", &RULE, 1000).await.unwrap(),
+            Some(60)
+        );
+    }
+
+    /// Concurrent attempts: exactly the burst gets through.
+    pub(crate) async fn concurrent_charges_stop_at_the_burst(
+        limiter: std::sync::Arc<dyn FailureLimiter>,
+    ) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..24 {
+            let limiter = std::sync::Arc::clone(&limiter);
+            tasks.spawn(async move { limiter.try_charge("k", &RULE, 0).await.unwrap() });
+        }
+        let passed = tasks
+            .join_all()
+            .await
+            .into_iter()
+            .filter(Option::is_none)
+            .count();
+        assert_eq!(passed, 3);
     }
 
     /// After a long quiet spell the whole burst is available again.

@@ -98,6 +98,38 @@ redis.call('SET', KEYS[1], string.format('%d', arrival), 'EX', string.format('%d
 return arrival
 ";
 
+/// Charges one attempt if the budget allows it: `KEYS[1]` the budget,
+/// `ARGV[1]` now, `ARGV[2]` the interval, `ARGV[3]` the tolerance (whole
+/// seconds). Returns 0 if charged, otherwise the seconds to wait (nothing
+/// charged).
+const TRY_CHARGE: &str = r"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local arrival = tonumber(redis.call('GET', KEYS[1])) or now
+if arrival < now then arrival = now end
+local wait = arrival - tolerance - now
+if wait > 0 then return wait end
+arrival = arrival + interval
+redis.call('SET', KEYS[1], string.format('%d', arrival), 'EX', string.format('%d', arrival - now + 1))
+return 0
+";
+
+/// Gives back one charged attempt: `KEYS[1]` the budget, `ARGV[1]` now,
+/// `ARGV[2]` the interval. A budget back to full is deleted.
+const REFUND: &str = r"
+local now = tonumber(ARGV[1])
+local stored = tonumber(redis.call('GET', KEYS[1]))
+if not stored then return 0 end
+local arrival = stored - tonumber(ARGV[2])
+if arrival <= now then
+    redis.call('DEL', KEYS[1])
+else
+    redis.call('SET', KEYS[1], string.format('%d', arrival), 'EX', string.format('%d', arrival - now + 1))
+end
+return 0
+";
+
 /// Shortest gap between two warnings about the same outage.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// First wait before resubscribing to notices.
@@ -275,6 +307,8 @@ pub struct RedisLimiter {
     commands: Commands,
     prefix: String,
     script: Script,
+    try_charge: Script,
+    refund: Script,
     fallback: MemoryLimiter,
     health: Health,
 }
@@ -310,6 +344,8 @@ impl RedisLimiter {
             commands,
             prefix: settings.key_prefix.clone(),
             script: Script::new(RECORD_FAILURE),
+            try_charge: Script::new(TRY_CHARGE),
+            refund: Script::new(REFUND),
             fallback: MemoryLimiter::new(),
             health: Health::default(),
         })
@@ -391,6 +427,66 @@ impl FailureLimiter for RedisLimiter {
                 self.health
                     .failed(&self.commands.target, "record a failure", &error);
                 self.fallback.record_failure(key, rule, now).await
+            }
+        }
+    }
+
+    async fn try_charge(
+        &self,
+        key: &str,
+        rule: &Rule,
+        now: UnixTime,
+    ) -> Result<Option<u64>, LimitsError> {
+        let redis_key = self.key(key);
+        let script = &self.try_charge;
+        let charged = self
+            .commands
+            .run(|mut connection| async move {
+                script
+                    .key(&redis_key)
+                    .arg(now)
+                    .arg(rule.interval)
+                    .arg(rule.tolerance())
+                    .invoke_async::<i64>(&mut connection)
+                    .await
+            })
+            .await;
+        match charged {
+            Ok(wait) => {
+                self.health.answered(&self.commands.target);
+                Ok((wait > 0).then(|| u64::try_from(wait).unwrap_or(u64::MAX)))
+            }
+            Err(error) => {
+                self.health
+                    .failed(&self.commands.target, "charge a failure budget", &error);
+                self.fallback.try_charge(key, rule, now).await
+            }
+        }
+    }
+
+    async fn refund(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<(), LimitsError> {
+        let redis_key = self.key(key);
+        let script = &self.refund;
+        let refunded = self
+            .commands
+            .run(|mut connection| async move {
+                script
+                    .key(&redis_key)
+                    .arg(now)
+                    .arg(rule.interval)
+                    .invoke_async::<i64>(&mut connection)
+                    .await
+            })
+            .await;
+        match refunded {
+            Ok(_) => {
+                self.health.answered(&self.commands.target);
+                Ok(())
+            }
+            Err(error) => {
+                self.health
+                    .failed(&self.commands.target, "refund a failure budget", &error);
+                self.fallback.refund(key, rule, now).await
             }
         }
     }
@@ -872,6 +968,20 @@ mod tests {
         let limiter = RedisLimiter::connect(&settings).await.unwrap();
         conformance::burst_then_interval(&limiter).await;
         assert!(!limiter.is_degraded());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attempts_are_charged_at_once_and_refunded() {
+        let Some(settings) = redis_or_skip().await else {
+            return;
+        };
+        let limiter = RedisLimiter::connect(&settings).await.unwrap();
+        conformance::charges_and_refunds(&limiter).await;
+        assert!(!limiter.is_degraded());
+        let limiter = RedisLimiter::connect(&redis_or_skip().await.unwrap())
+            .await
+            .unwrap();
+        conformance::concurrent_charges_stop_at_the_burst(std::sync::Arc::new(limiter)).await;
     }
 
     #[tokio::test]

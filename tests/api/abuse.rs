@@ -116,6 +116,56 @@ async fn every_face_renders_the_throttle_in_its_own_shape() {
 }
 
 #[tokio::test]
+async fn guesses_sent_at_once_get_no_more_than_the_account_budget() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.account_burst = 3;
+        c.abuse.address_burst = 100;
+    })
+    .await;
+    app.create_user("alice").await;
+    // Twelve strangers guess at once: all pass a check made before any
+    // failure is counted, unless each guess is charged before its hash.
+    let guesses = (0..12).map(|i| {
+        let client = app.client_from(&format!("127.0.0.{}", 10 + i));
+        let app = &app;
+        async move {
+            login_from(app, &client, "alice", &format!("wrong guess {i}"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let tested = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((tested, throttled), (3, 9), "{statuses:?}");
+    // A right password from a stranger is throttled too.
+    let stranger = login_from(&app, &app.client_from("127.0.0.30"), "alice", PASSWORD).await;
+    assert_eq!(stranger.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn successful_logins_spend_no_budget() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.account_burst = 2;
+        c.abuse.address_burst = 2;
+    })
+    .await;
+    app.create_user("alice").await;
+    // Each from a new address, so that none is a known client.
+    for i in 0..6 {
+        let client = app.client_from(&format!("127.0.0.{}", 40 + i));
+        let response = login_from(&app, &client, "alice", PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK, "login {i}");
+    }
+}
+
+#[tokio::test]
 async fn failures_from_elsewhere_do_not_lock_the_owner_out() {
     let app = TestApp::spawn_with(|c| {
         c.abuse.account_burst = 3;

@@ -146,7 +146,7 @@ async fn an_account_without_an_md5_verifier_gets_one_at_its_next_login_anywhere(
         md5_verifier: None,
     };
     store
-        .set_password(account.id, &without_md5, false, 0)
+        .set_password(account.id, &without_md5, false, None, 0)
         .await
         .unwrap();
     let (status, first) = login(&app, "legacy", &md5_hex(PASSWORD)).await;
