@@ -142,8 +142,9 @@ impl Core {
         if let Some(account) = self.caches.account(id, now) {
             return Ok(account);
         }
+        let seen = self.caches.accounts.generation.now();
         let account = Arc::new(self.account(id).await?);
-        self.caches.accounts.put(Arc::clone(&account), now);
+        self.caches.accounts.put(Arc::clone(&account), now, seen);
         Ok(account)
     }
 

@@ -9,9 +9,38 @@
 //! notice arrives (a process on SQLite, a lost subscription), entries still
 //! expire after `sessions.cache_ttl`; and while a subscription is lost the
 //! caches are not consulted at all.
+//!
+//! A read from the store may race with a notice: read live, the session is
+//! revoked on another node, the notice forgets it here (nothing to forget
+//! yet), and only then is the stale read cached, to be trusted for a whole
+//! `cache_ttl`. So each cache counts its forgets ([`Generation`]): a caller
+//! notes the count before reading the store, and its answer is cached only
+//! if nothing was forgotten meanwhile.
+
+/// How many times a cache has forgotten something; see the module's text.
+#[derive(Debug, Default)]
+pub struct Generation(AtomicU64);
+
+impl Generation {
+    /// The count now, to pass back to the cache's `put` after a store read.
+    pub fn now(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Counts a forget (called under the cache's write lock).
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether nothing was forgotten since `seen` (checked under the cache's
+    /// write lock, so no forget slips in between the check and the insert).
+    pub(crate) fn unchanged_since(&self, seen: u64) -> bool {
+        self.now() == seen
+    }
+}
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::clock::UnixTime;
@@ -123,6 +152,8 @@ const SWEEP_THRESHOLD: usize = 100_000;
 pub struct AccountCache {
     entries: RwLock<HashMap<AccountId, (Arc<Account>, UnixTime)>>,
     ttl: i64,
+    /// Forgets so far.
+    pub generation: Generation,
 }
 
 impl AccountCache {
@@ -131,6 +162,7 @@ impl AccountCache {
         Self {
             entries: RwLock::new(HashMap::new()),
             ttl,
+            generation: Generation::default(),
         }
     }
 
@@ -141,12 +173,16 @@ impl AccountCache {
         (now < *until).then(|| Arc::clone(account))
     }
 
-    /// Caches an account read from the store.
-    pub fn put(&self, account: Arc<Account>, now: UnixTime) {
+    /// Caches an account read from the store, unless something was
+    /// forgotten since `seen` ([`Generation::now`] before the read).
+    pub fn put(&self, account: Arc<Account>, now: UnixTime, seen: u64) {
         if self.ttl <= 0 {
             return;
         }
         if let Ok(mut entries) = self.entries.write() {
+            if !self.generation.unchanged_since(seen) {
+                return;
+            }
             if entries.len() >= SWEEP_THRESHOLD {
                 entries.retain(|_, (_, until)| now < *until);
             }
@@ -158,6 +194,7 @@ impl AccountCache {
     pub fn forget(&self, id: AccountId) {
         if let Ok(mut entries) = self.entries.write() {
             entries.remove(&id);
+            self.generation.bump();
         }
     }
 
@@ -165,6 +202,7 @@ impl AccountCache {
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
+            self.generation.bump();
         }
     }
 }
@@ -176,6 +214,8 @@ impl AccountCache {
 pub struct OpaqueTokens {
     entries: RwLock<OpaqueEntries>,
     ttl: i64,
+    /// Forgets so far.
+    pub generation: Generation,
 }
 
 #[derive(Debug, Default)]
@@ -190,6 +230,7 @@ impl OpaqueTokens {
         Self {
             entries: RwLock::new(OpaqueEntries::default()),
             ttl,
+            generation: Generation::default(),
         }
     }
 
@@ -200,12 +241,16 @@ impl OpaqueTokens {
         (now < *until && now < token.expires_at).then(|| token.clone())
     }
 
-    /// Caches a token read from the store (replacing its session's previous one).
-    pub fn put(&self, hash: TokenHash, token: OpaqueAccessToken, now: UnixTime) {
+    /// Caches a token read from the store (replacing its session's previous
+    /// one), unless something was forgotten since `seen`.
+    pub fn put(&self, hash: TokenHash, token: OpaqueAccessToken, now: UnixTime, seen: u64) {
         if self.ttl <= 0 {
             return;
         }
         if let Ok(mut entries) = self.entries.write() {
+            if !self.generation.unchanged_since(seen) {
+                return;
+            }
             if entries.by_hash.len() >= SWEEP_THRESHOLD {
                 entries.by_hash.retain(|_, (_, until)| now < *until);
                 let OpaqueEntries {
@@ -229,6 +274,7 @@ impl OpaqueTokens {
                     entries.by_hash.remove(&hash);
                 }
             }
+            self.generation.bump();
         }
     }
 
@@ -237,6 +283,7 @@ impl OpaqueTokens {
         if let Ok(mut entries) = self.entries.write() {
             entries.by_hash.clear();
             entries.by_session.clear();
+            self.generation.bump();
         }
     }
 }
@@ -256,10 +303,10 @@ mod tests {
     #[test]
     fn an_opaque_token_is_kept_until_its_entry_or_itself_expires() {
         let cache = OpaqueTokens::new(60);
-        cache.put([1; 32], token("s", 1_000), 100);
+        cache.put([1; 32], token("s", 1_000), 100, cache.generation.now());
         assert_eq!(cache.get(&[1; 32], 159), Some(token("s", 1_000)));
         assert_eq!(cache.get(&[1; 32], 160), None, "entry past the ttl");
-        cache.put([2; 32], token("t", 130), 100);
+        cache.put([2; 32], token("t", 130), 100, cache.generation.now());
         assert_eq!(cache.get(&[2; 32], 129).map(|t| t.expires_at), Some(130));
         assert_eq!(cache.get(&[2; 32], 130), None, "token expired");
     }
@@ -267,17 +314,39 @@ mod tests {
     #[test]
     fn a_session_has_one_cached_token_and_a_notice_forgets_it() {
         let cache = OpaqueTokens::new(60);
-        cache.put([1; 32], token("s", 1_000), 100);
-        cache.put([2; 32], token("s", 1_000), 100);
+        cache.put([1; 32], token("s", 1_000), 100, cache.generation.now());
+        cache.put([2; 32], token("s", 1_000), 100, cache.generation.now());
         assert_eq!(
             cache.get(&[1; 32], 101),
             None,
             "replaced by the session's new token"
         );
         assert!(cache.get(&[2; 32], 101).is_some());
-        cache.put([3; 32], token("u", 1_000), 100);
+        cache.put([3; 32], token("u", 1_000), 100, cache.generation.now());
         cache.forget_sessions(&["s".to_owned()]);
         assert_eq!(cache.get(&[2; 32], 101), None);
         assert!(cache.get(&[3; 32], 101).is_some(), "other sessions stay");
+    }
+
+    /// A store read that a notice overtook is not cached: the notice's
+    /// forget came before the answer it should have removed.
+    #[test]
+    fn a_read_overtaken_by_a_notice_is_not_cached() {
+        let opaque = OpaqueTokens::new(60);
+        let seen = opaque.generation.now();
+        opaque.forget_sessions(&["s".to_owned()]);
+        opaque.put([1; 32], token("s", 1_000), 100, seen);
+        assert_eq!(opaque.get(&[1; 32], 101), None);
+        opaque.put([1; 32], token("s", 1_000), 100, opaque.generation.now());
+        assert!(opaque.get(&[1; 32], 101).is_some(), "a read after it is");
+
+        // Every forget counts, a clear too.
+        let accounts = AccountCache::new(60);
+        let seen = accounts.generation.now();
+        accounts.clear();
+        assert!(!accounts.generation.unchanged_since(seen));
+        accounts.forget(7);
+        let seen_after = accounts.generation.now();
+        assert!(accounts.generation.unchanged_since(seen_after));
     }
 }

@@ -693,13 +693,14 @@ impl Core {
             let token = match self.caches.opaque_token(&hash, now) {
                 Some(token) => token,
                 None => {
+                    let seen = self.caches.opaque.generation.now();
                     let token = self
                         .store
                         .find_access_token(&hash)
                         .await?
                         .filter(|t| now < t.expires_at)
                         .ok_or(Error::Unauthenticated)?;
-                    self.caches.opaque.put(hash, token.clone(), now);
+                    self.caches.opaque.put(hash, token.clone(), now, seen);
                     token
                 }
             };

@@ -74,6 +74,8 @@ struct Entry {
 pub struct LiveSessions {
     entries: RwLock<HashMap<SessionId, Entry>>,
     ttl: i64,
+    /// Forgets so far (see `core::cache`).
+    pub generation: super::cache::Generation,
 }
 
 impl LiveSessions {
@@ -82,6 +84,7 @@ impl LiveSessions {
         Self {
             entries: RwLock::new(HashMap::new()),
             ttl,
+            generation: super::cache::Generation::default(),
         }
     }
 
@@ -94,13 +97,18 @@ impl LiveSessions {
             .is_some_and(|e| e.account_id == account_id && now < e.trusted_until)
     }
 
-    fn remember(&self, session: &Session, now: UnixTime) {
+    /// Trusts a session read live from the store, unless something was
+    /// forgotten since `seen`.
+    fn remember(&self, session: &Session, now: UnixTime, seen: u64) {
         if self.ttl <= 0 {
             return;
         }
         let Ok(mut entries) = self.entries.write() else {
             return;
         };
+        if !self.generation.unchanged_since(seen) {
+            return;
+        }
         if entries.len() >= SWEEP_THRESHOLD {
             entries.retain(|_, e| now < e.trusted_until);
         }
@@ -120,6 +128,7 @@ impl LiveSessions {
             for id in ids {
                 entries.remove(id);
             }
+            self.generation.bump();
         }
     }
 
@@ -127,6 +136,7 @@ impl LiveSessions {
     pub fn forget_account(&self, account_id: i64) {
         if let Ok(mut entries) = self.entries.write() {
             entries.retain(|_, e| e.account_id != account_id);
+            self.generation.bump();
         }
     }
 
@@ -134,6 +144,7 @@ impl LiveSessions {
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
+            self.generation.bump();
         }
     }
 }
@@ -166,9 +177,10 @@ impl Core {
         if self.caches.session_is_live(id, account_id, now) {
             return Ok(());
         }
+        let seen = self.caches.live.generation.now();
         match self.store.get_session(&id.to_owned()).await? {
             Some(session) if session.account_id == account_id && session.is_live(now) => {
-                self.caches.live.remember(&session, now);
+                self.caches.live.remember(&session, now, seen);
                 Ok(())
             }
             _ => Err(Error::Unauthenticated),
@@ -269,14 +281,17 @@ impl Core {
     ) -> Result<bool> {
         let now = self.now();
         let mut ended = Vec::new();
+        // The browser session first: a code redeemed from now on is refused
+        // (the store checks its browser session in the redeeming
+        // transaction), and one redeemed before is among those listed next.
+        let revoked = self.store.revoke_session(id, now, reason).await?;
+        if revoked {
+            ended.push(id.clone());
+        }
         for child in self.store.sessions_from_browser(id).await? {
             if self.store.revoke_session(&child, now, reason).await? {
                 ended.push(child);
             }
-        }
-        let revoked = self.store.revoke_session(id, now, reason).await?;
-        if revoked {
-            ended.push(id.clone());
         }
         self.sessions_ended(&ended).await;
         Ok(revoked)

@@ -904,4 +904,37 @@ pub async fn codes_are_redeemed_once(store: Arc<dyn Store>) {
         Redemption::Invalid,
         "unknown"
     );
+
+    // A code whose browser session has ended (a logout) opens nothing.
+    store.insert_code(&code(4, 100), 20).await.unwrap();
+    assert!(
+        store
+            .revoke_session(&"browser".into(), 21, "logout")
+            .await
+            .unwrap()
+    );
+    let after_logout = NewRefreshToken {
+        hash: [201; 32],
+        session_id: "after-logout".into(),
+        issued_at: 22,
+    };
+    assert_eq!(
+        store
+            .redeem_code(
+                &[4; 32],
+                &session("after-logout", 0, "oauth", 22),
+                &after_logout,
+                22
+            )
+            .await
+            .unwrap(),
+        Redemption::Invalid
+    );
+    assert!(
+        store
+            .get_session(&"after-logout".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -228,6 +228,24 @@ impl OAuthStore for PostgresStore {
         if code.expires_at <= now {
             return Ok(Redemption::Invalid);
         }
+        // The browser session the code came from must still be live. Its
+        // row is share-locked until commit: a logout that revokes it first
+        // is seen here (READ COMMITTED re-reads the row after the wait),
+        // and one that comes after finds the session this opens among the
+        // browser session's own.
+        let live = sqlx::query(
+            "SELECT 1 FROM sessions s JOIN accounts a ON a.id = s.account_id \
+             WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+             AND a.status <> 'disabled' FOR SHARE OF s",
+        )
+        .bind(&code.browser_session)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if live.is_none() {
+            return Ok(Redemption::Invalid);
+        }
         sqlx::query("UPDATE oauth_codes SET used_at = $1, session_id = $2 WHERE code_hash = $3")
             .bind(now)
             .bind(&session.id)

@@ -263,6 +263,13 @@ impl OAuthStore for SqliteStore {
                 }
                 Some((code, None, _)) => code,
             };
+            // The browser session the code came from must still be live:
+            // a logout (or a disabling) that committed first ends the code.
+            // Writes are serialised, so one that commits later finds the
+            // session this opens among the browser session's own.
+            if !browser_session_live(conn, &code.browser_session, now)? {
+                return Ok(Redemption::Invalid);
+            }
             conn.prepare_cached(
                 "UPDATE oauth_codes SET used_at = ?, session_id = ? WHERE code_hash = ?",
             )
@@ -324,4 +331,14 @@ impl OAuthStore for SqliteStore {
     async fn sessions_of_client(&self, client_id: &str) -> StoreResult<Vec<SessionId>> {
         self.read(|conn| live_sessions_where(conn, "o.client_id = ?", client_id))
     }
+}
+/// Whether a browser session is live and its account not disabled.
+fn browser_session_live(conn: &Connection, id: &str, now: UnixTime) -> StoreResult<bool> {
+    conn.prepare_cached(
+        "SELECT 1 FROM sessions s JOIN accounts a ON a.id = s.account_id \
+         WHERE s.id = ? AND s.revoked_at IS NULL AND s.expires_at > ? AND a.status <> 'disabled'",
+    )
+    .and_then(|mut select| select.query_row(params![id, now], |_| Ok(())).optional())
+    .map(|found| found.is_some())
+    .map_err(db_error)
 }
