@@ -80,11 +80,21 @@ impl AuditEventExt for AuditEvent {
     }
 }
 
+/// Most events waiting for the database. Past it (a long database outage)
+/// new events are dropped and counted, rather than growing the node's
+/// memory without bound; each is ~300 bytes.
+const MAX_BUFFERED: usize = 100_000;
+/// Most events written in one statement: after an outage the backlog goes
+/// in batches that each stay well inside `statement_timeout`.
+const FLUSH_BATCH: usize = 1_000;
+
 /// The buffered audit log.
 pub struct AuditLog {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     buffer: Mutex<Vec<AuditEvent>>,
+    /// Events dropped because the buffer was full, not yet reported.
+    dropped: std::sync::atomic::AtomicU64,
     /// Held for a whole flush, so that the flush before a CLI command exits
     /// waits for a periodic one still writing instead of finding nothing.
     flushing: tokio::sync::Mutex<()>,
@@ -98,6 +108,7 @@ impl AuditLog {
             store,
             clock,
             buffer: Mutex::new(Vec::new()),
+            dropped: std::sync::atomic::AtomicU64::new(0),
             flushing: tokio::sync::Mutex::new(()),
             retention_days,
         }
@@ -111,26 +122,41 @@ impl AuditLog {
             account_id = event.account_id, ip = event.ip.as_deref().unwrap_or("-"), "audit"
         );
         if let Ok(mut buffer) = self.buffer.lock() {
-            buffer.push(event);
+            if buffer.len() < MAX_BUFFERED {
+                buffer.push(event);
+            } else {
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 
-    /// Writes buffered events now; on failure they stay buffered.
+    /// Writes buffered events now, [`FLUSH_BATCH`] at a time; on failure
+    /// the unwritten ones stay buffered, ahead of newer ones.
     pub async fn flush(&self) -> Result<()> {
         let _flushing = self.flushing.lock().await;
-        let events = match self.buffer.lock() {
+        let dropped = self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::error!(
+                dropped,
+                "audit events dropped: the database did not take them and the buffer was full"
+            );
+        }
+        let mut events = match self.buffer.lock() {
             Ok(mut buffer) => std::mem::take(&mut *buffer),
             Err(_) => return Err(Error::Internal("audit buffer poisoned".into())),
         };
-        if events.is_empty() {
-            return Ok(());
-        }
-        if let Err(error) = self.store.insert_audit_events(&events).await {
-            if let Ok(mut buffer) = self.buffer.lock() {
-                let newer = std::mem::replace(&mut *buffer, events);
-                buffer.extend(newer);
+        while !events.is_empty() {
+            let batch = events.len().min(FLUSH_BATCH);
+            if let Err(error) = self.store.insert_audit_events(&events[..batch]).await {
+                if let Ok(mut buffer) = self.buffer.lock() {
+                    let newer = std::mem::replace(&mut *buffer, events);
+                    buffer.extend(newer);
+                    buffer.truncate(MAX_BUFFERED);
+                }
+                return Err(error.into());
             }
-            return Err(error.into());
+            events.drain(..batch);
         }
         Ok(())
     }
@@ -217,5 +243,47 @@ mod tests {
         assert_eq!(written.len(), 1, "the event is written when flush returns");
         periodic.await.unwrap().unwrap();
         other.join().unwrap();
+    }
+
+    /// While the database refuses events they stay buffered, up to a bound
+    /// past which new ones are dropped (and reported); once it takes them
+    /// again the backlog goes in batches, oldest first.
+    #[tokio::test]
+    async fn a_backlog_is_bounded_and_written_in_batches_once_possible() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqliteStore::connect(&SqliteStore::url_for_data_dir(dir.path()))
+                .await
+                .unwrap(),
+        );
+        let log = AuditLog::new(store.clone(), Arc::new(ManualClock::new(1_000)), 30);
+        let other = rusqlite::Connection::open(dir.path().join("sesame.db")).unwrap();
+        other
+            .execute_batch("ALTER TABLE audit_events RENAME TO audit_hidden")
+            .unwrap();
+        log.record(event("first", "ok", "cli"));
+        assert!(log.flush().await.is_err(), "the table is gone");
+        for _ in 1..super::MAX_BUFFERED + 10 {
+            log.record(event("later", "ok", "cli"));
+        }
+        assert!(log.flush().await.is_err());
+        assert_eq!(log.buffer.lock().unwrap().len(), super::MAX_BUFFERED);
+        assert_eq!(log.buffer.lock().unwrap()[0].event, "first", "oldest first");
+        assert_eq!(
+            log.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "reported by the flush"
+        );
+        log.record(event("dropped", "ok", "cli"));
+        assert_eq!(log.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        other
+            .execute_batch("ALTER TABLE audit_hidden RENAME TO audit_events")
+            .unwrap();
+        log.flush().await.unwrap();
+        assert!(log.buffer.lock().unwrap().is_empty());
+        let written: i64 = other
+            .query_row("SELECT COUNT(*) FROM audit_events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(written, super::MAX_BUFFERED as i64);
     }
 }

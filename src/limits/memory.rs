@@ -41,7 +41,7 @@ impl FailureLimiter for MemoryLimiter {
             return Ok(None);
         };
         let wait = arrival - rule.tolerance() - now;
-        Ok((wait > 0).then(|| u64::try_from(wait).unwrap_or(u64::MAX)))
+        Ok(super::to_wait(wait))
     }
 
     async fn record_failure(
@@ -70,9 +70,8 @@ impl FailureLimiter for MemoryLimiter {
             arrivals.retain(|_, arrival| *arrival > now);
         }
         let arrival = arrivals.get(key).copied().unwrap_or(now).max(now);
-        let wait = arrival - rule.tolerance() - now;
-        if wait > 0 {
-            return Ok(Some(u64::try_from(wait).unwrap_or(u64::MAX)));
+        if let Some(wait) = super::to_wait(arrival - rule.tolerance() - now) {
+            return Ok(Some(wait));
         }
         arrivals.insert(key.to_owned(), arrival + rule.interval);
         Ok(None)

@@ -62,6 +62,11 @@ impl Rule {
     }
 }
 
+/// A wait in seconds, if there is one to make (`wait` > 0).
+pub(crate) fn to_wait(wait: i64) -> Option<u64> {
+    (wait > 0).then(|| u64::try_from(wait).unwrap_or(u64::MAX))
+}
+
 /// A failure from the shared-state backend.
 #[derive(Debug, thiserror::Error)]
 #[error("shared state unavailable: {0}")]

@@ -351,6 +351,39 @@ impl RedisLimiter {
         })
     }
 
+    /// Runs a budget script on `key` with `args`: its answer, or `None` (the
+    /// outage noted) when Redis does not give one, for the caller to fall
+    /// back to this node's budgets.
+    async fn budget_script(
+        &self,
+        script: &Script,
+        key: &str,
+        args: &[i64],
+        doing: &str,
+    ) -> Option<i64> {
+        let redis_key = self.key(key);
+        let answer = self
+            .commands
+            .run(|mut connection| async move {
+                let mut invocation = script.key(&redis_key);
+                for arg in args {
+                    invocation.arg(*arg);
+                }
+                invocation.invoke_async::<i64>(&mut connection).await
+            })
+            .await;
+        match answer {
+            Ok(answer) => {
+                self.health.answered(&self.commands.target);
+                Some(answer)
+            }
+            Err(error) => {
+                self.health.failed(&self.commands.target, doing, &error);
+                None
+            }
+        }
+    }
+
     /// Whether the last call fell back to the per-node budgets because Redis
     /// did not answer (for readiness reports).
     pub fn is_degraded(&self) -> bool {
@@ -365,7 +398,7 @@ impl RedisLimiter {
 /// Seconds to wait for an arrival time, as in `memory.rs`.
 fn wait_for(arrival: UnixTime, rule: &Rule, now: UnixTime) -> Option<u64> {
     let wait = arrival.saturating_sub(rule.tolerance()).saturating_sub(now);
-    (wait > 0).then(|| u64::try_from(wait).unwrap_or(u64::MAX))
+    super::to_wait(wait)
 }
 
 #[async_trait]
@@ -405,29 +438,13 @@ impl FailureLimiter for RedisLimiter {
         rule: &Rule,
         now: UnixTime,
     ) -> Result<(), LimitsError> {
-        let redis_key = self.key(key);
-        let script = &self.script;
-        let recorded = self
-            .commands
-            .run(|mut connection| async move {
-                script
-                    .key(&redis_key)
-                    .arg(now)
-                    .arg(rule.interval)
-                    .invoke_async::<i64>(&mut connection)
-                    .await
-            })
-            .await;
-        match recorded {
-            Ok(_) => {
-                self.health.answered(&self.commands.target);
-                Ok(())
-            }
-            Err(error) => {
-                self.health
-                    .failed(&self.commands.target, "record a failure", &error);
-                self.fallback.record_failure(key, rule, now).await
-            }
+        let args = [now, rule.interval];
+        match self
+            .budget_script(&self.script, key, &args, "record a failure")
+            .await
+        {
+            Some(_) => Ok(()),
+            None => self.fallback.record_failure(key, rule, now).await,
         }
     }
 
@@ -437,57 +454,24 @@ impl FailureLimiter for RedisLimiter {
         rule: &Rule,
         now: UnixTime,
     ) -> Result<Option<u64>, LimitsError> {
-        let redis_key = self.key(key);
-        let script = &self.try_charge;
+        let args = [now, rule.interval, rule.tolerance()];
         let charged = self
-            .commands
-            .run(|mut connection| async move {
-                script
-                    .key(&redis_key)
-                    .arg(now)
-                    .arg(rule.interval)
-                    .arg(rule.tolerance())
-                    .invoke_async::<i64>(&mut connection)
-                    .await
-            })
+            .budget_script(&self.try_charge, key, &args, "charge a failure budget")
             .await;
         match charged {
-            Ok(wait) => {
-                self.health.answered(&self.commands.target);
-                Ok((wait > 0).then(|| u64::try_from(wait).unwrap_or(u64::MAX)))
-            }
-            Err(error) => {
-                self.health
-                    .failed(&self.commands.target, "charge a failure budget", &error);
-                self.fallback.try_charge(key, rule, now).await
-            }
+            Some(wait) => Ok(super::to_wait(wait)),
+            None => self.fallback.try_charge(key, rule, now).await,
         }
     }
 
     async fn refund(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<(), LimitsError> {
-        let redis_key = self.key(key);
-        let script = &self.refund;
-        let refunded = self
-            .commands
-            .run(|mut connection| async move {
-                script
-                    .key(&redis_key)
-                    .arg(now)
-                    .arg(rule.interval)
-                    .invoke_async::<i64>(&mut connection)
-                    .await
-            })
-            .await;
-        match refunded {
-            Ok(_) => {
-                self.health.answered(&self.commands.target);
-                Ok(())
-            }
-            Err(error) => {
-                self.health
-                    .failed(&self.commands.target, "refund a failure budget", &error);
-                self.fallback.refund(key, rule, now).await
-            }
+        let args = [now, rule.interval];
+        match self
+            .budget_script(&self.refund, key, &args, "refund a failure budget")
+            .await
+        {
+            Some(_) => Ok(()),
+            None => self.fallback.refund(key, rule, now).await,
         }
     }
 

@@ -2,7 +2,9 @@
 //! deployments without Redis.
 //!
 //! Publishing is `pg_notify` on a pooled connection; listening holds one
-//! dedicated connection per node. When that connection drops, the node is
+//! dedicated connection per node, outside the store's pool (which it would
+//! otherwise hold a slot of for good: with `database.pool_size = 1`, every
+//! request). When that connection drops, the node is
 //! told ([`NoticeEvent::Lost`]), reconnects with backoff and, once it
 //! listens again, is told that too ([`NoticeEvent::Resumed`]).
 
@@ -10,7 +12,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
 use crate::notices::{self, Notice, NoticeError, NoticeEvent, NoticeSink, Notices};
 
@@ -55,6 +57,13 @@ impl Notices for PgNotices {
 
 /// Listens until the sink is gone, reconnecting with backoff.
 async fn listen(pool: PgPool, sink: Weak<dyn NoticeSink>) {
+    // Its own connection, with the store's options (the same server, TLS
+    // and session settings).
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_lazy_with(pool.connect_options().as_ref().clone());
     let mut backoff = Duration::from_millis(100);
     loop {
         let listener = async {
@@ -102,5 +111,73 @@ async fn listen(pool: PgPool, sink: Weak<dyn NoticeSink>) {
             }
         }
         tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::PgNotices;
+    use crate::notices::{Notice, NoticeEvent, NoticeSink, Notices};
+    use crate::store::DatabaseSettings;
+    use crate::store::postgres::PostgresStore;
+    use crate::store::postgres::testing::TempDatabase;
+
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<String>>);
+
+    impl NoticeSink for Heard {
+        fn deliver(&self, event: NoticeEvent) {
+            self.0.lock().unwrap().push(format!("{event:?}"));
+        }
+    }
+
+    /// Listening takes no connection of the store's pool: with a pool of
+    /// one, queries still get it, and notices still arrive.
+    #[tokio::test]
+    async fn listening_leaves_the_pool_to_requests() {
+        let database = match TempDatabase::create().await {
+            Ok(database) => database,
+            Err(reason) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: {reason}");
+                return;
+            }
+            Err(reason) => panic!("{reason}"),
+        };
+        let mut settings = DatabaseSettings::for_url(&database.url);
+        settings.pool_size = 1;
+        settings.connect_timeout = Duration::from_secs(1);
+        let store = PostgresStore::open(&settings, true).await.unwrap();
+        let notices = PgNotices::new(&store);
+        let heard = Arc::new(Heard::default());
+        let sink: Arc<dyn NoticeSink> = heard.clone();
+        notices.subscribe(Arc::downgrade(&sink));
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while !heard.0.lock().unwrap().iter().any(|e| e == "Resumed") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "listening: {:?}", heard.0.lock().unwrap());
+        sqlx::query("SELECT 1")
+            .execute(store.pool())
+            .await
+            .expect("the pool's one connection is free");
+        notices.publish(&Notice::AccountChanged(7)).await.unwrap();
+        let arrived = tokio::time::timeout(Duration::from_secs(5), async {
+            while !heard
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e.contains("AccountChanged(7)"))
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(arrived.is_ok(), "{:?}", heard.0.lock().unwrap());
     }
 }
