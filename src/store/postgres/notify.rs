@@ -58,9 +58,10 @@ impl Notices for PgNotices {
 /// Listens until the sink is gone, reconnecting with backoff.
 async fn listen(pool: PgPool, sink: Weak<dyn NoticeSink>) {
     // Its own connection, with the store's options (the same server, TLS
-    // and session settings).
+    // and session settings) and its patience for a new connection.
     let pool = PgPoolOptions::new()
         .max_connections(1)
+        .acquire_timeout(pool.options().get_acquire_timeout())
         .idle_timeout(None)
         .max_lifetime(None)
         .connect_lazy_with(pool.connect_options().as_ref().clone());
@@ -68,6 +69,9 @@ async fn listen(pool: PgPool, sink: Weak<dyn NoticeSink>) {
     loop {
         let listener = async {
             let mut listener = PgListener::connect_with(&pool).await?;
+            // A lost connection is reported at once (and this loop
+            // reconnects), not after sqlx's own attempt to reconnect.
+            listener.eager_reconnect(false);
             listener.listen(CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         }
