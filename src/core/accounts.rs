@@ -504,7 +504,14 @@ impl Core {
         new: &Password,
         client: &ClientInfo,
     ) -> Result<()> {
-        let account = self.me(principal).await?;
+        // From the store, not the node's cache: the hash checked here is the
+        // one the change is conditional on, and another node may have
+        // upgraded it (at a login) without telling this one.
+        let account = self
+            .store
+            .get_account(principal.account_id)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
         let entry = audit::event("password_change", "success", "native")
             .account(&account)
             .client(client);
