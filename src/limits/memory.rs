@@ -24,6 +24,13 @@ impl MemoryLimiter {
     }
 }
 
+/// Past [`SWEEP_THRESHOLD`] keys, drops those whose budget has recovered.
+fn sweep(arrivals: &mut HashMap<String, UnixTime>, now: UnixTime) {
+    if arrivals.len() >= SWEEP_THRESHOLD {
+        arrivals.retain(|_, arrival| *arrival > now);
+    }
+}
+
 fn poisoned() -> LimitsError {
     LimitsError("limiter state poisoned".into())
 }
@@ -51,9 +58,7 @@ impl FailureLimiter for MemoryLimiter {
         now: UnixTime,
     ) -> Result<(), LimitsError> {
         let mut arrivals = self.arrivals.lock().map_err(|_| poisoned())?;
-        if arrivals.len() >= SWEEP_THRESHOLD {
-            arrivals.retain(|_, arrival| *arrival > now);
-        }
+        sweep(&mut arrivals, now);
         let arrival = arrivals.entry(key.to_owned()).or_insert(now);
         *arrival = (*arrival).max(now) + rule.interval;
         Ok(())
@@ -66,9 +71,7 @@ impl FailureLimiter for MemoryLimiter {
         now: UnixTime,
     ) -> Result<Option<u64>, LimitsError> {
         let mut arrivals = self.arrivals.lock().map_err(|_| poisoned())?;
-        if arrivals.len() >= SWEEP_THRESHOLD {
-            arrivals.retain(|_, arrival| *arrival > now);
-        }
+        sweep(&mut arrivals, now);
         let arrival = arrivals.get(key).copied().unwrap_or(now).max(now);
         if let Some(wait) = super::to_wait(arrival - rule.tolerance() - now) {
             return Ok(Some(wait));

@@ -195,14 +195,7 @@ mod tests {
     /// A fresh, empty database, or `None` (printing why) when no server is
     /// reachable and this is not CI; on CI that is a failure.
     async fn database() -> Option<TempDatabase> {
-        match TempDatabase::create().await {
-            Ok(database) => Some(database),
-            Err(reason) if std::env::var_os("CI").is_none() => {
-                eprintln!("skipped: {reason}");
-                None
-            }
-            Err(reason) => panic!("{reason}"),
-        }
+        TempDatabase::create_or_skip().await
     }
 
     /// A store on a fresh database (see [`database`]).

@@ -48,6 +48,22 @@ impl TempDatabase {
     }
 }
 
+#[cfg(test)]
+impl TempDatabase {
+    /// A fresh database for a unit test, or `None` (printing why) when no
+    /// server is reachable and this is not CI; on CI that is a failure.
+    pub(crate) async fn create_or_skip() -> Option<Self> {
+        match Self::create().await {
+            Ok(database) => Some(database),
+            Err(reason) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: {reason}");
+                None
+            }
+            Err(reason) => panic!("{reason}"),
+        }
+    }
+}
+
 /// The server URL with its database replaced by `name` (query kept).
 fn with_database(server: &str, name: &str) -> String {
     let (base, query) = match server.split_once('?') {
