@@ -23,4 +23,6 @@ pub mod metrics;
 pub mod notices;
 pub mod redact;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod tls;

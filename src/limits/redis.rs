@@ -813,11 +813,9 @@ impl Subscription {
 mod tests {
     use std::sync::Arc;
 
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::task::{JoinHandle, JoinSet};
-
     use super::*;
     use crate::limits::conformance::{self, RULE};
+    use crate::testing::{Proxy, via};
 
     fn test_url() -> String {
         std::env::var("SESAME_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -875,73 +873,6 @@ mod tests {
             .get_connection_info()
             .addr()
             .to_string()
-    }
-
-    /// `url` with its host and port replaced by `127.0.0.1:{port}`.
-    fn via(url: &str, port: u16) -> String {
-        let (scheme, rest) = url.split_once("://").unwrap();
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let credentials = authority
-            .rsplit_once('@')
-            .map(|(credentials, _)| format!("{credentials}@"))
-            .unwrap_or_default();
-        format!("{scheme}://{credentials}127.0.0.1:{port}{path}")
-    }
-
-    /// A TCP proxy to Redis that can be cut (closing every connection, as a
-    /// stopped server would) or frozen (holding connections open without
-    /// answering, as a hung server or a silently broken network would).
-    struct Proxy {
-        port: u16,
-        task: JoinHandle<()>,
-        frozen: Arc<tokio::sync::watch::Sender<bool>>,
-    }
-
-    impl Proxy {
-        async fn start(listen: &str, target: &str) -> Self {
-            let listener = TcpListener::bind(listen).await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let target = target.to_owned();
-            let frozen = Arc::new(tokio::sync::watch::Sender::new(false));
-            let freezes = frozen.clone();
-            let task = tokio::spawn(async move {
-                // Dropping the set (when the task is aborted) cuts every link.
-                let mut links = JoinSet::new();
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    let target = target.clone();
-                    let mut frozen = freezes.subscribe();
-                    links.spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                            return;
-                        };
-                        if !*frozen.borrow_and_update() {
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
-                                _ = frozen.wait_for(|frozen| *frozen) => {}
-                            }
-                        }
-                        // Frozen: hold both ends open and pass nothing, for good.
-                        std::future::pending::<()>().await;
-                    });
-                }
-            });
-            Self { port, task, frozen }
-        }
-
-        /// Stops answering: existing and new connections stay open, silent.
-        fn freeze(&self) {
-            self.frozen.send_replace(true);
-        }
-
-        /// New connections are forwarded again; frozen ones stay frozen.
-        fn thaw(&self) {
-            self.frozen.send_replace(false);
-        }
-
-        async fn stop(self) {
-            self.task.abort();
-            let _ = self.task.await;
-        }
     }
 
     #[tokio::test]

@@ -7,22 +7,33 @@
 //! request). When that connection drops, the node is
 //! told ([`NoticeEvent::Lost`]), reconnects with backoff and, once it
 //! listens again, is told that too ([`NoticeEvent::Resumed`]).
+//!
+//! A connection can also die without closing (a half-open TCP connection
+//! behind a broken network or a failed-over server): nothing arrives, and
+//! nothing says so. The listener therefore makes a round trip on its connection
+//! after every [`HEARTBEAT`] without traffic; an answer that does not come
+//! within the store's connect timeout counts as a lost connection.
 
 use std::sync::Weak;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Acquire, Connection};
 
 use crate::notices::{self, Notice, NoticeError, NoticeEvent, NoticeSink, Notices};
 
 /// The channel every node listens on.
 pub const CHANNEL: &str = "sesame_notices";
 
+/// How long the listening connection may stay silent before it is checked.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
 /// `LISTEN/NOTIFY` on the store's database.
 #[derive(Debug, Clone)]
 pub struct PgNotices {
     pool: PgPool,
+    heartbeat: Duration,
 }
 
 impl PgNotices {
@@ -30,6 +41,7 @@ impl PgNotices {
     pub fn new(store: &super::PostgresStore) -> Self {
         Self {
             pool: store.pool().clone(),
+            heartbeat: HEARTBEAT,
         }
     }
 }
@@ -47,7 +59,7 @@ impl Notices for PgNotices {
     }
 
     fn subscribe(&self, sink: Weak<dyn NoticeSink>) {
-        tokio::spawn(listen(self.pool.clone(), sink));
+        tokio::spawn(listen(self.pool.clone(), self.heartbeat, sink));
     }
 
     fn is_shared(&self) -> bool {
@@ -56,26 +68,33 @@ impl Notices for PgNotices {
 }
 
 /// Listens until the sink is gone, reconnecting with backoff.
-async fn listen(pool: PgPool, sink: Weak<dyn NoticeSink>) {
+async fn listen(pool: PgPool, heartbeat: Duration, sink: Weak<dyn NoticeSink>) {
     // Its own connection, with the store's options (the same server, TLS
-    // and session settings) and its patience for a new connection.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(pool.options().get_acquire_timeout())
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_lazy_with(pool.connect_options().as_ref().clone());
+    // and session settings) and its patience for a new connection, which is
+    // also how long a heartbeat may take.
+    let patience = pool.options().get_acquire_timeout();
+    let options = pool.connect_options().as_ref().clone();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let listener = async {
+        // A pool per connection: a listener given up on returns its
+        // connection to its pool only after an `UNLISTEN` (sqlx's drop), which
+        // a silent connection never answers; the next one must not wait for it.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(patience)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options.clone());
+        let listener = tokio::time::timeout(2 * patience, async {
             let mut listener = PgListener::connect_with(&pool).await?;
             // A lost connection is reported at once (and this loop
             // reconnects), not after sqlx's own attempt to reconnect.
             listener.eager_reconnect(false);
             listener.listen(CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
-        }
-        .await;
+        })
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut));
         let mut listener = match listener {
             Ok(listener) => listener,
             Err(error) => {
@@ -94,8 +113,31 @@ async fn listen(pool: PgPool, sink: Weak<dyn NoticeSink>) {
         backoff = Duration::from_millis(100);
         loop {
             // `try_recv` answers `None` when the connection was lost: then
-            // notices may have been missed, which the sink must know.
-            let received = listener.try_recv().await;
+            // notices may have been missed, which the sink must know. It is
+            // cancel-safe (sqlx reads whole messages from its own buffer),
+            // so a heartbeat may interrupt the wait.
+            let received = match tokio::time::timeout(heartbeat, listener.try_recv()).await {
+                Ok(received) => received,
+                Err(_silence) => {
+                    let Some(sink) = sink.upgrade() else { return };
+                    let answer = tokio::time::timeout(patience, heartbeat_on(&mut listener)).await;
+                    match answer {
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(error)) => {
+                            sink.deliver(NoticeEvent::Lost);
+                            tracing::warn!(%error, "notice connection failed its heartbeat; reconnecting");
+                        }
+                        Err(_) => {
+                            sink.deliver(NoticeEvent::Lost);
+                            tracing::warn!(
+                                waited = ?patience,
+                                "notice connection did not answer its heartbeat; reconnecting"
+                            );
+                        }
+                    }
+                    break;
+                }
+            };
             let Some(sink) = sink.upgrade() else { return };
             match received {
                 Ok(Some(notification)) => match notices::decode(notification.payload()) {
@@ -118,23 +160,58 @@ async fn listen(pool: PgPool, sink: Weak<dyn NoticeSink>) {
     }
 }
 
+/// One round trip on the listening connection.
+async fn heartbeat_on(listener: &mut PgListener) -> Result<(), sqlx::Error> {
+    let connection: &mut PgConnection = listener.acquire().await?;
+    connection.ping().await
+}
+
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    use sqlx::postgres::PgConnectOptions;
 
     use super::PgNotices;
     use crate::notices::{Notice, NoticeEvent, NoticeSink, Notices};
     use crate::store::DatabaseSettings;
     use crate::store::postgres::PostgresStore;
     use crate::store::postgres::testing::TempDatabase;
+    use crate::testing::{Proxy, via};
 
     #[derive(Default)]
-    struct Heard(Mutex<Vec<String>>);
+    struct Heard(Mutex<Vec<NoticeEvent>>);
 
     impl NoticeSink for Heard {
         fn deliver(&self, event: NoticeEvent) {
-            self.0.lock().unwrap().push(format!("{event:?}"));
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    impl Heard {
+        fn events(&self) -> Vec<NoticeEvent> {
+            self.0.lock().unwrap().clone()
+        }
+
+        /// Polls until `done` holds for the events, for at most `limit`.
+        async fn wait_for(&self, limit: Duration, done: impl Fn(&[NoticeEvent]) -> bool) {
+            let deadline = Instant::now() + limit;
+            while !done(&self.events()) {
+                assert!(
+                    Instant::now() < deadline,
+                    "waited {limit:?}; events: {:?}",
+                    self.events()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        fn subscribe_to(self: &Arc<Self>, notices: &PgNotices) -> Arc<dyn NoticeSink> {
+            let sink: Arc<dyn NoticeSink> = self.clone();
+            notices.subscribe(Arc::downgrade(&sink));
+            sink
         }
     }
 
@@ -151,32 +228,86 @@ mod tests {
         let store = PostgresStore::open(&settings, true).await.unwrap();
         let notices = PgNotices::new(&store);
         let heard = Arc::new(Heard::default());
-        let sink: Arc<dyn NoticeSink> = heard.clone();
-        notices.subscribe(Arc::downgrade(&sink));
-        let waited = tokio::time::timeout(Duration::from_secs(5), async {
-            while !heard.0.lock().unwrap().iter().any(|e| e == "Resumed") {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(waited.is_ok(), "listening: {:?}", heard.0.lock().unwrap());
+        let _sink = heard.subscribe_to(&notices);
+        heard
+            .wait_for(Duration::from_secs(5), |events| {
+                events.contains(&NoticeEvent::Resumed)
+            })
+            .await;
         sqlx::query("SELECT 1")
             .execute(store.pool())
             .await
             .expect("the pool's one connection is free");
         notices.publish(&Notice::AccountChanged(7)).await.unwrap();
-        let arrived = tokio::time::timeout(Duration::from_secs(5), async {
-            while !heard
-                .0
-                .lock()
-                .unwrap()
+        let wanted = NoticeEvent::Notice(Notice::AccountChanged(7));
+        heard
+            .wait_for(Duration::from_secs(5), |events| events.contains(&wanted))
+            .await;
+    }
+
+    /// A listening connection that goes silent without closing (a hung
+    /// server, a broken network) is found by its heartbeat, reported lost,
+    /// and replaced once the server answers again.
+    #[tokio::test]
+    async fn a_silent_connection_is_noticed_and_replaced() {
+        let Some(database) = TempDatabase::create_or_skip().await else {
+            return;
+        };
+        let server = PgConnectOptions::from_str(&database.url).unwrap();
+        let target = format!("{}:{}", server.get_host(), server.get_port());
+        let proxy = Proxy::start("127.0.0.1:0", &target).await;
+        let mut settings = DatabaseSettings::for_url(via(&database.url, proxy.port));
+        settings.connect_timeout = Duration::from_millis(500);
+        let listening = PostgresStore::open(&settings, true).await.unwrap();
+        let notices = PgNotices {
+            heartbeat: Duration::from_millis(200),
+            ..PgNotices::new(&listening)
+        };
+        let direct = DatabaseSettings::for_url(&database.url);
+        let publisher = PgNotices::new(&PostgresStore::open(&direct, false).await.unwrap());
+        let heard = Arc::new(Heard::default());
+        let _sink = heard.subscribe_to(&notices);
+        heard
+            .wait_for(Duration::from_secs(5), |events| !events.is_empty())
+            .await;
+        // Heartbeats on a healthy connection are answered: nothing is lost.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(heard.events(), [NoticeEvent::Resumed]);
+
+        proxy.freeze();
+        heard
+            .wait_for(Duration::from_secs(3), |events| events.len() >= 2)
+            .await;
+        assert_eq!(heard.events(), [NoticeEvent::Resumed, NoticeEvent::Lost]);
+
+        // The frozen connection stays silent for ever; a new one must be made.
+        proxy.thaw();
+        heard
+            .wait_for(Duration::from_secs(10), |events| {
+                events.last() == Some(&NoticeEvent::Resumed) && events.len() >= 3
+            })
+            .await;
+        publisher
+            .publish(&Notice::AccountChanged(3))
+            .await
+            .unwrap();
+        let wanted = NoticeEvent::Notice(Notice::AccountChanged(3));
+        heard
+            .wait_for(Duration::from_secs(5), |events| events.contains(&wanted))
+            .await;
+        let events = heard.events();
+        // Between the two: only failed attempts to listen again.
+        assert!(
+            events[1..events.len() - 2]
                 .iter()
-                .any(|e| e.contains("AccountChanged(7)"))
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(arrived.is_ok(), "{:?}", heard.0.lock().unwrap());
+                .all(|event| *event == NoticeEvent::Lost),
+            "{events:?}"
+        );
+        assert_eq!(
+            events[events.len() - 2..],
+            [NoticeEvent::Resumed, wanted],
+            "{events:?}"
+        );
+        proxy.stop().await;
     }
 }
