@@ -216,10 +216,10 @@ impl Core {
             None => base,
         };
         // The account's budget, which guesses from unknown clients spend,
-        // is charged before the password is checked and given back unless
-        // the attempt fails: checking first and charging after the hash
-        // would let guesses sent at once (to any node) all pass the check
-        // before the first of them is counted.
+        // is charged before the password is checked and given back only if
+        // the login goes through (or nothing was checked): checking first
+        // and charging after the hash would let guesses sent at once (to
+        // any node) all pass the check before the first of them is counted.
         let charged = !known;
         if charged
             && let Err(error) = self
@@ -233,16 +233,24 @@ impl Core {
         let checked = self
             .check_credential(account.as_ref(), &attempt, known)
             .await;
-        if charged && !checked.as_ref().is_ok_and(|refusal| refusal.is_failure()) {
+        // A refusal after a right password (locked, disabled, a missing
+        // permission) keeps its charges like a wrong guess: were it given
+        // back, the next attempt's throttling would tell a right password
+        // from a wrong one, lockout or not.
+        if charged && matches!(checked, Ok(Refusal::None) | Err(_)) {
             self.refund_budget(&account_key, &abuse.account_rule).await;
         }
         match checked? {
             Refusal::None => {}
             refusal => {
-                if refusal.is_failure() {
-                    self.record_failure(account.as_ref(), address_key.as_deref(), known, &base)
-                        .await?;
-                }
+                self.record_failure(
+                    account.as_ref(),
+                    address_key.as_deref(),
+                    known,
+                    refusal.is_failure(),
+                    &base,
+                )
+                .await?;
                 self.audit.record(base.with_outcome(refusal.outcome()));
                 self.metrics.login(attempt.face, refusal.metric());
                 return Err(Error::InvalidCredentials);
@@ -347,14 +355,16 @@ impl Core {
         })
     }
 
-    /// Charges a failure to the address (the account's budget was charged
-    /// before the check), and locks the account when its unknown-client
+    /// Charges a refused login to the address (the account's budget was
+    /// charged before the check); for a wrong guess (`guess`), also counts
+    /// it against the account and locks the account when its unknown-client
     /// failures reach the threshold.
     async fn record_failure(
         &self,
         account: Option<&Account>,
         address_key: Option<&str>,
         known: bool,
+        guess: bool,
         base: &AuditEvent,
     ) -> Result<()> {
         let now = self.now();
@@ -364,7 +374,7 @@ impl Core {
                 .record_failure(key, &abuse.address_rule, now)
                 .await?;
         }
-        let Some(account) = account else {
+        let Some(account) = account.filter(|_| guess) else {
             return Ok(());
         };
         let consecutive = self.store.record_login_failure(account.id, !known).await?;

@@ -323,6 +323,56 @@ async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
     );
 }
 
+/// A right password on a locked account is refused like a wrong one, and
+/// it must spend the budgets like one too: were it given back, the next
+/// attempt's throttling would tell the attacker the password was right.
+#[tokio::test]
+async fn a_right_password_on_a_locked_account_spends_the_budgets_like_a_guess() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.lockout_threshold = 2;
+        c.abuse.account_burst = 3;
+        c.abuse.account_interval = 60;
+        c.abuse.address_burst = 1;
+        c.abuse.address_interval = 60;
+    })
+    .await;
+    app.create_user("alice").await;
+    for i in 0..2 {
+        let attacker = app.client_from(&format!("127.0.0.{}", 10 + i));
+        let response = login_from(&app, &attacker, "alice", "wrong guess!").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Locked, with one attempt left in the account's budget. Each probe
+    // comes from a fresh address, then that address tries again.
+    let probe = |address: &'static str, password: &'static str| {
+        let app = &app;
+        async move {
+            let client = app.client_from(address);
+            let first = login_from(app, &client, "alice", password).await.status();
+            let again = login_from(app, &client, "alice", "another guess!")
+                .await
+                .status();
+            let other = app.client_from(&format!("{address}0"));
+            let elsewhere = login_from(app, &other, "alice", "another guess!")
+                .await
+                .status();
+            (first, again, elsewhere)
+        }
+    };
+    let right = probe("127.0.0.20", PASSWORD).await;
+    app.clock.advance(60);
+    let wrong = probe("127.0.0.21", "wrong guess!").await;
+    assert_eq!(
+        right,
+        (
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        )
+    );
+    assert_eq!(right, wrong);
+}
+
 #[tokio::test]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
     let app = TestApp::spawn_with(|c| c.abuse.address_burst = 2).await;
