@@ -515,12 +515,26 @@ impl Core {
         let entry = audit::event("password_change", "success", "native")
             .account(&account)
             .client(client);
-        if !self
+        // The new password is judged first: a refusal of it must not tell
+        // that the current one was right.
+        self.check_password_policy(new, &password_context(&account))?;
+        // A wrong current password is a guess like a login's, by whoever
+        // holds the token: it spends the account's failure budget (the one
+        // logins from unknown clients spend), charged before the hash.
+        let budget = super::guard::account_key(Some(&account), "");
+        let rule = &self.settings.abuse.account_rule;
+        if let Err(error) = self.charge_budget(&budget, rule, self.now()).await {
+            self.audit.record(entry.with_outcome("throttled"));
+            return Err(error);
+        }
+        let checked = self
             .hasher
             .verify(current, &account.verifiers.password_hash)
-            .await?
-            .matches
-        {
+            .await;
+        if !checked.as_ref().is_ok_and(|checked| !checked.matches) {
+            self.refund_budget(&budget, rule).await;
+        }
+        if !checked?.matches {
             self.audit
                 .record(entry.with_outcome("wrong_current_password"));
             return Err(Error::invalid(
@@ -528,7 +542,6 @@ impl Core {
                 "is not the account's password",
             ));
         }
-        self.check_password_policy(new, &password_context(&account))?;
         let verifiers = self.verifiers_for(new).await?;
         // Only over the password just checked: if it was reset meanwhile (an
         // administrator, on any node), the one checked is no longer the

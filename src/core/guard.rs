@@ -78,7 +78,15 @@ impl Recognition {
 
 /// The limiter key of a client address.
 pub(crate) fn address_key(client: &ClientInfo) -> Option<String> {
-    client.ip.map(|ip| format!("ip:{ip}"))
+    client.ip.map(|ip| match ip {
+        std::net::IpAddr::V4(ip) => format!("ip:{ip}"),
+        // One IPv6 client holds a whole /64 (a home line, a cloud
+        // instance) and may send each request from another address in it.
+        std::net::IpAddr::V6(ip) => {
+            let prefix = u128::from(ip) & !(u128::from(u64::MAX));
+            format!("ip:{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+    })
 }
 
 /// The limiter key of an account, or of a login name that matches none.
@@ -174,5 +182,29 @@ impl Core {
         };
         clients.push((ClientKind::Device, hex::encode(hash_token(&token))));
         (clients, issued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(ip: &str) -> Option<String> {
+        address_key(&ClientInfo {
+            ip: Some(ip.parse().unwrap()),
+            ..ClientInfo::default()
+        })
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_bit_prefix() {
+        assert_eq!(key_of("192.0.2.7").as_deref(), Some("ip:192.0.2.7"));
+        assert_eq!(
+            key_of("2001:db8:1:2:aaaa:bbbb:cccc:dddd").as_deref(),
+            Some("ip:2001:db8:1:2::/64")
+        );
+        assert_eq!(key_of("2001:db8:1:2::1"), key_of("2001:db8:1:2:ffff::9"));
+        assert_ne!(key_of("2001:db8:1:2::1"), key_of("2001:db8:1:3::1"));
+        assert_eq!(address_key(&ClientInfo::default()), None);
     }
 }

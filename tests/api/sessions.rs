@@ -153,6 +153,47 @@ async fn a_password_change_needs_the_current_password_and_a_policy_compliant_new
     );
 }
 
+/// Whoever holds a token cannot guess the password through the change form
+/// faster than through the login: wrong current passwords spend the
+/// account's failure budget, and a weak new password is refused before the
+/// current one is checked, so that refusal tells nothing about it.
+#[tokio::test]
+async fn guessing_the_current_password_is_throttled_like_a_login() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.account_burst = 3;
+        c.abuse.account_interval = 60;
+    })
+    .await;
+    app.create_user("dana").await;
+    let grant = app.login_ok("dana").await;
+    assert_problem(
+        change_password(&app, access(&grant), "not my password", "short").await,
+        StatusCode::BAD_REQUEST,
+        "weak_password",
+    )
+    .await;
+    for guess in ["guess one!", "guess two!", "guess three!"] {
+        let body = assert_problem(
+            change_password(&app, access(&grant), guess, "another good one").await,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        )
+        .await;
+        assert_eq!(body["field"], "current_password");
+    }
+    let throttled =
+        change_password(&app, access(&grant), PASSWORD, "another good one").await;
+    assert_eq!(throttled.headers()["retry-after"], "60");
+    assert_problem(throttled, StatusCode::TOO_MANY_REQUESTS, "throttled").await;
+    app.clock.advance(60);
+    assert_eq!(
+        change_password(&app, access(&grant), PASSWORD, "another good one")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
 #[tokio::test]
 async fn sessions_are_listed_and_can_be_ended_one_by_one() {
     let app = TestApp::spawn().await;
