@@ -272,7 +272,8 @@ impl Core {
                     .detail("signed in from a known client"),
             );
         }
-        self.maintain_verifiers(&account, &attempt.credential, &base)
+        let password_hash = self
+            .maintain_verifiers(&account, &attempt.credential, &base)
             .await;
         let ip = attempt.client.ip.map(|ip| ip.to_string());
         let (clients, device_token) = self.clients_to_remember(&attempt.client, recognised);
@@ -282,6 +283,7 @@ impl Core {
             ip: ip.clone(),
             clients,
             keep: self.settings.abuse.known_clients_kept,
+            password_hash: Some(password_hash),
         };
         // What the store will do, applied to the copy in hand: no re-read.
         let mut account = account;
@@ -397,13 +399,14 @@ impl Core {
     /// After a successful login, replaces verifiers made with outdated
     /// parameters and writes a missing MD5 verifier, as far as the presented
     /// credential allows. Best effort: a busy pool or a failed write just
-    /// leaves it for the next login.
+    /// leaves it for the next login. Answers the password hash the account
+    /// should now have, which the login's record is conditional on.
     async fn maintain_verifiers(
         &self,
         account: &Account,
         credential: &Credential,
         base: &AuditEvent,
-    ) {
+    ) -> String {
         let current = &account.verifiers;
         let md5_stale = current
             .md5_verifier
@@ -415,13 +418,13 @@ impl Core {
                 if !self.hasher.is_current(&current.password_hash) {
                     match self.hasher.hash(password.expose()).await {
                         Ok(hash) => next.password_hash = hash,
-                        Err(_) => return,
+                        Err(_) => return current.password_hash.clone(),
                     }
                 }
                 if md5_stale {
                     match self.hasher.hash(Md5Hex::of(password).expose()).await {
                         Ok(hash) => next.md5_verifier = Some(hash),
-                        Err(_) => return,
+                        Err(_) => return current.password_hash.clone(),
                     }
                 }
             }
@@ -429,18 +432,18 @@ impl Core {
                 if md5_stale {
                     match self.hasher.hash(digest.expose()).await {
                         Ok(hash) => next.md5_verifier = Some(hash),
-                        Err(_) => return,
+                        Err(_) => return current.password_hash.clone(),
                     }
                 }
             }
         }
         if next.password_hash == current.password_hash && next.md5_verifier == current.md5_verifier
         {
-            return;
+            return current.password_hash.clone();
         }
         // Only over the hash just checked: never over a password changed
         // while this one was being checked.
-        match self
+        let stored = match self
             .store
             .set_password(
                 account.id,
@@ -451,7 +454,8 @@ impl Core {
             )
             .await
         {
-            Ok(false) => {}
+            // Changed meanwhile: the login will find that out too.
+            Ok(false) => current.password_hash.clone(),
             // An imported hash is gone, overwritten in the same write.
             Ok(true) => {
                 if next.password_hash != current.password_hash
@@ -463,12 +467,15 @@ impl Core {
                             .detail(format!("imported {format} hash replaced by argon2id")),
                     );
                 }
+                next.password_hash
             }
             Err(error) => {
                 tracing::warn!(account_id = account.id, %error, "could not update password verifiers");
+                current.password_hash.clone()
             }
-        }
+        };
         self.caches.accounts.forget(account.id);
+        stored
     }
 
     /// Records the login and opens its session (one store transaction);

@@ -55,6 +55,7 @@ fn login(account_id: AccountId, at: i64) -> LoginRecord {
         ip: Some("192.0.2.1".into()),
         clients: vec![],
         keep: 1,
+        password_hash: None,
     }
 }
 
@@ -139,7 +140,8 @@ pub async fn logins_and_lockouts_never_undo_a_disabling(store: Arc<dyn Store>) {
 }
 
 /// New verifiers of the same password are written only over the hash they
-/// replace: a password changed meanwhile stays.
+/// replace: a password changed meanwhile stays; and a login checked
+/// against a replaced hash opens no session.
 pub async fn verifier_upgrades_never_overwrite_a_new_password(store: Arc<dyn Store>) {
     let id = account(&*store, "a").await;
     let verifiers = |hash: &str| PasswordVerifiers {
@@ -187,6 +189,33 @@ pub async fn verifier_upgrades_never_overwrite_a_new_password(store: Arc<dyn Sto
             .await
             .unwrap()
     );
+
+    // A login checked against the hash before the reset opens no session.
+    let sign_in = |session_id: &'static str, checked: &str, hash: u8| {
+        let record = LoginRecord {
+            password_hash: Some(checked.into()),
+            ..login(id, 12)
+        };
+        let store = Arc::clone(&store);
+        async move {
+            let refresh = NewRefreshToken {
+                hash: [hash; 32],
+                session_id: session_id.into(),
+                issued_at: 12,
+            };
+            let session = session(session_id, id, "web", 12);
+            store
+                .record_login(&record, &session, &refresh, false)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(sign_in("late", "new-upgraded", 1).await, None);
+    assert!(store.get_session(&"late".into()).await.unwrap().is_none());
+    assert!(store.find_refresh_token(&[1; 32]).await.unwrap().is_none());
+    assert_eq!(stored().await.login_count, 0);
+    assert_eq!(sign_in("current", "reset", 2).await, Some(vec![]));
+    assert_eq!(stored().await.login_count, 1);
 }
 
 /// 32 concurrent rotations of one token: exactly one successor.
@@ -391,6 +420,7 @@ pub async fn known_clients_newest_first(store: Arc<dyn Store>) {
                     (ClientKind::Device, device.into()),
                 ],
                 keep: 2,
+                password_hash: None,
             };
             let session = session(&format!("k{i}"), account_id, "web", i64::from(i));
             let refresh = NewRefreshToken {

@@ -228,6 +228,10 @@ pub struct LoginRecord {
     pub clients: Vec<(ClientKind, String)>,
     /// How many of each kind to keep.
     pub keep: u32,
+    /// The password hash the login was checked against: if the account's
+    /// is another by now (a password change or reset, on any node, while
+    /// this one was hashing), the login opens no session.
+    pub password_hash: Option<String>,
 }
 
 impl LoginRecord {

@@ -13,7 +13,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 6] = [
+const MIGRATIONS: [(&str, &str); 7] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -37,6 +37,10 @@ const MIGRATIONS: [(&str, &str); 6] = [
     (
         "login_refuses_disabled",
         include_str!("../../../migrations/postgres/0006_login_refuses_disabled.sql"),
+    ),
+    (
+        "login_checks_the_password_it_verified",
+        include_str!("../../../migrations/postgres/0007_login_checks_the_password_it_verified.sql"),
     ),
 ];
 

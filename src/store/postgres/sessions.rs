@@ -73,7 +73,7 @@ fn ids(rows: Vec<PgRow>) -> StoreResult<Vec<SessionId>> {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
-    /// One call of `sesame_record_login` (migrations/postgres/0006), one
+    /// One call of `sesame_record_login` (migrations/postgres/0007), one
     /// transaction. Its first statement updates the account's row and so
     /// holds that row's lock until commit: concurrent logins of one account,
     /// from any node, pass there one at a time. Under READ COMMITTED each
@@ -90,7 +90,7 @@ impl SessionStore for PostgresStore {
     ) -> StoreResult<Option<Vec<SessionId>>> {
         let rows = sqlx::query(
             "SELECT * FROM sesame_record_login($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16)",
+             $12, $13, $14, $15, $16, $17)",
         )
         .bind(login.account_id)
         .bind(login.at)
@@ -108,12 +108,13 @@ impl SessionStore for PostgresStore {
         .bind(session.expires_at)
         .bind(&refresh.hash[..])
         .bind(refresh.issued_at)
+        .bind(&login.password_hash)
         .fetch_all(&self.pool)
         .await;
         match rows {
             Ok(rows) => ids(rows).map(Some),
-            // Raised by the function: the account is gone or disabled
-            // (migrations/postgres/0006).
+            // Raised by the function: the account is gone or disabled, or
+            // its password changed (migrations/postgres/0006, 0007).
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("P0002") => {
                 Ok(None)
             }

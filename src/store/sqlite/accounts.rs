@@ -590,11 +590,11 @@ pub(super) fn record_success(conn: &Connection, login: &LoginRecord) -> StoreRes
     let Some((devices, addresses)) = conn
         .prepare_cached(
             "SELECT known_devices, known_addresses FROM accounts \
-             WHERE id = ? AND status <> 'disabled'",
+             WHERE id = ?1 AND status <> 'disabled' AND (?2 IS NULL OR password_hash = ?2)",
         )
         .and_then(|mut select| {
             select
-                .query_row([login.account_id], |row| {
+                .query_row(params![login.account_id, login.password_hash], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })
                 .optional()
