@@ -968,3 +968,75 @@ pub async fn codes_are_redeemed_once(store: Arc<dyn Store>) {
             .is_none()
     );
 }
+
+/// Ending all of an account's sessions while one of its codes is being
+/// exchanged: whichever comes first, no session is live afterwards (the
+/// exchange either sees the browser session ended, or opens a session the
+/// ending then finds).
+pub async fn ending_all_sessions_races_a_code_exchange(store: Arc<dyn Store>) {
+    let account_id = account(&*store, "a").await;
+    for round in 0..24u8 {
+        let browser = format!("browser-{round}");
+        store
+            .record_login(
+                &login(account_id, 0),
+                &session(&browser, account_id, "web", 0),
+                &NewRefreshToken {
+                    hash: [round; 32],
+                    session_id: browser.clone(),
+                    issued_at: 0,
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        store
+            .insert_code(
+                &AuthorizationCode {
+                    hash: [round; 32],
+                    client_id: "web".into(),
+                    redirect_uri: "https://app.example/cb".into(),
+                    code_challenge: "c".repeat(43),
+                    account_id,
+                    browser_session: browser.clone(),
+                    scope: "openid".into(),
+                    nonce: None,
+                    auth_time: 0,
+                    expires_at: 60,
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        let exchange = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let id = format!("client-{round}");
+                let refresh = NewRefreshToken {
+                    hash: [100 + round; 32],
+                    session_id: id.clone(),
+                    issued_at: 10,
+                };
+                store
+                    .redeem_code(&[round; 32], &session(&id, 0, "oauth", 10), &refresh, 10)
+                    .await
+                    .unwrap()
+            })
+        };
+        let ending = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .revoke_account_sessions(account_id, None, 10, "logout_all")
+                    .await
+                    .unwrap()
+            })
+        };
+        let (exchanged, ended) = (exchange.await.unwrap(), ending.await.unwrap());
+        let live = store.list_live_sessions(account_id, 10).await.unwrap();
+        assert!(
+            live.is_empty(),
+            "round {round}: {exchanged:?}, ended {ended:?}, still live {live:?}"
+        );
+    }
+}

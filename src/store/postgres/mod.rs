@@ -312,6 +312,14 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ending_all_sessions_while_a_code_is_exchanged_leaves_none_live() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::ending_all_sessions_races_a_code_exchange(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nodes_starting_together_migrate_once() {
         let Some((db, _store)) = store().await else {
             return;

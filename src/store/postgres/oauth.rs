@@ -228,22 +228,34 @@ impl OAuthStore for PostgresStore {
         if code.expires_at <= now {
             return Ok(Redemption::Invalid);
         }
-        // The browser session the code came from must still be live. Its
-        // row is share-locked until commit: a logout that revokes it first
-        // is seen here (READ COMMITTED re-reads the row after the wait),
-        // and one that comes after finds the session this opens among the
-        // browser session's own.
+        // The account must still sign in and the browser session the code
+        // came from must still be live. Both rows are share-locked until
+        // commit, the account's first (the order every writer of both
+        // follows): a disabling, a logout or an end of all the account's
+        // sessions that commits first is seen here (READ COMMITTED re-reads
+        // a row after the wait), and one that comes after waits for this
+        // commit and then finds the session it opens (`revoke_account_sessions`
+        // locks the account before it reads the sessions;
+        // `end_session_and_its_clients` looks for the browser session's own).
         let live = sqlx::query(
-            "SELECT 1 FROM sessions s JOIN accounts a ON a.id = s.account_id \
-             WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
-             AND a.status <> 'disabled' FOR SHARE OF s",
+            "SELECT 1 FROM accounts WHERE id = $1 AND status <> 'disabled' FOR SHARE",
         )
-        .bind(&code.browser_session)
-        .bind(now)
+        .bind(code.account_id)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db_error)?;
-        if live.is_none() {
+        .map_err(db_error)?
+        .is_some()
+            && sqlx::query(
+                "SELECT 1 FROM sessions WHERE id = $1 AND revoked_at IS NULL \
+                 AND expires_at > $2 FOR SHARE",
+            )
+            .bind(&code.browser_session)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .is_some();
+        if !live {
             return Ok(Redemption::Invalid);
         }
         sqlx::query("UPDATE oauth_codes SET used_at = $1, session_id = $2 WHERE code_hash = $3")

@@ -188,7 +188,20 @@ impl SessionStore for PostgresStore {
         now: UnixTime,
         reason: &str,
     ) -> StoreResult<Vec<SessionId>> {
-        ids(sqlx::query(
+        // The account's row is locked first, as a login and a code
+        // redemption lock it before they open a session: one of those that
+        // commits while this waits is then in the snapshot of the update
+        // (under READ COMMITTED, taken when the update starts), and one that
+        // comes later waits for this commit. Without the lock, a session
+        // opened while the update waited on another row would outlive
+        // "sign out everywhere" or a password reset.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let ended = ids(sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
              WHERE account_id = $3 AND revoked_at IS NULL AND id <> $4 RETURNING id",
         )
@@ -196,9 +209,11 @@ impl SessionStore for PostgresStore {
         .bind(reason)
         .bind(account_id)
         .bind(keep.map_or("", String::as_str))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(db_error)?)
+        .map_err(db_error)?)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(ended)
     }
 
     async fn find_refresh_token_with_session(

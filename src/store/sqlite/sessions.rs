@@ -458,4 +458,10 @@ mod tests {
         let (_dir, store) = store().await;
         conformance::codes_are_redeemed_once(store).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ending_all_sessions_while_a_code_is_exchanged_leaves_none_live() {
+        let (_dir, store) = store().await;
+        conformance::ending_all_sessions_races_a_code_exchange(store).await;
+    }
 }
