@@ -224,18 +224,8 @@ impl Core {
         let roles = if spec.roles.is_empty() {
             vec![DEFAULT_ROLE.to_owned()]
         } else {
-            spec.roles
+            self.known_role_names(&spec.roles).await?
         };
-        let known = self.store.role_names().await?;
-        if let Some(unknown) = roles.iter().find(|r| !known.contains(r)) {
-            return Err(Error::invalid(
-                "role",
-                format!(
-                    "unknown role '{unknown}'; known roles: {}",
-                    known.join(", ")
-                ),
-            ));
-        }
         if spec.max_api_calls < 0 {
             return Err(Error::invalid(
                 "max_api_calls",

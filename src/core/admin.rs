@@ -274,16 +274,11 @@ impl Core {
             .map(|p| p.as_deref().map(quota_period).transpose())
             .transpose()?;
 
-        // The changes the store may still refuse go first, so that a refusal
-        // leaves nothing half done: the status and the roles (the last
-        // administrator), then the contacts (taken by another account:
-        // checked here first, so only a race can refuse them at the write).
-        if let Some(enabled) = enabled {
-            self.set_enabled(id, enabled, actor).await?;
-        }
         if let Some(roles) = &patch.roles {
-            self.set_account_roles(id, roles, actor).await?;
+            self.known_role_names(roles).await?;
         }
+        // Contacts another account holds: refused before anything is written
+        // (only a race can still refuse them at the write).
         if email.is_some() || mobile.is_some() {
             for (field, holder) in [
                 (
@@ -309,6 +304,18 @@ impl Core {
                     return Err(Error::Conflict(field));
                 }
             }
+        }
+
+        // Everything is checked. The change the store may still refuse (the
+        // roles: not the last administrator's) goes first, so that its
+        // refusal leaves nothing half done.
+        if let Some(roles) = &patch.roles {
+            self.set_account_roles(id, roles, actor).await?;
+        }
+        if let Some(enabled) = enabled {
+            self.set_enabled(id, enabled, actor).await?;
+        }
+        if email.is_some() || mobile.is_some() {
             let change = ContactChange {
                 email: email.map(|e| e.map(|e| (e.as_str().to_owned(), e.key().to_owned()))),
                 mobile: mobile.map(|m| m.map(|m| m.as_str().to_owned())),

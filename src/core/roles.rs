@@ -193,6 +193,23 @@ impl Core {
         Ok(())
     }
 
+    /// Role names as given to an account: well-formed, at most 32, each
+    /// once, and every one a role that exists.
+    pub(super) async fn known_role_names(&self, roles: &[String]) -> Result<Vec<String>> {
+        let roles = names(roles, "roles", MAX_ROLES)?;
+        let known = self.store.role_names().await?;
+        if let Some(unknown) = roles.iter().find(|r| !known.contains(r)) {
+            return Err(Error::invalid(
+                "roles",
+                format!(
+                    "there is no role {unknown:?}; the roles are {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        Ok(roles)
+    }
+
     /// Replaces the roles an account holds.
     pub async fn set_account_roles(
         &self,
@@ -200,15 +217,8 @@ impl Core {
         roles: &[String],
         actor: &Actor,
     ) -> Result<Account> {
-        let roles = names(roles, "roles", MAX_ROLES)?;
+        let roles = self.known_role_names(roles).await?;
         let before = self.account(id).await?;
-        let known = self.roles().await?;
-        if let Some(unknown) = roles.iter().find(|r| !known.iter().any(|k| &k.name == *r)) {
-            return Err(Error::invalid(
-                "roles",
-                format!("there is no role {unknown:?}"),
-            ));
-        }
         if !self.store.set_account_roles(id, &roles, self.now()).await? {
             return Err(Error::NotFound("account"));
         }

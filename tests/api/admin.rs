@@ -397,7 +397,13 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
             json!({"username": "c5", "password": PASSWORD, "roles": ["nope"]}),
             400,
             "invalid_input",
-            "role",
+            "roles",
+        ),
+        (
+            json!({"username": "c5", "password": PASSWORD, "roles": ["Not A Name"]}),
+            400,
+            "invalid_input",
+            "roles",
         ),
         (
             json!({"username": "c6", "password": PASSWORD, "max_api_calls": -1}),
@@ -428,6 +434,9 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     assert_problem(unknown, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
     let missing = create(json!({"username": "c11"})).await;
     assert_problem(missing, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    let twice = create(json!({"username": "c13", "password": PASSWORD, "roles": ["user", "user"]})).await;
+    assert_eq!(twice.status(), StatusCode::CREATED);
+    assert_eq!(twice.json::<Value>().await.unwrap()["roles"], json!(["user"]));
     for name in ["c5", "c6", "c7", "c8", "c9", "c10", "c11", "c12"] {
         assert!(
             admin.app.core.find_by_username(name).await.is_err(),
@@ -458,6 +467,19 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
             "invalid_input",
             "max_api_calls",
         ),
+        // Good changes beside a bad one: none of them is applied.
+        (
+            json!({"status": "disabled", "roles": ["no-such-role"]}),
+            400,
+            "invalid_input",
+            "roles",
+        ),
+        (
+            json!({"status": "disabled", "roles": ["administrator"], "email": "carol@example.com"}),
+            409,
+            "conflict",
+            "email",
+        ),
     ] {
         let response = patch(body.clone()).await;
         let problem = assert_problem(response, StatusCode::from_u16(status).unwrap(), code).await;
@@ -468,6 +490,8 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         .await;
     assert_eq!(shown["display_name"], "", "a refused change wrote nothing");
     assert_eq!(shown["email"], Value::Null);
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["roles"], json!(["user"]));
 
     for query in [
         "limit=0",

@@ -281,7 +281,7 @@ async fn the_user_commands_manage_accounts_while_the_server_runs() {
         "bob password 1",
     );
     assert!(
-        text(&unknown_role.stderr).contains("unknown role"),
+        text(&unknown_role.stderr).contains("there is no role \"wizard\""),
         "{}",
         text(&unknown_role.stderr)
     );
