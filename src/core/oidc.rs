@@ -877,7 +877,7 @@ impl Core {
             }
         };
         let account = self.account_with_usage(code.account_id).await?;
-        if self.ensure_live(&session.id, account.id).await.is_err() {
+        if !self.is_live(&session.id, account.id).await? {
             return Err(OAuthError::new(
                 "invalid_grant",
                 "the account is not active",
@@ -1152,7 +1152,9 @@ impl Core {
                 let Ok(sub) = claims.sub.parse::<i64>() else {
                     return Ok(inactive());
                 };
-                if self.ensure_live(&claims.sid, sub).await.is_err() {
+                // Not live: inactive. Cannot tell (the store is away): an
+                // error, never a live token called inactive.
+                if !self.is_live(&claims.sid, sub).await? {
                     return Ok(inactive());
                 }
                 if let Ok(account) = self.account_with_usage(sub).await {
@@ -1182,10 +1184,7 @@ impl Core {
         if is_opaque_token(token)
             && let Some(found) = self.store.find_access_token(&hash_token(token)).await?
             && now < found.expires_at
-            && self
-                .ensure_live(&found.session_id, found.account_id)
-                .await
-                .is_ok()
+            && self.is_live(&found.session_id, found.account_id).await?
         {
             answer.insert("active".into(), json!(true));
             answer.insert("token_type".into(), json!("Bearer"));

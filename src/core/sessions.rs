@@ -173,17 +173,27 @@ pub struct SessionView {
 impl Core {
     /// Fails with `Unauthenticated` unless session `id` of `account_id` is live.
     pub(crate) async fn ensure_live(&self, id: &str, account_id: i64) -> Result<()> {
+        if self.is_live(id, account_id).await? {
+            Ok(())
+        } else {
+            Err(Error::Unauthenticated)
+        }
+    }
+
+    /// Whether session `id` of `account_id` is live; an error only when
+    /// that cannot be told (the store is unavailable).
+    pub(crate) async fn is_live(&self, id: &str, account_id: i64) -> Result<bool> {
         let now = self.now();
         if self.caches.session_is_live(id, account_id, now) {
-            return Ok(());
+            return Ok(true);
         }
         let seen = self.caches.live.generation.now();
         match self.store.get_session(&id.to_owned()).await? {
             Some(session) if session.account_id == account_id && session.is_live(now) => {
                 self.caches.live.remember(&session, now, seen);
-                Ok(())
+                Ok(true)
             }
-            _ => Err(Error::Unauthenticated),
+            _ => Ok(false),
         }
     }
 

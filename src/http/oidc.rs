@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -115,6 +116,58 @@ fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
         ));
     }
     parse_params(body).map_err(|refusal| OAuthError::new("invalid_request", refusal.text(Lang::En)))
+}
+
+/// Whether a body that could not be taken was too large (or else cut off).
+fn too_large(rejection: &BytesRejection) -> bool {
+    rejection.status() == StatusCode::PAYLOAD_TOO_LARGE
+}
+
+/// The body of an endpoint for programs (token, introspection, revocation,
+/// userinfo): one too large or cut off is refused as RFC 6749 says, not in
+/// axum's plain text.
+pub(super) struct ApiBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        Bytes::from_request(request, state)
+            .await
+            .map(ApiBody)
+            .map_err(|rejection| {
+                oauth_error(if too_large(&rejection) {
+                    OAuthError {
+                        status: StatusCode::PAYLOAD_TOO_LARGE.as_u16(),
+                        ..OAuthError::new("invalid_request", "the request body is too large")
+                    }
+                } else {
+                    OAuthError::new("invalid_request", "the request body could not be read")
+                })
+            })
+    }
+}
+
+/// The body of a hosted page's form (authorize, sign-in, logout): one too
+/// large or cut off gets the error page.
+pub(super) struct PageBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for PageBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let lang = Lang::from_headers(request.headers());
+        Bytes::from_request(request, state)
+            .await
+            .map(PageBody)
+            .map_err(|rejection| {
+                if too_large(&rejection) {
+                    error_page(lang, StatusCode::PAYLOAD_TOO_LARGE, &Refusal::TooLarge)
+                } else {
+                    error_page(lang, StatusCode::BAD_REQUEST, &Refusal::Unreadable)
+                }
+            })
+    }
 }
 
 /// A hosted page's form: refusals in the page's words.
@@ -298,7 +351,7 @@ pub(super) async fn authorize_get(
 pub(super) async fn authorize_post(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    PageBody(body): PageBody,
 ) -> Response {
     let lang = Lang::from_headers(&headers);
     match page_form(&headers, &body) {
@@ -452,7 +505,7 @@ pub(super) async fn sign_in(
     State(state): State<AppState>,
     Client(info): Client,
     headers: HeaderMap,
-    body: Bytes,
+    PageBody(body): PageBody,
 ) -> Response {
     let lang = Lang::from_headers(&headers);
     let t = page::text(lang);
@@ -631,7 +684,7 @@ pub(super) async fn token(
     State(state): State<AppState>,
     Client(info): Client,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBody(body): ApiBody,
 ) -> Response {
     let (params, client) = match client_request(&state, &headers, &body).await {
         Ok(request) => request,
@@ -701,6 +754,9 @@ async fn userinfo_for(state: &AppState, token: Option<&str>) -> Response {
             tracing::error!(%error, "userinfo failed");
             oauth_error(error.into())
         }
+        // Busy (the pool, the store away): the token may well be good, so
+        // the client is told to retry, not to throw it away.
+        Err(error @ Error::Busy { .. }) => oauth_error(error.into()),
         Err(_) => bearer_error(StatusCode::UNAUTHORIZED, "invalid_token"),
     }
 }
@@ -727,7 +783,7 @@ pub(super) async fn userinfo_get(State(state): State<AppState>, headers: HeaderM
 pub(super) async fn userinfo_post(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBody(body): ApiBody,
 ) -> Response {
     if let Some(token) = bearer_token(&headers) {
         return userinfo_for(&state, Some(token)).await;
@@ -752,7 +808,7 @@ pub(super) async fn userinfo_post(
 pub(super) async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBody(body): ApiBody,
 ) -> Response {
     let (params, client) = match client_request(&state, &headers, &body).await {
         Ok(request) => request,
@@ -780,7 +836,7 @@ pub(super) async fn revoke(
     State(state): State<AppState>,
     Client(info): Client,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBody(body): ApiBody,
 ) -> Response {
     let (params, client) = match client_request(&state, &headers, &body).await {
         Ok(request) => request,
@@ -862,7 +918,7 @@ pub(super) async fn logout_get(
 pub(super) async fn logout_post(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    PageBody(body): PageBody,
 ) -> Response {
     let lang = Lang::from_headers(&headers);
     match page_form(&headers, &body) {

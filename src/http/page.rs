@@ -136,6 +136,10 @@ pub enum Refusal {
     Repeated(String),
     /// A form body of another type.
     NotForm,
+    /// A body over the size limit.
+    TooLarge,
+    /// A body that could not be read (cut off).
+    Unreadable,
     /// An `id_token_hint` Sesame did not sign.
     BadHint,
     /// A `post_logout_redirect_uri` the client did not register.
@@ -181,6 +185,8 @@ impl Refusal {
                 "The form was sent in an unexpected format.",
                 "表单提交格式不正确。",
             ),
+            Refusal::TooLarge => ("The form is too large.", "表单内容过大。"),
+            Refusal::Unreadable => ("The form could not be read.", "无法读取表单。"),
             Refusal::BadHint => (
                 "The sign-out request is not valid (id_token_hint).",
                 "退出请求无效（id_token_hint）。",

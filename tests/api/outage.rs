@@ -128,3 +128,65 @@ async fn a_database_outage_is_a_503_and_the_pool_recovers() {
         StatusCode::OK
     );
 }
+
+/// The OAuth face during a database outage: a token that may well be good
+/// gets `temporarily_unavailable` (retry), never `invalid_token` (throw it
+/// away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oauth_face_says_retry_during_a_database_outage() {
+    let deployment = Deployment::new().await;
+    let mut raw = sesame::config::RawConfig::default();
+    deployment.apply(&mut raw);
+    let database_url = raw.database_url.clone().unwrap();
+    let mut relay = Relay::start_to(0, authority(&database_url)).await;
+    let relayed = database_url.replacen(
+        &authority(&database_url),
+        &format!("127.0.0.1:{}", relay.port),
+        1,
+    );
+    let app = TestApp::spawn_in(deployment, |c| {
+        c.database_url = Some(relayed);
+        c.database.connect_timeout = 1;
+    })
+    .await;
+    app.create_user_full("alice", Some("alice@example.com"), None, &[])
+        .await;
+    let secret = crate::oidc::clients(&app).await;
+    let tokens: serde_json::Value = crate::oidc::token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("scope", "openid profile"),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crate::oidc::userinfo(&app, &access).await.status(),
+        StatusCode::OK
+    );
+
+    relay.cut();
+    let answer = crate::oidc::userinfo(&app, &access).await;
+    match backend() {
+        // The caches still vouch for the session (notices arrive by Redis).
+        Backend::PostgresRedis => assert_eq!(answer.status(), StatusCode::OK),
+        _ => {
+            eventually("the node stops trusting its caches", async || {
+                !app.core.caches_trusted()
+            })
+            .await;
+            let answer = crate::oidc::userinfo(&app, &access).await;
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(answer.headers().contains_key("retry-after"));
+            let body: serde_json::Value = answer.json().await.unwrap();
+            assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+        }
+    }
+}
