@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{Problem, Problems};
-use super::extract::{ApiJson, Client, bearer_token};
+use super::extract::{ApiJson, Client, Param, bearer_token};
 use super::views::{AuditView, RoleView, SessionOut, UserView};
 use crate::core::Error;
 use crate::core::accounts::AccountSpec;
@@ -84,25 +84,6 @@ impl FromRequestParts<AppState> for Admin {
             username: account.username.clone(),
             client,
         }))
-    }
-}
-
-/// The one path parameter of a route, as text; one that does not decode,
-/// or holds a control character (no name or id does; PostgreSQL would
-/// refuse a NUL with an error), names nothing that exists (404, as a
-/// problem).
-pub(super) struct Param(String);
-
-impl FromRequestParts<AppState> for Param {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        Path::<String>::from_request_parts(parts, state)
-            .await
-            .ok()
-            .filter(|Path(value)| !value.chars().any(char::is_control))
-            .map(|Path(value)| Param(value))
-            .ok_or_else(|| Problem::from(Error::NotFound("resource")))
     }
 }
 

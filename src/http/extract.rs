@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use ipnet::IpNet;
@@ -301,6 +301,25 @@ fn parse_node(raw: &str) -> Option<IpAddr> {
         .parse::<std::net::Ipv4Addr>()
         .ok()
         .map(IpAddr::V4)
+}
+
+/// The one path parameter of a route, as text; one that does not decode,
+/// or holds a control character (no name or id does; PostgreSQL would
+/// refuse a NUL with an error), names nothing that exists (404, as a
+/// problem).
+pub struct Param(pub String);
+
+impl FromRequestParts<AppState> for Param {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .filter(|Path(value)| !value.chars().any(char::is_control))
+            .map(|Path(value)| Param(value))
+            .ok_or_else(|| Problem::from(crate::core::Error::NotFound("resource")))
+    }
 }
 
 #[cfg(test)]

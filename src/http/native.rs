@@ -1,7 +1,7 @@
 //! The native API under `/v1`: login, refresh, logout and the caller's own
 //! account and sessions. Handlers parse, call the core, and render.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -11,7 +11,9 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{Problem, Problems};
-use super::extract::{ApiJson, Authenticated, Client, parse_json, read_body, with_device_token};
+use super::extract::{
+    ApiJson, Authenticated, Client, Param, parse_json, read_body, with_device_token,
+};
 use super::views::{GrantView, SessionOut, UserView};
 use crate::core::accounts::ProfileChange;
 use crate::core::domain::{LoginId, Password, Platform};
@@ -264,7 +266,7 @@ pub(super) async fn end_session(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Client(client): Client,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<StatusCode, Problem> {
     state.core.end_my_session(&principal, &id, &client).await?;
     Ok(StatusCode::NO_CONTENT)

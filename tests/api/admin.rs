@@ -80,14 +80,17 @@ async fn control_characters_in_a_path_name_nothing() {
         (Method::GET, "/v1/admin/roles/a%00b"),
         (Method::DELETE, "/v1/admin/roles/%07"),
         (Method::GET, "/v1/admin/users/%00"),
+        (Method::GET, "/v1/admin/users/%FF"),
     ] {
         let response = admin.call(method.clone(), path, None).await;
-        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
     }
-    let response = admin
-        .call_as(&admin.ann, Method::DELETE, "/v1/me/sessions/%00", None)
-        .await;
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    for path in ["/v1/me/sessions/%00", "/v1/me/sessions/%FF%FE"] {
+        let response = admin
+            .call_as(&admin.ann, Method::DELETE, path, None)
+            .await;
+        assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
+    }
     let response = admin
         .call_as(
             &admin.ann,
