@@ -77,6 +77,23 @@ pub fn router() -> Router<AppState> {
         .route("/oauth2/introspect", post(introspect))
         .route("/oauth2/revoke", post(revoke))
         .route("/oauth2/logout", get(logout_get).post(logout_post))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Another method on a route: the hosted pages show their error page, the
+/// endpoints for programs answer as RFC 6749 does.
+async fn method_not_allowed(uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    if matches!(
+        uri.path(),
+        "/oauth2/authorize" | "/oauth2/authorize/sign-in" | "/oauth2/logout"
+    ) {
+        let lang = Lang::from_headers(&headers);
+        return error_page(lang, StatusCode::METHOD_NOT_ALLOWED, &Refusal::Method);
+    }
+    oauth_error(OAuthError {
+        status: StatusCode::METHOD_NOT_ALLOWED.as_u16(),
+        ..OAuthError::new("invalid_request", "this endpoint does not take that method")
+    })
 }
 
 // ---------------------------------------------------------------- parameters

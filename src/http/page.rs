@@ -136,6 +136,8 @@ pub enum Refusal {
     Repeated(String),
     /// A form body of another type.
     NotForm,
+    /// A method the page does not take.
+    Method,
     /// A body over the size limit.
     TooLarge,
     /// A body that could not be read (cut off).
@@ -184,6 +186,10 @@ impl Refusal {
             Refusal::NotForm => (
                 "The form was sent in an unexpected format.",
                 "表单提交格式不正确。",
+            ),
+            Refusal::Method => (
+                "This page does not take that kind of request.",
+                "此页面不接受该请求方式。",
             ),
             Refusal::TooLarge => ("The form is too large.", "表单内容过大。"),
             Refusal::Unreadable => ("The form could not be read.", "无法读取表单。"),

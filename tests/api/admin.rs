@@ -86,9 +86,7 @@ async fn control_characters_in_a_path_name_nothing() {
         assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
     }
     for path in ["/v1/me/sessions/%00", "/v1/me/sessions/%FF%FE"] {
-        let response = admin
-            .call_as(&admin.ann, Method::DELETE, path, None)
-            .await;
+        let response = admin.call_as(&admin.ann, Method::DELETE, path, None).await;
         assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
     }
     let response = admin
@@ -437,9 +435,13 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     assert_problem(unknown, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
     let missing = create(json!({"username": "c11"})).await;
     assert_problem(missing, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
-    let twice = create(json!({"username": "c13", "password": PASSWORD, "roles": ["user", "user"]})).await;
+    let twice =
+        create(json!({"username": "c13", "password": PASSWORD, "roles": ["user", "user"]})).await;
     assert_eq!(twice.status(), StatusCode::CREATED);
-    assert_eq!(twice.json::<Value>().await.unwrap()["roles"], json!(["user"]));
+    assert_eq!(
+        twice.json::<Value>().await.unwrap()["roles"],
+        json!(["user"])
+    );
     for name in ["c5", "c6", "c7", "c8", "c9", "c10", "c11", "c12"] {
         assert!(
             admin.app.core.find_by_username(name).await.is_err(),

@@ -181,8 +181,7 @@ async fn guessing_the_current_password_is_throttled_like_a_login() {
         .await;
         assert_eq!(body["field"], "current_password");
     }
-    let throttled =
-        change_password(&app, access(&grant), PASSWORD, "another good one").await;
+    let throttled = change_password(&app, access(&grant), PASSWORD, "another good one").await;
     assert_eq!(throttled.headers()["retry-after"], "60");
     assert_problem(throttled, StatusCode::TOO_MANY_REQUESTS, "throttled").await;
     app.clock.advance(60);

@@ -24,7 +24,18 @@ const FACE: &str = "ai-gateway";
 
 /// The route.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/login", post(login))
+    Router::new()
+        .route("/api/v1/login", post(login))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Another method on the route, as FastAPI words it.
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "detail": "Method Not Allowed" })),
+    )
+        .into_response()
 }
 
 #[utoipa::path(post, path = "/api/v1/login", tag = "ai-gateway", operation_id = "ai_gateway_login",

@@ -49,6 +49,16 @@ pub fn router() -> Router<AppState> {
             "/api/v1/user/method/refresh.token.user",
             get(refresh).post(refresh),
         )
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Another method on the routes, in this face's `{status, message}`.
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "status": 405, "message": "请求方式不被允许" })),
+    )
+        .into_response()
 }
 
 /// A refusal in the contract's words.

@@ -35,6 +35,13 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/user/login", post(login))
         .route("/user/login/", post(login))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Another method on the route, as this face words its errors: a bare
+/// JSON string.
+async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, Json("请求方式不被允许。")).into_response()
 }
 
 fn envelope(status: StatusCode, message: &str, data: Value) -> Response {

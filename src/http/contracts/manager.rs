@@ -25,7 +25,18 @@ const FACE: &str = "manager";
 
 /// The route.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/manager/login", post(login))
+    Router::new()
+        .route("/manager/login", post(login))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Another method on the route, in this face's `{"error": …}`.
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "error": "Method not allowed" })),
+    )
+        .into_response()
 }
 
 #[utoipa::path(post, path = "/manager/login", tag = "manager", operation_id = "manager_login",

@@ -47,7 +47,18 @@ const FACE: &str = "users-actions";
 
 /// The route.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/users/actions/login", post(login))
+    Router::new()
+        .route("/api/v1/users/actions/login", post(login))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Another method on the route, in this face's `{code, message}`.
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "code": 405, "message": "请求方式不被允许" })),
+    )
+        .into_response()
 }
 
 #[utoipa::path(post, path = "/api/v1/users/actions/login", tag = "users-actions", operation_id = "users_actions_login",

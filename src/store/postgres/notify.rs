@@ -287,10 +287,7 @@ mod tests {
                 events.last() == Some(&NoticeEvent::Resumed) && events.len() >= 3
             })
             .await;
-        publisher
-            .publish(&Notice::AccountChanged(3))
-            .await
-            .unwrap();
+        publisher.publish(&Notice::AccountChanged(3)).await.unwrap();
         let wanted = NoticeEvent::Notice(Notice::AccountChanged(3));
         heard
             .wait_for(Duration::from_secs(5), |events| events.contains(&wanted))

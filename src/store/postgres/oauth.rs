@@ -237,24 +237,23 @@ impl OAuthStore for PostgresStore {
         // commit and then finds the session it opens (`revoke_account_sessions`
         // locks the account before it reads the sessions;
         // `end_session_and_its_clients` looks for the browser session's own).
-        let live = sqlx::query(
-            "SELECT 1 FROM accounts WHERE id = $1 AND status <> 'disabled' FOR SHARE",
-        )
-        .bind(code.account_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .is_some()
-            && sqlx::query(
-                "SELECT 1 FROM sessions WHERE id = $1 AND revoked_at IS NULL \
+        let live =
+            sqlx::query("SELECT 1 FROM accounts WHERE id = $1 AND status <> 'disabled' FOR SHARE")
+                .bind(code.account_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .is_some()
+                && sqlx::query(
+                    "SELECT 1 FROM sessions WHERE id = $1 AND revoked_at IS NULL \
                  AND expires_at > $2 FOR SHARE",
-            )
-            .bind(&code.browser_session)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .is_some();
+                )
+                .bind(&code.browser_session)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .is_some();
         if !live {
             return Ok(Redemption::Invalid);
         }

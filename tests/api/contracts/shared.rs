@@ -72,3 +72,52 @@ async fn contracts_can_be_switched_off_one_by_one() {
     let on = app.post_json("/api/v1/login", &json!({})).await;
     assert_eq!(on.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// A method a route does not take is refused in that face's own shape,
+/// not in another face's.
+#[tokio::test]
+async fn another_method_is_refused_in_each_faces_own_shape() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::new();
+    for (method, path, expected) in [
+        (
+            reqwest::Method::GET,
+            "/api/v1/login",
+            json!({"detail": "Method Not Allowed"}),
+        ),
+        (
+            reqwest::Method::GET,
+            "/manager/login",
+            json!({"error": "Method not allowed"}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/users/actions/login",
+            json!({"code": 405, "message": "请求方式不被允许"}),
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/user/method/login.user.user/",
+            json!({"status": 405, "message": "请求方式不被允许"}),
+        ),
+        (
+            reqwest::Method::GET,
+            "/user/login",
+            json!("请求方式不被允许。"),
+        ),
+    ] {
+        let response = http
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert!(response.headers().contains_key("allow"), "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body, expected, "{method} {path}");
+    }
+}
