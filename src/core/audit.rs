@@ -9,6 +9,7 @@
 //! at most that interval's events. Events older than the retention are
 //! purged hourly.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ use crate::store::{Account, AuditEvent, Store};
 /// How often buffered events are written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 const PURGE_EVERY: u32 = 4 * 3600;
+/// Events deleted per statement of a purge.
+const PURGE_BATCH: u32 = 5_000;
 
 /// Builds an event; the core fills in what it knows.
 pub fn event(event: &str, outcome: &str, face: &str) -> AuditEvent {
@@ -161,10 +164,19 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Deletes events past the retention.
+    /// Deletes events past the retention, in batches of [`PURGE_BATCH`]
+    /// (each one short statement: never one delete of an hour's millions
+    /// of rows that the statement timeout would cancel every time).
     pub async fn purge(&self) -> Result<u64> {
         let cutoff: UnixTime = self.clock.now() - self.retention_days * 86_400;
-        Ok(self.store.purge_audit_events(cutoff).await?)
+        let mut purged = 0;
+        loop {
+            let batch = self.store.purge_audit_events(cutoff, PURGE_BATCH).await?;
+            purged += batch;
+            if batch < u64::from(PURGE_BATCH) {
+                return Ok(purged);
+            }
+        }
     }
 
     /// Flushes every [`FLUSH_INTERVAL`] and purges hourly, until dropped.
@@ -174,16 +186,22 @@ impl AuditLog {
             let mut tick = tokio::time::interval(FLUSH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut ticks: u32 = 0;
+            let purging = Arc::new(AtomicBool::new(false));
             loop {
                 tick.tick().await;
                 let Some(log) = weak.upgrade() else { return };
                 if let Err(error) = log.flush().await {
                     tracing::warn!(%error, "could not write audit events; will retry");
                 }
-                if ticks.is_multiple_of(PURGE_EVERY)
-                    && let Err(error) = log.purge().await
-                {
-                    tracing::warn!(%error, "could not purge old audit events");
+                // On its own task: a long purge must not hold up the flushes.
+                if ticks.is_multiple_of(PURGE_EVERY) && !purging.swap(true, Ordering::AcqRel) {
+                    let purging = Arc::clone(&purging);
+                    tokio::spawn(async move {
+                        if let Err(error) = log.purge().await {
+                            tracing::warn!(%error, "could not purge old audit events");
+                        }
+                        purging.store(false, Ordering::Release);
+                    });
                 }
                 ticks = ticks.wrapping_add(1);
             }

@@ -535,6 +535,35 @@ pub async fn purge_removes_only_what_ended(store: Arc<dyn Store>) {
     );
     assert_eq!(store.purge(&cutoffs, 1).await.unwrap(), Default::default());
 
+    // Audit events past their retention, in batches too.
+    let events: Vec<crate::store::AuditEvent> = [10, 20, 30, 500]
+        .into_iter()
+        .map(|at| crate::store::AuditEvent {
+            id: 0,
+            at,
+            event: "login".into(),
+            outcome: "success".into(),
+            face: "native".into(),
+            account_id: None,
+            username: None,
+            ip: None,
+            user_agent: None,
+            detail: None,
+        })
+        .collect();
+    store.insert_audit_events(&events).await.unwrap();
+    assert_eq!(store.purge_audit_events(100, 2).await.unwrap(), 2);
+    assert_eq!(store.purge_audit_events(100, 2).await.unwrap(), 1);
+    assert_eq!(store.purge_audit_events(100, 2).await.unwrap(), 0);
+    let kept = store
+        .list_audit_events(&crate::store::AuditQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kept.iter().map(|e| e.at).collect::<Vec<_>>(), [500]);
+
     assert!(
         store
             .get_session(&"s-revoked".to_owned())

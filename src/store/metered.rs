@@ -357,9 +357,12 @@ impl AuditStore for MeteredStore {
         self.time("list_audit_events", self.inner.list_audit_events(query))
             .await
     }
-    async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64> {
-        self.time("purge_audit_events", self.inner.purge_audit_events(before))
-            .await
+    async fn purge_audit_events(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        self.time(
+            "purge_audit_events",
+            self.inner.purge_audit_events(before, batch),
+        )
+        .await
     }
 }
 

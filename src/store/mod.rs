@@ -383,8 +383,10 @@ pub trait AuditStore: Send + Sync {
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;
     /// The newest events first, optionally of one account.
     async fn list_audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
-    /// Deletes events older than `before`; returns how many.
-    async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64>;
+    /// Deletes at most `batch` events older than `before`; returns how
+    /// many. Safe to run on many nodes at once (rows another node is
+    /// deleting are skipped).
+    async fn purge_audit_events(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
 }
 
 /// Token signing keys.

@@ -74,12 +74,16 @@ impl AuditStore for PostgresStore {
         .collect()
     }
 
-    async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64> {
-        sqlx::query("DELETE FROM audit_events WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(db_error)
+    async fn purge_audit_events(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        sqlx::query(
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events \
+             WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(db_error)
     }
 }

@@ -83,12 +83,15 @@ impl AuditStore for SqliteStore {
         .await
     }
 
-    async fn purge_audit_events(&self, before: UnixTime) -> StoreResult<u64> {
+    async fn purge_audit_events(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
         self.write_off_workers(move |conn| {
-            conn.prepare_cached("DELETE FROM audit_events WHERE at < ?")
-                .and_then(|mut delete| delete.execute([before]))
-                .map(|purged| purged as u64)
-                .map_err(db_error)
+            conn.prepare_cached(
+                "DELETE FROM audit_events WHERE id IN \
+                 (SELECT id FROM audit_events WHERE at < ? LIMIT ?)",
+            )
+            .and_then(|mut delete| delete.execute([before, i64::from(batch)]))
+            .map(|purged| purged as u64)
+            .map_err(db_error)
         })
         .await
     }
