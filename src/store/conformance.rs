@@ -1069,3 +1069,42 @@ pub async fn ending_all_sessions_races_a_code_exchange(store: Arc<dyn Store>) {
         );
     }
 }
+
+/// Eight concurrent replacements of one session's opaque access token leave
+/// exactly one of them; a session that is gone gets none.
+pub async fn one_opaque_token_per_session(store: Arc<dyn Store>) {
+    sessions(&*store, 1).await;
+    for round in 0..4u8 {
+        let replacing = (0..8u8).map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .replace_access_token(&"s0".to_owned(), &[round * 8 + i; 32], 1000)
+                    .await
+                    .unwrap()
+            })
+        });
+        for replacement in replacing.collect::<Vec<_>>() {
+            replacement.await.unwrap();
+        }
+        let mut live = 0;
+        for hash in 0..32u8 {
+            if store
+                .find_access_token(&[hash; 32])
+                .await
+                .unwrap()
+                .is_some()
+            {
+                live += 1;
+            }
+        }
+        assert_eq!(live, 1, "round {round}");
+    }
+    assert!(
+        !store
+            .replace_access_token(&"no-such-session".to_owned(), &[99; 32], 1000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.find_access_token(&[99; 32]).await.unwrap(), None);
+}

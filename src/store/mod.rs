@@ -318,7 +318,9 @@ pub trait SessionStore: Send + Sync {
         &self,
         hash: &TokenHash,
     ) -> StoreResult<Option<(RefreshToken, Session)>>;
-    /// Makes `hash` the session's one opaque access token, deleting any other.
+    /// Makes `hash` the session's one opaque access token, deleting any
+    /// other (concurrent calls for one session leave exactly one); true if
+    /// there was one. A session that no longer exists gets none.
     async fn replace_access_token(
         &self,
         session_id: &SessionId,

@@ -320,6 +320,14 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_opaque_token_replacements_leave_one() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::one_opaque_token_per_session(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nodes_starting_together_migrate_once() {
         let Some((db, _store)) = store().await else {
             return;

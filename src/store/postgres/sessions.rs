@@ -256,8 +256,22 @@ impl SessionStore for PostgresStore {
         hash: &TokenHash,
         expires_at: UnixTime,
     ) -> StoreResult<bool> {
-        // One statement: the delete and the insert commit together.
-        sqlx::query_scalar(
+        // The session's row is locked first, so that two replacements for
+        // one session (a refresh retried on two nodes) take turns: the
+        // second one's delete, whose snapshot is taken after the lock, then
+        // finds the first one's token. Without it, each would delete only
+        // the token before both and insert its own: two live tokens. A
+        // session gone meanwhile (its account deleted) gets none.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let session = sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(session_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if session.is_none() {
+            return Ok(false);
+        }
+        let replaced = sqlx::query_scalar(
             "WITH gone AS (DELETE FROM access_tokens WHERE session_id = $2 RETURNING 1), \
              made AS (INSERT INTO access_tokens (token_hash, session_id, expires_at) \
                VALUES ($1, $2, $3) RETURNING 1) \
@@ -266,9 +280,11 @@ impl SessionStore for PostgresStore {
         .bind(&hash[..])
         .bind(session_id)
         .bind(expires_at)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(db_error)
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(replaced)
     }
 
     async fn find_access_token(&self, hash: &TokenHash) -> StoreResult<Option<OpaqueAccessToken>> {

@@ -270,8 +270,10 @@ impl SessionStore for SqliteStore {
                 .prepare_cached("DELETE FROM access_tokens WHERE session_id = ?")
                 .and_then(|mut delete| delete.execute([&session_id]))
                 .map_err(db_error)?;
+            // None for a session gone meanwhile (its account deleted).
             conn.prepare_cached(
-                "INSERT INTO access_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
+                "INSERT INTO access_tokens (token_hash, session_id, expires_at) \
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?2)",
             )
             .and_then(|mut insert| insert.execute(params![&hash[..], session_id, expires_at]))
             .map(|_| replaced > 0)
@@ -463,5 +465,11 @@ mod tests {
     async fn ending_all_sessions_while_a_code_is_exchanged_leaves_none_live() {
         let (_dir, store) = store().await;
         conformance::ending_all_sessions_races_a_code_exchange(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_opaque_token_replacements_leave_one() {
+        let (_dir, store) = store().await;
+        conformance::one_opaque_token_per_session(store).await;
     }
 }
