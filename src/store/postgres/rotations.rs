@@ -17,11 +17,12 @@
 //! run but answered with what they would have found right after the first
 //! (the token rotated by it, with its time and salt), as if they had come
 //! next. So a flood of one string, valid or not, costs one row per batch
-//! and never holds up other tokens. Two batches locking two tokens in
-//! opposite orders could deadlock; PostgreSQL then aborts one, which is
-//! run again.
+//! and never holds up other tokens. Each batch's rows are in the tokens'
+//! order, so that two batches sharing tokens lock them in one order; should
+//! a plan still lock them otherwise and deadlock, PostgreSQL aborts one,
+//! which is run again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::Row;
@@ -130,7 +131,8 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
 /// The rotations of one statement: one per token, and the further
 /// presentations of those tokens that came with them.
 struct Batch {
-    /// One job per token, in the order they came: the statement's rows.
+    /// One job per token (its first presentation), in the tokens' order:
+    /// the statement's rows.
     firsts: Vec<Job>,
     /// Each further presentation, with the index of its token's first.
     copies: Vec<(usize, Job)>,
@@ -139,17 +141,29 @@ struct Batch {
 impl Batch {
     fn of(jobs: Vec<Job>) -> Self {
         let mut firsts: Vec<Job> = Vec::with_capacity(jobs.len());
-        let mut index: HashMap<TokenHash, usize> = HashMap::with_capacity(jobs.len());
-        let mut copies = Vec::new();
+        let mut later = Vec::new();
+        let mut seen: HashSet<TokenHash> = HashSet::with_capacity(jobs.len());
         for job in jobs {
-            match index.get(&job.hash) {
-                Some(&first) => copies.push((first, job)),
-                None => {
-                    index.insert(job.hash, firsts.len());
-                    firsts.push(job);
-                }
+            if seen.insert(job.hash) {
+                firsts.push(job);
+            } else {
+                later.push(job);
             }
         }
+        // Rows in the tokens' order, the same for every batch on every
+        // node, so that batches sharing tokens lock them in one order and
+        // wait for each other rather than deadlock (whatever the plan, the
+        // rows come in the input's order when it drives the join).
+        firsts.sort_by(|a, b| a.hash.cmp(&b.hash));
+        let index: HashMap<TokenHash, usize> = firsts
+            .iter()
+            .enumerate()
+            .map(|(i, job)| (job.hash, i))
+            .collect();
+        let copies = later
+            .into_iter()
+            .filter_map(|job| index.get(&job.hash).map(|&first| (first, job)))
+            .collect();
         Self { firsts, copies }
     }
 }
@@ -295,13 +309,21 @@ mod tests {
     #[test]
     fn each_token_is_one_row_of_its_batch() {
         let jobs = (0..100u8)
+            .rev()
             .map(|n| if n % 5 == 0 { job(0, n) } else { job(n, n) })
             .collect();
         let batch = Batch::of(jobs);
         assert_eq!(batch.firsts.len(), 81);
         assert_eq!(batch.copies.len(), 19);
-        assert_eq!(batch.firsts[0].salt, [0, 0], "the first presentation leads");
-        assert_eq!(batch.firsts[1].salt, [1, 1], "then the others in order");
+        assert_eq!(
+            batch.firsts[0].salt,
+            [0, 95],
+            "the token's first presentation is its row"
+        );
+        assert!(
+            batch.firsts.windows(2).all(|w| w[0].hash < w[1].hash),
+            "rows in the tokens' order, whatever the order they came in"
+        );
         assert!(
             batch
                 .copies
