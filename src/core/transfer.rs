@@ -73,6 +73,14 @@ const MAX_SALT_BYTES: usize = 64;
 const MAX_USER_AGENT_CHARS: usize = 256;
 /// Longest successor salt accepted, in bytes (Sesame's are 32).
 const MAX_SUCCESSOR_SALT_BYTES: usize = 64;
+/// The latest time a line may carry: 9999-12-31T23:59:59Z. Later ones (up to
+/// `i64::MAX`) would overflow the arithmetic on them (an expiry plus a
+/// lifetime) and mean nothing anyway.
+const LATEST_TIME: i64 = 253_402_300_799;
+/// The largest count a line may carry: 2^53 − 1, which every JSON reader
+/// holds exactly, and far from the 64-bit columns' end so that counting on
+/// from it (a login, an API call) never overflows them.
+const MOST_COUNT: i64 = (1 << 53) - 1;
 
 /// The first line of a file.
 #[derive(Debug, Serialize)]
@@ -639,8 +647,10 @@ impl Import {
             ("updated_at", a.updated_at),
             ("last_login_at", a.last_login_at),
         ] {
-            if time.is_some_and(|t| t < 0) {
-                return Err(format!("{field}: must be Unix seconds, 0 or more"));
+            if time.is_some_and(|t| !(0..=LATEST_TIME).contains(&t)) {
+                return Err(format!(
+                    "{field}: must be Unix seconds, from 0 to {LATEST_TIME} (the year 9999)"
+                ));
             }
         }
         let last_login_ip = a
@@ -655,8 +665,8 @@ impl Import {
             ("api_calls_count", a.api_calls_count),
             ("max_api_calls", a.max_api_calls),
         ] {
-            if count < 0 {
-                return Err(format!("{field}: must be 0 or more"));
+            if !(0..=MOST_COUNT).contains(&count) {
+                return Err(format!("{field}: must be from 0 to {MOST_COUNT}"));
             }
         }
         let quota_period = a
@@ -666,8 +676,11 @@ impl Import {
                 QuotaPeriod::parse(p).ok_or("quota_period: must be \"none\", \"day\" or \"month\"")
             })
             .transpose()?;
-        if a.api_calls_period < 0 {
-            return Err("api_calls_period: must be Unix seconds, 0 or more".into());
+        if !(0..=LATEST_TIME).contains(&a.api_calls_period) {
+            return Err(
+                "api_calls_period: must be Unix seconds, from 0 to 253402300799 (the year 9999)"
+                    .into(),
+            );
         }
         let mut roles = a.roles.unwrap_or_else(|| vec![DEFAULT_ROLE.to_owned()]);
         if roles.iter().any(|role| !self.roles.contains(role)) {
@@ -916,7 +929,7 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
             .map_err(|_| "ip: must be an IP address")?;
     let token_style =
         TokenStyle::parse(&s.token_style).ok_or("token_style: must be \"jwt\" or \"opaque\"")?;
-    if s.created_at < 0 || s.expires_at < s.created_at {
+    if s.created_at < 0 || s.expires_at < s.created_at || s.expires_at > LATEST_TIME {
         return Err("expires_at: must not be before created_at (Unix seconds)".into());
     }
     if s.refresh_tokens.is_empty() {
@@ -945,7 +958,11 @@ fn refresh_link(link: RefreshLine) -> std::result::Result<RefreshLink, String> {
     let mut hash = [0u8; 32];
     hex::decode_to_slice(&link.hash, &mut hash)
         .map_err(|_| "hash: must be the 64 hex digits of a SHA-256")?;
-    if link.issued_at < 0 || link.rotated_at.is_some_and(|r| r < link.issued_at) {
+    if !(0..=LATEST_TIME).contains(&link.issued_at)
+        || link
+            .rotated_at
+            .is_some_and(|r| r < link.issued_at || r > LATEST_TIME)
+    {
         return Err("rotated_at: must not be before issued_at (Unix seconds)".into());
     }
     let successor_salt = link
@@ -1262,6 +1279,19 @@ mod tests {
                 "malformed JSON",
             ),
             (r#"["hunter2hunter2"]"#.to_owned(), "not a JSON object"),
+            // Numbers that would overflow what is done with them.
+            (
+                account(r#", "login_count": 9223372036854775807"#),
+                "login_count: must be from 0 to 9007199254740991",
+            ),
+            (
+                account(r#", "api_calls_count": 9007199254740992"#),
+                "api_calls_count: must be from 0",
+            ),
+            (
+                account(r#", "last_login_at": 9223372036854775807"#),
+                "last_login_at: must be Unix seconds, from 0",
+            ),
         ];
         for (line, expected) in cases {
             let refusal = import.parse(5, &line).unwrap_err();
@@ -1269,7 +1299,7 @@ mod tests {
             assert!(!refusal.reason.contains("hunter2"), "{refusal}");
             assert!(!refusal.reason.contains("argon2id$"), "{refusal}");
         }
-        assert_eq!(import.counts().refused, 9);
+        assert_eq!(import.counts().refused, 12);
     }
 
     #[test]
