@@ -154,7 +154,10 @@ fn db_error(error: sqlx::Error) -> StoreError {
         // Class 08: connection exceptions; 53300: too many connections;
         // 57014: statement timeout; 57P01-03: server shutting down or
         // starting; 40001, 40P01: a serialization failure or deadlock, worth
-        // a retry; 25006: a read-only server (a standby after a failover).
+        // a retry; 25006: a read-only server (a standby after a failover);
+        // 23503: a row referring to one deleted meanwhile (a role, a
+        // session), a race with another request that a retry answers
+        // cleanly.
         sqlx::Error::Database(database)
             if database.code().is_some_and(|code| {
                 code.starts_with("08")
@@ -168,6 +171,7 @@ fn db_error(error: sqlx::Error) -> StoreError {
                             | "40001"
                             | "40P01"
                             | "25006"
+                            | "23503"
                     )
             }) =>
         {

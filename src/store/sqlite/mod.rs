@@ -159,6 +159,13 @@ fn db_error(error: rusqlite::Error) -> StoreError {
             }
             StoreError::Database(error.to_string())
         }
+        // A row referring to one deleted meanwhile (a role, a session):
+        // a race with another request, which a retry answers cleanly.
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            StoreError::Unavailable(error.to_string())
+        }
         rusqlite::Error::FromSqlConversionFailure(_, _, cause) => match cause.downcast_ref() {
             Some(Corrupt(what)) => StoreError::Corrupt((*what).to_owned()),
             None => StoreError::Corrupt(cause.to_string()),
