@@ -513,16 +513,19 @@ impl Core {
         // logins from unknown clients spend), charged before the hash.
         let budget = super::guard::account_key(Some(&account), "");
         let rule = &self.settings.abuse.account_rule;
-        if let Err(error) = self.charge_budget(&budget, rule, self.now()).await {
-            self.audit.record(entry.with_outcome("throttled"));
-            return Err(error);
-        }
+        let charge = match self.charge_budget(&budget, rule, self.now()).await {
+            Ok(charge) => charge,
+            Err(error) => {
+                self.audit.record(entry.with_outcome("throttled"));
+                return Err(error);
+            }
+        };
         let checked = self
             .hasher
             .verify(current, &account.verifiers.password_hash)
             .await;
         if !checked.as_ref().is_ok_and(|checked| !checked.matches) {
-            self.refund_budget(&budget, rule).await;
+            self.refund_budget(&budget, rule, charge).await;
         }
         if !checked?.matches {
             self.audit

@@ -13,7 +13,7 @@ use super::Core;
 use super::clock::UnixTime;
 use super::error::{Error, Result};
 use super::tokens::hash_token;
-use crate::limits::{LimitsError, Rule};
+use crate::limits::{Charge, Charged, LimitsError, Rule};
 use crate::store::{Account, ClientKind};
 
 /// Brute-force protection settings.
@@ -100,20 +100,25 @@ pub(crate) fn account_key(account: Option<&Account>, login_key: &str) -> String 
 impl Core {
     /// Charges one attempt to the key's budget under the rule, or says (as
     /// an error) how many seconds it must wait.
-    pub(crate) async fn charge_budget(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<()> {
+    pub(crate) async fn charge_budget(
+        &self,
+        key: &str,
+        rule: &Rule,
+        now: UnixTime,
+    ) -> Result<Charge> {
         match self.limiter.try_charge(key, rule, now).await? {
-            Some(wait) => Err(Error::Throttled {
+            Charged::Wait(wait) => Err(Error::Throttled {
                 retry_after_secs: wait,
             }),
-            None => Ok(()),
+            Charged::Yes(charge) => Ok(charge),
         }
     }
 
     /// Gives back an attempt charged by [`Self::charge_budget`] that was
     /// not a failure. A refund that fails leaves the attempt counted:
     /// logged, never an error of the login.
-    pub(crate) async fn refund_budget(&self, key: &str, rule: &Rule) {
-        if let Err(error) = self.limiter.refund(key, rule, self.now()).await {
+    pub(crate) async fn refund_budget(&self, key: &str, rule: &Rule, charge: Charge) {
+        if let Err(error) = self.limiter.refund(key, rule, charge, self.now()).await {
             tracing::warn!(%error, "could not refund a failure budget");
         }
     }

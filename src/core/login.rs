@@ -220,16 +220,21 @@ impl Core {
         // the login goes through (or nothing was checked): checking first
         // and charging after the hash would let guesses sent at once (to
         // any node) all pass the check before the first of them is counted.
-        let charged = !known;
-        if charged
-            && let Err(error) = self
+        let charge = if known {
+            None
+        } else {
+            match self
                 .charge_budget(&account_key, &abuse.account_rule, now)
                 .await
-        {
-            self.audit
-                .record(base.detail("account throttled").with_outcome("throttled"));
-            return Err(error);
-        }
+            {
+                Ok(charge) => Some(charge),
+                Err(error) => {
+                    self.audit
+                        .record(base.detail("account throttled").with_outcome("throttled"));
+                    return Err(error);
+                }
+            }
+        };
         let checked = self
             .check_credential(account.as_ref(), &attempt, known)
             .await;
@@ -237,8 +242,11 @@ impl Core {
         // permission) keeps its charges like a wrong guess: were it given
         // back, the next attempt's throttling would tell a right password
         // from a wrong one, lockout or not.
-        if charged && matches!(checked, Ok(Refusal::None) | Err(_)) {
-            self.refund_budget(&account_key, &abuse.account_rule).await;
+        if let Some(charge) = charge
+            && matches!(checked, Ok(Refusal::None) | Err(_))
+        {
+            self.refund_budget(&account_key, &abuse.account_rule, charge)
+                .await;
         }
         match checked? {
             Refusal::None => {}

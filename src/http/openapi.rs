@@ -222,10 +222,13 @@ pub(super) mod schemas {
     /// `/readyz`: what answers and what does not.
     #[derive(ToSchema)]
     pub struct Readiness {
-        /// `ready` or `unready`.
+        /// `ready`, `degraded` (serving without Redis) or `unready`.
         status: String,
-        /// The parts that fail: `database`, `redis`, `shutdown`.
+        /// The parts that fail and keep the node from serving: `database`,
+        /// `shutdown`.
         failing: Vec<String>,
+        /// The parts that fail while the node still serves: `redis`.
+        degraded: Vec<String>,
         /// Each part: `ok`, or why not.
         checks: BTreeMap<String, String>,
     }

@@ -28,23 +28,26 @@ pub(super) async fn jwks(State(state): State<AppState>) -> Response {
     response
 }
 
-/// Readiness: the database (and Redis, when configured) answer within a
-/// second, and the server is not stopping. 503 names what fails.
+/// Readiness: the database answers within a second, and the server is not
+/// stopping. 503 names what fails. Redis (when configured) is checked too,
+/// but a node without it still serves (per-node budgets, no cached checks):
+/// it is reported `degraded` with a 200, so that an outage of Redis does not
+/// take every node out of its load balancer at once.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = super::openapi::schemas::Readiness),
-        (status = 503, description = "Not ready: `failing` names the database, Redis or `shutdown`", body = super::openapi::schemas::Readiness),
+        (status = 200, description = "Ready, or `degraded` (Redis does not answer; `degraded` names it)", body = super::openapi::schemas::Readiness),
+        (status = 503, description = "Not ready: `failing` names the database or `shutdown`", body = super::openapi::schemas::Readiness),
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let checks = state
         .core
         .readiness(std::time::Duration::from_secs(1))
         .await;
-    let failing: Vec<&str> = checks
+    let (degraded, failing): (Vec<&str>, Vec<&str>) = checks
         .iter()
         .filter(|(_, result)| result.is_err())
         .map(|(name, _)| *name)
-        .collect();
+        .partition(|name| *name == "redis");
     let detail: serde_json::Map<String, serde_json::Value> = checks
         .iter()
         .map(|(name, result)| {
@@ -65,8 +68,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let mut response = (
         status,
         Json(json!({
-            "status": if failing.is_empty() { "ready" } else { "unready" },
+            "status": match (failing.is_empty(), degraded.is_empty()) {
+                (false, _) => "unready",
+                (true, false) => "degraded",
+                (true, true) => "ready",
+            },
             "failing": failing,
+            "degraded": degraded,
             "checks": detail,
         })),
     )

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{FailureLimiter, LimitsError, Rule};
+use super::{Charge, Charged, FailureLimiter, LimitsError, Rule};
 use crate::clock::UnixTime;
 
 /// Past this many keys, keys whose budget has fully recovered are dropped.
@@ -69,18 +69,30 @@ impl FailureLimiter for MemoryLimiter {
         key: &str,
         rule: &Rule,
         now: UnixTime,
-    ) -> Result<Option<u64>, LimitsError> {
+    ) -> Result<Charged, LimitsError> {
         let mut arrivals = self.arrivals.lock().map_err(|_| poisoned())?;
         sweep(&mut arrivals, now);
         let arrival = arrivals.get(key).copied().unwrap_or(now).max(now);
         if let Some(wait) = super::to_wait(arrival - rule.tolerance() - now) {
-            return Ok(Some(wait));
+            return Ok(Charged::Wait(wait));
         }
         arrivals.insert(key.to_owned(), arrival + rule.interval);
-        Ok(None)
+        Ok(Charged::Yes(Charge {
+            at: now,
+            shared: false,
+        }))
     }
 
-    async fn refund(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<(), LimitsError> {
+    async fn refund(
+        &self,
+        key: &str,
+        rule: &Rule,
+        charge: Charge,
+        now: UnixTime,
+    ) -> Result<(), LimitsError> {
+        if !charge.refundable(rule, now) {
+            return Ok(());
+        }
         let mut arrivals = self.arrivals.lock().map_err(|_| poisoned())?;
         if let Some(arrival) = arrivals.get_mut(key) {
             *arrival -= rule.interval;

@@ -67,6 +67,45 @@ pub(crate) fn to_wait(wait: i64) -> Option<u64> {
     (wait > 0).then(|| u64::try_from(wait).unwrap_or(u64::MAX))
 }
 
+/// What [`FailureLimiter::try_charge`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charged {
+    /// One attempt was charged; [`FailureLimiter::refund`] gives it back.
+    Yes(Charge),
+    /// Nothing was charged: the key must wait this many seconds.
+    Wait(u64),
+}
+
+impl Charged {
+    /// The wait, if the attempt was refused.
+    pub fn wait(self) -> Option<u64> {
+        match self {
+            Charged::Yes(_) => None,
+            Charged::Wait(wait) => Some(wait),
+        }
+    }
+}
+
+/// One charged attempt, as its refund needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    /// When it was charged.
+    pub at: UnixTime,
+    /// Whether it was charged to the shared budget (Redis) rather than to
+    /// this node's: a refund goes back to where the charge went.
+    pub shared: bool,
+}
+
+impl Charge {
+    /// Whether a refund at `now` can only take back this charge: within
+    /// one interval of it, no later charge can have found the budget
+    /// empty and started it afresh (which would have dropped this one
+    /// already, and a refund would take back someone else's).
+    pub fn refundable(&self, rule: &Rule, now: UnixTime) -> bool {
+        now.saturating_sub(self.at) < rule.interval
+    }
+}
+
 /// A failure from the shared-state backend.
 #[derive(Debug, thiserror::Error)]
 #[error("shared state unavailable: {0}")]
@@ -100,9 +139,17 @@ pub trait FailureLimiter: Send + Sync {
         key: &str,
         rule: &Rule,
         now: UnixTime,
-    ) -> Result<Option<u64>, LimitsError>;
-    /// Gives back one attempt charged by [`Self::try_charge`].
-    async fn refund(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<(), LimitsError>;
+    ) -> Result<Charged, LimitsError>;
+    /// Gives back one attempt charged by [`Self::try_charge`], to the
+    /// budget it was charged to, unless it is too old to tell apart
+    /// ([`Charge::refundable`]).
+    async fn refund(
+        &self,
+        key: &str,
+        rule: &Rule,
+        charge: Charge,
+        now: UnixTime,
+    ) -> Result<(), LimitsError>;
     /// Forgets `key` (an operator unlocked it).
     async fn clear(&self, key: &str) -> Result<(), LimitsError>;
     /// Whether the shared state answers (for readiness); in-process state always does.
@@ -119,7 +166,21 @@ pub trait FailureLimiter: Send + Sync {
 /// against each implementation (`memory`, `redis`).
 #[cfg(test)]
 pub(crate) mod conformance {
-    use super::{FailureLimiter, Rule};
+    use super::{Charge, FailureLimiter, Rule};
+
+    /// The wait `try_charge` answers, `None` when it charged.
+    async fn charge(limiter: &dyn FailureLimiter, key: &str, now: i64) -> Option<u64> {
+        limiter.try_charge(key, &RULE, now).await.unwrap().wait()
+    }
+
+    /// Refunds an attempt charged at `at` (where a healthy limiter puts it).
+    async fn refund(limiter: &dyn FailureLimiter, key: &str, at: i64, now: i64) {
+        let shared = limiter.is_shared();
+        limiter
+            .refund(key, &RULE, Charge { at, shared }, now)
+            .await
+            .unwrap();
+    }
 
     /// Three failures at once, then one a minute.
     pub(crate) const RULE: Rule = Rule {
@@ -148,37 +209,40 @@ pub(crate) mod conformance {
     /// would exceed the budget is refused and charges nothing.
     pub(crate) async fn charges_and_refunds(limiter: &dyn FailureLimiter) {
         for _ in 0..3 {
-            assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), None);
+            assert_eq!(charge(limiter, "k", 0).await, None);
         }
-        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), Some(60));
-        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), Some(60));
+        assert_eq!(charge(limiter, "k", 0).await, Some(60));
+        assert_eq!(charge(limiter, "k", 0).await, Some(60));
         assert_eq!(limiter.blocked_for("k", &RULE, 0).await.unwrap(), Some(60));
         // Two of the three were not failures.
-        limiter.refund("k", &RULE, 0).await.unwrap();
-        limiter.refund("k", &RULE, 0).await.unwrap();
-        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), None);
-        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), None);
-        assert_eq!(limiter.try_charge("k", &RULE, 0).await.unwrap(), Some(60));
+        refund(limiter, "k", 0, 0).await;
+        refund(limiter, "k", 0, 0).await;
+        assert_eq!(charge(limiter, "k", 0).await, None);
+        assert_eq!(charge(limiter, "k", 0).await, None);
+        assert_eq!(charge(limiter, "k", 0).await, Some(60));
         // Charges and recorded failures are the same budget.
-        assert_eq!(limiter.try_charge("k", &RULE, 60).await.unwrap(), None);
+        assert_eq!(charge(limiter, "k", 60).await, None);
         assert_eq!(limiter.blocked_for("k", &RULE, 60).await.unwrap(), Some(60));
         // Refunds never leave credit beyond a full budget.
         for _ in 0..10 {
-            limiter.refund("other", &RULE, 100).await.unwrap();
-            limiter.refund("k", &RULE, 1000).await.unwrap();
+            refund(limiter, "other", 100, 100).await;
+            refund(limiter, "k", 1000, 1000).await;
         }
         for _ in 0..3 {
-            assert_eq!(limiter.try_charge("other", &RULE, 100).await.unwrap(), None);
-            assert_eq!(limiter.try_charge("k", &RULE, 1000).await.unwrap(), None);
+            assert_eq!(charge(limiter, "other", 100).await, None);
+            assert_eq!(charge(limiter, "k", 1000).await, None);
         }
-        assert_eq!(
-            limiter.try_charge("other", &RULE, 100).await.unwrap(),
-            Some(60)
-        );
-        assert_eq!(
-            limiter.try_charge("k", &RULE, 1000).await.unwrap(),
-            Some(60)
-        );
+        assert_eq!(charge(limiter, "other", 100).await, Some(60));
+        assert_eq!(charge(limiter, "k", 1000).await, Some(60));
+        // A refund an interval or more after its charge gives nothing back:
+        // the budget may have been started afresh since, by another charge
+        // that the refund would take back.
+        assert_eq!(charge(limiter, "late", 0).await, None);
+        assert_eq!(charge(limiter, "late", 100).await, None);
+        refund(limiter, "late", 0, 100).await;
+        assert_eq!(charge(limiter, "late", 100).await, None);
+        assert_eq!(charge(limiter, "late", 100).await, None);
+        assert_eq!(charge(limiter, "late", 100).await, Some(60));
     }
 
     /// Concurrent attempts: exactly the burst gets through.
@@ -188,7 +252,7 @@ pub(crate) mod conformance {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..24 {
             let limiter = std::sync::Arc::clone(&limiter);
-            tasks.spawn(async move { limiter.try_charge("k", &RULE, 0).await.unwrap() });
+            tasks.spawn(async move { limiter.try_charge("k", &RULE, 0).await.unwrap().wait() });
         }
         let passed = tasks
             .join_all()

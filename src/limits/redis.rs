@@ -80,7 +80,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::memory::MemoryLimiter;
-use super::{FailureLimiter, LimitsError, RedisSettings, Rule};
+use super::{Charge, Charged, FailureLimiter, LimitsError, RedisSettings, Rule};
 use crate::clock::UnixTime;
 use crate::notices::{self, Notice, NoticeError, NoticeEvent, NoticeSink, Notices};
 
@@ -130,6 +130,10 @@ end
 return 0
 ";
 
+/// How long budget calls skip Redis after one of them failed: this node's
+/// budgets answer at once, rather than every call of a login waiting out
+/// `redis.timeout_ms` while Redis is away. Then one call tries again.
+const PAUSE: Duration = Duration::from_secs(1);
 /// Shortest gap between two warnings about the same outage.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// First wait before resubscribing to notices.
@@ -268,6 +272,8 @@ struct Health {
     /// Every failed or timed-out command (`sesame_redis_errors_total`).
     errors: prometheus_client::metrics::counter::Counter,
     last_warning: Mutex<Option<Instant>>,
+    /// Until when budget calls skip Redis ([`PAUSE`]).
+    paused_until: Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -277,9 +283,21 @@ impl Health {
         }
     }
 
+    /// Whether budget calls should skip Redis for now.
+    fn paused(&self) -> bool {
+        self.paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
     fn failed(&self, target: &str, action: &str, error: &Unavailable) {
         self.errors.inc();
         self.degraded.store(true, Ordering::SeqCst);
+        *self
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + PAUSE);
         let due = {
             let mut last = self
                 .last_warning
@@ -361,6 +379,9 @@ impl RedisLimiter {
         args: &[i64],
         doing: &str,
     ) -> Option<i64> {
+        if self.health.paused() {
+            return None;
+        }
         let redis_key = self.key(key);
         let answer = self
             .commands
@@ -409,6 +430,13 @@ impl FailureLimiter for RedisLimiter {
         rule: &Rule,
         now: UnixTime,
     ) -> Result<Option<u64>, LimitsError> {
+        // This node's budget counts too: failures it recorded while Redis
+        // was away, or while Redis refused writes but still answered reads
+        // (out of memory, a read-only replica), still throttle.
+        let here = self.fallback.blocked_for(key, rule, now).await?;
+        if self.health.paused() {
+            return Ok(here);
+        }
         let redis_key = self.key(key);
         let stored = self
             .commands
@@ -422,12 +450,13 @@ impl FailureLimiter for RedisLimiter {
         match stored {
             Ok(arrival) => {
                 self.health.answered(&self.commands.target);
-                Ok(arrival.and_then(|arrival| wait_for(arrival, rule, now)))
+                let shared = arrival.and_then(|arrival| wait_for(arrival, rule, now));
+                Ok(shared.max(here))
             }
             Err(error) => {
                 self.health
                     .failed(&self.commands.target, "read a failure budget", &error);
-                self.fallback.blocked_for(key, rule, now).await
+                Ok(here)
             }
         }
     }
@@ -453,25 +482,53 @@ impl FailureLimiter for RedisLimiter {
         key: &str,
         rule: &Rule,
         now: UnixTime,
-    ) -> Result<Option<u64>, LimitsError> {
+    ) -> Result<Charged, LimitsError> {
+        // As in `blocked_for`: what this node counted on its own still counts.
+        if let Some(wait) = self.fallback.blocked_for(key, rule, now).await? {
+            return Ok(Charged::Wait(wait));
+        }
         let args = [now, rule.interval, rule.tolerance()];
         let charged = self
             .budget_script(&self.try_charge, key, &args, "charge a failure budget")
             .await;
         match charged {
-            Some(wait) => Ok(super::to_wait(wait)),
+            Some(wait) => Ok(match super::to_wait(wait) {
+                Some(wait) => Charged::Wait(wait),
+                None => Charged::Yes(Charge {
+                    at: now,
+                    shared: true,
+                }),
+            }),
             None => self.fallback.try_charge(key, rule, now).await,
         }
     }
 
-    async fn refund(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<(), LimitsError> {
+    /// Back to where it was charged. A shared charge that cannot be given
+    /// back (Redis away) stays charged: a refund on this node's budget
+    /// would give credit for an attempt that budget never counted.
+    async fn refund(
+        &self,
+        key: &str,
+        rule: &Rule,
+        charge: Charge,
+        now: UnixTime,
+    ) -> Result<(), LimitsError> {
+        if !charge.shared {
+            return self.fallback.refund(key, rule, charge, now).await;
+        }
+        if !charge.refundable(rule, now) {
+            return Ok(());
+        }
         let args = [now, rule.interval];
         match self
             .budget_script(&self.refund, key, &args, "refund a failure budget")
             .await
         {
             Some(_) => Ok(()),
-            None => self.fallback.refund(key, rule, now).await,
+            None => Err(LimitsError(format!(
+                "could not give back an attempt charged in Redis at {}",
+                self.commands.target
+            ))),
         }
     }
 
@@ -1082,10 +1139,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             node.blocked_for("k", &RULE, 0).await.unwrap();
         }
-        assert_eq!(node.blocked_for("k", &RULE, 0).await.unwrap(), None);
-        other.record_failure("k", &RULE, 0).await.unwrap();
-        other.record_failure("k", &RULE, 0).await.unwrap();
+        // What it counted on its own during the outage still throttles...
         assert_eq!(node.blocked_for("k", &RULE, 0).await.unwrap(), Some(60));
+        // ...and what the other nodes count reaches it again.
+        assert_eq!(node.blocked_for("j", &RULE, 0).await.unwrap(), None);
+        for _ in 0..3 {
+            other.record_failure("j", &RULE, 0).await.unwrap();
+        }
+        assert_eq!(node.blocked_for("j", &RULE, 0).await.unwrap(), Some(60));
         assert!(!node.is_degraded());
         proxy.stop().await;
     }
@@ -1116,6 +1177,14 @@ mod tests {
             assert!(node.is_degraded());
         }
         assert_eq!(node.blocked_for("k", &RULE, 0).await.unwrap(), Some(60));
+        // Once one call found Redis away, the next ones do not wait for it
+        // again at once (a login makes three).
+        let started = Instant::now();
+        for _ in 0..20 {
+            node.blocked_for("k", &RULE, 0).await.unwrap();
+            node.try_charge("other", &RULE, 0).await.unwrap();
+        }
+        assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
 
         // The network heals, but the old connection stays silent for ever (a
         // half-open connection): the limiter must drop it for a fresh one.
@@ -1126,7 +1195,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             node.blocked_for("k", &RULE, 0).await.unwrap();
         }
-        // The shared budget holds the one failure recorded before the freeze.
+        // The shared budget holds the one failure recorded before the
+        // freeze, this node's the three after it: the stricter answers.
+        assert_eq!(node.blocked_for("k", &RULE, 0).await.unwrap(), Some(60));
+        node.fallback.clear("k").await.unwrap();
         assert_eq!(node.blocked_for("k", &RULE, 0).await.unwrap(), None);
         proxy.stop().await;
     }
