@@ -198,12 +198,13 @@ impl Core {
         let limit = page_limit(search.limit)?;
         let account_id = match search.user.as_deref().filter(|u| !u.is_empty()) {
             None => None,
-            // An id, or a username (one that does not exist has no events).
+            // An id, or a username (one that does not exist, or cannot,
+            // has no events).
             Some(user) => match user.parse::<AccountId>() {
                 Ok(id) => Some(id),
                 Err(_) => match self.find_by_username(user).await {
                     Ok(account) => Some(account.id),
-                    Err(Error::NotFound(_)) => {
+                    Err(Error::NotFound(_) | Error::InvalidInput { .. }) => {
                         return Ok(Page {
                             items: Vec::new(),
                             next_cursor: None,

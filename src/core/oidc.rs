@@ -296,7 +296,8 @@ fn scopes_within(requested: Option<&str>, allowed: &[String]) -> Result<Vec<Stri
     let mut granted: Vec<String> = Vec::new();
     for scope in requested.split(' ').filter(|s| !s.is_empty()) {
         if !allowed.iter().any(|a| a == scope) {
-            return Err(format!("scope {scope:?} is not allowed for this client"));
+            // The value is not repeated: error descriptions never echo input.
+            return Err("a requested scope is not allowed for this client".to_owned());
         }
         if !granted.iter().any(|g| g == scope) {
             granted.push(scope.to_owned());
@@ -521,14 +522,11 @@ impl Core {
                 "prompt=none cannot be combined with other values",
             ));
         }
-        if let Some(unknown) = prompts
+        if prompts
             .iter()
-            .find(|p| !matches!(**p, "none" | "login" | "consent" | "select_account"))
+            .any(|p| !matches!(*p, "none" | "login" | "consent" | "select_account"))
         {
-            return Err(refuse(
-                "invalid_request",
-                &format!("unsupported prompt value {unknown:?}"),
-            ));
+            return Err(refuse("invalid_request", "prompt has an unsupported value"));
         }
         let max_age = match params.max_age.as_deref() {
             None | Some("") => None,
@@ -753,7 +751,7 @@ impl Core {
         if !super::clients::GRANTS.contains(&grant_type) {
             return Err(OAuthError::new(
                 "unsupported_grant_type",
-                format!("grant_type {grant_type:?} is not supported"),
+                "this grant_type is not supported",
             ));
         }
         if !client.grants.iter().any(|g| g == grant_type)

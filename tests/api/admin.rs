@@ -1061,4 +1061,9 @@ async fn every_change_is_audited_with_the_administrator_and_address() {
         )
         .await;
     assert_eq!(failures["items"], json!([]));
+    // A name no account can have names no account: no events, not a 400.
+    let impossible = admin
+        .json(Method::GET, "/v1/admin/audit?user=a%20b", None)
+        .await;
+    assert_eq!(impossible["items"], json!([]));
 }
