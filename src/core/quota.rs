@@ -23,6 +23,9 @@ use crate::store::{Account, AccountId, ApiUsage, QuotaPeriod, Store};
 
 /// How often pending counts are written to the store.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Seconds after which a limited account's count, with nothing pending
+/// here, is read again before a call is admitted: one flush interval.
+const SYNC_AGE: i64 = 1;
 
 #[derive(Debug, Clone, Copy)]
 struct Usage {
@@ -37,6 +40,13 @@ struct Usage {
     /// Start of the period `persisted` and `pending` belong to.
     period_start: UnixTime,
     loaded_at: UnixTime,
+    /// When `persisted` last took in the other nodes' calls (a read, or a
+    /// flush's totals, dated by the last call counted before it).
+    synced_at: UnixTime,
+    /// When this node last counted a call of the account.
+    counted_at: UnixTime,
+    /// How many times the count was read from the store.
+    reads: u64,
 }
 
 impl Usage {
@@ -128,7 +138,14 @@ impl ApiCalls {
     fn try_admit_cached(&self, account: AccountId, now: UnixTime) -> Option<Result<()>> {
         let mut map = self.usage.lock().ok()?;
         let usage = map.get_mut(&account)?;
-        if now.saturating_sub(usage.loaded_at) >= self.ttl.max(1) && usage.pending == 0 {
+        // Nothing pending (no flush coming to bring the cluster's total):
+        // the quota is re-read every `ttl`, and a limited account's count
+        // once it is older than a flush interval, so that a node that sat
+        // idle does not admit a burst against a count the other nodes have
+        // long since raised. (Busy nodes stay in step through their flushes.)
+        let stale = now.saturating_sub(usage.loaded_at) >= self.ttl.max(1)
+            || (usage.max > 0 && now.saturating_sub(usage.synced_at) >= SYNC_AGE);
+        if stale && usage.pending == 0 {
             return None;
         }
         usage.roll(now);
@@ -136,12 +153,16 @@ impl ApiCalls {
             return Some(Err(Error::QuotaExceeded));
         }
         usage.pending += 1;
+        usage.counted_at = now;
         Some(Ok(()))
     }
 
     fn reload(&self, account: AccountId, stored: ApiUsage, now: UnixTime) {
         if let Ok(mut map) = self.usage.lock() {
-            let pending = map.get(&account).map_or(0, |u| u.pending);
+            let (pending, counted_at, reads) =
+                map.get(&account).map_or((0, UnixTime::MIN, 0), |u| {
+                    (u.pending, u.counted_at, u.reads.wrapping_add(1))
+                });
             let period = stored.period.unwrap_or(self.default_period);
             let mut usage = Usage {
                 persisted: stored.count,
@@ -150,6 +171,9 @@ impl ApiCalls {
                 period,
                 period_start: stored.period_start,
                 loaded_at: now,
+                synced_at: now,
+                counted_at,
+                reads,
             };
             // A count of an earlier period is over (the store keeps the
             // later of the two starts, as this does).
@@ -219,7 +243,9 @@ impl ApiCalls {
     /// Writes pending counts to the store. On failure they stay pending.
     pub async fn flush(&self) -> Result<()> {
         let _flushing = self.flushing.lock().await;
-        let batch: Vec<(AccountId, i64, UnixTime)> = match self.usage.lock() {
+        // With each account's number of reads, to tell at a failure whether
+        // its count was read anew from the store meanwhile (without this batch).
+        let (batch, read): (Vec<(AccountId, i64, UnixTime)>, Vec<u64>) = match self.usage.lock() {
             Ok(mut map) => map
                 .iter_mut()
                 .filter(|(_, u)| u.pending > 0)
@@ -227,9 +253,9 @@ impl ApiCalls {
                     let n = u.pending;
                     u.persisted += n;
                     u.pending = 0;
-                    (*id, n, u.period_start)
+                    ((*id, n, u.period_start), u.reads)
                 })
-                .collect(),
+                .unzip(),
             Err(_) => return Err(Error::Internal("quota counters poisoned".into())),
         };
         if batch.is_empty() {
@@ -248,6 +274,7 @@ impl ApiCalls {
                             if stored.period_start == u.period_start {
                                 u.persisted = stored.count;
                                 u.max = stored.max;
+                                u.synced_at = u.counted_at;
                             } else {
                                 // The store is in a later period (reset, or
                                 // another node rolled over): read it anew.
@@ -260,9 +287,11 @@ impl ApiCalls {
             }
             Err(error) => {
                 if let Ok(mut map) = self.usage.lock() {
-                    for (id, n, _) in &batch {
+                    for ((id, n, _), read) in batch.iter().zip(&read) {
                         if let Some(u) = map.get_mut(id) {
-                            u.persisted -= n;
+                            if u.reads == *read {
+                                u.persisted -= n;
+                            }
                             u.pending += n;
                         }
                     }

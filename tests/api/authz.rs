@@ -196,6 +196,36 @@ async fn each_pass_counts_one_call_and_a_spent_quota_is_403_quota() {
     assert_eq!(me["api_calls_count"], 4, "three passes and this call");
 }
 
+/// A node that sat idle while another spent an account's quota does not
+/// admit a burst against the count it read long ago, however long
+/// `sessions.cache_ttl` is: it reads the count again first.
+#[tokio::test]
+async fn an_idle_node_reads_the_count_again_before_admitting_a_burst() {
+    let deployment = crate::helpers::Deployment::new().await;
+    let a = TestApp::spawn_in(deployment.clone(), |c| c.sessions.cache_ttl = 60).await;
+    let b = TestApp::spawn_in(deployment, |c| c.sessions.cache_ttl = 60).await;
+    let ann = a.create_user("ann").await;
+    a.core
+        .set_max_api_calls(ann.id, 10, &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
+    let token = access(&a.login_ok("ann").await).to_owned();
+    assert_eq!(a.me_status(&token).await, StatusCode::OK);
+    a.core.flush_api_calls().await.unwrap();
+    for _ in 0..9 {
+        assert_eq!(b.me_status(&token).await, StatusCode::OK);
+    }
+    b.core.flush_api_calls().await.unwrap();
+    // Node A has counted nothing since; two seconds later a burst comes.
+    a.clock.advance(2);
+    let admitted = futures_util::future::join_all((0..10).map(|_| a.me_status(&token)))
+        .await
+        .into_iter()
+        .filter(|status| *status == StatusCode::OK)
+        .count();
+    assert_eq!(admitted, 0, "the quota of 10 was spent on the other node");
+}
+
 #[tokio::test]
 async fn headers_a_client_sends_under_our_names_are_ignored() {
     let app = TestApp::spawn().await;
