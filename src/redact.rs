@@ -1,4 +1,13 @@
-//! Values fit for messages and logs: URLs without their passwords.
+//! Values fit for messages and logs: URLs without their passwords, secrets
+//! shown only as present or absent.
+
+/// What a `Debug` shows of a secret: whether there is one, never its value.
+pub fn secret(value: Option<&str>) -> &'static str {
+    match value {
+        Some(_) => "[redacted]",
+        None => "None",
+    }
+}
 
 /// A database or Redis URL fit for a message: a SQLite path as is; a server
 /// URL without its password and query string (which may carry one too).

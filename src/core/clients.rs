@@ -53,7 +53,7 @@ pub struct ClientSpec {
 }
 
 /// How a client authenticated at the token, introspection or revocation endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum ClientCredentials {
     /// `client_secret_basic` or `client_secret_post`.
     Secret {
@@ -67,6 +67,19 @@ pub enum ClientCredentials {
         /// The `client_id`.
         id: String,
     },
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientCredentials::Secret { id, .. } => f
+                .debug_struct("Secret")
+                .field("id", id)
+                .field("secret", &"[redacted]")
+                .finish(),
+            ClientCredentials::Public { id } => f.debug_struct("Public").field("id", id).finish(),
+        }
+    }
 }
 
 pub(super) fn valid_client_id(id: &str) -> bool {

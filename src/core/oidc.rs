@@ -240,7 +240,7 @@ pub struct BrowserSession {
 }
 
 /// A token request (RFC 6749 §4.1.3, §4.3.2, §4.4.2, §6), as sent.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct TokenRequest {
     /// `grant_type`.
     pub grant_type: Option<String>,
@@ -260,8 +260,24 @@ pub struct TokenRequest {
     pub scope: Option<String>,
 }
 
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::secret;
+        f.debug_struct("TokenRequest")
+            .field("grant_type", &self.grant_type)
+            .field("code", &secret(self.code.as_deref()))
+            .field("redirect_uri", &self.redirect_uri)
+            .field("code_verifier", &secret(self.code_verifier.as_deref()))
+            .field("refresh_token", &secret(self.refresh_token.as_deref()))
+            .field("username", &self.username)
+            .field("password", &secret(self.password.as_deref()))
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
 /// A successful token response.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TokenAnswer {
     /// The access token (a JWT).
     pub access_token: String,
@@ -273,6 +289,19 @@ pub struct TokenAnswer {
     pub id_token: Option<String>,
     /// The granted scopes.
     pub scope: String,
+}
+
+impl std::fmt::Debug for TokenAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::secret;
+        f.debug_struct("TokenAnswer")
+            .field("access_token", &secret(Some(&self.access_token)))
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &secret(self.refresh_token.as_deref()))
+            .field("id_token", &secret(self.id_token.as_deref()))
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// The parts of `token`'s standing an introspection reports (RFC 7662).
@@ -1317,6 +1346,35 @@ pub fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Requests and answers may end up in a `{:?}` (a log line, a panic
+    /// message): their secrets never do.
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let request = TokenRequest {
+            grant_type: Some("password".into()),
+            code: Some("secret-code".into()),
+            code_verifier: Some("secret-verifier".into()),
+            refresh_token: Some("secret-refresh".into()),
+            username: Some("ann".into()),
+            password: Some("secret-password".into()),
+            ..TokenRequest::default()
+        };
+        let answer = TokenAnswer {
+            access_token: "secret-access".into(),
+            expires_in: 60,
+            refresh_token: Some("secret-refresh".into()),
+            id_token: Some("secret-id".into()),
+            scope: "openid".into(),
+        };
+        let credentials = crate::core::clients::ClientCredentials::Secret {
+            id: "web".into(),
+            secret: "secret-client".into(),
+        };
+        let shown = format!("{request:?} {answer:?} {credentials:?}");
+        assert!(!shown.contains("secret-"), "{shown}");
+        assert!(shown.contains("ann") && shown.contains("web"), "{shown}");
+    }
 
     #[test]
     fn pkce_s256_matches_rfc_7636_appendix_b() {

@@ -209,7 +209,7 @@ pub(super) async fn list_users(
     .into_response())
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewUser {
     username: String,
