@@ -58,7 +58,7 @@ pub struct LoginAttempt {
 }
 
 /// What a successful login or refresh hands back.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Grant {
     /// The account, as of the login.
     pub account: Account,
@@ -79,6 +79,21 @@ pub struct Grant {
     /// A device token newly issued to this client at login: presented later
     /// (header `Sesame-Device`), it lets the owner past throttling and lockout.
     pub device_token: Option<String>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::secret;
+        f.debug_struct("Grant")
+            .field("account", &self.account)
+            .field("session_id", &self.session_id)
+            .field("access_token", &secret(Some(&self.access_token)))
+            .field("access_expires_in", &self.access_expires_in)
+            .field("refresh_token", &secret(Some(&self.refresh_token)))
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .field("device_token", &secret(self.device_token.as_deref()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// An authenticated caller.

@@ -354,7 +354,7 @@ pub(super) async fn delete_user(
     Ok(no_content())
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewPassword {
     password: String,

@@ -64,8 +64,8 @@ impl<'a> From<&'a Account> for UserView<'a> {
     }
 }
 
-/// The answer to a login or refresh.
-#[derive(Debug, Serialize, ToSchema)]
+/// The answer to a login or refresh (no `Debug`: it holds the tokens).
+#[derive(Serialize, ToSchema)]
 pub struct GrantView<'a> {
     access_token: &'a str,
     token_type: &'static str,

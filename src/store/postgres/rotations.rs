@@ -154,7 +154,7 @@ impl Batch {
         // node, so that batches sharing tokens lock them in one order and
         // wait for each other rather than deadlock (whatever the plan, the
         // rows come in the input's order when it drives the join).
-        firsts.sort_by(|a, b| a.hash.cmp(&b.hash));
+        firsts.sort_by_key(|job| job.hash);
         let index: HashMap<TokenHash, usize> = firsts
             .iter()
             .enumerate()
