@@ -64,7 +64,17 @@ pub fn router() -> Router<AppState> {
 pub(super) async fn authz(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let required = match required_permissions(&uri, &headers) {
         Ok(required) => required,
-        Err(error) => return Problem::from(error).into_response(),
+        // A query that names no possible permission may come from the
+        // client (a proxy passing the original URI on): no one holds it,
+        // and a 403 is an answer every proxy passes on (nginx turns a 400
+        // from its auth request into a 500).
+        Err(Refusal::Unholdable) => {
+            return refused(
+                "permission",
+                "the request requires a permission that cannot exist",
+            );
+        }
+        Err(Refusal::Invalid(error)) => return Problem::from(error).into_response(),
     };
     let cookie = state.http.forward_auth.cookie.as_deref();
     let Some(token) =
@@ -82,28 +92,36 @@ pub(super) async fn authz(State(state): State<AppState>, uri: Uri, headers: Head
     }
 }
 
+/// Why the required permissions could not be read.
+enum Refusal {
+    /// The query names something no permission can be (or does not decode).
+    Unholdable,
+    /// The proxy's header is malformed: its configuration is wrong.
+    Invalid(Error),
+}
+
 /// Every permission named by the `permission` query parameters and the
 /// `X-Sesame-Require-Permission` headers (each may list several, comma-separated).
-fn required_permissions(uri: &Uri, headers: &HeaderMap) -> Result<Vec<Name>, Error> {
-    let mut names = Vec::new();
-    let mut add = |list: &str| -> Result<(), Error> {
+fn required_permissions(uri: &Uri, headers: &HeaderMap) -> Result<Vec<Name>, Refusal> {
+    fn add(names: &mut Vec<Name>, list: &str) -> Result<(), Error> {
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             names.push(Name::parse(name, "permission")?);
         }
         Ok(())
-    };
+    }
+    let mut names = Vec::new();
     if let Some(query) = uri.query() {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-            .map_err(|_| Error::invalid("permission", "the query string is not URL-encoded"))?;
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query).map_err(|_| Refusal::Unholdable)?;
         for (_, value) in pairs.iter().filter(|(key, _)| key == "permission") {
-            add(value)?;
+            add(&mut names, value).map_err(|_| Refusal::Unholdable)?;
         }
     }
     for value in headers.get_all(&REQUIRE) {
-        let value = value
-            .to_str()
-            .map_err(|_| Error::invalid("permission", "the header is not ASCII"))?;
-        add(value)?;
+        let value = value.to_str().map_err(|_| {
+            Refusal::Invalid(Error::invalid("permission", "the header is not ASCII"))
+        })?;
+        add(&mut names, value).map_err(Refusal::Invalid)?;
     }
     Ok(names)
 }

@@ -158,7 +158,31 @@ async fn a_required_permission_that_is_missing_is_403_permission() {
         Some("admin,read,write")
     );
 
-    let bad = authz(&app, "/v1/authz?permission=Not%20a%20name", Some(&root)).await;
+    // A query naming no possible permission (it may be the client's, passed
+    // on with the original URI) is a permission no one holds: 403, which
+    // every proxy passes on (nginx makes a 500 of a 400).
+    for query in [
+        "permission=Not%20a%20name",
+        "permission=%FF",
+        "permission=a&x=%",
+    ] {
+        let bad = authz(&app, &format!("/v1/authz/app?{query}"), Some(&root)).await;
+        assert_eq!(
+            header(&bad, "x-sesame-reason"),
+            Some("permission"),
+            "{query}"
+        );
+        assert_problem(bad, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    // A malformed header is the proxy's configuration: a 400 naming it.
+    let bad = app
+        .client
+        .get(app.url("/v1/authz"))
+        .bearer_auth(&root)
+        .header("x-sesame-require-permission", "Not a name")
+        .send()
+        .await
+        .unwrap();
     let problem = assert_problem(bad, StatusCode::BAD_REQUEST, "invalid_input").await;
     assert_eq!(problem["field"], "permission");
 }
