@@ -93,6 +93,7 @@ pub(super) async fn authz(State(state): State<AppState>, uri: Uri, headers: Head
 }
 
 /// Why the required permissions could not be read.
+#[derive(Debug)]
 enum Refusal {
     /// The query names something no permission can be (or does not decode).
     Unholdable,
@@ -191,10 +192,15 @@ mod tests {
         let bad: Uri = "/v1/authz?permission=Read".parse().unwrap();
         assert!(matches!(
             required_permissions(&bad, &HeaderMap::new()),
-            Err(Error::InvalidInput {
+            Err(Refusal::Unholdable)
+        ));
+        let bad = headers(&[("x-sesame-require-permission", "Read")]);
+        assert!(matches!(
+            required_permissions(&uri, &bad),
+            Err(Refusal::Invalid(Error::InvalidInput {
                 field: "permission",
                 ..
-            })
+            }))
         ));
     }
 }
