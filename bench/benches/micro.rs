@@ -122,6 +122,7 @@ fn opaque_lookup(c: &mut Criterion) {
                         ip: None,
                         clients: vec![],
                         keep: 1,
+                        password_hash: None,
                     },
                     &session,
                     &refresh,
