@@ -80,13 +80,29 @@ impl Recognition {
 pub(crate) fn address_key(client: &ClientInfo) -> Option<String> {
     client.ip.map(|ip| match ip {
         std::net::IpAddr::V4(ip) => format!("ip:{ip}"),
-        // One IPv6 client holds a whole /64 (a home line, a cloud
-        // instance) and may send each request from another address in it.
-        std::net::IpAddr::V6(ip) => {
-            let prefix = u128::from(ip) & !(u128::from(u64::MAX));
-            format!("ip:{}/64", std::net::Ipv6Addr::from(prefix))
-        }
+        std::net::IpAddr::V6(ip) => match embedded_ipv4(ip) {
+            // An IPv4 client seen through IPv6 (mapped, or NAT64): itself.
+            Some(v4) => format!("ip:{v4}"),
+            // One IPv6 client holds a whole /64 (a home line, a cloud
+            // instance) and may send each request from another address in it.
+            None => {
+                let prefix = u128::from(ip) & !(u128::from(u64::MAX));
+                format!("ip:{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        },
     })
+}
+
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`) or NAT64
+/// (`64:ff9b::a.b.c.d`, RFC 6052) address: many IPv4 clients share such a
+/// /64, each is one client.
+fn embedded_ipv4(ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let bits = u128::from(ip);
+    (bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000)
+        .then(|| std::net::Ipv4Addr::from(u32::try_from(bits & 0xffff_ffff).unwrap_or_default()))
 }
 
 /// The limiter key of an account, or of a login name that matches none.
@@ -210,6 +226,15 @@ mod tests {
         );
         assert_eq!(key_of("2001:db8:1:2::1"), key_of("2001:db8:1:2:ffff::9"));
         assert_ne!(key_of("2001:db8:1:2::1"), key_of("2001:db8:1:3::1"));
+        // IPv4 clients seen through IPv6 are each themselves.
+        assert_eq!(
+            key_of("::ffff:198.51.100.7").as_deref(),
+            Some("ip:198.51.100.7")
+        );
+        assert_eq!(
+            key_of("64:ff9b::198.51.100.8").as_deref(),
+            Some("ip:198.51.100.8")
+        );
         assert_eq!(address_key(&ClientInfo::default()), None);
     }
 }

@@ -477,8 +477,17 @@ impl Core {
             )
             .await
         {
-            // Changed meanwhile: the login will find that out too.
-            Ok(false) => current.password_hash.clone(),
+            // Another hash is stored by now. Another login of the same
+            // password upgraded it first (the time of the last change is
+            // the same): that is the hash to record against. A real change
+            // or reset moved the time: the one checked stays expected, and
+            // the login is refused.
+            Ok(false) => match self.store.get_account(account.id).await {
+                Ok(Some(stored)) if stored.password_changed_at == account.password_changed_at => {
+                    stored.verifiers.password_hash
+                }
+                _ => current.password_hash.clone(),
+            },
             // An imported hash is gone, overwritten in the same write.
             Ok(true) => {
                 if next.password_hash != current.password_hash

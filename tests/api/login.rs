@@ -226,6 +226,27 @@ async fn outdated_hashes_are_upgraded_at_the_next_login() {
     new.login_ok("ivan").await;
 }
 
+/// Several logins at once of an account whose hash is outdated: each
+/// upgrades it, one of the upgrades is stored, and every login succeeds
+/// (the others record against the hash that won, not the one they read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_at_once_that_each_upgrade_the_hash_all_succeed() {
+    let dir = Deployment::new().await;
+    let old = TestApp::spawn_in(dir.clone(), |c| c.passwords.memory_kib = 128).await;
+    old.create_user("ivy").await;
+    let new = TestApp::spawn_in(dir, |c| {
+        c.passwords.memory_kib = 2048;
+        c.abuse.account_burst = 50;
+    })
+    .await;
+    let statuses = futures_util::future::join_all((0..8).map(|_| new.login("ivy", PASSWORD))).await;
+    let statuses: Vec<StatusCode> = statuses.iter().map(reqwest::Response::status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_password_over_1024_bytes_is_refused_without_hashing() {
     let app = TestApp::spawn_with(|c| {
