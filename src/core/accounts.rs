@@ -509,9 +509,11 @@ impl Core {
         // that the current one was right.
         self.check_password_policy(new, &password_context(&account))?;
         // A wrong current password is a guess like a login's, by whoever
-        // holds the token: it spends the account's failure budget (the one
-        // logins from unknown clients spend), charged before the hash.
-        let budget = super::guard::account_key(Some(&account), "");
+        // holds the token: it spends a budget of the account's own, under
+        // the account rule, charged before the hash. Not the logins' one:
+        // strangers' failed logins must not keep the owner from changing
+        // the password.
+        let budget = format!("password-change:{}", account.id);
         let rule = &self.settings.abuse.account_rule;
         let charge = match self.charge_budget(&budget, rule, self.now()).await {
             Ok(charge) => charge,

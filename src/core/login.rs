@@ -253,12 +253,16 @@ impl Core {
         let checked = self
             .check_credential(account.as_ref(), &attempt, known)
             .await;
-        // A refusal after a right password (locked, disabled, a missing
-        // permission) keeps its charges like a wrong guess: were it given
-        // back, the next attempt's throttling would tell a right password
-        // from a wrong one, lockout or not.
+        // A refusal after a right password on a locked or disabled account
+        // keeps its charges like a wrong guess: were it given back, the
+        // next attempt's throttling would tell a right password from a
+        // wrong one, lockout or not. (A missing permission hides nothing:
+        // the same password signs in on a face that needs none.)
         if let Some(charge) = charge
-            && matches!(checked, Ok(Refusal::None) | Err(_))
+            && matches!(
+                checked,
+                Ok(Refusal::None | Refusal::MissingPermission) | Err(_)
+            )
         {
             self.refund_budget(&account_key, &abuse.account_rule, charge)
                 .await;
@@ -266,14 +270,16 @@ impl Core {
         match checked? {
             Refusal::None => {}
             refusal => {
-                self.record_failure(
-                    account.as_ref(),
-                    address_key.as_deref(),
-                    known,
-                    refusal.is_failure(),
-                    &base,
-                )
-                .await?;
+                if refusal != Refusal::MissingPermission {
+                    self.record_failure(
+                        account.as_ref(),
+                        address_key.as_deref(),
+                        known,
+                        refusal.is_failure(),
+                        &base,
+                    )
+                    .await?;
+                }
                 self.audit.record(base.with_outcome(refusal.outcome()));
                 self.metrics.login(attempt.face, refusal.metric());
                 return Err(Error::InvalidCredentials);

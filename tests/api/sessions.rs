@@ -166,6 +166,17 @@ async fn guessing_the_current_password_is_throttled_like_a_login() {
     .await;
     app.create_user("dana").await;
     let grant = app.login_ok("dana").await;
+    // Strangers spending the logins' budget do not hold up the owner's change.
+    for i in 0..4 {
+        let stranger = app.client_from(&format!("127.0.0.{}", 50 + i));
+        let response = stranger
+            .post(app.url("/v1/login"))
+            .json(&json!({"login": "dana", "password": "wrong guess!"}))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(response.status(), StatusCode::OK);
+    }
     assert_problem(
         change_password(&app, access(&grant), "not my password", "short").await,
         StatusCode::BAD_REQUEST,
