@@ -307,14 +307,20 @@ impl Core {
             }
         }
 
-        // Everything is checked. The change the store may still refuse (the
-        // roles: not the last administrator's) goes first, so that its
-        // refusal leaves nothing half done.
+        // Everything is checked but the last-administrator rule, which the
+        // store applies to the status and the roles each. In this order
+        // the second write cannot be refused once the first went through:
+        // a disabling first (then this account's roles no longer make an
+        // administrator), an enabling last (the roles then are changed on
+        // an account that does not count yet).
+        if enabled == Some(false) {
+            self.set_enabled(id, false, actor).await?;
+        }
         if let Some(roles) = &patch.roles {
             self.set_account_roles(id, roles, actor).await?;
         }
-        if let Some(enabled) = enabled {
-            self.set_enabled(id, enabled, actor).await?;
+        if enabled == Some(true) {
+            self.set_enabled(id, true, actor).await?;
         }
         if email.is_some() || mobile.is_some() {
             let change = ContactChange {

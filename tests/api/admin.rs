@@ -667,6 +667,13 @@ async fn the_last_administrator_cannot_be_removed() {
             path.clone(),
             Some(json!({"roles": ["user"]})),
         ),
+        // Roles that keep it an administrator, with a disabling: refused
+        // whole, the roles unchanged.
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(json!({"roles": ["administrator", "user"], "status": "disabled"})),
+        ),
         (Method::DELETE, path.clone(), None),
         (
             Method::PATCH,
