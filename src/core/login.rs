@@ -605,7 +605,9 @@ impl Core {
                 let replaced = self
                     .store
                     .replace_access_token(&session.id, &hash_token(&token), now + access_ttl)
-                    .await?;
+                    .await?
+                    // Gone meanwhile (its account deleted): no token.
+                    .ok_or(Error::Unauthenticated)?;
                 if replaced {
                     // The session's previous token stops working: every node
                     // forgets what it cached about the session.

@@ -648,7 +648,9 @@ impl Core {
                 &hash_token_in(BROWSER_NAMESPACE, &cookie),
                 grant.refresh_expires_at,
             )
-            .await?;
+            .await?
+            // Gone meanwhile (its account deleted): no browser session.
+            .ok_or(Error::Unauthenticated)?;
         let session = BrowserSession {
             session_id: grant.session_id,
             account_id: grant.account.id,

@@ -47,6 +47,8 @@ struct Usage {
     counted_at: UnixTime,
     /// How many times the count was read from the store.
     reads: u64,
+    /// A caller is reading the count from the store.
+    reading: bool,
 }
 
 impl Usage {
@@ -73,6 +75,18 @@ pub fn stored_count(account: &Account, default: QuotaPeriod, now: UnixTime) -> i
         0
     } else {
         account.api_calls_count
+    }
+}
+
+/// One caller's read of an account's count; ends the read when dropped.
+struct Reading<'a> {
+    calls: &'a ApiCalls,
+    account: AccountId,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.calls.reading_done(self.account);
     }
 }
 
@@ -122,20 +136,38 @@ impl ApiCalls {
     /// Counts one call, or refuses it with [`Error::QuotaExceeded`] when the
     /// account has used its quota (refused calls do not count).
     pub async fn admit(&self, account: AccountId, now: UnixTime) -> Result<()> {
-        if let Some(answer) = self.try_admit_cached(account, now) {
+        if let Some(answer) = self.try_admit_cached(account, now, false) {
             return answer;
         }
-        let usage = self
-            .store
-            .api_usage(account)
-            .await?
-            .ok_or(Error::Unauthenticated)?;
-        self.reload(account, usage, now);
-        self.try_admit_cached(account, now)
+        // Whatever becomes of this read (an error, or the request dropped
+        // while it waits), the next stale call may read again.
+        let _reading = Reading {
+            calls: self,
+            account,
+        };
+        match self.store.api_usage(account).await {
+            Ok(Some(usage)) => self.reload(account, usage, now),
+            Ok(None) => return Err(Error::Unauthenticated),
+            // The store is away: a count held here (a second or so behind
+            // at worst) answers rather than a 503 on every call.
+            Err(error) => {
+                return self
+                    .try_admit_cached(account, now, true)
+                    .unwrap_or(Err(error.into()));
+            }
+        }
+        self.try_admit_cached(account, now, true)
             .unwrap_or(Err(Error::Internal("quota state vanished".into())))
     }
 
-    fn try_admit_cached(&self, account: AccountId, now: UnixTime) -> Option<Result<()>> {
+    /// Counts a call against the count held here, or `None` when it must
+    /// be read from the store first (never when `held_will_do`).
+    fn try_admit_cached(
+        &self,
+        account: AccountId,
+        now: UnixTime,
+        held_will_do: bool,
+    ) -> Option<Result<()>> {
         let mut map = self.usage.lock().ok()?;
         let usage = map.get_mut(&account)?;
         // Nothing pending (no flush coming to bring the cluster's total):
@@ -143,9 +175,11 @@ impl ApiCalls {
         // once it is older than a flush interval, so that a node that sat
         // idle does not admit a burst against a count the other nodes have
         // long since raised. (Busy nodes stay in step through their flushes.)
+        // One caller reads; the calls that come meanwhile use what is held.
         let stale = now.saturating_sub(usage.loaded_at) >= self.ttl.max(1)
             || (usage.max > 0 && now.saturating_sub(usage.synced_at) >= SYNC_AGE);
-        if stale && usage.pending == 0 {
+        if stale && usage.pending == 0 && !held_will_do && !usage.reading {
+            usage.reading = true;
             return None;
         }
         usage.roll(now);
@@ -155,6 +189,15 @@ impl ApiCalls {
         usage.pending += 1;
         usage.counted_at = now;
         Some(Ok(()))
+    }
+
+    /// A read of the account's count is over: the next stale call may read.
+    fn reading_done(&self, account: AccountId) {
+        if let Ok(mut map) = self.usage.lock()
+            && let Some(usage) = map.get_mut(&account)
+        {
+            usage.reading = false;
+        }
     }
 
     fn reload(&self, account: AccountId, stored: ApiUsage, now: UnixTime) {
@@ -174,6 +217,7 @@ impl ApiCalls {
                 synced_at: now,
                 counted_at,
                 reads,
+                reading: false,
             };
             // A count of an earlier period is over (the store keeps the
             // later of the two starts, as this does).

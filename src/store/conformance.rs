@@ -496,17 +496,19 @@ pub async fn purge_removes_only_what_ended(store: Arc<dyn Store>) {
     assert_eq!(store.count_live_sessions(1090).await.unwrap(), 0);
     // The first opaque token of a session replaces nothing; later ones do.
     let live = "s-live".to_owned();
-    assert!(
-        !store
+    assert_eq!(
+        store
             .replace_access_token(&live, &[8; 32], 500)
             .await
-            .unwrap()
+            .unwrap(),
+        Some(false)
     );
-    assert!(
+    assert_eq!(
         store
             .replace_access_token(&live, &[7; 32], 500)
             .await
-            .unwrap()
+            .unwrap(),
+        Some(true)
     );
     assert_eq!(store.find_access_token(&[8; 32]).await.unwrap(), None);
 
@@ -1100,11 +1102,12 @@ pub async fn one_opaque_token_per_session(store: Arc<dyn Store>) {
         }
         assert_eq!(live, 1, "round {round}");
     }
-    assert!(
-        !store
+    assert_eq!(
+        store
             .replace_access_token(&"no-such-session".to_owned(), &[99; 32], 1000)
             .await
-            .unwrap()
+            .unwrap(),
+        None
     );
     assert_eq!(store.find_access_token(&[99; 32]).await.unwrap(), None);
 }

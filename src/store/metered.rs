@@ -299,7 +299,7 @@ impl SessionStore for MeteredStore {
         session_id: &SessionId,
         hash: &TokenHash,
         expires_at: UnixTime,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<bool>> {
         self.time(
             "replace_access_token",
             self.inner

@@ -319,14 +319,15 @@ pub trait SessionStore: Send + Sync {
         hash: &TokenHash,
     ) -> StoreResult<Option<(RefreshToken, Session)>>;
     /// Makes `hash` the session's one opaque access token, deleting any
-    /// other (concurrent calls for one session leave exactly one); true if
-    /// there was one. A session that no longer exists gets none.
+    /// other (concurrent calls for one session leave exactly one): whether
+    /// there was one, or `None` for a session that no longer exists (which
+    /// gets none).
     async fn replace_access_token(
         &self,
         session_id: &SessionId,
         hash: &TokenHash,
         expires_at: UnixTime,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<bool>>;
     /// Finds an opaque access token by hash.
     async fn find_access_token(&self, hash: &TokenHash) -> StoreResult<Option<OpaqueAccessToken>>;
     /// Marks `old` rotated (only if it is not already) and inserts its

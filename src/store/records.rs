@@ -216,7 +216,7 @@ impl Session {
 }
 
 /// The bookkeeping of a successful login, stored with its new session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoginRecord {
     /// The account.
     pub account_id: AccountId,
@@ -232,6 +232,21 @@ pub struct LoginRecord {
     /// is another by now (a password change or reset, on any node, while
     /// this one was hashing), the login opens no session.
     pub password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for LoginRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRecord")
+            .field("account_id", &self.account_id)
+            .field("at", &self.at)
+            .field("ip", &self.ip)
+            .field("keep", &self.keep)
+            .field(
+                "password_hash",
+                &crate::redact::secret(self.password_hash.as_deref()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl LoginRecord {

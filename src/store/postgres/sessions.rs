@@ -255,7 +255,7 @@ impl SessionStore for PostgresStore {
         session_id: &SessionId,
         hash: &TokenHash,
         expires_at: UnixTime,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<bool>> {
         // The session's row is locked first, so that two replacements for
         // one session (a refresh retried on two nodes) take turns: the
         // second one's delete, whose snapshot is taken after the lock, then
@@ -269,7 +269,7 @@ impl SessionStore for PostgresStore {
             .await
             .map_err(db_error)?;
         if session.is_none() {
-            return Ok(false);
+            return Ok(None);
         }
         let replaced = sqlx::query_scalar(
             "WITH gone AS (DELETE FROM access_tokens WHERE session_id = $2 RETURNING 1), \
@@ -284,7 +284,7 @@ impl SessionStore for PostgresStore {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(replaced)
+        Ok(Some(replaced))
     }
 
     async fn find_access_token(&self, hash: &TokenHash) -> StoreResult<Option<OpaqueAccessToken>> {

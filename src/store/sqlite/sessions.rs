@@ -263,7 +263,7 @@ impl SessionStore for SqliteStore {
         session_id: &SessionId,
         hash: &TokenHash,
         expires_at: UnixTime,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<bool>> {
         let (session_id, hash) = (session_id.clone(), *hash);
         self.write(move |conn| {
             let replaced = conn
@@ -276,7 +276,7 @@ impl SessionStore for SqliteStore {
                  SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?2)",
             )
             .and_then(|mut insert| insert.execute(params![&hash[..], session_id, expires_at]))
-            .map(|_| replaced > 0)
+            .map(|inserted| (inserted > 0).then_some(replaced > 0))
             .map_err(db_error)
         })
         .await
