@@ -23,6 +23,8 @@ pub struct RawAbuse {
     pub lockout_threshold: i64,
     /// Known addresses and device tokens remembered per account.
     pub known_clients_kept: u32,
+    /// Bits of an IPv6 address that make one client for the address budget.
+    pub ipv6_prefix: u32,
 }
 
 /// `[audit]` as written.
@@ -43,6 +45,7 @@ impl Default for RawAbuse {
             account_interval: d.account_rule.interval,
             lockout_threshold: d.lockout_threshold,
             known_clients_kept: d.known_clients_kept,
+            ipv6_prefix: u32::from(d.ipv6_prefix),
         }
     }
 }
@@ -105,6 +108,14 @@ impl RawAbuse {
                 1,
                 1000,
             ),
+            ipv6_prefix: u8::try_from(check_range(
+                problems,
+                "abuse.ipv6_prefix",
+                self.ipv6_prefix,
+                32,
+                128,
+            ))
+            .unwrap_or(64),
             audit_retention_days: check_range(
                 problems,
                 "audit.retention_days",

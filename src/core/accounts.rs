@@ -323,6 +323,7 @@ impl Core {
         }
         self.account_changed(id).await;
         self.limiter.clear(&account_key(Some(&account), "")).await?;
+        self.limiter.clear(&password_change_key(id)).await?;
         self.audit_change(actor, "unlock", &account, None);
         Ok(())
     }
@@ -513,7 +514,7 @@ impl Core {
         // the account rule, charged before the hash. Not the logins' one:
         // strangers' failed logins must not keep the owner from changing
         // the password.
-        let budget = format!("password-change:{}", account.id);
+        let budget = password_change_key(account.id);
         let rule = &self.settings.abuse.account_rule;
         let charge = match self.charge_budget(&budget, rule, self.now()).await {
             Ok(charge) => charge,
@@ -561,6 +562,11 @@ impl Core {
         self.audit.record(entry);
         Ok(())
     }
+}
+
+/// The limiter key of an account's password changes.
+fn password_change_key(id: AccountId) -> String {
+    format!("password-change:{id}")
 }
 
 /// The account's own names, which a password must not simply be.

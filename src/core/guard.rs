@@ -29,6 +29,9 @@ pub struct AbuseSettings {
     pub lockout_threshold: i64,
     /// Known addresses and device tokens remembered per account.
     pub known_clients_kept: u32,
+    /// Leading bits of an IPv6 address that make one client for the
+    /// address budget (one client holds a whole /64; 128: each address).
+    pub ipv6_prefix: u8,
     /// Days audit events are kept.
     pub audit_retention_days: i64,
     /// Refuse new passwords found in the common-password list.
@@ -48,6 +51,7 @@ impl Default for AbuseSettings {
             },
             lockout_threshold: 50,
             known_clients_kept: 20,
+            ipv6_prefix: 64,
             audit_retention_days: 90,
             refuse_common_passwords: true,
         }
@@ -77,7 +81,7 @@ impl Recognition {
 }
 
 /// The limiter key of a client address.
-pub(crate) fn address_key(client: &ClientInfo) -> Option<String> {
+pub(crate) fn address_key(client: &ClientInfo, ipv6_prefix: u8) -> Option<String> {
     client.ip.map(|ip| match ip {
         std::net::IpAddr::V4(ip) => format!("ip:{ip}"),
         std::net::IpAddr::V6(ip) => match embedded_ipv4(ip) {
@@ -86,8 +90,10 @@ pub(crate) fn address_key(client: &ClientInfo) -> Option<String> {
             // One IPv6 client holds a whole /64 (a home line, a cloud
             // instance) and may send each request from another address in it.
             None => {
-                let prefix = u128::from(ip) & !(u128::from(u64::MAX));
-                format!("ip:{}/64", std::net::Ipv6Addr::from(prefix))
+                let bits = u32::from(ipv6_prefix.clamp(1, 128));
+                let mask = u128::MAX << (128 - bits);
+                let prefix = std::net::Ipv6Addr::from(u128::from(ip) & mask);
+                format!("ip:{prefix}/{bits}")
             }
         },
     })
@@ -211,10 +217,17 @@ mod tests {
     use super::*;
 
     fn key_of(ip: &str) -> Option<String> {
-        address_key(&ClientInfo {
-            ip: Some(ip.parse().unwrap()),
-            ..ClientInfo::default()
-        })
+        key_with(ip, 64)
+    }
+
+    fn key_with(ip: &str, prefix: u8) -> Option<String> {
+        address_key(
+            &ClientInfo {
+                ip: Some(ip.parse().unwrap()),
+                ..ClientInfo::default()
+            },
+            prefix,
+        )
     }
 
     #[test]
@@ -235,6 +248,15 @@ mod tests {
             key_of("64:ff9b::198.51.100.8").as_deref(),
             Some("ip:198.51.100.8")
         );
-        assert_eq!(address_key(&ClientInfo::default()), None);
+        assert_eq!(address_key(&ClientInfo::default(), 64), None);
+        // Another prefix length, for networks that hand out more or less.
+        assert_eq!(
+            key_with("2001:db8:1:2:aaaa::1", 128).as_deref(),
+            Some("ip:2001:db8:1:2:aaaa::1/128")
+        );
+        assert_eq!(
+            key_with("2001:db8:1:2:aaaa::1", 48).as_deref(),
+            Some("ip:2001:db8:1::/48")
+        );
     }
 }

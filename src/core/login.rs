@@ -13,8 +13,8 @@ use super::tokens::{
 };
 use super::{ClientInfo, Core};
 use crate::store::{
-    Account, AccountStatus, AuditEvent, LoginRecord, NewRefreshToken, NewSession, SessionId,
-    SuccessorHashes, TokenStyle,
+    Account, AccountStatus, AuditEvent, LoginRecord, NewRefreshToken, NewSession,
+    PasswordVerifiers, SessionId, SuccessorHashes, TokenStyle,
 };
 
 /// What the client proves its identity with.
@@ -212,7 +212,7 @@ impl Core {
         // failure: many people may sign in at once behind one address (an
         // office, a carrier's NAT). Attempts sent at once from one address
         // may so overshoot its budget by as many as are being checked.
-        let address_key = address_key(&attempt.client);
+        let address_key = address_key(&attempt.client, abuse.ipv6_prefix);
         if let Some(key) = &address_key
             && let Err(error) = self.check_budget(key, &abuse.address_rule, now).await
         {
@@ -483,13 +483,13 @@ impl Core {
             )
             .await
         {
-            // Another hash is stored by now. Another login of the same
-            // password upgraded it first (the time of the last change is
-            // the same): that is the hash to record against. A real change
-            // or reset moved the time: the one checked stays expected, and
-            // the login is refused.
+            // Another hash is stored by now: another login of the same
+            // password upgraded it first, or the password was changed,
+            // reset or expired. Only if the credential checks against the
+            // stored hash too is that the hash to record against; otherwise
+            // the one checked stays expected, and the login is refused.
             Ok(false) => match self.store.get_account(account.id).await {
-                Ok(Some(stored)) if stored.password_changed_at == account.password_changed_at => {
+                Ok(Some(stored)) if self.still_matches(credential, &stored.verifiers).await => {
                     stored.verifiers.password_hash
                 }
                 _ => current.password_hash.clone(),
@@ -514,6 +514,23 @@ impl Core {
         };
         self.caches.accounts.forget(account.id);
         stored
+    }
+
+    /// Whether the credential checks against these verifiers (one more
+    /// hash; a busy pool or an error counts as no).
+    async fn still_matches(&self, credential: &Credential, verifiers: &PasswordVerifiers) -> bool {
+        let (secret, verifier) = match credential {
+            Credential::Password(password) => (password.expose(), Some(&verifiers.password_hash)),
+            Credential::Md5Hex(digest) => (digest.expose(), verifiers.md5_verifier.as_ref()),
+        };
+        match verifier {
+            Some(verifier) => self
+                .hasher
+                .verify_str(secret, verifier)
+                .await
+                .is_ok_and(|checked| checked.matches),
+            None => false,
+        }
     }
 
     /// Records the login and opens its session (one store transaction);

@@ -47,8 +47,6 @@ struct Usage {
     counted_at: UnixTime,
     /// How many times the count was read from the store.
     reads: u64,
-    /// A caller is reading the count from the store.
-    reading: bool,
 }
 
 impl Usage {
@@ -75,18 +73,6 @@ pub fn stored_count(account: &Account, default: QuotaPeriod, now: UnixTime) -> i
         0
     } else {
         account.api_calls_count
-    }
-}
-
-/// One caller's read of an account's count; ends the read when dropped.
-struct Reading<'a> {
-    calls: &'a ApiCalls,
-    account: AccountId,
-}
-
-impl Drop for Reading<'_> {
-    fn drop(&mut self) {
-        self.calls.reading_done(self.account);
     }
 }
 
@@ -139,18 +125,14 @@ impl ApiCalls {
         if let Some(answer) = self.try_admit_cached(account, now, false) {
             return answer;
         }
-        // Whatever becomes of this read (an error, or the request dropped
-        // while it waits), the next stale call may read again.
-        let _reading = Reading {
-            calls: self,
-            account,
-        };
         match self.store.api_usage(account).await {
             Ok(Some(usage)) => self.reload(account, usage, now),
             Ok(None) => return Err(Error::Unauthenticated),
             // The store is away: a count held here (a second or so behind
-            // at worst) answers rather than a 503 on every call.
+            // at worst) answers rather than a 503 on every call, and is
+            // trusted for another second before the store is tried again.
             Err(error) => {
+                self.read_failed(account, now);
                 return self
                     .try_admit_cached(account, now, true)
                     .unwrap_or(Err(error.into()));
@@ -175,11 +157,11 @@ impl ApiCalls {
         // once it is older than a flush interval, so that a node that sat
         // idle does not admit a burst against a count the other nodes have
         // long since raised. (Busy nodes stay in step through their flushes.)
-        // One caller reads; the calls that come meanwhile use what is held.
+        // Calls that come while one reads read too: none is admitted
+        // against the count being replaced.
         let stale = now.saturating_sub(usage.loaded_at) >= self.ttl.max(1)
             || (usage.max > 0 && now.saturating_sub(usage.synced_at) >= SYNC_AGE);
-        if stale && usage.pending == 0 && !held_will_do && !usage.reading {
-            usage.reading = true;
+        if stale && usage.pending == 0 && !held_will_do {
             return None;
         }
         usage.roll(now);
@@ -191,12 +173,15 @@ impl ApiCalls {
         Some(Ok(()))
     }
 
-    /// A read of the account's count is over: the next stale call may read.
-    fn reading_done(&self, account: AccountId) {
+    /// A read of the account's count failed: the count held is trusted for
+    /// another `SYNC_AGE` (an outage does not put a wait for the database
+    /// on every call).
+    fn read_failed(&self, account: AccountId, now: UnixTime) {
         if let Ok(mut map) = self.usage.lock()
             && let Some(usage) = map.get_mut(&account)
         {
-            usage.reading = false;
+            usage.synced_at = now;
+            usage.loaded_at = usage.loaded_at.max(now - self.ttl.max(1) + SYNC_AGE);
         }
     }
 
@@ -217,7 +202,6 @@ impl ApiCalls {
                 synced_at: now,
                 counted_at,
                 reads,
-                reading: false,
             };
             // A count of an earlier period is over (the store keeps the
             // later of the two starts, as this does).

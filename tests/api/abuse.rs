@@ -794,3 +794,29 @@ async fn only_the_newest_known_clients_are_remembered() {
         "forgotten"
     );
 }
+
+/// A right password refused for a missing permission hides nothing (the
+/// same password signs in on the native face), so it spends no budget: a
+/// whole office behind one address trying a face they may not use is not
+/// throttled for it.
+#[tokio::test]
+async fn a_missing_permission_spends_no_budget() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.address_burst = 1;
+        c.abuse.account_burst = 1;
+    })
+    .await;
+    app.create_user("ann").await;
+    let office = app.client_from("127.0.0.9");
+    let refused = office
+        .post(app.url("/manager/login"))
+        .json(&json!({"username": "ann", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login_from(&app, &office, "ann", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
