@@ -1,9 +1,12 @@
 //! Helpers shared by the unit tests of several modules.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+
+use crate::notices::{NoticeEvent, NoticeSink};
 
 /// `url` with its host and port replaced by `127.0.0.1:{port}`.
 pub(crate) fn via(url: &str, port: u16) -> String {
@@ -73,4 +76,39 @@ impl Proxy {
         self.task.abort();
         let _ = self.task.await;
     }
+}
+
+/// A notice sink that keeps every event (for the subscribers' tests).
+#[derive(Default)]
+pub(crate) struct Recorder(Mutex<Vec<NoticeEvent>>);
+
+impl NoticeSink for Recorder {
+    fn deliver(&self, event: NoticeEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Recorder {
+    pub(crate) fn events(&self) -> Vec<NoticeEvent> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Polls until `done` holds for the events, for at most `limit`.
+    pub(crate) async fn wait_for(&self, limit: Duration, done: impl Fn(&[NoticeEvent]) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(&self.events()) {
+            assert!(
+                Instant::now() < deadline,
+                "waited {limit:?}; events: {:?}",
+                self.events()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The recorder as the weak sink a subscriber takes.
+pub(crate) fn weak(sink: &Arc<Recorder>) -> Weak<dyn NoticeSink> {
+    let weak: Weak<Recorder> = Arc::downgrade(sink);
+    weak
 }

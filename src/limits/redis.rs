@@ -872,7 +872,7 @@ mod tests {
 
     use super::*;
     use crate::limits::conformance::{self, RULE};
-    use crate::testing::{Proxy, via};
+    use crate::testing::{Proxy, Recorder, via, weak};
 
     fn test_url() -> String {
         std::env::var("SESAME_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -1201,40 +1201,6 @@ mod tests {
         node.fallback.clear("k").await.unwrap();
         assert_eq!(node.blocked_for("k", &RULE, 0).await.unwrap(), None);
         proxy.stop().await;
-    }
-
-    /// A sink that keeps every event.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<NoticeEvent>>);
-
-    impl NoticeSink for Recorder {
-        fn deliver(&self, event: NoticeEvent) {
-            self.0.lock().unwrap().push(event);
-        }
-    }
-
-    impl Recorder {
-        fn events(&self) -> Vec<NoticeEvent> {
-            self.0.lock().unwrap().clone()
-        }
-
-        /// Polls until `done` holds for the events, for at most `limit`.
-        async fn wait_for(&self, limit: Duration, done: impl Fn(&[NoticeEvent]) -> bool) {
-            let deadline = Instant::now() + limit;
-            while !done(&self.events()) {
-                assert!(
-                    Instant::now() < deadline,
-                    "waited {limit:?}; events: {:?}",
-                    self.events()
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-
-    fn weak(sink: &Arc<Recorder>) -> Weak<dyn NoticeSink> {
-        let weak: Weak<Recorder> = Arc::downgrade(sink);
-        weak
     }
 
     fn count(events: &[NoticeEvent], wanted: &NoticeEvent) -> usize {

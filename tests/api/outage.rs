@@ -64,20 +64,28 @@ pub(crate) async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_is_a_503_and_the_pool_recovers() {
+/// An application whose database connections pass a relay the test can
+/// cut; with the relay and the database's `host:port`.
+async fn app_behind_a_relay() -> (TestApp, Relay, String) {
     let deployment = Deployment::new().await;
     let mut raw = sesame::config::RawConfig::default();
     deployment.apply(&mut raw);
     let database_url = raw.database_url.clone().unwrap();
-    let mut relay = Relay::start_to(0, authority(&database_url)).await;
-    let port = relay.port;
-    let relayed = database_url.replacen(&authority(&database_url), &format!("127.0.0.1:{port}"), 1);
+    let target = authority(&database_url);
+    let relay = Relay::start_to(0, target.clone()).await;
+    let relayed = database_url.replacen(&target, &format!("127.0.0.1:{}", relay.port), 1);
     let app = TestApp::spawn_in(deployment, |c| {
         c.database_url = Some(relayed);
         c.database.connect_timeout = 1;
     })
     .await;
+    (app, relay, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_a_503_and_the_pool_recovers() {
+    let (app, mut relay, target) = app_behind_a_relay().await;
+    let port = relay.port;
     let alice = app.create_user("alice").await;
     app.core
         .set_max_api_calls(alice.id, 100, &sesame::core::roles::Actor::Operator)
@@ -125,7 +133,7 @@ async fn a_database_outage_is_a_503_and_the_pool_recovers() {
         started.elapsed()
     );
 
-    let _relay = Relay::start_to(port, authority(&database_url)).await;
+    let _relay = Relay::start_to(port, target).await;
     eventually("logins work again once the database is back", async || {
         app.login("alice", PASSWORD).await.status() == StatusCode::OK
     })
@@ -141,21 +149,7 @@ async fn a_database_outage_is_a_503_and_the_pool_recovers() {
 /// away).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oauth_face_says_retry_during_a_database_outage() {
-    let deployment = Deployment::new().await;
-    let mut raw = sesame::config::RawConfig::default();
-    deployment.apply(&mut raw);
-    let database_url = raw.database_url.clone().unwrap();
-    let mut relay = Relay::start_to(0, authority(&database_url)).await;
-    let relayed = database_url.replacen(
-        &authority(&database_url),
-        &format!("127.0.0.1:{}", relay.port),
-        1,
-    );
-    let app = TestApp::spawn_in(deployment, |c| {
-        c.database_url = Some(relayed);
-        c.database.connect_timeout = 1;
-    })
-    .await;
+    let (app, mut relay, _) = app_behind_a_relay().await;
     app.create_user_full("alice", Some("alice@example.com"), None, &[])
         .await;
     let secret = crate::oidc::clients(&app).await;

@@ -169,51 +169,17 @@ async fn heartbeat_on(listener: &mut PgListener) -> Result<(), sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
+    use std::sync::Arc;
+    use std::time::Duration;
 
     use sqlx::postgres::PgConnectOptions;
 
     use super::PgNotices;
-    use crate::notices::{Notice, NoticeEvent, NoticeSink, Notices};
+    use crate::notices::{Notice, NoticeEvent, Notices};
     use crate::store::DatabaseSettings;
     use crate::store::postgres::PostgresStore;
     use crate::store::postgres::testing::TempDatabase;
-    use crate::testing::{Proxy, via};
-
-    #[derive(Default)]
-    struct Heard(Mutex<Vec<NoticeEvent>>);
-
-    impl NoticeSink for Heard {
-        fn deliver(&self, event: NoticeEvent) {
-            self.0.lock().unwrap().push(event);
-        }
-    }
-
-    impl Heard {
-        fn events(&self) -> Vec<NoticeEvent> {
-            self.0.lock().unwrap().clone()
-        }
-
-        /// Polls until `done` holds for the events, for at most `limit`.
-        async fn wait_for(&self, limit: Duration, done: impl Fn(&[NoticeEvent]) -> bool) {
-            let deadline = Instant::now() + limit;
-            while !done(&self.events()) {
-                assert!(
-                    Instant::now() < deadline,
-                    "waited {limit:?}; events: {:?}",
-                    self.events()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-
-        fn subscribe_to(self: &Arc<Self>, notices: &PgNotices) -> Arc<dyn NoticeSink> {
-            let sink: Arc<dyn NoticeSink> = self.clone();
-            notices.subscribe(Arc::downgrade(&sink));
-            sink
-        }
-    }
+    use crate::testing::{Proxy, Recorder, via, weak};
 
     /// Listening takes no connection of the store's pool: with a pool of
     /// one, queries still get it, and notices still arrive.
@@ -227,8 +193,8 @@ mod tests {
         settings.connect_timeout = Duration::from_secs(1);
         let store = PostgresStore::open(&settings, true).await.unwrap();
         let notices = PgNotices::new(&store);
-        let heard = Arc::new(Heard::default());
-        let _sink = heard.subscribe_to(&notices);
+        let heard = Arc::new(Recorder::default());
+        notices.subscribe(weak(&heard));
         heard
             .wait_for(Duration::from_secs(5), |events| {
                 events.contains(&NoticeEvent::Resumed)
@@ -265,8 +231,8 @@ mod tests {
         };
         let direct = DatabaseSettings::for_url(&database.url);
         let publisher = PgNotices::new(&PostgresStore::open(&direct, false).await.unwrap());
-        let heard = Arc::new(Heard::default());
-        let _sink = heard.subscribe_to(&notices);
+        let heard = Arc::new(Recorder::default());
+        notices.subscribe(weak(&heard));
         heard
             .wait_for(Duration::from_secs(5), |events| !events.is_empty())
             .await;
