@@ -837,6 +837,19 @@ pub async fn oauth_clients(store: Arc<dyn Store>) {
     assert!(store.delete_client("web").await.unwrap());
     assert!(!store.delete_client("web").await.unwrap());
     assert_eq!(store.get_client("web").await.unwrap(), None);
+    // A grant for a session deleted meanwhile (a concurrent request): an
+    // answer a retry settles (503), never a database error (500).
+    let gone = store
+        .insert_oauth_session(&crate::store::OAuthSession {
+            session_id: "no-such-session".into(),
+            client_id: "web".into(),
+            scope: "openid".into(),
+            browser_session: None,
+            auth_time: 0,
+            nonce: None,
+        })
+        .await;
+    assert!(matches!(gone, Err(StoreError::Unavailable(_))), "{gone:?}");
 }
 
 /// Eight concurrent exchanges of one code: one opens a session, the others

@@ -734,13 +734,19 @@ async fn client_authentication_and_grant_rules() {
     )
     .await;
     oauth_error(both, StatusCode::BAD_REQUEST, "invalid_request").await;
-    let unknown_grant = token(&app, Some(("web", &secret)), &[("grant_type", "implicit")]).await;
-    oauth_error(
+    let unknown_grant = token(
+        &app,
+        Some(("web", &secret)),
+        &[("grant_type", "implicit-hunter2")],
+    )
+    .await;
+    let body = oauth_error(
         unknown_grant,
         StatusCode::BAD_REQUEST,
         "unsupported_grant_type",
     )
     .await;
+    assert!(!body.to_string().contains("hunter2"), "echoed: {body}");
     let not_form = reqwest::Client::new()
         .post(app.url("/oauth2/token"))
         .json(&serde_json::json!({"grant_type": "client_credentials"}))
@@ -798,10 +804,14 @@ async fn client_authentication_and_grant_rules() {
     let too_wide = token(
         &app,
         Some(("web", &secret)),
-        &[("grant_type", "client_credentials"), ("scope", "admin")],
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "admin-hunter2"),
+        ],
     )
     .await;
-    oauth_error(too_wide, StatusCode::BAD_REQUEST, "invalid_scope").await;
+    let body = oauth_error(too_wide, StatusCode::BAD_REQUEST, "invalid_scope").await;
+    assert!(!body.to_string().contains("hunter2"), "echoed: {body}");
 
     let wrong_password = token(
         &app,
