@@ -8,6 +8,7 @@ pub mod admin;
 pub mod authz;
 pub mod contracts;
 pub mod cors;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod headers;
@@ -29,7 +30,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::core::Core;
 use contracts::ContractSettings;
@@ -194,25 +194,27 @@ fn routes(
     settings: &HttpSettings,
     metrics_settings: &metrics::MetricsSettings,
 ) -> Router {
-    let mut router = Router::new();
+    let timeout = settings.request_timeout;
+    // The faces that answer with problem documents; each other face has a
+    // deadline that answers in its own shape (`deadline`).
+    let mut native_faces = Router::new();
     if metrics_settings.enabled && metrics_settings.listen.is_none() {
-        router = router.merge(metrics::router());
+        native_faces = native_faces.merge(metrics::router());
     }
-    let router = router
+    let native_faces = native_faces
         .route("/openapi.json", axum::routing::get(openapi::openapi_json))
         .merge(native::router())
         .merge(authz::router())
         .merge(admin::router())
-        .merge(oidc::router())
         .merge(wellknown::router())
-        .merge(contracts::router(&state.contracts))
+        .layer(deadline::Deadline::new(timeout, overrun));
+    let router = Router::new()
+        .merge(native_faces)
+        .merge(oidc::router().layer(oidc::deadline(timeout)))
+        .merge(contracts::router(&state.contracts, timeout))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ))
         .layer(CatchPanicLayer::custom(panicked));
     // Only where some page may call some face: none by default.
     let router = if settings.cors.is_on() {
@@ -241,6 +243,19 @@ async fn method_not_allowed() -> Problem {
         "method_not_allowed",
         "this endpoint does not accept that method",
     )
+}
+
+/// `http.request_timeout` run out on a face that answers with problems.
+fn overrun((): (), overrun: deadline::Overrun) -> Response {
+    match overrun {
+        deadline::Overrun::Body => Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request's body did not arrive in time",
+        ),
+        deadline::Overrun::Answer => Problem::from(deadline::Overrun::busy()),
+    }
+    .into_response()
 }
 
 fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::deadline::{Deadline, Overrun};
 use super::extract::{Client, bearer_token, cookie_value};
 use super::page::{self, Lang, Refusal, SignInForm};
 use crate::core::Error;
@@ -80,13 +81,40 @@ pub fn router() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
+/// Whether a path is one of the pages a person sees (which answer with
+/// the error page), not an endpoint for programs (RFC 6749 JSON).
+fn is_page(path: &str) -> bool {
+    matches!(
+        path,
+        "/oauth2/authorize" | "/oauth2/authorize/sign-in" | "/oauth2/logout"
+    )
+}
+
+/// `http.request_timeout` for this face: the error page on the pages (in
+/// the language of the request, noted before it runs), RFC 6749 errors
+/// elsewhere.
+pub fn deadline(after: std::time::Duration) -> Deadline<Option<Lang>> {
+    Deadline::noting(
+        after,
+        |request| is_page(request.uri().path()).then(|| Lang::from_headers(request.headers())),
+        |page, overrun| match (page, overrun) {
+            (Some(lang), Overrun::Body) => {
+                error_page(lang, StatusCode::REQUEST_TIMEOUT, &Refusal::TimedOut)
+            }
+            (Some(lang), Overrun::Answer) => unavailable_page(lang),
+            (None, Overrun::Body) => oauth_error(OAuthError {
+                status: StatusCode::REQUEST_TIMEOUT.as_u16(),
+                ..OAuthError::new("invalid_request", "the request did not arrive in time")
+            }),
+            (None, Overrun::Answer) => oauth_error(Overrun::busy().into()),
+        },
+    )
+}
+
 /// Another method on a route: the hosted pages show their error page, the
 /// endpoints for programs answer as RFC 6749 does.
 async fn method_not_allowed(uri: axum::http::Uri, headers: HeaderMap) -> Response {
-    if matches!(
-        uri.path(),
-        "/oauth2/authorize" | "/oauth2/authorize/sign-in" | "/oauth2/logout"
-    ) {
+    if is_page(uri.path()) {
         let lang = Lang::from_headers(&headers);
         return error_page(lang, StatusCode::METHOD_NOT_ALLOWED, &Refusal::Method);
     }

@@ -142,6 +142,8 @@ pub enum Refusal {
     TooLarge,
     /// A body that could not be read (cut off).
     Unreadable,
+    /// A body that did not arrive within `http.request_timeout`.
+    TimedOut,
     /// An `id_token_hint` Sesame did not sign.
     BadHint,
     /// A `post_logout_redirect_uri` the client did not register.
@@ -193,6 +195,7 @@ impl Refusal {
             ),
             Refusal::TooLarge => ("The form is too large.", "表单内容过大。"),
             Refusal::Unreadable => ("The form could not be read.", "无法读取表单。"),
+            Refusal::TimedOut => ("The form did not arrive in time.", "表单提交超时。"),
             Refusal::BadHint => (
                 "The sign-out request is not valid (id_token_hint).",
                 "退出请求无效（id_token_hint）。",

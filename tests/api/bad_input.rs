@@ -180,3 +180,150 @@ async fn health_and_jwks_answer() {
         .unwrap();
     assert_eq!(jwks.status(), StatusCode::OK);
 }
+
+/// Sends a request whose headers promise a body of 100 bytes and only part
+/// of it, and returns the status line, the headers and the body of the
+/// answer, read until the server closes the connection.
+async fn half_sent(app: &TestApp, path: &str, content_type: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
+         Accept-Language: zh-CN\r\nContent-Length: 100\r\n\r\nlogin=al"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// The body of a chunked or sized HTTP/1.1 answer, as JSON.
+fn json_of(body: &str) -> serde_json::Value {
+    let start = body.find(['{', '"']).unwrap();
+    let end = body.rfind(['}', '"']).unwrap();
+    serde_json::from_str(&body[start..=end]).unwrap()
+}
+
+/// A client that stops sending its body is answered 408 when
+/// `http.request_timeout` runs out, by the face it called, in that face's
+/// shape (it used to be an empty 408 on every face).
+#[tokio::test]
+async fn a_body_that_never_arrives_is_a_408_in_the_faces_shape() {
+    let app = TestApp::spawn_with(|c| c.http.request_timeout = 1).await;
+    let json = "application/json";
+    let form = "application/x-www-form-urlencoded";
+
+    let (status, head, body) = half_sent(&app, "/v1/login", json).await;
+    assert_eq!(status, 408);
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    assert_eq!(json_of(&body)["code"], "request_timeout", "{body}");
+
+    let (status, head, body) = half_sent(&app, "/oauth2/token", form).await;
+    assert_eq!(status, 408);
+    assert!(head.contains("cache-control: no-store"), "{head}");
+    assert_eq!(json_of(&body)["error"], "invalid_request", "{body}");
+
+    // A page a person sees answers with the error page, in their language.
+    let (status, head, body) = half_sent(&app, "/oauth2/authorize/sign-in", form).await;
+    assert_eq!(status, 408);
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(body.contains("表单提交超时"), "{body}");
+
+    let (status, _, body) = half_sent(&app, "/api/v1/user/method/login.user.user", json).await;
+    assert_eq!(status, 408);
+    assert_eq!(
+        json_of(&body),
+        json!({"status": 408, "message": "请求超时"}),
+        "{body}"
+    );
+    let (status, _, body) = half_sent(&app, "/manager/login", json).await;
+    assert_eq!(status, 408);
+    assert_eq!(
+        json_of(&body)["error"],
+        "Request body did not arrive in time"
+    );
+    let (status, _, body) = half_sent(&app, "/api/v1/login", json).await;
+    assert_eq!(status, 408);
+    assert_eq!(
+        json_of(&body)["detail"],
+        "Request body did not arrive in time"
+    );
+    let (status, _, body) = half_sent(&app, "/api/v1/users/actions/login", json).await;
+    assert_eq!(status, 408);
+    assert_eq!(json_of(&body)["message"], "请求超时", "{body}");
+    // This contract words every unreadable request alike.
+    let (status, _, body) = half_sent(&app, "/user/login", json).await;
+    assert_eq!(status, 400);
+    assert_eq!(json_of(&body), json!("服务器暂时无法处理登录请求。"));
+
+    // The server is none the worse for it.
+    app.create_user("alice").await;
+    assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
+}
+
+/// An answer Sesame cannot give in time (here: logins queued behind slow
+/// hashes on one thread) is a 503 with `Retry-After` in the face's shape,
+/// never the client's 408: an operator alerting on 5xx must see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_not_ready_in_time_is_a_503_in_the_faces_shape() {
+    let app = TestApp::spawn_with(|c| {
+        c.http.request_timeout = 1;
+        c.passwords.threads = 1;
+        // 0.15 s a hash or more: sixteen queued logins need over 2 s.
+        c.passwords.memory_kib = 256 * 1024;
+        c.passwords.iterations = 3;
+    })
+    .await;
+    app.create_user("alice").await;
+    // Once signed in from here, this address is a known client of the
+    // account, whose logins at once do not spend its failure budget.
+    assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
+    let logins = (0..16).map(|i| {
+        let app = &app;
+        async move {
+            if i % 2 == 0 {
+                app.login("alice", PASSWORD).await
+            } else {
+                app.client
+                    .post(app.url("/api/v1/user/method/login.user.user"))
+                    .json(&json!({"username": "alice", "password": PASSWORD, "platform": "web"}))
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        }
+    });
+    let answers = futures_util::future::join_all(logins).await;
+    let mut late = 0;
+    for (i, answer) in answers.into_iter().enumerate() {
+        if answer.status() == StatusCode::OK {
+            continue;
+        }
+        late += 1;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers()["retry-after"], "1");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        if i % 2 == 0 {
+            assert_eq!(body["code"], "busy", "{body}");
+        } else {
+            assert_eq!(
+                body,
+                json!({"status": 503, "message": "服务器繁忙，请稍后再试"})
+            );
+        }
+    }
+    assert!(late > 0, "every login was answered within 1 s");
+}

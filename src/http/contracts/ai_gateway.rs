@@ -89,11 +89,15 @@ async fn try_login(
     Ok(with_device_token(Json(body).into_response(), &grant))
 }
 
-fn render(failure: Failure) -> Response {
+pub(super) fn render(failure: Failure) -> Response {
     let (status, detail) = match &failure {
         Failure::Fields(FieldsError::TooLarge) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             "Request body too large".to_owned(),
+        ),
+        Failure::Fields(FieldsError::TimedOut) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "Request body did not arrive in time".to_owned(),
         ),
         Failure::Fields(FieldsError::Malformed) => (
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -219,6 +219,11 @@ fn token(grant: &Grant) -> Value {
     })
 }
 
+/// A failure outside a handler (`http.request_timeout`).
+pub(super) fn render(failure: Failure) -> Response {
+    respond(Err(Refusal::Failure(failure)))
+}
+
 fn respond(result: Result<Value, Refusal>) -> Response {
     let (status, message, error) = match result {
         Ok(data) => {
@@ -229,6 +234,9 @@ fn respond(result: Result<Value, Refusal>) -> Response {
         Err(Refusal::Failure(failure)) => match failure {
             Failure::Fields(FieldsError::TooLarge) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "请求数据过大", None)
+            }
+            Failure::Fields(FieldsError::TimedOut) => {
+                (StatusCode::REQUEST_TIMEOUT, "请求超时", None)
             }
             Failure::Fields(_) => (StatusCode::BAD_REQUEST, "请求数据格式错误", None),
             Failure::Core(error) => {

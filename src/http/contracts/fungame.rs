@@ -93,7 +93,7 @@ async fn try_login(
     ))
 }
 
-fn render(failure: Failure) -> Response {
+pub(super) fn render(failure: Failure) -> Response {
     match failure {
         Failure::Core(Error::InvalidCredentials) => {
             envelope(StatusCode::UNAUTHORIZED, WRONG, json!({}))

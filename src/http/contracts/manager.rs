@@ -86,7 +86,7 @@ async fn try_login(
     Ok(with_device_token(Json(body).into_response(), &grant))
 }
 
-fn render(failure: Failure) -> Response {
+pub(super) fn render(failure: Failure) -> Response {
     let (status, message) = match &failure {
         Failure::Fields(FieldsError::Missing(_) | FieldsError::WrongType(_)) => {
             (StatusCode::UNAUTHORIZED, INVALID)
@@ -97,6 +97,10 @@ fn render(failure: Failure) -> Response {
         Failure::Fields(FieldsError::TooLarge) => {
             (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
         }
+        Failure::Fields(FieldsError::TimedOut) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "Request body did not arrive in time",
+        ),
         Failure::Core(Error::InvalidCredentials | Error::InvalidInput { .. }) => {
             (StatusCode::UNAUTHORIZED, INVALID)
         }

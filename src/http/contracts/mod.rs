@@ -11,6 +11,7 @@ pub mod manager;
 pub mod users_actions;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,6 +21,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use super::AppState;
+use super::deadline::{Deadline, Overrun};
 use super::extract::is_json;
 use crate::core::ClientInfo;
 use crate::core::clock::UnixTime;
@@ -61,23 +63,37 @@ impl Default for ContractSettings {
     }
 }
 
-/// The routes of the enabled contracts.
-pub fn router(settings: &ContractSettings) -> Router<AppState> {
+/// The routes of the enabled contracts, each answering a request that runs
+/// out of `timeout` in its own shape.
+pub fn router(settings: &ContractSettings, timeout: Duration) -> Router<AppState> {
     let mut router = Router::new();
     if settings.ai_gateway {
-        router = router.merge(ai_gateway::router());
+        router = router.merge(
+            ai_gateway::router()
+                .layer(Deadline::new(timeout, |(), o| ai_gateway::render(o.into()))),
+        );
     }
     if settings.manager {
-        router = router.merge(manager::router());
+        router = router.merge(
+            manager::router().layer(Deadline::new(timeout, |(), o| manager::render(o.into()))),
+        );
     }
     if settings.users_actions {
-        router = router.merge(users_actions::router());
+        router = router.merge(
+            users_actions::router().layer(Deadline::new(timeout, |(), o| {
+                users_actions::render(o.into())
+            })),
+        );
     }
     if settings.careyshop {
-        router = router.merge(careyshop::router());
+        router = router.merge(
+            careyshop::router().layer(Deadline::new(timeout, |(), o| careyshop::render(o.into()))),
+        );
     }
     if settings.fungame {
-        router = router.merge(fungame::router());
+        router = router.merge(
+            fungame::router().layer(Deadline::new(timeout, |(), o| fungame::render(o.into()))),
+        );
     }
     router
 }
@@ -93,6 +109,8 @@ pub enum FieldsError {
     Missing(&'static str),
     /// A field has the wrong JSON type.
     WrongType(&'static str),
+    /// The body did not all arrive within `http.request_timeout`.
+    TimedOut,
 }
 
 impl From<super::extract::BodyError> for FieldsError {
@@ -125,6 +143,17 @@ impl From<crate::core::Error> for Failure {
             tracing::error!(%error, "internal error");
         }
         Failure::Core(error)
+    }
+}
+
+/// A request out of time: the client's slowness is a field error of the
+/// face, Sesame's a busy core.
+impl From<Overrun> for Failure {
+    fn from(overrun: Overrun) -> Self {
+        match overrun {
+            Overrun::Body => Failure::Fields(FieldsError::TimedOut),
+            Overrun::Answer => Failure::Core(Overrun::busy()),
+        }
     }
 }
 

@@ -119,7 +119,7 @@ fn user(a: &Account) -> serde_json::Value {
     user
 }
 
-fn render(failure: Failure) -> Response {
+pub(super) fn render(failure: Failure) -> Response {
     let (status, message) = match &failure {
         Failure::Fields(FieldsError::Missing(field)) => (
             StatusCode::BAD_REQUEST,
@@ -135,6 +135,9 @@ fn render(failure: Failure) -> Response {
         ),
         Failure::Fields(FieldsError::TooLarge) => {
             (StatusCode::PAYLOAD_TOO_LARGE, "请求体过大".to_owned())
+        }
+        Failure::Fields(FieldsError::TimedOut) => {
+            (StatusCode::REQUEST_TIMEOUT, "请求超时".to_owned())
         }
         Failure::Core(Error::InvalidInput { field, .. }) if *field == "password" => (
             StatusCode::BAD_REQUEST,
