@@ -89,12 +89,10 @@ pub struct AccountPatch {
 impl<T> Page<T> {
     /// A page from up to `limit + 1` results in cursor order: the one past
     /// `limit` only says that a next page exists.
-    fn of(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Self {
+    pub(crate) fn of(mut items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Self {
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| items.last().map(|item| id(item).to_string()))
-            .flatten();
+        let next_cursor = more.then(|| items.last().map(&cursor)).flatten();
         Page { items, next_cursor }
     }
 }
@@ -185,7 +183,9 @@ impl Core {
             // One more than asked: whether a next page exists.
             limit: limit + 1,
         };
-        let mut page = Page::of(self.store.search_accounts(&query).await?, limit, |a| a.id);
+        let mut page = Page::of(self.store.search_accounts(&query).await?, limit, |a| {
+            a.id.to_string()
+        });
         let now = self.now();
         for account in &mut page.items {
             account.api_calls_count = self.live_api_calls(account, now);
@@ -225,7 +225,7 @@ impl Core {
                 limit: limit + 1,
             })
             .await?;
-        Ok(Page::of(events, limit, |e| e.id))
+        Ok(Page::of(events, limit, |e| e.id.to_string()))
     }
 
     /// Applies several changes to an account, after checking them all.
@@ -408,9 +408,14 @@ impl Core {
     }
 
     /// An account's live sessions.
-    pub async fn account_sessions(&self, id: AccountId) -> Result<Vec<SessionView>> {
+    pub async fn account_sessions(
+        &self,
+        id: AccountId,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<SessionView>> {
         self.account(id).await?;
-        self.sessions_of(id, None).await
+        self.sessions_of(id, None, cursor, limit).await
     }
 
     /// Ends any session; `NotFound` if it is not live.

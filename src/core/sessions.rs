@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use super::admin::{Page, page_limit};
 use super::audit::{self, AuditEventExt};
 use super::clock::UnixTime;
 use super::domain::Platform;
 use super::error::{Error, Result};
 use super::{ClientInfo, Core, login::Principal};
 use crate::notices::{self, Notice};
-use crate::store::{AccountId, Session, SessionId};
+use crate::store::{AccountId, Session, SessionCursor, SessionId};
 
 /// Past this many cached sessions, expired entries are swept on insert.
 const SWEEP_THRESHOLD: usize = 100_000;
@@ -197,23 +198,43 @@ impl Core {
         }
     }
 
-    /// The caller's live sessions.
-    pub async fn my_sessions(&self, principal: &Principal) -> Result<Vec<SessionView>> {
-        self.sessions_of(principal.account_id, Some(&principal.session_id))
-            .await
+    /// A page of the caller's live sessions, oldest first.
+    pub async fn my_sessions(
+        &self,
+        principal: &Principal,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<SessionView>> {
+        self.sessions_of(
+            principal.account_id,
+            Some(&principal.session_id),
+            cursor,
+            limit,
+        )
+        .await
     }
 
-    /// An account's live sessions; `current` marks the caller's own.
+    /// A page of an account's live sessions, oldest first, from where
+    /// `cursor` (a previous page's `next_cursor`) says; `current` marks
+    /// the caller's own.
     pub(crate) async fn sessions_of(
         &self,
         account_id: AccountId,
         current: Option<&SessionId>,
-    ) -> Result<Vec<SessionView>> {
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<SessionView>> {
+        let limit = page_limit(limit)?;
+        let after = cursor
+            .filter(|c| !c.is_empty())
+            .map(session_cursor)
+            .transpose()?;
         let sessions = self
             .store
-            .list_live_sessions(account_id, self.now())
+            // One more than asked: whether a next page exists.
+            .page_live_sessions(account_id, self.now(), after.as_ref(), limit + 1)
             .await?;
-        Ok(sessions
+        let sessions = sessions
             .into_iter()
             .map(|s| SessionView {
                 current: Some(&s.id) == current,
@@ -225,7 +246,10 @@ impl Core {
                 last_used_at: s.last_used_at,
                 expires_at: s.expires_at,
             })
-            .collect())
+            .collect();
+        Ok(Page::of(sessions, limit, |s: &SessionView| {
+            format!("{}.{}", s.created_at, s.id)
+        }))
     }
 
     /// Ends one of the caller's sessions; `NotFound` if it is not theirs or not live.
@@ -334,4 +358,18 @@ impl Core {
 /// NUL in text with an error, not with "no such row").
 pub(crate) fn is_session_id(id: &str) -> bool {
     uuid::Uuid::try_parse(id).is_ok()
+}
+
+/// Reads a cursor of a session list: the creation time and the id of the
+/// session a previous page ended at (`1764600000.<uuid>`).
+fn session_cursor(raw: &str) -> Result<SessionCursor> {
+    raw.split_once('.')
+        .and_then(|(created_at, id)| {
+            let created_at = created_at.parse::<UnixTime>().ok()?;
+            (created_at >= 0 && is_session_id(id)).then(|| SessionCursor {
+                created_at,
+                id: id.to_owned(),
+            })
+        })
+        .ok_or_else(|| Error::invalid("cursor", "not a cursor this API returned"))
 }

@@ -12,13 +12,12 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{Problem, Problems};
-use super::extract::{ApiJson, Client, Param, bearer_token};
+use super::extract::{ApiJson, Client, PageQuery, Param, bearer_token, query};
 use super::views::{AuditView, RoleView, SessionOut, UserView};
 use crate::core::Error;
 use crate::core::accounts::AccountSpec;
@@ -95,19 +94,6 @@ fn account_id(raw: &str) -> Result<AccountId, Error> {
         .ok_or(Error::NotFound("account"))
 }
 
-/// The query string as `T`; a malformed one is a 400 naming it.
-fn query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, Error> {
-    match uri.query() {
-        None | Some("") => Ok(T::default()),
-        Some(query) => serde_urlencoded::from_str(query).map_err(|e| {
-            Error::invalid(
-                "query",
-                format!("not a valid query string for this route: {e}"),
-            )
-        }),
-    }
-}
-
 /// A time in a query: RFC 3339 (`2026-12-01T10:00:00Z`) or Unix seconds.
 fn time(raw: Option<&str>, field: &'static str) -> Result<Option<i64>, Error> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
@@ -134,10 +120,12 @@ pub(super) struct UserPage<'a> {
     next_cursor: Option<String>,
 }
 
-/// An account's sessions.
+/// One page of an account's live sessions.
 #[derive(Serialize, ToSchema)]
 pub(super) struct SessionPage<'a> {
     items: Vec<SessionOut<'a>>,
+    /// The next page's `cursor`; `null` after the last page.
+    next_cursor: Option<String>,
 }
 
 /// Every role.
@@ -422,10 +410,10 @@ pub(super) async fn reset_quota(
 
 #[utoipa::path(
     get, path = "/v1/admin/users/{id}/sessions", tag = "admin",
-    params(("id" = String, Path, description = "The account's id")),
+    params(("id" = String, Path, description = "The account's id"), PageQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The account's live sessions", body = SessionPage<'static>),
+        (status = 200, description = "One page of the account's live sessions, oldest first; pass `next_cursor` as `cursor` for the next", body = SessionPage<'static>),
         Problems,
     )
 )]
@@ -433,10 +421,16 @@ pub(super) async fn user_sessions(
     State(state): State<AppState>,
     _admin: Admin,
     Param(id): Param,
+    uri: Uri,
 ) -> Result<Response, Problem> {
-    let sessions = state.core.account_sessions(account_id(&id)?).await?;
+    let q: PageQuery = query(&uri)?;
+    let page = state
+        .core
+        .account_sessions(account_id(&id)?, q.cursor.as_deref(), q.limit)
+        .await?;
     Ok(Json(SessionPage {
-        items: sessions.iter().map(SessionOut::from).collect(),
+        items: page.items.iter().map(SessionOut::from).collect(),
+        next_cursor: page.next_cursor,
     })
     .into_response())
 }

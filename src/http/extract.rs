@@ -7,14 +7,15 @@ use std::net::{IpAddr, SocketAddr};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
 use ipnet::IpNet;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::Problem;
-use crate::core::ClientInfo;
 use crate::core::login::Principal;
+use crate::core::{ClientInfo, Error};
 
 /// Longest user agent kept, in characters.
 const MAX_USER_AGENT: usize = 256;
@@ -377,4 +378,28 @@ mod tests {
         assert_eq!(client_address(peer, &garbage, &trusted), peer);
         assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer);
     }
+}
+
+/// The query string as `T`; a malformed one is a 400 naming it.
+pub fn query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, Error> {
+    match uri.query() {
+        None | Some("") => Ok(T::default()),
+        Some(query) => serde_urlencoded::from_str(query).map_err(|e| {
+            Error::invalid(
+                "query",
+                format!("not a valid query string for this route: {e}"),
+            )
+        }),
+    }
+}
+
+/// `cursor` and `limit` of a paged list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// A previous page's `next_cursor`; none for the first page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
 }

@@ -2,7 +2,7 @@
 //! account and sessions. Handlers parse, call the core, and render.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{Problem, Problems};
 use super::extract::{
-    ApiJson, Authenticated, Client, Param, parse_json, read_body, with_device_token,
+    ApiJson, Authenticated, Client, PageQuery, Param, parse_json, query, read_body,
+    with_device_token,
 };
 use super::views::{GrantView, SessionOut, UserView};
 use crate::core::accounts::ProfileChange;
@@ -228,27 +229,36 @@ pub(super) async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The caller's live sessions.
+/// One page of the caller's live sessions.
 #[derive(Serialize, ToSchema)]
 pub(super) struct SessionList<'a> {
     sessions: Vec<SessionOut<'a>>,
+    /// The next page's `cursor`; `null` after the last page.
+    next_cursor: Option<String>,
 }
 
 #[utoipa::path(
     get, path = "/v1/me/sessions", tag = "native",
+    params(PageQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Live sessions, oldest first; `current` marks the caller's", body = SessionList<'static>),
+        (status = 200, description = "One page of the live sessions, oldest first; `current` marks the caller's; pass `next_cursor` as `cursor` for the next", body = SessionList<'static>),
         Problems,
     )
 )]
 pub(super) async fn sessions(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    uri: Uri,
 ) -> Result<Response, Problem> {
-    let sessions = state.core.my_sessions(&principal).await?;
+    let q: PageQuery = query(&uri)?;
+    let page = state
+        .core
+        .my_sessions(&principal, q.cursor.as_deref(), q.limit)
+        .await?;
     let sessions = SessionList {
-        sessions: sessions.iter().map(SessionOut::from).collect(),
+        sessions: page.items.iter().map(SessionOut::from).collect(),
+        next_cursor: page.next_cursor,
     };
     Ok(Json(sessions).into_response())
 }

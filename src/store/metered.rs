@@ -257,6 +257,19 @@ impl SessionStore for MeteredStore {
         )
         .await
     }
+    async fn page_live_sessions(
+        &self,
+        account_id: AccountId,
+        now: UnixTime,
+        after: Option<&SessionCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Session>> {
+        self.time(
+            "page_live_sessions",
+            self.inner.page_live_sessions(account_id, now, after, limit),
+        )
+        .await
+    }
     async fn revoke_session(
         &self,
         id: &SessionId,

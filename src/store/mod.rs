@@ -296,6 +296,15 @@ pub trait SessionStore: Send + Sync {
         account_id: AccountId,
         now: UnixTime,
     ) -> StoreResult<Vec<Session>>;
+    /// One page of those: in order of creation (then id), the ones after
+    /// `after`, at most `limit`.
+    async fn page_live_sessions(
+        &self,
+        account_id: AccountId,
+        now: UnixTime,
+        after: Option<&SessionCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Session>>;
     /// Revokes one session; false if it was absent or already revoked.
     async fn revoke_session(
         &self,

@@ -10,6 +10,16 @@ pub type AccountId = i64;
 /// A session id: a UUID, also the handle a client can use to end the session.
 pub type SessionId = String;
 
+/// Where a page of an account's sessions ended: the last one's creation
+/// time and id (sessions are listed in that order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCursor {
+    /// The last session's `created_at`.
+    pub created_at: UnixTime,
+    /// The last session's id.
+    pub id: SessionId,
+}
+
 /// The SHA-256 of a token's text; tokens themselves are never stored.
 pub type TokenHash = [u8; 32];
 

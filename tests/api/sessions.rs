@@ -332,3 +332,113 @@ async fn disabling_an_account_ends_its_sessions() {
     );
     app.login_ok("heidi").await;
 }
+
+/// A session list comes in pages (`limit`, then `cursor` = the previous
+/// page's `next_cursor`), oldest first, each session once, also when many
+/// were opened in the same second; an account with thousands of sessions
+/// (a script that signs in every minute) no longer answers them all at once.
+#[tokio::test]
+async fn session_lists_come_in_pages() {
+    let app = TestApp::spawn().await;
+    let alice = app.create_user("alice").await;
+    let mut opened = Vec::new();
+    for i in 0..7 {
+        if i % 3 == 0 {
+            app.clock.advance(1);
+        }
+        opened.push(
+            app.login_ok("alice").await["session_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    app.clock.advance(1);
+    let token = app.login_ok("alice").await;
+    let token = access(&token).to_owned();
+    let mut seen: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            None => "/v1/me/sessions?limit=3".to_owned(),
+            Some(cursor) => format!("/v1/me/sessions?limit=3&cursor={cursor}"),
+        };
+        let page: Value = app.get(&path, &token).await.json().await.unwrap();
+        pages += 1;
+        let sessions = page["sessions"].as_array().unwrap();
+        assert!(sessions.len() <= 3, "{page}");
+        seen.extend(sessions.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let ids: Vec<&str> = seen.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 8);
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 8, "a session listed twice: {ids:?}");
+    for id in &opened {
+        assert!(ids.contains(&id.as_str()), "{id} missing");
+    }
+    let created: Vec<&str> = seen
+        .iter()
+        .map(|s| s["created_at"].as_str().unwrap())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] <= w[1]), "{created:?}");
+    assert_eq!(seen.iter().filter(|s| s["current"] == true).count(), 1);
+    assert_eq!(seen[7]["current"], true, "the newest is the caller's");
+    // Without a limit: 50 at most, here all of them.
+    let all: Value = app
+        .get("/v1/me/sessions", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["sessions"].as_array().unwrap().len(), 8);
+    assert_eq!(all["next_cursor"], Value::Null);
+
+    for (query, field) in [
+        ("cursor=12", "cursor"),
+        ("cursor=12.not-a-session", "cursor"),
+        ("cursor=-5.00000000-0000-0000-0000-000000000000", "cursor"),
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=many", "query"),
+        ("page=2", "query"),
+    ] {
+        let body = assert_problem(
+            app.get(&format!("/v1/me/sessions?{query}"), &token).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        )
+        .await;
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+
+    // The administrator's list of the same account pages alike.
+    app.create_user_full("root", None, None, &["administrator"])
+        .await;
+    let root = access(&app.login_ok("root").await).to_owned();
+    let path = format!("/v1/admin/users/{}/sessions?limit=5", alice.id);
+    let first: Value = app.get(&path, &root).await.json().await.unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 5);
+    let next = first["next_cursor"].as_str().unwrap();
+    let rest: Value = app
+        .get(&format!("{path}&cursor={next}"), &root)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rest_ids: Vec<&str> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest_ids, ids[5..].to_vec());
+    assert_eq!(rest["next_cursor"], Value::Null);
+}

@@ -8,8 +8,8 @@ use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     AccountId, ClientKind, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken,
-    PurgeCutoffs, Purged, RefreshToken, Session, SessionId, SessionStore, StoreResult,
-    SuccessorHashes, TokenHash, TokenStyle,
+    PurgeCutoffs, Purged, RefreshToken, Session, SessionCursor, SessionId, SessionStore,
+    StoreResult, SuccessorHashes, TokenHash, TokenStyle,
 };
 
 /// The columns of a session with its derived last use and its account's status.
@@ -154,6 +154,37 @@ impl SessionStore for PostgresStore {
         ))
         .bind(account_id)
         .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(session_from_row)
+        .collect()
+    }
+
+    async fn page_live_sessions(
+        &self,
+        account_id: AccountId,
+        now: UnixTime,
+        after: Option<&SessionCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Session>> {
+        let (after_created, after_id) = match after {
+            Some(cursor) => (cursor.created_at, cursor.id.as_str()),
+            None => (UnixTime::MIN, ""),
+        };
+        // The row comparison and the order use the same (deterministic)
+        // collation, so a page starts right after the cursor.
+        sqlx::query(select_sessions!(
+            "s.account_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+             AND (s.created_at, s.id) > ($3, $4) \
+             ORDER BY s.created_at, s.id LIMIT $5"
+        ))
+        .bind(account_id)
+        .bind(now)
+        .bind(after_created)
+        .bind(after_id)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?

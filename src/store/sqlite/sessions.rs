@@ -8,7 +8,8 @@ use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     AccountId, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken, PurgeCutoffs, Purged,
-    RefreshToken, Session, SessionId, SessionStore, StoreResult, TokenHash, TokenStyle,
+    RefreshToken, Session, SessionCursor, SessionId, SessionStore, StoreResult, TokenHash,
+    TokenStyle,
 };
 
 /// The columns of a session with its derived last use and its account's
@@ -177,6 +178,30 @@ impl SessionStore for SqliteStore {
                      ORDER BY s.created_at, s.id"
                 ),
                 params![account_id, now],
+            )
+        })
+    }
+
+    async fn page_live_sessions(
+        &self,
+        account_id: AccountId,
+        now: UnixTime,
+        after: Option<&SessionCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Session>> {
+        let (after_created, after_id) = match after {
+            Some(cursor) => (cursor.created_at, cursor.id.clone()),
+            None => (UnixTime::MIN, String::new()),
+        };
+        self.read(move |conn| {
+            sessions_where(
+                conn,
+                select_sessions!(
+                    "s.account_id = ? AND s.revoked_at IS NULL AND s.expires_at > ? \
+                     AND (s.created_at, s.id) > (?, ?) \
+                     ORDER BY s.created_at, s.id LIMIT ?"
+                ),
+                params![account_id, now, after_created, after_id, limit],
             )
         })
     }
