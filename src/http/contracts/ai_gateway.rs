@@ -42,8 +42,8 @@ async fn method_not_allowed() -> Response {
     request_body = crate::http::openapi::schemas::UsernamePassword,
     responses(
         (status = 200, description = "Signed in", body = crate::http::openapi::schemas::AiGatewayGrant),
-        (status = "4XX", description = "401 wrong credentials, 422 a malformed body, 429 throttled (`Retry-After`), 413 too large", body = crate::http::openapi::schemas::AiGatewayError),
-        (status = "5XX", description = "503 busy (`Retry-After`), 500 internal", body = crate::http::openapi::schemas::AiGatewayError),
+        (status = "4XX", description = "401 wrong credentials, 422 a malformed body, 429 throttled (`Retry-After`), 413 too large, 408 a body that did not arrive within `http.request_timeout`", body = crate::http::openapi::schemas::AiGatewayError),
+        (status = "5XX", description = "503 busy or not answered within `http.request_timeout` (`Retry-After`), 500 internal", body = crate::http::openapi::schemas::AiGatewayError),
     ))]
 pub(in crate::http) async fn login(
     State(state): State<AppState>,
