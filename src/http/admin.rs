@@ -426,7 +426,7 @@ pub(super) async fn user_sessions(
     let q: PageQuery = query(&uri)?;
     let page = state
         .core
-        .account_sessions(account_id(&id)?, q.cursor.as_deref(), q.limit)
+        .account_sessions(account_id(&id)?, q.cursor.as_deref(), q.limit()?)
         .await?;
     Ok(Json(SessionPage {
         items: page.items.iter().map(SessionOut::from).collect(),

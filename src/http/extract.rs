@@ -328,6 +328,45 @@ impl FromRequestParts<AppState> for Param {
     }
 }
 
+/// The query string as `T`; a malformed one is a 400 naming it.
+pub fn query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, Error> {
+    match uri.query() {
+        None | Some("") => Ok(T::default()),
+        Some(query) => serde_urlencoded::from_str(query).map_err(|e| {
+            Error::invalid(
+                "query",
+                format!("not a valid query string for this route: {e}"),
+            )
+        }),
+    }
+}
+
+/// `cursor` and `limit` of a paged list. Other parameters are ignored, as
+/// they were before these lists had pages (a cache-buster, say).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// A previous page's `next_cursor`; none for the first page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size asked for, if any; anything but a whole number is a
+    /// 400 naming `limit` (its range is the core's to check).
+    pub fn limit(&self) -> Result<Option<u32>, Error> {
+        self.limit
+            .as_deref()
+            .map(|raw| {
+                raw.parse::<u32>()
+                    .map_err(|_| Error::invalid("limit", "must be a whole number from 1 to 200"))
+            })
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,28 +417,4 @@ mod tests {
         assert_eq!(client_address(peer, &garbage, &trusted), peer);
         assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer);
     }
-}
-
-/// The query string as `T`; a malformed one is a 400 naming it.
-pub fn query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, Error> {
-    match uri.query() {
-        None | Some("") => Ok(T::default()),
-        Some(query) => serde_urlencoded::from_str(query).map_err(|e| {
-            Error::invalid(
-                "query",
-                format!("not a valid query string for this route: {e}"),
-            )
-        }),
-    }
-}
-
-/// `cursor` and `limit` of a paged list.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    /// A previous page's `next_cursor`; none for the first page.
-    pub cursor: Option<String>,
-    /// Page size, 1 to 200 (default 50).
-    pub limit: Option<u32>,
 }

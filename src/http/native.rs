@@ -254,7 +254,7 @@ pub(super) async fn sessions(
     let q: PageQuery = query(&uri)?;
     let page = state
         .core
-        .my_sessions(&principal, q.cursor.as_deref(), q.limit)
+        .my_sessions(&principal, q.cursor.as_deref(), q.limit()?)
         .await?;
     let sessions = SessionList {
         sessions: page.items.iter().map(SessionOut::from).collect(),

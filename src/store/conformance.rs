@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::store::{
     AccountId, AccountStatus, AuthorizationCode, ClientKind, LoginRecord, NewAccount,
     NewRefreshToken, NewSession, OAuthClient, PasswordVerifiers, PurgeCutoffs, QuotaPeriod,
-    Redemption, Role, RoleChange, Store, StoreError, SuccessorHashes, TokenStyle,
+    Redemption, Role, RoleChange, SessionCursor, Store, StoreError, SuccessorHashes, TokenStyle,
 };
 
 async fn account(store: &dyn Store, name: &str) -> AccountId {
@@ -390,6 +390,84 @@ pub async fn concurrent_single_platform_logins(store: Arc<dyn Store>) {
     assert_eq!(replaced, 15, "every other login was replaced once");
     let account = store.get_account(account_id).await.unwrap().unwrap();
     assert_eq!(account.login_count, 16);
+}
+
+/// Pages of an account's live sessions follow (created_at, id): ties of
+/// one second are broken by id, a session ended between two pages is not
+/// listed and moves nothing, other accounts' sessions never appear.
+pub async fn live_sessions_in_pages(store: Arc<dyn Store>) {
+    let account_id = account(&*store, "many").await;
+    let other = account(&*store, "other").await;
+    // Six sessions over two seconds, ids out of creation order.
+    let opened = [("e", 5), ("b", 5), ("d", 5), ("f", 6), ("a", 6), ("c", 6)];
+    for (i, (id, at)) in opened.iter().enumerate() {
+        let session = session(id, account_id, "web", *at);
+        let refresh = NewRefreshToken {
+            hash: [i as u8; 32],
+            session_id: session.id.clone(),
+            issued_at: *at,
+        };
+        store
+            .record_login(&login(account_id, *at), &session, &refresh, false)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let theirs = session("0", other, "web", 5);
+    let refresh = NewRefreshToken {
+        hash: [99; 32],
+        session_id: theirs.id.clone(),
+        issued_at: 5,
+    };
+    store
+        .record_login(&login(other, 5), &theirs, &refresh, false)
+        .await
+        .unwrap()
+        .unwrap();
+    let page = |after: Option<SessionCursor>, limit| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .page_live_sessions(account_id, 10, after.as_ref(), limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.created_at, s.id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let cursor = |(created_at, id): &(i64, String)| SessionCursor {
+        created_at: *created_at,
+        id: id.clone(),
+    };
+    let first = page(None, 2).await;
+    assert_eq!(first, [(5, "b".to_owned()), (5, "d".to_owned())]);
+    // The session the cursor names ends between pages: the next page still
+    // starts right after it.
+    assert!(
+        store
+            .revoke_session(&"d".to_owned(), 7, "logout")
+            .await
+            .unwrap()
+    );
+    let second = page(Some(cursor(&first[1])), 2).await;
+    assert_eq!(second, [(5, "e".to_owned()), (6, "a".to_owned())]);
+    let third = page(Some(cursor(&second[1])), 2).await;
+    assert_eq!(third, [(6, "c".to_owned()), (6, "f".to_owned())]);
+    assert!(page(Some(cursor(&third[1])), 2).await.is_empty());
+    // All at once, with "d" gone.
+    let all: Vec<String> = page(None, 100)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(all, ["b", "e", "a", "c", "f"]);
+    // Sessions expired at `now` are not live.
+    let later = store
+        .page_live_sessions(account_id, 1005, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 3, "those of second 5 expired: {later:?}");
 }
 
 /// A login remembers the clients it came from, newest first and at most

@@ -361,20 +361,20 @@ async fn session_lists_come_in_pages() {
     let mut pages = 0;
     loop {
         let path = match &cursor {
-            None => "/v1/me/sessions?limit=3".to_owned(),
-            Some(cursor) => format!("/v1/me/sessions?limit=3&cursor={cursor}"),
+            None => "/v1/me/sessions?limit=2".to_owned(),
+            Some(cursor) => format!("/v1/me/sessions?limit=2&cursor={cursor}"),
         };
         let page: Value = app.get(&path, &token).await.json().await.unwrap();
         pages += 1;
         let sessions = page["sessions"].as_array().unwrap();
-        assert!(sessions.len() <= 3, "{page}");
+        assert!(sessions.len() <= 2, "{page}");
         seen.extend(sessions.iter().cloned());
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => break,
         }
     }
-    assert_eq!(pages, 3);
+    assert_eq!(pages, 4);
     let ids: Vec<&str> = seen.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 8);
     let mut unique = ids.clone();
@@ -407,8 +407,10 @@ async fn session_lists_come_in_pages() {
         ("cursor=-5.00000000-0000-0000-0000-000000000000", "cursor"),
         ("limit=0", "limit"),
         ("limit=201", "limit"),
-        ("limit=many", "query"),
-        ("page=2", "query"),
+        ("limit=many", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=4294967296", "limit"),
+        ("cursor=a&cursor=b", "query"),
     ] {
         let body = assert_problem(
             app.get(&format!("/v1/me/sessions?{query}"), &token).await,
@@ -418,6 +420,15 @@ async fn session_lists_come_in_pages() {
         .await;
         assert_eq!(body["field"], field, "{query}: {body}");
     }
+
+    // Other parameters are ignored, as before these lists had pages.
+    let busted: Value = app
+        .get("/v1/me/sessions?_=1764600000", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(busted["sessions"], all["sessions"]);
 
     // The administrator's list of the same account pages alike.
     app.create_user_full("root", None, None, &["administrator"])

@@ -260,6 +260,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn live_sessions_come_in_pages() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::live_sessions_in_pages(store).await;
+    }
+
+    #[tokio::test]
     async fn known_clients_are_remembered_newest_first() {
         let Some((_db, store)) = store().await else {
             return;

@@ -445,6 +445,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn live_sessions_come_in_pages() {
+        let (_dir, store) = store().await;
+        conformance::live_sessions_in_pages(store).await;
+    }
+
+    #[tokio::test]
     async fn known_clients_are_remembered_newest_first() {
         let (_dir, store) = store().await;
         conformance::known_clients_newest_first(store).await;
