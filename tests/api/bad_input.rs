@@ -222,8 +222,34 @@ async fn a_body_that_never_arrives_is_a_408_in_the_faces_shape() {
     let app = TestApp::spawn_with(|c| c.http.request_timeout = 1).await;
     let json = "application/json";
     let form = "application/x-www-form-urlencoded";
+    // All at once: each waits out the second.
+    let [
+        native,
+        token,
+        page,
+        careyshop,
+        manager,
+        ai_gateway,
+        users_actions,
+        fungame,
+    ] = futures_util::future::join_all(
+        [
+            ("/v1/login", json),
+            ("/oauth2/token", form),
+            ("/oauth2/authorize/sign-in", form),
+            ("/api/v1/user/method/login.user.user", json),
+            ("/manager/login", json),
+            ("/api/v1/login", json),
+            ("/api/v1/users/actions/login", json),
+            ("/user/login", json),
+        ]
+        .map(|(path, content_type)| half_sent(&app, path, content_type)),
+    )
+    .await
+    .try_into()
+    .unwrap();
 
-    let (status, head, body) = half_sent(&app, "/v1/login", json).await;
+    let (status, head, body) = native;
     assert_eq!(status, 408);
     assert!(
         head.contains("content-type: application/problem+json"),
@@ -231,41 +257,41 @@ async fn a_body_that_never_arrives_is_a_408_in_the_faces_shape() {
     );
     assert_eq!(json_of(&body)["code"], "request_timeout", "{body}");
 
-    let (status, head, body) = half_sent(&app, "/oauth2/token", form).await;
+    let (status, head, body) = token;
     assert_eq!(status, 408);
     assert!(head.contains("cache-control: no-store"), "{head}");
     assert_eq!(json_of(&body)["error"], "invalid_request", "{body}");
 
     // A page a person sees answers with the error page, in their language.
-    let (status, head, body) = half_sent(&app, "/oauth2/authorize/sign-in", form).await;
+    let (status, head, body) = page;
     assert_eq!(status, 408);
     assert!(head.contains("content-type: text/html"), "{head}");
     assert!(body.contains("表单提交超时"), "{body}");
 
-    let (status, _, body) = half_sent(&app, "/api/v1/user/method/login.user.user", json).await;
+    let (status, _, body) = careyshop;
     assert_eq!(status, 408);
     assert_eq!(
         json_of(&body),
         json!({"status": 408, "message": "请求超时"}),
         "{body}"
     );
-    let (status, _, body) = half_sent(&app, "/manager/login", json).await;
+    let (status, _, body) = manager;
     assert_eq!(status, 408);
     assert_eq!(
         json_of(&body)["error"],
         "Request body did not arrive in time"
     );
-    let (status, _, body) = half_sent(&app, "/api/v1/login", json).await;
+    let (status, _, body) = ai_gateway;
     assert_eq!(status, 408);
     assert_eq!(
         json_of(&body)["detail"],
         "Request body did not arrive in time"
     );
-    let (status, _, body) = half_sent(&app, "/api/v1/users/actions/login", json).await;
+    let (status, _, body) = users_actions;
     assert_eq!(status, 408);
     assert_eq!(json_of(&body)["message"], "请求超时", "{body}");
     // This contract words every unreadable request alike.
-    let (status, _, body) = half_sent(&app, "/user/login", json).await;
+    let (status, _, body) = fungame;
     assert_eq!(status, 400);
     assert_eq!(json_of(&body), json!("服务器暂时无法处理登录请求。"));
 
