@@ -173,6 +173,7 @@ pub struct Application {
     /// HTTPS, when configured.
     tls: Option<Arc<Tls>>,
     header_timeout: Duration,
+    request_timeout: Duration,
     max_connections: usize,
     drain: Duration,
 }
@@ -228,6 +229,7 @@ impl Application {
             core,
             tls,
             header_timeout: config.http.header_timeout,
+            request_timeout: config.http.request_timeout,
             max_connections: config.http.max_connections,
             drain: config.http.drain,
         })
@@ -360,8 +362,13 @@ impl Application {
             };
             let tls = Arc::clone(tls);
             let hsts = tls.hsts().cloned();
+            // Whether the connection has sent a request yet (for HTTP/2,
+            // whose handshake hyper waits for without a timer).
+            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen = Arc::clone(&started);
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
                     request.extensions_mut().insert(ConnectInfo(peer));
                     let response = router.clone().oneshot(request);
                     let hsts = hsts.clone();
@@ -381,6 +388,7 @@ impl Application {
             // a vectored write (hyper's head and body would be two).
             http1.writev(false);
             let http2 = http2.clone();
+            let header_timeout = self.header_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
                 let Some(accepted) = tls.accept(stream).await else {
@@ -388,7 +396,21 @@ impl Application {
                 };
                 let io = TokioIo::new(accepted.stream);
                 let served = if accepted.http2 {
-                    watcher.watch(http2.serve_connection(io, service)).await
+                    // A client that never sends its preface (or any request)
+                    // would hold its connection, and a stop, for ever: it
+                    // gets `http.header_timeout`, as an HTTP/1 head does.
+                    let connection = watcher.watch(http2.serve_connection(io, service));
+                    tokio::pin!(connection);
+                    match tokio::time::timeout(header_timeout, &mut connection).await {
+                        Ok(served) => served,
+                        Err(_) if started.load(std::sync::atomic::Ordering::Relaxed) => {
+                            connection.await
+                        }
+                        Err(_) => {
+                            tracing::debug!("an HTTP/2 connection sent no request in time; closed");
+                            return;
+                        }
+                    }
                 } else {
                     watcher.watch(http1.serve_connection(io, service)).await
                 };
@@ -401,7 +423,19 @@ impl Application {
         if let Some(metrics) = metrics {
             metrics.abort();
         }
-        graceful.shutdown().await;
+        // Requests in flight end within `http.request_timeout` (their
+        // deadline answers); a connection that does not close by then is
+        // left behind, so that the counts and the audit below are written.
+        let grace = self.request_timeout + Duration::from_secs(5);
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                seconds = grace.as_secs(),
+                "connections still open after the stop; closing without them"
+            );
+        }
         if let Err(error) = self.core.flush_api_calls().await {
             tracing::error!(%error, "could not persist the last API-call counts");
         }

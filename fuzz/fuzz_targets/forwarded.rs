@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use axum::http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use sesame::http::extract::client_address;
+use sesame::http::extract::{ForwardedHeader, client_address};
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(3, |b| *b == 0xFF);
@@ -24,9 +24,11 @@ fuzz_target!(|data: &[u8]| {
     let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
     for peer in ["10.1.2.3", "::1", "192.0.2.1"] {
         let peer: IpAddr = peer.parse().unwrap();
-        let address = client_address(peer, &headers, &trusted);
-        if !trusted.iter().any(|net| net.contains(&peer)) {
-            assert_eq!(address, peer, "an untrusted peer's headers are never read");
+        for which in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
+            let address = client_address(peer, &headers, &trusted, which);
+            if !trusted.iter().any(|net| net.contains(&peer)) {
+                assert_eq!(address, peer, "an untrusted peer's headers are never read");
+            }
         }
     }
 });

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check_range;
 use crate::http::HttpSettings;
+use crate::http::extract::ForwardedHeader;
 
 /// `[http]` as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,8 +20,10 @@ pub struct RawHttp {
     pub request_timeout: u64,
     /// Longest time a client may take to send the request head, seconds.
     pub header_timeout: u64,
-    /// Proxies (CIDR) whose `Forwarded` / `X-Forwarded-For` are believed.
+    /// Proxies (CIDR) whose forwarding header is believed.
     pub trusted_proxies: Vec<String>,
+    /// The header they name the client in: `x-forwarded-for` or `forwarded`.
+    pub forwarded_header: String,
     /// Seconds between a stop signal and the end of accepting connections,
     /// during which `/readyz` answers 503 so that load balancers drain.
     pub drain_seconds: u64,
@@ -36,6 +39,7 @@ impl Default for RawHttp {
             request_timeout: d.request_timeout.as_secs(),
             header_timeout: d.header_timeout.as_secs(),
             trusted_proxies: Vec::new(),
+            forwarded_header: d.forwarded_header.as_str().to_owned(),
             drain_seconds: d.drain.as_secs(),
             max_connections: d.max_connections,
         }
@@ -57,6 +61,14 @@ impl RawHttp {
                 )),
             }
         }
+        let forwarded_header =
+            ForwardedHeader::parse(&self.forwarded_header).unwrap_or_else(|| {
+                problems.push(format!(
+                    "http.forwarded_header: {:?} is neither \"x-forwarded-for\" nor \"forwarded\"",
+                    self.forwarded_header
+                ));
+                ForwardedHeader::XForwardedFor
+            });
         HttpSettings {
             body_limit: check_range(
                 problems,
@@ -80,6 +92,7 @@ impl RawHttp {
                 300,
             )),
             trusted_proxies,
+            forwarded_header,
             drain: Duration::from_secs(check_range(
                 problems,
                 "http.drain_seconds",

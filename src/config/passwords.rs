@@ -49,6 +49,15 @@ impl RawPasswords {
         } else {
             check_range(problems, "passwords.threads", self.threads, 1, 256)
         };
+        // Hashes Sesame makes must stay within what it verifies from a
+        // stored hash (core::passwords::check_stored_cost).
+        let work = u64::from(self.memory_kib) * u64::from(self.iterations);
+        if work > crate::core::passwords::MAX_STORED_WORK_KIB {
+            problems.push(format!(
+                "passwords.memory_kib × passwords.iterations must be at most {} (it is {work})",
+                crate::core::passwords::MAX_STORED_WORK_KIB
+            ));
+        }
         HashingSettings {
             memory_kib: check_range(
                 problems,

@@ -203,6 +203,7 @@ impl Core {
         let principal = Principal {
             account_id: id,
             session_id: String::new(),
+            client_id: None,
         };
         let change = ProfileChange {
             attributes,

@@ -19,6 +19,26 @@ impl Core {
     /// admits one more call ([`Error::QuotaExceeded`]), which is counted.
     pub async fn authorize(&self, bearer: &str, required: &[Name]) -> Result<Arc<Account>> {
         let principal = self.identify(bearer).await?;
+        self.authorize_principal(principal, required).await
+    }
+
+    /// [`Self::authorize`] for the admin API, which takes no token issued
+    /// to an OAuth client (403 like a missing permission, and audited the
+    /// same way): an application a user signed in to, or whoever steals its
+    /// token, must not administer Sesame with the user's permissions.
+    pub async fn authorize_admin(&self, bearer: &str, required: &[Name]) -> Result<Arc<Account>> {
+        let principal = self.identify(bearer).await?;
+        if principal.client_id.is_some() {
+            return Err(Error::Forbidden);
+        }
+        self.authorize_principal(principal, required).await
+    }
+
+    async fn authorize_principal(
+        &self,
+        principal: super::login::Principal,
+        required: &[Name],
+    ) -> Result<Arc<Account>> {
         let account = self
             .cached_account(principal.account_id)
             .await
@@ -37,14 +57,17 @@ impl Core {
     /// Records that the bearer of `bearer` was refused an administrative
     /// request (`what`: method and path) for lack of the `admin` permission.
     pub async fn audit_admin_refusal(&self, bearer: &str, client: &ClientInfo, what: &str) {
-        let mut entry = audit::event("admin_refused", "denied", "admin_api")
-            .client(client)
-            .detail(what.to_owned());
-        if let Ok(principal) = self.identify(bearer).await
-            && let Ok(account) = self.cached_account(principal.account_id).await
-        {
-            entry = entry.account(&account);
+        let mut entry = audit::event("admin_refused", "denied", "admin_api").client(client);
+        let mut detail = what.to_owned();
+        if let Ok(principal) = self.identify(bearer).await {
+            if let Some(client_id) = &principal.client_id {
+                detail = format!("{detail} with a token issued to OAuth client {client_id}");
+            }
+            if let Ok(account) = self.cached_account(principal.account_id).await {
+                entry = entry.account(&account);
+            }
         }
+        let entry = entry.detail(detail);
         self.audit.record(entry);
     }
 }

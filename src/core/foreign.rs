@@ -38,8 +38,13 @@ const MAX_SCRYPT_BYTES: u64 = 64 << 20;
 fn scrypt_memory_ok(log_n: u8, r: u32) -> bool {
     (128u64 << log_n).saturating_mul(u64::from(r)) <= MAX_SCRYPT_BYTES
 }
-/// Highest phpass / Drupal iteration exponent.
-const MAX_PHPASS_LOG2: u32 = 30;
+/// Highest phpass / Drupal iteration exponent: 2^20 iterations, each over
+/// the whole password (WordPress uses 2^8, Drupal 7 2^15). Drupal allows up
+/// to 2^30, minutes of one hashing thread for a long password.
+const MAX_PHPASS_LOG2: u32 = 20;
+/// Most sha-crypt rounds (passlib's defaults are 535,000 and 656,000; the
+/// format allows 999,999,999, each round over the whole password).
+const MAX_SHA_CRYPT_ROUNDS: u32 = 1_000_000;
 
 const MEMBERSHIP_SHA1: &str = "$sesame-aspnet-membership-sha1$";
 const MEMBERSHIP_SHA256: &str = "$sesame-aspnet-membership-sha256$";
@@ -608,8 +613,10 @@ fn sha_crypt(password: &[u8], stored: &str, check_only: bool) -> Result<bool, St
     if salt.len() > 16 || hash.len() != hash_len || !hash.bytes().all(|b| ITOA64.contains(&b)) {
         return Err("sha-crypt: expected $id$[rounds=N$]salt$hash".into());
     }
-    if !(1000..=9_999_999).contains(&rounds) {
-        return Err("sha-crypt: rounds must be 1000 to 9,999,999".into());
+    if !(1000..=MAX_SHA_CRYPT_ROUNDS).contains(&rounds) {
+        return Err(format!(
+            "sha-crypt: rounds must be 1000 to {MAX_SHA_CRYPT_ROUNDS}"
+        ));
     }
     if check_only {
         return Ok(true);
@@ -1196,6 +1203,11 @@ struct Parser<'a> {
 
 const MAX_TEMPLATE_CHARS: usize = 1000;
 const MAX_DEPTH: usize = 32;
+/// Largest value a template may compute, in bytes, for the longest password,
+/// salt and username. Nesting doubles a value at each level (`hex(hex(…))`,
+/// `upper(x + x)`), so without a bound 32 levels would ask for terabytes at
+/// a sign-in.
+const MAX_TEMPLATE_OUTPUT: u64 = 64 * 1024;
 
 impl Parser<'_> {
     fn error<T>(&self, message: impl Into<String>) -> Result<T, TemplateError> {
@@ -1322,6 +1334,49 @@ impl Parser<'_> {
     }
 }
 
+/// The longest value `node` or any expression inside it can have, as
+/// (its own, the largest inside or its own): the longest password a login
+/// takes, the longest stored hash as the salt, the longest login as the
+/// username. Saturates instead of overflowing.
+fn longest_value(node: &Node) -> (u64, u64) {
+    let len = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let leaf = |n: u64| (n, n);
+    match node {
+        Node::Password => leaf(len(super::domain::MAX_PASSWORD_BYTES)),
+        Node::Salt => leaf(len(MAX_STORED_BYTES)),
+        Node::Username => leaf(len(super::domain::MAX_LOGIN_BYTES)),
+        Node::Literal(bytes) => leaf(len(bytes.len())),
+        Node::Concat(parts) => {
+            let (own, inside) = parts
+                .iter()
+                .map(longest_value)
+                .fold((0u64, 0u64), |(own, inside), (part, largest)| {
+                    (own.saturating_add(part), inside.max(largest))
+                });
+            (own, inside.max(own))
+        }
+        Node::Call(function, args) => {
+            let values: Vec<(u64, u64)> = args.iter().map(longest_value).collect();
+            let inside = values.iter().map(|v| v.1).max().unwrap_or(0);
+            let arg = values.first().map_or(0, |v| v.0);
+            let own = match function {
+                Function::Md5Raw => 16,
+                Function::Sha1Raw => 20,
+                Function::Sha256Raw | Function::HmacSha256Raw => 32,
+                Function::Sha512Raw => 64,
+                Function::Md5 => 32,
+                Function::Sha1 => 40,
+                Function::Sha256 | Function::HmacSha256 => 64,
+                Function::Sha512 => 128,
+                Function::Hex => arg.saturating_mul(2),
+                Function::Base64 => arg.div_ceil(3).saturating_mul(4),
+                Function::Upper | Function::Lower => arg,
+            };
+            (own, inside.max(own))
+        }
+    }
+}
+
 impl Template {
     /// Parses an expression; `constants` are its named constants.
     pub fn parse(source: &str, constants: &[(String, String)]) -> Result<Self, TemplateError> {
@@ -1340,6 +1395,16 @@ impl Template {
         parser.skip_spaces();
         if parser.at < parser.chars.len() {
             return parser.error("unexpected text after the expression");
+        }
+        let (_, longest) = longest_value(&root);
+        if longest > MAX_TEMPLATE_OUTPUT {
+            return Err(TemplateError {
+                position: 1,
+                message: format!(
+                    "its value could reach {longest} bytes for a long password (at most \
+                     {MAX_TEMPLATE_OUTPUT})"
+                ),
+            });
         }
         Ok(Self { root })
     }
@@ -1460,6 +1525,29 @@ mod tests {
                 .contains("unterminated")
         );
         assert!(Template::parse(&"md5(".repeat(40), &[]).is_err());
+        // Each level doubles the value: bounded however deep the nesting.
+        let nested =
+            |levels: usize| format!("{}password{}", "hex(".repeat(levels), ")".repeat(levels));
+        assert!(Template::parse(&nested(5), &[]).is_ok());
+        let error = Template::parse(&nested(30), &[]).unwrap_err();
+        assert!(error.message.contains("could reach"), "{error}");
+        assert!(Template::parse("upper(salt + salt + salt + salt)", &[]).is_ok());
+        assert!(Template::parse(&format!("md5({})", nested(30)), &[]).is_err());
+    }
+
+    #[test]
+    fn stored_hashes_that_would_hold_a_hashing_thread_are_refused() {
+        let phpass_at = |exponent: usize| {
+            let c = char::from(ITOA64[exponent]);
+            format!("$P${c}abcdefgh{}", "a".repeat(22))
+        };
+        assert_eq!(phpass(b"x", &phpass_at(20), true), Ok(true));
+        let refused = phpass(b"x", &phpass_at(21), true).unwrap_err();
+        assert!(refused.contains("7 to 20"), "{refused}");
+        let sha512 = |rounds: u32| format!("$6$rounds={rounds}$saltsalt${}", "a".repeat(86));
+        assert_eq!(sha_crypt(b"x", &sha512(1_000_000), true), Ok(true));
+        let refused = sha_crypt(b"x", &sha512(1_000_001), true).unwrap_err();
+        assert!(refused.contains("1000 to 1000000"), "{refused}");
     }
 
     #[test]

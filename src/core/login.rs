@@ -103,6 +103,9 @@ pub struct Principal {
     pub account_id: i64,
     /// The session the token belongs to.
     pub session_id: SessionId,
+    /// The OAuth client the token was issued to, if any (OAuth clients get
+    /// JWTs with `client_id`; native and contract tokens have none).
+    pub client_id: Option<String>,
 }
 
 /// Which sessions a logout ends.
@@ -781,12 +784,14 @@ impl Core {
             Principal {
                 account_id: token.account_id,
                 session_id: token.session_id,
+                client_id: None,
             }
         } else {
             let claims = self.verify_access(bearer, now).await?;
             Principal {
                 account_id: claims.sub.parse().map_err(|_| Error::Unauthenticated)?,
                 session_id: claims.sid.clone(),
+                client_id: claims.client_id.clone(),
             }
         };
         self.ensure_live(&principal.session_id, principal.account_id)

@@ -228,6 +228,15 @@ pub enum Continuation {
     SignIn,
 }
 
+/// What a logout takes from its `id_token_hint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTokenHint {
+    /// The client the ID token was issued to.
+    pub audience: String,
+    /// Whose it is.
+    pub account_id: i64,
+}
+
 /// A browser's signed-in session (the single sign-on session).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrowserSession {
@@ -404,11 +413,14 @@ impl Core {
         self.tokens.set_public_issuer(issuer);
     }
 
-    /// The client (`aud`) of an ID token Sesame signed, expired or not;
-    /// `None` if it is not one.
-    pub fn id_token_hint_audience(&self, hint: &str) -> Option<String> {
-        let claims = self.tokens.decode_signed(hint).ok()?;
-        claims["aud"].as_str().map(str::to_owned)
+    /// An ID token Sesame signed, expired or not, read as a logout's
+    /// `id_token_hint`; `None` if it is not one.
+    pub fn id_token_hint(&self, hint: &str) -> Option<IdTokenHint> {
+        let claims = self.tokens.decode_id_token(hint).ok()?;
+        Some(IdTokenHint {
+            audience: claims["aud"].as_str()?.to_owned(),
+            account_id: claims["sub"].as_str()?.parse().ok()?,
+        })
     }
 
     /// The JWS algorithm ID tokens are signed with.
@@ -726,49 +738,35 @@ impl Core {
         Ok(with_query(&authorization.redirect_uri, &pairs))
     }
 
-    /// RP-initiated logout: ends the browser session of `cookie` and the one
-    /// named by a valid `id_token_hint` (`sid`); returns the client the hint
-    /// was issued to, if it was valid.
+    /// RP-initiated logout: ends the browser session of `cookie` (and what
+    /// it gave clients). Without the user's confirmation (`confirmed`, a
+    /// form posted with its CSRF token) only on an ID token of that same
+    /// account: a link elsewhere, even one carrying somebody's ID token,
+    /// signs no one out. Answers whether it is done (`false`: ask first).
+    /// Nothing but the cookie's session is ended: a hint alone, which its
+    /// client and whoever it reached hold, ends no session.
     pub async fn logout_browser(
         &self,
         cookie: Option<&str>,
-        id_token_hint: Option<&str>,
-    ) -> crate::core::Result<Option<String>> {
+        hint: Option<&IdTokenHint>,
+        confirmed: bool,
+    ) -> crate::core::Result<bool> {
         let browser = match cookie {
             Some(cookie) => self.browser_session(cookie).await?,
             None => None,
         };
-        let hint = id_token_hint.and_then(|hint| self.tokens.decode_signed(hint).ok());
-        let mut sessions = Vec::new();
-        let mut account = browser.as_ref().map(|b| b.account_id);
-        if let Some(browser) = browser {
-            sessions.push(browser.session_id);
+        let Some(browser) = browser else {
+            return Ok(true);
+        };
+        if !confirmed && hint.is_none_or(|hint| hint.account_id != browser.account_id) {
+            return Ok(false);
         }
-        if let Some(claims) = &hint {
-            let sub = claims["sub"].as_str().and_then(|s| s.parse::<i64>().ok());
-            if let (Some(sid), Some(sub)) = (claims["sid"].as_str(), sub)
-                && account.is_none_or(|a| a == sub)
-                && self
-                    .store
-                    .get_session(&sid.to_owned())
-                    .await?
-                    .is_some_and(|s| s.account_id == sub)
-            {
-                account = Some(sub);
-                if !sessions.iter().any(|s| s == sid) {
-                    sessions.push(sid.to_owned());
-                }
-            }
-        }
-        for session in &sessions {
-            self.end_session_and_its_clients(session, "logout").await?;
-        }
-        if let Some(account) = account {
-            let mut entry = audit::event("logout", "success", FACE);
-            entry.account_id = Some(account);
-            self.audit.record(entry.detail("browser session"));
-        }
-        Ok(hint.and_then(|claims| claims["aud"].as_str().map(str::to_owned)))
+        self.end_session_and_its_clients(&browser.session_id, "logout")
+            .await?;
+        let mut entry = audit::event("logout", "success", FACE);
+        entry.account_id = Some(browser.account_id);
+        self.audit.record(entry.detail("browser session"));
+        Ok(true)
     }
 
     /// The token endpoint, for an authenticated client.
@@ -877,9 +875,18 @@ impl Core {
             .map_err(Error::from)?;
         let code = match (redemption, found) {
             (Redemption::Redeemed, Some(code)) => code,
-            (Redemption::Replayed(opened), _) => {
+            (Redemption::Replayed { opened, client_id }, _) => {
                 // A code used twice was stolen, or the first answer was:
-                // the tokens it gave are revoked (RFC 6749 §4.1.2).
+                // the tokens it gave are revoked (RFC 6749 §4.1.2). Only
+                // when the client it was issued to presents it again:
+                // anyone else who saw a spent code (a public client needs
+                // no secret) must not be able to end that session.
+                if client_id != client.id {
+                    return Err(OAuthError::new(
+                        "invalid_grant",
+                        "the code was issued to another client or redirect_uri",
+                    ));
+                }
                 if let Some(opened) = opened {
                     tracing::warn!(session_id = %opened, "authorization code replayed; session ended");
                     self.store

@@ -27,6 +27,15 @@ use crate::metrics::HashingMetrics;
 /// Largest memory cost accepted from a stored hash (1 GiB), so a corrupt or
 /// hostile row cannot make a worker allocate without bound.
 const MAX_STORED_MEMORY_KIB: u32 = 1024 * 1024;
+/// Largest work accepted from a stored hash, as memory × passes in KiB: 1
+/// GiB over 8 passes (twice libsodium's "sensitive" level; seconds on one
+/// thread). A verification cannot be interrupted once it has begun, so an
+/// imported hash with a pass count near `u32::MAX` would hold a hashing
+/// thread for good. Sesame's own settings are held to it too.
+pub(crate) const MAX_STORED_WORK_KIB: u64 = 8 * 1024 * 1024;
+/// Most lanes accepted from a stored hash (RFC 9106 recommends 4; the
+/// kernel computes lanes one after another).
+const MAX_STORED_LANES: u32 = 64;
 const OUTPUT_LEN: usize = 32;
 
 /// Argon2id parameters and pool sizing.
@@ -387,6 +396,20 @@ fn verify_with(
             tracing::warn!(%reason, "a stored imported password hash is unusable");
             false
         });
+        // Many foreign formats (a salted MD5, an expired or unusable hash)
+        // take microseconds where an unknown account costs one Argon2id:
+        // one Argon2id more, so that a sign-in against such an account
+        // takes no less time than one against an account that does not
+        // exist.
+        let mut spent = [0u8; OUTPUT_LEN];
+        kernel.compute(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            params,
+            secret,
+            b"sesame-foreign-hash-padding",
+            &mut spent,
+        )?;
         return Ok(Verification {
             matches,
             needs_rehash: true,
@@ -398,9 +421,7 @@ fn verify_with(
         return Err(argon2_error("verifier lacks salt or hash"));
     };
     let stored = Params::try_from(&phc).map_err(argon2_error)?;
-    if stored.m_cost() > MAX_STORED_MEMORY_KIB {
-        return Err(argon2_error("stored memory cost too large"));
-    }
+    check_stored_cost(&stored).map_err(argon2_error)?;
     let version = phc
         .version
         .map(Version::try_from)
@@ -428,6 +449,26 @@ fn verify_with(
         matches,
         needs_rehash,
     })
+}
+
+/// Whether Sesame verifies a stored Argon2 hash with these parameters:
+/// bounded memory, work (memory × passes) and lanes, the same bounds at
+/// import ([`crate::core::transfer`]) as at every login.
+pub(crate) fn check_stored_cost(params: &Params) -> std::result::Result<(), String> {
+    if params.m_cost() > MAX_STORED_MEMORY_KIB {
+        return Err(format!(
+            "asks for more than {MAX_STORED_MEMORY_KIB} KiB of memory"
+        ));
+    }
+    if u64::from(params.m_cost()) * u64::from(params.t_cost()) > MAX_STORED_WORK_KIB {
+        return Err(format!(
+            "asks for more work than {MAX_STORED_WORK_KIB} KiB × passes (memory × iterations)"
+        ));
+    }
+    if params.p_cost() > MAX_STORED_LANES {
+        return Err(format!("asks for more than {MAX_STORED_LANES} lanes"));
+    }
+    Ok(())
 }
 
 fn same_cost(a: &Params, b: &Params) -> bool {

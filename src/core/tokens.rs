@@ -193,10 +193,14 @@ impl AccessTokens {
         Ok((token, key.algorithm))
     }
 
-    /// Checks the signature of a token Sesame signed (any `typ`) and returns
-    /// its claims; times are not checked. For `id_token_hint`.
-    pub fn decode_signed(&self, token: &str) -> Result<serde_json::Value> {
+    /// Checks the signature of an ID token Sesame signed (`typ: JWT`, so no
+    /// access token) and returns its claims; times are not checked. For
+    /// `id_token_hint`.
+    pub fn decode_id_token(&self, token: &str) -> Result<serde_json::Value> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Error::Unauthenticated)?;
+        if header.typ.as_deref() != Some("JWT") {
+            return Err(Error::Unauthenticated);
+        }
         let ring = self.ring();
         let key = header
             .kid

@@ -64,8 +64,6 @@ pub const MAX_EXPORTED_CHAIN: u32 = 2048;
 
 /// Longest stored verifier accepted, in bytes.
 const MAX_HASH_BYTES: usize = 512;
-/// Largest Argon2 memory cost accepted (1 GiB), as the hashing pool does.
-const MAX_MEMORY_KIB: u32 = 1024 * 1024;
 /// Longest salt the hashing pool can decode, in bytes.
 const MAX_SALT_BYTES: usize = 64;
 // The same bounds as account creation and profile edits (core::accounts).
@@ -154,6 +152,8 @@ fn active() -> String {
 struct SessionLine {
     id: String,
     account_id: AccountId,
+    /// The account's username, which the account at `account_id` must have.
+    username: String,
     platform: String,
     #[serde(default)]
     user_agent: Option<String>,
@@ -226,6 +226,7 @@ impl SessionLine {
         Self {
             id: s.id.clone(),
             account_id: s.account_id,
+            username: s.username.clone(),
             platform: s.platform.clone(),
             user_agent: s.user_agent.clone(),
             ip: s.ip.clone(),
@@ -391,6 +392,8 @@ enum Key {
     Mobile,
     SessionId,
     TokenHash,
+    /// An account id with its username.
+    Owner,
 }
 
 impl Seen {
@@ -442,6 +445,7 @@ impl Seen {
         }
         stored?;
         self.insert(Key::AccountId, account.id);
+        self.insert(Key::Owner, (account.id, &account.username));
         self.insert(Key::Username, &account.username_key);
         if let Some(email) = &account.email_key {
             self.insert(Key::Email, email);
@@ -473,8 +477,13 @@ impl Seen {
             None
         };
         let stored = match stored {
-            Err(RecordError::NoAccount) if self.contains(Key::AccountId, session.account_id) => {
+            Err(RecordError::NoAccount)
+                if self.contains(Key::Owner, (session.account_id, &session.username)) =>
+            {
                 Ok(())
+            }
+            Err(RecordError::NoAccount) if self.contains(Key::AccountId, session.account_id) => {
+                Err(RecordError::NotTheAccount)
             }
             other => other,
         };
@@ -899,11 +908,7 @@ fn check_phc(field: &str, value: &str) -> std::result::Result<(), String> {
     }
     let params =
         Params::try_from(&phc).map_err(|_| format!("{field}: invalid Argon2 parameters"))?;
-    if params.m_cost() > MAX_MEMORY_KIB {
-        return Err(format!(
-            "{field}: asks for more than {MAX_MEMORY_KIB} KiB of memory"
-        ));
-    }
+    super::passwords::check_stored_cost(&params).map_err(|reason| format!("{field}: {reason}"))?;
     if let Some(version) = phc.version {
         Version::try_from(version).map_err(|_| format!("{field}: unknown Argon2 version"))?;
     }
@@ -918,6 +923,11 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
     if s.account_id <= 0 {
         return Err("account_id: must be a positive integer".into());
     }
+    // As account lines write it, so that the two compare.
+    let username = Username::parse(&s.username)
+        .map_err(|e| e.to_string())?
+        .as_str()
+        .to_owned();
     let platform = Platform::parse(&s.platform).map_err(|e| e.to_string())?;
     if let Some(agent) = &s.user_agent {
         check_text("user_agent", agent, MAX_USER_AGENT_CHARS)?;
@@ -944,6 +954,7 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
     Ok(SessionRecord {
         id: s.id,
         account_id: s.account_id,
+        username,
         platform: platform.as_str().to_owned(),
         user_agent: s.user_agent,
         ip,
@@ -1073,6 +1084,23 @@ impl Core {
         import: &mut Import,
         batch: Vec<Parsed>,
     ) -> Result<Vec<Refusal>> {
+        // Accounts first: a session checks that its account has the
+        // username it names, which an account line of the same batch may
+        // insert or (with --on-conflict update) write over another's.
+        let (accounts, sessions): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|parsed| matches!(parsed.record, ImportRecord::Account(_)));
+        let mut refusals = self.import_records(import, accounts).await?;
+        refusals.extend(self.import_records(import, sessions).await?);
+        refusals.sort_by_key(|refusal| refusal.line);
+        Ok(refusals)
+    }
+
+    async fn import_records(
+        &self,
+        import: &mut Import,
+        batch: Vec<Parsed>,
+    ) -> Result<Vec<Refusal>> {
         let now = self.now();
         let mut lines = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
@@ -1130,15 +1158,37 @@ impl Core {
             .collect();
         if !to_update.is_empty() {
             let accounts: Vec<AccountRecord> = to_update.iter().map(|(_, a)| a.clone()).collect();
+            // Whose accounts are replaced: a line giving an id another
+            // username is another person, who must not inherit the
+            // previous owner's sessions.
+            let mut previous = Vec::with_capacity(accounts.len());
+            if import.seen.is_none() {
+                for account in &accounts {
+                    previous.push(
+                        self.store
+                            .get_account(account.id)
+                            .await?
+                            .map(|a| a.username),
+                    );
+                }
+            }
             let outcomes = if import.seen.is_some() {
                 self.store.check_updates(&accounts).await?
             } else {
                 self.store.update_accounts(&accounts).await?
             };
-            for ((i, account), outcome) in to_update.into_iter().zip(outcomes) {
+            for (index, ((i, account), outcome)) in to_update.into_iter().zip(outcomes).enumerate()
+            {
                 if outcome.is_ok() {
                     updated[i] = true;
                     if import.seen.is_none() {
+                        if previous
+                            .get(index)
+                            .is_some_and(|before| before.as_ref() != Some(&account.username))
+                        {
+                            self.end_account_sessions(account.id, None, "replaced by an import")
+                                .await?;
+                        }
                         // Nodes may hold the old account in their caches.
                         self.account_changed(account.id).await;
                     }
@@ -1309,6 +1359,19 @@ mod tests {
             "$pbkdf2-sha256$i=100000$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         let refused = check_phc("md5_verifier", pbkdf2).unwrap_err();
         assert!(refused.contains("not Argon2"), "{refused}");
+        // Parameters that would hold a hashing thread for good, or nearly.
+        for (params, reason) in [
+            ("m=65536,t=4294967295,p=1", "more work"),
+            ("m=1048576,t=9,p=1", "more work"),
+            ("m=2097152,t=1,p=1", "more than 1048576 KiB"),
+            ("m=65536,t=2,p=65", "more than 64 lanes"),
+        ] {
+            let hash = format!(
+                "$argon2id$v=19${params}$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            );
+            let refused = check_phc("password_hash", &hash).unwrap_err();
+            assert!(refused.contains(reason), "{refused} for {params}");
+        }
         let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
         assert!(
             check_phc("password_hash", bcrypt)

@@ -52,7 +52,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// An administrator making a request: 401 without a live session, 403
-/// without the `admin` permission.
+/// without the `admin` permission or with a token issued to an OAuth client.
 pub struct Admin(Actor);
 
 impl FromRequestParts<AppState> for Admin {
@@ -64,7 +64,7 @@ impl FromRequestParts<AppState> for Admin {
         let admin = Name::parse(ADMIN_PERMISSION, "permission")?;
         let account = match state
             .core
-            .authorize(token, std::slice::from_ref(&admin))
+            .authorize_admin(token, std::slice::from_ref(&admin))
             .await
         {
             Ok(account) => account,

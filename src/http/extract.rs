@@ -202,7 +202,14 @@ impl FromRequestParts<AppState> for Client {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_canonical());
-        let ip = peer.map(|peer| client_address(peer, &parts.headers, &state.http.trusted_proxies));
+        let ip = peer.map(|peer| {
+            client_address(
+                peer,
+                &parts.headers,
+                &state.http.trusted_proxies,
+                state.http.forwarded_header,
+            )
+        });
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -241,13 +248,48 @@ pub fn with_device_token(
     response
 }
 
-/// Resolves the client address behind trusted proxies.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+/// The header trusted proxies name the client in (`http.forwarded_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, Caddy, Traefik, HAProxy by default).
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// From its configured name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Some(Self::XForwardedFor),
+            "forwarded" => Some(Self::Forwarded),
+            _ => None,
+        }
+    }
+
+    /// Its name, as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// Resolves the client address behind trusted proxies, from the one header
+/// they set: a proxy passes on the other unchanged, so a client could
+/// write any address there.
+pub fn client_address(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    which: ForwardedHeader,
+) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let chain = forwarded_chain(headers);
+    let chain = forwarded_chain(headers, which);
     for hop in chain.iter().rev() {
         match hop {
             Some(ip) if is_trusted(ip) => continue,
@@ -258,9 +300,9 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
     peer
 }
 
-/// The `for` addresses of `Forwarded` (RFC 7239), or else of
-/// `X-Forwarded-For`, client first; `None` for an entry that is not an address.
-fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+/// The `for` addresses of `Forwarded` (RFC 7239) or of `X-Forwarded-For`,
+/// client first; `None` for an entry that is not an address.
+fn forwarded_chain(headers: &HeaderMap, which: ForwardedHeader) -> Vec<Option<IpAddr>> {
     let values = |name| {
         headers
             .get_all(name)
@@ -268,9 +310,8 @@ fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
             .filter_map(|v| v.to_str().ok())
             .collect::<Vec<_>>()
     };
-    let forwarded = values(header::FORWARDED);
-    if !forwarded.is_empty() {
-        return forwarded
+    if which == ForwardedHeader::Forwarded {
+        return values(header::FORWARDED)
             .iter()
             .flat_map(|v| v.split(','))
             .map(|element| {
@@ -381,40 +422,63 @@ mod tests {
 
     #[test]
     fn forwarded_headers_count_only_from_trusted_proxies() {
+        use ForwardedHeader::{Forwarded, XForwardedFor};
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let peer: IpAddr = "10.1.2.3".parse().unwrap();
         let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let h = headers(&[("x-forwarded-for", "198.51.100.7, 10.9.9.9")]);
         assert_eq!(
-            client_address(peer, &h, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
+            client_address(peer, &h, &trusted, XForwardedFor),
+            ip("198.51.100.7")
         );
         assert_eq!(
-            client_address(outsider, &h, &trusted),
+            client_address(outsider, &h, &trusted, XForwardedFor),
             outsider,
             "forged by a non-proxy"
         );
         let spoofed = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7")]);
         assert_eq!(
-            client_address(peer, &spoofed, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
+            client_address(peer, &spoofed, &trusted, XForwardedFor),
+            ip("198.51.100.7")
         );
         let rfc = headers(&[(
             "forwarded",
             "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"",
         )]);
         assert_eq!(
-            client_address(peer, &rfc, &trusted),
-            "2001:db8::1".parse::<IpAddr>().unwrap()
+            client_address(peer, &rfc, &trusted, Forwarded),
+            ip("2001:db8::1")
         );
         let mapped = headers(&[("forwarded", "for=\"[::ffff:198.51.100.7]:4711\"")]);
         assert_eq!(
-            client_address(peer, &mapped, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            client_address(peer, &mapped, &trusted, Forwarded),
+            ip("198.51.100.7"),
             "an IPv4 client written as IPv6 is the IPv4 client"
         );
+        // A proxy that sets X-Forwarded-For passes on a Forwarded the client
+        // wrote: it is never read then (and the other way round).
+        let both = headers(&[
+            ("forwarded", "for=192.0.2.1"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(
+            client_address(peer, &both, &trusted, XForwardedFor),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_address(peer, &both, &trusted, Forwarded),
+            ip("192.0.2.1")
+        );
+        assert_eq!(client_address(peer, &rfc, &trusted, XForwardedFor), peer);
         let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(client_address(peer, &garbage, &trusted), peer);
-        assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer);
+        assert_eq!(
+            client_address(peer, &garbage, &trusted, XForwardedFor),
+            peer
+        );
+        assert_eq!(
+            client_address(peer, &HeaderMap::new(), &trusted, Forwarded),
+            peer
+        );
     }
 }

@@ -45,8 +45,11 @@ pub struct HttpSettings {
     /// Longest a client may take to send the request head; a slower
     /// (slowloris) connection is dropped.
     pub header_timeout: Duration,
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
+    /// Proxies whose forwarding header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which forwarding header they set (the other one is never read: a
+    /// proxy passes on whatever a client wrote in a header it does not set).
+    pub forwarded_header: extract::ForwardedHeader,
     /// After a stop signal, how long connections are still accepted while
     /// `/readyz` says 503 (load balancers take the node out meanwhile).
     pub drain: Duration,
@@ -66,6 +69,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            forwarded_header: extract::ForwardedHeader::XForwardedFor,
             drain: Duration::from_secs(5),
             forward_auth: authz::ForwardAuthSettings::default(),
             max_connections: 10_000,
@@ -149,6 +153,7 @@ async fn request_log(
                 peer.ip().to_canonical(),
                 request.headers(),
                 &state.http.trusted_proxies,
+                state.http.forwarded_header,
             )
         });
     let mut response = next.run(request).await;
@@ -204,7 +209,6 @@ fn routes(
     let native_faces = native_faces
         .route("/openapi.json", axum::routing::get(openapi::openapi_json))
         .merge(native::router())
-        .merge(authz::router())
         .merge(admin::router())
         .merge(wellknown::router())
         .layer(deadline::Deadline::new(timeout, overrun));
@@ -222,7 +226,15 @@ fn routes(
     } else {
         router
     };
+    // Forward auth answers proxies, never a page's cross-origin call, and
+    // takes every method: outside CORS, which would answer any OPTIONS
+    // request itself (an empty 200, no token asked) as a preflight.
+    let forward_auth = authz::router()
+        .layer(deadline::Deadline::new(timeout, overrun))
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(CatchPanicLayer::custom(panicked));
     let router = router
+        .merge(forward_auth)
         // Outside the panic guard, the timeout and CORS, so that their
         // answers are counted and hardened too.
         .layer(observe::ObserveLayer::new(

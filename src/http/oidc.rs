@@ -975,9 +975,9 @@ pub(super) async fn logout_post(
     }
 }
 
-/// Ends the browser session. With a valid `id_token_hint` (or a confirmed
-/// form) at once; otherwise the user is asked first, so that a link on
-/// another site cannot sign anyone out.
+/// Ends the browser session. With a valid `id_token_hint` of the signed-in
+/// account (or a confirmed form) at once; otherwise the user is asked
+/// first, so that a link on another site cannot sign anyone out.
 async fn logout(
     state: &AppState,
     headers: &HeaderMap,
@@ -986,23 +986,31 @@ async fn logout(
 ) -> Response {
     let lang = Lang::from_headers(headers);
     let t = page::text(lang);
-    let hint = params.get("id_token_hint").map(String::as_str);
-    let audience = hint.and_then(|h| state.core.id_token_hint_audience(h));
-    if hint.is_some() && audience.is_none() {
-        return error_page(lang, StatusCode::BAD_REQUEST, &Refusal::BadHint);
-    }
-    let target = match logout_target(state, params, audience.as_deref()).await {
+    let hint = match params.get("id_token_hint") {
+        Some(raw) => match state.core.id_token_hint(raw) {
+            Some(hint) => Some(hint),
+            None => return error_page(lang, StatusCode::BAD_REQUEST, &Refusal::BadHint),
+        },
+        None => None,
+    };
+    let audience = hint.as_ref().map(|h| h.audience.as_str());
+    let target = match logout_target(state, params, audience).await {
         Ok(target) => target,
         Err(Some(refusal)) => return error_page(lang, StatusCode::BAD_REQUEST, &refusal),
         Err(None) => return unavailable_page(lang),
     };
     let session = read_cookie(state, headers, Jar::Session);
-    if audience.is_none() && !confirmed && session.is_some() {
-        return logout_confirmation(state, headers, params, target.as_deref());
-    }
-    if let Err(error) = state.core.logout_browser(session, hint).await {
-        tracing::error!(%error, "logout failed");
-        return unavailable_page(lang);
+    match state
+        .core
+        .logout_browser(session, hint.as_ref(), confirmed)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return logout_confirmation(state, headers, params, target.as_deref()),
+        Err(error) => {
+            tracing::error!(%error, "logout failed");
+            return unavailable_page(lang);
+        }
     }
     let mut response = match target {
         Some(target) => redirect(&target),

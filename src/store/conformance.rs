@@ -986,7 +986,13 @@ pub async fn codes_are_redeemed_once(store: Arc<dyn Store>) {
     for attempt in attempts.collect::<Vec<_>>() {
         match attempt.await.unwrap() {
             (id, Redemption::Redeemed) => winners.push(id),
-            (_, Redemption::Replayed(Some(opened))) => told.push(opened),
+            (
+                _,
+                Redemption::Replayed {
+                    opened: Some(opened),
+                    ..
+                },
+            ) => told.push(opened),
             (_, other) => panic!("unexpected {other:?}"),
         }
     }

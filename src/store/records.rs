@@ -637,8 +637,14 @@ pub struct OAuthSession {
 pub enum Redemption {
     /// First use: the session was opened.
     Redeemed,
-    /// The code was spent before; this is the session its first use opened.
-    Replayed(Option<SessionId>),
+    /// The code was spent before: the session its first use opened, and the
+    /// client the code was issued to.
+    Replayed {
+        /// The session the first use opened.
+        opened: Option<SessionId>,
+        /// The client the code was issued to.
+        client_id: String,
+    },
     /// Unknown or expired.
     Invalid,
 }

@@ -94,6 +94,10 @@ pub struct SessionRecord {
     pub id: SessionId,
     /// Owner.
     pub account_id: AccountId,
+    /// The owner's username, as written: the account at `account_id` must
+    /// have it, so that a session never joins another account that happens
+    /// to have the same id in the database it is imported into.
+    pub username: String,
     /// Device platform.
     pub platform: String,
     /// User agent at login.
@@ -130,6 +134,9 @@ pub enum RecordError {
     /// The session's account is not in the database.
     #[error("account_id names no account in the database")]
     NoAccount,
+    /// The account at the session's `account_id` has another username.
+    #[error("account_id names an account with another username")]
+    NotTheAccount,
     /// No account has the id of an update.
     #[error("no account with this id to update")]
     NotThere,

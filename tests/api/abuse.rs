@@ -402,9 +402,14 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
     .await;
     proxied.create_user("alice").await;
     let proxy = proxied.client_from("127.0.0.2");
+    // Each guess also carries a `Forwarded` the client wrote and the proxy
+    // (which sets X-Forwarded-For) passed on: it must not count.
+    let guesses = std::sync::atomic::AtomicU32::new(0);
     let via = |client_ip: &'static str, password: &'static str| {
+        let n = guesses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let request = proxy
             .post(proxied.url("/v1/login"))
+            .header("forwarded", format!("for=203.0.113.{n}"))
             .header("x-forwarded-for", client_ip)
             .json(&json!({"login": "alice", "password": password}));
         async move { request.send().await.unwrap().status() }

@@ -111,6 +111,41 @@ async fn another_origin_or_no_browser_gets_no_cors_header() {
     assert!(header(&response, "vary").unwrap().contains("origin"));
 }
 
+/// Forward auth takes every method, OPTIONS too, and asks for a token
+/// whatever CORS allows: a proxy forwarding a client's OPTIONS request must
+/// not get an empty 200 (a preflight's answer) as a "yes".
+#[tokio::test]
+async fn forward_auth_is_no_preflight_whatever_cors_allows() {
+    let app = TestApp::spawn_with(|raw| raw.cors_origins = origins(&[APP])).await;
+    app.create_user("ann").await;
+    for path in ["/v1/authz", "/v1/authz/some/app"] {
+        let bare = app
+            .client
+            .request(Method::OPTIONS, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bare.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let preflight = preflight(&app, path, APP).await;
+        assert_eq!(preflight.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(cors_headers(&preflight), [], "{path}");
+    }
+    let grant = app.login_ok("ann").await;
+    let allowed = app
+        .client
+        .request(Method::OPTIONS, app.url("/v1/authz"))
+        .bearer_auth(grant["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(
+        preflight(&app, "/v1/login", APP).await.status(),
+        StatusCode::OK,
+        "the other native routes keep their preflights"
+    );
+}
+
 #[tokio::test]
 async fn without_configuration_there_is_no_cors_at_all() {
     let app = TestApp::spawn().await;

@@ -61,10 +61,12 @@ impl Ca {
         self.client_builder().build().unwrap()
     }
 
-    /// A TLS connection (HTTP/1.1 by ALPN) to `address`, nothing sent yet.
+    /// A TLS connection (`alpn`: `http/1.1` or `h2`) to `address`, nothing
+    /// sent yet.
     async fn raw_tls(
         &self,
         address: &str,
+        alpn: &[u8],
     ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
@@ -76,7 +78,7 @@ impl Ca {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let stream = tokio::net::TcpStream::connect(address).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
@@ -514,7 +516,7 @@ async fn stalled_handshakes_and_connections_are_bounded() {
     // Past the handshake, a request head trickled in is cut off by the
     // header timeout, as over plain HTTP.
     let started = Instant::now();
-    let mut secure = ca.raw_tls(&address).await;
+    let mut secure = ca.raw_tls(&address, b"http/1.1").await;
     secure
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -524,6 +526,16 @@ async fn stalled_handshakes_and_connections_are_bounded() {
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+
+    // Over HTTP/2, a client that never sends its preface is cut off too
+    // (hyper would wait for it for ever, holding a connection slot and a
+    // stop).
+    let started = Instant::now();
+    let mut silent = ca.raw_tls(&address, b"h2").await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest)).await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
 
     // Connections at once: beyond http.max_connections, closed at once.
     let limited = TestApp::spawn_with(|raw| {

@@ -726,4 +726,26 @@ async fn an_update_replaces_accounts_that_are_there() {
             .roles
             .contains(&"administrator".to_owned())
     );
+
+    // A line giving an id another username is another person: the
+    // previous owner's sessions end (a same-username update kept ana's).
+    let cats = app.login_ok_with("cat", password).await;
+    write(&format!(
+        "102,dan,dan@example.com,{hash},1700000000,Dan,user\n"
+    ));
+    let (stdout, stderr) = run(&["--on-conflict", "update"]);
+    assert!(stdout.contains("1 account updated"), "{stdout}{stderr}");
+    assert_eq!(
+        app.get("/v1/me", crate::helpers::access(&cats))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "cat's session does not carry over to dan"
+    );
+    assert_eq!(
+        app.get("/v1/me", crate::helpers::access(&grant))
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }

@@ -402,6 +402,60 @@ async fn the_code_flow_signs_in_on_the_page_and_issues_verified_tokens() {
     );
 }
 
+/// An application an administrator signs in to gets a token that works on
+/// the native API, never on the admin API: neither the application nor
+/// whoever steals its token may administer Sesame.
+#[tokio::test]
+async fn a_token_issued_to_a_client_cannot_administer_sesame() {
+    let (app, secret) = spawn().await;
+    app.create_user_full("root", None, None, &["administrator"])
+        .await;
+    let pkce = pkce();
+    let mut browser = Browser::new();
+    let answer = browser
+        .sign_in(
+            &app,
+            &authorize_url(&app, "web", &pkce, ""),
+            "root",
+            PASSWORD,
+        )
+        .await;
+    let (_, params) = location_params(&answer);
+    let code = param(&params, "code").unwrap();
+    let tokens: Value = exchange(&app, &secret, code, &pkce.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let client_token = tokens["access_token"].as_str().unwrap();
+    assert_eq!(app.me_status(client_token).await, StatusCode::OK);
+    let refused = app.get("/v1/admin/users", client_token).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["status"], 403, "{problem}");
+    let native = app.login_ok("root").await;
+    let allowed = app
+        .get("/v1/admin/users", native["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(allowed.status(), StatusCode::OK, "the native token may");
+    app.core.flush_audit().await.unwrap();
+    let events = app
+        .core
+        .audit_events(&sesame::store::AuditQuery {
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.event == "admin_refused"
+            && e.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("OAuth client web"))),
+        "{events:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise() {
     let (app, secret) = spawn().await;
@@ -652,6 +706,26 @@ async fn codes_are_single_use_bound_and_short_lived() {
         .unwrap();
     let access = first["access_token"].as_str().unwrap();
     assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+    // Presented again by another client (a public one needs no secret):
+    // refused, and the session the code opened stays.
+    let foreign = token(
+        &app,
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "spa"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &pkce_a.verifier),
+        ],
+    )
+    .await;
+    oauth_error(foreign, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_eq!(
+        userinfo(&app, access).await.status(),
+        StatusCode::OK,
+        "only the code's own client ends its session by replaying it"
+    );
     let replay = exchange(&app, &secret, &code, &pkce_a.verifier).await;
     oauth_error(replay, StatusCode::BAD_REQUEST, "invalid_grant").await;
     assert_eq!(
@@ -1066,6 +1140,49 @@ async fn logout_ends_the_browser_session_and_what_it_gave_clients() {
         )))
         .await;
     assert_eq!(unregistered.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+
+    // Somebody else's ID token in a link does not sign alice out: she is
+    // asked. Her own, sent from another browser (no cookie), ends nothing
+    // of hers. An access token is no ID token.
+    app.create_user_full("bob", None, None, &[]).await;
+    let bobs: Value = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "bob"),
+            ("password", PASSWORD),
+            ("scope", "openid"),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let bobs_id_token = bobs["id_token"].as_str().unwrap();
+    let foreign = browser
+        .get(&app.url(&format!("/oauth2/logout?id_token_hint={bobs_id_token}")))
+        .await;
+    assert_eq!(foreign.status(), StatusCode::OK);
+    assert!(
+        foreign
+            .text()
+            .await
+            .unwrap()
+            .contains("action=\"/oauth2/logout\""),
+        "asked first"
+    );
+    assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+    let elsewhere = Browser::new()
+        .get(&app.url(&format!("/oauth2/logout?id_token_hint={id_token}")))
+        .await;
+    assert_eq!(elsewhere.status(), StatusCode::OK);
+    assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+    let not_an_id_token = browser
+        .get(&app.url(&format!("/oauth2/logout?id_token_hint={access}")))
+        .await;
+    assert_eq!(not_an_id_token.status(), StatusCode::BAD_REQUEST);
     assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
 
     let out = browser

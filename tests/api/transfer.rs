@@ -407,6 +407,7 @@ fn account_line(id: i64, username: &str, hash: &str, extra: &str) -> String {
 }
 
 const ERIN_REFRESH: &str = "erin-refresh-token-carried-over-by-hand";
+const JACK_REFRESH: &str = "jack-refresh-token-from-the-old-system";
 
 /// A file with good and bad lines mixed, and what each bad line is refused for.
 fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
@@ -415,7 +416,7 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
     let now = now();
     let session = json!({
         "type": "session", "id": "5f0c2a52-6a3b-4d5e-9f10-2b3c4d5e6f70", "account_id": 10,
-        "platform": "web", "token_style": "jwt", "created_at": now - 100,
+        "username": "erin", "platform": "web", "token_style": "jwt", "created_at": now - 100,
         "expires_at": now + 86_400,
         "refresh_tokens": [{"hash": hex::encode(Sha256::digest(ERIN_REFRESH)), "issued_at": now - 100}],
     });
@@ -423,6 +424,13 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
     orphan["id"] = json!("0a4f1c6e-1111-4222-8333-944455566677");
     orphan["account_id"] = json!(999);
     orphan["refresh_tokens"][0]["hash"] = json!(hex::encode(Sha256::digest("another token")));
+    // Jack's account line is refused (id 1 is ivan's in the database): his
+    // session must not join ivan's account, whose id it names.
+    let mut jacks = session.clone();
+    jacks["id"] = json!("7b1e2d3c-2222-4333-8444-a55566677788");
+    jacks["account_id"] = json!(1);
+    jacks["username"] = json!("jack");
+    jacks["refresh_tokens"][0]["hash"] = json!(hex::encode(Sha256::digest(JACK_REFRESH)));
     let lines = [
         r#"{"format": "sesame-export", "version": 1, "exported_at": "2026-11-21T09:10:25Z"}"#
             .to_owned(),
@@ -443,6 +451,7 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         orphan.to_string(),
         account_line(16, "Ivan", &erin, ""),
         account_line(1, "jack", &erin, ""),
+        jacks.to_string(),
         account_line(
             18,
             "big",
@@ -469,7 +478,11 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         (11, "session: account_id names no account"),
         (12, "account Ivan: username is already taken"),
         (13, "account jack: id is already taken"),
-        (14, "longer than"),
+        (
+            14,
+            "session: account_id names an account with another username",
+        ),
+        (15, "longer than"),
     ];
     let secrets = vec![erin, hank.to_owned(), "hunter2".to_owned()];
     (lines.join("\n") + "\n", expected, secrets)
@@ -513,7 +526,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     let dry_refusals = check(&dry);
     assert_eq!(
         text(&dry.stdout).trim(),
-        "checked 15 lines: would import 3 accounts and 1 session; 10 lines refused\npassword hashes: argon2 3"
+        "checked 16 lines: would import 3 accounts and 1 session; 11 lines refused\npassword hashes: argon2 3"
     );
     let listed = ok(run(sesame(&env).args(["user", "list", "--json"]), None));
     assert_eq!(
@@ -535,7 +548,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     );
     assert_eq!(
         text(&real.stdout).trim(),
-        "imported 3 accounts and 1 session; 10 lines refused\npassword hashes: argon2 3"
+        "imported 3 accounts and 1 session; 11 lines refused\npassword hashes: argon2 3"
     );
 
     let app = app_on(deployment.clone()).await;
@@ -560,6 +573,11 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     }
     let erin = app.refresh(ERIN_REFRESH).await;
     assert_eq!(erin.status(), StatusCode::OK, "a hand-made session imports");
+    assert_eq!(
+        app.refresh(JACK_REFRESH).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "jack's old token gives no tokens of ivan's"
+    );
     let gina: Value = app
         .login("gina", "gina password 1")
         .await

@@ -219,12 +219,13 @@ impl OAuthStore for PostgresStore {
             return Ok(Redemption::Invalid);
         };
         let used_at: Option<i64> = row.try_get("used_at").map_err(db_error)?;
-        if used_at.is_some() {
-            return Ok(Redemption::Replayed(
-                row.try_get("session_id").map_err(db_error)?,
-            ));
-        }
         let code = code_from_row(&row)?;
+        if used_at.is_some() {
+            return Ok(Redemption::Replayed {
+                opened: row.try_get("session_id").map_err(db_error)?,
+                client_id: code.client_id,
+            });
+        }
         if code.expires_at <= now {
             return Ok(Redemption::Invalid);
         }

@@ -25,6 +25,7 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
     Ok(SessionRecord {
         id: row.try_get("id").map_err(db_error)?,
         account_id: row.try_get("account_id").map_err(db_error)?,
+        username: row.try_get("username").map_err(db_error)?,
         platform: row.try_get("platform").map_err(db_error)?,
         user_agent: row.try_get("user_agent").map_err(db_error)?,
         ip: row.try_get("ip").map_err(db_error)?,
@@ -298,7 +299,8 @@ async fn account_taken(
 }
 
 /// Whether a session can be inserted, checked in a fixed order: its id
-/// taken, one of its refresh token hashes taken, its account missing.
+/// taken, one of its refresh token hashes taken, its account missing or
+/// someone else (another username at that id).
 async fn check_session(
     conn: &mut PgConnection,
     session: &SessionRecord,
@@ -308,11 +310,13 @@ async fn check_session(
         "SELECT CASE \
          WHEN EXISTS (SELECT 1 FROM sessions WHERE id = $1) THEN 1 \
          WHEN EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ANY($2::bytea[])) THEN 2 \
-         WHEN NOT EXISTS (SELECT 1 FROM accounts WHERE id = $3) THEN 3 END",
+         WHEN NOT EXISTS (SELECT 1 FROM accounts WHERE id = $3) THEN 3 \
+         WHEN NOT EXISTS (SELECT 1 FROM accounts WHERE id = $3 AND username = $4) THEN 4 END",
     )
     .bind(&session.id)
     .bind(&hashes)
     .bind(session.account_id)
+    .bind(&session.username)
     .fetch_one(&mut *conn)
     .await
     .and_then(|row| row.try_get(0))
@@ -321,6 +325,7 @@ async fn check_session(
         Some(1) => Err(RecordError::Taken("session id")),
         Some(2) => Err(RecordError::Taken("refresh token hash")),
         Some(3) => Err(RecordError::NoAccount),
+        Some(4) => Err(RecordError::NotTheAccount),
         _ => Ok(()),
     }
 }
@@ -339,9 +344,11 @@ impl TransferStore for PostgresStore {
         max_chain: u32,
     ) -> StoreResult<Vec<SessionRecord>> {
         let mut sessions = sqlx::query(
-            "SELECT id, account_id, platform, user_agent, ip, token_style, created_at, expires_at \
-             FROM sessions WHERE id > $1 AND revoked_at IS NULL AND expires_at > $2 \
-             ORDER BY id LIMIT $3",
+            "SELECT s.id, s.account_id, a.username, s.platform, s.user_agent, s.ip, \
+             s.token_style, s.created_at, s.expires_at \
+             FROM sessions s JOIN accounts a ON a.id = s.account_id \
+             WHERE s.id > $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+             ORDER BY s.id LIMIT $3",
         )
         .bind(after_id)
         .bind(now)

@@ -257,7 +257,12 @@ impl OAuthStore for SqliteStore {
                 .map_err(db_error)?;
             let code = match found {
                 None => return Ok(Redemption::Invalid),
-                Some((_, Some(_), opened)) => return Ok(Redemption::Replayed(opened)),
+                Some((code, Some(_), opened)) => {
+                    return Ok(Redemption::Replayed {
+                        opened,
+                        client_id: code.client_id,
+                    });
+                }
                 Some((code, None, _)) if code.expires_at <= now => {
                     return Ok(Redemption::Invalid);
                 }

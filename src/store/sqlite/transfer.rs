@@ -7,7 +7,7 @@
 //! alone while the rest of the batch commits with the writer's next commit.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
@@ -22,6 +22,7 @@ fn session_from_row(row: &Row) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         id: row.get("id")?,
         account_id: row.get("account_id")?,
+        username: row.get("username")?,
         platform: row.get("platform")?,
         user_agent: row.get("user_agent")?,
         ip: row.get("ip")?,
@@ -209,12 +210,6 @@ fn update_account(conn: &Connection, account: &AccountRecord) -> Result<(), Reco
     .map_err(RecordError::from)
 }
 
-fn account_exists(conn: &Connection, id: AccountId) -> StoreResult<bool> {
-    conn.prepare_cached("SELECT 1 FROM accounts WHERE id = ?")
-        .and_then(|mut select| select.exists([id]))
-        .map_err(db_error)
-}
-
 fn insert_session(conn: &Connection, session: &SessionRecord) -> Result<(), RecordError> {
     check_session(conn, session)?;
     conn.prepare_cached(
@@ -288,7 +283,8 @@ fn account_taken(conn: &Connection, account: &AccountRecord) -> StoreResult<Opti
 }
 
 /// Whether a session can be inserted, checked in a fixed order: its id
-/// taken, one of its refresh token hashes taken, its account missing.
+/// taken, one of its refresh token hashes taken, its account missing or
+/// someone else (another username at that id).
 fn check_session(conn: &Connection, session: &SessionRecord) -> Result<(), RecordError> {
     let session_taken = conn
         .prepare_cached("SELECT 1 FROM sessions WHERE id = ?")
@@ -305,10 +301,19 @@ fn check_session(conn: &Connection, session: &SessionRecord) -> Result<(), Recor
             return Err(RecordError::Taken("refresh token hash"));
         }
     }
-    if !account_exists(conn, session.account_id)? {
-        return Err(RecordError::NoAccount);
+    let owner: Option<String> = conn
+        .prepare_cached("SELECT username FROM accounts WHERE id = ?")
+        .and_then(|mut select| {
+            select
+                .query_row([session.account_id], |row| row.get(0))
+                .optional()
+        })
+        .map_err(db_error)?;
+    match owner {
+        None => Err(RecordError::NoAccount),
+        Some(username) if username != session.username => Err(RecordError::NotTheAccount),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 #[async_trait]
@@ -327,9 +332,11 @@ impl TransferStore for SqliteStore {
         self.read(|conn| {
             let mut sessions = conn
                 .prepare_cached(
-                    "SELECT id, account_id, platform, user_agent, ip, token_style, created_at, expires_at \
-                     FROM sessions WHERE id > ? AND revoked_at IS NULL AND expires_at > ? \
-                     ORDER BY id LIMIT ?",
+                    "SELECT s.id, s.account_id, a.username, s.platform, s.user_agent, s.ip, \
+                     s.token_style, s.created_at, s.expires_at \
+                     FROM sessions s JOIN accounts a ON a.id = s.account_id \
+                     WHERE s.id > ? AND s.revoked_at IS NULL AND s.expires_at > ? \
+                     ORDER BY s.id LIMIT ?",
                 )
                 .and_then(|mut select| {
                     select
