@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -310,15 +311,46 @@ impl<R: BufRead> Source for Lines<R> {
 
 /// CSV rows (after the header row) as account lines.
 struct CsvRows<R: Read> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<Bounded<R>>,
+    /// Bytes read since the last record ended, shared with the reader.
+    read: Arc<AtomicUsize>,
     headers: Vec<String>,
     record: csv::StringRecord,
+}
+
+/// A reader that fails once more than [`MAX_LINE_BYTES`] (and the CSV
+/// reader's read-ahead) have been read for one record: a quoted field may
+/// span any number of lines, and the CSV reader would hold it all.
+struct Bounded<R> {
+    inner: R,
+    read: Arc<AtomicUsize>,
+}
+
+/// What the CSV reader may have read ahead of the record it returns.
+const CSV_READ_AHEAD: usize = 64 * 1024;
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let total = self.read.fetch_add(n, Ordering::Relaxed) + n;
+        if total > MAX_LINE_BYTES + CSV_READ_AHEAD {
+            return Err(std::io::Error::other(format!(
+                "a CSV record longer than {MAX_LINE_BYTES} bytes"
+            )));
+        }
+        Ok(n)
+    }
 }
 
 impl<R: Read> CsvRows<R> {
     /// Reads the header row; it must name `id`, `username`, `password_hash`
     /// and `created_at`.
     fn new(reader: R) -> Result<Self, String> {
+        let read = Arc::new(AtomicUsize::new(0));
+        let reader = Bounded {
+            inner: reader,
+            read: Arc::clone(&read),
+        };
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
         let headers: Vec<String> = reader
             .headers()
@@ -331,8 +363,10 @@ impl<R: Read> CsvRows<R> {
                 return Err(format!("the header row has no {required} column"));
             }
         }
+        read.store(0, Ordering::Relaxed);
         Ok(Self {
             reader,
+            read,
             headers,
             record: csv::StringRecord::new(),
         })
@@ -341,7 +375,9 @@ impl<R: Read> CsvRows<R> {
 
 impl<R: Read> Source for CsvRows<R> {
     fn next_line(&mut self) -> std::io::Result<Option<(u64, Line)>> {
-        match self.reader.read_record(&mut self.record) {
+        let outcome = self.reader.read_record(&mut self.record);
+        self.read.store(0, Ordering::Relaxed);
+        match outcome {
             Ok(false) => Ok(None),
             Ok(true) => {
                 let line = self.record.position().map_or(0, |p| p.line());
@@ -702,5 +738,28 @@ mod tests {
         );
         let exactly = vec![b'y'; MAX_LINE_BYTES];
         assert_eq!(read_all(&exactly)[0].1.len(), MAX_LINE_BYTES);
+    }
+
+    #[test]
+    fn csv_records_are_bounded_however_many_lines_a_field_spans() {
+        let header = "id,username,password_hash,created_at\n";
+        let row = "1,ana,$2y$10$abc,1700000000\n";
+        // Many records, each far below the bound: the count restarts at each.
+        let many = format!("{header}{}", row.repeat(100_000));
+        let mut rows = CsvRows::new(many.as_bytes()).unwrap();
+        let mut count = 0;
+        while rows.next_line().unwrap().is_some() {
+            count += 1;
+        }
+        assert_eq!(count, 100_000);
+        // One quoted field of 2 MiB over many lines: refused, not held.
+        let mut huge = format!("{header}2,bob,\"");
+        huge.push_str(&"x\n".repeat(MAX_LINE_BYTES));
+        huge.push_str("\",1700000000\n");
+        let mut rows = CsvRows::new(huge.as_bytes()).unwrap();
+        let Err(error) = rows.next_line() else {
+            panic!("a 2 MiB record was read");
+        };
+        assert!(error.to_string().contains("longer than"), "{error}");
     }
 }

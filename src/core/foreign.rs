@@ -161,6 +161,14 @@ pub fn prepare(
              password_hash_format",
         )?,
     };
+    // An unknown name is never repeated (it may be anything, a secret
+    // pasted into the wrong column).
+    if format != "sesame" && !FORMATS.contains(&format) {
+        return Err(format!(
+            "password_hash_format: unknown; one of {}",
+            FORMATS.join(", ")
+        ));
+    }
     if given.salt.is_some()
         && !matches!(
             format,
@@ -1572,6 +1580,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(refused.contains("PHP bug"), "{refused}");
+        let refused = prepare(
+            Given {
+                hash: "abc",
+                format: Some("hunter2-secret"),
+                salt: Some("x"),
+                ..Given::default()
+            },
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            refused.contains("unknown") && !refused.contains("hunter2"),
+            "{refused}"
+        );
     }
 
     #[test]

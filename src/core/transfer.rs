@@ -199,9 +199,13 @@ impl AccountLine {
             status: a.status.as_str().to_owned(),
             password_hash: a.verifiers.password_hash.clone(),
             // A hash imported from elsewhere and not yet replaced keeps the
-            // stored form, which names its own format.
-            password_hash_format: super::foreign::native_argon2(&a.verifiers.password_hash)
-                .map(|_| "phc".to_owned()),
+            // stored form, which names its own format (Django's
+            // `argon2$argon2id$…` too: it is no PHC string as written).
+            password_hash_format: a
+                .verifiers
+                .password_hash
+                .starts_with("$argon2")
+                .then(|| "phc".to_owned()),
             password_salt: None,
             md5_verifier: a.verifiers.md5_verifier.clone(),
             password_changed_at: Some(a.password_changed_at),

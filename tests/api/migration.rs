@@ -130,6 +130,28 @@ async fn every_foreign_format_signs_in_through_two_faces_and_becomes_argon2id() 
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    // Every hash not yet replaced moves on as it is: an export of this
+    // deployment checks clean against another (Django's `argon2$…` too).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("moved.jsonl");
+    let exported = sesame_command(app.deployment.env())
+        .args(["export", "--output"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    let elsewhere = TestApp::spawn().await;
+    let checked = sesame_command(elsewhere.deployment.env())
+        .args(["import", "--dry-run"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 
     for row in &rows {
         let name = row["name"].as_str().unwrap();
