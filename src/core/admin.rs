@@ -39,7 +39,7 @@ pub struct AccountSearch {
 /// What `GET /v1/admin/audit` asks for, times already read.
 #[derive(Debug, Clone, Default)]
 pub struct AuditSearch {
-    /// An account id, or a username.
+    /// A username, or an account id when no account has that username.
     pub user: Option<String>,
     /// Only this outcome.
     pub outcome: Option<String>,
@@ -198,20 +198,22 @@ impl Core {
         let limit = page_limit(search.limit)?;
         let account_id = match search.user.as_deref().filter(|u| !u.is_empty()) {
             None => None,
-            // An id, or a username (one that does not exist, or cannot,
-            // has no events).
-            Some(user) => match user.parse::<AccountId>() {
-                Ok(id) => Some(id),
-                Err(_) => match self.find_by_username(user).await {
-                    Ok(account) => Some(account.id),
-                    Err(Error::NotFound(_) | Error::InvalidInput { .. }) => {
-                        return Ok(Page {
-                            items: Vec::new(),
-                            next_cursor: None,
-                        });
+            // A username first (usernames may be all digits: "42" is
+            // whoever is called 42), else an id; neither has no events.
+            Some(user) => match self.find_by_username(user).await {
+                Ok(account) => Some(account.id),
+                Err(Error::NotFound(_) | Error::InvalidInput { .. }) => {
+                    match user.parse::<AccountId>() {
+                        Ok(id) => Some(id),
+                        Err(_) => {
+                            return Ok(Page {
+                                items: Vec::new(),
+                                next_cursor: None,
+                            });
+                        }
                     }
-                    Err(error) => return Err(error),
-                },
+                }
+                Err(error) => return Err(error),
             },
         };
         let events = self

@@ -590,7 +590,12 @@ impl Core {
             code_challenge: challenge.to_owned(),
             // max_age=0 asks for a fresh sign-in, like prompt=login
             // (OIDC Core §3.1.2.1); seconds are too coarse to tell otherwise.
-            force_login: prompts.contains(&"login") || max_age == Some(0),
+            // select_account shows the form too, where another account can
+            // sign in. (consent needs nothing: clients are first-party,
+            // registered by an operator, and there is no consent screen.)
+            force_login: prompts.contains(&"login")
+                || prompts.contains(&"select_account")
+                || max_age == Some(0),
             no_prompt,
             login_hint: params
                 .login_hint
@@ -1320,7 +1325,7 @@ impl Core {
             "revocation_endpoint_auth_methods_supported":
                 ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
-            "prompt_values_supported": ["none", "login"],
+            "prompt_values_supported": ["none", "login", "consent", "select_account"],
             "claims_supported": [
                 "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "azp",
                 "preferred_username", "name", "picture", "updated_at",

@@ -616,6 +616,15 @@ impl Import {
             }
             super::foreign::Prepared::Clear(password) => {
                 use argon2::PasswordHasher as _;
+                // As a sign-in presents it (Unicode NFC, at most 1024
+                // bytes), or the owner could never match it.
+                let password = super::domain::Password::presented(&password).map_err(|_| {
+                    format!(
+                        "password_hash: a clear password must be 1 to {} bytes",
+                        super::domain::MAX_PASSWORD_BYTES
+                    )
+                })?;
+                let password = password.expose();
                 let salt = argon2::password_hash::SaltString::generate(
                     &mut argon2::password_hash::rand_core::OsRng,
                 );
@@ -1294,6 +1303,34 @@ mod tests {
         assert_eq!(record.roles, vec!["user"]);
         assert_eq!(record.updated_at, 1_700_000_000);
         assert_eq!(parsed.label, "account Alice");
+    }
+
+    #[test]
+    fn clear_passwords_are_hashed_as_a_sign_in_presents_them() {
+        use argon2::PasswordVerifier as _;
+        let mut import = import();
+        // "é" decomposed (NFD), as some systems store it; a sign-in presents
+        // it composed (NFC).
+        let line = format!(
+            r#"{{"type": "account", "id": 8, "username": "eve", "password_hash": "caf{}", "password_hash_format": "clear", "created_at": 1700000000}}"#,
+            "e\u{301}"
+        );
+        let parsed = import.parse(2, &line).unwrap().unwrap();
+        let ImportRecord::Account(record) = parsed.record else {
+            panic!("not an account");
+        };
+        let hash = PasswordHash::new(&record.verifiers.password_hash).unwrap();
+        assert!(
+            argon2::Argon2::default()
+                .verify_password("caf\u{e9}".as_bytes(), &hash)
+                .is_ok()
+        );
+        let too_long = format!(
+            r#"{{"type": "account", "id": 9, "username": "zed", "password_hash": "{}", "password_hash_format": "clear", "created_at": 1700000000}}"#,
+            "x".repeat(1025)
+        );
+        let refused = import.parse(3, &too_long).unwrap_err();
+        assert!(refused.reason.contains("1 to 1024 bytes"), "{refused}");
     }
 
     #[test]

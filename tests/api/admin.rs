@@ -1073,4 +1073,45 @@ async fn every_change_is_audited_with_the_administrator_and_address() {
         .json(Method::GET, "/v1/admin/audit?user=a%20b", None)
         .await;
     assert_eq!(impossible["items"], json!([]));
+
+    // A username of digits is that account, not the account with that id;
+    // an id names its account when no username is those digits.
+    let ann_id = admin.id_of("ann").await;
+    admin
+        .create(json!({"username": ann_id.to_string(), "password": "a long password 1"}))
+        .await;
+    let digits_id = admin.id_of(&ann_id.to_string()).await;
+    admin
+        .app
+        .login_ok_with(&ann_id.to_string(), "a long password 1")
+        .await;
+    admin.app.login_ok("ann").await;
+    admin.app.core.flush_audit().await.unwrap();
+    let by_name = admin
+        .json(Method::GET, &format!("/v1/admin/audit?user={ann_id}"), None)
+        .await;
+    let ids: Vec<&Value> = by_name["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["account_id"])
+        .collect();
+    assert!(!ids.is_empty());
+    assert!(ids.iter().all(|id| **id == json!(digits_id)), "{by_name}");
+    let root_id = admin.id_of("root").await;
+    let by_id = admin
+        .json(
+            Method::GET,
+            &format!("/v1/admin/audit?user={root_id}"),
+            None,
+        )
+        .await;
+    assert!(
+        by_id["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["account_id"] == json!(root_id))
+            && !by_id["items"].as_array().unwrap().is_empty()
+    );
 }

@@ -483,6 +483,27 @@ async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise
         StatusCode::OK,
         "prompt=login shows the page"
     );
+    let choose = browser
+        .get(&authorize_url(
+            &app,
+            "web",
+            &pkce(),
+            "&prompt=select_account",
+        ))
+        .await;
+    assert_eq!(
+        choose.status(),
+        StatusCode::OK,
+        "prompt=select_account shows the page, where another account may sign in"
+    );
+    let consent = browser
+        .get(&authorize_url(&app, "web", &pkce(), "&prompt=consent"))
+        .await;
+    assert_eq!(
+        consent.status(),
+        StatusCode::SEE_OTHER,
+        "first-party clients have consent: nothing to ask"
+    );
     let fresh_only = browser
         .get(&authorize_url(&app, "web", &pkce(), "&max_age=0"))
         .await;
