@@ -20,6 +20,7 @@ mod http;
 mod metrics;
 mod oidc;
 mod passwords;
+mod profile;
 mod quotas;
 mod redis;
 mod sessions;
@@ -42,6 +43,7 @@ pub use self::housekeeping::RawHousekeeping;
 pub use self::http::RawHttp;
 pub use self::metrics::RawMetrics;
 pub use self::passwords::RawPasswords;
+pub use self::profile::RawProfile;
 pub use self::quotas::RawQuotas;
 pub use self::redis::RawRedis;
 pub use self::sessions::RawSessions;
@@ -135,6 +137,8 @@ pub struct RawConfig {
     pub forward_auth: RawForwardAuth,
     /// `[quotas]`.
     pub quotas: RawQuotas,
+    /// `[profile]`.
+    pub profile: RawProfile,
     /// `[metrics]`.
     pub metrics: RawMetrics,
     /// `[tls]`.
@@ -171,6 +175,7 @@ impl Default for RawConfig {
             housekeeping: RawHousekeeping::default(),
             forward_auth: RawForwardAuth::default(),
             quotas: RawQuotas::default(),
+            profile: RawProfile::default(),
             metrics: RawMetrics::default(),
             tls: RawTls::default(),
             cors: RawCors::default(),
@@ -455,6 +460,7 @@ impl RawConfig {
             .housekeeping
             .validate(tokens.reuse_grace, &mut problems);
         let quota_period = self.quotas.validate(&mut problems);
+        let protected_profile = self.profile.validate(&mut problems);
         let metrics = self.metrics.validate(listen, &mut problems);
         let tls = self.tls.validate(
             self.tls_cert.as_deref(),
@@ -499,6 +505,7 @@ impl RawConfig {
                 abuse,
                 housekeeping,
                 quota_period,
+                protected_profile,
                 key_encryption,
             },
             http,

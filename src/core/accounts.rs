@@ -445,6 +445,18 @@ impl Core {
         }
         let current = self.me(principal).await?;
         self.check_profile_change(&current.profile, &change.attributes)?;
+        // Applications may read these as authority (a group, a level):
+        // only an administrator or operator sets them.
+        if let Some(name) = change
+            .attributes
+            .keys()
+            .find(|name| self.settings.protected_profile.binary_search(name).is_ok())
+        {
+            return Err(Error::invalid(
+                "profile",
+                format!("{name} is set by an administrator"),
+            ));
+        }
         let patch = ProfilePatch {
             display_name: change.display_name,
             avatar_url: change.avatar_url,

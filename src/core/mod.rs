@@ -70,6 +70,8 @@ pub struct CoreSettings {
     pub housekeeping: housekeeping::HousekeepingSettings,
     /// The API-call quota period of accounts without their own.
     pub quota_period: crate::store::QuotaPeriod,
+    /// Profile attributes users may not set on themselves (sorted).
+    pub protected_profile: Vec<String>,
     /// Seals private signing keys at rest, when configured.
     pub key_encryption: Option<keys::KeyEncryptionKey>,
 }

@@ -96,6 +96,78 @@ async fn bad_profile_changes_are_refused_and_change_nothing() {
     assert_eq!(me["profile"], json!({}));
 }
 
+/// Attributes applications may grant rights by (careyshop's `group_id`,
+/// users-actions' `department`, …) are set by an administrator, never by
+/// their owner; the list is `profile.protected`.
+#[tokio::test]
+async fn users_cannot_set_the_attributes_applications_trust() {
+    let app = TestApp::spawn().await;
+    app.create_user("dave").await;
+    let token = access(&app.login_ok("dave").await).to_owned();
+    for name in [
+        "group_id",
+        "user_level_id",
+        "organization",
+        "department",
+        "position",
+    ] {
+        let refused = patch_me(
+            &app,
+            &token,
+            json!({"display_name": "Dave", "profile": {"nickname": "d", name: "1"}}),
+        )
+        .await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{name}");
+        let problem: Value = refused.json().await.unwrap();
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("set by an administrator"),
+            "{problem}"
+        );
+        let removal = patch_me(&app, &token, json!({"profile": {name: null}})).await;
+        assert_eq!(removal.status(), StatusCode::BAD_REQUEST, "{name}");
+    }
+    let me: Value = app.get("/v1/me", &token).await.json().await.unwrap();
+    assert_eq!(me["profile"], json!({}), "nothing of a refused change");
+    assert_eq!(me["display_name"], "");
+
+    // An administrator sets them; the owner still edits the rest.
+    let root = app
+        .create_user_full("root", None, None, &["administrator"])
+        .await;
+    let _ = root;
+    let admin = access(&app.login_ok("root").await).to_owned();
+    let dave = app.core.find_by_username("dave").await.unwrap().id;
+    let set = app
+        .client
+        .patch(app.url(&format!("/v1/admin/users/{dave}")))
+        .bearer_auth(&admin)
+        .json(&json!({"profile": {"group_id": "3"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::OK);
+    let mine: Value = patch_me(&app, &token, json!({"profile": {"nickname": "d"}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["profile"], json!({"group_id": "3", "nickname": "d"}));
+
+    // Configurable: an empty list protects nothing.
+    let open = TestApp::spawn_with(|raw| raw.profile.protected = Vec::new()).await;
+    open.create_user("erin").await;
+    let erin = access(&open.login_ok("erin").await).to_owned();
+    assert_eq!(
+        patch_me(&open, &erin, json!({"profile": {"group_id": "1"}}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn me_needs_a_well_formed_bearer_token() {
     let app = TestApp::spawn().await;
