@@ -210,7 +210,7 @@ impl Core {
             ..ProfileChange::default()
         };
         let keys: Vec<String> = change.attributes.keys().cloned().collect();
-        let account = self.update_my_profile(&principal, change).await?;
+        let account = self.update_profile(&principal, change).await?;
         self.audit_change(
             actor,
             "profile_set",
@@ -431,8 +431,29 @@ impl Core {
             })
     }
 
-    /// Changes the caller's display name, avatar and profile attributes.
+    /// Changes the caller's display name, avatar and profile attributes;
+    /// those of `profile.protected` only an administrator or operator sets.
     pub async fn update_my_profile(
+        &self,
+        principal: &Principal,
+        change: ProfileChange,
+    ) -> Result<Account> {
+        // Applications may read these as authority (a group, a level).
+        if let Some(name) = change
+            .attributes
+            .keys()
+            .find(|name| self.settings.protected_profile.binary_search(name).is_ok())
+        {
+            return Err(Error::invalid(
+                "profile",
+                format!("{name} is set by an administrator"),
+            ));
+        }
+        self.update_profile(principal, change).await
+    }
+
+    /// Changes an account's display name, avatar and profile attributes.
+    async fn update_profile(
         &self,
         principal: &Principal,
         change: ProfileChange,
@@ -445,18 +466,6 @@ impl Core {
         }
         let current = self.me(principal).await?;
         self.check_profile_change(&current.profile, &change.attributes)?;
-        // Applications may read these as authority (a group, a level):
-        // only an administrator or operator sets them.
-        if let Some(name) = change
-            .attributes
-            .keys()
-            .find(|name| self.settings.protected_profile.binary_search(name).is_ok())
-        {
-            return Err(Error::invalid(
-                "profile",
-                format!("{name} is set by an administrator"),
-            ));
-        }
         let patch = ProfilePatch {
             display_name: change.display_name,
             avatar_url: change.avatar_url,

@@ -521,6 +521,19 @@ fn pbkdf2_check(
     if !(10..=128).contains(&expected.len()) {
         return Err("pbkdf2: hash length must be 10 to 128 bytes".into());
     }
+    // Each block of output is the whole iteration count again: bounded
+    // together (a 128-byte PBKDF2-SHA1 is 7 blocks).
+    let block = match digest {
+        "sha1" => 20,
+        "sha256" => 32,
+        _ => 64,
+    };
+    let blocks = expected.len().div_ceil(block) as u64;
+    if u64::from(rounds) * blocks > u64::from(MAX_PBKDF2_ITERATIONS) {
+        return Err(format!(
+            "pbkdf2: iterations × output blocks must be at most {MAX_PBKDF2_ITERATIONS}"
+        ));
+    }
     if check_only {
         return Ok(true);
     }
@@ -975,6 +988,10 @@ fn template_verify(password: &[u8], stored: &str, check_only: bool) -> Result<bo
     let source = String::from_utf8(decode(source)?).map_err(|_| "template: malformed")?;
     let template = Template::parse(&source, &[]).map_err(|e| format!("template: {e}"))?;
     let (salt, username, expected) = (decode(salt)?, decode(username)?, decode(expected)?);
+    // The bounds the template's size was judged by (`longest_value`).
+    if salt.len() > MAX_STORED_BYTES || username.len() > super::domain::MAX_LOGIN_BYTES {
+        return Err("template: salt or username too long".into());
+    }
     if check_only {
         return Ok(true);
     }
@@ -1556,6 +1573,29 @@ mod tests {
         assert_eq!(sha_crypt(b"x", &sha512(1_000_000), true), Ok(true));
         let refused = sha_crypt(b"x", &sha512(1_000_001), true).unwrap_err();
         assert!(refused.contains("1000 to 1000000"), "{refused}");
+        // PBKDF2: each output block repeats the iterations.
+        let sha1 = |rounds: u32, len: usize| {
+            format!(
+                "pbkdf2_sha1${rounds}$salt${}",
+                STANDARD.encode(vec![0u8; len])
+            )
+        };
+        assert_eq!(django_pbkdf2(b"x", &sha1(10_000_000, 20), true), Ok(true));
+        let refused = django_pbkdf2(b"x", &sha1(10_000_000, 128), true).unwrap_err();
+        assert!(refused.contains("output blocks"), "{refused}");
+        assert_eq!(django_pbkdf2(b"x", &sha1(1_000_000, 128), true), Ok(true));
+        // A template's salt as long as the value bound was judged by.
+        let stored = |salt: &[u8]| {
+            format!(
+                "{TEMPLATE}{}${}${}${}",
+                URL_SAFE_NO_PAD.encode("hex(hex(salt))"),
+                URL_SAFE_NO_PAD.encode(salt),
+                URL_SAFE_NO_PAD.encode("u"),
+                URL_SAFE_NO_PAD.encode("00")
+            )
+        };
+        assert_eq!(template_verify(b"x", &stored(&[1; 4096]), true), Ok(true));
+        assert!(template_verify(b"x", &stored(&vec![1; 1 << 20]), true).is_err());
     }
 
     #[test]

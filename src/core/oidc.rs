@@ -880,13 +880,17 @@ impl Core {
             .map_err(Error::from)?;
         let code = match (redemption, found) {
             (Redemption::Redeemed, Some(code)) => code,
-            (Redemption::Replayed { opened, client_id }, _) => {
+            (Redemption::Replayed { opened, code }, _) => {
                 // A code used twice was stolen, or the first answer was:
                 // the tokens it gave are revoked (RFC 6749 §4.1.2). Only
-                // when the client it was issued to presents it again:
-                // anyone else who saw a spent code (a public client needs
-                // no secret) must not be able to end that session.
-                if client_id != client.id {
+                // when presented as its first use was (its client, its
+                // redirect URI, a verifier of its challenge): anyone who
+                // merely saw a spent code (a public client needs no secret,
+                // and its id is in the same URL) must not end that session.
+                if code.client_id != client.id
+                    || code.redirect_uri != redirect_uri
+                    || !pkce_matches(verifier, &code.code_challenge)
+                {
                     return Err(OAuthError::new(
                         "invalid_grant",
                         "the code was issued to another client or redirect_uri",

@@ -3,7 +3,7 @@
 //!
 //! The file is JSON lines (one UTF-8 JSON object per line, at most
 //! [`MAX_LINE_BYTES`] each). The first line is the header
-//! `{"format": "sesame-export", "version": 1, "exported_at": "<RFC 3339>"}`;
+//! `{"format": "sesame-export", "version": 2, "exported_at": "<RFC 3339>"}`;
 //! every other line is a record named by its `type`:
 //!
 //! - `account`: the account with its id (kept, so that tokens' `sub` and
@@ -52,8 +52,10 @@ use crate::store::{Account, AccountId, AccountStatus, PasswordVerifiers, QuotaPe
 
 /// The header's `format`.
 pub const FORMAT: &str = "sesame-export";
-/// The format version this Sesame writes and reads.
-pub const VERSION: u64 = 1;
+/// The format version this Sesame writes. It reads version 1 too, whose
+/// session lines lack `username` and are refused (version 2 added it, so
+/// that a session never joins another account that has its id).
+pub const VERSION: u64 = 2;
 /// Longest line, in bytes; a longer one is refused without being held whole.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 /// Most refresh-token links exported per session: the live token and the
@@ -152,8 +154,10 @@ fn active() -> String {
 struct SessionLine {
     id: String,
     account_id: AccountId,
-    /// The account's username, which the account at `account_id` must have.
-    username: String,
+    /// The account's username, which the account at `account_id` must have
+    /// (since version 2; absent from version 1 files).
+    #[serde(default)]
+    username: Option<String>,
     platform: String,
     #[serde(default)]
     user_agent: Option<String>,
@@ -230,7 +234,7 @@ impl SessionLine {
         Self {
             id: s.id.clone(),
             account_id: s.account_id,
-            username: s.username.clone(),
+            username: Some(s.username.clone()),
             platform: s.platform.clone(),
             user_agent: s.user_agent.clone(),
             ip: s.ip.clone(),
@@ -277,12 +281,12 @@ pub fn check_header(text: &str) -> std::result::Result<(), String> {
         ));
     }
     match header.get("version").and_then(Value::as_u64) {
-        Some(VERSION) => Ok(()),
+        Some(1 | VERSION) => Ok(()),
         Some(version) if version > VERSION => Err(format!(
             "the file is format version {version}, written by a newer Sesame; this one reads version {VERSION}"
         )),
         _ => Err(format!(
-            "the header's \"version\" must be {VERSION} for this Sesame"
+            "the header's \"version\" must be 1 or {VERSION} for this Sesame"
         )),
     }
 }
@@ -460,6 +464,12 @@ impl Seen {
         Ok(())
     }
 
+    /// Records an account line the dry run accepted as an update.
+    fn accept_update(&mut self, account: &AccountRecord) {
+        self.insert(Key::AccountId, account.id);
+        self.insert(Key::Owner, (account.id, &account.username));
+    }
+
     /// The dry run's verdict on a session, in the order the store checks:
     /// session id taken, a refresh token hash taken, account missing (unless
     /// it is earlier in the file).
@@ -480,13 +490,17 @@ impl Seen {
         } else {
             None
         };
+        // An account earlier in the file (new, or an update) is judged as
+        // the import will have written it.
         let stored = match stored {
-            Err(RecordError::NoAccount)
+            Ok(()) | Err(RecordError::NoAccount | RecordError::NotTheAccount)
                 if self.contains(Key::Owner, (session.account_id, &session.username)) =>
             {
                 Ok(())
             }
-            Err(RecordError::NoAccount) if self.contains(Key::AccountId, session.account_id) => {
+            Ok(()) | Err(RecordError::NoAccount)
+                if self.contains(Key::AccountId, session.account_id) =>
+            {
                 Err(RecordError::NotTheAccount)
             }
             other => other,
@@ -936,8 +950,15 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
     if s.account_id <= 0 {
         return Err("account_id: must be a positive integer".into());
     }
+    let Some(username) = s.username else {
+        return Err(
+            "username: required (format version 2): a session joins only the account with its \
+             username; export the sessions again with this Sesame"
+                .into(),
+        );
+    };
     // As account lines write it, so that the two compare.
-    let username = Username::parse(&s.username)
+    let username = Username::parse(&username)
         .map_err(|e| e.to_string())?
         .as_str()
         .to_owned();
@@ -1171,18 +1192,18 @@ impl Core {
             .collect();
         if !to_update.is_empty() {
             let accounts: Vec<AccountRecord> = to_update.iter().map(|(_, a)| a.clone()).collect();
-            // Whose accounts are replaced: a line giving an id another
-            // username is another person, who must not inherit the
-            // previous owner's sessions.
-            let mut previous = Vec::with_capacity(accounts.len());
+            // A line giving an id another username is another person, who
+            // must not inherit the previous owner's sessions: they end
+            // first (should the update then be refused, the old owner has
+            // only to sign in again; the other way round, a failure in
+            // between would leave them live for a re-run not to see).
             if import.seen.is_none() {
                 for account in &accounts {
-                    previous.push(
-                        self.store
-                            .get_account(account.id)
-                            .await?
-                            .map(|a| a.username),
-                    );
+                    let before = self.store.get_account(account.id).await?;
+                    if before.is_some_and(|before| before.username != account.username) {
+                        self.end_account_sessions(account.id, None, "replaced by an import")
+                            .await?;
+                    }
                 }
             }
             let outcomes = if import.seen.is_some() {
@@ -1190,20 +1211,15 @@ impl Core {
             } else {
                 self.store.update_accounts(&accounts).await?
             };
-            for (index, ((i, account), outcome)) in to_update.into_iter().zip(outcomes).enumerate()
-            {
+            for ((i, account), outcome) in to_update.into_iter().zip(outcomes) {
                 if outcome.is_ok() {
                     updated[i] = true;
-                    if import.seen.is_none() {
-                        if previous
-                            .get(index)
-                            .is_some_and(|before| before.as_ref() != Some(&account.username))
-                        {
-                            self.end_account_sessions(account.id, None, "replaced by an import")
-                                .await?;
-                        }
+                    match &mut import.seen {
+                        // Its sessions later in the file are judged against
+                        // the line's username, as the import will.
+                        Some(seen) => seen.accept_update(&account),
                         // Nodes may hold the old account in their caches.
-                        self.account_changed(account.id).await;
+                        None => self.account_changed(account.id).await,
                     }
                 }
                 results[i] = outcome;
@@ -1491,11 +1507,54 @@ mod tests {
         assert!(matches!(taken, RecordError::Taken("username")), "{taken}");
     }
 
+    /// A dry run judges a session by the username its account will have
+    /// once the file is imported, updates included.
+    #[test]
+    fn a_dry_run_judges_sessions_by_the_username_the_import_writes() {
+        let mut import = import();
+        let parsed = import.parse(2, &account("")).unwrap().unwrap();
+        let ImportRecord::Account(alice) = parsed.record else {
+            panic!("not an account");
+        };
+        let mut session = |username: &str| {
+            let line = format!(
+                r#"{{"type": "session", "id": "5f0c2a52-6a3b-4d5e-9f10-2b3c4d5e6f70", "account_id": 7,
+                    "username": "{username}", "platform": "web", "token_style": "jwt",
+                    "created_at": 1700000000, "expires_at": 1900000000,
+                    "refresh_tokens": [{{"hash": "{}", "issued_at": 1700000000}}]}}"#,
+                "ab".repeat(32)
+            )
+            .replace('\n', " ");
+            match import.parse(3, &line).unwrap().unwrap().record {
+                ImportRecord::Session(session) => session,
+                ImportRecord::Account(_) => panic!("not a session"),
+            }
+        };
+        let (hers, his) = (session("Alice"), session("bob"));
+        // Alice's line replaces bob, who had id 7 in the database.
+        let mut seen = Seen::default();
+        seen.accept_update(&alice);
+        assert!(
+            seen.judge_session(&hers, Err(RecordError::NotTheAccount))
+                .is_ok()
+        );
+        let mut seen = Seen::default();
+        seen.accept_update(&alice);
+        assert!(matches!(
+            seen.judge_session(&his, Ok(())),
+            Err(RecordError::NotTheAccount)
+        ));
+        // Without a line for id 7, the database decides.
+        let mut seen = Seen::default();
+        assert!(seen.judge_session(&his, Ok(())).is_ok());
+    }
+
     #[test]
     fn headers_name_the_format_and_a_readable_version() {
         assert!(check_header(r#"{"format": "sesame-export", "version": 1}"#).is_ok());
+        assert!(check_header(r#"{"format": "sesame-export", "version": 2}"#).is_ok());
         assert!(
-            check_header(r#"{"format": "sesame-export", "version": 2}"#)
+            check_header(r#"{"format": "sesame-export", "version": 3}"#)
                 .unwrap_err()
                 .contains("newer Sesame")
         );

@@ -638,12 +638,13 @@ pub enum Redemption {
     /// First use: the session was opened.
     Redeemed,
     /// The code was spent before: the session its first use opened, and the
-    /// client the code was issued to.
+    /// code (whose client, redirect URI and PKCE challenge a replay must
+    /// match to end that session).
     Replayed {
         /// The session the first use opened.
         opened: Option<SessionId>,
-        /// The client the code was issued to.
-        client_id: String,
+        /// The spent code.
+        code: Box<AuthorizationCode>,
     },
     /// Unknown or expired.
     Invalid,

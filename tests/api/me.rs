@@ -155,6 +155,30 @@ async fn users_cannot_set_the_attributes_applications_trust() {
         .await
         .unwrap();
     assert_eq!(mine["profile"], json!({"group_id": "3", "nickname": "d"}));
+    let created = app
+        .client
+        .post(app.url("/v1/admin/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": "fay", "password": "a long password 1", "profile": {"department": "ops"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let fay: Value = created.json().await.unwrap();
+    assert_eq!(fay["profile"]["department"], "ops");
+    let by_operator = crate::helpers::sesame_command(app.deployment.env())
+        .args(["user", "set-profile", "fay", "position=lead"])
+        .output()
+        .unwrap();
+    assert!(
+        by_operator.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_operator.stderr)
+    );
+    assert_eq!(
+        app.core.find_by_username("fay").await.unwrap().profile["position"],
+        "lead"
+    );
 
     // Configurable: an empty list protects nothing.
     let open = TestApp::spawn_with(|raw| raw.profile.protected = Vec::new()).await;

@@ -801,6 +801,51 @@ async fn codes_are_single_use_bound_and_short_lived() {
         StatusCode::OK,
         "a public client needs no secret"
     );
+    // Its spent code, which anyone who saw the redirect has together with
+    // the client's id, ends its session only with the PKCE verifier.
+    let public_access = public.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let replay = |verifier: String| {
+        let (app, code) = (&app, &public_code);
+        async move {
+            token(
+                app,
+                None,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", "spa"),
+                    ("code", code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", &verifier),
+                ],
+            )
+            .await
+        }
+    };
+    oauth_error(
+        replay(pkce().verifier).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        userinfo(&app, &public_access).await.status(),
+        StatusCode::OK,
+        "a replay without the verifier ends nothing"
+    );
+    oauth_error(
+        replay(pkce_c.verifier.clone()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        userinfo(&app, &public_access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the first use's own replay ends its session"
+    );
 }
 
 #[tokio::test]

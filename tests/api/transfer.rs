@@ -244,7 +244,7 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines[0]["format"], "sesame-export");
-    assert_eq!(lines[0]["version"], 1);
+    assert_eq!(lines[0]["version"], 2);
     let alice_session = lines
         .iter()
         .find(|l| l["type"] == "session" && l["account_id"] == source.alice_id)
@@ -420,6 +420,11 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         "expires_at": now + 86_400,
         "refresh_tokens": [{"hash": hex::encode(Sha256::digest(ERIN_REFRESH)), "issued_at": now - 100}],
     });
+    // A session line of a version 1 export, which had no username.
+    let mut old_style = session.clone();
+    old_style["id"] = json!("9c8d7e6f-3333-4444-8555-b66677788899");
+    old_style.as_object_mut().unwrap().remove("username");
+    old_style["refresh_tokens"][0]["hash"] = json!(hex::encode(Sha256::digest("an old token")));
     let mut orphan = session.clone();
     orphan["id"] = json!("0a4f1c6e-1111-4222-8333-944455566677");
     orphan["account_id"] = json!(999);
@@ -452,6 +457,7 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         account_line(16, "Ivan", &erin, ""),
         account_line(1, "jack", &erin, ""),
         jacks.to_string(),
+        old_style.to_string(),
         account_line(
             18,
             "big",
@@ -482,7 +488,8 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
             14,
             "session: account_id names an account with another username",
         ),
-        (15, "longer than"),
+        (15, "username: required (format version 2)"),
+        (16, "longer than"),
     ];
     let secrets = vec![erin, hank.to_owned(), "hunter2".to_owned()];
     (lines.join("\n") + "\n", expected, secrets)
@@ -526,7 +533,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     let dry_refusals = check(&dry);
     assert_eq!(
         text(&dry.stdout).trim(),
-        "checked 16 lines: would import 3 accounts and 1 session; 11 lines refused\npassword hashes: argon2 3"
+        "checked 17 lines: would import 3 accounts and 1 session; 12 lines refused\npassword hashes: argon2 3"
     );
     let listed = ok(run(sesame(&env).args(["user", "list", "--json"]), None));
     assert_eq!(
@@ -548,7 +555,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     );
     assert_eq!(
         text(&real.stdout).trim(),
-        "imported 3 accounts and 1 session; 11 lines refused\npassword hashes: argon2 3"
+        "imported 3 accounts and 1 session; 12 lines refused\npassword hashes: argon2 3"
     );
 
     let app = app_on(deployment.clone()).await;

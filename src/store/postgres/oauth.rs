@@ -223,7 +223,7 @@ impl OAuthStore for PostgresStore {
         if used_at.is_some() {
             return Ok(Redemption::Replayed {
                 opened: row.try_get("session_id").map_err(db_error)?,
-                client_id: code.client_id,
+                code: Box::new(code),
             });
         }
         if code.expires_at <= now {

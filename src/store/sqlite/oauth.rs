@@ -260,7 +260,7 @@ impl OAuthStore for SqliteStore {
                 Some((code, Some(_), opened)) => {
                     return Ok(Redemption::Replayed {
                         opened,
-                        client_id: code.client_id,
+                        code: Box::new(code),
                     });
                 }
                 Some((code, None, _)) if code.expires_at <= now => {
