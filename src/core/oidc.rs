@@ -887,13 +887,17 @@ impl Core {
                 // redirect URI, a verifier of its challenge): anyone who
                 // merely saw a spent code (a public client needs no secret,
                 // and its id is in the same URL) must not end that session.
-                if code.client_id != client.id
-                    || code.redirect_uri != redirect_uri
-                    || !pkce_matches(verifier, &code.code_challenge)
-                {
+                // The same answers as for an unspent code.
+                if code.client_id != client.id || code.redirect_uri != redirect_uri {
                     return Err(OAuthError::new(
                         "invalid_grant",
                         "the code was issued to another client or redirect_uri",
+                    ));
+                }
+                if !pkce_matches(verifier, &code.code_challenge) {
+                    return Err(OAuthError::new(
+                        "invalid_grant",
+                        "code_verifier does not match the code_challenge",
                     ));
                 }
                 if let Some(opened) = opened {

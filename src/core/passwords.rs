@@ -407,39 +407,22 @@ fn verify_with(
             needs_rehash: true,
         });
     };
-    let phc = PasswordHash::new(verifier).map_err(argon2_error)?;
-    let algorithm = Algorithm::try_from(phc.algorithm).map_err(argon2_error)?;
-    let (Some(salt), Some(expected)) = (phc.salt, phc.hash) else {
-        return Err(argon2_error("verifier lacks salt or hash"));
+    let (algorithm, version, stored, salt, expected) = match parse_native(verifier) {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            // Malformed, or made under settings beyond today's bounds (or
+            // written by hand): it matches nothing, after the time an
+            // unknown account takes.
+            tracing::warn!(%reason, "a stored password hash is one Sesame does not verify");
+            spend_one_hash(params, secret, kernel)?;
+            return Ok(Verification {
+                matches: false,
+                needs_rehash: true,
+            });
+        }
     };
-    let stored = Params::try_from(&phc).map_err(argon2_error)?;
-    if let Err(reason) = check_stored_cost(&stored) {
-        // Made under settings beyond today's bounds (or written by hand):
-        // it matches nothing, after the time an unknown account takes.
-        tracing::warn!(%reason, "a stored password hash is beyond what Sesame verifies");
-        spend_one_hash(params, secret, kernel)?;
-        return Ok(Verification {
-            matches: false,
-            needs_rehash: true,
-        });
-    }
-    let version = phc
-        .version
-        .map(Version::try_from)
-        .transpose()
-        .map_err(argon2_error)?;
-    let version = version.unwrap_or(Version::V0x13);
-    let mut salt_buf = [0u8; 64];
-    let salt = salt.decode_b64(&mut salt_buf).map_err(argon2_error)?;
-    let stored = Params::new(
-        stored.m_cost(),
-        stored.t_cost(),
-        stored.p_cost(),
-        Some(expected.len()),
-    )
-    .map_err(argon2_error)?;
     let mut out = vec![0u8; expected.len()];
-    kernel.compute(algorithm, version, &stored, secret, salt, &mut out)?;
+    kernel.compute(algorithm, version, &stored, secret, &salt, &mut out)?;
     // Output's equality is constant-time.
     let matches = Output::new(&out).map_err(argon2_error)? == expected;
     let needs_rehash = algorithm != Algorithm::Argon2id
@@ -450,6 +433,40 @@ fn verify_with(
         matches,
         needs_rehash,
     })
+}
+
+/// A stored Argon2 PHC string read for verification: its algorithm,
+/// version, parameters (output length included), salt and hash; `Err` for
+/// one that is malformed or beyond [`check_stored_cost`].
+fn parse_native(
+    verifier: &str,
+) -> std::result::Result<(Algorithm, Version, Params, Vec<u8>, Output), String> {
+    let phc = PasswordHash::new(verifier).map_err(|e| e.to_string())?;
+    let algorithm = Algorithm::try_from(phc.algorithm).map_err(|e| e.to_string())?;
+    let (Some(salt), Some(expected)) = (phc.salt, phc.hash) else {
+        return Err("the verifier lacks its salt or hash".into());
+    };
+    let stored = Params::try_from(&phc).map_err(|e| e.to_string())?;
+    check_stored_cost(&stored)?;
+    let version = phc
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .unwrap_or(Version::V0x13);
+    let mut salt_buf = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    let stored = Params::new(
+        stored.m_cost(),
+        stored.t_cost(),
+        stored.p_cost(),
+        Some(expected.len()),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((algorithm, version, stored, salt, expected))
 }
 
 /// Whether Sesame verifies a stored Argon2 hash with these parameters:
@@ -689,6 +706,10 @@ mod tests {
                 needs_rehash: true
             }
         );
+        // Nor does a malformed one (no lanes) fail the sign-in with an error.
+        let malformed = "$argon2id$v=19$m=64,t=1,p=0$c2FsdHNhbHQ$\
+            AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert!(!hasher.verify(&right, malformed).await.unwrap().matches);
     }
 
     #[tokio::test]

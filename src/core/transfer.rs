@@ -283,7 +283,7 @@ pub fn check_header(text: &str) -> std::result::Result<(), String> {
     match header.get("version").and_then(Value::as_u64) {
         Some(1 | VERSION) => Ok(()),
         Some(version) if version > VERSION => Err(format!(
-            "the file is format version {version}, written by a newer Sesame; this one reads version {VERSION}"
+            "the file is format version {version}, written by a newer Sesame; this one reads versions 1 and {VERSION}"
         )),
         _ => Err(format!(
             "the header's \"version\" must be 1 or {VERSION} for this Sesame"
@@ -1193,23 +1193,14 @@ impl Core {
         if !to_update.is_empty() {
             let accounts: Vec<AccountRecord> = to_update.iter().map(|(_, a)| a.clone()).collect();
             // A line giving an id another username is another person, who
-            // must not inherit the previous owner's sessions: they end
-            // first (should the update then be refused, the old owner has
-            // only to sign in again; the other way round, a failure in
-            // between would leave them live for a re-run not to see).
-            if import.seen.is_none() {
-                for account in &accounts {
-                    let before = self.store.get_account(account.id).await?;
-                    if before.is_some_and(|before| before.username != account.username) {
-                        self.end_account_sessions(account.id, None, "replaced by an import")
-                            .await?;
-                    }
-                }
-            }
+            // must not inherit the previous owner's sessions: the store ends
+            // them in the update's transaction.
             let outcomes = if import.seen.is_some() {
                 self.store.check_updates(&accounts).await?
             } else {
-                self.store.update_accounts(&accounts).await?
+                let (outcomes, ended) = self.store.update_accounts(&accounts, now).await?;
+                self.sessions_ended(&ended).await;
+                outcomes
             };
             for ((i, account), outcome) in to_update.into_iter().zip(outcomes) {
                 if outcome.is_ok() {

@@ -424,8 +424,12 @@ impl TransferStore for MeteredStore {
         self.time("check_batch", self.inner.check_batch(records))
             .await
     }
-    async fn update_accounts(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {
-        self.time("update_accounts", self.inner.update_accounts(records))
+    async fn update_accounts(
+        &self,
+        records: &[AccountRecord],
+        now: UnixTime,
+    ) -> StoreResult<(RecordResults, Vec<SessionId>)> {
+        self.time("update_accounts", self.inner.update_accounts(records, now))
             .await
     }
     async fn check_updates(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {

@@ -187,7 +187,14 @@ pub trait TransferStore: Send + Sync {
     /// roles and profile included, in one transaction with a savepoint per
     /// record: a username, email or mobile held by another account refuses
     /// the record, and so does a change that would leave no administrator.
-    async fn update_accounts(&self, records: &[AccountRecord]) -> StoreResult<RecordResults>;
+    /// A record that gives its id another username is another person: the
+    /// account's live sessions end in the same transaction (after its row
+    /// is locked, so that no login slips in between), and are answered.
+    async fn update_accounts(
+        &self,
+        records: &[AccountRecord],
+        now: UnixTime,
+    ) -> StoreResult<(RecordResults, Vec<SessionId>)>;
     /// What [`TransferStore::update_accounts`] would answer, without writing.
     async fn check_updates(&self, records: &[AccountRecord]) -> StoreResult<RecordResults>;
 }

@@ -770,4 +770,58 @@ async fn an_update_replaces_accounts_that_are_there() {
             .status(),
         StatusCode::OK
     );
+
+    // A file that gives id 102 to eve, with eve's session: the dry run and
+    // the import agree on it, it joins her account, and dan's ends.
+    use sha2::{Digest, Sha256};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    app.clock.advance(now - crate::helpers::START + 60);
+    let dans = app.login_ok_with("dan", password).await;
+    let eves_token = "eve-refresh-token-from-the-old-system";
+    let file = dir.path().join("eve.jsonl");
+    let lines = [
+        json!({"format": "sesame-export", "version": 2, "exported_at": "2026-12-01T00:00:00Z"}),
+        json!({"type": "account", "id": 102, "username": "eve", "password_hash": hash,
+               "created_at": 1_700_000_000}),
+        json!({"type": "session", "id": "2b9a8c7d-5555-4666-8777-c88899900011",
+               "account_id": 102, "username": "eve", "platform": "web", "token_style": "jwt",
+               "created_at": now - 10, "expires_at": now + 86_400,
+               "refresh_tokens": [{"hash": hex::encode(Sha256::digest(eves_token)),
+                                   "issued_at": now - 10}]}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    let import = |dry: bool| {
+        let mut command = sesame_command(app.deployment.env());
+        command.args(["import", "--on-conflict", "update"]);
+        if dry {
+            command.arg("--dry-run");
+        }
+        let output = command.arg(&file).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr)
+    };
+    let checked = import(true);
+    assert!(
+        checked.contains("would import 0 accounts and 1 session")
+            && checked.contains("1 account would be updated"),
+        "{checked}"
+    );
+    let imported = import(false);
+    assert!(
+        imported.contains("imported 0 accounts and 1 session")
+            && imported.contains("1 account updated"),
+        "{imported}"
+    );
+    assert_eq!(app.refresh(eves_token).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/v1/me", crate::helpers::access(&dans))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "dan's session ended with the update"
+    );
 }

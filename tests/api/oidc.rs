@@ -807,7 +807,7 @@ async fn codes_are_single_use_bound_and_short_lived() {
         .as_str()
         .unwrap()
         .to_owned();
-    let replay = |verifier: String| {
+    let replay = |verifier: String, redirect_uri: &'static str| {
         let (app, code) = (&app, &public_code);
         async move {
             token(
@@ -817,7 +817,7 @@ async fn codes_are_single_use_bound_and_short_lived() {
                     ("grant_type", "authorization_code"),
                     ("client_id", "spa"),
                     ("code", code),
-                    ("redirect_uri", REDIRECT),
+                    ("redirect_uri", redirect_uri),
                     ("code_verifier", &verifier),
                 ],
             )
@@ -825,7 +825,13 @@ async fn codes_are_single_use_bound_and_short_lived() {
         }
     };
     oauth_error(
-        replay(pkce().verifier).await,
+        replay(pkce().verifier, REDIRECT).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    oauth_error(
+        replay(pkce_c.verifier.clone(), "https://elsewhere.example/cb").await,
         StatusCode::BAD_REQUEST,
         "invalid_grant",
     )
@@ -833,10 +839,10 @@ async fn codes_are_single_use_bound_and_short_lived() {
     assert_eq!(
         userinfo(&app, &public_access).await.status(),
         StatusCode::OK,
-        "a replay without the verifier ends nothing"
+        "a replay without the verifier, or to another redirect URI, ends nothing"
     );
     oauth_error(
-        replay(pkce_c.verifier.clone()).await,
+        replay(pkce_c.verifier.clone(), REDIRECT).await,
         StatusCode::BAD_REQUEST,
         "invalid_grant",
     )

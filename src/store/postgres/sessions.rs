@@ -65,7 +65,7 @@ pub(super) fn refresh_from_row(row: &PgRow, session_id: SessionId) -> StoreResul
     })
 }
 
-fn ids(rows: Vec<PgRow>) -> StoreResult<Vec<SessionId>> {
+pub(super) fn ids(rows: Vec<PgRow>) -> StoreResult<Vec<SessionId>> {
     rows.iter()
         .map(|row| row.try_get(0).map_err(db_error))
         .collect()

@@ -18,7 +18,7 @@ use crate::store::transfer::{
     AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
     TransferStore,
 };
-use crate::store::{Account, AccountId, AccountStore, StoreResult, TokenStyle};
+use crate::store::{Account, AccountId, AccountStore, SessionId, StoreResult, TokenStyle};
 
 fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
     let style: String = row.try_get("token_style").map_err(db_error)?;
@@ -183,13 +183,24 @@ async fn taken_by_another(
 async fn update_account(
     conn: &mut PgConnection,
     account: &AccountRecord,
-) -> Result<(), RecordError> {
+    now: UnixTime,
+) -> Result<Vec<SessionId>, RecordError> {
     match taken_by_another(conn, account).await? {
         Some("id") => return Err(RecordError::NotThere),
         Some(field) => return Err(RecordError::Taken(field)),
         None => {}
     }
-    let before = super::roles::admins_before(conn).await?;
+    // The row is locked first, as a login locks it before it opens a
+    // session: one that commits before is ended below, one after sees the
+    // new owner's password hash.
+    let before: String =
+        sqlx::query("SELECT username FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(account.id)
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(record_error)?;
+    let admins = super::roles::admins_before(conn).await?;
     let (names, values): (Vec<&str>, Vec<&str>) = account
         .profile
         .iter()
@@ -234,8 +245,20 @@ async fn update_account(
     .execute(&mut *conn)
     .await
     .map_err(record_error)?;
-    super::roles::admins_after(conn, before).await?;
-    Ok(())
+    super::roles::admins_after(conn, admins).await?;
+    if before == account.username {
+        return Ok(Vec::new());
+    }
+    sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = 'replaced by an import' \
+         WHERE account_id = $2 AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(now)
+    .bind(account.id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(record_error)
+    .and_then(|rows| super::sessions::ids(rows).map_err(RecordError::from))
 }
 
 /// Binds an account's columns to `$1` … `$22` (id, names, contacts,
@@ -419,21 +442,31 @@ impl TransferStore for PostgresStore {
         Ok(results)
     }
 
-    async fn update_accounts(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {
+    async fn update_accounts(
+        &self,
+        records: &[AccountRecord],
+        now: UnixTime,
+    ) -> StoreResult<(RecordResults, Vec<SessionId>)> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let mut results = Vec::with_capacity(records.len());
+        let mut ended = Vec::new();
         for record in records {
             let mut savepoint = tx.begin().await.map_err(db_error)?;
-            let result = update_account(&mut savepoint, record).await;
-            if result.is_ok() {
-                savepoint.commit().await.map_err(db_error)?;
-            } else {
-                savepoint.rollback().await.map_err(db_error)?;
-            }
+            let result = match update_account(&mut savepoint, record, now).await {
+                Ok(sessions) => {
+                    savepoint.commit().await.map_err(db_error)?;
+                    ended.extend(sessions);
+                    Ok(())
+                }
+                Err(error) => {
+                    savepoint.rollback().await.map_err(db_error)?;
+                    Err(error)
+                }
+            };
             results.push(result);
         }
         tx.commit().await.map_err(db_error)?;
-        Ok(results)
+        Ok((results, ended))
     }
 
     async fn check_updates(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {

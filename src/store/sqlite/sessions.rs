@@ -75,7 +75,7 @@ fn sessions_where(
 }
 
 /// Runs an `UPDATE … RETURNING id` and collects the ids.
-fn returning_ids(
+pub(super) fn returning_ids(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,

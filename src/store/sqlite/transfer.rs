@@ -15,7 +15,7 @@ use crate::store::transfer::{
     AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
     TransferStore,
 };
-use crate::store::{Account, AccountId, AccountStore, StoreResult, TokenStyle};
+use crate::store::{Account, AccountId, AccountStore, SessionId, StoreResult, TokenStyle};
 
 fn session_from_row(row: &Row) -> rusqlite::Result<SessionRecord> {
     let style: String = row.get("token_style")?;
@@ -170,12 +170,20 @@ fn taken_by_another(
 }
 
 /// Overwrites the account of `account.id` with the record.
-fn update_account(conn: &Connection, account: &AccountRecord) -> Result<(), RecordError> {
+fn update_account(
+    conn: &Connection,
+    account: &AccountRecord,
+    now: UnixTime,
+) -> Result<Vec<SessionId>, RecordError> {
     match taken_by_another(conn, account)? {
         Some("id") => return Err(RecordError::NotThere),
         Some(field) => return Err(RecordError::Taken(field)),
         None => {}
     }
+    let before: String = conn
+        .prepare_cached("SELECT username FROM accounts WHERE id = ?")
+        .and_then(|mut select| select.query_row([account.id], |row| row.get(0)))
+        .map_err(db_error)?;
     super::roles::keeping_an_admin(conn, |conn| {
         conn.prepare_cached(
             "UPDATE accounts SET username = ?2, username_key = ?3, email = ?4, email_key = ?5, \
@@ -207,6 +215,16 @@ fn update_account(conn: &Connection, account: &AccountRecord) -> Result<(), Reco
         }
         Ok(())
     })
+    .map_err(RecordError::from)?;
+    if before == account.username {
+        return Ok(Vec::new());
+    }
+    super::sessions::returning_ids(
+        conn,
+        "UPDATE sessions SET revoked_at = ?, revoked_reason = 'replaced by an import' \
+         WHERE account_id = ? AND revoked_at IS NULL RETURNING id",
+        params![now, account.id],
+    )
     .map_err(RecordError::from)
 }
 
@@ -384,20 +402,31 @@ impl TransferStore for SqliteStore {
         .await
     }
 
-    async fn update_accounts(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {
+    async fn update_accounts(
+        &self,
+        records: &[AccountRecord],
+        now: UnixTime,
+    ) -> StoreResult<(RecordResults, Vec<SessionId>)> {
         let records = records.to_vec();
         self.write_off_workers(move |conn| {
             let mut results = Vec::with_capacity(records.len());
+            let mut ended = Vec::new();
             for record in &records {
                 execute(conn, "SAVEPOINT import_record", [])?;
-                let result = update_account(conn, record);
-                if result.is_err() {
-                    execute(conn, "ROLLBACK TO import_record", [])?;
-                }
+                let result = match update_account(conn, record, now) {
+                    Ok(sessions) => {
+                        ended.extend(sessions);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        execute(conn, "ROLLBACK TO import_record", [])?;
+                        Err(error)
+                    }
+                };
                 execute(conn, "RELEASE import_record", [])?;
                 results.push(result);
             }
-            Ok(results)
+            Ok((results, ended))
         })
         .await
     }
