@@ -262,6 +262,24 @@ async fn exchange(app: &TestApp, secret: &str, code: &str, verifier: &str) -> re
     .await
 }
 
+/// The `password` grant of the confidential client, scope `openid`.
+async fn password_grant(app: &TestApp, secret: &str, username: &str) -> Value {
+    token(
+        app,
+        Some(("web", secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", PASSWORD),
+            ("scope", "openid"),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
 async fn oauth_error(response: reqwest::Response, status: StatusCode, error: &str) -> Value {
     assert_eq!(response.status(), status);
     assert_eq!(response.headers()["cache-control"], "no-store");
@@ -1218,20 +1236,7 @@ async fn logout_ends_the_browser_session_and_what_it_gave_clients() {
     // asked. Her own, sent from another browser (no cookie), ends nothing
     // of hers. An access token is no ID token.
     app.create_user_full("bob", None, None, &[]).await;
-    let bobs: Value = token(
-        &app,
-        Some(("web", &secret)),
-        &[
-            ("grant_type", "password"),
-            ("username", "bob"),
-            ("password", PASSWORD),
-            ("scope", "openid"),
-        ],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let bobs: Value = password_grant(&app, &secret, "bob").await;
     let bobs_id_token = bobs["id_token"].as_str().unwrap();
     let foreign = browser
         .get(&app.url(&format!("/oauth2/logout?id_token_hint={bobs_id_token}")))
@@ -1294,20 +1299,7 @@ async fn logout_ends_the_browser_session_and_what_it_gave_clients() {
 #[tokio::test]
 async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
     let (app, secret) = spawn().await;
-    let old: Value = token(
-        &app,
-        Some(("web", &secret)),
-        &[
-            ("grant_type", "password"),
-            ("username", "alice"),
-            ("password", PASSWORD),
-            ("scope", "openid"),
-        ],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let old: Value = password_grant(&app, &secret, "alice").await;
     let old_access = old["access_token"].as_str().unwrap();
     let old_kid = jwt_part(old_access, 0)["kid"].as_str().unwrap().to_owned();
     let rotated = app.core.rotate_keys(&Actor::Operator).await.unwrap();
