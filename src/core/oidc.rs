@@ -348,6 +348,29 @@ fn has_scope(scope: &str, wanted: &str) -> bool {
     scope.split(' ').any(|s| s == wanted)
 }
 
+/// Whether a code is presented as it was issued: to its client, with its
+/// redirect URI and a verifier of its PKCE challenge.
+fn presented_as_issued(
+    code: &AuthorizationCode,
+    client: &OAuthClient,
+    redirect_uri: &str,
+    verifier: &str,
+) -> OAuthResult<()> {
+    if code.client_id != client.id || code.redirect_uri != redirect_uri {
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "the code was issued to another client or redirect_uri",
+        ));
+    }
+    if !pkce_matches(verifier, &code.code_challenge) {
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    Ok(())
+}
+
 /// base64url(SHA-256(verifier)) == challenge, in constant time
 /// (RFC 7636 §4.6); a verifier of the wrong shape never matches.
 fn pkce_matches(verifier: &str, challenge: &str) -> bool {
@@ -844,18 +867,7 @@ impl Core {
             .await
             .map_err(Error::from)?;
         if let Some(found) = &found {
-            if found.client_id != client.id || found.redirect_uri != redirect_uri {
-                return Err(OAuthError::new(
-                    "invalid_grant",
-                    "the code was issued to another client or redirect_uri",
-                ));
-            }
-            if !pkce_matches(verifier, &found.code_challenge) {
-                return Err(OAuthError::new(
-                    "invalid_grant",
-                    "code_verifier does not match the code_challenge",
-                ));
-            }
+            presented_as_issued(found, client, redirect_uri, verifier)?;
         }
         let refresh_token = new_refresh_token(TokenStyle::Jwt);
         let session = NewSession {
@@ -888,18 +900,7 @@ impl Core {
                 // merely saw a spent code (a public client needs no secret,
                 // and its id is in the same URL) must not end that session.
                 // The same answers as for an unspent code.
-                if code.client_id != client.id || code.redirect_uri != redirect_uri {
-                    return Err(OAuthError::new(
-                        "invalid_grant",
-                        "the code was issued to another client or redirect_uri",
-                    ));
-                }
-                if !pkce_matches(verifier, &code.code_challenge) {
-                    return Err(OAuthError::new(
-                        "invalid_grant",
-                        "code_verifier does not match the code_challenge",
-                    ));
-                }
+                presented_as_issued(&code, client, redirect_uri, verifier)?;
                 if let Some(opened) = opened {
                     tracing::warn!(session_id = %opened, "authorization code replayed; session ended");
                     self.store
