@@ -42,7 +42,8 @@ pub struct ClientSpec {
     pub public: bool,
     /// The secret to set; a random one is generated when absent (confidential clients).
     pub secret: Option<String>,
-    /// Redirect URIs, matched exactly.
+    /// Redirect URIs, matched exactly (on a loopback IP, on any port:
+    /// [`redirect_uri_matches`]).
     pub redirect_uris: Vec<String>,
     /// Where RP-initiated logout may return to.
     pub post_logout_redirect_uris: Vec<String>,
@@ -118,6 +119,45 @@ pub fn check_redirect_uri(field: &'static str, raw: &str) -> Result<()> {
             "use https, http on a loopback host, or a reverse-domain scheme (com.example.app)",
         )),
     }
+}
+
+/// Whether `presented` names the registered redirect URI `registered`:
+/// the same string, or, for `http` on a loopback IP literal (`127.0.0.1`,
+/// `[::1]`), the same URI on any port. RFC 8252 §7.3: a native app listens
+/// on whatever port the system gives it at the time of the request.
+/// `localhost` is matched exactly (§8.3 advises against it: a name can
+/// resolve elsewhere). The presented URI must be in its canonical form, so
+/// that what is compared is what the browser will be sent to.
+pub fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
+    if registered == presented {
+        return true;
+    }
+    let canonical = url::Url::parse(presented).is_ok_and(|url| url.as_str() == presented);
+    canonical
+        && matches!(
+            (loopback_without_port(registered), loopback_without_port(presented)),
+            (Some(registered), Some(presented)) if registered == presented
+        )
+}
+
+/// A loopback-IP `http` URI with its port removed; `None` for any other URI.
+fn loopback_without_port(raw: &str) -> Option<url::Url> {
+    let mut url = url::Url::parse(raw).ok()?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    if url.scheme() != "http"
+        || !loopback
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return None;
+    }
+    url.set_port(None).ok()?;
+    Some(url)
 }
 
 fn check_list(field: &'static str, given: &[String], allowed: &[&str]) -> Result<()> {
@@ -358,6 +398,48 @@ mod tests {
             "javascript:alert(1)",
         ] {
             assert!(check_redirect_uri("r", bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn loopback_ip_redirect_uris_match_on_any_port_and_nothing_else_does() {
+        let registered = "http://127.0.0.1:9/callback?app=1";
+        for same in [
+            registered,
+            "http://127.0.0.1:53682/callback?app=1",
+            "http://127.0.0.1/callback?app=1",
+        ] {
+            assert!(redirect_uri_matches(registered, same), "{same}");
+        }
+        assert!(redirect_uri_matches(
+            "http://[::1]/cb",
+            "http://[::1]:40000/cb"
+        ));
+        for other in [
+            "http://127.0.0.1:53682/callback",
+            "http://127.0.0.1:53682/callback?app=2",
+            "http://127.0.0.1:53682/Callback?app=1",
+            "http://127.0.0.1:53682/callback/?app=1",
+            "http://127.0.0.2:9/callback?app=1",
+            "http://localhost:9/callback?app=1",
+            "https://127.0.0.1:9/callback?app=1",
+            "http://127.0.0.1:53682/callback?app=1#x",
+            "http://u@127.0.0.1:53682/callback?app=1",
+            // Not canonical: the browser would be sent elsewhere than compared.
+            "http://127.0.0.1:53682/x/../callback?app=1",
+            "http://127.0.0.1:80/callback?app=1",
+            "HTTP://127.0.0.1:53682/callback?app=1",
+            "http://127.1:53682/callback?app=1",
+        ] {
+            assert!(!redirect_uri_matches(registered, other), "{other}");
+        }
+        // Neither localhost nor https varies its port.
+        for (registered, other) in [
+            ("http://localhost:9/cb", "http://localhost:10/cb"),
+            ("https://127.0.0.1:9/cb", "https://127.0.0.1:10/cb"),
+            ("https://app.example/cb", "https://app.example:444/cb"),
+        ] {
+            assert!(!redirect_uri_matches(registered, other), "{other}");
         }
     }
 }

@@ -472,7 +472,14 @@ impl Core {
             }
         };
         let redirect_uri = match params.redirect_uri.as_deref() {
-            Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.to_owned(),
+            Some(uri)
+                if client
+                    .redirect_uris
+                    .iter()
+                    .any(|r| super::clients::redirect_uri_matches(r, uri)) =>
+            {
+                uri.to_owned()
+            }
             Some(_) => {
                 return Err(AuthorizeError::Page(PageError::UnregisteredRedirect));
             }

@@ -20,7 +20,7 @@ use super::deadline::{Deadline, Overrun};
 use super::extract::{Client, bearer_token, cookie_value};
 use super::page::{self, Lang, Refusal, SignInForm};
 use crate::core::Error;
-use crate::core::clients::ClientCredentials;
+use crate::core::clients::{ClientCredentials, redirect_uri_matches};
 use crate::core::oidc::{
     Authorization, AuthorizeError, AuthorizeParams, Continuation, OAuthError, PageError,
     TokenRequest, with_query,
@@ -917,7 +917,12 @@ async fn logout_target(
         (None, None) => return refuse(Refusal::LogoutTargetWithoutClient),
     };
     match state.core.client(&client_id).await {
-        Ok(client) if client.post_logout_redirect_uris.iter().any(|u| u == uri) => {
+        Ok(client)
+            if client
+                .post_logout_redirect_uris
+                .iter()
+                .any(|registered| redirect_uri_matches(registered, uri)) =>
+        {
             let mut pairs = Vec::new();
             if let Some(client_state) = params.get("state") {
                 pairs.push(("state", client_state.as_str()));

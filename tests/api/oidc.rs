@@ -628,6 +628,87 @@ async fn bad_authorization_requests_never_redirect_to_an_unregistered_uri() {
 }
 
 #[tokio::test]
+async fn a_native_app_on_a_loopback_ip_may_listen_on_any_port() {
+    // REDIRECT is registered as http://127.0.0.1:9/callback; RFC 8252 §7.3:
+    // the app gets its port from the system when it asks.
+    let (app, secret) = spawn().await;
+    let elsewhere = "http://127.0.0.1:53682/callback";
+    let encoded =
+        |uri: &str| url::form_urlencoded::byte_serialize(uri.as_bytes()).collect::<String>();
+    let with_uri = |pkce: &Pkce, uri: &str| {
+        authorize_url(&app, "web", pkce, "").replace(&encoded(REDIRECT), &encoded(uri))
+    };
+    let first = pkce();
+    let mut browser = Browser::new();
+    let answer = browser
+        .sign_in(&app, &with_uri(&first, elsewhere), "alice", PASSWORD)
+        .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(&answer);
+    assert_eq!(base, elsewhere);
+    let code = param(&params, "code").expect("code").to_owned();
+    // The code is bound to the port it was sent to.
+    let wrong_port = exchange(&app, &secret, &code, &first.verifier).await;
+    oauth_error(wrong_port, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let second = pkce();
+    let answer = browser.get(&with_uri(&second, elsewhere)).await;
+    let (_, params) = location_params(&answer);
+    let code = param(&params, "code")
+        .expect("signed in already")
+        .to_owned();
+    let tokens = token(
+        &app,
+        Some(("web", &secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", elsewhere),
+            ("code_verifier", &second.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(tokens.status(), StatusCode::OK);
+    let tokens: Value = tokens.json().await.unwrap();
+    assert!(tokens["id_token"].is_string());
+
+    // Only the port varies, and only on a loopback IP.
+    for other in [
+        "http://127.0.0.1:53682/other",
+        "http://127.0.0.2:9/callback",
+        "http://localhost:9/callback",
+        "https://127.0.0.1:9/callback",
+        "http://127.0.0.1:53682/x/../callback",
+    ] {
+        let refused = no_redirects()
+            .get(with_uri(&pkce(), other))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{other}");
+        assert!(refused.headers().get(LOCATION).is_none(), "{other}");
+    }
+
+    // The same for where a logout returns to.
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let logout_elsewhere = "http://127.0.0.1:4000/signed-out";
+    let out = browser
+        .get(&app.url(&format!(
+            "/oauth2/logout?id_token_hint={id_token}&post_logout_redirect_uri={}",
+            encoded(logout_elsewhere)
+        )))
+        .await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location_params(&out).0, logout_elsewhere);
+    let refused = browser
+        .get(&app.url(&format!(
+            "/oauth2/logout?client_id=web&post_logout_redirect_uri={}",
+            encoded("http://localhost:4000/signed-out")
+        )))
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn the_page_refuses_wrong_passwords_forged_forms_and_speaks_chinese() {
     let (app, _) = spawn().await;
     let pkce = pkce();
