@@ -14,11 +14,11 @@ use anyhow::Context;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::connection::{self, Activity};
 use crate::core::Core;
 use crate::core::clock::Clock;
 use crate::http::{self, AppState};
@@ -278,7 +278,9 @@ impl Application {
             .max_header_list_size(64 * 1024)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
-        let graceful = GracefulShutdown::new();
+        // Every connection's task holds a receiver: the stop below turns it
+        // true and waits for them all to be dropped.
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         if let Some(tls) = &self.tls {
             tls.spawn_watch();
         }
@@ -350,11 +352,11 @@ impl Application {
                         request.extensions_mut().insert(ConnectInfo(peer));
                         router.clone().oneshot(request)
                     });
-                let connection =
-                    graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+                let connection = http1.serve_connection(TokioIo::new(stream), service);
+                let stopping = stopping.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(error) = connection.await {
+                    if let Err(error) = connection::serve(connection, stopping, None).await {
                         tracing::debug!(%error, "connection ended with an error");
                     }
                 });
@@ -362,18 +364,19 @@ impl Application {
             };
             let tls = Arc::clone(tls);
             let hsts = tls.hsts().cloned();
-            // Whether the connection has sent a request yet (for HTTP/2,
-            // whose handshake hyper waits for without a timer).
-            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let seen = Arc::clone(&started);
+            // Its requests, open and past: hyper closes an idle HTTP/1
+            // connection itself, not an HTTP/2 one (src/connection.rs).
+            let activity = Activity::new();
+            let seen = Arc::clone(&activity);
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let open = seen.request();
                     request.extensions_mut().insert(ConnectInfo(peer));
                     let response = router.clone().oneshot(request);
                     let hsts = hsts.clone();
                     async move {
                         let mut response = response.await?;
+                        drop(open);
                         if let Some(hsts) = hsts {
                             response
                                 .headers_mut()
@@ -382,7 +385,7 @@ impl Application {
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });
-            let watcher = graceful.watcher();
+            let stopping = stopping.clone();
             let mut http1 = http1.clone();
             // One buffer per write: rustls makes a record of each slice of
             // a vectored write (hyper's head and body would be two).
@@ -396,23 +399,13 @@ impl Application {
                 };
                 let io = TokioIo::new(accepted.stream);
                 let served = if accepted.http2 {
-                    // A client that never sends its preface (or any request)
-                    // would hold its connection, and a stop, for ever: it
-                    // gets `http.header_timeout`, as an HTTP/1 head does.
-                    let connection = watcher.watch(http2.serve_connection(io, service));
-                    tokio::pin!(connection);
-                    match tokio::time::timeout(header_timeout, &mut connection).await {
-                        Ok(served) => served,
-                        Err(_) if started.load(std::sync::atomic::Ordering::Relaxed) => {
-                            connection.await
-                        }
-                        Err(_) => {
-                            tracing::debug!("an HTTP/2 connection sent no request in time; closed");
-                            return;
-                        }
-                    }
+                    // A client that never sends its preface (or any request),
+                    // or none for `http.header_timeout` after its last, is
+                    // closed then, as hyper closes an idle HTTP/1 connection.
+                    let connection = http2.serve_connection(io, service);
+                    connection::serve(connection, stopping, Some((activity, header_timeout))).await
                 } else {
-                    watcher.watch(http1.serve_connection(io, service)).await
+                    connection::serve(http1.serve_connection(io, service), stopping, None).await
                 };
                 if let Err(error) = served {
                     tracing::debug!(%error, "connection ended with an error");
@@ -427,10 +420,9 @@ impl Application {
         // deadline answers); a connection that does not close by then is
         // left behind, so that the counts and the audit below are written.
         let grace = self.request_timeout + Duration::from_secs(5);
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        drop(stopping);
+        stop.send_replace(true);
+        if tokio::time::timeout(grace, stop.closed()).await.is_err() {
             tracing::warn!(
                 seconds = grace.as_secs(),
                 "connections still open after the stop; closing without them"

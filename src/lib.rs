@@ -16,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod core;
 pub mod http;
 pub mod limits;

@@ -568,6 +568,42 @@ async fn stalled_handshakes_and_connections_are_bounded() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_with_no_request_for_the_header_timeout_is_closed() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_https(&ca, dir.path(), |raw| raw.http.header_timeout = 1).await;
+    let address = app.address.trim_start_matches("https://").to_owned();
+    let tls = ca.raw_tls(&address, b"h2").await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let healthz = || {
+        hyper::Request::get(app.url("/healthz"))
+            .body(String::new())
+            .unwrap()
+    };
+    // Requests closer together than the timeout keep the connection.
+    for _ in 0..4 {
+        let response = sender.send_request(healthz()).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    // Then nothing for a second: the server closes it (hyper alone would
+    // keep it for as long as the client answers pings, holding one of
+    // http.max_connections).
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    let waited = started.elapsed();
+    assert!(closed.is_ok(), "still open after {waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert!(sender.send_request(healthz()).await.is_err());
+}
+
 /// README: Serving HTTPS, run as written (the port made free, the binary
 /// this build's): openssl makes the pair, Sesame serves it, curl checks it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
