@@ -155,7 +155,10 @@ mod tests {
             activity.standing(timeout, start),
             Standing::LookAgainAt(start + timeout)
         );
-        assert_eq!(activity.standing(timeout, start + timeout), Standing::Silent);
+        assert_eq!(
+            activity.standing(timeout, start + timeout),
+            Standing::Silent
+        );
 
         tokio::time::advance(Duration::from_secs(3)).await;
         let mark = activity.request();

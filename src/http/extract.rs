@@ -290,6 +290,9 @@ pub fn client_address(
         return peer;
     }
     let chain = forwarded_chain(headers, which);
+    if chain.is_empty() {
+        warn_if_the_other_header_came(headers, which);
+    }
     for hop in chain.iter().rev() {
         match hop {
             Some(ip) if is_trusted(ip) => continue,
@@ -298,6 +301,46 @@ pub fn client_address(
         }
     }
     peer
+}
+
+/// A trusted proxy that sends the other header but not the configured one
+/// is most likely set up for the other (after an upgrade, say): every
+/// client then looks like the proxy, and shares its failure budgets.
+/// Said at most once an hour, process-wide.
+fn warn_if_the_other_header_came(headers: &HeaderMap, which: ForwardedHeader) {
+    static LAST_WARNING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let other = match which {
+        ForwardedHeader::XForwardedFor => ForwardedHeader::Forwarded,
+        ForwardedHeader::Forwarded => ForwardedHeader::XForwardedFor,
+    };
+    if !headers.contains_key(other.as_str()) {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let last = LAST_WARNING.load(std::sync::atomic::Ordering::Relaxed);
+    if (last == 0 || now.saturating_sub(last) >= 3600)
+        && LAST_WARNING
+            .compare_exchange(
+                last,
+                now.max(1),
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(
+            configured = which.as_str(),
+            sent = other.as_str(),
+            "a trusted proxy sent no {} header but a {} one: its clients all count as the \
+             proxy's address; if the proxy sets {}, set http.forwarded_header = \"{}\"",
+            which.as_str(),
+            other.as_str(),
+            other.as_str(),
+            other.as_str(),
+        );
+    }
 }
 
 /// The `for` addresses of `Forwarded` (RFC 7239) or of `X-Forwarded-For`,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, access, assert_problem};
+use crate::helpers::{PASSWORD, ServerProcess, TestApp, access, assert_problem, sesame_command};
 
 async fn login_from(
     app: &TestApp,
@@ -438,6 +438,62 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
         other["user"]["last_login_ip"], "198.51.100.2",
         "the client behind the proxy is seen"
     );
+}
+
+/// A proxy set up for `Forwarded` in front of a Sesame reading
+/// `X-Forwarded-For` (the default) makes every client the proxy: said in
+/// the log, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_sending_only_the_other_header_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sesame.toml");
+    std::fs::write(&config, "[http]\ntrusted_proxies = [\"127.0.0.1/32\"]\n").unwrap();
+    let log = dir.path().join("stderr.log");
+    let server = ServerProcess::start_logged(
+        sesame_command([
+            ("SESAME_CONFIG", config.display().to_string()),
+            (
+                "SESAME_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            ),
+        ]),
+        &log,
+    );
+    let warnings = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("http.forwarded_header")
+            .count()
+    };
+    let login = |headers: &'static [(&'static str, &'static str)]| {
+        let mut request = reqwest::Client::new()
+            .post(server.url("/v1/login"))
+            .json(&json!({"login": "nobody", "password": "wrong guess!"}));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    // Both headers, as the documented nginx setup passes a client's own
+    // `Forwarded` on: nothing to say.
+    const BOTH: &[(&str, &str)] = &[
+        ("x-forwarded-for", "198.51.100.1"),
+        ("forwarded", "for=198.51.100.2"),
+    ];
+    assert_eq!(login(BOTH).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(warnings(), 0);
+    for _ in 0..2 {
+        assert_eq!(
+            login(&[("forwarded", "for=198.51.100.3")]).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while warnings() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(warnings(), 1, "{}", std::fs::read_to_string(&log).unwrap());
+    server.stop();
 }
 
 #[tokio::test]

@@ -97,7 +97,21 @@ impl ServerProcess {
     }
 
     /// [`start`](Self::start) with more options of `serve`.
-    pub fn start_with(mut command: std::process::Command, options: &[&str]) -> Self {
+    pub fn start_with(command: std::process::Command, options: &[&str]) -> Self {
+        Self::launch(command, options, std::process::Stdio::null())
+    }
+
+    /// [`start`](Self::start), its standard error (the log) written to `log`.
+    pub fn start_logged(command: std::process::Command, log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::launch(command, &[], file.into())
+    }
+
+    fn launch(
+        mut command: std::process::Command,
+        options: &[&str],
+        stderr: std::process::Stdio,
+    ) -> Self {
         use std::process::Stdio;
         let listen = format!("127.0.0.1:{}", free_port());
         let child = command
@@ -105,7 +119,7 @@ impl ServerProcess {
             .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("server starts");
         let server = Self {
