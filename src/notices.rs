@@ -35,6 +35,11 @@ pub enum Notice {
     /// The signing keys changed (`sesame keys rotate`): reload them.
     #[serde(rename = "k")]
     KeysChanged,
+    /// An operator unlocked this account: forget the failures each node
+    /// counted for it on its own (without Redis, or while Redis was away).
+    /// Nodes of a version before this notice ignore it.
+    #[serde(rename = "u")]
+    AccountUnlocked(i64),
 }
 
 /// What a subscriber hands to its sink.

@@ -8,11 +8,12 @@ use super::Core;
 use super::audit::{self, AuditEventExt};
 use super::domain::{Email, Md5Hex, Mobile, Password, Username};
 use super::error::{Error, Result};
-use super::guard::account_key;
+use super::guard::account_key_of;
 use super::login::Principal;
 use super::policy::check_not_common;
 use super::roles::Actor;
 use crate::clock::UnixTime;
+use crate::notices::Notice;
 use crate::store::{
     Account, AccountId, AccountStatus, NewAccount, PasswordVerifiers, ProfilePatch, QuotaPeriod,
 };
@@ -323,8 +324,12 @@ impl Core {
             });
         }
         self.account_changed(id).await;
-        self.limiter.clear(&account_key(Some(&account), "")).await?;
-        self.limiter.clear(&password_change_key(id)).await?;
+        for key in unlocked_budgets(id) {
+            self.limiter.clear(&key).await?;
+        }
+        // The shared budget is cleared; what other nodes counted on their
+        // own (no Redis, or Redis away) they forget on this notice.
+        self.publish(&Notice::AccountUnlocked(id)).await;
         self.audit_change(actor, "unlock", &account, None);
         Ok(())
     }
@@ -587,6 +592,12 @@ impl Core {
 }
 
 /// The limiter key of an account's password changes.
+/// The failure budgets an unlock clears: the account's sign-in budget and
+/// its password-change budget.
+pub(super) fn unlocked_budgets(id: AccountId) -> [String; 2] {
+    [account_key_of(id), password_change_key(id)]
+}
+
 fn password_change_key(id: AccountId) -> String {
     format!("password-change:{id}")
 }

@@ -46,11 +46,11 @@ use std::sync::{Arc, RwLock};
 use super::clock::UnixTime;
 use super::quota::ApiCalls;
 use super::sessions::LiveSessions;
+use crate::limits::FailureLimiter;
 use crate::notices::{Notice, NoticeEvent, NoticeSink};
 use crate::store::{Account, AccountId, OpaqueAccessToken, SessionId, TokenHash};
 
 /// Every cache of the node, and whether it may be trusted.
-#[derive(Debug)]
 pub struct Caches {
     /// Sessions known to be live.
     pub live: LiveSessions,
@@ -60,6 +60,8 @@ pub struct Caches {
     pub opaque: OpaqueTokens,
     /// API-call counters (their quotas are reloaded on an account notice).
     api_calls: Arc<ApiCalls>,
+    /// The failure budgets, whose per-node counts an unlock elsewhere ends.
+    limiter: Arc<dyn FailureLimiter>,
     /// False while notices may be missed: the caches are then bypassed.
     trusted: AtomicBool,
     /// Woken when the signing keys changed (or notices may have been
@@ -67,14 +69,26 @@ pub struct Caches {
     pub keys_changed: tokio::sync::Notify,
 }
 
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("live", &self.live)
+            .field("accounts", &self.accounts)
+            .field("opaque", &self.opaque)
+            .field("trusted", &self.trusted)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Caches {
     /// Empty caches keeping entries `ttl` seconds, untrusted until subscribed.
-    pub fn new(ttl: i64, api_calls: Arc<ApiCalls>) -> Self {
+    pub fn new(ttl: i64, api_calls: Arc<ApiCalls>, limiter: Arc<dyn FailureLimiter>) -> Self {
         Self {
             live: LiveSessions::new(ttl),
             accounts: AccountCache::new(ttl),
             opaque: OpaqueTokens::new(ttl),
             api_calls,
+            limiter,
             trusted: AtomicBool::new(false),
             keys_changed: tokio::sync::Notify::new(),
         }
@@ -125,6 +139,11 @@ impl NoticeSink for Caches {
             }
             NoticeEvent::Notice(Notice::RolesChanged) => self.accounts.clear(),
             NoticeEvent::Notice(Notice::KeysChanged) => self.keys_changed.notify_one(),
+            NoticeEvent::Notice(Notice::AccountUnlocked(id)) => {
+                for key in super::accounts::unlocked_budgets(id) {
+                    self.limiter.forget_here(&key);
+                }
+            }
             NoticeEvent::Lost => {
                 if self.trusted.swap(false, Ordering::AcqRel) {
                     tracing::warn!("notices from other nodes may be missed: caches bypassed");

@@ -14,7 +14,7 @@ use super::clock::UnixTime;
 use super::error::{Error, Result};
 use super::tokens::hash_token;
 use crate::limits::{Charge, Charged, LimitsError, Rule};
-use crate::store::{Account, ClientKind};
+use crate::store::{Account, AccountId, ClientKind};
 
 /// Brute-force protection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,9 +114,14 @@ fn embedded_ipv4(ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
 /// The limiter key of an account, or of a login name that matches none.
 pub(crate) fn account_key(account: Option<&Account>, login_key: &str) -> String {
     match account {
-        Some(account) => format!("account:{}", account.id),
+        Some(account) => account_key_of(account.id),
         None => format!("login:{login_key}"),
     }
+}
+
+/// The sign-in failure budget of an existing account.
+pub(crate) fn account_key_of(id: AccountId) -> String {
+    format!("account:{id}")
 }
 
 impl Core {

@@ -145,6 +145,7 @@ impl Core {
         let caches = Arc::new(cache::Caches::new(
             settings.sessions.cache_ttl,
             Arc::clone(&api_calls),
+            Arc::clone(&limiter),
         ));
         let sink: Arc<dyn NoticeSink> = caches.clone();
         notices.subscribe(Arc::downgrade(&sink));

@@ -107,6 +107,12 @@ impl FailureLimiter for MemoryLimiter {
         self.arrivals.lock().map_err(|_| poisoned())?.remove(key);
         Ok(())
     }
+
+    fn forget_here(&self, key: &str) {
+        if let Ok(mut arrivals) = self.arrivals.lock() {
+            arrivals.remove(key);
+        }
+    }
 }
 
 #[cfg(test)]

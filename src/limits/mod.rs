@@ -152,6 +152,10 @@ pub trait FailureLimiter: Send + Sync {
     ) -> Result<(), LimitsError>;
     /// Forgets `key` (an operator unlocked it).
     async fn clear(&self, key: &str) -> Result<(), LimitsError>;
+    /// Forgets what this node alone counted for `key` (its memory, or its
+    /// fallback while Redis was away): an unlock on another node, told by
+    /// a notice. Never blocks.
+    fn forget_here(&self, key: &str);
     /// Whether the shared state answers (for readiness); in-process state always does.
     async fn ping(&self) -> Result<(), LimitsError> {
         Ok(())

@@ -532,6 +532,10 @@ impl FailureLimiter for RedisLimiter {
         }
     }
 
+    fn forget_here(&self, key: &str) {
+        self.fallback.forget_here(key);
+    }
+
     async fn clear(&self, key: &str) -> Result<(), LimitsError> {
         self.fallback.clear(key).await?;
         let redis_key = self.key(key);

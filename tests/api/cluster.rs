@@ -403,6 +403,36 @@ async fn an_accounts_failure_budget_holds_across_nodes() {
             assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         }
     }
+    // An operator's unlock (the CLI: another process, with no budget of
+    // its own) ends the throttling on every node, also what a node counted
+    // on its own.
+    let output = sesame(&deployment, &[])
+        .args(["user", "unlock", "dave"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The throttled node first: once a login goes through, the address is
+    // a known client of the account and skips its budget everywhere.
+    for node in nodes.iter().rev() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, _) = login(&client, node, "dave", PASSWORD).await;
+            if status == StatusCode::OK {
+                break;
+            }
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert!(
+                Instant::now() < deadline,
+                "still throttled on {}",
+                node.address
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
