@@ -11,7 +11,16 @@ use super::audit::{self, AuditEventExt};
 use super::domain::Name;
 use super::error::{Error, Result};
 use super::{ClientInfo, Core};
+use crate::limits::{Charged, Rule};
 use crate::store::Account;
+
+/// How many refused admin requests of one account the audit log records:
+/// 30 at once, then one every 10 seconds (on every node together, with
+/// Redis). The requests themselves are refused all the same.
+pub const ADMIN_REFUSALS_AUDITED: Rule = Rule {
+    burst: 30,
+    interval: 10,
+};
 
 impl Core {
     /// The account behind `bearer` if its session is live, it holds every
@@ -56,10 +65,23 @@ impl Core {
 
     /// Records that the bearer of `bearer` was refused an administrative
     /// request (`what`: method and path) for lack of the `admin` permission.
+    /// Each account's refusals are recorded within a budget
+    /// ([`ADMIN_REFUSALS_AUDITED`]): any signed-in user could otherwise
+    /// write rows to the audit log as fast as it can send requests.
     pub async fn audit_admin_refusal(&self, bearer: &str, client: &ClientInfo, what: &str) {
         let mut entry = audit::event("admin_refused", "denied", "admin_api").client(client);
         let mut detail = what.to_owned();
         if let Ok(principal) = self.identify(bearer).await {
+            let key = format!("admin-refused:{}", principal.account_id);
+            // Shared state unreachable: recorded (the limiter already
+            // falls back to this node's memory when it can).
+            let charged = self
+                .limiter
+                .try_charge(&key, &ADMIN_REFUSALS_AUDITED, self.now())
+                .await;
+            if matches!(charged, Ok(Charged::Wait(_))) {
+                return;
+            }
             if let Some(client_id) = &principal.client_id {
                 detail = format!("{detail} with a token issued to OAuth client {client_id}");
             }

@@ -190,6 +190,44 @@ async fn every_route_needs_a_live_administrator() {
             .iter()
             .any(|e| e["detail"] == "GET /v1/admin/users")
     );
+    // A caller who keeps trying cannot fill the audit log: an account's
+    // refusals are recorded up to a budget, then one in a while.
+    let budget = sesame::core::authz::ADMIN_REFUSALS_AUDITED;
+    for _ in 0..budget.burst + 10 {
+        let user = admin
+            .call_as(&admin.ann, Method::GET, "/v1/admin/users", None)
+            .await;
+        assert_eq!(user.status(), StatusCode::FORBIDDEN);
+    }
+    let count = |admin_json: Value| admin_json["items"].as_array().unwrap().len();
+    let recorded = count(
+        admin
+            .json(
+                Method::GET,
+                "/v1/admin/audit?outcome=denied&user=ann&limit=200",
+                None,
+            )
+            .await,
+    );
+    assert_eq!(recorded, usize::try_from(budget.burst).unwrap());
+    admin.app.clock.advance(budget.interval * 2);
+    admin
+        .call_as(&admin.ann, Method::GET, "/v1/admin/users", None)
+        .await;
+    let recorded_later = count(
+        admin
+            .json(
+                Method::GET,
+                "/v1/admin/audit?outcome=denied&user=ann&limit=200",
+                None,
+            )
+            .await,
+    );
+    assert_eq!(
+        recorded_later,
+        recorded + 1,
+        "one more once time has passed"
+    );
 
     // The permission is read live: an administrator demoted is refused at once.
     admin
