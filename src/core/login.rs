@@ -8,8 +8,8 @@ use super::error::{Error, Result};
 use super::guard::{account_key, address_key};
 use super::sessions::PlatformPolicy;
 use super::tokens::{
-    hash_token, hash_token_in, is_opaque_token, new_opaque_token, new_refresh_token,
-    new_successor_salt, successor_token,
+    hash_presented_in, hash_token, hash_token_in, is_opaque_token, new_opaque_token,
+    new_refresh_token, new_successor_salt, successor_token,
 };
 use super::{ClientInfo, Core};
 use crate::store::{
@@ -684,11 +684,10 @@ impl Core {
         namespace: &str,
         refresh_token: &str,
     ) -> Result<(SessionRef, String)> {
-        if refresh_token.is_empty() || refresh_token.len() > 128 {
+        let Some(hash) = hash_presented_in(namespace, refresh_token) else {
             return Err(Error::InvalidRefreshToken);
-        }
+        };
         let now = self.now();
-        let hash = hash_token_in(namespace, refresh_token);
         // The successor's text depends on the session's token style, which
         // only the store knows: derive both, let the store pick.
         let salt = new_successor_salt();

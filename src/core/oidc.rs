@@ -26,7 +26,8 @@ use super::error::Error;
 use super::login::{Credential, LoginAttempt, LoginOptions};
 use super::sessions::PlatformPolicy;
 use super::tokens::{
-    AccessTokens, hash_token, hash_token_in, is_opaque_token, new_refresh_token, random_urlsafe,
+    AccessTokens, hash_presented_in, hash_token, hash_token_in, is_opaque_token, new_refresh_token,
+    random_urlsafe,
 };
 use super::{ClientInfo, Core, audit};
 use crate::store::{
@@ -640,10 +641,9 @@ impl Core {
         &self,
         cookie: &str,
     ) -> crate::core::Result<Option<BrowserSession>> {
-        if cookie.is_empty() || cookie.len() > 128 {
+        let Some(hash) = hash_presented_in(BROWSER_NAMESPACE, cookie) else {
             return Ok(None);
-        }
-        let hash = hash_token_in(BROWSER_NAMESPACE, cookie);
+        };
         let now = self.now();
         let Some(handle) = self.store.find_access_token(&hash).await? else {
             return Ok(None);
@@ -956,12 +956,15 @@ impl Core {
         let namespace = refresh_namespace(&client.id);
         // What the session was granted, before rotating: a narrower scope
         // may be asked for, never a wider one (RFC 6749 §6).
-        let granted = match self
-            .store
-            .find_refresh_token(&hash_token_in(&namespace, token))
-            .await
-            .map_err(Error::from)?
-        {
+        let found = match hash_presented_in(&namespace, token) {
+            Some(hash) => self
+                .store
+                .find_refresh_token(&hash)
+                .await
+                .map_err(Error::from)?,
+            None => None,
+        };
+        let granted = match found {
             Some(record) => self
                 .store
                 .get_oauth_session(&record.session_id)
@@ -1247,10 +1250,10 @@ impl Core {
             return Ok(answer);
         }
         for namespace in [refresh_namespace(&client.id), String::new()] {
-            let Some((record, session)) = self
-                .store
-                .find_refresh_token_with_session(&hash_token_in(&namespace, token))
-                .await?
+            let Some(hash) = hash_presented_in(&namespace, token) else {
+                break;
+            };
+            let Some((record, session)) = self.store.find_refresh_token_with_session(&hash).await?
             else {
                 continue;
             };
@@ -1296,11 +1299,13 @@ impl Core {
                 }
                 _ => None,
             }
-        } else {
+        } else if let Some(hash) = hash_presented_in(&refresh_namespace(&client.id), token) {
             self.store
-                .find_refresh_token(&hash_token_in(&refresh_namespace(&client.id), token))
+                .find_refresh_token(&hash)
                 .await?
                 .map(|record| record.session_id)
+        } else {
+            None
         };
         let Some(session) = session else {
             return Ok(());

@@ -345,11 +345,28 @@ pub fn hash_token(token: &str) -> TokenHash {
 /// The SHA-256 under which a token of a namespace is stored: refresh tokens
 /// issued to an OAuth client are stored under the client's namespace, so
 /// they are refused anywhere else (another client, the native API).
+///
+/// For tokens Sesame issues. A token presented by a client goes through
+/// [`hash_presented_in`]: every namespace but the native API's empty one
+/// ends in `:`, so were any text accepted, `oauth:web:T` presented to the
+/// native API would hash as client `web`'s token `T`.
 pub fn hash_token_in(namespace: &str, token: &str) -> TokenHash {
     let mut hasher = Sha256::new();
     hasher.update(namespace.as_bytes());
     hasher.update(token.as_bytes());
     hasher.finalize().into()
+}
+
+/// [`hash_token_in`] for a token a client presents, `None` unless it could
+/// be one Sesame issued: 1 to 128 characters of the base64url alphabet
+/// (opaque tokens are hex, a subset). No such token contains the `:` that
+/// ends a namespace, so none reaches into another namespace.
+pub fn hash_presented_in(namespace: &str, token: &str) -> Option<TokenHash> {
+    let issuable = (1..=128).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    issuable.then(|| hash_token_in(namespace, token))
 }
 
 /// A fresh refresh token in the session's style: 256 random bits as
@@ -524,6 +541,27 @@ mod tests {
         let body = jwt.split('.').nth(1).unwrap();
         assert!(t.verify(&format!("{header}.{body}."), 0).is_err());
         assert!(t.verify(&new_refresh_token(TokenStyle::Jwt), 0).is_err());
+    }
+
+    #[test]
+    fn a_presented_token_never_reaches_into_another_namespace() {
+        for style in [TokenStyle::Jwt, TokenStyle::Opaque] {
+            let token = new_refresh_token(style);
+            assert_eq!(
+                hash_presented_in("oauth:web:", &token),
+                Some(hash_token_in("oauth:web:", &token))
+            );
+            let disguised = format!("oauth:web:{token}");
+            assert_eq!(
+                hash_token_in("", &disguised),
+                hash_token_in("oauth:web:", &token),
+                "what the check is for"
+            );
+            assert_eq!(hash_presented_in("", &disguised), None);
+        }
+        for refused in ["", "a b", "a/b", "a+b", "a=", "é", &"a".repeat(129)] {
+            assert_eq!(hash_presented_in("", refused), None, "{refused:?}");
+        }
     }
 
     #[test]

@@ -1105,11 +1105,35 @@ async fn refresh_tokens_rotate_detect_reuse_and_belong_to_their_client() {
     .await
     .unwrap();
     let refresh = first["refresh_token"].as_str().unwrap();
-    // Not usable on the native API, nor by another client.
+    // Not usable on the native API, nor by another client; nor on the
+    // native API written out with the client's namespace (it would hash as
+    // the client's token, and turn into tokens with no client, fit for the
+    // admin API).
     assert_eq!(
         app.refresh(refresh).await.status(),
         StatusCode::UNAUTHORIZED
     );
+    for disguised in [
+        format!("oauth:web:{refresh}"),
+        format!("oauth%3Aweb%3A{refresh}"),
+    ] {
+        assert_eq!(
+            app.refresh(&disguised).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{disguised}"
+        );
+    }
+    let introspected: Value = reqwest::Client::new()
+        .post(app.url("/oauth2/introspect"))
+        .basic_auth("web", Some(&secret))
+        .form(&[("token", format!("oauth:web:{refresh}"))])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], false);
     let other = token(
         &app,
         None,
