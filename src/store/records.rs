@@ -214,7 +214,9 @@ pub struct Session {
     pub expires_at: UnixTime,
     /// When it was ended, if it was.
     pub revoked_at: Option<UnixTime>,
-    /// Whether the owning account is active.
+    /// Whether the owning account may use its sessions: not disabled. A
+    /// lockout refuses sign-ins from unknown clients only; the owner's
+    /// sessions go on (failures from elsewhere must not sign them out).
     pub account_active: bool,
 }
 

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, ServerProcess, TestApp, access, assert_problem, sesame_command};
+use crate::helpers::{
+    PASSWORD, ServerProcess, TestApp, access, assert_problem, refresh_token, sesame_command,
+};
 
 async fn login_from(
     app: &TestApp,
@@ -262,10 +264,9 @@ async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
     .await;
     let account = app.create_user("alice").await;
     let owner = app.client_from("127.0.0.1");
-    assert_eq!(
-        login_from(&app, &owner, "alice", PASSWORD).await.status(),
-        StatusCode::OK
-    );
+    let signed_in = login_from(&app, &owner, "alice", PASSWORD).await;
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let signed_in: Value = signed_in.json().await.unwrap();
     for i in 0..4 {
         let attacker = app.client_from(&format!("127.0.0.{}", 10 + i));
         login_from(&app, &attacker, "alice", "wrong guess!").await;
@@ -274,6 +275,13 @@ async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
         app.core.account(account.id).await.unwrap().status,
         sesame::store::AccountStatus::Locked
     );
+    // Strangers' failures do not sign the owner out: her session goes on,
+    // and its refresh token rotates.
+    assert_eq!(app.me_status(access(&signed_in)).await, StatusCode::OK);
+    let rotated = app.refresh(refresh_token(&signed_in)).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let rotated: Value = rotated.json().await.unwrap();
+    assert_eq!(app.me_status(access(&rotated)).await, StatusCode::OK);
     let stranger = app.client_from("127.0.0.20");
     let right = login_from(&app, &stranger, "alice", PASSWORD).await;
     let right = (right.status(), right.json::<Value>().await.unwrap());

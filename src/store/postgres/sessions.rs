@@ -17,7 +17,7 @@ macro_rules! session_columns {
     () => {
         "s.id, s.account_id, s.platform, s.user_agent, s.ip, s.token_style, s.created_at, \
          COALESCE((SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.session_id = s.id), s.created_at) AS last_used_at, \
-         s.expires_at, s.revoked_at, a.status = 'active' AS account_active"
+         s.expires_at, s.revoked_at, a.status <> 'disabled' AS account_active"
     };
 }
 
