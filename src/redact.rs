@@ -18,16 +18,24 @@ pub fn url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(not a URL)".to_owned();
     };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split(':').next().unwrap_or_default() {
-            "" => host.to_owned(),
-            user => format!("{user}@{host}"),
-        },
-        None => authority.to_owned(),
+    // The user information ends at the last `@`: a password written
+    // without percent-encoding may hold `/`, `?`, `#` or `@` itself. Only
+    // the user name before its first `:` is kept, and only if it cannot be
+    // part of a path or query (an `@` there is no user information).
+    let (user, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let plain = !user.is_empty() && !user.contains(['/', '?', '#']);
+            (plain.then_some(user), after)
+        }
+        None => (None, rest),
     };
-    format!("{scheme}://{host}/{path}")
+    let after = after.split(['?', '#']).next().unwrap_or_default();
+    let (host, path) = after.split_once('/').unwrap_or((after, ""));
+    match user {
+        Some(user) => format!("{scheme}://{user}@{host}/{path}"),
+        None => format!("{scheme}://{host}/{path}"),
+    }
 }
 
 #[cfg(test)]
@@ -51,5 +59,23 @@ mod tests {
             "rediss://default@cache/"
         );
         assert_eq!(url("nonsense"), "(not a URL)");
+        // Passwords not percent-encoded, with the characters that end an
+        // authority, a path or a query.
+        for (raw, shown) in [
+            (
+                "postgres://sesame:Ab/cd+ef@db:5432/sesame",
+                "postgres://sesame@db:5432/sesame",
+            ),
+            ("postgres://u:ab#cd@db/x", "postgres://u@db/x"),
+            ("postgres://u:a?b@db/x", "postgres://u@db/x"),
+            ("postgres://u:p@ss@db/x", "postgres://u@db/x"),
+            ("redis://:a/b#c@cache:6379/0", "redis://cache:6379/0"),
+            // An `@` in the query is no user information, and the query
+            // before it is never shown.
+            ("postgres://db/x?password=hunter2&u=a@b", "postgres://b/"),
+        ] {
+            assert_eq!(url(raw), shown, "{raw}");
+            assert!(!url(raw).contains("hunter2") && !url(raw).contains("cd"));
+        }
     }
 }

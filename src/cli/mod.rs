@@ -32,10 +32,22 @@ struct Cli {
     #[arg(long, global = true, env = "SESAME_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Database URL [default: the SQLite file in the data directory].
-    #[arg(long, global = true, env = "SESAME_DATABASE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SESAME_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     database_url: Option<String>,
     /// Redis URL, for state shared by several nodes [default: none, state is kept in process].
-    #[arg(long, global = true, env = "SESAME_REDIS_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SESAME_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     redis_url: Option<String>,
     #[command(subcommand)]
     command: Command,

@@ -46,6 +46,10 @@ pub struct ServeArgs {
 pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(address) = args.metrics_listen {
         anyhow::ensure!(
+            config.metrics.enabled,
+            "--metrics-listen {address} with metrics.enabled = false: nothing would be served there"
+        );
+        anyhow::ensure!(
             address != config.listen,
             "--metrics-listen {address} is the API's own address; leave it out to serve \
              /metrics there"

@@ -27,6 +27,7 @@ mod sessions;
 mod tls;
 mod tokens;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -270,8 +271,23 @@ impl Config {
             Env::prefixed("SESAME_")
                 .split("__")
                 .ignore(&["config"])
-                .filter(move |key| is_known(&env_known, &key.as_str().to_ascii_lowercase())),
+                .filter(move |key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    is_known(&env_known, &key) && !key.starts_with(PLATFORMS_FROM_ENV)
+                }),
         );
+        // Platform names keep their case (`iOS` and `ios` are two
+        // platforms), which figment's environment provider folds.
+        let platforms: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter_map(|(name, value)| {
+                let platform = name.strip_prefix("SESAME_SESSIONS__PLATFORMS__")?;
+                (!platform.is_empty()).then(|| (platform.to_owned(), value))
+            })
+            .collect();
+        if !platforms.is_empty() {
+            figment = figment.merge(("sessions.platforms", platforms));
+        }
         if let Some(listen) = &sources.listen {
             figment = figment.merge(("listen", listen));
         }
@@ -298,7 +314,7 @@ impl Config {
         }
         let raw: RawConfig = figment
             .extract()
-            .map_err(|e| ConfigError(e.into_iter().map(|e| e.to_string()).collect()))?;
+            .map_err(|e| ConfigError(e.into_iter().map(|e| without_values(&e)).collect()))?;
         let mut config = raw.validate()?;
         config.warnings = warnings;
         config.sources = known
@@ -382,18 +398,76 @@ fn shown_value(key: &str, value: &figment::value::Value) -> String {
     text
 }
 
-/// Whether `key` (`tokens.access_ttl`, or a section name) is a
-/// configuration key or a section of them.
+/// Whether `key` (`tokens.access_ttl`) is a configuration key, or a key of
+/// a map section (`sessions.platforms.ios`). A section's own name is not:
+/// `SESAME_REDIS=redis://…` sets nothing.
 fn is_known(known: &[String], key: &str) -> bool {
     known.iter().any(|k| {
         k == key
-            || k.strip_prefix(key)
-                .is_some_and(|rest| rest.starts_with('.'))
             || k.strip_suffix(".*").is_some_and(|map| {
                 key.strip_prefix(map)
-                    .is_some_and(|rest| rest.starts_with('.'))
+                    .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'))
             })
     })
+}
+
+/// `sessions.platforms.…` from the environment, read apart (case kept).
+const PLATFORMS_FROM_ENV: &str = "sessions.platforms.";
+
+/// A configuration error as shown: where, and what was expected, never
+/// the value found (a URL with its password, a key written without
+/// quotes), nor the source line a TOML syntax error quotes.
+fn without_values(error: &figment::Error) -> String {
+    use figment::error::{Actual, Kind};
+    let kind_of = |actual: &Actual| match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "nothing",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value of another kind",
+    };
+    let key = if error.path.is_empty() {
+        None
+    } else {
+        Some(error.path.join("."))
+    };
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(figment::Source::File(path)) => format!(" in {}", path.display()),
+            _ => format!(" in {}", m.name),
+        })
+        .unwrap_or_default();
+    let what = match &error.kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!("expected {expected}, found {}", kind_of(actual))
+        }
+        Kind::Message(message) => message
+            .lines()
+            .filter(|line| {
+                // toml's snippet: `  |`, `3 | key = value`, `  |   ^`.
+                let trimmed = line
+                    .trim_start()
+                    .trim_start_matches(|c: char| c.is_ascii_digit());
+                !trimmed.trim_start().starts_with('|')
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Kind::UnknownVariant(_, expected) => format!("expected one of {expected:?}"),
+        Kind::Unsupported(actual) | Kind::UnsupportedKey(actual, _) => {
+            format!("unsupported: {}", kind_of(actual))
+        }
+        other => other.to_string(),
+    };
+    match key {
+        Some(key) => format!("{key}{source}: {what}"),
+        None => format!("{what}{source}"),
+    }
 }
 
 /// Records a problem unless `min <= value <= max`; returns `value` either way.

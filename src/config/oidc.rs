@@ -24,8 +24,13 @@ pub(super) fn public_url(raw: Option<&str>, problems: &mut Vec<String>) -> Optio
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return refuse(problems, "must be an http or https URL with a host");
     }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return refuse(problems, "must not have a query, a fragment or user info");
+    if !url.username().is_empty() || url.password().is_some() {
+        // Not repeated: the user info may hold a password.
+        problems.push("public_url: must not carry user info".to_owned());
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return refuse(problems, "must not have a query or a fragment");
     }
     Some(raw.trim_end_matches('/').to_owned())
 }
@@ -86,10 +91,13 @@ mod tests {
             "ftp://x",
             "https://x/?a=1",
             "https://x/#f",
+            "https://user@x",
+            "https://:hunter2@x",
         ] {
             assert!(public_url(Some(bad), &mut problems).is_none(), "{bad}");
         }
-        assert_eq!(problems.len(), 4);
+        assert_eq!(problems.len(), 6);
+        assert!(problems.iter().all(|p| !p.contains("hunter2")));
     }
 
     #[test]

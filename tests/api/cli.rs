@@ -1172,6 +1172,117 @@ async fn unknown_sesame_variables_warn_and_config_check_names_sources() {
     );
 }
 
+/// Passwords in URLs and values the configuration refuses are never
+/// repeated: not by `--help`, `config check`, nor the refusal itself.
+#[tokio::test]
+async fn configuration_never_repeats_a_secret_or_a_refused_value() {
+    let dir = Deployment::new().await;
+    let secret_url = "postgres://sesame:Ab/hunter2+ef@127.0.0.1:1/sesame";
+    for command in [
+        vec!["--help"],
+        vec!["user", "--help"],
+        vec!["config", "check"],
+    ] {
+        let output = run(
+            sesame(&dir)
+                .args(&command)
+                .env("SESAME_DATABASE_URL", secret_url)
+                .env("SESAME_REDIS_URL", "redis://:hunter2@127.0.0.1:1"),
+            None,
+        );
+        let shown = format!("{}{}", text(&output.stdout), text(&output.stderr));
+        assert!(output.status.success(), "{command:?}: {shown}");
+        assert!(!shown.contains("hunter2"), "{command:?}: {shown}");
+    }
+    // A whole section set from one variable is no key: ignored, with a
+    // warning, and its value (a password here) not repeated.
+    let section = run(
+        sesame(&dir)
+            .args(["config", "check"])
+            .env("SESAME_REDIS", "redis://:hunter2@127.0.0.1:1"),
+        None,
+    );
+    let stderr = text(&section.stderr);
+    assert!(section.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("SESAME_REDIS is not a configuration key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    // A wrong type, and a TOML line that does not parse: the key and the
+    // line, never the value.
+    let wrong_type = run(
+        sesame(&dir)
+            .args(["config", "check"])
+            .env("SESAME_TOKENS__ACCESS_TTL", "hunter2"),
+        None,
+    );
+    let stderr = text(&wrong_type.stderr);
+    assert_eq!(wrong_type.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tokens.access_ttl"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let file = dir.path().join("unquoted.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:0\"\nkey_encryption_key = hunter2abc\n",
+    )
+    .unwrap();
+    let unquoted = run(
+        sesame(&dir)
+            .args(["config", "check"])
+            .arg("--config")
+            .arg(&file),
+        None,
+    );
+    let stderr = text(&unquoted.stderr);
+    assert_eq!(unquoted.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+/// Platform names keep their case from the environment as from the file:
+/// `iOS` and `ios` are two platforms.
+#[tokio::test]
+async fn a_platform_policy_from_the_environment_keeps_the_platforms_case() {
+    let dir = Deployment::new().await;
+    add_user(&dir, &["--username", "ada"], crate::helpers::PASSWORD);
+    let server = serve(&dir, &[("SESAME_SESSIONS__PLATFORMS__iOS", "single")]);
+    let sign_in = |platform: &'static str| {
+        let address = server.address.clone();
+        async move {
+            let grant: Value = reqwest::Client::new()
+                .post(format!("{address}/v1/login"))
+                .json(&json!({"login": "ada", "password": crate::helpers::PASSWORD, "platform": platform}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            grant["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let me = |token: String| {
+        let address = server.address.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{address}/v1/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let first = sign_in("iOS").await;
+    let second = sign_in("iOS").await;
+    assert_eq!(me(second).await, StatusCode::OK);
+    assert_eq!(me(first).await, StatusCode::UNAUTHORIZED, "iOS is single");
+    let lower = sign_in("ios").await;
+    let _ = sign_in("ios").await;
+    assert_eq!(me(lower).await, StatusCode::OK, "ios is another platform");
+}
+
 /// A stopping server keeps answering for `http.drain_seconds`, with
 /// `/readyz` at 503 (`shutdown`), so that a load balancer takes it out
 /// before it closes; then it exits cleanly.
