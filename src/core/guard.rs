@@ -112,10 +112,16 @@ fn embedded_ipv4(ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
 }
 
 /// The limiter key of an account, or of a login name that matches none.
-pub(crate) fn account_key(account: Option<&Account>, login_key: &str) -> String {
+/// A name that is a mobile number counts in its compared form, as the
+/// lookup finds it: `138-8888-8888` and `13888888888` are one budget
+/// whether or not an account has that number, or throttling would tell.
+pub(crate) fn account_key(account: Option<&Account>, login: &super::domain::LoginId) -> String {
     match account {
         Some(account) => account_key_of(account.id),
-        None => format!("login:{login_key}"),
+        None => match login.as_mobile() {
+            Some(mobile) => format!("login:{mobile}"),
+            None => format!("login:{}", login.key()),
+        },
     }
 }
 

@@ -228,7 +228,7 @@ impl Core {
         }
         let (account, recognised) = self.find_for_login(&attempt).await?;
         let known = recognised.known();
-        let account_key = account_key(account.as_ref(), attempt.login.key());
+        let account_key = account_key(account.as_ref(), &attempt.login);
         let base = match &account {
             Some(account) => base.account(account),
             None => base,

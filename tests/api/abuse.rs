@@ -253,6 +253,31 @@ async fn unknown_login_names_are_throttled_like_real_accounts() {
         [401, 401, 429, 401, 401, 429],
         "existence must not show in the throttle"
     );
+
+    // A mobile number spelled three ways is one budget, whether or not an
+    // account has it (the lookup finds the account by any spelling).
+    app.create_user_full("bob", None, Some("13800000000"), &[])
+        .await;
+    let mut statuses = Vec::new();
+    for number in ["138", "139"] {
+        for (spelling, address) in [
+            (format!("{number}00000000"), "127.0.0.5"),
+            (format!("{number}-0000-0000"), "127.0.0.6"),
+            (format!("{number} 0000 0000"), "127.0.0.7"),
+        ] {
+            statuses.push(
+                login_from(&app, &app.client_from(address), &spelling, "wrong guess!")
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 429, 401, 401, 429],
+        "a mobile's existence must not show in the throttle"
+    );
 }
 
 #[tokio::test]
