@@ -428,6 +428,14 @@ impl Application {
                 "connections still open after the stop; closing without them"
             );
         }
+        // Failed logins still being counted against their accounts (a
+        // lockout among them, with its audit event).
+        if tokio::time::timeout(Duration::from_secs(5), self.core.failures_counted())
+            .await
+            .is_err()
+        {
+            tracing::warn!("failed logins still being counted after 5 s; stopping without them");
+        }
         if let Err(error) = self.core.flush_api_calls().await {
             tracing::error!(%error, "could not persist the last API-call counts");
         }

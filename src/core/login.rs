@@ -1,6 +1,8 @@
 //! The four operations every face is built on: log in, refresh, log out and
 //! authenticate a bearer token.
 
+use std::sync::Arc;
+
 use super::audit::{self, AuditEventExt};
 use super::clock::UnixTime;
 use super::domain::{LoginId, Md5Hex, Password, Platform};
@@ -13,7 +15,7 @@ use super::tokens::{
 };
 use super::{ClientInfo, Core};
 use crate::store::{
-    Account, AccountStatus, AuditEvent, LoginRecord, NewRefreshToken, NewSession,
+    Account, AccountId, AccountStatus, AuditEvent, LoginRecord, NewRefreshToken, NewSession,
     PasswordVerifiers, SessionId, SuccessorHashes, TokenStyle,
 };
 
@@ -411,21 +413,44 @@ impl Core {
         let Some(account) = account.filter(|_| guess) else {
             return Ok(());
         };
-        let consecutive = self.store.record_login_failure(account.id, !known).await?;
-        self.caches.accounts.forget(account.id);
-        // Only if still active: never over an administrator's disabling.
-        if !known
-            && consecutive >= abuse.lockout_threshold
-            && account.status == AccountStatus::Active
-            && self.store.set_locked(account.id, true, now).await?
-        {
-            self.account_changed(account.id).await;
-            self.audit
-                .record(base.clone().with_event("lockout").detail(format!(
-                    "{consecutive} consecutive failures from unknown clients"
-                )));
+        let write = FailureWrite {
+            store: Arc::clone(&self.store),
+            caches: Arc::clone(&self.caches),
+            notices: Arc::clone(&self.notices),
+            audit: Arc::clone(&self.audit),
+            account_id: account.id,
+            active: account.status == AccountStatus::Active,
+            known,
+            threshold: abuse.lockout_threshold,
+            now,
+            base: base.clone(),
+        };
+        // Written after the answer: a wrong password on an existing
+        // account must take no longer than one on an unknown name, which
+        // writes nothing (a commit is a millisecond an attacker could
+        // average out). Past `FAILURE_WRITES_DETACHED` at once, written
+        // before the answer, so that a flood cannot pile up tasks.
+        match Arc::clone(&self.failure_writes).try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(error) = write.run().await {
+                        tracing::warn!(%error, "could not count a failed login against its account");
+                    }
+                });
+                Ok(())
+            }
+            Err(_) => write.run().await,
         }
-        Ok(())
+    }
+
+    /// Waits until every failed login answered so far is counted against
+    /// its account (tests; a stop).
+    pub async fn failures_counted(&self) {
+        let _all = self
+            .failure_writes
+            .acquire_many(FAILURE_WRITES_DETACHED as u32)
+            .await;
     }
 
     /// After a successful login, replaces verifiers made with outdated
@@ -822,5 +847,56 @@ impl Core {
                     .await
             }
         }
+    }
+}
+
+/// Failed logins counted against their accounts after the answer, at most
+/// this many at once.
+pub(crate) const FAILURE_WRITES_DETACHED: usize = 64;
+
+/// One wrong password's count against its account, and the lockout it may
+/// bring: what [`Core::record_failure`] leaves for after the answer.
+struct FailureWrite {
+    store: Arc<dyn crate::store::Store>,
+    caches: Arc<super::cache::Caches>,
+    notices: Arc<dyn crate::notices::Notices>,
+    audit: Arc<super::audit::AuditLog>,
+    account_id: AccountId,
+    /// The account was active when read (a lockout never overrides a
+    /// disabling, nor locks twice).
+    active: bool,
+    known: bool,
+    threshold: i64,
+    now: UnixTime,
+    base: AuditEvent,
+}
+
+impl FailureWrite {
+    async fn run(self) -> Result<()> {
+        let consecutive = self
+            .store
+            .record_login_failure(self.account_id, !self.known)
+            .await?;
+        self.caches.accounts.forget(self.account_id);
+        // Only if still active: never over an administrator's disabling.
+        if !self.known
+            && consecutive >= self.threshold
+            && self.active
+            && self.store.set_locked(self.account_id, true, self.now).await?
+        {
+            self.caches.accounts.forget(self.account_id);
+            if let Err(error) = self
+                .notices
+                .publish(&crate::notices::Notice::AccountChanged(self.account_id))
+                .await
+            {
+                tracing::warn!(%error, "could not tell the other nodes; they catch up within sessions.cache_ttl");
+            }
+            self.audit
+                .record(self.base.with_event("lockout").detail(format!(
+                    "{consecutive} consecutive failures from unknown clients"
+                )));
+        }
+        Ok(())
     }
 }

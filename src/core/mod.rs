@@ -106,6 +106,9 @@ pub struct Core {
     metrics: Arc<crate::metrics::Metrics>,
     /// When `sesame_live_sessions` was last read from the store.
     live_sessions_read_at: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// Permits for failed logins counted after their answer
+    /// (`login::FAILURE_WRITES_DETACHED`).
+    failure_writes: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Core {
@@ -161,6 +164,9 @@ impl Core {
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics,
             live_sessions_read_at: tokio::sync::Mutex::new(None),
+            failure_writes: Arc::new(tokio::sync::Semaphore::new(
+                login::FAILURE_WRITES_DETACHED,
+            )),
             store,
             clock,
             settings,

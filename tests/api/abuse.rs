@@ -10,18 +10,22 @@ use crate::helpers::{
     PASSWORD, ServerProcess, TestApp, access, assert_problem, refresh_token, sesame_command,
 };
 
+/// A login from `client`; a failure is counted against its account (after
+/// the answer) by the time this returns.
 async fn login_from(
     app: &TestApp,
     client: &Client,
     login: &str,
     password: &str,
 ) -> reqwest::Response {
-    client
+    let response = client
         .post(app.url("/v1/login"))
         .json(&json!({"login": login, "password": password}))
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    app.core.failures_counted().await;
+    response
 }
 
 fn retry_after(response: &reqwest::Response) -> u64 {

@@ -451,12 +451,17 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A login; a failure is counted against its account (which happens
+    /// after the answer) by the time this returns.
     pub async fn login(&self, login: &str, password: &str) -> Response {
-        self.post_json(
-            "/v1/login",
-            &json!({ "login": login, "password": password }),
-        )
-        .await
+        let response = self
+            .post_json(
+                "/v1/login",
+                &json!({ "login": login, "password": password }),
+            )
+            .await;
+        self.core.failures_counted().await;
+        response
     }
 
     pub async fn login_on(&self, login: &str, platform: &str) -> Value {
