@@ -40,7 +40,7 @@ impl Generation {
 }
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::clock::UnixTime;
@@ -166,11 +166,28 @@ impl NoticeSink for Caches {
 /// Past this many entries, expired ones are swept on insert.
 const SWEEP_THRESHOLD: usize = 100_000;
 
+/// When a cache last swept out its expired entries. A cache past
+/// [`SWEEP_THRESHOLD`] sweeps at most once a second: full of entries still
+/// fresh, it would otherwise scan all of them, under its write lock, at
+/// every insert. Entries live at most `sessions.cache_ttl`, so memory stays
+/// bounded by the insert rate times that.
+#[derive(Debug, Default)]
+pub(crate) struct Sweeps(AtomicI64);
+
+impl Sweeps {
+    /// Whether a cache of `len` entries should sweep at `now` (and, if so,
+    /// that it does now).
+    pub(crate) fn due(&self, len: usize, now: UnixTime) -> bool {
+        len >= SWEEP_THRESHOLD && self.0.swap(now, Ordering::AcqRel) < now
+    }
+}
+
 /// Cached accounts with their expiry.
 #[derive(Debug)]
 pub struct AccountCache {
     entries: RwLock<HashMap<AccountId, (Arc<Account>, UnixTime)>>,
     ttl: i64,
+    sweeps: Sweeps,
     /// Forgets so far.
     pub generation: Generation,
 }
@@ -181,6 +198,7 @@ impl AccountCache {
         Self {
             entries: RwLock::new(HashMap::new()),
             ttl,
+            sweeps: Sweeps::default(),
             generation: Generation::default(),
         }
     }
@@ -202,7 +220,7 @@ impl AccountCache {
             if !self.generation.unchanged_since(seen) {
                 return;
             }
-            if entries.len() >= SWEEP_THRESHOLD {
+            if self.sweeps.due(entries.len(), now) {
                 entries.retain(|_, (_, until)| now < *until);
             }
             entries.insert(account.id, (account, now + self.ttl));
@@ -233,6 +251,7 @@ impl AccountCache {
 pub struct OpaqueTokens {
     entries: RwLock<OpaqueEntries>,
     ttl: i64,
+    sweeps: Sweeps,
     /// Forgets so far.
     pub generation: Generation,
 }
@@ -249,6 +268,7 @@ impl OpaqueTokens {
         Self {
             entries: RwLock::new(OpaqueEntries::default()),
             ttl,
+            sweeps: Sweeps::default(),
             generation: Generation::default(),
         }
     }
@@ -270,7 +290,7 @@ impl OpaqueTokens {
             if !self.generation.unchanged_since(seen) {
                 return;
             }
-            if entries.by_hash.len() >= SWEEP_THRESHOLD {
+            if self.sweeps.due(entries.by_hash.len(), now) {
                 entries.by_hash.retain(|_, (_, until)| now < *until);
                 let OpaqueEntries {
                     by_hash,
@@ -317,6 +337,51 @@ mod tests {
             account_id: 7,
             expires_at,
         }
+    }
+
+    #[test]
+    fn a_full_cache_sweeps_at_most_once_a_second() {
+        let sweeps = Sweeps::default();
+        assert!(!sweeps.due(SWEEP_THRESHOLD - 1, 100), "not full");
+        assert!(sweeps.due(SWEEP_THRESHOLD, 100));
+        assert!(
+            !sweeps.due(SWEEP_THRESHOLD + 5, 100),
+            "again within the second"
+        );
+        assert!(sweeps.due(SWEEP_THRESHOLD, 101));
+
+        // A cache full of fresh entries keeps them, and still sweeps out
+        // the expired ones once a second.
+        let cache = OpaqueTokens::new(10);
+        let hash = |n: usize| {
+            let mut hash = [0_u8; 32];
+            hash[..8].copy_from_slice(&n.to_le_bytes());
+            hash
+        };
+        for n in 0..SWEEP_THRESHOLD {
+            cache.put(
+                hash(n),
+                token(&n.to_string(), 1_000),
+                100,
+                cache.generation.now(),
+            );
+        }
+        cache.put(
+            hash(usize::MAX),
+            token("a", 1_000),
+            105,
+            cache.generation.now(),
+        );
+        assert!(cache.get(&hash(0), 105).is_some(), "fresh entries stay");
+        cache.put(
+            hash(usize::MAX - 1),
+            token("b", 1_000),
+            111,
+            cache.generation.now(),
+        );
+        assert!(cache.get(&hash(0), 111).is_none());
+        let entries = cache.entries.read().unwrap();
+        assert_eq!((entries.by_hash.len(), entries.by_session.len()), (2, 2));
     }
 
     #[test]

@@ -882,7 +882,10 @@ impl FailureWrite {
         if !self.known
             && consecutive >= self.threshold
             && self.active
-            && self.store.set_locked(self.account_id, true, self.now).await?
+            && self
+                .store
+                .set_locked(self.account_id, true, self.now)
+                .await?
         {
             self.caches.accounts.forget(self.account_id);
             if let Err(error) = self

@@ -164,9 +164,7 @@ impl Core {
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics,
             live_sessions_read_at: tokio::sync::Mutex::new(None),
-            failure_writes: Arc::new(tokio::sync::Semaphore::new(
-                login::FAILURE_WRITES_DETACHED,
-            )),
+            failure_writes: Arc::new(tokio::sync::Semaphore::new(login::FAILURE_WRITES_DETACHED)),
             store,
             clock,
             settings,

@@ -18,9 +18,6 @@ use super::{ClientInfo, Core, login::Principal};
 use crate::notices::{self, Notice};
 use crate::store::{AccountId, Session, SessionCursor, SessionId};
 
-/// Past this many cached sessions, expired entries are swept on insert.
-const SWEEP_THRESHOLD: usize = 100_000;
-
 /// Whether an account may hold several sessions on one platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlatformPolicy {
@@ -75,6 +72,7 @@ struct Entry {
 pub struct LiveSessions {
     entries: RwLock<HashMap<SessionId, Entry>>,
     ttl: i64,
+    sweeps: super::cache::Sweeps,
     /// Forgets so far (see `core::cache`).
     pub generation: super::cache::Generation,
 }
@@ -85,6 +83,7 @@ impl LiveSessions {
         Self {
             entries: RwLock::new(HashMap::new()),
             ttl,
+            sweeps: super::cache::Sweeps::default(),
             generation: super::cache::Generation::default(),
         }
     }
@@ -110,7 +109,7 @@ impl LiveSessions {
         if !self.generation.unchanged_since(seen) {
             return;
         }
-        if entries.len() >= SWEEP_THRESHOLD {
+        if self.sweeps.due(entries.len(), now) {
             entries.retain(|_, e| now < e.trusted_until);
         }
         let trusted_until = (now + self.ttl).min(session.expires_at);
