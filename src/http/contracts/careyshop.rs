@@ -86,7 +86,7 @@ async fn params(
     } else {
         read_body(request, state).await?
     };
-    Ok(merged_params(&method, query.as_deref(), &headers, &body)?)
+    Ok(merged_params(&method, query.as_deref(), &headers, &body).await?)
 }
 
 #[utoipa::path(method(get, post), path = "/api/v1/user/method/login.user.user/", tag = "careyshop", operation_id = "careyshop_login",
@@ -94,8 +94,8 @@ async fn params(
         ("username" = Option<String>, Query), ("password" = Option<String>, Query),
         ("platform" = Option<String>, Query),
     ),
-    request_body(description = "The same fields as a form or JSON (body wins over query); optional",
-        content((crate::http::openapi::schemas::CareyshopLogin = "application/x-www-form-urlencoded"), (crate::http::openapi::schemas::CareyshopLogin = "application/json"))),
+    request_body(description = "The same fields as a form (urlencoded or multipart) or JSON (body wins over query); optional",
+        content((crate::http::openapi::schemas::CareyshopLogin = "application/x-www-form-urlencoded"), (crate::http::openapi::schemas::CareyshopLogin = "multipart/form-data"), (crate::http::openapi::schemas::CareyshopLogin = "application/json"))),
     responses(
         (status = 200, description = "Signed in: `data` holds `user` and `token`", body = crate::http::openapi::schemas::CareyshopEnvelope),
         (status = "4XX", description = "Refused: `status` equals the HTTP status", body = crate::http::openapi::schemas::CareyshopEnvelope),

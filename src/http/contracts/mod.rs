@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, header};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -249,7 +249,7 @@ pub fn string_field<'a>(
 /// Parameters from the query string, a form body or a JSON body, as PHP
 /// frameworks merge them: body values win over query values; JSON numbers
 /// and booleans are taken as their text.
-pub fn merged_params(
+pub async fn merged_params(
     method: &Method,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -272,12 +272,52 @@ pub fn merged_params(
             };
             params.insert(key, text);
         }
+    } else if let Some(boundary) = multipart_boundary(headers) {
+        params.extend(multipart_fields(boundary, body.clone()).await?);
     } else {
         let form: Vec<(String, String)> =
             serde_urlencoded::from_bytes(body).map_err(|_| FieldsError::Malformed)?;
         params.extend(form);
     }
     Ok(params)
+}
+
+/// The boundary of a `multipart/form-data` body (what a browser's
+/// `FormData` sends), if it is one.
+fn multipart_boundary(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    content_type
+        .trim_start()
+        .get(..19)
+        .is_some_and(|kind| kind.eq_ignore_ascii_case("multipart/form-data"))
+        .then(|| multer::parse_boundary(content_type).ok())
+        .flatten()
+}
+
+/// The text fields of a `multipart/form-data` body, files left out. The
+/// body is whole and already bounded by `http.body_limit`.
+async fn multipart_fields(
+    boundary: String,
+    body: Bytes,
+) -> Result<Vec<(String, String)>, FieldsError> {
+    let chunks = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(body)]);
+    let mut multipart = multer::Multipart::new(chunks, boundary);
+    let mut fields = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|_| FieldsError::Malformed)?
+    {
+        let Some(name) = field.name().map(str::to_owned) else {
+            continue;
+        };
+        if field.file_name().is_some() {
+            continue;
+        }
+        let text = field.text().await.map_err(|_| FieldsError::Malformed)?;
+        fields.push((name, text));
+    }
+    Ok(fields)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, as the contracts' PHP and .NET systems show
@@ -328,8 +368,8 @@ mod tests {
         assert_eq!(datetime(None), "");
     }
 
-    #[test]
-    fn params_merge_query_form_and_json() {
+    #[tokio::test]
+    async fn params_merge_query_form_json_and_multipart() {
         let mut headers = HeaderMap::new();
         headers.insert(
             "content-type",
@@ -342,12 +382,39 @@ mod tests {
             &headers,
             &body,
         )
+        .await
         .unwrap();
         assert_eq!(params["username"], "dnyz529");
         assert_eq!(params["platform"], "iOS");
         headers.insert("content-type", "application/json".parse().unwrap());
         let body = Bytes::from_static(br#"{"username":"dnyz529","password":111111}"#);
-        let params = merged_params(&Method::POST, None, &headers, &body).unwrap();
+        let params = merged_params(&Method::POST, None, &headers, &body)
+            .await
+            .unwrap();
         assert_eq!(params["password"], "111111");
+
+        headers.insert(
+            "content-type",
+            "multipart/form-data; boundary=----x7".parse().unwrap(),
+        );
+        let body = Bytes::from_static(
+            b"------x7\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\ndnyz529\r\n\
+              ------x7\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"a.png\"\r\n\
+              Content-Type: image/png\r\n\r\n\x89PNG\r\n\
+              ------x7\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n\xe5\xaf\x86 1\r\n\
+              ------x7--\r\n",
+        );
+        let params = merged_params(&Method::POST, Some("platform=iOS"), &headers, &body)
+            .await
+            .unwrap();
+        assert_eq!(params["username"], "dnyz529");
+        assert_eq!(params["password"], "密 1");
+        assert_eq!(params["platform"], "iOS");
+        assert!(!params.contains_key("avatar"), "files are no fields");
+        let truncated = Bytes::from_static(b"------x7\r\nContent-Disposition: form-data; name=");
+        assert!(matches!(
+            merged_params(&Method::POST, None, &headers, &truncated).await,
+            Err(FieldsError::Malformed)
+        ));
     }
 }

@@ -81,7 +81,7 @@ fn check_documented_shape(body: &Value) {
 }
 
 #[tokio::test]
-async fn the_documented_login_works_by_query_string_form_and_json() {
+async fn the_documented_login_works_by_query_string_form_json_and_multipart() {
     let app = TestApp::spawn().await;
     app.create_user_full("dnyz529", None, Some("15867430425"), &[])
         .await;
@@ -121,6 +121,29 @@ async fn the_documented_login_works_by_query_string_form_and_json() {
     .await;
     assert_eq!(status, 200, "{body}");
     check_documented_shape(&body);
+    // A browser's `FormData`: multipart, as PHP reads into `$_POST`.
+    let multipart = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\ndnyz529\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{PASSWORD}\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"platform\"\r\n\r\nH5\r\n--XyZ--\r\n"
+    );
+    let (status, body) = status_json(
+        app.post_raw(LOGIN, "multipart/form-data; boundary=XyZ", &multipart)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    check_documented_shape(&body);
+    let (status, body) = status_json(
+        app.post_raw(
+            LOGIN,
+            "multipart/form-data; boundary=XyZ",
+            "--XyZ\r\nContent-Dis",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, &body["status"]), (400, &json!(400)), "{body}");
     let no_slash = app
         .post_json(
             LOGIN.trim_end_matches('/'),
