@@ -15,20 +15,7 @@ pub struct OriginList(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for OriginList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            One(String),
-            Many(Vec<String>),
-        }
-        Ok(Self(match Written::deserialize(deserializer)? {
-            Written::One(text) => text
-                .split([',', ' '])
-                .filter(|origin| !origin.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            Written::Many(origins) => origins,
-        }))
+        super::one_or_many(deserializer).map(Self)
     }
 }
 

@@ -21,6 +21,7 @@ pub struct RawHttp {
     /// Longest time a client may take to send the request head, seconds.
     pub header_timeout: u64,
     /// Proxies (CIDR) whose forwarding header is believed.
+    #[serde(deserialize_with = "super::one_or_many")]
     pub trusted_proxies: Vec<String>,
     /// The header they name the client in: `x-forwarded-for` or `forwarded`.
     pub forwarded_header: String,

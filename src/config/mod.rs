@@ -470,6 +470,28 @@ fn without_values(error: &figment::Error) -> String {
     }
 }
 
+/// A list key as written: a TOML array, or one string with the items
+/// separated by commas or spaces, as an environment variable gives it most
+/// easily (`SESAME_HTTP__TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7`).
+pub(crate) fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Written::deserialize(deserializer)? {
+        Written::One(text) => text
+            .split([',', ' '])
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Written::Many(items) => items,
+    })
+}
+
 /// Records a problem unless `min <= value <= max`; returns `value` either way.
 pub(crate) fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     problems: &mut Vec<String>,

@@ -11,6 +11,7 @@ pub struct RawProfile {
     /// Attributes only an administrator or operator sets (`PATCH
     /// /v1/admin/users/{id}`, `sesame user set-profile`): those that
     /// applications may read as authority.
+    #[serde(deserialize_with = "super::one_or_many")]
     pub protected: Vec<String>,
 }
 
