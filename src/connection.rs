@@ -93,10 +93,11 @@ impl Activity {
 }
 
 /// Serves `connection` to its end. When `stop` turns true (or its sender is
-/// gone) the connection is asked to finish what it has started and close.
-/// With `idle`, it is asked the same after `timeout` with no request open,
-/// and given `timeout` more to do it; one that never sent a request is
-/// dropped after `timeout`.
+/// gone) the connection is asked to finish what it has started and close;
+/// it is never cut off here (the stop bounds its own wait). With `idle`,
+/// it is asked the same after `timeout` with no request open, and dropped
+/// once it has had no request open for `timeout` more; one that never sent
+/// a request is dropped after `timeout`.
 pub async fn serve<C: GracefulConnection>(
     connection: C,
     mut stop: watch::Receiver<bool>,
@@ -115,17 +116,26 @@ pub async fn serve<C: GracefulConnection>(
             _ = stop.wait_for(|stopped| *stopped), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
+                look_at = far();
             }
             () = tokio::time::sleep_until(look_at) => {
                 let Some((activity, timeout)) = &idle else {
                     look_at = far();
                     continue;
                 };
+                let standing = activity.standing(*timeout, Instant::now());
                 if closing {
+                    // Asked to close for idleness: a request that came in
+                    // meanwhile finishes first (each ends within
+                    // `http.request_timeout`).
+                    if let Standing::LookAgainAt(at) = standing {
+                        look_at = at;
+                        continue;
+                    }
                     tracing::debug!("an idle connection did not close in time; dropped");
                     return Ok(());
                 }
-                match activity.standing(*timeout, Instant::now()) {
+                match standing {
                     Standing::LookAgainAt(at) => look_at = at,
                     Standing::Idle => {
                         connection.as_mut().graceful_shutdown();

@@ -281,8 +281,11 @@ impl Config {
         let platforms: BTreeMap<String, String> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .filter_map(|(name, value)| {
-                let platform = name.strip_prefix("SESAME_SESSIONS__PLATFORMS__")?;
-                (!platform.is_empty()).then(|| (platform.to_owned(), value))
+                // The prefix in any case, as figment matches the others.
+                const PREFIX: &str = "SESAME_SESSIONS__PLATFORMS__";
+                let (prefix, platform) = name.split_at_checked(PREFIX.len())?;
+                (prefix.eq_ignore_ascii_case(PREFIX) && !platform.is_empty())
+                    .then(|| (platform.to_owned(), value))
             })
             .collect();
         if !platforms.is_empty() {

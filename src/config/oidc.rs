@@ -11,8 +11,9 @@ use crate::core::keys::KeyEncryptionKey;
 /// fragment; returned without a trailing slash.
 pub(super) fn public_url(raw: Option<&str>, problems: &mut Vec<String>) -> Option<String> {
     let raw = raw?.trim();
+    // Not repeated: a query or user info may carry a secret.
     let refuse = |problems: &mut Vec<String>, why: &str| {
-        problems.push(format!("public_url = {raw:?}: {why}"));
+        problems.push(format!("public_url: {why}"));
         None
     };
     let Ok(url) = url::Url::parse(raw) else {
@@ -25,9 +26,7 @@ pub(super) fn public_url(raw: Option<&str>, problems: &mut Vec<String>) -> Optio
         return refuse(problems, "must be an http or https URL with a host");
     }
     if !url.username().is_empty() || url.password().is_some() {
-        // Not repeated: the user info may hold a password.
-        problems.push("public_url: must not carry user info".to_owned());
-        return None;
+        return refuse(problems, "must not carry user info");
     }
     if url.query().is_some() || url.fragment().is_some() {
         return refuse(problems, "must not have a query or a fragment");
