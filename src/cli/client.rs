@@ -77,8 +77,8 @@ pub async fn run(config: Config, command: ClientCommand) -> anyhow::Result<()> {
     super::init_logging("warn");
     let core = open_core(&config, Arc::new(SystemClock)).await?;
     let result = execute(&core, command).await;
-    core.flush_audit().await?;
-    result
+    // Operator actions are audited; written before the process exits.
+    super::audited(&core, result).await
 }
 
 fn read_secret() -> anyhow::Result<String> {

@@ -41,8 +41,7 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
     };
-    core.flush_audit().await?;
-    result
+    super::audited(&core, result).await
 }
 
 fn line(key: &KeyInfo) -> String {

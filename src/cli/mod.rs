@@ -172,6 +172,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes the command's audit events before the process exits, and
+/// answers the command's result. A command that did its work but whose
+/// events could not be written says both: the change stands, unaudited.
+async fn audited<T>(core: &crate::core::Core, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    match (core.flush_audit().await, result) {
+        (Ok(()), result) => result,
+        (Err(error), Ok(_)) => Err(anyhow::anyhow!(
+            "done, but its audit event could not be written: {error}"
+        )),
+        (Err(error), Err(failed)) => {
+            eprintln!("warning: the audit events could not be written: {error}");
+            Err(failed)
+        }
+    }
+}
+
 /// `sesame migrate`: applies pending migrations under the database's lock.
 async fn migrate(config: Config) -> anyhow::Result<()> {
     init_logging("info");

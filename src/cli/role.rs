@@ -56,9 +56,8 @@ pub async fn run(config: Config, command: RoleCommand) -> anyhow::Result<()> {
     super::init_logging("warn");
     let core = open_core(&config, Arc::new(SystemClock)).await?;
     let result = execute(&core, command).await;
-    // Operator actions are audited; write them before the process exits.
-    core.flush_audit().await?;
-    result
+    // Operator actions are audited; written before the process exits.
+    super::audited(&core, result).await
 }
 
 async fn execute(core: &Core, command: RoleCommand) -> anyhow::Result<()> {

@@ -184,8 +184,7 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
             Ok(())
         }
     };
-    core.flush_audit().await?;
-    result
+    super::audited(&core, result).await
 }
 
 /// Writes `PATH.partial` (mode 0600), then renames it to `PATH`, so that a
@@ -562,8 +561,7 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         .await?;
     let result = import_lines(&core, &mut import, &mut *lines, args.batch as usize, size).await;
     core.import_finished(&import);
-    core.flush_audit().await?;
-    result?;
+    super::audited(&core, result).await?;
     let counts = import.counts();
     println!("{}", summary(&import, counts, lines.number()));
     if counts.refused > 0 {
