@@ -116,7 +116,6 @@ pub async fn serve<C: GracefulConnection>(
             _ = stop.wait_for(|stopped| *stopped), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
-                look_at = far();
             }
             () = tokio::time::sleep_until(look_at) => {
                 let Some((activity, timeout)) = &idle else {

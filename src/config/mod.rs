@@ -475,7 +475,10 @@ fn without_values(error: &figment::Error) -> String {
 
 /// A list key as written: a TOML array, or one string with the items
 /// separated by commas or spaces, as an environment variable gives it most
-/// easily (`SESAME_HTTP__TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7`).
+/// easily (`SESAME_HTTP__TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7`). A string
+/// with no item is refused: an empty variable (an unset `${VAR}` in a
+/// compose file) must not quietly empty a list such as `profile.protected`;
+/// an empty list is written `[]`.
 pub(crate) fn one_or_many<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<String>, D::Error> {
@@ -485,14 +488,25 @@ pub(crate) fn one_or_many<'de, D: serde::Deserializer<'de>>(
         One(String),
         Many(Vec<String>),
     }
-    Ok(match Written::deserialize(deserializer)? {
-        Written::One(text) => text
-            .split([',', ' '])
-            .filter(|item| !item.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        Written::Many(items) => items,
-    })
+    let written = Written::deserialize(deserializer).map_err(|_| {
+        serde::de::Error::custom("expected a list, or one string of items separated by commas")
+    })?;
+    match written {
+        Written::One(text) => {
+            let items: Vec<String> = text
+                .split([',', ' '])
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if items.is_empty() {
+                return Err(serde::de::Error::custom(
+                    "an empty string: write [] for an empty list",
+                ));
+            }
+            Ok(items)
+        }
+        Written::Many(items) => Ok(items),
+    }
 }
 
 /// Records a problem unless `min <= value <= max`; returns `value` either way.

@@ -1221,6 +1221,24 @@ async fn configuration_never_repeats_a_secret_or_a_refused_value() {
     assert_eq!(wrong_type.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("tokens.access_ttl"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
+    // An empty variable (an unset `${VAR}` in a compose file) does not
+    // quietly empty a list: it is refused; `[]` says "none".
+    let empty = run(
+        sesame(&dir)
+            .args(["config", "check"])
+            .env("SESAME_PROFILE__PROTECTED", ""),
+        None,
+    );
+    let stderr = text(&empty.stderr);
+    assert_eq!(empty.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("profile.protected"), "{stderr}");
+    let none = run(
+        sesame(&dir)
+            .args(["config", "check"])
+            .env("SESAME_PROFILE__PROTECTED", "[]"),
+        None,
+    );
+    assert!(none.status.success(), "{}", text(&none.stderr));
     let file = dir.path().join("unquoted.toml");
     std::fs::write(
         &file,

@@ -604,6 +604,40 @@ async fn an_http2_connection_with_no_request_for_the_header_timeout_is_closed() 
     assert!(sender.send_request(healthz()).await.is_err());
 }
 
+/// A stop is not held up by an HTTP/2 connection that opened and said
+/// nothing: it goes within the header timeout, not the stop's whole grace
+/// (`request_timeout` + 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_http2_connection_does_not_hold_up_a_stop() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = ca.leaf();
+    let (cert, key) = install(dir.path(), &leaf.cert, &leaf.key);
+    let deployment = crate::helpers::Deployment::new().await;
+    let mut env = deployment.env();
+    env.push(("SESAME_HTTP__HEADER_TIMEOUT", "2".to_owned()));
+    let mut server = HttpsProcess::start(&ca, env, &cert, &key, dir.path().join("stderr.log"));
+    let address = server.address.trim_start_matches("https://").to_owned();
+    let _silent = ca.raw_tls(&address, b"h2").await;
+    let stopped = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "still running:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(10), "{took:?}\n{}", server.log());
+}
+
 /// README: Serving HTTPS, run as written (the port made free, the binary
 /// this build's): openssl makes the pair, Sesame serves it, curl checks it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
