@@ -4,7 +4,11 @@
 //! once all try to migrate: a session-level advisory lock lets one at a
 //! time in, and each finds the work done by those before it. Every
 //! migration runs in one transaction with its record, so a crash never
-//! leaves half of one applied (PostgreSQL's DDL is transactional).
+//! leaves half of one applied (PostgreSQL's DDL is transactional); except
+//! one whose first line is [`OUTSIDE_A_TRANSACTION`] (`CREATE INDEX
+//! CONCURRENTLY`, so as not to block the nodes still serving): its
+//! statements run one by one, each safe to run again after a crash, and
+//! its record after them.
 
 use sqlx::postgres::PgPool;
 use sqlx::{Connection, Row};
@@ -13,7 +17,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 7] = [
+const MIGRATIONS: [(&str, &str); 8] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -42,7 +46,15 @@ const MIGRATIONS: [(&str, &str); 7] = [
         "login_checks_the_password_it_verified",
         include_str!("../../../migrations/postgres/0007_login_checks_the_password_it_verified.sql"),
     ),
+    (
+        "session_pages",
+        include_str!("../../../migrations/postgres/0008_session_pages.sql"),
+    ),
 ];
+
+/// The first line of a migration whose statements run one by one, outside
+/// a transaction (each must be safe to run again).
+const OUTSIDE_A_TRANSACTION: &str = "-- sesame: outside a transaction";
 
 /// How many migrations this build knows.
 #[cfg(test)]
@@ -73,11 +85,20 @@ pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
         .map_err(db_error)?;
     // Held by this connection until unlocked (or until it drops): nodes
     // starting together pass one at a time, even to create the table.
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(MIGRATION_LOCK)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
+    // Waited for by asking again, not in `pg_advisory_lock`: a session
+    // blocked in a statement holds a snapshot, which a `CREATE INDEX
+    // CONCURRENTLY` run by the node holding the lock waits for: a deadlock.
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        if locked {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let result = apply_pending(&mut conn, MIGRATIONS.len()).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK)
@@ -134,19 +155,47 @@ async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> StoreRes
         let failed = |e: sqlx::Error| {
             StoreError::Database(format!("migration {version} failed: {}", db_error(e)))
         };
-        let mut tx = conn.begin().await.map_err(failed)?;
-        // Several statements in one simple-protocol query.
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
-        sqlx::query("INSERT INTO sesame_migrations (version, description) VALUES ($1, $2)")
-            .bind(version as i64)
-            .bind(*description)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
+        let record =
+            sqlx::query("INSERT INTO sesame_migrations (version, description) VALUES ($1, $2)")
+                .bind(version as i64)
+                .bind(*description);
+        if sql.starts_with(OUTSIDE_A_TRANSACTION) {
+            // One statement per query: several in one simple-protocol
+            // query would make one implicit transaction.
+            for statement in statements(sql) {
+                sqlx::raw_sql(&statement)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failed)?;
+            }
+            record.execute(&mut *conn).await.map_err(failed)?;
+        } else {
+            let mut tx = conn.begin().await.map_err(failed)?;
+            // Several statements in one simple-protocol query.
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
+            record.execute(&mut *tx).await.map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+        }
         tracing::info!(version, description, "applied database migration");
     }
     Ok(())
+}
+
+/// The statements of a migration run outside a transaction: split at a
+/// `;` that ends a line, comment lines left out (such migrations hold no
+/// function bodies, nor strings with `;` in them).
+fn statements(sql: &str) -> Vec<String> {
+    sql.split(";\n")
+        .map(|chunk| {
+            chunk
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .map(|statement| statement.trim().trim_end_matches(';').trim().to_owned())
+        .filter(|statement| !statement.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
@@ -155,6 +204,25 @@ mod tests {
 
     use super::*;
     use crate::store::postgres::testing::TempDatabase;
+
+    #[test]
+    fn a_migration_outside_a_transaction_is_split_into_its_statements() {
+        let (_, sql) = MIGRATIONS[7];
+        assert!(sql.starts_with(OUTSIDE_A_TRANSACTION));
+        let statements = statements(sql);
+        assert_eq!(statements.len(), 2, "{statements:?}");
+        assert!(statements[0].starts_with("DROP INDEX CONCURRENTLY IF EXISTS"));
+        assert!(statements[1].starts_with("CREATE INDEX CONCURRENTLY"));
+        assert!(
+            statements
+                .iter()
+                .all(|s| !s.contains("--") && !s.ends_with(';'))
+        );
+        assert_eq!(
+            super::statements("SELECT 1;\n-- a comment;\nSELECT 2;"),
+            ["SELECT 1", "SELECT 2"]
+        );
+    }
 
     /// A database whose known clients were rows (schema 2) keeps them, in
     /// the same order, on the account's row (schema 3).

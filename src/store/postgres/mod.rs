@@ -211,6 +211,45 @@ mod tests {
         Some((database, Arc::new(store)))
     }
 
+    /// A page reads the account's live sessions in the order of an index
+    /// built for it (migration 0008, built concurrently and valid), not by
+    /// sorting all of them. (Sequential scans and sorts are priced out, as
+    /// on a large table; on an empty one either would do.)
+    #[tokio::test]
+    async fn a_page_of_sessions_is_read_in_index_order() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        let mut conn = store.pool().acquire().await.unwrap();
+        let valid: bool = sqlx::query_scalar(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'sessions_account_live'::regclass",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert!(valid);
+        sqlx::raw_sql("SET enable_seqscan = off; SET enable_sort = off")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(&format!(
+            "EXPLAIN {}",
+            super::sessions::PAGE_OF_LIVE_SESSIONS
+        ))
+        .bind(1_i64)
+        .bind(0_i64)
+        .bind(0_i64)
+        .bind("")
+        .bind(50_i64)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("sessions_account_live"), "{plan}");
+        assert!(!plan.contains("Sort"), "{plan}");
+        conn.close_on_drop();
+    }
+
     #[tokio::test]
     async fn verifier_upgrades_never_overwrite_a_new_password() {
         let Some((_db, store)) = store().await else {

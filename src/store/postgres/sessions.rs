@@ -35,6 +35,16 @@ macro_rules! select_sessions {
     };
 }
 
+/// A page of an account's live sessions after a cursor, in the order of
+/// the `sessions_account_live` index (migration 0008). The row comparison
+/// and the order use the same (deterministic) collation, so a page starts
+/// right after the cursor.
+pub(super) const PAGE_OF_LIVE_SESSIONS: &str = select_sessions!(
+    "s.account_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+     AND (s.created_at, s.id) > ($3, $4) \
+     ORDER BY s.created_at, s.id LIMIT $5"
+);
+
 pub(super) fn session_from_row(row: &PgRow) -> StoreResult<Session> {
     let style: String = row.try_get("token_style").map_err(db_error)?;
     Ok(Session {
@@ -173,24 +183,18 @@ impl SessionStore for PostgresStore {
             Some(cursor) => (cursor.created_at, cursor.id.as_str()),
             None => (UnixTime::MIN, ""),
         };
-        // The row comparison and the order use the same (deterministic)
-        // collation, so a page starts right after the cursor.
-        sqlx::query(select_sessions!(
-            "s.account_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
-             AND (s.created_at, s.id) > ($3, $4) \
-             ORDER BY s.created_at, s.id LIMIT $5"
-        ))
-        .bind(account_id)
-        .bind(now)
-        .bind(after_created)
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(session_from_row)
-        .collect()
+        sqlx::query(PAGE_OF_LIVE_SESSIONS)
+            .bind(account_id)
+            .bind(now)
+            .bind(after_created)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(session_from_row)
+            .collect()
     }
 
     async fn revoke_session(

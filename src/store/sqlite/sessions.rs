@@ -34,6 +34,14 @@ macro_rules! select_sessions {
     };
 }
 
+/// A page of an account's live sessions after a cursor, in the order of
+/// the `sessions_account_live` index (migration 0009).
+const PAGE_OF_LIVE_SESSIONS: &str = select_sessions!(
+    "s.account_id = ? AND s.revoked_at IS NULL AND s.expires_at > ? \
+     AND (s.created_at, s.id) > (?, ?) \
+     ORDER BY s.created_at, s.id LIMIT ?"
+);
+
 fn session_from_row(row: &Row) -> rusqlite::Result<Session> {
     let style: String = row.get("token_style")?;
     Ok(Session {
@@ -196,11 +204,7 @@ impl SessionStore for SqliteStore {
         self.read(move |conn| {
             sessions_where(
                 conn,
-                select_sessions!(
-                    "s.account_id = ? AND s.revoked_at IS NULL AND s.expires_at > ? \
-                     AND (s.created_at, s.id) > (?, ?) \
-                     ORDER BY s.created_at, s.id LIMIT ?"
-                ),
+                PAGE_OF_LIVE_SESSIONS,
                 params![account_id, now, after_created, after_id, limit],
             )
         })
@@ -406,6 +410,32 @@ mod tests {
             .await
             .unwrap();
         (dir, Arc::new(store))
+    }
+
+    /// A page reads the account's live sessions in index order: no scan
+    /// of all its sessions, no sort.
+    #[tokio::test]
+    async fn a_page_of_sessions_is_read_in_index_order() {
+        let (_dir, store) = store().await;
+        let plan = store
+            .read(|conn| {
+                let explain = |conn: &rusqlite::Connection| -> rusqlite::Result<String> {
+                    let mut statement = conn.prepare(&format!(
+                        "EXPLAIN QUERY PLAN {}",
+                        super::PAGE_OF_LIVE_SESSIONS
+                    ))?;
+                    let details = statement
+                        .query_map(rusqlite::params![1, 0, 0, "", 50], |row| {
+                            row.get::<_, String>(3)
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(details.join("\n"))
+                };
+                Ok(explain(conn).unwrap())
+            })
+            .unwrap();
+        assert!(plan.contains("INDEX sessions_account_live"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "sorted: {plan}");
     }
 
     #[tokio::test]
