@@ -83,11 +83,45 @@ pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-    // Held by this connection until unlocked (or until it drops): nodes
-    // starting together pass one at a time, even to create the table.
-    // Waited for by asking again, not in `pg_advisory_lock`: a session
-    // blocked in a statement holds a snapshot, which a `CREATE INDEX
-    // CONCURRENTLY` run by the node holding the lock waits for: a deadlock.
+    // A concurrent index build that PostgreSQL ends as a deadlock (a node
+    // of an earlier version blocked in `pg_advisory_lock`, see below) is
+    // tried again once the lock has been let go: that node then finds its
+    // own migrations done and goes on.
+    let mut attempt = 1;
+    loop {
+        lock(&mut conn).await?;
+        let result = apply_pending(&mut conn, MIGRATIONS.len()).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error);
+        match result {
+            Err(Pending::Deadlock(message)) if attempt < DEADLOCK_ATTEMPTS => {
+                tracing::warn!(attempt, "{message}; trying again");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(Pending::Deadlock(message)) => return Err(StoreError::Database(message)),
+            Err(Pending::Failed(error)) => return Err(error),
+            Ok(()) => return unlocked.map(|_| ()),
+        }
+    }
+}
+
+/// How many times a migration that PostgreSQL ends as a deadlock is tried.
+const DEADLOCK_ATTEMPTS: u32 = 5;
+
+/// Takes the migration lock, held by this connection until unlocked (or
+/// until it drops): nodes starting together pass one at a time, even to
+/// create the table. Waited for by asking again, not in
+/// `pg_advisory_lock`: a session blocked in a statement holds a snapshot,
+/// which a `CREATE INDEX CONCURRENTLY` run by the node holding the lock
+/// would wait for while that session waits for the lock (a deadlock). The
+/// wait is said in the log once it has lasted a while.
+async fn lock(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+    let started = std::time::Instant::now();
+    let mut said = false;
     loop {
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(MIGRATION_LOCK)
@@ -95,17 +129,29 @@ pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
             .await
             .map_err(db_error)?;
         if locked {
-            break;
+            return Ok(());
+        }
+        if !said && started.elapsed() >= std::time::Duration::from_secs(10) {
+            tracing::info!("waiting for another node's database migration to finish");
+            said = true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let result = apply_pending(&mut conn, MIGRATIONS.len()).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(MIGRATION_LOCK)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error);
-    result.and(unlocked.map(|_| ()))
+}
+
+/// Why pending migrations were not all applied.
+#[derive(Debug)]
+enum Pending {
+    /// PostgreSQL ended a concurrent index build as a deadlock.
+    Deadlock(String),
+    /// Anything else.
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Pending {
+    fn from(error: StoreError) -> Self {
+        Self::Failed(error)
+    }
 }
 
 /// The newest applied migration; 0 for a database Sesame never touched.
@@ -139,7 +185,7 @@ fn check_not_newer(applied: usize) -> StoreResult<()> {
 }
 
 /// Applies the migrations after the newest applied one, up to `target`.
-async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> StoreResult<()> {
+async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> Result<(), Pending> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS sesame_migrations (\
          version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
@@ -153,7 +199,16 @@ async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> StoreRes
     for (index, (description, sql)) in MIGRATIONS.iter().enumerate().take(target).skip(applied) {
         let version = index + 1;
         let failed = |e: sqlx::Error| {
-            StoreError::Database(format!("migration {version} failed: {}", db_error(e)))
+            let deadlock = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|code| code == "40P01");
+            let message = format!("migration {version} failed: {}", db_error(e));
+            if deadlock {
+                Pending::Deadlock(message)
+            } else {
+                Pending::Failed(StoreError::Database(message))
+            }
         };
         let record =
             sqlx::query("INSERT INTO sesame_migrations (version, description) VALUES ($1, $2)")
@@ -163,6 +218,9 @@ async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> StoreRes
             // One statement per query: several in one simple-protocol
             // query would make one implicit transaction.
             for statement in statements(sql) {
+                if let Some(index) = concurrently_built_index(&statement) {
+                    drop_if_invalid(conn, index).await.map_err(failed)?;
+                }
                 sqlx::raw_sql(&statement)
                     .execute(&mut *conn)
                     .await
@@ -177,6 +235,31 @@ async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> StoreRes
             tx.commit().await.map_err(failed)?;
         }
         tracing::info!(version, description, "applied database migration");
+    }
+    Ok(())
+}
+
+/// The index a `CREATE INDEX CONCURRENTLY IF NOT EXISTS name …` builds.
+fn concurrently_built_index(statement: &str) -> Option<&str> {
+    let rest = statement.strip_prefix("CREATE INDEX CONCURRENTLY IF NOT EXISTS ")?;
+    rest.split_whitespace().next()
+}
+
+/// Drops `index` if a concurrent build that was cut short left it invalid
+/// (`IF NOT EXISTS` would keep it so); a valid one, built to the end by a
+/// server whose client had gone, is kept.
+async fn drop_if_invalid(conn: &mut sqlx::PgConnection, index: &str) -> Result<(), sqlx::Error> {
+    let invalid: Option<bool> = sqlx::query_scalar(
+        "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+    )
+    .bind(index)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if invalid == Some(true) {
+        tracing::warn!(index, "dropping an index an interrupted build left invalid");
+        sqlx::raw_sql(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -210,9 +293,11 @@ mod tests {
         let (_, sql) = MIGRATIONS[7];
         assert!(sql.starts_with(OUTSIDE_A_TRANSACTION));
         let statements = statements(sql);
-        assert_eq!(statements.len(), 2, "{statements:?}");
-        assert!(statements[0].starts_with("DROP INDEX CONCURRENTLY IF EXISTS"));
-        assert!(statements[1].starts_with("CREATE INDEX CONCURRENTLY"));
+        assert_eq!(statements.len(), 1, "{statements:?}");
+        assert_eq!(
+            concurrently_built_index(&statements[0]),
+            Some("sessions_account_live")
+        );
         assert!(
             statements
                 .iter()
@@ -222,6 +307,102 @@ mod tests {
             super::statements("SELECT 1;\n-- a comment;\nSELECT 2;"),
             ["SELECT 1", "SELECT 2"]
         );
+    }
+
+    /// An index a cut-short concurrent build left invalid is dropped and
+    /// built again; a valid one (a build the server finished after its
+    /// client had gone) is kept as it is.
+    #[tokio::test]
+    async fn a_concurrent_index_build_run_again_mends_an_invalid_index_and_keeps_a_valid_one() {
+        let Some(database) = TempDatabase::create_or_skip().await else {
+            return;
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&database.url)
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        apply_pending(&mut conn, 7).await.unwrap();
+        // A unique build over duplicates fails, leaving its index invalid.
+        sqlx::raw_sql(
+            "INSERT INTO accounts (id, username, username_key, password_hash, \
+               password_changed_at, created_at, updated_at) VALUES (1, 'ann', 'ann', 'x', 0, 0, 0); \
+             INSERT INTO sessions (id, account_id, platform, token_style, created_at, expires_at) \
+               VALUES ('a', 1, 'web', 'jwt', 1, 99), ('b', 1, 'web', 'jwt', 2, 99)",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let failed = sqlx::raw_sql(
+            "CREATE UNIQUE INDEX CONCURRENTLY sessions_account_live ON sessions (account_id)",
+        )
+        .execute(&mut *conn)
+        .await;
+        assert!(failed.is_err());
+        assert!(!index_state(&mut conn).await.1, "left invalid");
+        apply_pending(&mut conn, 8).await.unwrap();
+        let (built, valid, definition) = index_state(&mut conn).await;
+        assert!(valid && definition.contains("created_at"), "{definition}");
+
+        // Valid, and the migration not recorded (its client went before
+        // the record): run again, the index stays the same one.
+        sqlx::query("DELETE FROM sesame_migrations WHERE version = 8")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        apply_pending(&mut conn, 8).await.unwrap();
+        assert_eq!(index_state(&mut conn).await.0, built);
+    }
+
+    /// What the retry in `run` is for: a session blocked in
+    /// `pg_advisory_lock` (a node of an earlier version starting) holds a
+    /// snapshot the concurrent build waits for, while it waits for the
+    /// lock the build's node holds. PostgreSQL ends the build as a
+    /// deadlock, which is told apart from other failures.
+    #[tokio::test]
+    async fn a_session_blocked_on_the_lock_ends_the_concurrent_build_as_a_deadlock() {
+        let Some(database) = TempDatabase::create_or_skip().await else {
+            return;
+        };
+        let mut building = <sqlx::PgConnection as sqlx::Connection>::connect(&database.url)
+            .await
+            .unwrap();
+        let mut blocked = <sqlx::PgConnection as sqlx::Connection>::connect(&database.url)
+            .await
+            .unwrap();
+        apply_pending(&mut building, 7).await.unwrap();
+        lock(&mut building).await.unwrap();
+        // The blocked session's own deadlock check (after deadlock_timeout,
+        // 1 s) comes before the build waits, and finds no cycle yet.
+        let (waited, built) = tokio::join!(
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut blocked),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+                let built = apply_pending(&mut building, 8).await;
+                sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut building)
+                    .await
+                    .unwrap();
+                built
+            }
+        );
+        waited.unwrap();
+        assert!(matches!(built, Err(Pending::Deadlock(_))), "{built:?}");
+    }
+
+    /// The index's id, whether it is valid, and its definition.
+    async fn index_state(conn: &mut sqlx::PgConnection) -> (i64, bool, String) {
+        sqlx::query_as(
+            "SELECT i.indexrelid::bigint, i.indisvalid, pg_get_indexdef(i.indexrelid) \
+             FROM pg_index i WHERE i.indexrelid = to_regclass('sessions_account_live')",
+        )
+        .fetch_one(conn)
+        .await
+        .unwrap()
     }
 
     /// A database whose known clients were rows (schema 2) keeps them, in
