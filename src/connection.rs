@@ -124,9 +124,9 @@ pub async fn serve<C: GracefulConnection>(
                 };
                 let standing = activity.standing(*timeout, Instant::now());
                 if closing {
-                    // Asked to close for idleness: a request that came in
-                    // meanwhile finishes first (each ends within
-                    // `http.request_timeout`).
+                    // Asked to close (a stop, or idleness): a request still
+                    // open finishes first (each ends within
+                    // `http.request_timeout`); then it goes, answered or not.
                     if let Standing::LookAgainAt(at) = standing {
                         look_at = at;
                         continue;
