@@ -221,12 +221,8 @@ async fn execute(core: &Core, command: UserCommand) -> anyhow::Result<()> {
                 Some("default") => Some(None),
                 Some(name) => Some(Some(crate::core::admin::quota_period(name)?)),
             };
-            core.set_max_api_calls(account.id, max_api_calls, &Actor::Operator)
+            core.set_quota(account.id, Some(max_api_calls), period, &Actor::Operator)
                 .await?;
-            if let Some(period) = period {
-                core.set_quota_period(account.id, period, &Actor::Operator)
-                    .await?;
-            }
             println!("quota of {} set to {max_api_calls}", account.username);
             Ok(())
         }

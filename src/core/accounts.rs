@@ -15,7 +15,8 @@ use super::roles::Actor;
 use crate::clock::UnixTime;
 use crate::notices::Notice;
 use crate::store::{
-    Account, AccountId, AccountStatus, NewAccount, PasswordVerifiers, ProfilePatch, QuotaPeriod,
+    Account, AccountChange, AccountId, AccountStatus, NewAccount, PasswordVerifiers, ProfilePatch,
+    QuotaPeriod,
 };
 
 /// The role every new account gets unless told otherwise.
@@ -61,6 +62,17 @@ pub struct ProfileChange {
     pub avatar_url: Option<String>,
     /// Attributes to set, or to remove when `None`.
     pub attributes: BTreeMap<String, Option<String>>,
+}
+
+/// An API-call quota: 0 (unlimited) or more.
+pub(crate) fn check_max_api_calls(max: i64) -> Result<()> {
+    if max < 0 {
+        return Err(Error::invalid(
+            "max_api_calls",
+            "must be 0 (unlimited) or more",
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_display_name(name: &str) -> Result<()> {
@@ -149,48 +161,109 @@ impl Core {
         Ok(account)
     }
 
-    /// Sets an account's API-call quota (0: unlimited); applies at once here.
-    pub async fn set_max_api_calls(&self, id: AccountId, max: i64, actor: &Actor) -> Result<()> {
-        if max < 0 {
-            return Err(Error::invalid(
-                "max_api_calls",
-                "must be 0 (unlimited) or more",
-            ));
-        }
-        let account = self.account(id).await?;
-        self.store.set_max_api_calls(id, max, self.now()).await?;
-        self.account_changed(id).await;
-        self.api_calls.set_max(id, max);
-        self.audit_change(
-            actor,
-            "quota_set",
-            &account,
-            Some(format!("max_api_calls {max}")),
-        );
-        Ok(())
-    }
-
-    /// Sets an account's own quota period (`None`: the deployment's default).
-    /// The count of the period containing now is what its quota limits.
-    pub async fn set_quota_period(
+    /// Sets an account's API-call quota (0: unlimited) and/or its own quota
+    /// period (`Some(None)`: the deployment's default), together; applies at
+    /// once here. The count of the period containing now is what its quota
+    /// limits.
+    pub async fn set_quota(
         &self,
         id: AccountId,
-        period: Option<QuotaPeriod>,
+        max: Option<i64>,
+        period: Option<Option<QuotaPeriod>>,
         actor: &Actor,
     ) -> Result<()> {
+        if let Some(max) = max {
+            check_max_api_calls(max)?;
+        }
         let account = self.account(id).await?;
-        if !self.store.set_quota_period(id, period, self.now()).await? {
+        let change = AccountChange {
+            max_api_calls: max,
+            quota_period: period,
+            ..AccountChange::default()
+        };
+        self.change_account(&account, &change, actor).await
+    }
+
+    /// Writes `change` to `account` in one transaction (all of it, or
+    /// nothing when a part is refused), then does what each part calls for:
+    /// every node's cached account dropped, the account's sessions ended
+    /// when it is disabled, the quota counters told, and an audit entry for
+    /// each part.
+    pub(crate) async fn change_account(
+        &self,
+        account: &Account,
+        change: &AccountChange,
+        actor: &Actor,
+    ) -> Result<()> {
+        let id = account.id;
+        if !self.store.change_account(id, change, self.now()).await? {
             return Err(Error::NotFound("account"));
         }
-        self.api_calls.set_period(id, period);
         self.account_changed(id).await;
-        let shown = period.map_or("default", QuotaPeriod::as_str);
-        self.audit_change(
-            actor,
-            "quota_period_set",
-            &account,
-            Some(format!("period {shown}")),
-        );
+        if let Some(max) = change.max_api_calls {
+            self.api_calls.set_max(id, max);
+        }
+        if let Some(period) = change.quota_period {
+            self.api_calls.set_period(id, period);
+        }
+        if change.status == Some(AccountStatus::Disabled) {
+            self.end_account_sessions(id, None, "disabled").await?;
+        }
+        let audit = |event: &str, detail: Option<String>| {
+            self.audit_change(actor, event, account, detail);
+        };
+        match change.status {
+            Some(AccountStatus::Disabled) => audit("account_disabled", None),
+            Some(AccountStatus::Active) => audit("account_enabled", None),
+            Some(AccountStatus::Locked) | None => {}
+        }
+        if let Some(roles) = &change.roles {
+            audit(
+                "roles_changed",
+                Some(format!(
+                    "roles {} (were {})",
+                    roles.join(","),
+                    account.roles.join(",")
+                )),
+            );
+        }
+        let contact: Vec<&str> = [
+            change.contact.email.is_some().then_some("email"),
+            change.contact.mobile.is_some().then_some("mobile"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !contact.is_empty() {
+            audit("contact_changed", Some(contact.join(",")));
+        }
+        if let Some(profile) = &change.profile {
+            let mut parts: Vec<String> = [
+                profile
+                    .display_name
+                    .is_some()
+                    .then(|| "display_name".to_owned()),
+                profile
+                    .avatar_url
+                    .is_some()
+                    .then(|| "avatar_url".to_owned()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !profile.attributes.is_empty() {
+                let keys: Vec<&str> = profile.attributes.keys().map(String::as_str).collect();
+                parts.push(format!("attributes {}", keys.join(",")));
+            }
+            audit("profile_set", Some(parts.join(", ")));
+        }
+        if let Some(max) = change.max_api_calls {
+            audit("quota_set", Some(format!("max_api_calls {max}")));
+        }
+        if let Some(period) = change.quota_period {
+            let shown = period.map_or("default", QuotaPeriod::as_str);
+            audit("quota_period_set", Some(format!("period {shown}")));
+        }
         Ok(())
     }
 
@@ -223,17 +296,25 @@ impl Core {
 
     /// Creates an account.
     pub async fn create_account(&self, spec: AccountSpec, actor: &Actor) -> Result<Account> {
+        self.create_account_with(spec, BTreeMap::new(), None, actor)
+            .await
+    }
+
+    /// Creates an account with profile attributes (checked by the caller)
+    /// and its own quota period, in one write.
+    pub(crate) async fn create_account_with(
+        &self,
+        spec: AccountSpec,
+        profile: BTreeMap<String, String>,
+        quota_period: Option<QuotaPeriod>,
+        actor: &Actor,
+    ) -> Result<Account> {
         let roles = if spec.roles.is_empty() {
             vec![DEFAULT_ROLE.to_owned()]
         } else {
             self.known_role_names(&spec.roles).await?
         };
-        if spec.max_api_calls < 0 {
-            return Err(Error::invalid(
-                "max_api_calls",
-                "must be 0 (unlimited) or more",
-            ));
-        }
+        check_max_api_calls(spec.max_api_calls)?;
         let display_name = spec.display_name.unwrap_or_default();
         check_display_name(&display_name)?;
         let context: Vec<&str> = [
@@ -255,6 +336,8 @@ impl Core {
             verifiers,
             roles,
             max_api_calls: spec.max_api_calls,
+            quota_period,
+            profile,
             created_at: self.now(),
         };
         let account = self.store.create_account(new).await?;
@@ -264,6 +347,15 @@ impl Core {
             &account,
             Some(format!("roles {}", account.roles.join(","))),
         );
+        if !account.profile.is_empty() {
+            let keys: Vec<&str> = account.profile.keys().map(String::as_str).collect();
+            let detail = format!("attributes {}", keys.join(","));
+            self.audit_change(actor, "profile_set", &account, Some(detail));
+        }
+        if let Some(period) = account.quota_period {
+            let detail = format!("period {}", period.as_str());
+            self.audit_change(actor, "quota_period_set", &account, Some(detail));
+        }
         Ok(account)
     }
 
@@ -384,18 +476,11 @@ impl Core {
             AccountStatus::Disabled
         };
         let account = self.account(id).await?;
-        self.store.set_status(id, status, self.now()).await?;
-        self.account_changed(id).await;
-        if !enabled {
-            self.end_account_sessions(id, None, "disabled").await?;
-        }
-        let event = if enabled {
-            "account_enabled"
-        } else {
-            "account_disabled"
+        let change = AccountChange {
+            status: Some(status),
+            ..AccountChange::default()
         };
-        self.audit_change(actor, event, &account, None);
-        Ok(())
+        self.change_account(&account, &change, actor).await
     }
 
     /// Deletes an account with its sessions.

@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 
 use super::Core;
-use super::accounts::check_display_name;
+use super::accounts::{check_display_name, check_max_api_calls};
 use super::domain::{Email, Mobile, Name, fold_key};
 use super::error::{Error, Result};
 use super::roles::Actor;
 use super::sessions::SessionView;
 use crate::store::{
-    Account, AccountId, AccountQuery, AccountStatus, AuditEvent, AuditQuery, ContactChange,
-    ProfilePatch, QuotaPeriod,
+    Account, AccountChange, AccountId, AccountQuery, AccountStatus, AuditEvent, AuditQuery,
+    ContactChange, ProfilePatch, QuotaPeriod,
 };
 
 /// Most accounts (or audit events) in one page.
@@ -262,11 +262,8 @@ impl Core {
         if let Some(name) = &patch.display_name {
             check_display_name(name)?;
         }
-        if patch.max_api_calls.is_some_and(|max| max < 0) {
-            return Err(Error::invalid(
-                "max_api_calls",
-                "must be 0 (unlimited) or more",
-            ));
+        if let Some(max) = patch.max_api_calls {
+            check_max_api_calls(max)?;
         }
         if let Some(attributes) = &patch.profile {
             self.check_profile_change(&account.profile, attributes)?;
@@ -277,9 +274,10 @@ impl Core {
             .map(|p| p.as_deref().map(quota_period).transpose())
             .transpose()?;
 
-        if let Some(roles) = &patch.roles {
-            self.known_role_names(roles).await?;
-        }
+        let roles = match &patch.roles {
+            Some(roles) => Some(self.known_role_names(roles).await?),
+            None => None,
+        };
         // Contacts another account holds: refused before anything is written
         // (only a race can still refuse them at the write).
         if email.is_some() || mobile.is_some() {
@@ -309,61 +307,33 @@ impl Core {
             }
         }
 
-        // Everything is checked but the last-administrator rule, which the
-        // store applies to the status and the roles each. In this order
-        // the second write cannot be refused once the first went through:
-        // a disabling first (then this account's roles no longer make an
-        // administrator), an enabling last (the roles then are changed on
-        // an account that does not count yet).
-        if enabled == Some(false) {
-            self.set_enabled(id, false, actor).await?;
-        }
-        if let Some(roles) = &patch.roles {
-            self.set_account_roles(id, roles, actor).await?;
-        }
-        if enabled == Some(true) {
-            self.set_enabled(id, true, actor).await?;
-        }
-        if email.is_some() || mobile.is_some() {
-            let change = ContactChange {
+        // Everything is checked but what only the write can check (the
+        // last-administrator rule, and a race for a contact or a role):
+        // one transaction, so a refusal leaves nothing half-done.
+        let change = AccountChange {
+            status: enabled.map(|enabled| {
+                if enabled {
+                    AccountStatus::Active
+                } else {
+                    AccountStatus::Disabled
+                }
+            }),
+            roles,
+            contact: ContactChange {
                 email: email.map(|e| e.map(|e| (e.as_str().to_owned(), e.key().to_owned()))),
                 mobile: mobile.map(|m| m.map(|m| m.as_str().to_owned())),
-            };
-            if !self.store.set_contact(id, &change, self.now()).await? {
-                return Err(Error::NotFound("account"));
-            }
-            self.account_changed(id).await;
-            let fields: Vec<&str> = [
-                change.email.is_some().then_some("email"),
-                change.mobile.is_some().then_some("mobile"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            self.audit_change(actor, "contact_changed", &account, Some(fields.join(",")));
-        }
-        if patch.display_name.is_some() || patch.profile.is_some() {
-            let patch = ProfilePatch {
-                display_name: patch.display_name.clone(),
-                avatar_url: None,
-                attributes: patch.profile.clone().unwrap_or_default(),
-            };
-            self.store.update_profile(id, &patch, self.now()).await?;
-            self.account_changed(id).await;
-            let keys: Vec<&str> = patch.attributes.keys().map(String::as_str).collect();
-            self.audit_change(
-                actor,
-                "profile_set",
-                &account,
-                Some(format!("display_name, attributes {}", keys.join(","))),
-            );
-        }
-        if let Some(max) = patch.max_api_calls {
-            self.set_max_api_calls(id, max, actor).await?;
-        }
-        if let Some(period) = quota_period {
-            self.set_quota_period(id, period, actor).await?;
-        }
+            },
+            profile: (patch.display_name.is_some() || patch.profile.is_some()).then(|| {
+                ProfilePatch {
+                    display_name: patch.display_name.clone(),
+                    avatar_url: None,
+                    attributes: patch.profile.clone().unwrap_or_default(),
+                }
+            }),
+            max_api_calls: patch.max_api_calls,
+            quota_period,
+        };
+        self.change_account(&account, &change, actor).await?;
         self.account_with_usage(id).await
     }
 
@@ -375,19 +345,15 @@ impl Core {
         period: Option<&str>,
         actor: &Actor,
     ) -> Result<Account> {
-        let attributes: BTreeMap<String, Option<String>> =
-            profile.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let attributes: BTreeMap<String, Option<String>> = profile
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
         self.check_profile_change(&BTreeMap::new(), &attributes)?;
         let period = period.map(quota_period).transpose()?;
-        let account = self.create_account(spec, actor).await?;
-        if let Some(period) = period {
-            self.set_quota_period(account.id, Some(period), actor)
-                .await?;
-        }
-        if !attributes.is_empty() {
-            self.set_profile_attributes(account.id, attributes, actor)
-                .await?;
-        }
+        let account = self
+            .create_account_with(spec, profile, period, actor)
+            .await?;
         self.account_with_usage(account.id).await
     }
 

@@ -12,7 +12,7 @@ use super::accounts::{ADMIN_ROLE, DEFAULT_ROLE};
 use super::audit::{self, AuditEventExt};
 use super::domain::Name;
 use super::error::{Error, Result};
-use crate::store::{Account, AccountId, AuditEvent, Role, RoleChange};
+use crate::store::{Account, AccountChange, AccountId, AuditEvent, Role, RoleChange};
 
 /// The roles every deployment has; they can be changed but not deleted.
 pub const BUILT_IN_ROLES: [&str; 2] = [ADMIN_ROLE, DEFAULT_ROLE];
@@ -219,20 +219,11 @@ impl Core {
     ) -> Result<Account> {
         let roles = self.known_role_names(roles).await?;
         let before = self.account(id).await?;
-        if !self.store.set_account_roles(id, &roles, self.now()).await? {
-            return Err(Error::NotFound("account"));
-        }
-        self.account_changed(id).await;
-        self.audit_change(
-            actor,
-            "roles_changed",
-            &before,
-            Some(format!(
-                "roles {} (were {})",
-                roles.join(","),
-                before.roles.join(",")
-            )),
-        );
+        let change = AccountChange {
+            roles: Some(roles),
+            ..AccountChange::default()
+        };
+        self.change_account(&before, &change, actor).await?;
         self.account(id).await
     }
 

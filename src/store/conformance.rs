@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use crate::store::{
-    AccountId, AccountStatus, AuthorizationCode, ClientKind, LoginRecord, NewAccount,
-    NewRefreshToken, NewSession, OAuthClient, PasswordVerifiers, PurgeCutoffs, QuotaPeriod,
-    Redemption, Role, RoleChange, SessionCursor, Store, StoreError, SuccessorHashes, TokenStyle,
+    AccountChange, AccountId, AccountStatus, AuthorizationCode, ClientKind, ContactChange,
+    LoginRecord, NewAccount, NewRefreshToken, NewSession, OAuthClient, PasswordVerifiers,
+    ProfilePatch, PurgeCutoffs, QuotaPeriod, Redemption, Role, RoleChange, SessionCursor, Store,
+    StoreError, SuccessorHashes, TokenStyle,
 };
 
 async fn account(store: &dyn Store, name: &str) -> AccountId {
@@ -28,6 +29,8 @@ async fn account_with(store: &dyn Store, name: &str, role: &str) -> AccountId {
             },
             roles: vec![role.into()],
             max_api_calls: 0,
+            quota_period: None,
+            profile: Default::default(),
             created_at: 0,
         })
         .await
@@ -787,6 +790,152 @@ pub async fn roles_and_the_last_administrator(store: Arc<dyn Store>) {
         store.get_account(ann).await.unwrap().unwrap().roles,
         ["user"]
     );
+}
+
+/// Several changes to one account are written together or not at all:
+/// whichever part is refused (a contact another account holds, a role that
+/// does not exist, the last administrator), nothing else is written.
+pub async fn account_changes_are_all_or_nothing(store: Arc<dyn Store>) {
+    let store = &*store;
+    let root = account_with(store, "root", "administrator").await;
+    let ann = account(store, "ann").await;
+    let bob = account(store, "bob").await;
+    let email = |address: &str| Some(Some((address.to_owned(), address.to_owned())));
+    let bobs = AccountChange {
+        contact: ContactChange {
+            email: email("bob@example.com"),
+            mobile: Some(Some("+8613800000000".into())),
+        },
+        ..AccountChange::default()
+    };
+    assert!(store.change_account(bob, &bobs, 1).await.unwrap());
+
+    let everything = |contact: ContactChange, roles: &[&str]| AccountChange {
+        status: Some(AccountStatus::Disabled),
+        roles: Some(strings(roles)),
+        contact,
+        profile: Some(ProfilePatch {
+            display_name: Some("Ann".into()),
+            avatar_url: Some("https://example.com/ann.png".into()),
+            attributes: [("team".to_owned(), Some("red".to_owned()))].into(),
+        }),
+        max_api_calls: Some(5),
+        quota_period: Some(Some(QuotaPeriod::Day)),
+    };
+    // Every field (verifiers shown redacted, which is enough here).
+    let read = |id: AccountId| async move { format!("{:?}", store.get_account(id).await.unwrap()) };
+    let untouched = read(ann).await;
+    let refused = [
+        (
+            everything(
+                ContactChange {
+                    email: email("ann@example.com"),
+                    mobile: Some(Some("+8613800000000".into())),
+                },
+                &["user"],
+            ),
+            "mobile",
+        ),
+        (
+            everything(
+                ContactChange {
+                    email: email("bob@example.com"),
+                    mobile: None,
+                },
+                &["user"],
+            ),
+            "email",
+        ),
+        (
+            everything(ContactChange::default(), &["user", "nope"]),
+            "roles",
+        ),
+    ];
+    for (change, field) in refused {
+        let result = store.change_account(ann, &change, 2).await;
+        assert!(
+            matches!(result, Err(StoreError::Conflict(f)) if f == field),
+            "{field}: {result:?}"
+        );
+        assert_eq!(
+            read(ann).await,
+            untouched,
+            "nothing written when {field} is refused"
+        );
+    }
+
+    // The last administrator: refused as a whole, whichever part does it.
+    let root_before = read(root).await;
+    for change in [
+        AccountChange {
+            status: Some(AccountStatus::Disabled),
+            max_api_calls: Some(9),
+            ..AccountChange::default()
+        },
+        AccountChange {
+            roles: Some(strings(&["user"])),
+            profile: Some(ProfilePatch {
+                display_name: Some("Not root".into()),
+                ..ProfilePatch::default()
+            }),
+            ..AccountChange::default()
+        },
+    ] {
+        let result = store.change_account(root, &change, 3).await;
+        assert!(
+            matches!(result, Err(StoreError::LastAdministrator)),
+            "{result:?}"
+        );
+        assert_eq!(read(root).await, root_before);
+    }
+
+    // All of it at once.
+    let change = everything(
+        ContactChange {
+            email: email("ann@example.com"),
+            mobile: Some(Some("+8613900000000".into())),
+        },
+        &["user", "administrator"],
+    );
+    assert!(store.change_account(ann, &change, 4).await.unwrap());
+    let changed = store.get_account(ann).await.unwrap().unwrap();
+    assert_eq!(changed.status, AccountStatus::Disabled);
+    assert_eq!(changed.roles, ["administrator", "user"]);
+    assert_eq!(changed.email.as_deref(), Some("ann@example.com"));
+    assert_eq!(changed.mobile.as_deref(), Some("+8613900000000"));
+    assert_eq!(changed.display_name, "Ann");
+    assert_eq!(changed.avatar_url, "https://example.com/ann.png");
+    assert_eq!(changed.profile["team"], "red");
+    assert_eq!(changed.max_api_calls, 5);
+    assert_eq!(changed.quota_period, Some(QuotaPeriod::Day));
+    assert_eq!(changed.updated_at, 4);
+    // Parts left out stay; `Some(None)` clears.
+    let clear = AccountChange {
+        status: Some(AccountStatus::Active),
+        contact: ContactChange {
+            email: Some(None),
+            mobile: None,
+        },
+        profile: Some(ProfilePatch {
+            attributes: [("team".to_owned(), None)].into(),
+            ..ProfilePatch::default()
+        }),
+        quota_period: Some(None),
+        ..AccountChange::default()
+    };
+    assert!(store.change_account(ann, &clear, 5).await.unwrap());
+    let cleared = store.get_account(ann).await.unwrap().unwrap();
+    assert_eq!(cleared.status, AccountStatus::Active);
+    assert_eq!(cleared.email, None);
+    assert_eq!(cleared.mobile.as_deref(), Some("+8613900000000"));
+    assert_eq!(cleared.display_name, "Ann");
+    assert!(cleared.profile.is_empty());
+    assert_eq!(cleared.max_api_calls, 5);
+    assert_eq!(cleared.quota_period, None);
+    assert_eq!(cleared.roles, ["administrator", "user"]);
+
+    // No such account: nothing written, and no error.
+    assert!(!store.change_account(999, &change, 6).await.unwrap());
 }
 
 /// Two administrators disabling each other at the same moment: exactly one

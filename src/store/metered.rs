@@ -97,13 +97,13 @@ impl AccountStore for MeteredStore {
         self.time("search_accounts", self.inner.search_accounts(query))
             .await
     }
-    async fn set_contact(
+    async fn change_account(
         &self,
         id: AccountId,
-        change: &ContactChange,
+        change: &AccountChange,
         now: UnixTime,
     ) -> StoreResult<bool> {
-        self.time("set_contact", self.inner.set_contact(id, change, now))
+        self.time("change_account", self.inner.change_account(id, change, now))
             .await
     }
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool> {
@@ -128,15 +128,6 @@ impl AccountStore for MeteredStore {
     async fn role_names(&self) -> StoreResult<Vec<String>> {
         self.time("role_names", self.inner.role_names()).await
     }
-    async fn update_profile(
-        &self,
-        id: AccountId,
-        patch: &ProfilePatch,
-        now: UnixTime,
-    ) -> StoreResult<()> {
-        self.time("update_profile", self.inner.update_profile(id, patch, now))
-            .await
-    }
     async fn set_password(
         &self,
         id: AccountId,
@@ -151,15 +142,6 @@ impl AccountStore for MeteredStore {
                 .set_password(id, verifiers, changed, replacing, now),
         )
         .await
-    }
-    async fn set_status(
-        &self,
-        id: AccountId,
-        status: AccountStatus,
-        now: UnixTime,
-    ) -> StoreResult<()> {
-        self.time("set_status", self.inner.set_status(id, status, now))
-            .await
     }
     async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool> {
         self.time("set_locked", self.inner.set_locked(id, locked, now))
@@ -201,25 +183,6 @@ impl AccountStore for MeteredStore {
     ) -> StoreResult<Vec<(AccountId, ApiUsage)>> {
         self.time("add_api_calls", self.inner.add_api_calls(counts))
             .await
-    }
-    async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()> {
-        self.time(
-            "set_max_api_calls",
-            self.inner.set_max_api_calls(id, max, now),
-        )
-        .await
-    }
-    async fn set_quota_period(
-        &self,
-        id: AccountId,
-        period: Option<QuotaPeriod>,
-        now: UnixTime,
-    ) -> StoreResult<bool> {
-        self.time(
-            "set_quota_period",
-            self.inner.set_quota_period(id, period, now),
-        )
-        .await
     }
 }
 
@@ -452,18 +415,6 @@ impl RoleStore for MeteredStore {
     }
     async fn delete_role(&self, name: &str) -> StoreResult<bool> {
         self.time("delete_role", self.inner.delete_role(name)).await
-    }
-    async fn set_account_roles(
-        &self,
-        id: AccountId,
-        roles: &[String],
-        now: UnixTime,
-    ) -> StoreResult<bool> {
-        self.time(
-            "set_account_roles",
-            self.inner.set_account_roles(id, roles, now),
-        )
-        .await
     }
 }
 

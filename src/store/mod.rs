@@ -166,6 +166,15 @@ pub trait AccountStore: Send + Sync {
     }
     /// Accounts matching `query`, in id order.
     async fn search_accounts(&self, query: &AccountQuery) -> StoreResult<Vec<Account>>;
+    /// Applies every part of `change` in one transaction, or none of them
+    /// (see [`AccountChange`] for what refuses one); `false`, with nothing
+    /// written, if there is no such account.
+    async fn change_account(
+        &self,
+        id: AccountId,
+        change: &AccountChange,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
     /// Changes an account's email and/or mobile; `Conflict` names a field
     /// another account holds; `false` if there is no such account.
     async fn set_contact(
@@ -173,7 +182,13 @@ pub trait AccountStore: Send + Sync {
         id: AccountId,
         change: &ContactChange,
         now: UnixTime,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let change = AccountChange {
+            contact: change.clone(),
+            ..AccountChange::default()
+        };
+        self.change_account(id, &change, now).await
+    }
     /// Sets an account's API-call count back to zero, in a period that
     /// starts `now` (so that calls counted before, flushed later, are dropped).
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool>;
@@ -189,13 +204,19 @@ pub trait AccountStore: Send + Sync {
     ) -> StoreResult<Vec<(AccountId, String, UnixTime)>>;
     /// The names of all defined roles.
     async fn role_names(&self) -> StoreResult<Vec<String>>;
-    /// Applies a profile change.
+    /// Applies a profile change; `false` if there is no such account.
     async fn update_profile(
         &self,
         id: AccountId,
         patch: &ProfilePatch,
         now: UnixTime,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool> {
+        let change = AccountChange {
+            profile: Some(patch.clone()),
+            ..AccountChange::default()
+        };
+        self.change_account(id, &change, now).await
+    }
     /// Replaces the password verifiers. `changed` says whether the password
     /// itself changed (its time is then recorded; false for new verifiers
     /// of the same password: a parameter upgrade, an imported hash expired).
@@ -211,13 +232,20 @@ pub trait AccountStore: Send + Sync {
         replacing: Option<&str>,
         now: UnixTime,
     ) -> StoreResult<bool>;
-    /// Sets the account status; setting `Active` also clears the consecutive failures.
+    /// Sets the account status; setting `Active` also clears the
+    /// consecutive failures. `false` if there is no such account.
     async fn set_status(
         &self,
         id: AccountId,
         status: AccountStatus,
         now: UnixTime,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool> {
+        let change = AccountChange {
+            status: Some(status),
+            ..AccountChange::default()
+        };
+        self.change_account(id, &change, now).await
+    }
     /// Locks an active account (`locked`), or makes an account that is not
     /// disabled active again and clears its consecutive failures (`!locked`),
     /// in one conditional update: a change made since the caller read the
@@ -253,8 +281,29 @@ pub trait AccountStore: Send + Sync {
         &self,
         counts: &[(AccountId, i64, UnixTime)],
     ) -> StoreResult<Vec<(AccountId, ApiUsage)>>;
-    /// Sets the API-call quota (0: unlimited).
-    async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()>;
+    /// Sets the API-call quota (0: unlimited); `false` if there is no such
+    /// account.
+    async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<bool> {
+        let change = AccountChange {
+            max_api_calls: Some(max),
+            ..AccountChange::default()
+        };
+        self.change_account(id, &change, now).await
+    }
+    /// Replaces an account's roles; `false` if there is no such account,
+    /// `Conflict("roles")` if a role does not exist.
+    async fn set_account_roles(
+        &self,
+        id: AccountId,
+        roles: &[String],
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let change = AccountChange {
+            roles: Some(roles.to_vec()),
+            ..AccountChange::default()
+        };
+        self.change_account(id, &change, now).await
+    }
     /// Sets an account's own quota period (`None`: the deployment's
     /// default); `false` if there is no such account.
     async fn set_quota_period(
@@ -262,7 +311,13 @@ pub trait AccountStore: Send + Sync {
         id: AccountId,
         period: Option<QuotaPeriod>,
         now: UnixTime,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let change = AccountChange {
+            quota_period: Some(period),
+            ..AccountChange::default()
+        };
+        self.change_account(id, &change, now).await
+    }
 }
 
 /// Sessions and their refresh-token chains.
@@ -414,7 +469,7 @@ pub trait KeyStore: Send + Sync {
 
 /// Roles (named sets of permissions) and who holds them.
 ///
-/// Every change here, and `set_status` and `delete_account`, keeps one
+/// Every change here, and `change_account` and `delete_account`, keeps one
 /// invariant: if an account that is not disabled held the `admin`
 /// permission before, one still does after (a locked account counts: a
 /// lockout is temporary, and may not fail a login), or the change is
@@ -434,14 +489,6 @@ pub trait RoleStore: Send + Sync {
     async fn update_role(&self, name: &str, change: &RoleChange) -> StoreResult<bool>;
     /// Deletes a role, which its holders lose; `false` if there is no such role.
     async fn delete_role(&self, name: &str) -> StoreResult<bool>;
-    /// Replaces an account's roles; `false` if there is no such account,
-    /// `Conflict("roles")` if a role does not exist.
-    async fn set_account_roles(
-        &self,
-        id: AccountId,
-        roles: &[String],
-        now: UnixTime,
-    ) -> StoreResult<bool>;
 }
 
 /// OAuth 2.0 clients, authorization codes and the sessions opened for clients.

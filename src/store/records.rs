@@ -148,12 +148,16 @@ pub struct NewAccount {
     pub roles: Vec<String>,
     /// API-call quota; 0 means unlimited.
     pub max_api_calls: i64,
+    /// The account's own quota period; `None`: the deployment's default.
+    pub quota_period: Option<QuotaPeriod>,
+    /// Profile attributes.
+    pub profile: BTreeMap<String, String>,
     /// Creation time.
     pub created_at: UnixTime,
 }
 
 /// A change to the user-editable profile; `None` leaves a field alone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProfilePatch {
     /// New display name.
     pub display_name: Option<String>,
@@ -560,6 +564,26 @@ pub struct AccountQuery {
     pub after_id: AccountId,
     /// At most this many.
     pub limit: u32,
+}
+
+/// Changes to one account, written in one transaction: all of them or,
+/// when one is refused, none. `None` leaves a part as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountChange {
+    /// A new status. Refused (`LastAdministrator`), with everything else,
+    /// if the change as a whole leaves no administrator.
+    pub status: Option<AccountStatus>,
+    /// The roles the account is to hold instead of its own (`Conflict`
+    /// naming `roles` if one does not exist; the same rule as the status).
+    pub roles: Option<Vec<String>>,
+    /// New contacts (`Conflict` names a field another account holds).
+    pub contact: ContactChange,
+    /// A profile change.
+    pub profile: Option<ProfilePatch>,
+    /// A new API-call quota (0: unlimited).
+    pub max_api_calls: Option<i64>,
+    /// A new quota period (`Some(None)`: the deployment's default).
+    pub quota_period: Option<Option<QuotaPeriod>>,
 }
 
 /// New contact fields; `None` leaves one as it is, `Some(None)` clears it.

@@ -192,7 +192,7 @@ async fn each_pass_counts_one_call_and_a_spent_quota_is_403_quota() {
     let app = TestApp::spawn().await;
     let ann = app.create_user("ann").await;
     app.core
-        .set_max_api_calls(ann.id, 3, &sesame::core::roles::Actor::Operator)
+        .set_quota(ann.id, Some(3), None, &sesame::core::roles::Actor::Operator)
         .await
         .unwrap();
     let token = access(&app.login_ok("ann").await).to_owned();
@@ -213,7 +213,7 @@ async fn each_pass_counts_one_call_and_a_spent_quota_is_403_quota() {
     assert_problem(spent, StatusCode::FORBIDDEN, "forbidden").await;
 
     app.core
-        .set_max_api_calls(ann.id, 0, &sesame::core::roles::Actor::Operator)
+        .set_quota(ann.id, Some(0), None, &sesame::core::roles::Actor::Operator)
         .await
         .unwrap();
     let me: Value = app.get("/v1/me", &token).await.json().await.unwrap();
@@ -230,7 +230,12 @@ async fn an_idle_node_reads_the_count_again_before_admitting_a_burst() {
     let b = TestApp::spawn_in(deployment, |c| c.sessions.cache_ttl = 60).await;
     let ann = a.create_user("ann").await;
     a.core
-        .set_max_api_calls(ann.id, 10, &sesame::core::roles::Actor::Operator)
+        .set_quota(
+            ann.id,
+            Some(10),
+            None,
+            &sesame::core::roles::Actor::Operator,
+        )
         .await
         .unwrap();
     let token = access(&a.login_ok("ann").await).to_owned();
@@ -568,7 +573,7 @@ async fn nginx_auth_request_protects_an_upstream() {
     assert_eq!(admin["user"], "root");
 
     app.core
-        .set_max_api_calls(ann.id, 2, &sesame::core::roles::Actor::Operator)
+        .set_quota(ann.id, Some(2), None, &sesame::core::roles::Actor::Operator)
         .await
         .unwrap();
     let mut statuses = Vec::new();

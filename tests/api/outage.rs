@@ -88,7 +88,12 @@ async fn a_database_outage_is_a_503_and_the_pool_recovers() {
     let port = relay.port;
     let alice = app.create_user("alice").await;
     app.core
-        .set_max_api_calls(alice.id, 100, &sesame::core::roles::Actor::Operator)
+        .set_quota(
+            alice.id,
+            Some(100),
+            None,
+            &sesame::core::roles::Actor::Operator,
+        )
         .await
         .unwrap();
     let grant = app.login_ok("alice").await;

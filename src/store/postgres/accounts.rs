@@ -3,14 +3,15 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use sqlx::PgConnection;
 use sqlx::Row;
 use sqlx::postgres::{PgExecutor, PgRow};
 
 use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
-    Account, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage, ClientKind,
-    ContactChange, LoginCandidate, NewAccount, PasswordVerifiers, ProfilePatch, QuotaPeriod,
+    Account, AccountChange, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage,
+    ClientKind, LoginCandidate, NewAccount, PasswordVerifiers, QuotaPeriod, StoreError,
     StoreResult,
 };
 
@@ -106,14 +107,144 @@ async fn one_account<'e>(
         .transpose()
 }
 
+/// [`AccountStore::change_account`] inside a transaction; the caller
+/// commits it only on `Ok(true)`.
+pub(super) async fn change_account(
+    tx: &mut PgConnection,
+    id: AccountId,
+    change: &AccountChange,
+    now: UnixTime,
+) -> StoreResult<bool> {
+    // The administrators' lock first, as every change to who is one takes
+    // it, then the account's row.
+    let admins_before = if change.status.is_some() || change.roles.is_some() {
+        Some(super::roles::admins_before(tx).await?)
+    } else {
+        None
+    };
+    let roles = match &change.roles {
+        Some(roles) => {
+            let mut wanted = roles.clone();
+            wanted.sort();
+            wanted.dedup();
+            let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM roles WHERE name = ANY($1)")
+                .bind(&wanted)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if usize::try_from(known).ok() != Some(wanted.len()) {
+                return Err(StoreError::Conflict("roles"));
+            }
+            Some(wanted)
+        }
+        None => None,
+    };
+    let (email_set, email, email_key) = match &change.contact.email {
+        Some(Some((email, key))) => (true, Some(email.as_str()), Some(key.as_str())),
+        Some(None) => (true, None, None),
+        None => (false, None, None),
+    };
+    let (mobile_set, mobile) = match &change.contact.mobile {
+        Some(mobile) => (true, mobile.as_deref()),
+        None => (false, None),
+    };
+    let profile = change.profile.as_ref();
+    // Every column in one statement: one row lock, one row version.
+    let found = sqlx::query(
+        "UPDATE accounts SET updated_at = $2, \
+           status = COALESCE($3, status), \
+           consecutive_failures = CASE WHEN $3 = 'active' THEN 0 ELSE consecutive_failures END, \
+           max_api_calls = COALESCE($4, max_api_calls), \
+           quota_period = CASE WHEN $5 THEN $6 ELSE quota_period END, \
+           email = CASE WHEN $7 THEN $8 ELSE email END, \
+           email_key = CASE WHEN $7 THEN $9 ELSE email_key END, \
+           email_verified = CASE WHEN $7 THEN FALSE ELSE email_verified END, \
+           mobile = CASE WHEN $10 THEN $11 ELSE mobile END, \
+           mobile_verified = CASE WHEN $10 THEN FALSE ELSE mobile_verified END, \
+           display_name = COALESCE($12, display_name), \
+           avatar_url = COALESCE($13, avatar_url) \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(change.status.map(AccountStatus::as_str))
+    .bind(change.max_api_calls)
+    .bind(change.quota_period.is_some())
+    .bind(change.quota_period.flatten().map(QuotaPeriod::as_str))
+    .bind(email_set)
+    .bind(email)
+    .bind(email_key)
+    .bind(mobile_set)
+    .bind(mobile)
+    .bind(profile.and_then(|p| p.display_name.as_deref()))
+    .bind(profile.and_then(|p| p.avatar_url.as_deref()))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?
+    .rows_affected();
+    if found == 0 {
+        return Ok(false);
+    }
+    if let Some(roles) = &roles {
+        sqlx::query("DELETE FROM account_roles WHERE account_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO account_roles (account_id, role) SELECT $1, r FROM UNNEST($2::text[]) AS r",
+        )
+        .bind(id)
+        .bind(roles)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    }
+    if let Some(profile) = profile {
+        for (name, value) in &profile.attributes {
+            set_attribute(&mut *tx, id, name, value.as_deref()).await?;
+        }
+    }
+    if let Some(before) = admins_before {
+        super::roles::admins_after(tx, before).await?;
+    }
+    Ok(true)
+}
+
+/// Sets (`Some`) or removes (`None`) one profile attribute.
+async fn set_attribute(
+    tx: &mut PgConnection,
+    id: AccountId,
+    name: &str,
+    value: Option<&str>,
+) -> StoreResult<()> {
+    match value {
+        Some(value) => sqlx::query(
+            "INSERT INTO profile_attributes (account_id, name, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id, name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(value),
+        None => sqlx::query("DELETE FROM profile_attributes WHERE account_id = $1 AND name = $2")
+            .bind(id)
+            .bind(name),
+    }
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
+    .map_err(db_error)
+}
+
 #[async_trait]
 impl AccountStore for PostgresStore {
     async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let id: AccountId = sqlx::query(
             "INSERT INTO accounts (username, username_key, email, email_key, mobile, display_name, \
-             password_hash, md5_verifier, password_changed_at, created_at, updated_at, max_api_calls) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9, $10) RETURNING id",
+             password_hash, md5_verifier, password_changed_at, created_at, updated_at, max_api_calls, \
+             quota_period) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9, $10, $11) RETURNING id",
         )
         .bind(&new.username)
         .bind(&new.username_key)
@@ -125,6 +256,7 @@ impl AccountStore for PostgresStore {
         .bind(&new.verifiers.md5_verifier)
         .bind(new.created_at)
         .bind(new.max_api_calls)
+        .bind(new.quota_period.map(QuotaPeriod::as_str))
         .fetch_one(&mut *tx)
         .await
         .and_then(|row| row.try_get(0))
@@ -135,6 +267,9 @@ impl AccountStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        for (name, value) in &new.profile {
+            set_attribute(&mut tx, id, name, Some(value)).await?;
+        }
         let account = one_account(
             &mut *tx,
             sqlx::query(select_accounts!("a.id = $1")).bind(id),
@@ -237,41 +372,18 @@ impl AccountStore for PostgresStore {
         .collect()
     }
 
-    async fn set_contact(
+    async fn change_account(
         &self,
         id: AccountId,
-        change: &ContactChange,
+        change: &AccountChange,
         now: UnixTime,
     ) -> StoreResult<bool> {
-        let (email_set, email, email_key) = match &change.email {
-            Some(Some((email, key))) => (true, Some(email.as_str()), Some(key.as_str())),
-            Some(None) => (true, None, None),
-            None => (false, None, None),
-        };
-        let (mobile_set, mobile) = match &change.mobile {
-            Some(mobile) => (true, mobile.as_deref()),
-            None => (false, None),
-        };
-        sqlx::query(
-            "UPDATE accounts SET updated_at = $2, \
-               email = CASE WHEN $3 THEN $4 ELSE email END, \
-               email_key = CASE WHEN $3 THEN $5 ELSE email_key END, \
-               email_verified = CASE WHEN $3 THEN FALSE ELSE email_verified END, \
-               mobile = CASE WHEN $6 THEN $7 ELSE mobile END, \
-               mobile_verified = CASE WHEN $6 THEN FALSE ELSE mobile_verified END \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(email_set)
-        .bind(email)
-        .bind(email_key)
-        .bind(mobile_set)
-        .bind(mobile)
-        .execute(&self.pool)
-        .await
-        .map(|done| done.rows_affected() > 0)
-        .map_err(db_error)
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        if !change_account(&mut tx, id, change, now).await? {
+            return Ok(false);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool> {
@@ -304,44 +416,6 @@ impl AccountStore for PostgresStore {
             .iter()
             .map(|row| row.try_get(0).map_err(db_error))
             .collect()
-    }
-
-    async fn update_profile(
-        &self,
-        id: AccountId,
-        patch: &ProfilePatch,
-        now: UnixTime,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query(
-            "UPDATE accounts SET display_name = COALESCE($1, display_name), \
-             avatar_url = COALESCE($2, avatar_url), updated_at = $3 WHERE id = $4",
-        )
-        .bind(&patch.display_name)
-        .bind(&patch.avatar_url)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        for (name, value) in &patch.attributes {
-            let changed = match value {
-                Some(value) => sqlx::query(
-                    "INSERT INTO profile_attributes (account_id, name, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (account_id, name) DO UPDATE SET value = excluded.value",
-                )
-                .bind(id)
-                .bind(name)
-                .bind(value),
-                None => sqlx::query(
-                    "DELETE FROM profile_attributes WHERE account_id = $1 AND name = $2",
-                )
-                .bind(id)
-                .bind(name),
-            };
-            changed.execute(&mut *tx).await.map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)
     }
 
     async fn foreign_hashes(
@@ -386,29 +460,6 @@ impl AccountStore for PostgresStore {
         .await
         .map_err(db_error)?;
         Ok(done.rows_affected() == 1)
-    }
-
-    async fn set_status(
-        &self,
-        id: AccountId,
-        status: AccountStatus,
-        now: UnixTime,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let before = super::roles::admins_before(&mut tx).await?;
-        sqlx::query(
-            "UPDATE accounts SET status = $1, updated_at = $2, \
-             consecutive_failures = CASE WHEN $1 = 'active' THEN 0 ELSE consecutive_failures END \
-             WHERE id = $3",
-        )
-        .bind(status.as_str())
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        super::roles::admins_after(&mut tx, before).await?;
-        tx.commit().await.map_err(db_error)
     }
 
     async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool> {
@@ -491,33 +542,6 @@ impl AccountStore for PostgresStore {
         .iter()
         .map(|row| Ok((row.try_get("id").map_err(db_error)?, usage_from_row(row)?)))
         .collect()
-    }
-
-    async fn set_quota_period(
-        &self,
-        id: AccountId,
-        period: Option<QuotaPeriod>,
-        now: UnixTime,
-    ) -> StoreResult<bool> {
-        sqlx::query("UPDATE accounts SET quota_period = $1, updated_at = $2 WHERE id = $3")
-            .bind(period.map(QuotaPeriod::as_str))
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|done| done.rows_affected() > 0)
-            .map_err(db_error)
-    }
-
-    async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()> {
-        sqlx::query("UPDATE accounts SET max_api_calls = $1, updated_at = $2 WHERE id = $3")
-            .bind(max)
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
     }
 
     async fn record_login_failure(

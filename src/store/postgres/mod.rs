@@ -338,6 +338,14 @@ mod tests {
         conformance::roles_and_the_last_administrator(store).await;
     }
 
+    #[tokio::test]
+    async fn account_changes_are_all_or_nothing() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::account_changes_are_all_or_nothing(store).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn administrators_disabling_each_other_at_once_leave_one() {
         let Some((_db, store)) = store().await else {

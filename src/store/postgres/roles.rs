@@ -11,10 +11,7 @@ use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
 use super::{PostgresStore, db_error};
-use crate::clock::UnixTime;
-use crate::store::{
-    ADMIN_PERMISSION, AccountId, Role, RoleChange, RoleStore, StoreError, StoreResult,
-};
+use crate::store::{ADMIN_PERMISSION, Role, RoleChange, RoleStore, StoreError, StoreResult};
 
 /// The advisory-lock key of changes to who is an administrator ("ADMINS").
 const ADMINS_LOCK: i64 = 0x4144_4d49_4e53;
@@ -150,52 +147,5 @@ impl RoleStore for PostgresStore {
         admins_after(&mut tx, before).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(deleted > 0)
-    }
-
-    async fn set_account_roles(
-        &self,
-        id: AccountId,
-        roles: &[String],
-        now: UnixTime,
-    ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let before = admins_before(&mut tx).await?;
-        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM roles WHERE name = ANY($1)")
-            .bind(roles)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let mut wanted = roles.to_vec();
-        wanted.sort();
-        wanted.dedup();
-        if usize::try_from(known).ok() != Some(wanted.len()) {
-            return Err(StoreError::Conflict("roles"));
-        }
-        let found = sqlx::query("UPDATE accounts SET updated_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-        if found == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM account_roles WHERE account_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO account_roles (account_id, role) SELECT $1, r FROM UNNEST($2::text[]) AS r",
-        )
-        .bind(id)
-        .bind(&wanted)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        admins_after(&mut tx, before).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
     }
 }

@@ -8,9 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
-    Account, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage, ClientKind,
-    ContactChange, LoginCandidate, LoginRecord, NewAccount, PasswordVerifiers, ProfilePatch,
-    QuotaPeriod, StoreResult,
+    Account, AccountChange, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage,
+    ClientKind, LoginCandidate, LoginRecord, NewAccount, PasswordVerifiers, QuotaPeriod,
+    StoreError, StoreResult,
 };
 
 /// `SELECT` of account rows matching a condition, each with its roles,
@@ -92,6 +92,122 @@ fn account_where(
         .map_err(db_error)
 }
 
+/// [`AccountStore::change_account`] inside a write: an error rolls back
+/// every part written before it.
+pub(super) fn change_account(
+    conn: &Connection,
+    id: AccountId,
+    change: &AccountChange,
+    now: UnixTime,
+) -> StoreResult<bool> {
+    if let Some(roles) = &change.roles {
+        for role in roles {
+            if !super::roles::role_exists(conn, role)? {
+                return Err(StoreError::Conflict("roles"));
+            }
+        }
+    }
+    let apply = |conn: &Connection| {
+        let found = conn
+            .prepare_cached("UPDATE accounts SET updated_at = ? WHERE id = ?")
+            .and_then(|mut update| update.execute(params![now, id]))
+            .map_err(db_error)?;
+        if found == 0 {
+            return Ok(false);
+        }
+        // One column (or two set together) from one value.
+        let set = |sql: &str, value: &dyn rusqlite::ToSql| {
+            conn.prepare_cached(sql)
+                .and_then(|mut update| update.execute(params![value, id]))
+                .map_err(db_error)
+        };
+        if let Some(status) = change.status {
+            set(
+                "UPDATE accounts SET status = ?1, \
+                 consecutive_failures = CASE WHEN ?1 = 'active' THEN 0 ELSE consecutive_failures END \
+                 WHERE id = ?2",
+                &status.as_str(),
+            )?;
+        }
+        if let Some(max) = change.max_api_calls {
+            set("UPDATE accounts SET max_api_calls = ? WHERE id = ?", &max)?;
+        }
+        if let Some(period) = change.quota_period {
+            set(
+                "UPDATE accounts SET quota_period = ? WHERE id = ?",
+                &period.map(QuotaPeriod::as_str),
+            )?;
+        }
+        if let Some(mobile) = &change.contact.mobile {
+            set(
+                "UPDATE accounts SET mobile = ?, mobile_verified = 0 WHERE id = ?",
+                mobile,
+            )?;
+        }
+        if let Some(email) = &change.contact.email {
+            let (email, key) = email.clone().unzip();
+            conn.prepare_cached(
+                "UPDATE accounts SET email = ?, email_key = ?, email_verified = 0 WHERE id = ?",
+            )
+            .and_then(|mut update| update.execute(params![email, key, id]))
+            .map_err(db_error)?;
+        }
+        if let Some(roles) = &change.roles {
+            conn.prepare_cached("DELETE FROM account_roles WHERE account_id = ?")
+                .and_then(|mut delete| delete.execute([id]))
+                .map_err(db_error)?;
+            for role in roles {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO account_roles (account_id, role) VALUES (?, ?)",
+                )
+                .and_then(|mut insert| insert.execute(params![id, role]))
+                .map_err(db_error)?;
+            }
+        }
+        if let Some(profile) = &change.profile {
+            conn.prepare_cached(
+                "UPDATE accounts SET display_name = COALESCE(?, display_name), \
+                 avatar_url = COALESCE(?, avatar_url) WHERE id = ?",
+            )
+            .and_then(|mut update| {
+                update.execute(params![profile.display_name, profile.avatar_url, id])
+            })
+            .map_err(db_error)?;
+            for (name, value) in &profile.attributes {
+                set_attribute(conn, id, name, value.as_deref())?;
+            }
+        }
+        Ok(true)
+    };
+    if change.status.is_some() || change.roles.is_some() {
+        super::roles::keeping_an_admin(conn, apply)
+    } else {
+        apply(conn)
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) one profile attribute.
+fn set_attribute(
+    conn: &Connection,
+    id: AccountId,
+    name: &str,
+    value: Option<&str>,
+) -> StoreResult<()> {
+    match value {
+        Some(value) => conn
+            .prepare_cached(
+                "INSERT INTO profile_attributes (account_id, name, value) VALUES (?, ?, ?) \
+                 ON CONFLICT (account_id, name) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut upsert| upsert.execute(params![id, name, value])),
+        None => conn
+            .prepare_cached("DELETE FROM profile_attributes WHERE account_id = ? AND name = ?")
+            .and_then(|mut delete| delete.execute(params![id, name])),
+    }
+    .map(|_| ())
+    .map_err(db_error)
+}
+
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
@@ -99,8 +215,9 @@ impl AccountStore for SqliteStore {
             let id: AccountId = conn
                 .prepare_cached(
                     "INSERT INTO accounts (username, username_key, email, email_key, mobile, display_name, \
-                     password_hash, md5_verifier, password_changed_at, created_at, updated_at, max_api_calls) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?10) RETURNING id",
+                     password_hash, md5_verifier, password_changed_at, created_at, updated_at, max_api_calls, \
+                     quota_period) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?10, ?11) RETURNING id",
                 )
                 .and_then(|mut insert| {
                     insert.query_row(
@@ -115,6 +232,7 @@ impl AccountStore for SqliteStore {
                             new.verifiers.md5_verifier,
                             new.created_at,
                             new.max_api_calls,
+                            new.quota_period.map(QuotaPeriod::as_str),
                         ],
                         |row| row.get(0),
                     )
@@ -124,6 +242,9 @@ impl AccountStore for SqliteStore {
                 conn.prepare_cached("INSERT INTO account_roles (account_id, role) VALUES (?, ?)")
                     .and_then(|mut insert| insert.execute(params![id, role]))
                     .map_err(db_error)?;
+            }
+            for (name, value) in &new.profile {
+                set_attribute(conn, id, name, Some(value))?;
             }
             account_where(conn, select_accounts!("id = ?"), [id])?
                 .ok_or_else(|| db_error(corrupt("account vanished after insert")))
@@ -229,39 +350,15 @@ impl AccountStore for SqliteStore {
         .await
     }
 
-    async fn set_contact(
+    async fn change_account(
         &self,
         id: AccountId,
-        change: &ContactChange,
+        change: &AccountChange,
         now: UnixTime,
     ) -> StoreResult<bool> {
         let change = change.clone();
-        self.write(move |conn| {
-            let found = conn
-                .prepare_cached("UPDATE accounts SET updated_at = ? WHERE id = ?")
-                .and_then(|mut update| update.execute(params![now, id]))
-                .map_err(db_error)?;
-            if found == 0 {
-                return Ok(false);
-            }
-            if let Some(email) = &change.email {
-                let (email, key) = email.clone().unzip();
-                conn.prepare_cached(
-                    "UPDATE accounts SET email = ?, email_key = ?, email_verified = 0 WHERE id = ?",
-                )
-                .and_then(|mut update| update.execute(params![email, key, id]))
-                .map_err(db_error)?;
-            }
-            if let Some(mobile) = &change.mobile {
-                conn.prepare_cached(
-                    "UPDATE accounts SET mobile = ?, mobile_verified = 0 WHERE id = ?",
-                )
-                .and_then(|mut update| update.execute(params![mobile, id]))
-                .map_err(db_error)?;
-            }
-            Ok(true)
-        })
-        .await
+        self.write(move |conn| change_account(conn, id, &change, now))
+            .await
     }
 
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool> {
@@ -291,43 +388,6 @@ impl AccountStore for SqliteStore {
                 .and_then(|mut select| select.query_map([], |row| row.get(0))?.collect())
                 .map_err(db_error)
         })
-    }
-
-    async fn update_profile(
-        &self,
-        id: AccountId,
-        patch: &ProfilePatch,
-        now: UnixTime,
-    ) -> StoreResult<()> {
-        let patch = patch.clone();
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE accounts SET display_name = COALESCE(?, display_name), \
-                 avatar_url = COALESCE(?, avatar_url), updated_at = ? WHERE id = ?",
-            )
-            .and_then(|mut update| {
-                update.execute(params![patch.display_name, patch.avatar_url, now, id])
-            })
-            .map_err(db_error)?;
-            for (name, value) in &patch.attributes {
-                let changed = match value {
-                    Some(value) => conn
-                        .prepare_cached(
-                            "INSERT INTO profile_attributes (account_id, name, value) VALUES (?, ?, ?) \
-                             ON CONFLICT (account_id, name) DO UPDATE SET value = excluded.value",
-                        )
-                        .and_then(|mut upsert| upsert.execute(params![id, name, value])),
-                    None => conn
-                        .prepare_cached(
-                            "DELETE FROM profile_attributes WHERE account_id = ? AND name = ?",
-                        )
-                        .and_then(|mut delete| delete.execute(params![id, name])),
-                };
-                changed.map_err(db_error)?;
-            }
-            Ok(())
-        })
-        .await
     }
 
     async fn foreign_hashes(
@@ -380,27 +440,6 @@ impl AccountStore for SqliteStore {
             })
             .map(|written| written == 1)
             .map_err(db_error)
-        })
-        .await
-    }
-
-    async fn set_status(
-        &self,
-        id: AccountId,
-        status: AccountStatus,
-        now: UnixTime,
-    ) -> StoreResult<()> {
-        self.write(move |conn| {
-            super::roles::keeping_an_admin(conn, |conn| {
-                conn.prepare_cached(
-                    "UPDATE accounts SET status = ?1, updated_at = ?2, \
-                     consecutive_failures = CASE WHEN ?1 = 'active' THEN 0 ELSE consecutive_failures END \
-                     WHERE id = ?3",
-                )
-                .and_then(|mut update| update.execute(params![status.as_str(), now, id]))
-                .map(|_| ())
-                .map_err(db_error)
-            })
         })
         .await
     }
@@ -481,35 +520,6 @@ impl AccountStore for SqliteStore {
                 }
             }
             Ok(totals)
-        })
-        .await
-    }
-
-    async fn set_quota_period(
-        &self,
-        id: AccountId,
-        period: Option<QuotaPeriod>,
-        now: UnixTime,
-    ) -> StoreResult<bool> {
-        self.write(move |conn| {
-            conn.prepare_cached("UPDATE accounts SET quota_period = ?, updated_at = ? WHERE id = ?")
-                .and_then(|mut update| {
-                    update.execute(params![period.map(QuotaPeriod::as_str), now, id])
-                })
-                .map(|updated| updated > 0)
-                .map_err(db_error)
-        })
-        .await
-    }
-
-    async fn set_max_api_calls(&self, id: AccountId, max: i64, now: UnixTime) -> StoreResult<()> {
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE accounts SET max_api_calls = ?, updated_at = ? WHERE id = ?",
-            )
-            .and_then(|mut update| update.execute(params![max, now, id]))
-            .map(|_| ())
-            .map_err(db_error)
         })
         .await
     }

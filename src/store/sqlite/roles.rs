@@ -7,10 +7,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, db_error};
-use crate::clock::UnixTime;
-use crate::store::{
-    ADMIN_PERMISSION, AccountId, Role, RoleChange, RoleStore, StoreError, StoreResult,
-};
+use crate::store::{ADMIN_PERMISSION, Role, RoleChange, RoleStore, StoreError, StoreResult};
 
 /// Whether an account that is not disabled holds the `admin` permission.
 fn admin_exists(conn: &Connection) -> StoreResult<bool> {
@@ -38,7 +35,7 @@ pub(super) fn keeping_an_admin<T>(
     Ok(result)
 }
 
-fn role_exists(conn: &Connection, name: &str) -> StoreResult<bool> {
+pub(super) fn role_exists(conn: &Connection, name: &str) -> StoreResult<bool> {
     conn.prepare_cached("SELECT 1 FROM roles WHERE name = ?")
         .and_then(|mut select| select.query_row([name], |_| Ok(())).optional())
         .map(|found| found.is_some())
@@ -139,43 +136,6 @@ impl RoleStore for SqliteStore {
                     .and_then(|mut delete| delete.execute([&name]))
                     .map(|deleted| deleted > 0)
                     .map_err(db_error)
-            })
-        })
-        .await
-    }
-
-    async fn set_account_roles(
-        &self,
-        id: AccountId,
-        roles: &[String],
-        now: UnixTime,
-    ) -> StoreResult<bool> {
-        let roles = roles.to_vec();
-        self.write(move |conn| {
-            for role in &roles {
-                if !role_exists(conn, role)? {
-                    return Err(StoreError::Conflict("roles"));
-                }
-            }
-            keeping_an_admin(conn, |conn| {
-                let updated = conn
-                    .prepare_cached("UPDATE accounts SET updated_at = ? WHERE id = ?")
-                    .and_then(|mut update| update.execute(params![now, id]))
-                    .map_err(db_error)?;
-                if updated == 0 {
-                    return Ok(false);
-                }
-                conn.prepare_cached("DELETE FROM account_roles WHERE account_id = ?")
-                    .and_then(|mut delete| delete.execute([id]))
-                    .map_err(db_error)?;
-                for role in &roles {
-                    conn.prepare_cached(
-                        "INSERT OR IGNORE INTO account_roles (account_id, role) VALUES (?, ?)",
-                    )
-                    .and_then(|mut insert| insert.execute(params![id, role]))
-                    .map_err(db_error)?;
-                }
-                Ok(true)
             })
         })
         .await

@@ -57,7 +57,12 @@ async fn every_authenticated_call_counts_and_the_quota_is_enforced() {
         .create_with_password("quota_user", "quota password", &[])
         .await;
     app.core
-        .set_max_api_calls(account.id, 3, &sesame::core::roles::Actor::Operator)
+        .set_quota(
+            account.id,
+            Some(3),
+            None,
+            &sesame::core::roles::Actor::Operator,
+        )
         .await
         .unwrap();
     let (_, body) = status_json(
@@ -106,7 +111,12 @@ async fn every_authenticated_call_counts_and_the_quota_is_enforced() {
     assert_eq!(body["user"]["api_calls_count"], 3);
 
     app.core
-        .set_max_api_calls(account.id, 10, &sesame::core::roles::Actor::Operator)
+        .set_quota(
+            account.id,
+            Some(10),
+            None,
+            &sesame::core::roles::Actor::Operator,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -207,11 +217,16 @@ async fn a_daily_quota_starts_again_at_midnight_utc() {
         .create_with_password("daily_user", "daily password", &[])
         .await;
     app.core
-        .set_max_api_calls(account.id, 2, &Actor::Operator)
+        .set_quota(account.id, Some(2), None, &Actor::Operator)
         .await
         .unwrap();
     app.core
-        .set_quota_period(account.id, Some(QuotaPeriod::Day), &Actor::Operator)
+        .set_quota(
+            account.id,
+            None,
+            Some(Some(QuotaPeriod::Day)),
+            &Actor::Operator,
+        )
         .await
         .unwrap();
     let login = || async {
@@ -275,12 +290,17 @@ async fn the_default_period_is_monthly_when_configured() {
         .create_with_password("forever", "forever password", &[])
         .await;
     app.core
-        .set_quota_period(forever.id, Some(QuotaPeriod::None), &Actor::Operator)
+        .set_quota(
+            forever.id,
+            None,
+            Some(Some(QuotaPeriod::None)),
+            &Actor::Operator,
+        )
         .await
         .unwrap();
     for (name, account) in [("monthly", &monthly), ("forever", &forever)] {
         app.core
-            .set_max_api_calls(account.id, 1, &Actor::Operator)
+            .set_quota(account.id, Some(1), None, &Actor::Operator)
             .await
             .unwrap();
         let grant = app.login_ok_with(name, &format!("{name} password")).await;
