@@ -185,10 +185,10 @@ impl Core {
     }
 
     /// Writes `change` to `account` in one transaction (all of it, or
-    /// nothing when a part is refused), then does what each part calls for:
-    /// every node's cached account dropped, the account's sessions ended
-    /// when it is disabled, the quota counters told, and an audit entry for
-    /// each part.
+    /// nothing when a part is refused; a disabling ends the account's
+    /// sessions in it), then does what each part calls for: every node's
+    /// cached account and the ended sessions dropped, the quota counters
+    /// told, and an audit entry for each part.
     pub(crate) async fn change_account(
         &self,
         account: &Account,
@@ -196,18 +196,16 @@ impl Core {
         actor: &Actor,
     ) -> Result<()> {
         let id = account.id;
-        if !self.store.change_account(id, change, self.now()).await? {
+        let Some(ended) = self.store.change_account(id, change, self.now()).await? else {
             return Err(Error::NotFound("account"));
-        }
+        };
         self.account_changed(id).await;
+        self.sessions_ended(&ended).await;
         if let Some(max) = change.max_api_calls {
             self.api_calls.set_max(id, max);
         }
         if let Some(period) = change.quota_period {
             self.api_calls.set_period(id, period);
-        }
-        if change.status == Some(AccountStatus::Disabled) {
-            self.end_account_sessions(id, None, "disabled").await?;
         }
         let audit = |event: &str, detail: Option<String>| {
             self.audit_change(actor, event, account, detail);
@@ -415,14 +413,18 @@ impl Core {
                 ),
             });
         }
-        self.account_changed(id).await;
-        for key in unlocked_budgets(id) {
-            self.limiter.clear(&key).await?;
-        }
-        // The shared budget is cleared; what other nodes counted on their
-        // own (no Redis, or Redis away) they forget on this notice.
-        self.publish(&Notice::AccountUnlocked(id)).await;
         self.audit_change(actor, "unlock", &account, None);
+        self.account_changed(id).await;
+        // The shared budgets are cleared; what other nodes counted on their
+        // own (no Redis, or Redis away) they forget on this notice. A
+        // budget that cannot be cleared (Redis away) refills by itself: the
+        // unlock stands, and throttling fails open.
+        for key in unlocked_budgets(id) {
+            if let Err(error) = self.limiter.clear(&key).await {
+                tracing::warn!(account = id, %error, "unlocked, but a failure budget was not cleared");
+            }
+        }
+        self.publish(&Notice::AccountUnlocked(id)).await;
         Ok(())
     }
 
@@ -458,13 +460,16 @@ impl Core {
         let account = self.account(id).await?;
         self.check_password_policy(password, &password_context(&account))?;
         let verifiers = self.verifiers_for(password).await?;
-        self.store
-            .set_password(id, &verifiers, true, None, self.now())
-            .await?;
-        self.account_changed(id).await;
-        self.end_account_sessions(id, None, "password_reset")
-            .await?;
+        let Some(ended) = self
+            .store
+            .set_password_ending_sessions(id, &verifiers, None, None, "password_reset", self.now())
+            .await?
+        else {
+            return Err(Error::NotFound("account"));
+        };
         self.audit_change(actor, "password_reset", &account, None);
+        self.account_changed(id).await;
+        self.sessions_ended(&ended).await;
         Ok(())
     }
 
@@ -655,11 +660,18 @@ impl Core {
         // administrator, on any node), the one checked is no longer the
         // account's password.
         let replacing = Some(account.verifiers.password_hash.as_str());
-        if !self
+        let Some(ended) = self
             .store
-            .set_password(account.id, &verifiers, true, replacing, self.now())
+            .set_password_ending_sessions(
+                account.id,
+                &verifiers,
+                replacing,
+                Some(&principal.session_id),
+                "password_changed",
+                self.now(),
+            )
             .await?
-        {
+        else {
             self.account_changed(account.id).await;
             self.audit
                 .record(entry.with_outcome("wrong_current_password"));
@@ -667,11 +679,10 @@ impl Core {
                 "current_password",
                 "is not the account's password",
             ));
-        }
-        self.account_changed(account.id).await;
-        self.end_account_sessions(account.id, Some(&principal.session_id), "password_changed")
-            .await?;
+        };
         self.audit.record(entry);
+        self.account_changed(account.id).await;
+        self.sessions_ended(&ended).await;
         Ok(())
     }
 }

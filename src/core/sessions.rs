@@ -321,12 +321,18 @@ impl Core {
         if revoked {
             ended.push(id.clone());
         }
-        for child in self.store.sessions_from_browser(id).await? {
-            if self.store.revoke_session(&child, now, reason).await? {
-                ended.push(child);
+        let children = async {
+            for child in self.store.sessions_from_browser(id).await? {
+                if self.store.revoke_session(&child, now, reason).await? {
+                    ended.push(child);
+                }
             }
+            Ok::<_, Error>(())
         }
+        .await;
+        // What ended is announced even if a later step failed.
         self.sessions_ended(&ended).await;
+        children?;
         Ok(revoked)
     }
 

@@ -119,17 +119,18 @@ pub async fn logins_and_lockouts_never_undo_a_disabling(store: Arc<dyn Store>) {
     assert!(store.set_locked(account_id, false, 3).await.unwrap());
     assert_eq!(status().await, AccountStatus::Active);
 
-    // Disabled: no login records itself, no lock or unlock enables it.
+    // Disabled (which ends s1 with it): no login records itself, no lock
+    // or unlock enables it.
     store
         .set_status(account_id, AccountStatus::Disabled, 4)
         .await
         .unwrap();
+    let s1 = store.get_session(&"s1".into()).await.unwrap().unwrap();
+    assert_eq!(s1.revoked_at, Some(4), "the disabling ended s1");
     let before = store.get_account(account_id).await.unwrap().unwrap();
     assert_eq!(open("s2", 2).await, None);
     assert!(store.get_session(&"s2".into()).await.unwrap().is_none());
     assert!(store.find_refresh_token(&[2; 32]).await.unwrap().is_none());
-    let live = store.list_live_sessions(account_id, 10).await.unwrap();
-    assert_eq!(live.len(), 1, "s1 was not replaced by the refused login");
     assert!(!store.set_locked(account_id, false, 5).await.unwrap());
     assert!(!store.set_locked(account_id, true, 5).await.unwrap());
     let after = store.get_account(account_id).await.unwrap().unwrap();
@@ -140,6 +141,72 @@ pub async fn logins_and_lockouts_never_undo_a_disabling(store: Arc<dyn Store>) {
     assert!(store.delete_account(account_id).await.unwrap());
     assert_eq!(open("s3", 3).await, None);
     assert!(!store.set_locked(account_id, false, 6).await.unwrap());
+}
+
+/// A new password and the end of the account's other sessions are one
+/// write: over a hash changed meanwhile, neither happens.
+pub async fn a_new_password_ends_sessions_with_it(store: Arc<dyn Store>) {
+    let id = account(&*store, "a").await;
+    for (n, name) in ["keep", "other"].into_iter().enumerate() {
+        let open = session(name, id, "web", 1);
+        let refresh = NewRefreshToken {
+            hash: [n as u8 + 40; 32],
+            session_id: open.id.clone(),
+            issued_at: 1,
+        };
+        store
+            .record_login(&login(id, 1), &open, &refresh, false)
+            .await
+            .unwrap();
+    }
+    let verifiers = PasswordVerifiers {
+        password_hash: "new".into(),
+        md5_verifier: None,
+    };
+    let keep = "keep".to_owned();
+    let changed = store
+        .set_password_ending_sessions(id, &verifiers, Some("not x"), Some(&keep), "changed", 2)
+        .await
+        .unwrap();
+    assert_eq!(changed, None, "the hash is no longer the one replaced");
+    assert_eq!(store.list_live_sessions(id, 2).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .get_account(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .verifiers
+            .password_hash,
+        "x"
+    );
+
+    let changed = store
+        .set_password_ending_sessions(id, &verifiers, Some("x"), Some(&keep), "changed", 3)
+        .await
+        .unwrap();
+    assert_eq!(changed, Some(vec!["other".to_owned()]));
+    let live = store.list_live_sessions(id, 3).await.unwrap();
+    assert_eq!(
+        live.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["keep"]
+    );
+    let account = store.get_account(id).await.unwrap().unwrap();
+    assert_eq!(account.verifiers.password_hash, "new");
+    assert_eq!(account.password_changed_at, 3);
+    // Without a session to keep (a reset), every one ends.
+    let reset = store
+        .set_password_ending_sessions(id, &verifiers, None, None, "reset", 4)
+        .await
+        .unwrap();
+    assert_eq!(reset, Some(vec!["keep".to_owned()]));
+    assert!(
+        store
+            .set_password_ending_sessions(999, &verifiers, None, None, "reset", 4)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// New verifiers of the same password are written only over the hash they
@@ -808,7 +875,7 @@ pub async fn account_changes_are_all_or_nothing(store: Arc<dyn Store>) {
         },
         ..AccountChange::default()
     };
-    assert!(store.change_account(bob, &bobs, 1).await.unwrap());
+    assert!(store.change_account(bob, &bobs, 1).await.unwrap().is_some());
 
     let everything = |contact: ContactChange, roles: &[&str]| AccountChange {
         status: Some(AccountStatus::Disabled),
@@ -897,7 +964,27 @@ pub async fn account_changes_are_all_or_nothing(store: Arc<dyn Store>) {
         },
         &["user", "administrator"],
     );
-    assert!(store.change_account(ann, &change, 4).await.unwrap());
+    let open = session("ann-web", ann, "web", 3);
+    let refresh = NewRefreshToken {
+        hash: [77; 32],
+        session_id: open.id.clone(),
+        issued_at: 3,
+    };
+    store
+        .record_login(&login(ann, 3), &open, &refresh, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.change_account(ann, &change, 4).await.unwrap(),
+        Some(vec!["ann-web".to_owned()]),
+        "a disabling ends the account's sessions with it"
+    );
+    let ended = store
+        .get_session(&"ann-web".to_owned())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.revoked_at, Some(4));
     let changed = store.get_account(ann).await.unwrap().unwrap();
     assert_eq!(changed.status, AccountStatus::Disabled);
     assert_eq!(changed.roles, ["administrator", "user"]);
@@ -923,7 +1010,13 @@ pub async fn account_changes_are_all_or_nothing(store: Arc<dyn Store>) {
         quota_period: Some(None),
         ..AccountChange::default()
     };
-    assert!(store.change_account(ann, &clear, 5).await.unwrap());
+    assert!(
+        store
+            .change_account(ann, &clear, 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let cleared = store.get_account(ann).await.unwrap().unwrap();
     assert_eq!(cleared.status, AccountStatus::Active);
     assert_eq!(cleared.email, None);
@@ -935,7 +1028,13 @@ pub async fn account_changes_are_all_or_nothing(store: Arc<dyn Store>) {
     assert_eq!(cleared.roles, ["administrator", "user"]);
 
     // No such account: nothing written, and no error.
-    assert!(!store.change_account(999, &change, 6).await.unwrap());
+    assert!(
+        !store
+            .change_account(999, &change, 6)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// Two administrators disabling each other at the same moment: exactly one

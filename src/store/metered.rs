@@ -102,7 +102,7 @@ impl AccountStore for MeteredStore {
         id: AccountId,
         change: &AccountChange,
         now: UnixTime,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Vec<SessionId>>> {
         self.time("change_account", self.inner.change_account(id, change, now))
             .await
     }
@@ -140,6 +140,22 @@ impl AccountStore for MeteredStore {
             "set_password",
             self.inner
                 .set_password(id, verifiers, changed, replacing, now),
+        )
+        .await
+    }
+    async fn set_password_ending_sessions(
+        &self,
+        id: AccountId,
+        verifiers: &PasswordVerifiers,
+        replacing: Option<&str>,
+        keep: Option<&SessionId>,
+        reason: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<Vec<SessionId>>> {
+        self.time(
+            "set_password_ending_sessions",
+            self.inner
+                .set_password_ending_sessions(id, verifiers, replacing, keep, reason, now),
         )
         .await
     }

@@ -167,14 +167,16 @@ pub trait AccountStore: Send + Sync {
     /// Accounts matching `query`, in id order.
     async fn search_accounts(&self, query: &AccountQuery) -> StoreResult<Vec<Account>>;
     /// Applies every part of `change` in one transaction, or none of them
-    /// (see [`AccountChange`] for what refuses one); `false`, with nothing
-    /// written, if there is no such account.
+    /// (see [`AccountChange`] for what refuses one); a disabling revokes
+    /// the account's live sessions in the same transaction (reason
+    /// `disabled`). The sessions it ended, or `None`, with nothing written,
+    /// if there is no such account.
     async fn change_account(
         &self,
         id: AccountId,
         change: &AccountChange,
         now: UnixTime,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<Vec<SessionId>>>;
     /// Changes an account's email and/or mobile; `Conflict` names a field
     /// another account holds; `false` if there is no such account.
     async fn set_contact(
@@ -187,7 +189,7 @@ pub trait AccountStore: Send + Sync {
             contact: change.clone(),
             ..AccountChange::default()
         };
-        self.change_account(id, &change, now).await
+        Ok(self.change_account(id, &change, now).await?.is_some())
     }
     /// Sets an account's API-call count back to zero, in a period that
     /// starts `now` (so that calls counted before, flushed later, are dropped).
@@ -215,7 +217,7 @@ pub trait AccountStore: Send + Sync {
             profile: Some(patch.clone()),
             ..AccountChange::default()
         };
-        self.change_account(id, &change, now).await
+        Ok(self.change_account(id, &change, now).await?.is_some())
     }
     /// Replaces the password verifiers. `changed` says whether the password
     /// itself changed (its time is then recorded; false for new verifiers
@@ -232,6 +234,22 @@ pub trait AccountStore: Send + Sync {
         replacing: Option<&str>,
         now: UnixTime,
     ) -> StoreResult<bool>;
+    /// A new password that ends the account's sessions: the verifiers (as
+    /// [`AccountStore::set_password`] with `changed`) and, in the same
+    /// transaction, every live session of the account but `keep` revoked
+    /// with `reason`, so that no failure can leave the new password with
+    /// the old sessions. `None`, with nothing written, if the stored hash
+    /// is no longer `replacing` (or there is no such account); else the
+    /// sessions ended.
+    async fn set_password_ending_sessions(
+        &self,
+        id: AccountId,
+        verifiers: &PasswordVerifiers,
+        replacing: Option<&str>,
+        keep: Option<&SessionId>,
+        reason: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<Vec<SessionId>>>;
     /// Sets the account status; setting `Active` also clears the
     /// consecutive failures. `false` if there is no such account.
     async fn set_status(
@@ -244,7 +262,7 @@ pub trait AccountStore: Send + Sync {
             status: Some(status),
             ..AccountChange::default()
         };
-        self.change_account(id, &change, now).await
+        Ok(self.change_account(id, &change, now).await?.is_some())
     }
     /// Locks an active account (`locked`), or makes an account that is not
     /// disabled active again and clears its consecutive failures (`!locked`),
@@ -288,7 +306,7 @@ pub trait AccountStore: Send + Sync {
             max_api_calls: Some(max),
             ..AccountChange::default()
         };
-        self.change_account(id, &change, now).await
+        Ok(self.change_account(id, &change, now).await?.is_some())
     }
     /// Replaces an account's roles; `false` if there is no such account,
     /// `Conflict("roles")` if a role does not exist.
@@ -302,7 +320,7 @@ pub trait AccountStore: Send + Sync {
             roles: Some(roles.to_vec()),
             ..AccountChange::default()
         };
-        self.change_account(id, &change, now).await
+        Ok(self.change_account(id, &change, now).await?.is_some())
     }
     /// Sets an account's own quota period (`None`: the deployment's
     /// default); `false` if there is no such account.
@@ -316,7 +334,7 @@ pub trait AccountStore: Send + Sync {
             quota_period: Some(period),
             ..AccountChange::default()
         };
-        self.change_account(id, &change, now).await
+        Ok(self.change_account(id, &change, now).await?.is_some())
     }
 }
 

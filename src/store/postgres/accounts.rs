@@ -11,7 +11,7 @@ use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     Account, AccountChange, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage,
-    ClientKind, LoginCandidate, NewAccount, PasswordVerifiers, QuotaPeriod, StoreError,
+    ClientKind, LoginCandidate, NewAccount, PasswordVerifiers, QuotaPeriod, SessionId, StoreError,
     StoreResult,
 };
 
@@ -108,13 +108,13 @@ async fn one_account<'e>(
 }
 
 /// [`AccountStore::change_account`] inside a transaction; the caller
-/// commits it only on `Ok(true)`.
+/// commits it only on `Ok(Some(_))`.
 pub(super) async fn change_account(
     tx: &mut PgConnection,
     id: AccountId,
     change: &AccountChange,
     now: UnixTime,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<Vec<SessionId>>> {
     // The administrators' lock first, as every change to who is one takes
     // it, then the account's row.
     let admins_before = if change.status.is_some() || change.roles.is_some() {
@@ -183,7 +183,7 @@ pub(super) async fn change_account(
     .map_err(db_error)?
     .rows_affected();
     if found == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     if let Some(roles) = &roles {
         sqlx::query("DELETE FROM account_roles WHERE account_id = $1")
@@ -208,7 +208,24 @@ pub(super) async fn change_account(
     if let Some(before) = admins_before {
         super::roles::admins_after(tx, before).await?;
     }
-    Ok(true)
+    if change.status != Some(AccountStatus::Disabled) {
+        return Ok(Some(Vec::new()));
+    }
+    // The account's row is locked (the update above): a login that
+    // committed first is in this snapshot, a later one waits and then
+    // sees the account disabled.
+    super::sessions::ids(
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = 'disabled' \
+             WHERE account_id = $2 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?,
+    )
+    .map(Some)
 }
 
 /// Sets (`Some`) or removes (`None`) one profile attribute.
@@ -377,13 +394,13 @@ impl AccountStore for PostgresStore {
         id: AccountId,
         change: &AccountChange,
         now: UnixTime,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Vec<SessionId>>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        if !change_account(&mut tx, id, change, now).await? {
-            return Ok(false);
-        }
+        let Some(ended) = change_account(&mut tx, id, change, now).await? else {
+            return Ok(None);
+        };
         tx.commit().await.map_err(db_error)?;
-        Ok(true)
+        Ok(Some(ended))
     }
 
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool> {
@@ -460,6 +477,53 @@ impl AccountStore for PostgresStore {
         .await
         .map_err(db_error)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_password_ending_sessions(
+        &self,
+        id: AccountId,
+        verifiers: &PasswordVerifiers,
+        replacing: Option<&str>,
+        keep: Option<&SessionId>,
+        reason: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<Vec<SessionId>>> {
+        // The account's row is locked by the first update, as
+        // `revoke_account_sessions` locks it: a login that commits
+        // meanwhile is in the second update's snapshot, a later one waits.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let written = sqlx::query(
+            "UPDATE accounts SET password_hash = $1, md5_verifier = $2, \
+             password_changed_at = $3, updated_at = $3 \
+             WHERE id = $4 AND ($5::text IS NULL OR password_hash = $5)",
+        )
+        .bind(&verifiers.password_hash)
+        .bind(&verifiers.md5_verifier)
+        .bind(now)
+        .bind(id)
+        .bind(replacing)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if written == 0 {
+            return Ok(None);
+        }
+        let ended = super::sessions::ids(
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE account_id = $3 AND revoked_at IS NULL AND id <> $4 RETURNING id",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .bind(keep.map_or("", String::as_str))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?,
+        )?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(ended))
     }
 
     async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool> {

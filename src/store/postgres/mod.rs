@@ -339,6 +339,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_password_ends_sessions_with_it() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::a_new_password_ends_sessions_with_it(store).await;
+    }
+
+    #[tokio::test]
     async fn account_changes_are_all_or_nothing() {
         let Some((_db, store)) = store().await else {
             return;

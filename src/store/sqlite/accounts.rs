@@ -9,7 +9,7 @@ use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     Account, AccountChange, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage,
-    ClientKind, LoginCandidate, LoginRecord, NewAccount, PasswordVerifiers, QuotaPeriod,
+    ClientKind, LoginCandidate, LoginRecord, NewAccount, PasswordVerifiers, QuotaPeriod, SessionId,
     StoreError, StoreResult,
 };
 
@@ -99,7 +99,7 @@ pub(super) fn change_account(
     id: AccountId,
     change: &AccountChange,
     now: UnixTime,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<Vec<SessionId>>> {
     if let Some(roles) = &change.roles {
         for role in roles {
             if !super::roles::role_exists(conn, role)? {
@@ -113,7 +113,7 @@ pub(super) fn change_account(
             .and_then(|mut update| update.execute(params![now, id]))
             .map_err(db_error)?;
         if found == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         // One column (or two set together) from one value.
         let set = |sql: &str, value: &dyn rusqlite::ToSql| {
@@ -177,7 +177,16 @@ pub(super) fn change_account(
                 set_attribute(conn, id, name, value.as_deref())?;
             }
         }
-        Ok(true)
+        if change.status != Some(AccountStatus::Disabled) {
+            return Ok(Some(Vec::new()));
+        }
+        super::sessions::returning_ids(
+            conn,
+            "UPDATE sessions SET revoked_at = ?, revoked_reason = 'disabled' \
+             WHERE account_id = ? AND revoked_at IS NULL RETURNING id",
+            params![now, id],
+        )
+        .map(Some)
     };
     if change.status.is_some() || change.roles.is_some() {
         super::roles::keeping_an_admin(conn, apply)
@@ -355,10 +364,17 @@ impl AccountStore for SqliteStore {
         id: AccountId,
         change: &AccountChange,
         now: UnixTime,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Vec<SessionId>>> {
         let change = change.clone();
-        self.write(move |conn| change_account(conn, id, &change, now))
-            .await
+        // A disabling ends as many sessions as the account has: off the
+        // async workers then.
+        if change.status == Some(AccountStatus::Disabled) {
+            self.write_off_workers(move |conn| change_account(conn, id, &change, now))
+                .await
+        } else {
+            self.write(move |conn| change_account(conn, id, &change, now))
+                .await
+        }
     }
 
     async fn reset_api_calls(&self, id: AccountId, now: UnixTime) -> StoreResult<bool> {
@@ -440,6 +456,50 @@ impl AccountStore for SqliteStore {
             })
             .map(|written| written == 1)
             .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn set_password_ending_sessions(
+        &self,
+        id: AccountId,
+        verifiers: &PasswordVerifiers,
+        replacing: Option<&str>,
+        keep: Option<&SessionId>,
+        reason: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<Vec<SessionId>>> {
+        let verifiers = verifiers.clone();
+        let replacing = replacing.map(str::to_owned);
+        let (keep, reason) = (keep.cloned().unwrap_or_default(), reason.to_owned());
+        // As many rows as the account has sessions: off the async workers.
+        self.write_off_workers(move |conn| {
+            let written = conn
+                .prepare_cached(
+                    "UPDATE accounts SET password_hash = ?1, md5_verifier = ?2, \
+                     password_changed_at = ?3, updated_at = ?3 \
+                     WHERE id = ?4 AND (?5 IS NULL OR password_hash = ?5)",
+                )
+                .and_then(|mut update| {
+                    update.execute(params![
+                        verifiers.password_hash,
+                        verifiers.md5_verifier,
+                        now,
+                        id,
+                        replacing
+                    ])
+                })
+                .map_err(db_error)?;
+            if written == 0 {
+                return Ok(None);
+            }
+            super::sessions::returning_ids(
+                conn,
+                "UPDATE sessions SET revoked_at = ?, revoked_reason = ? \
+                 WHERE account_id = ? AND revoked_at IS NULL AND id <> ? RETURNING id",
+                params![now, reason, id, keep],
+            )
+            .map(Some)
         })
         .await
     }

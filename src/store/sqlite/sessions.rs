@@ -505,6 +505,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_password_ends_sessions_with_it() {
+        let (_dir, store) = store().await;
+        conformance::a_new_password_ends_sessions_with_it(store).await;
+    }
+
+    #[tokio::test]
     async fn account_changes_are_all_or_nothing() {
         let (_dir, store) = store().await;
         conformance::account_changes_are_all_or_nothing(store).await;
