@@ -378,6 +378,10 @@ pub struct Import {
     /// later line colliding with an earlier one, or a session of an
     /// account earlier in the file, is judged as the real import would.
     seen: Option<Seen>,
+    /// The accounts this import wrote (inserted or updated; in a dry run,
+    /// would write): the only ones its sessions may join. About 16 bytes
+    /// an account.
+    written: HashSet<AccountId>,
     counts: ImportCounts,
 }
 
@@ -1101,6 +1105,7 @@ impl Core {
             on_conflict: options.on_conflict,
             roles: self.store.role_names().await?,
             seen: options.dry_run.then(Seen::default),
+            written: HashSet::new(),
             counts: ImportCounts::default(),
         })
     }
@@ -1141,12 +1146,35 @@ impl Core {
         // With --on-conflict update, a copy of each account, for those
         // whose id turns out to be taken.
         let mut copies: Vec<Option<AccountRecord>> = Vec::new();
-        for parsed in batch {
-            if let ImportRecord::Session(session) = &parsed.record
-                && session.expires_at <= now
-            {
-                import.counts.expired += 1;
-                continue;
+        // Sessions refused before the database sees them.
+        let mut refusals = Vec::new();
+        for mut parsed in batch {
+            if let ImportRecord::Session(session) = &mut parsed.record {
+                if session.expires_at <= now {
+                    import.counts.expired += 1;
+                    continue;
+                }
+                // Only an account this import wrote: one whose line was
+                // refused or skipped (its id taken by someone, perhaps
+                // with the same username), or that is not in the file,
+                // would otherwise take a token the file chose. Skipped
+                // with its account under --on-conflict skip.
+                if !import.written.contains(&session.account_id) {
+                    if import.on_conflict == OnConflict::Skip {
+                        import.counts.skipped += 1;
+                    } else {
+                        import.counts.refused += 1;
+                        refusals.push(Refusal {
+                            line: parsed.line,
+                            reason: format!("{}: {}", parsed.label, RecordError::NotWritten),
+                        });
+                    }
+                    continue;
+                }
+                // No imported session outlives one opened now.
+                session.expires_at = session
+                    .expires_at
+                    .min(now.saturating_add(self.settings.tokens.refresh_ttl));
             }
             let format = match &parsed.record {
                 ImportRecord::Account(account) => Some(
@@ -1164,8 +1192,15 @@ impl Core {
             records.push(parsed.record);
         }
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(refusals);
         }
+        let account_ids: Vec<Option<AccountId>> = records
+            .iter()
+            .map(|record| match record {
+                ImportRecord::Account(account) => Some(account.id),
+                ImportRecord::Session(_) => None,
+            })
+            .collect();
         let results: RecordResults = match &mut import.seen {
             Some(seen) => {
                 let stored = self.store.check_batch(&records).await?;
@@ -1216,12 +1251,15 @@ impl Core {
                 results[i] = outcome;
             }
         }
-        let mut refusals = Vec::new();
-        for (((line, label, format), result), updated) in
-            lines.into_iter().zip(results).zip(updated)
+        for ((((line, label, format), result), updated), account_id) in lines
+            .into_iter()
+            .zip(results)
+            .zip(updated)
+            .zip(account_ids)
         {
             match (result, format) {
                 (Ok(()), Some(format)) => {
+                    import.written.extend(account_id);
                     if updated {
                         import.counts.updated += 1;
                     } else {
@@ -1283,6 +1321,7 @@ mod tests {
             on_conflict: OnConflict::Fail,
             roles: vec!["administrator".into(), "user".into()],
             seen: Some(Seen::default()),
+            written: HashSet::new(),
             counts: ImportCounts::default(),
         }
     }

@@ -140,6 +140,11 @@ pub enum RecordError {
     /// No account has the id of an update.
     #[error("no account with this id to update")]
     NotThere,
+    /// The session's account line was not written by this import (refused,
+    /// skipped, or not in the file): a session never joins an account its
+    /// own import did not write.
+    #[error("account_id names no account this import wrote")]
+    NotWritten,
     /// The database refused the record for another reason.
     #[error("the database refused it: {0}")]
     Store(StoreError),

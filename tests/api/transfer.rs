@@ -408,6 +408,7 @@ fn account_line(id: i64, username: &str, hash: &str, extra: &str) -> String {
 
 const ERIN_REFRESH: &str = "erin-refresh-token-carried-over-by-hand";
 const JACK_REFRESH: &str = "jack-refresh-token-from-the-old-system";
+const PLANTED_REFRESH: &str = "a-token-the-file-chose-for-ivan";
 
 /// A file with good and bad lines mixed, and what each bad line is refused for.
 fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
@@ -436,6 +437,14 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
     jacks["account_id"] = json!(1);
     jacks["username"] = json!("jack");
     jacks["refresh_tokens"][0]["hash"] = json!(hex::encode(Sha256::digest(JACK_REFRESH)));
+    // Another deployment's ivan (id 1 and the same username as this one's,
+    // another person): his line is refused, and his session, with a token
+    // the file chose, must not join this ivan's account either.
+    let mut planted = jacks.clone();
+    planted["id"] = json!("7b1e2d3c-5555-4333-8444-a55566677788");
+    planted["username"] = json!("ivan");
+    planted["expires_at"] = json!(253_402_300_799_i64);
+    planted["refresh_tokens"][0]["hash"] = json!(hex::encode(Sha256::digest(PLANTED_REFRESH)));
     let lines = [
         r#"{"format": "sesame-export", "version": 1, "exported_at": "2026-11-21T09:10:25Z"}"#
             .to_owned(),
@@ -470,6 +479,8 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
             &phc("kate password 1"),
             r#", "roles": ["administrator"]"#,
         ),
+        account_line(1, "ivan", &erin, ""),
+        planted.to_string(),
     ];
     let expected = vec![
         (3, "unknown field `pasword`"),
@@ -481,15 +492,17 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
             10,
             "account hank: password_hash: scrypt: parameters beyond what Sesame verifies",
         ),
-        (11, "session: account_id names no account"),
+        (11, "session: account_id names no account this import wrote"),
         (12, "account Ivan: username is already taken"),
         (13, "account jack: id is already taken"),
         (
             14,
-            "session: account_id names an account with another username",
+            "session: account_id names no account this import wrote",
         ),
         (15, "username: required (format version 2)"),
         (16, "longer than"),
+        (18, "account ivan: id is already taken"),
+        (19, "session: account_id names no account this import wrote"),
     ];
     let secrets = vec![erin, hank.to_owned(), "hunter2".to_owned()];
     (lines.join("\n") + "\n", expected, secrets)
@@ -533,7 +546,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     let dry_refusals = check(&dry);
     assert_eq!(
         text(&dry.stdout).trim(),
-        "checked 17 lines: would import 3 accounts and 1 session; 12 lines refused\npassword hashes: argon2 3"
+        "checked 19 lines: would import 3 accounts and 1 session; 14 lines refused\npassword hashes: argon2 3"
     );
     let listed = ok(run(sesame(&env).args(["user", "list", "--json"]), None));
     assert_eq!(
@@ -555,7 +568,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     );
     assert_eq!(
         text(&real.stdout).trim(),
-        "imported 3 accounts and 1 session; 12 lines refused\npassword hashes: argon2 3"
+        "imported 3 accounts and 1 session; 14 lines refused\npassword hashes: argon2 3"
     );
 
     let app = app_on(deployment.clone()).await;
@@ -584,6 +597,11 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
         app.refresh(JACK_REFRESH).await.status(),
         StatusCode::UNAUTHORIZED,
         "jack's old token gives no tokens of ivan's"
+    );
+    assert_eq!(
+        app.refresh(PLANTED_REFRESH).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "another ivan's session does not join this one's account"
     );
     let gina: Value = app
         .login("gina", "gina password 1")
