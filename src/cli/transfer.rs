@@ -519,10 +519,12 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
     let template = match &args.template {
         Some(source) => {
             let mut constants = Vec::new();
-            for pair in &args.template_consts {
+            for (n, pair) in args.template_consts.iter().enumerate() {
+                // The value may be a pepper: never repeated.
                 let Some((name, value)) = pair.split_once('=') else {
                     return Err(unreadable(format!(
-                        "--template-const {pair:?}: expected NAME=VALUE"
+                        "--template-const number {}: expected NAME=VALUE",
+                        n + 1
                     )));
                 };
                 constants.push((name.to_owned(), value.to_owned()));

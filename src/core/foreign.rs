@@ -45,6 +45,12 @@ const MAX_PHPASS_LOG2: u32 = 20;
 /// Most sha-crypt rounds (passlib's defaults are 535,000 and 656,000; the
 /// format allows 999,999,999, each round over the whole password).
 const MAX_SHA_CRYPT_ROUNDS: u32 = 1_000_000;
+/// Longest password checked against a sha-crypt, phpass or Drupal 7 hash,
+/// whose every round goes over the whole password: at the round bounds
+/// above, a 1 KiB password would hold a hashing thread some fifteen times
+/// longer than a usual one. A longer one matches nothing (Drupal 7 itself
+/// refuses passwords over 512 bytes).
+const MAX_PER_ROUND_PASSWORD_BYTES: usize = 256;
 
 const MEMBERSHIP_SHA1: &str = "$sesame-aspnet-membership-sha1$";
 const MEMBERSHIP_SHA256: &str = "$sesame-aspnet-membership-sha256$";
@@ -392,6 +398,11 @@ fn verify_inner(password: &[u8], stored: &str, check_only: bool) -> Result<bool,
             django_pbkdf2(password, stored, check_only)
         }
         Some("django scrypt") => django_scrypt(password, stored, check_only),
+        Some("sha512-crypt" | "sha256-crypt" | "phpass" | "drupal7")
+            if !check_only && password.len() > MAX_PER_ROUND_PASSWORD_BYTES =>
+        {
+            Ok(false)
+        }
         Some("sha512-crypt" | "sha256-crypt") => sha_crypt(password, stored, check_only),
         Some("md5-crypt" | "apr1") => md5_crypt(password, stored, check_only),
         Some("phpass" | "drupal7") => phpass(password, stored, check_only),
@@ -954,6 +965,10 @@ fn firebase_scrypt(password: &[u8], stored: &str, check_only: bool) -> Result<bo
     if expected.len() != signer.len() {
         return Err("firebase-scrypt: the hash is not as long as the signer key".into());
     }
+    // An empty key would make an empty hash match every password.
+    if signer.len() < 16 {
+        return Err("firebase-scrypt: the signer key is shorter than 16 bytes".into());
+    }
     if check_only {
         return Ok(true);
     }
@@ -991,6 +1006,9 @@ fn template_verify(password: &[u8], stored: &str, check_only: bool) -> Result<bo
     // The bounds the template's size was judged by (`longest_value`).
     if salt.len() > MAX_STORED_BYTES || username.len() > super::domain::MAX_LOGIN_BYTES {
         return Err("template: salt or username too long".into());
+    }
+    if expected.is_empty() {
+        return Err("template: empty digest".into());
     }
     if check_only {
         return Ok(true);
@@ -1402,6 +1420,14 @@ fn longest_value(node: &Node) -> (u64, u64) {
     }
 }
 
+/// Whether `node` reads the variable `variable` anywhere.
+fn reads(node: &Node, variable: &Node) -> bool {
+    match node {
+        Node::Concat(parts) | Node::Call(_, parts) => parts.iter().any(|p| reads(p, variable)),
+        other => other == variable,
+    }
+}
+
 impl Template {
     /// Parses an expression; `constants` are its named constants.
     pub fn parse(source: &str, constants: &[(String, String)]) -> Result<Self, TemplateError> {
@@ -1420,6 +1446,12 @@ impl Template {
         parser.skip_spaces();
         if parser.at < parser.chars.len() {
             return parser.error("unexpected text after the expression");
+        }
+        if !reads(&root, &Node::Password) {
+            return Err(TemplateError {
+                position: 1,
+                message: "it never reads password, so every password would match".into(),
+            });
         }
         let (_, longest) = longest_value(&root);
         if longest > MAX_TEMPLATE_OUTPUT {
@@ -1479,14 +1511,7 @@ impl Template {
 
     /// Whether the expression reads `salt`.
     pub fn uses_salt(&self) -> bool {
-        fn uses(node: &Node) -> bool {
-            match node {
-                Node::Salt => true,
-                Node::Concat(parts) | Node::Call(_, parts) => parts.iter().any(uses),
-                _ => false,
-            }
-        }
-        uses(&self.root)
+        reads(&self.root, &Node::Salt)
     }
 
     /// The expression's value.
@@ -1556,7 +1581,7 @@ mod tests {
         assert!(Template::parse(&nested(5), &[]).is_ok());
         let error = Template::parse(&nested(30), &[]).unwrap_err();
         assert!(error.message.contains("could reach"), "{error}");
-        assert!(Template::parse("upper(salt + salt + salt + salt)", &[]).is_ok());
+        assert!(Template::parse("upper(salt + salt + salt + password)", &[]).is_ok());
         assert!(Template::parse(&format!("md5({})", nested(30)), &[]).is_err());
     }
 
@@ -1588,7 +1613,7 @@ mod tests {
         let stored = |salt: &[u8]| {
             format!(
                 "{TEMPLATE}{}${}${}${}",
-                URL_SAFE_NO_PAD.encode("hex(hex(salt))"),
+                URL_SAFE_NO_PAD.encode("hex(hex(salt)) + password"),
                 URL_SAFE_NO_PAD.encode(salt),
                 URL_SAFE_NO_PAD.encode("u"),
                 URL_SAFE_NO_PAD.encode("00")
@@ -1662,6 +1687,45 @@ mod tests {
             prepare(given, None, None)
                 .unwrap_err()
                 .contains("--firebase-signer-key")
+        );
+    }
+
+    /// Stored forms of Sesame's own that a file could carry, crafted to
+    /// match every password, are refused at import (and never match).
+    #[test]
+    fn no_stored_form_matches_every_password() {
+        for crafted in [
+            "$sesame-firebase-scrypt$$$1$1$$".to_owned(),
+            format!(
+                "{TEMPLATE}{}${}${}$",
+                URL_SAFE_NO_PAD.encode("salt"),
+                URL_SAFE_NO_PAD.encode(""),
+                URL_SAFE_NO_PAD.encode("u"),
+            ),
+            format!(
+                "{TEMPLATE}{}${}${}$",
+                URL_SAFE_NO_PAD.encode("md5(password)"),
+                URL_SAFE_NO_PAD.encode(""),
+                URL_SAFE_NO_PAD.encode("u"),
+            ),
+        ] {
+            let given = Given {
+                hash: &crafted,
+                ..Given::default()
+            };
+            assert!(prepare(given, None, None).is_err(), "{crafted}");
+            assert_ne!(verify(b"anything", &crafted), Ok(true), "{crafted}");
+        }
+        // Formats whose every round reads the whole password take none
+        // over 256 bytes (it would hold a hashing thread for seconds).
+        let sha512 = "$6$rounds=1000000$saltsalt$\
+            Ttbz7ZxSN2ePawKlY8h9Q7Np0sUVMuNdtMdvb/ZgnSMpx0tdp1RKTuZPxGgGnnsGEnGKK6t9Q9ngHUJ.52tFP1";
+        assert_eq!(verify(&[b'a'; 257], sha512), Ok(false));
+        assert_eq!(verify(&[b'a'; 257], "$S$Dabcdefgh"), Ok(false));
+        let refused = Template::parse("md5(salt + \"pepper\")", &[]).unwrap_err();
+        assert!(
+            refused.message.contains("never reads password"),
+            "{refused:?}"
         );
     }
 

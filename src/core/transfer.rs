@@ -656,8 +656,11 @@ impl Import {
 
     /// Validates an account line as account creation would.
     fn account(&self, a: AccountLine) -> std::result::Result<AccountRecord, String> {
-        if a.id <= 0 {
-            return Err("id: must be a positive integer".into());
+        // Bounded like counts: an id near the end of the range would leave
+        // no id for the accounts created after it (and JSON readers lose
+        // precision past 2^53).
+        if !(1..=MOST_COUNT).contains(&a.id) {
+            return Err(format!("id: must be from 1 to {MOST_COUNT}"));
         }
         let username = Username::parse(&a.username).map_err(|e| e.to_string())?;
         let email = a
@@ -951,8 +954,8 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
     if uuid::Uuid::try_parse(&s.id).is_err() {
         return Err("id: must be a UUID".into());
     }
-    if s.account_id <= 0 {
-        return Err("account_id: must be a positive integer".into());
+    if !(1..=MOST_COUNT).contains(&s.account_id) {
+        return Err(format!("account_id: must be from 1 to {MOST_COUNT}"));
     }
     let Some(username) = s.username else {
         return Err(
@@ -1251,11 +1254,8 @@ impl Core {
                 results[i] = outcome;
             }
         }
-        for ((((line, label, format), result), updated), account_id) in lines
-            .into_iter()
-            .zip(results)
-            .zip(updated)
-            .zip(account_ids)
+        for ((((line, label, format), result), updated), account_id) in
+            lines.into_iter().zip(results).zip(updated).zip(account_ids)
         {
             match (result, format) {
                 (Ok(()), Some(format)) => {

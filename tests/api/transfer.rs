@@ -495,10 +495,7 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         (11, "session: account_id names no account this import wrote"),
         (12, "account Ivan: username is already taken"),
         (13, "account jack: id is already taken"),
-        (
-            14,
-            "session: account_id names no account this import wrote",
-        ),
+        (14, "session: account_id names no account this import wrote"),
         (15, "username: required (format version 2)"),
         (16, "longer than"),
         (18, "account ivan: id is already taken"),
