@@ -8,7 +8,8 @@ use std::path::Path;
 use crate::core::keys::KeyEncryptionKey;
 
 /// Checks `public_url`: an absolute `http` or `https` URL without query or
-/// fragment; returned without a trailing slash.
+/// fragment; returned as parsed (scheme and host in lower case, no default
+/// port), without a trailing slash.
 pub(super) fn public_url(raw: Option<&str>, problems: &mut Vec<String>) -> Option<String> {
     let raw = raw?.trim();
     // Not repeated: a query or user info may carry a secret.
@@ -31,7 +32,9 @@ pub(super) fn public_url(raw: Option<&str>, problems: &mut Vec<String>) -> Optio
     if url.query().is_some() || url.fragment().is_some() {
         return refuse(problems, "must not have a query or a fragment");
     }
-    Some(raw.trim_end_matches('/').to_owned())
+    // As parsed (scheme and host in lower case): the issuer clients compare
+    // byte for byte, and whether cookies are `Secure`, follow from it.
+    Some(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// Reads the key-encryption key from the value or the file (not both).
@@ -83,6 +86,12 @@ mod tests {
         assert_eq!(
             public_url(Some("http://127.0.0.1:8420/auth"), &mut problems).as_deref(),
             Some("http://127.0.0.1:8420/auth")
+        );
+        // As parsed: the issuer is canonical, and `Secure` cookies follow
+        // from an upper-case `HTTPS://` too.
+        assert_eq!(
+            public_url(Some("HTTPS://Login.Example.com:443/"), &mut problems).as_deref(),
+            Some("https://login.example.com")
         );
         assert!(problems.is_empty());
         for bad in [

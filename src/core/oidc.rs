@@ -438,13 +438,30 @@ impl Core {
     }
 
     /// An ID token Sesame signed, expired or not, read as a logout's
-    /// `id_token_hint`; `None` if it is not one.
-    pub fn id_token_hint(&self, hint: &str) -> Option<IdTokenHint> {
-        let claims = self.tokens.decode_id_token(hint).ok()?;
-        Some(IdTokenHint {
-            audience: claims["aud"].as_str()?.to_owned(),
-            account_id: claims["sub"].as_str()?.parse().ok()?,
-        })
+    /// `id_token_hint`. A key this node has not loaded yet (another node
+    /// made it) is loaded first. `Ok(None)` if it names a key no longer
+    /// kept (retired since the token was issued): the hint is then as if
+    /// absent, and the user is asked; `Err` if it is not such a token.
+    pub async fn id_token_hint(&self, hint: &str) -> std::result::Result<Option<IdTokenHint>, ()> {
+        let mut decoded = self.tokens.decode_id_token(hint);
+        if decoded.is_err() && !self.tokens.knows_key_of(hint) {
+            if self.reload_keys_for_unknown_kid().await {
+                decoded = self.tokens.decode_id_token(hint);
+            }
+            if decoded.is_err() && !self.tokens.knows_key_of(hint) {
+                return Ok(None);
+            }
+        }
+        let claims = decoded.map_err(|_| ())?;
+        let audience = claims["aud"].as_str().ok_or(())?.to_owned();
+        let account_id = claims["sub"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or(())?;
+        Ok(Some(IdTokenHint {
+            audience,
+            account_id,
+        }))
     }
 
     /// The JWS algorithm ID tokens are signed with.
@@ -663,11 +680,18 @@ impl Core {
 
     /// Signs in on the hosted page: the same core login as every face, then
     /// a browser session. Returns the cookie value and the session.
+    ///
+    /// The browser's earlier session (`previous`, its cookie), which the new
+    /// cookie replaces, does not stay behind where no logout can reach it:
+    /// signed in again as the same account (`prompt=login`, `max_age`),
+    /// its client sessions move to the new one and it ends; as another
+    /// account, it ends with its client sessions.
     pub async fn sign_in_browser(
         &self,
         login: &str,
         password: &str,
         client: ClientInfo,
+        previous: Option<&str>,
     ) -> crate::core::Result<(String, BrowserSession)> {
         // A malformed login or password is refused like a wrong one: the
         // page must not tell what exists.
@@ -703,7 +727,35 @@ impl Core {
             account_id: grant.account.id,
             auth_time: self.now(),
         };
+        if let Some(previous) = previous
+            && let Err(error) = self.replace_browser_session(previous, &session).await
+        {
+            // The sign-in stands; the earlier session stays as it was.
+            tracing::warn!(%error, "could not end the browser's earlier session");
+        }
         Ok((cookie, session))
+    }
+
+    /// See [`Core::sign_in_browser`].
+    async fn replace_browser_session(
+        &self,
+        previous: &str,
+        new: &BrowserSession,
+    ) -> crate::core::Result<()> {
+        let Some(old) = self.browser_session(previous).await? else {
+            return Ok(());
+        };
+        if old.session_id == new.session_id {
+            return Ok(());
+        }
+        if old.account_id == new.account_id {
+            self.store
+                .move_browser_children(&old.session_id, &new.session_id)
+                .await?;
+        }
+        self.end_session_and_its_clients(&old.session_id, "signed_in_again")
+            .await?;
+        Ok(())
     }
 
     /// What a checked authorization request leads to in a browser that has

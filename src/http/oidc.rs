@@ -135,7 +135,18 @@ fn parse_params(raw: &[u8]) -> Result<Params, Refusal> {
     let mut params = Params::new();
     for (name, value) in pairs {
         if params.contains_key(&name) {
-            return Err(Refusal::Repeated(name.chars().take(64).collect()));
+            // Named only when the name is one a client would send: an
+            // error description holds no other characters (RFC 6749
+            // §5.2) and repeats no input of another kind.
+            let plain = name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            return Err(Refusal::Repeated(if plain {
+                name
+            } else {
+                "(a name with other characters)".into()
+            }));
         }
         params.insert(name, value);
     }
@@ -581,7 +592,12 @@ pub(super) async fn sign_in(
         .get("password")
         .map(String::as_str)
         .unwrap_or_default();
-    let (status, message, retry) = match state.core.sign_in_browser(login, password, info).await {
+    let previous = read_cookie(&state, &headers, Jar::Session);
+    let (status, message, retry) = match state
+        .core
+        .sign_in_browser(login, password, info, previous)
+        .await
+    {
         Ok((cookie_value, browser)) => {
             return match state.core.issue_code(&authorization, &browser).await {
                 Ok(location) => {
@@ -972,6 +988,22 @@ pub(super) async fn logout_post(
 ) -> Response {
     let lang = Lang::from_headers(&headers);
     match page_form(&headers, &body) {
+        // A form posted from another site comes without the session
+        // cookie (SameSite=Lax): answered as such, it would end nothing
+        // and still send the user on as signed out. The same request as a
+        // GET, a top-level navigation, carries the cookie.
+        Ok(params) if read_cookie(&state, &headers, Jar::Session).is_none() => {
+            let mut pairs: Vec<(&str, &str)> = params
+                .iter()
+                .filter(|(name, _)| name.as_str() != "csrf")
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            pairs.sort_unstable();
+            redirect(&with_query(
+                &format!("{}/oauth2/logout", state.core.issuer()),
+                &pairs,
+            ))
+        }
         Ok(params) => {
             let confirmed = csrf_matches(&state, &headers, &params);
             logout(&state, &headers, &params, confirmed).await
@@ -992,9 +1024,9 @@ async fn logout(
     let lang = Lang::from_headers(headers);
     let t = page::text(lang);
     let hint = match params.get("id_token_hint") {
-        Some(raw) => match state.core.id_token_hint(raw) {
-            Some(hint) => Some(hint),
-            None => return error_page(lang, StatusCode::BAD_REQUEST, &Refusal::BadHint),
+        Some(raw) => match state.core.id_token_hint(raw).await {
+            Ok(hint) => hint,
+            Err(()) => return error_page(lang, StatusCode::BAD_REQUEST, &Refusal::BadHint),
         },
         None => None,
     };
@@ -1011,7 +1043,9 @@ async fn logout(
         .await
     {
         Ok(true) => {}
-        Ok(false) => return logout_confirmation(state, headers, params, target.as_deref()),
+        Ok(false) => {
+            return logout_confirmation(state, headers, params, audience, target.as_deref());
+        }
         Err(error) => {
             tracing::error!(%error, "logout failed");
             return unavailable_page(lang);
@@ -1037,6 +1071,7 @@ fn logout_confirmation(
     state: &AppState,
     headers: &HeaderMap,
     params: &Params,
+    hint_audience: Option<&str>,
     target: Option<&str>,
 ) -> Response {
     let lang = Lang::from_headers(headers);
@@ -1051,8 +1086,21 @@ fn logout_confirmation(
         page::escape(&base_path(state)),
         page::escape(&csrf),
     );
-    for name in ["post_logout_redirect_uri", "client_id", "state"] {
-        if let Some(value) = params.get(name) {
+    // The hint's client, so that the confirmed form (which does not carry
+    // the hint) names where its return address is registered.
+    let client_id = params
+        .get("client_id")
+        .map(String::as_str)
+        .or(hint_audience);
+    for (name, value) in [
+        (
+            "post_logout_redirect_uri",
+            params.get("post_logout_redirect_uri").map(String::as_str),
+        ),
+        ("client_id", client_id),
+        ("state", params.get("state").map(String::as_str)),
+    ] {
+        if let Some(value) = value {
             form.push_str(&format!(
                 "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
                 page::escape(value)
@@ -1083,6 +1131,15 @@ mod tests {
         assert_eq!(
             parse_params(b"a=1&a=2").unwrap_err(),
             Refusal::Repeated("a".into())
+        );
+        // A name a client would not send is not repeated back: an error
+        // description keeps to RFC 6749 §5.2's characters.
+        let refusal = parse_params(b"%22%5C%E2%80%A8x=1&%22%5C%E2%80%A8x=2").unwrap_err();
+        let text = refusal.text(Lang::En);
+        assert!(
+            text.bytes()
+                .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E)),
+            "{text}"
         );
     }
 

@@ -500,6 +500,13 @@ impl OAuthStore for MeteredStore {
         )
         .await
     }
+    async fn move_browser_children(&self, from: &SessionId, to: &SessionId) -> StoreResult<()> {
+        self.time(
+            "move_browser_children",
+            self.inner.move_browser_children(from, to),
+        )
+        .await
+    }
     async fn sessions_from_browser(
         &self,
         browser_session: &SessionId,

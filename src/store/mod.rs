@@ -556,6 +556,10 @@ pub trait OAuthStore: Send + Sync {
     ) -> StoreResult<Vec<SessionId>>;
     /// Live sessions opened for a client.
     async fn sessions_of_client(&self, client_id: &str) -> StoreResult<Vec<SessionId>>;
+    /// Hands the sessions opened from browser session `from` to browser
+    /// session `to` (the same account signed in again in that browser), so
+    /// that a logout there ends them too.
+    async fn move_browser_children(&self, from: &SessionId, to: &SessionId) -> StoreResult<()>;
 }
 
 /// Everything Sesame persists.

@@ -1401,6 +1401,172 @@ async fn logout_ends_the_browser_session_and_what_it_gave_clients() {
     );
 }
 
+/// Every session a browser opened is within reach of its logout: one it
+/// signed in again over (`prompt=login`), a logout form posted from
+/// another site (which comes without the cookie), a confirmation asked
+/// for on somebody else's hint, and a hint signed by a retired key.
+#[tokio::test]
+async fn logout_reaches_every_session_the_browser_opened() {
+    let (app, secret) = spawn().await;
+    let tokens = |code: String, verifier: String| {
+        let (app, secret) = (&app, &secret);
+        async move {
+            let answer = exchange(app, secret, &code, &verifier).await;
+            assert_eq!(answer.status(), StatusCode::OK);
+            answer.json::<Value>().await.unwrap()
+        }
+    };
+    let refused = |tokens: &Value| {
+        let (app, secret) = (&app, &secret);
+        let access = tokens["access_token"].as_str().unwrap().to_owned();
+        let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+        async move {
+            assert_eq!(
+                userinfo(app, &access).await.status(),
+                StatusCode::UNAUTHORIZED
+            );
+            let grant = token(
+                app,
+                Some(("web", secret)),
+                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+            )
+            .await;
+            oauth_error(grant, StatusCode::BAD_REQUEST, "invalid_grant").await;
+        }
+    };
+    let encoded = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+
+    // Signed in, then again over it (prompt=login): the first client
+    // session moves to the new browser session, which a logout ends.
+    let mut browser = Browser::new();
+    let first_pkce = pkce();
+    let first = code_for(&app, &mut browser, "web", &first_pkce).await;
+    let first = tokens(first, first_pkce.verifier.clone()).await;
+    let again_pkce = pkce();
+    let again = browser
+        .sign_in(
+            &app,
+            &authorize_url(&app, "web", &again_pkce, "&prompt=login"),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    let (_, params) = location_params(&again);
+    let again = tokens(
+        param(&params, "code").unwrap().to_owned(),
+        again_pkce.verifier.clone(),
+    )
+    .await;
+    assert_eq!(
+        userinfo(&app, first["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::OK,
+        "signing in again ends no client's session"
+    );
+
+    // The RP posts its logout form from another site: no cookie comes
+    // with it, so it is sent on to the same request as a GET, which
+    // brings the cookie and ends both.
+    let hint = first["id_token"].as_str().unwrap();
+    let cross_site = no_redirects()
+        .post(app.url("/oauth2/logout"))
+        .form(&[
+            ("id_token_hint", hint),
+            ("post_logout_redirect_uri", LOGOUT_REDIRECT),
+            ("state", "bye"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), StatusCode::SEE_OTHER);
+    let location = cross_site.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        location.starts_with(&app.url("/oauth2/logout?")),
+        "{location}"
+    );
+    assert!(
+        first["access_token"].is_string()
+            && userinfo(&app, first["access_token"].as_str().unwrap())
+                .await
+                .status()
+                == StatusCode::OK,
+        "nothing ended before the browser comes back with its cookie"
+    );
+    let out = browser.get(&location).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(&out);
+    assert_eq!(
+        (base.as_str(), param(&params, "state")),
+        (LOGOUT_REDIRECT, Some("bye"))
+    );
+    refused(&first).await;
+    refused(&again).await;
+
+    // Signed in again as alice; bob's ID token and a return address, no
+    // client_id: she is asked, and the confirmed form (which carries the
+    // hint's client) signs her out and goes back to the client.
+    let mut browser = Browser::new();
+    let third_pkce = pkce();
+    let third = code_for(&app, &mut browser, "web", &third_pkce).await;
+    let third = tokens(third, third_pkce.verifier.clone()).await;
+    app.create_user_full("bob", None, None, &[]).await;
+    let bobs = password_grant(&app, &secret, "bob").await;
+    let ask = browser
+        .get(&app.url(&format!(
+            "/oauth2/logout?id_token_hint={}&post_logout_redirect_uri={}",
+            bobs["id_token"].as_str().unwrap(),
+            encoded(LOGOUT_REDIRECT)
+        )))
+        .await;
+    assert_eq!(ask.status(), StatusCode::OK);
+    let html = ask.text().await.unwrap();
+    assert_eq!(hidden(&html, "client_id"), "web");
+    let confirmed = browser
+        .post(
+            &app.url("/oauth2/logout"),
+            &[
+                ("csrf", hidden(&html, "csrf")),
+                (
+                    "post_logout_redirect_uri",
+                    hidden(&html, "post_logout_redirect_uri"),
+                ),
+                ("client_id", hidden(&html, "client_id")),
+            ],
+        )
+        .await;
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location_params(&confirmed).0, LOGOUT_REDIRECT);
+    refused(&third).await;
+
+    // An ID token signed by a key retired since: the user is asked (not
+    // an error page, which would sign no one out).
+    let mut browser = Browser::new();
+    let fourth_pkce = pkce();
+    let fourth = code_for(&app, &mut browser, "web", &fourth_pkce).await;
+    let fourth = tokens(fourth, fourth_pkce.verifier.clone()).await;
+    app.core.rotate_keys(&Actor::Operator).await.unwrap();
+    app.clock.advance(3600 + 30 + 1);
+    app.core.reload_keys().await.unwrap();
+    let old_hint = fourth["id_token"].as_str().unwrap();
+    let ask = browser
+        .get(&app.url(&format!(
+            "/oauth2/logout?id_token_hint={old_hint}&client_id=web"
+        )))
+        .await;
+    assert_eq!(ask.status(), StatusCode::OK);
+    assert!(
+        ask.text()
+            .await
+            .unwrap()
+            .contains("action=\"/oauth2/logout\"")
+    );
+}
+
 #[tokio::test]
 async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
     let (app, secret) = spawn().await;

@@ -344,6 +344,16 @@ impl OAuthStore for PostgresStore {
         .map_err(db_error)
     }
 
+    async fn move_browser_children(&self, from: &SessionId, to: &SessionId) -> StoreResult<()> {
+        sqlx::query("UPDATE oauth_sessions SET browser_session = $1 WHERE browser_session = $2")
+            .bind(to)
+            .bind(from)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
     async fn sessions_of_client(&self, client_id: &str) -> StoreResult<Vec<SessionId>> {
         sqlx::query_scalar(
             "SELECT o.session_id FROM oauth_sessions o JOIN sessions s ON s.id = o.session_id \

@@ -336,6 +336,19 @@ impl OAuthStore for SqliteStore {
     async fn sessions_of_client(&self, client_id: &str) -> StoreResult<Vec<SessionId>> {
         self.read(|conn| live_sessions_where(conn, "o.client_id = ?", client_id))
     }
+
+    async fn move_browser_children(&self, from: &SessionId, to: &SessionId) -> StoreResult<()> {
+        let (from, to) = (from.clone(), to.clone());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE oauth_sessions SET browser_session = ? WHERE browser_session = ?",
+            )
+            .and_then(|mut update| update.execute(params![to, from]))
+            .map(|_| ())
+            .map_err(db_error)
+        })
+        .await
+    }
 }
 /// Whether a browser session is live and its account not disabled.
 fn browser_session_live(conn: &Connection, id: &str, now: UnixTime) -> StoreResult<bool> {
