@@ -14,6 +14,12 @@ pub struct RawForwardAuth {
     /// A cookie holding the access token, read when a request has no
     /// `Authorization` header; absent: only the header is read.
     pub cookie: Option<String>,
+    /// OAuth clients whose access tokens forward auth takes (an SPA that
+    /// calls its API behind the proxy); tokens of every other client are
+    /// refused, so that an application a user signed in to cannot reach
+    /// the services behind the proxy with the user's permissions.
+    #[serde(deserialize_with = "super::one_or_many")]
+    pub clients: Vec<String>,
 }
 
 impl RawForwardAuth {
@@ -29,8 +35,17 @@ impl RawForwardAuth {
                 ));
             }
         }
+        for client in &self.clients {
+            if !crate::core::clients::valid_client_id(client) {
+                problems.push(
+                    "forward_auth.clients: each must be a client id (letters, digits, - _ .)"
+                        .into(),
+                );
+            }
+        }
         ForwardAuthSettings {
             cookie: self.cookie.clone(),
+            clients: self.clients.clone(),
         }
     }
 }
@@ -50,6 +65,19 @@ mod tests {
             config.http.forward_auth.cookie.as_deref(),
             Some("sesame_token")
         );
+        assert!(
+            config.http.forward_auth.clients.is_empty(),
+            "no client's tokens"
+        );
+        for bad in ["a b", "a:b", ""] {
+            let mut raw = RawConfig::default();
+            raw.forward_auth.clients = vec!["web".into(), bad.into()];
+            let message = raw.validate().unwrap_err().to_string();
+            assert!(
+                message.contains("forward_auth.clients"),
+                "{bad:?}: {message}"
+            );
+        }
         for bad in ["", "a b", "a;b", "a=b", "é"] {
             let mut raw = RawConfig::default();
             raw.forward_auth.cookie = Some(bad.into());

@@ -23,11 +23,23 @@ pub const ADMIN_REFUSALS_AUDITED: Rule = Rule {
 };
 
 impl Core {
-    /// The account behind `bearer` if its session is live, it holds every
-    /// permission in `required` ([`Error::Forbidden`] if not) and its quota
-    /// admits one more call ([`Error::QuotaExceeded`]), which is counted.
-    pub async fn authorize(&self, bearer: &str, required: &[Name]) -> Result<Arc<Account>> {
+    /// The account behind `bearer` if its session is live, it was issued
+    /// to no OAuth client or to one of `clients`
+    /// ([`Error::ClientNotAccepted`] if not), it holds every permission in
+    /// `required` ([`Error::Forbidden`] if not) and its quota admits one
+    /// more call ([`Error::QuotaExceeded`]), which is counted.
+    pub async fn authorize(
+        &self,
+        bearer: &str,
+        required: &[Name],
+        clients: &[String],
+    ) -> Result<Arc<Account>> {
         let principal = self.identify(bearer).await?;
+        if let Some(client) = &principal.client_id
+            && !clients.contains(client)
+        {
+            return Err(Error::ClientNotAccepted);
+        }
         self.authorize_principal(principal, required).await
     }
 

@@ -83,7 +83,7 @@ impl std::fmt::Debug for ClientCredentials {
     }
 }
 
-pub(super) fn valid_client_id(id: &str) -> bool {
+pub(crate) fn valid_client_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()

@@ -39,6 +39,10 @@ pub enum Error {
     /// The caller is authenticated but may not do this.
     #[error("not allowed")]
     Forbidden,
+    /// The token was issued to an OAuth client this route does not take
+    /// tokens of (forward auth: `forward_auth.clients`).
+    #[error("tokens issued to this client are not taken here")]
+    ClientNotAccepted,
     /// The change would leave no active account holding the `admin`
     /// permission (disabling, deleting or demoting the last administrator).
     #[error(
@@ -83,7 +87,7 @@ impl Error {
             Error::Unauthenticated => "unauthenticated",
             Error::InvalidRefreshToken => "invalid_refresh_token",
             Error::RefreshTokenReused => "refresh_token_reused",
-            Error::Forbidden => "forbidden",
+            Error::Forbidden | Error::ClientNotAccepted => "forbidden",
             Error::LastAdministrator => "last_administrator",
             Error::NotFound(_) => "not_found",
             Error::Busy { .. } => "busy",

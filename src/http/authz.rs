@@ -40,6 +40,8 @@ pub struct ForwardAuthSettings {
     /// A cookie holding the access token, read when there is no
     /// `Authorization` header; `None`: only the header is read.
     pub cookie: Option<String>,
+    /// The OAuth clients whose tokens are taken (no other client's).
+    pub clients: Vec<String>,
 }
 
 /// The forward-auth routes.
@@ -82,11 +84,16 @@ pub(super) async fn authz(State(state): State<AppState>, uri: Uri, headers: Head
     else {
         return Problem::from(Error::Unauthenticated).into_response();
     };
-    match state.core.authorize(token, &required).await {
+    let clients = &state.http.forward_auth.clients;
+    match state.core.authorize(token, &required, clients).await {
         Ok(account) => allowed(&account),
         Err(Error::Forbidden) => {
             refused("permission", "a permission this request needs is missing")
         }
+        Err(Error::ClientNotAccepted) => refused(
+            "client",
+            "tokens issued to this OAuth client are not taken here (forward_auth.clients)",
+        ),
         Err(Error::QuotaExceeded) => refused("quota", "the account has used its API-call quota"),
         Err(error) => Problem::from(error).into_response(),
     }

@@ -92,7 +92,7 @@ pub fn status_of(error: &Error) -> StatusCode {
         | Error::RefreshTokenReused => StatusCode::UNAUTHORIZED,
         Error::InvalidInput { .. } | Error::WeakPassword(_) => StatusCode::BAD_REQUEST,
         Error::Conflict(_) | Error::LastAdministrator => StatusCode::CONFLICT,
-        Error::Forbidden => StatusCode::FORBIDDEN,
+        Error::Forbidden | Error::ClientNotAccepted => StatusCode::FORBIDDEN,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::QuotaExceeded | Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -488,6 +488,7 @@ async fn upstream() -> String {
             "user_id": get("x-sesame-user-id"),
             "roles": get("x-sesame-roles"),
             "permissions": get("x-sesame-permissions"),
+            "authorization": get("authorization"),
         }))
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -532,7 +533,10 @@ async fn nginx_auth_request_protects_an_upstream() {
     let root_token = access(&app.login_ok("root").await).to_owned();
     let client = reqwest::Client::new();
     let get = |path: &str, token: Option<&str>| {
-        let request = client.get(url(path)).header("x-sesame-user", "root");
+        let request = client
+            .get(url(path))
+            .header("x-sesame-user", "root")
+            .header("x-sesame-user-id", "999");
         match token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -558,12 +562,15 @@ async fn nginx_auth_request_protects_an_upstream() {
     assert_eq!(seen["user_id"], ann.id.to_string());
     assert_eq!(seen["roles"], "user");
     assert_eq!(seen["permissions"], "read");
+    assert_eq!(seen["authorization"], Value::Null, "no token upstream");
 
-    assert_eq!(
-        get("/admin/panel", Some(&token)).await.unwrap().status(),
-        StatusCode::FORBIDDEN,
-        "ann lacks admin"
-    );
+    for path in ["/admin/panel", "/admin", "/ADMIN/panel", "/Admin;x/panel"] {
+        assert_eq!(
+            get(path, Some(&token)).await.unwrap().status(),
+            StatusCode::FORBIDDEN,
+            "ann lacks admin: {path}"
+        );
+    }
     let admin: Value = get("/admin/panel", Some(&root_token))
         .await
         .unwrap()
@@ -571,9 +578,24 @@ async fn nginx_auth_request_protects_an_upstream() {
         .await
         .unwrap();
     assert_eq!(admin["user"], "root");
+    let root_id = app.core.find_by_username("root").await.unwrap().id;
+    assert_eq!(admin["user_id"], root_id.to_string(), "forged id replaced");
+    assert_eq!(admin["roles"], "administrator");
+    assert_eq!(admin["authorization"], Value::Null);
+
+    // A requirement a client sends is not Sesame's to read (a malformed
+    // one would turn into nginx's 500).
+    let forged_requirement = client
+        .get(url("/app/page"))
+        .bearer_auth(&token)
+        .header("x-sesame-require-permission", "Not A Name!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged_requirement.status(), StatusCode::OK);
 
     app.core
-        .set_quota(ann.id, Some(2), None, &sesame::core::roles::Actor::Operator)
+        .set_quota(ann.id, Some(3), None, &sesame::core::roles::Actor::Operator)
         .await
         .unwrap();
     let mut statuses = Vec::new();
@@ -583,7 +605,7 @@ async fn nginx_auth_request_protects_an_upstream() {
     assert_eq!(
         statuses,
         [StatusCode::OK, StatusCode::FORBIDDEN, StatusCode::FORBIDDEN],
-        "one call counted above, one more admitted, then the quota is spent"
+        "two calls counted above, one more admitted, then the quota is spent"
     );
 
     // Through the admin API: the quota reset lets ann back in; her
@@ -722,7 +744,10 @@ async fn caddy_forward_auth_protects_an_upstream() {
         let request = client
             .get(format!("http://{front}/app/page?q=1"))
             .header("x-sesame-user", "root")
-            .header("x-sesame-roles", "administrator");
+            .header("x-sesame-user-id", "999")
+            .header("x-sesame-roles", "administrator")
+            .header("x-sesame-permissions", "admin")
+            .header("x-sesame-require-permission", "Not A Name!");
         match token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -743,6 +768,21 @@ async fn caddy_forward_auth_protects_an_upstream() {
     assert_eq!(seen["user_id"], ann.id.to_string());
     assert_eq!(seen["roles"], "user");
     assert_eq!(seen["permissions"], "read");
+    assert_eq!(seen["authorization"], Value::Null, "no token upstream");
+
+    // An account with no role (so no permission): its empty lists replace
+    // the forged ones too.
+    app.core
+        .set_account_roles(ann.id, &[], &sesame::core::roles::Actor::Operator)
+        .await
+        .unwrap();
+    let seen: Value = get(Some(&token)).await.unwrap().json().await.unwrap();
+    for field in ["roles", "permissions"] {
+        assert!(
+            seen[field].is_null() || seen[field] == "",
+            "{field}: {seen}"
+        );
+    }
 
     assert_eq!(
         app.logout(&token, None).await.status(),

@@ -474,6 +474,40 @@ async fn a_token_issued_to_a_client_cannot_administer_sesame() {
     );
 }
 
+/// Forward auth takes no token issued to an OAuth client, unless the
+/// operator lists the client (an SPA calling its API behind the proxy):
+/// an application a user signed in to must not reach the services behind
+/// the proxy with the user's permissions.
+#[tokio::test]
+async fn forward_auth_takes_a_clients_token_only_if_the_client_is_listed() {
+    for listed in [false, true] {
+        let app = TestApp::spawn_with(|c| {
+            if listed {
+                c.forward_auth.clients = vec!["web".into()];
+            }
+        })
+        .await;
+        app.create_user_full("alice", Some("alice@example.com"), None, &[])
+            .await;
+        let secret = clients(&app).await;
+        let grant = password_grant(&app, &secret, "alice").await;
+        let client_token = grant["access_token"].as_str().unwrap();
+        let answer = app.get("/v1/authz", client_token).await;
+        if listed {
+            assert_eq!(answer.status(), StatusCode::OK);
+            assert_eq!(answer.headers()["x-sesame-user"], "alice");
+        } else {
+            assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+            assert_eq!(answer.headers()["x-sesame-reason"], "client");
+        }
+        let native = app.login_ok("alice").await;
+        let answer = app
+            .get("/v1/authz", native["access_token"].as_str().unwrap())
+            .await;
+        assert_eq!(answer.status(), StatusCode::OK, "a native token always");
+    }
+}
+
 #[tokio::test]
 async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise() {
     let (app, secret) = spawn().await;
