@@ -207,11 +207,18 @@ impl Core {
         if let Some(period) = change.quota_period {
             self.api_calls.set_period(id, period);
         }
+        // Made active from locked: an unlock, whose budgets go with it.
+        let unlocked =
+            account.status == AccountStatus::Locked && change.status == Some(AccountStatus::Active);
+        if unlocked {
+            self.forget_failure_budgets(id).await;
+        }
         let audit = |event: &str, detail: Option<String>| {
             self.audit_change(actor, event, account, detail);
         };
         match change.status {
             Some(AccountStatus::Disabled) => audit("account_disabled", None),
+            Some(AccountStatus::Active) if unlocked => audit("unlock", None),
             Some(AccountStatus::Active) => audit("account_enabled", None),
             Some(AccountStatus::Locked) | None => {}
         }
@@ -415,17 +422,21 @@ impl Core {
         }
         self.audit_change(actor, "unlock", &account, None);
         self.account_changed(id).await;
-        // The shared budgets are cleared; what other nodes counted on their
-        // own (no Redis, or Redis away) they forget on this notice. A
-        // budget that cannot be cleared (Redis away) refills by itself: the
-        // unlock stands, and throttling fails open.
+        self.forget_failure_budgets(id).await;
+        Ok(())
+    }
+
+    /// After an unlock: the shared failure budgets are cleared; what other
+    /// nodes counted on their own (no Redis, or Redis away) they forget on
+    /// a notice. A budget that cannot be cleared (Redis away) refills by
+    /// itself: the unlock stands, and throttling fails open.
+    async fn forget_failure_budgets(&self, id: AccountId) {
         for key in unlocked_budgets(id) {
             if let Err(error) = self.limiter.clear(&key).await {
                 tracing::warn!(account = id, %error, "unlocked, but a failure budget was not cleared");
             }
         }
         self.publish(&Notice::AccountUnlocked(id)).await;
-        Ok(())
     }
 
     /// Finds an account by username (folded).

@@ -988,6 +988,58 @@ async fn unlock_and_quota_reset() {
             .await["status"],
         "active"
     );
+
+    // Made active by a PATCH, a locked account is unlocked as by /unlock:
+    // its failure budget goes too, and the audit log says so.
+    // Guesses from a client ann never signed in from spend her budget.
+    let login_from = |ip: &str, password: &str| {
+        let request = admin
+            .app
+            .client_from(ip)
+            .post(admin.app.url("/v1/login"))
+            .json(&json!({"login": "ann", "password": password}));
+        async move { request.send().await.unwrap().status() }
+    };
+    let mut throttled = false;
+    for _ in 0..10 {
+        if login_from("127.0.0.7", "not ann's password").await == StatusCode::TOO_MANY_REQUESTS {
+            throttled = true;
+            break;
+        }
+    }
+    assert!(throttled, "the guesses spent ann's budget");
+    assert_eq!(
+        login_from("127.0.0.8", PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    store
+        .set_status(ann, sesame::store::AccountStatus::Locked, 0)
+        .await
+        .unwrap();
+    let patched = admin
+        .call(
+            Method::PATCH,
+            &format!("/v1/admin/users/{ann}"),
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert_eq!(login_from("127.0.0.8", PASSWORD).await, StatusCode::OK);
+    admin.app.core.flush_audit().await.unwrap();
+    let log = admin
+        .json(
+            Method::GET,
+            "/v1/admin/audit?face=admin_api&limit=200",
+            None,
+        )
+        .await;
+    let unlocks = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "unlock")
+        .count();
+    assert_eq!(unlocks, 2, "{log}");
 }
 
 #[tokio::test]
