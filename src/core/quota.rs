@@ -191,9 +191,18 @@ impl ApiCalls {
                 map.get(&account).map_or((0, UnixTime::MIN, 0), |u| {
                     (u.pending, u.counted_at, u.reads.wrapping_add(1))
                 });
+            // Within one period a count only grows (a reset starts a new
+            // one): a read that missed this node's own calls, whose flush
+            // is still writing them, does not lower the count held.
+            let persisted = match map.get(&account) {
+                Some(held) if held.period_start == stored.period_start => {
+                    stored.count.max(held.persisted)
+                }
+                _ => stored.count,
+            };
             let period = stored.period.unwrap_or(self.default_period);
             let mut usage = Usage {
-                persisted: stored.count,
+                persisted,
                 pending,
                 max: stored.max,
                 period,

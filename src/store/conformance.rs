@@ -14,6 +14,11 @@ async fn account(store: &dyn Store, name: &str) -> AccountId {
     account_with(store, name, "user").await
 }
 
+/// An account with the `user` role, for a backend's own tests.
+pub async fn account_for_tests(store: &dyn Store, name: &str) -> AccountId {
+    account(store, name).await
+}
+
 async fn account_with(store: &dyn Store, name: &str, role: &str) -> AccountId {
     store
         .create_account(NewAccount {

@@ -346,6 +346,57 @@ mod tests {
         conformance::a_new_password_ends_sessions_with_it(store).await;
     }
 
+    /// A node's calls whose flush is still writing (its update waiting on
+    /// the account's row, which another node's flush holds) are not lost
+    /// to a read of the count meanwhile: the quota holds on one node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_count_read_during_a_flush_keeps_the_calls_being_written() {
+        use crate::core::quota::ApiCalls;
+        use crate::store::{AccountChange, AccountStore, QuotaPeriod};
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        let id = conformance::account_for_tests(&*store, "counted").await;
+        let change = AccountChange {
+            max_api_calls: Some(10),
+            ..AccountChange::default()
+        };
+        store.change_account(id, &change, 0).await.unwrap();
+        let calls = Arc::new(ApiCalls::new(
+            store.clone(),
+            60,
+            QuotaPeriod::None,
+            Arc::new(crate::metrics::Metrics::new()),
+        ));
+        for _ in 0..9 {
+            calls.admit(id, 0).await.unwrap();
+        }
+        // Another node's flush holds the row: this one's waits behind it.
+        let mut other = store.pool().begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let flush = tokio::spawn({
+            let calls = Arc::clone(&calls);
+            async move { calls.flush().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!flush.is_finished(), "the flush waits on the row");
+        // A second later the count is read again (it is older than a
+        // flush interval), without the 9 being written.
+        let mut admitted = 0;
+        for _ in 0..5 {
+            if calls.admit(id, 1).await.is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 1, "9 + 1 calls for a quota of 10");
+        other.commit().await.unwrap();
+        flush.await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn account_changes_are_all_or_nothing() {
         let Some((_db, store)) = store().await else {
