@@ -128,11 +128,19 @@ impl Core {
             permissions: permissions
                 .map(|p| names(p, "permissions", MAX_PERMISSIONS))
                 .transpose()?,
+            ..RoleChange::default()
         };
-        if !self.store.update_role(name, &change).await? {
+        self.change_role(name, &change, actor).await
+    }
+
+    /// Writes a checked change to a role, then tells every node and audits it.
+    async fn change_role(&self, name: &str, change: &RoleChange, actor: &Actor) -> Result<Role> {
+        if !self.store.update_role(name, change).await? {
             return Err(Error::NotFound("role"));
         }
-        if change.permissions.is_some() {
+        let permissions_changed =
+            change.permissions.is_some() || !change.grant.is_empty() || !change.revoke.is_empty();
+        if permissions_changed {
             self.roles_changed().await;
         }
         let role = self.role(name).await?;
@@ -157,9 +165,15 @@ impl Core {
         actor: &Actor,
     ) -> Result<Role> {
         let mut permissions = self.role(role).await?.permissions;
-        permissions.push(Name::parse(permission, "permission")?.as_str().to_owned());
-        self.update_role(role, None, Some(&permissions), actor)
-            .await
+        let permission = Name::parse(permission, "permission")?.as_str().to_owned();
+        permissions.push(permission.clone());
+        // The list's bounds, as for a replacement.
+        names(&permissions, "permissions", MAX_PERMISSIONS)?;
+        let change = RoleChange {
+            grant: vec![permission],
+            ..RoleChange::default()
+        };
+        self.change_role(role, &change, actor).await
     }
 
     /// Takes a permission from a role.
@@ -169,14 +183,20 @@ impl Core {
         permission: &str,
         actor: &Actor,
     ) -> Result<Role> {
-        let mut permissions = self.role(role).await?.permissions;
-        let before = permissions.len();
-        permissions.retain(|p| p != permission);
-        if permissions.len() == before {
+        if !self
+            .role(role)
+            .await?
+            .permissions
+            .iter()
+            .any(|p| p == permission)
+        {
             return Err(Error::NotFound("permission"));
         }
-        self.update_role(role, None, Some(&permissions), actor)
-            .await
+        let change = RoleChange {
+            revoke: vec![permission.to_owned()],
+            ..RoleChange::default()
+        };
+        self.change_role(role, &change, actor).await
     }
 
     /// Deletes a role that is not built in; its holders lose it.

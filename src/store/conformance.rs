@@ -815,6 +815,7 @@ pub async fn roles_and_the_last_administrator(store: Arc<dyn Store>) {
     let demote = RoleChange {
         description: None,
         permissions: Some(strings(&["read"])),
+        ..RoleChange::default()
     };
     last(store.update_role("administrator", &demote).await);
     last(store.delete_role("administrator").await);
@@ -840,6 +841,7 @@ pub async fn roles_and_the_last_administrator(store: Arc<dyn Store>) {
     let promote = RoleChange {
         description: Some("edits and administers".into()),
         permissions: Some(strings(&["admin", "read", "read"])),
+        ..RoleChange::default()
     };
     assert!(store.update_role("editor", &promote).await.unwrap());
     assert_eq!(permissions(store, ann).await, ["admin", "read"]);

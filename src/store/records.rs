@@ -529,6 +529,12 @@ pub struct RoleChange {
     pub description: Option<String>,
     /// New permissions (replacing the old ones).
     pub permissions: Option<Vec<String>>,
+    /// Permissions to add, after a replacement: in the same transaction,
+    /// so that two changes at once (a grant and a revocation, on any
+    /// nodes) never undo each other.
+    pub grant: Vec<String>,
+    /// Permissions to take away, likewise.
+    pub revoke: Vec<String>,
 }
 
 /// Which audit events to list: newest first, all filters combined.

@@ -809,3 +809,39 @@ fn the_readme_shows_the_proxy_configurations_as_tested() {
         );
     }
 }
+
+/// Grants and revocations of a role's permissions sent at once (by several
+/// administrators, on several nodes) never undo each other: each is its
+/// own change in the store, not a list read and written back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_changes_at_once_never_undo_each_other() {
+    use sesame::core::roles::Actor;
+    let app = TestApp::spawn().await;
+    let operator = Actor::Operator;
+    let first: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+    app.core
+        .create_role("many", None, &first, &operator)
+        .await
+        .unwrap();
+    let revoked = first[..10].iter().map(|p| {
+        let core = app.core.clone();
+        let p = p.clone();
+        tokio::spawn(async move { core.revoke_permission("many", &p, &Actor::Operator).await })
+    });
+    let granted = (20..30).map(|i| {
+        let core = app.core.clone();
+        tokio::spawn(async move {
+            core.grant_permission("many", &format!("p{i}"), &Actor::Operator)
+                .await
+        })
+    });
+    let tasks: Vec<_> = revoked.chain(granted).collect();
+    for task in futures_util::future::join_all(tasks).await {
+        task.unwrap().unwrap();
+    }
+    let mut held = app.core.role("many").await.unwrap().permissions;
+    held.sort();
+    let mut expected: Vec<String> = (10..30).map(|i| format!("p{i}")).collect();
+    expected.sort();
+    assert_eq!(held, expected);
+}

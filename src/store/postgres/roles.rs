@@ -129,6 +129,25 @@ impl RoleStore for PostgresStore {
         if let Some(permissions) = &change.permissions {
             set_permissions(&mut tx, name, permissions).await?;
         }
+        if !change.grant.is_empty() {
+            sqlx::query(
+                "INSERT INTO role_permissions (role, permission) \
+                 SELECT $1, p FROM UNNEST($2::text[]) AS p ON CONFLICT DO NOTHING",
+            )
+            .bind(name)
+            .bind(&change.grant)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        if !change.revoke.is_empty() {
+            sqlx::query("DELETE FROM role_permissions WHERE role = $1 AND permission = ANY($2)")
+                .bind(name)
+                .bind(&change.revoke)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
         admins_after(&mut tx, before).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(true)

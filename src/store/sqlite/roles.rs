@@ -120,6 +120,20 @@ impl RoleStore for SqliteStore {
                 if let Some(permissions) = &change.permissions {
                     set_permissions(conn, &name, permissions)?;
                 }
+                for permission in &change.grant {
+                    conn.prepare_cached(
+                        "INSERT OR IGNORE INTO role_permissions (role, permission) VALUES (?, ?)",
+                    )
+                    .and_then(|mut insert| insert.execute(params![name, permission]))
+                    .map_err(db_error)?;
+                }
+                for permission in &change.revoke {
+                    conn.prepare_cached(
+                        "DELETE FROM role_permissions WHERE role = ? AND permission = ?",
+                    )
+                    .and_then(|mut delete| delete.execute(params![name, permission]))
+                    .map_err(db_error)?;
+                }
                 Ok(true)
             })
         })
