@@ -563,9 +563,10 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         .await?;
     let result = import_lines(&core, &mut import, &mut *lines, args.batch as usize, size).await;
     core.import_finished(&import);
-    super::audited(&core, result).await?;
     let counts = import.counts();
+    // Also when reading stopped: what the lines before were made into.
     println!("{}", summary(&import, counts, lines.number()));
+    super::audited(&core, result).await?;
     if counts.refused > 0 {
         return Err(Failure {
             code: 1,
@@ -641,10 +642,18 @@ async fn import_lines(
     let mut reported = 0;
     let mut batch = Vec::with_capacity(batch_size);
     let mut refused: Vec<Refusal> = Vec::new();
+    // A line that cannot be read ends the input: the lines gathered before
+    // it are still imported (and their refusals reported), so that a run
+    // resumed from that line loses none.
+    let mut unread = None;
     loop {
-        let next = lines
-            .next_line()
-            .map_err(|e| unreadable(format!("cannot read line {}: {e}", lines.number() + 1)))?;
+        let next = lines.next_line().unwrap_or_else(|e| {
+            unread = Some(unreadable(format!(
+                "cannot read line {}: {e}; every line before it was handled (see the summary)",
+                lines.number() + 1
+            )));
+            None
+        });
         let end = next.is_none();
         if let Some((number, line)) = next {
             match line {
@@ -695,7 +704,10 @@ async fn import_lines(
         }
     }
     bar.finish_and_clear();
-    Ok(())
+    match unread {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
