@@ -986,6 +986,23 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
     if s.refresh_tokens.is_empty() {
         return Err("refresh_tokens: must hold at least the live token".into());
     }
+    // As long as an export writes at most: a batch's memory stays bounded.
+    if s.refresh_tokens.len() > MAX_EXPORTED_CHAIN as usize {
+        return Err(format!(
+            "refresh_tokens: at most {MAX_EXPORTED_CHAIN} links (the newest, as an export writes)"
+        ));
+    }
+    // Each hash once: the import refuses a hash already taken, even by
+    // its own line (which a dry run must say too).
+    let mut hashes: Vec<String> = s
+        .refresh_tokens
+        .iter()
+        .map(|l| l.hash.to_ascii_lowercase())
+        .collect();
+    hashes.sort_unstable();
+    if hashes.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err("refresh_tokens: a hash is given twice".into());
+    }
     let refresh_tokens = s
         .refresh_tokens
         .into_iter()
@@ -1577,6 +1594,32 @@ mod tests {
         // Without a line for id 7, the database decides.
         let mut seen = Seen::default();
         assert!(seen.judge_session(&his, Ok(())).is_ok());
+    }
+
+    /// A session line's chain: each hash once, and no longer than an
+    /// export writes.
+    #[test]
+    fn a_chain_is_bounded_and_names_each_hash_once() {
+        let mut import = import();
+        let line = |links: &[String]| {
+            let links: Vec<String> = links
+                .iter()
+                .map(|hash| format!(r#"{{"hash": "{hash}", "issued_at": 1700000000}}"#))
+                .collect();
+            format!(
+                r#"{{"type": "session", "id": "5f0c2a52-6a3b-4d5e-9f10-2b3c4d5e6f70", "account_id": 7, "username": "Alice", "platform": "web", "token_style": "jwt", "created_at": 1700000000, "expires_at": 1900000000, "refresh_tokens": [{}]}}"#,
+                links.join(",")
+            )
+        };
+        let twice = [("ab".repeat(32)), ("AB".repeat(32))];
+        let refused = import.parse(2, &line(&twice)).unwrap_err();
+        assert!(refused.reason.contains("given twice"), "{refused}");
+        let long: Vec<String> = (0..=MAX_EXPORTED_CHAIN)
+            .map(|i| format!("{i:064x}"))
+            .collect();
+        let refused = import.parse(3, &line(&long)).unwrap_err();
+        assert!(refused.reason.contains("at most 2048"), "{refused}");
+        assert!(import.parse(4, &line(&long[1..])).unwrap().is_some());
     }
 
     #[test]
