@@ -152,6 +152,8 @@ pub struct AuthorizeParams {
     pub login_hint: Option<String>,
     /// `max_age`.
     pub max_age: Option<String>,
+    /// `id_token_hint`: whom the client expects to be signed in.
+    pub id_token_hint: Option<String>,
     /// `request` (refused: request objects are not supported).
     pub request: Option<String>,
     /// `request_uri` (refused).
@@ -181,6 +183,9 @@ pub struct Authorization {
     pub login_hint: Option<String>,
     /// `max_age`: a browser session older than this must sign in again.
     pub max_age: Option<i64>,
+    /// The account an `id_token_hint` names: a browser session of another
+    /// account is not used (OIDC Core §3.1.2.1).
+    pub hinted_account: Option<crate::store::AccountId>,
 }
 
 /// Why an authorization request is refused on a page rather than at the
@@ -629,12 +634,26 @@ impl Core {
                 }
             },
         };
+        // A hint signed by a key retired since counts as none.
+        let hinted_account = match params.id_token_hint.as_deref() {
+            None | Some("") => None,
+            Some(raw) => match self.id_token_hint(raw).await {
+                Ok(hint) => hint.map(|hint| hint.account_id),
+                Err(()) => {
+                    return Err(refuse(
+                        "invalid_request",
+                        "id_token_hint is not an ID token this server issued",
+                    ));
+                }
+            },
+        };
         Ok(Authorization {
             client,
             redirect_uri,
             scope,
             state,
             nonce,
+            hinted_account,
             code_challenge: challenge.to_owned(),
             // max_age=0 asks for a fresh sign-in, like prompt=login
             // (OIDC Core §3.1.2.1); seconds are too coarse to tell otherwise.
@@ -772,6 +791,9 @@ impl Core {
                 && authorization
                     .max_age
                     .is_none_or(|age| now - b.auth_time <= age)
+                && authorization
+                    .hinted_account
+                    .is_none_or(|account| account == b.account_id)
         });
         if let Some(browser) = usable {
             return self

@@ -249,6 +249,7 @@ fn authorize_params(params: &Params) -> AuthorizeParams {
         prompt: get("prompt"),
         login_hint: get("login_hint"),
         max_age: get("max_age"),
+        id_token_hint: get("id_token_hint"),
         request: get("request"),
         request_uri: get("request_uri"),
     }

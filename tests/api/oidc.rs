@@ -587,6 +587,36 @@ async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise
     );
     assert!(param(&location_params(&silent).1, "code").is_some());
 
+    // A hint naming someone else: the browser's session is not theirs, so
+    // a silent request is login_required, and another shows the page.
+    app.create_user_full("bob", None, None, &[]).await;
+    let bobs = password_grant(&app, &secret, "bob").await;
+    let bobs_hint = format!("&id_token_hint={}", bobs["id_token"].as_str().unwrap());
+    let not_bob = browser
+        .get(&authorize_url(
+            &app,
+            "web",
+            &pkce(),
+            &format!("&prompt=none{bobs_hint}"),
+        ))
+        .await;
+    assert_eq!(not_bob.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        param(&location_params(&not_bob).1, "error"),
+        Some("login_required")
+    );
+    let page = browser
+        .get(&authorize_url(&app, "web", &pkce(), &bobs_hint))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK, "the page, to sign in as bob");
+    let junk = browser
+        .get(&authorize_url(&app, "web", &pkce(), "&id_token_hint=junk"))
+        .await;
+    assert_eq!(
+        param(&location_params(&junk).1, "error"),
+        Some("invalid_request")
+    );
+
     let stranger = Browser::new()
         .get(&authorize_url(&app, "web", &pkce(), "&prompt=none"))
         .await;
