@@ -286,11 +286,35 @@ impl Core {
     /// Removes a client and ends every session opened for it: its access
     /// tokens stop working at once, on every node.
     pub async fn remove_client(&self, id: &str, actor: &Actor) -> Result<()> {
-        if !valid_client_id(id) || !self.store.delete_client(id).await? {
+        if !valid_client_id(id) || self.store.get_client(id).await?.is_none() {
             return Err(Error::NotFound("client"));
         }
-        let now = self.now();
+        // Its sessions end before the client goes, so that a failure leaves
+        // a client to remove again; and once more after, for any opened
+        // meanwhile. What ended is announced even if a later step fails.
         let mut ended = Vec::new();
+        let mut removed = false;
+        let result = async {
+            self.end_client_sessions(id, &mut ended).await?;
+            removed = self.store.delete_client(id).await?;
+            self.end_client_sessions(id, &mut ended).await
+        }
+        .await;
+        if removed {
+            self.audit
+                .record(actor.event("client_removed").detail(format!("client {id}")));
+        }
+        self.sessions_ended(&ended).await;
+        result?;
+        if !removed {
+            return Err(Error::NotFound("client"));
+        }
+        Ok(())
+    }
+
+    /// Ends the live sessions opened for a client, adding them to `ended`.
+    async fn end_client_sessions(&self, id: &str, ended: &mut Vec<crate::store::SessionId>) -> Result<()> {
+        let now = self.now();
         for session in self.store.sessions_of_client(id).await? {
             if self
                 .store
@@ -300,9 +324,6 @@ impl Core {
                 ended.push(session);
             }
         }
-        self.sessions_ended(&ended).await;
-        self.audit
-            .record(actor.event("client_removed").detail(format!("client {id}")));
         Ok(())
     }
 
