@@ -313,7 +313,11 @@ impl Core {
     }
 
     /// Ends the live sessions opened for a client, adding them to `ended`.
-    async fn end_client_sessions(&self, id: &str, ended: &mut Vec<crate::store::SessionId>) -> Result<()> {
+    async fn end_client_sessions(
+        &self,
+        id: &str,
+        ended: &mut Vec<crate::store::SessionId>,
+    ) -> Result<()> {
         let now = self.now();
         for session in self.store.sessions_of_client(id).await? {
             if self

@@ -29,8 +29,11 @@ const SYNC_AGE: i64 = 1;
 
 #[derive(Debug, Clone, Copy)]
 struct Usage {
-    /// The count in the store when last read, plus what has been flushed since.
+    /// The count in the store when last read or written.
     persisted: i64,
+    /// Counted here, being written by a flush not answered yet (a read
+    /// meanwhile may or may not see them: they are counted apart).
+    in_flight: i64,
     /// Counted here, not yet written.
     pending: i64,
     /// Quota; 0 means unlimited.
@@ -45,22 +48,25 @@ struct Usage {
     synced_at: UnixTime,
     /// When this node last counted a call of the account.
     counted_at: UnixTime,
-    /// How many times the count was read from the store.
-    reads: u64,
+    /// The last flush of this account's calls failed: its count is read
+    /// again (once a flush interval) though calls are pending, so that a
+    /// node whose writes fail still learns the other nodes' calls.
+    flush_failed: bool,
 }
 
 impl Usage {
     fn total(&self) -> i64 {
-        self.persisted + self.pending
+        self.persisted + self.in_flight + self.pending
     }
 
     /// Moves to the period containing `now`: an earlier period's count is
     /// over. (Calls pending across the boundary, at most one flush's worth,
-    /// go to the new period.)
+    /// go to the new period; calls in flight were written to the old one.)
     fn roll(&mut self, now: UnixTime) {
         let start = self.period.start(now);
         if start > self.period_start {
             self.persisted = 0;
+            self.in_flight = 0;
             self.period_start = start;
         }
     }
@@ -161,7 +167,7 @@ impl ApiCalls {
         // against the count being replaced.
         let stale = now.saturating_sub(usage.loaded_at) >= self.ttl.max(1)
             || (usage.max > 0 && now.saturating_sub(usage.synced_at) >= SYNC_AGE);
-        if stale && usage.pending == 0 && !held_will_do {
+        if stale && (usage.pending == 0 || usage.flush_failed) && !held_will_do {
             return None;
         }
         usage.roll(now);
@@ -187,22 +193,22 @@ impl ApiCalls {
 
     fn reload(&self, account: AccountId, stored: ApiUsage, now: UnixTime) {
         if let Ok(mut map) = self.usage.lock() {
-            let (pending, counted_at, reads) =
-                map.get(&account).map_or((0, UnixTime::MIN, 0), |u| {
-                    (u.pending, u.counted_at, u.reads.wrapping_add(1))
+            // Calls being written stay counted apart: the read may have
+            // missed them (their flush's update waiting on the row), and
+            // the flush's answer brings the count that holds them.
+            let (pending, in_flight, counted_at, flush_failed) =
+                map.get(&account).map_or((0, 0, UnixTime::MIN, false), |u| {
+                    let in_flight = if u.period_start == stored.period_start {
+                        u.in_flight
+                    } else {
+                        0
+                    };
+                    (u.pending, in_flight, u.counted_at, u.flush_failed)
                 });
-            // Within one period a count only grows (a reset starts a new
-            // one): a read that missed this node's own calls, whose flush
-            // is still writing them, does not lower the count held.
-            let persisted = match map.get(&account) {
-                Some(held) if held.period_start == stored.period_start => {
-                    stored.count.max(held.persisted)
-                }
-                _ => stored.count,
-            };
             let period = stored.period.unwrap_or(self.default_period);
             let mut usage = Usage {
-                persisted,
+                persisted: stored.count,
+                in_flight,
                 pending,
                 max: stored.max,
                 period,
@@ -210,7 +216,7 @@ impl ApiCalls {
                 loaded_at: now,
                 synced_at: now,
                 counted_at,
-                reads,
+                flush_failed,
             };
             // A count of an earlier period is over (the store keeps the
             // later of the two starts, as this does).
@@ -253,6 +259,7 @@ impl ApiCalls {
             && let Some(usage) = map.get_mut(&account)
         {
             usage.persisted = 0;
+            usage.in_flight = 0;
             usage.pending = 0;
             usage.period_start = now;
         }
@@ -280,19 +287,17 @@ impl ApiCalls {
     /// Writes pending counts to the store. On failure they stay pending.
     pub async fn flush(&self) -> Result<()> {
         let _flushing = self.flushing.lock().await;
-        // With each account's number of reads, to tell at a failure whether
-        // its count was read anew from the store meanwhile (without this batch).
-        let (batch, read): (Vec<(AccountId, i64, UnixTime)>, Vec<u64>) = match self.usage.lock() {
+        let batch: Vec<(AccountId, i64, UnixTime)> = match self.usage.lock() {
             Ok(mut map) => map
                 .iter_mut()
                 .filter(|(_, u)| u.pending > 0)
                 .map(|(id, u)| {
                     let n = u.pending;
-                    u.persisted += n;
+                    u.in_flight = n;
                     u.pending = 0;
-                    ((*id, n, u.period_start), u.reads)
+                    (*id, n, u.period_start)
                 })
-                .unzip(),
+                .collect(),
             Err(_) => return Err(Error::Internal("quota counters poisoned".into())),
         };
         if batch.is_empty() {
@@ -306,6 +311,12 @@ impl ApiCalls {
                 // this one last looked: take them, so that the quota holds
                 // for the cluster within one flush interval.
                 if let Ok(mut map) = self.usage.lock() {
+                    for (id, _, _) in &batch {
+                        if let Some(u) = map.get_mut(id) {
+                            u.flush_failed = false;
+                            u.in_flight = 0;
+                        }
+                    }
                     for (id, stored) in totals {
                         if let Some(u) = map.get_mut(&id) {
                             if stored.period_start == u.period_start {
@@ -324,12 +335,15 @@ impl ApiCalls {
             }
             Err(error) => {
                 if let Ok(mut map) = self.usage.lock() {
-                    for ((id, n, _), read) in batch.iter().zip(&read) {
+                    for (id, _, start) in &batch {
                         if let Some(u) = map.get_mut(id) {
-                            if u.reads == *read {
-                                u.persisted -= n;
+                            // Written again with the next flush (unless
+                            // their period is over meanwhile).
+                            if u.period_start == *start {
+                                u.pending += u.in_flight;
                             }
-                            u.pending += n;
+                            u.in_flight = 0;
+                            u.flush_failed = true;
                         }
                     }
                 }

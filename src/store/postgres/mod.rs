@@ -397,6 +397,61 @@ mod tests {
         flush.await.unwrap().unwrap();
     }
 
+    /// A node whose flushes fail (its update times out on a row another
+    /// node holds) still reads the count the other nodes wrote, once a
+    /// flush interval, instead of admitting against its own alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_whose_flushes_fail_still_learns_the_others_counts() {
+        use crate::core::quota::ApiCalls;
+        use crate::store::{AccountChange, AccountStore, QuotaPeriod};
+        let Some(database) = database().await else {
+            return;
+        };
+        let mut settings = DatabaseSettings::for_url(&database.url);
+        settings.statement_timeout = std::time::Duration::from_millis(300);
+        let store = Arc::new(PostgresStore::open(&settings, true).await.unwrap());
+        let id = conformance::account_for_tests(&*store, "counted").await;
+        let change = AccountChange {
+            max_api_calls: Some(10),
+            ..AccountChange::default()
+        };
+        store.change_account(id, &change, 0).await.unwrap();
+        let node = || {
+            ApiCalls::new(
+                store.clone(),
+                60,
+                QuotaPeriod::None,
+                Arc::new(crate::metrics::Metrics::new()),
+            )
+        };
+        let (this, other) = (node(), node());
+        for _ in 0..2 {
+            this.admit(id, 0).await.unwrap();
+        }
+        for _ in 0..7 {
+            other.admit(id, 0).await.unwrap();
+        }
+        other.flush().await.unwrap();
+        // This node's flush times out on the row someone holds.
+        let mut holder = store.pool().begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        assert!(this.flush().await.is_err());
+        holder.rollback().await.unwrap();
+        let mut admitted = 0;
+        for _ in 0..5 {
+            if this.admit(id, 1).await.is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 1, "7 + 2 + 1 calls for a quota of 10");
+        this.flush().await.unwrap();
+        assert_eq!(store.api_usage(id).await.unwrap().unwrap().count, 10);
+    }
+
     #[tokio::test]
     async fn account_changes_are_all_or_nothing() {
         let Some((_db, store)) = store().await else {
