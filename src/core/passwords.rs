@@ -11,7 +11,7 @@
 //! same parameters, so it costs the same time as a real one.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -224,6 +224,10 @@ fn pool_gone() -> Error {
     Error::Internal("password hashing pool stopped".into())
 }
 
+/// Held while a verification needs more memory than the configured
+/// parameters (see `verify_with`).
+static OVERSIZED: Mutex<()> = Mutex::new(());
+
 /// A thread idle this long gives its block buffer back to the system.
 const RELEASE_AFTER_IDLE: Duration = Duration::from_secs(30);
 
@@ -422,7 +426,19 @@ fn verify_with(
         }
     };
     let mut out = vec![0u8; expected.len()];
-    kernel.compute(algorithm, version, &stored, secret, &salt, &mut out)?;
+    if stored.m_cost() > params.m_cost() {
+        // More memory than Sesame's own hashes take (a hash imported from
+        // another system, up to 1 GiB): one at a time across the pool, in
+        // memory given back at once, so that sign-ins against such
+        // accounts cannot make every thread keep that much.
+        let _one = OVERSIZED.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut once = Kernel::default();
+        let computed = once.compute(algorithm, version, &stored, secret, &salt, &mut out);
+        once.release();
+        computed?;
+    } else {
+        kernel.compute(algorithm, version, &stored, secret, &salt, &mut out)?;
+    }
     // Output's equality is constant-time.
     let matches = Output::new(&out).map_err(argon2_error)? == expected;
     let needs_rehash = algorithm != Algorithm::Argon2id
@@ -730,6 +746,12 @@ mod tests {
             .await
             .unwrap();
         assert!(check.matches && check.needs_rehash);
+        // More memory than configured: computed apart, and still exact.
+        let wrong = new
+            .verify(&Password::presented("correct horsf").unwrap(), &phc)
+            .await
+            .unwrap();
+        assert!(!wrong.matches);
         assert!(!new.is_current(&phc));
         assert!(old.is_current(&phc));
     }
