@@ -65,8 +65,11 @@ pub struct ImportArgs {
     #[arg(long = "template-const", value_name = "NAME=VALUE")]
     template_consts: Vec<String>,
     /// Firebase's `base64_signer_key` (with the three below: the project's
-    /// password hash parameters, for lines of format firebase-scrypt).
-    #[arg(long, value_name = "BASE64", requires_all = ["firebase_salt_separator", "firebase_rounds", "firebase_mem_cost"])]
+    /// password hash parameters, for lines of format firebase-scrypt). A
+    /// secret: better given in the environment than on the command line,
+    /// which other users of the machine can read.
+    #[arg(long, value_name = "BASE64", env = "SESAME_FIREBASE_SIGNER_KEY", hide_env_values = true,
+          requires_all = ["firebase_salt_separator", "firebase_rounds", "firebase_mem_cost"])]
     firebase_signer_key: Option<String>,
     /// Firebase's `base64_salt_separator`.
     #[arg(long, value_name = "BASE64", requires = "firebase_signer_key")]

@@ -40,25 +40,28 @@ impl Core {
         {
             return Err(Error::ClientNotAccepted);
         }
-        self.authorize_principal(principal, required).await
+        self.authorize_principal(principal, required, true).await
     }
 
     /// [`Self::authorize`] for the admin API, which takes no token issued
     /// to an OAuth client (403 like a missing permission, and audited the
     /// same way): an application a user signed in to, or whoever steals its
-    /// token, must not administer Sesame with the user's permissions.
+    /// token, must not administer Sesame with the user's permissions. Its
+    /// calls count against no quota: an administrator's own quota (set by
+    /// itself or another) must not lock the administrators out.
     pub async fn authorize_admin(&self, bearer: &str, required: &[Name]) -> Result<Arc<Account>> {
         let principal = self.identify(bearer).await?;
         if principal.client_id.is_some() {
             return Err(Error::Forbidden);
         }
-        self.authorize_principal(principal, required).await
+        self.authorize_principal(principal, required, false).await
     }
 
     async fn authorize_principal(
         &self,
         principal: super::login::Principal,
         required: &[Name],
+        counted: bool,
     ) -> Result<Arc<Account>> {
         let account = self
             .cached_account(principal.account_id)
@@ -71,7 +74,9 @@ impl Core {
         if !required.iter().all(held) {
             return Err(Error::Forbidden);
         }
-        self.api_calls.admit(account.id, self.now()).await?;
+        if counted {
+            self.api_calls.admit(account.id, self.now()).await?;
+        }
         Ok(account)
     }
 

@@ -932,6 +932,32 @@ async fn sessions_are_listed_and_ended_by_an_administrator() {
     .await;
 }
 
+/// The admin API counts against no quota: the only administrator setting
+/// its own quota to 1 keeps administering (its other calls are limited).
+#[tokio::test]
+async fn a_quota_never_locks_an_administrator_out_of_the_admin_api() {
+    let admin = Admin::spawn().await;
+    let root = admin.id_of("root").await;
+    let patched = admin
+        .call(
+            Method::PATCH,
+            &format!("/v1/admin/users/{root}"),
+            Some(json!({"max_api_calls": 1})),
+        )
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    for _ in 0..3 {
+        let listed = admin.call(Method::GET, "/v1/admin/users", None).await;
+        assert_eq!(listed.status(), StatusCode::OK);
+    }
+    assert_eq!(admin.app.me_status(&admin.root).await, StatusCode::OK);
+    assert_eq!(
+        admin.app.me_status(&admin.root).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the native API counts"
+    );
+}
+
 #[tokio::test]
 async fn unlock_and_quota_reset() {
     let admin = Admin::spawn().await;
