@@ -10,8 +10,8 @@ use super::error::{Error, Result};
 use super::guard::{account_key, address_key};
 use super::sessions::PlatformPolicy;
 use super::tokens::{
-    hash_presented_in, hash_token, hash_token_in, is_opaque_token, new_opaque_token,
-    new_refresh_token, new_successor_salt, successor_token,
+    hash_presented_in, hash_token, hash_token_in, is_opaque_token, new_refresh_token,
+    new_successor_salt, opaque_access_token, successor_token,
 };
 use super::{ClientInfo, Core};
 use crate::store::{
@@ -646,7 +646,7 @@ impl Core {
                 now,
             )?,
             TokenStyle::Opaque => {
-                let token = new_opaque_token();
+                let token = opaque_access_token(&refresh_token);
                 let replaced = self
                     .store
                     .replace_access_token(&session.id, &hash_token(&token), now + access_ttl)

@@ -416,6 +416,20 @@ pub fn successor_token(token: &str, salt: &[u8], style: TokenStyle) -> String {
     render(&hasher.finalize().into(), style)
 }
 
+/// The opaque access token issued with `refresh_token` (a session's new
+/// refresh token, or the successor a refresh hands out): derived from it,
+/// so that retries of one refresh in the grace window, which get the same
+/// successor, get the same access token too instead of revoking each
+/// other's. Whoever holds the refresh token could have refreshed anyway;
+/// a reader of the database, who has only hashes, cannot compute it.
+pub fn opaque_access_token(refresh_token: &str) -> String {
+    successor_token(
+        refresh_token,
+        b"sesame opaque access token",
+        TokenStyle::Opaque,
+    )
+}
+
 /// `bytes` random bytes as base64url, for secrets such as a generated password.
 pub fn random_urlsafe(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -583,5 +597,6 @@ mod tests {
             is_opaque_token(&opaque) && is_opaque_token(&new_refresh_token(TokenStyle::Opaque))
         );
         assert!(is_opaque_token(&new_opaque_token()) && !is_opaque_token(&token));
+        assert!(is_opaque_token(&opaque_access_token(&token)));
     }
 }

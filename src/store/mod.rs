@@ -401,9 +401,10 @@ pub trait SessionStore: Send + Sync {
         hash: &TokenHash,
     ) -> StoreResult<Option<(RefreshToken, Session)>>;
     /// Makes `hash` the session's one opaque access token, deleting any
-    /// other (concurrent calls for one session leave exactly one): whether
-    /// there was one, or `None` for a session that no longer exists (which
-    /// gets none).
+    /// other (concurrent calls for one session leave exactly one; the same
+    /// hash again is kept, its expiry renewed): whether another was
+    /// deleted, or `None` for a session that no longer exists (which gets
+    /// none).
     async fn replace_access_token(
         &self,
         session_id: &SessionId,

@@ -376,6 +376,30 @@ async fn an_opaque_token_passes_too() {
         authz(&app, "/v1/authz", Some(new)).await.status(),
         StatusCode::OK
     );
+    // A retry of that refresh in the grace window (another tab, a lost
+    // answer) gets the same tokens, and revokes nothing of the first's.
+    let retried: Value = app
+        .client
+        .get(app.url("/api/v1/user/method/refresh.token.user/"))
+        .query(&[(
+            "refresh",
+            body["data"]["token"]["refresh"].as_str().unwrap(),
+        )])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retried["data"]["token"]["token"], new);
+    assert_eq!(
+        retried["data"]["token"]["refresh"],
+        refreshed["data"]["token"]["refresh"]
+    );
+    assert_eq!(
+        authz(&app, "/v1/authz", Some(new)).await.status(),
+        StatusCode::OK
+    );
     app.clock.advance(3600);
     assert_eq!(
         authz(&app, "/v1/authz", Some(new)).await.status(),

@@ -307,9 +307,12 @@ impl SessionStore for PostgresStore {
             return Ok(None);
         }
         let replaced = sqlx::query_scalar(
-            "WITH gone AS (DELETE FROM access_tokens WHERE session_id = $2 RETURNING 1), \
+            "WITH gone AS (DELETE FROM access_tokens WHERE session_id = $2 AND token_hash <> $1 \
+               RETURNING 1), \
              made AS (INSERT INTO access_tokens (token_hash, session_id, expires_at) \
-               VALUES ($1, $2, $3) RETURNING 1) \
+               VALUES ($1, $2, $3) ON CONFLICT (token_hash) DO UPDATE SET \
+               expires_at = excluded.expires_at WHERE access_tokens.session_id = excluded.session_id \
+               RETURNING 1) \
              SELECT EXISTS (SELECT 1 FROM gone) FROM made",
         )
         .bind(&hash[..])

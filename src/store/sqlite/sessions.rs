@@ -296,13 +296,17 @@ impl SessionStore for SqliteStore {
         let (session_id, hash) = (session_id.clone(), *hash);
         self.write(move |conn| {
             let replaced = conn
-                .prepare_cached("DELETE FROM access_tokens WHERE session_id = ?")
-                .and_then(|mut delete| delete.execute([&session_id]))
+                .prepare_cached(
+                    "DELETE FROM access_tokens WHERE session_id = ? AND token_hash <> ?",
+                )
+                .and_then(|mut delete| delete.execute(params![&session_id, &hash[..]]))
                 .map_err(db_error)?;
             // None for a session gone meanwhile (its account deleted).
             conn.prepare_cached(
                 "INSERT INTO access_tokens (token_hash, session_id, expires_at) \
-                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?2)",
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?2) \
+                 ON CONFLICT (token_hash) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE access_tokens.session_id = excluded.session_id",
             )
             .and_then(|mut insert| insert.execute(params![&hash[..], session_id, expires_at]))
             .map(|inserted| (inserted > 0).then_some(replaced > 0))
