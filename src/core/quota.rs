@@ -34,6 +34,8 @@ struct Usage {
     /// Counted here, being written by a flush not answered yet (a read
     /// meanwhile may or may not see them: they are counted apart).
     in_flight: i64,
+    /// The period `in_flight` is being written to.
+    in_flight_start: UnixTime,
     /// Counted here, not yet written.
     pending: i64,
     /// Quota; 0 means unlimited.
@@ -66,7 +68,9 @@ impl Usage {
         let start = self.period.start(now);
         if start > self.period_start {
             self.persisted = 0;
-            self.in_flight = 0;
+            if start > self.in_flight_start {
+                self.in_flight = 0;
+            }
             self.period_start = start;
         }
     }
@@ -196,19 +200,29 @@ impl ApiCalls {
             // Calls being written stay counted apart: the read may have
             // missed them (their flush's update waiting on the row), and
             // the flush's answer brings the count that holds them.
-            let (pending, in_flight, counted_at, flush_failed) =
-                map.get(&account).map_or((0, 0, UnixTime::MIN, false), |u| {
-                    let in_flight = if u.period_start == stored.period_start {
+            // (The store adds them to their period, or starts that period
+            // with them when it holds an earlier one.)
+            let (pending, in_flight, in_flight_start, counted_at, flush_failed) = map
+                .get(&account)
+                .map_or((0, 0, UnixTime::MIN, UnixTime::MIN, false), |u| {
+                    let in_flight = if stored.period_start <= u.in_flight_start {
                         u.in_flight
                     } else {
                         0
                     };
-                    (u.pending, in_flight, u.counted_at, u.flush_failed)
+                    (
+                        u.pending,
+                        in_flight,
+                        u.in_flight_start,
+                        u.counted_at,
+                        u.flush_failed,
+                    )
                 });
             let period = stored.period.unwrap_or(self.default_period);
             let mut usage = Usage {
                 persisted: stored.count,
                 in_flight,
+                in_flight_start,
                 pending,
                 max: stored.max,
                 period,
@@ -294,6 +308,7 @@ impl ApiCalls {
                 .map(|(id, u)| {
                     let n = u.pending;
                     u.in_flight = n;
+                    u.in_flight_start = u.period_start;
                     u.pending = 0;
                     (*id, n, u.period_start)
                 })
@@ -335,13 +350,12 @@ impl ApiCalls {
             }
             Err(error) => {
                 if let Ok(mut map) = self.usage.lock() {
-                    for (id, _, start) in &batch {
+                    for (id, n, _) in &batch {
                         if let Some(u) = map.get_mut(id) {
-                            // Written again with the next flush (unless
-                            // their period is over meanwhile).
-                            if u.period_start == *start {
-                                u.pending += u.in_flight;
-                            }
+                            // Written again with the next flush (in the
+                            // period then current, as calls pending across
+                            // a period's end are).
+                            u.pending += n;
                             u.in_flight = 0;
                             u.flush_failed = true;
                         }

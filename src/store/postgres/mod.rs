@@ -356,45 +356,55 @@ mod tests {
         let Some((_db, store)) = store().await else {
             return;
         };
-        let id = conformance::account_for_tests(&*store, "counted").await;
-        let change = AccountChange {
-            max_api_calls: Some(10),
-            ..AccountChange::default()
-        };
-        store.change_account(id, &change, 0).await.unwrap();
-        let calls = Arc::new(ApiCalls::new(
-            store.clone(),
-            60,
-            QuotaPeriod::None,
-            Arc::new(crate::metrics::Metrics::new()),
-        ));
-        for _ in 0..9 {
-            calls.admit(id, 0).await.unwrap();
-        }
-        // Another node's flush holds the row: this one's waits behind it.
-        let mut other = store.pool().begin().await.unwrap();
-        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .execute(&mut *other)
-            .await
-            .unwrap();
-        let flush = tokio::spawn({
-            let calls = Arc::clone(&calls);
-            async move { calls.flush().await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert!(!flush.is_finished(), "the flush waits on the row");
-        // A second later the count is read again (it is older than a
-        // flush interval), without the 9 being written.
-        let mut admitted = 0;
-        for _ in 0..5 {
-            if calls.admit(id, 1).await.is_ok() {
-                admitted += 1;
+        // Without periods, and on a day's first flush (the store still
+        // holds an earlier day's count): the same.
+        for (name, period, day) in [
+            ("lifetime", QuotaPeriod::None, 0),
+            ("daily", QuotaPeriod::Day, 86_400 * 10),
+        ] {
+            let id = conformance::account_for_tests(&*store, name).await;
+            let change = AccountChange {
+                max_api_calls: Some(10),
+                ..AccountChange::default()
+            };
+            store.change_account(id, &change, 0).await.unwrap();
+            let calls = Arc::new(ApiCalls::new(
+                store.clone(),
+                60,
+                period,
+                Arc::new(crate::metrics::Metrics::new()),
+            ));
+            for _ in 0..9 {
+                calls.admit(id, day).await.unwrap();
             }
+            // Another node's flush holds the row: this one's waits behind it.
+            let mut other = store.pool().begin().await.unwrap();
+            sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .execute(&mut *other)
+                .await
+                .unwrap();
+            let flush = tokio::spawn({
+                let calls = Arc::clone(&calls);
+                async move { calls.flush().await }
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert!(!flush.is_finished(), "the flush waits on the row");
+            // A second later the count is read again (it is older than a
+            // flush interval), without the 9 being written.
+            let mut admitted = 0;
+            for _ in 0..5 {
+                if calls.admit(id, day + 1).await.is_ok() {
+                    admitted += 1;
+                }
+            }
+            assert_eq!(admitted, 1, "{name}: 9 + 1 calls for a quota of 10");
+            other.commit().await.unwrap();
+            flush.await.unwrap().unwrap();
+            calls.flush().await.unwrap();
+            let usage = store.api_usage(id).await.unwrap().unwrap();
+            assert_eq!(usage.count, 10, "{name}");
         }
-        assert_eq!(admitted, 1, "9 + 1 calls for a quota of 10");
-        other.commit().await.unwrap();
-        flush.await.unwrap().unwrap();
     }
 
     /// A node whose flushes fail (its update times out on a row another
