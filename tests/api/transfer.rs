@@ -257,13 +257,36 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
     assert_eq!(alice_session["platform"], "iOS");
 
     let deployment = Deployment::new().await;
+    // An import cut short after the accounts, then run again whole with
+    // --on-conflict skip: the accounts it wrote are skipped, and their
+    // sessions (the same accounts: same names, same password hashes) join
+    // them.
+    let accounts_only = files.path().join("accounts.jsonl");
+    let text_of_accounts: String = export
+        .lines()
+        .zip(&lines)
+        .filter(|(_, parsed)| parsed["type"] != "session")
+        .map(|(line, _)| format!("{line}\n"))
+        .collect();
+    std::fs::write(&accounts_only, text_of_accounts).unwrap();
+    let first = ok(run(
+        sesame(&deployment.env()).arg("import").arg(&accounts_only),
+        None,
+    ));
+    assert!(
+        text(&first.stdout).starts_with("imported 3 accounts and 0 sessions"),
+        "{}",
+        text(&first.stdout)
+    );
     let imported = ok(run(
-        sesame(&deployment.env()).arg("import").arg(&file),
+        sesame(&deployment.env())
+            .args(["import", "--on-conflict", "skip"])
+            .arg(&file),
         None,
     ));
     assert_eq!(
         text(&imported.stdout).trim(),
-        "imported 3 accounts and 2 sessions; 0 lines refused\npassword hashes: argon2 3"
+        "imported 0 accounts and 2 sessions; 0 lines refused; 3 lines already there, skipped"
     );
 
     let app = app_on(deployment.clone()).await;
