@@ -319,7 +319,7 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError(e.into_iter().map(|e| without_values(&e)).collect()))?;
         let mut config = raw.validate()?;
-        config.warnings = warnings;
+        config.warnings.extend(warnings);
         config.sources = known
             .iter()
             .filter(|key| !key.ends_with(".*"))
@@ -603,6 +603,9 @@ impl RawConfig {
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
+        let warnings = oidc::rewritten(self.public_url.as_deref(), public_url.as_deref())
+            .into_iter()
+            .collect();
         Ok(Config {
             listen,
             data_dir: self.data_dir,
@@ -625,7 +628,7 @@ impl RawConfig {
             contracts,
             metrics,
             tls,
-            warnings: Vec::new(),
+            warnings,
             sources: Vec::new(),
         })
     }

@@ -37,6 +37,19 @@ pub(super) fn public_url(raw: Option<&str>, problems: &mut Vec<String>) -> Optio
     Some(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// A warning when `public_url` is used in another form than written (an
+/// upper-case scheme or host, a default port): the issuer is the form used,
+/// and ID tokens issued under the form written before no longer match it.
+pub(super) fn rewritten(written: Option<&str>, used: Option<&str>) -> Option<String> {
+    let (written, used) = (written?.trim().trim_end_matches('/'), used?);
+    (written != used).then(|| {
+        format!(
+            "public_url is used as {used} (scheme and host in lower case, no default port): \
+             that is the issuer, which clients may compare byte for byte"
+        )
+    })
+}
+
 /// Reads the key-encryption key from the value or the file (not both).
 pub(super) fn key_encryption_key(
     value: Option<&str>,
@@ -93,6 +106,16 @@ mod tests {
             public_url(Some("HTTPS://Login.Example.com:443/"), &mut problems).as_deref(),
             Some("https://login.example.com")
         );
+        let warning = rewritten(
+            Some("HTTPS://Login.Example.com:443/"),
+            Some("https://login.example.com"),
+        );
+        assert!(warning.is_some_and(|w| w.contains("https://login.example.com")));
+        let same = rewritten(
+            Some("https://login.example.com/"),
+            Some("https://login.example.com"),
+        );
+        assert_eq!(same, None);
         assert!(problems.is_empty());
         for bad in [
             "login.example.com",

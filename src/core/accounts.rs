@@ -199,20 +199,10 @@ impl Core {
         let Some(ended) = self.store.change_account(id, change, self.now()).await? else {
             return Err(Error::NotFound("account"));
         };
-        self.account_changed(id).await;
-        self.sessions_ended(&ended).await;
-        if let Some(max) = change.max_api_calls {
-            self.api_calls.set_max(id, max);
-        }
-        if let Some(period) = change.quota_period {
-            self.api_calls.set_period(id, period);
-        }
         // Made active from locked: an unlock, whose budgets go with it.
         let unlocked =
             account.status == AccountStatus::Locked && change.status == Some(AccountStatus::Active);
-        if unlocked {
-            self.forget_failure_budgets(id).await;
-        }
+        // Recorded first: the rest waits on other servers (notices, Redis).
         let audit = |event: &str, detail: Option<String>| {
             self.audit_change(actor, event, account, detail);
         };
@@ -268,6 +258,17 @@ impl Core {
         if let Some(period) = change.quota_period {
             let shown = period.map_or("default", QuotaPeriod::as_str);
             audit("quota_period_set", Some(format!("period {shown}")));
+        }
+        self.account_changed(id).await;
+        self.sessions_ended(&ended).await;
+        if let Some(max) = change.max_api_calls {
+            self.api_calls.set_max(id, max);
+        }
+        if let Some(period) = change.quota_period {
+            self.api_calls.set_period(id, period);
+        }
+        if unlocked {
+            self.forget_failure_budgets(id).await;
         }
         Ok(())
     }

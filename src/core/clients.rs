@@ -297,13 +297,13 @@ impl Core {
         let result = async {
             self.end_client_sessions(id, &mut ended).await?;
             removed = self.store.delete_client(id).await?;
+            if removed {
+                self.audit
+                    .record(actor.event("client_removed").detail(format!("client {id}")));
+            }
             self.end_client_sessions(id, &mut ended).await
         }
         .await;
-        if removed {
-            self.audit
-                .record(actor.event("client_removed").detail(format!("client {id}")));
-        }
         self.sessions_ended(&ended).await;
         result?;
         if !removed {

@@ -469,6 +469,19 @@ impl Core {
         }))
     }
 
+    /// The `aud` of an ID token whose signature cannot be checked any more
+    /// (a key retired since): only to choose whose registered return
+    /// addresses a logout may go to, after the user confirmed it.
+    pub fn unverified_audience(&self, hint: &str) -> Option<String> {
+        let payload = hint.split('.').nth(1)?;
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        claims["aud"]
+            .as_str()
+            .filter(|aud| super::clients::valid_client_id(aud))
+            .map(str::to_owned)
+    }
+
     /// The JWS algorithm ID tokens are signed with.
     pub fn id_token_algorithm(&self) -> &'static str {
         self.settings.tokens.algorithm.as_str()
@@ -634,11 +647,20 @@ impl Core {
                 }
             },
         };
-        // A hint signed by a key retired since counts as none.
+        // A hint signed by a key retired since counts as none, but for a
+        // silent request, which must not answer for whoever is signed in
+        // when the client expects someone it can no longer say.
         let hinted_account = match params.id_token_hint.as_deref() {
             None | Some("") => None,
             Some(raw) => match self.id_token_hint(raw).await {
-                Ok(hint) => hint.map(|hint| hint.account_id),
+                Ok(Some(hint)) => Some(hint.account_id),
+                Ok(None) if no_prompt => {
+                    return Err(refuse(
+                        "login_required",
+                        "the id_token_hint can no longer be checked",
+                    ));
+                }
+                Ok(None) => None,
                 Err(()) => {
                     return Err(refuse(
                         "invalid_request",

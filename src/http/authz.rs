@@ -59,7 +59,7 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, description = "Allowed: `X-Sesame-User`, `-User-Id`, `-Roles`, `-Permissions` describe the caller"),
         (status = 401, description = "No live session (`WWW-Authenticate`)", body = super::error::ProblemBody<'static>, content_type = "application/problem+json"),
-        (status = 403, description = "Refused: `X-Sesame-Reason` is `permission` or `quota`", body = super::error::ProblemBody<'static>, content_type = "application/problem+json"),
+        (status = 403, description = "Refused: `X-Sesame-Reason` is `permission`, `quota` or `client` (a token of an OAuth client not in `forward_auth.clients`)", body = super::error::ProblemBody<'static>, content_type = "application/problem+json"),
         super::error::Problems,
     )
 )]

@@ -978,7 +978,7 @@ pub(super) async fn logout_get(
     request_body(content = super::openapi::schemas::LogoutRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The signed-out page, or the confirmation form again", content_type = "text/html", body = String),
-        (status = 303, description = "Signed out: to `post_logout_redirect_uri` with `state`"),
+        (status = 303, description = "Signed out: to `post_logout_redirect_uri` with `state`; or, posted without the session cookie (from another site), to the same request as a GET"),
         (status = "4XX", description = "An error page", content_type = "text/html", body = String),
         (status = "5XX", description = "An error page", content_type = "text/html", body = String),
     ))]
@@ -994,9 +994,18 @@ pub(super) async fn logout_post(
         // and still send the user on as signed out. The same request as a
         // GET, a top-level navigation, carries the cookie.
         Ok(params) if read_cookie(&state, &headers, Jar::Session).is_none() => {
+            // Only what a logout request carries (RP-Initiated Logout §2).
+            let logout_parameters = [
+                "id_token_hint",
+                "logout_hint",
+                "client_id",
+                "post_logout_redirect_uri",
+                "state",
+                "ui_locales",
+            ];
             let mut pairs: Vec<(&str, &str)> = params
                 .iter()
-                .filter(|(name, _)| name.as_str() != "csrf")
+                .filter(|(name, _)| logout_parameters.contains(&name.as_str()))
                 .map(|(name, value)| (name.as_str(), value.as_str()))
                 .collect();
             pairs.sort_unstable();
@@ -1024,14 +1033,20 @@ async fn logout(
 ) -> Response {
     let lang = Lang::from_headers(headers);
     let t = page::text(lang);
-    let hint = match params.get("id_token_hint") {
+    // A hint signed by a key retired since is no hint (the user is asked),
+    // but still names the client whose return addresses may be used.
+    let (hint, unverified) = match params.get("id_token_hint") {
         Some(raw) => match state.core.id_token_hint(raw).await {
-            Ok(hint) => hint,
+            Ok(Some(hint)) => (Some(hint), None),
+            Ok(None) => (None, state.core.unverified_audience(raw)),
             Err(()) => return error_page(lang, StatusCode::BAD_REQUEST, &Refusal::BadHint),
         },
-        None => None,
+        None => (None, None),
     };
-    let audience = hint.as_ref().map(|h| h.audience.as_str());
+    let audience = hint
+        .as_ref()
+        .map(|h| h.audience.as_str())
+        .or(unverified.as_deref());
     let target = match logout_target(state, params, audience).await {
         Ok(target) => target,
         Err(Some(refusal)) => return error_page(lang, StatusCode::BAD_REQUEST, &refusal),

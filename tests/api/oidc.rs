@@ -1540,6 +1540,7 @@ async fn logout_reaches_every_session_the_browser_opened() {
             ("id_token_hint", hint),
             ("post_logout_redirect_uri", LOGOUT_REDIRECT),
             ("state", "bye"),
+            ("unrelated", "field"),
         ])
         .send()
         .await
@@ -1550,7 +1551,7 @@ async fn logout_reaches_every_session_the_browser_opened() {
         .unwrap()
         .to_owned();
     assert!(
-        location.starts_with(&app.url("/oauth2/logout?")),
+        location.starts_with(&app.url("/oauth2/logout?")) && !location.contains("unrelated"),
         "{location}"
     );
     assert!(
@@ -1617,18 +1618,47 @@ async fn logout_reaches_every_session_the_browser_opened() {
     app.clock.advance(3600 + 30 + 1);
     app.core.reload_keys().await.unwrap();
     let old_hint = fourth["id_token"].as_str().unwrap();
+    // Nor may a silent authorization answer for whoever is signed in.
+    let silent = browser
+        .get(&authorize_url(
+            &app,
+            "web",
+            &pkce(),
+            &format!("&prompt=none&id_token_hint={old_hint}"),
+        ))
+        .await;
+    assert_eq!(
+        param(&location_params(&silent).1, "error"),
+        Some("login_required")
+    );
+    // The usual form (a return address, no client_id): the hint still
+    // names whose return addresses count, once the user confirmed.
     let ask = browser
         .get(&app.url(&format!(
-            "/oauth2/logout?id_token_hint={old_hint}&client_id=web"
+            "/oauth2/logout?id_token_hint={old_hint}&post_logout_redirect_uri={}",
+            encoded(LOGOUT_REDIRECT)
         )))
         .await;
     assert_eq!(ask.status(), StatusCode::OK);
-    assert!(
-        ask.text()
-            .await
-            .unwrap()
-            .contains("action=\"/oauth2/logout\"")
-    );
+    let html = ask.text().await.unwrap();
+    assert!(html.contains("action=\"/oauth2/logout\""));
+    assert_eq!(hidden(&html, "client_id"), "web");
+    let confirmed = browser
+        .post(
+            &app.url("/oauth2/logout"),
+            &[
+                ("csrf", hidden(&html, "csrf")),
+                (
+                    "post_logout_redirect_uri",
+                    hidden(&html, "post_logout_redirect_uri"),
+                ),
+                ("client_id", hidden(&html, "client_id")),
+            ],
+        )
+        .await;
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location_params(&confirmed).0, LOGOUT_REDIRECT);
+    refused(&fourth).await;
 }
 
 #[tokio::test]
