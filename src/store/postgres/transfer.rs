@@ -448,6 +448,13 @@ impl TransferStore for PostgresStore {
         now: UnixTime,
     ) -> StoreResult<(RecordResults, Vec<SessionId>)> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // The administrators' lock before any account's row, as every
+        // change to who is one takes them: taken by the first update after
+        // an earlier one locked its row, it could deadlock with a change
+        // holding it and waiting for that row.
+        if !records.is_empty() {
+            super::roles::admins_before(&mut tx).await?;
+        }
         let mut results = Vec::with_capacity(records.len());
         let mut ended = Vec::new();
         for record in records {
