@@ -93,6 +93,8 @@ fn opaque_lookup(c: &mut Criterion) {
                 },
                 roles: vec!["user".into()],
                 max_api_calls: 0,
+                quota_period: None,
+                profile: Default::default(),
                 created_at: 0,
             })
             .await
