@@ -68,8 +68,14 @@ pub struct ImportArgs {
     /// password hash parameters, for lines of format firebase-scrypt). A
     /// secret: better given in the environment than on the command line,
     /// which other users of the machine can read.
-    #[arg(long, value_name = "BASE64", env = "SESAME_FIREBASE_SIGNER_KEY", hide_env_values = true,
-          requires_all = ["firebase_salt_separator", "firebase_rounds", "firebase_mem_cost"])]
+    /// Without the three below, it is not used (a variable exported for
+    /// one import does not stand in the way of others).
+    #[arg(
+        long,
+        value_name = "BASE64",
+        env = "SESAME_FIREBASE_SIGNER_KEY",
+        hide_env_values = true
+    )]
     firebase_signer_key: Option<String>,
     /// Firebase's `base64_salt_separator`.
     #[arg(long, value_name = "BASE64", requires = "firebase_signer_key")]
@@ -549,7 +555,14 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
             FirebaseParams::parse(key, separator, rounds, mem_cost)
                 .map_err(|e| unreadable(format!("--firebase-…: {e}")))?,
         ),
-        _ => None,
+        (_, None, None, None) => None,
+        _ => {
+            return Err(unreadable(
+                "--firebase-salt-separator, --firebase-rounds and --firebase-mem-cost go \
+                 together, with the signer key"
+                    .into(),
+            ));
+        }
     };
     let core = open_core(&config, Arc::new(SystemClock)).await?;
     let mut import = core

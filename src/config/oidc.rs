@@ -44,8 +44,9 @@ pub(super) fn rewritten(written: Option<&str>, used: Option<&str>) -> Option<Str
     let (written, used) = (written?.trim().trim_end_matches('/'), used?);
     (written != used).then(|| {
         format!(
-            "public_url is used as {used} (scheme and host in lower case, no default port): \
-             that is the issuer, which clients may compare byte for byte"
+            "public_url is used as {used}, as parsed (scheme and host in lower case, no \
+             default port, the path normalised): that is the issuer, which clients may \
+             compare byte for byte"
         )
     })
 }

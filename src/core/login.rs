@@ -10,8 +10,8 @@ use super::error::{Error, Result};
 use super::guard::{account_key, address_key};
 use super::sessions::PlatformPolicy;
 use super::tokens::{
-    hash_presented_in, hash_token, hash_token_in, is_opaque_token, new_refresh_token,
-    new_successor_salt, opaque_access_token, successor_token,
+    hash_presented_in, hash_token, hash_token_in, is_opaque_token, new_opaque_token,
+    new_refresh_token, new_successor_salt, opaque_access_token, successor_token,
 };
 use super::{ClientInfo, Core};
 use crate::store::{
@@ -183,6 +183,10 @@ pub(crate) struct SessionRef {
     pub(crate) account_id: i64,
     style: TokenStyle,
     pub(crate) expires_at: UnixTime,
+    /// A refresh's stored successor salt: an opaque session's access token
+    /// is derived from it and the successor, so that retries in the grace
+    /// window get the same one. `None` at a login (a random token).
+    access_salt: Option<Vec<u8>>,
 }
 
 impl Core {
@@ -612,6 +616,7 @@ impl Core {
             account_id: account.id,
             style,
             expires_at: session.expires_at,
+            access_salt: None,
         };
         self.grant(session, refresh_token, Some(account))
             .await
@@ -646,7 +651,10 @@ impl Core {
                 now,
             )?,
             TokenStyle::Opaque => {
-                let token = opaque_access_token(&refresh_token);
+                let token = match &session.access_salt {
+                    Some(salt) => opaque_access_token(&refresh_token, salt),
+                    None => new_opaque_token(),
+                };
                 let replaced = self
                     .store
                     .replace_access_token(&session.id, &hash_token(&token), now + access_ttl)
@@ -733,11 +741,12 @@ impl Core {
             return Err(Error::InvalidRefreshToken);
         }
         let style = session.token_style;
-        let session_ref = SessionRef {
+        let mut session_ref = SessionRef {
             id: session.id.clone(),
             account_id: session.account_id,
             style,
             expires_at: session.expires_at,
+            access_salt: None,
         };
         if rotated {
             let [jwt, opaque] = successors;
@@ -745,6 +754,7 @@ impl Core {
                 TokenStyle::Jwt => jwt,
                 TokenStyle::Opaque => opaque,
             };
+            session_ref.access_salt = Some(salt.to_vec());
             return Ok((session_ref, successor));
         }
         // Already rotated, by an earlier request or a concurrent one just now.
@@ -758,6 +768,7 @@ impl Core {
                 if now - rotated_at <= self.settings.tokens.reuse_grace =>
             {
                 let successor = successor_token(refresh_token, &salt, style);
+                session_ref.access_salt = Some(salt);
                 Ok((session_ref, successor))
             }
             _ => {

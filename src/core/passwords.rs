@@ -11,7 +11,7 @@
 //! same parameters, so it costs the same time as a real one.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -224,9 +224,56 @@ fn pool_gone() -> Error {
     Error::Internal("password hashing pool stopped".into())
 }
 
-/// Held while a verification needs more memory than the configured
-/// parameters (see `verify_with`).
-static OVERSIZED: Mutex<()> = Mutex::new(());
+/// Memory that verifications needing more than the configured parameters
+/// (hashes imported from other systems) may take at once, across the pool:
+/// 1 GiB, one of the largest accepted or several smaller ones (sixteen of
+/// PHP's 64 MiB). Beyond it they wait for each other.
+const OVERSIZED_BUDGET_KIB: u64 = MAX_STORED_MEMORY_KIB as u64;
+
+/// What such verifications hold of [`OVERSIZED_BUDGET_KIB`].
+static OVERSIZED: Budget = Budget {
+    used: Mutex::new(0),
+    freed: Condvar::new(),
+};
+
+struct Budget {
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl Budget {
+    /// Takes `kib` once the budget has room for it (at once when nothing
+    /// else holds any: no single job exceeds it).
+    fn take(&'static self, kib: u64) -> BudgetHeld {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        while *used > 0 && *used + kib > OVERSIZED_BUDGET_KIB {
+            used = self
+                .freed
+                .wait(used)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *used += kib;
+        BudgetHeld { budget: self, kib }
+    }
+}
+
+/// Gives its share back when dropped.
+struct BudgetHeld {
+    budget: &'static Budget,
+    kib: u64,
+}
+
+impl Drop for BudgetHeld {
+    fn drop(&mut self) {
+        let mut used = self
+            .budget
+            .used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *used = used.saturating_sub(self.kib);
+        self.budget.freed.notify_all();
+    }
+}
 
 /// A thread idle this long gives its block buffer back to the system.
 const RELEASE_AFTER_IDLE: Duration = Duration::from_secs(30);
@@ -428,10 +475,10 @@ fn verify_with(
     let mut out = vec![0u8; expected.len()];
     if stored.m_cost() > params.m_cost() {
         // More memory than Sesame's own hashes take (a hash imported from
-        // another system, up to 1 GiB): one at a time across the pool, in
-        // memory given back at once, so that sign-ins against such
+        // another system, up to 1 GiB): within a budget shared by the pool,
+        // in memory given back at once, so that sign-ins against such
         // accounts cannot make every thread keep that much.
-        let _one = OVERSIZED.lock().unwrap_or_else(PoisonError::into_inner);
+        let _held = OVERSIZED.take(u64::from(stored.m_cost()));
         let mut once = Kernel::default();
         let computed = once.compute(algorithm, version, &stored, secret, &salt, &mut out);
         once.release();
@@ -726,6 +773,30 @@ mod tests {
         let malformed = "$argon2id$v=19$m=64,t=1,p=0$c2FsdHNhbHQ$\
             AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         assert!(!hasher.verify(&right, malformed).await.unwrap().matches);
+    }
+
+    /// Verifications beyond the configured memory share one budget: a
+    /// share that does not fit waits until one is given back.
+    #[test]
+    fn oversized_verifications_wait_for_room_in_their_budget() {
+        static BUDGET: Budget = Budget {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        };
+        let all = BUDGET.take(OVERSIZED_BUDGET_KIB);
+        let (sent, taken) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _held = BUDGET.take(64 * 1024);
+            sent.send(()).unwrap();
+        });
+        assert!(
+            taken.recv_timeout(Duration::from_millis(200)).is_err(),
+            "no room while the whole budget is held"
+        );
+        drop(all);
+        taken.recv_timeout(Duration::from_secs(5)).unwrap();
+        waiter.join().unwrap();
+        assert_eq!(*BUDGET.used.lock().unwrap(), 0);
     }
 
     #[tokio::test]

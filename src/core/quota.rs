@@ -1,6 +1,6 @@
 //! Per-account API-call counting and quotas.
 //!
-//! Every bearer-authenticated call counts. Writing each count to the database
+//! Every bearer-authenticated call counts (but the admin API's). Writing each count to the database
 //! would put a write on every request, so counts accumulate in memory and a
 //! background task adds them to the store every `FLUSH_INTERVAL` (and once
 //! more at shutdown). A crash loses at most the calls counted since the last
@@ -50,10 +50,9 @@ struct Usage {
     synced_at: UnixTime,
     /// When this node last counted a call of the account.
     counted_at: UnixTime,
-    /// The last flush of this account's calls failed: its count is read
-    /// again (once a flush interval) though calls are pending, so that a
-    /// node whose writes fail still learns the other nodes' calls.
-    flush_failed: bool,
+    /// Times the count was started again from zero (`reset`): calls of a
+    /// flush that failed across a reset are dropped, as counted before it.
+    resets: u64,
 }
 
 impl Usage {
@@ -171,7 +170,7 @@ impl ApiCalls {
         // against the count being replaced.
         let stale = now.saturating_sub(usage.loaded_at) >= self.ttl.max(1)
             || (usage.max > 0 && now.saturating_sub(usage.synced_at) >= SYNC_AGE);
-        if stale && (usage.pending == 0 || usage.flush_failed) && !held_will_do {
+        if stale && usage.pending == 0 && !held_will_do {
             return None;
         }
         usage.roll(now);
@@ -202,9 +201,9 @@ impl ApiCalls {
             // the flush's answer brings the count that holds them.
             // (The store adds them to their period, or starts that period
             // with them when it holds an earlier one.)
-            let (pending, in_flight, in_flight_start, counted_at, flush_failed) = map
+            let (pending, in_flight, in_flight_start, counted_at, resets) = map
                 .get(&account)
-                .map_or((0, 0, UnixTime::MIN, UnixTime::MIN, false), |u| {
+                .map_or((0, 0, UnixTime::MIN, UnixTime::MIN, 0), |u| {
                     let in_flight = if stored.period_start <= u.in_flight_start {
                         u.in_flight
                     } else {
@@ -215,7 +214,7 @@ impl ApiCalls {
                         in_flight,
                         u.in_flight_start,
                         u.counted_at,
-                        u.flush_failed,
+                        u.resets,
                     )
                 });
             let period = stored.period.unwrap_or(self.default_period);
@@ -230,7 +229,7 @@ impl ApiCalls {
                 loaded_at: now,
                 synced_at: now,
                 counted_at,
-                flush_failed,
+                resets,
             };
             // A count of an earlier period is over (the store keeps the
             // later of the two starts, as this does).
@@ -276,6 +275,7 @@ impl ApiCalls {
             usage.in_flight = 0;
             usage.pending = 0;
             usage.period_start = now;
+            usage.resets += 1;
         }
     }
 
@@ -301,7 +301,9 @@ impl ApiCalls {
     /// Writes pending counts to the store. On failure they stay pending.
     pub async fn flush(&self) -> Result<()> {
         let _flushing = self.flushing.lock().await;
-        let batch: Vec<(AccountId, i64, UnixTime)> = match self.usage.lock() {
+        // With each account's number of resets, to drop at a failure the
+        // calls of one reset meanwhile.
+        let (batch, resets): (Vec<(AccountId, i64, UnixTime)>, Vec<u64>) = match self.usage.lock() {
             Ok(mut map) => map
                 .iter_mut()
                 .filter(|(_, u)| u.pending > 0)
@@ -310,9 +312,9 @@ impl ApiCalls {
                     u.in_flight = n;
                     u.in_flight_start = u.period_start;
                     u.pending = 0;
-                    (*id, n, u.period_start)
+                    ((*id, n, u.period_start), u.resets)
                 })
-                .collect(),
+                .unzip(),
             Err(_) => return Err(Error::Internal("quota counters poisoned".into())),
         };
         if batch.is_empty() {
@@ -328,7 +330,6 @@ impl ApiCalls {
                 if let Ok(mut map) = self.usage.lock() {
                     for (id, _, _) in &batch {
                         if let Some(u) = map.get_mut(id) {
-                            u.flush_failed = false;
                             u.in_flight = 0;
                         }
                     }
@@ -350,18 +351,42 @@ impl ApiCalls {
             }
             Err(error) => {
                 if let Ok(mut map) = self.usage.lock() {
-                    for (id, n, _) in &batch {
+                    for ((id, n, _), resets) in batch.iter().zip(&resets) {
                         if let Some(u) = map.get_mut(id) {
                             // Written again with the next flush (in the
                             // period then current, as calls pending across
-                            // a period's end are).
-                            u.pending += n;
+                            // a period's end are), unless the count was
+                            // reset meanwhile: they came before it.
+                            if u.resets == *resets {
+                                u.pending += n;
+                            }
                             u.in_flight = 0;
-                            u.flush_failed = true;
                         }
                     }
                 }
+                // The other nodes' calls still reach this one: their
+                // counts are read (off the requests, here), as long as
+                // reads answer.
+                self.read_counts(&batch).await;
                 Err(error.into())
+            }
+        }
+    }
+
+    /// After a failed flush: reads the stored counts of (at most 100 of)
+    /// the batch's accounts, stopping at the first read that fails (the
+    /// store away: nothing to learn, and no wait worth more).
+    async fn read_counts(&self, batch: &[(AccountId, i64, UnixTime)]) {
+        for (id, _, _) in batch.iter().take(100) {
+            let Ok(Some(stored)) = self.store.api_usage(*id).await else {
+                return;
+            };
+            if let Ok(mut map) = self.usage.lock()
+                && let Some(u) = map.get_mut(id)
+                && stored.period_start == u.period_start
+            {
+                u.persisted = stored.count;
+                u.max = stored.max;
             }
         }
     }

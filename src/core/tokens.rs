@@ -416,18 +416,16 @@ pub fn successor_token(token: &str, salt: &[u8], style: TokenStyle) -> String {
     render(&hasher.finalize().into(), style)
 }
 
-/// The opaque access token issued with `refresh_token` (a session's new
-/// refresh token, or the successor a refresh hands out): derived from it,
-/// so that retries of one refresh in the grace window, which get the same
-/// successor, get the same access token too instead of revoking each
-/// other's. Whoever holds the refresh token could have refreshed anyway;
-/// a reader of the database, who has only hashes, cannot compute it.
-pub fn opaque_access_token(refresh_token: &str) -> String {
-    successor_token(
-        refresh_token,
-        b"sesame opaque access token",
-        TokenStyle::Opaque,
-    )
+/// The opaque access token a refresh hands out with `successor`: derived
+/// from it and the refresh's stored random `salt`, so that retries of one
+/// refresh in the grace window, which get the same successor, get the same
+/// access token too instead of revoking each other's. A reader of the
+/// database lacks the successor; a reader of a log holding a refresh token
+/// (a URL) lacks the salt.
+pub fn opaque_access_token(successor: &str, salt: &[u8]) -> String {
+    let mut seed = salt.to_vec();
+    seed.extend_from_slice(b"sesame opaque access token");
+    successor_token(successor, &seed, TokenStyle::Opaque)
 }
 
 /// `bytes` random bytes as base64url, for secrets such as a generated password.
@@ -597,6 +595,12 @@ mod tests {
             is_opaque_token(&opaque) && is_opaque_token(&new_refresh_token(TokenStyle::Opaque))
         );
         assert!(is_opaque_token(&new_opaque_token()) && !is_opaque_token(&token));
-        assert!(is_opaque_token(&opaque_access_token(&token)));
+        let access = opaque_access_token(&token, &[1; 32]);
+        assert!(is_opaque_token(&access));
+        assert_ne!(
+            access,
+            opaque_access_token(&token, &[2; 32]),
+            "the salt matters"
+        );
     }
 }

@@ -43,7 +43,7 @@ use super::accounts::{
     check_display_name,
 };
 use super::audit::{self, AuditEventExt};
-use super::domain::{Email, Mobile, Platform, Username, fold_key};
+use super::domain::{Email, Mobile, Platform, Username};
 use super::error::{Error, Result};
 use crate::store::transfer::{
     AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
@@ -1174,17 +1174,29 @@ impl Core {
                     import.counts.expired += 1;
                     continue;
                 }
-                // Only an account this import wrote (or, run again under
-                // --on-conflict skip, found as the file has it): one whose
-                // line was refused or skipped (its id taken by someone,
-                // perhaps of the same username), or that is not in the
-                // file, would otherwise take a token the file chose.
+                // Only an account this import wrote: one whose line was
+                // refused or skipped (its id taken by someone, perhaps of
+                // the same username), or that is not in the file, would
+                // otherwise take a token the file chose (a password hash
+                // proves nothing: an expired one is public, an old export
+                // holds them all). Run again under --on-conflict skip, a
+                // session already there with its account is skipped.
                 if !import.written.contains(&session.account_id) {
-                    import.counts.refused += 1;
-                    refusals.push(Refusal {
-                        line: parsed.line,
-                        reason: format!("{}: {}", parsed.label, RecordError::NotWritten),
-                    });
+                    let there = import.on_conflict == OnConflict::Skip
+                        && self
+                            .store
+                            .get_session(&session.id)
+                            .await?
+                            .is_some_and(|stored| stored.account_id == session.account_id);
+                    if there {
+                        import.counts.skipped += 1;
+                    } else {
+                        import.counts.refused += 1;
+                        refusals.push(Refusal {
+                            line: parsed.line,
+                            reason: format!("{}: {}", parsed.label, RecordError::NotWritten),
+                        });
+                    }
                     continue;
                 }
                 // No imported session outlives one opened now.
@@ -1215,21 +1227,6 @@ impl Core {
             .map(|record| match record {
                 ImportRecord::Account(account) => Some(account.id),
                 ImportRecord::Session(_) => None,
-            })
-            .collect();
-        // Under --on-conflict skip, an account line whose id is taken by
-        // the very account it describes (an import run again) still lets
-        // its sessions join: same username and same password hash, which
-        // another person of the same name would not have.
-        let identities: Vec<Option<(AccountId, String, String)>> = records
-            .iter()
-            .map(|record| match record {
-                ImportRecord::Account(account) if import.on_conflict == OnConflict::Skip => Some((
-                    account.id,
-                    account.username_key.clone(),
-                    account.verifiers.password_hash.clone(),
-                )),
-                _ => None,
             })
             .collect();
         let results: RecordResults = match &mut import.seen {
@@ -1282,20 +1279,9 @@ impl Core {
                 results[i] = outcome;
             }
         }
-        for (((((line, label, format), result), updated), account_id), identity) in lines
-            .into_iter()
-            .zip(results)
-            .zip(updated)
-            .zip(account_ids)
-            .zip(identities)
+        for ((((line, label, format), result), updated), account_id) in
+            lines.into_iter().zip(results).zip(updated).zip(account_ids)
         {
-            if let (Err(RecordError::Taken("id")), Some((id, key, hash))) = (&result, &identity)
-                && let Some(stored) = self.store.get_account(*id).await?
-                && fold_key(&stored.username) == *key
-                && stored.verifiers.password_hash == *hash
-            {
-                import.written.insert(*id);
-            }
             match (result, format) {
                 (Ok(()), Some(format)) => {
                     import.written.extend(account_id);

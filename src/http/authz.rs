@@ -29,7 +29,8 @@ pub const USER_ID: HeaderName = HeaderName::from_static("x-sesame-user-id");
 pub const ROLES: HeaderName = HeaderName::from_static("x-sesame-roles");
 /// The caller's permissions, comma-separated.
 pub const PERMISSIONS: HeaderName = HeaderName::from_static("x-sesame-permissions");
-/// Why an authenticated caller was refused: `permission` or `quota`.
+/// Why an authenticated caller was refused: `permission`, `quota` or
+/// `client` (a token of an OAuth client not in `forward_auth.clients`).
 pub const REASON: HeaderName = HeaderName::from_static("x-sesame-reason");
 /// Permissions the proxy requires for this request, comma-separated.
 pub const REQUIRE: HeaderName = HeaderName::from_static("x-sesame-require-permission");

@@ -258,9 +258,9 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
 
     let deployment = Deployment::new().await;
     // An import cut short after the accounts, then run again whole with
-    // --on-conflict skip: the accounts it wrote are skipped, and their
-    // sessions (the same accounts: same names, same password hashes) join
-    // them.
+    // --on-conflict update: the accounts are written again, so their
+    // sessions join them; and once more with --on-conflict skip, which
+    // finds everything there (sessions with their accounts: skipped).
     let accounts_only = files.path().join("accounts.jsonl");
     let text_of_accounts: String = export
         .lines()
@@ -280,13 +280,23 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
     );
     let imported = ok(run(
         sesame(&deployment.env())
-            .args(["import", "--on-conflict", "skip"])
+            .args(["import", "--on-conflict", "update"])
             .arg(&file),
         None,
     ));
     assert_eq!(
         text(&imported.stdout).trim(),
-        "imported 0 accounts and 2 sessions; 0 lines refused; 3 lines already there, skipped"
+        "imported 0 accounts and 2 sessions; 0 lines refused; 3 accounts updated\npassword hashes: argon2 3"
+    );
+    let again = ok(run(
+        sesame(&deployment.env())
+            .args(["import", "--on-conflict", "skip"])
+            .arg(&file),
+        None,
+    ));
+    assert_eq!(
+        text(&again.stdout).trim(),
+        "imported 0 accounts and 0 sessions; 0 lines refused; 5 lines already there, skipped"
     );
 
     let app = app_on(deployment.clone()).await;

@@ -455,11 +455,16 @@ impl TransferStore for PostgresStore {
         if !records.is_empty() {
             super::roles::admins_before(&mut tx).await?;
         }
-        let mut results = Vec::with_capacity(records.len());
+        // Rows in id order, as a quota flush locks them: in file order, two
+        // such transactions could each hold a row the other waits for.
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by_key(|&i| records[i].id);
+        let mut results: Vec<Option<Result<(), RecordError>>> =
+            (0..records.len()).map(|_| None).collect();
         let mut ended = Vec::new();
-        for record in records {
+        for i in order {
             let mut savepoint = tx.begin().await.map_err(db_error)?;
-            let result = match update_account(&mut savepoint, record, now).await {
+            let result = match update_account(&mut savepoint, &records[i], now).await {
                 Ok(sessions) => {
                     savepoint.commit().await.map_err(db_error)?;
                     ended.extend(sessions);
@@ -470,10 +475,10 @@ impl TransferStore for PostgresStore {
                     Err(error)
                 }
             };
-            results.push(result);
+            results[i] = Some(result);
         }
         tx.commit().await.map_err(db_error)?;
-        Ok((results, ended))
+        Ok((results.into_iter().flatten().collect(), ended))
     }
 
     async fn check_updates(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {
