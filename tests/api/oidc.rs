@@ -1465,6 +1465,19 @@ async fn logout_ends_the_browser_session_and_what_it_gave_clients() {
     );
 }
 
+/// Posts the logout confirmation form of `html` as the user would.
+async fn confirm_logout(app: &TestApp, browser: &mut Browser, html: &str) -> reqwest::Response {
+    let form = [
+        ("csrf", hidden(html, "csrf")),
+        (
+            "post_logout_redirect_uri",
+            hidden(html, "post_logout_redirect_uri"),
+        ),
+        ("client_id", hidden(html, "client_id")),
+    ];
+    browser.post(&app.url("/oauth2/logout"), &form).await
+}
+
 /// Every session a browser opened is within reach of its logout: one it
 /// signed in again over (`prompt=login`), a logout form posted from
 /// another site (which comes without the cookie), a confirmation asked
@@ -1591,19 +1604,7 @@ async fn logout_reaches_every_session_the_browser_opened() {
     assert_eq!(ask.status(), StatusCode::OK);
     let html = ask.text().await.unwrap();
     assert_eq!(hidden(&html, "client_id"), "web");
-    let confirmed = browser
-        .post(
-            &app.url("/oauth2/logout"),
-            &[
-                ("csrf", hidden(&html, "csrf")),
-                (
-                    "post_logout_redirect_uri",
-                    hidden(&html, "post_logout_redirect_uri"),
-                ),
-                ("client_id", hidden(&html, "client_id")),
-            ],
-        )
-        .await;
+    let confirmed = confirm_logout(&app, &mut browser, &html).await;
     assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
     assert_eq!(location_params(&confirmed).0, LOGOUT_REDIRECT);
     refused(&third).await;
@@ -1643,19 +1644,7 @@ async fn logout_reaches_every_session_the_browser_opened() {
     let html = ask.text().await.unwrap();
     assert!(html.contains("action=\"/oauth2/logout\""));
     assert_eq!(hidden(&html, "client_id"), "web");
-    let confirmed = browser
-        .post(
-            &app.url("/oauth2/logout"),
-            &[
-                ("csrf", hidden(&html, "csrf")),
-                (
-                    "post_logout_redirect_uri",
-                    hidden(&html, "post_logout_redirect_uri"),
-                ),
-                ("client_id", hidden(&html, "client_id")),
-            ],
-        )
-        .await;
+    let confirmed = confirm_logout(&app, &mut browser, &html).await;
     assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
     assert_eq!(location_params(&confirmed).0, LOGOUT_REDIRECT);
     refused(&fourth).await;

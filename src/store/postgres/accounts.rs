@@ -214,18 +214,9 @@ pub(super) async fn change_account(
     // The account's row is locked (the update above): a login that
     // committed first is in this snapshot, a later one waits and then
     // sees the account disabled.
-    super::sessions::ids(
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = 'disabled' \
-             WHERE account_id = $2 AND revoked_at IS NULL RETURNING id",
-        )
-        .bind(now)
-        .bind(id)
-        .fetch_all(&mut *tx)
+    super::sessions::revoke_live_sessions(tx, id, None, "disabled", now)
         .await
-        .map_err(db_error)?,
-    )
-    .map(Some)
+        .map(Some)
 }
 
 /// Sets (`Some`) or removes (`None`) one profile attribute.
@@ -509,19 +500,7 @@ impl AccountStore for PostgresStore {
         if written == 0 {
             return Ok(None);
         }
-        let ended = super::sessions::ids(
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-                 WHERE account_id = $3 AND revoked_at IS NULL AND id <> $4 RETURNING id",
-            )
-            .bind(now)
-            .bind(reason)
-            .bind(id)
-            .bind(keep.map_or("", String::as_str))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?,
-        )?;
+        let ended = super::sessions::revoke_live_sessions(&mut tx, id, keep, reason, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(ended))
     }

@@ -75,6 +75,29 @@ pub(super) fn refresh_from_row(row: &PgRow, session_id: SessionId) -> StoreResul
     })
 }
 
+/// Ends every live session of an account but `keep`, in the caller's
+/// transaction (which should hold the account's row, as logins lock it
+/// before they open a session); their ids.
+pub(super) async fn revoke_live_sessions(
+    tx: &mut sqlx::PgConnection,
+    account_id: AccountId,
+    keep: Option<&SessionId>,
+    reason: &str,
+    now: UnixTime,
+) -> StoreResult<Vec<SessionId>> {
+    ids(sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE account_id = $3 AND revoked_at IS NULL AND id <> $4 RETURNING id",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(account_id)
+    .bind(keep.map_or("", String::as_str))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_error)?)
+}
+
 pub(super) fn ids(rows: Vec<PgRow>) -> StoreResult<Vec<SessionId>> {
     rows.iter()
         .map(|row| row.try_get(0).map_err(db_error))
@@ -236,17 +259,7 @@ impl SessionStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        let ended = ids(sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-             WHERE account_id = $3 AND revoked_at IS NULL AND id <> $4 RETURNING id",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(account_id)
-        .bind(keep.map_or("", String::as_str))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?)?;
+        let ended = revoke_live_sessions(&mut tx, account_id, keep, reason, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(ended)
     }

@@ -180,13 +180,7 @@ pub(super) fn change_account(
         if change.status != Some(AccountStatus::Disabled) {
             return Ok(Some(Vec::new()));
         }
-        super::sessions::returning_ids(
-            conn,
-            "UPDATE sessions SET revoked_at = ?, revoked_reason = 'disabled' \
-             WHERE account_id = ? AND revoked_at IS NULL RETURNING id",
-            params![now, id],
-        )
-        .map(Some)
+        super::sessions::revoke_live_sessions(conn, id, None, "disabled", now).map(Some)
     };
     if change.status.is_some() || change.roles.is_some() {
         super::roles::keeping_an_admin(conn, apply)
@@ -493,13 +487,7 @@ impl AccountStore for SqliteStore {
             if written == 0 {
                 return Ok(None);
             }
-            super::sessions::returning_ids(
-                conn,
-                "UPDATE sessions SET revoked_at = ?, revoked_reason = ? \
-                 WHERE account_id = ? AND revoked_at IS NULL AND id <> ? RETURNING id",
-                params![now, reason, id, keep],
-            )
-            .map(Some)
+            super::sessions::revoke_live_sessions(conn, id, Some(&keep), &reason, now).map(Some)
         })
         .await
     }

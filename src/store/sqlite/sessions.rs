@@ -83,6 +83,23 @@ fn sessions_where(
 }
 
 /// Runs an `UPDATE … RETURNING id` and collects the ids.
+/// Ends every live session of an account but `keep`, inside a write;
+/// their ids.
+pub(super) fn revoke_live_sessions(
+    conn: &Connection,
+    account_id: AccountId,
+    keep: Option<&SessionId>,
+    reason: &str,
+    now: UnixTime,
+) -> StoreResult<Vec<SessionId>> {
+    returning_ids(
+        conn,
+        "UPDATE sessions SET revoked_at = ?, revoked_reason = ? \
+         WHERE account_id = ? AND revoked_at IS NULL AND id <> ? RETURNING id",
+        params![now, reason, account_id, keep.map_or("", String::as_str)],
+    )
+}
+
 pub(super) fn returning_ids(
     conn: &Connection,
     sql: &str,
@@ -238,12 +255,7 @@ impl SessionStore for SqliteStore {
         let (keep, reason) = (keep.cloned().unwrap_or_default(), reason.to_owned());
         // As many rows as the account has sessions: off the async workers.
         self.write_off_workers(move |conn| {
-            returning_ids(
-                conn,
-                "UPDATE sessions SET revoked_at = ?, revoked_reason = ? \
-                 WHERE account_id = ? AND revoked_at IS NULL AND id <> ? RETURNING id",
-                params![now, reason, account_id, keep],
-            )
+            revoke_live_sessions(conn, account_id, Some(&keep), &reason, now)
         })
         .await
     }
