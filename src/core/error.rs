@@ -117,6 +117,9 @@ impl From<StoreError> for Error {
         match error {
             StoreError::Conflict(field) => Error::Conflict(field),
             StoreError::LastAdministrator => Error::LastAdministrator,
+            StoreError::TooMany { field, most } => {
+                Error::invalid(field, format!("at most {most} names"))
+            }
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable; answering 503");
                 Error::Busy {

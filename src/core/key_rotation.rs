@@ -41,9 +41,11 @@ pub struct KeyInfo {
 }
 
 /// How long a replaced key keeps verifying: the longest a token it signed
-/// (access or ID token) can still be accepted.
+/// (access or ID token) can still be accepted, counted from the last moment
+/// a node may still sign with it (one that missed the notice reloads within
+/// [`RELOAD_EVERY`]), so that no token expires early on another node.
 fn retention(settings: &CoreSettings) -> i64 {
-    settings.tokens.access_ttl + settings.tokens.leeway
+    settings.tokens.access_ttl + settings.tokens.leeway + RELOAD_EVERY.as_secs() as i64
 }
 
 /// Loads the key ring from the store, creating the first key if there is
@@ -74,8 +76,9 @@ impl Core {
 
     /// Reads the keys again and puts them in service.
     pub async fn reload_keys(&self) -> Result<()> {
+        let generation = self.tokens.next_ring_generation();
         let ring = load_key_ring(&*self.store, &self.settings, self.now()).await?;
-        self.tokens.replace_ring(ring);
+        self.tokens.replace_ring(ring, generation);
         self.keys_loaded_at
             .store(self.now(), std::sync::atomic::Ordering::Release);
         Ok(())

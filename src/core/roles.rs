@@ -171,6 +171,7 @@ impl Core {
         names(&permissions, "permissions", MAX_PERMISSIONS)?;
         let change = RoleChange {
             grant: vec![permission],
+            permissions_at_most: Some(MAX_PERMISSIONS),
             ..RoleChange::default()
         };
         self.change_role(role, &change, actor).await

@@ -9,6 +9,7 @@
 //! the successor's text was never stored.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use base64::Engine;
@@ -102,7 +103,10 @@ const VERIFIED_MEMO_LIMIT: usize = 10_000;
 /// claims. Times are still checked on every use; a token that never
 /// verified is never remembered.
 pub struct AccessTokens {
-    ring: RwLock<Arc<KeyRing>>,
+    /// The ring in service and the generation of the reload that made it.
+    ring: RwLock<(u64, Arc<KeyRing>)>,
+    /// The last generation handed to a reload.
+    ring_generations: AtomicU64,
     settings: TokenSettings,
     /// The OpenID Connect issuer URL, set once the server knows its address;
     /// tokens issued to OAuth clients carry it as `iss`.
@@ -114,7 +118,8 @@ impl AccessTokens {
     /// Wraps a loaded key ring.
     pub fn new(ring: KeyRing, settings: TokenSettings) -> Self {
         Self {
-            ring: RwLock::new(Arc::new(ring)),
+            ring: RwLock::new((0, Arc::new(ring))),
+            ring_generations: AtomicU64::new(0),
             settings,
             public_issuer: OnceLock::new(),
             verified: RwLock::new(HashMap::new()),
@@ -124,16 +129,28 @@ impl AccessTokens {
     /// The key ring in use.
     pub fn ring(&self) -> Arc<KeyRing> {
         match self.ring.read() {
-            Ok(ring) => Arc::clone(&ring),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+            Ok(ring) => Arc::clone(&ring.1),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner().1),
         }
     }
 
-    /// Puts a reloaded key ring in service (after a key rotation).
-    pub fn replace_ring(&self, ring: KeyRing) {
-        match self.ring.write() {
-            Ok(mut slot) => *slot = Arc::new(ring),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+    /// A generation for a reload about to read the keys: take it before the
+    /// read, and hand it back with the ring to [`Self::replace_ring`].
+    pub fn next_ring_generation(&self) -> u64 {
+        self.ring_generations.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Puts a reloaded key ring in service (after a key rotation), unless a
+    /// reload that started later has put its own in service already: reloads
+    /// run concurrently (a notice, the minute's timer, an unknown key id),
+    /// and one that read the keys earlier may finish last.
+    pub fn replace_ring(&self, ring: KeyRing, generation: u64) {
+        let mut slot = match self.ring.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if generation > slot.0 {
+            *slot = (generation, Arc::new(ring));
         }
     }
 
@@ -462,6 +479,29 @@ mod tests {
                 ..TokenSettings::default()
             },
         )
+    }
+
+    /// A reload that read the keys earlier but finishes last leaves the
+    /// later reload's ring in service.
+    #[test]
+    fn an_earlier_reload_finishing_last_changes_nothing() {
+        let alg = SigningAlgorithm::EdDSA;
+        let tokens = tokens(alg);
+        let ring_of = |created| {
+            let key = generate(alg, created).unwrap();
+            let kid = key.kid.clone();
+            (KeyRing::load(&[key], alg).unwrap().unwrap(), kid)
+        };
+        let earlier = tokens.next_ring_generation();
+        let later = tokens.next_ring_generation();
+        let (newer_ring, newer_kid) = ring_of(2);
+        let (older_ring, _) = ring_of(1);
+        tokens.replace_ring(newer_ring, later);
+        tokens.replace_ring(older_ring, earlier);
+        assert_eq!(tokens.ring().signing_key().unwrap().kid, newer_kid);
+        let (next_ring, next_kid) = ring_of(3);
+        tokens.replace_ring(next_ring, tokens.next_ring_generation());
+        assert_eq!(tokens.ring().signing_key().unwrap().kid, next_kid);
     }
 
     /// Signing with the key parsed once gives what `jsonwebtoken` gives

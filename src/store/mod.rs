@@ -89,6 +89,15 @@ pub enum StoreError {
     /// `admin` permission; nothing was changed.
     #[error("the change would leave no active administrator")]
     LastAdministrator,
+    /// The change would leave more than `most` entries in a bounded list
+    /// (`field`); nothing was changed.
+    #[error("{field}: at most {most}")]
+    TooMany {
+        /// The list.
+        field: &'static str,
+        /// Its bound.
+        most: usize,
+    },
 }
 
 /// The permission of administrators: the admin API, the manager face.

@@ -535,6 +535,11 @@ pub struct RoleChange {
     pub grant: Vec<String>,
     /// Permissions to take away, likewise.
     pub revoke: Vec<String>,
+    /// The most permissions the role may hold once changed: more refuses
+    /// the change ([`StoreError::TooMany`](super::StoreError::TooMany)),
+    /// counted inside its transaction, so that grants at once on any
+    /// nodes cannot together pass it.
+    pub permissions_at_most: Option<usize>,
 }
 
 /// Which audit events to list: newest first, all filters combined.

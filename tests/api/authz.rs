@@ -869,3 +869,39 @@ async fn permission_changes_at_once_never_undo_each_other() {
     expected.sort();
     assert_eq!(held, expected);
 }
+
+/// A role holds at most 64 permissions, also when grants arrive at once:
+/// each is counted inside its own transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_at_once_stop_at_the_permission_limit() {
+    use sesame::core::Error;
+    use sesame::core::roles::Actor;
+    let app = TestApp::spawn().await;
+    let first: Vec<String> = (0..60).map(|i| format!("p{i}")).collect();
+    app.core
+        .create_role("full", None, &first, &Actor::Operator)
+        .await
+        .unwrap();
+    let granted = (60..70).map(|i| {
+        let core = app.core.clone();
+        tokio::spawn(async move {
+            core.grant_permission("full", &format!("p{i}"), &Actor::Operator)
+                .await
+        })
+    });
+    let mut admitted = 0;
+    for result in futures_util::future::join_all(granted).await {
+        match result.unwrap() {
+            Ok(_) => admitted += 1,
+            Err(Error::InvalidInput { field, reason }) => {
+                assert_eq!(
+                    (field, reason.as_str()),
+                    ("permissions", "at most 64 names")
+                );
+            }
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    assert_eq!(admitted, 4);
+    assert_eq!(app.core.role("full").await.unwrap().permissions.len(), 64);
+}

@@ -148,6 +148,22 @@ impl RoleStore for PostgresStore {
                 .await
                 .map_err(db_error)?;
         }
+        if let Some(most) = change.permissions_at_most {
+            // The role's row, locked by the update above, orders changes
+            // to it; in read committed this count sees every one before.
+            let (held,): (i64,) =
+                sqlx::query_as("SELECT count(*) FROM role_permissions WHERE role = $1")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            if usize::try_from(held).unwrap_or(usize::MAX) > most {
+                return Err(StoreError::TooMany {
+                    field: "permissions",
+                    most,
+                });
+            }
+        }
         admins_after(&mut tx, before).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(true)

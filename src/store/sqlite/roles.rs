@@ -134,6 +134,18 @@ impl RoleStore for SqliteStore {
                     .and_then(|mut delete| delete.execute(params![name, permission]))
                     .map_err(db_error)?;
                 }
+                if let Some(most) = change.permissions_at_most {
+                    let held: i64 = conn
+                        .prepare_cached("SELECT count(*) FROM role_permissions WHERE role = ?")
+                        .and_then(|mut count| count.query_row([&name], |row| row.get(0)))
+                        .map_err(db_error)?;
+                    if usize::try_from(held).unwrap_or(usize::MAX) > most {
+                        return Err(StoreError::TooMany {
+                            field: "permissions",
+                            most,
+                        });
+                    }
+                }
                 Ok(true)
             })
         })
