@@ -442,9 +442,8 @@ impl Core {
 
     /// Finds an account by username (folded).
     pub async fn find_by_username(&self, username: &str) -> Result<Account> {
-        let username = Username::parse(username)?;
         self.store
-            .find_account_by_username(username.key())
+            .find_account_by_username(&Username::lookup_key(username))
             .await?
             .ok_or(Error::NotFound("account"))
     }

@@ -4,6 +4,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use super::error::{Error, Result};
 
@@ -22,6 +23,39 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// Whether a character draws nothing or nothing reliable, so that a name
+/// holding it can pass for another (`alice` and `alice` with a zero-width
+/// space, in a header an upstream app trusts): format characters (zero-width
+/// ones, bidirectional overrides, the soft hyphen), private-use and
+/// unassigned code points, and the invisible letters and marks Unicode lists
+/// as default-ignorable (Hangul fillers, variation selectors, the combining
+/// grapheme joiner, Mongolian free variation selectors).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format | GeneralCategory::PrivateUse | GeneralCategory::Unassigned
+    ) || matches!(
+        c,
+        '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FFA0}'
+            | '\u{E0100}'..='\u{E01EF}'
+    )
+}
+
+/// Whether a name to be chosen holds a character it must not: a control,
+/// a space or an invisible one.
+fn has_unfit_character(s: &str) -> bool {
+    s.chars()
+        .any(|c| c.is_control() || c.is_whitespace() || is_invisible(c))
+}
+
 /// The comparison key for usernames and email addresses: NFKC with full case
 /// folding, so that `ALICE`, `alice` and `ａｌｉｃｅ` are one account.
 pub fn fold_key(s: &str) -> String {
@@ -38,7 +72,8 @@ pub struct Username {
 
 impl Username {
     /// Parses a username: 1 to 64 characters, no control characters, no
-    /// whitespace, no `@` (so a username can never look like an email).
+    /// whitespace, no invisible characters, no `@` (so a username can never
+    /// look like an email).
     pub fn parse(raw: &str) -> Result<Self> {
         let display: String = raw.nfkc().collect();
         let count = display.chars().count();
@@ -51,10 +86,10 @@ impl Username {
                 format!("must be at most {MAX_USERNAME_CHARS} characters"),
             ));
         }
-        if has_control(&display) || display.chars().any(char::is_whitespace) {
+        if has_unfit_character(&display) {
             return Err(Error::invalid(
                 "username",
-                "must not contain spaces or control characters",
+                "must not contain spaces, control or invisible characters",
             ));
         }
         if display.contains('@') {
@@ -62,6 +97,13 @@ impl Username {
         }
         let key = fold_key(&display);
         Ok(Self { display, key })
+    }
+
+    /// The key an existing account is looked up by: as [`Self::parse`]
+    /// folds it, but without the rules for new names, which accounts made
+    /// before a rule was added need not meet.
+    pub fn lookup_key(raw: &str) -> String {
+        fold_key(&raw.nfkc().collect::<String>())
     }
 
     /// The username as shown.
@@ -96,11 +138,7 @@ impl Email {
             }
             None => false,
         };
-        if !valid_shape
-            || display.len() > 254
-            || has_control(&display)
-            || display.chars().any(char::is_whitespace)
-        {
+        if !valid_shape || display.len() > 254 || has_unfit_character(&display) {
             return Err(Error::invalid(
                 "email",
                 "must be an email address such as name@example.com",
@@ -374,6 +412,45 @@ mod tests {
         for bad in ["", "a b", "a\0b", "a@b", &"x".repeat(65)] {
             assert!(Username::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// Names that would show as another: each is refused, with the reason.
+    #[test]
+    fn usernames_and_emails_refuse_invisible_characters() {
+        for invisible in [
+            '\u{200B}',  // zero-width space
+            '\u{200D}',  // zero-width joiner
+            '\u{202E}',  // right-to-left override
+            '\u{2066}',  // left-to-right isolate
+            '\u{00AD}',  // soft hyphen
+            '\u{FEFF}',  // byte order mark
+            '\u{E000}',  // private use
+            '\u{0378}',  // unassigned
+            '\u{3164}',  // Hangul filler
+            '\u{FE0F}',  // variation selector
+            '\u{034F}',  // combining grapheme joiner
+            '\u{E0101}', // variation selector supplement
+        ] {
+            let name = format!("ali{invisible}ce");
+            match Username::parse(&name) {
+                Err(Error::InvalidInput { field, reason }) => {
+                    assert_eq!(field, "username");
+                    assert!(reason.contains("invisible"), "{reason}");
+                }
+                other => panic!("{name:?}: {other:?}"),
+            }
+            assert!(Email::parse(&format!("{name}@example.com")).is_err());
+            // An account named so before the rule is still found.
+            assert_ne!(Username::lookup_key(&name), Username::lookup_key("alice"));
+        }
+        for fine in ["Zoë", "李雷", "o'brien", "ǅemal", "ﬁ", "עברית", "नमस्ते"]
+        {
+            assert!(Username::parse(fine).is_ok(), "{fine:?} refused");
+        }
+        assert_eq!(
+            Username::lookup_key("ALICE"),
+            Username::parse("alice").unwrap().key()
+        );
     }
 
     #[test]

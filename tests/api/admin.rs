@@ -426,6 +426,19 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
             "invalid_input",
             "username",
         ),
+        // Would pass for carol in a header an upstream app trusts.
+        (
+            json!({"username": "car\u{200B}ol", "password": PASSWORD}),
+            400,
+            "invalid_input",
+            "username",
+        ),
+        (
+            json!({"username": "c1", "password": PASSWORD, "email": "carol\u{202E}@example.com"}),
+            400,
+            "invalid_input",
+            "email",
+        ),
         (
             json!({"username": "c4", "password": PASSWORD, "email": "nope"}),
             400,
