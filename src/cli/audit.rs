@@ -15,7 +15,7 @@ use crate::core::clock::SystemClock;
 pub enum AuditCommand {
     /// Show the newest events first.
     List {
-        /// Only this account's events.
+        /// Only events by or about this account (its own, and changes made to it).
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
         /// How many events.

@@ -383,7 +383,7 @@ impl Core {
         account: &Account,
         detail: Option<String>,
     ) {
-        let entry = match actor {
+        let mut entry = match actor {
             Actor::Operator => {
                 let mut entry = actor.event(event).account(account);
                 entry.detail = detail;
@@ -397,6 +397,7 @@ impl Core {
                 })
             }
         };
+        entry.target_id = Some(account.id);
         self.audit.record(entry);
     }
 

@@ -34,6 +34,7 @@ pub fn event(event: &str, outcome: &str, face: &str) -> AuditEvent {
         face: face.to_owned(),
         account_id: None,
         username: None,
+        target_id: None,
         ip: None,
         user_agent: None,
         detail: None,

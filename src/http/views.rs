@@ -131,6 +131,8 @@ pub struct AuditView<'a> {
     face: &'a str,
     account_id: Option<i64>,
     username: Option<&'a str>,
+    /// The account an operator's or administrator's change was made to.
+    target_id: Option<i64>,
     ip: Option<&'a str>,
     user_agent: Option<&'a str>,
     detail: Option<&'a str>,
@@ -146,6 +148,7 @@ impl<'a> From<&'a AuditEvent> for AuditView<'a> {
             face: &e.face,
             account_id: e.account_id,
             username: e.username.as_deref(),
+            target_id: e.target_id,
             ip: e.ip.as_deref(),
             user_agent: e.user_agent.as_deref(),
             detail: e.detail.as_deref(),

@@ -359,6 +359,8 @@ pub struct AuditEvent {
     pub account_id: Option<AccountId>,
     /// Its username, when known.
     pub username: Option<String>,
+    /// The account an operator's or administrator's change was made to.
+    pub target_id: Option<AccountId>,
     /// Client address.
     pub ip: Option<String>,
     /// Client user agent.
@@ -545,7 +547,8 @@ pub struct RoleChange {
 /// Which audit events to list: newest first, all filters combined.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
-    /// Only this account's.
+    /// Only events by or about this account (its own, and changes made to
+    /// it).
     pub account_id: Option<AccountId>,
     /// Only this outcome.
     pub outcome: Option<String>,

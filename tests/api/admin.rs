@@ -1156,6 +1156,33 @@ async fn every_change_is_audited_with_the_administrator_and_address() {
         !log.to_string().contains("bob password 9"),
         "no password in the log"
     );
+    // Bob's own trail holds what was done to him (by id: he is deleted),
+    // and nothing else the administrator did.
+    let bob_id: i64 = bob["id"].as_str().unwrap().parse().unwrap();
+    let trail = admin
+        .json(
+            Method::GET,
+            &format!("/v1/admin/audit?user={bob_id}&limit=200"),
+            None,
+        )
+        .await;
+    let done_to_bob: Vec<&str> = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|e| {
+            assert_eq!(e["target_id"], bob_id, "{e}");
+            assert_eq!(e["username"], "root", "{e}");
+        })
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for expected in ["account_created", "password_reset", "account_deleted"] {
+        assert!(
+            done_to_bob.contains(&expected),
+            "{expected}: {done_to_bob:?}"
+        );
+    }
+    assert!(!done_to_bob.contains(&"role_created"), "{done_to_bob:?}");
 
     // Newest first, in pages that join up.
     let first = admin
@@ -1219,14 +1246,11 @@ async fn every_change_is_audited_with_the_administrator_and_address() {
     let by_name = admin
         .json(Method::GET, &format!("/v1/admin/audit?user={ann_id}"), None)
         .await;
-    let ids: Vec<&Value> = by_name["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["account_id"])
-        .collect();
-    assert!(!ids.is_empty());
-    assert!(ids.iter().all(|id| **id == json!(digits_id)), "{by_name}");
+    // Its own events, and the administrator's creating it.
+    let about = |e: &Value, id| e["account_id"] == json!(id) || e["target_id"] == json!(id);
+    let items = by_name["items"].as_array().unwrap();
+    assert!(items.iter().any(|e| e["event"] == "login"), "{by_name}");
+    assert!(items.iter().all(|e| about(e, digits_id)), "{by_name}");
     let root_id = admin.id_of("root").await;
     let by_id = admin
         .json(
@@ -1240,7 +1264,7 @@ async fn every_change_is_audited_with_the_administrator_and_address() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|e| e["account_id"] == json!(root_id))
+            .all(|e| about(e, root_id))
             && !by_id["items"].as_array().unwrap().is_empty()
     );
 }

@@ -19,8 +19,9 @@ impl AuditStore for PostgresStore {
         };
         sqlx::query(
             "INSERT INTO audit_events (at, event, outcome, face, account_id, username, ip, \
-             user_agent, detail) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], \
-             $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[])",
+             user_agent, detail, target_id) SELECT * FROM UNNEST($1::bigint[], $2::text[], \
+             $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
+             $9::text[], $10::bigint[])",
         )
         .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
         .bind(column(|e| Some(e.event.clone())))
@@ -31,6 +32,7 @@ impl AuditStore for PostgresStore {
         .bind(column(|e| e.ip.clone()))
         .bind(column(|e| e.user_agent.clone()))
         .bind(column(|e| e.detail.clone()))
+        .bind(events.iter().map(|e| e.target_id).collect::<Vec<_>>())
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
@@ -39,8 +41,9 @@ impl AuditStore for PostgresStore {
 
     async fn list_audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         sqlx::query(
-            "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail \
-             FROM audit_events WHERE ($1::bigint IS NULL OR account_id = $1) \
+            "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail, \
+             target_id FROM audit_events \
+             WHERE ($1::bigint IS NULL OR account_id = $1 OR target_id = $1) \
                AND ($2::text IS NULL OR outcome = $2) AND ($3::text IS NULL OR face = $3) \
                AND ($4::bigint IS NULL OR at >= $4) AND ($5::bigint IS NULL OR at < $5) \
                AND ($6::bigint IS NULL OR id < $6) \
@@ -69,6 +72,7 @@ impl AuditStore for PostgresStore {
                 ip: row.try_get("ip").map_err(db_error)?,
                 user_agent: row.try_get("user_agent").map_err(db_error)?,
                 detail: row.try_get("detail").map_err(db_error)?,
+                target_id: row.try_get("target_id").map_err(db_error)?,
             })
         })
         .collect()

@@ -17,7 +17,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 8] = [
+const MIGRATIONS: [(&str, &str); 9] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -49,6 +49,10 @@ const MIGRATIONS: [(&str, &str); 8] = [
     (
         "session_pages",
         include_str!("../../../migrations/postgres/0008_session_pages.sql"),
+    ),
+    (
+        "audit_target",
+        include_str!("../../../migrations/postgres/0009_audit_target.sql"),
     ),
 ];
 

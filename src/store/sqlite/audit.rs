@@ -15,7 +15,7 @@ impl AuditStore for SqliteStore {
             let mut insert = conn
                 .prepare_cached(
                     "INSERT INTO audit_events (at, event, outcome, face, account_id, username, ip, \
-                     user_agent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     user_agent, detail, target_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .map_err(db_error)?;
             for e in events {
@@ -29,7 +29,8 @@ impl AuditStore for SqliteStore {
                         e.username,
                         e.ip,
                         e.user_agent,
-                        e.detail
+                        e.detail,
+                        e.target_id
                     ])
                     .map_err(db_error)?;
             }
@@ -42,8 +43,9 @@ impl AuditStore for SqliteStore {
         let q = query.clone();
         self.read_off_workers(move |conn| {
             conn.prepare_cached(
-                "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail \
-                 FROM audit_events WHERE (?1 IS NULL OR account_id = ?1) \
+                "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, \
+                 detail, target_id FROM audit_events \
+                 WHERE (?1 IS NULL OR account_id = ?1 OR target_id = ?1) \
                    AND (?2 IS NULL OR outcome = ?2) AND (?3 IS NULL OR face = ?3) \
                    AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) \
                    AND (?6 IS NULL OR id < ?6) \
@@ -73,6 +75,7 @@ impl AuditStore for SqliteStore {
                                 ip: row.get("ip")?,
                                 user_agent: row.get("user_agent")?,
                                 detail: row.get("detail")?,
+                                target_id: row.get("target_id")?,
                             })
                         },
                     )?
