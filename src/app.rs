@@ -212,6 +212,15 @@ impl Application {
             openapi: Arc::default(),
         };
         let router = http::router(state.clone(), &config.http, &config.metrics);
+        if config.metrics.enabled
+            && config.metrics.listen.is_none()
+            && config.metrics.token.is_none()
+        {
+            tracing::info!(
+                "GET /metrics is not served: give it an internal address of its own \
+                 (metrics.listen) or a bearer token for the scraper (metrics.token)"
+            );
+        }
         let metrics = match config.metrics.listen.filter(|_| config.metrics.enabled) {
             Some(address) => {
                 let listener = TcpListener::bind(address).await.with_context(|| {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::metrics::MetricsSettings;
+use crate::http::metrics::{MetricsSettings, MetricsToken};
 
 /// `[metrics]` as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -13,8 +13,12 @@ pub struct RawMetrics {
     /// Count and serve `GET /metrics` at all.
     pub enabled: bool,
     /// A separate address for `GET /metrics` (then not served with the
-    /// API); absent: on the API's own listener.
+    /// API); absent: on the API's own listener, if `token` is set.
     pub listen: Option<String>,
+    /// The bearer token a scraper must send (`Authorization: Bearer …`):
+    /// required for `GET /metrics` on the API's listener, which is not
+    /// served without one; on `listen`, required when set.
+    pub token: Option<String>,
 }
 
 impl Default for RawMetrics {
@@ -22,9 +26,13 @@ impl Default for RawMetrics {
         Self {
             enabled: true,
             listen: None,
+            token: None,
         }
     }
 }
+
+/// Shortest metrics token accepted.
+const MIN_TOKEN_CHARS: usize = 32;
 
 impl RawMetrics {
     /// Checks the section, recording each problem, and builds its settings.
@@ -53,9 +61,23 @@ impl RawMetrics {
                     None
                 }
             });
+        let token = self.token.as_deref().and_then(|token| {
+            if token.chars().count() < MIN_TOKEN_CHARS
+                || !token.chars().all(|c| c.is_ascii_graphic())
+            {
+                // Never the value: it is a secret.
+                problems.push(format!(
+                    "metrics.token: must be at least {MIN_TOKEN_CHARS} printable ASCII characters \
+                     without spaces (e.g. `openssl rand -hex 32`)"
+                ));
+                return None;
+            }
+            Some(MetricsToken::new(token))
+        });
         MetricsSettings {
             enabled: self.enabled,
             listen: own,
+            token,
         }
     }
 }
@@ -69,6 +91,27 @@ mod tests {
         let config = RawConfig::default().validate().unwrap();
         assert!(config.metrics.enabled);
         assert_eq!(config.metrics.listen, None);
+    }
+
+    #[test]
+    fn a_token_is_long_and_never_repeated_in_an_error() {
+        for (token, valid) in [
+            ("0123456789abcdef0123456789abcdef", true),
+            ("short-secret-value", false),
+            ("0123456789abcdef 0123456789abcdef", false),
+        ] {
+            let mut raw = RawConfig::default();
+            raw.metrics.token = Some(token.into());
+            let result = raw.validate();
+            assert_eq!(result.is_ok(), valid, "{token}");
+            if let Err(error) = result {
+                let error = error.to_string();
+                assert!(
+                    error.contains("metrics.token") && !error.contains(token),
+                    "{error}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -388,7 +388,7 @@ fn shown_value(key: &str, value: &figment::value::Value) -> String {
     if let figment::value::Value::Empty(..) = value {
         return "(none)".to_owned();
     }
-    if key.contains("key_encryption_key") && !key.ends_with("_file") {
+    if (key.contains("key_encryption_key") && !key.ends_with("_file")) || key == "metrics.token" {
         return "(redacted)".to_owned();
     }
     let text = match value {

@@ -203,7 +203,7 @@ fn routes(
     // The faces that answer with problem documents; each other face has a
     // deadline that answers in its own shape (`deadline`).
     let mut native_faces = Router::new();
-    if metrics_settings.enabled && metrics_settings.listen.is_none() {
+    if metrics_settings.on_the_api_listener() {
         native_faces = native_faces.merge(metrics::router());
     }
     let native_faces = native_faces

@@ -147,8 +147,7 @@ pub fn description(
                     .flatten()
                     .any(|tag| off.contains(&tag.as_str()))
             });
-        let metrics_elsewhere =
-            path == "/metrics" && (!metrics.enabled || metrics.listen.is_some());
+        let metrics_elsewhere = path == "/metrics" && !metrics.on_the_api_listener();
         !tagged_off && !metrics_elsewhere
     });
     // One handler for several methods carries one operationId; OpenAPI

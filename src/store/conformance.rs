@@ -699,14 +699,31 @@ pub async fn purge_removes_only_what_ended(store: Arc<dyn Store>) {
             event: "login".into(),
             outcome: "success".into(),
             face: "native".into(),
-            account_id: None,
+            account_id: Some(1),
             username: None,
+            // The newest is a change made to account 2 by account 1.
+            target_id: (at == 500).then_some(2),
             ip: None,
             user_agent: None,
             detail: None,
         })
         .collect();
     store.insert_audit_events(&events).await.unwrap();
+    let about_2 = store
+        .list_audit_events(&crate::store::AuditQuery {
+            account_id: Some(2),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        about_2
+            .iter()
+            .map(|e| (e.at, e.account_id, e.target_id))
+            .collect::<Vec<_>>(),
+        [(500, Some(1), Some(2))]
+    );
     assert_eq!(store.purge_audit_events(100, 2).await.unwrap(), 2);
     assert_eq!(store.purge_audit_events(100, 2).await.unwrap(), 1);
     assert_eq!(store.purge_audit_events(100, 2).await.unwrap(), 0);

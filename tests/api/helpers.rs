@@ -312,8 +312,12 @@ pub fn test_config(deployment: &Deployment) -> RawConfig {
     raw.passwords.memory_kib = 256;
     raw.passwords.iterations = 1;
     raw.passwords.threads = 2;
+    raw.metrics.token = Some(METRICS_TOKEN.into());
     raw
 }
+
+/// The metrics bearer token of test applications (`metrics.token`).
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789abcdef";
 
 impl TestApp {
     pub async fn spawn() -> Self {

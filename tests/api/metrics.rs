@@ -5,7 +5,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    Backend, PASSWORD, ServerProcess, TestApp, access, backend, refresh_token, sesame_command,
+    Backend, METRICS_TOKEN, PASSWORD, ServerProcess, TestApp, access, backend, refresh_token,
+    sesame_command,
 };
 
 /// The value of the sample `name{labels}` (labels exactly as rendered), if any.
@@ -23,7 +24,13 @@ fn value(text: &str, series: &str) -> f64 {
 }
 
 async fn scrape(app: &TestApp) -> String {
-    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["content-type"],
@@ -174,6 +181,7 @@ async fn open_metrics_is_served_to_a_scraper_that_asks_for_it() {
     let response = app
         .client
         .get(app.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
         // What Prometheus sends.
         .header(
             "accept",
@@ -244,6 +252,50 @@ async fn metrics_can_have_a_listener_of_their_own_or_be_off() {
     server.stop();
 }
 
+/// What a node counts tells who has an account and which guesses were
+/// right (a locked account's right password): with the API, `GET /metrics`
+/// is served only to a scraper with the token, and not at all without one.
+#[tokio::test]
+async fn metrics_with_the_api_need_the_scrapers_token() {
+    let deployment = crate::helpers::Deployment::new().await;
+    let client = reqwest::Client::new();
+    let server = ServerProcess::start(sesame_command(deployment.env()));
+    let response = client.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "no token: not served"
+    );
+    server.stop();
+
+    let mut with_token = sesame_command(deployment.env());
+    with_token.env("SESAME_METRICS__TOKEN", METRICS_TOKEN);
+    let server = ServerProcess::start(with_token);
+    for sent in [None, Some("Bearer wrong-token"), Some("Basic dGVzdDp0ZXN0")] {
+        let mut request = client.get(server.url("/metrics"));
+        if let Some(sent) = sent {
+            request = request.header("authorization", sent);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{sent:?}");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"sesame-metrics\""
+        );
+        let body = response.text().await.unwrap();
+        assert!(body.contains("\"code\":\"unauthenticated\""), "{body}");
+    }
+    let response = client
+        .get(server.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("sesame_build_info"));
+    server.stop();
+}
+
 /// The Prometheus project's own parsers (its Python client) read both
 /// formats: a format is proven by a reader we did not write.
 #[tokio::test]
@@ -262,6 +314,7 @@ async fn prometheus_own_parsers_read_both_formats() {
     let open_metrics = app
         .client
         .get(app.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
         .header("accept", "application/openmetrics-text; version=1.0.0")
         .send()
         .await
