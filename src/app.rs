@@ -43,7 +43,7 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dy
             .map(|store| Arc::new(store) as Arc<dyn Store>)
     } else {
         if config.uses_data_dir() {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            create_private_dir(&config.data_dir).with_context(|| {
                 format!("cannot create data directory {}", config.data_dir.display())
             })?;
         }
@@ -52,6 +52,16 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dy
             .map(|store| Arc::new(store) as Arc<dyn Store>)
     };
     opened.with_context(|| format!("cannot open the database {}", displayable_url(url)))
+}
+
+/// Creates the data directory, if it is not there, for its owner alone (it
+/// holds the database, and may hold TLS keys).
+fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
 }
 
 /// A database or Redis URL fit for a message: a SQLite path as is; a

@@ -55,6 +55,7 @@ impl Database {
     /// `synchronous = NORMAL` in WAL mode: a commit survives a crash of the
     /// process; a power cut may lose the last commits, never the file.
     pub(super) fn open_writer(&self) -> StoreResult<Connection> {
+        self.create_private_or_warn()?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -70,11 +71,53 @@ impl Database {
                 "the database file cannot use write-ahead logging (journal mode stays {mode})"
             )));
         }
+        // The WAL file is cut back to 64 MiB by the writer, when it starts
+        // the log again after a checkpoint reached its end.
         conn.execute_batch(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(db_error)?;
         Ok(conn)
+    }
+
+    /// The database holds password verifiers, session ids and (without a
+    /// key-encryption key) the private signing keys: a new file is made
+    /// readable by its owner alone (SQLite gives its `-wal` and `-shm`
+    /// files the database file's mode); an existing one that others may
+    /// read is reported.
+    #[cfg(unix)]
+    fn create_private_or_warn(&self) -> StoreResult<()> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.path)
+        {
+            Ok(_) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Ok(metadata) = std::fs::metadata(&self.path)
+                    && metadata.permissions().mode() & 0o077 != 0
+                {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        mode = format!("{:o}", metadata.permissions().mode() & 0o777),
+                        "the database file can be read by others than its owner; it holds \
+                         password verifiers and sessions: chmod 600 it (and its -wal and -shm files)"
+                    );
+                }
+                Ok(())
+            }
+            Err(error) => Err(StoreError::Database(format!(
+                "cannot create the database file: {error}"
+            ))),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn create_private_or_warn(&self) -> StoreResult<()> {
+        Ok(())
     }
 
     fn open_reader(&self) -> StoreResult<Connection> {
@@ -82,12 +125,7 @@ impl Database {
     }
 
     fn open_checkpointer(&self) -> StoreResult<Connection> {
-        let conn =
-            self.open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        // Truncates the WAL file back to 64 MiB after a checkpoint that reset it.
-        conn.execute_batch("PRAGMA journal_size_limit = 67108864;")
-            .map_err(db_error)?;
-        Ok(conn)
+        self.open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
     }
 
     fn open(&self, flags: OpenFlags) -> StoreResult<Connection> {
@@ -207,6 +245,28 @@ mod tests {
             let error = Database::from_url(url).unwrap_err().to_string();
             assert!(error.contains(why), "{url}: {error}");
             assert!(!error.contains("u:p"), "never echoes credentials");
+        }
+    }
+
+    /// What the database holds is for its owner alone: the file, and the
+    /// write-ahead log SQLite makes beside it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_is_readable_by_its_owner_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sesame.db");
+        let store =
+            crate::store::sqlite::SqliteStore::open(&format!("sqlite://{}", path.display()), true)
+                .await
+                .unwrap();
+        crate::store::conformance::account_for_tests(&store, "alice").await;
+        for file in ["sesame.db", "sesame.db-wal", "sesame.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}: {mode:o}");
         }
     }
 }
