@@ -305,15 +305,12 @@ async fn add(core: &Core, args: AddArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a new password from one stdin line or from two no-echo prompts,
-/// and applies the password policy.
 /// "180d", "12h", "60s" as seconds.
 fn parse_age(text: &str) -> Result<i64, String> {
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let scale = match unit {
-        "d" => 86_400,
-        "h" => 3600,
-        "s" => 1,
+    let (number, scale) = match text.as_bytes().last() {
+        Some(b'd') => (&text[..text.len() - 1], 86_400),
+        Some(b'h') => (&text[..text.len() - 1], 3600),
+        Some(b's') => (&text[..text.len() - 1], 1),
         _ => return Err("a number followed by d, h or s (e.g. 180d)".into()),
     };
     number
@@ -324,6 +321,8 @@ fn parse_age(text: &str) -> Result<i64, String> {
         .ok_or_else(|| "a number followed by d, h or s (e.g. 180d)".into())
 }
 
+/// Reads a new password from one stdin line or from two no-echo prompts,
+/// and applies the password policy.
 fn read_new_password(from_stdin: bool) -> anyhow::Result<Password> {
     let raw = if from_stdin {
         let mut line = String::new();

@@ -43,10 +43,12 @@ impl Default for RawContracts {
 impl RawContracts {
     /// Checks the section, recording each problem, and builds its settings.
     pub(super) fn validate(&self, problems: &mut Vec<String>) -> ContractSettings {
-        if self.manager_permission.trim().is_empty() {
-            problems.push(
-                "contracts.manager_permission: must name a permission such as \"admin\"".into(),
-            );
+        if crate::core::domain::Name::parse(&self.manager_permission, "permission").is_err() {
+            problems.push(format!(
+                "contracts.manager_permission = {:?}: must name a permission such as \"admin\" \
+                 (a-z, 0-9, '_', '.', ':' and '-', starting with a letter)",
+                self.manager_permission
+            ));
         }
         ContractSettings {
             ai_gateway: self.ai_gateway,
@@ -60,6 +62,35 @@ impl RawContracts {
                 "contracts.careyshop_platform_policy",
                 &self.careyshop_platform_policy,
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::RawConfig;
+
+    /// A value no account can hold would refuse every manager login with
+    /// nothing pointing at the cause: refused at start instead.
+    #[test]
+    fn the_manager_permission_is_a_permission_name() {
+        for (permission, valid) in [
+            ("admin", true),
+            ("shop:manage", true),
+            ("Admin", false),
+            (" admin", false),
+            ("", false),
+        ] {
+            let mut raw = RawConfig::default();
+            raw.contracts.manager_permission = permission.into();
+            let result = raw.validate();
+            assert_eq!(result.is_ok(), valid, "{permission:?}");
+            if let Err(error) = result {
+                assert!(
+                    error.to_string().contains("contracts.manager_permission"),
+                    "{error}"
+                );
+            }
         }
     }
 }

@@ -15,8 +15,8 @@ use super::roles::Actor;
 use crate::clock::UnixTime;
 use crate::notices::Notice;
 use crate::store::{
-    Account, AccountChange, AccountId, AccountStatus, NewAccount, PasswordVerifiers, ProfilePatch,
-    QuotaPeriod,
+    ADMIN_PERMISSION, Account, AccountChange, AccountId, AccountStatus, NewAccount,
+    PasswordVerifiers, ProfilePatch, QuotaPeriod,
 };
 
 /// The role every new account gets unless told otherwise.
@@ -523,9 +523,17 @@ impl Core {
         Ok(())
     }
 
-    /// Whether any account holds the administrator role.
+    /// Whether any account holds the `admin` permission, through the
+    /// built-in administrator role or any other.
     pub async fn has_administrator(&self) -> Result<bool> {
-        Ok(self.store.count_accounts_with_role(ADMIN_ROLE).await? > 0)
+        for role in self.store.list_roles().await? {
+            if role.permissions.iter().any(|p| p == ADMIN_PERMISSION)
+                && self.store.count_accounts_with_role(&role.name).await? > 0
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The caller's account.

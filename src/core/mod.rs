@@ -227,15 +227,19 @@ impl Core {
         &self,
         timeout: std::time::Duration,
     ) -> Vec<(&'static str, std::result::Result<(), String>)> {
+        // Readiness is public: the reason (a host name, a database user)
+        // goes to the log, the answer says only that it failed.
         let database = within(timeout, async {
-            self.store
-                .role_names()
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            self.store.role_names().await.map(drop).map_err(|error| {
+                tracing::debug!(%error, "readiness: the database failed");
+                "the database failed".to_owned()
+            })
         });
         let redis = within(timeout, async {
-            self.limiter.ping().await.map_err(|e| e.to_string())
+            self.limiter.ping().await.map_err(|error| {
+                tracing::debug!(%error, "readiness: Redis failed");
+                "Redis failed".to_owned()
+            })
         });
         let (database, redis) = tokio::join!(database, redis);
         let mut checks = vec![("database", database)];

@@ -173,6 +173,28 @@ async fn first_start_prints_an_admin_password_once_and_it_works() {
         !printed.contains("password"),
         "second start must not print a password: {printed}"
     );
+
+    // Administration through a role of the operator's own is still an
+    // administrator: no second one is made (its password in the log).
+    for args in [
+        &["role", "add", "ops", "--permission", "admin"][..],
+        &["user", "grant-role", "admin", "ops"],
+        &["user", "revoke-role", "admin", "administrator"],
+    ] {
+        let output = run(sesame(&dir).args(args), None);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    let third = serve(&dir, &[]);
+    let printed = third.stdout_text();
+    assert!(third.stop().0.success());
+    assert!(
+        !printed.contains("password"),
+        "an administrator by another role: {printed}"
+    );
 }
 
 #[tokio::test]

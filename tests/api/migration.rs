@@ -487,11 +487,18 @@ async fn legacy_hashes_are_counted_and_old_ones_expired() {
         json!({"expired": 1, "sha512-crypt": 1}),
         "{counts}"
     );
-    let bad_age = sesame_command(app.deployment.env())
-        .args(["user", "expire-legacy", "--older-than", "soon"])
-        .output()
-        .unwrap();
-    assert_eq!(bad_age.status.code(), Some(2));
+    for bad in ["soon", "5é", "é", ""] {
+        let bad_age = sesame_command(app.deployment.env())
+            .args(["user", "expire-legacy", "--older-than", bad])
+            .output()
+            .unwrap();
+        assert_eq!(bad_age.status.code(), Some(2), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&bad_age.stderr);
+        assert!(
+            stderr.contains("a number followed by d, h or s"),
+            "{bad:?}: {stderr}"
+        );
+    }
 }
 
 /// 100,000 bcrypt accounts stream in (no hashing at import); without a
