@@ -19,6 +19,11 @@ pub async fn account_for_tests(store: &dyn Store, name: &str) -> AccountId {
     account(store, name).await
 }
 
+/// [`sessions`], for a backend's own tests.
+pub async fn sessions_for_tests(store: &dyn Store, n: usize) -> AccountId {
+    sessions(store, n).await
+}
+
 async fn account_with(store: &dyn Store, name: &str, role: &str) -> AccountId {
     store
         .create_account(NewAccount {

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sqlx::PgConnection;
 use sqlx::Row;
 use sqlx::postgres::{PgExecutor, PgRow};
+use sqlx::{Connection, PgConnection};
 
 use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
@@ -248,27 +248,48 @@ async fn set_attribute(
 impl AccountStore for PostgresStore {
     async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let id: AccountId = sqlx::query(
-            "INSERT INTO accounts (username, username_key, email, email_key, mobile, display_name, \
-             password_hash, md5_verifier, password_changed_at, created_at, updated_at, max_api_calls, \
-             quota_period) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9, $10, $11) RETURNING id",
-        )
-        .bind(&new.username)
-        .bind(&new.username_key)
-        .bind(&new.email)
-        .bind(&new.email_key)
-        .bind(&new.mobile)
-        .bind(&new.display_name)
-        .bind(&new.verifiers.password_hash)
-        .bind(&new.verifiers.md5_verifier)
-        .bind(new.created_at)
-        .bind(new.max_api_calls)
-        .bind(new.quota_period.map(QuotaPeriod::as_str))
-        .fetch_one(&mut *tx)
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(db_error)?;
+        // The id comes from the sequence; an import writing accounts with
+        // their own ids meanwhile may already hold the one it hands out
+        // (the import moves the sequence past its ids after each batch):
+        // then the next one is taken. The id is the server's choice, never
+        // the caller's fault.
+        let mut attempts = 0;
+        let id: AccountId = loop {
+            let mut savepoint = tx.begin().await.map_err(db_error)?;
+            let inserted = sqlx::query(
+                "INSERT INTO accounts (username, username_key, email, email_key, mobile, \
+                 display_name, password_hash, md5_verifier, password_changed_at, created_at, \
+                 updated_at, max_api_calls, quota_period) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9, $10, $11) RETURNING id",
+            )
+            .bind(&new.username)
+            .bind(&new.username_key)
+            .bind(&new.email)
+            .bind(&new.email_key)
+            .bind(&new.mobile)
+            .bind(&new.display_name)
+            .bind(&new.verifiers.password_hash)
+            .bind(&new.verifiers.md5_verifier)
+            .bind(new.created_at)
+            .bind(new.max_api_calls)
+            .bind(new.quota_period.map(QuotaPeriod::as_str))
+            .fetch_one(&mut *savepoint)
+            .await
+            .and_then(|row| row.try_get(0));
+            match inserted {
+                Err(sqlx::Error::Database(error))
+                    if error.constraint() == Some("accounts_pkey") && attempts < 16 =>
+                {
+                    attempts += 1;
+                    savepoint.rollback().await.map_err(db_error)?;
+                }
+                other => {
+                    let id = other.map_err(db_error)?;
+                    savepoint.commit().await.map_err(db_error)?;
+                    break id;
+                }
+            }
+        };
         sqlx::query("INSERT INTO account_roles (account_id, role) SELECT $1, UNNEST($2::text[])")
             .bind(id)
             .bind(&new.roles)

@@ -62,7 +62,10 @@ impl PostgresStore {
             .map_err(db_error)?;
         migrate::run(&pool, migrate).await?;
         Ok(Self {
-            rotations: rotations::Rotations::start(pool.clone()),
+            rotations: rotations::Rotations::start(
+                pool.clone(),
+                settings.connect_timeout + settings.statement_timeout,
+            ),
             pool,
         })
     }
@@ -91,6 +94,16 @@ fn connect_options(settings: &DatabaseSettings) -> StoreResult<PgConnectOptions>
         options = options.ssl_mode(PgSslMode::Disable);
     }
     let timeout_ms = settings.statement_timeout.as_millis().to_string();
+    // A node that vanishes between two statements of a transaction (power
+    // lost, cut off) would leave its locks (an account's row, the
+    // administrators' lock) held until the server's TCP keepalive gives up,
+    // hours later: the server ends such a transaction itself. Between two
+    // statements of Sesame's there is only the node's own work.
+    let idle_ms = settings
+        .statement_timeout
+        .max(std::time::Duration::from_secs(30))
+        .as_millis()
+        .to_string();
     Ok(options
         .application_name("sesame")
         // Every statement of Sesame's is an index lookup or an index range.
@@ -101,6 +114,7 @@ fn connect_options(settings: &DatabaseSettings) -> StoreResult<PgConnectOptions>
         // the last resort on Sesame's connections, whatever the statistics.
         .options([
             ("statement_timeout", timeout_ms.as_str()),
+            ("idle_in_transaction_session_timeout", idle_ms.as_str()),
             ("enable_seqscan", "off"),
         ])
         // Statement texts carry no secrets, but at debug level they would
@@ -460,6 +474,91 @@ mod tests {
         assert_eq!(admitted, 1, "7 + 2 + 1 calls for a quota of 10");
         this.flush().await.unwrap();
         assert_eq!(store.api_usage(id).await.unwrap().unwrap().count, 10);
+    }
+
+    /// An id the sequence hands out that an import already wrote (with the
+    /// account's own id, before it moved the sequence on) is skipped: the
+    /// new account gets the next one, never a 500.
+    #[tokio::test]
+    async fn a_new_account_skips_ids_an_import_wrote() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        let first = conformance::account_for_tests(&*store, "imported").await;
+        sqlx::query("SELECT setval(pg_get_serial_sequence('accounts', 'id'), $1, false)")
+            .bind(first)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let second = conformance::account_for_tests(&*store, "created").await;
+        assert_eq!(second, first + 1);
+    }
+
+    /// The server ends a transaction its node left idle (a node that
+    /// vanished mid-transaction), so its locks are not held for hours.
+    #[tokio::test]
+    async fn a_transaction_left_idle_is_ended_by_the_server() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        let (value,): (String,) = sqlx::query_as("SHOW idle_in_transaction_session_timeout")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(value, "30s");
+    }
+
+    /// A rotation queued behind a batch that stalls (here on a row another
+    /// transaction holds), whose caller gives up meanwhile, is not run
+    /// once the queue moves: nobody could receive its successor, and the
+    /// client's retry, later than the reuse grace window, would end its
+    /// session as if the token were stolen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotation_whose_caller_left_is_not_run() {
+        use crate::store::{SessionStore, SuccessorHashes};
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::sessions_for_tests(&*store, 3).await;
+        let successors = |b: u8| SuccessorHashes {
+            jwt: [b; 32],
+            opaque: [b + 1; 32],
+        };
+        let mut holder = store.pool().begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
+            .bind(&[0u8; 32][..])
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let stalled = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .find_and_rotate_refresh_token(&[0; 32], &[9], &successors(50), 10)
+                    .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!stalled.is_finished(), "the batch waits on the row");
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            store.find_and_rotate_refresh_token(&[1; 32], &[8], &successors(60), 10),
+        )
+        .await;
+        assert!(gave_up.is_err(), "queued behind the stalled batch");
+        holder.rollback().await.unwrap();
+        assert!(stalled.await.unwrap().unwrap().unwrap().2, "rotated");
+        // The queue has moved past the abandoned rotation once a later one
+        // is answered.
+        let later = store
+            .find_and_rotate_refresh_token(&[2; 32], &[7], &successors(70), 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(later.2);
+        let abandoned = store.find_refresh_token(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!(abandoned.rotated_at, None, "not rotated for nobody");
+        assert!(store.find_refresh_token(&[60; 32]).await.unwrap().is_none());
     }
 
     #[tokio::test]

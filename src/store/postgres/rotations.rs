@@ -55,8 +55,23 @@ struct Job {
     hash: TokenHash,
     salt: Vec<u8>,
     successors: SuccessorHashes,
+    /// The caller's time; once its batch runs, the time it runs (see
+    /// [`Job::stamp`]).
     now: UnixTime,
+    /// When it was queued.
+    queued: std::time::Instant,
     reply: oneshot::Sender<StoreResult<Rotated>>,
+}
+
+impl Job {
+    /// Dates the rotation when its batch runs: the caller's time and what
+    /// it waited in the queue. A rotation dated when its request came,
+    /// run after a database stall, would put a client's retry outside the
+    /// reuse grace window (and end its session as if the token were stolen).
+    fn stamp(&mut self) {
+        let waited = i64::try_from(self.queued.elapsed().as_secs()).unwrap_or(i64::MAX);
+        self.now = self.now.saturating_add(waited);
+    }
 }
 
 /// The queue of rotations of one store.
@@ -73,9 +88,12 @@ impl std::fmt::Debug for Job {
 
 impl Rotations {
     /// Starts the batching task on `pool`; it ends when the store is dropped.
-    pub(super) fn start(pool: PgPool) -> Self {
+    /// A batch not answered within `patience` fails (its callers get a
+    /// 503), so that one statement on a connection to a server that went
+    /// silent does not hold up every later refresh of the node.
+    pub(super) fn start(pool: PgPool, patience: std::time::Duration) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, queue));
+        tokio::spawn(run(pool, queue, patience));
         Self { jobs }
     }
 
@@ -93,6 +111,7 @@ impl Rotations {
             salt: salt.to_vec(),
             successors: *successors,
             now,
+            queued: std::time::Instant::now(),
             reply,
         };
         let gone = || StoreError::Unavailable("the rotation queue stopped".into());
@@ -102,7 +121,7 @@ impl Rotations {
 }
 
 /// Gathers batches and runs up to [`IN_FLIGHT`] of them at once.
-async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
+async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>, patience: std::time::Duration) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         // Wait for a free slot first: jobs pile up meanwhile, and the
@@ -120,9 +139,16 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        // A rotation whose caller has gone (its request timed out while the
+        // database stalled) is not run: nobody could receive its successor,
+        // and the client's retry would find its token spent.
+        jobs.retain(|job| !job.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
         let pool = pool.clone();
         tokio::spawn(async move {
-            execute(&pool, Batch::of(jobs)).await;
+            execute(&pool, Batch::of(jobs), patience).await;
             drop(slot);
         });
     }
@@ -187,11 +213,22 @@ fn copy_answer(first: &Job, answer: &StoreResult<Rotated>) -> StoreResult<Rotate
 }
 
 /// Runs one batch and answers each of its callers.
-async fn execute(pool: &PgPool, batch: Batch) {
-    let Batch { firsts, copies } = batch;
+async fn execute(pool: &PgPool, batch: Batch, patience: std::time::Duration) {
+    let Batch { mut firsts, copies } = batch;
+    for job in &mut firsts {
+        job.stamp();
+    }
     let mut attempt = 0;
     let rows = loop {
-        match statement(pool, &firsts).await {
+        let answered = tokio::time::timeout(patience, statement(pool, &firsts))
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the database did not answer a batch of refreshes in time",
+                )))
+            });
+        match answered {
             Err(sqlx::Error::Database(e))
                 if e.code().as_deref() == Some("40P01") && attempt < DEADLOCK_RETRIES =>
             {
@@ -300,6 +337,7 @@ mod tests {
                 opaque: [0; 32],
             },
             now: i64::from(n),
+            queued: std::time::Instant::now(),
             reply,
         }
     }

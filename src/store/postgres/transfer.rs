@@ -431,8 +431,12 @@ impl TransferStore for PostgresStore {
         }
         if inserted_accounts {
             sqlx::query(
+                // Never backwards: ids handed out meanwhile to accounts
+                // created on other nodes stay behind the sequence.
                 "SELECT setval(pg_get_serial_sequence('accounts', 'id'), \
-                 GREATEST((SELECT MAX(id) FROM accounts), 1))",
+                 GREATEST((SELECT MAX(id) FROM accounts), \
+                   COALESCE(pg_sequence_last_value(pg_get_serial_sequence('accounts', 'id')::regclass), 1), \
+                   1))",
             )
             .execute(&mut *tx)
             .await

@@ -166,11 +166,47 @@ fn db_error(error: rusqlite::Error) -> StoreError {
         {
             StoreError::Unavailable(error.to_string())
         }
+        // Another process held the database's lock past the busy timeout
+        // (the CLI migrating, an operator's shell in a transaction): worth
+        // a retry, as a PostgreSQL lock wait that timed out is.
+        rusqlite::Error::SqliteFailure(failure, _)
+            if matches!(
+                failure.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(error.to_string())
+        }
         rusqlite::Error::FromSqlConversionFailure(_, _, cause) => match cause.downcast_ref() {
             Some(Corrupt(what)) => StoreError::Corrupt((*what).to_owned()),
             None => StoreError::Corrupt(cause.to_string()),
         },
         rusqlite::Error::InvalidColumnType(_, name, _) => StoreError::Corrupt(name.clone()),
         _ => StoreError::Database(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Another process holding the lock past the busy timeout is a
+    /// condition worth a retry (503), not a failure of the server (500).
+    #[test]
+    fn a_lock_held_elsewhere_is_unavailable_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked.db");
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE t (x INTEGER); BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+            .unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let error = other.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
+        assert!(
+            matches!(
+                super::db_error(error),
+                crate::store::StoreError::Unavailable(_)
+            ),
+            "busy is worth a retry"
+        );
     }
 }

@@ -239,6 +239,9 @@ fn run_caught<T>(
 
 /// One queued write, its result type erased so that one queue holds them all.
 trait Job: Send {
+    /// Whether its caller has gone (a request that timed out while the
+    /// writer waited on another process's lock): then it is not run.
+    fn abandoned(&self) -> bool;
     /// Runs the write on the writer's connection; whether it succeeded.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller, once the batch has committed or failed.
@@ -256,6 +259,10 @@ where
     F: FnOnce(&Connection) -> StoreResult<T> + Send,
     T: Send,
 {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(work) = self.work.take() else {
             return false;
@@ -269,10 +276,15 @@ where
     fn answer(self: Box<Self>, batch: Result<(), &StoreError>) {
         let result = match (self.result, batch) {
             // Its own failure, already rolled back to its savepoint.
-            (Some(Err(error)), _) => Err(error),
+            (Some(Err(error)), Ok(())) => Err(error),
             (Some(Ok(value)), Ok(())) => Ok(value),
-            // Never ran, or ran but its batch did not commit.
-            (_, Err(error)) => Err(StoreError::Database(error.to_string())),
+            // Never ran, or ran but its batch did not commit: even its own
+            // refusal ("taken", "the last administrator") may rest on a
+            // neighbour's write that was not committed either.
+            (_, Err(error)) => Err(match error {
+                StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+                other => StoreError::Database(other.to_string()),
+            }),
             (None, Ok(())) => Err(StoreError::Database("the write was not run".into())),
         };
         // The caller may have gone away (a dropped request); nothing to do then.
@@ -292,6 +304,10 @@ fn run(shared: &Shared, jobs: &mpsc::Receiver<Box<dyn Job>>) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        batch.retain(|job| !job.abandoned());
+        if batch.is_empty() {
+            continue;
         }
         let outcome = commit(&conn, &mut batch);
         drop(conn);
