@@ -84,6 +84,39 @@ impl AuditEventExt for AuditEvent {
     }
 }
 
+/// How many refusals that cost their sender nothing (a throttled login, a
+/// refresh with a string that is no live token, a refused token request)
+/// the audit log records per client address: 30 at once, then one every
+/// 10 seconds (on every node together, with Redis). Past it they are only
+/// counted (`sesame_logins_total`, `sesame_refreshes_total`): anyone could
+/// otherwise fill the database with rows, and crowd the real events out of
+/// a log that falls behind.
+pub const CHEAP_REFUSALS_AUDITED: crate::limits::Rule = crate::limits::Rule {
+    burst: 30,
+    interval: 10,
+};
+
+impl super::Core {
+    /// Records `entry`, a refusal that cost `client` nothing, within its
+    /// address's budget ([`CHEAP_REFUSALS_AUDITED`]).
+    pub(crate) async fn audit_cheap_refusal(&self, entry: AuditEvent, client: &ClientInfo) {
+        let address = super::guard::address_key(client, self.settings.abuse.ipv6_prefix);
+        let key = format!(
+            "audit-refused:{}",
+            address.as_deref().unwrap_or("no-address")
+        );
+        // Shared state unreachable: recorded (the limiter already falls
+        // back to this node's memory when it can).
+        let charged = self
+            .limiter
+            .try_charge(&key, &CHEAP_REFUSALS_AUDITED, self.now())
+            .await;
+        if !matches!(charged, Ok(crate::limits::Charged::Wait(_))) {
+            self.audit.record(entry);
+        }
+    }
+}
+
 /// Most events waiting for the database. Past it (a long database outage)
 /// new events are dropped and counted, rather than growing the node's
 /// memory without bound; each is ~300 bytes.

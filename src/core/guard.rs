@@ -115,13 +115,18 @@ fn embedded_ipv4(ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
 /// A name that is a mobile number counts in its compared form, as the
 /// lookup finds it: `138-8888-8888` and `13888888888` are one budget
 /// whether or not an account has that number, or throttling would tell.
+/// The name is kept only as its SHA-256 (people type passwords into the
+/// login field, and with Redis the key is stored in another server).
 pub(crate) fn account_key(account: Option<&Account>, login: &super::domain::LoginId) -> String {
     match account {
         Some(account) => account_key_of(account.id),
-        None => match login.as_mobile() {
-            Some(mobile) => format!("login:{mobile}"),
-            None => format!("login:{}", login.key()),
-        },
+        None => {
+            let name = match login.as_mobile() {
+                Some(mobile) => hash_token(&mobile),
+                None => hash_token(login.key()),
+            };
+            format!("login:{}", hex::encode(&name[..16]))
+        }
     }
 }
 
@@ -239,6 +244,20 @@ mod tests {
             },
             prefix,
         )
+    }
+
+    /// A name that matches no account (often a password typed into the
+    /// login field) is kept in the limiter only as a digest; a mobile
+    /// number in any of its written forms is one budget.
+    #[test]
+    fn unknown_names_are_kept_as_digests() {
+        use super::super::domain::LoginId;
+        let key = |name: &str| account_key(None, &LoginId::parse(name).unwrap());
+        let typed = key("hunter2-Secret");
+        assert!(typed.starts_with("login:") && typed.len() == "login:".len() + 32);
+        assert!(!typed.to_lowercase().contains("hunter2"), "{typed}");
+        assert_eq!(key("138-8888-8888"), key("13888888888"));
+        assert_ne!(key("alice"), key("alicf"));
     }
 
     #[test]

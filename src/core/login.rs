@@ -225,11 +225,13 @@ impl Core {
         if let Some(key) = &address_key
             && let Err(error) = self.check_budget(key, &abuse.address_rule, now).await
         {
-            self.audit.record(
+            self.audit_cheap_refusal(
                 base.clone()
                     .detail("address throttled")
                     .with_outcome("throttled"),
-            );
+                &attempt.client,
+            )
+            .await;
             return Err(error);
         }
         let (account, recognised) = self.find_for_login(&attempt).await?;
@@ -253,8 +255,11 @@ impl Core {
             {
                 Ok(charge) => Some(charge),
                 Err(error) => {
-                    self.audit
-                        .record(base.detail("account throttled").with_outcome("throttled"));
+                    self.audit_cheap_refusal(
+                        base.detail("account throttled").with_outcome("throttled"),
+                        &attempt.client,
+                    )
+                    .await;
                     return Err(error);
                 }
             }
@@ -695,13 +700,18 @@ impl Core {
         let result = self.rotate(refresh_token).await;
         let outcome = refresh_outcome(&result);
         self.metrics.refresh(outcome);
-        let entry = match &result {
-            Ok(grant) => entry
-                .account(&grant.account)
-                .detail(format!("session {}", grant.session_id)),
-            Err(_) => entry.with_outcome(outcome),
-        };
-        self.audit.record(entry);
+        match &result {
+            Ok(grant) => self.audit.record(
+                entry
+                    .account(&grant.account)
+                    .detail(format!("session {}", grant.session_id)),
+            ),
+            Err(Error::InvalidRefreshToken) => {
+                self.audit_cheap_refusal(entry.with_outcome(outcome), client)
+                    .await;
+            }
+            Err(_) => self.audit.record(entry.with_outcome(outcome)),
+        }
         result
     }
 

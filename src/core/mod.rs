@@ -273,16 +273,19 @@ impl Core {
         {
             let mut read_at = self.live_sessions_read_at.lock().await;
             if read_at.is_none_or(|at| at.elapsed() >= LIVE_SESSIONS_EVERY) {
+                // Once per period whatever comes of it: a count that fails
+                // or outlasts its second (a large table, a slow database,
+                // where the abandoned statement still holds a connection
+                // until the statement timeout) is not started again by
+                // every scrape.
+                *read_at = Some(std::time::Instant::now());
                 let count = tokio::time::timeout(
                     std::time::Duration::from_secs(1),
                     self.store.count_live_sessions(self.now()),
                 )
                 .await;
                 match count {
-                    Ok(Ok(count)) => {
-                        self.metrics.set_live_sessions(count);
-                        *read_at = Some(std::time::Instant::now());
-                    }
+                    Ok(Ok(count)) => self.metrics.set_live_sessions(count),
                     Ok(Err(error)) => {
                         tracing::warn!(%error, "cannot count the live sessions for /metrics");
                     }

@@ -934,9 +934,11 @@ impl Core {
         if let Err(error) = &answer {
             entry = entry.with_outcome(error.error);
         }
-        // A password grant is audited by the login itself.
-        if grant_type != "password" {
-            self.audit.record(entry);
+        match (grant_type, answer.is_ok()) {
+            // A password grant is audited by the login itself.
+            ("password", _) => {}
+            (_, true) => self.audit.record(entry),
+            (_, false) => self.audit_cheap_refusal(entry, info).await,
         }
         answer
     }

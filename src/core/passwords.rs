@@ -485,6 +485,13 @@ fn verify_with(
         computed?;
     } else {
         kernel.compute(algorithm, version, &stored, secret, &salt, &mut out)?;
+        // A hash made with less work than today's (before the parameters
+        // were raised, or imported) would answer sooner than an account
+        // that does not exist, whose check costs one hash at today's
+        // parameters: the rest of that work is spent too.
+        if let Some(rest) = rest_of_one_hash(params, &stored) {
+            spend_one_hash(&rest, secret, kernel)?;
+        }
     }
     // Output's equality is constant-time.
     let matches = Output::new(&out).map_err(argon2_error)? == expected;
@@ -565,6 +572,22 @@ fn spend_one_hash(params: &Params, secret: &[u8], kernel: &mut Kernel) -> Result
         b"sesame-padding-salt",
         &mut spent,
     )
+}
+
+/// The parameters of a hash that costs what one hash at `params` costs
+/// beyond one at `stored` (an Argon2 hash's time goes with its memory times
+/// its passes), if `stored` costs less; within `params`' own memory.
+fn rest_of_one_hash(params: &Params, stored: &Params) -> Option<Params> {
+    let work = |p: &Params| u64::from(p.m_cost()) * u64::from(p.t_cost());
+    let rest = work(params).checked_sub(work(stored))?;
+    let passes = params.t_cost();
+    let least = 8 * u64::from(params.p_cost());
+    let memory = u32::try_from((rest / u64::from(passes)).max(least)).ok()?;
+    // Less than a tenth of a hash: not worth a pass over memory.
+    if rest * 10 < work(params) {
+        return None;
+    }
+    Params::new(memory, passes, params.p_cost(), Some(OUTPUT_LEN)).ok()
 }
 
 fn same_cost(a: &Params, b: &Params) -> bool {
@@ -777,6 +800,31 @@ mod tests {
 
     /// Verifications beyond the configured memory share one budget: a
     /// share that does not fit waits until one is given back.
+    /// A stored hash made with less work than today's parameters is
+    /// followed by the rest of one of today's hashes, so that a wrong
+    /// password for its account takes as long as one for a name that does
+    /// not exist (one hash at today's parameters).
+    #[test]
+    fn a_cheaper_stored_hash_is_made_up_to_one_of_todays() {
+        let params = |m, t| Params::new(m, t, 1, Some(OUTPUT_LEN)).unwrap();
+        let today = params(65_536, 3);
+        let rest = rest_of_one_hash(&today, &params(19_456, 2)).unwrap();
+        assert_eq!((rest.m_cost(), rest.t_cost()), (52_565, 3));
+        let work = |p: &Params| u64::from(p.m_cost()) * u64::from(p.t_cost());
+        let total = work(&params(19_456, 2)) + work(&rest);
+        assert!(total.abs_diff(work(&today)) < 3, "{total}");
+        assert!(rest_of_one_hash(&today, &today).is_none());
+        assert!(rest_of_one_hash(&today, &params(262_144, 3)).is_none());
+        assert!(
+            rest_of_one_hash(&today, &params(65_536, 2)).is_some(),
+            "a third of a hash"
+        );
+        assert!(
+            rest_of_one_hash(&today, &params(62_000, 3)).is_none(),
+            "within a tenth"
+        );
+    }
+
     #[test]
     fn oversized_verifications_wait_for_room_in_their_budget() {
         static BUDGET: Budget = Budget {

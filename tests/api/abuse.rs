@@ -918,3 +918,39 @@ async fn a_missing_permission_spends_no_budget() {
         StatusCode::OK
     );
 }
+
+/// Refusals that cost their sender nothing (a refresh with a string that
+/// is no token, a throttled login) are recorded within the address's
+/// budget: 30 at once, then one every 10 seconds. They are still counted
+/// and refused all the same.
+#[tokio::test]
+async fn cheap_refusals_cannot_fill_the_audit_log() {
+    let app = TestApp::spawn().await;
+    let refreshes_refused = async || {
+        app.core.flush_audit().await.unwrap();
+        app.core
+            .audit_events(&sesame::store::AuditQuery {
+                outcome: Some("invalid_token".into()),
+                limit: 200,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+    for _ in 0..40 {
+        assert_eq!(
+            app.refresh("not a token").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(refreshes_refused().await, 30);
+    app.clock.advance(10);
+    for _ in 0..3 {
+        assert_eq!(
+            app.refresh("not a token").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(refreshes_refused().await, 31, "one more after 10 s");
+}

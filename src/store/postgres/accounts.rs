@@ -26,12 +26,12 @@ macro_rules! select_accounts {
              a.password_changed_at, a.created_at, a.updated_at, a.last_login_at, a.last_login_ip, \
              a.login_count, a.failed_login_count, a.consecutive_failures, a.api_calls_count, \
              a.max_api_calls, a.quota_period, a.api_calls_period, \
-             ARRAY(SELECT role FROM account_roles WHERE account_id = a.id ORDER BY role) AS roles, \
-             ARRAY(SELECT DISTINCT rp.permission FROM account_roles ar \
+             ARRAY(SELECT role FROM account_roles WHERE account_id = a.id ORDER BY role COLLATE \"C\") AS roles, \
+             ARRAY(SELECT DISTINCT rp.permission COLLATE \"C\" FROM account_roles ar \
                    JOIN role_permissions rp ON rp.role = ar.role \
-                   WHERE ar.account_id = a.id ORDER BY rp.permission) AS permissions, \
-             ARRAY(SELECT name FROM profile_attributes WHERE account_id = a.id ORDER BY name) AS profile_names, \
-             ARRAY(SELECT value FROM profile_attributes WHERE account_id = a.id ORDER BY name) AS profile_values \
+                   WHERE ar.account_id = a.id ORDER BY 1) AS permissions, \
+             ARRAY(SELECT name FROM profile_attributes WHERE account_id = a.id ORDER BY name COLLATE \"C\") AS profile_names, \
+             ARRAY(SELECT value FROM profile_attributes WHERE account_id = a.id ORDER BY name COLLATE \"C\") AS profile_values \
              FROM accounts a WHERE ",
             $condition
         )
@@ -438,7 +438,7 @@ impl AccountStore for PostgresStore {
     }
 
     async fn role_names(&self) -> StoreResult<Vec<String>> {
-        sqlx::query("SELECT name FROM roles ORDER BY name")
+        sqlx::query("SELECT name FROM roles ORDER BY name COLLATE \"C\"")
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?

@@ -87,7 +87,7 @@ async fn insert_grant(conn: &mut PgConnection, grant: &OAuthSession) -> StoreRes
 impl OAuthStore for PostgresStore {
     async fn list_clients(&self) -> StoreResult<Vec<OAuthClient>> {
         sqlx::query(&format!(
-            "SELECT {CLIENT_COLUMNS} FROM oauth_clients ORDER BY id"
+            "SELECT {CLIENT_COLUMNS} FROM oauth_clients ORDER BY id COLLATE \"C\""
         ))
         .fetch_all(&self.pool)
         .await

@@ -77,8 +77,8 @@ impl RoleStore for PostgresStore {
     async fn list_roles(&self) -> StoreResult<Vec<Role>> {
         sqlx::query(
             "SELECT r.name, r.description, ARRAY(SELECT permission FROM role_permissions \
-               WHERE role = r.name ORDER BY permission) AS permissions \
-             FROM roles r ORDER BY r.name",
+               WHERE role = r.name ORDER BY permission COLLATE \"C\") AS permissions \
+             FROM roles r ORDER BY r.name COLLATE \"C\"",
         )
         .fetch_all(&self.pool)
         .await

@@ -32,18 +32,18 @@ pub(super) fn run(conn: &mut Connection) -> StoreResult<()> {
 /// Brings the schema up to date when `apply`; otherwise only checks that it
 /// is, and names the command that would.
 pub(super) fn migrate(conn: &mut Connection, apply: bool) -> StoreResult<()> {
-    let applied = applied(conn)?;
-    if applied > MIGRATIONS.len() {
+    let at = applied(conn)?;
+    if at > MIGRATIONS.len() {
         return Err(StoreError::Database(format!(
-            "the database has schema version {applied}, newer than this Sesame ({}); \
+            "the database has schema version {at}, newer than this Sesame ({}); \
              use a newer release",
             MIGRATIONS.len()
         )));
     }
-    if !apply && applied < MIGRATIONS.len() {
-        return Err(super::super::behind(applied, MIGRATIONS.len()));
+    if !apply && at < MIGRATIONS.len() {
+        return Err(super::super::behind(at, MIGRATIONS.len()));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(at) {
         let version = index + 1;
         let failed = |e: rusqlite::Error| {
             StoreError::Database(format!("migration {version} failed: {}", db_error(e)))
@@ -51,6 +51,12 @@ pub(super) fn migrate(conn: &mut Connection, apply: bool) -> StoreResult<()> {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(failed)?;
+        // Another process (the server and a CLI command started together
+        // after an upgrade) may have applied it while this one waited for
+        // the lock.
+        if applied(&tx)? >= version {
+            continue;
+        }
         tx.execute_batch(sql).map_err(failed)?;
         tx.pragma_update(None, "user_version", version as i64)
             .map_err(failed)?;
@@ -105,6 +111,35 @@ mod tests {
         assert_eq!(user_version(&conn), MIGRATIONS.len() as i64);
         run(&mut conn).unwrap();
         assert_eq!(user_version(&conn), MIGRATIONS.len() as i64);
+    }
+
+    /// Two processes opening one database at once (the server and a CLI
+    /// command after an upgrade) both end up with it migrated, each step
+    /// applied once.
+    #[test]
+    fn two_processes_migrating_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..5 {
+            let path = dir.path().join(format!("race-{round}.db"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let migrating: Vec<_> = (0..2)
+                .map(|_| {
+                    let (path, start) = (path.clone(), std::sync::Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        let mut conn = Connection::open(path).unwrap();
+                        conn.busy_timeout(std::time::Duration::from_secs(10))
+                            .unwrap();
+                        start.wait();
+                        run(&mut conn)
+                    })
+                })
+                .collect();
+            for migrated in migrating {
+                migrated.join().unwrap().unwrap();
+            }
+            let conn = Connection::open(path).unwrap();
+            assert_eq!(user_version(&conn), MIGRATIONS.len() as i64);
+        }
     }
 
     #[test]

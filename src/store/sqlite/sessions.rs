@@ -180,14 +180,16 @@ impl SessionStore for SqliteStore {
         self.read(|conn| Ok(sessions_where(conn, select_sessions!("s.id = ?"), [id])?.pop()))
     }
 
+    /// A scan of every live session: off the async workers.
     async fn count_live_sessions(&self, now: UnixTime) -> StoreResult<i64> {
-        self.read(|conn| {
+        self.read_off_workers(move |conn| {
             conn.prepare_cached(
                 "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > ?",
             )
             .and_then(|mut statement| statement.query_row([now], |row| row.get(0)))
             .map_err(db_error)
         })
+        .await
     }
 
     async fn list_live_sessions(
