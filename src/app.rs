@@ -54,6 +54,48 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dy
     opened.with_context(|| format!("cannot open the database {}", displayable_url(url)))
 }
 
+/// Connections the metrics listener serves at once (a scraper needs one).
+const METRICS_CONNECTIONS: usize = 16;
+
+/// Serves `metrics.listen`: HTTP/1 (what scrapers speak) with the API's
+/// header and write timeouts and a cap of its own on connections, so that
+/// connections to an internal address can neither stay open for ever nor
+/// take the process's file descriptors from the API.
+async fn serve_metrics(
+    listener: TcpListener,
+    router: axum::Router,
+    http1: hyper::server::conn::http1::Builder,
+    write_timeout: Duration,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed on the metrics listener");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Beyond the cap a connection is closed at once.
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            continue;
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            router.clone().oneshot(request)
+        });
+        let socket = connection::socket(stream, write_timeout);
+        let connection = http1.serve_connection(TokioIo::new(socket), service);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
 /// Creates the data directory, if it is not there, for its owner alone (it
 /// holds the database, and may hold TLS keys).
 fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
@@ -312,11 +354,12 @@ impl Application {
         // Metrics on their own listener (an internal address, for the
         // scraper only), served until the API stops.
         let metrics = self.metrics.map(|(listener, router)| {
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    tracing::error!(%error, "the metrics listener failed");
-                }
-            })
+            tokio::spawn(serve_metrics(
+                listener,
+                router,
+                http1.clone(),
+                self.request_timeout,
+            ))
         });
         tokio::pin!(shutdown);
         // After the stop signal: `drain` more of accepting, with /readyz
@@ -371,7 +414,8 @@ impl Application {
                         request.extensions_mut().insert(ConnectInfo(peer));
                         router.clone().oneshot(request)
                     });
-                let connection = http1.serve_connection(TokioIo::new(stream), service);
+                let socket = connection::socket(stream, self.request_timeout);
+                let connection = http1.serve_connection(TokioIo::new(socket), service);
                 let stopping = stopping.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -411,9 +455,10 @@ impl Application {
             http1.writev(false);
             let http2 = http2.clone();
             let header_timeout = self.header_timeout;
+            let write_timeout = self.request_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
-                let Some(accepted) = tls.accept(stream).await else {
+                let Some(accepted) = tls.accept(stream, write_timeout).await else {
                     return;
                 };
                 let io = TokioIo::new(accepted.stream);

@@ -9,14 +9,34 @@
 //! notes when one last started or finished, and [`serve`] closes it (a
 //! GOAWAY: what has started finishes) after the same `http.header_timeout`
 //! with none open.
+//!
+//! Neither protocol's timers run while a response waits to be written: a
+//! client that stops reading (and pipelines a request, so that no header
+//! timer runs) would hold its connection for ever. So every connection's
+//! socket is a [`Socket`], whose writes fail after `http.request_timeout`
+//! without progress.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_io_timeout::TimeoutStream;
+
+/// An accepted connection's socket: a write that makes no progress for
+/// its timeout fails, and the connection with it.
+pub type Socket = Pin<Box<TimeoutStream<TcpStream>>>;
+
+/// Wraps an accepted socket (see [`Socket`]).
+pub fn socket(stream: TcpStream, write_timeout: Duration) -> Socket {
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(write_timeout));
+    Box::pin(stream)
+}
 
 /// What a connection's requests are doing: how many are open, and when the
 /// last one started.

@@ -125,7 +125,7 @@ This port speaks HTTPS only: use an https:// URL.\n";
 /// A completed handshake: the stream, and whether the client chose HTTP/2.
 pub struct Accepted {
     /// The decrypted stream.
-    pub stream: TlsStream<TcpStream>,
+    pub stream: TlsStream<crate::connection::Socket>,
     /// ALPN said `h2`.
     pub http2: bool,
 }
@@ -206,7 +206,8 @@ impl Tls {
     /// The server's side of a handshake, bounded in number and time;
     /// `None` when refused, failed or too slow (logged at debug level: a
     /// scanner's noise is not an operator's concern).
-    pub async fn accept(&self, stream: TcpStream) -> Option<Accepted> {
+    /// `write_timeout`: see [`crate::connection::Socket`].
+    pub async fn accept(&self, stream: TcpStream, write_timeout: Duration) -> Option<Accepted> {
         let Ok(_permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
             tracing::debug!("too many TLS handshakes in progress; connection closed");
             return None;
@@ -228,7 +229,9 @@ impl Tls {
                 let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
                 return Err(std::io::Error::other("plain HTTP on the HTTPS port"));
             }
-            self.acceptor.accept(stream).await
+            self.acceptor
+                .accept(crate::connection::socket(stream, write_timeout))
+                .await
         };
         match tokio::time::timeout(self.settings.handshake_timeout, handshake).await {
             Ok(Ok(stream)) => {

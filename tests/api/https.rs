@@ -756,3 +756,44 @@ async fn plain_http_beyond_loopback_is_warned_about_or_refused() {
         local.address.trim_start_matches("http://")
     ));
 }
+
+/// A client that pipelines requests and stops reading the answers leaves
+/// no header timer running; its connection (and its place under
+/// http.max_connections) is given up once a write has made no progress
+/// for http.request_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let app = TestApp::spawn_with(|raw| {
+        raw.http.max_connections = 1;
+        raw.http.request_timeout = 2;
+    })
+    .await;
+    let address: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(address).await.unwrap();
+    let requests = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(300);
+    stalled.write_all(&requests).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let healthz = || async {
+        reqwest::Client::new()
+            .get(app.url("/healthz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+    };
+    assert!(healthz().await.is_err(), "the one connection slot is held");
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = healthz().await {
+            assert_eq!(response.status(), StatusCode::OK);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stalled connection kept its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(stalled);
+}
