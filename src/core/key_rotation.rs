@@ -74,14 +74,34 @@ impl Core {
         retention(&self.settings)
     }
 
-    /// Reads the keys again and puts them in service.
+    /// Reads the keys again and puts them in service; deletes those that
+    /// have retired (a clear private key replaced by a sealed one is gone
+    /// from the database within a minute of its last token's expiry).
     pub async fn reload_keys(&self) -> Result<()> {
         let generation = self.tokens.next_ring_generation();
         let ring = load_key_ring(&*self.store, &self.settings, self.now()).await?;
         self.tokens.replace_ring(ring, generation);
         self.keys_loaded_at
             .store(self.now(), std::sync::atomic::Ordering::Release);
+        if let Err(error) = self.delete_retired_keys().await {
+            tracing::warn!(%error, "could not delete retired signing keys");
+        }
         Ok(())
+    }
+
+    /// Deletes every stored key that has retired; returns how many.
+    async fn delete_retired_keys(&self) -> Result<usize> {
+        let retired: Vec<String> = self
+            .signing_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.state == KeyState::Retired)
+            .map(|k| k.kid)
+            .collect();
+        for kid in &retired {
+            self.store.delete_signing_key(kid).await?;
+        }
+        Ok(retired.len())
     }
 
     /// Reloads the keys when a token names an unknown key, at most once a
@@ -144,23 +164,13 @@ impl Core {
         let created = newest.map_or(self.now(), |newest| self.now().max(newest + 1));
         let key = keys::generate_sealed(self.settings.tokens.algorithm, created, kek)?;
         self.store.insert_signing_key(&key).await?;
-        let retired: Vec<String> = self
-            .signing_keys()
-            .await?
-            .into_iter()
-            .filter(|k| k.state == KeyState::Retired)
-            .map(|k| k.kid)
-            .collect();
-        for kid in &retired {
-            self.store.delete_signing_key(kid).await?;
-        }
+        let retired = self.delete_retired_keys().await?;
         self.reload_keys().await?;
         self.publish(&Notice::KeysChanged).await;
         self.audit
             .record(actor.event("keys_rotated").detail(format!(
                 "new key {}; {} retired key(s) deleted",
-                key.kid,
-                retired.len()
+                key.kid, retired
             )));
         self.signing_keys()
             .await?

@@ -1748,6 +1748,10 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
         std::slice::from_ref(&rotated.kid),
         "the old key retired"
     );
+    // And, retired, it is deleted by the reload (its private key is gone
+    // from the database), not kept until the next rotation.
+    let stored = app.core.signing_keys().await.unwrap();
+    assert!(stored.iter().all(|k| k.kid != old_kid), "{stored:?}");
 }
 
 /// Junk at every OAuth route: never a 500, always the face's own shape
