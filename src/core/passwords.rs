@@ -11,7 +11,7 @@
 //! same parameters, so it costs the same time as a real one.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -227,33 +227,30 @@ fn pool_gone() -> Error {
 /// Memory that verifications needing more than the configured parameters
 /// (hashes imported from other systems) may take at once, across the pool:
 /// 1 GiB, one of the largest accepted or several smaller ones (sixteen of
-/// PHP's 64 MiB). Beyond it they wait for each other.
+/// PHP's 64 MiB). Beyond it one is answered busy (503, retry): waiting
+/// would park a hashing thread, and a few such sign-ins at once would hold
+/// up every other.
 const OVERSIZED_BUDGET_KIB: u64 = MAX_STORED_MEMORY_KIB as u64;
 
 /// What such verifications hold of [`OVERSIZED_BUDGET_KIB`].
 static OVERSIZED: Budget = Budget {
     used: Mutex::new(0),
-    freed: Condvar::new(),
 };
 
 struct Budget {
     used: Mutex<u64>,
-    freed: Condvar,
 }
 
 impl Budget {
-    /// Takes `kib` once the budget has room for it (at once when nothing
-    /// else holds any: no single job exceeds it).
-    fn take(&'static self, kib: u64) -> BudgetHeld {
+    /// Takes `kib` if the budget has room for it (always when nothing else
+    /// holds any: no single job exceeds it).
+    fn try_take(&'static self, kib: u64) -> Option<BudgetHeld> {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        while *used > 0 && *used + kib > OVERSIZED_BUDGET_KIB {
-            used = self
-                .freed
-                .wait(used)
-                .unwrap_or_else(PoisonError::into_inner);
+        if *used > 0 && *used + kib > OVERSIZED_BUDGET_KIB {
+            return None;
         }
         *used += kib;
-        BudgetHeld { budget: self, kib }
+        Some(BudgetHeld { budget: self, kib })
     }
 }
 
@@ -271,7 +268,6 @@ impl Drop for BudgetHeld {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *used = used.saturating_sub(self.kib);
-        self.budget.freed.notify_all();
     }
 }
 
@@ -478,7 +474,11 @@ fn verify_with(
         // another system, up to 1 GiB): within a budget shared by the pool,
         // in memory given back at once, so that sign-ins against such
         // accounts cannot make every thread keep that much.
-        let _held = OVERSIZED.take(u64::from(stored.m_cost()));
+        let Some(_held) = OVERSIZED.try_take(u64::from(stored.m_cost())) else {
+            return Err(Error::Busy {
+                retry_after_secs: 1,
+            });
+        };
         let mut once = Kernel::default();
         let computed = once.compute(algorithm, version, &stored, secret, &salt, &mut out);
         once.release();
@@ -826,24 +826,19 @@ mod tests {
     }
 
     #[test]
-    fn oversized_verifications_wait_for_room_in_their_budget() {
+    fn oversized_verifications_get_room_in_their_budget_or_none() {
         static BUDGET: Budget = Budget {
             used: Mutex::new(0),
-            freed: Condvar::new(),
         };
-        let all = BUDGET.take(OVERSIZED_BUDGET_KIB);
-        let (sent, taken) = std::sync::mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let _held = BUDGET.take(64 * 1024);
-            sent.send(()).unwrap();
-        });
+        let all = BUDGET.try_take(OVERSIZED_BUDGET_KIB).unwrap();
         assert!(
-            taken.recv_timeout(Duration::from_millis(200)).is_err(),
+            BUDGET.try_take(64 * 1024).is_none(),
             "no room while the whole budget is held"
         );
         drop(all);
-        taken.recv_timeout(Duration::from_secs(5)).unwrap();
-        waiter.join().unwrap();
+        let some = BUDGET.try_take(64 * 1024).unwrap();
+        let more = BUDGET.try_take(64 * 1024).unwrap();
+        drop((some, more));
         assert_eq!(*BUDGET.used.lock().unwrap(), 0);
     }
 
