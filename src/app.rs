@@ -186,6 +186,9 @@ async fn start_core(
     redis_required: bool,
 ) -> anyhow::Result<Arc<Core>> {
     let store = open_store(config, config.database.auto_migrate).await?;
+    if let Some(postgres) = store.postgres() {
+        postgres.set_clock(Arc::clone(&clock));
+    }
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let shared = open_shared(config, &store, redis_required, &metrics).await?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
@@ -268,7 +271,7 @@ impl Application {
             && config.metrics.listen.is_none()
             && config.metrics.token.is_none()
         {
-            tracing::info!(
+            tracing::warn!(
                 "GET /metrics is not served: give it an internal address of its own \
                  (metrics.listen) or a bearer token for the scraper (metrics.token)"
             );

@@ -48,7 +48,7 @@ fn line(key: &KeyInfo) -> String {
     let state = match key.state {
         KeyState::Signing => "signing".to_owned(),
         KeyState::VerifyingUntil(until) => format!("verifying until {}", rfc3339(until)),
-        KeyState::Retired => "retired (deleted within a minute)".to_owned(),
+        KeyState::Retired => "retired (deleted after as long again)".to_owned(),
     };
     let at_rest = if key.encrypted { "encrypted" } else { "plain" };
     format!(

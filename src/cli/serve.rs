@@ -13,6 +13,7 @@ use crate::core::accounts::{ADMIN_ROLE, AccountSpec};
 use crate::core::clock::SystemClock;
 use crate::core::domain::{Password, Username};
 use crate::core::tokens::random_urlsafe;
+use crate::store::ADMIN_PERMISSION;
 
 /// Options of `sesame serve`.
 #[derive(Debug, Args)]
@@ -94,6 +95,19 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
 /// random password and prints it once to stdout (never to the log).
 async fn create_first_administrator(core: &Core) -> anyhow::Result<()> {
     if core.has_administrator().await? {
+        return Ok(());
+    }
+    // An account made with a role that no longer grants `admin` would
+    // administer nothing, and another would be made at every start.
+    let role_administers = core
+        .role(ADMIN_ROLE)
+        .await
+        .is_ok_and(|role| role.permissions.iter().any(|p| p == ADMIN_PERMISSION));
+    if !role_administers {
+        tracing::warn!(
+            "no account holds the admin permission, and the {ADMIN_ROLE} role does not grant \
+             it: give an account a role that does (sesame role grant, sesame user grant-role)"
+        );
         return Ok(());
     }
     let password = random_urlsafe(18);

@@ -656,7 +656,8 @@ impl Core {
         let charge = match self.charge_budget(&budget, rule, self.now()).await {
             Ok(charge) => charge,
             Err(error) => {
-                self.audit.record(entry.with_outcome("throttled"));
+                self.audit_cheap_refusal(entry.with_outcome("throttled"), client)
+                    .await;
                 return Err(error);
             }
         };

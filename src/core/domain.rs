@@ -42,6 +42,7 @@ fn is_invisible(c: char) -> bool {
             | '\u{17B4}'
             | '\u{17B5}'
             | '\u{180B}'..='\u{180F}'
+            | '\u{2800}'
             | '\u{3164}'
             | '\u{FE00}'..='\u{FE0F}'
             | '\u{FFA0}'
@@ -49,11 +50,11 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-/// Whether a name to be chosen holds a character it must not: a control,
-/// a space or an invisible one.
-fn has_unfit_character(s: &str) -> bool {
+/// Whether a name holds a character it must not: a control or a space,
+/// and for a `new` name (not one an account already has) an invisible one.
+fn has_unfit_character(s: &str, new: bool) -> bool {
     s.chars()
-        .any(|c| c.is_control() || c.is_whitespace() || is_invisible(c))
+        .any(|c| c.is_control() || c.is_whitespace() || (new && is_invisible(c)))
 }
 
 /// The comparison key for usernames and email addresses: NFKC with full case
@@ -75,6 +76,17 @@ impl Username {
     /// whitespace, no invisible characters, no `@` (so a username can never
     /// look like an email).
     pub fn parse(raw: &str) -> Result<Self> {
+        Self::parse_with(raw, true)
+    }
+
+    /// [`Self::parse`] for a name an account already has (an import moving
+    /// accounts in): invisible characters, refused since a later rule, are
+    /// let through so that no existing account is lost.
+    pub fn parse_existing(raw: &str) -> Result<Self> {
+        Self::parse_with(raw, false)
+    }
+
+    fn parse_with(raw: &str, new: bool) -> Result<Self> {
         let display: String = raw.nfkc().collect();
         let count = display.chars().count();
         if count == 0 {
@@ -86,7 +98,7 @@ impl Username {
                 format!("must be at most {MAX_USERNAME_CHARS} characters"),
             ));
         }
-        if has_unfit_character(&display) {
+        if has_unfit_character(&display, new) {
             return Err(Error::invalid(
                 "username",
                 "must not contain spaces, control or invisible characters",
@@ -128,6 +140,16 @@ impl Email {
     /// Parses an email address. Sesame does not send mail, so the check is
     /// structural only; uniqueness is on the folded form.
     pub fn parse(raw: &str) -> Result<Self> {
+        Self::parse_with(raw, true)
+    }
+
+    /// [`Self::parse`] for an address an account already has (see
+    /// [`Username::parse_existing`]).
+    pub fn parse_existing(raw: &str) -> Result<Self> {
+        Self::parse_with(raw, false)
+    }
+
+    fn parse_with(raw: &str, new: bool) -> Result<Self> {
         let display: String = raw.trim().nfc().collect();
         let valid_shape = match display.split_once('@') {
             Some((local, domain)) => {
@@ -138,7 +160,7 @@ impl Email {
             }
             None => false,
         };
-        if !valid_shape || display.len() > 254 || has_unfit_character(&display) {
+        if !valid_shape || display.len() > 254 || has_unfit_character(&display, new) {
             return Err(Error::invalid(
                 "email",
                 "must be an email address such as name@example.com",
@@ -430,6 +452,7 @@ mod tests {
             '\u{FE0F}',  // variation selector
             '\u{034F}',  // combining grapheme joiner
             '\u{E0101}', // variation selector supplement
+            '\u{2800}',  // Braille blank
         ] {
             let name = format!("ali{invisible}ce");
             match Username::parse(&name) {
@@ -440,8 +463,11 @@ mod tests {
                 other => panic!("{name:?}: {other:?}"),
             }
             assert!(Email::parse(&format!("{name}@example.com")).is_err());
-            // An account named so before the rule is still found.
+            // An account named so before the rule is still found, and
+            // moved by an import.
             assert_ne!(Username::lookup_key(&name), Username::lookup_key("alice"));
+            assert!(Username::parse_existing(&name).is_ok());
+            assert!(Email::parse_existing(&format!("{name}@example.com")).is_ok());
         }
         for fine in ["Zoë", "李雷", "o'brien", "ǅemal", "ﬁ", "עברית", "नमस्ते"]
         {

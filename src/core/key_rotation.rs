@@ -74,29 +74,40 @@ impl Core {
         retention(&self.settings)
     }
 
-    /// Reads the keys again and puts them in service; deletes those that
-    /// have retired (a clear private key replaced by a sealed one is gone
-    /// from the database within a minute of its last token's expiry).
+    /// Reads the keys again and puts them in service; deletes those retired
+    /// for as long again (a clear private key replaced by a sealed one is
+    /// gone from the database an access lifetime after its last token's
+    /// expiry, without another rotation).
     pub async fn reload_keys(&self) -> Result<()> {
         let generation = self.tokens.next_ring_generation();
         let ring = load_key_ring(&*self.store, &self.settings, self.now()).await?;
         self.tokens.replace_ring(ring, generation);
         self.keys_loaded_at
             .store(self.now(), std::sync::atomic::Ordering::Release);
-        if let Err(error) = self.delete_retired_keys().await {
+        // Long past retirement only: every node judges by its own settings
+        // and clock, and during a rolling change of `tokens.access_ttl`
+        // another node may still need a key this one has retired.
+        if let Err(error) = self.delete_retired_keys(2 * self.key_retention()).await {
             tracing::warn!(%error, "could not delete retired signing keys");
         }
         Ok(())
     }
 
-    /// Deletes every stored key that has retired; returns how many.
-    async fn delete_retired_keys(&self) -> Result<usize> {
-        let retired: Vec<String> = self
-            .signing_keys()
-            .await?
+    /// Deletes every stored key retired by `retention` (see
+    /// [`keys::key_states`]); returns how many.
+    async fn delete_retired_keys(&self, retention: i64) -> Result<usize> {
+        let stored = self.store.signing_keys().await?;
+        let states = keys::key_states(
+            &stored,
+            self.settings.tokens.algorithm,
+            self.now(),
+            retention,
+        );
+        let retired: Vec<String> = stored
             .into_iter()
-            .filter(|k| k.state == KeyState::Retired)
-            .map(|k| k.kid)
+            .zip(states)
+            .filter(|(_, state)| *state == KeyState::Retired)
+            .map(|(key, _)| key.kid)
             .collect();
         for kid in &retired {
             self.store.delete_signing_key(kid).await?;
@@ -164,7 +175,7 @@ impl Core {
         let created = newest.map_or(self.now(), |newest| self.now().max(newest + 1));
         let key = keys::generate_sealed(self.settings.tokens.algorithm, created, kek)?;
         self.store.insert_signing_key(&key).await?;
-        let retired = self.delete_retired_keys().await?;
+        let retired = self.delete_retired_keys(self.key_retention()).await?;
         self.reload_keys().await?;
         self.publish(&Notice::KeysChanged).await;
         self.audit

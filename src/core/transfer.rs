@@ -662,11 +662,13 @@ impl Import {
         if !(1..=MOST_COUNT).contains(&a.id) {
             return Err(format!("id: must be from 1 to {MOST_COUNT}"));
         }
-        let username = Username::parse(&a.username).map_err(|e| e.to_string())?;
+        // Names accounts already have: a later rule for new names (no
+        // invisible characters) must not lose an account on its way in.
+        let username = Username::parse_existing(&a.username).map_err(|e| e.to_string())?;
         let email = a
             .email
             .as_deref()
-            .map(Email::parse)
+            .map(Email::parse_existing)
             .transpose()
             .map_err(|e| e.to_string())?;
         let mobile = a
@@ -965,7 +967,7 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
         );
     };
     // As account lines write it, so that the two compare.
-    let username = Username::parse(&username)
+    let username = Username::parse_existing(&username)
         .map_err(|e| e.to_string())?
         .as_str()
         .to_owned();

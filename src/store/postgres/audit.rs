@@ -40,42 +40,58 @@ impl AuditStore for PostgresStore {
     }
 
     async fn list_audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
-        sqlx::query(
-            "SELECT id, at, event, outcome, face, account_id, username, ip, user_agent, detail, \
-             target_id FROM audit_events \
-             WHERE ($1::bigint IS NULL OR account_id = $1 OR target_id = $1) \
-               AND ($2::text IS NULL OR outcome = $2) AND ($3::text IS NULL OR face = $3) \
-               AND ($4::bigint IS NULL OR at >= $4) AND ($5::bigint IS NULL OR at < $5) \
-               AND ($6::bigint IS NULL OR id < $6) \
-             ORDER BY id DESC LIMIT $7",
-        )
-        .bind(query.account_id)
-        .bind(&query.outcome)
-        .bind(&query.face)
-        .bind(query.since)
-        .bind(query.until)
-        .bind(query.before_id)
-        .bind(i64::from(query.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(|row| {
-            Ok(AuditEvent {
-                id: row.try_get("id").map_err(db_error)?,
-                at: row.try_get("at").map_err(db_error)?,
-                event: row.try_get("event").map_err(db_error)?,
-                outcome: row.try_get("outcome").map_err(db_error)?,
-                face: row.try_get("face").map_err(db_error)?,
-                account_id: row.try_get("account_id").map_err(db_error)?,
-                username: row.try_get("username").map_err(db_error)?,
-                ip: row.try_get("ip").map_err(db_error)?,
-                user_agent: row.try_get("user_agent").map_err(db_error)?,
-                detail: row.try_get("detail").map_err(db_error)?,
-                target_id: row.try_get("target_id").map_err(db_error)?,
+        const COLUMNS: &str =
+            "id, at, event, outcome, face, account_id, username, ip, user_agent, detail, target_id";
+        const FILTERS: &str = "($2::text IS NULL OR outcome = $2) \
+            AND ($3::text IS NULL OR face = $3) AND ($4::bigint IS NULL OR at >= $4) \
+            AND ($5::bigint IS NULL OR at < $5) AND ($6::bigint IS NULL OR id < $6)";
+        // An account's events and the changes made to it: one page of each
+        // (by their indexes, newest first) merged, rather than every event
+        // of both kinds sorted for each page.
+        let sql = if query.account_id.is_some() {
+            format!(
+                "SELECT {COLUMNS} FROM ( \
+                   (SELECT {COLUMNS} FROM audit_events WHERE account_id = $1 AND {FILTERS} \
+                    ORDER BY id DESC LIMIT $7) \
+                   UNION ALL \
+                   (SELECT {COLUMNS} FROM audit_events WHERE target_id = $1 \
+                    AND account_id IS DISTINCT FROM $1 AND {FILTERS} ORDER BY id DESC LIMIT $7) \
+                 ) e ORDER BY id DESC LIMIT $7"
+            )
+        } else {
+            format!(
+                "SELECT {COLUMNS} FROM audit_events WHERE $1::bigint IS NULL AND {FILTERS} \
+                 ORDER BY id DESC LIMIT $7"
+            )
+        };
+        sqlx::query(&sql)
+            .bind(query.account_id)
+            .bind(&query.outcome)
+            .bind(&query.face)
+            .bind(query.since)
+            .bind(query.until)
+            .bind(query.before_id)
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| {
+                Ok(AuditEvent {
+                    id: row.try_get("id").map_err(db_error)?,
+                    at: row.try_get("at").map_err(db_error)?,
+                    event: row.try_get("event").map_err(db_error)?,
+                    outcome: row.try_get("outcome").map_err(db_error)?,
+                    face: row.try_get("face").map_err(db_error)?,
+                    account_id: row.try_get("account_id").map_err(db_error)?,
+                    username: row.try_get("username").map_err(db_error)?,
+                    ip: row.try_get("ip").map_err(db_error)?,
+                    user_agent: row.try_get("user_agent").map_err(db_error)?,
+                    detail: row.try_get("detail").map_err(db_error)?,
+                    target_id: row.try_get("target_id").map_err(db_error)?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     async fn purge_audit_events(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {

@@ -30,6 +30,7 @@ pub mod testing;
 mod transfer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
@@ -73,6 +74,13 @@ impl PostgresStore {
     /// The pool, for the notice listener.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Gives the store the core's clock, by which group-committed refresh
+    /// rotations are dated when their batch is sent (once; later calls are
+    /// ignored).
+    pub fn set_clock(&self, clock: Arc<dyn crate::clock::Clock>) {
+        self.rotations.set_clock(clock);
     }
 }
 
@@ -169,6 +177,8 @@ fn db_error(error: sqlx::Error) -> StoreError {
         // 57014: statement timeout; 57P01-03: server shutting down or
         // starting; 40001, 40P01: a serialization failure or deadlock, worth
         // a retry; 25006: a read-only server (a standby after a failover);
+        // 25P03: a transaction ended by the server after the node left it
+        // idle past idle_in_transaction_session_timeout (a frozen node);
         // 23503: a row referring to one deleted meanwhile (a role, a
         // session), a race with another request that a retry answers
         // cleanly.
@@ -185,6 +195,7 @@ fn db_error(error: sqlx::Error) -> StoreError {
                             | "40001"
                             | "40P01"
                             | "25006"
+                            | "25P03"
                             | "23503"
                     )
             }) =>
@@ -492,6 +503,35 @@ mod tests {
             .unwrap();
         let second = conformance::account_for_tests(&*store, "created").await;
         assert_eq!(second, first + 1);
+    }
+
+    /// With the core's clock, a rotation is dated when its batch is sent
+    /// (a retry after a stall is judged from then, not from the request);
+    /// its session's expiry is judged by the caller's time, as the caller
+    /// judged it.
+    #[tokio::test]
+    async fn a_rotation_is_dated_when_its_batch_is_sent() {
+        use crate::store::{SessionStore, SuccessorHashes};
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::sessions_for_tests(&*store, 1).await;
+        // The session (made at 0) expires at 1000; the batch is sent at 1500.
+        store.set_clock(Arc::new(crate::clock::ManualClock::new(1500)));
+        let successors = SuccessorHashes {
+            jwt: [50; 32],
+            opaque: [51; 32],
+        };
+        let (_, _, rotated) = store
+            .find_and_rotate_refresh_token(&[0; 32], &[9], &successors, 900)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rotated, "live at the caller's time");
+        let parent = store.find_refresh_token(&[0; 32]).await.unwrap().unwrap();
+        assert_eq!(parent.rotated_at, Some(1500));
+        let successor = store.find_refresh_token(&[50; 32]).await.unwrap().unwrap();
+        assert_eq!(successor.issued_at, 1500);
     }
 
     /// The server ends a transaction its node left idle (a node that

@@ -23,7 +23,7 @@
 //! which is run again.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::Row;
 use sqlx::postgres::PgPool;
@@ -31,7 +31,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::db_error;
 use super::sessions::{refresh_from_row, session_columns, session_from_row};
-use crate::clock::UnixTime;
+use crate::clock::{Clock, UnixTime};
 use crate::store::{RefreshToken, Session, StoreError, StoreResult, SuccessorHashes, TokenHash};
 
 /// Most rotations in one statement.
@@ -55,29 +55,27 @@ struct Job {
     hash: TokenHash,
     salt: Vec<u8>,
     successors: SuccessorHashes,
-    /// The caller's time; once its batch runs, the time it runs (see
-    /// [`Job::stamp`]).
+    /// The caller's time: the session's expiry is judged by it, as the
+    /// caller judged it.
     now: UnixTime,
-    /// When it was queued.
-    queued: std::time::Instant,
+    /// When the rotation is dated: the caller's time, or when its batch is
+    /// sent if the store has the core's clock and that is later (see
+    /// [`Rotations::set_clock`]).
+    at: UnixTime,
     reply: oneshot::Sender<StoreResult<Rotated>>,
 }
 
-impl Job {
-    /// Dates the rotation when its batch runs: the caller's time and what
-    /// it waited in the queue. A rotation dated when its request came,
-    /// run after a database stall, would put a client's retry outside the
-    /// reuse grace window (and end its session as if the token were stolen).
-    fn stamp(&mut self) {
-        let waited = i64::try_from(self.queued.elapsed().as_secs()).unwrap_or(i64::MAX);
-        self.now = self.now.saturating_add(waited);
-    }
-}
-
 /// The queue of rotations of one store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct Rotations {
     jobs: mpsc::Sender<Job>,
+    clock: Arc<OnceLock<Arc<dyn Clock>>>,
+}
+
+impl std::fmt::Debug for Rotations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rotations(..)")
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -93,8 +91,19 @@ impl Rotations {
     /// silent does not hold up every later refresh of the node.
     pub(super) fn start(pool: PgPool, patience: std::time::Duration) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, queue, patience));
-        Self { jobs }
+        let clock = Arc::new(OnceLock::new());
+        tokio::spawn(run(pool, queue, patience, Arc::clone(&clock)));
+        Self { jobs, clock }
+    }
+
+    /// Gives the queue the core's clock (once): a rotation is then dated
+    /// when its batch is sent, not when its request came. Run after a
+    /// database stall, a rotation dated by its request would put the
+    /// client's retry outside the reuse grace window, and end its session
+    /// as if the token were stolen. (A wait for a row lock inside the
+    /// statement is not counted: it is bounded by the statement timeout.)
+    pub(super) fn set_clock(&self, clock: Arc<dyn Clock>) {
+        let _ = self.clock.set(clock);
     }
 
     /// Queues one rotation and waits for its batch to commit.
@@ -111,7 +120,7 @@ impl Rotations {
             salt: salt.to_vec(),
             successors: *successors,
             now,
-            queued: std::time::Instant::now(),
+            at: now,
             reply,
         };
         let gone = || StoreError::Unavailable("the rotation queue stopped".into());
@@ -121,7 +130,12 @@ impl Rotations {
 }
 
 /// Gathers batches and runs up to [`IN_FLIGHT`] of them at once.
-async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>, patience: std::time::Duration) {
+async fn run(
+    pool: PgPool,
+    mut queue: mpsc::Receiver<Job>,
+    patience: std::time::Duration,
+    clock: Arc<OnceLock<Arc<dyn Clock>>>,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         // Wait for a free slot first: jobs pile up meanwhile, and the
@@ -147,8 +161,9 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Job>, patience: std::time::
             continue;
         }
         let pool = pool.clone();
+        let clock = clock.get().cloned();
         tokio::spawn(async move {
-            execute(&pool, Batch::of(jobs), patience).await;
+            execute(&pool, Batch::of(jobs), patience, clock.as_deref()).await;
             drop(slot);
         });
     }
@@ -202,7 +217,7 @@ fn copy_answer(first: &Job, answer: &StoreResult<Rotated>) -> StoreResult<Rotate
         Ok(Some((token, session, rotated))) => {
             let mut token = token.clone();
             if *rotated {
-                token.rotated_at = Some(first.now);
+                token.rotated_at = Some(first.at);
                 token.successor_salt = Some(first.salt.clone());
             }
             Ok(Some((token, session.clone(), false)))
@@ -213,21 +228,33 @@ fn copy_answer(first: &Job, answer: &StoreResult<Rotated>) -> StoreResult<Rotate
 }
 
 /// Runs one batch and answers each of its callers.
-async fn execute(pool: &PgPool, batch: Batch, patience: std::time::Duration) {
+async fn execute(
+    pool: &PgPool,
+    batch: Batch,
+    patience: std::time::Duration,
+    clock: Option<&dyn Clock>,
+) {
     let Batch { mut firsts, copies } = batch;
-    for job in &mut firsts {
-        job.stamp();
-    }
     let mut attempt = 0;
     let rows = loop {
-        let answered = tokio::time::timeout(patience, statement(pool, &firsts))
-            .await
-            .unwrap_or_else(|_| {
-                Err(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the database did not answer a batch of refreshes in time",
-                )))
-            });
+        let answered = tokio::time::timeout(patience, async {
+            let mut connection = pool.acquire().await?;
+            // Dated once the batch has its connection, just before it is sent.
+            if let Some(clock) = clock {
+                let sent = clock.now();
+                for job in &mut firsts {
+                    job.at = job.now.max(sent);
+                }
+            }
+            statement(&mut connection, &firsts).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the database did not answer a batch of refreshes in time",
+            )))
+        });
         match answered {
             Err(sqlx::Error::Database(e))
                 if e.code().as_deref() == Some("40P01") && attempt < DEADLOCK_RETRIES =>
@@ -280,7 +307,7 @@ async fn execute(pool: &PgPool, batch: Batch, patience: std::time::Duration) {
 }
 
 async fn statement(
-    pool: &PgPool,
+    connection: &mut sqlx::postgres::PgConnection,
     batch: &[Job],
 ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
     let hashes: Vec<&[u8]> = batch.iter().map(|j| &j.hash[..]).collect();
@@ -288,12 +315,13 @@ async fn statement(
     let jwt: Vec<&[u8]> = batch.iter().map(|j| &j.successors.jwt[..]).collect();
     let opaque: Vec<&[u8]> = batch.iter().map(|j| &j.successors.opaque[..]).collect();
     let now: Vec<UnixTime> = batch.iter().map(|j| j.now).collect();
+    let at: Vec<UnixTime> = batch.iter().map(|j| j.at).collect();
     sqlx::query(concat!(
         // `= ANY($1)` on the primary key in both the read and the update,
         // so that every plan (generic ones too) finds the rows by index.
         "WITH input AS (SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], \
-           $5::bigint[]) WITH ORDINALITY AS i(hash, salt, jwt, opaque, at, n)), \
-         found AS MATERIALIZED (SELECT i.n, i.salt, i.jwt, i.opaque, i.at, ",
+           $5::bigint[], $6::bigint[]) WITH ORDINALITY AS i(hash, salt, jwt, opaque, now, at, n)), \
+         found AS MATERIALIZED (SELECT i.n, i.salt, i.jwt, i.opaque, i.now, i.at, ",
         session_columns!(),
         ", t.token_hash, t.issued_at, t.rotated_at, t.successor_salt \
            FROM refresh_tokens t JOIN input i ON i.hash = t.token_hash \
@@ -302,7 +330,7 @@ async fn statement(
          parent AS (UPDATE refresh_tokens r SET rotated_at = f.at, successor_salt = f.salt \
            FROM found f WHERE r.token_hash = ANY($1::bytea[]) AND r.token_hash = f.token_hash \
            AND r.rotated_at IS NULL \
-           AND f.revoked_at IS NULL AND f.account_active AND f.expires_at > f.at \
+           AND f.revoked_at IS NULL AND f.account_active AND f.expires_at > f.now \
            RETURNING r.token_hash, r.session_id, f.token_style, f.jwt, f.opaque, f.at), \
          successor AS (INSERT INTO refresh_tokens (token_hash, session_id, issued_at) \
            SELECT CASE WHEN p.token_style = 'opaque' THEN p.opaque ELSE p.jwt END, p.session_id, p.at \
@@ -316,7 +344,8 @@ async fn statement(
     .bind(jwt)
     .bind(opaque)
     .bind(now)
-    .fetch_all(pool)
+    .bind(at)
+    .fetch_all(connection)
     .await
 }
 
@@ -337,7 +366,7 @@ mod tests {
                 opaque: [0; 32],
             },
             now: i64::from(n),
-            queued: std::time::Instant::now(),
+            at: i64::from(n),
             reply,
         }
     }

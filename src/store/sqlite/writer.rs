@@ -239,9 +239,6 @@ fn run_caught<T>(
 
 /// One queued write, its result type erased so that one queue holds them all.
 trait Job: Send {
-    /// Whether its caller has gone (a request that timed out while the
-    /// writer waited on another process's lock): then it is not run.
-    fn abandoned(&self) -> bool;
     /// Runs the write on the writer's connection; whether it succeeded.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller, once the batch has committed or failed.
@@ -259,10 +256,6 @@ where
     F: FnOnce(&Connection) -> StoreResult<T> + Send,
     T: Send,
 {
-    fn abandoned(&self) -> bool {
-        self.reply.is_closed()
-    }
-
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(work) = self.work.take() else {
             return false;
@@ -304,10 +297,6 @@ fn run(shared: &Shared, jobs: &mpsc::Receiver<Box<dyn Job>>) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
-        }
-        batch.retain(|job| !job.abandoned());
-        if batch.is_empty() {
-            continue;
         }
         let outcome = commit(&conn, &mut batch);
         drop(conn);
