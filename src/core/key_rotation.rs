@@ -48,6 +48,39 @@ fn retention(settings: &CoreSettings) -> i64 {
     settings.tokens.access_ttl + settings.tokens.leeway + RELOAD_EVERY.as_secs() as i64
 }
 
+/// [`load_key_ring`] at start: a key of the configured algorithm that was
+/// replaced by one of another algorithm, and has retired since (the
+/// algorithm changed, then changed back, perhaps because the newer key was
+/// suspect or the older one was), is not put back to sign: a new key is
+/// made. (Only at start: nodes of both settings reloading during a rolling
+/// change would otherwise take turns making keys.)
+pub(crate) async fn start_key_ring(
+    store: &dyn Store,
+    settings: &CoreSettings,
+    now: UnixTime,
+) -> Result<KeyRing> {
+    let algorithm = settings.tokens.algorithm;
+    let stored = store.signing_keys().await?;
+    let newest_of_algorithm = stored
+        .iter()
+        .position(|k| k.algorithm == algorithm.as_str());
+    if let Some(position) = newest_of_algorithm
+        && let Some(replaced_by) = position.checked_sub(1).and_then(|i| stored.get(i))
+        && replaced_by.created_at + retention(settings) <= now
+    {
+        let newest = stored.first().map_or(now, |k| k.created_at);
+        let created = now.max(newest + 1);
+        store
+            .insert_signing_key(&keys::generate_sealed(
+                algorithm,
+                created,
+                settings.key_encryption.as_ref(),
+            )?)
+            .await?;
+    }
+    load_key_ring(store, settings, now).await
+}
+
 /// Loads the key ring from the store, creating the first key if there is
 /// none of the configured algorithm.
 pub(crate) async fn load_key_ring(

@@ -131,7 +131,7 @@ impl Core {
         settings: CoreSettings,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self> {
-        let ring = key_rotation::load_key_ring(&*store, &settings, clock.now()).await?;
+        let ring = key_rotation::start_key_ring(&*store, &settings, clock.now()).await?;
         let api_calls = Arc::new(ApiCalls::new(
             Arc::clone(&store),
             settings.sessions.cache_ttl,

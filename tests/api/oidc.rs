@@ -12,7 +12,7 @@ use sesame::core::clients::ClientSpec;
 use sesame::core::roles::Actor;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{PASSWORD, TestApp, jwt_part};
+use crate::helpers::{PASSWORD, START, TestApp, access, jwt_part};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const LOGOUT_REDIRECT: &str = "http://127.0.0.1:9/signed-out";
@@ -1997,4 +1997,37 @@ async fn over_https_the_cookies_are_secure_host_cookies() {
         discovery["token_endpoint"],
         "https://login.example.test/auth/oauth2/token"
     );
+}
+
+/// The algorithm changed (EdDSA to RS256) and, long after, back: the old
+/// EdDSA key, retired since, is not put back to sign (the change back may
+/// be because it was suspect); a new one is made at start.
+#[tokio::test]
+async fn a_retired_key_is_not_revived_by_changing_the_algorithm_back() {
+    use sesame::core::keys::{SigningAlgorithm, generate};
+    let deployment = crate::helpers::Deployment::new().await;
+    let store = deployment.open_store().await;
+    let old = generate(SigningAlgorithm::EdDSA, START - 20_000).unwrap();
+    let other = generate(SigningAlgorithm::RS256, START - 10_000).unwrap();
+    store.insert_signing_key(&old).await.unwrap();
+    store.insert_signing_key(&other).await.unwrap();
+    let app = TestApp::spawn_in(deployment, |_| {}).await;
+    app.create_user("alice").await;
+    let grant = app.login_ok("alice").await;
+    let kid = jwt_part(access(&grant), 0)["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(kid, old.kid, "the retired key signs again");
+    assert_ne!(kid, other.kid);
+    let jwks: Value = reqwest::get(app.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let published = jwks.to_string();
+    assert!(!published.contains(&old.kid), "{published}");
+    assert!(published.contains(&kid));
+    assert!(published.contains(&other.kid), "verifies a while yet");
 }
