@@ -105,12 +105,20 @@ impl super::Core {
             "audit-refused:{}",
             address.as_deref().unwrap_or("no-address")
         );
-        // Shared state unreachable: recorded (the limiter already falls
-        // back to this node's memory when it can).
-        let charged = self
-            .limiter
-            .try_charge(&key, &CHEAP_REFUSALS_AUDITED, self.now())
+        self.audit_within(&key, &CHEAP_REFUSALS_AUDITED, entry)
             .await;
+    }
+
+    /// Records `entry` if the limiter's budget `key` under `rule` admits
+    /// one more; with shared state unreachable, recorded (the limiter
+    /// already falls back to this node's memory when it can).
+    pub(crate) async fn audit_within(
+        &self,
+        key: &str,
+        rule: &crate::limits::Rule,
+        entry: AuditEvent,
+    ) {
+        let charged = self.limiter.try_charge(key, rule, self.now()).await;
         if !matches!(charged, Ok(crate::limits::Charged::Wait(_))) {
             self.audit.record(entry);
         }

@@ -11,7 +11,7 @@ use super::audit::{self, AuditEventExt};
 use super::domain::Name;
 use super::error::{Error, Result};
 use super::{ClientInfo, Core};
-use crate::limits::{Charged, Rule};
+use crate::limits::Rule;
 use crate::store::Account;
 
 /// How many refused admin requests of one account the audit log records:
@@ -86,27 +86,21 @@ impl Core {
     /// ([`ADMIN_REFUSALS_AUDITED`]): any signed-in user could otherwise
     /// write rows to the audit log as fast as it can send requests.
     pub async fn audit_admin_refusal(&self, bearer: &str, client: &ClientInfo, what: &str) {
-        let mut entry = audit::event("admin_refused", "denied", "admin_api").client(client);
+        let entry = audit::event("admin_refused", "denied", "admin_api").client(client);
+        let Ok(principal) = self.identify(bearer).await else {
+            self.audit.record(entry.detail(what));
+            return;
+        };
         let mut detail = what.to_owned();
-        if let Ok(principal) = self.identify(bearer).await {
-            let key = format!("admin-refused:{}", principal.account_id);
-            // Shared state unreachable: recorded (the limiter already
-            // falls back to this node's memory when it can).
-            let charged = self
-                .limiter
-                .try_charge(&key, &ADMIN_REFUSALS_AUDITED, self.now())
-                .await;
-            if matches!(charged, Ok(Charged::Wait(_))) {
-                return;
-            }
-            if let Some(client_id) = &principal.client_id {
-                detail = format!("{detail} with a token issued to OAuth client {client_id}");
-            }
-            if let Ok(account) = self.cached_account(principal.account_id).await {
-                entry = entry.account(&account);
-            }
+        if let Some(client_id) = &principal.client_id {
+            detail = format!("{detail} with a token issued to OAuth client {client_id}");
         }
-        let entry = entry.detail(detail);
-        self.audit.record(entry);
+        let entry = match self.cached_account(principal.account_id).await {
+            Ok(account) => entry.account(&account),
+            Err(_) => entry,
+        };
+        let key = format!("admin-refused:{}", principal.account_id);
+        self.audit_within(&key, &ADMIN_REFUSALS_AUDITED, entry.detail(detail))
+            .await;
     }
 }

@@ -115,7 +115,7 @@ impl Username {
     /// folds it, but without the rules for new names, which accounts made
     /// before a rule was added need not meet.
     pub fn lookup_key(raw: &str) -> String {
-        fold_key(&raw.nfkc().collect::<String>())
+        fold_key(raw)
     }
 
     /// The username as shown.

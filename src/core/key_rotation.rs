@@ -112,17 +112,24 @@ impl Core {
     /// gone from the database an access lifetime after its last token's
     /// expiry, without another rotation).
     pub async fn reload_keys(&self) -> Result<()> {
-        let generation = self.tokens.next_ring_generation();
-        let ring = load_key_ring(&*self.store, &self.settings, self.now()).await?;
-        self.tokens.replace_ring(ring, generation);
-        self.keys_loaded_at
-            .store(self.now(), std::sync::atomic::Ordering::Release);
+        self.reload_ring().await?;
         // Long past retirement only: every node judges by its own settings
         // and clock, and during a rolling change of `tokens.access_ttl`
         // another node may still need a key this one has retired.
         if let Err(error) = self.delete_retired_keys(2 * self.key_retention()).await {
             tracing::warn!(%error, "could not delete retired signing keys");
         }
+        Ok(())
+    }
+
+    /// Reads the keys again and puts them in service, nothing more (for a
+    /// request that names a key this node lacks).
+    async fn reload_ring(&self) -> Result<()> {
+        let generation = self.tokens.next_ring_generation();
+        let ring = load_key_ring(&*self.store, &self.settings, self.now()).await?;
+        self.tokens.replace_ring(ring, generation);
+        self.keys_loaded_at
+            .store(self.now(), std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -161,7 +168,7 @@ impl Core {
         {
             return false;
         }
-        match self.reload_keys().await {
+        match self.reload_ring().await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(%error, "could not reload signing keys");

@@ -58,14 +58,7 @@ impl MetricsToken {
 
     /// Whether a request's `Authorization` header carries the token.
     fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(sent) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                let (scheme, token) = value.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-        else {
+        let Some(sent) = super::extract::bearer_token(headers) else {
             return false;
         };
         let sent: [u8; 32] = Sha256::digest(sent.as_bytes()).into();
@@ -91,7 +84,8 @@ const OPEN_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset
 /// (Prometheus itself does, first).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format (0.0.4); OpenMetrics when `Accept` asks for it",
-        content((String = "text/plain; version=0.0.4; charset=utf-8"), (String = "application/openmetrics-text; version=1.0.0; charset=utf-8")))))]
+        content((String = "text/plain; version=0.0.4; charset=utf-8"), (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"))),
+        (status = 401, description = "No or another bearer token than `metrics.token`", content_type = "application/problem+json")))]
 pub(super) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.metrics.token
         && !token.admits(&headers)

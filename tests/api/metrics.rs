@@ -242,6 +242,35 @@ async fn metrics_can_have_a_listener_of_their_own_or_be_off() {
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    // At most 16 connections at once: the next is closed unanswered, and a
+    // place freed is used again. (The client's kept-alive connection first
+    // closed.)
+    drop(client);
+    let client = reqwest::Client::new();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    {
+        use std::io::{Read, Write};
+        let mut held: Vec<_> = (0..16)
+            .map(|_| std::net::TcpStream::connect(&metrics_address).unwrap())
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut beyond = std::net::TcpStream::connect(&metrics_address).unwrap();
+        beyond
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let _ = beyond.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut answer = String::new();
+        let _ = beyond.read_to_string(&mut answer);
+        assert_eq!(answer, "", "the 17th connection is refused");
+        drop(held.pop());
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let again = client
+            .get(format!("http://{metrics_address}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+    }
     server.stop();
 
     let mut off = sesame_command(deployment.env());
