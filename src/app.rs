@@ -19,8 +19,8 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::connection::{self, Activity};
-use crate::core::Core;
 use crate::core::clock::Clock;
+use crate::core::{Core, Purpose};
 use crate::http::{self, AppState};
 use crate::limits::FailureLimiter;
 use crate::limits::memory::MemoryLimiter;
@@ -177,14 +177,17 @@ async fn open_shared(
 /// Opens the store and the shared state and starts the core, without HTTP
 /// (for the operator's commands).
 pub async fn open_core(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Core>> {
-    start_core(config, clock, false).await
+    start_core(config, clock, Purpose::Command).await
 }
 
 async fn start_core(
     config: &Config,
     clock: Arc<dyn Clock>,
-    redis_required: bool,
+    purpose: Purpose,
 ) -> anyhow::Result<Arc<Core>> {
+    // A server needs Redis when configured; an operator's command works
+    // without it (see `open_shared`).
+    let redis_required = purpose == Purpose::Serve;
     let store = open_store(config, config.database.auto_migrate).await?;
     if let Some(postgres) = store.postgres() {
         postgres.set_clock(Arc::clone(&clock));
@@ -199,6 +202,7 @@ async fn start_core(
         clock,
         config.core.clone(),
         metrics,
+        purpose,
     )
     .await
     .context("cannot start the core")?;
@@ -243,7 +247,7 @@ impl Application {
             ),
             None => None,
         };
-        let core = start_core(config, clock, true).await?;
+        let core = start_core(config, clock, Purpose::Serve).await?;
         core.spawn_housekeeping();
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(

@@ -30,8 +30,14 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                 "{:<18} {:<7} {:<22} {:<9} STATE",
                 "KID", "ALG", "CREATED", "AT REST"
             );
-            for key in core.signing_keys().await? {
-                println!("{}", line(&key));
+            let keys = core.signing_keys().await?;
+            for key in &keys {
+                println!("{}", line(key));
+            }
+            if keys.is_empty() {
+                eprintln!(
+                    "no signing key yet: the first server start makes one (or `sesame keys rotate`)"
+                );
             }
             Ok(())
         }

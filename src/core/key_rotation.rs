@@ -81,6 +81,23 @@ pub(crate) async fn start_key_ring(
     load_key_ring(store, settings, now).await
 }
 
+/// The key ring of an operator's command: the keys in service, none
+/// created (see [`super::Purpose::Command`]).
+pub(crate) async fn command_key_ring(
+    store: &dyn Store,
+    settings: &CoreSettings,
+    now: UnixTime,
+) -> Result<KeyRing> {
+    let stored = store.signing_keys().await?;
+    KeyRing::load_verifying(
+        &stored,
+        settings.tokens.algorithm,
+        settings.key_encryption.as_ref(),
+        now,
+        retention(settings),
+    )
+}
+
 /// Loads the key ring from the store, creating the first key if there is
 /// none of the configured algorithm.
 pub(crate) async fn load_key_ring(

@@ -424,7 +424,9 @@ impl Signer {
 /// The loaded keys: the one that signs, every one that verifies, and the
 /// JWKS document, rendered once.
 pub struct KeyRing {
-    signing: String,
+    /// `None` in an operator's command that found no key of its algorithm
+    /// ([`KeyRing::load_verifying`]): it signs nothing.
+    signing: Option<String>,
     keys: HashMap<String, LoadedKey>,
     jwks: std::sync::Arc<serde_json::Value>,
 }
@@ -445,6 +447,20 @@ impl KeyRing {
         now: UnixTime,
         retention: i64,
     ) -> Result<Option<Self>> {
+        let ring = Self::load_verifying(stored, algorithm, kek, now, retention)?;
+        Ok(ring.signing.is_some().then_some(ring))
+    }
+
+    /// [`KeyRing::load_current`], also when no key of `algorithm` exists
+    /// (then nothing signs): for the operator's commands, which sign no
+    /// token and must not make a key the servers would publish.
+    pub fn load_verifying(
+        stored: &[SigningKey],
+        algorithm: SigningAlgorithm,
+        kek: Option<&KeyEncryptionKey>,
+        now: UnixTime,
+        retention: i64,
+    ) -> Result<Self> {
         let mut keys = HashMap::new();
         let mut published = Vec::new();
         let mut signing = None;
@@ -471,16 +487,16 @@ impl KeyRing {
             }
             keys.insert(key.kid.clone(), loaded);
         }
-        Ok(signing.map(|signing| Self {
+        Ok(Self {
             signing,
             keys,
             jwks: std::sync::Arc::new(json!({ "keys": published })),
-        }))
+        })
     }
 
     /// The key that signs new tokens.
     pub fn signing_key(&self) -> Option<&LoadedKey> {
-        self.keys.get(&self.signing)
+        self.keys.get(self.signing.as_ref()?)
     }
 
     /// A verification key by id.

@@ -119,9 +119,20 @@ impl std::fmt::Debug for Core {
     }
 }
 
+/// What a core is started for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A server: it signs tokens, so it makes the signing key it lacks.
+    Serve,
+    /// An operator's command: it signs no token and makes no key (one of
+    /// another `tokens.algorithm` than the servers' would be published by
+    /// them); only `keys rotate` adds one, on purpose.
+    Command,
+}
+
 impl Core {
-    /// Starts the core on a store and the shared state: loads (or creates)
-    /// the signing key, starts the hashing pool and subscribes the caches
+    /// Starts the core on a store and the shared state: loads (or, for a
+    /// server, creates) the signing key, starts the hashing pool and subscribes the caches
     /// to other nodes' notices.
     pub async fn start(
         store: Arc<dyn Store>,
@@ -130,8 +141,14 @@ impl Core {
         clock: Arc<dyn Clock>,
         settings: CoreSettings,
         metrics: Arc<crate::metrics::Metrics>,
+        purpose: Purpose,
     ) -> Result<Self> {
-        let ring = key_rotation::start_key_ring(&*store, &settings, clock.now()).await?;
+        let ring = match purpose {
+            Purpose::Serve => key_rotation::start_key_ring(&*store, &settings, clock.now()).await?,
+            Purpose::Command => {
+                key_rotation::command_key_ring(&*store, &settings, clock.now()).await?
+            }
+        };
         let api_calls = Arc::new(ApiCalls::new(
             Arc::clone(&store),
             settings.sessions.cache_ttl,

@@ -1047,6 +1047,13 @@ async fn clients_are_managed_from_the_command_line() {
 async fn signing_keys_are_sealed_with_the_key_encryption_key() {
     let dir = Deployment::new().await;
     let kek = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let first = run(
+        sesame(&dir)
+            .env("SESAME_KEY_ENCRYPTION_KEY", kek)
+            .args(["keys", "rotate"]),
+        None,
+    );
+    assert!(first.status.success(), "{}", text(&first.stderr));
     let listed = run(
         sesame(&dir)
             .env("SESAME_KEY_ENCRYPTION_KEY", kek)
@@ -1113,6 +1120,68 @@ async fn signing_keys_are_sealed_with_the_key_encryption_key() {
         .await
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+}
+
+/// An operator's command makes no signing key: not on a fresh database
+/// (the first server start makes it), nor when its configuration names
+/// another `tokens.algorithm` than the servers' (they would publish a key
+/// nobody signs with). `keys rotate` still makes one, on purpose.
+#[tokio::test]
+async fn operator_commands_make_no_signing_key() {
+    let dir = Deployment::new().await;
+    let listed = run(sesame(&dir).args(["keys", "list"]), None);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(
+        text(&listed.stderr).contains("no signing key yet"),
+        "{}",
+        text(&listed.stderr)
+    );
+    assert!(
+        dir.open_store()
+            .await
+            .signing_keys()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let server = serve(&dir, &[]);
+    let jwks = || async {
+        let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", server.address))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"].as_array().unwrap().len()
+    };
+    assert_eq!(jwks().await, 1);
+    let mut command = sesame(&dir);
+    command.env("SESAME_TOKENS__ALGORITHM", "RS256").args([
+        "user",
+        "add",
+        "--username",
+        "otheralg",
+        "--password-stdin",
+    ]);
+    let added = run(&mut command, Some("a long enough passphrase 1\n"));
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let listed = run(
+        sesame(&dir)
+            .env("SESAME_TOKENS__ALGORITHM", "RS256")
+            .args(["keys", "list"]),
+        None,
+    );
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let algorithms = || async {
+        let stored = dir.open_store().await.signing_keys().await.unwrap();
+        stored.into_iter().map(|k| k.algorithm).collect::<Vec<_>>()
+    };
+    assert_eq!(algorithms().await, ["EdDSA"]);
+    assert_eq!(jwks().await, 1);
+    let rotated = run(sesame(&dir).args(["keys", "rotate"]), None);
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    assert_eq!(algorithms().await, ["EdDSA", "EdDSA"]);
 }
 
 /// Unknown `SESAME_*` variables (Kubernetes' SESAME_PORT and friends, a
