@@ -615,7 +615,7 @@ impl Core {
         else {
             return Ok(None);
         };
-        self.sessions_ended(&replaced).await;
+        self.sessions_replaced(&replaced).await;
         let session = SessionRef {
             id: session.id,
             account_id: account.id,

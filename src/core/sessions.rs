@@ -321,19 +321,56 @@ impl Core {
         if revoked {
             ended.push(id.clone());
         }
-        let children = async {
-            for child in self.store.sessions_from_browser(id).await? {
-                if self.store.revoke_session(&child, now, reason).await? {
-                    ended.push(child);
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
+        let children = self
+            .end_clients_of(std::slice::from_ref(id), now, reason, &mut ended)
+            .await;
         // What ended is announced even if a later step failed.
         self.sessions_ended(&ended).await;
         children?;
         Ok(revoked)
+    }
+
+    /// Ends the live sessions opened for OAuth clients from the browser
+    /// sessions `browsers` (none if they are not browser sessions), adding
+    /// them to `ended`.
+    async fn end_clients_of(
+        &self,
+        browsers: &[SessionId],
+        now: UnixTime,
+        reason: &str,
+        ended: &mut Vec<SessionId>,
+    ) -> Result<()> {
+        for browser in browsers {
+            for child in self.store.sessions_from_browser(browser).await? {
+                if self.store.revoke_session(&child, now, reason).await? {
+                    ended.push(child);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a login on a `single` platform: the sessions it replaced are
+    /// ended on every node, and so are the sessions OAuth clients opened
+    /// from a replaced browser session (sign-in pages share the `web`
+    /// platform), as its logout would end them.
+    pub(crate) async fn sessions_replaced(&self, replaced: &[SessionId]) {
+        if replaced.is_empty() {
+            return;
+        }
+        let mut ended = replaced.to_vec();
+        let children = self
+            .end_clients_of(replaced, self.now(), "replaced", &mut ended)
+            .await;
+        self.sessions_ended(&ended).await;
+        if let Err(error) = children {
+            tracing::warn!(
+                %error,
+                "a login replaced a browser session, but the sessions of OAuth clients \
+                 opened from it could not all be ended (they end with their refresh lifetime \
+                 or a logout)"
+            );
+        }
     }
 
     /// Forgets an account that just changed, here and on every node.

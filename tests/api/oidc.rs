@@ -1943,6 +1943,95 @@ async fn ending_a_browser_session_or_removing_a_client_ends_their_sessions() {
     assert_eq!(app.me_status(access).await, StatusCode::UNAUTHORIZED);
 }
 
+/// A login on a `single` platform replaces the account's sessions on it.
+/// The sign-in page's session is on `web`: replaced, it takes the sessions
+/// it gave clients with it, as its logout would (they outlived it). The
+/// clients' own sessions (platform `oauth`) are never replaced by a login
+/// that names that platform.
+#[tokio::test]
+async fn a_login_replacing_the_browser_session_ends_what_it_gave_clients() {
+    let app = TestApp::spawn_with(|c| {
+        c.sessions.platforms.insert("web".into(), "single".into());
+        c.sessions.platforms.insert("oauth".into(), "single".into());
+    })
+    .await;
+    app.create_user_full("alice", Some("alice@example.com"), None, &[])
+        .await;
+    let secret = clients(&app).await;
+    let mut browser = Browser::new();
+    let pkce = pkce();
+    let code = code_for(&app, &mut browser, "web", &pkce).await;
+    let tokens: Value = exchange(&app, &secret, &code, &pkce.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refreshed: Value = token(
+        &app,
+        Some(("web", &secret)),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
+
+    // A login naming the clients' platform leaves their sessions alone.
+    let answer = app
+        .post_json(
+            "/v1/login",
+            &serde_json::json!({"login": "alice", "password": PASSWORD, "platform": "oauth"}),
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let refreshed: Value = token(
+        &app,
+        Some(("web", &secret)),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let refresh = refreshed["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{refreshed}"))
+        .to_owned();
+    let access = refreshed["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(userinfo(&app, &access).await.status(), StatusCode::OK);
+
+    // A login on `web` replaces the browser session, and with it the
+    // client's session.
+    let answer = app
+        .post_json(
+            "/v1/login",
+            &serde_json::json!({"login": "alice", "password": PASSWORD, "platform": "web"}),
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        userinfo(&app, &access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    oauth_error(
+        token(
+            &app,
+            Some(("web", &secret)),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    // The page asks again: the browser session is gone.
+    let page = browser.get(&authorize_url(&app, "web", &pkce, "")).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("name=\"password\""));
+}
+
 /// Behind HTTPS (`public_url`), the cookies are `Secure` with the `__Host-`
 /// prefix, so no other host (a sibling subdomain) can plant or read them;
 /// under a path prefix, the pages link below it.

@@ -17,7 +17,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 9] = [
+const MIGRATIONS: [(&str, &str); 10] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -53,6 +53,10 @@ const MIGRATIONS: [(&str, &str); 9] = [
     (
         "audit_target",
         include_str!("../../../migrations/postgres/0009_audit_target.sql"),
+    ),
+    (
+        "login_keeps_client_sessions",
+        include_str!("../../../migrations/postgres/0010_login_keeps_client_sessions.sql"),
     ),
 ];
 

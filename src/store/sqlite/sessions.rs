@@ -164,7 +164,9 @@ impl SessionStore for SqliteStore {
                 returning_ids(
                     conn,
                     "UPDATE sessions SET revoked_at = ?, revoked_reason = 'replaced' \
-                     WHERE account_id = ? AND platform = ? AND revoked_at IS NULL RETURNING id",
+                     WHERE account_id = ? AND platform = ? AND revoked_at IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM oauth_sessions o WHERE o.session_id = sessions.id) \
+                     RETURNING id",
                     params![session.created_at, session.account_id, session.platform],
                 )?
             } else {
