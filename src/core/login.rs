@@ -806,6 +806,23 @@ impl Core {
         Ok(principal)
     }
 
+    /// [`Self::authenticate`] for the account API (`/v1/me`, its sessions,
+    /// password and profile, `/v1/logout`), which takes no token issued to
+    /// an OAuth client: such a token carries the scope the user granted
+    /// the client (`/oauth2/userinfo` answers within it), while the
+    /// account API shows and changes everything, including the user's
+    /// other sessions. A client ends its own session by revoking its token.
+    pub async fn authenticate_account(&self, bearer: &str) -> Result<Principal> {
+        let principal = self.identify(bearer).await?;
+        if principal.client_id.is_some() {
+            return Err(Error::ClientNotAccepted);
+        }
+        self.api_calls
+            .admit(principal.account_id, self.now())
+            .await?;
+        Ok(principal)
+    }
+
     /// Checks a bearer token (JWT or opaque) and that its session is live;
     /// counts nothing.
     pub(crate) async fn identify(&self, bearer: &str) -> Result<Principal> {

@@ -157,7 +157,9 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
-/// The caller of an endpoint that needs a bearer token.
+/// The caller of an endpoint of the account API: a bearer token of
+/// Sesame's own login (not one issued to an OAuth client, see
+/// [`crate::core::Core::authenticate_account`]).
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 
@@ -175,7 +177,7 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let token = bearer_token(&parts.headers).ok_or(crate::core::Error::Unauthenticated)?;
-        Ok(Authenticated(state.core.authenticate(token).await?))
+        Ok(Authenticated(state.core.authenticate_account(token).await?))
     }
 }
 

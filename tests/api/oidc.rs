@@ -402,8 +402,27 @@ async fn the_code_flow_signs_in_on_the_page_and_issues_verified_tokens() {
     assert_eq!(info["sub"], claims["sub"]);
     assert_eq!(info["email_verified"], false);
     assert!(info.get("phone_number").is_none());
-    // The same token works on the native API too.
-    assert_eq!(app.me_status(access).await, StatusCode::OK);
+    // The account API takes no token of a client: it would show and change
+    // more than the scope the user granted (and the user's other sessions).
+    let refused = app.get("/v1/me", access).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "forbidden", "{problem}");
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/me/sessions"),
+        (reqwest::Method::PATCH, "/v1/me"),
+        (reqwest::Method::POST, "/v1/logout"),
+    ] {
+        let answer = reqwest::Client::new()
+            .request(method.clone(), app.url(path))
+            .bearer_auth(access)
+            .json(&serde_json::json!({"all": true, "display_name": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
 
     let events = app
         .core
@@ -446,7 +465,7 @@ async fn a_token_issued_to_a_client_cannot_administer_sesame() {
         .await
         .unwrap();
     let client_token = tokens["access_token"].as_str().unwrap();
-    assert_eq!(app.me_status(client_token).await, StatusCode::OK);
+    assert_eq!(userinfo(&app, client_token).await.status(), StatusCode::OK);
     let refused = app.get("/v1/admin/users", client_token).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let problem: Value = refused.json().await.unwrap();
@@ -1713,7 +1732,7 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
         rotated.kid.as_str()
     );
     assert_eq!(
-        app.me_status(old_access).await,
+        userinfo(&app, old_access).await.status(),
         StatusCode::OK,
         "no one is logged out"
     );
@@ -1870,8 +1889,10 @@ async fn ending_a_browser_session_or_removing_a_client_ends_their_sessions() {
         .as_str()
         .unwrap()
         .to_owned();
+    // The user, signed in to the native API, ends the browser session.
+    let native = app.login_ok("alice").await;
     let listed: Value = app
-        .get("/v1/me/sessions", access)
+        .get("/v1/me/sessions", crate::helpers::access(&native))
         .await
         .json()
         .await
@@ -1879,7 +1900,7 @@ async fn ending_a_browser_session_or_removing_a_client_ends_their_sessions() {
     assert!(listed.to_string().contains(&browser_session), "{listed}");
     let ended = reqwest::Client::new()
         .delete(app.url(&format!("/v1/me/sessions/{browser_session}")))
-        .bearer_auth(access)
+        .bearer_auth(crate::helpers::access(&native))
         .send()
         .await
         .unwrap();
