@@ -251,9 +251,11 @@ impl LoginId {
 }
 
 /// A password as presented at login: bounded in size, normalised to NFC,
-/// and never printed (its `Debug` is redacted).
+/// and never printed (its `Debug` is redacted). As typed, when that is not
+/// NFC, it is kept too: hashes imported from other systems were made from
+/// the bytes typed.
 #[derive(Debug, Clone)]
-pub struct Password(SecretString);
+pub struct Password(SecretString, Option<SecretString>);
 
 impl Password {
     /// Accepts any presented password up to 1024 bytes. No minimum here: the
@@ -269,7 +271,8 @@ impl Password {
             ));
         }
         let normalised: String = raw.nfc().collect();
-        Ok(Self(SecretString::from(normalised)))
+        let typed = (normalised != raw).then(|| SecretString::from(raw));
+        Ok(Self(SecretString::from(normalised), typed))
     }
 
     /// Accepts a new password under the policy: at least 8 characters, at most
@@ -280,7 +283,8 @@ impl Password {
                 "password must be at most {MAX_PASSWORD_BYTES} bytes"
             )));
         }
-        let password = Self(SecretString::from(raw.nfc().collect::<String>()));
+        // A new password is kept in NFC only: Sesame's hashes are made of it.
+        let password = Self(SecretString::from(raw.nfc().collect::<String>()), None);
         if password.expose().chars().count() < MIN_PASSWORD_CHARS {
             return Err(Error::WeakPassword(format!(
                 "password must be at least {MIN_PASSWORD_CHARS} characters"
@@ -292,6 +296,13 @@ impl Password {
     /// The normalised password, for hashing only.
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
+    }
+
+    /// The password as typed, when that is not [`Self::expose`]'s NFC form
+    /// (decomposed accents, as some keyboards type them): for checking
+    /// against hashes another system made of the bytes typed.
+    pub fn expose_as_typed(&self) -> Option<&str> {
+        self.1.as_ref().map(|typed| typed.expose_secret())
     }
 }
 

@@ -378,14 +378,18 @@ impl Core {
             Credential::Md5Hex(_) => account.verifiers.md5_verifier.as_deref(),
         });
         let Some(account) = account else {
-            self.hasher.verify_dummy(secret).await?;
+            self.verify_dummy(&attempt.credential, secret).await?;
             return Ok(Refusal::UnknownAccount);
         };
         let Some(verifier) = verifier else {
-            self.hasher.verify_dummy(secret).await?;
+            self.verify_dummy(&attempt.credential, secret).await?;
             return Ok(Refusal::NoMd5Verifier);
         };
-        if !self.hasher.verify_str(secret, verifier).await?.matches {
+        let checked = match &attempt.credential {
+            Credential::Password(password) => self.hasher.verify(password, verifier).await?,
+            Credential::Md5Hex(_) => self.hasher.verify_str(secret, verifier).await?,
+        };
+        if !checked.matches {
             return Ok(Refusal::WrongPassword);
         }
         Ok(match account.status {
@@ -556,17 +560,23 @@ impl Core {
     /// Whether the credential checks against these verifiers (one more
     /// hash; a busy pool or an error counts as no).
     async fn still_matches(&self, credential: &Credential, verifiers: &PasswordVerifiers) -> bool {
-        let (secret, verifier) = match credential {
-            Credential::Password(password) => (password.expose(), Some(&verifiers.password_hash)),
-            Credential::Md5Hex(digest) => (digest.expose(), verifiers.md5_verifier.as_ref()),
+        let checked = match credential {
+            Credential::Password(password) => {
+                self.hasher.verify(password, &verifiers.password_hash).await
+            }
+            Credential::Md5Hex(digest) => match &verifiers.md5_verifier {
+                Some(verifier) => self.hasher.verify_str(digest.expose(), verifier).await,
+                None => return false,
+            },
         };
-        match verifier {
-            Some(verifier) => self
-                .hasher
-                .verify_str(secret, verifier)
-                .await
-                .is_ok_and(|checked| checked.matches),
-            None => false,
+        checked.is_ok_and(|checked| checked.matches)
+    }
+
+    /// The time a check of this credential takes, against no account.
+    async fn verify_dummy(&self, credential: &Credential, secret: &str) -> Result<()> {
+        match credential {
+            Credential::Password(password) => self.hasher.verify_dummy_password(password).await,
+            Credential::Md5Hex(_) => self.hasher.verify_dummy(secret).await,
         }
     }
 

@@ -37,6 +37,8 @@ pub(crate) const MAX_STORED_WORK_KIB: u64 = 8 * 1024 * 1024;
 /// kernel computes lanes one after another).
 const MAX_STORED_LANES: u32 = 64;
 const OUTPUT_LEN: usize = 32;
+/// The shortest salt Argon2 takes (RFC 9106 §3.1).
+pub(crate) const MIN_SALT_BYTES: usize = 8;
 
 /// Argon2id parameters and pool sizing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +100,9 @@ enum Job {
     },
     Verify {
         secret: SecretString,
+        /// Another form of the same secret, checked when the first does
+        /// not match (see [`PasswordHasher::verify`]).
+        typed: Option<SecretString>,
         verifier: String,
         reply: oneshot::Sender<Result<Verification>>,
     },
@@ -163,16 +168,32 @@ impl PasswordHasher {
         answer.await.map_err(|_| pool_gone())?
     }
 
-    /// Checks a password against a stored PHC verifier.
+    /// Checks a password against a stored verifier: in NFC, and, when it
+    /// was typed in another form and that did not match, as typed (a hash
+    /// imported from another system was made of the bytes typed; a match so
+    /// asks for a rehash, which is made of the NFC form). Every check of a
+    /// password typed so costs two, whatever the verifier (an unknown
+    /// account's too), so the second check tells nothing by its time.
     pub async fn verify(&self, password: &Password, verifier: &str) -> Result<Verification> {
-        self.verify_str(password.expose(), verifier).await
+        self.verify_forms(password.expose(), password.expose_as_typed(), verifier)
+            .await
     }
 
     /// Checks a secret string (such as an MD5 hex digest) against a verifier.
     pub async fn verify_str(&self, secret: &str, verifier: &str) -> Result<Verification> {
+        self.verify_forms(secret, None, verifier).await
+    }
+
+    async fn verify_forms(
+        &self,
+        secret: &str,
+        typed: Option<&str>,
+        verifier: &str,
+    ) -> Result<Verification> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Verify {
             secret: SecretString::from(secret),
+            typed: typed.map(SecretString::from),
             verifier: verifier.to_owned(),
             reply,
         })?;
@@ -184,6 +205,13 @@ impl PasswordHasher {
     pub async fn verify_dummy(&self, secret: &str) -> Result<()> {
         let verifier = Arc::clone(&self.dummy_verifier);
         self.verify_str(secret, &verifier).await.map(|_| ())
+    }
+
+    /// [`Self::verify_dummy`] for a password: as long as
+    /// [`Self::verify`] takes for it.
+    pub async fn verify_dummy_password(&self, password: &Password) -> Result<()> {
+        let verifier = Arc::clone(&self.dummy_verifier);
+        self.verify(password, &verifier).await.map(|_| ())
     }
 
     /// Whether a stored verifier already uses the configured algorithm and
@@ -306,15 +334,31 @@ fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params, metrics: &HashingMet
             }
             Job::Verify {
                 secret,
+                typed,
                 verifier,
                 reply,
             } => {
-                let verified = verify_with(
+                let mut verified = verify_with(
                     params,
                     secret.expose_secret().as_bytes(),
                     &verifier,
                     &mut blocks,
                 );
+                if let (Ok(first), Some(typed)) = (&verified, typed)
+                    && !first.matches
+                {
+                    verified = verify_with(
+                        params,
+                        typed.expose_secret().as_bytes(),
+                        &verifier,
+                        &mut blocks,
+                    )
+                    .map(|second| Verification {
+                        matches: second.matches,
+                        // Matched as typed: made again of the NFC form.
+                        needs_rehash: true,
+                    });
+                }
                 metrics.duration.observe(started.elapsed().as_secs_f64());
                 let _ = reply.send(verified);
             }
@@ -523,12 +567,20 @@ fn parse_native(
         .map(Version::try_from)
         .transpose()
         .map_err(|e| e.to_string())?
-        .unwrap_or(Version::V0x13);
+        // Without `v=`: the reference implementation's reading, version
+        // 1.0 (such hashes predate the `v=` field; every 1.3 hash has it).
+        .unwrap_or(Version::V0x10);
     let mut salt_buf = [0u8; 64];
     let salt = salt
         .decode_b64(&mut salt_buf)
         .map_err(|e| e.to_string())?
         .to_vec();
+    if salt.len() < MIN_SALT_BYTES {
+        return Err(format!(
+            "a salt of {} bytes (Argon2 takes at least {MIN_SALT_BYTES})",
+            salt.len()
+        ));
+    }
     let stored = Params::new(
         stored.m_cost(),
         stored.t_cost(),
@@ -752,6 +804,104 @@ mod tests {
                 .verify_password(password.as_bytes(), &PasswordHash::new(&phc).unwrap())
                 .unwrap();
         }
+    }
+
+    /// An Argon2 hash written without `v=` is version 1.0 (the reference
+    /// implementation's reading; such hashes predate the field), and one
+    /// whose salt is shorter than Argon2 takes matches nothing (it was an
+    /// internal error, a 500, at every sign-in).
+    #[tokio::test]
+    async fn imported_argon2_without_version_or_with_a_short_salt() {
+        use argon2::password_hash::{PasswordHasher as _, SaltString};
+        let hasher =
+            PasswordHasher::start(&cheap(), crate::metrics::Metrics::new().hashing()).unwrap();
+        let old = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x10,
+            Params::new(64, 1, 1, None).unwrap(),
+        );
+        let salt = SaltString::encode_b64(b"saltsaltsalt").unwrap();
+        let phc = old
+            .hash_password(b"old password", &salt)
+            .unwrap()
+            .to_string();
+        let without_version = phc.replace("$v=16", "");
+        assert_ne!(without_version, phc);
+        let right = Password::presented("old password").unwrap();
+        let checked = hasher.verify(&right, &without_version).await.unwrap();
+        assert_eq!(
+            checked,
+            Verification {
+                matches: true,
+                needs_rehash: true
+            }
+        );
+
+        // RustCrypto refuses to make one; written by hand, as an import might carry it.
+        let seven = SaltString::encode_b64(b"1234567").unwrap();
+        assert!(
+            Argon2::default()
+                .hash_password(b"short salt", &seven)
+                .is_err()
+        );
+        let good = Argon2::default()
+            .hash_password(b"short salt", &SaltString::encode_b64(b"12345678").unwrap())
+            .unwrap()
+            .to_string();
+        let short_salt = good.replace("$MTIzNDU2Nzg$", "$MTIzNDU2Nw$");
+        assert_ne!(short_salt, good);
+        let checked = hasher
+            .verify(&Password::presented("short salt").unwrap(), &short_salt)
+            .await
+            .unwrap();
+        assert!(!checked.matches);
+    }
+
+    /// A password typed in another form than NFC (a decomposed accent)
+    /// matches a hash made of the bytes typed (another system's), asking
+    /// for a rehash; Sesame's own hashes are of the NFC form, which either
+    /// form matches.
+    #[tokio::test]
+    async fn a_password_typed_decomposed_matches_an_imported_hash_of_it() {
+        use argon2::password_hash::{PasswordHasher as _, SaltString};
+        let hasher =
+            PasswordHasher::start(&cheap(), crate::metrics::Metrics::new().hashing()).unwrap();
+        let typed = "cafe\u{301} au lait";
+        let imported = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        )
+        .hash_password(
+            typed.as_bytes(),
+            &SaltString::encode_b64(b"saltsaltsalt").unwrap(),
+        )
+        .unwrap()
+        .to_string();
+        let presented = Password::presented(typed).unwrap();
+        assert_eq!(presented.expose(), "caf\u{e9} au lait");
+        assert_eq!(
+            hasher.verify(&presented, &imported).await.unwrap(),
+            Verification {
+                matches: true,
+                needs_rehash: true
+            }
+        );
+        let composed = Password::presented("caf\u{e9} au lait").unwrap();
+        assert!(composed.expose_as_typed().is_none());
+        assert!(!hasher.verify(&composed, &imported).await.unwrap().matches);
+        let own = hasher.hash(presented.expose()).await.unwrap();
+        for form in [&presented, &composed] {
+            assert_eq!(
+                hasher.verify(form, &own).await.unwrap(),
+                Verification {
+                    matches: true,
+                    needs_rehash: false
+                }
+            );
+        }
+        let wrong = Password::presented("cafe\u{301} au laid").unwrap();
+        assert!(!hasher.verify(&wrong, &imported).await.unwrap().matches);
     }
 
     fn cheap() -> HashingSettings {

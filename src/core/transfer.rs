@@ -937,10 +937,20 @@ fn check_phc(field: &str, value: &str) -> std::result::Result<(), String> {
         return Err(format!("{field}: the PHC string lacks its salt or hash"));
     };
     let mut salt_buf = [0u8; MAX_SALT_BYTES];
-    if salt.decode_b64(&mut salt_buf).is_err() {
-        return Err(format!(
-            "{field}: the salt is not base64 of at most {MAX_SALT_BYTES} bytes"
-        ));
+    match salt.decode_b64(&mut salt_buf) {
+        Err(_) => {
+            return Err(format!(
+                "{field}: the salt is not base64 of at most {MAX_SALT_BYTES} bytes"
+            ));
+        }
+        Ok(salt) if salt.len() < super::passwords::MIN_SALT_BYTES => {
+            return Err(format!(
+                "{field}: a salt of {} bytes; Argon2 takes at least {}",
+                salt.len(),
+                super::passwords::MIN_SALT_BYTES
+            ));
+        }
+        Ok(_) => {}
     }
     let params =
         Params::try_from(&phc).map_err(|_| format!("{field}: invalid Argon2 parameters"))?;

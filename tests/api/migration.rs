@@ -250,6 +250,11 @@ async fn malformed_or_refused_hashes_are_refused_at_import_with_a_reason() {
         ),
         (json!({"password_hash": "$2b$10$short"}), "53 characters"),
         (
+            // A 7-byte salt: every sign-in was an internal error.
+            json!({"password_hash": "$argon2id$v=19$m=64,t=1,p=1$MTIzNDU2Nw$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+            "a salt of 7 bytes",
+        ),
+        (
             json!({"password_hash": "5f4dcc3b5aa765d61d8327deb882cf99"}),
             "name it with password_hash_format",
         ),
@@ -384,6 +389,42 @@ async fn the_careyshop_template_signs_in_through_the_careyshop_face() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], 200, "{body}");
     assert!(stored_hash(&app, "shopper").await.starts_with("$argon2id$"));
+}
+
+/// The old system hashed the bytes typed; Sesame takes passwords in NFC. A
+/// password typed with a decomposed accent (as some keyboards type it)
+/// still matches its imported hash, which is replaced by Argon2id of the
+/// NFC form: from then on either form signs in.
+#[tokio::test]
+async fn a_password_typed_decomposed_matches_its_imported_hash() {
+    use md5::{Digest, Md5};
+    let app = TestApp::spawn().await;
+    let typed = "cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e";
+    let row = json!({
+        "password_hash": hex::encode(Md5::digest(typed.as_bytes())),
+        "password_hash_format": "template",
+    });
+    let output = import(
+        &app,
+        &[account_line(600, "chef", &row)],
+        &["--template", "md5(password)"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let composed = "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e";
+    assert_ne!(typed, composed);
+    assert_eq!(
+        app.login("chef", composed).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the old system never saw these bytes"
+    );
+    assert_eq!(app.login("chef", typed).await.status(), StatusCode::OK);
+    assert!(stored_hash(&app, "chef").await.starts_with("$argon2id$"));
+    assert_eq!(app.login("chef", composed).await.status(), StatusCode::OK);
+    assert_eq!(app.login("chef", typed).await.status(), StatusCode::OK);
 }
 
 /// Operators see who still holds an imported hash (CLI and admin API) and
