@@ -348,11 +348,14 @@ fn warn_if_the_other_header_came(headers: &HeaderMap, which: ForwardedHeader) {
 /// The `for` addresses of `Forwarded` (RFC 7239) or of `X-Forwarded-For`,
 /// client first; `None` for an entry that is not an address.
 fn forwarded_chain(headers: &HeaderMap, which: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    // Read lossily: a byte that is not visible ASCII spoils only its own
+    // entry. (Skipping the whole value would skip the address the proxy
+    // appended after a client's junk, and take the proxy for the client.)
     let values = |name| {
         headers
             .get_all(name)
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
             .collect::<Vec<_>>()
     };
     if which == ForwardedHeader::Forwarded {
@@ -525,5 +528,26 @@ mod tests {
             client_address(peer, &HeaderMap::new(), &trusted, Forwarded),
             peer
         );
+        // A client's byte that is not ASCII, with the proxy's address after
+        // it: that address, not the proxy's.
+        for which in [XForwardedFor, Forwarded] {
+            let (written, appended) = match which {
+                XForwardedFor => (&b"\xff"[..], "198.51.100.7"),
+                Forwarded => (&b"for=\"\xff\""[..], "for=198.51.100.7"),
+            };
+            let mut value = written.to_vec();
+            value.extend_from_slice(format!(", {appended}").as_bytes());
+            let mut junk = HeaderMap::new();
+            junk.insert(
+                which.as_str(),
+                axum::http::HeaderValue::from_bytes(&value).unwrap(),
+            );
+            assert_eq!(
+                client_address(peer, &junk, &trusted, which),
+                ip("198.51.100.7"),
+                "{}",
+                which.as_str()
+            );
+        }
     }
 }
