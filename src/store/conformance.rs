@@ -849,15 +849,25 @@ pub async fn roles_and_the_last_administrator(store: Arc<dyn Store>) {
     );
     assert_eq!(root_account.roles, ["administrator"]);
     assert_eq!(permissions(store, root).await, ["admin", "read", "write"]);
-    // A lockout is temporary: it never counts as taking an administrator away.
-    store
-        .set_status(root, AccountStatus::Locked, 3)
-        .await
-        .unwrap();
-    store
-        .set_status(root, AccountStatus::Active, 3)
-        .await
-        .unwrap();
+    // A lockout (failed guesses) is never refused, of the last
+    // administrator neither; locked, it is still kept.
+    assert!(store.set_locked(root, true, 3).await.unwrap());
+    last(
+        store
+            .set_status(root, AccountStatus::Disabled, 3)
+            .await
+            .map(|_| true),
+    );
+    last(store.delete_account(root).await);
+    assert!(store.set_locked(root, false, 3).await.unwrap());
+    // An operator locking the last active administrator is refused: it
+    // could then sign in only from a device it used before.
+    last(
+        store
+            .set_status(root, AccountStatus::Locked, 3)
+            .await
+            .map(|_| true),
+    );
 
     // With a second administrator (through another role), root may go.
     let promote = RoleChange {
@@ -867,6 +877,16 @@ pub async fn roles_and_the_last_administrator(store: Arc<dyn Store>) {
     };
     assert!(store.update_role("editor", &promote).await.unwrap());
     assert_eq!(permissions(store, ann).await, ["admin", "read"]);
+    // ann locked by guesses: root is the last active administrator.
+    assert!(store.set_locked(ann, true, 4).await.unwrap());
+    last(
+        store
+            .set_status(root, AccountStatus::Disabled, 4)
+            .await
+            .map(|_| true),
+    );
+    last(store.set_account_roles(root, &strings(&["user"]), 4).await);
+    assert!(store.set_locked(ann, false, 4).await.unwrap());
     store
         .set_status(root, AccountStatus::Disabled, 4)
         .await

@@ -85,8 +85,8 @@ pub enum StoreError {
     /// A stored value could not be read back (a bug or a hand-edited row).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
-    /// The change would leave no account that is not disabled holding the
-    /// `admin` permission; nothing was changed.
+    /// The change would lower the [`AdminStanding`] (leave no active
+    /// administrator, or none at all); nothing was changed.
     #[error("the change would leave no active administrator")]
     LastAdministrator,
     /// The change would leave more than `most` entries in a bounded list
@@ -495,13 +495,22 @@ pub trait KeyStore: Send + Sync {
     async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool>;
 }
 
+/// How well a deployment is administered, as the stores count it: 2 when
+/// an active account holds the `admin` permission, 1 when only locked ones
+/// do, 0 when none (not disabled) does. (Documentation: the stores compute
+/// it in SQL as an integer.)
+pub type AdminStanding = i64;
+
 /// Roles (named sets of permissions) and who holds them.
 ///
 /// Every change here, and `change_account` and `delete_account`, keeps one
-/// invariant: if an account that is not disabled held the `admin`
-/// permission before, one still does after (a locked account counts: a
-/// lockout is temporary, and may not fail a login), or the change is
-/// refused with [`StoreError::LastAdministrator`] and nothing is written.
+/// invariant: it may not lower the deployment's [`AdminStanding`] (an
+/// active account holding the `admin` permission, else a locked one, else
+/// none), or it is refused with [`StoreError::LastAdministrator`] and
+/// nothing is written. So with one active administrator left, the others
+/// locked (failed guesses lock an account, and a lockout may not fail a
+/// login), that one cannot demote, disable or delete itself; with only
+/// locked ones, the last is still kept.
 /// The check and the change are one transaction, serialized with every
 /// other such change (SQLite: the one writer; PostgreSQL: an advisory
 /// transaction lock), so two administrators disabling each other at once

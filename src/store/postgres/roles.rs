@@ -11,36 +11,40 @@ use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
 use super::{PostgresStore, db_error};
-use crate::store::{ADMIN_PERMISSION, Role, RoleChange, RoleStore, StoreError, StoreResult};
+use crate::store::{
+    ADMIN_PERMISSION, AdminStanding, Role, RoleChange, RoleStore, StoreError, StoreResult,
+};
 
 /// The advisory-lock key of changes to who is an administrator ("ADMINS").
 const ADMINS_LOCK: i64 = 0x4144_4d49_4e53;
 
 /// Takes the administrators' lock (until the transaction ends) and says
-/// whether an account that is not disabled holds the `admin` permission now.
-pub(super) async fn admins_before(tx: &mut PgConnection) -> StoreResult<bool> {
+/// how well the deployment is administered now (see
+/// [`crate::store::AdminStanding`]).
+pub(super) async fn admins_before(tx: &mut PgConnection) -> StoreResult<AdminStanding> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(ADMINS_LOCK)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-    admin_exists(tx).await
+    admin_standing(tx).await
 }
 
 /// Refuses the transaction's change if it took the last administrator away.
-pub(super) async fn admins_after(tx: &mut PgConnection, before: bool) -> StoreResult<()> {
-    if before && !admin_exists(tx).await? {
+pub(super) async fn admins_after(tx: &mut PgConnection, before: AdminStanding) -> StoreResult<()> {
+    if admin_standing(tx).await? < before {
         return Err(StoreError::LastAdministrator);
     }
     Ok(())
 }
 
-async fn admin_exists(tx: &mut PgConnection) -> StoreResult<bool> {
+async fn admin_standing(tx: &mut PgConnection) -> StoreResult<AdminStanding> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM accounts a \
+        "SELECT COALESCE(MAX(CASE a.status WHEN 'active' THEN 2 ELSE 1 END), 0)::BIGINT \
+         FROM accounts a \
            JOIN account_roles ar ON ar.account_id = a.id \
            JOIN role_permissions rp ON rp.role = ar.role \
-         WHERE rp.permission = $1 AND a.status <> 'disabled')",
+         WHERE rp.permission = $1 AND a.status <> 'disabled'",
     )
     .bind(ADMIN_PERMISSION)
     .fetch_one(&mut *tx)

@@ -7,15 +7,19 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, db_error};
-use crate::store::{ADMIN_PERMISSION, Role, RoleChange, RoleStore, StoreError, StoreResult};
+use crate::store::{
+    ADMIN_PERMISSION, AdminStanding, Role, RoleChange, RoleStore, StoreError, StoreResult,
+};
 
-/// Whether an account that is not disabled holds the `admin` permission.
-fn admin_exists(conn: &Connection) -> StoreResult<bool> {
+/// How well the deployment is administered: see
+/// [`crate::store::AdminStanding`].
+fn admin_standing(conn: &Connection) -> StoreResult<AdminStanding> {
     conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM accounts a \
+        "SELECT COALESCE(MAX(CASE a.status WHEN 'active' THEN 2 ELSE 1 END), 0) \
+         FROM accounts a \
            JOIN account_roles ar ON ar.account_id = a.id \
            JOIN role_permissions rp ON rp.role = ar.role \
-         WHERE rp.permission = ?1 AND a.status <> 'disabled')",
+         WHERE rp.permission = ?1 AND a.status <> 'disabled'",
     )
     .and_then(|mut select| select.query_row([ADMIN_PERMISSION], |row| row.get(0)))
     .map_err(db_error)
@@ -27,9 +31,9 @@ pub(super) fn keeping_an_admin<T>(
     conn: &Connection,
     change: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    let before = admin_exists(conn)?;
+    let before = admin_standing(conn)?;
     let result = change(conn)?;
-    if before && !admin_exists(conn)? {
+    if admin_standing(conn)? < before {
         return Err(StoreError::LastAdministrator);
     }
     Ok(result)
