@@ -150,7 +150,24 @@ async fn every_route_needs_a_live_administrator() {
         ),
         (Method::DELETE, "/v1/admin/roles/x".into(), None),
         (Method::GET, "/v1/admin/audit".into(), None),
+        (Method::GET, "/v1/admin/legacy-passwords".into(), None),
     ];
+    // Every operation of the admin API is here (a route added later must
+    // be added above).
+    let openapi: Value = reqwest::get(admin.app.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operations: usize = openapi["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path.starts_with("/v1/admin/"))
+        .map(|(_, methods)| methods.as_object().unwrap().len())
+        .sum();
+    assert_eq!(operations, routes.len(), "every admin operation is tried");
     for (method, path, body) in &routes {
         let anonymous = admin
             .app
