@@ -971,8 +971,20 @@ impl Core {
             .find_code(&hash, now)
             .await
             .map_err(Error::from)?;
+        // The client's session ends no later than the browser session it
+        // comes from (a code redeemed on its last day would otherwise give
+        // a session a whole refresh lifetime beyond the sign-in).
+        let mut expires_at = now + self.settings.tokens.refresh_ttl;
         if let Some(found) = &found {
             presented_as_issued(found, client, redirect_uri, verifier)?;
+            let browser = self
+                .store
+                .get_session(&found.browser_session)
+                .await
+                .map_err(Error::from)?;
+            if let Some(browser) = browser {
+                expires_at = expires_at.min(browser.expires_at);
+            }
         }
         let refresh_token = new_refresh_token(TokenStyle::Jwt);
         let session = NewSession {
@@ -983,7 +995,7 @@ impl Core {
             ip: info.ip.map(|ip| ip.to_string()),
             token_style: TokenStyle::Jwt,
             created_at: now,
-            expires_at: now + self.settings.tokens.refresh_ttl,
+            expires_at,
         };
         let refresh = NewRefreshToken {
             hash: hash_token_in(&refresh_namespace(&client.id), &refresh_token),

@@ -2053,6 +2053,57 @@ async fn a_login_replacing_the_browser_session_ends_what_it_gave_clients() {
     assert!(page.text().await.unwrap().contains("name=\"password\""));
 }
 
+/// A client's session ends no later than the browser session it came
+/// from: a code redeemed on the sign-in's last day gives no session a whole
+/// refresh lifetime beyond it (which no logout could reach afterwards).
+#[tokio::test]
+async fn a_clients_session_ends_with_its_browser_session() {
+    let (app, secret) = spawn().await;
+    let mut browser = Browser::new();
+    code_for(&app, &mut browser, "web", &pkce()).await;
+    let lifetime = app.core.settings().tokens.refresh_ttl;
+    app.clock.advance(lifetime - 100);
+    let late = pkce();
+    let response = browser.get(&authorize_url(&app, "web", &late, "")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "single sign-on");
+    let (_, params) = location_params(&response);
+    let tokens: Value = exchange(
+        &app,
+        &secret,
+        param(&params, "code").unwrap(),
+        &late.verifier,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let refresh = |presented: String| {
+        let app = &app;
+        let secret = &secret;
+        async move {
+            token(
+                app,
+                Some(("web", secret)),
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &presented),
+                ],
+            )
+            .await
+        }
+    };
+    let answer = refresh(tokens["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let rotated: Value = answer.json().await.unwrap();
+    app.clock.advance(101);
+    oauth_error(
+        refresh(rotated["refresh_token"].as_str().unwrap().to_owned()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
 /// Behind HTTPS (`public_url`), the cookies are `Secure` with the `__Host-`
 /// prefix, so no other host (a sibling subdomain) can plant or read them;
 /// under a path prefix, the pages link below it.
