@@ -1360,6 +1360,29 @@ pub async fn codes_are_redeemed_once(store: Arc<dyn Store>) {
         "unknown"
     );
 
+    // A removed client's codes go with it (none is redeemed afterwards,
+    // nor by a client registered again under the same id).
+    store.insert_code(&code(5, 100), 20).await.unwrap();
+    store.delete_client("web").await.unwrap();
+    assert_eq!(store.find_code(&[5; 32], 20).await.unwrap(), None);
+    let after_removal = NewRefreshToken {
+        hash: [202; 32],
+        session_id: "after-removal".into(),
+        issued_at: 20,
+    };
+    assert_eq!(
+        store
+            .redeem_code(
+                &[5; 32],
+                &session("after-removal", 0, "oauth", 20),
+                &after_removal,
+                20
+            )
+            .await
+            .unwrap(),
+        Redemption::Invalid
+    );
+
     // A code whose browser session has ended (a logout) opens nothing.
     store.insert_code(&code(4, 100), 20).await.unwrap();
     assert!(

@@ -134,12 +134,25 @@ impl OAuthStore for PostgresStore {
     }
 
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
-        sqlx::query("DELETE FROM oauth_clients WHERE id = $1")
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // Its codes too, first: none is redeemed after the client is gone
+        // (nor by a client registered again under the same id). A
+        // redemption holding a code's row finishes first, and the session
+        // it opens is among those the caller ends after this.
+        sqlx::query("DELETE FROM oauth_codes WHERE client_id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map(|done| done.rows_affected() > 0)
-            .map_err(db_error)
+            .map_err(db_error)?;
+        let deleted = sqlx::query("DELETE FROM oauth_clients WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected()
+            > 0;
+        tx.commit().await.map_err(db_error)?;
+        Ok(deleted)
     }
 
     async fn set_client_secret(

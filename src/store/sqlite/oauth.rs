@@ -156,6 +156,11 @@ impl OAuthStore for SqliteStore {
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
         self.write(move |conn| {
+            // Its codes too: none is redeemed after the client is gone (nor
+            // by a client registered again under the same id).
+            conn.prepare_cached("DELETE FROM oauth_codes WHERE client_id = ?")
+                .and_then(|mut delete| delete.execute([&id]))
+                .map_err(db_error)?;
             conn.prepare_cached("DELETE FROM oauth_clients WHERE id = ?")
                 .and_then(|mut delete| delete.execute([&id]))
                 .map(|deleted| deleted > 0)
