@@ -186,6 +186,8 @@ pub struct Authorization {
     /// The account an `id_token_hint` names: a browser session of another
     /// account is not used (OIDC Core §3.1.2.1).
     pub hinted_account: Option<crate::store::AccountId>,
+    /// That `id_token_hint` as sent, carried by the sign-in form.
+    pub id_token_hint: Option<String>,
 }
 
 /// Why an authorization request is refused on a page rather than at the
@@ -676,6 +678,7 @@ impl Core {
             state,
             nonce,
             hinted_account,
+            id_token_hint: hinted_account.and(params.id_token_hint.clone()),
             code_challenge: challenge.to_owned(),
             // max_age=0 asks for a fresh sign-in, like prompt=login
             // (OIDC Core §3.1.2.1); seconds are too coarse to tell otherwise.
@@ -833,6 +836,31 @@ impl Core {
             });
         }
         Ok(Continuation::SignIn)
+    }
+
+    /// After a sign-in on the page: a code for the request, or, when its
+    /// `id_token_hint` named another account than the one that signed in,
+    /// the client's `login_required` (OIDC Core §3.1.2.1: the client asked
+    /// for that user, and must not get another's code and ID token).
+    pub async fn conclude_sign_in(
+        &self,
+        authorization: &Authorization,
+        browser: &BrowserSession,
+    ) -> Result<String, AuthorizeError> {
+        if authorization
+            .hinted_account
+            .is_some_and(|account| account != browser.account_id)
+        {
+            return Err(AuthorizeError::Redirect {
+                redirect_uri: authorization.redirect_uri.clone(),
+                state: authorization.state.clone(),
+                error: "login_required",
+                description: "another account signed in than the id_token_hint names".into(),
+            });
+        }
+        self.issue_code(authorization, browser)
+            .await
+            .map_err(|_| AuthorizeError::Unavailable)
     }
 
     /// Issues a code for a checked request in a browser session; returns

@@ -514,6 +514,12 @@ fn sign_in_page(
     if let Some(nonce) = &authorization.nonce {
         hidden.push(("nonce", nonce.clone()));
     }
+    // Checked again after the sign-in: the client expects that user.
+    if authorization.hinted_account.is_some()
+        && let Some(hint) = &authorization.id_token_hint
+    {
+        hidden.push(("id_token_hint", hint.clone()));
+    }
     let body = page::sign_in_body(
         lang,
         &SignInForm {
@@ -600,17 +606,16 @@ pub(super) async fn sign_in(
         .await
     {
         Ok((cookie_value, browser)) => {
-            return match state.core.issue_code(&authorization, &browser).await {
-                Ok(location) => {
-                    let mut response = redirect(&location);
-                    response.headers_mut().append(
-                        header::SET_COOKIE,
-                        set_cookie(&state, Jar::Session, &cookie_value),
-                    );
-                    response
-                }
-                Err(_) => unavailable_page(lang),
+            let mut response = match state.core.conclude_sign_in(&authorization, &browser).await {
+                Ok(location) => redirect(&location),
+                Err(error) => refused(lang, &state, error),
             };
+            // Signed in, whatever the client is told.
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(&state, Jar::Session, &cookie_value),
+            );
+            return response;
         }
         Err(Error::InvalidCredentials) => (StatusCode::UNAUTHORIZED, t.invalid, None),
         Err(Error::Throttled { retry_after_secs }) => (

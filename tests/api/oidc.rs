@@ -204,6 +204,7 @@ impl Browser {
             "code_challenge_method",
             "state",
             "nonce",
+            "id_token_hint",
         ]
         .into_iter()
         .filter(|name| html.contains(&format!("name=\"{name}\"")))
@@ -628,6 +629,18 @@ async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise
         .get(&authorize_url(&app, "web", &pkce(), &bobs_hint))
         .await;
     assert_eq!(page.status(), StatusCode::OK, "the page, to sign in as bob");
+    // Someone else signing in on it: not bob, so the client is told
+    // login_required (and gets nobody's code); bob signing in gets his.
+    let hinted = authorize_url(&app, "web", &pkce(), &bobs_hint);
+    let as_alice = browser.sign_in(&app, &hinted, "alice", PASSWORD).await;
+    assert_eq!(as_alice.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(&as_alice);
+    assert_eq!(base, REDIRECT);
+    assert_eq!(param(&params, "error"), Some("login_required"));
+    assert_eq!(param(&params, "code"), None);
+    let as_bob = browser.sign_in(&app, &hinted, "bob", PASSWORD).await;
+    assert_eq!(as_bob.status(), StatusCode::SEE_OTHER);
+    assert!(param(&location_params(&as_bob).1, "code").is_some());
     let junk = browser
         .get(&authorize_url(&app, "web", &pkce(), "&id_token_hint=junk"))
         .await;
