@@ -301,6 +301,11 @@ trait Source {
     fn number(&self) -> u64;
     /// Bytes read so far.
     fn bytes(&self) -> u64;
+    /// The line an unreadable entry starts at (after `next_line` failed):
+    /// every line before it was handled.
+    fn unread_from(&self) -> u64 {
+        self.number() + 1
+    }
 }
 
 impl<R: BufRead> Source for Lines<R> {
@@ -324,6 +329,9 @@ struct CsvRows<R: Read> {
     read: Arc<AtomicUsize>,
     headers: Vec<String>,
     record: csv::StringRecord,
+    /// The line the record being read starts at (a quoted field may run
+    /// over many lines before it turns out unreadable).
+    starts_at: u64,
 }
 
 /// A reader that fails once more than [`MAX_LINE_BYTES`] (and the CSV
@@ -377,12 +385,14 @@ impl<R: Read> CsvRows<R> {
             read,
             headers,
             record: csv::StringRecord::new(),
+            starts_at: 2,
         })
     }
 }
 
 impl<R: Read> Source for CsvRows<R> {
     fn next_line(&mut self) -> std::io::Result<Option<(u64, Line)>> {
+        self.starts_at = self.reader.position().line();
         let outcome = self.reader.read_record(&mut self.record);
         self.read.store(0, Ordering::Relaxed);
         match outcome {
@@ -418,6 +428,10 @@ impl<R: Read> Source for CsvRows<R> {
 
     fn bytes(&self) -> u64 {
         self.reader.position().byte()
+    }
+
+    fn unread_from(&self) -> u64 {
+        self.starts_at
     }
 }
 
@@ -666,7 +680,7 @@ async fn import_lines(
         let next = lines.next_line().unwrap_or_else(|e| {
             unread = Some(unreadable(format!(
                 "cannot read line {}: {e}; every line before it was handled (see the summary)",
-                lines.number() + 1
+                lines.unread_from()
             )));
             None
         });
