@@ -270,6 +270,8 @@ pub struct ExportPage<K> {
 
 /// Checks a file's first line: the format and a version this Sesame reads.
 pub fn check_header(text: &str) -> std::result::Result<(), String> {
+    // A byte-order mark, as some Windows editors write one.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let Ok(header) = serde_json::from_str::<Map<String, Value>>(text) else {
         return Err(format!(
             "the first line is not a {FORMAT} header (a JSON object with \"format\" and \"version\")"
@@ -288,6 +290,46 @@ pub fn check_header(text: &str) -> std::result::Result<(), String> {
         _ => Err(format!(
             "the header's \"version\" must be 1 or {VERSION} for this Sesame"
         )),
+    }
+}
+
+/// The end of the refusal of a line that names a field twice.
+const TWICE: &str = "appears twice";
+
+/// A line's JSON object, each field once: one named twice (`"status":
+/// "disabled", …, "status": "active"`) is refused, not read as its last
+/// value, as a typo must not change an account silently.
+struct UniqueKeys(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> std::result::Result<UniqueKeys, A::Error> {
+                let mut object = Map::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    if object.contains_key(&key) {
+                        let shown: String = key.chars().take(64).collect();
+                        return Err(serde::de::Error::custom(format!(
+                            "the field {shown:?} {TWICE}"
+                        )));
+                    }
+                    let value: Value = access.next_value()?;
+                    object.insert(key, value);
+                }
+                Ok(UniqueKeys(object))
+            }
+        }
+        deserializer.deserialize_map(Fields)
     }
 }
 
@@ -573,9 +615,13 @@ impl Import {
     }
 
     fn parse_record(&self, text: &str) -> std::result::Result<(String, ImportRecord), String> {
-        let mut object: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
+        let UniqueKeys(mut object) = serde_json::from_str(text).map_err(|e| {
             if e.is_data() {
-                "not a JSON object".to_owned()
+                let message = e.to_string();
+                match message.split_once(" at line ") {
+                    Some((twice, _)) if twice.ends_with(TWICE) => twice.to_owned(),
+                    _ => "not a JSON object".to_owned(),
+                }
             } else {
                 format!("malformed JSON (column {})", e.column())
             }
@@ -1653,5 +1699,31 @@ mod tests {
         );
         assert!(check_header(r#"{"type": "account"}"#).is_err());
         assert!(check_header("nonsense").is_err());
+        assert!(
+            check_header("\u{feff}{\"format\": \"sesame-export\", \"version\": 2}").is_ok(),
+            "a byte-order mark"
+        );
+    }
+
+    /// A field named twice on a line is refused: its last value must not
+    /// win silently (an account imported active that a typo meant
+    /// disabled).
+    #[test]
+    fn a_field_named_twice_is_refused() {
+        let mut import = import();
+        let refused = import
+            .parse(
+                2,
+                r#"{"type": "account", "id": 7, "username": "ann", "status": "disabled", "created_at": 1700000000, "status": "active"}"#,
+            )
+            .unwrap_err();
+        assert_eq!(refused.line, 2);
+        assert_eq!(refused.reason, r#"the field "status" appears twice"#);
+        let refused = import
+            .parse(3, r#"{"type": "account", "type": "session"}"#)
+            .unwrap_err();
+        assert!(refused.reason.contains("appears twice"), "{refused}");
+        let refused = import.parse(4, "[1, 2]").unwrap_err();
+        assert_eq!(refused.reason, "not a JSON object");
     }
 }
