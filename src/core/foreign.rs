@@ -114,8 +114,10 @@ impl FirebaseParams {
         let salt_separator = STANDARD
             .decode(salt_separator.trim())
             .map_err(|_| "the salt separator is not base64")?;
-        if signer_key.is_empty() || signer_key.len() > 1024 {
-            return Err("the signer key must be 1 to 1024 bytes".into());
+        // At least 16 bytes, as every stored hash is checked for (a shorter
+        // key would have every line refused, one by one, after the start).
+        if signer_key.len() < 16 || signer_key.len() > 1024 {
+            return Err("the signer key must be 16 to 1024 bytes".into());
         }
         if !(1..=8).contains(&rounds)
             || !(1..=MAX_SCRYPT_LOG_N).contains(&mem_cost)
@@ -1683,6 +1685,13 @@ mod tests {
         };
         assert_eq!(verify(b"user1password", &stored), Ok(true));
         assert_eq!(verify(b"user1passwore", &stored), Ok(false));
+        // A key shorter than every stored hash is checked for is refused
+        // at once, not line by line.
+        assert!(
+            FirebaseParams::parse("c2hvcnQga2V5", "Bw==", 8, 14)
+                .unwrap_err()
+                .contains("16 to 1024 bytes")
+        );
         assert!(
             prepare(given, None, None)
                 .unwrap_err()
@@ -1718,9 +1727,14 @@ mod tests {
         }
         // Formats whose every round reads the whole password take none
         // over 256 bytes (it would hold a hashing thread for seconds).
-        let sha512 = "$6$rounds=1000000$saltsalt$\
-            Ttbz7ZxSN2ePawKlY8h9Q7Np0sUVMuNdtMdvb/ZgnSMpx0tdp1RKTuZPxGgGnnsGEnGKK6t9Q9ngHUJ.52tFP1";
-        assert_eq!(verify(&[b'a'; 257], sha512), Ok(false));
+        // Hashes of 256 and 257 'a's (Python's crypt, glibc): the longer
+        // one matches nothing, though it is its password.
+        let of_256 = "$6$rounds=1000$saltsalt$dNOHOYavRbwe/gbWoDfkHJumaM92sEE4XJW2plAlGgP5u\
+            rmzQgo6Rt9V2tzTppOz0lTUbn8dzDpMSuYQLVHI21";
+        let of_257 = "$6$rounds=1000$saltsalt$qkqivdr4kZV8pwF41ZHoic.acCFec/Gc59.s1bGAPLbd\
+            h2MlREKepfqEyumxHBwAEGJRpumozqbDwH9mfdfON1";
+        assert_eq!(verify(&[b'a'; 256], of_256), Ok(true));
+        assert_eq!(verify(&[b'a'; 257], of_257), Ok(false));
         assert_eq!(verify(&[b'a'; 257], "$S$Dabcdefgh"), Ok(false));
         let refused = Template::parse("md5(salt + \"pepper\")", &[]).unwrap_err();
         assert!(
