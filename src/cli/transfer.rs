@@ -276,6 +276,16 @@ async fn write_export(
         }
     }
     bar.finish_and_clear();
+    let clients = core.clients_not_exported().await?;
+    if !clients.is_empty() {
+        eprintln!(
+            "not exported: {} ({}) and the sessions signed in to them; register them again \
+             on the new deployment (`sesame client add`, same ids and redirect URIs), and \
+             their users sign in to them again",
+            count(clients.len() as u64, "OAuth client"),
+            clients.join(", ")
+        );
+    }
     core.export_finished(accounts, exported_sessions);
     Ok((accounts, exported_sessions))
 }

@@ -1164,6 +1164,18 @@ impl Core {
         })
     }
 
+    /// The OAuth clients a move leaves behind (an export carries none of
+    /// them nor their sessions), by id.
+    pub async fn clients_not_exported(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list_clients()
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
+    }
+
     /// Records a finished export in the audit log.
     pub fn export_finished(&self, accounts: u64, sessions: u64) {
         self.audit.record(

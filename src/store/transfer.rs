@@ -171,6 +171,8 @@ pub trait TransferStore: Send + Sync {
     /// Sessions neither revoked nor expired at `now`, in id order, `limit`
     /// at a time after `after_id`, each with the newest `max_chain` links of
     /// its refresh-token chain (always including the live one), oldest first.
+    /// Not the sessions of OAuth clients: clients are not exported, and
+    /// without theirs, such sessions could not be refreshed.
     async fn export_sessions(
         &self,
         after_id: &str,

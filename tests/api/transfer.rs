@@ -140,8 +140,36 @@ async fn populated_source() -> Source {
         BOB_PASSWORD,
     ));
     ok(add_user(&env, &["--username", "carol"], CAROL_PASSWORD));
+    // An OAuth client, with a session of bob's signed in to it: neither
+    // moves (the export says so).
+    let app_secret = "a-secret-chosen-by-the-operator-0123456789";
+    ok(run(
+        sesame(&env).args([
+            "client",
+            "add",
+            "shop-app",
+            "--secret-stdin",
+            "--grant",
+            "password",
+            "--redirect-uri",
+            "https://shop.example/cb",
+        ]),
+        Some(&format!("{app_secret}\n")),
+    ));
 
     let server = ServerProcess::start(sesame(&env));
+    let signed_in = reqwest::Client::new()
+        .post(server.url("/oauth2/token"))
+        .basic_auth("shop-app", Some(app_secret))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "bob"),
+            ("password", BOB_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::OK);
     let grant = post(
         &server,
         "/v1/login",
@@ -225,8 +253,13 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
     ));
     assert!(
         text(&exported.stdout).contains("exported 3 accounts and 2 sessions"),
-        "{}",
+        "the session signed in to an OAuth client is left out: {}",
         text(&exported.stdout)
+    );
+    assert!(
+        text(&exported.stderr).contains("not exported: 1 OAuth client (shop-app)"),
+        "{}",
+        text(&exported.stderr)
     );
     #[cfg(unix)]
     {

@@ -371,6 +371,7 @@ impl TransferStore for PostgresStore {
              s.token_style, s.created_at, s.expires_at \
              FROM sessions s JOIN accounts a ON a.id = s.account_id \
              WHERE s.id > $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+             AND NOT EXISTS (SELECT 1 FROM oauth_sessions o WHERE o.session_id = s.id) \
              ORDER BY s.id LIMIT $3",
         )
         .bind(after_id)

@@ -354,6 +354,7 @@ impl TransferStore for SqliteStore {
                      s.token_style, s.created_at, s.expires_at \
                      FROM sessions s JOIN accounts a ON a.id = s.account_id \
                      WHERE s.id > ? AND s.revoked_at IS NULL AND s.expires_at > ? \
+                     AND NOT EXISTS (SELECT 1 FROM oauth_sessions o WHERE o.session_id = s.id) \
                      ORDER BY s.id LIMIT ?",
                 )
                 .and_then(|mut select| {
