@@ -384,6 +384,12 @@ impl<R: Read> CsvRows<R> {
             .iter()
             .map(|h| h.trim().to_owned())
             .collect();
+        // A column named twice: which value would count? Neither, silently.
+        for (i, header) in headers.iter().enumerate() {
+            if headers[..i].contains(header) {
+                return Err(format!("the header row names the column {header:?} twice"));
+            }
+        }
         for required in ["id", "username", "password_hash", "created_at"] {
             if !headers.iter().any(|h| h == required) {
                 return Err(format!("the header row has no {required} column"));

@@ -13,29 +13,105 @@
 //! A read from the store may race with a notice: read live, the session is
 //! revoked on another node, the notice forgets it here (nothing to forget
 //! yet), and only then is the stale read cached, to be trusted for a whole
-//! `cache_ttl`. So each cache counts its forgets ([`Generation`]): a caller
-//! notes the count before reading the store, and its answer is cached only
-//! if nothing was forgotten meanwhile.
+//! `cache_ttl`. So each cache counts its forgets ([`Generation`]) and keeps
+//! what the latest ones were about: a caller notes the count before
+//! reading the store, and its answer is cached only if nothing it is about
+//! was forgotten meanwhile. (Any forget at all would do, but then every
+//! opaque-token refresh or profile edit anywhere in the cluster, each a
+//! notice, would keep every node's reads of everyone else out of its
+//! caches.)
 
-/// How many times a cache has forgotten something; see the module's text.
+/// What a forget was about; an answer about none of these is cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forgot {
+    /// A session, by a digest of its id (a collision only leaves an answer
+    /// uncached).
+    Session(u64),
+    /// An account.
+    Account(AccountId),
+    /// Everything.
+    All,
+}
+
+impl Forgot {
+    /// The forget of session `id`.
+    pub(crate) fn session(id: &str) -> Self {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        Self::Session(BuildHasherDefault::<DefaultHasher>::default().hash_one(id))
+    }
+}
+
+/// Forgets remembered with what they were about; older ones count as
+/// forgets of everything.
+const RECENT_FORGETS: usize = 4096;
+/// More sessions than this forgotten at once are remembered as everything.
+const MOST_KEYS_A_FORGET: usize = 64;
+
+/// How many times a cache has forgotten something, and what the latest
+/// forgets were about; see the module's text.
 #[derive(Debug, Default)]
-pub struct Generation(AtomicU64);
+pub struct Generation {
+    count: AtomicU64,
+    recent: std::sync::Mutex<Recent>,
+}
+
+#[derive(Debug, Default)]
+struct Recent {
+    /// (the count the forget made, what it was about), oldest first.
+    forgets: std::collections::VecDeque<(u64, Forgot)>,
+    /// The newest count some of whose keys are no longer in `forgets`.
+    dropped_through: u64,
+}
 
 impl Generation {
     /// The count now, to pass back to the cache's `put` after a store read.
     pub fn now(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.count.load(Ordering::Acquire)
     }
 
-    /// Counts a forget (called under the cache's write lock).
-    pub(crate) fn bump(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+    /// Counts a forget of `about` (called under the cache's write lock).
+    pub(crate) fn bump(&self, about: &[Forgot]) {
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        let about = if about.len() > MOST_KEYS_A_FORGET {
+            &[Forgot::All][..]
+        } else {
+            about
+        };
+        for what in about {
+            if recent.forgets.len() == RECENT_FORGETS
+                && let Some((dropped, _)) = recent.forgets.pop_front()
+            {
+                recent.dropped_through = dropped;
+            }
+            recent.forgets.push_back((count, *what));
+        }
     }
 
-    /// Whether nothing was forgotten since `seen` (checked under the cache's
-    /// write lock, so no forget slips in between the check and the insert).
-    pub(crate) fn unchanged_since(&self, seen: u64) -> bool {
-        self.now() == seen
+    /// Whether nothing `about` was forgotten since `seen` (checked under the
+    /// cache's write lock, so no forget slips in between the check and the
+    /// insert).
+    pub(crate) fn unchanged_for(&self, seen: u64, about: &[Forgot]) -> bool {
+        if self.now() == seen {
+            return true;
+        }
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forgets since `seen` no longer all remembered: assume the worst.
+        if recent.dropped_through > seen {
+            return false;
+        }
+        !recent
+            .forgets
+            .iter()
+            .rev()
+            .take_while(|(count, _)| *count > seen)
+            .any(|(_, what)| *what == Forgot::All || about.contains(what))
     }
 }
 
@@ -217,7 +293,10 @@ impl AccountCache {
             return;
         }
         if let Ok(mut entries) = self.entries.write() {
-            if !self.generation.unchanged_since(seen) {
+            if !self
+                .generation
+                .unchanged_for(seen, &[Forgot::Account(account.id)])
+            {
                 return;
             }
             if self.sweeps.due(entries.len(), now) {
@@ -231,7 +310,7 @@ impl AccountCache {
     pub fn forget(&self, id: AccountId) {
         if let Ok(mut entries) = self.entries.write() {
             entries.remove(&id);
-            self.generation.bump();
+            self.generation.bump(&[Forgot::Account(id)]);
         }
     }
 
@@ -239,7 +318,7 @@ impl AccountCache {
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
-            self.generation.bump();
+            self.generation.bump(&[Forgot::All]);
         }
     }
 }
@@ -287,7 +366,10 @@ impl OpaqueTokens {
             return;
         }
         if let Ok(mut entries) = self.entries.write() {
-            if !self.generation.unchanged_since(seen) {
+            if !self
+                .generation
+                .unchanged_for(seen, &[Forgot::session(&token.session_id)])
+            {
                 return;
             }
             if self.sweeps.due(entries.by_hash.len(), now) {
@@ -313,7 +395,8 @@ impl OpaqueTokens {
                     entries.by_hash.remove(&hash);
                 }
             }
-            self.generation.bump();
+            let about: Vec<Forgot> = ids.iter().map(|id| Forgot::session(id)).collect();
+            self.generation.bump(&about);
         }
     }
 
@@ -322,7 +405,7 @@ impl OpaqueTokens {
         if let Ok(mut entries) = self.entries.write() {
             entries.by_hash.clear();
             entries.by_session.clear();
-            self.generation.bump();
+            self.generation.bump(&[Forgot::All]);
         }
     }
 }
@@ -424,13 +507,60 @@ mod tests {
         opaque.put([1; 32], token("s", 1_000), 100, opaque.generation.now());
         assert!(opaque.get(&[1; 32], 101).is_some(), "a read after it is");
 
-        // Every forget counts, a clear too.
+        // A forget of what the read is about counts, a clear too; a
+        // forget of something else does not.
         let accounts = AccountCache::new(60);
+        let about_7 = [Forgot::Account(7)];
+        let seen = accounts.generation.now();
+        accounts.forget(8);
+        assert!(accounts.generation.unchanged_for(seen, &about_7));
+        accounts.forget(7);
+        assert!(!accounts.generation.unchanged_for(seen, &about_7));
         let seen = accounts.generation.now();
         accounts.clear();
-        assert!(!accounts.generation.unchanged_since(seen));
-        accounts.forget(7);
+        assert!(!accounts.generation.unchanged_for(seen, &about_7));
         let seen_after = accounts.generation.now();
-        assert!(accounts.generation.unchanged_since(seen_after));
+        assert!(accounts.generation.unchanged_for(seen_after, &about_7));
+
+        // Another session's token replaced (an opaque refresh elsewhere):
+        // this one's read is still cached.
+        let seen = opaque.generation.now();
+        opaque.forget_sessions(&["other".to_owned()]);
+        opaque.put([2; 32], token("t", 1_000), 100, seen);
+        assert!(opaque.get(&[2; 32], 101).is_some());
+    }
+
+    /// Past the forgets it remembers, a read is about everything: once
+    /// they overflow, a read that began before is not cached.
+    #[test]
+    fn forgets_too_many_to_remember_count_as_everything() {
+        let accounts = AccountCache::new(60);
+        let seen = accounts.generation.now();
+        accounts.forget(1);
+        for id in 0..RECENT_FORGETS as i64 {
+            accounts.forget(1000 + id);
+        }
+        assert!(
+            !accounts
+                .generation
+                .unchanged_for(seen, &[Forgot::Account(7)])
+        );
+        let seen = accounts.generation.now();
+        accounts.forget(8);
+        assert!(
+            accounts
+                .generation
+                .unchanged_for(seen, &[Forgot::Account(7)])
+        );
+        // Many sessions at once count as everything.
+        let many: Vec<SessionId> = (0..=MOST_KEYS_A_FORGET).map(|i| i.to_string()).collect();
+        let opaque = OpaqueTokens::new(60);
+        let seen = opaque.generation.now();
+        opaque.forget_sessions(&many);
+        assert!(
+            !opaque
+                .generation
+                .unchanged_for(seen, &[Forgot::session("unrelated")])
+        );
     }
 }

@@ -169,11 +169,11 @@ impl PasswordHasher {
     }
 
     /// Checks a password against a stored verifier: in NFC, and, when it
-    /// was typed in another form and that did not match, as typed (a hash
-    /// imported from another system was made of the bytes typed; a match so
-    /// asks for a rehash, which is made of the NFC form). Every check of a
-    /// password typed so costs two, whatever the verifier (an unknown
-    /// account's too), so the second check tells nothing by its time.
+    /// was typed in another form, as typed too (a hash imported from
+    /// another system was made of the bytes typed; a match of that form
+    /// only asks for a rehash, which is made of the NFC form). Every check
+    /// of a password typed so costs two, whatever the verifier (an unknown
+    /// account's too) and whatever matched, so its time tells nothing.
     pub async fn verify(&self, password: &Password, verifier: &str) -> Result<Verification> {
         self.verify_forms(password.expose(), password.expose_as_typed(), verifier)
             .await
@@ -344,8 +344,11 @@ fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params, metrics: &HashingMet
                     &verifier,
                     &mut blocks,
                 );
-                if let (Ok(first), Some(typed)) = (&verified, typed)
-                    && !first.matches
+                // Both forms, always, whether the first matched or not: a
+                // right guess must take as long as a wrong one (a locked or
+                // disabled account refuses both alike).
+                if let Some(typed) = typed
+                    && let Ok(first) = verified
                 {
                     verified = verify_with(
                         params,
@@ -353,10 +356,16 @@ fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params, metrics: &HashingMet
                         &verifier,
                         &mut blocks,
                     )
-                    .map(|second| Verification {
-                        matches: second.matches,
-                        // Matched as typed: made again of the NFC form.
-                        needs_rehash: true,
+                    .map(|second| {
+                        if first.matches || !second.matches {
+                            first
+                        } else {
+                            // Matched as typed only: made again of the NFC form.
+                            Verification {
+                                matches: true,
+                                needs_rehash: true,
+                            }
+                        }
                     });
                 }
                 metrics.duration.observe(started.elapsed().as_secs_f64());

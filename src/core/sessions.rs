@@ -11,6 +11,7 @@ use std::sync::RwLock;
 
 use super::admin::{Page, page_limit};
 use super::audit::{self, AuditEventExt};
+use super::cache::Forgot;
 use super::clock::UnixTime;
 use super::domain::Platform;
 use super::error::{Error, Result};
@@ -106,7 +107,11 @@ impl LiveSessions {
         let Ok(mut entries) = self.entries.write() else {
             return;
         };
-        if !self.generation.unchanged_since(seen) {
+        let about = [
+            Forgot::session(&session.id),
+            Forgot::Account(session.account_id),
+        ];
+        if !self.generation.unchanged_for(seen, &about) {
             return;
         }
         if self.sweeps.due(entries.len(), now) {
@@ -125,10 +130,12 @@ impl LiveSessions {
     /// Drops sessions that ended.
     pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a SessionId>) {
         if let Ok(mut entries) = self.entries.write() {
+            let mut about = Vec::new();
             for id in ids {
                 entries.remove(id);
+                about.push(Forgot::session(id));
             }
-            self.generation.bump();
+            self.generation.bump(&about);
         }
     }
 
@@ -136,7 +143,7 @@ impl LiveSessions {
     pub fn forget_account(&self, account_id: i64) {
         if let Ok(mut entries) = self.entries.write() {
             entries.retain(|_, e| e.account_id != account_id);
-            self.generation.bump();
+            self.generation.bump(&[Forgot::Account(account_id)]);
         }
     }
 
@@ -144,7 +151,7 @@ impl LiveSessions {
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
-            self.generation.bump();
+            self.generation.bump(&[Forgot::All]);
         }
     }
 }

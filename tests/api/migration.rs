@@ -696,6 +696,24 @@ async fn a_csv_export_imports_and_a_second_run_skips_what_is_there() {
         .unwrap();
     assert_eq!(bare.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bare.stderr).contains("no id column"));
+    // A column named twice: neither value would be sure to count.
+    let twice = dir.path().join("twice.csv");
+    std::fs::write(
+        &twice,
+        "id,username,password_hash,created_at,status,status\n1,ana,x,1,disabled,active\n",
+    )
+    .unwrap();
+    let refused = sesame_command(app.deployment.env())
+        .args(["import", "--format", "csv"])
+        .arg(&twice)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("names the column \"status\" twice"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // A record that cannot be read (a quoted field running on past 1 MiB,
     // over many lines) stops the import at the line it starts at, after

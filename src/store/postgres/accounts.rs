@@ -528,8 +528,13 @@ impl AccountStore for PostgresStore {
 
     async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool> {
         // One statement: the row lock makes the condition and the change
-        // atomic across nodes. Neither changes who counts as an
-        // administrator (anyone not disabled does).
+        // atomic across nodes. Never refused by the last-administrator
+        // rule (a lockout may not fail a login; an unlock only raises the
+        // standing), but under the administrators' lock, taken first as by
+        // every change to who administers: a lockout committing between
+        // such a change's two counts would have it refused for nothing.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        super::roles::lock_administrators(&mut tx).await?;
         let sql = if locked {
             "UPDATE accounts SET status = 'locked', updated_at = $1 \
              WHERE id = $2 AND status = 'active'"
@@ -537,13 +542,16 @@ impl AccountStore for PostgresStore {
             "UPDATE accounts SET status = 'active', updated_at = $1, consecutive_failures = 0 \
              WHERE id = $2 AND status <> 'disabled'"
         };
-        sqlx::query(sql)
+        let changed = sqlx::query(sql)
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map(|done| done.rows_affected() == 1)
-            .map_err(db_error)
+            .map_err(db_error)?
+            .rows_affected()
+            == 1;
+        tx.commit().await.map_err(db_error)?;
+        Ok(changed)
     }
 
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {

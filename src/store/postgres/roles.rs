@@ -22,12 +22,18 @@ const ADMINS_LOCK: i64 = 0x4144_4d49_4e53;
 /// how well the deployment is administered now (see
 /// [`crate::store::AdminStanding`]).
 pub(super) async fn admins_before(tx: &mut PgConnection) -> StoreResult<AdminStanding> {
+    lock_administrators(tx).await?;
+    admin_standing(tx).await
+}
+
+/// Takes the administrators' lock until the transaction ends.
+pub(super) async fn lock_administrators(tx: &mut PgConnection) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(ADMINS_LOCK)
         .execute(&mut *tx)
         .await
-        .map_err(db_error)?;
-    admin_standing(tx).await
+        .map(|_| ())
+        .map_err(db_error)
 }
 
 /// Refuses the transaction's change if it took the last administrator away.

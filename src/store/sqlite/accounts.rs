@@ -493,8 +493,9 @@ impl AccountStore for SqliteStore {
     }
 
     async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool> {
-        // Neither changes who counts as an administrator (anyone not
-        // disabled does).
+        // Never refused by the last-administrator rule: a lockout may not
+        // fail a login, and an unlock only raises the standing. (Writes
+        // are serialised: no change of who administers runs meanwhile.)
         self.write(move |conn| {
             let sql = if locked {
                 "UPDATE accounts SET status = 'locked', updated_at = ? \
