@@ -68,10 +68,74 @@ struct Entry {
     trusted_until: UnixTime,
 }
 
+/// The cached sessions, and which are each account's (an account's notice
+/// forgets its sessions without a scan of every session).
+#[derive(Debug, Default)]
+struct Entries {
+    by_id: HashMap<SessionId, Entry>,
+    by_account: HashMap<i64, Vec<SessionId>>,
+}
+
+impl Entries {
+    fn get(&self, id: &str) -> Option<&Entry> {
+        self.by_id.get(id)
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn insert(&mut self, id: SessionId, entry: Entry) {
+        let account_id = entry.account_id;
+        if let Some(previous) = self.by_id.insert(id.clone(), entry) {
+            if previous.account_id == account_id {
+                return;
+            }
+            self.unlink(previous.account_id, &id);
+        }
+        self.by_account.entry(account_id).or_default().push(id);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(entry) = self.by_id.remove(id) {
+            self.unlink(entry.account_id, id);
+        }
+    }
+
+    fn unlink(&mut self, account_id: i64, id: &str) {
+        if let Some(ids) = self.by_account.get_mut(&account_id) {
+            ids.retain(|other| other != id);
+            if ids.is_empty() {
+                self.by_account.remove(&account_id);
+            }
+        }
+    }
+
+    fn remove_account(&mut self, account_id: i64) {
+        for id in self.by_account.remove(&account_id).unwrap_or_default() {
+            self.by_id.remove(&id);
+        }
+    }
+
+    fn retain_trusted(&mut self, now: UnixTime) {
+        self.by_id.retain(|_, e| now < e.trusted_until);
+        let by_id = &self.by_id;
+        self.by_account.retain(|_, ids| {
+            ids.retain(|id| by_id.contains_key(id));
+            !ids.is_empty()
+        });
+    }
+
+    fn clear(&mut self) {
+        self.by_id.clear();
+        self.by_account.clear();
+    }
+}
+
 /// The in-memory cache of sessions known to be live.
 #[derive(Debug)]
 pub struct LiveSessions {
-    entries: RwLock<HashMap<SessionId, Entry>>,
+    entries: RwLock<Entries>,
     ttl: i64,
     sweeps: super::cache::Sweeps,
     /// Forgets so far (see `core::cache`).
@@ -82,7 +146,7 @@ impl LiveSessions {
     /// An empty cache trusting answers for `ttl` seconds.
     pub fn new(ttl: i64) -> Self {
         Self {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(Entries::default()),
             ttl,
             sweeps: super::cache::Sweeps::default(),
             generation: super::cache::Generation::default(),
@@ -115,7 +179,7 @@ impl LiveSessions {
             return;
         }
         if self.sweeps.due(entries.len(), now) {
-            entries.retain(|_, e| now < e.trusted_until);
+            entries.retain_trusted(now);
         }
         let trusted_until = (now + self.ttl).min(session.expires_at);
         entries.insert(
@@ -142,7 +206,7 @@ impl LiveSessions {
     /// Drops every session of an account.
     pub fn forget_account(&self, account_id: i64) {
         if let Ok(mut entries) = self.entries.write() {
-            entries.retain(|_, e| e.account_id != account_id);
+            entries.remove_account(account_id);
             self.generation.bump(&[Forgot::Account(account_id)]);
         }
     }
@@ -421,4 +485,49 @@ fn session_cursor(raw: &str) -> Result<SessionCursor> {
             })
         })
         .ok_or_else(|| Error::invalid("cursor", "not a cursor this API returned"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TokenStyle;
+
+    fn session(id: &str, account_id: AccountId) -> Session {
+        Session {
+            id: id.to_owned(),
+            account_id,
+            platform: "web".into(),
+            user_agent: None,
+            ip: None,
+            token_style: TokenStyle::Jwt,
+            created_at: 0,
+            last_used_at: 0,
+            expires_at: 10_000,
+            revoked_at: None,
+            account_active: true,
+        }
+    }
+
+    /// An account's notice forgets its sessions, and only its (found by
+    /// the account's index, not a scan); sweeps keep the index in step.
+    #[test]
+    fn an_account_is_forgotten_by_its_index() {
+        let live = LiveSessions::new(60);
+        for (id, account) in [("a1", 1), ("a2", 1), ("b1", 2)] {
+            live.remember(&session(id, account), 100, live.generation.now());
+        }
+        assert!(live.lookup("a1", 1, 101) && live.lookup("b1", 2, 101));
+        live.forget_account(1);
+        assert!(!live.lookup("a1", 1, 101) && !live.lookup("a2", 1, 101));
+        assert!(live.lookup("b1", 2, 101));
+        live.forget([&"b1".to_owned()]);
+        assert!(!live.lookup("b1", 2, 101));
+        let entries = live.entries.read().unwrap();
+        assert!(entries.by_id.is_empty() && entries.by_account.is_empty());
+        drop(entries);
+        live.remember(&session("c1", 3), 100, live.generation.now());
+        live.entries.write().unwrap().retain_trusted(1_000);
+        let entries = live.entries.read().unwrap();
+        assert!(entries.by_id.is_empty() && entries.by_account.is_empty());
+    }
 }
