@@ -53,6 +53,9 @@ struct Usage {
     /// Times the count was started again from zero (`reset`): calls of a
     /// flush that failed across a reset are dropped, as counted before it.
     resets: u64,
+    /// Flush answers taken into `persisted`: a read of the store that one
+    /// overtook may predate it (see `ApiCalls::reload`).
+    answers: u64,
 }
 
 impl Usage {
@@ -134,8 +137,13 @@ impl ApiCalls {
         if let Some(answer) = self.try_admit_cached(account, now, false) {
             return answer;
         }
+        let answers_before = self
+            .usage
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&account).map(|u| u.answers));
         match self.store.api_usage(account).await {
-            Ok(Some(usage)) => self.reload(account, usage, now),
+            Ok(Some(usage)) => self.reload(account, usage, now, answers_before),
             Ok(None) => return Err(Error::Unauthenticated),
             // The store is away: a count held here (a second or so behind
             // at worst) answers rather than a 503 on every call, and is
@@ -194,16 +202,40 @@ impl ApiCalls {
         }
     }
 
-    fn reload(&self, account: AccountId, stored: ApiUsage, now: UnixTime) {
+    /// Takes a count read from the store; `answers_before` is the
+    /// account's [`Usage::answers`] before the read.
+    fn reload(
+        &self,
+        account: AccountId,
+        stored: ApiUsage,
+        now: UnixTime,
+        answers_before: Option<u64>,
+    ) {
         if let Ok(mut map) = self.usage.lock() {
+            // A flush answered while this read ran: the count it brought
+            // holds this node's calls it wrote, which the read may not
+            // (read before the flush committed, and their in-flight count
+            // already cleared by the answer). Keep that count; take the
+            // quota and the period.
+            if let Some(usage) = map.get_mut(&account)
+                && Some(usage.answers) != answers_before
+                && stored.period_start <= usage.period_start
+            {
+                usage.max = stored.max;
+                usage.period = stored.period.unwrap_or(self.default_period);
+                usage.loaded_at = now;
+                usage.synced_at = now;
+                usage.roll(now);
+                return;
+            }
             // Calls being written stay counted apart: the read may have
             // missed them (their flush's update waiting on the row), and
             // the flush's answer brings the count that holds them.
             // (The store adds them to their period, or starts that period
             // with them when it holds an earlier one.)
-            let (pending, in_flight, in_flight_start, counted_at, resets) = map
+            let (pending, in_flight, in_flight_start, counted_at, resets, answers) = map
                 .get(&account)
-                .map_or((0, 0, UnixTime::MIN, UnixTime::MIN, 0), |u| {
+                .map_or((0, 0, UnixTime::MIN, UnixTime::MIN, 0, 0), |u| {
                     let in_flight = if stored.period_start <= u.in_flight_start {
                         u.in_flight
                     } else {
@@ -215,6 +247,7 @@ impl ApiCalls {
                         u.in_flight_start,
                         u.counted_at,
                         u.resets,
+                        u.answers,
                     )
                 });
             let period = stored.period.unwrap_or(self.default_period);
@@ -230,6 +263,7 @@ impl ApiCalls {
                 synced_at: now,
                 counted_at,
                 resets,
+                answers,
             };
             // A count of an earlier period is over (the store keeps the
             // later of the two starts, as this does).
@@ -339,6 +373,7 @@ impl ApiCalls {
                                 u.persisted = stored.count;
                                 u.max = stored.max;
                                 u.synced_at = u.counted_at;
+                                u.answers += 1;
                             } else {
                                 // The store is in a later period (reset, or
                                 // another node rolled over): read it anew.
