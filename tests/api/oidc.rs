@@ -263,6 +263,19 @@ async fn exchange(app: &TestApp, secret: &str, code: &str, verifier: &str) -> re
     .await
 }
 
+/// The `refresh_token` grant of the confidential client.
+async fn refresh_grant(app: &TestApp, secret: &str, refresh_token: &str) -> reqwest::Response {
+    token(
+        app,
+        Some(("web", secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
 /// The `password` grant of the confidential client, scope `openid`.
 async fn password_grant(app: &TestApp, secret: &str, username: &str) -> Value {
     token(
@@ -2001,15 +2014,11 @@ async fn a_login_replacing_the_browser_session_ends_what_it_gave_clients() {
         .await
         .unwrap();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let refreshed: Value = token(
-        &app,
-        Some(("web", &secret)),
-        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let refreshed: Value = refresh_grant(&app, &secret, &refresh)
+        .await
+        .json()
+        .await
+        .unwrap();
     let refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
 
     // A login naming the clients' platform leaves their sessions alone.
@@ -2020,15 +2029,11 @@ async fn a_login_replacing_the_browser_session_ends_what_it_gave_clients() {
         )
         .await;
     assert_eq!(answer.status(), StatusCode::OK);
-    let refreshed: Value = token(
-        &app,
-        Some(("web", &secret)),
-        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let refreshed: Value = refresh_grant(&app, &secret, &refresh)
+        .await
+        .json()
+        .await
+        .unwrap();
     let refresh = refreshed["refresh_token"]
         .as_str()
         .unwrap_or_else(|| panic!("{refreshed}"))
@@ -2050,12 +2055,7 @@ async fn a_login_replacing_the_browser_session_ends_what_it_gave_clients() {
         StatusCode::UNAUTHORIZED
     );
     oauth_error(
-        token(
-            &app,
-            Some(("web", &secret)),
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await,
+        refresh_grant(&app, &secret, &refresh).await,
         StatusCode::BAD_REQUEST,
         "invalid_grant",
     )
@@ -2090,27 +2090,12 @@ async fn a_clients_session_ends_with_its_browser_session() {
     .json()
     .await
     .unwrap();
-    let refresh = |presented: String| {
-        let app = &app;
-        let secret = &secret;
-        async move {
-            token(
-                app,
-                Some(("web", secret)),
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &presented),
-                ],
-            )
-            .await
-        }
-    };
-    let answer = refresh(tokens["refresh_token"].as_str().unwrap().to_owned()).await;
+    let answer = refresh_grant(&app, &secret, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(answer.status(), StatusCode::OK);
     let rotated: Value = answer.json().await.unwrap();
     app.clock.advance(101);
     oauth_error(
-        refresh(rotated["refresh_token"].as_str().unwrap().to_owned()).await,
+        refresh_grant(&app, &secret, rotated["refresh_token"].as_str().unwrap()).await,
         StatusCode::BAD_REQUEST,
         "invalid_grant",
     )
