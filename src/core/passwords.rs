@@ -100,8 +100,8 @@ enum Job {
     },
     Verify {
         secret: SecretString,
-        /// Another form of the same secret, checked when the first does
-        /// not match (see [`PasswordHasher::verify`]).
+        /// Another form of the same secret, checked too, whatever the
+        /// first check found (see [`PasswordHasher::verify`]).
         typed: Option<SecretString>,
         verifier: String,
         reply: oneshot::Sender<Result<Verification>>,
