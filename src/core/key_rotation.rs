@@ -105,18 +105,19 @@ pub(crate) async fn load_key_ring(
     settings: &CoreSettings,
     now: UnixTime,
 ) -> Result<KeyRing> {
-    let algorithm = settings.tokens.algorithm;
-    let kek = settings.key_encryption.as_ref();
-    let stored = store.signing_keys().await?;
-    if let Some(ring) = KeyRing::load_current(&stored, algorithm, kek, now, retention(settings))? {
+    let ring = command_key_ring(store, settings, now).await?;
+    if ring.signing_key().is_some() {
         return Ok(ring);
     }
+    let kek = settings.key_encryption.as_ref();
     store
-        .insert_signing_key(&keys::generate_sealed(algorithm, now, kek)?)
+        .insert_signing_key(&keys::generate_sealed(settings.tokens.algorithm, now, kek)?)
         .await?;
-    let stored = store.signing_keys().await?;
-    KeyRing::load_current(&stored, algorithm, kek, now, retention(settings))?
-        .ok_or_else(|| Error::Internal("signing key missing after creation".into()))
+    let ring = command_key_ring(store, settings, now).await?;
+    match ring.signing_key() {
+        Some(_) => Ok(ring),
+        None => Err(Error::Internal("signing key missing after creation".into())),
+    }
 }
 
 impl Core {

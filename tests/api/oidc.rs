@@ -263,6 +263,18 @@ async fn exchange(app: &TestApp, secret: &str, code: &str, verifier: &str) -> re
     .await
 }
 
+/// Signs `browser` in on the page for the client `web` and exchanges the
+/// code: the token endpoint's answer.
+async fn signed_in(app: &TestApp, secret: &str, browser: &mut Browser) -> Value {
+    let pkce = pkce();
+    let code = code_for(app, browser, "web", &pkce).await;
+    exchange(app, secret, &code, &pkce.verifier)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The `refresh_token` grant of the confidential client.
 async fn refresh_grant(app: &TestApp, secret: &str, refresh_token: &str) -> reqwest::Response {
     token(
@@ -1417,13 +1429,7 @@ async fn introspection_and_revocation() {
 async fn logout_ends_the_browser_session_and_what_it_gave_clients() {
     let (app, secret) = spawn().await;
     let mut browser = Browser::new();
-    let pkce_a = pkce();
-    let code = code_for(&app, &mut browser, "web", &pkce_a).await;
-    let tokens: Value = exchange(&app, &secret, &code, &pkce_a.verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tokens = signed_in(&app, &secret, &mut browser).await;
     let access = tokens["access_token"].as_str().unwrap();
     let id_token = tokens["id_token"].as_str().unwrap();
 
@@ -1903,13 +1909,7 @@ async fn junk_at_every_oauth_route_gets_an_error_in_the_routes_own_shape() {
 async fn ending_a_browser_session_or_removing_a_client_ends_their_sessions() {
     let (app, secret) = spawn().await;
     let mut browser = Browser::new();
-    let pkce_a = pkce();
-    let code = code_for(&app, &mut browser, "web", &pkce_a).await;
-    let tokens: Value = exchange(&app, &secret, &code, &pkce_a.verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tokens = signed_in(&app, &secret, &mut browser).await;
     let access = tokens["access_token"].as_str().unwrap();
     let browser_session = jwt_part(tokens["id_token"].as_str().unwrap(), 1)["sid"]
         .as_str()
@@ -1937,13 +1937,7 @@ async fn ending_a_browser_session_or_removing_a_client_ends_their_sessions() {
     );
 
     // An administrator ending the browser session does the same.
-    let pkce_b = pkce();
-    let code = code_for(&app, &mut Browser::new(), "web", &pkce_b).await;
-    let tokens: Value = exchange(&app, &secret, &code, &pkce_b.verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tokens = signed_in(&app, &secret, &mut Browser::new()).await;
     let access_b = tokens["access_token"].as_str().unwrap().to_owned();
     let browser_b = jwt_part(tokens["id_token"].as_str().unwrap(), 1)["sid"]
         .as_str()
@@ -2006,13 +2000,7 @@ async fn a_login_replacing_the_browser_session_ends_what_it_gave_clients() {
         .await;
     let secret = clients(&app).await;
     let mut browser = Browser::new();
-    let pkce = pkce();
-    let code = code_for(&app, &mut browser, "web", &pkce).await;
-    let tokens: Value = exchange(&app, &secret, &code, &pkce.verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tokens = signed_in(&app, &secret, &mut browser).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     let refreshed: Value = refresh_grant(&app, &secret, &refresh)
         .await
@@ -2061,7 +2049,7 @@ async fn a_login_replacing_the_browser_session_ends_what_it_gave_clients() {
     )
     .await;
     // The page asks again: the browser session is gone.
-    let page = browser.get(&authorize_url(&app, "web", &pkce, "")).await;
+    let page = browser.get(&authorize_url(&app, "web", &pkce(), "")).await;
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("name=\"password\""));
 }
