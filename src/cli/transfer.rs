@@ -185,11 +185,7 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
             let mut out = BufWriter::new(std::io::stdout());
             let counts = write_export(&core, &mut out, args.sessions).await?;
             out.flush().context("cannot write to standard output")?;
-            eprintln!(
-                "exported {} and {}",
-                count(counts.0, "account"),
-                count(counts.1, "session")
-            );
+            eprintln!("exported {counts}");
             Ok(())
         }
     };
@@ -221,13 +217,8 @@ async fn export_to_file(core: &Core, path: &Path, sessions: bool) -> anyhow::Res
     }
     .await;
     match written {
-        Ok((accounts, sessions)) => {
-            println!(
-                "exported {} and {} to {}",
-                count(accounts, "account"),
-                count(sessions, "session"),
-                path.display()
-            );
+        Ok(counts) => {
+            println!("exported {counts} to {}", path.display());
             Ok(())
         }
         Err(error) => {
@@ -237,15 +228,42 @@ async fn export_to_file(core: &Core, path: &Path, sessions: bool) -> anyhow::Res
     }
 }
 
-/// Writes the header, every account and (with `sessions`) every live
-/// session; returns how many accounts and sessions.
+/// What an export wrote.
+#[derive(Debug, Clone, Copy)]
+struct Exported {
+    clients: u64,
+    accounts: u64,
+    sessions: u64,
+}
+
+impl std::fmt::Display for Exported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.clients > 0 {
+            write!(f, "{}, ", count(self.clients, "OAuth client"))?;
+        }
+        write!(
+            f,
+            "{} and {}",
+            count(self.accounts, "account"),
+            count(self.sessions, "session")
+        )
+    }
+}
+
+/// Writes the header, every OAuth client, every account and (with
+/// `sessions`) every live session.
 async fn write_export(
     core: &Core,
     out: &mut impl Write,
     sessions: bool,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<Exported> {
     let bar = progress(None);
     writeln!(out, "{}", core.export_header()?)?;
+    // Clients first: the sessions signed in to them refer to them.
+    let clients = core.export_clients().await?;
+    for line in &clients {
+        writeln!(out, "{line}")?;
+    }
     let (mut accounts, mut exported_sessions) = (0u64, 0u64);
     let mut after = 0;
     loop {
@@ -276,18 +294,13 @@ async fn write_export(
         }
     }
     bar.finish_and_clear();
-    let clients = core.clients_not_exported().await?;
-    if !clients.is_empty() {
-        eprintln!(
-            "not exported: {} ({}) and the sessions signed in to them; register them again \
-             on the new deployment (`sesame client add`, same ids and redirect URIs), and \
-             their users sign in to them again",
-            count(clients.len() as u64, "OAuth client"),
-            clients.join(", ")
-        );
-    }
-    core.export_finished(accounts, exported_sessions);
-    Ok((accounts, exported_sessions))
+    let exported = Exported {
+        clients: clients.len() as u64,
+        accounts,
+        sessions: exported_sessions,
+    };
+    core.export_finished(exported.clients, accounts, exported_sessions);
+    Ok(exported)
 }
 
 /// A line read with bounded memory.
@@ -625,7 +638,12 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
 
 fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {
     let what = format!(
-        "{} and {}",
+        "{}{} and {}",
+        if c.clients > 0 {
+            format!("{}, ", count(c.clients, "OAuth client"))
+        } else {
+            String::new()
+        },
         count(c.accounts, "account"),
         count(c.sessions, "session")
     );

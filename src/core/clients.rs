@@ -160,6 +160,70 @@ fn loopback_without_port(raw: &str) -> Option<url::Url> {
     Some(url)
 }
 
+/// The rules of a registration, for `sesame client add` and for clients
+/// moved by an import alike: a valid id, known grants and scopes each named
+/// once, redirect URIs Sesame accepts (at least one for the code grant),
+/// and no grant that needs a secret for a public client.
+pub(crate) fn check_client(client: &OAuthClient) -> Result<()> {
+    if !valid_client_id(&client.id) {
+        return Err(Error::invalid(
+            "client_id",
+            "1 to 64 of A-Z a-z 0-9 . _ -, not only digits",
+        ));
+    }
+    check_list("grant", &client.grants, &GRANTS)?;
+    check_list("scope", &client.scopes, &SCOPES)?;
+    for (field, list) in [
+        ("grant", &client.grants),
+        ("scope", &client.scopes),
+        ("redirect_uri", &client.redirect_uris),
+        (
+            "post_logout_redirect_uri",
+            &client.post_logout_redirect_uris,
+        ),
+    ] {
+        if dedup(list.clone()).len() != list.len() {
+            return Err(Error::invalid(field, "a value is given twice"));
+        }
+    }
+    if client.grants.is_empty() {
+        return Err(Error::invalid("grant", "at least one"));
+    }
+    if client.scopes.is_empty() {
+        return Err(Error::invalid("scope", "at least one"));
+    }
+    for uri in &client.redirect_uris {
+        check_redirect_uri("redirect_uri", uri)?;
+    }
+    for uri in &client.post_logout_redirect_uris {
+        check_redirect_uri("post_logout_redirect_uri", uri)?;
+    }
+    if client.redirect_uris.len() > MAX_URIS || client.post_logout_redirect_uris.len() > MAX_URIS {
+        return Err(Error::invalid(
+            "redirect_uri",
+            format!("at most {MAX_URIS} per client"),
+        ));
+    }
+    if client.grants.iter().any(|g| g == "authorization_code") && client.redirect_uris.is_empty() {
+        return Err(Error::invalid(
+            "redirect_uri",
+            "the authorization_code grant needs at least one redirect URI",
+        ));
+    }
+    if client.secret_hash.is_none()
+        && let Some(grant) = client
+            .grants
+            .iter()
+            .find(|g| *g == "client_credentials" || *g == "password")
+    {
+        return Err(Error::invalid(
+            "grant",
+            format!("a public client cannot use {grant} (it has no secret to prove who it is)"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_list(field: &'static str, given: &[String], allowed: &[&str]) -> Result<()> {
     for value in given {
         if !allowed.contains(&value.as_str()) {
@@ -186,54 +250,6 @@ impl Core {
         spec: ClientSpec,
         actor: &Actor,
     ) -> Result<(OAuthClient, Option<String>)> {
-        if !valid_client_id(&spec.id) {
-            return Err(Error::invalid(
-                "client_id",
-                "1 to 64 of A-Z a-z 0-9 . _ -, not only digits",
-            ));
-        }
-        let grants = if spec.grants.is_empty() {
-            DEFAULT_GRANTS.map(String::from).to_vec()
-        } else {
-            dedup(spec.grants)
-        };
-        check_list("grant", &grants, &GRANTS)?;
-        let scopes = if spec.scopes.is_empty() {
-            SCOPES.map(String::from).to_vec()
-        } else {
-            dedup(spec.scopes)
-        };
-        check_list("scope", &scopes, &SCOPES)?;
-        let redirect_uris = dedup(spec.redirect_uris);
-        let post_logout_redirect_uris = dedup(spec.post_logout_redirect_uris);
-        for uri in &redirect_uris {
-            check_redirect_uri("redirect_uri", uri)?;
-        }
-        for uri in &post_logout_redirect_uris {
-            check_redirect_uri("post_logout_redirect_uri", uri)?;
-        }
-        if redirect_uris.len() > MAX_URIS || post_logout_redirect_uris.len() > MAX_URIS {
-            return Err(Error::invalid(
-                "redirect_uri",
-                format!("at most {MAX_URIS} per client"),
-            ));
-        }
-        if grants.iter().any(|g| g == "authorization_code") && redirect_uris.is_empty() {
-            return Err(Error::invalid(
-                "redirect_uri",
-                "the authorization_code grant needs at least one --redirect-uri",
-            ));
-        }
-        if spec.public
-            && let Some(grant) = grants
-                .iter()
-                .find(|g| *g == "client_credentials" || *g == "password")
-        {
-            return Err(Error::invalid(
-                "grant",
-                format!("a public client cannot use {grant} (it has no secret to prove who it is)"),
-            ));
-        }
         if spec.public && spec.secret.is_some() {
             return Err(Error::invalid("secret", "a public client has no secret"));
         }
@@ -252,12 +268,21 @@ impl Core {
             name: spec.id.clone(),
             id: spec.id,
             secret_hash,
-            redirect_uris,
-            post_logout_redirect_uris,
-            grants,
-            scopes,
+            redirect_uris: dedup(spec.redirect_uris),
+            post_logout_redirect_uris: dedup(spec.post_logout_redirect_uris),
+            grants: if spec.grants.is_empty() {
+                DEFAULT_GRANTS.map(String::from).to_vec()
+            } else {
+                dedup(spec.grants)
+            },
+            scopes: if spec.scopes.is_empty() {
+                SCOPES.map(String::from).to_vec()
+            } else {
+                dedup(spec.scopes)
+            },
             created_at: self.now(),
         };
+        check_client(&client)?;
         self.store.create_client(&client).await?;
         self.audit.record(
             actor

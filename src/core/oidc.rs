@@ -38,7 +38,7 @@ use crate::store::{
 /// Lifetime of an authorization code, seconds (RFC 6749 §4.1.2: short).
 pub const CODE_TTL: i64 = 60;
 /// Longest `state` or `nonce` accepted.
-const MAX_PARAM_CHARS: usize = 512;
+pub(crate) const MAX_PARAM_CHARS: usize = 512;
 /// Face name in the audit log.
 pub const FACE: &str = "oidc";
 

@@ -3,15 +3,18 @@
 //!
 //! The file is JSON lines (one UTF-8 JSON object per line, at most
 //! [`MAX_LINE_BYTES`] each). The first line is the header
-//! `{"format": "sesame-export", "version": 2, "exported_at": "<RFC 3339>"}`;
+//! `{"format": "sesame-export", "version": 3, "exported_at": "<RFC 3339>"}`;
 //! every other line is a record named by its `type`:
 //!
+//! - `client`: an OAuth client's registration with its secret as a SHA-256
+//!   hash (as stored), so that applications keep their credentials;
 //! - `account`: the account with its id (kept, so that tokens' `sub` and
 //!   sessions stay valid), its password verifiers as PHC strings, status,
 //!   counters, quota, roles and profile;
 //! - `session` (only with `--sessions`, only live ones): the session with
 //!   its refresh-token chain as SHA-256 hashes and successor salts, so that
-//!   rotation, reuse detection and the grace window carry on after the move.
+//!   rotation, reuse detection and the grace window carry on after the move;
+//!   a session signed in to an OAuth client carries the client's grant.
 //!
 //! Times are Unix seconds. A record's unknown fields are refused (a typo
 //! must not drop data silently); so is an unknown `type`. `password_hash`
@@ -22,8 +25,9 @@
 //! Import applies the same rules as creating an account: usernames, emails
 //! and mobiles are parsed by the domain types (so their unique keys are
 //! derived exactly as at creation), roles must exist, verifiers must be
-//! ones Sesame can check. Refusals never repeat a field value other than
-//! the username.
+//! ones Sesame can check; clients follow the rules of `sesame client add`.
+//! Refusals never repeat a field value other than the username, a client
+//! id, a grant, a scope or a redirect URI (none of them personal or secret).
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -43,19 +47,24 @@ use super::accounts::{
     check_display_name,
 };
 use super::audit::{self, AuditEventExt};
+use super::clients::{DEFAULT_GRANTS, SCOPES, check_client};
 use super::domain::{Email, Mobile, Platform, Username};
 use super::error::{Error, Result};
 use crate::store::transfer::{
     AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
 };
-use crate::store::{Account, AccountId, AccountStatus, PasswordVerifiers, QuotaPeriod, TokenStyle};
+use crate::store::{
+    Account, AccountId, AccountStatus, OAuthClient, OAuthSession, PasswordVerifiers, QuotaPeriod,
+    TokenStyle,
+};
 
 /// The header's `format`.
 pub const FORMAT: &str = "sesame-export";
-/// The format version this Sesame writes. It reads version 1 too, whose
-/// session lines lack `username` and are refused (version 2 added it, so
-/// that a session never joins another account that has its id).
-pub const VERSION: u64 = 2;
+/// The format version this Sesame writes. It reads versions 1 and 2 too.
+/// Version 1 session lines lack `username` and are refused (version 2
+/// added it, so that a session never joins another account that has its
+/// id); version 3 added `client` lines and the `client` of sessions.
+pub const VERSION: u64 = 3;
 /// Longest line, in bytes; a longer one is refused without being held whole.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 /// Most refresh-token links exported per session: the live token and the
@@ -167,6 +176,44 @@ struct SessionLine {
     created_at: i64,
     expires_at: i64,
     refresh_tokens: Vec<RefreshLine>,
+    /// For a session signed in to an OAuth client (since version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<GrantLine>,
+}
+
+/// A session line's `client`: what an OAuth client was granted.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantLine {
+    client_id: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    browser_session: Option<String>,
+    auth_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
+}
+
+/// A `client` line: an OAuth client's registration.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientLine {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// Hex SHA-256 of the secret; absent for a public client.
+    #[serde(default)]
+    secret_hash: Option<String>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    grants: Option<Vec<String>>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    created_at: i64,
 }
 
 /// One link of a session line's `refresh_tokens`.
@@ -185,8 +232,24 @@ struct RefreshLine {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line<'a> {
+    Client(&'a ClientLine),
     Account(&'a AccountLine),
     Session(&'a SessionLine),
+}
+
+impl ClientLine {
+    fn from_client(c: &OAuthClient) -> Self {
+        Self {
+            id: c.id.clone(),
+            name: Some(c.name.clone()),
+            secret_hash: c.secret_hash.map(hex::encode),
+            redirect_uris: c.redirect_uris.clone(),
+            post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+            grants: Some(c.grants.clone()),
+            scopes: Some(c.scopes.clone()),
+            created_at: c.created_at,
+        }
+    }
 }
 
 impl AccountLine {
@@ -251,6 +314,13 @@ impl SessionLine {
                     successor_salt: link.successor_salt.as_ref().map(hex::encode),
                 })
                 .collect(),
+            client: s.client.as_ref().map(|grant| GrantLine {
+                client_id: grant.client_id.clone(),
+                scope: grant.scope.clone(),
+                browser_session: grant.browser_session.clone(),
+                auth_time: grant.auth_time,
+                nonce: grant.nonce.clone(),
+            }),
         }
     }
 }
@@ -283,12 +353,12 @@ pub fn check_header(text: &str) -> std::result::Result<(), String> {
         ));
     }
     match header.get("version").and_then(Value::as_u64) {
-        Some(1 | VERSION) => Ok(()),
+        Some(1..=VERSION) => Ok(()),
         Some(version) if version > VERSION => Err(format!(
-            "the file is format version {version}, written by a newer Sesame; this one reads versions 1 and {VERSION}"
+            "the file is format version {version}, written by a newer Sesame; this one reads versions 1 to {VERSION}"
         )),
         _ => Err(format!(
-            "the header's \"version\" must be 1 or {VERSION} for this Sesame"
+            "the header's \"version\" must be 1 to {VERSION} for this Sesame"
         )),
     }
 }
@@ -336,6 +406,8 @@ impl<'de> Deserialize<'de> for UniqueKeys {
 /// Counts of an import (or of a dry run: what it would import).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImportCounts {
+    /// OAuth clients imported.
+    pub clients: u64,
     /// Accounts imported.
     pub accounts: u64,
     /// Sessions imported.
@@ -344,8 +416,9 @@ pub struct ImportCounts {
     pub expired: u64,
     /// Lines refused.
     pub refused: u64,
-    /// Lines skipped because their account (id or username) or session is
-    /// already there (`--on-conflict skip`).
+    /// Lines skipped because their account (id or username), session or
+    /// client is already there (`--on-conflict skip`; a client or session
+    /// with `update` too).
     pub skipped: u64,
     /// Accounts replaced by their line (`--on-conflict update`).
     pub updated: u64,
@@ -373,7 +446,8 @@ pub enum OnConflict {
     Fail,
     /// Count it as skipped.
     Skip,
-    /// Replace the account with the line (sessions are skipped).
+    /// Replace the account with the line (sessions and clients already
+    /// there are skipped).
     Update,
 }
 
@@ -396,7 +470,7 @@ impl std::fmt::Display for Refusal {
 #[derive(Debug)]
 pub struct Parsed {
     line: u64,
-    /// `account NAME` or `session`, for refusals.
+    /// `account NAME`, `client ID` or `session`, for refusals.
     label: String,
     record: ImportRecord,
 }
@@ -424,7 +498,19 @@ pub struct Import {
     /// would write): the only ones its sessions may join. About 16 bytes
     /// an account.
     written: HashSet<AccountId>,
+    /// The clients this import wrote (or would write): the only ones its
+    /// sessions may be signed in to.
+    clients_written: HashSet<String>,
     counts: ImportCounts,
+}
+
+/// What a line of a batch is, for its count.
+enum Kind {
+    /// An account, with the format of its password hash.
+    Account(&'static str),
+    Session,
+    /// A client.
+    Client(Box<OAuthClient>),
 }
 
 /// Fingerprints (64-bit keyed hashes) of accepted ids and unique keys: about
@@ -448,6 +534,7 @@ enum Key {
     TokenHash,
     /// An account id with its username.
     Owner,
+    ClientId,
 }
 
 impl Seen {
@@ -507,6 +594,21 @@ impl Seen {
         if let Some(mobile) = &account.mobile {
             self.insert(Key::Mobile, mobile);
         }
+        Ok(())
+    }
+
+    /// The dry run's verdict on a client: its id taken in the database or
+    /// earlier in the file.
+    fn judge_client(
+        &mut self,
+        client: &OAuthClient,
+        stored: std::result::Result<(), RecordError>,
+    ) -> std::result::Result<(), RecordError> {
+        if self.contains(Key::ClientId, &client.id) {
+            return Err(RecordError::Taken("client_id"));
+        }
+        stored?;
+        self.insert(Key::ClientId, &client.id);
         Ok(())
     }
 
@@ -649,7 +751,17 @@ impl Import {
                 let record = session(parsed).map_err(|e| format!("session: {e}"))?;
                 Ok(("session".to_owned(), ImportRecord::Session(record)))
             }
-            _ => Err("unknown record type (known: account, session)".into()),
+            "client" => {
+                let label = match object.get("id").and_then(Value::as_str) {
+                    Some(id) if super::clients::valid_client_id(id) => format!("client {id}"),
+                    _ => "client".to_owned(),
+                };
+                let parsed: ClientLine =
+                    from_object(object).map_err(|e| format!("{label}: {e}"))?;
+                let record = client(parsed).map_err(|e| format!("{label}: {e}"))?;
+                Ok((label, ImportRecord::Client(record)))
+            }
+            _ => Err("unknown record type (known: client, account, session)".into()),
         }
     }
 
@@ -1067,6 +1179,10 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
         .enumerate()
         .map(|(index, link)| refresh_link(link).map_err(|e| format!("refresh_tokens[{index}].{e}")))
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    let client = s
+        .client
+        .map(|grant| client_grant(&s.id, grant).map_err(|e| format!("client.{e}")))
+        .transpose()?;
     Ok(SessionRecord {
         id: s.id,
         account_id: s.account_id,
@@ -1078,7 +1194,84 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
         created_at: s.created_at,
         expires_at: s.expires_at,
         refresh_tokens,
+        client,
     })
+}
+
+/// Validates a session line's `client`: a client id, the scopes Sesame
+/// knows (each once, space-separated), the browser session it came from
+/// (a session id), the time of sign-in and the authorization request's
+/// nonce, bounded as the authorization endpoint bounds them.
+fn client_grant(session_id: &str, grant: GrantLine) -> std::result::Result<OAuthSession, String> {
+    if !super::clients::valid_client_id(&grant.client_id) {
+        return Err("client_id: 1 to 64 of A-Z a-z 0-9 . _ -, not only digits".into());
+    }
+    let scopes: Vec<&str> = grant.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    if let Some(unknown) = scopes.iter().find(|s| !SCOPES.contains(s)) {
+        return Err(format!(
+            "scope: unknown {unknown:?}; each one of {}",
+            SCOPES.join(", ")
+        ));
+    }
+    if scopes.iter().collect::<HashSet<_>>().len() != scopes.len() {
+        return Err("scope: a scope is given twice".into());
+    }
+    if let Some(browser) = &grant.browser_session
+        && uuid::Uuid::try_parse(browser).is_err()
+    {
+        return Err("browser_session: must be a session id (UUID)".into());
+    }
+    if !(0..=LATEST_TIME).contains(&grant.auth_time) {
+        return Err("auth_time: must be Unix seconds".into());
+    }
+    if let Some(nonce) = &grant.nonce {
+        check_text("nonce", nonce, super::oidc::MAX_PARAM_CHARS)?;
+    }
+    Ok(OAuthSession {
+        session_id: session_id.to_owned(),
+        client_id: grant.client_id,
+        scope: scopes.join(" "),
+        browser_session: grant.browser_session,
+        auth_time: grant.auth_time,
+        nonce: grant.nonce.filter(|n| !n.is_empty()),
+    })
+}
+
+/// Validates a `client` line by the rules of `sesame client add`.
+fn client(c: ClientLine) -> std::result::Result<OAuthClient, String> {
+    let secret_hash = c
+        .secret_hash
+        .map(|hex| {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&hex, &mut hash)
+                .map(|()| hash)
+                .map_err(|_| "secret_hash: must be the 64 hex digits of a SHA-256".to_owned())
+        })
+        .transpose()?;
+    let name = c.name.unwrap_or_else(|| c.id.clone());
+    check_text("name", &name, 200)?;
+    if !(0..=LATEST_TIME).contains(&c.created_at) {
+        return Err("created_at: must be Unix seconds".into());
+    }
+    let client = OAuthClient {
+        name,
+        secret_hash,
+        redirect_uris: c.redirect_uris,
+        post_logout_redirect_uris: c.post_logout_redirect_uris,
+        grants: c
+            .grants
+            .unwrap_or_else(|| DEFAULT_GRANTS.map(String::from).to_vec()),
+        scopes: c
+            .scopes
+            .unwrap_or_else(|| SCOPES.map(String::from).to_vec()),
+        created_at: c.created_at,
+        id: c.id,
+    };
+    match check_client(&client) {
+        Ok(()) => Ok(client),
+        Err(Error::InvalidInput { field, reason }) => Err(format!("{field}: {reason}")),
+        Err(other) => Err(other.to_string()),
+    }
 }
 
 fn refresh_link(link: RefreshLine) -> std::result::Result<RefreshLink, String> {
@@ -1164,24 +1357,23 @@ impl Core {
         })
     }
 
-    /// The OAuth clients a move leaves behind (an export carries none of
-    /// them nor their sessions), by id.
-    pub async fn clients_not_exported(&self) -> Result<Vec<String>> {
-        Ok(self
-            .store
+    /// The lines of every OAuth client (a deployment has few), their
+    /// secrets as the stored hashes.
+    pub async fn export_clients(&self) -> Result<Vec<String>> {
+        self.store
             .list_clients()
             .await?
-            .into_iter()
-            .map(|c| c.id)
-            .collect())
+            .iter()
+            .map(|c| to_json(&Line::Client(&ClientLine::from_client(c))))
+            .collect()
     }
 
     /// Records a finished export in the audit log.
-    pub fn export_finished(&self, accounts: u64, sessions: u64) {
-        self.audit.record(
-            audit::event("export", "success", OPERATOR)
-                .detail(format!("{accounts} accounts, {sessions} sessions")),
-        );
+    pub fn export_finished(&self, clients: u64, accounts: u64, sessions: u64) {
+        self.audit
+            .record(audit::event("export", "success", OPERATOR).detail(format!(
+                "{clients} clients, {accounts} accounts, {sessions} sessions"
+            )));
     }
 
     /// Starts an import, or with `dry_run` a check that writes nothing.
@@ -1196,6 +1388,7 @@ impl Core {
             roles: self.store.role_names().await?,
             seen: options.dry_run.then(Seen::default),
             written: HashSet::new(),
+            clients_written: HashSet::new(),
             counts: ImportCounts::default(),
         })
     }
@@ -1213,13 +1406,14 @@ impl Core {
         import: &mut Import,
         batch: Vec<Parsed>,
     ) -> Result<Vec<Refusal>> {
-        // Accounts first: a session checks that its account has the
-        // username it names, which an account line of the same batch may
-        // insert or (with --on-conflict update) write over another's.
-        let (accounts, sessions): (Vec<_>, Vec<_>) = batch
+        // Clients and accounts first: a session checks that its account has
+        // the username it names, which an account line of the same batch
+        // may insert or (with --on-conflict update) write over another's,
+        // and that its client was written by this import.
+        let (sessions, others): (Vec<_>, Vec<_>) = batch
             .into_iter()
-            .partition(|parsed| matches!(parsed.record, ImportRecord::Account(_)));
-        let mut refusals = self.import_records(import, accounts).await?;
+            .partition(|parsed| matches!(parsed.record, ImportRecord::Session(_)));
+        let mut refusals = self.import_records(import, others).await?;
         refusals.extend(self.import_records(import, sessions).await?);
         refusals.sort_by_key(|refusal| refusal.line);
         Ok(refusals)
@@ -1251,20 +1445,36 @@ impl Core {
                 // proves nothing: an expired one is public, an old export
                 // holds them all). Run again under --on-conflict skip, a
                 // session already there with its account is skipped.
-                if !import.written.contains(&session.account_id) {
-                    let there = import.on_conflict == OnConflict::Skip
-                        && self
-                            .store
-                            .get_session(&session.id)
-                            .await?
-                            .is_some_and(|stored| stored.account_id == session.account_id);
+                // The same for its client: another application may have
+                // its id here.
+                let unwritten = if !import.written.contains(&session.account_id) {
+                    Some(RecordError::NotWritten)
+                } else if let Some(grant) = &session.client
+                    && !import.clients_written.contains(&grant.client_id)
+                {
+                    Some(RecordError::ClientNotWritten)
+                } else {
+                    None
+                };
+                if let Some(refusal) = unwritten {
+                    let there = match (import.on_conflict, &refusal) {
+                        (OnConflict::Skip, _) => true,
+                        // An account is always written by update; its
+                        // client may have been there.
+                        (OnConflict::Update, RecordError::ClientNotWritten) => true,
+                        _ => false,
+                    } && self
+                        .store
+                        .get_session(&session.id)
+                        .await?
+                        .is_some_and(|stored| stored.account_id == session.account_id);
                     if there {
                         import.counts.skipped += 1;
                     } else {
                         import.counts.refused += 1;
                         refusals.push(Refusal {
                             line: parsed.line,
-                            reason: format!("{}: {}", parsed.label, RecordError::NotWritten),
+                            reason: format!("{}: {refusal}", parsed.label),
                         });
                     }
                     continue;
@@ -1274,17 +1484,18 @@ impl Core {
                     .expires_at
                     .min(now.saturating_add(self.settings.tokens.refresh_ttl));
             }
-            let format = match &parsed.record {
-                ImportRecord::Account(account) => Some(
+            let kind = match &parsed.record {
+                ImportRecord::Account(account) => Kind::Account(
                     super::foreign::format_of(&account.verifiers.password_hash).unwrap_or("argon2"),
                 ),
-                ImportRecord::Session(_) => None,
+                ImportRecord::Session(_) => Kind::Session,
+                ImportRecord::Client(client) => Kind::Client(Box::new(client.clone())),
             };
-            lines.push((parsed.line, parsed.label, format));
+            lines.push((parsed.line, parsed.label, kind));
             if import.on_conflict == OnConflict::Update {
                 copies.push(match &parsed.record {
                     ImportRecord::Account(account) => Some(AccountRecord::clone(account)),
-                    ImportRecord::Session(_) => None,
+                    ImportRecord::Session(_) | ImportRecord::Client(_) => None,
                 });
             }
             records.push(parsed.record);
@@ -1296,7 +1507,7 @@ impl Core {
             .iter()
             .map(|record| match record {
                 ImportRecord::Account(account) => Some(account.id),
-                ImportRecord::Session(_) => None,
+                ImportRecord::Session(_) | ImportRecord::Client(_) => None,
             })
             .collect();
         let results: RecordResults = match &mut import.seen {
@@ -1308,6 +1519,7 @@ impl Core {
                     .map(|(record, stored)| match record {
                         ImportRecord::Account(account) => seen.judge_account(account, stored),
                         ImportRecord::Session(session) => seen.judge_session(session, stored),
+                        ImportRecord::Client(client) => seen.judge_client(client, stored),
                     })
                     .collect()
             }
@@ -1349,11 +1561,11 @@ impl Core {
                 results[i] = outcome;
             }
         }
-        for ((((line, label, format), result), updated), account_id) in
+        for ((((line, label, kind), result), updated), account_id) in
             lines.into_iter().zip(results).zip(updated).zip(account_ids)
         {
-            match (result, format) {
-                (Ok(()), Some(format)) => {
+            match (result, kind) {
+                (Ok(()), Kind::Account(format)) => {
                     import.written.extend(account_id);
                     if updated {
                         import.counts.updated += 1;
@@ -1362,7 +1574,23 @@ impl Core {
                     }
                     *import.by_format.entry(format).or_default() += 1;
                 }
-                (Ok(()), None) => import.counts.sessions += 1,
+                (Ok(()), Kind::Session) => import.counts.sessions += 1,
+                (Ok(()), Kind::Client(client)) => {
+                    import.clients_written.insert(client.id);
+                    import.counts.clients += 1;
+                }
+                (Err(RecordError::Taken("client_id")), Kind::Client(client))
+                    if import.on_conflict != OnConflict::Fail =>
+                {
+                    // Registered here exactly as the line has it (an import
+                    // run again): the same application, whose sessions in
+                    // the file may join it. Any other client of that id is
+                    // left as it is, and those sessions are refused.
+                    if self.store.get_client(&client.id).await?.as_ref() == Some(&*client) {
+                        import.clients_written.insert(client.id);
+                    }
+                    import.counts.skipped += 1;
+                }
                 (Err(RecordError::Taken(field)), _)
                     if match import.on_conflict {
                         OnConflict::Fail => false,
@@ -1396,8 +1624,8 @@ impl Core {
         let c = import.counts;
         self.audit
             .record(audit::event("import", "success", OPERATOR).detail(format!(
-                "{} accounts, {} sessions, {} lines refused",
-                c.accounts, c.sessions, c.refused
+                "{} clients, {} accounts, {} sessions, {} lines refused",
+                c.clients, c.accounts, c.sessions, c.refused
             )));
     }
 }
@@ -1417,6 +1645,7 @@ mod tests {
             roles: vec!["administrator".into(), "user".into()],
             seen: Some(Seen::default()),
             written: HashSet::new(),
+            clients_written: HashSet::new(),
             counts: ImportCounts::default(),
         }
     }
@@ -1652,7 +1881,7 @@ mod tests {
             .replace('\n', " ");
             match import.parse(3, &line).unwrap().unwrap().record {
                 ImportRecord::Session(session) => session,
-                ImportRecord::Account(_) => panic!("not a session"),
+                ImportRecord::Account(_) | ImportRecord::Client(_) => panic!("not a session"),
             }
         };
         let (hers, his) = (session("Alice"), session("bob"));
@@ -1704,17 +1933,146 @@ mod tests {
     fn headers_name_the_format_and_a_readable_version() {
         assert!(check_header(r#"{"format": "sesame-export", "version": 1}"#).is_ok());
         assert!(check_header(r#"{"format": "sesame-export", "version": 2}"#).is_ok());
+        assert!(check_header(r#"{"format": "sesame-export", "version": 3}"#).is_ok());
         assert!(
-            check_header(r#"{"format": "sesame-export", "version": 3}"#)
+            check_header(r#"{"format": "sesame-export", "version": 4}"#)
                 .unwrap_err()
                 .contains("newer Sesame")
         );
+        assert!(check_header(r#"{"format": "sesame-export", "version": 0}"#).is_err());
         assert!(check_header(r#"{"type": "account"}"#).is_err());
         assert!(check_header("nonsense").is_err());
         assert!(
             check_header("\u{feff}{\"format\": \"sesame-export\", \"version\": 2}").is_ok(),
             "a byte-order mark"
         );
+    }
+
+    /// Client lines follow the rules of `sesame client add`, and a session's
+    /// grant is bounded as the authorization endpoint bounds it.
+    #[test]
+    fn clients_and_grants_are_checked_as_registration_checks_them() {
+        let mut import = import();
+        let secret = "ab".repeat(32);
+        let client = |extra: &str| {
+            format!(
+                r#"{{"type": "client", "id": "shop", "secret_hash": "{secret}", "redirect_uris": ["https://shop.example/cb"], "created_at": 1700000000{extra}}}"#
+            )
+        };
+        let Some(Parsed {
+            record: ImportRecord::Client(shop),
+            label,
+            ..
+        }) = import.parse(2, &client("")).unwrap()
+        else {
+            panic!("not a client");
+        };
+        assert_eq!(label, "client shop");
+        assert_eq!(shop.name, "shop");
+        assert_eq!(shop.grants, ["authorization_code", "refresh_token"]);
+        assert_eq!(shop.scopes, SCOPES);
+        assert_eq!(shop.secret_hash, Some([0xab; 32]));
+        assert_eq!(shop.redirect_uris, ["https://shop.example/cb"]);
+        for (extra, reason) in [
+            (
+                r#", "grants": ["password", "password"]"#,
+                "grant: a value is given twice",
+            ),
+            (r#", "grants": ["implicit"]"#, "grant: unknown"),
+            (r#", "scopes": []"#, "scope: at least one"),
+            (
+                r#", "post_logout_redirect_uris": ["http://shop.example/"]"#,
+                "post_logout_redirect_uri: ",
+            ),
+            (r#", "secret": "x""#, "unknown field `secret`"),
+        ] {
+            let refusal = import.parse(2, &client(extra)).unwrap_err();
+            assert!(refusal.reason.contains(reason), "{extra}: {refusal}");
+            assert!(refusal.reason.starts_with("client shop: "), "{refusal}");
+        }
+        let negative = r#"{"type": "client", "id": "spa", "grants": ["password"], "secret_hash": null, "created_at": -1}"#;
+        assert!(
+            import
+                .parse(2, negative)
+                .unwrap_err()
+                .reason
+                .contains("created_at: must be Unix seconds")
+        );
+        let nowhere = r#"{"type": "client", "id": "spa", "created_at": 1}"#;
+        assert!(
+            import
+                .parse(2, nowhere)
+                .unwrap_err()
+                .reason
+                .contains("needs at least one redirect URI")
+        );
+        let public =
+            r#"{"type": "client", "id": "spa", "grants": ["client_credentials"], "created_at": 1}"#;
+        assert!(
+            import
+                .parse(2, public)
+                .unwrap_err()
+                .reason
+                .contains("a public client cannot use client_credentials")
+        );
+        let refusal = import
+            .parse(2, r#"{"type": "client", "id": "a b", "created_at": 1}"#)
+            .unwrap_err();
+        assert!(
+            refusal.reason.starts_with("client: client_id: "),
+            "{refusal}"
+        );
+
+        let session = |grant: &str| {
+            format!(
+                r#"{{"type": "session", "id": "5f0c2a52-6a3b-4d5e-9f10-2b3c4d5e6f70", "account_id": 7, "username": "bob", "platform": "oauth", "token_style": "jwt", "created_at": 1700000000, "expires_at": 1900000000, "refresh_tokens": [{{"hash": "{secret}", "issued_at": 1700000000}}], "client": {grant}}}"#
+            )
+        };
+        let Some(Parsed {
+            record: ImportRecord::Session(granted),
+            ..
+        }) = import
+            .parse(
+                3,
+                &session(
+                    r#"{"client_id": "shop", "scope": "openid  email", "auth_time": 1700000000, "nonce": "n-0S6", "browser_session": "0a4f1c6e-1111-4222-8333-944455566677"}"#,
+                ),
+            )
+            .unwrap()
+        else {
+            panic!("not a session");
+        };
+        let grant = granted.client.expect("the grant");
+        assert_eq!(grant.session_id, granted.id, "the grant is the session's");
+        assert_eq!(grant.scope, "openid email");
+        assert_eq!(grant.nonce.as_deref(), Some("n-0S6"));
+        for (grant, reason) in [
+            (
+                r#"{"client_id": "shop", "scope": "openid admin", "auth_time": 1}"#,
+                "client.scope: unknown",
+            ),
+            (
+                r#"{"client_id": "shop", "scope": "openid openid", "auth_time": 1}"#,
+                "client.scope: a scope is given twice",
+            ),
+            (r#"{"client_id": "", "auth_time": 1}"#, "client.client_id: "),
+            (
+                r#"{"client_id": "shop", "auth_time": 1, "browser_session": "web"}"#,
+                "client.browser_session: must be a session id",
+            ),
+            (
+                r#"{"client_id": "shop", "auth_time": -5}"#,
+                "client.auth_time: ",
+            ),
+            (
+                r#"{"client_id": "shop", "auth_time": 1, "nonce": "a\nb"}"#,
+                "client.nonce: ",
+            ),
+            (r#"{"client_id": "shop"}"#, "missing field `auth_time`"),
+        ] {
+            let refusal = import.parse(3, &session(grant)).unwrap_err();
+            assert!(refusal.reason.contains(reason), "{grant}: {refusal}");
+        }
     }
 
     /// A field named twice on a line is refused: its last value must not

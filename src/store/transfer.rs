@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use super::{
-    Account, AccountId, AccountStatus, PasswordVerifiers, SessionId, StoreError, StoreResult,
-    TokenHash, TokenStyle,
+    Account, AccountId, AccountStatus, OAuthClient, OAuthSession, PasswordVerifiers, SessionId,
+    StoreError, StoreResult, TokenHash, TokenStyle,
 };
 use crate::clock::UnixTime;
 
@@ -113,6 +113,9 @@ pub struct SessionRecord {
     /// The chain, oldest first: rotated tokens (for reuse detection and the
     /// grace window) and the one live token.
     pub refresh_tokens: Vec<RefreshLink>,
+    /// For a session signed in to an OAuth client: what the client was
+    /// granted (its `session_id` is this session's).
+    pub client: Option<OAuthSession>,
 }
 
 /// One record of an import batch.
@@ -122,13 +125,15 @@ pub enum ImportRecord {
     Account(Box<AccountRecord>),
     /// A session with its refresh-token chain; its account must exist.
     Session(SessionRecord),
+    /// An OAuth client's registration, its secret by hash only.
+    Client(OAuthClient),
 }
 
 /// Why the store refused one record of a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     /// A unique field is already held: `id`, `username`, `email`, `mobile`,
-    /// `session id` or `refresh token hash`.
+    /// `session id`, `refresh token hash` or `client_id`.
     #[error("{0} is already taken")]
     Taken(&'static str),
     /// The session's account is not in the database.
@@ -145,6 +150,11 @@ pub enum RecordError {
     /// own import did not write.
     #[error("account_id names no account this import wrote")]
     NotWritten,
+    /// The session's client line was not written by this import: a
+    /// session never joins a client its own import did not write (another
+    /// application may have that id here).
+    #[error("client.client_id names no client this import wrote")]
+    ClientNotWritten,
     /// The database refused the record for another reason.
     #[error("the database refused it: {0}")]
     Store(StoreError),
@@ -170,9 +180,8 @@ pub trait TransferStore: Send + Sync {
     async fn export_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>>;
     /// Sessions neither revoked nor expired at `now`, in id order, `limit`
     /// at a time after `after_id`, each with the newest `max_chain` links of
-    /// its refresh-token chain (always including the live one), oldest first.
-    /// Not the sessions of OAuth clients: clients are not exported, and
-    /// without theirs, such sessions could not be refreshed.
+    /// its refresh-token chain (always including the live one), oldest first,
+    /// and for a session of an OAuth client, its grant.
     async fn export_sessions(
         &self,
         after_id: &str,
@@ -187,7 +196,8 @@ pub trait TransferStore: Send + Sync {
     async fn import_batch(&self, records: Vec<ImportRecord>) -> StoreResult<RecordResults>;
     /// What [`TransferStore::import_batch`] would answer for each record
     /// against the database as it is, without writing: whether an id or
-    /// unique field is taken, whether a session's account exists. Records of
+    /// unique field is taken (a client's id too), whether a session's
+    /// account exists. Records of
     /// the same batch are not checked against each other.
     async fn check_batch(&self, records: &[ImportRecord]) -> StoreResult<RecordResults>;
     /// Replaces accounts that are already there (same id) with the records,

@@ -83,6 +83,7 @@ async fn post(server: &ServerProcess, path: &str, body: Value) -> Value {
 const ALICE_PASSWORD: &str = "alice password 1";
 const BOB_PASSWORD: &str = "bob password 1";
 const CAROL_PASSWORD: &str = "carol password 1";
+const APP_SECRET: &str = "a-secret-chosen-by-the-operator-0123456789";
 
 /// A SQLite deployment with accounts (profile, quota, roles) and sessions,
 /// made by the real binary as an operator would.
@@ -95,6 +96,9 @@ struct Source {
     alice_live: String,
     alice_access: String,
     bob_refresh: String,
+    /// Bob's refresh token of the session signed in to the OAuth client
+    /// `shop-app`, whose secret is [`APP_SECRET`].
+    bob_app_refresh: String,
 }
 
 impl Source {
@@ -140,9 +144,8 @@ async fn populated_source() -> Source {
         BOB_PASSWORD,
     ));
     ok(add_user(&env, &["--username", "carol"], CAROL_PASSWORD));
-    // An OAuth client, with a session of bob's signed in to it: neither
-    // moves (the export says so).
-    let app_secret = "a-secret-chosen-by-the-operator-0123456789";
+    // An OAuth client with a session of bob's signed in to it, and a
+    // public one: both move, and so does the session.
     ok(run(
         sesame(&env).args([
             "client",
@@ -151,25 +154,47 @@ async fn populated_source() -> Source {
             "--secret-stdin",
             "--grant",
             "password",
+            "--grant",
+            "refresh_token",
+            "--scope",
+            "openid",
+            "--scope",
+            "email",
             "--redirect-uri",
             "https://shop.example/cb",
         ]),
-        Some(&format!("{app_secret}\n")),
+        Some(&format!("{APP_SECRET}\n")),
+    ));
+    ok(run(
+        sesame(&env).args([
+            "client",
+            "add",
+            "spa",
+            "--public",
+            "--redirect-uri",
+            "https://spa.example/cb",
+            "--post-logout-redirect-uri",
+            "https://spa.example/",
+        ]),
+        None,
     ));
 
     let server = ServerProcess::start(sesame(&env));
     let signed_in = reqwest::Client::new()
         .post(server.url("/oauth2/token"))
-        .basic_auth("shop-app", Some(app_secret))
+        .basic_auth("shop-app", Some(APP_SECRET))
         .form(&[
             ("grant_type", "password"),
             ("username", "bob"),
             ("password", BOB_PASSWORD),
+            ("scope", "openid email"),
         ])
         .send()
         .await
         .unwrap();
     assert_eq!(signed_in.status(), StatusCode::OK);
+    let signed_in: Value = signed_in.json().await.unwrap();
+    let bob_app_refresh = refresh_token(&signed_in).to_owned();
     let grant = post(
         &server,
         "/v1/login",
@@ -220,6 +245,7 @@ async fn populated_source() -> Source {
         alice_live,
         alice_access,
         bob_refresh: refresh_token(&bob).to_owned(),
+        bob_app_refresh,
     }
 }
 
@@ -252,14 +278,9 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         None,
     ));
     assert!(
-        text(&exported.stdout).contains("exported 3 accounts and 2 sessions"),
-        "the session signed in to an OAuth client is left out: {}",
-        text(&exported.stdout)
-    );
-    assert!(
-        text(&exported.stderr).contains("not exported: 1 OAuth client (shop-app)"),
+        text(&exported.stdout).contains("exported 2 OAuth clients, 3 accounts and 3 sessions"),
         "{}",
-        text(&exported.stderr)
+        text(&exported.stdout)
     );
     #[cfg(unix)]
     {
@@ -277,7 +298,26 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines[0]["format"], "sesame-export");
-    assert_eq!(lines[0]["version"], 2);
+    assert_eq!(lines[0]["version"], 3);
+    assert_eq!(
+        (lines[1]["type"].as_str(), lines[1]["id"].as_str()),
+        (Some("client"), Some("shop-app")),
+        "clients come first"
+    );
+    assert_eq!(
+        lines[1]["secret_hash"],
+        hex::encode(Sha256::digest(APP_SECRET)),
+        "the secret moves as its hash"
+    );
+    assert_eq!(lines[2]["id"], "spa");
+    assert_eq!(lines[2].get("secret_hash"), Some(&Value::Null), "public");
+    let app_session = lines
+        .iter()
+        .find(|l| l["type"] == "session" && l["client"].is_object())
+        .expect("the session signed in to shop-app is exported");
+    assert_eq!(app_session["client"]["client_id"], "shop-app");
+    assert_eq!(app_session["client"]["scope"], "openid email");
+    assert_eq!(app_session["platform"], "oauth");
     let alice_session = lines
         .iter()
         .find(|l| l["type"] == "session" && l["account_id"] == source.alice_id)
@@ -307,7 +347,7 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         None,
     ));
     assert!(
-        text(&first.stdout).starts_with("imported 3 accounts and 0 sessions"),
+        text(&first.stdout).starts_with("imported 2 OAuth clients, 3 accounts and 0 sessions"),
         "{}",
         text(&first.stdout)
     );
@@ -319,7 +359,9 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
     ));
     assert_eq!(
         text(&imported.stdout).trim(),
-        "imported 0 accounts and 2 sessions; 0 lines refused; 3 accounts updated\npassword hashes: argon2 3"
+        "imported 0 accounts and 3 sessions; 0 lines refused; 3 accounts updated; \
+         2 lines already there, skipped\npassword hashes: argon2 3",
+        "the clients are there as the file has them: their sessions join them"
     );
     let again = ok(run(
         sesame(&deployment.env())
@@ -329,7 +371,7 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
     ));
     assert_eq!(
         text(&again.stdout).trim(),
-        "imported 0 accounts and 0 sessions; 0 lines refused; 5 lines already there, skipped"
+        "imported 0 accounts and 0 sessions; 0 lines refused; 8 lines already there, skipped"
     );
 
     let app = app_on(deployment.clone()).await;
@@ -381,6 +423,57 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
     assert!(me["api_calls_count"].as_i64().unwrap() >= 1, "{me}");
     let bob = app.refresh(&source.bob_refresh).await;
     assert_eq!(bob.status(), StatusCode::OK, "bob's session moved too");
+
+    // The application carries on with its secret and bob's refresh token,
+    // within the scopes bob granted it.
+    let app_refresh = |secret: &'static str| {
+        app.client
+            .post(app.url("/oauth2/token"))
+            .basic_auth("shop-app", Some(secret))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", source.bob_app_refresh.as_str()),
+            ])
+            .send()
+    };
+    assert_eq!(
+        app_refresh("not-the-secret-of-shop-app-0123456789")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "only the secret the app had"
+    );
+    let refreshed = app_refresh(APP_SECRET).await.unwrap();
+    assert_eq!(
+        refreshed.status(),
+        StatusCode::OK,
+        "the app's session moved"
+    );
+    let refreshed: Value = refreshed.json().await.unwrap();
+    assert_eq!(refreshed["scope"], "openid email");
+    let userinfo: Value = app
+        .get(
+            "/oauth2/userinfo",
+            refreshed["access_token"].as_str().unwrap(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(userinfo["email"], "bob@example.com");
+    assert!(userinfo.get("phone_number").is_none(), "{userinfo}");
+    let clients = ok(run(
+        sesame(&deployment.env()).args(["client", "show", "spa"]),
+        None,
+    ));
+    let spa: Value = serde_json::from_slice(&clients.stdout).unwrap();
+    assert_eq!(spa["type"], "public");
+    assert_eq!(spa["redirect_uris"], json!(["https://spa.example/cb"]));
+    assert_eq!(
+        spa["post_logout_redirect_uris"],
+        json!(["https://spa.example/"])
+    );
 
     // The token rotated before the export is recognised as reused.
     assert_problem(
@@ -443,11 +536,13 @@ async fn the_export_holds_no_password_and_no_token() {
         &source.alice_live,
         &source.alice_access,
         &source.bob_refresh,
+        &source.bob_app_refresh,
+        APP_SECRET,
     ] {
         assert!(!export.contains(secret), "a password or token was exported");
     }
     assert!(
-        text(&exported.stderr).contains("exported 3 accounts and 2 sessions"),
+        text(&exported.stderr).contains("exported 2 OAuth clients, 3 accounts and 3 sessions"),
         "{}",
         text(&exported.stderr)
     );
@@ -475,6 +570,11 @@ fn account_line(id: i64, username: &str, hash: &str, extra: &str) -> String {
 const ERIN_REFRESH: &str = "erin-refresh-token-carried-over-by-hand";
 const JACK_REFRESH: &str = "jack-refresh-token-from-the-old-system";
 const PLANTED_REFRESH: &str = "a-token-the-file-chose-for-ivan";
+const KIOSK_REFRESH: &str = "erin-refresh-token-at-the-kiosk-app";
+const KIOSK_SECRET: &str = "the-kiosk-apps-secret-0123456789abcdef";
+/// A client already registered on the deployment imported into: a
+/// session naming it must not join it.
+const ELSEWHERE: &str = "elsewhere";
 
 /// A file with good and bad lines mixed, and what each bad line is refused for.
 fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
@@ -511,6 +611,28 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
     planted["username"] = json!("ivan");
     planted["expires_at"] = json!(253_402_300_799_i64);
     planted["refresh_tokens"][0]["hash"] = json!(hex::encode(Sha256::digest(PLANTED_REFRESH)));
+    let kiosk = json!({
+        "type": "client", "id": "kiosk", "secret_hash": hex::encode(Sha256::digest(KIOSK_SECRET)),
+        "grants": ["password", "refresh_token"], "scopes": ["openid", "profile"],
+        "created_at": 1700000000,
+    });
+    let public_with_password = json!({
+        "type": "client", "id": "bad-app", "grants": ["password"], "created_at": 1700000000,
+    });
+    let bad_secret = json!({
+        "type": "client", "id": "odd-app", "secret_hash": "hunter2-secret", "grants": ["password"],
+        "created_at": 1700000000,
+    });
+    let at_the_kiosk = |id: &str, client_id: &str, scope: &str, token: &str| {
+        let mut line = session.clone();
+        line["id"] = json!(id);
+        line["platform"] = json!("oauth");
+        line["client"] = json!({"client_id": client_id, "scope": scope, "auth_time": now - 100});
+        line["refresh_tokens"][0]["hash"] = json!(hex::encode(Sha256::digest(format!(
+            "oauth:{client_id}:{token}"
+        ))));
+        line.to_string()
+    };
     let lines = [
         r#"{"format": "sesame-export", "version": 1, "exported_at": "2026-11-21T09:10:25Z"}"#
             .to_owned(),
@@ -547,6 +669,27 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         ),
         account_line(1, "ivan", &erin, ""),
         planted.to_string(),
+        kiosk.to_string(),
+        public_with_password.to_string(),
+        bad_secret.to_string(),
+        at_the_kiosk(
+            "1d2e3f40-6666-4777-8888-999aaabbbccc",
+            "kiosk",
+            "openid",
+            KIOSK_REFRESH,
+        ),
+        at_the_kiosk(
+            "1d2e3f40-7777-4777-8888-999aaabbbccc",
+            ELSEWHERE,
+            "openid",
+            "a-token-for-another-app",
+        ),
+        at_the_kiosk(
+            "1d2e3f40-8888-4777-8888-999aaabbbccc",
+            "kiosk",
+            "openid admin",
+            "a-token-with-a-made-up-scope",
+        ),
     ];
     let expected = vec![
         (3, "unknown field `pasword`"),
@@ -566,6 +709,19 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         (16, "longer than"),
         (18, "account ivan: id is already taken"),
         (19, "session: account_id names no account this import wrote"),
+        (
+            21,
+            "client bad-app: grant: a public client cannot use password",
+        ),
+        (
+            22,
+            "client odd-app: secret_hash: must be the 64 hex digits of a SHA-256",
+        ),
+        (
+            24,
+            "session: client.client_id names no client this import wrote",
+        ),
+        (25, "session: client.scope: unknown \"admin\""),
     ];
     let secrets = vec![erin, hank.to_owned(), "hunter2".to_owned()];
     (lines.join("\n") + "\n", expected, secrets)
@@ -580,6 +736,10 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     let deployment = Deployment::new().await;
     let env = deployment.env();
     ok(add_user(&env, &["--username", "ivan"], "ivan password 1"));
+    ok(run(
+        sesame(&env).args(["client", "add", ELSEWHERE, "--grant", "password"]),
+        None,
+    ));
 
     let check = |output: &Output| {
         assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
@@ -609,7 +769,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     let dry_refusals = check(&dry);
     assert_eq!(
         text(&dry.stdout).trim(),
-        "checked 19 lines: would import 3 accounts and 1 session; 14 lines refused\npassword hashes: argon2 3"
+        "checked 25 lines: would import 1 OAuth client, 3 accounts and 2 sessions; 18 lines refused\npassword hashes: argon2 3"
     );
     let listed = ok(run(sesame(&env).args(["user", "list", "--json"]), None));
     assert_eq!(
@@ -631,7 +791,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     );
     assert_eq!(
         text(&real.stdout).trim(),
-        "imported 3 accounts and 1 session; 14 lines refused\npassword hashes: argon2 3"
+        "imported 1 OAuth client, 3 accounts and 2 sessions; 18 lines refused\npassword hashes: argon2 3"
     );
 
     let app = app_on(deployment.clone()).await;
@@ -656,6 +816,20 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     }
     let erin = app.refresh(ERIN_REFRESH).await;
     assert_eq!(erin.status(), StatusCode::OK, "a hand-made session imports");
+    let kiosk = app
+        .client
+        .post(app.url("/oauth2/token"))
+        .basic_auth("kiosk", Some(KIOSK_SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", KIOSK_REFRESH),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kiosk.status(), StatusCode::OK, "a hand-made client session");
+    let kiosk: Value = kiosk.json().await.unwrap();
+    assert_eq!(kiosk["scope"], "openid");
     assert_eq!(
         app.refresh(JACK_REFRESH).await.status(),
         StatusCode::UNAUTHORIZED,

@@ -66,7 +66,40 @@ fn code_from_row(row: &PgRow) -> StoreResult<AuthorizationCode> {
     })
 }
 
-async fn insert_grant(conn: &mut PgConnection, grant: &OAuthSession) -> StoreResult<()> {
+/// Inserts a client; `false` when its id is taken.
+pub(super) async fn insert_client(
+    conn: &mut PgConnection,
+    client: &OAuthClient,
+) -> StoreResult<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO oauth_clients (id, name, secret_hash, redirect_uris, \
+         post_logout_redirect_uris, grants, scopes, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&client.id)
+    .bind(&client.name)
+    .bind(client.secret_hash.as_ref().map(|h| &h[..]))
+    .bind(json(&client.redirect_uris))
+    .bind(json(&client.post_logout_redirect_uris))
+    .bind(json(&client.grants))
+    .bind(json(&client.scopes))
+    .bind(client.created_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Whether a client has this id.
+pub(super) async fn client_exists(conn: &mut PgConnection, id: &str) -> StoreResult<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM oauth_clients WHERE id = $1)")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)
+}
+
+pub(super) async fn insert_grant(conn: &mut PgConnection, grant: &OAuthSession) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO oauth_sessions (session_id, client_id, scope, browser_session, auth_time, \
          nonce) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -111,23 +144,8 @@ impl OAuthStore for PostgresStore {
     }
 
     async fn create_client(&self, client: &OAuthClient) -> StoreResult<()> {
-        let inserted = sqlx::query(
-            "INSERT INTO oauth_clients (id, name, secret_hash, redirect_uris, \
-             post_logout_redirect_uris, grants, scopes, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&client.id)
-        .bind(&client.name)
-        .bind(client.secret_hash.as_ref().map(|h| &h[..]))
-        .bind(json(&client.redirect_uris))
-        .bind(json(&client.post_logout_redirect_uris))
-        .bind(json(&client.grants))
-        .bind(json(&client.scopes))
-        .bind(client.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        if inserted.rows_affected() == 0 {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        if !insert_client(&mut conn, client).await? {
             return Err(StoreError::Conflict("client_id"));
         }
         Ok(())

@@ -18,10 +18,25 @@ use crate::store::transfer::{
     AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
     TransferStore,
 };
-use crate::store::{Account, AccountId, AccountStore, SessionId, StoreResult, TokenStyle};
+use crate::store::{
+    Account, AccountId, AccountStore, OAuthClient, OAuthSession, SessionId, StoreResult, TokenStyle,
+};
 
 fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
     let style: String = row.try_get("token_style").map_err(db_error)?;
+    let client_id: Option<String> = row.try_get("client_id").map_err(db_error)?;
+    let client = client_id
+        .map(|client_id| {
+            StoreResult::Ok(OAuthSession {
+                session_id: row.try_get("id").map_err(db_error)?,
+                client_id,
+                scope: row.try_get("client_scope").map_err(db_error)?,
+                browser_session: row.try_get("browser_session").map_err(db_error)?,
+                auth_time: row.try_get("auth_time").map_err(db_error)?,
+                nonce: row.try_get("nonce").map_err(db_error)?,
+            })
+        })
+        .transpose()?;
     Ok(SessionRecord {
         id: row.try_get("id").map_err(db_error)?,
         account_id: row.try_get("account_id").map_err(db_error)?,
@@ -33,6 +48,7 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
         created_at: row.try_get("created_at").map_err(db_error)?,
         expires_at: row.try_get("expires_at").map_err(db_error)?,
         refresh_tokens: Vec::new(),
+        client,
     })
 }
 
@@ -143,11 +159,19 @@ async fn insert_session(
     .execute(&mut *conn)
     .await
     .map_err(record_error)?;
+    if let Some(grant) = &session.client {
+        super::oauth::insert_grant(conn, grant).await?;
+    }
     Ok(())
 }
 
-/// The field an account would collide on, checked in the order the
-/// constraints fire on insert.
+async fn insert_client(conn: &mut PgConnection, client: &OAuthClient) -> Result<(), RecordError> {
+    if !super::oauth::insert_client(conn, client).await? {
+        return Err(RecordError::Taken("client_id"));
+    }
+    Ok(())
+}
+
 /// A unique field of `account` held by another account, or `id` when no
 /// account has its id.
 async fn taken_by_another(
@@ -293,6 +317,8 @@ fn bind_account<'q>(
         .bind(account.max_api_calls)
 }
 
+/// The field an account would collide on, checked in the order the
+/// constraints fire on insert.
 async fn account_taken(
     conn: &mut PgConnection,
     account: &AccountRecord,
@@ -368,10 +394,11 @@ impl TransferStore for PostgresStore {
     ) -> StoreResult<Vec<SessionRecord>> {
         let mut sessions = sqlx::query(
             "SELECT s.id, s.account_id, a.username, s.platform, s.user_agent, s.ip, \
-             s.token_style, s.created_at, s.expires_at \
+             s.token_style, s.created_at, s.expires_at, o.client_id, o.scope AS client_scope, \
+             o.browser_session, o.auth_time, o.nonce \
              FROM sessions s JOIN accounts a ON a.id = s.account_id \
+             LEFT JOIN oauth_sessions o ON o.session_id = s.id \
              WHERE s.id > $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
-             AND NOT EXISTS (SELECT 1 FROM oauth_sessions o WHERE o.session_id = s.id) \
              ORDER BY s.id LIMIT $3",
         )
         .bind(after_id)
@@ -421,6 +448,7 @@ impl TransferStore for PostgresStore {
             let result = match record {
                 ImportRecord::Account(account) => insert_account(&mut savepoint, account).await,
                 ImportRecord::Session(session) => insert_session(&mut savepoint, session).await,
+                ImportRecord::Client(client) => insert_client(&mut savepoint, client).await,
             };
             if result.is_ok() {
                 savepoint.commit().await.map_err(db_error)?;
@@ -512,6 +540,13 @@ impl TransferStore for PostgresStore {
                     Err(RecordError::Store(error)) => return Err(error),
                     other => other,
                 },
+                ImportRecord::Client(client) => {
+                    if super::oauth::client_exists(&mut conn, &client.id).await? {
+                        Err(RecordError::Taken("client_id"))
+                    } else {
+                        Ok(())
+                    }
+                }
             });
         }
         Ok(results)

@@ -62,7 +62,37 @@ fn code_from_row(row: &Row<'_>) -> rusqlite::Result<AuthorizationCode> {
     })
 }
 
-fn insert_grant(conn: &Connection, grant: &OAuthSession) -> StoreResult<()> {
+/// Inserts a client; `false` when its id is taken.
+pub(super) fn insert_client(conn: &Connection, client: &OAuthClient) -> StoreResult<bool> {
+    conn.prepare_cached(
+        "INSERT INTO oauth_clients (id, name, secret_hash, redirect_uris, \
+         post_logout_redirect_uris, grants, scopes, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            client.id,
+            client.name,
+            client.secret_hash.as_ref().map(|h| &h[..]),
+            json(&client.redirect_uris),
+            json(&client.post_logout_redirect_uris),
+            json(&client.grants),
+            json(&client.scopes),
+            client.created_at,
+        ])
+    })
+    .map(|inserted| inserted == 1)
+    .map_err(db_error)
+}
+
+/// Whether a client has this id.
+pub(super) fn client_exists(conn: &Connection, id: &str) -> StoreResult<bool> {
+    conn.prepare_cached("SELECT 1 FROM oauth_clients WHERE id = ?")
+        .and_then(|mut select| select.exists([id]))
+        .map_err(db_error)
+}
+
+pub(super) fn insert_grant(conn: &Connection, grant: &OAuthSession) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO oauth_sessions (session_id, client_id, scope, browser_session, auth_time, \
          nonce) VALUES (?, ?, ?, ?, ?, ?)",
@@ -126,26 +156,7 @@ impl OAuthStore for SqliteStore {
     async fn create_client(&self, client: &OAuthClient) -> StoreResult<()> {
         let client = client.clone();
         self.write(move |conn| {
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO oauth_clients (id, name, secret_hash, redirect_uris, \
-                     post_logout_redirect_uris, grants, scopes, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                )
-                .and_then(|mut insert| {
-                    insert.execute(params![
-                        client.id,
-                        client.name,
-                        client.secret_hash.as_ref().map(|h| &h[..]),
-                        json(&client.redirect_uris),
-                        json(&client.post_logout_redirect_uris),
-                        json(&client.grants),
-                        json(&client.scopes),
-                        client.created_at,
-                    ])
-                })
-                .map_err(db_error)?;
-            if inserted == 0 {
+            if !insert_client(conn, &client)? {
                 return Err(StoreError::Conflict("client_id"));
             }
             Ok(())

@@ -11,14 +11,30 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
+use crate::store::OAuthClient;
 use crate::store::transfer::{
     AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
     TransferStore,
 };
-use crate::store::{Account, AccountId, AccountStore, SessionId, StoreResult, TokenStyle};
+use crate::store::{
+    Account, AccountId, AccountStore, OAuthSession, SessionId, StoreResult, TokenStyle,
+};
 
 fn session_from_row(row: &Row) -> rusqlite::Result<SessionRecord> {
     let style: String = row.get("token_style")?;
+    let client_id: Option<String> = row.get("client_id")?;
+    let client = client_id
+        .map(|client_id| {
+            rusqlite::Result::<OAuthSession>::Ok(OAuthSession {
+                session_id: row.get("id")?,
+                client_id,
+                scope: row.get("client_scope")?,
+                browser_session: row.get("browser_session")?,
+                auth_time: row.get("auth_time")?,
+                nonce: row.get("nonce")?,
+            })
+        })
+        .transpose()?;
     Ok(SessionRecord {
         id: row.get("id")?,
         account_id: row.get("account_id")?,
@@ -30,6 +46,7 @@ fn session_from_row(row: &Row) -> rusqlite::Result<SessionRecord> {
         created_at: row.get("created_at")?,
         expires_at: row.get("expires_at")?,
         refresh_tokens: Vec::new(),
+        client,
     })
 }
 
@@ -265,6 +282,16 @@ fn insert_session(conn: &Connection, session: &SessionRecord) -> Result<(), Reco
             ])
             .map_err(record_error)?;
     }
+    if let Some(grant) = &session.client {
+        super::oauth::insert_grant(conn, grant)?;
+    }
+    Ok(())
+}
+
+fn insert_client(conn: &Connection, client: &OAuthClient) -> Result<(), RecordError> {
+    if !super::oauth::insert_client(conn, client)? {
+        return Err(RecordError::Taken("client_id"));
+    }
     Ok(())
 }
 
@@ -351,10 +378,11 @@ impl TransferStore for SqliteStore {
             let mut sessions = conn
                 .prepare_cached(
                     "SELECT s.id, s.account_id, a.username, s.platform, s.user_agent, s.ip, \
-                     s.token_style, s.created_at, s.expires_at \
+                     s.token_style, s.created_at, s.expires_at, o.client_id, \
+                     o.scope AS client_scope, o.browser_session, o.auth_time, o.nonce \
                      FROM sessions s JOIN accounts a ON a.id = s.account_id \
+                     LEFT JOIN oauth_sessions o ON o.session_id = s.id \
                      WHERE s.id > ? AND s.revoked_at IS NULL AND s.expires_at > ? \
-                     AND NOT EXISTS (SELECT 1 FROM oauth_sessions o WHERE o.session_id = s.id) \
                      ORDER BY s.id LIMIT ?",
                 )
                 .and_then(|mut select| {
@@ -391,6 +419,7 @@ impl TransferStore for SqliteStore {
                 let result = match record {
                     ImportRecord::Account(account) => insert_account(conn, account),
                     ImportRecord::Session(session) => insert_session(conn, session),
+                    ImportRecord::Client(client) => insert_client(conn, client),
                 };
                 if result.is_err() {
                     execute(conn, "ROLLBACK TO import_record", [])?;
@@ -460,6 +489,13 @@ impl TransferStore for SqliteStore {
                         Err(RecordError::Store(error)) => return Err(error),
                         other => other,
                     },
+                    ImportRecord::Client(client) => {
+                        if super::oauth::client_exists(conn, &client.id)? {
+                            Err(RecordError::Taken("client_id"))
+                        } else {
+                            Ok(())
+                        }
+                    }
                 });
             }
             Ok(results)
