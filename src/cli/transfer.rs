@@ -86,9 +86,10 @@ pub struct ImportArgs {
     /// Firebase's `mem_cost`.
     #[arg(long, value_name = "N", requires = "firebase_signer_key")]
     firebase_mem_cost: Option<u8>,
-    /// What to do with a line whose account (same id or username) or session
-    /// is already there: refuse it (fail), skip it (an import run again), or
-    /// replace the account that has its id (update).
+    /// What to do with a line whose account (same id or username), session,
+    /// client or role (defined otherwise) is already there: refuse it (fail),
+    /// skip it (an import run again), or replace the account or role that
+    /// has its id or name (update; a client or session is skipped).
     #[arg(long, value_enum, default_value_t = OnConflict::Fail)]
     on_conflict: OnConflict,
     /// The file's format: the export's JSON lines, or CSV with a header row
@@ -104,8 +105,9 @@ pub enum OnConflict {
     Fail,
     /// Count it as skipped.
     Skip,
-    /// Replace the account that has the line's id with the line (its
-    /// sessions stay); a session already there is skipped.
+    /// Replace the account that has the line's id, or the role that has its
+    /// name, with the line (the account's sessions stay); a session or
+    /// client already there is skipped.
     Update,
 }
 
@@ -231,6 +233,7 @@ async fn export_to_file(core: &Core, path: &Path, sessions: bool) -> anyhow::Res
 /// What an export wrote.
 #[derive(Debug, Clone, Copy)]
 struct Exported {
+    roles: u64,
     clients: u64,
     accounts: u64,
     sessions: u64,
@@ -238,6 +241,7 @@ struct Exported {
 
 impl std::fmt::Display for Exported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, ", count(self.roles, "role"))?;
         if self.clients > 0 {
             write!(f, "{}, ", count(self.clients, "OAuth client"))?;
         }
@@ -250,8 +254,8 @@ impl std::fmt::Display for Exported {
     }
 }
 
-/// Writes the header, every OAuth client, every account and (with
-/// `sessions`) every live session.
+/// Writes the header, every role, every OAuth client, every account and
+/// (with `sessions`) every live session.
 async fn write_export(
     core: &Core,
     out: &mut impl Write,
@@ -259,9 +263,10 @@ async fn write_export(
 ) -> anyhow::Result<Exported> {
     let bar = progress(None);
     writeln!(out, "{}", core.export_header()?)?;
-    // Clients first: the sessions signed in to them refer to them.
+    // Roles and clients first: accounts name roles, sessions clients.
+    let roles = core.export_roles().await?;
     let clients = core.export_clients().await?;
-    for line in &clients {
+    for line in roles.iter().chain(&clients) {
         writeln!(out, "{line}")?;
     }
     let (mut accounts, mut exported_sessions) = (0u64, 0u64);
@@ -295,6 +300,7 @@ async fn write_export(
     }
     bar.finish_and_clear();
     let exported = Exported {
+        roles: roles.len() as u64,
         clients: clients.len() as u64,
         accounts,
         sessions: exported_sessions,
@@ -637,13 +643,14 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
 }
 
 fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {
+    let mut what = String::new();
+    for (n, noun) in [(c.roles, "role"), (c.clients, "OAuth client")] {
+        if n > 0 {
+            what.push_str(&format!("{}, ", count(n, noun)));
+        }
+    }
     let what = format!(
-        "{}{} and {}",
-        if c.clients > 0 {
-            format!("{}, ", count(c.clients, "OAuth client"))
-        } else {
-            String::new()
-        },
+        "{what}{} and {}",
         count(c.accounts, "account"),
         count(c.sessions, "session")
     );
@@ -660,6 +667,17 @@ fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {
         summary.push_str(&format!(
             "; {} {}",
             count(c.updated, "account"),
+            if import.is_dry_run() {
+                "would be updated"
+            } else {
+                "updated"
+            }
+        ));
+    }
+    if c.roles_updated > 0 {
+        summary.push_str(&format!(
+            "; {} {}",
+            count(c.roles_updated, "role"),
             if import.is_dry_run() {
                 "would be updated"
             } else {

@@ -82,6 +82,20 @@ fn description(text: &str) -> Result<String> {
     Ok(text.to_owned())
 }
 
+/// A role as it would be defined: its name and permissions valid names,
+/// the permissions sorted, each once; a bounded description.
+pub(crate) fn check_role(
+    name: &str,
+    description_text: &str,
+    permissions: &[String],
+) -> Result<Role> {
+    Ok(Role {
+        name: Name::parse(name, "name")?.as_str().to_owned(),
+        description: description(description_text)?,
+        permissions: names(permissions, "permissions", MAX_PERMISSIONS)?,
+    })
+}
+
 impl Core {
     /// Every role, by name.
     pub async fn roles(&self) -> Result<Vec<Role>> {
@@ -105,11 +119,7 @@ impl Core {
         permissions: &[String],
         actor: &Actor,
     ) -> Result<Role> {
-        let role = Role {
-            name: Name::parse(name, "name")?.as_str().to_owned(),
-            description: description(description_text.unwrap_or(""))?,
-            permissions: names(permissions, "permissions", MAX_PERMISSIONS)?,
-        };
+        let role = check_role(name, description_text.unwrap_or(""), permissions)?;
         self.store.create_role(&role).await?;
         self.audit_role(actor, "role_created", &role);
         Ok(role)
@@ -134,7 +144,12 @@ impl Core {
     }
 
     /// Writes a checked change to a role, then tells every node and audits it.
-    async fn change_role(&self, name: &str, change: &RoleChange, actor: &Actor) -> Result<Role> {
+    pub(super) async fn change_role(
+        &self,
+        name: &str,
+        change: &RoleChange,
+        actor: &Actor,
+    ) -> Result<Role> {
         if !self.store.update_role(name, change).await? {
             return Err(Error::NotFound("role"));
         }
@@ -149,7 +164,7 @@ impl Core {
     }
 
     /// Records a role as it now is.
-    fn audit_role(&self, actor: &Actor, event: &str, role: &Role) {
+    pub(super) fn audit_role(&self, actor: &Actor, event: &str, role: &Role) {
         self.audit.record(actor.event(event).detail(format!(
             "role {}: {}",
             role.name,

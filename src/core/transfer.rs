@@ -6,6 +6,7 @@
 //! `{"format": "sesame-export", "version": 3, "exported_at": "<RFC 3339>"}`;
 //! every other line is a record named by its `type`:
 //!
+//! - `role`: a role's description and permissions;
 //! - `client`: an OAuth client's registration with its secret as a SHA-256
 //!   hash (as stored), so that applications keep their credentials;
 //! - `account`: the account with its id (kept, so that tokens' `sub` and
@@ -25,11 +26,12 @@
 //! Import applies the same rules as creating an account: usernames, emails
 //! and mobiles are parsed by the domain types (so their unique keys are
 //! derived exactly as at creation), roles must exist, verifiers must be
-//! ones Sesame can check; clients follow the rules of `sesame client add`.
-//! Refusals never repeat a field value other than the username, a client
-//! id, a grant, a scope or a redirect URI (none of them personal or secret).
+//! ones Sesame can check; roles and clients follow the rules of `sesame
+//! role add` and `sesame client add`. Refusals never repeat a field value
+//! other than the username, a role name, a client id, a grant, a scope or a
+//! redirect URI (none of them personal or secret).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 
@@ -50,12 +52,13 @@ use super::audit::{self, AuditEventExt};
 use super::clients::{DEFAULT_GRANTS, SCOPES, check_client};
 use super::domain::{Email, Mobile, Platform, Username};
 use super::error::{Error, Result};
+use super::roles::{Actor, check_role};
 use crate::store::transfer::{
     AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
 };
 use crate::store::{
     Account, AccountId, AccountStatus, OAuthClient, OAuthSession, PasswordVerifiers, QuotaPeriod,
-    TokenStyle,
+    Role, RoleChange, StoreError, TokenStyle,
 };
 
 /// The header's `format`.
@@ -195,6 +198,17 @@ struct GrantLine {
     nonce: Option<String>,
 }
 
+/// A `role` line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleLine {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    permissions: Vec<String>,
+}
+
 /// A `client` line: an OAuth client's registration.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +246,7 @@ struct RefreshLine {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line<'a> {
+    Role(&'a RoleLine),
     Client(&'a ClientLine),
     Account(&'a AccountLine),
     Session(&'a SessionLine),
@@ -406,6 +421,10 @@ impl<'de> Deserialize<'de> for UniqueKeys {
 /// Counts of an import (or of a dry run: what it would import).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImportCounts {
+    /// Roles made.
+    pub roles: u64,
+    /// Roles replaced by their line (`--on-conflict update`).
+    pub roles_updated: u64,
     /// OAuth clients imported.
     pub clients: u64,
     /// Accounts imported.
@@ -470,7 +489,26 @@ impl std::fmt::Display for Refusal {
 #[derive(Debug)]
 pub struct Parsed {
     line: u64,
-    /// `account NAME`, `client ID` or `session`, for refusals.
+    /// `role NAME`, `client ID`, `account NAME` or `session`, for refusals.
+    label: String,
+    record: Record,
+}
+
+/// What a line holds. Nearly every line is `Stored`: boxing it to match
+/// the few roles' size would cost an allocation a line for nothing.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Record {
+    /// A role, written by the core (few, and changing one must reach every
+    /// node's caches).
+    Role(Role),
+    /// A record the store writes in the batch's transaction.
+    Stored(ImportRecord),
+}
+
+/// A line of a batch for the store.
+struct Stored {
+    line: u64,
     label: String,
     record: ImportRecord,
 }
@@ -501,6 +539,8 @@ pub struct Import {
     /// The clients this import wrote (or would write): the only ones its
     /// sessions may be signed in to.
     clients_written: HashSet<String>,
+    /// Dry run only: the roles the import would make or replace.
+    roles_in_file: HashMap<String, Role>,
     counts: ImportCounts,
 }
 
@@ -705,18 +745,24 @@ impl Import {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        self.parse_record(text)
-            .map(|(label, record)| {
-                Some(Parsed {
-                    line,
-                    label,
-                    record,
-                })
-            })
-            .map_err(|reason| self.refuse(line, reason))
+        let (label, record) = self
+            .parse_record(text)
+            .map_err(|reason| self.refuse(line, reason))?;
+        // Account lines after it may name it: it will be there when their
+        // batch is written (roles go first), or it is there already.
+        if let Record::Role(role) = &record
+            && !self.roles.contains(&role.name)
+        {
+            self.roles.push(role.name.clone());
+        }
+        Ok(Some(Parsed {
+            line,
+            label,
+            record,
+        }))
     }
 
-    fn parse_record(&self, text: &str) -> std::result::Result<(String, ImportRecord), String> {
+    fn parse_record(&self, text: &str) -> std::result::Result<(String, Record), String> {
         let UniqueKeys(mut object) = serde_json::from_str(text).map_err(|e| {
             if e.is_data() {
                 let message = e.to_string();
@@ -743,13 +789,19 @@ impl Import {
                     from_object(object).map_err(|e| format!("{label}: {e}"))?;
                 let record = self.account(parsed).map_err(|e| format!("{label}: {e}"))?;
                 let label = format!("account {}", record.username);
-                Ok((label, ImportRecord::Account(Box::new(record))))
+                Ok((
+                    label,
+                    Record::Stored(ImportRecord::Account(Box::new(record))),
+                ))
             }
             "session" => {
                 let parsed: SessionLine =
                     from_object(object).map_err(|e| format!("session: {e}"))?;
                 let record = session(parsed).map_err(|e| format!("session: {e}"))?;
-                Ok(("session".to_owned(), ImportRecord::Session(record)))
+                Ok((
+                    "session".to_owned(),
+                    Record::Stored(ImportRecord::Session(record)),
+                ))
             }
             "client" => {
                 let label = match object.get("id").and_then(Value::as_str) {
@@ -759,9 +811,24 @@ impl Import {
                 let parsed: ClientLine =
                     from_object(object).map_err(|e| format!("{label}: {e}"))?;
                 let record = client(parsed).map_err(|e| format!("{label}: {e}"))?;
-                Ok((label, ImportRecord::Client(record)))
+                Ok((label, Record::Stored(ImportRecord::Client(record))))
             }
-            _ => Err("unknown record type (known: client, account, session)".into()),
+            "role" => {
+                let label = match object.get("name").and_then(Value::as_str) {
+                    Some(name) => format!("role {}", shown_username(name)),
+                    None => "role".to_owned(),
+                };
+                let parsed: RoleLine = from_object(object).map_err(|e| format!("{label}: {e}"))?;
+                let role = check_role(&parsed.name, &parsed.description, &parsed.permissions)
+                    .map_err(|e| match e {
+                        Error::InvalidInput { field, reason } => {
+                            format!("{label}: {field}: {reason}")
+                        }
+                        other => format!("{label}: {other}"),
+                    })?;
+                Ok((format!("role {}", role.name), Record::Role(role)))
+            }
+            _ => Err("unknown record type (known: role, client, account, session)".into()),
         }
     }
 
@@ -1357,6 +1424,23 @@ impl Core {
         })
     }
 
+    /// The lines of every role (the built-in ones too, which may have been
+    /// changed).
+    pub async fn export_roles(&self) -> Result<Vec<String>> {
+        self.store
+            .list_roles()
+            .await?
+            .into_iter()
+            .map(|role| {
+                to_json(&Line::Role(&RoleLine {
+                    name: role.name,
+                    description: role.description,
+                    permissions: role.permissions,
+                }))
+            })
+            .collect()
+    }
+
     /// The lines of every OAuth client (a deployment has few), their
     /// secrets as the stored hashes.
     pub async fn export_clients(&self) -> Result<Vec<String>> {
@@ -1389,6 +1473,7 @@ impl Core {
             seen: options.dry_run.then(Seen::default),
             written: HashSet::new(),
             clients_written: HashSet::new(),
+            roles_in_file: HashMap::new(),
             counts: ImportCounts::default(),
         })
     }
@@ -1397,32 +1482,133 @@ impl Core {
     /// them against the database instead) and returns the refused ones.
     /// Sessions that expired since the export are skipped.
     ///
-    /// No notice is sent: an import only inserts rows whose ids and keys
-    /// were absent, and no node caches what does not exist (an account or
-    /// session that was deleted was announced when it was), so no cache
-    /// anywhere can hold a stale entry for what is imported.
+    /// Inserts send no notice: an import only inserts rows whose ids and
+    /// keys were absent, and no node caches what does not exist (an account
+    /// or session that was deleted was announced when it was; clients are
+    /// not cached), so no cache anywhere can hold a stale entry for what is
+    /// imported. Replacements (`--on-conflict update`) of an account or a
+    /// role are announced as the admin API announces them.
     pub async fn import_batch(
         &self,
         import: &mut Import,
         batch: Vec<Parsed>,
     ) -> Result<Vec<Refusal>> {
-        // Clients and accounts first: a session checks that its account has
-        // the username it names, which an account line of the same batch
-        // may insert or (with --on-conflict update) write over another's,
-        // and that its client was written by this import.
-        let (sessions, others): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .partition(|parsed| matches!(parsed.record, ImportRecord::Session(_)));
-        let mut refusals = self.import_records(import, others).await?;
+        // Roles first, which accounts name; then clients and accounts: a
+        // session checks that its account has the username it names, which
+        // an account line of the same batch may insert or (with
+        // --on-conflict update) write over another's, and that its client
+        // was written by this import.
+        let (mut roles, mut others, mut sessions) = (Vec::new(), Vec::new(), Vec::new());
+        for Parsed {
+            line,
+            label,
+            record,
+        } in batch
+        {
+            match record {
+                Record::Role(role) => roles.push((line, label, role)),
+                Record::Stored(record) => {
+                    let stored = Stored {
+                        line,
+                        label,
+                        record,
+                    };
+                    if matches!(stored.record, ImportRecord::Session(_)) {
+                        sessions.push(stored);
+                    } else {
+                        others.push(stored);
+                    }
+                }
+            }
+        }
+        let mut refusals = self.import_roles(import, roles).await?;
+        refusals.extend(self.import_records(import, others).await?);
         refusals.extend(self.import_records(import, sessions).await?);
         refusals.sort_by_key(|refusal| refusal.line);
+        Ok(refusals)
+    }
+
+    /// Role lines: a role missing here is made; one defined here as the
+    /// line has it needs nothing; one defined otherwise is refused (it may
+    /// hold other permissions on purpose), kept (`skip`), or replaced
+    /// (`update`, which every node's caches hear of).
+    async fn import_roles(
+        &self,
+        import: &mut Import,
+        roles: Vec<(u64, String, Role)>,
+    ) -> Result<Vec<Refusal>> {
+        let mut refusals = Vec::new();
+        for (line, label, role) in roles {
+            let here = match import.roles_in_file.get(&role.name) {
+                // A dry run writes nothing: an earlier line of the file
+                // stands for what the import will have made.
+                Some(earlier) => Some(earlier.clone()),
+                None => self
+                    .store
+                    .list_roles()
+                    .await?
+                    .into_iter()
+                    .find(|r| r.name == role.name),
+            };
+            match here {
+                Some(here) if here == role => {}
+                None => {
+                    if import.dry_run {
+                        import.roles_in_file.insert(role.name.clone(), role);
+                    } else {
+                        match self.store.create_role(&role).await {
+                            Ok(()) => self.audit_role(&Actor::Operator, "role_created", &role),
+                            // Made meanwhile by someone else: judged again
+                            // next time; refused now.
+                            Err(StoreError::Conflict(_)) => {
+                                import.counts.refused += 1;
+                                refusals.push(Refusal {
+                                    line,
+                                    reason: format!("{label}: was defined meanwhile; run again"),
+                                });
+                                continue;
+                            }
+                            Err(other) => return Err(other.into()),
+                        }
+                    }
+                    import.counts.roles += 1;
+                }
+                Some(_) => match import.on_conflict {
+                    OnConflict::Fail => {
+                        import.counts.refused += 1;
+                        refusals.push(Refusal {
+                            line,
+                            reason: format!(
+                                "{label}: defined here with another description or other \
+                                 permissions (--on-conflict update replaces it, skip keeps it)"
+                            ),
+                        });
+                    }
+                    OnConflict::Skip => import.counts.skipped += 1,
+                    OnConflict::Update => {
+                        if import.dry_run {
+                            import.roles_in_file.insert(role.name.clone(), role);
+                        } else {
+                            let change = RoleChange {
+                                description: Some(role.description.clone()),
+                                permissions: Some(role.permissions.clone()),
+                                ..RoleChange::default()
+                            };
+                            self.change_role(&role.name, &change, &Actor::Operator)
+                                .await?;
+                        }
+                        import.counts.roles_updated += 1;
+                    }
+                },
+            }
+        }
         Ok(refusals)
     }
 
     async fn import_records(
         &self,
         import: &mut Import,
-        batch: Vec<Parsed>,
+        batch: Vec<Stored>,
     ) -> Result<Vec<Refusal>> {
         let now = self.now();
         let mut lines = Vec::with_capacity(batch.len());
@@ -1646,6 +1832,7 @@ mod tests {
             seen: Some(Seen::default()),
             written: HashSet::new(),
             clients_written: HashSet::new(),
+            roles_in_file: HashMap::new(),
             counts: ImportCounts::default(),
         }
     }
@@ -1665,7 +1852,7 @@ mod tests {
     fn an_account_line_derives_its_keys_as_creation_does() {
         let mut import = import();
         let parsed = import.parse(2, &account("")).unwrap().unwrap();
-        let ImportRecord::Account(record) = parsed.record else {
+        let Record::Stored(ImportRecord::Account(record)) = parsed.record else {
             panic!("not an account");
         };
         assert_eq!(record.username_key, Username::parse("ALICE").unwrap().key());
@@ -1686,7 +1873,7 @@ mod tests {
             "e\u{301}"
         );
         let parsed = import.parse(2, &line).unwrap().unwrap();
-        let ImportRecord::Account(record) = parsed.record else {
+        let Record::Stored(ImportRecord::Account(record)) = parsed.record else {
             panic!("not an account");
         };
         let hash = PasswordHash::new(&record.verifiers.password_hash).unwrap();
@@ -1852,7 +2039,8 @@ mod tests {
             .unwrap()
             .unwrap();
         let seen = import.seen.as_mut().unwrap();
-        let (ImportRecord::Account(a), ImportRecord::Account(b)) = (&first.record, &again.record)
+        let (Record::Stored(ImportRecord::Account(a)), Record::Stored(ImportRecord::Account(b))) =
+            (&first.record, &again.record)
         else {
             panic!("not accounts");
         };
@@ -1867,7 +2055,7 @@ mod tests {
     fn a_dry_run_judges_sessions_by_the_username_the_import_writes() {
         let mut import = import();
         let parsed = import.parse(2, &account("")).unwrap().unwrap();
-        let ImportRecord::Account(alice) = parsed.record else {
+        let Record::Stored(ImportRecord::Account(alice)) = parsed.record else {
             panic!("not an account");
         };
         let mut session = |username: &str| {
@@ -1880,8 +2068,8 @@ mod tests {
             )
             .replace('\n', " ");
             match import.parse(3, &line).unwrap().unwrap().record {
-                ImportRecord::Session(session) => session,
-                ImportRecord::Account(_) | ImportRecord::Client(_) => panic!("not a session"),
+                Record::Stored(ImportRecord::Session(session)) => session,
+                _ => panic!("not a session"),
             }
         };
         let (hers, his) = (session("Alice"), session("bob"));
@@ -1960,7 +2148,7 @@ mod tests {
             )
         };
         let Some(Parsed {
-            record: ImportRecord::Client(shop),
+            record: Record::Stored(ImportRecord::Client(shop)),
             label,
             ..
         }) = import.parse(2, &client("")).unwrap()
@@ -2029,7 +2217,7 @@ mod tests {
             )
         };
         let Some(Parsed {
-            record: ImportRecord::Session(granted),
+            record: Record::Stored(ImportRecord::Session(granted)),
             ..
         }) = import
             .parse(

@@ -143,7 +143,24 @@ async fn populated_source() -> Source {
         &["--username", "bob", "--email", "bob@example.com"],
         BOB_PASSWORD,
     ));
-    ok(add_user(&env, &["--username", "carol"], CAROL_PASSWORD));
+    // A role of the deployment's own, which carol holds: it moves too.
+    ok(run(
+        sesame(&env).args([
+            "role",
+            "add",
+            "editor",
+            "--description",
+            "Edits articles",
+            "--permission",
+            "articles.write",
+        ]),
+        None,
+    ));
+    ok(add_user(
+        &env,
+        &["--username", "carol", "--role", "editor"],
+        CAROL_PASSWORD,
+    ));
     // An OAuth client with a session of bob's signed in to it, and a
     // public one: both move, and so does the session.
     ok(run(
@@ -278,7 +295,8 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         None,
     ));
     assert!(
-        text(&exported.stdout).contains("exported 2 OAuth clients, 3 accounts and 3 sessions"),
+        text(&exported.stdout)
+            .contains("exported 3 roles, 2 OAuth clients, 3 accounts and 3 sessions"),
         "{}",
         text(&exported.stdout)
     );
@@ -299,18 +317,28 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         .collect();
     assert_eq!(lines[0]["format"], "sesame-export");
     assert_eq!(lines[0]["version"], 3);
+    let types: Vec<&str> = lines[1..6]
+        .iter()
+        .map(|l| l["type"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        (lines[1]["type"].as_str(), lines[1]["id"].as_str()),
-        (Some("client"), Some("shop-app")),
-        "clients come first"
+        types,
+        ["role", "role", "role", "client", "client"],
+        "roles and clients come first"
     );
     assert_eq!(
-        lines[1]["secret_hash"],
+        lines[2],
+        json!({"type": "role", "name": "editor", "description": "Edits articles",
+               "permissions": ["articles.write"]})
+    );
+    assert_eq!(lines[4]["id"], "shop-app");
+    assert_eq!(
+        lines[4]["secret_hash"],
         hex::encode(Sha256::digest(APP_SECRET)),
         "the secret moves as its hash"
     );
-    assert_eq!(lines[2]["id"], "spa");
-    assert_eq!(lines[2].get("secret_hash"), Some(&Value::Null), "public");
+    assert_eq!(lines[5]["id"], "spa");
+    assert_eq!(lines[5].get("secret_hash"), Some(&Value::Null), "public");
     let app_session = lines
         .iter()
         .find(|l| l["type"] == "session" && l["client"].is_object())
@@ -347,7 +375,8 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         None,
     ));
     assert!(
-        text(&first.stdout).starts_with("imported 2 OAuth clients, 3 accounts and 0 sessions"),
+        text(&first.stdout)
+            .starts_with("imported 1 role, 2 OAuth clients, 3 accounts and 0 sessions"),
         "{}",
         text(&first.stdout)
     );
@@ -385,10 +414,11 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         app.login("bob@example.com", BOB_PASSWORD).await.status(),
         StatusCode::OK
     );
-    assert_eq!(
-        app.login("carol", CAROL_PASSWORD).await.status(),
-        StatusCode::OK
-    );
+    let carol = app.login("carol", CAROL_PASSWORD).await;
+    assert_eq!(carol.status(), StatusCode::OK);
+    let carol: Value = carol.json().await.unwrap();
+    assert_eq!(carol["user"]["roles"], json!(["editor"]));
+    assert_eq!(carol["user"]["permissions"], json!(["articles.write"]));
     let md5 = hex::encode(md5::Md5::digest(ALICE_PASSWORD.as_bytes()));
     let users_actions = app
         .post_json(
@@ -542,7 +572,8 @@ async fn the_export_holds_no_password_and_no_token() {
         assert!(!export.contains(secret), "a password or token was exported");
     }
     assert!(
-        text(&exported.stderr).contains("exported 2 OAuth clients, 3 accounts and 3 sessions"),
+        text(&exported.stderr)
+            .contains("exported 3 roles, 2 OAuth clients, 3 accounts and 3 sessions"),
         "{}",
         text(&exported.stderr)
     );
@@ -690,6 +721,18 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
             "openid admin",
             "a-token-with-a-made-up-scope",
         ),
+        // A new role, and an account after it naming it.
+        r#"{"type": "role", "name": "auditor", "permissions": ["audit.read"]}"#.to_owned(),
+        account_line(19, "lena", &erin, r#", "roles": ["auditor"]"#),
+        // The built-in user role as another deployment changed it: this
+        // one's may hold other permissions on purpose.
+        r#"{"type": "role", "name": "user", "description": "A normal account", "permissions": ["read", "write"]}"#
+            .to_owned(),
+        r#"{"type": "role", "name": "Bad Name"}"#.to_owned(),
+        // The built-in administrator role exactly as this deployment has
+        // it: nothing to do.
+        r#"{"type": "role", "name": "administrator", "description": "Full access, including the admin API", "permissions": ["write", "admin", "read"]}"#
+            .to_owned(),
     ];
     let expected = vec![
         (3, "unknown field `pasword`"),
@@ -722,6 +765,11 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
             "session: client.client_id names no client this import wrote",
         ),
         (25, "session: client.scope: unknown \"admin\""),
+        (
+            28,
+            "role user: defined here with another description or other permissions",
+        ),
+        (29, "role Bad Name: name: must be 1 to"),
     ];
     let secrets = vec![erin, hank.to_owned(), "hunter2".to_owned()];
     (lines.join("\n") + "\n", expected, secrets)
@@ -769,7 +817,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     let dry_refusals = check(&dry);
     assert_eq!(
         text(&dry.stdout).trim(),
-        "checked 25 lines: would import 1 OAuth client, 3 accounts and 2 sessions; 18 lines refused\npassword hashes: argon2 3"
+        "checked 30 lines: would import 1 role, 1 OAuth client, 4 accounts and 2 sessions; 20 lines refused\npassword hashes: argon2 4"
     );
     let listed = ok(run(sesame(&env).args(["user", "list", "--json"]), None));
     assert_eq!(
@@ -791,7 +839,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     );
     assert_eq!(
         text(&real.stdout).trim(),
-        "imported 1 OAuth client, 3 accounts and 2 sessions; 18 lines refused\npassword hashes: argon2 3"
+        "imported 1 role, 1 OAuth client, 4 accounts and 2 sessions; 20 lines refused\npassword hashes: argon2 4"
     );
 
     let app = app_on(deployment.clone()).await;
@@ -849,6 +897,40 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     assert_eq!(gina["user"]["max_api_calls"], 7);
     assert_eq!(gina["user"]["quota_period"], "day");
     assert_eq!(gina["user"]["roles"], json!(["user"]), "the default role");
+    assert_eq!(
+        gina["user"]["permissions"],
+        json!(["read"]),
+        "the user role as this deployment defines it"
+    );
+    let lena: Value = app
+        .login("lena", "erin password 1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lena["user"]["roles"], json!(["auditor"]));
+    assert_eq!(lena["user"]["permissions"], json!(["audit.read"]));
+
+    // Run again under --on-conflict update: the user role is replaced, and
+    // every holder's permissions follow at once.
+    let updated = run(
+        sesame(&env)
+            .args(["import", "--on-conflict", "update"])
+            .arg(&file),
+        None,
+    );
+    assert!(
+        text(&updated.stdout).contains("; 1 role updated"),
+        "{}",
+        text(&updated.stdout)
+    );
+    let gina: Value = app
+        .login("gina", "gina password 1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(gina["user"]["permissions"], json!(["read", "write"]));
 }
 
 #[tokio::test]
