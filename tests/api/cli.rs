@@ -977,7 +977,7 @@ async fn clients_are_managed_from_the_command_line() {
             vec!["client", "add", "bad", "--grant", "implicit"],
             "implicit",
         ),
-        (vec!["client", "add", "bad"], "redirect-uri"),
+        (vec!["client", "add", "bad"], "at least one redirect URI"),
         (vec!["client", "show", "nobody"], "client not found"),
     ] {
         let output = run(sesame(&dir).args(&args), None);

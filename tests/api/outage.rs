@@ -11,10 +11,14 @@ use tokio::task::JoinHandle;
 
 use crate::helpers::{Backend, Deployment, PASSWORD, TestApp, backend};
 
-/// A TCP relay to a server that the test can cut and restore on the same port.
+/// A TCP relay to a server that the test can cut and restore on the same
+/// port, or freeze.
 pub(crate) struct Relay {
     pub(crate) port: u16,
     task: Option<JoinHandle<()>>,
+    /// How many times the relay was frozen: a connection freezes when this
+    /// passes the count at its accept.
+    freezes: tokio::sync::watch::Sender<u64>,
 }
 
 /// `host:port` of a URL such as `redis://127.0.0.1:6379/0`.
@@ -28,6 +32,7 @@ impl Relay {
     pub(crate) async fn start_to(port: u16, target: String) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let (freezes, frozen) = tokio::sync::watch::channel(0u64);
         let task = tokio::spawn(async move {
             // Dropping the set (when the task is aborted) cuts every connection.
             let mut connections = tokio::task::JoinSet::new();
@@ -36,9 +41,19 @@ impl Relay {
                     return;
                 };
                 let target = target.clone();
+                let mut frozen = frozen.clone();
+                let at_accept = *frozen.borrow_and_update();
                 connections.spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        let froze = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                            frozen = frozen.wait_for(|freezes| *freezes > at_accept) => frozen.is_ok(),
+                        };
+                        if froze {
+                            // Both sockets stay open and nothing passes: no
+                            // answer, no close, as from a host gone dark.
+                            std::future::pending::<()>().await;
+                        }
                     }
                 });
             }
@@ -46,7 +61,15 @@ impl Relay {
         Self {
             port,
             task: Some(task),
+            freezes,
         }
+    }
+
+    /// Stops every open connection in its tracks, open: nothing more
+    /// passes either way, and nothing is closed. Connections made later
+    /// pass as before (a failed-over server at the same address).
+    pub(crate) fn freeze(&self) {
+        self.freezes.send_modify(|freezes| *freezes += 1);
     }
 
     pub(crate) fn cut(&mut self) {
@@ -67,6 +90,12 @@ pub(crate) async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool)
 /// An application whose database connections pass a relay the test can
 /// cut; with the relay and the database's `host:port`.
 async fn app_behind_a_relay() -> (TestApp, Relay, String) {
+    app_behind_a_relay_with(|_| {}).await
+}
+
+async fn app_behind_a_relay_with(
+    configure: impl FnOnce(&mut sesame::config::RawConfig),
+) -> (TestApp, Relay, String) {
     let deployment = Deployment::new().await;
     let mut raw = sesame::config::RawConfig::default();
     deployment.apply(&mut raw);
@@ -77,9 +106,47 @@ async fn app_behind_a_relay() -> (TestApp, Relay, String) {
     let app = TestApp::spawn_in(deployment, |c| {
         c.database_url = Some(relayed);
         c.database.connect_timeout = 1;
+        configure(c);
     })
     .await;
     (app, relay, target)
+}
+
+/// A database that goes silent (no answer, no close: a host powered off,
+/// a network cut, a failed-over primary whose address moved to a new
+/// server) does not hold the pool's connections until the operating system
+/// gives up on them (some 15 minutes): requests get their 503 at
+/// `http.request_timeout`, the silent connections are dropped, and the node
+/// serves again through new ones as soon as the server at that address
+/// answers. A pool of two: two silent connections held would stop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_database_is_given_up_and_the_pool_recovers() {
+    let (app, relay, _) = app_behind_a_relay_with(|c| {
+        c.database.pool_size = 2;
+        c.http.request_timeout = 2;
+    })
+    .await;
+    app.create_user("alice").await;
+    // Both connections open, and in the pool.
+    let (first, second) = tokio::join!(app.login("alice", PASSWORD), app.login("alice", PASSWORD));
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+
+    relay.freeze();
+    let started = Instant::now();
+    let stalled = app.login("alice", PASSWORD).await;
+    assert_eq!(stalled.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "a 503 at http.request_timeout: {:?}",
+        started.elapsed()
+    );
+    eventually("logins work again through new connections", async || {
+        app.login("alice", PASSWORD).await.status() == StatusCode::OK
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

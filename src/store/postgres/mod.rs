@@ -50,6 +50,7 @@ impl PostgresStore {
     /// safe) or, with `migrate` false, refuses a schema that is behind.
     pub async fn open(settings: &DatabaseSettings, migrate: bool) -> StoreResult<Self> {
         let options = connect_options(settings)?;
+        let patience = settings.connect_timeout;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
             .min_connections(0)
@@ -58,6 +59,31 @@ impl PostgresStore {
             // No ping before every use (a round trip each): a broken
             // connection fails its statement and is replaced.
             .test_before_acquire(false)
+            // A released connection is pinged before it goes back to the
+            // pool (sqlx's own check, which waits as long as the kernel
+            // does). A server gone silent (a host powered off, a network
+            // cut, a failed-over primary whose address moved) answers
+            // nothing and closes nothing: the operating system gives up on
+            // such a connection only after some 15 minutes of
+            // retransmissions, and until then each one would hold its slot
+            // of the pool, which fills up after a few requests. So a
+            // connection that does not answer a ping within
+            // `database.connect_timeout` is dropped at once and its slot
+            // freed: requests reach the new server as soon as it answers.
+            // This also ends, server-side, a statement whose request gave
+            // up on it. The cost is one more round trip per release, after
+            // the answer has gone out.
+            .after_release(move |connection, _| {
+                Box::pin(async move {
+                    match tokio::time::timeout(patience, sqlx::Connection::ping(connection)).await {
+                        Ok(answered) => answered.map(|()| true),
+                        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer to a ping within database.connect_timeout",
+                        ))),
+                    }
+                })
+            })
             .connect_with(options)
             .await
             .map_err(db_error)?;
