@@ -80,8 +80,8 @@ enum Command {
     /// Bring the database schema up to date (for deployments that set
     /// `database.auto_migrate = false`); safe while other nodes run.
     Migrate,
-    /// Write accounts (and with --sessions live sessions) as JSON lines, to
-    /// move the deployment to another backend.
+    /// Write roles, OAuth clients and accounts (and with --sessions live
+    /// sessions) as JSON lines, to move the deployment to another backend.
     Export(transfer::ExportArgs),
     /// Read an export into this deployment's database.
     Import(transfer::ImportArgs),

@@ -38,7 +38,8 @@ pub struct ExportArgs {
     /// only), so that signed-in clients stay signed in after the move.
     #[arg(long)]
     sessions: bool,
-    /// Write to FILE (created with mode 0600: it holds password verifiers)
+    /// Write to FILE (created with mode 0600: it holds password verifiers
+    /// and client secret hashes)
     /// instead of standard output.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -281,10 +282,14 @@ async fn write_export(
         accounts += page.lines.len() as u64;
         bar.set_message(format!("{} exported", count(accounts, "account")));
     }
-    if sessions {
+    // The sessions of OAuth clients last: each names the browser session
+    // it came from, which the import looks for.
+    for of_clients in [false, true].into_iter().filter(|_| sessions) {
         let mut after = String::new();
         loop {
-            let page = core.export_sessions(&after, SESSION_PAGE).await?;
+            let page = core
+                .export_sessions(&after, SESSION_PAGE, of_clients)
+                .await?;
             let Some(next) = page.next else { break };
             after = next;
             for line in &page.lines {

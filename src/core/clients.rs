@@ -250,24 +250,12 @@ impl Core {
         spec: ClientSpec,
         actor: &Actor,
     ) -> Result<(OAuthClient, Option<String>)> {
-        if spec.public && spec.secret.is_some() {
-            return Err(Error::invalid("secret", "a public client has no secret"));
-        }
-        let (secret_hash, generated) = if spec.public {
-            (None, None)
-        } else {
-            match spec.secret {
-                Some(secret) => (Some(hash_token(&check_secret(&secret)?)), None),
-                None => {
-                    let secret = random_urlsafe(32);
-                    (Some(hash_token(&secret)), Some(secret))
-                }
-            }
-        };
-        let client = OAuthClient {
+        let mut client = OAuthClient {
             name: spec.id.clone(),
             id: spec.id,
-            secret_hash,
+            // Set below, once the registration's rules have passed: what
+            // matters to them is only whether there is one.
+            secret_hash: (!spec.public).then_some([0; 32]),
             redirect_uris: dedup(spec.redirect_uris),
             post_logout_redirect_uris: dedup(spec.post_logout_redirect_uris),
             grants: if spec.grants.is_empty() {
@@ -283,6 +271,21 @@ impl Core {
             created_at: self.now(),
         };
         check_client(&client)?;
+        if spec.public && spec.secret.is_some() {
+            return Err(Error::invalid("secret", "a public client has no secret"));
+        }
+        let (secret_hash, generated) = if spec.public {
+            (None, None)
+        } else {
+            match spec.secret {
+                Some(secret) => (Some(hash_token(&check_secret(&secret)?)), None),
+                None => {
+                    let secret = random_urlsafe(32);
+                    (Some(hash_token(&secret)), Some(secret))
+                }
+            }
+        };
+        client.secret_hash = secret_hash;
         self.store.create_client(&client).await?;
         self.audit.record(
             actor

@@ -54,7 +54,8 @@ use super::domain::{Email, Mobile, Platform, Username};
 use super::error::{Error, Result};
 use super::roles::{Actor, check_role};
 use crate::store::transfer::{
-    AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
+    AccessHandle, AccountRecord, ImportRecord, MAX_ACCESS_TOKENS, RecordError, RecordResults,
+    RefreshLink, SessionRecord,
 };
 use crate::store::{
     Account, AccountId, AccountStatus, OAuthClient, OAuthSession, PasswordVerifiers, QuotaPeriod,
@@ -179,9 +180,21 @@ struct SessionLine {
     created_at: i64,
     expires_at: i64,
     refresh_tokens: Vec<RefreshLine>,
+    /// Its live opaque access tokens by hash (since version 3): a
+    /// contract's, or the sign-in page's cookie.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    access_tokens: Vec<AccessLine>,
     /// For a session signed in to an OAuth client (since version 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client: Option<GrantLine>,
+}
+
+/// One of a session line's `access_tokens`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessLine {
+    hash: String,
+    expires_at: i64,
 }
 
 /// A session line's `client`: what an OAuth client was granted.
@@ -189,7 +202,6 @@ struct SessionLine {
 #[serde(deny_unknown_fields)]
 struct GrantLine {
     client_id: String,
-    #[serde(default)]
     scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     browser_session: Option<String>,
@@ -327,6 +339,14 @@ impl SessionLine {
                     issued_at: link.issued_at,
                     rotated_at: link.rotated_at,
                     successor_salt: link.successor_salt.as_ref().map(hex::encode),
+                })
+                .collect(),
+            access_tokens: s
+                .access_tokens
+                .iter()
+                .map(|handle| AccessLine {
+                    hash: hex::encode(handle.hash),
+                    expires_at: handle.expires_at,
                 })
                 .collect(),
             client: s.client.as_ref().map(|grant| GrantLine {
@@ -536,9 +556,14 @@ pub struct Import {
     /// would write): the only ones its sessions may join. About 16 bytes
     /// an account.
     written: HashSet<AccountId>,
-    /// The clients this import wrote (or would write): the only ones its
-    /// sessions may be signed in to.
-    clients_written: HashSet<String>,
+    /// The clients this import wrote (or would write), with their scopes:
+    /// the only ones its sessions may be signed in to, within those scopes.
+    clients_written: HashMap<String, OAuthClient>,
+    /// Roles whose line was refused (defined here otherwise), with that
+    /// line: account lines after it naming them are refused too, or they
+    /// would get this deployment's permissions where the file meant others.
+    /// (By line, not by batch, so that `--batch` changes nothing.)
+    roles_refused: HashMap<String, u64>,
     /// Dry run only: the roles the import would make or replace.
     roles_in_file: HashMap<String, Role>,
     counts: ImportCounts,
@@ -572,6 +597,7 @@ enum Key {
     Mobile,
     SessionId,
     TokenHash,
+    AccessHash,
     /// An account id with its username.
     Owner,
     ClientId,
@@ -666,7 +692,7 @@ impl Seen {
         session: &SessionRecord,
         stored: std::result::Result<(), RecordError>,
     ) -> std::result::Result<(), RecordError> {
-        const FIELDS: [&str; 2] = ["session id", "refresh token hash"];
+        const FIELDS: [&str; 3] = ["session id", "refresh token hash", "access token hash"];
         let in_file = if self.contains(Key::SessionId, &session.id) {
             Some(0)
         } else if session
@@ -675,6 +701,12 @@ impl Seen {
             .any(|link| self.contains(Key::TokenHash, link.hash))
         {
             Some(1)
+        } else if session
+            .access_tokens
+            .iter()
+            .any(|handle| self.contains(Key::AccessHash, handle.hash))
+        {
+            Some(2)
         } else {
             None
         };
@@ -708,6 +740,9 @@ impl Seen {
         self.insert(Key::SessionId, &session.id);
         for link in &session.refresh_tokens {
             self.insert(Key::TokenHash, link.hash);
+        }
+        for handle in &session.access_tokens {
+            self.insert(Key::AccessHash, handle.hash);
         }
         Ok(())
     }
@@ -1246,6 +1281,37 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
         .enumerate()
         .map(|(index, link)| refresh_link(link).map_err(|e| format!("refresh_tokens[{index}].{e}")))
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    if s.access_tokens.len() > MAX_ACCESS_TOKENS as usize {
+        return Err(format!(
+            "access_tokens: at most {MAX_ACCESS_TOKENS} (the newest, as an export writes)"
+        ));
+    }
+    let access_tokens = s
+        .access_tokens
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&line.hash, &mut hash).map_err(|_| {
+                format!("access_tokens[{index}].hash: must be the 64 hex digits of a SHA-256")
+            })?;
+            if !(0..=LATEST_TIME).contains(&line.expires_at) {
+                return Err(format!(
+                    "access_tokens[{index}].expires_at: must be Unix seconds"
+                ));
+            }
+            Ok(AccessHandle {
+                hash,
+                expires_at: line.expires_at,
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    let mut distinct: Vec<&[u8; 32]> = access_tokens.iter().map(|a| &a.hash).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != access_tokens.len() {
+        return Err("access_tokens: a hash is given twice".into());
+    }
     let client = s
         .client
         .map(|grant| client_grant(&s.id, grant).map_err(|e| format!("client.{e}")))
@@ -1261,6 +1327,7 @@ fn session(s: SessionLine) -> std::result::Result<SessionRecord, String> {
         created_at: s.created_at,
         expires_at: s.expires_at,
         refresh_tokens,
+        access_tokens,
         client,
     })
 }
@@ -1274,6 +1341,9 @@ fn client_grant(session_id: &str, grant: GrantLine) -> std::result::Result<OAuth
         return Err("client_id: 1 to 64 of A-Z a-z 0-9 . _ -, not only digits".into());
     }
     let scopes: Vec<&str> = grant.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    if scopes.is_empty() {
+        return Err("scope: at least one (what the client was granted)".into());
+    }
     if let Some(unknown) = scopes.iter().find(|s| !SCOPES.contains(s)) {
         return Err(format!(
             "scope: unknown {unknown:?}; each one of {}",
@@ -1405,13 +1475,19 @@ impl Core {
     }
 
     /// The lines of live sessions after `after_id`, `limit` at a time, each
-    /// with its refresh-token chain (hashes only). A session left without
-    /// any refresh token could not be refreshed after the move and is left
-    /// out.
-    pub async fn export_sessions(&self, after_id: &str, limit: u32) -> Result<ExportPage<String>> {
+    /// with its refresh-token chain and live opaque access tokens (hashes
+    /// only): those signed in to OAuth clients with `of_clients`, the others
+    /// without. A session left without any refresh token could not be
+    /// refreshed after the move and is left out.
+    pub async fn export_sessions(
+        &self,
+        after_id: &str,
+        limit: u32,
+        of_clients: bool,
+    ) -> Result<ExportPage<String>> {
         let sessions = self
             .store
-            .export_sessions(after_id, limit, self.now(), MAX_EXPORTED_CHAIN)
+            .export_sessions(after_id, limit, self.now(), MAX_EXPORTED_CHAIN, of_clients)
             .await?;
         let lines = sessions
             .iter()
@@ -1472,7 +1548,8 @@ impl Core {
             roles: self.store.role_names().await?,
             seen: options.dry_run.then(Seen::default),
             written: HashSet::new(),
-            clients_written: HashSet::new(),
+            clients_written: HashMap::new(),
+            roles_refused: HashMap::new(),
             roles_in_file: HashMap::new(),
             counts: ImportCounts::default(),
         })
@@ -1575,6 +1652,7 @@ impl Core {
                 }
                 Some(_) => match import.on_conflict {
                     OnConflict::Fail => {
+                        import.roles_refused.insert(role.name.clone(), line);
                         import.counts.refused += 1;
                         refusals.push(Refusal {
                             line,
@@ -1594,8 +1672,26 @@ impl Core {
                                 permissions: Some(role.permissions.clone()),
                                 ..RoleChange::default()
                             };
-                            self.change_role(&role.name, &change, &Actor::Operator)
-                                .await?;
+                            let refused = match self
+                                .change_role(&role.name, &change, &Actor::Operator)
+                                .await
+                            {
+                                Ok(_) => None,
+                                Err(Error::LastAdministrator) => Some(
+                                    "replacing it would leave no administrator who can sign in",
+                                ),
+                                Err(Error::NotFound(_)) => Some("was deleted meanwhile; run again"),
+                                Err(other) => return Err(other),
+                            };
+                            if let Some(reason) = refused {
+                                import.roles_refused.insert(role.name.clone(), line);
+                                import.counts.refused += 1;
+                                refusals.push(Refusal {
+                                    line,
+                                    reason: format!("{label}: {reason}"),
+                                });
+                                continue;
+                            }
                         }
                         import.counts.roles_updated += 1;
                     }
@@ -1619,6 +1715,25 @@ impl Core {
         // Sessions refused before the database sees them.
         let mut refusals = Vec::new();
         for mut parsed in batch {
+            if let ImportRecord::Account(account) = &parsed.record
+                && let Some(role) = account.roles.iter().find(|role| {
+                    import
+                        .roles_refused
+                        .get(*role)
+                        .is_some_and(|refused_at| *refused_at < parsed.line)
+                })
+            {
+                import.counts.refused += 1;
+                refusals.push(Refusal {
+                    line: parsed.line,
+                    reason: format!(
+                        "{}: roles: {role} is defined here otherwise than in the file, whose \
+                         line for it was refused",
+                        parsed.label
+                    ),
+                });
+                continue;
+            }
             if let ImportRecord::Session(session) = &mut parsed.record {
                 if session.expires_at <= now {
                     import.counts.expired += 1;
@@ -1635,10 +1750,28 @@ impl Core {
                 // its id here.
                 let unwritten = if !import.written.contains(&session.account_id) {
                     Some(RecordError::NotWritten)
-                } else if let Some(grant) = &session.client
-                    && !import.clients_written.contains(&grant.client_id)
-                {
-                    Some(RecordError::ClientNotWritten)
+                } else if let Some(grant) = &session.client {
+                    match import.clients_written.get(&grant.client_id) {
+                        None => Some(RecordError::ClientNotWritten),
+                        // As the authorization endpoint bounds a grant.
+                        Some(client)
+                            if grant
+                                .scope
+                                .split(' ')
+                                .any(|s| !client.scopes.iter().any(|c| c == s)) =>
+                        {
+                            import.counts.refused += 1;
+                            refusals.push(Refusal {
+                                line: parsed.line,
+                                reason: format!(
+                                    "{}: client.scope: beyond the scopes of client {}",
+                                    parsed.label, grant.client_id
+                                ),
+                            });
+                            continue;
+                        }
+                        Some(_) => None,
+                    }
                 } else {
                     None
                 };
@@ -1665,10 +1798,18 @@ impl Core {
                     }
                     continue;
                 }
-                // No imported session outlives one opened now.
+                // No imported session outlives one opened now, and no
+                // access token its session.
                 session.expires_at = session
                     .expires_at
                     .min(now.saturating_add(self.settings.tokens.refresh_ttl));
+                let end = session.expires_at;
+                session
+                    .access_tokens
+                    .retain(|handle| handle.expires_at > now);
+                for handle in &mut session.access_tokens {
+                    handle.expires_at = handle.expires_at.min(end);
+                }
             }
             let kind = match &parsed.record {
                 ImportRecord::Account(account) => Kind::Account(
@@ -1762,20 +1903,43 @@ impl Core {
                 }
                 (Ok(()), Kind::Session) => import.counts.sessions += 1,
                 (Ok(()), Kind::Client(client)) => {
-                    import.clients_written.insert(client.id);
-                    import.counts.clients += 1;
-                }
-                (Err(RecordError::Taken("client_id")), Kind::Client(client))
-                    if import.on_conflict != OnConflict::Fail =>
-                {
-                    // Registered here exactly as the line has it (an import
-                    // run again): the same application, whose sessions in
-                    // the file may join it. Any other client of that id is
-                    // left as it is, and those sessions are refused.
-                    if self.store.get_client(&client.id).await?.as_ref() == Some(&*client) {
-                        import.clients_written.insert(client.id);
+                    if !import.dry_run {
+                        self.audit.record(
+                            audit::event("client_added", "success", OPERATOR)
+                                .detail(format!("client {} (import)", client.id)),
+                        );
                     }
+                    import.counts.clients += 1;
+                    import.clients_written.insert(client.id.clone(), *client);
+                }
+                // Registered here exactly as the line has it (an import run
+                // again): the same application, whose sessions in the file
+                // may join it. Any other client of that id is another
+                // application, left as it is; its line is refused, and the
+                // sessions of the file's client with it.
+                (Err(RecordError::Taken("client_id")), Kind::Client(client))
+                    if import.on_conflict != OnConflict::Fail
+                        && match import.clients_written.get(&client.id) {
+                            // An earlier line of the file (a dry run has
+                            // not written it).
+                            Some(earlier) => earlier == &*client,
+                            None => {
+                                self.store.get_client(&client.id).await?.as_ref() == Some(&*client)
+                            }
+                        } =>
+                {
                     import.counts.skipped += 1;
+                    import.clients_written.insert(client.id.clone(), *client);
+                }
+                (Err(RecordError::Taken("client_id")), Kind::Client(_)) => {
+                    import.counts.refused += 1;
+                    refusals.push(Refusal {
+                        line,
+                        reason: format!(
+                            "{label}: client_id is already taken by a client registered \
+                             otherwise (remove it first to import this one)"
+                        ),
+                    });
                 }
                 (Err(RecordError::Taken(field)), _)
                     if match import.on_conflict {
@@ -1831,7 +1995,8 @@ mod tests {
             roles: vec!["administrator".into(), "user".into()],
             seen: Some(Seen::default()),
             written: HashSet::new(),
-            clients_written: HashSet::new(),
+            clients_written: HashMap::new(),
+            roles_refused: HashMap::new(),
             roles_in_file: HashMap::new(),
             counts: ImportCounts::default(),
         }
@@ -2243,20 +2408,30 @@ mod tests {
                 r#"{"client_id": "shop", "scope": "openid openid", "auth_time": 1}"#,
                 "client.scope: a scope is given twice",
             ),
-            (r#"{"client_id": "", "auth_time": 1}"#, "client.client_id: "),
             (
-                r#"{"client_id": "shop", "auth_time": 1, "browser_session": "web"}"#,
+                r#"{"client_id": "", "scope": "openid", "auth_time": 1}"#,
+                "client.client_id: ",
+            ),
+            (
+                r#"{"client_id": "shop", "scope": "openid", "auth_time": 1, "browser_session": "web"}"#,
                 "client.browser_session: must be a session id",
             ),
             (
-                r#"{"client_id": "shop", "auth_time": -5}"#,
+                r#"{"client_id": "shop", "scope": "openid", "auth_time": -5}"#,
                 "client.auth_time: ",
             ),
             (
-                r#"{"client_id": "shop", "auth_time": 1, "nonce": "a\nb"}"#,
+                r#"{"client_id": "shop", "scope": "openid", "auth_time": 1, "nonce": "a\nb"}"#,
                 "client.nonce: ",
             ),
-            (r#"{"client_id": "shop"}"#, "missing field `auth_time`"),
+            (
+                r#"{"client_id": "shop", "scope": "", "auth_time": 1}"#,
+                "client.scope: at least one",
+            ),
+            (
+                r#"{"client_id": "shop", "scope": "openid"}"#,
+                "missing field `auth_time`",
+            ),
         ] {
             let refusal = import.parse(3, &session(grant)).unwrap_err();
             assert!(refusal.reason.contains(reason), "{grant}: {refusal}");

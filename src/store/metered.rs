@@ -388,10 +388,12 @@ impl TransferStore for MeteredStore {
         limit: u32,
         now: UnixTime,
         max_chain: u32,
+        of_clients: bool,
     ) -> StoreResult<Vec<SessionRecord>> {
         self.time(
             "export_sessions",
-            self.inner.export_sessions(after_id, limit, now, max_chain),
+            self.inner
+                .export_sessions(after_id, limit, now, max_chain, of_clients),
         )
         .await
     }

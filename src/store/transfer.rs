@@ -87,6 +87,19 @@ pub struct RefreshLink {
     pub successor_salt: Option<Vec<u8>>,
 }
 
+/// Most live opaque access tokens exported per session (the newest).
+pub const MAX_ACCESS_TOKENS: u32 = 64;
+
+/// A live opaque access token of a session, by hash only: a contract's
+/// opaque access token, or the sign-in page's cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessHandle {
+    /// SHA-256 of the token text (in its namespace).
+    pub hash: TokenHash,
+    /// When it stops working.
+    pub expires_at: UnixTime,
+}
+
 /// A live session with its refresh-token chain, as exported and imported.
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
@@ -113,6 +126,9 @@ pub struct SessionRecord {
     /// The chain, oldest first: rotated tokens (for reuse detection and the
     /// grace window) and the one live token.
     pub refresh_tokens: Vec<RefreshLink>,
+    /// Its live opaque access tokens (none for JWT sessions but the
+    /// sign-in page's).
+    pub access_tokens: Vec<AccessHandle>,
     /// For a session signed in to an OAuth client: what the client was
     /// granted (its `session_id` is this session's).
     pub client: Option<OAuthSession>,
@@ -180,14 +196,18 @@ pub trait TransferStore: Send + Sync {
     async fn export_accounts(&self, after_id: AccountId, limit: u32) -> StoreResult<Vec<Account>>;
     /// Sessions neither revoked nor expired at `now`, in id order, `limit`
     /// at a time after `after_id`, each with the newest `max_chain` links of
-    /// its refresh-token chain (always including the live one), oldest first,
-    /// and for a session of an OAuth client, its grant.
+    /// its refresh-token chain (always including the live one), oldest
+    /// first, its live opaque access tokens, and for a session of an OAuth
+    /// client, its grant. Only the sessions of OAuth clients with
+    /// `of_clients`, only the others without (an export writes the others
+    /// first: a client's session names the browser session it came from).
     async fn export_sessions(
         &self,
         after_id: &str,
         limit: u32,
         now: UnixTime,
         max_chain: u32,
+        of_clients: bool,
     ) -> StoreResult<Vec<SessionRecord>>;
     /// Writes the records in one transaction, each in its own savepoint: a
     /// refused record is rolled back alone. Returns one result per record;

@@ -603,6 +603,7 @@ const JACK_REFRESH: &str = "jack-refresh-token-from-the-old-system";
 const PLANTED_REFRESH: &str = "a-token-the-file-chose-for-ivan";
 const KIOSK_REFRESH: &str = "erin-refresh-token-at-the-kiosk-app";
 const KIOSK_SECRET: &str = "the-kiosk-apps-secret-0123456789abcdef";
+const ERIN_COOKIE: &str = "erins-sign-in-page-cookie-0123456789abcdefgh";
 /// A client already registered on the deployment imported into: a
 /// session naming it must not join it.
 const ELSEWHERE: &str = "elsewhere";
@@ -664,6 +665,21 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         ))));
         line.to_string()
     };
+    // Erin's sign-in page session, with its cookie, and a session it gave
+    // the kiosk: logging out on the page ends both after the move.
+    let mut erin_web = session.clone();
+    erin_web["access_tokens"] = json!([{
+        "hash": hex::encode(Sha256::digest(format!("sesame-browser:{ERIN_COOKIE}"))),
+        "expires_at": now + 3600,
+    }]);
+    let mut from_the_page: Value = serde_json::from_str(&at_the_kiosk(
+        "1d2e3f40-6666-4777-8888-999aaabbbccc",
+        "kiosk",
+        "openid",
+        KIOSK_REFRESH,
+    ))
+    .unwrap();
+    from_the_page["client"]["browser_session"] = session["id"].clone();
     let lines = [
         r#"{"format": "sesame-export", "version": 1, "exported_at": "2026-11-21T09:10:25Z"}"#
             .to_owned(),
@@ -678,7 +694,7 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
             &phc("gina password 1"),
             r#", "email": "gina@example.com", "max_api_calls": 7, "quota_period": "day", "profile": {"qq": "1"}"#,
         ),
-        session.to_string(),
+        erin_web.to_string(),
         r#"{"type": "widget", "secret": "hunter2-secret"}"#.to_owned(),
         account_line(15, "hank", hank, ""),
         orphan.to_string(),
@@ -703,12 +719,7 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         kiosk.to_string(),
         public_with_password.to_string(),
         bad_secret.to_string(),
-        at_the_kiosk(
-            "1d2e3f40-6666-4777-8888-999aaabbbccc",
-            "kiosk",
-            "openid",
-            KIOSK_REFRESH,
-        ),
+        from_the_page.to_string(),
         at_the_kiosk(
             "1d2e3f40-7777-4777-8888-999aaabbbccc",
             ELSEWHERE,
@@ -733,6 +744,23 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         // it: nothing to do.
         r#"{"type": "role", "name": "administrator", "description": "Full access, including the admin API", "permissions": ["write", "admin", "read"]}"#
             .to_owned(),
+        // An account holding the user role whose line was refused: it
+        // would get this deployment's permissions, not the file's.
+        account_line(20, "mike", &erin, ""),
+        // Another application of the same id is registered here: the
+        // file's is not imported over it.
+        json!({
+            "type": "client", "id": ELSEWHERE, "grants": ["password"], "created_at": 1700000000,
+            "secret_hash": hex::encode(Sha256::digest(KIOSK_SECRET)),
+        })
+        .to_string(),
+        // A grant beyond what the client may be granted.
+        at_the_kiosk(
+            "1d2e3f40-9999-4777-8888-999aaabbbccc",
+            "kiosk",
+            "openid email",
+            "a-token-beyond-the-kiosks-scopes",
+        ),
     ];
     let expected = vec![
         (3, "unknown field `pasword`"),
@@ -770,6 +798,18 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
             "role user: defined here with another description or other permissions",
         ),
         (29, "role Bad Name: name: must be 1 to"),
+        (
+            31,
+            "account mike: roles: user is defined here otherwise than in the file",
+        ),
+        (
+            32,
+            "client elsewhere: client_id is already taken by a client registered otherwise",
+        ),
+        (
+            33,
+            "session: client.scope: beyond the scopes of client kiosk",
+        ),
     ];
     let secrets = vec![erin, hank.to_owned(), "hunter2".to_owned()];
     (lines.join("\n") + "\n", expected, secrets)
@@ -817,7 +857,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     let dry_refusals = check(&dry);
     assert_eq!(
         text(&dry.stdout).trim(),
-        "checked 30 lines: would import 1 role, 1 OAuth client, 4 accounts and 2 sessions; 20 lines refused\npassword hashes: argon2 4"
+        "checked 33 lines: would import 1 role, 1 OAuth client, 4 accounts and 2 sessions; 23 lines refused\npassword hashes: argon2 4"
     );
     let listed = ok(run(sesame(&env).args(["user", "list", "--json"]), None));
     assert_eq!(
@@ -839,7 +879,7 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     );
     assert_eq!(
         text(&real.stdout).trim(),
-        "imported 1 role, 1 OAuth client, 4 accounts and 2 sessions; 20 lines refused\npassword hashes: argon2 4"
+        "imported 1 role, 1 OAuth client, 4 accounts and 2 sessions; 23 lines refused\npassword hashes: argon2 4"
     );
 
     let app = app_on(deployment.clone()).await;
@@ -878,6 +918,35 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     assert_eq!(kiosk.status(), StatusCode::OK, "a hand-made client session");
     let kiosk: Value = kiosk.json().await.unwrap();
     assert_eq!(kiosk["scope"], "openid");
+    // The page's cookie moved, and so did the link: logging out there
+    // (the kiosk's ID token names erin) ends the kiosk's session too.
+    let logout = app
+        .client
+        .get(app.url(&format!(
+            "/oauth2/logout?id_token_hint={}",
+            kiosk["id_token"].as_str().unwrap()
+        )))
+        .header("cookie", format!("sesame_session={ERIN_COOKIE}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    let ended = app
+        .client
+        .post(app.url("/oauth2/token"))
+        .basic_auth("kiosk", Some(KIOSK_SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", kiosk["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ended.status(),
+        StatusCode::BAD_REQUEST,
+        "single logout reaches the moved session"
+    );
     assert_eq!(
         app.refresh(JACK_REFRESH).await.status(),
         StatusCode::UNAUTHORIZED,
@@ -923,6 +992,21 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
         text(&updated.stdout).contains("; 1 role updated"),
         "{}",
         text(&updated.stdout)
+    );
+    let refused = refusals(&updated);
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.starts_with("line 32: client elsewhere: client_id is already taken")),
+        "update never replaces another application: {refused:#?}"
+    );
+    assert!(
+        !refused.iter().any(|r| r.starts_with("line 31: ")),
+        "mike's role is now the file's: {refused:#?}"
+    );
+    assert_eq!(
+        app.login("mike", "erin password 1").await.status(),
+        StatusCode::OK
     );
     let gina: Value = app
         .login("gina", "gina password 1")

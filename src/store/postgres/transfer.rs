@@ -15,8 +15,8 @@ use sqlx::{Connection, Row};
 use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::transfer::{
-    AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
-    TransferStore,
+    AccessHandle, AccountRecord, ImportRecord, MAX_ACCESS_TOKENS, RecordError, RecordResults,
+    RefreshLink, SessionRecord, TransferStore,
 };
 use crate::store::{
     Account, AccountId, AccountStore, OAuthClient, OAuthSession, SessionId, StoreResult, TokenStyle,
@@ -48,6 +48,7 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
         created_at: row.try_get("created_at").map_err(db_error)?,
         expires_at: row.try_get("expires_at").map_err(db_error)?,
         refresh_tokens: Vec::new(),
+        access_tokens: Vec::new(),
         client,
     })
 }
@@ -74,6 +75,7 @@ fn record_error(error: sqlx::Error) -> RecordError {
                 Some("accounts_pkey") => return RecordError::Taken("id"),
                 Some("sessions_pkey") => return RecordError::Taken("session id"),
                 Some("refresh_tokens_pkey") => return RecordError::Taken("refresh token hash"),
+                Some("access_tokens_pkey") => return RecordError::Taken("access token hash"),
                 _ => {}
             }
         }
@@ -159,8 +161,39 @@ async fn insert_session(
     .execute(&mut *conn)
     .await
     .map_err(record_error)?;
+    if !session.access_tokens.is_empty() {
+        let hashes: Vec<&[u8]> = session.access_tokens.iter().map(|a| &a.hash[..]).collect();
+        let expiries: Vec<i64> = session.access_tokens.iter().map(|a| a.expires_at).collect();
+        sqlx::query(
+            "INSERT INTO access_tokens (token_hash, session_id, expires_at) \
+             SELECT t.h, $1, t.e FROM UNNEST($2::bytea[], $3::bigint[]) AS t(h, e)",
+        )
+        .bind(&session.id)
+        .bind(&hashes)
+        .bind(&expiries)
+        .execute(&mut *conn)
+        .await
+        .map_err(record_error)?;
+    }
     if let Some(grant) = &session.client {
-        super::oauth::insert_grant(conn, grant).await?;
+        // The browser session it came from, only if it is one of the same
+        // account's (imported before it, or there already): anything else
+        // would let another user's logout end it.
+        let mut grant = grant.clone();
+        if let Some(browser) = &grant.browser_session {
+            let ours: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND account_id = $2)",
+            )
+            .bind(browser)
+            .bind(session.account_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            if !ours {
+                grant.browser_session = None;
+            }
+        }
+        super::oauth::insert_grant(conn, &grant).await?;
     }
     Ok(())
 }
@@ -355,10 +388,12 @@ async fn check_session(
     session: &SessionRecord,
 ) -> Result<(), RecordError> {
     let hashes: Vec<&[u8]> = session.refresh_tokens.iter().map(|l| &l.hash[..]).collect();
+    let access: Vec<&[u8]> = session.access_tokens.iter().map(|a| &a.hash[..]).collect();
     let taken: Option<i32> = sqlx::query(
         "SELECT CASE \
          WHEN EXISTS (SELECT 1 FROM sessions WHERE id = $1) THEN 1 \
          WHEN EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ANY($2::bytea[])) THEN 2 \
+         WHEN EXISTS (SELECT 1 FROM access_tokens WHERE token_hash = ANY($5::bytea[])) THEN 5 \
          WHEN NOT EXISTS (SELECT 1 FROM accounts WHERE id = $3) THEN 3 \
          WHEN NOT EXISTS (SELECT 1 FROM accounts WHERE id = $3 AND username = $4) THEN 4 END",
     )
@@ -366,6 +401,7 @@ async fn check_session(
     .bind(&hashes)
     .bind(session.account_id)
     .bind(&session.username)
+    .bind(&access)
     .fetch_one(&mut *conn)
     .await
     .and_then(|row| row.try_get(0))
@@ -373,6 +409,7 @@ async fn check_session(
     match taken {
         Some(1) => Err(RecordError::Taken("session id")),
         Some(2) => Err(RecordError::Taken("refresh token hash")),
+        Some(5) => Err(RecordError::Taken("access token hash")),
         Some(3) => Err(RecordError::NoAccount),
         Some(4) => Err(RecordError::NotTheAccount),
         _ => Ok(()),
@@ -391,6 +428,7 @@ impl TransferStore for PostgresStore {
         limit: u32,
         now: UnixTime,
         max_chain: u32,
+        of_clients: bool,
     ) -> StoreResult<Vec<SessionRecord>> {
         let mut sessions = sqlx::query(
             "SELECT s.id, s.account_id, a.username, s.platform, s.user_agent, s.ip, \
@@ -399,11 +437,13 @@ impl TransferStore for PostgresStore {
              FROM sessions s JOIN accounts a ON a.id = s.account_id \
              LEFT JOIN oauth_sessions o ON o.session_id = s.id \
              WHERE s.id > $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+             AND (o.session_id IS NOT NULL) = $4 \
              ORDER BY s.id LIMIT $3",
         )
         .bind(after_id)
         .bind(now)
         .bind(i64::from(limit))
+        .bind(of_clients)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?
@@ -433,8 +473,34 @@ impl TransferStore for PostgresStore {
             let (session_id, link) = link_from_row(row)?;
             chains.entry(session_id).or_default().push(link);
         }
+        // The newest live opaque access tokens of each.
+        let rows = sqlx::query(
+            "SELECT session_id, token_hash, expires_at FROM ( \
+               SELECT a.*, ROW_NUMBER() OVER (PARTITION BY session_id \
+                 ORDER BY expires_at DESC, token_hash) AS newest \
+               FROM access_tokens a WHERE session_id = ANY($1::text[]) AND expires_at > $2) c \
+             WHERE newest <= $3",
+        )
+        .bind(&ids)
+        .bind(now)
+        .bind(i64::from(MAX_ACCESS_TOKENS))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut handles: HashMap<String, Vec<AccessHandle>> = HashMap::new();
+        for row in &rows {
+            let hash: Vec<u8> = row.try_get("token_hash").map_err(db_error)?;
+            let session_id: String = row.try_get("session_id").map_err(db_error)?;
+            handles.entry(session_id).or_default().push(AccessHandle {
+                hash: hash
+                    .try_into()
+                    .map_err(|_| corrupt("access token hash length"))?,
+                expires_at: row.try_get("expires_at").map_err(db_error)?,
+            });
+        }
         for session in &mut sessions {
             session.refresh_tokens = chains.remove(&session.id).unwrap_or_default();
+            session.access_tokens = handles.remove(&session.id).unwrap_or_default();
         }
         Ok(sessions)
     }

@@ -13,8 +13,8 @@ use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::OAuthClient;
 use crate::store::transfer::{
-    AccountRecord, ImportRecord, RecordError, RecordResults, RefreshLink, SessionRecord,
-    TransferStore,
+    AccessHandle, AccountRecord, ImportRecord, MAX_ACCESS_TOKENS, RecordError, RecordResults,
+    RefreshLink, SessionRecord, TransferStore,
 };
 use crate::store::{
     Account, AccountId, AccountStore, OAuthSession, SessionId, StoreResult, TokenStyle,
@@ -46,6 +46,7 @@ fn session_from_row(row: &Row) -> rusqlite::Result<SessionRecord> {
         created_at: row.get("created_at")?,
         expires_at: row.get("expires_at")?,
         refresh_tokens: Vec::new(),
+        access_tokens: Vec::new(),
         client,
     })
 }
@@ -75,6 +76,7 @@ fn record_error(error: rusqlite::Error) -> RecordError {
                 ("accounts.id", "id"),
                 ("sessions.id", "session id"),
                 ("refresh_tokens.token_hash", "refresh token hash"),
+                ("access_tokens.token_hash", "access token hash"),
             ] {
                 if message.ends_with(column) {
                     return RecordError::Taken(field);
@@ -282,8 +284,31 @@ fn insert_session(conn: &Connection, session: &SessionRecord) -> Result<(), Reco
             ])
             .map_err(record_error)?;
     }
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO access_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .map_err(record_error)?;
+    for handle in &session.access_tokens {
+        insert
+            .execute(params![&handle.hash[..], session.id, handle.expires_at])
+            .map_err(record_error)?;
+    }
     if let Some(grant) = &session.client {
-        super::oauth::insert_grant(conn, grant)?;
+        // The browser session it came from, only if it is one of the same
+        // account's (imported before it, or there already): anything else
+        // would let another user's logout end it.
+        let mut grant = grant.clone();
+        if let Some(browser) = &grant.browser_session {
+            let ours = conn
+                .prepare_cached("SELECT 1 FROM sessions WHERE id = ? AND account_id = ?")
+                .and_then(|mut select| select.exists(params![browser, session.account_id]))
+                .map_err(db_error)?;
+            if !ours {
+                grant.browser_session = None;
+            }
+        }
+        super::oauth::insert_grant(conn, &grant)?;
     }
     Ok(())
 }
@@ -346,6 +371,14 @@ fn check_session(conn: &Connection, session: &SessionRecord) -> Result<(), Recor
             return Err(RecordError::Taken("refresh token hash"));
         }
     }
+    let mut access = conn
+        .prepare_cached("SELECT 1 FROM access_tokens WHERE token_hash = ?")
+        .map_err(db_error)?;
+    for handle in &session.access_tokens {
+        if access.exists([&handle.hash[..]]).map_err(db_error)? {
+            return Err(RecordError::Taken("access token hash"));
+        }
+    }
     let owner: Option<String> = conn
         .prepare_cached("SELECT username FROM accounts WHERE id = ?")
         .and_then(|mut select| {
@@ -373,6 +406,7 @@ impl TransferStore for SqliteStore {
         limit: u32,
         now: UnixTime,
         max_chain: u32,
+        of_clients: bool,
     ) -> StoreResult<Vec<SessionRecord>> {
         self.read(|conn| {
             let mut sessions = conn
@@ -383,11 +417,12 @@ impl TransferStore for SqliteStore {
                      FROM sessions s JOIN accounts a ON a.id = s.account_id \
                      LEFT JOIN oauth_sessions o ON o.session_id = s.id \
                      WHERE s.id > ? AND s.revoked_at IS NULL AND s.expires_at > ? \
+                     AND (o.session_id IS NOT NULL) = ? \
                      ORDER BY s.id LIMIT ?",
                 )
                 .and_then(|mut select| {
                     select
-                        .query_map(params![after_id, now, limit], session_from_row)?
+                        .query_map(params![after_id, now, of_clients, limit], session_from_row)?
                         .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(db_error)?;
@@ -406,6 +441,30 @@ impl TransferStore for SqliteStore {
                     .map_err(db_error)?;
                 links.reverse();
                 session.refresh_tokens = links;
+            }
+            let mut access = conn
+                .prepare_cached(
+                    "SELECT token_hash, expires_at FROM access_tokens \
+                     WHERE session_id = ? AND expires_at > ? ORDER BY expires_at DESC, token_hash \
+                     LIMIT ?",
+                )
+                .map_err(db_error)?;
+            for session in &mut sessions {
+                session.access_tokens = access
+                    .query_map(
+                        params![session.id, now, MAX_ACCESS_TOKENS],
+                        |row| {
+                            let hash: Vec<u8> = row.get(0)?;
+                            Ok(AccessHandle {
+                                hash: hash
+                                    .try_into()
+                                    .map_err(|_| corrupt("access token hash length"))?,
+                                expires_at: row.get(1)?,
+                            })
+                        },
+                    )
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(db_error)?;
             }
             Ok(sessions)
         })
