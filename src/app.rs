@@ -188,7 +188,21 @@ async fn start_core(
     // A server needs Redis when configured; an operator's command works
     // without it (see `open_shared`).
     let redis_required = purpose == Purpose::Serve;
+    // An operator's command run from another directory, or without the
+    // server's --config, would otherwise work on a new empty database of
+    // its own and say nothing (`keys rotate` "succeeding" in it while the
+    // server signs on with the old key).
+    let new_database = purpose == Purpose::Command
+        && !config.database.is_postgres()
+        && !SqliteStore::exists(&config.database.url);
     let store = open_store(config, config.database.auto_migrate).await?;
+    if new_database {
+        tracing::warn!(
+            database = %displayable_url(&config.database.url),
+            "no database was there: this command made a new, empty one; a server configured \
+             elsewhere (--config, SESAME_DATA_DIR, SESAME_DATABASE_URL) does not see it"
+        );
+    }
     if let Some(postgres) = store.postgres() {
         postgres.set_clock(Arc::clone(&clock));
     }
@@ -374,14 +388,24 @@ impl Application {
         let drain_end = tokio::time::sleep(Duration::from_secs(86_400 * 365));
         tokio::pin!(drain_end);
         let mut draining = false;
+        let (mut failed_accepts, mut last_accept_warning) = (0u64, None);
         loop {
             let (stream, peer) = tokio::select! {
                 () = &mut drain_end, if draining => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(%error, "accept failed");
+                        // Out of file descriptors and the like: back off,
+                        // keep serving, and say so once a minute, not 20
+                        // times a second.
+                        failed_accepts += 1;
+                        if last_accept_warning.is_none_or(|at: std::time::Instant| {
+                            at.elapsed() >= Duration::from_secs(60)
+                        }) {
+                            tracing::warn!(%error, failed = failed_accepts, "accept failed");
+                            last_accept_warning = Some(std::time::Instant::now());
+                            failed_accepts = 0;
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

@@ -131,6 +131,13 @@ pub struct Accepted {
 }
 
 impl Tls {
+    /// Loads the pair as a start would, putting nothing in service (for
+    /// `sesame config check`).
+    pub fn check(settings: &TlsSettings) -> Result<(), TlsError> {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        load_pair(&settings.cert, &settings.key, &provider).map(drop)
+    }
+
     /// Loads the pair; an error here stops start-up.
     pub fn new(settings: TlsSettings) -> Result<Arc<Self>, TlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -160,8 +167,11 @@ impl Tls {
     /// Reads the files again and puts the pair in service; on an error the
     /// pair in service stays (and the error is returned, for the log).
     pub fn reload(&self) -> Result<(), TlsError> {
-        let stamps = (stamp(&self.settings.cert), stamp(&self.settings.key));
-        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
+        // Held until the pair is in service: of two reloads at once (a
+        // SIGHUP and the watch), the one that read the files first must
+        // not put its older pair in service after the other.
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        *loaded = (stamp(&self.settings.cert), stamp(&self.settings.key));
         let pair = load_pair(&self.settings.cert, &self.settings.key, &self.provider)?;
         *self
             .certificates

@@ -1,7 +1,7 @@
 //! `sesame client`: the OAuth 2.0 / OpenID Connect clients (applications)
 //! allowed to sign users in through Sesame.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -129,23 +129,26 @@ async fn execute(core: &Core, command: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::List { json } => {
             let clients = core.clients().await?;
+            let mut out = std::io::stdout().lock();
             if json {
                 for client in &clients {
-                    println!("{}", client_json(client));
+                    writeln!(out, "{}", client_json(client))?;
                 }
             } else {
-                println!(
+                writeln!(
+                    out,
                     "{:<24} {:<12} {:<44} REDIRECT URIS",
                     "CLIENT", "TYPE", "GRANTS"
-                );
+                )?;
                 for client in &clients {
-                    println!(
+                    writeln!(
+                        out,
                         "{:<24} {:<12} {:<44} {}",
                         client.id,
                         kind(client),
                         client.grants.join(","),
                         client.redirect_uris.join(" ")
-                    );
+                    )?;
                 }
             }
         }

@@ -5,6 +5,14 @@
 use clap::Subcommand;
 
 use crate::config::Config;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::tls::Tls;
+
+/// The configuration would not start a server (each problem printed).
+#[derive(Debug, thiserror::Error)]
+#[error("the configuration has problems a start would refuse")]
+pub struct ConfigProblems;
 use crate::core::passwords::Kernel;
 use crate::redact;
 
@@ -17,6 +25,29 @@ pub enum ConfigCommand {
 
 pub fn run(config: &Config, command: ConfigCommand) -> anyhow::Result<()> {
     let ConfigCommand::Check = command;
+    // What a start would refuse beyond the configuration's own rules: the
+    // database URL as its store reads it, the certificate and key as the
+    // server loads them.
+    let mut problems = Vec::new();
+    let database = if config.database.is_postgres() {
+        PostgresStore::check_url(&config.database)
+    } else {
+        SqliteStore::check_url(&config.database.url)
+    };
+    if let Err(error) = database {
+        problems.push(format!("database_url: {error}"));
+    }
+    if let Some(tls) = &config.tls
+        && let Err(error) = Tls::check(tls)
+    {
+        problems.push(format!("tls: {error}"));
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        return Err(ConfigProblems.into());
+    }
     let hashing = &config.core.hashing;
     println!("configuration ok");
     println!("listen: {}", config.listen);

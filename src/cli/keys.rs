@@ -1,5 +1,6 @@
 //! `sesame keys`: the token signing keys and their rotation.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use clap::Subcommand;
@@ -26,13 +27,15 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     let core = open_core(&config, Arc::new(SystemClock)).await?;
     let result = match command {
         KeysCommand::List => {
-            println!(
+            let keys = core.signing_keys().await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
                 "{:<18} {:<7} {:<22} {:<9} STATE",
                 "KID", "ALG", "CREATED", "AT REST"
-            );
-            let keys = core.signing_keys().await?;
+            )?;
             for key in &keys {
-                println!("{}", line(key));
+                writeln!(out, "{}", line(key))?;
             }
             if keys.is_empty() {
                 eprintln!(

@@ -124,6 +124,8 @@ pub fn main() -> ExitCode {
     if let Command::Config(command) = cli.command {
         return match config::run(&config, command) {
             Ok(()) => ExitCode::SUCCESS,
+            // Listed already; the status of an invalid configuration.
+            Err(error) if error.is::<config::ConfigProblems>() => ExitCode::from(2),
             Err(error) => {
                 eprintln!("error: {error:#}");
                 ExitCode::FAILURE
@@ -165,6 +167,9 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of the output went away (`sesame user list | head`):
+        // it read what it wanted.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(transfer::exit_code(&error))
@@ -200,6 +205,15 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 /// Sends log lines to stderr, so that stdout carries only what a command prints.
+/// Whether the error is a write to a pipe whose reader has gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()

@@ -1,5 +1,6 @@
 //! `sesame role`: the roles there are and what each allows.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use clap::Subcommand;
@@ -65,19 +66,21 @@ async fn execute(core: &Core, command: RoleCommand) -> anyhow::Result<()> {
     match command {
         RoleCommand::List { json } => {
             let roles = core.roles().await?;
+            let mut out = std::io::stdout().lock();
             if json {
                 for role in &roles {
-                    println!("{}", role_json(role));
+                    writeln!(out, "{}", role_json(role))?;
                 }
             } else {
-                println!("{:<24} {:<40} DESCRIPTION", "ROLE", "PERMISSIONS");
+                writeln!(out, "{:<24} {:<40} DESCRIPTION", "ROLE", "PERMISSIONS")?;
                 for role in &roles {
-                    println!(
+                    writeln!(
+                        out,
                         "{:<24} {:<40} {}",
                         role.name,
                         role.permissions.join(","),
                         role.description
-                    );
+                    )?;
                 }
             }
         }

@@ -44,6 +44,54 @@ pub struct ServeArgs {
     pub cors_origins: Vec<String>,
 }
 
+/// Raises the soft limit on open files to the hard one, as a server must:
+/// the usual soft limit (1024 under systemd and in containers) is far below
+/// `http.max_connections`, and a file descriptor is also what a database
+/// connection, a SQLite reader or a certificate reload needs. Past the
+/// limit, idle connections from one host would make logins fail while the
+/// connection cap still had room. Warns when even the hard limit is below
+/// what the configuration may open.
+fn raise_open_file_limit(config: &Config) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Linux refuses a soft limit above `fs.nr_open` (2^20 unless raised),
+    // even under an unlimited hard one.
+    const MOST: u64 = 1 << 20;
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.unwrap_or(MOST).min(MOST);
+    let mut soft = limit.current.unwrap_or(u64::MAX);
+    if soft < wanted {
+        match setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(wanted),
+                maximum: limit.maximum,
+            },
+        ) {
+            Ok(()) => soft = wanted,
+            Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+        }
+    }
+    // Connections, handshakes on top of them, the database pool, the
+    // metrics listener's connections and a reserve for the rest.
+    let needed = config.http.max_connections as u64
+        + config
+            .tls
+            .as_ref()
+            .map_or(0, |tls| tls.max_handshakes as u64)
+        + u64::from(config.database.pool_size)
+        + 16
+        + 64;
+    if soft < needed {
+        tracing::warn!(
+            limit = soft,
+            needed,
+            "the open-file limit is below what http.max_connections, the TLS handshakes and \
+             the database pool may open: raise it (systemd LimitNOFILE=, ulimit -n) or lower \
+             http.max_connections"
+        );
+    }
+}
+
 pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(address) = args.metrics_listen {
         anyhow::ensure!(
@@ -62,6 +110,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map_or(config.log_json, |format| format == "json");
     super::init_logging_as(&config.log, json);
+    raise_open_file_limit(&config);
     // Registered before any start-up work, so an early SIGTERM still shuts down cleanly.
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     let reload = reload_signal().context("cannot install signal handlers")?;

@@ -56,6 +56,13 @@ impl RawHttp {
                 .parse::<IpNet>()
                 .or_else(|_| proxy.parse::<IpAddr>().map(IpNet::from))
             {
+                // Trusting every address lets any client name its own
+                // (and so escape its failure budget): the proxies
+                // themselves are meant.
+                Ok(net) if net.prefix_len() == 0 => problems.push(format!(
+                    "http.trusted_proxies: {proxy:?} trusts every address, so any client could \
+                     name its own; list the proxies' addresses or their network"
+                )),
                 Ok(net) => trusted_proxies.push(net),
                 Err(_) => problems.push(format!(
                     "http.trusted_proxies: {proxy:?} is not an address or CIDR range such as 10.0.0.0/8"
@@ -110,6 +117,34 @@ impl RawHttp {
                 1_000_000,
             ),
             cors: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::RawConfig;
+
+    /// A proxy list that trusts every address would let any client name its
+    /// own, and so escape its failure budget.
+    #[test]
+    fn trusted_proxies_name_the_proxies_not_everyone() {
+        for (proxies, valid) in [
+            (vec!["10.0.0.0/8", "fd00::/8", "192.0.2.7"], true),
+            (vec!["0.0.0.0/0"], false),
+            (vec!["10.0.0.1", "::/0"], false),
+            (vec!["proxy.internal"], false),
+        ] {
+            let mut raw = RawConfig::default();
+            raw.http.trusted_proxies = proxies.iter().map(|p| p.to_string()).collect();
+            let result = raw.validate();
+            assert_eq!(result.is_ok(), valid, "{proxies:?}");
+            if let Err(error) = result {
+                assert!(
+                    error.to_string().contains("http.trusted_proxies"),
+                    "{error}"
+                );
+            }
         }
     }
 }

@@ -45,7 +45,15 @@ impl RawMetrics {
             .listen
             .as_deref()
             .and_then(|address| match address.parse::<SocketAddr>() {
-                Ok(own) if own == listen && own.port() != 0 => {
+                // The same port on the same address, or on all of them
+                // (0.0.0.0, [::]): the second bind would fail.
+                Ok(own)
+                    if own.port() == listen.port()
+                        && own.port() != 0
+                        && (own.ip() == listen.ip()
+                            || own.ip().is_unspecified()
+                            || listen.ip().is_unspecified()) =>
+                {
                     problems.push(format!(
                         "metrics.listen = {address:?}: is the API's own address (listen); \
                          leave metrics.listen out to serve /metrics there"
@@ -121,6 +129,10 @@ mod tests {
             ("[::1]:9420", true),
             ("localhost:9420", false),
             ("127.0.0.1:8420", false),
+            // The API's port on every address: the second bind would fail.
+            ("0.0.0.0:8420", false),
+            ("[::]:8420", false),
+            ("127.0.0.2:8420", true),
         ] {
             let mut raw = RawConfig::default();
             raw.metrics.listen = Some(address.into());

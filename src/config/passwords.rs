@@ -63,7 +63,8 @@ impl RawPasswords {
                 problems,
                 "passwords.memory_kib",
                 self.memory_kib,
-                8 * self.parallelism.max(1),
+                // Checked below; clamped here so that no value overflows.
+                8 * self.parallelism.clamp(1, 64),
                 1024 * 1024,
             ),
             iterations: check_range(problems, "passwords.iterations", self.iterations, 1, 64),
@@ -75,5 +76,21 @@ impl RawPasswords {
                 check_range(problems, "passwords.queue", self.queue, 1, 100_000)
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::RawConfig;
+
+    /// A parallelism far out of range is reported, not an overflow of the
+    /// memory bound computed from it.
+    #[test]
+    fn a_huge_parallelism_is_a_problem_not_a_panic() {
+        let mut raw = RawConfig::default();
+        raw.passwords.parallelism = 600_000_000;
+        let error = raw.validate().unwrap_err().to_string();
+        assert!(error.contains("passwords.parallelism"), "{error}");
+        assert!(!error.contains("505032704"), "{error}");
     }
 }

@@ -87,6 +87,9 @@ pub struct ClientInfo {
     pub device_token: Option<String>,
 }
 
+/// The parts of readiness, each `Err(why)` when it fails.
+pub type Checks = Vec<(&'static str, std::result::Result<(), String>)>;
+
 /// The core service; one per process, shared by all faces.
 pub struct Core {
     store: Arc<dyn Store>,
@@ -106,6 +109,10 @@ pub struct Core {
     metrics: Arc<crate::metrics::Metrics>,
     /// When `sesame_live_sessions` was last read from the store.
     live_sessions_read_at: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// The last readiness check of the database and Redis, and when it
+    /// ended: one check at a time, shared by the probes that came while
+    /// it ran.
+    readiness_checked: tokio::sync::Mutex<Option<(std::time::Instant, Checks)>>,
     /// Permits for failed logins counted after their answer
     /// (`login::FAILURE_WRITES_DETACHED`).
     failure_writes: Arc<tokio::sync::Semaphore>,
@@ -181,6 +188,7 @@ impl Core {
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics,
             live_sessions_read_at: tokio::sync::Mutex::new(None),
+            readiness_checked: tokio::sync::Mutex::new(None),
             failure_writes: Arc::new(tokio::sync::Semaphore::new(login::FAILURE_WRITES_DETACHED)),
             store,
             clock,
@@ -240,10 +248,31 @@ impl Core {
     /// Whether the node can serve: each part (`database`, `redis` when
     /// configured, `shutdown`) with `Err(why)` when it cannot, each checked
     /// within `timeout`.
-    pub async fn readiness(
-        &self,
-        timeout: std::time::Duration,
-    ) -> Vec<(&'static str, std::result::Result<(), String>)> {
+    ///
+    /// Readiness is public and may be asked for by anyone, as often as
+    /// they like: one check runs at a time, and the probes that arrive
+    /// while it runs take its answer, so that a flood of probes holds at
+    /// most one of the pool's connections. No answer is older than the
+    /// probe that gets it, but for the duration of the check it shares.
+    pub async fn readiness(&self, timeout: std::time::Duration) -> Checks {
+        let arrived = std::time::Instant::now();
+        let mut last = self.readiness_checked.lock().await;
+        let mut checks = match &*last {
+            Some((ended, checks)) if *ended >= arrived => checks.clone(),
+            _ => {
+                let checks = self.check_readiness(timeout).await;
+                *last = Some((std::time::Instant::now(), checks.clone()));
+                checks
+            }
+        };
+        drop(last);
+        if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            checks.push(("shutdown", Err("the server is stopping".into())));
+        }
+        checks
+    }
+
+    async fn check_readiness(&self, timeout: std::time::Duration) -> Checks {
         // Readiness is public: the reason (a host name, a database user)
         // goes to the log, the answer says only that it failed.
         let database = within(timeout, async {
@@ -262,9 +291,6 @@ impl Core {
         let mut checks = vec![("database", database)];
         if self.limiter.is_shared() {
             checks.push(("redis", redis));
-        }
-        if self.draining.load(std::sync::atomic::Ordering::Acquire) {
-            checks.push(("shutdown", Err("the server is stopping".into())));
         }
         checks
     }

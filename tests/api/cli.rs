@@ -887,6 +887,42 @@ async fn config_check_shows_the_settings_and_the_argon2_kernel() {
     assert_eq!(invalid.status.code(), Some(2));
     assert!(text(&invalid.stderr).contains("quotas.period"));
 
+    // What only a start used to refuse: a database URL its store cannot
+    // read, a key that is not the certificate's.
+    let files = tempfile::tempdir().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let certificate = params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let (cert, key) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+    std::fs::write(&cert, certificate.pem()).unwrap();
+    std::fs::write(&key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    for (variables, complaint) in [
+        (
+            vec![(
+                "SESAME_DATABASE_URL",
+                "sqlite:///tmp/x.db?mode=rwc".to_owned(),
+            )],
+            "query parameters are not supported",
+        ),
+        (
+            vec![
+                ("SESAME_TLS_CERT", cert.display().to_string()),
+                ("SESAME_TLS_KEY", key.display().to_string()),
+            ],
+            "tls: the key in",
+        ),
+    ] {
+        let refused = run(sesame(&dir).args(["config", "check"]).envs(variables), None);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+        assert!(
+            text(&refused.stderr).contains(complaint),
+            "{complaint}: {}",
+            text(&refused.stderr)
+        );
+        assert!(!text(&refused.stdout).contains("configuration ok"));
+    }
+
     // The server names the same kernel when it starts.
     let server = serve(&dir, &[]);
     let (_, log) = server.stop();
@@ -1542,4 +1578,68 @@ async fn requests_are_logged_without_a_secret_even_at_debug_level() {
     }
     // The JWT's signature alone would be enough to matter.
     assert!(!log.contains(access.rsplit('.').next().unwrap()));
+}
+
+/// A server raises its soft limit on open files to the hard one: under the
+/// usual soft limit (1024 in containers and systemd units), idle
+/// connections from one host would exhaust the descriptors that logins
+/// need (a database connection, a SQLite reader) long before
+/// `http.max_connections`.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_server_raises_its_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    use std::os::unix::process::CommandExt;
+    let deployment = Deployment::new().await;
+    let hard = getrlimit(Resource::Nofile).maximum;
+    let mut command = sesame(&deployment);
+    // SAFETY: only a system call between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(256),
+                    maximum: hard,
+                },
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
+    let server = crate::helpers::ServerProcess::start(command);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let wanted = hard.unwrap_or(1 << 20).min(1 << 20);
+    assert_eq!(open_files[3], wanted.to_string(), "{limits}");
+    server.stop();
+}
+
+/// An operator's command that finds no SQLite database where it looks
+/// (another directory, the server's --config left out) says that it made a
+/// new one, instead of quietly working on it.
+#[tokio::test]
+async fn a_command_says_when_it_made_a_new_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("SESAME_DATA_DIR", dir.path().display().to_string())];
+    let first = run(
+        &mut sesame_command(env.clone()).args(["keys", "list"]),
+        None,
+    );
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stderr).contains("no database was there: this command made a new, empty one"),
+        "{}",
+        text(&first.stderr)
+    );
+    let again = run(&mut sesame_command(env).args(["keys", "list"]), None);
+    assert!(
+        !text(&again.stderr).contains("no database was there"),
+        "{}",
+        text(&again.stderr)
+    );
 }

@@ -269,3 +269,52 @@ async fn the_oauth_face_says_retry_during_a_database_outage() {
         }
     }
 }
+
+/// `/readyz` is public: probes that arrive while a check of the database
+/// runs take its answer instead of each running one, so that a flood of
+/// probes holds at most one of the pool's connections. Here the check is
+/// held up by a lock on the table it reads, while forty probes arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_at_once_share_one_check() {
+    use sqlx::Connection;
+    let deployment = Deployment::new().await;
+    let mut raw = sesame::config::RawConfig::default();
+    deployment.apply(&mut raw);
+    let app = TestApp::spawn_in(deployment, |_| {}).await;
+    let mut locker = sqlx::PgConnection::connect(&raw.database_url.unwrap())
+        .await
+        .unwrap();
+    const CHECKS: &str = "sesame_store_operation_duration_seconds_count{operation=\"role_names\"}";
+    let checks = async || {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .bearer_auth(crate::helpers::METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(CHECKS)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = checks().await;
+
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE roles IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let probes: Vec<_> = (0..40)
+        .map(|_| tokio::spawn(reqwest::get(app.url("/readyz"))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.commit().await.unwrap();
+    for probe in probes {
+        assert_eq!(probe.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    let made = checks().await - before;
+    assert!((1.0..=3.0).contains(&made), "40 probes made {made} checks");
+}

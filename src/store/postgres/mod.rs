@@ -97,6 +97,12 @@ impl PostgresStore {
         })
     }
 
+    /// Checks the URL and settings as [`PostgresStore::open`] reads them,
+    /// connecting to nothing.
+    pub fn check_url(settings: &DatabaseSettings) -> StoreResult<()> {
+        connect_options(settings).map(drop)
+    }
+
     /// The pool, for the notice listener.
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -49,6 +49,11 @@ impl Database {
         Ok(Self { path: path.into() })
     }
 
+    /// The database file.
+    pub(super) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// The writer: creates the file if needed and switches it to WAL. It
     /// never checkpoints itself: copying pages back into the database file
     /// inside a commit would stall every write queued behind it.

@@ -59,6 +59,17 @@ impl SqliteStore {
         Self::open(url, true).await
     }
 
+    /// Whether the database file of `url` exists (`false` for a URL that
+    /// is not one).
+    pub fn exists(url: &str) -> bool {
+        Database::from_url(url).is_ok_and(|database| database.path().exists())
+    }
+
+    /// Checks a URL as [`SqliteStore::open`] reads it, opening nothing.
+    pub fn check_url(url: &str) -> StoreResult<()> {
+        Database::from_url(url).map(drop)
+    }
+
     /// Opens the database at `url`; runs pending migrations when `migrate`,
     /// otherwise refuses a database whose schema is behind.
     pub async fn open(url: &str, migrate: bool) -> StoreResult<Self> {
