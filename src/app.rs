@@ -68,11 +68,24 @@ async fn serve_metrics(
     write_timeout: Duration,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    let (mut failed_accepts, mut last_accept_warning) = (0u64, None);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
-                tracing::warn!(%error, "accept failed on the metrics listener");
+                // Once a minute, as on the API's listener.
+                failed_accepts += 1;
+                if last_accept_warning
+                    .is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(60))
+                {
+                    tracing::warn!(
+                        %error,
+                        failed = failed_accepts,
+                        "accept failed on the metrics listener"
+                    );
+                    last_accept_warning = Some(std::time::Instant::now());
+                    failed_accepts = 0;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -199,8 +212,8 @@ async fn start_core(
     if new_database {
         tracing::warn!(
             database = %displayable_url(&config.database.url),
-            "no database was there: this command made a new, empty one; a server configured \
-             elsewhere (--config, SESAME_DATA_DIR, SESAME_DATABASE_URL) does not see it"
+            "no database was there: this command made a new one; if the server's is \
+             elsewhere, give this command its --config, SESAME_DATA_DIR or SESAME_DATABASE_URL"
         );
     }
     if let Some(postgres) = store.postgres() {

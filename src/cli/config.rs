@@ -37,10 +37,29 @@ pub fn run(config: &Config, command: ConfigCommand) -> anyhow::Result<()> {
     if let Err(error) = database {
         problems.push(format!("database_url: {error}"));
     }
-    if let Some(tls) = &config.tls
-        && let Err(error) = Tls::check(tls)
-    {
-        problems.push(format!("tls: {error}"));
+    if let Some(tls) = &config.tls {
+        // A key is usually readable by the server's user alone: one that
+        // this user cannot read is not the server's problem.
+        let unreadable: Vec<&std::path::Path> = [&tls.cert, &tls.key]
+            .into_iter()
+            .map(|path| path.as_path())
+            .filter(|path| {
+                std::fs::File::open(path)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            })
+            .collect();
+        for path in &unreadable {
+            eprintln!(
+                "warning: cannot read {} as this user (the server's user may): the certificate \
+                 and key were not checked; run the check as that user",
+                path.display()
+            );
+        }
+        if unreadable.is_empty()
+            && let Err(error) = Tls::check(tls)
+        {
+            problems.push(format!("tls: {error}"));
+        }
     }
     if !problems.is_empty() {
         for problem in &problems {

@@ -151,6 +151,9 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A reader that goes away has read what it wanted (`sesame user list |
+    // head`); but an export cut short must not look finished.
+    let pipe_closed_is_fine = !matches!(cli.command, Command::Export(_));
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(config, args).await,
@@ -169,7 +172,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of the output went away (`sesame user list | head`):
         // it read what it wanted.
-        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) if pipe_closed_is_fine && is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(transfer::exit_code(&error))
@@ -204,7 +207,6 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends log lines to stderr, so that stdout carries only what a command prints.
 /// Whether the error is a write to a pipe whose reader has gone.
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
@@ -214,6 +216,7 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Sends log lines to stderr, so that stdout carries only what a command prints.
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()

@@ -51,6 +51,7 @@ pub struct ServeArgs {
 /// limit, idle connections from one host would make logins fail while the
 /// connection cap still had room. Warns when even the hard limit is below
 /// what the configuration may open.
+#[cfg(unix)]
 fn raise_open_file_limit(config: &Config) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // Linux refuses a soft limit above `fs.nr_open` (2^20 unless raised),
@@ -71,26 +72,23 @@ fn raise_open_file_limit(config: &Config) {
             Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
         }
     }
-    // Connections, handshakes on top of them, the database pool, the
-    // metrics listener's connections and a reserve for the rest.
-    let needed = config.http.max_connections as u64
-        + config
-            .tls
-            .as_ref()
-            .map_or(0, |tls| tls.max_handshakes as u64)
-        + u64::from(config.database.pool_size)
-        + 16
-        + 64;
+    // Connections (a handshake runs on one of them), the database pool,
+    // the metrics listener's connections and a reserve for the rest.
+    let needed =
+        config.http.max_connections as u64 + u64::from(config.database.pool_size) + 16 + 64;
     if soft < needed {
         tracing::warn!(
             limit = soft,
             needed,
-            "the open-file limit is below what http.max_connections, the TLS handshakes and \
-             the database pool may open: raise it (systemd LimitNOFILE=, ulimit -n) or lower \
+            "the open-file limit is below what http.max_connections and the database pool \
+             may open: raise it (systemd LimitNOFILE=, ulimit -n) or lower \
              http.max_connections"
         );
     }
 }
+
+#[cfg(not(unix))]
+fn raise_open_file_limit(_: &Config) {}
 
 pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(address) = args.metrics_listen {
@@ -99,9 +97,9 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             "--metrics-listen {address} with metrics.enabled = false: nothing would be served there"
         );
         anyhow::ensure!(
-            address != config.listen,
-            "--metrics-listen {address} is the API's own address; leave it out to serve \
-             /metrics there"
+            !crate::config::binds_overlap(address, config.listen),
+            "--metrics-listen {address} is on the API's own port and address (listen); leave \
+             it out to serve /metrics there"
         );
         config.metrics.listen = Some(address);
     }

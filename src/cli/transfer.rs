@@ -310,7 +310,12 @@ async fn write_export(
         accounts,
         sessions: exported_sessions,
     };
-    core.export_finished(exported.clients, accounts, exported_sessions);
+    core.export_finished(
+        exported.roles,
+        exported.clients,
+        accounts,
+        exported_sessions,
+    );
     Ok(exported)
 }
 

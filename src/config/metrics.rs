@@ -45,18 +45,10 @@ impl RawMetrics {
             .listen
             .as_deref()
             .and_then(|address| match address.parse::<SocketAddr>() {
-                // The same port on the same address, or on all of them
-                // (0.0.0.0, [::]): the second bind would fail.
-                Ok(own)
-                    if own.port() == listen.port()
-                        && own.port() != 0
-                        && (own.ip() == listen.ip()
-                            || own.ip().is_unspecified()
-                            || listen.ip().is_unspecified()) =>
-                {
+                Ok(own) if binds_overlap(own, listen) => {
                     problems.push(format!(
-                        "metrics.listen = {address:?}: is the API's own address (listen); \
-                         leave metrics.listen out to serve /metrics there"
+                        "metrics.listen = {address:?}: is on the API's own port and address \
+                         (listen); leave metrics.listen out to serve /metrics there"
                     ));
                     None
                 }
@@ -90,9 +82,35 @@ impl RawMetrics {
     }
 }
 
+/// Whether two listening addresses collide, so that the second bind
+/// would fail: the same port on the same address, or on a wildcard that
+/// covers the other (`0.0.0.0` covers IPv4; `[::]` both families, as
+/// Linux binds it by default).
+pub fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wide: SocketAddr, other: SocketAddr| match wide.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_unspecified() && other.is_ipv4(),
+        std::net::IpAddr::V6(ip) => ip.is_unspecified(),
+    };
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::RawConfig;
+
+    #[test]
+    fn listeners_overlap_on_one_port_of_a_covered_address() {
+        let overlap =
+            |a: &str, b: &str| super::binds_overlap(a.parse().unwrap(), b.parse().unwrap());
+        assert!(overlap("127.0.0.1:8420", "127.0.0.1:8420"));
+        assert!(overlap("0.0.0.0:8420", "127.0.0.1:8420"));
+        assert!(overlap("127.0.0.1:8420", "[::]:8420"));
+        assert!(overlap("[::]:8420", "[::1]:8420"));
+        assert!(!overlap("[::1]:8420", "0.0.0.0:8420"), "another family");
+        assert!(!overlap("127.0.0.2:8420", "127.0.0.1:8420"));
+        assert!(!overlap("0.0.0.0:9420", "0.0.0.0:8420"));
+        assert!(!overlap("127.0.0.1:0", "127.0.0.1:0"), "any free port");
+    }
 
     #[test]
     fn metrics_are_on_the_api_listener_by_default() {

@@ -42,7 +42,7 @@ pub use self::database::RawDatabase;
 pub use self::forward_auth::RawForwardAuth;
 pub use self::housekeeping::RawHousekeeping;
 pub use self::http::RawHttp;
-pub use self::metrics::RawMetrics;
+pub use self::metrics::{RawMetrics, binds_overlap};
 pub use self::passwords::RawPasswords;
 pub use self::profile::RawProfile;
 pub use self::quotas::RawQuotas;

@@ -90,6 +90,35 @@ pub struct ClientInfo {
 /// The parts of readiness, each `Err(why)` when it fails.
 pub type Checks = Vec<(&'static str, std::result::Result<(), String>)>;
 
+/// One readiness check of the database and (when shared) Redis, each
+/// within `timeout`.
+async fn check_readiness(
+    store: &dyn Store,
+    limiter: &dyn FailureLimiter,
+    timeout: std::time::Duration,
+) -> Checks {
+    // Readiness is public: the reason (a host name, a database user) goes
+    // to the log, the answer says only that it failed.
+    let database = within(timeout, async {
+        store.role_names().await.map(drop).map_err(|error| {
+            tracing::debug!(%error, "readiness: the database failed");
+            "the database failed".to_owned()
+        })
+    });
+    let redis = within(timeout, async {
+        limiter.ping().await.map_err(|error| {
+            tracing::debug!(%error, "readiness: Redis failed");
+            "Redis failed".to_owned()
+        })
+    });
+    let (database, redis) = tokio::join!(database, redis);
+    let mut checks = vec![("database", database)];
+    if limiter.is_shared() {
+        checks.push(("redis", redis));
+    }
+    checks
+}
+
 /// The core service; one per process, shared by all faces.
 pub struct Core {
     store: Arc<dyn Store>,
@@ -112,7 +141,7 @@ pub struct Core {
     /// The last readiness check of the database and Redis, and when it
     /// ended: one check at a time, shared by the probes that came while
     /// it ran.
-    readiness_checked: tokio::sync::Mutex<Option<(std::time::Instant, Checks)>>,
+    readiness_check: std::sync::Mutex<Option<tokio::sync::watch::Receiver<Option<Checks>>>>,
     /// Permits for failed logins counted after their answer
     /// (`login::FAILURE_WRITES_DETACHED`).
     failure_writes: Arc<tokio::sync::Semaphore>,
@@ -188,7 +217,7 @@ impl Core {
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics,
             live_sessions_read_at: tokio::sync::Mutex::new(None),
-            readiness_checked: tokio::sync::Mutex::new(None),
+            readiness_check: std::sync::Mutex::new(None),
             failure_writes: Arc::new(tokio::sync::Semaphore::new(login::FAILURE_WRITES_DETACHED)),
             store,
             clock,
@@ -254,43 +283,39 @@ impl Core {
     /// while it runs take its answer, so that a flood of probes holds at
     /// most one of the pool's connections. No answer is older than the
     /// probe that gets it, but for the duration of the check it shares.
+    ///
+    /// The check runs in a task of its own: a probe that goes away (a
+    /// closed connection, a reset HTTP/2 stream) leaves it running for the
+    /// others, instead of letting the next probe start another.
     pub async fn readiness(&self, timeout: std::time::Duration) -> Checks {
-        let arrived = std::time::Instant::now();
-        let mut last = self.readiness_checked.lock().await;
-        let mut checks = match &*last {
-            Some((ended, checks)) if *ended >= arrived => checks.clone(),
-            _ => {
-                let checks = self.check_readiness(timeout).await;
-                *last = Some((std::time::Instant::now(), checks.clone()));
-                checks
+        let mut answer = {
+            let mut running = self
+                .readiness_check
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*running {
+                // Not yet answered: it is this probe's too.
+                Some(check) if check.borrow().is_none() => check.clone(),
+                _ => {
+                    let (answer, check) = tokio::sync::watch::channel(None);
+                    let (store, limiter) = (Arc::clone(&self.store), Arc::clone(&self.limiter));
+                    tokio::spawn(async move {
+                        answer
+                            .send_replace(Some(check_readiness(&*store, &*limiter, timeout).await));
+                    });
+                    *running = Some(check.clone());
+                    check
+                }
             }
         };
-        drop(last);
+        let mut checks = match answer.wait_for(Option::is_some).await {
+            Ok(checks) => checks.clone().unwrap_or_default(),
+            // The task ended without an answer (it panicked): the checks
+            // could not run.
+            Err(_) => vec![("database", Err("the check failed".to_owned()))],
+        };
         if self.draining.load(std::sync::atomic::Ordering::Acquire) {
             checks.push(("shutdown", Err("the server is stopping".into())));
-        }
-        checks
-    }
-
-    async fn check_readiness(&self, timeout: std::time::Duration) -> Checks {
-        // Readiness is public: the reason (a host name, a database user)
-        // goes to the log, the answer says only that it failed.
-        let database = within(timeout, async {
-            self.store.role_names().await.map(drop).map_err(|error| {
-                tracing::debug!(%error, "readiness: the database failed");
-                "the database failed".to_owned()
-            })
-        });
-        let redis = within(timeout, async {
-            self.limiter.ping().await.map_err(|error| {
-                tracing::debug!(%error, "readiness: Redis failed");
-                "Redis failed".to_owned()
-            })
-        });
-        let (database, redis) = tokio::join!(database, redis);
-        let mut checks = vec![("database", database)];
-        if self.limiter.is_shared() {
-            checks.push(("redis", redis));
         }
         checks
     }

@@ -780,9 +780,21 @@ impl Import {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        let (label, record) = self
-            .parse_record(text)
-            .map_err(|reason| self.refuse(line, reason))?;
+        let (label, record) = match self.parse_record(text) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                // A role line refused for its contents still says which
+                // role the file means otherwise than this deployment may:
+                // the accounts after it naming that role are refused too.
+                if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text)
+                    && object.get("type").and_then(Value::as_str) == Some("role")
+                    && let Some(name) = object.get("name").and_then(Value::as_str)
+                {
+                    self.roles_refused.entry(name.to_owned()).or_insert(line);
+                }
+                return Err(self.refuse(line, reason));
+            }
+        };
         // Account lines after it may name it: it will be there when their
         // batch is written (roles go first), or it is there already.
         if let Record::Role(role) = &record
@@ -1529,10 +1541,10 @@ impl Core {
     }
 
     /// Records a finished export in the audit log.
-    pub fn export_finished(&self, clients: u64, accounts: u64, sessions: u64) {
+    pub fn export_finished(&self, roles: u64, clients: u64, accounts: u64, sessions: u64) {
         self.audit
             .record(audit::event("export", "success", OPERATOR).detail(format!(
-                "{clients} clients, {accounts} accounts, {sessions} sessions"
+                "{roles} roles, {clients} clients, {accounts} accounts, {sessions} sessions"
             )));
     }
 
@@ -1727,8 +1739,8 @@ impl Core {
                 refusals.push(Refusal {
                     line: parsed.line,
                     reason: format!(
-                        "{}: roles: {role} is defined here otherwise than in the file, whose \
-                         line for it was refused",
+                        "{}: roles: the line defining {role} was refused, so its permissions \
+                         here may not be the file's",
                         parsed.label
                     ),
                 });
@@ -1917,29 +1929,30 @@ impl Core {
                 // may join it. Any other client of that id is another
                 // application, left as it is; its line is refused, and the
                 // sessions of the file's client with it.
-                (Err(RecordError::Taken("client_id")), Kind::Client(client))
-                    if import.on_conflict != OnConflict::Fail
-                        && match import.clients_written.get(&client.id) {
-                            // An earlier line of the file (a dry run has
-                            // not written it).
-                            Some(earlier) => earlier == &*client,
-                            None => {
-                                self.store.get_client(&client.id).await?.as_ref() == Some(&*client)
-                            }
-                        } =>
-                {
-                    import.counts.skipped += 1;
-                    import.clients_written.insert(client.id.clone(), *client);
-                }
-                (Err(RecordError::Taken("client_id")), Kind::Client(_)) => {
-                    import.counts.refused += 1;
-                    refusals.push(Refusal {
-                        line,
-                        reason: format!(
-                            "{label}: client_id is already taken by a client registered \
-                             otherwise (remove it first to import this one)"
-                        ),
-                    });
+                (Err(RecordError::Taken("client_id")), Kind::Client(client)) => {
+                    let same = match import.clients_written.get(&client.id) {
+                        // An earlier line of the file (a dry run has not
+                        // written it).
+                        Some(earlier) => earlier == &*client,
+                        None => self.store.get_client(&client.id).await?.as_ref() == Some(&*client),
+                    };
+                    if same && import.on_conflict != OnConflict::Fail {
+                        import.counts.skipped += 1;
+                        import.clients_written.insert(client.id.clone(), *client);
+                    } else {
+                        import.counts.refused += 1;
+                        let reason = if same {
+                            "client_id is already taken, by this client as the line has it \
+                             (--on-conflict skip accepts it)"
+                        } else {
+                            "client_id is already taken by a client registered otherwise \
+                             (remove it first to import this one)"
+                        };
+                        refusals.push(Refusal {
+                            line,
+                            reason: format!("{label}: {reason}"),
+                        });
+                    }
                 }
                 (Err(RecordError::Taken(field)), _)
                     if match import.on_conflict {
@@ -1974,8 +1987,9 @@ impl Core {
         let c = import.counts;
         self.audit
             .record(audit::event("import", "success", OPERATOR).detail(format!(
-                "{} clients, {} accounts, {} sessions, {} lines refused",
-                c.clients, c.accounts, c.sessions, c.refused
+                "{} roles ({} replaced), {} clients, {} accounts ({} replaced), {} sessions, \
+                 {} lines refused",
+                c.roles, c.roles_updated, c.clients, c.accounts, c.updated, c.sessions, c.refused
             )));
     }
 }

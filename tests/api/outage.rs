@@ -123,6 +123,7 @@ async fn app_behind_a_relay_with(
 async fn a_silent_database_is_given_up_and_the_pool_recovers() {
     let (app, relay, _) = app_behind_a_relay_with(|c| {
         c.database.pool_size = 2;
+        c.database.statement_timeout = 1;
         c.http.request_timeout = 2;
     })
     .await;

@@ -402,6 +402,44 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         text(&again.stdout).trim(),
         "imported 0 accounts and 0 sessions; 0 lines refused; 8 lines already there, skipped"
     );
+    // Exported again from this backend, the sessions are the same: each
+    // chain, the app's grant, and the sessions of clients last.
+    let again = ok(run(
+        sesame(&deployment.env()).args(["export", "--sessions"]),
+        None,
+    ));
+    let sessions_of = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["type"] == "session")
+            .collect()
+    };
+    let (before, after) = (sessions_of(&export), sessions_of(&text(&again.stdout)));
+    assert_eq!(after.len(), before.len());
+    assert!(
+        after.last().unwrap()["client"].is_object(),
+        "clients' sessions last"
+    );
+    for session in &before {
+        let moved = after
+            .iter()
+            .find(|s| s["id"] == session["id"])
+            .unwrap_or_else(|| panic!("{} is not exported again", session["id"]));
+        for field in [
+            "account_id",
+            "username",
+            "platform",
+            "refresh_tokens",
+            "client",
+        ] {
+            assert_eq!(
+                moved.get(field),
+                session.get(field),
+                "{field} of {}",
+                session["id"]
+            );
+        }
+    }
 
     let app = app_on(deployment.clone()).await;
     for login in ["alice", "alice@example.com", "13800000000"] {
@@ -800,7 +838,7 @@ fn mixed_file() -> (String, Vec<(u64, &'static str)>, Vec<String>) {
         (29, "role Bad Name: name: must be 1 to"),
         (
             31,
-            "account mike: roles: user is defined here otherwise than in the file",
+            "account mike: roles: the line defining user was refused",
         ),
         (
             32,
@@ -918,6 +956,26 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     assert_eq!(kiosk.status(), StatusCode::OK, "a hand-made client session");
     let kiosk: Value = kiosk.json().await.unwrap();
     assert_eq!(kiosk["scope"], "openid");
+    // Exported again from this backend: the cookie's hash, and the link.
+    let exported = ok(run(sesame(&env).args(["export", "--sessions"]), None));
+    let sessions: Vec<Value> = text(&exported.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "session")
+        .collect();
+    let web = sessions
+        .iter()
+        .find(|s| s["id"] == "5f0c2a52-6a3b-4d5e-9f10-2b3c4d5e6f70")
+        .expect("erin's page session");
+    assert_eq!(
+        web["access_tokens"][0]["hash"],
+        hex::encode(Sha256::digest(format!("sesame-browser:{ERIN_COOKIE}")))
+    );
+    let at_the_kiosk = sessions
+        .iter()
+        .find(|s| s["id"] == "1d2e3f40-6666-4777-8888-999aaabbbccc")
+        .expect("the kiosk's session");
+    assert_eq!(at_the_kiosk["client"]["browser_session"], web["id"]);
     // The page's cookie moved, and so did the link: logging out there
     // (the kiosk's ID token names erin) ends the kiosk's session too.
     let logout = app

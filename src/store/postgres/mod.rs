@@ -50,7 +50,10 @@ impl PostgresStore {
     /// safe) or, with `migrate` false, refuses a schema that is behind.
     pub async fn open(settings: &DatabaseSettings, migrate: bool) -> StoreResult<Self> {
         let options = connect_options(settings)?;
-        let patience = settings.connect_timeout;
+        // A live server ends any statement within statement_timeout and
+        // answers a ping after it: a connection still silent past both is
+        // given up.
+        let patience = settings.connect_timeout + settings.statement_timeout;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
             .min_connections(0)
@@ -68,10 +71,10 @@ impl PostgresStore {
             // retransmissions, and until then each one would hold its slot
             // of the pool, which fills up after a few requests. So a
             // connection that does not answer a ping within
-            // `database.connect_timeout` is dropped at once and its slot
-            // freed: requests reach the new server as soon as it answers.
-            // This also ends, server-side, a statement whose request gave
-            // up on it. The cost is one more round trip per release, after
+            // `statement_timeout` + `connect_timeout` (a statement whose
+            // request gave up on it finishes first) is dropped and its
+            // slot freed: requests reach the new server as soon as it
+            // answers. The cost is one more round trip per release, after
             // the answer has gone out.
             .after_release(move |connection, _| {
                 Box::pin(async move {
@@ -79,7 +82,7 @@ impl PostgresStore {
                         Ok(answered) => answered.map(|()| true),
                         Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
-                            "no answer to a ping within database.connect_timeout",
+                            "no answer to a ping within statement_timeout + connect_timeout",
                         ))),
                     }
                 })
