@@ -138,9 +138,9 @@ pub struct Core {
     metrics: Arc<crate::metrics::Metrics>,
     /// When `sesame_live_sessions` was last read from the store.
     live_sessions_read_at: tokio::sync::Mutex<Option<std::time::Instant>>,
-    /// The last readiness check of the database and Redis, and when it
-    /// ended: one check at a time, shared by the probes that came while
-    /// it ran.
+    /// The readiness check of the database and Redis in flight, or the
+    /// last one (answered): one check at a time, shared by the probes
+    /// that come while it runs.
     readiness_check: std::sync::Mutex<Option<tokio::sync::watch::Receiver<Option<Checks>>>>,
     /// Permits for failed logins counted after their answer
     /// (`login::FAILURE_WRITES_DETACHED`).
