@@ -603,9 +603,29 @@ impl RawConfig {
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
-        let warnings = oidc::rewritten(self.public_url.as_deref(), public_url.as_deref())
-            .into_iter()
-            .collect();
+        let mut warnings: Vec<String> =
+            oidc::rewritten(self.public_url.as_deref(), public_url.as_deref())
+                .into_iter()
+                .collect();
+        if database.is_postgres() && database.statement_timeout >= http.request_timeout {
+            warnings.push(format!(
+                "database.statement_timeout ({} s) is not below http.request_timeout ({} s): a \
+                 request gives up on a slow statement before the database does, and the \
+                 statement runs on, holding its connection",
+                database.statement_timeout.as_secs(),
+                http.request_timeout.as_secs()
+            ));
+        }
+        if let Some(address) = metrics.listen
+            && !address.ip().is_loopback()
+            && metrics.token.is_none()
+        {
+            warnings.push(format!(
+                "metrics.listen = {address} is reachable beyond this host and has no \
+                 metrics.token: whoever reaches it learns which accounts exist and which \
+                 guesses were right; keep it on an internal network, or set metrics.token"
+            ));
+        }
         Ok(Config {
             listen,
             data_dir: self.data_dir,
@@ -649,6 +669,31 @@ mod tests {
         assert_eq!(config.core.hashing.memory_kib, 19456);
         assert_eq!(config.http.body_limit, 64 * 1024);
         assert!(config.uses_data_dir());
+    }
+
+    /// Settings that start but work against each other are named in a
+    /// warning, and the defaults give none.
+    #[test]
+    fn settings_at_odds_are_warned_about() {
+        assert!(RawConfig::default().validate().unwrap().warnings.is_empty());
+        let mut raw = RawConfig {
+            database_url: Some("postgres://sesame@db.internal/sesame".into()),
+            ..RawConfig::default()
+        };
+        raw.database.statement_timeout = 30;
+        raw.metrics.listen = Some("10.0.0.5:9420".into());
+        let warnings = raw.validate().unwrap().warnings;
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(warnings[0].contains("database.statement_timeout (30 s) is not below"));
+        assert!(warnings[1].contains("metrics.listen = 10.0.0.5:9420 is reachable beyond"));
+        let mut raw = RawConfig::default();
+        raw.metrics.listen = Some("10.0.0.5:9420".into());
+        raw.metrics.token = Some("0123456789abcdef0123456789abcdef".into());
+        raw.database.statement_timeout = 30;
+        assert!(
+            raw.validate().unwrap().warnings.is_empty(),
+            "a token, and SQLite (no statement timeout)"
+        );
     }
 
     #[test]
