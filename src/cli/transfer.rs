@@ -673,27 +673,15 @@ fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {
     } else {
         format!("imported {what}; {} refused", count(c.refused, "line"))
     };
-    if c.updated > 0 {
-        summary.push_str(&format!(
-            "; {} {}",
-            count(c.updated, "account"),
-            if import.is_dry_run() {
+    for (n, noun) in [(c.updated, "account"), (c.roles_updated, "role")] {
+        if n > 0 {
+            let updated = if import.is_dry_run() {
                 "would be updated"
             } else {
                 "updated"
-            }
-        ));
-    }
-    if c.roles_updated > 0 {
-        summary.push_str(&format!(
-            "; {} {}",
-            count(c.roles_updated, "role"),
-            if import.is_dry_run() {
-                "would be updated"
-            } else {
-                "updated"
-            }
-        ));
+            };
+            summary.push_str(&format!("; {} {updated}", count(n, noun)));
+        }
     }
     if c.skipped > 0 {
         summary.push_str(&format!(

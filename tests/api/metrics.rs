@@ -6,38 +6,11 @@ use serde_json::json;
 
 use crate::helpers::{
     Backend, METRICS_TOKEN, PASSWORD, ServerProcess, TestApp, access, backend, refresh_token,
-    sesame_command,
+    sample, scrape, sesame_command,
 };
-
-/// The value of the sample `name{labels}` (labels exactly as rendered), if any.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().expect("a number"))
-        })
-}
 
 fn value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
-async fn scrape(app: &TestApp) -> String {
-    let response = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response.headers()["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    assert_eq!(response.headers()["cache-control"], "no-store");
-    response.text().await.unwrap()
 }
 
 #[tokio::test]

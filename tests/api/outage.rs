@@ -286,21 +286,8 @@ async fn readiness_probes_at_once_share_one_check() {
         .await
         .unwrap();
     const CHECKS: &str = "sesame_store_operation_duration_seconds_count{operation=\"role_names\"}";
-    let checks = async || {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .bearer_auth(crate::helpers::METRICS_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(CHECKS)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let checks =
+        async || crate::helpers::sample(&crate::helpers::scrape(&app).await, CHECKS).unwrap_or(0.0);
     let before = checks().await;
 
     let mut lock = locker.begin().await.unwrap();

@@ -266,6 +266,34 @@ async fn populated_source() -> Source {
     }
 }
 
+/// The OAuth `refresh_token` grant of a confidential client.
+async fn client_refresh(
+    app: &TestApp,
+    client: &str,
+    secret: &str,
+    refresh_token: &str,
+) -> reqwest::Response {
+    app.client
+        .post(app.url("/oauth2/token"))
+        .basic_auth(client, Some(secret))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The session lines of an export.
+fn session_lines(export: &str) -> Vec<Value> {
+    export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "session")
+        .collect()
+}
+
 /// The `line N: …` lines of an import's stderr.
 fn refusals(output: &Output) -> Vec<String> {
     text(&output.stderr)
@@ -408,13 +436,7 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         sesame(&deployment.env()).args(["export", "--sessions"]),
         None,
     ));
-    let sessions_of = |text: &str| -> Vec<Value> {
-        text.lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|l| l["type"] == "session")
-            .collect()
-    };
-    let (before, after) = (sessions_of(&export), sessions_of(&text(&again.stdout)));
+    let (before, after) = (session_lines(&export), session_lines(&text(&again.stdout)));
     assert_eq!(after.len(), before.len());
     assert!(
         after.last().unwrap()["client"].is_object(),
@@ -494,25 +516,16 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
 
     // The application carries on with its secret and bob's refresh token,
     // within the scopes bob granted it.
-    let app_refresh = |secret: &'static str| {
-        app.client
-            .post(app.url("/oauth2/token"))
-            .basic_auth("shop-app", Some(secret))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", source.bob_app_refresh.as_str()),
-            ])
-            .send()
-    };
+    let app_refresh =
+        |secret: &'static str| client_refresh(&app, "shop-app", secret, &source.bob_app_refresh);
     assert_eq!(
         app_refresh("not-the-secret-of-shop-app-0123456789")
             .await
-            .unwrap()
             .status(),
         StatusCode::UNAUTHORIZED,
         "only the secret the app had"
     );
-    let refreshed = app_refresh(APP_SECRET).await.unwrap();
+    let refreshed = app_refresh(APP_SECRET).await;
     assert_eq!(
         refreshed.status(),
         StatusCode::OK,
@@ -942,27 +955,13 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     }
     let erin = app.refresh(ERIN_REFRESH).await;
     assert_eq!(erin.status(), StatusCode::OK, "a hand-made session imports");
-    let kiosk = app
-        .client
-        .post(app.url("/oauth2/token"))
-        .basic_auth("kiosk", Some(KIOSK_SECRET))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", KIOSK_REFRESH),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let kiosk = client_refresh(&app, "kiosk", KIOSK_SECRET, KIOSK_REFRESH).await;
     assert_eq!(kiosk.status(), StatusCode::OK, "a hand-made client session");
     let kiosk: Value = kiosk.json().await.unwrap();
     assert_eq!(kiosk["scope"], "openid");
     // Exported again from this backend: the cookie's hash, and the link.
     let exported = ok(run(sesame(&env).args(["export", "--sessions"]), None));
-    let sessions: Vec<Value> = text(&exported.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["type"] == "session")
-        .collect();
+    let sessions = session_lines(&text(&exported.stdout));
     let web = sessions
         .iter()
         .find(|s| s["id"] == "5f0c2a52-6a3b-4d5e-9f10-2b3c4d5e6f70")
@@ -989,17 +988,13 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
         .await
         .unwrap();
     assert_eq!(logout.status(), StatusCode::OK);
-    let ended = app
-        .client
-        .post(app.url("/oauth2/token"))
-        .basic_auth("kiosk", Some(KIOSK_SECRET))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", kiosk["refresh_token"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let ended = client_refresh(
+        &app,
+        "kiosk",
+        KIOSK_SECRET,
+        kiosk["refresh_token"].as_str().unwrap(),
+    )
+    .await;
     assert_eq!(
         ended.status(),
         StatusCode::BAD_REQUEST,
