@@ -205,7 +205,25 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = terminate.recv() => {},
             _ = interrupt.recv() => {},
         }
-        tracing::info!("shutting down; finishing in-flight requests");
+        tracing::info!(
+            "shutting down; finishing in-flight requests (a second SIGINT or SIGTERM stops at \
+             once)"
+        );
+        // An operator who asks twice (a drain of minutes, a database that
+        // does not answer the last flush) gets the process back now; what
+        // was not yet written (batched API-call counts, audit events) is
+        // lost, as with SIGKILL.
+        tokio::spawn(async move {
+            let code = tokio::select! {
+                _ = terminate.recv() => 143,
+                _ = interrupt.recv() => 130,
+            };
+            tracing::warn!(
+                "second stop signal: stopping at once, without finishing in-flight requests or \
+                 writing batched counters and audit events"
+            );
+            std::process::exit(code);
+        });
     })
 }
 

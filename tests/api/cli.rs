@@ -1472,6 +1472,50 @@ async fn a_stopping_server_is_unready_while_it_drains() {
     );
 }
 
+/// A second stop signal during a long drain ends the process at once,
+/// with the signal's exit status and a warning that says what was skipped.
+#[tokio::test]
+async fn a_second_stop_signal_stops_at_once() {
+    let dir = Deployment::new().await;
+    let server = serve(&dir, &[("SESAME_HTTP__DRAIN_SECONDS", "60")]);
+    let interrupt = || {
+        Command::new("kill")
+            .args(["-INT", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    interrupt();
+    // Draining: still serving, unready.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = reqwest::get(format!("{}/readyz", server.address))
+            .await
+            .unwrap();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = Instant::now();
+    interrupt();
+    let mut server = server;
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(10),
+            "still running after the second signal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("second stop signal"), "{stderr}");
+}
+
 /// One log line per request (method, route template, status, latency,
 /// client, request id; JSON with log_format = "json"), and at debug level,
 /// across the faces, not one of the secrets the requests carried.

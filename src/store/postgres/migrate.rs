@@ -91,10 +91,11 @@ pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-    // A concurrent index build that PostgreSQL ends as a deadlock (a node
-    // of an earlier version blocked in `pg_advisory_lock`, see below) is
-    // tried again once the lock has been let go: that node then finds its
-    // own migrations done and goes on.
+    // Tried again once the lock has been let go: a concurrent index build
+    // that PostgreSQL ends as a deadlock (a node of an earlier version
+    // blocked in `pg_advisory_lock`, see below; that node then finds its
+    // own migrations done and goes on), and a migration that gave up
+    // waiting for a table's lock (see `LOCK_TIMEOUT`).
     let mut attempt = 1;
     loop {
         lock(&mut conn).await?;
@@ -105,20 +106,35 @@ pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
             .await
             .map_err(db_error);
         match result {
-            Err(Pending::Deadlock(message)) if attempt < DEADLOCK_ATTEMPTS => {
+            Err(Pending::Again(message)) if attempt < ATTEMPTS => {
                 tracing::warn!(attempt, "{message}; trying again");
                 attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
-            Err(Pending::Deadlock(message)) => return Err(StoreError::Database(message)),
+            Err(Pending::Again(message)) => {
+                return Err(StoreError::Database(format!(
+                    "{message}, {ATTEMPTS} times; if another transaction holds the table \
+                     (pg_stat_activity names it), end it and start again"
+                )));
+            }
             Err(Pending::Failed(error)) => return Err(error),
             Ok(()) => return unlocked.map(|_| ()),
         }
     }
 }
 
-/// How many times a migration that PostgreSQL ends as a deadlock is tried.
-const DEADLOCK_ATTEMPTS: u32 = 5;
+/// How many times a migration ended by a deadlock or its lock timeout is
+/// tried (about a minute and a half in all).
+const ATTEMPTS: u32 = 20;
+
+/// How long a migration's statement waits for a table's lock (a schema
+/// change needs the table to itself) before it gives up and is tried
+/// again. Every query of the nodes still serving that touches the table
+/// queues behind a waiting schema change: without a bound, one long
+/// transaction (a report, an export, a forgotten `psql`) would stop them
+/// all for as long as it lasts. A concurrent index build waits without
+/// blocking anyone and has no bound.
+const LOCK_TIMEOUT: &str = "2s";
 
 /// Takes the migration lock, held by this connection until unlocked (or
 /// until it drops): nodes starting together pass one at a time, even to
@@ -150,8 +166,9 @@ async fn lock(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
 /// Why pending migrations were not all applied.
 #[derive(Debug)]
 enum Pending {
-    /// PostgreSQL ended a concurrent index build as a deadlock.
-    Deadlock(String),
+    /// PostgreSQL ended a concurrent index build as a deadlock, or a
+    /// statement gave up waiting for its lock: worth trying again.
+    Again(String),
     /// Anything else.
     Failed(StoreError),
 }
@@ -207,13 +224,14 @@ async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> Result<(
     for (index, (description, sql)) in MIGRATIONS.iter().enumerate().take(target).skip(applied) {
         let version = index + 1;
         let failed = |e: sqlx::Error| {
-            let deadlock = e
+            // Deadlock; lock not available (`lock_timeout`).
+            let again = e
                 .as_database_error()
                 .and_then(|d| d.code())
-                .is_some_and(|code| code == "40P01");
+                .is_some_and(|code| code == "40P01" || code == "55P03");
             let message = format!("migration {version} failed: {}", db_error(e));
-            if deadlock {
-                Pending::Deadlock(message)
+            if again {
+                Pending::Again(message)
             } else {
                 Pending::Failed(StoreError::Database(message))
             }
@@ -226,6 +244,15 @@ async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> Result<(
             // One statement per query: several in one simple-protocol
             // query would make one implicit transaction.
             for statement in statements(sql) {
+                let timeout = if statement.contains(" CONCURRENTLY ") {
+                    "0"
+                } else {
+                    LOCK_TIMEOUT
+                };
+                sqlx::raw_sql(&format!("SET lock_timeout = '{timeout}'"))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failed)?;
                 if let Some(index) = concurrently_built_index(&statement) {
                     drop_if_invalid(conn, index).await.map_err(failed)?;
                 }
@@ -237,6 +264,10 @@ async fn apply_pending(conn: &mut sqlx::PgConnection, target: usize) -> Result<(
             record.execute(&mut *conn).await.map_err(failed)?;
         } else {
             let mut tx = conn.begin().await.map_err(failed)?;
+            sqlx::raw_sql(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
             // Several statements in one simple-protocol query.
             sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
             record.execute(&mut *tx).await.map_err(failed)?;
@@ -399,7 +430,56 @@ mod tests {
             }
         );
         waited.unwrap();
-        assert!(matches!(built, Err(Pending::Deadlock(_))), "{built:?}");
+        assert!(matches!(built, Err(Pending::Again(_))), "{built:?}");
+    }
+
+    /// A schema change waiting for a table that a long transaction holds
+    /// gives up after `LOCK_TIMEOUT`, so the queries that queued behind it
+    /// (a serving node's) go on; it is tried again, and applied once the
+    /// transaction has ended.
+    #[tokio::test]
+    async fn a_migration_waiting_for_a_table_lets_the_queries_behind_it_go_on() {
+        let Some(database) = TempDatabase::create_or_skip().await else {
+            return;
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&database.url)
+            .await
+            .unwrap();
+        apply_pending(&mut pool.acquire().await.unwrap(), 8)
+            .await
+            .unwrap();
+        let connect = || <sqlx::PgConnection as sqlx::Connection>::connect(&database.url);
+        let (mut holder, mut reader) = (connect().await.unwrap(), connect().await.unwrap());
+        sqlx::raw_sql("BEGIN; LOCK TABLE audit_events IN ACCESS SHARE MODE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let migrating = run(&pool, true);
+        tokio::pin!(migrating);
+        // Migration 9 alters audit_events: it queues for the table.
+        let read = async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                sqlx::query("SELECT count(*) FROM audit_events").execute(&mut reader),
+            )
+            .await
+        };
+        let read = tokio::select! {
+            migrated = &mut migrating => panic!("migrated under the lock: {migrated:?}"),
+            read = read => read,
+        };
+        assert!(read.is_ok(), "the read waited as long as the transaction");
+        read.unwrap().unwrap();
+        sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), migrating)
+            .await
+            .expect("applied once the transaction ended")
+            .unwrap();
+        let applied = applied(&mut pool.acquire().await.unwrap()).await.unwrap();
+        assert_eq!(applied, LATEST);
     }
 
     /// The index's id, whether it is valid, and its definition.
