@@ -1070,6 +1070,73 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     assert_eq!(gina["user"]["permissions"], json!(["read", "write"]));
 }
 
+/// Under `--on-conflict update`, a role line that would take the admin
+/// permission from the last administrators is refused on its line, the
+/// accounts after it that name it too, and the rest goes on.
+#[tokio::test]
+async fn a_role_replacement_leaving_no_administrator_is_refused_on_its_line() {
+    let deployment = Deployment::new().await;
+    let env = deployment.env();
+    ok(add_user(&env, &["--username", "boss"], "boss password 1"));
+    ok(run(
+        sesame(&env).args(["user", "grant-role", "boss", "administrator"]),
+        None,
+    ));
+    let file = [
+        r#"{"format": "sesame-export", "version": 3}"#.to_owned(),
+        r#"{"type": "role", "name": "administrator", "description": "Reads", "permissions": ["read"]}"#
+            .to_owned(),
+        account_line(
+            7,
+            "newcomer",
+            &phc("newcomer password 1"),
+            r#", "roles": ["administrator"]"#,
+        ),
+        r#"{"type": "role", "name": "user", "description": "A normal account", "permissions": ["read", "write"]}"#
+            .to_owned(),
+    ]
+    .join("\n")
+        + "\n";
+    let output = run(
+        sesame(&env).args(["import", "--on-conflict", "update", "-"]),
+        Some(&file),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_eq!(
+        refusals(&output),
+        [
+            "line 2: role administrator: replacing it would leave no administrator who can sign in",
+            "line 3: account newcomer: roles: the line defining administrator was refused, so \
+             its permissions here may not be the file's",
+        ],
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(
+        text(&output.stdout).contains("1 role updated"),
+        "{}",
+        text(&output.stdout)
+    );
+    let app = app_on(deployment.clone()).await;
+    let boss: Value = app
+        .login("boss", "boss password 1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        boss["user"]["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("admin")),
+        "{boss}"
+    );
+    assert_eq!(
+        app.login("newcomer", "newcomer password 1").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[tokio::test]
 async fn an_unreadable_file_or_a_bad_header_stops_with_status_2() {
     let deployment = Deployment::new().await;
