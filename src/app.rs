@@ -190,13 +190,15 @@ async fn open_shared(
 /// Opens the store and the shared state and starts the core, without HTTP
 /// (for the operator's commands).
 pub async fn open_core(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Core>> {
-    start_core(config, clock, Purpose::Command).await
+    start_core(config, clock, Purpose::Command, None).await
 }
 
+/// `tls`: the server's HTTPS, whose certificate's expiry is a metric.
 async fn start_core(
     config: &Config,
     clock: Arc<dyn Clock>,
     purpose: Purpose,
+    tls: Option<&Tls>,
 ) -> anyhow::Result<Arc<Core>> {
     // A server needs Redis when configured; an operator's command works
     // without it (see `open_shared`).
@@ -219,7 +221,11 @@ async fn start_core(
     if let Some(postgres) = store.postgres() {
         postgres.set_clock(Arc::clone(&clock));
     }
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let mut metrics = crate::metrics::Metrics::new();
+    if let Some(tls) = tls {
+        metrics.register_tls_expiry(tls.expiry_gauge());
+    }
+    let metrics = Arc::new(metrics);
     let shared = open_shared(config, &store, redis_required, &metrics).await?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
     let core = Core::start(
@@ -269,12 +275,12 @@ impl Application {
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let tls = match &config.tls {
             Some(settings) => Some(
-                Tls::new(settings.clone())
+                Tls::new(settings.clone(), Arc::clone(&clock))
                     .context("cannot load the TLS certificate and key (tls_cert, tls_key)")?,
             ),
             None => None,
         };
-        let core = start_core(config, clock, Purpose::Serve).await?;
+        let core = start_core(config, clock, Purpose::Serve, tls.as_deref()).await?;
         core.spawn_housekeeping();
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(

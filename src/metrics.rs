@@ -189,6 +189,17 @@ impl Metrics {
         }
     }
 
+    /// Serves the TLS certificate's expiry (HTTPS only: without it, no
+    /// series that an alert on "expires soon" would read as expired).
+    pub fn register_tls_expiry(&mut self, expiry: Gauge) {
+        self.registry.register(
+            "sesame_tls_certificate_expiry_timestamp_seconds",
+            "When the TLS certificate in service expires (its notAfter), in seconds since the \
+             Unix epoch; 0 when it could not be read",
+            expiry,
+        );
+    }
+
     /// A login's end, by face and outcome.
     pub fn login(&self, face: &'static str, outcome: &'static str) {
         self.logins

@@ -6,7 +6,10 @@
 //! cert-manager or certbot renewal does) swaps it, so connections already
 //! open keep theirs and none is dropped. A pair that does not load
 //! (unreadable, not PEM, a key that is not the certificate's) is refused
-//! with a logged error and the pair in service stays.
+//! with a logged error and the pair in service stays, and so is a renewal
+//! whose certificate has already expired. A certificate that expires within
+//! [`EXPIRY_WARNING`], or is not valid yet, is warned about when it is put
+//! in service; its expiry is a metric to alert on.
 //!
 //! Handshakes are bounded: at most `max_handshakes` at once (a connection
 //! beyond is closed at once) and each within `handshake_timeout`, so a flood
@@ -28,6 +31,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use crate::clock::{Clock, UnixTime, rfc3339};
 
 /// Makes aws-lc-rs the process's TLS provider, for the libraries that take
 /// the process's (the Redis client, over `rediss://`) whatever features a
@@ -76,6 +81,63 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A renewal whose certificate has already expired.
+    #[error("the certificate in {cert} expired at {at}")]
+    Expired {
+        /// The certificate file.
+        cert: String,
+        /// Its `notAfter`, RFC 3339.
+        at: String,
+    },
+}
+
+/// How long before its end a certificate put in service is warned about.
+pub const EXPIRY_WARNING: i64 = 14 * 86_400;
+
+/// When a certificate may be used: its `notBefore` and `notAfter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// The first second it is valid.
+    pub not_before: UnixTime,
+    /// The last second it is valid.
+    pub not_after: UnixTime,
+}
+
+impl Validity {
+    /// The validity of a DER certificate; `None` when x509-parser cannot
+    /// read it (rustls, which loaded it, is the judge of whether it serves).
+    fn of(certificate: &CertificateDer<'_>) -> Option<Self> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
+        let validity = parsed.validity();
+        Some(Self {
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+        })
+    }
+
+    /// What an operator should be told of it at `now`, if anything.
+    pub fn concern(&self, now: UnixTime) -> Option<String> {
+        if self.not_after < now {
+            Some(format!(
+                "expired at {}: clients refuse it",
+                rfc3339(self.not_after)
+            ))
+        } else if self.not_before > now {
+            Some(format!(
+                "is not valid before {}: clients refuse it until then (is this host's clock \
+                 right?)",
+                rfc3339(self.not_before)
+            ))
+        } else if self.not_after - now < EXPIRY_WARNING {
+            Some(format!(
+                "expires at {}, in {} days: renew it",
+                rfc3339(self.not_after),
+                (self.not_after - now) / 86_400
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// The certificate in service, swapped in place by a reload.
@@ -112,6 +174,10 @@ pub struct Tls {
     handshakes: Arc<Semaphore>,
     /// The files' stamps at the last load (or attempt).
     loaded: Mutex<(Stamp, Stamp)>,
+    clock: Arc<dyn Clock>,
+    /// `notAfter` of the certificate in service, for the metrics (0 when
+    /// it could not be read).
+    expiry: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// The answer to plain HTTP on the HTTPS port.
@@ -132,17 +198,21 @@ pub struct Accepted {
 
 impl Tls {
     /// Loads the pair as a start would, putting nothing in service (for
-    /// `sesame config check`).
-    pub fn check(settings: &TlsSettings) -> Result<(), TlsError> {
+    /// `sesame config check`); its validity, when it could be read.
+    pub fn check(settings: &TlsSettings) -> Result<Option<Validity>, TlsError> {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
-        load_pair(&settings.cert, &settings.key, &provider).map(drop)
+        load_pair(&settings.cert, &settings.key, &provider).map(|(_, validity)| validity)
     }
 
-    /// Loads the pair; an error here stops start-up.
-    pub fn new(settings: TlsSettings) -> Result<Arc<Self>, TlsError> {
+    /// Loads the pair; an error here stops start-up. A certificate that
+    /// expired is served (with a warning): refusing to start would not
+    /// bring a valid one.
+    pub fn new(settings: TlsSettings, clock: Arc<dyn Clock>) -> Result<Arc<Self>, TlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let stamps = (stamp(&settings.cert), stamp(&settings.key));
-        let pair = load_pair(&settings.cert, &settings.key, &provider)?;
+        let (pair, validity) = load_pair(&settings.cert, &settings.key, &provider)?;
+        let expiry = prometheus_client::metrics::gauge::Gauge::default();
+        note_validity(&settings.cert, validity, clock.now(), &expiry);
         let certificates = Arc::new(Certificates(RwLock::new(Arc::new(pair))));
         let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -156,7 +226,14 @@ impl Tls {
             provider,
             certificates,
             loaded: Mutex::new(stamps),
+            clock,
+            expiry,
         }))
+    }
+
+    /// The gauge holding the certificate's `notAfter`, for the registry.
+    pub fn expiry_gauge(&self) -> prometheus_client::metrics::gauge::Gauge {
+        self.expiry.clone()
     }
 
     /// `Strict-Transport-Security`, unless turned off.
@@ -165,14 +242,27 @@ impl Tls {
     }
 
     /// Reads the files again and puts the pair in service; on an error the
-    /// pair in service stays (and the error is returned, for the log).
+    /// pair in service stays (and the error is returned, for the log). A
+    /// certificate that has expired is an error: a renewal gone wrong (an
+    /// old file restored, a failed issuance), never better than the one in
+    /// service.
     pub fn reload(&self) -> Result<(), TlsError> {
         // Held until the pair is in service: of two reloads at once (a
         // SIGHUP and the watch), the one that read the files first must
         // not put its older pair in service after the other.
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         *loaded = (stamp(&self.settings.cert), stamp(&self.settings.key));
-        let pair = load_pair(&self.settings.cert, &self.settings.key, &self.provider)?;
+        let (pair, validity) = load_pair(&self.settings.cert, &self.settings.key, &self.provider)?;
+        let now = self.clock.now();
+        if let Some(validity) = validity
+            && validity.not_after < now
+        {
+            return Err(TlsError::Expired {
+                cert: self.settings.cert.display().to_string(),
+                at: rfc3339(validity.not_after),
+            });
+        }
+        note_validity(&self.settings.cert, validity, now, &self.expiry);
         *self
             .certificates
             .0
@@ -260,8 +350,35 @@ impl Tls {
     }
 }
 
-/// Reads a certificate chain and its key, checking that they belong together.
-fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+/// Puts a certificate's `notAfter` in the gauge and warns of what is wrong
+/// with its validity, if anything.
+fn note_validity(
+    cert: &Path,
+    validity: Option<Validity>,
+    now: UnixTime,
+    expiry: &prometheus_client::metrics::gauge::Gauge,
+) {
+    let Some(validity) = validity else {
+        expiry.set(0);
+        tracing::warn!(
+            cert = %cert.display(),
+            "cannot read the TLS certificate's validity: its expiry is not watched"
+        );
+        return;
+    };
+    expiry.set(validity.not_after);
+    if let Some(concern) = validity.concern(now) {
+        tracing::warn!(cert = %cert.display(), "the TLS certificate {concern}");
+    }
+}
+
+/// Reads a certificate chain and its key, checking that they belong
+/// together; the first certificate's validity, when it can be read.
+fn load_pair(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<(CertifiedKey, Option<Validity>), TlsError> {
     let file_error = |path: &Path, reason: String| TlsError::File {
         path: path.display().to_string(),
         reason,
@@ -284,14 +401,16 @@ fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certi
     if chain.is_empty() {
         return Err(file_error(cert, "holds no PEM certificate".into()));
     }
+    let validity = chain.first().and_then(Validity::of);
     let private =
         PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, "private key", e))?;
-    CertifiedKey::from_der(chain, private, provider).map_err(|error| match error {
+    let pair = CertifiedKey::from_der(chain, private, provider).map_err(|error| match error {
         rustls::Error::InconsistentKeys(_) => TlsError::Mismatch {
             cert: cert.display().to_string(),
             key: key.display().to_string(),
         },
         rustls::Error::General(reason) => file_error(key, reason),
         other => TlsError::Rustls(other),
-    })
+    })?;
+    Ok((pair, validity))
 }

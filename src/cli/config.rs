@@ -55,10 +55,23 @@ pub fn run(config: &Config, command: ConfigCommand) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        if unreadable.is_empty()
-            && let Err(error) = Tls::check(tls)
-        {
-            problems.push(format!("tls: {error}"));
+        if unreadable.is_empty() {
+            match Tls::check(tls) {
+                Ok(Some(validity)) => {
+                    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+                    if let Some(concern) = validity.concern(now) {
+                        eprintln!(
+                            "warning: the certificate in {} {concern}",
+                            tls.cert.display()
+                        );
+                    }
+                }
+                Ok(None) => eprintln!(
+                    "warning: cannot read the validity of the certificate in {}",
+                    tls.cert.display()
+                ),
+                Err(error) => problems.push(format!("tls: {error}")),
+            }
         }
     }
     if !problems.is_empty() {

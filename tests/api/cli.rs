@@ -923,6 +923,28 @@ async fn config_check_shows_the_settings_and_the_argon2_kernel() {
         assert!(!text(&refused.stdout).contains("configuration ok"));
     }
 
+    // A pair that loads but has expired: a start would serve it, so the
+    // check passes, saying so.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = time::macros::datetime!(2000-01-01 0:00 UTC);
+    params.not_after = time::macros::datetime!(2001-01-01 0:00 UTC);
+    let pair = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(&cert, params.self_signed(&pair).unwrap().pem()).unwrap();
+    std::fs::write(&key, pair.serialize_pem()).unwrap();
+    let expired = run(
+        sesame(&dir).args(["config", "check"]).envs([
+            ("SESAME_TLS_CERT", cert.display().to_string()),
+            ("SESAME_TLS_KEY", key.display().to_string()),
+        ]),
+        None,
+    );
+    assert!(expired.status.success(), "{}", text(&expired.stderr));
+    assert!(
+        text(&expired.stderr).contains("expired at 2001-01-01T00:00:00Z: clients refuse it"),
+        "{}",
+        text(&expired.stderr)
+    );
+
     // The server names the same kernel when it starts.
     let server = serve(&dir, &[]);
     let (_, log) = server.stop();

@@ -43,9 +43,24 @@ impl Ca {
     }
 
     fn leaf(&self) -> Leaf {
-        let params =
+        self.leaf_with(|_| {})
+    }
+
+    /// A leaf valid until `not_after` (and from a day before it, or before
+    /// now, whichever is earlier).
+    fn leaf_until(&self, not_after: time::OffsetDateTime) -> Leaf {
+        self.leaf_with(|params| {
+            params.not_before = (not_after - time::Duration::days(1))
+                .min(time::OffsetDateTime::now_utc() - time::Duration::days(1));
+            params.not_after = not_after;
+        })
+    }
+
+    fn leaf_with(&self, tweak: impl FnOnce(&mut rcgen::CertificateParams)) -> Leaf {
+        let mut params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
                 .unwrap();
+        tweak(&mut params);
         let key = rcgen::KeyPair::generate().unwrap();
         let certificate = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
@@ -279,7 +294,8 @@ async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
     let response = kept.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(presented(&response), first.der);
 
-    let second = ca.leaf();
+    let renewed_until = time::macros::datetime!(2031-06-30 12:00 UTC);
+    let second = ca.leaf_until(renewed_until);
     install(dir.path(), &second.cert, &second.key);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -290,6 +306,24 @@ async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
         assert!(Instant::now() < deadline, "the renewal was never served");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let expiry = || async {
+        let metrics = ca
+            .client()
+            .get(app.url("/metrics"))
+            .bearer_auth(crate::helpers::METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        crate::helpers::sample(&metrics, "sesame_tls_certificate_expiry_timestamp_seconds")
+    };
+    assert_eq!(
+        expiry().await,
+        Some(renewed_until.unix_timestamp() as f64),
+        "the renewal's notAfter"
+    );
     // The connection opened before the renewal is still up, on its certificate.
     let response = kept.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -301,6 +335,15 @@ async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(presented(&response), second.der);
+
+    // A renewal that has already expired (an old pair restored): refused
+    // too, and the expiry in the metrics is still the served one's.
+    let expired = ca.leaf_until(time::macros::datetime!(2001-01-01 0:00 UTC));
+    install(dir.path(), &expired.cert, &expired.key);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(presented(&response), second.der);
+    assert_eq!(expiry().await, Some(renewed_until.unix_timestamp() as f64));
 
     // The files become symbolic links to a new pair, as a Kubernetes
     // secret's update makes them: served too.
@@ -406,7 +449,10 @@ impl Drop for HttpsProcess {
 async fn sighup_reloads_the_certificate_and_a_bad_pair_is_refused() {
     let ca = Ca::new();
     let dir = tempfile::tempdir().unwrap();
-    let first = ca.leaf();
+    // Near its end: served, with a warning.
+    let first = ca.leaf_until(
+        time::OffsetDateTime::now_utc() + time::Duration::days(3) - time::Duration::hours(1),
+    );
     let (cert, key) = install(dir.path(), &first.cert, &first.key);
     let deployment = crate::helpers::Deployment::new().await;
     let server = HttpsProcess::start(
@@ -419,6 +465,11 @@ async fn sighup_reloads_the_certificate_and_a_bad_pair_is_refused() {
     let url = format!("{}/healthz", server.address);
     let kept = ca.client_builder().http1_only().build().unwrap();
     assert_eq!(presented(&kept.get(&url).send().await.unwrap()), first.der);
+    let log = server.log();
+    assert!(
+        log.contains("the TLS certificate expires at") && log.contains("in 2 days: renew it"),
+        "{log}"
+    );
 
     let second = ca.leaf();
     install(dir.path(), &second.cert, &second.key);
@@ -440,11 +491,13 @@ async fn sighup_reloads_the_certificate_and_a_bad_pair_is_refused() {
     );
     assert!(server.log().contains("TLS certificate reloaded (SIGHUP)"));
 
-    // Not PEM at all, then a key of another certificate: both refused,
-    // logged, and the pair in service stays.
+    // Not PEM at all, a key of another certificate, a certificate that
+    // has expired: each refused, logged, and the pair in service stays.
+    let expired = ca.leaf_until(time::macros::datetime!(2001-01-01 0:00 UTC));
     for (cert, key) in [
         ("not a certificate".to_owned(), second.key.clone()),
         (ca.leaf().cert, second.key.clone()),
+        (expired.cert, expired.key),
     ] {
         install(dir.path(), &cert, &key);
         let errors = server.log().matches("not reloaded").count();
@@ -464,6 +517,7 @@ async fn sighup_reloads_the_certificate_and_a_bad_pair_is_refused() {
     let log = server.log();
     assert!(log.contains("holds no PEM certificate"), "{log}");
     assert!(log.contains("does not belong to the certificate"), "{log}");
+    assert!(log.contains("expired at 2001-01-01T00:00:00Z"), "{log}");
     assert!(!log.contains("PRIVATE KEY"), "no key material in the log");
 }
 
