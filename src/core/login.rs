@@ -823,13 +823,24 @@ impl Core {
     /// account API shows and changes everything, including the user's
     /// other sessions. A client ends its own session by revoking its token.
     pub async fn authenticate_account(&self, bearer: &str) -> Result<Principal> {
+        let principal = self.identify_account(bearer).await?;
+        self.api_calls
+            .admit(principal.account_id, self.now())
+            .await?;
+        Ok(principal)
+    }
+
+    /// [`Self::authenticate_account`] without the quota, for the calls by
+    /// which an owner takes an account back (signing out, listing and
+    /// ending sessions, changing the password): whoever spent the quota, a
+    /// thief holding a token or the owner, must not keep the owner from
+    /// ending sessions. Not counted, so they cannot be used to spend it
+    /// either.
+    pub async fn identify_account(&self, bearer: &str) -> Result<Principal> {
         let principal = self.identify(bearer).await?;
         if principal.client_id.is_some() {
             return Err(Error::ClientNotAccepted);
         }
-        self.api_calls
-            .admit(principal.account_id, self.now())
-            .await?;
         Ok(principal)
     }
 

@@ -163,6 +163,22 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 
+/// [`Authenticated`] for the calls by which an owner takes an account back
+/// (signing out, listing and ending sessions, changing the password):
+/// neither counted against the API-call quota nor refused by it (see
+/// [`crate::core::Core::identify_account`]).
+#[derive(Debug, Clone)]
+pub struct Uncounted(pub Principal);
+
+impl FromRequestParts<AppState> for Uncounted {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let token = bearer_token(&parts.headers).ok_or(crate::core::Error::Unauthenticated)?;
+        Ok(Uncounted(state.core.identify_account(token).await?))
+    }
+}
+
 /// The token of an `Authorization: Bearer` header, if well formed.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{Problem, Problems};
 use super::extract::{
-    ApiJson, Authenticated, Client, PageQuery, Param, parse_json, query, read_body,
+    ApiJson, Authenticated, Client, PageQuery, Param, Uncounted, parse_json, query, read_body,
     with_device_token,
 };
 use super::views::{GrantView, SessionOut, UserView};
@@ -124,7 +124,7 @@ pub(super) struct LogoutBody {
 )]
 pub(super) async fn logout(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Uncounted(principal): Uncounted,
     Client(client): Client,
     request: Request,
 ) -> Result<StatusCode, Problem> {
@@ -214,7 +214,7 @@ pub(super) struct PasswordBody {
 )]
 pub(super) async fn change_password(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Uncounted(principal): Uncounted,
     Client(client): Client,
     ApiJson(body): ApiJson<PasswordBody>,
 ) -> Result<StatusCode, Problem> {
@@ -248,7 +248,7 @@ pub(super) struct SessionList<'a> {
 )]
 pub(super) async fn sessions(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Uncounted(principal): Uncounted,
     uri: Uri,
 ) -> Result<Response, Problem> {
     let q: PageQuery = query(&uri)?;
@@ -274,7 +274,7 @@ pub(super) async fn sessions(
 )]
 pub(super) async fn end_session(
     State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
+    Uncounted(principal): Uncounted,
     Client(client): Client,
     Param(id): Param,
 ) -> Result<StatusCode, Problem> {

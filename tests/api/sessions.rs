@@ -204,6 +204,68 @@ async fn guessing_the_current_password_is_throttled_like_a_login() {
     );
 }
 
+/// A thief holding a token spends the account's API-call quota: the owner
+/// can still list and end sessions, change the password and sign out, and
+/// none of that counts against the quota.
+#[tokio::test]
+async fn a_spent_quota_does_not_keep_the_owner_from_taking_the_account_back() {
+    let app = TestApp::spawn().await;
+    let account = app.create_user("gwen").await;
+    app.core
+        .set_quota(
+            account.id,
+            Some(2),
+            None,
+            &sesame::core::roles::Actor::Operator,
+        )
+        .await
+        .unwrap();
+    let thief = app.login_on("gwen", "iOS").await;
+    let owner = app.login_ok("gwen").await;
+    for _ in 0..2 {
+        assert_eq!(app.me_status(access(&thief)).await, StatusCode::OK);
+    }
+    assert_problem(
+        app.get("/v1/me", access(&owner)).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota_exceeded",
+    )
+    .await;
+
+    let listed = app.get("/v1/me/sessions", access(&owner)).await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 2);
+    let path = format!("/v1/me/sessions/{}", thief["session_id"].as_str().unwrap());
+    let ended = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(access(&owner))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert_problem(
+        app.refresh(refresh_token(&thief)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+    let changed = change_password(&app, access(&owner), PASSWORD, "gwen's new passphrase").await;
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.logout(access(&owner), None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    app.core.flush_api_calls().await.unwrap();
+    assert_eq!(
+        app.core.account(account.id).await.unwrap().api_calls_count,
+        2,
+        "only the thief's calls counted"
+    );
+}
+
 #[tokio::test]
 async fn sessions_are_listed_and_can_be_ended_one_by_one() {
     let app = TestApp::spawn().await;
