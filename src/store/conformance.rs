@@ -612,6 +612,33 @@ pub async fn known_clients_newest_first(store: Arc<dyn Store>) {
     let account = store.get_account(account_id).await.unwrap().unwrap();
     assert_eq!(account.login_count, 4);
     assert_eq!(account.last_login_ip.as_deref(), Some("192.0.2.3"));
+
+    // A new password forgets them all: a client that signed in with the
+    // old one (a thief's, perhaps) is exempt from the account's budget
+    // and lockout no more. So does a disabling. It unlocks the account
+    // too: the owner's clients are unknown now, and the guessing that
+    // locked it was of the old password.
+    assert!(store.set_locked(account_id, true, 5).await.unwrap());
+    let verifiers = PasswordVerifiers {
+        password_hash: "new".into(),
+        md5_verifier: None,
+    };
+    store
+        .set_password_ending_sessions(account_id, &verifiers, None, None, "password_reset", 5)
+        .await
+        .unwrap();
+    let account = store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!(account.status, AccountStatus::Active);
+    assert_eq!(account.consecutive_failures, 0);
+    assert_eq!(known("d3", "192.0.2.3").await, (false, false));
+    assert_eq!(known("d1", "192.0.2.2").await, (false, false));
+    sign_in(6, "d6", "192.0.2.6").await;
+    assert_eq!(known("d6", "192.0.2.6").await, (true, true));
+    store
+        .set_status(account_id, AccountStatus::Disabled, 7)
+        .await
+        .unwrap();
+    assert_eq!(known("d6", "192.0.2.6").await, (false, false));
 }
 
 /// Housekeeping deletes ended sessions (with their tokens), old rotated

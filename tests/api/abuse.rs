@@ -237,6 +237,69 @@ async fn failures_from_elsewhere_do_not_lock_the_owner_out() {
     );
 }
 
+/// A thief who signed in once with a stolen password keeps the device token
+/// that made him a known client; once the owner sets a new password, his
+/// guesses with it spend the account's budget like anyone's.
+#[tokio::test]
+async fn a_new_password_forgets_the_clients_that_signed_in_with_the_old_one() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.account_burst = 3;
+        c.abuse.address_burst = 100;
+    })
+    .await;
+    app.create_user("alice").await;
+    let thief = app.client_from("127.0.0.2");
+    let stolen: Value = login_from(&app, &thief, "alice", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let device_token = stolen["device_token"].as_str().unwrap().to_owned();
+    let guess = |i: usize| {
+        let thief = app.client_from(&format!("127.0.1.{i}"));
+        let device_token = device_token.clone();
+        let app = &app;
+        async move {
+            let response = thief
+                .post(app.url("/v1/login"))
+                .header("sesame-device", device_token)
+                .json(&json!({"login": "alice", "password": format!("guess number {i}")}))
+                .send()
+                .await
+                .unwrap();
+            app.core.failures_counted().await;
+            response.status()
+        }
+    };
+    for i in 0..5 {
+        assert_eq!(guess(i).await, StatusCode::UNAUTHORIZED, "known: exempt");
+    }
+
+    let owner = app.login_ok("alice").await;
+    let changed = app
+        .client
+        .post(app.url("/v1/me/password"))
+        .bearer_auth(access(&owner))
+        .json(&json!({"current_password": PASSWORD, "new_password": "alice's new passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    let mut statuses = Vec::new();
+    for i in 10..15 {
+        statuses.push(guess(i).await);
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::UNAUTHORIZED)
+            .count(),
+        3,
+        "the account's budget, then throttled: {statuses:?}"
+    );
+    assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS);
+}
+
 #[tokio::test]
 async fn unknown_login_names_are_throttled_like_real_accounts() {
     let app = TestApp::spawn_with(|c| c.abuse.account_burst = 2).await;

@@ -154,6 +154,8 @@ pub(super) async fn change_account(
         "UPDATE accounts SET updated_at = $2, \
            status = COALESCE($3, status), \
            consecutive_failures = CASE WHEN $3 = 'active' THEN 0 ELSE consecutive_failures END, \
+           known_devices = CASE WHEN $3 = 'disabled' THEN '{}' ELSE known_devices END, \
+           known_addresses = CASE WHEN $3 = 'disabled' THEN '{}' ELSE known_addresses END, \
            max_api_calls = COALESCE($4, max_api_calls), \
            quota_period = CASE WHEN $5 THEN $6 ELSE quota_period END, \
            email = CASE WHEN $7 THEN $8 ELSE email END, \
@@ -506,7 +508,9 @@ impl AccountStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let written = sqlx::query(
             "UPDATE accounts SET password_hash = $1, md5_verifier = $2, \
-             password_changed_at = $3, updated_at = $3 \
+             password_changed_at = $3, updated_at = $3, \
+             known_devices = '{}', known_addresses = '{}', consecutive_failures = 0, \
+             status = CASE WHEN status = 'locked' THEN 'active' ELSE status END \
              WHERE id = $4 AND ($5::text IS NULL OR password_hash = $5)",
         )
         .bind(&verifiers.password_hash)

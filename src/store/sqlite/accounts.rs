@@ -124,7 +124,9 @@ pub(super) fn change_account(
         if let Some(status) = change.status {
             set(
                 "UPDATE accounts SET status = ?1, \
-                 consecutive_failures = CASE WHEN ?1 = 'active' THEN 0 ELSE consecutive_failures END \
+                 consecutive_failures = CASE WHEN ?1 = 'active' THEN 0 ELSE consecutive_failures END, \
+                 known_devices = CASE WHEN ?1 = 'disabled' THEN '[]' ELSE known_devices END, \
+                 known_addresses = CASE WHEN ?1 = 'disabled' THEN '[]' ELSE known_addresses END \
                  WHERE id = ?2",
                 &status.as_str(),
             )?;
@@ -471,7 +473,9 @@ impl AccountStore for SqliteStore {
             let written = conn
                 .prepare_cached(
                     "UPDATE accounts SET password_hash = ?1, md5_verifier = ?2, \
-                     password_changed_at = ?3, updated_at = ?3 \
+                     password_changed_at = ?3, updated_at = ?3, \
+                     known_devices = '[]', known_addresses = '[]', consecutive_failures = 0, \
+                     status = CASE WHEN status = 'locked' THEN 'active' ELSE status END \
                      WHERE id = ?4 AND (?5 IS NULL OR password_hash = ?5)",
                 )
                 .and_then(|mut update| {
