@@ -233,7 +233,9 @@ impl Core {
         let created = newest.map_or(self.now(), |newest| self.now().max(newest + 1));
         let key = keys::generate_sealed(self.settings.tokens.algorithm, created, kek)?;
         self.store.insert_signing_key(&key).await?;
-        let retired = self.delete_retired_keys(self.key_retention()).await?;
+        // Long past retirement only, as the nodes' reloads do: this may be
+        // the CLI, whose `tokens.access_ttl` need not be the servers'.
+        let retired = self.delete_retired_keys(2 * self.key_retention()).await?;
         self.reload_keys().await?;
         self.publish(&Notice::KeysChanged).await;
         self.audit
