@@ -47,6 +47,21 @@ impl Default for RawHttp {
     }
 }
 
+/// `::ffff:10.0.0.5` (how `ss` shows an IPv4 peer of a dual-stack socket)
+/// as `10.0.0.5`: clients' and proxies' addresses are compared in their
+/// canonical form, where an IPv4-mapped one is IPv4, and a range of the
+/// other family never contains them.
+fn ipv4_mapped_as_ipv4(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(net, IpNet::V4),
+        other => other,
+    }
+}
+
 impl RawHttp {
     /// Checks the section, recording each problem, and builds its settings.
     pub(super) fn validate(&self, problems: &mut Vec<String>) -> HttpSettings {
@@ -55,6 +70,7 @@ impl RawHttp {
             match proxy
                 .parse::<IpNet>()
                 .or_else(|_| proxy.parse::<IpAddr>().map(IpNet::from))
+                .map(ipv4_mapped_as_ipv4)
             {
                 // Trusting every address lets any client name its own
                 // (and so escape its failure budget): the proxies
@@ -134,6 +150,7 @@ mod tests {
             (vec!["0.0.0.0/0"], false),
             (vec!["10.0.0.1", "::/0"], false),
             (vec!["proxy.internal"], false),
+            (vec!["::ffff:0.0.0.0/96"], false),
         ] {
             let mut raw = RawConfig::default();
             raw.http.trusted_proxies = proxies.iter().map(|p| p.to_string()).collect();
@@ -146,5 +163,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An IPv4-mapped entry matches the IPv4 peer it names (clients'
+    /// addresses are compared in their canonical form).
+    #[test]
+    fn an_ipv4_mapped_proxy_is_trusted_as_its_ipv4_address() {
+        let mut raw = RawConfig::default();
+        raw.http.trusted_proxies = vec!["::ffff:10.0.0.5".into(), "::ffff:10.1.0.0/112".into()];
+        let trusted = raw.validate().unwrap().http.trusted_proxies;
+        let contains = |ip: &str| {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            trusted.iter().any(|net| net.contains(&ip))
+        };
+        assert!(contains("10.0.0.5") && contains("10.1.255.1"));
+        assert!(!contains("10.0.0.6") && !contains("10.2.0.1"));
     }
 }
