@@ -441,8 +441,13 @@ impl Core {
         self.publish(&Notice::AccountUnlocked(id)).await;
     }
 
-    /// Finds an account by username (folded).
+    /// Finds an account by username (folded). A name with a control
+    /// character is nobody's (usernames cannot hold one), and is not sent
+    /// to the database (PostgreSQL refuses a NUL in text).
     pub async fn find_by_username(&self, username: &str) -> Result<Account> {
+        if username.chars().any(char::is_control) {
+            return Err(Error::NotFound("account"));
+        }
         self.store
             .find_account_by_username(&Username::lookup_key(username))
             .await?
