@@ -113,6 +113,7 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
     }
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
+        let path = plain_name(&path);
         let inner = error.into_inner();
         let message = inner.to_string();
         let reason = if let Some(field) = message.strip_prefix("missing field ") {
@@ -120,7 +121,7 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
             format!("missing field {field}")
         } else if let Some(rest) = message.strip_prefix("unknown field ") {
             let field = rest.split(',').next().unwrap_or("");
-            format!("unknown field {field}")
+            format!("unknown field {}", plain_name(field))
         } else if let Some((_, expected)) = message.split_once(", expected ") {
             let expected = expected.split(" at line").next().unwrap_or(expected);
             format!("{path}: wrong type or value, expected {expected}")
@@ -129,6 +130,18 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
         };
         Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", reason)
     })
+}
+
+/// A field name or path the client sent, repeated in an error only when
+/// it is short plain ASCII (letters, digits, `_`, `-`, `.`, `[`, `]`, and
+/// the backquotes serde puts around a name); else a stand-in. Map keys
+/// (profile attributes) and unknown fields are the client's text.
+fn plain_name(name: &str) -> &str {
+    let plain = name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.[]`".contains(&b));
+    if plain { name } else { "(a field)" }
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {

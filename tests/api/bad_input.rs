@@ -58,6 +58,60 @@ async fn wrong_types_and_missing_fields_are_a_422_that_never_echo_values() {
     }
 }
 
+/// Unknown fields and map keys are the client's text: named in the error
+/// only when they are short plain names.
+#[tokio::test]
+async fn field_names_the_client_chose_are_named_only_when_plain() {
+    let app = TestApp::spawn().await;
+    app.create_user("alice").await;
+    let grant = app.login_ok("alice").await;
+    let token = crate::helpers::access(&grant);
+    let send = |method: reqwest::Method, path: &'static str, body: serde_json::Value| {
+        app.client
+            .request(method, app.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let secret = "correct horse battery staple";
+    for (method, path, body) in [
+        (reqwest::Method::POST, "/v1/logout", json!({ secret: true })),
+        (
+            reqwest::Method::PATCH,
+            "/v1/me",
+            json!({"profile": { secret: 1 }}),
+        ),
+    ] {
+        let body = assert_problem(
+            send(method, path, body).await.unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        )
+        .await;
+        let text = body.to_string();
+        assert!(!text.contains("horse"), "echoed: {text}");
+        assert!(text.contains("(a field)"), "{text}");
+    }
+    let body = assert_problem(
+        send(
+            reqwest::Method::POST,
+            "/v1/logout",
+            json!({"everywhere": true}),
+        )
+        .await
+        .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    assert_eq!(body["detail"], "unknown field `everywhere`");
+    assert_eq!(
+        app.me_status(token).await,
+        StatusCode::OK,
+        "the session is untouched"
+    );
+}
+
 #[tokio::test]
 async fn a_body_that_is_not_json_is_a_415() {
     let app = TestApp::spawn().await;
