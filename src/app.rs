@@ -218,9 +218,7 @@ async fn start_core(
              elsewhere, give this command its --config, SESAME_DATA_DIR or SESAME_DATABASE_URL"
         );
     }
-    if let Some(postgres) = store.postgres() {
-        postgres.set_clock(Arc::clone(&clock));
-    }
+    store.set_clock(Arc::clone(&clock));
     let mut metrics = crate::metrics::Metrics::new();
     if let Some(tls) = tls {
         metrics.register_tls_expiry(tls.expiry_gauge());

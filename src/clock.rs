@@ -33,7 +33,7 @@ pub fn month_start(t: UnixTime) -> UnixTime {
 }
 
 /// A source of the current time.
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
     /// The current time in whole seconds since the Unix epoch.
     fn now(&self) -> UnixTime;
 }

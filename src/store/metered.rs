@@ -46,6 +46,10 @@ impl Store for MeteredStore {
     fn postgres(&self) -> Option<&postgres::PostgresStore> {
         self.inner.postgres()
     }
+
+    fn set_clock(&self, clock: std::sync::Arc<dyn crate::clock::Clock>) {
+        self.inner.set_clock(clock);
+    }
 }
 
 #[async_trait]

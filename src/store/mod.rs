@@ -589,12 +589,25 @@ pub trait Store:
     fn postgres(&self) -> Option<&postgres::PostgresStore> {
         None
     }
+
+    /// Gives the store the core's clock, by which refresh-token rotations
+    /// are dated when they are written (a rotation queued behind a stall
+    /// would otherwise be dated before it happened).
+    fn set_clock(&self, clock: std::sync::Arc<dyn crate::clock::Clock>);
 }
 
-impl Store for sqlite::SqliteStore {}
+impl Store for sqlite::SqliteStore {
+    fn set_clock(&self, clock: std::sync::Arc<dyn crate::clock::Clock>) {
+        sqlite::SqliteStore::set_clock(self, clock);
+    }
+}
 
 impl Store for postgres::PostgresStore {
     fn postgres(&self) -> Option<&postgres::PostgresStore> {
         Some(self)
+    }
+
+    fn set_clock(&self, clock: std::sync::Arc<dyn crate::clock::Clock>) {
+        postgres::PostgresStore::set_clock(self, clock);
     }
 }

@@ -48,6 +48,8 @@ pub struct SqliteStore {
 struct Inner {
     readers: Readers,
     writer: Writer,
+    /// The core's clock, once given: see [`SqliteStore::set_clock`].
+    clock: std::sync::OnceLock<Arc<dyn crate::clock::Clock>>,
     /// Stops the checkpoint thread when the store is dropped.
     _checkpointer: Checkpointer,
 }
@@ -84,6 +86,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 readers,
                 writer: Writer::spawn(writer)?,
+                clock: std::sync::OnceLock::new(),
                 _checkpointer: checkpointer,
             }),
         })
@@ -128,6 +131,24 @@ impl SqliteStore {
         write: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         self.inner.writer.write(write).await
+    }
+
+    /// Commits a write done only for its caller: see
+    /// [`Writer::write_for_caller`].
+    async fn write_for_caller<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.inner.writer.write_for_caller(write).await
+    }
+
+    /// Gives the store the core's clock, by which a refresh-token rotation
+    /// is dated when it is written rather than when it was asked for: one
+    /// queued behind a stall (another process holding the database) would
+    /// otherwise be dated seconds before it happened, and a client's retry
+    /// meanwhile judged outside the reuse grace window.
+    pub fn set_clock(&self, clock: Arc<dyn crate::clock::Clock>) {
+        let _ = self.inner.clock.set(clock);
     }
 
     /// Commits a write that may take long (a batch of imports, purges or

@@ -356,6 +356,10 @@ impl SessionStore for SqliteStore {
     /// `refresh_tokens_rotate` trigger), but only if the parent belongs to
     /// the session and is not rotated yet. Concurrent rotations of one token
     /// land in the writer one after the other; the second finds it rotated.
+    /// Dated when written, by the core's clock (see
+    /// [`SqliteStore::set_clock`]); left out if queued behind a stall
+    /// that its caller did not wait for (nobody could receive the
+    /// successor, and the client's retry would find its token spent).
     async fn rotate_refresh_token(
         &self,
         old: &TokenHash,
@@ -364,7 +368,9 @@ impl SessionStore for SqliteStore {
         now: UnixTime,
     ) -> StoreResult<bool> {
         let (old, salt, successor) = (*old, successor_salt.to_vec(), successor.clone());
-        self.write(move |conn| {
+        let clock = self.inner.clock.get().cloned();
+        self.write_for_caller(move |conn| {
+            let now = clock.map_or(now, |clock| clock.now().max(now));
             conn.prepare_cached(
                 "INSERT INTO refresh_tokens (token_hash, session_id, issued_at, parent_hash, parent_salt) \
                  SELECT ?1, session_id, ?2, token_hash, ?3 FROM refresh_tokens \
@@ -430,6 +436,56 @@ mod tests {
             .await
             .unwrap();
         (dir, Arc::new(store))
+    }
+
+    /// Another process holds the database (the CLI, say): rotations queue
+    /// behind it. One is dated when it is written, not when it was asked
+    /// for (a retry meanwhile is judged from then), and one whose caller
+    /// gave up is left out (nobody could receive its successor, and the
+    /// client's retry would find its token spent).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rotations_behind_a_stall_are_dated_when_written_and_left_out_when_abandoned() {
+        use crate::store::{SessionStore, Store, SuccessorHashes};
+        let (dir, store) = store().await;
+        conformance::sessions_for_tests(&*store, 3).await;
+        let clock = Arc::new(crate::clock::ManualClock::new(10));
+        Store::set_clock(&*store, clock.clone());
+        let successors = |b: u8| SuccessorHashes {
+            jwt: [b; 32],
+            opaque: [b + 1; 32],
+        };
+        let other = rusqlite::Connection::open(dir.path().join("sesame.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let stalled = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .find_and_rotate_refresh_token(&[0; 32], &[9], &successors(50), 10)
+                    .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!stalled.is_finished(), "waits for the other process");
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            store.find_and_rotate_refresh_token(&[1; 32], &[8], &successors(60), 10),
+        )
+        .await;
+        assert!(gave_up.is_err(), "queued behind the stall");
+        clock.advance(10);
+        other.execute_batch("COMMIT").unwrap();
+        assert!(stalled.await.unwrap().unwrap().unwrap().2, "rotated");
+        let parent = store.find_refresh_token(&[0; 32]).await.unwrap().unwrap();
+        assert_eq!(parent.rotated_at, Some(20), "dated when written");
+        let later = store
+            .find_and_rotate_refresh_token(&[2; 32], &[7], &successors(70), 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(later.2);
+        let abandoned = store.find_refresh_token(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!(abandoned.rotated_at, None, "not rotated for nobody");
+        assert!(store.find_refresh_token(&[60; 32]).await.unwrap().is_none());
     }
 
     /// A page reads the account's live sessions in index order: no scan

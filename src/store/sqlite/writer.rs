@@ -116,17 +116,46 @@ impl Writer {
         }
     }
 
+    /// [`Self::write`] for a write worth doing only for its caller (a
+    /// refresh-token rotation, whose successor nobody else can receive):
+    /// queued, it is left out if the caller has gone by its turn.
+    pub(super) async fn write_for_caller<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let write = if self.shared.busy_lately() {
+            write
+        } else {
+            match self.try_in_place(write) {
+                Ok(result) => return result,
+                Err(write) => write,
+            }
+        };
+        self.enqueue(write, true).await
+    }
+
     /// Commits `write` on the writer thread, never on the calling thread:
     /// for writes that may take long (a batch of imports or purges).
     pub(super) async fn queue_write<T: Send + 'static>(
         &self,
         write: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        self.enqueue(write, false).await
+    }
+
+    /// Queues `write` for the writer thread and waits for its answer;
+    /// `for_caller`: left out if the caller has gone by its turn.
+    async fn enqueue<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        for_caller: bool,
+    ) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
         let job = Write {
             work: Some(write),
             result: None,
             reply,
+            for_caller,
         };
         self.queue
             .send(Box::new(job))
@@ -249,6 +278,8 @@ struct Write<F, T> {
     work: Option<F>,
     result: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
+    /// Not run if the caller has gone.
+    for_caller: bool,
 }
 
 impl<F, T> Job for Write<F, T>
@@ -260,6 +291,10 @@ where
         let Some(work) = self.work.take() else {
             return false;
         };
+        if self.for_caller && self.reply.is_closed() {
+            // Nothing written, nothing to roll back.
+            return true;
+        }
         let result = run_caught(work, conn);
         let ok = result.is_ok();
         self.result = Some(result);
