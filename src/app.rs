@@ -26,16 +26,15 @@ use crate::limits::FailureLimiter;
 use crate::limits::memory::MemoryLimiter;
 use crate::limits::redis::{RedisLimiter, RedisNotices};
 use crate::notices::{LocalOnly, Notices};
-use crate::store::Store;
 use crate::store::metered::MeteredStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::postgres::notify::PgNotices;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Migrate, Store};
 use crate::tls::Tls;
 
-/// Opens the configured store; runs pending migrations when `migrate`
-/// (otherwise refuses a schema that is behind).
-pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured store, doing as `migrate` says about its schema.
+pub async fn open_store(config: &Config, migrate: Migrate) -> anyhow::Result<Arc<dyn Store>> {
     let url = &config.database.url;
     let opened: Result<Arc<dyn Store>, _> = if config.database.is_postgres() {
         PostgresStore::open(&config.database, migrate)
@@ -210,7 +209,12 @@ async fn start_core(
     let new_database = purpose == Purpose::Command
         && !config.database.is_postgres()
         && !SqliteStore::exists(&config.database.url);
-    let store = open_store(config, config.database.auto_migrate).await?;
+    let migrate = match (config.database.auto_migrate, purpose) {
+        (false, _) => Migrate::Check,
+        (true, Purpose::Serve) => Migrate::Apply,
+        (true, Purpose::Command) => Migrate::Setup,
+    };
+    let store = open_store(config, migrate).await?;
     if new_database {
         tracing::warn!(
             database = %displayable_url(&config.database.url),

@@ -199,7 +199,7 @@ async fn audited<T>(core: &crate::core::Core, result: anyhow::Result<T>) -> anyh
 /// `sesame migrate`: applies pending migrations under the database's lock.
 async fn migrate(config: Config) -> anyhow::Result<()> {
     init_logging("info");
-    crate::app::open_store(&config, true).await?;
+    crate::app::open_store(&config, crate::store::Migrate::Apply).await?;
     println!(
         "the schema of {} is up to date",
         crate::app::displayable_url(&config.database.url)

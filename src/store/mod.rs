@@ -104,6 +104,45 @@ pub enum StoreError {
 pub const ADMIN_PERMISSION: &str = "admin";
 
 /// The error of a database whose schema is behind while automatic migration is off.
+/// What opening a store does about the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrate {
+    /// Applies the pending migrations (a server, `sesame migrate`).
+    Apply,
+    /// Refuses a schema that is behind (`database.auto_migrate = false`).
+    Check,
+    /// Sets up a new database (no migration applied yet), and refuses one
+    /// that is behind: an operator's command from a newer binary must not
+    /// upgrade a database in service, where nodes of the earlier version
+    /// would then refuse to restart.
+    Setup,
+}
+
+impl Migrate {
+    /// Whether the migrations after `applied` are to be applied (else a
+    /// schema behind is refused with [`behind`] or [`behind_for_commands`]).
+    pub(crate) fn applies(self, applied: usize) -> bool {
+        match self {
+            Migrate::Apply => true,
+            Migrate::Check => false,
+            Migrate::Setup => applied == 0,
+        }
+    }
+
+    /// The refusal of a schema at `applied`, behind `latest`.
+    pub(crate) fn behind(self, applied: usize, latest: usize) -> StoreError {
+        match self {
+            Migrate::Setup => StoreError::Database(format!(
+                "the database schema is at version {applied} and this Sesame needs {latest}; \
+                 an operator's command does not upgrade a database in service (servers of the \
+                 earlier version would refuse to restart on it): run `sesame migrate`, or start \
+                 a server of this version, first"
+            )),
+            _ => behind(applied, latest),
+        }
+    }
+}
+
 pub(crate) fn behind(applied: usize, latest: usize) -> StoreError {
     StoreError::Database(format!(
         "the database schema is at version {applied} and this Sesame needs {latest}: \

@@ -1692,6 +1692,28 @@ async fn the_server_raises_its_open_file_limit() {
     server.stop();
 }
 
+/// An operator's command sets up a new database, but refuses one whose
+/// schema is behind instead of upgrading it behind the servers' backs;
+/// `sesame migrate` is the way.
+#[tokio::test]
+async fn a_command_refuses_a_schema_behind_instead_of_upgrading_it() {
+    let dir = Deployment::new().await;
+    let fresh = run(sesame(&dir).args(["role", "list"]), None);
+    assert!(fresh.status.success(), "{}", text(&fresh.stderr));
+    let latest = dir.schema_version(None).await;
+    assert!(latest >= 10, "set up: {latest}");
+    assert_eq!(dir.schema_version(Some(latest - 1)).await, latest - 1);
+    let refused = run(sesame(&dir).args(["role", "list"]), None);
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("does not upgrade a database in service")
+            && stderr.contains("run `sesame migrate`"),
+        "{stderr}"
+    );
+    assert_eq!(dir.schema_version(None).await, latest - 1, "left as it was");
+}
+
 /// An operator's command that finds no SQLite database where it looks
 /// (another directory, the server's --config left out) says that it made a
 /// new one, instead of quietly working on it.

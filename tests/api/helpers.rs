@@ -284,13 +284,46 @@ impl Deployment {
         env
     }
 
+    /// The schema version recorded in this deployment's database, after
+    /// setting it back to `back_to` when given (as if the database had been
+    /// left by an earlier release).
+    pub async fn schema_version(&self, back_to: Option<i64>) -> i64 {
+        match &self.database {
+            None => {
+                let conn = rusqlite::Connection::open(self.path().join("sesame.db")).unwrap();
+                if let Some(version) = back_to {
+                    conn.pragma_update(None, "user_version", version).unwrap();
+                }
+                conn.pragma_query_value(None, "user_version", |row| row.get(0))
+                    .unwrap()
+            }
+            Some(database) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+                if let Some(version) = back_to {
+                    sqlx::query("DELETE FROM sesame_migrations WHERE version > $1")
+                        .bind(version)
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                }
+                sqlx::query_scalar("SELECT MAX(version) FROM sesame_migrations")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
     /// A store on this deployment's database, opened a second time (as the
     /// CLI or another node would).
     pub async fn open_store(&self) -> Arc<dyn Store> {
         let mut raw = RawConfig::default();
         self.apply(&mut raw);
         let config = raw.validate().expect("valid configuration");
-        sesame::app::open_store(&config, true).await.expect("store")
+        sesame::app::open_store(&config, sesame::store::Migrate::Apply)
+            .await
+            .expect("store")
     }
 }
 

@@ -71,16 +71,20 @@ pub(super) const LATEST: usize = MIGRATIONS.len();
 /// The advisory-lock key of migrations ("SESAME" in ASCII).
 pub(super) const MIGRATION_LOCK: i64 = 0x5345_5341_4d45;
 
-/// Brings the schema up to date (`apply`), or checks that it is.
-pub(super) async fn run(pool: &PgPool, apply: bool) -> StoreResult<()> {
+/// Brings the schema up to date, or checks that it is, as `mode` says.
+pub(super) async fn run(pool: &PgPool, mode: crate::store::Migrate) -> StoreResult<()> {
     let mut conn = pool.acquire().await.map_err(db_error)?;
-    if !apply {
+    if mode != crate::store::Migrate::Apply {
         let applied = applied(&mut conn).await?;
         check_not_newer(applied)?;
-        if applied < MIGRATIONS.len() {
-            return Err(crate::store::behind(applied, MIGRATIONS.len()));
+        if applied == MIGRATIONS.len() {
+            return Ok(());
         }
-        return Ok(());
+        if !mode.applies(applied) {
+            return Err(mode.behind(applied, MIGRATIONS.len()));
+        }
+        // A new database: set up under the lock, as a server would (others
+        // may be starting on it at once).
     }
     // Neither the wait for the lock (another node migrating) nor a
     // migration rewriting a large table is a stuck statement: no
@@ -456,7 +460,7 @@ mod tests {
             .execute(&mut holder)
             .await
             .unwrap();
-        let migrating = run(&pool, true);
+        let migrating = run(&pool, crate::store::Migrate::Apply);
         tokio::pin!(migrating);
         // Migration 9 alters audit_events: it queues for the table.
         let read = async {

@@ -47,8 +47,11 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to the server named by `settings.url`, and runs pending
     /// migrations (under an advisory lock, so nodes starting together are
-    /// safe) or, with `migrate` false, refuses a schema that is behind.
-    pub async fn open(settings: &DatabaseSettings, migrate: bool) -> StoreResult<Self> {
+    /// safe) or refuses a schema that is behind, as `migrate` says.
+    pub async fn open(
+        settings: &DatabaseSettings,
+        migrate: crate::store::Migrate,
+    ) -> StoreResult<Self> {
         let options = connect_options(settings)?;
         // A live server ends any statement within statement_timeout and
         // answers a ping after it: a connection still silent past both is
@@ -265,9 +268,12 @@ mod tests {
     /// A store on a fresh database (see [`database`]).
     async fn store() -> Option<(TempDatabase, Arc<PostgresStore>)> {
         let database = database().await?;
-        let store = PostgresStore::open(&DatabaseSettings::for_url(&database.url), true)
-            .await
-            .unwrap();
+        let store = PostgresStore::open(
+            &DatabaseSettings::for_url(&database.url),
+            crate::store::Migrate::Apply,
+        )
+        .await
+        .unwrap();
         Some((database, Arc::new(store)))
     }
 
@@ -479,7 +485,11 @@ mod tests {
         };
         let mut settings = DatabaseSettings::for_url(&database.url);
         settings.statement_timeout = std::time::Duration::from_millis(300);
-        let store = Arc::new(PostgresStore::open(&settings, true).await.unwrap());
+        let store = Arc::new(
+            PostgresStore::open(&settings, crate::store::Migrate::Apply)
+                .await
+                .unwrap(),
+        );
         let id = conformance::account_for_tests(&*store, "counted").await;
         let change = AccountChange {
             max_api_calls: Some(10),
@@ -696,18 +706,21 @@ mod tests {
         for url in [&db.url, &fresh.url] {
             let settings = DatabaseSettings::for_url(url);
             let (a, b, c, d) = tokio::join!(
-                PostgresStore::open(&settings, true),
-                PostgresStore::open(&settings, true),
-                PostgresStore::open(&settings, true),
-                PostgresStore::open(&settings, true),
+                PostgresStore::open(&settings, crate::store::Migrate::Apply),
+                PostgresStore::open(&settings, crate::store::Migrate::Apply),
+                PostgresStore::open(&settings, crate::store::Migrate::Apply),
+                PostgresStore::open(&settings, crate::store::Migrate::Apply),
             );
             for opened in [a, b, c, d] {
                 opened.unwrap();
             }
         }
-        let store = PostgresStore::open(&DatabaseSettings::for_url(&fresh.url), false)
-            .await
-            .unwrap();
+        let store = PostgresStore::open(
+            &DatabaseSettings::for_url(&fresh.url),
+            crate::store::Migrate::Check,
+        )
+        .await
+        .unwrap();
         let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sesame_migrations")
             .fetch_one(store.pool())
             .await
@@ -755,7 +768,12 @@ mod tests {
         settings.statement_timeout = std::time::Duration::from_millis(200);
         // (Polled together on this task, as above.)
         let ((opened, opened_at), unlocked_at) = tokio::join!(
-            async { (PostgresStore::open(&settings, true).await, Instant::now()) },
+            async {
+                (
+                    PostgresStore::open(&settings, crate::store::Migrate::Apply).await,
+                    Instant::now(),
+                )
+            },
             async {
                 tokio::time::sleep(std::time::Duration::from_millis(800)).await;
                 sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -781,18 +799,24 @@ mod tests {
         let Some(fresh) = database().await else {
             return;
         };
-        let error = PostgresStore::open(&DatabaseSettings::for_url(&fresh.url), false)
-            .await
-            .unwrap_err()
-            .to_string();
+        let error = PostgresStore::open(
+            &DatabaseSettings::for_url(&fresh.url),
+            crate::store::Migrate::Check,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("sesame migrate"), "{error}");
     }
 
     /// Whether the store's connections to `url` are encrypted.
     async fn encrypted(url: String) -> bool {
-        let store = PostgresStore::open(&DatabaseSettings::for_url(url), true)
-            .await
-            .unwrap();
+        let store = PostgresStore::open(
+            &DatabaseSettings::for_url(url),
+            crate::store::Migrate::Apply,
+        )
+        .await
+        .unwrap();
         sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             .fetch_one(store.pool())
             .await
@@ -824,10 +848,13 @@ mod tests {
             );
         }
         let url = format!("{}{separator}sslmode=verify-full", fresh.url);
-        let error = PostgresStore::open(&DatabaseSettings::for_url(url), true)
-            .await
-            .unwrap_err()
-            .to_string();
+        let error = PostgresStore::open(
+            &DatabaseSettings::for_url(url),
+            crate::store::Migrate::Apply,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(!error.contains("password"), "{error}");
     }
 }

@@ -191,7 +191,9 @@ mod tests {
         let mut settings = DatabaseSettings::for_url(&database.url);
         settings.pool_size = 1;
         settings.connect_timeout = Duration::from_secs(1);
-        let store = PostgresStore::open(&settings, true).await.unwrap();
+        let store = PostgresStore::open(&settings, crate::store::Migrate::Apply)
+            .await
+            .unwrap();
         let notices = PgNotices::new(&store);
         let heard = Arc::new(Recorder::default());
         notices.subscribe(weak(&heard));
@@ -224,13 +226,19 @@ mod tests {
         let proxy = Proxy::start("127.0.0.1:0", &target).await;
         let mut settings = DatabaseSettings::for_url(via(&database.url, proxy.port));
         settings.connect_timeout = Duration::from_millis(500);
-        let listening = PostgresStore::open(&settings, true).await.unwrap();
+        let listening = PostgresStore::open(&settings, crate::store::Migrate::Apply)
+            .await
+            .unwrap();
         let notices = PgNotices {
             heartbeat: Duration::from_millis(200),
             ..PgNotices::new(&listening)
         };
         let direct = DatabaseSettings::for_url(&database.url);
-        let publisher = PgNotices::new(&PostgresStore::open(&direct, false).await.unwrap());
+        let publisher = PgNotices::new(
+            &PostgresStore::open(&direct, crate::store::Migrate::Check)
+                .await
+                .unwrap(),
+        );
         let heard = Arc::new(Recorder::default());
         notices.subscribe(weak(&heard));
         heard

@@ -261,10 +261,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sesame.db");
-        let store =
-            crate::store::sqlite::SqliteStore::open(&format!("sqlite://{}", path.display()), true)
-                .await
-                .unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(
+            &format!("sqlite://{}", path.display()),
+            crate::store::Migrate::Apply,
+        )
+        .await
+        .unwrap();
         crate::store::conformance::account_for_tests(&store, "alice").await;
         for file in ["sesame.db", "sesame.db-wal", "sesame.db-shm"] {
             let mode = std::fs::metadata(dir.path().join(file))

@@ -26,12 +26,12 @@ const MIGRATIONS: [&str; 10] = [
 /// Brings the schema up to date.
 #[cfg(test)]
 pub(super) fn run(conn: &mut Connection) -> StoreResult<()> {
-    migrate(conn, true)
+    migrate(conn, crate::store::Migrate::Apply)
 }
 
-/// Brings the schema up to date when `apply`; otherwise only checks that it
-/// is, and names the command that would.
-pub(super) fn migrate(conn: &mut Connection, apply: bool) -> StoreResult<()> {
+/// Brings the schema up to date, or checks that it is, as `mode` says;
+/// a refusal names the command that would.
+pub(super) fn migrate(conn: &mut Connection, mode: crate::store::Migrate) -> StoreResult<()> {
     let at = applied(conn)?;
     if at > MIGRATIONS.len() {
         return Err(StoreError::Database(format!(
@@ -40,8 +40,8 @@ pub(super) fn migrate(conn: &mut Connection, apply: bool) -> StoreResult<()> {
             MIGRATIONS.len()
         )));
     }
-    if !apply && at < MIGRATIONS.len() {
-        return Err(super::super::behind(at, MIGRATIONS.len()));
+    if at < MIGRATIONS.len() && !mode.applies(at) {
+        return Err(mode.behind(at, MIGRATIONS.len()));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(at) {
         let version = index + 1;

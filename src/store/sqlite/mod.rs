@@ -58,7 +58,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or
     /// `sqlite:path`) and runs the embedded migrations.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        Self::open(url, true).await
+        Self::open(url, crate::store::Migrate::Apply).await
     }
 
     /// Whether the database file of `url` exists (`false` for a URL that
@@ -72,9 +72,9 @@ impl SqliteStore {
         Database::from_url(url).map(drop)
     }
 
-    /// Opens the database at `url`; runs pending migrations when `migrate`,
-    /// otherwise refuses a database whose schema is behind.
-    pub async fn open(url: &str, migrate: bool) -> StoreResult<Self> {
+    /// Opens the database at `url`, doing as `migrate` says about its
+    /// schema.
+    pub async fn open(url: &str, migrate: crate::store::Migrate) -> StoreResult<Self> {
         let database = Database::from_url(url)?;
         let mut writer = database.open_writer()?;
         migrate::migrate(&mut writer, migrate)?;
