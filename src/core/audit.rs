@@ -197,7 +197,12 @@ impl AuditLog {
                 if let Ok(mut buffer) = self.buffer.lock() {
                     let newer = std::mem::replace(&mut *buffer, events);
                     buffer.extend(newer);
-                    buffer.truncate(MAX_BUFFERED);
+                    let over = buffer.len().saturating_sub(MAX_BUFFERED);
+                    if over > 0 {
+                        buffer.truncate(MAX_BUFFERED);
+                        self.dropped
+                            .fetch_add(over as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 return Err(error.into());
             }
@@ -221,8 +226,9 @@ impl AuditLog {
         }
     }
 
-    /// Flushes every [`FLUSH_INTERVAL`] and purges hourly, until dropped.
-    pub fn spawn_flusher(self: &Arc<Self>) {
+    /// Flushes every [`FLUSH_INTERVAL`] and, when `purges`, purges hourly,
+    /// until dropped.
+    pub fn spawn_flusher(self: &Arc<Self>, purges: bool) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -236,7 +242,10 @@ impl AuditLog {
                     tracing::warn!(%error, "could not write audit events; will retry");
                 }
                 // On its own task: a long purge must not hold up the flushes.
-                if ticks.is_multiple_of(PURGE_EVERY) && !purging.swap(true, Ordering::AcqRel) {
+                if purges
+                    && ticks.is_multiple_of(PURGE_EVERY)
+                    && !purging.swap(true, Ordering::AcqRel)
+                {
                     let purging = Arc::clone(&purging);
                     tokio::spawn(async move {
                         if let Err(error) = log.purge().await {

@@ -197,7 +197,9 @@ impl Core {
             Arc::clone(&clock),
             settings.abuse.audit_retention_days,
         ));
-        audit.spawn_flusher();
+        // Only servers purge: a command run without the servers'
+        // configuration would delete by a retention of its own.
+        audit.spawn_flusher(purpose == Purpose::Serve);
         let caches = Arc::new(cache::Caches::new(
             settings.sessions.cache_ttl,
             Arc::clone(&api_calls),

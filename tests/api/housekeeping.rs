@@ -61,3 +61,56 @@ async fn ended_sessions_and_spent_refresh_tokens_are_purged_and_live_ones_kept()
     // A second round finds nothing more.
     assert_eq!(app.core.purge_ended().await.unwrap(), Default::default());
 }
+
+/// Only servers purge the audit log: an operator's command, perhaps run
+/// without the servers' configuration and so with another retention,
+/// deletes nothing.
+#[tokio::test]
+async fn only_servers_purge_the_audit_log() {
+    use sesame::store::{AuditEvent, AuditQuery};
+    let deployment = crate::helpers::Deployment::new().await;
+    let store = deployment.open_store().await;
+    let long_ago = AuditEvent {
+        id: 0,
+        at: crate::helpers::START - 100 * DAY,
+        event: "login".into(),
+        outcome: "success".into(),
+        face: "native".into(),
+        account_id: None,
+        username: None,
+        target_id: None,
+        ip: None,
+        user_agent: None,
+        detail: Some("long ago".into()),
+    };
+    store.insert_audit_events(&[long_ago]).await.unwrap();
+    let stored = || async {
+        store
+            .list_audit_events(&AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+
+    // A command's core, by the default retention of 90 days.
+    let mut raw = sesame::config::RawConfig::default();
+    deployment.apply(&mut raw);
+    let config = raw.validate().unwrap();
+    let command = sesame::app::open_core(&config, std::sync::Arc::new(sesame::clock::SystemClock))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(stored().await, 1, "a command purged the audit log");
+    drop(command);
+
+    // A server purges it at start.
+    let _server = TestApp::spawn_in(deployment.clone(), |_| {}).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stored().await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the server kept it");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
