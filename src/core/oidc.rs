@@ -1046,19 +1046,32 @@ impl Core {
                 // and its id is in the same URL) must not end that session.
                 // The same answers as for an unspent code.
                 presented_as_issued(&code, client, redirect_uri, verifier)?;
-                if let Some(opened) = opened {
-                    tracing::warn!(session_id = %opened, "authorization code replayed; session ended");
-                    self.store
-                        .revoke_session(&opened, now, "code_replay")
+                // Acted on and recorded once, when it ends the session: a
+                // replay repeated in a loop (each a few cheap queries) must
+                // not write an event, a revocation and a notice to every
+                // node each time. Later ones are refusals like any other.
+                let ended = match &opened {
+                    Some(opened) => self
+                        .store
+                        .revoke_session(opened, now, "code_replay")
                         .await
-                        .map_err(Error::from)?;
-                    self.sessions_ended(std::slice::from_ref(&opened)).await;
+                        .map_err(Error::from)?,
+                    None => false,
+                };
+                let entry = audit::event("oauth_code_replay", "session_revoked", FACE)
+                    .client(info)
+                    .detail(format!("client {}", client.id));
+                match opened.filter(|_| ended) {
+                    Some(opened) => {
+                        tracing::warn!(session_id = %opened, "authorization code replayed; session ended");
+                        self.sessions_ended(std::slice::from_ref(&opened)).await;
+                        self.audit.record(entry);
+                    }
+                    None => {
+                        self.audit_cheap_refusal(entry.with_outcome("refused"), info)
+                            .await;
+                    }
                 }
-                self.audit.record(
-                    audit::event("oauth_code_replay", "session_revoked", FACE)
-                        .client(info)
-                        .detail(format!("client {}", client.id)),
-                );
                 return Err(OAuthError::new(
                     "invalid_grant",
                     "the code was already used",

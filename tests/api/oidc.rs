@@ -984,6 +984,31 @@ async fn codes_are_single_use_bound_and_short_lived() {
     )
     .await;
     oauth_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    // Replayed again and again: refused each time, but recorded once as
+    // the replay that ended the session, then as sampled refusals.
+    for _ in 0..40 {
+        let again = exchange(&app, &secret, &code, &pkce_a.verifier).await;
+        oauth_error(again, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    }
+    app.core.flush_audit().await.unwrap();
+    let replays: Vec<String> = app
+        .core
+        .audit_events(&sesame::store::AuditQuery {
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "oauth_code_replay")
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(
+        replays.iter().filter(|o| *o == "session_revoked").count(),
+        1,
+        "{replays:?}"
+    );
+    assert!(replays.len() <= 31, "{} recorded", replays.len());
 
     let pkce_b = pkce();
     let late = code_for(&app, &mut Browser::new(), "web", &pkce_b).await;
