@@ -73,6 +73,7 @@ pub struct Metrics {
     refreshes: Family<OutcomeLabels, Counter>,
     reuse_detections: Counter,
     hashing_queue: Gauge,
+    hashing_threads_with_memory: Gauge,
     hashing_rejections: Counter,
     hashing_duration: Histogram,
     live_sessions: Gauge,
@@ -105,6 +106,7 @@ impl Metrics {
             refreshes: Family::default(),
             reuse_detections: Counter::default(),
             hashing_queue: Gauge::default(),
+            hashing_threads_with_memory: Gauge::default(),
             hashing_rejections: Counter::default(),
             hashing_duration: hashing_buckets(),
             live_sessions: Gauge::default(),
@@ -141,6 +143,12 @@ impl Metrics {
             "sesame_hashing_queue_depth",
             "Password hashing jobs waiting for a hashing thread",
             metrics.hashing_queue.clone(),
+        );
+        registry.register(
+            "sesame_hashing_threads_with_memory",
+            "Hashing threads holding Argon2 memory (each about passwords.memory_kib), given back \
+             wiped after 30 s idle",
+            metrics.hashing_threads_with_memory.clone(),
         );
         registry.register(
             "sesame_hashing_rejections",
@@ -221,6 +229,7 @@ impl Metrics {
     pub fn hashing(&self) -> HashingMetrics {
         HashingMetrics {
             queue: self.hashing_queue.clone(),
+            threads_with_memory: self.hashing_threads_with_memory.clone(),
             rejections: self.hashing_rejections.clone(),
             duration: self.hashing_duration.clone(),
         }
@@ -295,6 +304,8 @@ impl Metrics {
 pub struct HashingMetrics {
     /// Jobs waiting.
     pub queue: Gauge,
+    /// Threads holding Argon2 memory.
+    pub threads_with_memory: Gauge,
     /// Jobs refused on a full queue.
     pub rejections: Counter,
     /// Time of each job.

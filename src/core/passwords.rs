@@ -10,8 +10,9 @@
 //! Verification of an unknown account runs against a dummy verifier with the
 //! same parameters, so it costs the same time as a real one.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -122,7 +123,7 @@ impl Job {
 /// A handle to the hashing pool; cheap to clone.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    jobs: SyncSender<Job>,
+    jobs: Sender<Job>,
     metrics: HashingMetrics,
     dummy_verifier: Arc<str>,
     params: Params,
@@ -138,10 +139,9 @@ impl PasswordHasher {
     /// Starts the pool's threads. They stop when the last handle is dropped.
     pub fn start(settings: &HashingSettings, metrics: HashingMetrics) -> Result<Self> {
         let params = settings.params()?;
-        let (jobs, receiver) = sync_channel(settings.queue.max(1));
-        let receiver = Arc::new(Mutex::new(receiver));
+        let (jobs, receiver) = crossbeam_channel::bounded(settings.queue.max(1));
         for index in 0..settings.threads.max(1) {
-            let receiver = Arc::clone(&receiver);
+            let receiver = receiver.clone();
             let params = params.clone();
             let metrics = metrics.clone();
             std::thread::Builder::new()
@@ -300,24 +300,38 @@ impl Drop for BudgetHeld {
 }
 
 /// A thread idle this long gives its block buffer back to the system.
+#[cfg(not(test))]
 const RELEASE_AFTER_IDLE: Duration = Duration::from_secs(30);
+#[cfg(test)]
+const RELEASE_AFTER_IDLE: Duration = Duration::from_millis(300);
 
-fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params, metrics: &HashingMetrics) {
+fn worker(receiver: &Receiver<Job>, params: &Params, metrics: &HashingMetrics) {
     // Allocated at the first job, kept while busy, released when idle: an
     // idle server holds no hashing memory, a busy one never reallocates.
+    // Each thread times its own idleness.
     let mut blocks = Kernel::default();
-    loop {
-        let job = match receiver.lock() {
-            Ok(guard) => guard.recv_timeout(RELEASE_AFTER_IDLE),
-            Err(_) => return,
+    let holds = |blocks: &Kernel, held: bool| {
+        let holds = blocks.hasher.is_some();
+        match (held, holds) {
+            (false, true) => metrics.threads_with_memory.inc(),
+            (true, false) => metrics.threads_with_memory.dec(),
+            _ => 0,
         };
-        let job = match job {
+        holds
+    };
+    let mut held = false;
+    loop {
+        let job = match receiver.recv_timeout(RELEASE_AFTER_IDLE) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
                 blocks.release();
+                held = holds(&blocks, held);
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                holds(&Kernel::default(), held);
+                return;
+            }
         };
         metrics.queue.dec();
         // Skipped: under overload the queue then drains at once for those
@@ -325,37 +339,44 @@ fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params, metrics: &HashingMet
         if job.abandoned() {
             continue;
         }
-        let started = std::time::Instant::now();
-        match job {
-            Job::Hash { secret, reply } => {
-                let hashed = hash_with(params, secret.expose_secret().as_bytes(), &mut blocks);
-                metrics.duration.observe(started.elapsed().as_secs_f64());
-                let _ = reply.send(hashed);
-            }
-            Job::Verify {
-                secret,
-                typed,
-                verifier,
-                reply,
-            } => {
-                let mut verified = verify_with(
-                    params,
-                    secret.expose_secret().as_bytes(),
-                    &verifier,
-                    &mut blocks,
-                );
-                // Both forms, always, whether the first matched or not: a
-                // right guess must take as long as a wrong one (a locked or
-                // disabled account refuses both alike).
-                if let Some(typed) = typed
-                    && let Ok(first) = verified
-                {
-                    verified = verify_with(
-                        params,
-                        typed.expose_secret().as_bytes(),
-                        &verifier,
-                        &mut blocks,
-                    )
+        // A panic (none is known) fails its one request, whose reply is
+        // dropped with it, and leaves the thread serving: otherwise each
+        // would shrink the pool for good, down to every login failing.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(job, params, metrics, &mut blocks)
+        }));
+        if done.is_err() {
+            tracing::error!("a password hashing job panicked; its request failed");
+            blocks = Kernel::default();
+        }
+        held = holds(&blocks, held);
+    }
+}
+
+/// Hashes or verifies, and answers.
+fn run_job(job: Job, params: &Params, metrics: &HashingMetrics, blocks: &mut Kernel) {
+    let started = std::time::Instant::now();
+    match job {
+        Job::Hash { secret, reply } => {
+            let hashed = hash_with(params, secret.expose_secret().as_bytes(), blocks);
+            metrics.duration.observe(started.elapsed().as_secs_f64());
+            let _ = reply.send(hashed);
+        }
+        Job::Verify {
+            secret,
+            typed,
+            verifier,
+            reply,
+        } => {
+            let mut verified =
+                verify_with(params, secret.expose_secret().as_bytes(), &verifier, blocks);
+            // Both forms, always, whether the first matched or not: a
+            // right guess must take as long as a wrong one (a locked or
+            // disabled account refuses both alike).
+            if let Some(typed) = typed
+                && let Ok(first) = verified
+            {
+                verified = verify_with(params, typed.expose_secret().as_bytes(), &verifier, blocks)
                     .map(|second| {
                         if first.matches || !second.matches {
                             first
@@ -367,10 +388,9 @@ fn worker(receiver: &Mutex<Receiver<Job>>, params: &Params, metrics: &HashingMet
                             }
                         }
                     });
-                }
-                metrics.duration.observe(started.elapsed().as_secs_f64());
-                let _ = reply.send(verified);
             }
+            metrics.duration.observe(started.elapsed().as_secs_f64());
+            let _ = reply.send(verified);
         }
     }
 }
@@ -921,6 +941,45 @@ mod tests {
             threads: 1,
             queue: 4,
         }
+    }
+
+    /// Every idle thread gives its memory back after its own idle time
+    /// (here 300 ms), all at about the same time; none waits for the others
+    /// to time out first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_threads_give_their_memory_back_each_on_its_own_time() {
+        let metrics = crate::metrics::Metrics::new().hashing();
+        let settings = HashingSettings {
+            memory_kib: 8 * 1024,
+            threads: 8,
+            queue: 64,
+            ..cheap()
+        };
+        let hasher = PasswordHasher::start(&settings, metrics.clone()).unwrap();
+        let jobs: Vec<_> = (0..32)
+            .map(|i| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash(&format!("password {i}")).await })
+            })
+            .collect();
+        for job in jobs {
+            job.await.unwrap().unwrap();
+        }
+        let holding = metrics.threads_with_memory.get();
+        assert!(holding >= 4, "{holding} threads took a job");
+        let idle = std::time::Instant::now();
+        while metrics.threads_with_memory.get() > 0 {
+            assert!(
+                idle.elapsed() < Duration::from_millis(1000),
+                "{} of {holding} threads still hold their memory",
+                metrics.threads_with_memory.get()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            idle.elapsed() >= Duration::from_millis(200),
+            "released at once?"
+        );
     }
 
     #[tokio::test]
