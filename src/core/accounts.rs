@@ -15,8 +15,8 @@ use super::roles::Actor;
 use crate::clock::UnixTime;
 use crate::notices::Notice;
 use crate::store::{
-    ADMIN_PERMISSION, Account, AccountChange, AccountId, AccountStatus, NewAccount,
-    PasswordVerifiers, ProfilePatch, QuotaPeriod,
+    ADMIN_PERMISSION, Account, AccountChange, AccountId, AccountStatus, ClientKind, Kept,
+    NewAccount, PasswordVerifiers, ProfilePatch, QuotaPeriod,
 };
 
 /// The role every new account gets unless told otherwise.
@@ -477,9 +477,18 @@ impl Core {
         let account = self.account(id).await?;
         self.check_password_policy(password, &password_context(&account))?;
         let verifiers = self.verifiers_for(password).await?;
+        // Every session ends and every client is forgotten: a reset is how
+        // an account is taken back from whoever holds it.
         let Some(ended) = self
             .store
-            .set_password_ending_sessions(id, &verifiers, None, None, "password_reset", self.now())
+            .set_password_ending_sessions(
+                id,
+                &verifiers,
+                None,
+                &Kept::default(),
+                "password_reset",
+                self.now(),
+            )
             .await?
         else {
             return Err(Error::NotFound("account"));
@@ -487,6 +496,15 @@ impl Core {
         self.audit_change(actor, "password_reset", &account, None);
         self.account_changed(id).await;
         self.sessions_ended(&ended).await;
+        if account.status == AccountStatus::Locked {
+            self.audit_change(
+                actor,
+                "unlock",
+                &account,
+                Some("by the new password".into()),
+            );
+            self.forget_failure_budgets(id).await;
+        }
         Ok(())
     }
 
@@ -686,13 +704,33 @@ impl Core {
         // administrator, on any node), the one checked is no longer the
         // account's password.
         let replacing = Some(account.verifiers.password_hash.as_str());
+        // The session making the change goes on, and its client is the one
+        // the account still knows (its device token if the account knew
+        // it, its address): whoever else signed in with the old password,
+        // a thief perhaps, is a stranger to the account's budget and
+        // lockout from now on, and the owner is not.
+        let device = match &client.device_token {
+            Some(token) => {
+                let hash = hex::encode(super::tokens::hash_token(token));
+                self.store
+                    .is_known_client(account.id, ClientKind::Device, &hash)
+                    .await?
+                    .then_some(hash)
+            }
+            None => None,
+        };
+        let keep = Kept {
+            session: Some(principal.session_id.clone()),
+            device,
+            address: client.ip.map(|ip| ip.to_string()),
+        };
         let Some(ended) = self
             .store
             .set_password_ending_sessions(
                 account.id,
                 &verifiers,
                 replacing,
-                Some(&principal.session_id),
+                &keep,
                 "password_changed",
                 self.now(),
             )
@@ -709,6 +747,15 @@ impl Core {
         self.audit.record(entry);
         self.account_changed(account.id).await;
         self.sessions_ended(&ended).await;
+        if account.status == AccountStatus::Locked {
+            let mut unlocked = audit::event("unlock", "success", "native")
+                .account(&account)
+                .client(client)
+                .detail("by the new password");
+            unlocked.target_id = Some(account.id);
+            self.audit.record(unlocked);
+            self.forget_failure_budgets(account.id).await;
+        }
         Ok(())
     }
 }

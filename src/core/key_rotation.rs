@@ -133,7 +133,12 @@ impl Core {
         self.reload_ring().await?;
         // Long past retirement only: every node judges by its own settings
         // and clock, and during a rolling change of `tokens.access_ttl`
-        // another node may still need a key this one has retired.
+        // another node may still need a key this one has retired. Never by
+        // an operator's command, whose settings need not be the servers'
+        // at all (a file without `[tokens]`: the default lifetime).
+        if self.purpose == super::Purpose::Command {
+            return Ok(());
+        }
         if let Err(error) = self.delete_retired_keys(2 * self.key_retention()).await {
             tracing::warn!(%error, "could not delete retired signing keys");
         }
@@ -233,9 +238,13 @@ impl Core {
         let created = newest.map_or(self.now(), |newest| self.now().max(newest + 1));
         let key = keys::generate_sealed(self.settings.tokens.algorithm, created, kek)?;
         self.store.insert_signing_key(&key).await?;
-        // Long past retirement only, as the nodes' reloads do: this may be
-        // the CLI, whose `tokens.access_ttl` need not be the servers'.
-        let retired = self.delete_retired_keys(2 * self.key_retention()).await?;
+        // Long past retirement only, as the nodes' reloads do; never from
+        // the CLI (see `reload_keys`).
+        let retired = if self.purpose == super::Purpose::Serve {
+            self.delete_retired_keys(2 * self.key_retention()).await?
+        } else {
+            0
+        };
         self.reload_keys().await?;
         self.publish(&Notice::KeysChanged).await;
         self.audit

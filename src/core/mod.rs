@@ -131,6 +131,8 @@ pub struct Core {
     notices: Arc<dyn Notices>,
     audit: Arc<AuditLog>,
     settings: CoreSettings,
+    /// A server's core, or an operator's command's.
+    purpose: Purpose,
     /// When the key ring was last read from the store.
     keys_loaded_at: std::sync::atomic::AtomicI64,
     /// Set when the server is stopping: readiness says no.
@@ -216,6 +218,7 @@ impl Core {
             caches,
             notices,
             keys_loaded_at: std::sync::atomic::AtomicI64::new(clock.now()),
+            purpose,
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics,
             live_sessions_read_at: tokio::sync::Mutex::new(None),

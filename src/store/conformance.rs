@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::store::{
-    AccountChange, AccountId, AccountStatus, AuthorizationCode, ClientKind, ContactChange,
+    AccountChange, AccountId, AccountStatus, AuthorizationCode, ClientKind, ContactChange, Kept,
     LoginRecord, NewAccount, NewRefreshToken, NewSession, OAuthClient, PasswordVerifiers,
     ProfilePatch, PurgeCutoffs, QuotaPeriod, Redemption, Role, RoleChange, SessionCursor, Store,
     StoreError, SuccessorHashes, TokenStyle,
@@ -173,9 +173,12 @@ pub async fn a_new_password_ends_sessions_with_it(store: Arc<dyn Store>) {
         password_hash: "new".into(),
         md5_verifier: None,
     };
-    let keep = "keep".to_owned();
+    let keep = Kept {
+        session: Some("keep".to_owned()),
+        ..Kept::default()
+    };
     let changed = store
-        .set_password_ending_sessions(id, &verifiers, Some("not x"), Some(&keep), "changed", 2)
+        .set_password_ending_sessions(id, &verifiers, Some("not x"), &keep, "changed", 2)
         .await
         .unwrap();
     assert_eq!(changed, None, "the hash is no longer the one replaced");
@@ -192,7 +195,7 @@ pub async fn a_new_password_ends_sessions_with_it(store: Arc<dyn Store>) {
     );
 
     let changed = store
-        .set_password_ending_sessions(id, &verifiers, Some("x"), Some(&keep), "changed", 3)
+        .set_password_ending_sessions(id, &verifiers, Some("x"), &keep, "changed", 3)
         .await
         .unwrap();
     assert_eq!(changed, Some(vec!["other".to_owned()]));
@@ -206,13 +209,13 @@ pub async fn a_new_password_ends_sessions_with_it(store: Arc<dyn Store>) {
     assert_eq!(account.password_changed_at, 3);
     // Without a session to keep (a reset), every one ends.
     let reset = store
-        .set_password_ending_sessions(id, &verifiers, None, None, "reset", 4)
+        .set_password_ending_sessions(id, &verifiers, None, &Kept::default(), "reset", 4)
         .await
         .unwrap();
     assert_eq!(reset, Some(vec!["keep".to_owned()]));
     assert!(
         store
-            .set_password_ending_sessions(999, &verifiers, None, None, "reset", 4)
+            .set_password_ending_sessions(999, &verifiers, None, &Kept::default(), "reset", 4)
             .await
             .unwrap()
             .is_none()
@@ -624,7 +627,14 @@ pub async fn known_clients_newest_first(store: Arc<dyn Store>) {
         md5_verifier: None,
     };
     store
-        .set_password_ending_sessions(account_id, &verifiers, None, None, "password_reset", 5)
+        .set_password_ending_sessions(
+            account_id,
+            &verifiers,
+            None,
+            &Kept::default(),
+            "password_reset",
+            5,
+        )
         .await
         .unwrap();
     let account = store.get_account(account_id).await.unwrap().unwrap();
@@ -634,11 +644,23 @@ pub async fn known_clients_newest_first(store: Arc<dyn Store>) {
     assert_eq!(known("d1", "192.0.2.2").await, (false, false));
     sign_in(6, "d6", "192.0.2.6").await;
     assert_eq!(known("d6", "192.0.2.6").await, (true, true));
+    // A change by the owner keeps the changing client alone.
+    let kept = Kept {
+        session: None,
+        device: Some("d7".into()),
+        address: Some("192.0.2.7".into()),
+    };
+    store
+        .set_password_ending_sessions(account_id, &verifiers, None, &kept, "password_changed", 6)
+        .await
+        .unwrap();
+    assert_eq!(known("d7", "192.0.2.7").await, (true, true));
+    assert_eq!(known("d6", "192.0.2.6").await, (false, false));
     store
         .set_status(account_id, AccountStatus::Disabled, 7)
         .await
         .unwrap();
-    assert_eq!(known("d6", "192.0.2.6").await, (false, false));
+    assert_eq!(known("d7", "192.0.2.7").await, (false, false));
 }
 
 /// Housekeeping deletes ended sessions (with their tokens), old rotated

@@ -152,7 +152,7 @@ impl AccountStore for MeteredStore {
         id: AccountId,
         verifiers: &PasswordVerifiers,
         replacing: Option<&str>,
-        keep: Option<&SessionId>,
+        keep: &Kept,
         reason: &str,
         now: UnixTime,
     ) -> StoreResult<Option<Vec<SessionId>>> {

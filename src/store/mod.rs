@@ -284,17 +284,18 @@ pub trait AccountStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// A new password that ends the account's sessions: the verifiers (as
     /// [`AccountStore::set_password`] with `changed`) and, in the same
-    /// transaction, every live session of the account but `keep` revoked
-    /// with `reason`, so that no failure can leave the new password with
-    /// the old sessions. `None`, with nothing written, if the stored hash
-    /// is no longer `replacing` (or there is no such account); else the
-    /// sessions ended.
+    /// transaction, every live session of the account but `keep.session`
+    /// revoked with `reason`, so that no failure can leave the new password
+    /// with the old sessions; the known clients replaced by `keep`'s, the
+    /// consecutive failures cleared and a lockout lifted. `None`, with
+    /// nothing written, if the stored hash is no longer `replacing` (or
+    /// there is no such account); else the sessions ended.
     async fn set_password_ending_sessions(
         &self,
         id: AccountId,
         verifiers: &PasswordVerifiers,
         replacing: Option<&str>,
-        keep: Option<&SessionId>,
+        keep: &Kept,
         reason: &str,
         now: UnixTime,
     ) -> StoreResult<Option<Vec<SessionId>>>;

@@ -231,6 +231,19 @@ impl Session {
     }
 }
 
+/// What a new password leaves of an account: one session (the one that
+/// changed it) and the clients it is known by afterwards (that session's
+/// device token and address); nothing for an operator's reset.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    /// The session not ended.
+    pub session: Option<SessionId>,
+    /// The one device token (its hash, hex) still known.
+    pub device: Option<String>,
+    /// The one address still known.
+    pub address: Option<String>,
+}
+
 /// The bookkeeping of a successful login, stored with its new session.
 #[derive(Clone)]
 pub struct LoginRecord {

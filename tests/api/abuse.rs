@@ -298,6 +298,10 @@ async fn a_new_password_forgets_the_clients_that_signed_in_with_the_old_one() {
         "the account's budget, then throttled: {statuses:?}"
     );
     assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS);
+    // The client that made the change is still known: the thief's
+    // guesses do not keep the owner out.
+    let owner_again = login_from(&app, &app.client, "alice", "alice's new passphrase").await;
+    assert_eq!(owner_again.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -421,6 +425,63 @@ async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
         StatusCode::OK,
         "an operator unlocked it"
     );
+
+    // Locked again; the owner changes her password from her session: the
+    // guesses were of the old one, so the lock goes with it.
+    for i in 0..4 {
+        let attacker = app.client_from(&format!("127.0.0.{}", 40 + i));
+        login_from(&app, &attacker, "alice", "wrong guess!").await;
+    }
+    let owner_session = login_from(&app, &owner, "alice", PASSWORD)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        app.core.account(account.id).await.unwrap().status,
+        sesame::store::AccountStatus::Active,
+        "the owner's sign-in unlocked it again"
+    );
+    for i in 0..4 {
+        let attacker = app.client_from(&format!("127.0.0.{}", 50 + i));
+        login_from(&app, &attacker, "alice", "wrong guess!").await;
+    }
+    assert_eq!(
+        app.core.account(account.id).await.unwrap().status,
+        sesame::store::AccountStatus::Locked
+    );
+    let changed = owner
+        .post(app.url("/v1/me/password"))
+        .bearer_auth(access(&owner_session))
+        .json(&json!({"current_password": PASSWORD, "new_password": "alice's new passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.core.account(account.id).await.unwrap().status,
+        sesame::store::AccountStatus::Active,
+        "a new password lifts the lockout"
+    );
+    assert_eq!(
+        login_from(&app, &stranger, "alice", "alice's new passphrase")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.core.flush_audit().await.unwrap();
+    let unlocks = app
+        .core
+        .audit_events(&sesame::store::AuditQuery {
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "unlock" && e.detail.as_deref() == Some("by the new password"))
+        .count();
+    assert_eq!(unlocks, 1, "the lift is in the audit log");
 }
 
 /// A right password on a locked account is refused like a wrong one, and

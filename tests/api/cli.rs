@@ -1692,6 +1692,38 @@ async fn the_server_raises_its_open_file_limit() {
     server.stop();
 }
 
+/// `keys rotate` from the command line deletes no key, however long ago
+/// one retired by its own settings (which need not be the servers': a
+/// file without `[tokens]` has the default lifetime); servers delete
+/// keys retired twice their retention.
+#[tokio::test]
+async fn an_operators_rotation_deletes_no_key() {
+    use sesame::core::roles::Actor;
+    let dir = Deployment::new().await;
+    let mut raw = sesame::config::RawConfig::default();
+    dir.apply(&mut raw);
+    let config = raw.validate().unwrap();
+    let clock = Arc::new(sesame::clock::ManualClock::new(crate::helpers::START));
+    let command = sesame::app::open_core(&config, clock.clone())
+        .await
+        .unwrap();
+    let first = command.rotate_keys(&Actor::Operator).await.unwrap();
+    for _ in 0..2 {
+        clock.advance(30 * 86_400);
+        command.rotate_keys(&Actor::Operator).await.unwrap();
+    }
+    command.reload_keys().await.unwrap();
+    let kids: Vec<String> = command
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(kids.len(), 3, "{kids:?}");
+    assert!(kids.contains(&first.kid));
+}
+
 /// An operator's command sets up a new database, but refuses one whose
 /// schema is behind instead of upgrading it behind the servers' backs;
 /// `sesame migrate` is the way.

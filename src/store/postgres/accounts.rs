@@ -11,8 +11,8 @@ use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     Account, AccountChange, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage,
-    ClientKind, LoginCandidate, NewAccount, PasswordVerifiers, QuotaPeriod, SessionId, StoreError,
-    StoreResult,
+    ClientKind, Kept, LoginCandidate, NewAccount, PasswordVerifiers, QuotaPeriod, SessionId,
+    StoreError, StoreResult,
 };
 
 /// `SELECT` of account rows matching a condition, each with its roles,
@@ -498,7 +498,7 @@ impl AccountStore for PostgresStore {
         id: AccountId,
         verifiers: &PasswordVerifiers,
         replacing: Option<&str>,
-        keep: Option<&SessionId>,
+        keep: &Kept,
         reason: &str,
         now: UnixTime,
     ) -> StoreResult<Option<Vec<SessionId>>> {
@@ -509,7 +509,7 @@ impl AccountStore for PostgresStore {
         let written = sqlx::query(
             "UPDATE accounts SET password_hash = $1, md5_verifier = $2, \
              password_changed_at = $3, updated_at = $3, \
-             known_devices = '{}', known_addresses = '{}', consecutive_failures = 0, \
+             known_devices = $6, known_addresses = $7, consecutive_failures = 0, \
              status = CASE WHEN status = 'locked' THEN 'active' ELSE status END \
              WHERE id = $4 AND ($5::text IS NULL OR password_hash = $5)",
         )
@@ -518,6 +518,8 @@ impl AccountStore for PostgresStore {
         .bind(now)
         .bind(id)
         .bind(replacing)
+        .bind(keep.device.iter().map(String::as_str).collect::<Vec<_>>())
+        .bind(keep.address.iter().map(String::as_str).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await
         .map_err(db_error)?
@@ -525,7 +527,9 @@ impl AccountStore for PostgresStore {
         if written == 0 {
             return Ok(None);
         }
-        let ended = super::sessions::revoke_live_sessions(&mut tx, id, keep, reason, now).await?;
+        let ended =
+            super::sessions::revoke_live_sessions(&mut tx, id, keep.session.as_ref(), reason, now)
+                .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(ended))
     }

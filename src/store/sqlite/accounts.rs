@@ -9,8 +9,8 @@ use super::{SqliteStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::{
     Account, AccountChange, AccountId, AccountQuery, AccountStatus, AccountStore, ApiUsage,
-    ClientKind, LoginCandidate, LoginRecord, NewAccount, PasswordVerifiers, QuotaPeriod, SessionId,
-    StoreError, StoreResult,
+    ClientKind, Kept, LoginCandidate, LoginRecord, NewAccount, PasswordVerifiers, QuotaPeriod,
+    SessionId, StoreError, StoreResult,
 };
 
 /// `SELECT` of account rows matching a condition, each with its roles,
@@ -461,20 +461,25 @@ impl AccountStore for SqliteStore {
         id: AccountId,
         verifiers: &PasswordVerifiers,
         replacing: Option<&str>,
-        keep: Option<&SessionId>,
+        keep: &Kept,
         reason: &str,
         now: UnixTime,
     ) -> StoreResult<Option<Vec<SessionId>>> {
         let verifiers = verifiers.clone();
         let replacing = replacing.map(str::to_owned);
-        let (keep, reason) = (keep.cloned().unwrap_or_default(), reason.to_owned());
+        let list = |kept: &Option<String>| {
+            serde_json::to_string(&kept.iter().collect::<Vec<_>>())
+                .map_err(|e| StoreError::Database(e.to_string()))
+        };
+        let (devices, addresses) = (list(&keep.device)?, list(&keep.address)?);
+        let (keep, reason) = (keep.session.clone().unwrap_or_default(), reason.to_owned());
         // As many rows as the account has sessions: off the async workers.
         self.write_off_workers(move |conn| {
             let written = conn
                 .prepare_cached(
                     "UPDATE accounts SET password_hash = ?1, md5_verifier = ?2, \
                      password_changed_at = ?3, updated_at = ?3, \
-                     known_devices = '[]', known_addresses = '[]', consecutive_failures = 0, \
+                     known_devices = ?6, known_addresses = ?7, consecutive_failures = 0, \
                      status = CASE WHEN status = 'locked' THEN 'active' ELSE status END \
                      WHERE id = ?4 AND (?5 IS NULL OR password_hash = ?5)",
                 )
@@ -484,7 +489,9 @@ impl AccountStore for SqliteStore {
                         verifiers.md5_verifier,
                         now,
                         id,
-                        replacing
+                        replacing,
+                        devices,
+                        addresses
                     ])
                 })
                 .map_err(db_error)?;
