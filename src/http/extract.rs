@@ -134,8 +134,10 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
 
 /// A field name or path the client sent, repeated in an error only when
 /// it is short plain ASCII (letters, digits, `_`, `-`, `.`, `[`, `]`, and
-/// the backquotes serde puts around a name); else a stand-in. Map keys
-/// (profile attributes) and unknown fields are the client's text.
+/// the backquotes serde puts around a name), as a name would be; else a
+/// stand-in. Map keys (profile attributes) and unknown fields are the
+/// client's text: a name helps the developer who mistyped it, a long or
+/// odd one is more likely something that was never meant as a name.
 fn plain_name(name: &str) -> &str {
     let plain = name.len() <= 64
         && name

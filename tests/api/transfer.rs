@@ -1070,6 +1070,53 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     assert_eq!(gina["user"]["permissions"], json!(["read", "write"]));
 }
 
+/// `--on-conflict update` with another password, another username or a
+/// disabling forgets the clients the account knew, as a new password does
+/// (they signed in as whoever the account was); an identical line keeps
+/// them.
+#[tokio::test]
+async fn an_import_update_that_changes_who_signs_in_forgets_known_clients() {
+    let deployment = Deployment::new().await;
+    let env = deployment.env();
+    ok(add_user(&env, &["--username", "olga"], "olga password 1"));
+    let app = TestApp::spawn_in(deployment.clone(), |_| {}).await;
+    assert_eq!(
+        app.login("olga", "olga password 1").await.status(),
+        StatusCode::OK
+    );
+    let store = deployment.open_store().await;
+    let known = || async {
+        store
+            .find_account_for_login("olga", None, None, Some("127.0.0.1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .known_address
+    };
+    assert!(known().await, "signed in from here");
+    let export = text(&ok(run(sesame(&env).arg("export"), None)).stdout);
+    let header = export.lines().next().unwrap().to_owned();
+    let mut olga: Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["type"] == "account" && l["username"] == "olga")
+        .unwrap();
+    let import = |line: &Value| {
+        ok(run(
+            sesame(&env).args(["import", "--on-conflict", "update", "-"]),
+            Some(&format!("{header}\n{line}\n")),
+        ))
+    };
+    import(&olga);
+    assert!(known().await, "the same account, the same clients");
+    olga["password_hash"] = json!(phc("olga password 2"));
+    import(&olga);
+    assert!(
+        !known().await,
+        "another password: its clients are strangers"
+    );
+}
+
 /// Under `--on-conflict update`, a role line that would take the admin
 /// permission from the last administrators is refused on its line, the
 /// accounts after it that name it too, and the rest goes on.

@@ -211,7 +211,12 @@ fn update_account(
              password_changed_at = ?14, created_at = ?15, updated_at = ?16, last_login_at = ?17, \
              last_login_ip = ?18, login_count = ?19, failed_login_count = ?20, \
              api_calls_count = ?21, max_api_calls = ?22, quota_period = ?23, \
-             api_calls_period = ?24 WHERE id = ?1",
+             api_calls_period = ?24, \
+             known_devices = CASE WHEN password_hash = ?12 AND username_key = ?3 \
+               AND ?11 <> 'disabled' THEN known_devices ELSE '[]' END, \
+             known_addresses = CASE WHEN password_hash = ?12 AND username_key = ?3 \
+               AND ?11 <> 'disabled' THEN known_addresses ELSE '[]' END \
+             WHERE id = ?1",
         )
         .and_then(|mut update| update.execute(rusqlite::params_from_iter(account_values(account))))
         .map_err(db_error)?;
