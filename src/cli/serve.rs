@@ -109,12 +109,32 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         .map_or(config.log_json, |format| format == "json");
     super::init_logging_as(&config.log, json);
     raise_open_file_limit(&config);
-    // Registered before any start-up work, so an early SIGTERM still shuts down cleanly.
+    // Registered before any start-up work, and watched during it: a stop
+    // signal while the node starts (a migration waiting for a lock, say)
+    // stops it there.
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     let reload = reload_signal().context("cannot install signal handlers")?;
-    let app = Application::build(&config, Arc::new(SystemClock)).await?;
-    tokio::spawn(reload_on_signal(reload, app.tls()));
-    create_first_administrator(&app.core()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let starting = async {
+        let app = Application::build(&config, Arc::new(SystemClock)).await?;
+        tokio::spawn(reload_on_signal(reload, app.tls()));
+        create_first_administrator(&app.core()).await?;
+        anyhow::Ok(app)
+    };
+    let app = tokio::select! {
+        app = starting => app?,
+        () = stop_signal(stopped.clone()) => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
     tracing::info!(
         "argon2 kernel: {}",
         crate::core::passwords::Kernel::instruction_set()
@@ -133,7 +153,9 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(address) = app.metrics_addr() {
         tracing::info!(%address, "metrics are served at http://{address}/metrics");
     }
-    app.run_until(shutdown).await.context("server failed")?;
+    app.run_until(stop_signal(stopped))
+        .await
+        .context("server failed")?;
     tracing::info!("sesame stopped");
     Ok(())
 }
@@ -193,6 +215,11 @@ async fn create_first_administrator(core: &Core) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long after the first stop signal a second one stops the process at
+/// once.
+#[cfg(unix)]
+const SECOND_SIGNAL_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A future that completes on SIGINT or SIGTERM; the handlers are installed
 /// when this is called, not when the future is first polled.
 #[cfg(unix)]
@@ -206,17 +233,26 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => {},
         }
         tracing::info!(
-            "shutting down; finishing in-flight requests (a second SIGINT or SIGTERM stops at \
-             once)"
+            "shutting down; finishing in-flight requests (a second SIGINT or SIGTERM, 2 s or \
+             more after this one, stops at once)"
         );
         // An operator who asks twice (a drain of minutes, a database that
         // does not answer the last flush) gets the process back now; what
         // was not yet written (batched API-call counts, audit events) is
-        // lost, as with SIGKILL.
+        // lost, as with SIGKILL. Not a signal that follows the first
+        // within `SECOND_SIGNAL_AFTER`: one stop often sends two (Ctrl-C
+        // reaches a whole process group, whose supervisor then sends
+        // SIGTERM too).
+        let first = std::time::Instant::now();
         tokio::spawn(async move {
-            let code = tokio::select! {
-                _ = terminate.recv() => 143,
-                _ = interrupt.recv() => 130,
+            let code = loop {
+                let code = tokio::select! {
+                    _ = terminate.recv() => 143,
+                    _ = interrupt.recv() => 130,
+                };
+                if first.elapsed() >= SECOND_SIGNAL_AFTER {
+                    break code;
+                }
             };
             tracing::warn!(
                 "second stop signal: stopping at once, without finishing in-flight requests or \

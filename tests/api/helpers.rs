@@ -284,6 +284,29 @@ impl Deployment {
         env
     }
 
+    /// Holds this deployment's database as another process might, until
+    /// dropped: SQLite's write lock, or PostgreSQL's migration lock (a node
+    /// migrating). The database must exist.
+    pub async fn hold(&self) -> Held {
+        match &self.database {
+            None => {
+                let conn = rusqlite::Connection::open(self.path().join("sesame.db")).unwrap();
+                conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+                Held::Sqlite(conn)
+            }
+            Some(database) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(0x5345_5341_4d45_i64)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Held::Postgres(conn)
+            }
+        }
+    }
+
     /// The schema version recorded in this deployment's database, after
     /// setting it back to `back_to` when given (as if the database had been
     /// left by an earlier release).
@@ -325,6 +348,13 @@ impl Deployment {
             .await
             .expect("store")
     }
+}
+
+/// A database held by [`Deployment::hold`], let go when dropped.
+#[allow(dead_code)]
+pub enum Held {
+    Sqlite(rusqlite::Connection),
+    Postgres(sqlx::PgConnection),
 }
 
 pub struct TestApp {
