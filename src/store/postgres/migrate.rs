@@ -103,7 +103,18 @@ pub(super) async fn run(pool: &PgPool, mode: crate::store::Migrate) -> StoreResu
     let mut attempt = 1;
     loop {
         lock(&mut conn).await?;
-        let result = apply_pending(&mut conn, MIGRATIONS.len()).await;
+        // Judged again under the lock: a server of an earlier version may
+        // have set the database up while this command waited for it.
+        let result = match mode {
+            crate::store::Migrate::Setup => match applied(&mut conn).await {
+                Ok(at) if at > 0 && at < MIGRATIONS.len() => {
+                    Err(Pending::Failed(mode.behind(at, MIGRATIONS.len())))
+                }
+                Ok(_) => apply_pending(&mut conn, MIGRATIONS.len()).await,
+                Err(error) => Err(Pending::Failed(error)),
+            },
+            _ => apply_pending(&mut conn, MIGRATIONS.len()).await,
+        };
         let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(MIGRATION_LOCK)
             .execute(&mut *conn)

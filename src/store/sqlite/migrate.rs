@@ -43,6 +43,8 @@ pub(super) fn migrate(conn: &mut Connection, mode: crate::store::Migrate) -> Sto
     if at < MIGRATIONS.len() && !mode.applies(at) {
         return Err(mode.behind(at, MIGRATIONS.len()));
     }
+    // The version as this process last saw it.
+    let mut seen = at;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(at) {
         let version = index + 1;
         let failed = |e: rusqlite::Error| {
@@ -53,14 +55,21 @@ pub(super) fn migrate(conn: &mut Connection, mode: crate::store::Migrate) -> Sto
             .map_err(failed)?;
         // Another process (the server and a CLI command started together
         // after an upgrade) may have applied it while this one waited for
-        // the lock.
-        if applied(&tx)? >= version {
+        // the lock; and a command setting up a new database refuses one
+        // that a server of an earlier version set up meanwhile.
+        let now_at = applied(&tx)?;
+        if now_at != seen && now_at < MIGRATIONS.len() && !mode.applies(now_at) {
+            return Err(mode.behind(now_at, MIGRATIONS.len()));
+        }
+        seen = now_at;
+        if now_at >= version {
             continue;
         }
         tx.execute_batch(sql).map_err(failed)?;
         tx.pragma_update(None, "user_version", version as i64)
             .map_err(failed)?;
         tx.commit().map_err(failed)?;
+        seen = version;
     }
     Ok(())
 }
