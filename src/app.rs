@@ -225,7 +225,7 @@ async fn start_core(
     store.set_clock(Arc::clone(&clock));
     let mut metrics = crate::metrics::Metrics::new();
     if let Some(tls) = tls {
-        metrics.register_tls_expiry(tls.expiry_gauge());
+        metrics.register_tls(tls.expiry_gauge(), tls.refused_reloads());
     }
     let metrics = Arc::new(metrics);
     let shared = open_shared(config, &store, redis_required, &metrics).await?;

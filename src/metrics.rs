@@ -199,12 +199,18 @@ impl Metrics {
 
     /// Serves the TLS certificate's expiry (HTTPS only: without it, no
     /// series that an alert on "expires soon" would read as expired).
-    pub fn register_tls_expiry(&mut self, expiry: Gauge) {
+    pub fn register_tls(&mut self, expiry: Gauge, refused_reloads: Counter) {
         self.registry.register(
             "sesame_tls_certificate_expiry_timestamp_seconds",
             "When the TLS certificate in service expires (its notAfter), in seconds since the \
              Unix epoch; 0 when it could not be read",
             expiry,
+        );
+        self.registry.register(
+            "sesame_tls_reload_failures",
+            "TLS certificate reloads refused (files unreadable, a key not the certificate's, a \
+             certificate expired); the one in service stayed",
+            refused_reloads,
         );
     }
 

@@ -178,6 +178,8 @@ pub struct Tls {
     /// `notAfter` of the certificate in service, for the metrics (0 when
     /// it could not be read).
     expiry: prometheus_client::metrics::gauge::Gauge,
+    /// Reloads refused, for the metrics (a renewal gone wrong).
+    refused_reloads: prometheus_client::metrics::counter::Counter,
 }
 
 /// The answer to plain HTTP on the HTTPS port.
@@ -228,12 +230,18 @@ impl Tls {
             loaded: Mutex::new(stamps),
             clock,
             expiry,
+            refused_reloads: prometheus_client::metrics::counter::Counter::default(),
         }))
     }
 
     /// The gauge holding the certificate's `notAfter`, for the registry.
     pub fn expiry_gauge(&self) -> prometheus_client::metrics::gauge::Gauge {
         self.expiry.clone()
+    }
+
+    /// The counter of refused reloads, for the registry.
+    pub fn refused_reloads(&self) -> prometheus_client::metrics::counter::Counter {
+        self.refused_reloads.clone()
     }
 
     /// `Strict-Transport-Security`, unless turned off.
@@ -278,10 +286,13 @@ impl Tls {
                 cert = %self.settings.cert.display(),
                 "TLS certificate reloaded ({why})"
             ),
-            Err(error) => tracing::error!(
-                %error,
-                "TLS certificate not reloaded ({why}); the one in service stays"
-            ),
+            Err(error) => {
+                self.refused_reloads.inc();
+                tracing::error!(
+                    %error,
+                    "TLS certificate not reloaded ({why}); the one in service stays"
+                );
+            }
         }
     }
 

@@ -306,7 +306,7 @@ async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
         assert!(Instant::now() < deadline, "the renewal was never served");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let expiry = || async {
+    let sample = |series: &'static str| async {
         let metrics = ca
             .client()
             .get(app.url("/metrics"))
@@ -317,8 +317,18 @@ async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
             .text()
             .await
             .unwrap();
-        crate::helpers::sample(&metrics, "sesame_tls_certificate_expiry_timestamp_seconds")
+        crate::helpers::sample(&metrics, series)
     };
+    let expiry = || sample("sesame_tls_certificate_expiry_timestamp_seconds");
+    // Until the watcher has refused `n` reloads in all.
+    let refused = |n: f64| async move {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while sample("sesame_tls_reload_failures_total").await != Some(n) {
+            assert!(Instant::now() < deadline, "reload {n} was never refused");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert_eq!(sample("sesame_tls_reload_failures_total").await, Some(0.0));
     assert_eq!(
         expiry().await,
         Some(renewed_until.unix_timestamp() as f64),
@@ -332,7 +342,7 @@ async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
     // A key that is not the certificate's: refused, the pair in service stays.
     let third = ca.leaf();
     install(dir.path(), &third.cert, &first.key);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    refused(1.0).await;
     let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(presented(&response), second.der);
 
@@ -340,7 +350,7 @@ async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
     // too, and the expiry in the metrics is still the served one's.
     let expired = ca.leaf_until(time::macros::datetime!(2001-01-01 0:00 UTC));
     install(dir.path(), &expired.cert, &expired.key);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    refused(2.0).await;
     let response = ca.client().get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(presented(&response), second.der);
     assert_eq!(expiry().await, Some(renewed_until.unix_timestamp() as f64));

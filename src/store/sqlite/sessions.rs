@@ -483,6 +483,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(later.2);
+        // Everything queued before this has run (the queue is in order).
+        store.write_off_workers(|_| Ok(())).await.unwrap();
         let abandoned = store.find_refresh_token(&[1; 32]).await.unwrap().unwrap();
         assert_eq!(abandoned.rotated_at, None, "not rotated for nobody");
         assert!(store.find_refresh_token(&[60; 32]).await.unwrap().is_none());
