@@ -122,19 +122,17 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let starting = async {
-        let app = Application::build(&config, Arc::new(SystemClock)).await?;
-        tokio::spawn(reload_on_signal(reload, app.tls()));
-        create_first_administrator(&app.core()).await?;
-        anyhow::Ok(app)
-    };
     let app = tokio::select! {
-        app = starting => app?,
+        app = Application::build(&config, Arc::new(SystemClock)) => app?,
         () = stop_signal(stopped.clone()) => {
             tracing::info!("stopped while starting");
             return Ok(());
         }
     };
+    tokio::spawn(reload_on_signal(reload, app.tls()));
+    // Not cut short by a stop: its password, once the account is made,
+    // must be printed.
+    create_first_administrator(&app.core()).await?;
     tracing::info!(
         "argon2 kernel: {}",
         crate::core::passwords::Kernel::instruction_set()

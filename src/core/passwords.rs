@@ -11,13 +11,12 @@
 //! same parameters, so it costs the same time as a real one.
 
 use std::sync::{Arc, Mutex, PoisonError};
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Params, Version};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 
