@@ -425,3 +425,44 @@ fn load_pair(
     })?;
     Ok((pair, validity))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{EXPIRY_WARNING, Validity};
+
+    /// What is said of a certificate at `now`: nothing while it has more
+    /// than two weeks left, then its end, its expiry, or that it is not
+    /// valid yet.
+    #[test]
+    fn a_certificate_is_warned_about_near_its_end_after_it_and_before_it() {
+        let validity = Validity {
+            not_before: 1_000_000,
+            not_after: 1_000_000 + 90 * 86_400,
+        };
+        assert_eq!(validity.concern(1_000_000), None);
+        assert_eq!(validity.concern(validity.not_after - EXPIRY_WARNING), None);
+        let soon = validity
+            .concern(validity.not_after - 3 * 86_400 + 1)
+            .unwrap();
+        assert!(soon.contains("in 2 days: renew it"), "{soon}");
+        assert_eq!(
+            validity.concern(validity.not_after),
+            Some(soon_at_end(&validity))
+        );
+        let expired = validity.concern(validity.not_after + 1).unwrap();
+        assert!(expired.starts_with("expired at ") && expired.ends_with("clients refuse it"));
+        let early = validity.concern(validity.not_before - 1).unwrap();
+        assert!(
+            early.starts_with("is not valid before 1970-01-12T13:46:40Z"),
+            "{early}"
+        );
+    }
+
+    /// On its last second it is still valid, with 0 days left.
+    fn soon_at_end(validity: &Validity) -> String {
+        format!(
+            "expires at {}, in 0 days: renew it",
+            crate::clock::rfc3339(validity.not_after)
+        )
+    }
+}

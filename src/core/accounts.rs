@@ -19,6 +19,10 @@ use crate::store::{
     NewAccount, PasswordVerifiers, ProfilePatch, QuotaPeriod,
 };
 
+/// The detail of the unlock a new password brings (its store write lifts
+/// the lockout; the failure budgets are cleared as an unlock's are).
+const BY_NEW_PASSWORD: &str = "by the new password";
+
 /// The role every new account gets unless told otherwise.
 pub const DEFAULT_ROLE: &str = "user";
 /// The face name of operator actions (CLI, later the admin API) in the audit log.
@@ -497,12 +501,7 @@ impl Core {
         self.account_changed(id).await;
         self.sessions_ended(&ended).await;
         if account.status == AccountStatus::Locked {
-            self.audit_change(
-                actor,
-                "unlock",
-                &account,
-                Some("by the new password".into()),
-            );
+            self.audit_change(actor, "unlock", &account, Some(BY_NEW_PASSWORD.into()));
             self.forget_failure_budgets(id).await;
         }
         Ok(())
@@ -711,11 +710,11 @@ impl Core {
         // lockout from now on, and the owner is not.
         let device = match &client.device_token {
             Some(token) => {
-                let hash = hex::encode(super::tokens::hash_token(token));
+                let key = super::guard::device_key(token);
                 self.store
-                    .is_known_client(account.id, ClientKind::Device, &hash)
+                    .is_known_client(account.id, ClientKind::Device, &key)
                     .await?
-                    .then_some(hash)
+                    .then_some(key)
             }
             None => None,
         };
@@ -748,12 +747,12 @@ impl Core {
         self.account_changed(account.id).await;
         self.sessions_ended(&ended).await;
         if account.status == AccountStatus::Locked {
-            let mut unlocked = audit::event("unlock", "success", "native")
+            let mut unlock = audit::event("unlock", "success", "native")
                 .account(&account)
                 .client(client)
-                .detail("by the new password");
-            unlocked.target_id = Some(account.id);
-            self.audit.record(unlocked);
+                .detail(BY_NEW_PASSWORD);
+            unlock.target_id = Some(account.id);
+            self.audit.record(unlock);
             self.forget_failure_budgets(account.id).await;
         }
         Ok(())

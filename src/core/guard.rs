@@ -180,7 +180,7 @@ impl Core {
             .client
             .device_token
             .as_ref()
-            .map(|token| hex::encode(hash_token(token)));
+            .map(|token| device_key(token));
         let address = attempt.client.ip.map(|ip| ip.to_string());
         let found = self
             .store
@@ -223,9 +223,15 @@ impl Core {
                 (token.clone(), Some(token))
             }
         };
-        clients.push((ClientKind::Device, hex::encode(hash_token(&token))));
+        clients.push((ClientKind::Device, device_key(&token)));
         (clients, issued)
     }
+}
+
+/// How a device token is known to an account: its hash, hex (the token
+/// itself is never stored).
+pub(crate) fn device_key(token: &str) -> String {
+    hex::encode(hash_token(token))
 }
 
 #[cfg(test)]

@@ -310,7 +310,7 @@ fn worker(receiver: &Receiver<Job>, params: &Params, metrics: &HashingMetrics) {
     // Each thread times its own idleness.
     let mut blocks = Kernel::default();
     let holds = |blocks: &Kernel, held: bool| {
-        let holds = blocks.hasher.is_some();
+        let holds = blocks.holds_memory();
         match (held, holds) {
             (false, true) => metrics.threads_with_memory.inc(),
             (true, false) => metrics.threads_with_memory.dec(),
@@ -435,6 +435,11 @@ impl Kernel {
             None => self.hasher.insert(argon2.hasher()),
         };
         hasher.hash_into(secret, salt, out).map_err(argon2_error)
+    }
+
+    /// Whether the thread's memory is allocated.
+    fn holds_memory(&self) -> bool {
+        self.hasher.is_some()
     }
 
     /// Gives the thread's memory back, wiped; the next hash allocates again.

@@ -625,8 +625,12 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// `GET /metrics` with the scraper's token, in the Prometheus text format.
 pub async fn scrape(app: &TestApp) -> String {
-    let response = app
-        .client
+    scrape_with(&app.client, app).await
+}
+
+/// [`scrape`] through `client` (one that trusts the test's HTTPS CA, say).
+pub async fn scrape_with(client: &reqwest::Client, app: &TestApp) -> String {
+    let response = client
         .get(app.url("/metrics"))
         .bearer_auth(METRICS_TOKEN)
         .send()

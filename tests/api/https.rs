@@ -307,16 +307,7 @@ async fn a_renewal_on_disk_is_served_and_open_connections_stay() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sample = |series: &'static str| async {
-        let metrics = ca
-            .client()
-            .get(app.url("/metrics"))
-            .bearer_auth(crate::helpers::METRICS_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = crate::helpers::scrape_with(&ca.client(), &app).await;
         crate::helpers::sample(&metrics, series)
     };
     let expiry = || sample("sesame_tls_certificate_expiry_timestamp_seconds");
