@@ -25,6 +25,10 @@ pub struct RawAbuse {
     pub known_clients_kept: u32,
     /// Bits of an IPv6 address that make one client for the address budget.
     pub ipv6_prefix: u32,
+    /// Refreshes one session may make in a row on one node; 0: no budget.
+    pub refresh_burst: u32,
+    /// Seconds that earn a session one more refresh.
+    pub refresh_interval: i64,
 }
 
 /// `[audit]` as written.
@@ -46,6 +50,8 @@ impl Default for RawAbuse {
             lockout_threshold: d.lockout_threshold,
             known_clients_kept: d.known_clients_kept,
             ipv6_prefix: u32::from(d.ipv6_prefix),
+            refresh_burst: d.refresh_rule.burst,
+            refresh_interval: d.refresh_rule.interval,
         }
     }
 }
@@ -116,6 +122,22 @@ impl RawAbuse {
                 128,
             ))
             .unwrap_or(64),
+            refresh_rule: Rule {
+                burst: check_range(
+                    problems,
+                    "abuse.refresh_burst",
+                    self.refresh_burst,
+                    0,
+                    1_000_000,
+                ),
+                interval: check_range(
+                    problems,
+                    "abuse.refresh_interval",
+                    self.refresh_interval,
+                    1,
+                    86_400,
+                ),
+            },
             audit_retention_days: check_range(
                 problems,
                 "audit.retention_days",

@@ -616,6 +616,14 @@ impl RawConfig {
                 http.request_timeout.as_secs()
             ));
         }
+        if abuse.refresh_rule.burst > 0 && abuse.refresh_rule.interval > tokens.reuse_grace {
+            warnings.push(format!(
+                "abuse.refresh_interval ({} s) is longer than tokens.reuse_grace ({} s): a \
+                 client refused a refresh just after its token rotated may come back after \
+                 the grace window, and so end its own session as a reused token would",
+                abuse.refresh_rule.interval, tokens.reuse_grace
+            ));
+        }
         if let Some(address) = metrics.listen
             && !address.ip().is_loopback()
             && metrics.token.is_none()
@@ -693,6 +701,19 @@ mod tests {
         assert!(
             raw.validate().unwrap().warnings.is_empty(),
             "a token, and SQLite (no statement timeout)"
+        );
+        let mut raw = RawConfig::default();
+        raw.tokens.reuse_grace = 1;
+        let warnings = raw.clone().validate().unwrap().warnings;
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0]
+                .contains("abuse.refresh_interval (2 s) is longer than tokens.reuse_grace (1 s)")
+        );
+        raw.abuse.refresh_burst = 0;
+        assert!(
+            raw.validate().unwrap().warnings.is_empty(),
+            "no refresh budget"
         );
     }
 

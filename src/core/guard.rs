@@ -32,6 +32,10 @@ pub struct AbuseSettings {
     /// Leading bits of an IPv6 address that make one client for the
     /// address budget (one client holds a whole /64; 128: each address).
     pub ipv6_prefix: u8,
+    /// Refresh budget per session on each node (burst 0: none): a client
+    /// looping a refresh token would otherwise write a spent token and an
+    /// audit event per turn, as fast as the node answers.
+    pub refresh_rule: Rule,
     /// Days audit events are kept.
     pub audit_retention_days: i64,
     /// Refuse new passwords found in the common-password list.
@@ -52,6 +56,10 @@ impl Default for AbuseSettings {
             lockout_threshold: 50,
             known_clients_kept: 20,
             ipv6_prefix: 64,
+            refresh_rule: Rule {
+                burst: 20,
+                interval: 2,
+            },
             audit_retention_days: 90,
             refuse_common_passwords: true,
         }

@@ -14,6 +14,7 @@ use super::tokens::{
     new_refresh_token, new_successor_salt, opaque_access_token, successor_token,
 };
 use super::{ClientInfo, Core};
+use crate::limits::{Charged, FailureLimiter};
 use crate::store::{
     Account, AccountId, AccountStatus, AuditEvent, LoginRecord, NewRefreshToken, NewSession,
     PasswordVerifiers, SessionId, SuccessorHashes, TokenStyle,
@@ -173,6 +174,7 @@ pub(crate) fn refresh_outcome<T>(result: &Result<T>) -> &'static str {
         Ok(_) => "success",
         Err(Error::RefreshTokenReused) => "reuse_detected",
         Err(Error::InvalidRefreshToken) => "invalid_token",
+        Err(Error::Throttled { .. }) => "throttled",
         Err(_) => "error",
     }
 }
@@ -716,7 +718,7 @@ impl Core {
                     .account(&grant.account)
                     .detail(format!("session {}", grant.session_id)),
             ),
-            Err(Error::InvalidRefreshToken) => {
+            Err(Error::InvalidRefreshToken | Error::Throttled { .. }) => {
                 self.audit_cheap_refusal(entry.with_outcome(outcome), client)
                     .await;
             }
@@ -769,6 +771,10 @@ impl Core {
             access_salt: None,
         };
         if rotated {
+            // Refused, the rotation stands: the client's retry (after the
+            // wait, within the grace window) collects its successor below
+            // without another write.
+            self.spend_refresh(&session.id, now).await?;
             let [jwt, opaque] = successors;
             let successor = match style {
                 TokenStyle::Jwt => jwt,
@@ -787,6 +793,7 @@ impl Core {
             (Some(rotated_at), Some(salt))
                 if now - rotated_at <= self.settings.tokens.reuse_grace =>
             {
+                self.spend_refresh(&session.id, now).await?;
                 let successor = successor_token(refresh_token, &salt, style);
                 session_ref.access_salt = Some(salt);
                 Ok((session_ref, successor))
@@ -803,6 +810,26 @@ impl Core {
                 self.sessions_ended(std::slice::from_ref(&session.id)).await;
                 Err(Error::RefreshTokenReused)
             }
+        }
+    }
+
+    /// Charges one refresh to the session's budget on this node
+    /// (`abuse.refresh_rule`), or says how long to wait. Per node, in
+    /// memory: a refresh on PostgreSQL and Redis is then not one round trip
+    /// more, and what the budget bounds, the writes a looping client causes,
+    /// is bounded all the same (a cluster of N nodes writes at most N times
+    /// one node's share).
+    async fn spend_refresh(&self, session: &SessionId, now: UnixTime) -> Result<()> {
+        let rule = &self.settings.abuse.refresh_rule;
+        if rule.burst == 0 {
+            return Ok(());
+        }
+        let key = format!("refresh:{session}");
+        match self.refresh_budgets.try_charge(&key, rule, now).await? {
+            Charged::Yes(_) => Ok(()),
+            Charged::Wait(wait) => Err(Error::Throttled {
+                retry_after_secs: wait,
+            }),
         }
     }
 

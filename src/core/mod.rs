@@ -128,6 +128,8 @@ pub struct Core {
     caches: Arc<cache::Caches>,
     api_calls: Arc<ApiCalls>,
     limiter: Arc<dyn FailureLimiter>,
+    /// Each session's refresh budget on this node (`spend_refresh`).
+    refresh_budgets: crate::limits::memory::MemoryLimiter,
     notices: Arc<dyn Notices>,
     audit: Arc<AuditLog>,
     settings: CoreSettings,
@@ -211,6 +213,7 @@ impl Core {
         notices.subscribe(Arc::downgrade(&sink));
         Ok(Self {
             limiter,
+            refresh_budgets: crate::limits::memory::MemoryLimiter::new(),
             audit,
             hasher: PasswordHasher::start(&settings.hashing, metrics.hashing())?,
             api_calls,

@@ -2208,3 +2208,39 @@ async fn a_retired_key_is_not_revived_by_changing_the_algorithm_back() {
     assert!(published.contains(&kid));
     assert!(published.contains(&other.kid), "verifies a while yet");
 }
+
+/// The `refresh_token` grant spends the session's refresh budget like
+/// every face's refresh: refused with 429 and `Retry-After`, in RFC 6749's
+/// error shape, and collected after the wait.
+#[tokio::test]
+async fn a_clients_looping_refresh_is_throttled() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.refresh_burst = 1;
+        c.abuse.refresh_interval = 3;
+    })
+    .await;
+    app.create_user_full("alice", Some("alice@example.com"), None, &[])
+        .await;
+    let secret = clients(&app).await;
+    let mut browser = Browser::new();
+    let tokens = signed_in(&app, &secret, &mut browser).await;
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let answer = refresh_grant(&app, &secret, &first).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let second: Value = answer.json().await.unwrap();
+    let second = second["refresh_token"].as_str().unwrap().to_owned();
+    let refused = refresh_grant(&app, &secret, &second).await;
+    assert_eq!(refused.headers()["retry-after"], "3");
+    oauth_error(
+        refused,
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+    )
+    .await;
+    app.clock.advance(3);
+    let collected = refresh_grant(&app, &secret, &second).await;
+    assert_eq!(collected.status(), StatusCode::OK);
+    let collected: Value = collected.json().await.unwrap();
+    let access = collected["access_token"].as_str().unwrap();
+    assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+}

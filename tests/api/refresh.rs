@@ -164,3 +164,60 @@ async fn tokens_cannot_stand_in_for_each_other() {
     )
     .await;
 }
+
+/// A client looping its refresh token is refused past the session's budget
+/// (`abuse.refresh_burst`, then one per `abuse.refresh_interval`) without
+/// losing the session: the refused rotation's successor is collected by a
+/// retry after the wait, within the grace window. Other sessions of the
+/// account keep their own budget.
+#[tokio::test]
+async fn a_looping_refresh_is_throttled_and_the_session_kept() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.refresh_burst = 3;
+        c.abuse.refresh_interval = 2;
+    })
+    .await;
+    app.create_user("alice").await;
+    let looping = app.login_ok("alice").await;
+    let other = app.login_ok("alice").await;
+    let mut token = refresh_token(&looping).to_owned();
+    for turn in 0..3 {
+        let response = app.refresh(&token).await;
+        assert_eq!(response.status(), StatusCode::OK, "refresh {turn}");
+        let grant: Value = response.json().await.unwrap();
+        token = refresh_token(&grant).to_owned();
+    }
+    let refused = app.refresh(&token).await;
+    assert_eq!(refused.headers()["retry-after"], "2");
+    assert_problem(refused, StatusCode::TOO_MANY_REQUESTS, "throttled").await;
+    let again = app.refresh(&token).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a retry before the wait is refused too"
+    );
+    let elsewhere = app.refresh(refresh_token(&other)).await;
+    assert_eq!(elsewhere.status(), StatusCode::OK, "a budget per session");
+
+    app.clock.advance(2);
+    let collected = app.refresh(&token).await;
+    assert_eq!(collected.status(), StatusCode::OK);
+    let collected: Value = collected.json().await.unwrap();
+    assert_eq!(collected["session_id"], looping["session_id"]);
+    assert_eq!(app.me_status(access(&collected)).await, StatusCode::OK);
+    let once_more = app.refresh(&token).await;
+    assert_eq!(
+        once_more.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the collection spent the one refresh earned"
+    );
+    app.clock.advance(2);
+    let next = app.refresh(refresh_token(&collected)).await;
+    assert_eq!(next.status(), StatusCode::OK, "the chain goes on");
+
+    let metrics = crate::helpers::scrape(&app).await;
+    assert!(
+        metrics.contains("sesame_refreshes_total{outcome=\"throttled\"} 3"),
+        "{metrics}"
+    );
+}
