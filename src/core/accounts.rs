@@ -203,7 +203,10 @@ impl Core {
         let Some(ended) = self.store.change_account(id, change, self.now()).await? else {
             return Err(Error::NotFound("account"));
         };
-        // Made active from locked: an unlock, whose budgets go with it.
+        // Made active from locked: an unlock. Told by the status read
+        // before the write, which a lockout committed meanwhile (on any
+        // node) outdates; the store lifts that one too, so the budgets go
+        // whenever the account is made active.
         let unlocked =
             account.status == AccountStatus::Locked && change.status == Some(AccountStatus::Active);
         // Recorded first: the rest waits on other servers (notices, Redis).
@@ -271,7 +274,7 @@ impl Core {
         if let Some(period) = change.quota_period {
             self.api_calls.set_period(id, period);
         }
-        if unlocked {
+        if change.status == Some(AccountStatus::Active) {
             self.forget_failure_budgets(id).await;
         }
         Ok(())
@@ -502,8 +505,11 @@ impl Core {
         self.sessions_ended(&ended).await;
         if account.status == AccountStatus::Locked {
             self.audit_change(actor, "unlock", &account, Some(BY_NEW_PASSWORD.into()));
-            self.forget_failure_budgets(id).await;
         }
+        // Whatever the status read before the write said: the store lifts a
+        // lock found at the write, and guesses of the old password count
+        // for nothing now.
+        self.forget_failure_budgets(id).await;
         Ok(())
     }
 
@@ -753,8 +759,9 @@ impl Core {
                 .detail(BY_NEW_PASSWORD);
             unlock.target_id = Some(account.id);
             self.audit.record(unlock);
-            self.forget_failure_budgets(account.id).await;
         }
+        // As after a reset: whatever the status read said.
+        self.forget_failure_budgets(account.id).await;
         Ok(())
     }
 }

@@ -158,9 +158,23 @@ impl Core {
         if permissions_changed {
             self.roles_changed().await;
         }
-        let role = self.role(name).await?;
-        self.audit_role(actor, "role_updated", &role);
-        Ok(role)
+        match self.role(name).await {
+            Ok(role) => {
+                self.audit_role(actor, "role_updated", &role);
+                Ok(role)
+            }
+            // Written, but not to be read back (deleted since by another
+            // administrator, or the database failed): the change as asked
+            // is what the audit log keeps.
+            Err(error) => {
+                self.audit.record(
+                    actor
+                        .event("role_updated")
+                        .detail(format!("role {name}: {}", asked(change))),
+                );
+                Err(error)
+            }
+        }
     }
 
     /// Records a role as it now is.
@@ -283,4 +297,13 @@ impl Core {
         }
         self.set_account_roles(id, &roles, actor).await
     }
+}
+
+/// A role change as asked: its new permissions, or what it grants (`+`)
+/// and takes away (`-`).
+fn asked(change: &RoleChange) -> String {
+    let mut parts: Vec<String> = change.permissions.iter().map(|p| p.join(",")).collect();
+    parts.extend(change.grant.iter().map(|p| format!("+{p}")));
+    parts.extend(change.revoke.iter().map(|p| format!("-{p}")));
+    parts.join(",")
 }

@@ -556,6 +556,8 @@ pub struct Import {
     /// would write): the only ones its sessions may join. About 16 bytes
     /// an account.
     written: HashSet<AccountId>,
+    /// Those of them written disabled, whose sessions are refused.
+    disabled: HashSet<AccountId>,
     /// The clients this import wrote (or would write), with their scopes:
     /// the only ones its sessions may be signed in to, within those scopes.
     clients_written: HashMap<String, OAuthClient>,
@@ -789,6 +791,9 @@ impl Import {
                 if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text)
                     && object.get("type").and_then(Value::as_str) == Some("role")
                     && let Some(name) = object.get("name").and_then(Value::as_str)
+                    // Only a name a role can have (and an account name):
+                    // kept for the whole run, so not any string of the file.
+                    && super::domain::Name::parse(name, "name").is_ok()
                 {
                     self.roles_refused.entry(name.to_owned()).or_insert(line);
                 }
@@ -1560,6 +1565,7 @@ impl Core {
             roles: self.store.role_names().await?,
             seen: options.dry_run.then(Seen::default),
             written: HashSet::new(),
+            disabled: HashSet::new(),
             clients_written: HashMap::new(),
             roles_refused: HashMap::new(),
             roles_in_file: HashMap::new(),
@@ -1762,6 +1768,8 @@ impl Core {
                 // its id here.
                 let unwritten = if !import.written.contains(&session.account_id) {
                     Some(RecordError::NotWritten)
+                } else if import.disabled.contains(&session.account_id) {
+                    Some(RecordError::AccountDisabled)
                 } else if let Some(grant) = &session.client {
                     match import.clients_written.get(&grant.client_id) {
                         None => Some(RecordError::ClientNotWritten),
@@ -1842,10 +1850,12 @@ impl Core {
         if records.is_empty() {
             return Ok(refusals);
         }
-        let account_ids: Vec<Option<AccountId>> = records
+        let account_ids: Vec<Option<(AccountId, bool)>> = records
             .iter()
             .map(|record| match record {
-                ImportRecord::Account(account) => Some(account.id),
+                ImportRecord::Account(account) => {
+                    Some((account.id, account.status == AccountStatus::Disabled))
+                }
                 ImportRecord::Session(_) | ImportRecord::Client(_) => None,
             })
             .collect();
@@ -1894,7 +1904,22 @@ impl Core {
                         // the line's username, as the import will.
                         Some(seen) => seen.accept_update(&account),
                         // Nodes may hold the old account in their caches.
-                        None => self.account_changed(account.id).await,
+                        None => {
+                            self.account_changed(account.id).await;
+                            // Each replacement, as the admin API records
+                            // each change: who became what, from which line.
+                            let mut entry = audit::event("account_replaced", "success", OPERATOR)
+                                .detail(format!(
+                                    "by the import's line {}: status {}, roles {}",
+                                    lines[i].0,
+                                    account.status.as_str(),
+                                    account.roles.join(",")
+                                ));
+                            entry.account_id = Some(account.id);
+                            entry.username = Some(account.username.clone());
+                            entry.target_id = Some(account.id);
+                            self.audit.record(entry);
+                        }
                     }
                 }
                 results[i] = outcome;
@@ -1905,7 +1930,14 @@ impl Core {
         {
             match (result, kind) {
                 (Ok(()), Kind::Account(format)) => {
-                    import.written.extend(account_id);
+                    if let Some((id, disabled)) = account_id {
+                        import.written.insert(id);
+                        if disabled {
+                            import.disabled.insert(id);
+                        } else {
+                            import.disabled.remove(&id);
+                        }
+                    }
                     if updated {
                         import.counts.updated += 1;
                     } else {
@@ -2009,6 +2041,7 @@ mod tests {
             roles: vec!["administrator".into(), "user".into()],
             seen: Some(Seen::default()),
             written: HashSet::new(),
+            disabled: HashSet::new(),
             clients_written: HashMap::new(),
             roles_refused: HashMap::new(),
             roles_in_file: HashMap::new(),

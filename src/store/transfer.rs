@@ -166,6 +166,10 @@ pub enum RecordError {
     /// own import did not write.
     #[error("account_id names no account this import wrote")]
     NotWritten,
+    /// The session's account line is disabled: disabling an account ends
+    /// its sessions, so none is imported live.
+    #[error("account_id names a disabled account, which has no live session")]
+    AccountDisabled,
     /// The session's client line was not written by this import: a
     /// session never joins a client its own import did not write (another
     /// application may have that id here).
@@ -187,6 +191,16 @@ impl From<StoreError> for RecordError {
 
 /// The outcome of each record of a batch, in order.
 pub type RecordResults = Vec<Result<(), RecordError>>;
+
+/// Whether replacing an account (username and password hash as they were)
+/// with `account` ends its sessions: a new username (another person's
+/// account now), a new password (as a reset ends them) or a disabling (as
+/// disabling ends them).
+pub(crate) fn ends_sessions(account: &AccountRecord, username: &str, password_hash: &str) -> bool {
+    account.username != username
+        || account.verifiers.password_hash != password_hash
+        || account.status == AccountStatus::Disabled
+}
 
 /// Reading a whole deployment out and writing one in.
 #[async_trait]

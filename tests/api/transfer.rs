@@ -1072,19 +1072,30 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
 
 /// `--on-conflict update` with another password, another username or a
 /// disabling forgets the clients the account knew, as a new password does
-/// (they signed in as whoever the account was); an identical line keeps
-/// them.
+/// (they signed in as whoever the account was), and ends its sessions, as
+/// a reset or a disabling does; an identical line keeps both. A session
+/// line of an account the file disables is refused. Each replacement is in
+/// the audit log.
 #[tokio::test]
 async fn an_import_update_that_changes_who_signs_in_forgets_known_clients() {
     let deployment = Deployment::new().await;
     let env = deployment.env();
     ok(add_user(&env, &["--username", "olga"], "olga password 1"));
     let app = TestApp::spawn_in(deployment.clone(), |_| {}).await;
-    assert_eq!(
-        app.login("olga", "olga password 1").await.status(),
-        StatusCode::OK
-    );
+    let grant: Value = app
+        .login("olga", "olga password 1")
+        .await
+        .json()
+        .await
+        .unwrap();
     let store = deployment.open_store().await;
+    let session_ended = |grant: Value| {
+        let store = &store;
+        async move {
+            let id = grant["session_id"].as_str().unwrap().to_owned();
+            store.get_session(&id).await.unwrap().unwrap().revoked_at.is_some()
+        }
+    };
     let known = || async {
         store
             .find_account_for_login("olga", None, None, Some("127.0.0.1"))
@@ -1109,11 +1120,58 @@ async fn an_import_update_that_changes_who_signs_in_forgets_known_clients() {
     };
     import(&olga);
     assert!(known().await, "the same account, the same clients");
+    assert!(!session_ended(grant.clone()).await, "and the same sessions");
     olga["password_hash"] = json!(phc("olga password 2"));
     import(&olga);
     assert!(
         !known().await,
         "another password: its clients are strangers"
+    );
+    assert!(session_ended(grant).await, "another password ends them");
+
+    let grant: Value = app
+        .login("olga", "olga password 2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    olga["status"] = json!("disabled");
+    let session = json!({
+        "type": "session", "id": "0f6a3b1e-8c2d-4e5f-9a7b-1c2d3e4f5a6b",
+        "account_id": olga["id"], "username": "olga", "platform": "web",
+        "token_style": "jwt", "created_at": now(), "expires_at": now() + 86_400,
+        "refresh_tokens": [{"hash": "ab".repeat(32), "issued_at": now()}],
+    });
+    let output = run(
+        sesame(&env).args(["import", "--on-conflict", "update", "-"]),
+        Some(&format!("{header}\n{olga}\n{session}\n")),
+    );
+    let refused = refusals(&output);
+    assert!(
+        refused.len() == 1
+            && refused[0].starts_with("line 3: ")
+            && refused[0].contains("account_id names a disabled account"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(session_ended(grant).await, "a disabling ends them");
+
+    let replaced = store
+        .list_audit_events(&sesame::store::AuditQuery {
+            account_id: olga["id"].as_i64(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "account_replaced")
+        .map(|e| e.detail.unwrap_or_default())
+        .collect::<Vec<_>>();
+    assert_eq!(replaced.len(), 3, "{replaced:#?}");
+    assert_eq!(
+        replaced[0], "by the import's line 2: status disabled, roles user",
+        "newest first"
     );
 }
 

@@ -199,9 +199,9 @@ fn update_account(
         Some(field) => return Err(RecordError::Taken(field)),
         None => {}
     }
-    let before: String = conn
-        .prepare_cached("SELECT username FROM accounts WHERE id = ?")
-        .and_then(|mut select| select.query_row([account.id], |row| row.get(0)))
+    let (username, password_hash): (String, String) = conn
+        .prepare_cached("SELECT username, password_hash FROM accounts WHERE id = ?")
+        .and_then(|mut select| select.query_row([account.id], |row| Ok((row.get(0)?, row.get(1)?))))
         .map_err(db_error)?;
     super::roles::keeping_an_admin(conn, |conn| {
         conn.prepare_cached(
@@ -240,7 +240,7 @@ fn update_account(
         Ok(())
     })
     .map_err(RecordError::from)?;
-    if before == account.username {
+    if !crate::store::transfer::ends_sessions(account, &username, &password_hash) {
         return Ok(Vec::new());
     }
     super::sessions::returning_ids(
