@@ -537,6 +537,18 @@ impl Core {
         {
             return Err(AuthorizeError::Page(PageError::StateTooLong));
         }
+        // VSCHAR only (RFC 6749 Appendix A.5): the sign-in form carries it
+        // in a hidden field, and a browser posts a line break or a NUL
+        // there changed, so the client would get back another state.
+        if state
+            .as_deref()
+            .is_some_and(|s| !s.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+        {
+            return Err(refuse(
+                "invalid_request",
+                "state: only printable ASCII characters",
+            ));
+        }
         if params.request.is_some() {
             return Err(refuse(
                 "request_not_supported",
@@ -702,6 +714,18 @@ impl Core {
         &self,
         cookie: &str,
     ) -> crate::core::Result<Option<BrowserSession>> {
+        Ok(self
+            .find_browser_session(cookie)
+            .await?
+            .and_then(|(browser, live)| live.then_some(browser)))
+    }
+
+    /// The browser session a cookie stands for, live or not (ended, or
+    /// expired), and whether it is live.
+    async fn find_browser_session(
+        &self,
+        cookie: &str,
+    ) -> crate::core::Result<Option<(BrowserSession, bool)>> {
         let Some(hash) = hash_presented_in(BROWSER_NAMESPACE, cookie) else {
             return Ok(None);
         };
@@ -712,14 +736,15 @@ impl Core {
         let Some(session) = self.store.get_session(&handle.session_id).await? else {
             return Ok(None);
         };
-        if !session.is_live(now) || now >= handle.expires_at {
-            return Ok(None);
-        }
-        Ok(Some(BrowserSession {
-            session_id: session.id,
-            account_id: session.account_id,
-            auth_time: session.created_at,
-        }))
+        let live = session.is_live(now) && now < handle.expires_at;
+        Ok(Some((
+            BrowserSession {
+                session_id: session.id,
+                account_id: session.account_id,
+                auth_time: session.created_at,
+            },
+            live,
+        )))
     }
 
     /// Signs in on the hosted page: the same core login as every face, then
@@ -786,13 +811,15 @@ impl Core {
         previous: &str,
         new: &BrowserSession,
     ) -> crate::core::Result<()> {
-        let Some(old) = self.browser_session(previous).await? else {
+        let Some((old, live)) = self.find_browser_session(previous).await? else {
             return Ok(());
         };
         if old.session_id == new.session_id {
             return Ok(());
         }
-        if old.account_id == new.account_id {
+        // Ended already, its client sessions end too (below): one left
+        // live by an ending cut short must not outlive it.
+        if live && old.account_id == new.account_id {
             self.store
                 .move_browser_children(&old.session_id, &new.session_id)
                 .await?;
@@ -911,12 +938,20 @@ impl Core {
         confirmed: bool,
     ) -> crate::core::Result<bool> {
         let browser = match cookie {
-            Some(cookie) => self.browser_session(cookie).await?,
+            Some(cookie) => self.find_browser_session(cookie).await?,
             None => None,
         };
-        let Some(browser) = browser else {
+        let Some((browser, live)) = browser else {
             return Ok(true);
         };
+        if !live {
+            // Ended already: signed out. A client session it gave that is
+            // still live (an ending cut short after its first step, whose
+            // user now tries again) ends now, as it should have then.
+            self.end_session_and_its_clients(&browser.session_id, "logout")
+                .await?;
+            return Ok(true);
+        }
         if !confirmed && hint.is_none_or(|hint| hint.account_id != browser.account_id) {
             return Ok(false);
         }

@@ -126,14 +126,15 @@ async fn method_not_allowed(uri: axum::http::Uri, headers: HeaderMap) -> Respons
 
 // ---------------------------------------------------------------- parameters
 
-/// Form or query parameters; a parameter sent twice is an error (RFC 6749 §3.1).
+/// Form or query parameters; a parameter sent twice is an error, one sent
+/// without a value is as if omitted (RFC 6749 §3.1, §3.2).
 type Params = HashMap<String, String>;
 
 fn parse_params(raw: &[u8]) -> Result<Params, Refusal> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_bytes(raw).map_err(|_| Refusal::Malformed)?;
     let mut params = Params::new();
-    for (name, value) in pairs {
+    for (name, value) in pairs.into_iter().filter(|(_, value)| !value.is_empty()) {
         if params.contains_key(&name) {
             // Named only when the name is one a client would send: an
             // error description holds no other characters (RFC 6749
@@ -703,6 +704,11 @@ fn client_credentials(
                 "use one client authentication method",
             ));
         }
+        // `id:` is a client without a secret naming itself (as some
+        // libraries do for a public client), as `client_id` alone would.
+        if secret.is_empty() {
+            return Ok(ClientCredentials::Public { id });
+        }
         return Ok(ClientCredentials::Secret { id, secret });
     }
     match (params.get("client_id"), params.get("client_secret")) {
@@ -1147,8 +1153,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn repeated_parameters_are_refused() {
+    fn repeated_parameters_are_refused_and_empty_ones_omitted() {
         assert!(parse_params(b"a=1&b=2").is_ok());
+        let params = parse_params(b"a=&b=2&b=&c").unwrap();
+        assert_eq!(params.len(), 1, "{params:?}");
+        assert_eq!(params["b"], "2");
         assert_eq!(
             parse_params(b"a=1&a=2").unwrap_err(),
             Refusal::Repeated("a".into())

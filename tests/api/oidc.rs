@@ -1395,12 +1395,25 @@ async fn introspection_and_revocation() {
         ),
         (Some(true), Some("refresh_token"))
     );
-    for junk in ["", "garbage", "a.b.c", &"f".repeat(32)] {
+    for junk in ["garbage", "a.b.c", &"f".repeat(32)] {
         assert_eq!(
             introspect(junk.to_owned()).await,
             serde_json::json!({"active": false})
         );
     }
+    // Sent without a value, as if omitted (RFC 6749 §3.1): `token` is required.
+    oauth_error(
+        form_post(
+            &app,
+            "/oauth2/introspect",
+            Some(("web", &secret)),
+            &[("token", "")],
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
     let native = app.login_ok("alice").await;
     assert_eq!(
         introspect(crate::helpers::access(&native).to_owned()).await["active"],
@@ -2243,4 +2256,76 @@ async fn a_clients_looping_refresh_is_throttled() {
     let collected: Value = collected.json().await.unwrap();
     let access = collected["access_token"].as_str().unwrap();
     assert_eq!(userinfo(&app, access).await.status(), StatusCode::OK);
+}
+
+/// A logout cut short after its first step (the browser session ended,
+/// the database gone before its client sessions were) is finished by the
+/// user's next try: the client sessions do not outlive the browser session.
+#[tokio::test]
+async fn a_logout_tried_again_ends_the_client_sessions_left_live() {
+    let (app, secret) = spawn().await;
+    let mut browser = Browser::new();
+    let tokens = signed_in(&app, &secret, &mut browser).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let browser_session = jwt_part(tokens["id_token"].as_str().unwrap(), 1)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = app.deployment.open_store().await;
+    assert!(
+        store
+            .revoke_session(&browser_session, sesame::clock::Clock::now(&*app.clock), "logout")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        userinfo(&app, access).await.status(),
+        StatusCode::OK,
+        "left live by the first try"
+    );
+    let again = browser.get(&app.url("/oauth2/logout")).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(
+        !again.text().await.unwrap().contains("action=\"/oauth2/logout\""),
+        "signed out already: nothing to confirm"
+    );
+    assert_eq!(
+        userinfo(&app, access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    oauth_error(
+        refresh_grant(&app, &secret, tokens["refresh_token"].as_str().unwrap()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+/// A parameter sent without a value is as if omitted (RFC 6749 §3.1), and
+/// `state` is printable ASCII: one the sign-in form would hand back changed
+/// is refused to the (verified) redirect URI.
+#[tokio::test]
+async fn empty_parameters_are_omitted_and_state_is_printable() {
+    let (app, _) = spawn().await;
+    let mut browser = Browser::new();
+    let page = browser
+        .get(&authorize_url(&app, "web", &pkce(), "&response_mode=&prompt="))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK, "the sign-in page, no error");
+    assert!(page.text().await.unwrap().contains("name=\"password\""));
+
+    let challenge = pkce().challenge;
+    let redirect = url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>();
+    let refused = browser
+        .get(&app.url(&format!(
+            "/oauth2/authorize?response_type=code&client_id=web&redirect_uri={redirect}\
+             &scope=openid&state=line%0Abreak&code_challenge={challenge}\
+             &code_challenge_method=S256"
+        )))
+        .await;
+    assert_eq!(refused.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(&refused);
+    assert_eq!(base, REDIRECT);
+    assert_eq!(param(&params, "error"), Some("invalid_request"));
+    assert_eq!(param(&params, "state"), Some("line\nbreak"));
 }
