@@ -189,7 +189,11 @@ impl Core {
             .device_token
             .as_ref()
             .map(|token| device_key(token));
-        let address = attempt.client.ip.map(|ip| ip.to_string());
+        let address = attempt
+            .client
+            .ip
+            .filter(|_| !attempt.options.shared_address)
+            .map(|ip| ip.to_string());
         let found = self
             .store
             .find_account_for_login(
@@ -211,16 +215,18 @@ impl Core {
         })
     }
 
-    /// The clients to remember after a successful login: its address and
-    /// its device token, with a new device token when the client presented
-    /// no valid one (returned, to hand to the client).
+    /// The clients to remember after a successful login: its address
+    /// (unless `address` is false: not the user's) and its device token,
+    /// with a new device token when the client presented no valid one
+    /// (returned, to hand to the client).
     pub(crate) fn clients_to_remember(
         &self,
         client: &ClientInfo,
         recognised: Recognition,
+        address: bool,
     ) -> (Vec<(ClientKind, String)>, Option<String>) {
         let mut clients = Vec::with_capacity(2);
-        if let Some(ip) = client.ip {
+        if let Some(ip) = client.ip.filter(|_| address) {
             clients.push((ClientKind::Address, ip.to_string()));
         }
         let presented = client.device_token.as_ref().filter(|_| recognised.device);

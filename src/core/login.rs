@@ -41,6 +41,12 @@ pub struct LoginOptions {
     pub platform_policy: Option<PlatformPolicy>,
     /// Stores the refresh token under this namespace (an OAuth client's).
     pub refresh_namespace: Option<String>,
+    /// The caller's address is not the user's but an application's server
+    /// (the `password` grant), shared by all its users: it never makes a
+    /// client known, so it is neither recognised nor remembered (it would
+    /// otherwise exempt every account signed in through it from the
+    /// account budget and lockout).
+    pub shared_address: bool,
 }
 
 /// A login attempt, already parsed by its face.
@@ -321,7 +327,8 @@ impl Core {
             .maintain_verifiers(&account, &attempt.credential, &base)
             .await;
         let ip = attempt.client.ip.map(|ip| ip.to_string());
-        let (clients, device_token) = self.clients_to_remember(&attempt.client, recognised);
+        let (clients, device_token) =
+            self.clients_to_remember(&attempt.client, recognised, !attempt.options.shared_address);
         let record = LoginRecord {
             account_id: account.id,
             at: now,

@@ -1209,6 +1209,7 @@ impl Core {
                 options: LoginOptions {
                     platform_policy: Some(PlatformPolicy::Multiple),
                     refresh_namespace: Some(refresh_namespace(&client.id)),
+                    shared_address: true,
                     ..LoginOptions::default()
                 },
                 face: FACE,

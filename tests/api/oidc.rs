@@ -2274,7 +2274,11 @@ async fn a_logout_tried_again_ends_the_client_sessions_left_live() {
     let store = app.deployment.open_store().await;
     assert!(
         store
-            .revoke_session(&browser_session, sesame::clock::Clock::now(&*app.clock), "logout")
+            .revoke_session(
+                &browser_session,
+                sesame::clock::Clock::now(&*app.clock),
+                "logout"
+            )
             .await
             .unwrap()
     );
@@ -2286,7 +2290,11 @@ async fn a_logout_tried_again_ends_the_client_sessions_left_live() {
     let again = browser.get(&app.url("/oauth2/logout")).await;
     assert_eq!(again.status(), StatusCode::OK);
     assert!(
-        !again.text().await.unwrap().contains("action=\"/oauth2/logout\""),
+        !again
+            .text()
+            .await
+            .unwrap()
+            .contains("action=\"/oauth2/logout\""),
         "signed out already: nothing to confirm"
     );
     assert_eq!(
@@ -2309,7 +2317,12 @@ async fn empty_parameters_are_omitted_and_state_is_printable() {
     let (app, _) = spawn().await;
     let mut browser = Browser::new();
     let page = browser
-        .get(&authorize_url(&app, "web", &pkce(), "&response_mode=&prompt="))
+        .get(&authorize_url(
+            &app,
+            "web",
+            &pkce(),
+            "&response_mode=&prompt=",
+        ))
         .await;
     assert_eq!(page.status(), StatusCode::OK, "the sign-in page, no error");
     assert!(page.text().await.unwrap().contains("name=\"password\""));
@@ -2328,4 +2341,42 @@ async fn empty_parameters_are_omitted_and_state_is_printable() {
     assert_eq!(base, REDIRECT);
     assert_eq!(param(&params, "error"), Some("invalid_request"));
     assert_eq!(param(&params, "state"), Some("line\nbreak"));
+}
+
+/// The `password` grant comes from the application's server, whose address
+/// all its users share: a sign-in through it does not make that address a
+/// known client, so guesses through the application stay within the
+/// account's budget.
+#[tokio::test]
+async fn the_password_grants_address_never_becomes_a_known_client() {
+    let (app, secret) = spawn().await;
+    let signed_in = password_grant(&app, &secret, "alice").await;
+    assert!(signed_in["access_token"].is_string(), "{signed_in}");
+    let store = app.deployment.open_store().await;
+    let found = store
+        .find_account_for_login("alice", None, None, Some("127.0.0.1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!found.known_address);
+    let guess = || {
+        token(
+            &app,
+            Some(("web", &secret)),
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "not her password"),
+            ],
+        )
+    };
+    for _ in 0..5 {
+        oauth_error(guess().await, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    }
+    oauth_error(
+        guess().await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+    )
+    .await;
 }

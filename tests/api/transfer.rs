@@ -1093,7 +1093,13 @@ async fn an_import_update_that_changes_who_signs_in_forgets_known_clients() {
         let store = &store;
         async move {
             let id = grant["session_id"].as_str().unwrap().to_owned();
-            store.get_session(&id).await.unwrap().unwrap().revoked_at.is_some()
+            store
+                .get_session(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
         }
     };
     let known = || async {
