@@ -832,7 +832,7 @@ impl Core {
             return Ok(());
         }
         let key = format!("refresh:{session}");
-        match self.refresh_budgets.try_charge(&key, rule, now).await? {
+        match self.session_budgets.try_charge(&key, rule, now).await? {
             Charged::Yes(_) => Ok(()),
             Charged::Wait(wait) => Err(Error::Throttled {
                 retry_after_secs: wait,

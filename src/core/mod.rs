@@ -128,8 +128,10 @@ pub struct Core {
     caches: Arc<cache::Caches>,
     api_calls: Arc<ApiCalls>,
     limiter: Arc<dyn FailureLimiter>,
-    /// Each session's refresh budget on this node (`spend_refresh`).
-    refresh_budgets: crate::limits::memory::MemoryLimiter,
+    /// Each session's budgets on this node: its refreshes
+    /// (`spend_refresh`), a browser session's codes given by single sign-on
+    /// (`oidc::CODES_BY_SINGLE_SIGN_ON`).
+    session_budgets: crate::limits::memory::MemoryLimiter,
     notices: Arc<dyn Notices>,
     audit: Arc<AuditLog>,
     settings: CoreSettings,
@@ -213,7 +215,7 @@ impl Core {
         notices.subscribe(Arc::downgrade(&sink));
         Ok(Self {
             limiter,
-            refresh_budgets: crate::limits::memory::MemoryLimiter::new(),
+            session_budgets: crate::limits::memory::MemoryLimiter::new(),
             audit,
             hasher: PasswordHasher::start(&settings.hashing, metrics.hashing())?,
             api_calls,

@@ -30,6 +30,7 @@ use super::tokens::{
     random_urlsafe,
 };
 use super::{ClientInfo, Core, audit};
+use crate::limits::{Charged, FailureLimiter};
 use crate::store::{
     Account, AuthorizationCode, NewRefreshToken, NewSession, OAuthClient, OAuthSession, Redemption,
     SessionId, TokenStyle,
@@ -39,6 +40,14 @@ use crate::store::{
 pub const CODE_TTL: i64 = 60;
 /// Longest `state` or `nonce` accepted.
 pub(crate) const MAX_PARAM_CHARS: usize = 512;
+/// Codes one browser session may get by single sign-on on one node: 30 at
+/// once, then one every 2 s (a person signing in to several applications
+/// needs a few a minute).
+pub const CODES_BY_SINGLE_SIGN_ON: crate::limits::Rule = crate::limits::Rule {
+    burst: 30,
+    interval: 2,
+};
+
 /// Face name in the audit log.
 pub const FACE: &str = "oidc";
 
@@ -848,6 +857,23 @@ impl Core {
                     .is_none_or(|account| account == b.account_id)
         });
         if let Some(browser) = usable {
+            // Each code redeemed opens a session with no password checked:
+            // a signed-in browser asking again and again is bounded.
+            let key = format!("codes:{}", browser.session_id);
+            let charged = self
+                .session_budgets
+                .try_charge(&key, &CODES_BY_SINGLE_SIGN_ON, now)
+                .await;
+            if !matches!(charged, Ok(Charged::Yes(_))) {
+                return Err(AuthorizeError::Redirect {
+                    redirect_uri: authorization.redirect_uri.clone(),
+                    state: authorization.state.clone(),
+                    error: "temporarily_unavailable",
+                    description: "too many authorization requests in this browser session; \
+                                  retry in a few seconds"
+                        .into(),
+                });
+            }
             return self
                 .issue_code(authorization, &browser)
                 .await

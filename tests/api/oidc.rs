@@ -2380,3 +2380,29 @@ async fn the_password_grants_address_never_becomes_a_known_client() {
     )
     .await;
 }
+
+/// A signed-in browser asking for codes again and again gets 30 at once,
+/// then one every 2 s: each code redeemed opens a session with no password
+/// checked. The refusal goes to the client as `temporarily_unavailable`.
+#[tokio::test]
+async fn single_sign_on_codes_are_bounded_per_browser_session() {
+    let (app, _) = spawn().await;
+    let mut browser = Browser::new();
+    code_for(&app, &mut browser, "web", &pkce()).await;
+    let url = || authorize_url(&app, "web", &pkce(), "");
+    for turn in 0..30 {
+        let answer = browser.get(&url()).await;
+        let (_, params) = location_params(&answer);
+        assert!(param(&params, "code").is_some(), "code {turn}: {params:?}");
+    }
+    let refused = browser.get(&url()).await;
+    assert_eq!(refused.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(&refused);
+    assert_eq!(base, REDIRECT);
+    assert_eq!(param(&params, "error"), Some("temporarily_unavailable"));
+    assert_eq!(param(&params, "state"), Some("st&ate"));
+    app.clock.advance(2);
+    let again = browser.get(&url()).await;
+    let (_, params) = location_params(&again);
+    assert!(param(&params, "code").is_some(), "{params:?}");
+}
