@@ -192,13 +192,21 @@ impl From<StoreError> for RecordError {
 /// The outcome of each record of a batch, in order.
 pub type RecordResults = Vec<Result<(), RecordError>>;
 
-/// Whether replacing an account (username and password hash as they were)
-/// with `account` ends its sessions: a new username (another person's
-/// account now), a new password (as a reset ends them) or a disabling (as
-/// disabling ends them).
-pub(crate) fn ends_sessions(account: &AccountRecord, username: &str, password_hash: &str) -> bool {
+/// Whether replacing an account (its username, password hash and when the
+/// password was set, as they were) with `account` ends its sessions: a new
+/// username (another person's account now), a password set at another time
+/// (as a reset ends them; a hash Sesame replaced at a sign-in, the same
+/// password, keeps its time, so an import run again leaves those sessions
+/// be) or a disabling (as disabling ends them).
+pub(crate) fn ends_sessions(
+    account: &AccountRecord,
+    username: &str,
+    password_hash: &str,
+    password_changed_at: UnixTime,
+) -> bool {
     account.username != username
-        || account.verifiers.password_hash != password_hash
+        || (account.verifiers.password_hash != password_hash
+            && account.password_changed_at != password_changed_at)
         || account.status == AccountStatus::Disabled
 }
 

@@ -482,6 +482,51 @@ async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
         .filter(|e| e.event == "unlock" && e.detail.as_deref() == Some("by the new password"))
         .count();
     assert_eq!(unlocks, 1, "the lift is in the audit log");
+
+    // Locked again; an operator's reset lifts it the same way, and the
+    // strangers' budget goes with it.
+    for i in 0..4 {
+        let attacker = app.client_from(&format!("127.0.0.{}", 60 + i));
+        login_from(&app, &attacker, "alice", "wrong guess!").await;
+    }
+    assert_eq!(
+        app.core.account(account.id).await.unwrap().status,
+        sesame::store::AccountStatus::Locked
+    );
+    app.core
+        .reset_password(
+            account.id,
+            &sesame::core::domain::Password::new_password("alice's third passphrase").unwrap(),
+            &sesame::core::roles::Actor::Operator,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        app.core.account(account.id).await.unwrap().status,
+        sesame::store::AccountStatus::Active,
+        "a reset lifts the lockout"
+    );
+    let newcomer = app.client_from("127.0.0.70");
+    assert_eq!(
+        login_from(&app, &newcomer, "alice", "alice's third passphrase")
+            .await
+            .status(),
+        StatusCode::OK,
+        "the account's budget was cleared with it"
+    );
+    app.core.flush_audit().await.unwrap();
+    let unlocks = app
+        .core
+        .audit_events(&sesame::store::AuditQuery {
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "unlock" && e.detail.as_deref() == Some("by the new password"))
+        .count();
+    assert_eq!(unlocks, 2, "the operator's lift is in the audit log too");
 }
 
 /// A right password on a locked account is refused like a wrong one, and

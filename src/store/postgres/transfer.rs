@@ -250,13 +250,15 @@ async fn update_account(
     // The row is locked first, as a login locks it before it opens a
     // session: one that commits before is ended below, one after sees the
     // new owner's password hash.
-    let (username, password_hash): (String, String) =
-        sqlx::query("SELECT username, password_hash FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(account.id)
-            .fetch_one(&mut *conn)
-            .await
-            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .map_err(record_error)?;
+    let (username, password_hash, password_changed_at): (String, String, UnixTime) = sqlx::query(
+        "SELECT username, password_hash, password_changed_at FROM accounts \
+             WHERE id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(account.id)
+    .fetch_one(&mut *conn)
+    .await
+    .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+    .map_err(record_error)?;
     let admins = super::roles::admins_before(conn).await?;
     let (names, values): (Vec<&str>, Vec<&str>) = account
         .profile
@@ -308,7 +310,12 @@ async fn update_account(
     .await
     .map_err(record_error)?;
     super::roles::admins_after(conn, admins).await?;
-    if !crate::store::transfer::ends_sessions(account, &username, &password_hash) {
+    if !crate::store::transfer::ends_sessions(
+        account,
+        &username,
+        &password_hash,
+        password_changed_at,
+    ) {
         return Ok(Vec::new());
     }
     sqlx::query(

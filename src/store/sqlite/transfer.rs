@@ -199,9 +199,15 @@ fn update_account(
         Some(field) => return Err(RecordError::Taken(field)),
         None => {}
     }
-    let (username, password_hash): (String, String) = conn
-        .prepare_cached("SELECT username, password_hash FROM accounts WHERE id = ?")
-        .and_then(|mut select| select.query_row([account.id], |row| Ok((row.get(0)?, row.get(1)?))))
+    let (username, password_hash, password_changed_at): (String, String, UnixTime) = conn
+        .prepare_cached(
+            "SELECT username, password_hash, password_changed_at FROM accounts WHERE id = ?",
+        )
+        .and_then(|mut select| {
+            select.query_row([account.id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+        })
         .map_err(db_error)?;
     super::roles::keeping_an_admin(conn, |conn| {
         conn.prepare_cached(
@@ -240,7 +246,12 @@ fn update_account(
         Ok(())
     })
     .map_err(RecordError::from)?;
-    if !crate::store::transfer::ends_sessions(account, &username, &password_hash) {
+    if !crate::store::transfer::ends_sessions(
+        account,
+        &username,
+        &password_hash,
+        password_changed_at,
+    ) {
         return Ok(Vec::new());
     }
     super::sessions::returning_ids(
