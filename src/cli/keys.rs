@@ -17,9 +17,17 @@ use crate::http::views::rfc3339;
 pub enum KeysCommand {
     /// List the signing keys and where each stands.
     List,
-    /// Create a new signing key; every node signs with it from now on (no
-    /// restart), earlier keys keep verifying until their tokens expired.
-    Rotate,
+    /// Create a new signing key: every node publishes it at once and signs
+    /// with it 6 minutes later (relying parties' cached JWKS have expired
+    /// by then), no restart; earlier keys keep verifying until their tokens
+    /// expired.
+    Rotate {
+        /// Sign with it at once (the current key is thought stolen):
+        /// relying parties holding a cached JWKS refuse the new tokens
+        /// until they fetch it again.
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
@@ -44,8 +52,8 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        KeysCommand::Rotate => {
-            let key = core.rotate_keys(&Actor::Operator).await?;
+        KeysCommand::Rotate { now } => {
+            let key = core.rotate_keys(&Actor::Operator, now).await?;
             println!("{}", line(&key));
             Ok(())
         }
@@ -55,6 +63,7 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
 
 fn line(key: &KeyInfo) -> String {
     let state = match key.state {
+        KeyState::Next(from) => format!("published, signing from {}", rfc3339(from)),
         KeyState::Signing => "signing".to_owned(),
         KeyState::VerifyingUntil(until) => format!("verifying until {}", rfc3339(until)),
         KeyState::Retired => "retired (deleted after as long again)".to_owned(),

@@ -222,10 +222,12 @@ impl Core {
             .collect())
     }
 
-    /// Creates a new signing key of the configured algorithm, which signs
-    /// from now on (on every node); deletes keys that are retired. Returns
-    /// the new key.
-    pub async fn rotate_keys(&self, actor: &Actor) -> Result<KeyInfo> {
+    /// Creates a new signing key of the configured algorithm, published at
+    /// once and signing (on every node) `keys::PUBLISH_AHEAD` seconds
+    /// later, or at once if `at_once` (a key thought stolen: relying
+    /// parties with a cached JWKS refuse the new tokens until they fetch
+    /// it again); deletes keys that are retired. Returns the new key.
+    pub async fn rotate_keys(&self, actor: &Actor, at_once: bool) -> Result<KeyInfo> {
         let kek = self.settings.key_encryption.as_ref();
         // The newest key signs: a rotation within the second the current
         // key was made must still come out newer.
@@ -236,7 +238,10 @@ impl Core {
             .first()
             .map(|k| k.created_at);
         let created = newest.map_or(self.now(), |newest| self.now().max(newest + 1));
-        let key = keys::generate_sealed(self.settings.tokens.algorithm, created, kek)?;
+        let mut key = keys::generate_sealed(self.settings.tokens.algorithm, created, kek)?;
+        if !at_once {
+            key.signs_from = created + keys::PUBLISH_AHEAD;
+        }
         self.store.insert_signing_key(&key).await?;
         // Long past retirement only, as the nodes' reloads do; never from
         // the CLI (see `reload_keys`).
@@ -249,8 +254,14 @@ impl Core {
         self.publish(&Notice::KeysChanged).await;
         self.audit
             .record(actor.event("keys_rotated").detail(format!(
-                "new key {}; {} retired key(s) deleted",
-                key.kid, retired
+                "new key {}, signing {}; {} retired key(s) deleted",
+                key.kid,
+                if at_once {
+                    "at once".to_owned()
+                } else {
+                    format!("in {} s", keys::PUBLISH_AHEAD)
+                },
+                retired
             )));
         self.signing_keys()
             .await?

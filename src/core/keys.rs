@@ -179,9 +179,19 @@ fn private_of(key: &SigningKey, kek: Option<&KeyEncryptionKey>) -> Result<Vec<u8
     }
 }
 
+/// Seconds a JWKS answer may be kept (`Cache-Control: max-age`).
+pub const JWKS_MAX_AGE: i64 = 300;
+
+/// Seconds a rotated key is published before it signs: a relying party's
+/// cached JWKS has expired by then, and every node has reloaded its keys
+/// (each minute) to publish it.
+pub const PUBLISH_AHEAD: i64 = JWKS_MAX_AGE + 60;
+
 /// Where a stored key stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
+    /// Published (it verifies), and signs new tokens from this time.
+    Next(UnixTime),
     /// Signs new tokens.
     Signing,
     /// Only verifies, until this time.
@@ -190,26 +200,38 @@ pub enum KeyState {
     Retired,
 }
 
+/// When a key starts signing.
+fn start(key: &SigningKey) -> UnixTime {
+    key.signs_from.max(key.created_at)
+}
+
 /// The state of each stored key (newest first, as stored): the newest key
-/// of `algorithm` signs; any other verifies until `retention` seconds after
-/// the next newer key was created.
+/// of `algorithm` whose time has come signs (failing that, when its keys
+/// are all still to come, the oldest of them); newer ones of `algorithm`
+/// are next; any other verifies until `retention` seconds after the next
+/// newer key started signing.
 pub fn key_states(
     stored: &[SigningKey],
     algorithm: SigningAlgorithm,
     now: UnixTime,
     retention: i64,
 ) -> Vec<KeyState> {
+    let of_algorithm = |k: &SigningKey| k.algorithm == algorithm.as_str();
     let signing = stored
         .iter()
-        .position(|k| k.algorithm == algorithm.as_str());
+        .position(|k| of_algorithm(k) && start(k) <= now)
+        .or_else(|| stored.iter().rposition(of_algorithm));
     stored
         .iter()
         .enumerate()
-        .map(|(i, _)| {
+        .map(|(i, key)| {
             if Some(i) == signing {
                 return KeyState::Signing;
             }
-            match i.checked_sub(1).map(|newer| stored[newer].created_at) {
+            if signing.is_some_and(|s| i < s) && of_algorithm(key) {
+                return KeyState::Next(start(key));
+            }
+            match i.checked_sub(1).map(|newer| start(&stored[newer])) {
                 None => KeyState::Signing,
                 Some(replaced) if replaced + retention > now => {
                     KeyState::VerifyingUntil(replaced + retention)
@@ -309,6 +331,7 @@ pub fn generate(algorithm: SigningAlgorithm, now: UnixTime) -> Result<SigningKey
         private_der,
         public_jwk,
         created_at: now,
+        signs_from: now,
     })
 }
 
@@ -427,6 +450,9 @@ pub struct KeyRing {
     /// `None` in an operator's command that found no key of its algorithm
     /// ([`KeyRing::load_verifying`]): it signs nothing.
     signing: Option<String>,
+    /// The key that signs next, and from when (published already): the
+    /// ring turns to it then, without waiting for its next load.
+    next: Option<(String, UnixTime)>,
     keys: HashMap<String, LoadedKey>,
     jwks: std::sync::Arc<serde_json::Value>,
 }
@@ -435,7 +461,8 @@ impl KeyRing {
     /// Loads stored keys; the newest key of `algorithm` signs. Returns `None`
     /// when there is no key of that algorithm yet (the caller generates one).
     pub fn load(stored: &[SigningKey], algorithm: SigningAlgorithm) -> Result<Option<Self>> {
-        Self::load_current(stored, algorithm, None, 0, i64::MAX / 2)
+        // Every key's time has come, none has retired.
+        Self::load_current(stored, algorithm, None, i64::MAX / 4, i64::MAX / 2)
     }
 
     /// Loads the keys that are not retired at `now` (see [`key_states`]),
@@ -464,6 +491,7 @@ impl KeyRing {
         let mut keys = HashMap::new();
         let mut published = Vec::new();
         let mut signing = None;
+        let mut next: Option<(String, UnixTime)> = None;
         let states = key_states(stored, algorithm, now, retention);
         for (key, state) in stored.iter().zip(states) {
             if state == KeyState::Retired {
@@ -481,22 +509,36 @@ impl KeyRing {
                     .map_err(|e| Error::Internal(format!("stored JWK {}: {e}", key.kid)))?;
                 published.push(jwk);
             }
-            // `stored` is newest first, so the first match is the newest.
-            if alg == algorithm && signing.is_none() {
-                signing = Some(key.kid.clone());
+            match state {
+                KeyState::Signing if alg == algorithm => signing = Some(key.kid.clone()),
+                // The first to come, of those to come.
+                KeyState::Next(from) if next.as_ref().is_none_or(|(_, first)| from <= *first) => {
+                    next = Some((key.kid.clone(), from));
+                }
+                _ => {}
             }
             keys.insert(key.kid.clone(), loaded);
         }
         Ok(Self {
             signing,
+            next,
             keys,
             jwks: std::sync::Arc::new(json!({ "keys": published })),
         })
     }
 
-    /// The key that signs new tokens.
+    /// The key that signed new tokens when the ring was loaded.
     pub fn signing_key(&self) -> Option<&LoadedKey> {
         self.keys.get(self.signing.as_ref()?)
+    }
+
+    /// The key that signs new tokens at `now`: the next one once its time
+    /// has come.
+    pub fn signing_key_at(&self, now: UnixTime) -> Option<&LoadedKey> {
+        match &self.next {
+            Some((kid, from)) if now >= *from && self.signing.is_some() => self.keys.get(kid),
+            _ => self.signing_key(),
+        }
     }
 
     /// A verification key by id.
@@ -597,6 +639,39 @@ mod tests {
             .unwrap();
         assert!(ring.key(&keys[1].kid).is_none());
         assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 1);
+    }
+
+    /// A rotated key is published first and signs from its time; the key
+    /// it replaces verifies for the retention from then, not from the
+    /// rotation. A ring loaded before that time turns to it by itself.
+    #[test]
+    fn a_key_published_ahead_signs_from_its_time() {
+        let alg = SigningAlgorithm::EdDSA;
+        let mut next = generate(alg, 200).unwrap();
+        next.signs_from = 200 + PUBLISH_AHEAD;
+        let keys = [next, generate(alg, 100).unwrap()];
+        let from = 200 + PUBLISH_AHEAD;
+        assert_eq!(
+            key_states(&keys, alg, 250, 60),
+            [KeyState::Next(from), KeyState::Signing]
+        );
+        assert_eq!(
+            key_states(&keys, alg, from, 60),
+            [KeyState::Signing, KeyState::VerifyingUntil(from + 60)]
+        );
+        let ring = KeyRing::load_current(&keys, alg, None, 250, 60)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ring.jwks()["keys"].as_array().unwrap().len(),
+            2,
+            "both published"
+        );
+        assert_eq!(ring.signing_key_at(from - 1).unwrap().kid, keys[1].kid);
+        assert_eq!(ring.signing_key_at(from).unwrap().kid, keys[0].kid);
+        // Only keys still to come: the oldest of them signs (nothing else can).
+        let only = [keys[0].clone()];
+        assert_eq!(key_states(&only, alg, 250, 60), [KeyState::Signing]);
     }
 
     #[test]

@@ -1345,7 +1345,7 @@ impl Core {
         let now = self.now();
         let ring = self.tokens.ring();
         let algorithm = ring
-            .signing_key()
+            .signing_key_at(now)
             .map(|k| k.algorithm)
             .ok_or_else(|| Error::Internal("no signing key".into()))?;
         let mut claims = user_claims(account, Some(scope));
@@ -1360,7 +1360,7 @@ impl Core {
         if let Some(nonce) = nonce {
             claims.insert("nonce".into(), json!(nonce));
         }
-        let (token, _) = AccessTokens::sign_with(&ring, "JWT", &Value::Object(claims))?;
+        let (token, _) = AccessTokens::sign_with(&ring, "JWT", &Value::Object(claims), now)?;
         Ok(token)
     }
 

@@ -182,8 +182,9 @@ impl AccessTokens {
         &self,
         typ: &str,
         claims: &impl Serialize,
+        now: UnixTime,
     ) -> Result<(String, jsonwebtoken::Algorithm)> {
-        Self::sign_with(&self.ring(), typ, claims)
+        Self::sign_with(&self.ring(), typ, claims, now)
     }
 
     /// Signs with the signing key of `ring` (a snapshot the caller holds,
@@ -192,9 +193,10 @@ impl AccessTokens {
         ring: &KeyRing,
         typ: &str,
         claims: &impl Serialize,
+        now: UnixTime,
     ) -> Result<(String, jsonwebtoken::Algorithm)> {
         let key = ring
-            .signing_key()
+            .signing_key_at(now)
             .ok_or_else(|| Error::Internal("no signing key".into()))?;
         let mut header = Header::new(key.algorithm);
         header.kid = Some(key.kid.clone());
@@ -289,7 +291,8 @@ impl AccessTokens {
 
     /// Signs access-token claims.
     pub fn issue_claims(&self, claims: &AccessClaims) -> Result<String> {
-        self.sign(ACCESS_TOKEN_TYP, claims).map(|(token, _)| token)
+        self.sign(ACCESS_TOKEN_TYP, claims, claims.iat)
+            .map(|(token, _)| token)
     }
 
     /// Whether the key a token names (`kid`) is loaded; true for anything
@@ -521,7 +524,7 @@ mod tests {
             let ring = KeyRing::load(std::slice::from_ref(&key), alg)
                 .unwrap()
                 .unwrap();
-            let (token, jws_alg) = AccessTokens::sign_with(&ring, "at+jwt", &claims).unwrap();
+            let (token, jws_alg) = AccessTokens::sign_with(&ring, "at+jwt", &claims, 0).unwrap();
             assert_eq!(jws_alg, ring.signing_key().unwrap().algorithm);
             let loaded = ring.signing_key().unwrap();
             let mut validation = Validation::new(jws_alg);

@@ -28,6 +28,9 @@ pub(super) async fn jwks(State(state): State<AppState>) -> Response {
     response
 }
 
+// A rotated key is published for longer than this answer is kept.
+const _: () = assert!(crate::core::keys::JWKS_MAX_AGE == 300);
+
 /// Readiness: the database answers within a second, and the server is not
 /// stopping. 503 names what fails. Redis (when configured) is checked too,
 /// but a node without it still serves (per-node budgets, no cached checks):

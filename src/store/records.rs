@@ -459,8 +459,11 @@ pub struct SigningKey {
     pub private_der: Vec<u8>,
     /// Public JWK as JSON (empty for HS256, which has no public part).
     pub public_jwk: String,
-    /// Creation time; the newest key of the configured algorithm signs.
+    /// Creation time.
     pub created_at: UnixTime,
+    /// When it starts signing (it is published from its creation): the
+    /// newest key of the configured algorithm whose time has come signs.
+    pub signs_from: UnixTime,
 }
 
 impl std::fmt::Debug for SigningKey {

@@ -1767,10 +1767,10 @@ async fn an_operators_rotation_deletes_no_key() {
     let command = sesame::app::open_core(&config, clock.clone())
         .await
         .unwrap();
-    let first = command.rotate_keys(&Actor::Operator).await.unwrap();
+    let first = command.rotate_keys(&Actor::Operator, false).await.unwrap();
     for _ in 0..2 {
         clock.advance(30 * 86_400);
-        command.rotate_keys(&Actor::Operator).await.unwrap();
+        command.rotate_keys(&Actor::Operator, false).await.unwrap();
     }
     command.reload_keys().await.unwrap();
     let kids: Vec<String> = command

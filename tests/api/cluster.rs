@@ -592,9 +592,10 @@ fn the_readme_shows_the_cluster_example_as_it_is() {
 }
 
 /// `sesame keys rotate` (another process) reaches every node through a
-/// notice: each publishes the new key and signs with it within moments (the
-/// periodic reload is a minute), and tokens signed with the old key keep
-/// working everywhere.
+/// notice: each publishes the new key within moments (the periodic reload
+/// is a minute) and signs on with the old one until the new one's time;
+/// `keys rotate --now` has every node sign with the new key within moments.
+/// Tokens signed with the old key keep working everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_signing_key_signs_on_every_node_without_a_restart() {
     let deployment = Deployment::new().await;
@@ -603,19 +604,53 @@ async fn a_rotated_signing_key_signs_on_every_node_without_a_restart() {
     let client = reqwest::Client::new();
     let (_, before) = login(&client, &nodes[0], "alice", PASSWORD).await;
     let old_token = before["access_token"].as_str().unwrap().to_owned();
+    let old_kid = crate::helpers::jwt_part(&old_token, 0)["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotate = |extra: &[&str]| {
+        let rotated = sesame(&deployment, &[])
+            .args(["keys", "rotate"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            rotated.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rotated.stderr)
+        );
+        let line = String::from_utf8_lossy(&rotated.stdout).into_owned();
+        line.split_whitespace().next().unwrap().to_owned()
+    };
+    let published = |node: usize, kid: String| {
+        let request = client.get(nodes[node].url("/.well-known/jwks.json"));
+        async move {
+            let jwks: Value = request.send().await.unwrap().json().await.unwrap();
+            jwks["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kid"] == kid.as_str())
+        }
+    };
 
-    let rotated = sesame(&deployment, &[])
-        .args(["keys", "rotate"])
-        .output()
-        .unwrap();
-    assert!(
-        rotated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rotated.stderr)
-    );
-    let line = String::from_utf8_lossy(&rotated.stdout).into_owned();
-    let new_kid = line.split_whitespace().next().unwrap().to_owned();
+    let ahead = rotate(&[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (i, node) in nodes.iter().enumerate() {
+        while !published(i, ahead.clone()).await {
+            assert!(Instant::now() < deadline, "a node never published the key");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, grant) = login(&client, node, "alice", PASSWORD).await;
+        let token = grant["access_token"].as_str().unwrap();
+        assert_eq!(
+            crate::helpers::jwt_part(token, 0)["kid"],
+            old_kid.as_str(),
+            "published ahead of signing"
+        );
+    }
 
+    let new_kid = rotate(&["--now"]);
     let deadline = Instant::now() + Duration::from_secs(5);
     for node in &nodes {
         loop {

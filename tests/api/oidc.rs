@@ -1704,7 +1704,7 @@ async fn logout_reaches_every_session_the_browser_opened() {
     let fourth_pkce = pkce();
     let fourth = code_for(&app, &mut browser, "web", &fourth_pkce).await;
     let fourth = tokens(fourth, fourth_pkce.verifier.clone()).await;
-    app.core.rotate_keys(&Actor::Operator).await.unwrap();
+    app.core.rotate_keys(&Actor::Operator, true).await.unwrap();
     // The reload the rotation's notice starts (PostgreSQL, Redis) settles
     // at the old time first.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -1766,8 +1766,13 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
     let old: Value = password_grant(&app, &secret, "alice").await;
     let old_access = old["access_token"].as_str().unwrap();
     let old_kid = jwt_part(old_access, 0)["kid"].as_str().unwrap().to_owned();
-    let rotated = app.core.rotate_keys(&Actor::Operator).await.unwrap();
+    let rotated = app.core.rotate_keys(&Actor::Operator, false).await.unwrap();
     assert_ne!(rotated.kid, old_kid);
+    let ahead = sesame::core::keys::PUBLISH_AHEAD;
+    assert_eq!(
+        rotated.state,
+        sesame::core::keys::KeyState::Next(rotated.created_at + ahead)
+    );
     let jwks: Value = reqwest::get(app.url("/.well-known/jwks.json"))
         .await
         .unwrap()
@@ -1781,6 +1786,15 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
     assert!(kids.contains(&old_kid.as_str()) && kids.contains(&rotated.kid.as_str()));
+    // Published ahead: the old key signs on until the new one's time.
+    let early: Value = password_grant(&app, &secret, "alice").await;
+    assert_eq!(
+        jwt_part(early["access_token"].as_str().unwrap(), 0)["kid"],
+        old_kid.as_str()
+    );
+    // (The new key was dated a second after the old one: both fell in the
+    // same second of the test clock.)
+    app.clock.advance(ahead + 1);
     let new: Value = token(
         &app,
         Some(("web", &secret)),
@@ -1807,9 +1821,8 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
         "no one is logged out"
     );
 
-    // Access lifetime plus leeway after the new key was made (a second
-    // after the old one: both fell in the same second of the test clock),
-    // and the minute in which a node that missed the rotation's notice may
+    // Access lifetime plus leeway after the new key started signing, and
+    // the minute in which a node that missed the rotation's notice may
     // still sign with the old key.
     let published = || async {
         app.core.reload_keys().await.unwrap();
@@ -1826,7 +1839,8 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
             .map(|k| k["kid"].as_str().unwrap().to_owned())
             .collect::<Vec<String>>()
     };
-    app.clock.advance(3600 + 30 + 60);
+    // (The clock stands at the new key's start.)
+    app.clock.advance(3600 + 30 + 60 - 1);
     assert!(
         published().await.contains(&old_kid),
         "verifying while a node that missed the notice may sign with it"
@@ -1843,7 +1857,7 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire() {
     // shorter than the servers') keeps it too.
     let stored = app.core.signing_keys().await.unwrap();
     assert!(stored.iter().any(|k| k.kid == old_kid), "{stored:?}");
-    app.core.rotate_keys(&Actor::Operator).await.unwrap();
+    app.core.rotate_keys(&Actor::Operator, true).await.unwrap();
     let stored = app.core.signing_keys().await.unwrap();
     assert!(stored.iter().any(|k| k.kid == old_kid), "{stored:?}");
     app.clock.advance(3600 + 30 + 60);

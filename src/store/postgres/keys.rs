@@ -10,7 +10,7 @@ use crate::store::{KeyStore, SigningKey, StoreResult};
 impl KeyStore for PostgresStore {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
         sqlx::query(
-            "SELECT kid, algorithm, private_der, public_jwk, created_at FROM signing_keys \
+            "SELECT kid, algorithm, private_der, public_jwk, created_at, signs_from FROM signing_keys \
              ORDER BY created_at DESC, kid",
         )
         .fetch_all(&self.pool)
@@ -24,6 +24,7 @@ impl KeyStore for PostgresStore {
                 private_der: row.try_get(2).map_err(db_error)?,
                 public_jwk: row.try_get(3).map_err(db_error)?,
                 created_at: row.try_get(4).map_err(db_error)?,
+                signs_from: row.try_get(5).map_err(db_error)?,
             })
         })
         .collect()
@@ -34,14 +35,15 @@ impl KeyStore for PostgresStore {
     /// newest, so a duplicate costs nothing.
     async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_der, public_jwk, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO signing_keys (kid, algorithm, private_der, public_jwk, created_at, \
+             signs_from) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&key.kid)
         .bind(&key.algorithm)
         .bind(&key.private_der)
         .bind(&key.public_jwk)
         .bind(key.created_at)
+        .bind(key.signs_from)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;

@@ -17,7 +17,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 10] = [
+const MIGRATIONS: [(&str, &str); 11] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -57,6 +57,10 @@ const MIGRATIONS: [(&str, &str); 10] = [
     (
         "login_keeps_client_sessions",
         include_str!("../../../migrations/postgres/0010_login_keeps_client_sessions.sql"),
+    ),
+    (
+        "keys_published_ahead",
+        include_str!("../../../migrations/postgres/0011_keys_published_ahead.sql"),
     ),
 ];
 

@@ -11,7 +11,7 @@ impl KeyStore for SqliteStore {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT kid, algorithm, private_der, public_jwk, created_at FROM signing_keys \
+                "SELECT kid, algorithm, private_der, public_jwk, created_at, signs_from FROM signing_keys \
                  ORDER BY created_at DESC, kid",
             )
             .and_then(|mut select| {
@@ -23,6 +23,7 @@ impl KeyStore for SqliteStore {
                             private_der: row.get(2)?,
                             public_jwk: row.get(3)?,
                             created_at: row.get(4)?,
+                            signs_from: row.get(5)?,
                         })
                     })?
                     .collect()
@@ -35,8 +36,8 @@ impl KeyStore for SqliteStore {
         let key = key.clone();
         self.write(move |conn| {
             conn.prepare_cached(
-                "INSERT INTO signing_keys (kid, algorithm, private_der, public_jwk, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO signing_keys (kid, algorithm, private_der, public_jwk, created_at, \
+                 signs_from) VALUES (?, ?, ?, ?, ?, ?)",
             )
             .and_then(|mut insert| {
                 insert.execute(params![
@@ -44,7 +45,8 @@ impl KeyStore for SqliteStore {
                     key.algorithm,
                     key.private_der,
                     key.public_jwk,
-                    key.created_at
+                    key.created_at,
+                    key.signs_from
                 ])
             })
             .map(|_| ())

@@ -1,0 +1,4 @@
+-- A signing key is published (JWKS) before it signs: `sesame keys rotate`
+-- sets when it starts, so that relying parties holding JWKS from a cache
+-- know it by its first token. Keys made before sign from their creation.
+ALTER TABLE signing_keys ADD COLUMN signs_from INTEGER NOT NULL DEFAULT 0;
