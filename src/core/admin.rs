@@ -319,6 +319,7 @@ impl Core {
                 }
             }),
             roles,
+            roles_were: None,
             contact: ContactChange {
                 email: email.map(|e| e.map(|e| (e.as_str().to_owned(), e.key().to_owned()))),
                 mobile: mobile.map(|m| m.map(|m| m.as_str().to_owned())),

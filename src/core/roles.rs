@@ -279,23 +279,57 @@ impl Core {
 
     /// Gives an account one more role.
     pub async fn grant_role(&self, id: AccountId, role: &str, actor: &Actor) -> Result<Account> {
-        let mut roles = self.account(id).await?.roles;
-        roles.push(role.to_owned());
-        self.set_account_roles(id, &roles, actor).await
+        self.edit_account_roles(id, actor, |roles| {
+            roles.push(role.to_owned());
+            Ok(())
+        })
+        .await
     }
 
     /// Takes a role from an account.
     pub async fn revoke_role(&self, id: AccountId, role: &str, actor: &Actor) -> Result<Account> {
-        let mut roles = self.account(id).await?.roles;
-        let before = roles.len();
-        roles.retain(|r| r != role);
-        if roles.len() == before {
-            return Err(Error::invalid(
-                "role",
-                format!("the account does not hold {role:?}"),
-            ));
+        self.edit_account_roles(id, actor, |roles| {
+            let before = roles.len();
+            roles.retain(|r| r != role);
+            if roles.len() == before {
+                return Err(Error::invalid(
+                    "role",
+                    format!("the account does not hold {role:?}"),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes an account's roles by `edit` of the roles it holds, written
+    /// only if it still holds them (a concurrent change, on any node, is
+    /// never undone by this one: read again and edited again).
+    async fn edit_account_roles(
+        &self,
+        id: AccountId,
+        actor: &Actor,
+        edit: impl Fn(&mut Vec<String>) -> Result<()>,
+    ) -> Result<Account> {
+        for _ in 0..3 {
+            let before = self.account(id).await?;
+            let mut roles = before.roles.clone();
+            edit(&mut roles)?;
+            let change = AccountChange {
+                roles: Some(self.known_role_names(&roles).await?),
+                roles_were: Some(before.roles.clone()),
+                ..AccountChange::default()
+            };
+            match self.change_account(&before, &change, actor).await {
+                Err(Error::Conflict("roles_were")) => continue,
+                result => result?,
+            }
+            return self.account(id).await;
         }
-        self.set_account_roles(id, &roles, actor).await
+        Err(Error::invalid(
+            "role",
+            "the account's roles kept changing meanwhile; try again",
+        ))
     }
 }
 

@@ -978,6 +978,7 @@ pub async fn account_changes_are_all_or_nothing(store: Arc<dyn Store>) {
     let everything = |contact: ContactChange, roles: &[&str]| AccountChange {
         status: Some(AccountStatus::Disabled),
         roles: Some(strings(roles)),
+        roles_were: None,
         contact,
         profile: Some(ProfilePatch {
             display_name: Some("Ann".into()),
@@ -1124,6 +1125,42 @@ pub async fn account_changes_are_all_or_nothing(store: Arc<dyn Store>) {
     assert_eq!(cleared.max_api_calls, 5);
     assert_eq!(cleared.quota_period, None);
     assert_eq!(cleared.roles, ["administrator", "user"]);
+
+    // A change of roles computed from roles the account no longer holds
+    // (a grant read before another change) is refused whole; one computed
+    // from what it holds, in any order, is written.
+    let stale = AccountChange {
+        roles: Some(strings(&["user"])),
+        roles_were: Some(strings(&["user"])),
+        profile: Some(ProfilePatch {
+            display_name: Some("Someone else".into()),
+            ..ProfilePatch::default()
+        }),
+        ..AccountChange::default()
+    };
+    assert!(matches!(
+        store.change_account(ann, &stale, 6).await,
+        Err(StoreError::Conflict("roles_were"))
+    ));
+    let held = store.get_account(ann).await.unwrap().unwrap();
+    assert_eq!(held.roles, ["administrator", "user"]);
+    assert_eq!(held.display_name, "Ann", "nothing of it written");
+    let current = AccountChange {
+        roles: Some(strings(&["administrator"])),
+        roles_were: Some(strings(&["user", "administrator"])),
+        ..AccountChange::default()
+    };
+    assert!(
+        store
+            .change_account(ann, &current, 6)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.get_account(ann).await.unwrap().unwrap().roles,
+        ["administrator"]
+    );
 
     // No such account: nothing written, and no error.
     assert!(

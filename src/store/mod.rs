@@ -100,6 +100,17 @@ pub enum StoreError {
     },
 }
 
+/// Whether two lists hold the same roles, in any order.
+pub(crate) fn same_roles(a: &[String], b: &[String]) -> bool {
+    let set = |roles: &[String]| {
+        roles
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    set(a) == set(b)
+}
+
 /// The permission of administrators: the admin API, the manager face.
 pub const ADMIN_PERMISSION: &str = "admin";
 

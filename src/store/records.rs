@@ -606,6 +606,11 @@ pub struct AccountChange {
     /// The roles the account is to hold instead of its own (`Conflict`
     /// naming `roles` if one does not exist; the same rule as the status).
     pub roles: Option<Vec<String>>,
+    /// With `roles`: applied only if the account holds exactly these roles
+    /// (in any order) when written, as a grant or a revocation computed
+    /// from them must be; otherwise `Conflict("roles_were")`, and nothing
+    /// changes.
+    pub roles_were: Option<Vec<String>>,
     /// New contacts (`Conflict` names a field another account holds).
     pub contact: ContactChange,
     /// A profile change.

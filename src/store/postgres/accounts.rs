@@ -122,6 +122,19 @@ pub(super) async fn change_account(
     } else {
         None
     };
+    // Read under the administrators' lock, which every writer of an
+    // account's roles holds: they cannot change before this change commits.
+    if let Some(were) = &change.roles_were {
+        let held: Vec<String> =
+            sqlx::query_scalar("SELECT role FROM account_roles WHERE account_id = $1")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        if !crate::store::same_roles(&held, were) {
+            return Err(StoreError::Conflict("roles_were"));
+        }
+    }
     let roles = match &change.roles {
         Some(roles) => {
             let mut wanted = roles.clone();

@@ -107,6 +107,20 @@ pub(super) fn change_account(
             }
         }
     }
+    // One writer: nothing changes them between this read and the write.
+    if let Some(were) = &change.roles_were {
+        let held: Vec<String> = conn
+            .prepare_cached("SELECT role FROM account_roles WHERE account_id = ?")
+            .and_then(|mut select| {
+                select
+                    .query_map([id], |row| row.get(0))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(db_error)?;
+        if !crate::store::same_roles(&held, were) {
+            return Err(StoreError::Conflict("roles_were"));
+        }
+    }
     let apply = |conn: &Connection| {
         let found = conn
             .prepare_cached("UPDATE accounts SET updated_at = ? WHERE id = ?")
