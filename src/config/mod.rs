@@ -619,8 +619,9 @@ impl RawConfig {
         if abuse.refresh_rule.burst > 0 && abuse.refresh_rule.interval > tokens.reuse_grace {
             warnings.push(format!(
                 "abuse.refresh_interval ({} s) is longer than tokens.reuse_grace ({} s): a \
-                 client refused a refresh just after its token rotated may come back after \
-                 the grace window, and so end its own session as a reused token would",
+                 client refused a refresh after its token rotated (a token another node \
+                 issued) may come back after the grace window, and so end its own session \
+                 as a reused token would",
                 abuse.refresh_rule.interval, tokens.reuse_grace
             ));
         }

@@ -34,7 +34,9 @@ pub struct AbuseSettings {
     pub ipv6_prefix: u8,
     /// Refresh budget per session on each node (burst 0: none): a client
     /// looping a refresh token would otherwise write a spent token and an
-    /// audit event per turn, as fast as the node answers.
+    /// audit event per turn, as fast as the node answers. Refusals come
+    /// before the rotation is written, except for a token another node
+    /// issued (see `login::rotate_in`).
     pub refresh_rule: Rule,
     /// Days audit events are kept.
     pub audit_retention_days: i64,
@@ -192,7 +194,7 @@ impl Core {
         let address = attempt
             .client
             .ip
-            .filter(|_| !attempt.options.shared_address)
+            .filter(|_| attempt.address_is_the_users())
             .map(|ip| ip.to_string());
         let found = self
             .store

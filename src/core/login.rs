@@ -41,11 +41,12 @@ pub struct LoginOptions {
     pub platform_policy: Option<PlatformPolicy>,
     /// Stores the refresh token under this namespace (an OAuth client's).
     pub refresh_namespace: Option<String>,
-    /// The caller's address is not the user's but an application's server
-    /// (the `password` grant), shared by all its users: it never makes a
-    /// client known, so it is neither recognised nor remembered (it would
-    /// otherwise exempt every account signed in through it from the
-    /// account budget and lockout).
+    /// The caller is an application's server (the `password` grant), whose
+    /// own address all its users share: unless a trusted proxy forwarded
+    /// the user's (the server listed in `http.trusted_proxies`), the
+    /// address never makes a client known, so it is neither recognised nor
+    /// remembered (it would otherwise exempt every account signed in
+    /// through it from the account budget and lockout).
     pub shared_address: bool,
 }
 
@@ -64,6 +65,15 @@ pub struct LoginAttempt {
     pub options: LoginOptions,
     /// The face's name, for the audit log.
     pub face: &'static str,
+}
+
+impl LoginAttempt {
+    /// Whether the client address is the user's, to be known by: not the
+    /// shared address of an application's server (see
+    /// [`LoginOptions::shared_address`]).
+    pub(crate) fn address_is_the_users(&self) -> bool {
+        !self.options.shared_address || self.client.forwarded
+    }
 }
 
 /// What a successful login or refresh hands back.
@@ -184,6 +194,10 @@ pub(crate) fn refresh_outcome<T>(result: &Result<T>) -> &'static str {
         Err(_) => "error",
     }
 }
+
+/// Most refresh tokens remembered as issued when their session's refresh
+/// budget had run out (`Core::note_if_spent`); ~100 bytes each.
+const SPENT_CHAINS_KEPT: usize = 100_000;
 
 /// A session's identity and lifetime, as a grant needs it.
 pub(crate) struct SessionRef {
@@ -328,7 +342,7 @@ impl Core {
             .await;
         let ip = attempt.client.ip.map(|ip| ip.to_string());
         let (clients, device_token) =
-            self.clients_to_remember(&attempt.client, recognised, !attempt.options.shared_address);
+            self.clients_to_remember(&attempt.client, recognised, attempt.address_is_the_users());
         let record = LoginRecord {
             account_id: account.id,
             at: now,
@@ -750,6 +764,7 @@ impl Core {
             return Err(Error::InvalidRefreshToken);
         };
         let now = self.now();
+        self.refresh_not_spent(&hash, now).await?;
         // The successor's text depends on the session's token style, which
         // only the store knows: derive both, let the store pick.
         let salt = new_successor_salt();
@@ -778,17 +793,19 @@ impl Core {
             access_salt: None,
         };
         if rotated {
-            // Refused, the rotation stands: the client's retry (after the
-            // wait, within the grace window) collects its successor below
-            // without another write.
+            // Refused here only when the token came from another node (this
+            // one refuses its own before writing, above): the rotation
+            // stands, and the client's retry after the wait, within the
+            // grace window, collects its successor below without another
+            // write.
             self.spend_refresh(&session.id, now).await?;
-            let [jwt, opaque] = successors;
-            let successor = match style {
-                TokenStyle::Jwt => jwt,
-                TokenStyle::Opaque => opaque,
+            let (successor, successor_hash) = match style {
+                TokenStyle::Jwt => (&successors[0], hashes.jwt),
+                TokenStyle::Opaque => (&successors[1], hashes.opaque),
             };
+            self.note_if_spent(successor_hash, &session.id, now).await;
             session_ref.access_salt = Some(salt.to_vec());
-            return Ok((session_ref, successor));
+            return Ok((session_ref, successor.clone()));
         }
         // Already rotated, by an earlier request or a concurrent one just now.
         let record = self
@@ -837,6 +854,60 @@ impl Core {
             Charged::Wait(wait) => Err(Error::Throttled {
                 retry_after_secs: wait,
             }),
+        }
+    }
+
+    /// Refuses a refresh token this node issued as its session's refresh
+    /// budget ran out, while it lasts: nothing is written, and the token
+    /// stays good for when it has come back.
+    async fn refresh_not_spent(&self, hash: &crate::store::TokenHash, now: UnixTime) -> Result<()> {
+        let session = match self.spent_chains.lock() {
+            Ok(chains) => chains.get(hash).cloned(),
+            Err(_) => None,
+        };
+        let Some(session) = session else {
+            return Ok(());
+        };
+        let rule = &self.settings.abuse.refresh_rule;
+        let key = format!("refresh:{session}");
+        if let Some(wait) = self.session_budgets.blocked_for(&key, rule, now).await? {
+            return Err(Error::Throttled {
+                retry_after_secs: wait,
+            });
+        }
+        if let Ok(mut chains) = self.spent_chains.lock() {
+            chains.remove(hash);
+        }
+        Ok(())
+    }
+
+    /// Remembers `successor` if its session's refresh budget has run out
+    /// (its next rotation would be refused): see [`Self::refresh_not_spent`].
+    async fn note_if_spent(
+        &self,
+        successor: crate::store::TokenHash,
+        session: &SessionId,
+        now: UnixTime,
+    ) {
+        let rule = &self.settings.abuse.refresh_rule;
+        if rule.burst == 0 {
+            return;
+        }
+        let key = format!("refresh:{session}");
+        if !matches!(
+            self.session_budgets.blocked_for(&key, rule, now).await,
+            Ok(Some(_))
+        ) {
+            return;
+        }
+        if let Ok(mut chains) = self.spent_chains.lock() {
+            // Tokens never presented again stay until this bound, then go
+            // all at once (theirs is then refused after its write, as a
+            // token from another node is).
+            if chains.len() >= SPENT_CHAINS_KEPT {
+                chains.clear();
+            }
+            chains.insert(successor, session.clone());
         }
     }
 

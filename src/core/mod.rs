@@ -81,6 +81,9 @@ pub struct CoreSettings {
 pub struct ClientInfo {
     /// Client address.
     pub ip: Option<IpAddr>,
+    /// Whether `ip` is what a trusted proxy forwarded (the client's), not
+    /// the connection's own peer.
+    pub forwarded: bool,
     /// `User-Agent`, truncated.
     pub user_agent: Option<String>,
     /// A device token Sesame issued this client at an earlier login.
@@ -132,6 +135,12 @@ pub struct Core {
     /// (`spend_refresh`), a browser session's codes given by single sign-on
     /// (`oidc::CODES_BY_SINGLE_SIGN_ON`).
     session_budgets: crate::limits::memory::MemoryLimiter,
+    /// Refresh tokens this node issued as their session's refresh budget
+    /// ran out, with the session: the next rotation of one is refused
+    /// before it is written while the budget lasts (`login::rotate_in`).
+    spent_chains: std::sync::Mutex<
+        std::collections::HashMap<crate::store::TokenHash, crate::store::SessionId>,
+    >,
     notices: Arc<dyn Notices>,
     audit: Arc<AuditLog>,
     settings: CoreSettings,
@@ -216,6 +225,7 @@ impl Core {
         Ok(Self {
             limiter,
             session_budgets: crate::limits::memory::MemoryLimiter::new(),
+            spent_chains: std::sync::Mutex::new(std::collections::HashMap::new()),
             audit,
             hasher: PasswordHasher::start(&settings.hashing, metrics.hashing())?,
             api_calls,

@@ -260,6 +260,7 @@ impl FromRequestParts<AppState> for Client {
             .filter(|t| !t.is_empty() && t.len() <= 128)
             .map(str::to_owned);
         Ok(Client(ClientInfo {
+            forwarded: ip.is_some() && ip != peer,
             ip,
             user_agent,
             device_token,

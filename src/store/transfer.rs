@@ -194,19 +194,24 @@ pub type RecordResults = Vec<Result<(), RecordError>>;
 
 /// Whether replacing an account (its username, password hash and when the
 /// password was set, as they were) with `account` ends its sessions: a new
-/// username (another person's account now), a password set at another time
-/// (as a reset ends them; a hash Sesame replaced at a sign-in, the same
-/// password, keeps its time, so an import run again leaves those sessions
-/// be) or a disabling (as disabling ends them).
+/// username (another person's account now), another password (as a reset
+/// ends them) or a disabling (as disabling ends them). A hash is another
+/// password unless it is what Sesame replaced at a sign-in: an Argon2id
+/// stored where the line holds another system's hash, with the same
+/// `password_changed_at` (a sign-in keeps it), so that an import run again
+/// over the same file ends nobody's sessions.
 pub(crate) fn ends_sessions(
     account: &AccountRecord,
     username: &str,
     password_hash: &str,
     password_changed_at: UnixTime,
 ) -> bool {
+    let is_argon2 = |hash: &str| hash.starts_with("$argon2");
+    let rehashed = is_argon2(password_hash)
+        && !is_argon2(&account.verifiers.password_hash)
+        && account.password_changed_at == password_changed_at;
     account.username != username
-        || (account.verifiers.password_hash != password_hash
-            && account.password_changed_at != password_changed_at)
+        || (account.verifiers.password_hash != password_hash && !rehashed)
         || account.status == AccountStatus::Disabled
 }
 

@@ -512,7 +512,7 @@ async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
             .await
             .status(),
         StatusCode::OK,
-        "the account's budget was cleared with it"
+        "a stranger signs in with the new password"
     );
     app.core.flush_audit().await.unwrap();
     let unlocks = app
@@ -1122,4 +1122,46 @@ async fn cheap_refusals_cannot_fill_the_audit_log() {
         );
     }
     assert_eq!(refreshes_refused().await, 31, "one more after 10 s");
+}
+
+/// A new password from an operator clears the account's failure budget on
+/// every node (the guesses were of the old one): a client it does not know
+/// signs in with the new password at once, where the spent budget would
+/// have throttled it for a minute.
+#[tokio::test]
+async fn a_reset_clears_the_accounts_failure_budget() {
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.account_burst = 3;
+        c.abuse.account_interval = 60;
+        c.abuse.lockout_threshold = 100;
+    })
+    .await;
+    let account = app.create_user("alice").await;
+    for i in 0..3 {
+        let attacker = app.client_from(&format!("127.0.0.{}", 80 + i));
+        login_from(&app, &attacker, "alice", "wrong guess!").await;
+    }
+    let stranger = app.client_from("127.0.0.90");
+    assert_eq!(
+        login_from(&app, &stranger, "alice", PASSWORD)
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the account's budget is spent"
+    );
+    app.core
+        .reset_password(
+            account.id,
+            &sesame::core::domain::Password::new_password("alice's new passphrase").unwrap(),
+            &sesame::core::roles::Actor::Operator,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        login_from(&app, &stranger, "alice", "alice's new passphrase")
+            .await
+            .status(),
+        StatusCode::OK,
+        "cleared with the reset"
+    );
 }

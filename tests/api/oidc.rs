@@ -2393,6 +2393,40 @@ async fn the_password_grants_address_never_becomes_a_known_client() {
         "temporarily_unavailable",
     )
     .await;
+
+    // The application's server listed as a trusted proxy, forwarding the
+    // user's address: that one is the user's, and known from then on.
+    let app = TestApp::spawn_with(|c| c.http.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    app.create_user_full("alice", Some("alice@example.com"), None, &[])
+        .await;
+    let secret = clients(&app).await;
+    let forwarded = reqwest::Client::new()
+        .post(app.url("/oauth2/token"))
+        .basic_auth("web", Some(&secret))
+        .header("x-forwarded-for", "203.0.113.7")
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), StatusCode::OK);
+    let store = app.deployment.open_store().await;
+    let known = |address: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .find_account_for_login("alice", None, None, Some(address))
+                .await
+                .unwrap()
+                .unwrap()
+                .known_address
+        }
+    };
+    assert!(known("203.0.113.7").await, "the user's forwarded address");
+    assert!(!known("127.0.0.1").await, "never the server's own");
 }
 
 /// A signed-in browser asking for codes again and again gets 30 at once,
