@@ -469,19 +469,11 @@ async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
             .status(),
         StatusCode::OK
     );
-    app.core.flush_audit().await.unwrap();
-    let unlocks = app
-        .core
-        .audit_events(&sesame::store::AuditQuery {
-            limit: 200,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.event == "unlock" && e.detail.as_deref() == Some("by the new password"))
-        .count();
-    assert_eq!(unlocks, 1, "the lift is in the audit log");
+    assert_eq!(
+        unlocks_by_a_new_password(&app).await,
+        1,
+        "the lift is in the audit log"
+    );
 
     // Locked again; an operator's reset lifts it the same way, and the
     // strangers' budget goes with it.
@@ -514,19 +506,11 @@ async fn a_lockout_holds_for_strangers_but_not_for_the_owner() {
         StatusCode::OK,
         "a stranger signs in with the new password"
     );
-    app.core.flush_audit().await.unwrap();
-    let unlocks = app
-        .core
-        .audit_events(&sesame::store::AuditQuery {
-            limit: 200,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.event == "unlock" && e.detail.as_deref() == Some("by the new password"))
-        .count();
-    assert_eq!(unlocks, 2, "the operator's lift is in the audit log too");
+    assert_eq!(
+        unlocks_by_a_new_password(&app).await,
+        2,
+        "the operator's lift is in the audit log too"
+    );
 }
 
 /// A right password on a locked account is refused like a wrong one, and
@@ -1164,4 +1148,19 @@ async fn a_reset_clears_the_accounts_failure_budget() {
         StatusCode::OK,
         "cleared with the reset"
     );
+}
+
+/// How many unlocks by a new password the audit log holds.
+async fn unlocks_by_a_new_password(app: &TestApp) -> usize {
+    app.core.flush_audit().await.unwrap();
+    app.core
+        .audit_events(&sesame::store::AuditQuery {
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "unlock" && e.detail.as_deref() == Some("by the new password"))
+        .count()
 }

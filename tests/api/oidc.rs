@@ -96,6 +96,17 @@ fn location_params(response: &reqwest::Response) -> (String, Vec<(String, String
     (base, url.query_pairs().into_owned().collect())
 }
 
+/// The error a browser is sent back to the client with, and its `state`.
+fn redirected_error(response: &reqwest::Response) -> (String, Option<String>) {
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(response);
+    assert_eq!(base, REDIRECT);
+    (
+        param(&params, "error").expect("an error").to_owned(),
+        param(&params, "state").map(str::to_owned),
+    )
+}
+
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
@@ -677,11 +688,10 @@ async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise
     let stranger = Browser::new()
         .get(&authorize_url(&app, "web", &pkce(), "&prompt=none"))
         .await;
-    assert_eq!(stranger.status(), StatusCode::SEE_OTHER);
-    let (base, params) = location_params(&stranger);
-    assert_eq!(base, REDIRECT);
-    assert_eq!(param(&params, "error"), Some("login_required"));
-    assert_eq!(param(&params, "state"), Some("st&ate"));
+    assert_eq!(
+        redirected_error(&stranger),
+        ("login_required".into(), Some("st&ate".into()))
+    );
 }
 
 #[tokio::test]
@@ -2350,11 +2360,10 @@ async fn empty_parameters_are_omitted_and_state_is_printable() {
              &code_challenge_method=S256"
         )))
         .await;
-    assert_eq!(refused.status(), StatusCode::SEE_OTHER);
-    let (base, params) = location_params(&refused);
-    assert_eq!(base, REDIRECT);
-    assert_eq!(param(&params, "error"), Some("invalid_request"));
-    assert_eq!(param(&params, "state"), Some("line\nbreak"));
+    assert_eq!(
+        redirected_error(&refused),
+        ("invalid_request".into(), Some("line\nbreak".into()))
+    );
 }
 
 /// The `password` grant comes from the application's server, whose address
@@ -2444,11 +2453,10 @@ async fn single_sign_on_codes_are_bounded_per_browser_session() {
         assert!(param(&params, "code").is_some(), "code {turn}: {params:?}");
     }
     let refused = browser.get(&url()).await;
-    assert_eq!(refused.status(), StatusCode::SEE_OTHER);
-    let (base, params) = location_params(&refused);
-    assert_eq!(base, REDIRECT);
-    assert_eq!(param(&params, "error"), Some("temporarily_unavailable"));
-    assert_eq!(param(&params, "state"), Some("st&ate"));
+    assert_eq!(
+        redirected_error(&refused),
+        ("temporarily_unavailable".into(), Some("st&ate".into()))
+    );
     app.clock.advance(2);
     let again = browser.get(&url()).await;
     let (_, params) = location_params(&again);
