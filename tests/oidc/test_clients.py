@@ -496,14 +496,28 @@ def test_key_rotation(issuer, discovery, cli, web_client, user):
     old_kid = jwt_header(before["access_token"])["kid"]
 
     out = cli("keys", "rotate")
-    new_kid = out.split()[0]
-    assert re.fullmatch(r"[A-Za-z0-9_-]{8,}", new_kid), out
-    assert new_kid != old_kid
-    assert new_kid in cli("keys", "list")
+    ahead_kid = out.split()[0]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{8,}", ahead_kid), out
+    assert ahead_kid != old_kid
+    assert "published, signing from" in out, out
+    assert ahead_kid in cli("keys", "list")
 
-    # The server starts signing with the new key: at once where the CLI's
-    # notice reaches it (PostgreSQL, Redis), within 5 s on SQLite; old tokens
-    # keep verifying meanwhile.
+    # Published at once (where the CLI's notice reaches the server:
+    # PostgreSQL, Redis; within 5 s on SQLite), and signing 6 minutes later:
+    # a relying party's cached JWKS knows it by its first token.
+    deadline = time.monotonic() + 20
+    while ahead_kid not in {k["kid"] for k in requests.get(
+            discovery["jwks_uri"], timeout=HTTP_TIMEOUT).json()["keys"]}:
+        assert time.monotonic() < deadline, f"the server never published {ahead_kid}"
+        time.sleep(1)
+    meanwhile = authlib_session(web_client, scope="openid").fetch_token(
+        discovery["token_endpoint"], username=user.username, password=user.password)
+    assert jwt_header(meanwhile["access_token"])["kid"] == old_kid
+
+    # `--now` (a key thought stolen): the server signs with it at once.
+    out = cli("keys", "rotate", "--now")
+    new_kid = out.split()[0]
+    assert new_kid not in (old_kid, ahead_kid), out
     deadline = time.monotonic() + 20
     after = None
     while time.monotonic() < deadline:
@@ -517,7 +531,7 @@ def test_key_rotation(issuer, discovery, cli, web_client, user):
 
     jwks = requests.get(discovery["jwks_uri"], timeout=HTTP_TIMEOUT).json()
     kids = {k["kid"] for k in jwks["keys"]}
-    assert {old_kid, new_kid} <= kids, kids
+    assert {old_kid, ahead_kid, new_kid} <= kids, kids
 
     fresh = jwt.PyJWKClient(discovery["jwks_uri"], cache_keys=False, timeout=20)
     assert verify_access_token(issuer, before["access_token"], fresh)["sub"]
