@@ -13,7 +13,7 @@ use super::Core;
 use super::clock::UnixTime;
 use super::error::{Error, Result};
 use super::tokens::hash_token;
-use crate::limits::{Charge, Charged, LimitsError, Rule};
+use crate::limits::{Charge, Charged, FailureLimiter, LimitsError, Rule};
 use crate::store::{Account, AccountId, ClientKind};
 
 /// Brute-force protection settings.
@@ -159,6 +159,18 @@ impl Core {
                 retry_after_secs: wait,
             }),
             Charged::Yes(charge) => Ok(charge),
+        }
+    }
+
+    /// Charges one to a budget kept in this node's memory alone (a
+    /// session's: its refreshes, its codes by single sign-on), or says (as
+    /// an error) how many seconds it must wait.
+    pub(crate) async fn charge_here(&self, key: &str, rule: &Rule, now: UnixTime) -> Result<()> {
+        match self.session_budgets.try_charge(key, rule, now).await? {
+            Charged::Wait(wait) => Err(Error::Throttled {
+                retry_after_secs: wait,
+            }),
+            Charged::Yes(_) => Ok(()),
         }
     }
 

@@ -14,7 +14,7 @@ use super::tokens::{
     new_refresh_token, new_successor_salt, opaque_access_token, successor_token,
 };
 use super::{ClientInfo, Core};
-use crate::limits::{Charged, FailureLimiter};
+use crate::limits::FailureLimiter;
 use crate::store::{
     Account, AccountId, AccountStatus, AuditEvent, LoginRecord, NewRefreshToken, NewSession,
     PasswordVerifiers, SessionId, SuccessorHashes, TokenStyle,
@@ -198,6 +198,11 @@ pub(crate) fn refresh_outcome<T>(result: &Result<T>) -> &'static str {
 /// Most refresh tokens remembered as issued when their session's refresh
 /// budget had run out (`Core::note_if_spent`); ~100 bytes each.
 const SPENT_CHAINS_KEPT: usize = 100_000;
+
+/// The key of a session's refresh budget on this node.
+fn refresh_key(session: &SessionId) -> String {
+    format!("refresh:{session}")
+}
 
 /// A session's identity and lifetime, as a grant needs it.
 pub(crate) struct SessionRef {
@@ -848,13 +853,7 @@ impl Core {
         if rule.burst == 0 {
             return Ok(());
         }
-        let key = format!("refresh:{session}");
-        match self.session_budgets.try_charge(&key, rule, now).await? {
-            Charged::Yes(_) => Ok(()),
-            Charged::Wait(wait) => Err(Error::Throttled {
-                retry_after_secs: wait,
-            }),
-        }
+        self.charge_here(&refresh_key(session), rule, now).await
     }
 
     /// Refuses a refresh token this node issued as its session's refresh
@@ -869,7 +868,7 @@ impl Core {
             return Ok(());
         };
         let rule = &self.settings.abuse.refresh_rule;
-        let key = format!("refresh:{session}");
+        let key = refresh_key(&session);
         if let Some(wait) = self.session_budgets.blocked_for(&key, rule, now).await? {
             return Err(Error::Throttled {
                 retry_after_secs: wait,
@@ -893,7 +892,7 @@ impl Core {
         if rule.burst == 0 {
             return;
         }
-        let key = format!("refresh:{session}");
+        let key = refresh_key(session);
         if !matches!(
             self.session_budgets.blocked_for(&key, rule, now).await,
             Ok(Some(_))

@@ -30,7 +30,6 @@ use super::tokens::{
     random_urlsafe,
 };
 use super::{ClientInfo, Core, audit};
-use crate::limits::{Charged, FailureLimiter};
 use crate::store::{
     Account, AuthorizationCode, NewRefreshToken, NewSession, OAuthClient, OAuthSession, Redemption,
     SessionId, TokenStyle,
@@ -860,11 +859,11 @@ impl Core {
             // Each code redeemed opens a session with no password checked:
             // a signed-in browser asking again and again is bounded.
             let key = format!("codes:{}", browser.session_id);
-            let charged = self
-                .session_budgets
-                .try_charge(&key, &CODES_BY_SINGLE_SIGN_ON, now)
-                .await;
-            if !matches!(charged, Ok(Charged::Yes(_))) {
+            if self
+                .charge_here(&key, &CODES_BY_SINGLE_SIGN_ON, now)
+                .await
+                .is_err()
+            {
                 return Err(AuthorizeError::Redirect {
                     redirect_uri: authorization.redirect_uri.clone(),
                     state: authorization.state.clone(),
