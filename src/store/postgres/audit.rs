@@ -17,7 +17,7 @@ impl AuditStore for PostgresStore {
         let column = |f: fn(&AuditEvent) -> Option<String>| -> Vec<Option<String>> {
             events.iter().map(f).collect()
         };
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO audit_events (at, event, outcome, face, account_id, username, ip, \
              user_agent, detail, target_id) SELECT * FROM UNNEST($1::bigint[], $2::text[], \
              $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
@@ -33,10 +33,9 @@ impl AuditStore for PostgresStore {
         .bind(column(|e| e.user_agent.clone()))
         .bind(column(|e| e.detail.clone()))
         .bind(events.iter().map(|e| e.target_id).collect::<Vec<_>>())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(())
+        .execute(&self.pool);
+        self.within(async { insert.await.map(drop).map_err(db_error) })
+            .await
     }
 
     async fn list_audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {

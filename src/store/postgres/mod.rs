@@ -42,6 +42,9 @@ use super::{DatabaseSettings, StoreError, StoreResult};
 pub struct PostgresStore {
     pool: PgPool,
     rotations: rotations::Rotations,
+    /// `connect_timeout` + `statement_timeout`: past it, a connection that
+    /// has not answered is silent (see [`PostgresStore::within`]).
+    patience: std::time::Duration,
 }
 
 impl PostgresStore {
@@ -95,12 +98,31 @@ impl PostgresStore {
             .map_err(db_error)?;
         migrate::run(&pool, migrate).await?;
         Ok(Self {
-            rotations: rotations::Rotations::start(
-                pool.clone(),
-                settings.connect_timeout + settings.statement_timeout,
-            ),
+            rotations: rotations::Rotations::start(pool.clone(), patience),
             pool,
+            patience,
         })
+    }
+
+    /// Runs a background write (the audit and API-call flushers'), giving
+    /// up after twice the patience. A request's statements end with the
+    /// request (`http.request_timeout`); a flusher has no request, and one
+    /// statement on a connection to a server gone silent would otherwise
+    /// wait as long as the kernel does (some 15 minutes), holding its slot
+    /// of the pool and every later flush. Given up, the connection is
+    /// pinged on its release and dropped, and the batch is kept for the
+    /// next flush.
+    async fn within<T>(
+        &self,
+        write: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        tokio::time::timeout(2 * self.patience, write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "no answer within twice statement_timeout + connect_timeout".into(),
+                ))
+            })
     }
 
     /// Checks the URL and settings as [`PostgresStore::open`] reads them,
