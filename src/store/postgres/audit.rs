@@ -93,16 +93,21 @@ impl AuditStore for PostgresStore {
             .collect()
     }
 
+    /// A background purge, with no request: bounded (see
+    /// [`PostgresStore::within`]).
     async fn purge_audit_events(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
-        sqlx::query(
-            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events \
-             WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(before)
-        .bind(i64::from(batch))
-        .execute(&self.pool)
+        self.within(async {
+            sqlx::query(
+                "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events \
+                 WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(before)
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(db_error)
+        })
         .await
-        .map(|done| done.rows_affected())
-        .map_err(db_error)
     }
 }

@@ -8,26 +8,32 @@ use crate::store::{KeyStore, SigningKey, StoreResult};
 
 #[async_trait]
 impl KeyStore for PostgresStore {
+    /// Read by each node's key reloader too, which has no request: bounded
+    /// (see [`PostgresStore::within`]).
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
-        sqlx::query(
+        let rows = self
+            .within(async {
+                sqlx::query(
             "SELECT kid, algorithm, private_der, public_jwk, created_at, signs_from FROM signing_keys \
              ORDER BY created_at DESC, kid",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(|row| {
-            Ok(SigningKey {
-                kid: row.try_get(0).map_err(db_error)?,
-                algorithm: row.try_get(1).map_err(db_error)?,
-                private_der: row.try_get(2).map_err(db_error)?,
-                public_jwk: row.try_get(3).map_err(db_error)?,
-                created_at: row.try_get(4).map_err(db_error)?,
-                signs_from: row.try_get(5).map_err(db_error)?,
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)
             })
-        })
-        .collect()
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SigningKey {
+                    kid: row.try_get(0).map_err(db_error)?,
+                    algorithm: row.try_get(1).map_err(db_error)?,
+                    private_der: row.try_get(2).map_err(db_error)?,
+                    public_jwk: row.try_get(3).map_err(db_error)?,
+                    created_at: row.try_get(4).map_err(db_error)?,
+                    signs_from: row.try_get(5).map_err(db_error)?,
+                })
+            })
+            .collect()
     }
 
     /// Nodes starting together on an empty database may each generate a

@@ -104,8 +104,8 @@ impl PostgresStore {
         })
     }
 
-    /// Runs a background write (the audit and API-call flushers'), giving
-    /// up after twice the patience. A request's statements end with the
+    /// Runs a background statement (the audit flusher's write, purges, the
+    /// key reloader's read), giving up after twice the patience. A request's statements end with the
     /// request (`http.request_timeout`); a flusher has no request, and one
     /// statement on a connection to a server gone silent would otherwise
     /// wait as long as the kernel does (some 15 minutes), holding its slot
