@@ -187,6 +187,10 @@ pub struct Authorization {
     pub force_login: bool,
     /// `prompt=none`: never show the page.
     pub no_prompt: bool,
+    /// A browser session's user confirms before a code goes to the client
+    /// ([`Continuation::Confirm`]): `prompt=consent`, or a client another
+    /// program can pass itself off as (see [`impersonable`]).
+    pub confirm: bool,
     /// `login_hint`, to pre-fill the page.
     pub login_hint: Option<String>,
     /// `max_age`: a browser session older than this must sign in again.
@@ -242,6 +246,27 @@ pub enum Continuation {
     Redirect(String),
     /// To the sign-in page.
     SignIn,
+    /// To a page where the signed-in user confirms that the code may go to
+    /// the client (or signs in as someone else, or declines).
+    Confirm {
+        /// The account signed in, to be named on the page and sent back
+        /// with the confirmation.
+        account_id: crate::store::AccountId,
+        /// Its username.
+        username: String,
+    },
+}
+
+/// Whether another program could start an authorization request in this
+/// client's name and receive its code: a public client (no secret to
+/// redeem the code with) whose redirect URI is a loopback address or a
+/// private-use scheme, which any program on the user's machine can listen
+/// on or claim. Only an `https` redirect URI of a public client is bound to
+/// whoever holds its host. RFC 8252 §8.6: such requests are not answered
+/// without the user, even after an earlier approval.
+pub fn impersonable(client: &OAuthClient, redirect_uri: &str) -> bool {
+    client.secret_hash.is_none()
+        && url::Url::parse(redirect_uri).map_or(true, |url| url.scheme() != "https")
 }
 
 /// What a logout takes from its `id_token_hint`.
@@ -691,6 +716,7 @@ impl Core {
                 }
             },
         };
+        let confirm = prompts.contains(&"consent") || impersonable(&client, &redirect_uri);
         Ok(Authorization {
             client,
             redirect_uri,
@@ -703,12 +729,13 @@ impl Core {
             // max_age=0 asks for a fresh sign-in, like prompt=login
             // (OIDC Core §3.1.2.1); seconds are too coarse to tell otherwise.
             // select_account shows the form too, where another account can
-            // sign in. (consent needs nothing: clients are first-party,
-            // registered by an operator, and there is no consent screen.)
+            // sign in. consent asks a signed-in user to confirm, as does a
+            // client another program could pass itself off as.
             force_login: prompts.contains(&"login")
                 || prompts.contains(&"select_account")
                 || max_age == Some(0),
             no_prompt,
+            confirm,
             login_hint: params
                 .login_hint
                 .clone()
@@ -839,11 +866,18 @@ impl Core {
 
     /// What a checked authorization request leads to in a browser that has
     /// (or has not) a browser session: a code at once (single sign-on), the
-    /// client's `login_required` (`prompt=none`), or the sign-in page.
+    /// page where the user confirms it ([`Authorization::confirm`]), the
+    /// client's `login_required` or `consent_required` (`prompt=none`), or
+    /// the sign-in page.
+    ///
+    /// `confirmed` is the account whose user confirmed on the page
+    /// ([`Continuation::Confirm`]): the code goes only if that account is
+    /// still the one signed in; another is asked again.
     pub async fn continue_authorization(
         &self,
         authorization: &Authorization,
         browser: Option<BrowserSession>,
+        confirmed: Option<crate::store::AccountId>,
     ) -> Result<Continuation, AuthorizeError> {
         let now = self.now();
         let usable = browser.filter(|b| {
@@ -856,6 +890,28 @@ impl Core {
                     .is_none_or(|account| account == b.account_id)
         });
         if let Some(browser) = usable {
+            if authorization.confirm && confirmed != Some(browser.account_id) {
+                if authorization.no_prompt {
+                    return Err(AuthorizeError::Redirect {
+                        redirect_uri: authorization.redirect_uri.clone(),
+                        state: authorization.state.clone(),
+                        error: "consent_required",
+                        description: "the user must confirm a sign-in to this client".into(),
+                    });
+                }
+                return match self.store.get_account(browser.account_id).await {
+                    Ok(Some(account)) => Ok(Continuation::Confirm {
+                        account_id: account.id,
+                        username: account.username,
+                    }),
+                    // Deleted meanwhile: whoever is there signs in.
+                    Ok(None) => Ok(Continuation::SignIn),
+                    Err(error) => {
+                        tracing::error!(%error, "authorization: the signed-in account could not be read");
+                        Err(AuthorizeError::Unavailable)
+                    }
+                };
+            }
             // Each code redeemed opens a session with no password checked:
             // a signed-in browser asking again and again is bounded.
             let key = format!("codes:{}", browser.session_id);

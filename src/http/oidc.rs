@@ -22,9 +22,10 @@ use super::page::{self, Lang, Refusal, SignInForm};
 use crate::core::Error;
 use crate::core::clients::{ClientCredentials, redirect_uri_matches};
 use crate::core::oidc::{
-    Authorization, AuthorizeError, AuthorizeParams, Continuation, OAuthError, PageError,
-    TokenRequest, with_query,
+    Authorization, AuthorizeError, AuthorizeParams, BrowserSession, Continuation, OAuthError,
+    PageError, TokenRequest, with_query,
 };
+use crate::store::AccountId;
 
 /// The cookies of the hosted pages.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +74,7 @@ pub fn router() -> Router<AppState> {
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/oauth2/authorize", get(authorize_get).post(authorize_post))
         .route("/oauth2/authorize/sign-in", post(sign_in))
+        .route("/oauth2/authorize/continue", post(confirm))
         .route("/oauth2/token", post(token))
         .route("/oauth2/userinfo", get(userinfo_get).post(userinfo_post))
         .route("/oauth2/introspect", post(introspect))
@@ -86,7 +88,10 @@ pub fn router() -> Router<AppState> {
 fn is_page(path: &str) -> bool {
     matches!(
         path,
-        "/oauth2/authorize" | "/oauth2/authorize/sign-in" | "/oauth2/logout"
+        "/oauth2/authorize"
+            | "/oauth2/authorize/sign-in"
+            | "/oauth2/authorize/continue"
+            | "/oauth2/logout"
     )
 }
 
@@ -381,7 +386,7 @@ pub(super) async fn discovery(State(state): State<AppState>) -> Response {
         ("login_hint" = Option<String>, Query), ("max_age" = Option<String>, Query),
     ),
     responses(
-        (status = 200, description = "The sign-in page", content_type = "text/html", body = String),
+        (status = 200, description = "The sign-in page, or the page where the signed-in user confirms the request (`prompt=consent`, or a public client on a loopback or private-use redirect URI)", content_type = "text/html", body = String),
         (status = 303, description = "Back to the client's `redirect_uri` with a `code` (or an `error`), `state` and `iss`"),
         (status = 400, description = "An error page (unknown client, unregistered redirect URI, malformed request): never a redirect", content_type = "text/html", body = String),
         (status = 503, description = "Busy; `Retry-After`", content_type = "text/html", body = String),
@@ -401,7 +406,7 @@ pub(super) async fn authorize_get(
 #[utoipa::path(post, path = "/oauth2/authorize", tag = "oauth",
     request_body(content = super::openapi::schemas::AuthorizeRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "The sign-in page", content_type = "text/html", body = String),
+        (status = 200, description = "The sign-in page, or the page where the signed-in user confirms the request (`prompt=consent`, or a public client on a loopback or private-use redirect URI)", content_type = "text/html", body = String),
         (status = 303, description = "Back to the client's `redirect_uri` with a `code` (or an `error`), `state` and `iss`"),
         (status = 400, description = "An error page (unknown client, unregistered redirect URI, malformed request): never a redirect", content_type = "text/html", body = String),
         (status = 503, description = "Busy; `Retry-After`", content_type = "text/html", body = String),
@@ -460,48 +465,82 @@ async fn authorize(state: &AppState, headers: &HeaderMap, params: &Params) -> Re
         Ok(authorization) => authorization,
         Err(error) => return refused(lang, state, error),
     };
-    let browser = match read_cookie(state, headers, Jar::Session) {
-        Some(cookie) => match state.core.browser_session(cookie).await {
-            Ok(browser) => browser,
-            Err(_) => return unavailable_page(lang),
-        },
-        None => None,
+    let browser = match browser_session(state, headers).await {
+        Ok(browser) => browser,
+        Err(error) => {
+            tracing::error!(%error, "the authorization's browser session could not be read");
+            return unavailable_page(lang);
+        }
     };
-    match state
+    let continuation = state
         .core
-        .continue_authorization(&authorization, browser)
-        .await
-    {
-        Ok(Continuation::Redirect(location)) => return redirect(&location),
-        Ok(Continuation::SignIn) => {}
-        Err(error) => return refused(lang, state, error),
-    }
-    let login_hint = authorization.login_hint.clone();
-    sign_in_page(
-        state,
-        headers,
-        &authorization,
-        StatusCode::OK,
-        login_hint.as_deref(),
-        None,
-    )
+        .continue_authorization(&authorization, browser, None)
+        .await;
+    continued(state, headers, &authorization, continuation)
 }
 
-/// The sign-in page for a checked request, with a CSRF token (the one the
-/// browser holds, or a new one set now).
-fn sign_in_page(
+/// The live browser session the request's cookie stands for.
+async fn browser_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> crate::core::Result<Option<BrowserSession>> {
+    match read_cookie(state, headers, Jar::Session) {
+        Some(cookie) => state.core.browser_session(cookie).await,
+        None => Ok(None),
+    }
+}
+
+/// The answer to where a request goes next: the client, the sign-in page or
+/// the confirmation page.
+fn continued(
     state: &AppState,
     headers: &HeaderMap,
     authorization: &Authorization,
-    status: StatusCode,
-    login: Option<&str>,
-    error: Option<&str>,
+    continuation: Result<Continuation, AuthorizeError>,
 ) -> Response {
-    let lang = Lang::from_headers(headers);
-    let held = read_cookie(state, headers, Jar::Csrf).filter(|c| valid_csrf(c));
-    let csrf = held.map_or_else(|| crate::core::tokens::random_urlsafe(32), str::to_owned);
+    match continuation {
+        Ok(Continuation::Redirect(location)) => redirect(&location),
+        Ok(Continuation::SignIn) => sign_in_page(
+            state,
+            headers,
+            authorization,
+            StatusCode::OK,
+            authorization.login_hint.as_deref(),
+            None,
+        ),
+        Ok(Continuation::Confirm {
+            account_id,
+            username,
+        }) => confirm_page(state, headers, authorization, account_id, &username),
+        Err(error) => refused(Lang::from_headers(headers), state, error),
+    }
+}
+
+/// The CSRF token of a form: the one the browser holds, or a new one with
+/// the cookie that sets it.
+fn form_csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    match read_cookie(state, headers, Jar::Csrf).filter(|c| valid_csrf(c)) {
+        Some(held) => (held.to_owned(), None),
+        None => {
+            let csrf = crate::core::tokens::random_urlsafe(32);
+            let cookie = set_cookie(state, Jar::Csrf, &csrf);
+            (csrf, Some(cookie))
+        }
+    }
+}
+
+/// `response` with the CSRF cookie its form needs, if the browser has none.
+fn with_csrf_cookie(mut response: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The hidden fields that carry a checked request through a page's form.
+fn request_fields(authorization: &Authorization, csrf: String) -> Vec<(&'static str, String)> {
     let mut hidden: Vec<(&str, String)> = vec![
-        ("csrf", csrf.clone()),
+        ("csrf", csrf),
         ("client_id", authorization.client.id.clone()),
         ("redirect_uri", authorization.redirect_uri.clone()),
         ("response_type", "code".into()),
@@ -521,6 +560,30 @@ fn sign_in_page(
     {
         hidden.push(("id_token_hint", hint.clone()));
     }
+    // A confirmation is judged again by them when posted: still within
+    // max_age, and still a request that asks (prompt=consent, which the
+    // sign-in form's handler does not read).
+    if let Some(age) = authorization.max_age {
+        hidden.push(("max_age", age.to_string()));
+    }
+    if authorization.confirm {
+        hidden.push(("prompt", "consent".into()));
+    }
+    hidden
+}
+
+/// The sign-in page for a checked request.
+fn sign_in_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    authorization: &Authorization,
+    status: StatusCode,
+    login: Option<&str>,
+    error: Option<&str>,
+) -> Response {
+    let lang = Lang::from_headers(headers);
+    let (csrf, cookie) = form_csrf(state, headers);
+    let hidden = request_fields(authorization, csrf);
     let body = page::sign_in_body(
         lang,
         &SignInForm {
@@ -532,13 +595,36 @@ fn sign_in_page(
         },
     );
     let targets: Vec<String> = origin(&authorization.redirect_uri).into_iter().collect();
-    let mut response = page::render(status, lang, page::text(lang).title, &body, &targets);
-    if held.is_none() {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(state, Jar::Csrf, &csrf));
-    }
-    response
+    let response = page::render(status, lang, page::text(lang).title, &body, &targets);
+    with_csrf_cookie(response, cookie)
+}
+
+/// The page where the signed-in user confirms the request
+/// ([`Continuation::Confirm`]).
+fn confirm_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    authorization: &Authorization,
+    account_id: AccountId,
+    username: &str,
+) -> Response {
+    let lang = Lang::from_headers(headers);
+    let (csrf, cookie) = form_csrf(state, headers);
+    let mut hidden = request_fields(authorization, csrf);
+    hidden.push(("account", account_id.to_string()));
+    let body = page::confirm_body(
+        lang,
+        &page::ConfirmForm {
+            hidden: &hidden,
+            client: &authorization.client.name,
+            username,
+            action: &format!("{}/oauth2/authorize/continue", base_path(state)),
+        },
+    );
+    let targets: Vec<String> = origin(&authorization.redirect_uri).into_iter().collect();
+    let text = page::text(lang);
+    let response = page::render(StatusCode::OK, lang, text.confirm_title, &body, &targets);
+    with_csrf_cookie(response, cookie)
 }
 
 fn valid_csrf(token: &str) -> bool {
@@ -648,6 +734,78 @@ pub(super) async fn sign_in(
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+#[utoipa::path(post, path = "/oauth2/authorize/continue", tag = "oauth",
+    request_body(content = super::openapi::schemas::ConfirmForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Back to the client: with a `code` (`choice=continue`, the account shown still signed in), `error=access_denied` (`cancel`), or another error of the request (`invalid_scope`, `temporarily_unavailable`, …)"),
+        (status = 200, description = "The sign-in page (`switch`, or the browser session ended), or the confirmation page again (an expired form, another account signed in meanwhile)", content_type = "text/html", body = String),
+        (status = "4XX", description = "An error page (unknown client, unregistered redirect URI, malformed form, no choice, a body too large or too slow): never a redirect", content_type = "text/html", body = String),
+        (status = 503, description = "Busy; `Retry-After`", content_type = "text/html", body = String),
+    ))]
+pub(super) async fn confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PageBody(body): PageBody,
+) -> Response {
+    let lang = Lang::from_headers(&headers);
+    let params = match page_form(&headers, &body) {
+        Ok(params) => params,
+        Err(refusal) => return error_page(lang, StatusCode::BAD_REQUEST, &refusal),
+    };
+    let authorization = match state
+        .core
+        .check_authorization(&authorize_params(&params))
+        .await
+    {
+        Ok(authorization) => authorization,
+        Err(error) => return refused(lang, &state, error),
+    };
+    let choice = params.get("choice").map(String::as_str);
+    if !matches!(choice, Some("continue" | "switch" | "cancel")) {
+        return error_page(lang, StatusCode::BAD_REQUEST, &Refusal::NoChoice);
+    }
+    // A form posted from elsewhere (or expired) decides nothing, whichever
+    // button it names: the request goes where it would have gone, and the
+    // form carries prompt=consent, so that asks again.
+    let confirmed = if csrf_matches(&state, &headers, &params) {
+        params
+            .get("account")
+            .and_then(|id| id.parse::<AccountId>().ok())
+    } else {
+        None
+    };
+    match (choice, confirmed) {
+        (Some("switch"), Some(_)) => {
+            return sign_in_page(&state, &headers, &authorization, StatusCode::OK, None, None);
+        }
+        (Some("cancel"), Some(_)) => {
+            return refused(
+                lang,
+                &state,
+                AuthorizeError::Redirect {
+                    redirect_uri: authorization.redirect_uri.clone(),
+                    state: authorization.state.clone(),
+                    error: "access_denied",
+                    description: "the user declined".into(),
+                },
+            );
+        }
+        _ => {}
+    }
+    let browser = match browser_session(&state, &headers).await {
+        Ok(browser) => browser,
+        Err(error) => {
+            tracing::error!(%error, "the confirmation's browser session could not be read");
+            return unavailable_page(lang);
+        }
+    };
+    let continuation = state
+        .core
+        .continue_authorization(&authorization, browser, confirmed)
+        .await;
+    continued(&state, &headers, &authorization, continuation)
 }
 
 // ---------------------------------------------------------------- token
@@ -1103,8 +1261,7 @@ fn logout_confirmation(
 ) -> Response {
     let lang = Lang::from_headers(headers);
     let t = page::text(lang);
-    let held = read_cookie(state, headers, Jar::Csrf).filter(|c| valid_csrf(c));
-    let csrf = held.map_or_else(|| crate::core::tokens::random_urlsafe(32), str::to_owned);
+    let (csrf, cookie) = form_csrf(state, headers);
     let mut form = format!(
         "<h1>{}</h1><p class=\"note\">{}</p><form method=\"post\" action=\"{}/oauth2/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">",
@@ -1139,13 +1296,8 @@ fn logout_confirmation(
         page::escape(t.sign_out_button)
     ));
     let targets: Vec<String> = target.and_then(origin).into_iter().collect();
-    let mut response = page::render(StatusCode::OK, lang, t.sign_out_title, &form, &targets);
-    if held.is_none() {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(state, Jar::Csrf, &csrf));
-    }
-    response
+    let response = page::render(StatusCode::OK, lang, t.sign_out_title, &form, &targets);
+    with_csrf_cookie(response, cookie)
 }
 
 #[cfg(test)]

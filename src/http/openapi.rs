@@ -62,6 +62,7 @@ use super::metrics::MetricsSettings;
         super::oidc::authorize_get,
         super::oidc::authorize_post,
         super::oidc::sign_in,
+        super::oidc::confirm,
         super::oidc::token,
         super::oidc::userinfo_get,
         super::oidc::userinfo_post,
@@ -314,8 +315,39 @@ pub(super) mod schemas {
         nonce: Option<String>,
         code_challenge: Option<String>,
         code_challenge_method: Option<String>,
+        /// Carried from the request: the sign-in must be this recent.
+        max_age: Option<String>,
+        /// Carried from the request: the client expects this user.
+        id_token_hint: Option<String>,
+        /// `consent` when the request asked for a confirmation.
+        prompt: Option<String>,
         login: Option<String>,
         password: Option<String>,
+        csrf: Option<String>,
+    }
+
+    /// The confirmation page's form: the authorization request again, the
+    /// account shown, the button pressed and the form's CSRF token.
+    #[derive(ToSchema)]
+    pub struct ConfirmForm {
+        client_id: Option<String>,
+        redirect_uri: Option<String>,
+        response_type: Option<String>,
+        scope: Option<String>,
+        state: Option<String>,
+        nonce: Option<String>,
+        code_challenge: Option<String>,
+        code_challenge_method: Option<String>,
+        /// Carried from the request: the sign-in must be this recent.
+        max_age: Option<String>,
+        /// Carried from the request: the client expects this user.
+        id_token_hint: Option<String>,
+        /// `consent`: the request asks for a confirmation.
+        prompt: Option<String>,
+        /// The account the page named (its id).
+        account: Option<String>,
+        /// `continue`, `switch` (sign in as someone else) or `cancel`.
+        choice: Option<String>,
         csrf: Option<String>,
     }
 

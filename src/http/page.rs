@@ -75,6 +75,12 @@ pub struct Text {
     pub sign_out_title: &'static str,
     pub sign_out_question: &'static str,
     pub sign_out_button: &'static str,
+    pub confirm_title: &'static str,
+    pub signed_in_as: &'static str,
+    pub confirm_note: &'static str,
+    pub confirm_button: &'static str,
+    pub switch_button: &'static str,
+    pub cancel_button: &'static str,
 }
 
 /// The page texts in `lang`.
@@ -96,6 +102,12 @@ pub fn text(lang: Lang) -> &'static Text {
             sign_out_title: "Sign out",
             sign_out_question: "Do you want to sign out?",
             sign_out_button: "Sign out",
+            confirm_title: "Confirm sign-in",
+            signed_in_as: "You are signed in as",
+            confirm_note: "Continue only if you started signing in to this application just now.",
+            confirm_button: "Continue",
+            switch_button: "Use another account",
+            cancel_button: "Cancel",
         },
         Lang::Zh => &Text {
             title: "登录",
@@ -113,6 +125,12 @@ pub fn text(lang: Lang) -> &'static Text {
             sign_out_title: "退出登录",
             sign_out_question: "确定要退出登录吗？",
             sign_out_button: "退出登录",
+            confirm_title: "确认登录",
+            signed_in_as: "当前登录账号",
+            confirm_note: "仅当您刚刚发起登录此应用时，才请继续。",
+            confirm_button: "继续",
+            switch_button: "使用其他账号",
+            cancel_button: "取消",
         },
     }
 }
@@ -152,6 +170,8 @@ pub enum Refusal {
     LogoutTargetWithoutClient,
     /// `client_id` and `id_token_hint` name different clients.
     ClientMismatch,
+    /// A confirmation form without one of its buttons.
+    NoChoice,
 }
 
 impl Refusal {
@@ -212,6 +232,10 @@ impl Refusal {
                 "The sign-out request names two different applications.",
                 "退出请求指明了两个不同的应用。",
             ),
+            Refusal::NoChoice => (
+                "The form was sent without a choice.",
+                "表单提交时未做选择。",
+            ),
         };
         match lang {
             Lang::En => en.to_owned(),
@@ -240,9 +264,13 @@ button{width:100%;margin-top:1.5rem;padding:.7rem;font:inherit;font-weight:600;c
 background:#1d4ed8;border:0;border-radius:.5rem;cursor:pointer}\
 button:hover{background:#1e40af}\
 button:focus-visible{outline:3px solid #93c5fd;outline-offset:2px}\
+button.secondary{margin-top:.75rem;color:#1d4ed8;background:transparent;border:1px solid #9ca3af}\
+button.secondary:hover{background:#eff6ff}\
+p.account{margin:0 0 .5rem;font-size:1.05rem;overflow-wrap:anywhere}\
 p.note{margin:0;color:#374151}\
 @media (prefers-color-scheme:dark){body{background:#111827;color:#f9fafb}\
 main{background:#1f2937;box-shadow:none}.client,p.note{color:#d1d5db}\
+button.secondary{color:#bfdbfe;border-color:#6b7280}button.secondary:hover{background:#111827}\
 input{background:#111827;border-color:#6b7280}.error{background:#450a0a;color:#fecaca}}";
 
 static STYLE_HASH: LazyLock<String> =
@@ -374,6 +402,56 @@ pub fn sign_in_body(lang: Lang, form: &SignInForm<'_>) -> String {
     body.push_str(&format!(
         "<button type=\"submit\">{}</button></form>",
         escape(t.submit)
+    ));
+    body
+}
+
+/// The page where a signed-in user confirms a sign-in to a client.
+pub struct ConfirmForm<'a> {
+    /// Hidden fields: the authorization request, the CSRF token and the
+    /// account shown.
+    pub hidden: &'a [(&'a str, String)],
+    /// The client's name.
+    pub client: &'a str,
+    /// The username signed in.
+    pub username: &'a str,
+    /// Where the form posts.
+    pub action: &'a str,
+}
+
+/// The confirmation page body: one form, its three buttons named `choice`
+/// (`continue`, `switch`, `cancel`). Nothing has the focus: a page another
+/// program opened while the user was typing elsewhere must not take a
+/// stray Enter as a yes.
+pub fn confirm_body(lang: Lang, form: &ConfirmForm<'_>) -> String {
+    let t = text(lang);
+    let mut body = format!(
+        "<h1>{heading}</h1><p class=\"client\">{continue_to} <strong>{client}</strong></p>\
+         <p class=\"account\">{signed_in_as} <strong>{username}</strong></p>\
+         <p class=\"note\">{note}</p><form method=\"post\" action=\"{action}\">",
+        heading = escape(t.confirm_title),
+        continue_to = escape(t.continue_to),
+        client = escape(form.client),
+        signed_in_as = escape(t.signed_in_as),
+        username = escape(form.username),
+        note = escape(t.confirm_note),
+        action = escape(form.action),
+    );
+    for (name, value) in form.hidden {
+        body.push_str(&format!(
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+            escape(name),
+            escape(value)
+        ));
+    }
+    body.push_str(&format!(
+        "<button type=\"submit\" name=\"choice\" value=\"continue\">{}</button>\
+         <button type=\"submit\" name=\"choice\" value=\"switch\" class=\"secondary\">{}</button>\
+         <button type=\"submit\" name=\"choice\" value=\"cancel\" class=\"secondary\">{}</button>\
+         </form>",
+        escape(t.confirm_button),
+        escape(t.switch_button),
+        escape(t.cancel_button),
     ));
     body
 }

@@ -215,6 +215,8 @@ impl Browser {
             "code_challenge_method",
             "state",
             "nonce",
+            "max_age",
+            "prompt",
             "id_token_hint",
         ]
         .into_iter()
@@ -609,9 +611,10 @@ async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise
         .await;
     assert_eq!(
         consent.status(),
-        StatusCode::SEE_OTHER,
-        "first-party clients have consent: nothing to ask"
+        StatusCode::OK,
+        "prompt=consent asks the signed-in user to confirm"
     );
+    assert!(consent.text().await.unwrap().contains("name=\"choice\""));
     let fresh_only = browser
         .get(&authorize_url(&app, "web", &pkce(), "&max_age=0"))
         .await;
@@ -692,6 +695,292 @@ async fn a_browser_session_signs_in_again_without_the_form_unless_told_otherwise
         redirected_error(&stranger),
         ("login_required".into(), Some("st&ate".into()))
     );
+}
+
+/// The confirmation page's form, as its hidden fields and the button
+/// pressed.
+fn confirmation(html: &str, choice: &str) -> Vec<(&'static str, String)> {
+    let mut form: Vec<(&str, String)> = [
+        "csrf",
+        "client_id",
+        "redirect_uri",
+        "response_type",
+        "scope",
+        "code_challenge",
+        "code_challenge_method",
+        "state",
+        "nonce",
+        "max_age",
+        "prompt",
+        "id_token_hint",
+        "account",
+    ]
+    .into_iter()
+    .filter(|name| html.contains(&format!("name=\"{name}\"")))
+    .map(|name| (name, hidden(html, name)))
+    .collect();
+    form.push(("choice", choice.to_owned()));
+    form
+}
+
+/// `authorize_url` with another redirect URI.
+fn authorize_url_to(app: &TestApp, client: &str, redirect: &str, pkce: &Pkce) -> String {
+    let encode = |uri: &str| url::form_urlencoded::byte_serialize(uri.as_bytes()).collect();
+    let (from, to): (String, String) = (encode(REDIRECT), encode(redirect));
+    authorize_url(app, client, pkce, "").replace(&from, &to)
+}
+
+/// RFC 8252 §8.6: a public client whose redirect URI is a loopback
+/// address or an app's own scheme can be started by any program on the
+/// user's machine, which then receives the code. With a browser session,
+/// such a request (and any with `prompt=consent`) shows a page naming the
+/// account and the client, and a code goes only when the user continues.
+#[tokio::test]
+async fn a_client_another_program_could_pass_for_asks_the_signed_in_user_first() {
+    let (app, secret) = spawn().await;
+    for (id, redirect) in [
+        ("app", "com.example.app:/callback"),
+        ("site", "https://spa.example/callback"),
+    ] {
+        app.core
+            .register_client(
+                ClientSpec {
+                    id: id.into(),
+                    public: true,
+                    redirect_uris: vec![redirect.into()],
+                    ..ClientSpec::default()
+                },
+                &Actor::Operator,
+            )
+            .await
+            .expect("public client registered");
+    }
+    let alice = app.core.find_by_username("alice").await.unwrap();
+    let mut browser = Browser::new();
+    code_for(&app, &mut browser, "web", &pkce()).await;
+
+    // The public client on a loopback address: the page, no code.
+    let spa = pkce();
+    let page = browser.get(&authorize_url(&app, "spa", &spa, "")).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers().get(LOCATION).is_none());
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<strong>alice</strong>"), "{html}");
+    assert!(html.contains("Continue only if you started"), "{html}");
+    assert_eq!(hidden(&html, "account"), alice.id.to_string());
+    assert!(!html.contains("name=\"password\""), "no password asked");
+
+    // prompt=none cannot show it.
+    let silent = browser
+        .get(&authorize_url(&app, "spa", &pkce(), "&prompt=none"))
+        .await;
+    assert_eq!(
+        redirected_error(&silent),
+        ("consent_required".into(), Some("st&ate".into()))
+    );
+
+    // A form whose CSRF token is not the browser's (posted from another
+    // site) decides nothing, whichever button it names: the page again.
+    let continue_url = app.url("/oauth2/authorize/continue");
+    for choice in ["continue", "cancel", "switch"] {
+        let mut forged = confirmation(&html, choice);
+        for field in &mut forged {
+            if field.0 == "csrf" {
+                field.1 = "A".repeat(43);
+            }
+        }
+        let answer = browser.post(&continue_url, &forged).await;
+        assert_eq!(answer.status(), StatusCode::OK, "{choice}");
+        assert!(answer.headers().get(LOCATION).is_none(), "{choice}");
+        let again = answer.text().await.unwrap();
+        assert!(
+            again.contains("<strong>alice</strong>"),
+            "{choice}: {again}"
+        );
+        assert!(!again.contains("name=\"password\""), "{choice}: {again}");
+    }
+    // Without the browser's cookies there is no one signed in to confirm:
+    // the sign-in form.
+    let cookieless = Browser::new()
+        .post(&continue_url, &confirmation(&html, "continue"))
+        .await;
+    assert_eq!(cookieless.status(), StatusCode::OK);
+    assert!(cookieless.headers().get(LOCATION).is_none());
+    assert!(
+        cookieless
+            .text()
+            .await
+            .unwrap()
+            .contains("name=\"password\"")
+    );
+    // Naming another account decides nothing either.
+    let bob = app.create_user_full("bob", None, None, &[]).await;
+    let mut as_bob = confirmation(&html, "continue");
+    for field in &mut as_bob {
+        if field.0 == "account" {
+            field.1 = bob.id.to_string();
+        }
+    }
+    let swapped = browser.post(&continue_url, &as_bob).await;
+    assert_eq!(swapped.status(), StatusCode::OK);
+    let again = swapped.text().await.unwrap();
+    assert!(again.contains("<strong>alice</strong>"), "{again}");
+    let no_choice: Vec<_> = confirmation(&html, "continue")
+        .into_iter()
+        .filter(|(name, _)| *name != "choice")
+        .collect();
+    let refused = browser.post(&continue_url, &no_choice).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+
+    // Continue: the code, for alice, redeemable by the public client.
+    let continued = browser
+        .post(&continue_url, &confirmation(&html, "continue"))
+        .await;
+    assert_eq!(continued.status(), StatusCode::SEE_OTHER);
+    let (base, params) = location_params(&continued);
+    assert_eq!(base, REDIRECT);
+    assert_eq!(param(&params, "state"), Some("st&ate"));
+    let tokens = token(
+        &app,
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "spa"),
+            ("code", param(&params, "code").expect("code")),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &spa.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(tokens.status(), StatusCode::OK);
+    let tokens: Value = tokens.json().await.unwrap();
+    let id_token = jwt_part(tokens["id_token"].as_str().unwrap(), 1);
+    assert_eq!(id_token["sub"], alice.id.to_string());
+    assert_eq!(id_token["aud"], "spa");
+
+    // Cancel: the client is told the user declined.
+    let html = browser
+        .get(&authorize_url(&app, "spa", &pkce(), ""))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let cancelled = browser
+        .post(&continue_url, &confirmation(&html, "cancel"))
+        .await;
+    assert_eq!(
+        redirected_error(&cancelled),
+        ("access_denied".into(), Some("st&ate".into()))
+    );
+    // Another account: the sign-in form.
+    let switched = browser
+        .post(&continue_url, &confirmation(&html, "switch"))
+        .await;
+    assert_eq!(switched.status(), StatusCode::OK);
+    assert!(switched.text().await.unwrap().contains("name=\"password\""));
+
+    // An app's own scheme asks too; a public client on https does not.
+    let app_page = browser
+        .get(&authorize_url_to(
+            &app,
+            "app",
+            "com.example.app:/callback",
+            &pkce(),
+        ))
+        .await;
+    assert_eq!(app_page.status(), StatusCode::OK);
+    assert!(
+        app_page
+            .text()
+            .await
+            .unwrap()
+            .contains("<strong>app</strong>")
+    );
+    let site = browser
+        .get(&authorize_url_to(
+            &app,
+            "site",
+            "https://spa.example/callback",
+            &pkce(),
+        ))
+        .await;
+    assert_eq!(site.status(), StatusCode::SEE_OTHER, "single sign-on");
+    assert!(param(&location_params(&site).1, "code").is_some());
+
+    // max_age is judged again when the form comes back: too late, the
+    // sign-in form instead of a code.
+    let html = browser
+        .get(&authorize_url(&app, "spa", &pkce(), "&max_age=60"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(hidden(&html, "max_age"), "60");
+    app.clock.advance(61);
+    let late = browser
+        .post(&continue_url, &confirmation(&html, "continue"))
+        .await;
+    assert_eq!(late.status(), StatusCode::OK);
+    assert!(late.text().await.unwrap().contains("name=\"password\""));
+
+    // prompt=consent for the confidential client: continue gives its code.
+    let web = pkce();
+    let signed = browser
+        .sign_in(
+            &app,
+            &authorize_url(&app, "web", &pkce(), "&prompt=login"),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let html = browser
+        .get(&authorize_url(&app, "web", &web, "&prompt=consent"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let code = browser
+        .post(&continue_url, &confirmation(&html, "continue"))
+        .await;
+    let (_, params) = location_params(&code);
+    let exchanged = exchange(
+        &app,
+        &secret,
+        param(&params, "code").unwrap(),
+        &web.verifier,
+    )
+    .await;
+    assert_eq!(exchanged.status(), StatusCode::OK);
+
+    // A page shown for alice, then bob signs in in the same browser (another
+    // tab): continuing alice's page sends no code, it asks bob.
+    let html = browser
+        .get(&authorize_url(&app, "web", &pkce(), "&prompt=consent"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("<strong>alice</strong>"), "{html}");
+    let as_bob = browser
+        .sign_in(
+            &app,
+            &authorize_url(&app, "web", &pkce(), "&prompt=login"),
+            "bob",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(as_bob.status(), StatusCode::SEE_OTHER);
+    let stale = browser
+        .post(&continue_url, &confirmation(&html, "continue"))
+        .await;
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert!(stale.headers().get(LOCATION).is_none());
+    let asked = stale.text().await.unwrap();
+    assert!(asked.contains("<strong>bob</strong>"), "{asked}");
+    assert_eq!(hidden(&asked, "account"), bob.id.to_string());
 }
 
 #[tokio::test]
@@ -1902,6 +2191,7 @@ async fn junk_at_every_oauth_route_gets_an_error_in_the_routes_own_shape() {
     let browser = [
         "/oauth2/authorize",
         "/oauth2/authorize/sign-in",
+        "/oauth2/authorize/continue",
         "/oauth2/logout",
     ];
     for path in machine.iter().chain(browser.iter()) {

@@ -206,15 +206,45 @@ def test_browser_sign_in_code_flow(issuer, discovery, make_user, spa, callback_s
                         headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert info.status_code == 200 and info.json()["email"] == user.email
 
-    # The browser now holds an SSO session: prompt=none comes straight back with a code.
+    # The browser now holds an SSO session, but this public client's redirect URI is a
+    # loopback address, which any program on the machine could listen on (RFC 8252 §8.6):
+    # prompt=none cannot be answered without the user...
     url, verifier, params = authorization_url(discovery, spa, prompt="none")
     driver.get(url)
     WebDriverWait(driver, WAIT).until(lambda d: d.current_url.startswith(spa.redirect_uri + "?"))
     got = query_of(driver.current_url)
-    assert "error" not in got, got
+    assert got.get("error") == "consent_required", got
+    assert got["state"] == params["state"]
+    # ...and a request shows the confirmation page, naming the account; Continue sends the code.
+    url, verifier, params = authorization_url(discovery, spa)
+    driver.get(url)
+    WebDriverWait(driver, WAIT).until(
+        EC.visibility_of_element_located((By.CSS_SELECTOR, "button[value='continue']")))
+    main = driver.find_element(By.TAG_NAME, "main").text
+    assert user.username in main and spa.client_id in main, main
+    assert not driver.find_elements(By.ID, "password"), "a password asked with a session"
+    # Nothing is focused for the user: a stray Enter does not continue.
+    assert driver.execute_script("return document.activeElement.value") != "continue"
+    screenshot(driver, artifacts, "confirm-en.png")
+    driver.set_window_size(*PHONE)
+    screenshot(driver, artifacts, "confirm-en-phone.png")
+    driver.set_window_size(*DESKTOP)
+    driver.find_element(By.CSS_SELECTOR, "button[value='continue']").click()
+    WebDriverWait(driver, WAIT).until(
+        lambda d: d.current_url.startswith(spa.redirect_uri + "?") and "code=" in d.current_url)
+    got = query_of(driver.current_url)
     assert got["state"] == params["state"]
     r = exchange_code(discovery, spa, got["code"], verifier)
     assert r.status_code == 200, r.text
+    # Cancel tells the client the user declined.
+    url, _, params = authorization_url(discovery, spa)
+    driver.get(url)
+    WebDriverWait(driver, WAIT).until(
+        EC.visibility_of_element_located((By.CSS_SELECTOR, "button[value='cancel']")))
+    driver.find_element(By.CSS_SELECTOR, "button[value='cancel']").click()
+    WebDriverWait(driver, WAIT).until(lambda d: d.current_url.startswith(spa.redirect_uri + "?"))
+    got = query_of(driver.current_url)
+    assert got.get("error") == "access_denied" and got["state"] == params["state"], got
 
 
 def test_browser_chinese_sign_in_page(discovery, spa, make_driver, artifacts):

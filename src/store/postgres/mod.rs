@@ -81,7 +81,12 @@ impl PostgresStore {
             // request gave up on it finishes first) is dropped and its
             // slot freed: requests reach the new server as soon as it
             // answers. The cost is one more round trip per release, after
-            // the answer has gone out.
+            // the answer has gone out. sqlx's own ping still follows this
+            // hook, unbounded (sqlx-core 0.8.6, Floating::return_to_pool;
+            // upstream transact-rs/sqlx#4349): a server going silent in
+            // the moment between the two pings holds that one slot until
+            // the kernel gives up. Nothing here can bound it; the README
+            // tells operators to size the pool with a slot to spare.
             .after_release(move |connection, _| {
                 Box::pin(async move {
                     match tokio::time::timeout(patience, sqlx::Connection::ping(connection)).await {
