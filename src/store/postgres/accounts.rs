@@ -547,32 +547,37 @@ impl AccountStore for PostgresStore {
         Ok(Some(ended))
     }
 
+    /// Also written after a login's answer (a lockout): bounded (see
+    /// [`PostgresStore::within`]).
     async fn set_locked(&self, id: AccountId, locked: bool, now: UnixTime) -> StoreResult<bool> {
-        // One statement: the row lock makes the condition and the change
-        // atomic across nodes. Never refused by the last-administrator
-        // rule (a lockout may not fail a login; an unlock only raises the
-        // standing), but under the administrators' lock, taken first as by
-        // every change to who administers: a lockout committing between
-        // such a change's two counts would have it refused for nothing.
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        super::roles::lock_administrators(&mut tx).await?;
-        let sql = if locked {
-            "UPDATE accounts SET status = 'locked', updated_at = $1 \
-             WHERE id = $2 AND status = 'active'"
-        } else {
-            "UPDATE accounts SET status = 'active', updated_at = $1, consecutive_failures = 0 \
-             WHERE id = $2 AND status <> 'disabled'"
-        };
-        let changed = sqlx::query(sql)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected()
-            == 1;
-        tx.commit().await.map_err(db_error)?;
-        Ok(changed)
+        self.within(async {
+            // One statement: the row lock makes the condition and the change
+            // atomic across nodes. Never refused by the last-administrator
+            // rule (a lockout may not fail a login; an unlock only raises the
+            // standing), but under the administrators' lock, taken first as by
+            // every change to who administers: a lockout committing between
+            // such a change's two counts would have it refused for nothing.
+            let mut tx = self.pool.begin().await.map_err(db_error)?;
+            super::roles::lock_administrators(&mut tx).await?;
+            let sql = if locked {
+                "UPDATE accounts SET status = 'locked', updated_at = $1 \
+                 WHERE id = $2 AND status = 'active'"
+            } else {
+                "UPDATE accounts SET status = 'active', updated_at = $1, consecutive_failures = 0 \
+                 WHERE id = $2 AND status <> 'disabled'"
+            };
+            let changed = sqlx::query(sql)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected()
+                == 1;
+            tx.commit().await.map_err(db_error)?;
+            Ok(changed)
+        })
+        .await
     }
 
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
@@ -603,60 +608,72 @@ impl AccountStore for PostgresStore {
         .transpose()
     }
 
+    /// The API-call flusher's write, with no request: bounded (see
+    /// [`PostgresStore::within`]). Given up after the server committed
+    /// (its answer lost), the batch is added again by the next flush: the
+    /// count errs toward refusing early, never toward letting calls through.
     async fn add_api_calls(
         &self,
         counts: &[(AccountId, i64, UnixTime)],
     ) -> StoreResult<Vec<(AccountId, ApiUsage)>> {
-        let mut sorted = counts.to_vec();
-        // One order for every node's batch: no deadlock between two flushes.
-        sorted.sort_unstable();
-        let ids: Vec<i64> = sorted.iter().map(|c| c.0).collect();
-        let adds: Vec<i64> = sorted.iter().map(|c| c.1).collect();
-        let starts: Vec<i64> = sorted.iter().map(|c| c.2).collect();
-        // A stored count of an earlier period starts over; calls of an
-        // earlier period than the stored one (a flush that arrives after a
-        // reset or a rollover) no longer count.
-        sqlx::query(
-            "UPDATE accounts a SET \
-               api_calls_count = CASE WHEN a.api_calls_period < c.start THEN c.n \
-                 WHEN a.api_calls_period > c.start THEN a.api_calls_count \
-                 ELSE a.api_calls_count + c.n END, \
-               api_calls_period = GREATEST(a.api_calls_period, c.start) \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS c(id, n, start) \
-             WHERE a.id = c.id \
-             RETURNING a.id, a.api_calls_count, a.max_api_calls, a.quota_period, a.api_calls_period",
-        )
-        .bind(&ids)
-        .bind(&adds)
-        .bind(&starts)
-        .fetch_all(&self.pool)
+        self.within(async {
+            let mut sorted = counts.to_vec();
+            // One order for every node's batch: no deadlock between two flushes.
+            sorted.sort_unstable();
+            let ids: Vec<i64> = sorted.iter().map(|c| c.0).collect();
+            let adds: Vec<i64> = sorted.iter().map(|c| c.1).collect();
+            let starts: Vec<i64> = sorted.iter().map(|c| c.2).collect();
+            // A stored count of an earlier period starts over; calls of an
+            // earlier period than the stored one (a flush that arrives after a
+            // reset or a rollover) no longer count.
+            sqlx::query(
+                "UPDATE accounts a SET \
+                   api_calls_count = CASE WHEN a.api_calls_period < c.start THEN c.n \
+                     WHEN a.api_calls_period > c.start THEN a.api_calls_count \
+                     ELSE a.api_calls_count + c.n END, \
+                   api_calls_period = GREATEST(a.api_calls_period, c.start) \
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS c(id, n, start) \
+                 WHERE a.id = c.id \
+                 RETURNING a.id, a.api_calls_count, a.max_api_calls, a.quota_period, a.api_calls_period",
+            )
+            .bind(&ids)
+            .bind(&adds)
+            .bind(&starts)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| Ok((row.try_get("id").map_err(db_error)?, usage_from_row(row)?)))
+            .collect()
+        })
         .await
-        .map_err(db_error)?
-        .iter()
-        .map(|row| Ok((row.try_get("id").map_err(db_error)?, usage_from_row(row)?)))
-        .collect()
     }
 
+    /// Written after a login's answer, with no request: bounded (see
+    /// [`PostgresStore::within`]).
     async fn record_login_failure(
         &self,
         id: AccountId,
         from_unknown_client: bool,
     ) -> StoreResult<i64> {
-        // One statement: the row lock makes concurrent failures from many
-        // nodes add up exactly.
-        sqlx::query(
-            "UPDATE accounts SET failed_login_count = failed_login_count + 1, \
-             consecutive_failures = consecutive_failures + $1 WHERE id = $2 \
-             RETURNING consecutive_failures",
-        )
-        .bind(i64::from(from_unknown_client))
-        .bind(id)
-        .fetch_optional(&self.pool)
+        self.within(async {
+            // One statement: the row lock makes concurrent failures from many
+            // nodes add up exactly.
+            sqlx::query(
+                "UPDATE accounts SET failed_login_count = failed_login_count + 1, \
+                 consecutive_failures = consecutive_failures + $1 WHERE id = $2 \
+                 RETURNING consecutive_failures",
+            )
+            .bind(i64::from(from_unknown_client))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .map(|row| row.try_get(0).map_err(db_error))
+            .transpose()
+            .map(Option::unwrap_or_default)
+        })
         .await
-        .map_err(db_error)?
-        .map(|row| row.try_get(0).map_err(db_error))
-        .transpose()
-        .map(Option::unwrap_or_default)
     }
 
     async fn is_known_client(

@@ -38,30 +38,38 @@ impl KeyStore for PostgresStore {
 
     /// Nodes starting together on an empty database may each generate a
     /// key; every one is kept (all verify), and all nodes sign with the
-    /// newest, so a duplicate costs nothing.
+    /// newest, so a duplicate costs nothing. Written by the key rotation
+    /// too, which has no request: bounded (see [`PostgresStore::within`]).
     async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_der, public_jwk, created_at, \
-             signs_from) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&key.kid)
-        .bind(&key.algorithm)
-        .bind(&key.private_der)
-        .bind(&key.public_jwk)
-        .bind(key.created_at)
-        .bind(key.signs_from)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
-        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
-            .bind(kid)
+        self.within(async {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, algorithm, private_der, public_jwk, created_at, \
+                 signs_from) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&key.kid)
+            .bind(&key.algorithm)
+            .bind(&key.private_der)
+            .bind(&key.public_jwk)
+            .bind(key.created_at)
+            .bind(key.signs_from)
             .execute(&self.pool)
             .await
-            .map(|done| done.rows_affected() > 0)
-            .map_err(db_error)
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The key rotation's too: bounded.
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
+        self.within(async {
+            sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                .bind(kid)
+                .execute(&self.pool)
+                .await
+                .map(|done| done.rows_affected() > 0)
+                .map_err(db_error)
+        })
+        .await
     }
 }

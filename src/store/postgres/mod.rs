@@ -109,25 +109,23 @@ impl PostgresStore {
         })
     }
 
-    /// Runs a background statement (the audit flusher's write, purges, the
-    /// key reloader's read), giving up after twice the patience. A request's statements end with the
-    /// request (`http.request_timeout`); a flusher has no request, and one
-    /// statement on a connection to a server gone silent would otherwise
-    /// wait as long as the kernel does (some 15 minutes), holding its slot
-    /// of the pool and every later flush. Given up, the connection is
-    /// pinged on its release and dropped, and the batch is kept for the
-    /// next flush.
+    /// Runs a statement that may have no request around it, giving up
+    /// after twice the patience: the audit and API-call flushers' writes,
+    /// purges, the key reloader's read and the key rotation's writes, the
+    /// failure counts and lockouts written after a login's answer. A
+    /// request's statements end with the request (`http.request_timeout`);
+    /// a background task has none, and one statement on a connection to a
+    /// server gone silent would otherwise wait as long as the kernel does
+    /// (some 15 minutes), holding its slot of the pool and, for a flusher,
+    /// every later flush. Given up, the connection is pinged on its release
+    /// and dropped, and a flusher keeps its batch for the next flush.
     async fn within<T>(
         &self,
         write: impl std::future::Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
-        tokio::time::timeout(2 * self.patience, write)
+        bounded(self.patience, write)
             .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(
-                    "no answer within twice statement_timeout + connect_timeout".into(),
-                ))
-            })
+            .unwrap_or_else(|| Err(StoreError::Unavailable(GAVE_UP.into())))
     }
 
     /// Checks the URL and settings as [`PostgresStore::open`] reads them,
@@ -147,6 +145,17 @@ impl PostgresStore {
     pub fn set_clock(&self, clock: Arc<dyn crate::clock::Clock>) {
         self.rotations.set_clock(clock);
     }
+}
+
+/// Why a bounded statement ended ([`PostgresStore::within`]).
+const GAVE_UP: &str = "no answer within twice statement_timeout + connect_timeout";
+
+/// `work`, or `None` once twice `patience` has passed without its end.
+async fn bounded<T>(
+    patience: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::time::timeout(2 * patience, work).await.ok()
 }
 
 /// Connection options from the URL, with Sesame's session settings.
@@ -604,6 +613,139 @@ mod tests {
         assert_eq!(parent.rotated_at, Some(1500));
         let successor = store.find_refresh_token(&[50; 32]).await.unwrap().unwrap();
         assert_eq!(successor.issued_at, 1500);
+    }
+
+    /// Every statement that may run with no request around it (flushers,
+    /// purges, key rotation, what a login writes after its answer, notices)
+    /// gives up on a server gone silent after twice statement_timeout +
+    /// connect_timeout, and its connection is dropped: once the server
+    /// answers again the pool serves through new connections, without
+    /// waiting for the kernel to give up on the silent ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn statements_without_a_request_give_up_on_a_silent_server() {
+        use std::str::FromStr;
+        use std::time::Duration;
+
+        use crate::notices::{Notice, Notices};
+        use crate::store::{
+            AccountStore, AuditEvent, AuditStore, KeyStore, PurgeCutoffs, SessionStore, SigningKey,
+        };
+        use crate::testing::{Proxy, via};
+
+        const SLOTS: u32 = 10;
+        let Some(database) = database().await else {
+            return;
+        };
+        let server = sqlx::postgres::PgConnectOptions::from_str(&database.url).unwrap();
+        let proxy = Proxy::start(
+            "127.0.0.1:0",
+            &format!("{}:{}", server.get_host(), server.get_port()),
+        )
+        .await;
+        let mut settings = DatabaseSettings::for_url(via(&database.url, proxy.port));
+        settings.pool_size = SLOTS;
+        settings.connect_timeout = Duration::from_millis(300);
+        settings.statement_timeout = Duration::from_millis(300);
+        let store = PostgresStore::open(&settings, crate::store::Migrate::Apply)
+            .await
+            .unwrap();
+        let notices = super::notify::PgNotices::new(&store);
+        // Every slot holds an open connection, idle, when the server goes
+        // silent (between exchanges: see tests/api/outage.rs on sqlx's
+        // release ping).
+        let busy: Vec<_> = (0..SLOTS)
+            .map(|_| sqlx::query("SELECT pg_sleep(0.2)").execute(store.pool()))
+            .collect();
+        for done in futures_util::future::join_all(busy).await {
+            done.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.pool().num_idle() < SLOTS as usize {
+            assert!(Instant::now() < deadline, "the connections never came back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Their release pings are answered too: nothing in flight.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.freeze();
+
+        let key = SigningKey {
+            kid: "k".into(),
+            algorithm: "EdDSA".into(),
+            private_der: vec![1],
+            public_jwk: "{}".into(),
+            created_at: 0,
+            signs_from: 0,
+        };
+        let event = AuditEvent {
+            id: 0,
+            at: 0,
+            event: "login".into(),
+            outcome: "ok".into(),
+            face: "native".into(),
+            account_id: None,
+            username: None,
+            target_id: None,
+            ip: None,
+            user_agent: None,
+            detail: None,
+        };
+        let cutoffs = PurgeCutoffs {
+            ended_before: 0,
+            spent_before: 0,
+            expired_before: 0,
+        };
+        // Each: whether it failed, and when.
+        async fn timed<T, E>(work: impl Future<Output = Result<T, E>>) -> (bool, Duration) {
+            let started = Instant::now();
+            let failed = work.await.is_err();
+            (failed, started.elapsed())
+        }
+        let all = async {
+            tokio::join!(
+                timed(store.purge(&cutoffs, 10)),
+                timed(store.add_api_calls(&[(1, 1, 0)])),
+                timed(store.record_login_failure(1, true)),
+                timed(store.set_locked(1, true, 0)),
+                timed(store.insert_signing_key(&key)),
+                timed(store.delete_signing_key("k")),
+                timed(store.signing_keys()),
+                timed(store.insert_audit_events(std::slice::from_ref(&event))),
+                timed(store.purge_audit_events(0, 10)),
+                timed(notices.publish(&Notice::AccountChanged(1))),
+            )
+        };
+        let given_up = tokio::time::timeout(Duration::from_secs(20), all)
+            .await
+            .expect("every statement gave up");
+        let given_up = [
+            given_up.0, given_up.1, given_up.2, given_up.3, given_up.4, given_up.5, given_up.6,
+            given_up.7, given_up.8, given_up.9,
+        ];
+        for (i, (failed, after)) in given_up.into_iter().enumerate() {
+            assert!(failed, "statement {i} answered by a silent server?");
+            // Ended by the bound (twice 0.6 s), not by waiting for a new
+            // connection (0.3 s): it ran on a silent one.
+            assert!(
+                (Duration::from_millis(1100)..Duration::from_secs(5)).contains(&after),
+                "statement {i} gave up after {after:?}"
+            );
+        }
+
+        // The silent connections were dropped: once the server answers,
+        // a full pool's worth of work gets through.
+        proxy.thaw();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let again: Vec<_> = (0..SLOTS)
+                .map(|_| sqlx::query("SELECT pg_sleep(0.05)").execute(store.pool()))
+                .collect();
+            let answered = futures_util::future::join_all(again).await;
+            if answered.iter().all(Result::is_ok) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the pool never recovered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The server ends a transaction its node left idle (a node that

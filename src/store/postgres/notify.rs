@@ -34,6 +34,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 pub struct PgNotices {
     pool: PgPool,
     heartbeat: Duration,
+    /// The store's patience: a notice published by a background task (a
+    /// lockout after a login's answer) gives up after twice this, like the
+    /// store's own background statements.
+    patience: Duration,
 }
 
 impl PgNotices {
@@ -42,6 +46,7 @@ impl PgNotices {
         Self {
             pool: store.pool().clone(),
             heartbeat: HEARTBEAT,
+            patience: store.patience,
         }
     }
 }
@@ -49,13 +54,15 @@ impl PgNotices {
 #[async_trait]
 impl Notices for PgNotices {
     async fn publish(&self, notice: &Notice) -> Result<(), NoticeError> {
-        sqlx::query("SELECT pg_notify($1, $2)")
+        let published = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(notices::encode(notice))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| NoticeError(e.to_string()))?;
-        Ok(())
+            .execute(&self.pool);
+        match super::bounded(self.patience, published).await {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(error)) => Err(NoticeError(error.to_string())),
+            None => Err(NoticeError(super::GAVE_UP.into())),
+        }
     }
 
     fn subscribe(&self, sink: Weak<dyn NoticeSink>) {

@@ -410,41 +410,44 @@ impl SessionStore for PostgresStore {
     /// Each delete picks its rows with `SKIP LOCKED`, so nodes purging at
     /// the same time share the work instead of waiting on each other.
     async fn purge(&self, cutoffs: &PurgeCutoffs, batch: u32) -> StoreResult<Purged> {
-        let batch = i64::from(batch);
-        let sessions = sqlx::query(
-            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-             WHERE revoked_at < $1 OR expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(cutoffs.ended_before)
-        .bind(batch)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        let refresh_tokens = sqlx::query(
-            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
-             WHERE rotated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(cutoffs.spent_before)
-        .bind(batch)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        let access_tokens = sqlx::query(
-            "DELETE FROM access_tokens WHERE token_hash IN (SELECT token_hash FROM access_tokens \
-             WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(cutoffs.expired_before)
-        .bind(batch)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        Ok(Purged {
-            sessions,
-            refresh_tokens,
-            access_tokens,
+        self.within(async {
+            let batch = i64::from(batch);
+            let sessions = sqlx::query(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                 WHERE revoked_at < $1 OR expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(cutoffs.ended_before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+            let refresh_tokens = sqlx::query(
+                "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+                 WHERE rotated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(cutoffs.spent_before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+            let access_tokens = sqlx::query(
+                "DELETE FROM access_tokens WHERE token_hash IN (SELECT token_hash FROM access_tokens \
+                 WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(cutoffs.expired_before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+            Ok(Purged {
+                sessions,
+                refresh_tokens,
+                access_tokens,
+            })
         })
+        .await
     }
 }
