@@ -644,6 +644,26 @@ fn csrf_matches(state: &AppState, headers: &HeaderMap, params: &Params) -> bool 
     }
 }
 
+/// A page's form, and the authorization request it carries, checked
+/// again; or the error page (or the client's error redirect) to answer.
+async fn posted_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Params, Authorization), Response> {
+    let lang = Lang::from_headers(headers);
+    let params = page_form(headers, body)
+        .map_err(|refusal| error_page(lang, StatusCode::BAD_REQUEST, &refusal))?;
+    match state
+        .core
+        .check_authorization(&authorize_params(&params))
+        .await
+    {
+        Ok(authorization) => Ok((params, authorization)),
+        Err(error) => Err(refused(lang, state, error)),
+    }
+}
+
 #[utoipa::path(post, path = "/oauth2/authorize/sign-in", tag = "oauth",
     request_body(content = super::openapi::schemas::SignInForm, content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -659,17 +679,9 @@ pub(super) async fn sign_in(
 ) -> Response {
     let lang = Lang::from_headers(&headers);
     let t = page::text(lang);
-    let params = match page_form(&headers, &body) {
-        Ok(params) => params,
-        Err(refusal) => return error_page(lang, StatusCode::BAD_REQUEST, &refusal),
-    };
-    let authorization = match state
-        .core
-        .check_authorization(&authorize_params(&params))
-        .await
-    {
-        Ok(authorization) => authorization,
-        Err(error) => return refused(lang, &state, error),
+    let (params, authorization) = match posted_request(&state, &headers, &body).await {
+        Ok(posted) => posted,
+        Err(refused) => return refused,
     };
     let login = params.get("login").map(String::as_str).unwrap_or_default();
     if !csrf_matches(&state, &headers, &params) {
@@ -750,17 +762,9 @@ pub(super) async fn confirm(
     PageBody(body): PageBody,
 ) -> Response {
     let lang = Lang::from_headers(&headers);
-    let params = match page_form(&headers, &body) {
-        Ok(params) => params,
-        Err(refusal) => return error_page(lang, StatusCode::BAD_REQUEST, &refusal),
-    };
-    let authorization = match state
-        .core
-        .check_authorization(&authorize_params(&params))
-        .await
-    {
-        Ok(authorization) => authorization,
-        Err(error) => return refused(lang, &state, error),
+    let (params, authorization) = match posted_request(&state, &headers, &body).await {
+        Ok(posted) => posted,
+        Err(refused) => return refused,
     };
     let choice = params.get("choice").map(String::as_str);
     if !matches!(choice, Some("continue" | "switch" | "cancel")) {

@@ -353,6 +353,17 @@ pub struct SignInForm<'a> {
     pub error: Option<&'a str>,
 }
 
+/// Appends a form's hidden fields to `body`.
+fn push_hidden(body: &mut String, hidden: &[(&str, String)]) {
+    for (name, value) in hidden {
+        body.push_str(&format!(
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+            escape(name),
+            escape(value)
+        ));
+    }
+}
+
 /// The sign-in page body.
 pub fn sign_in_body(lang: Lang, form: &SignInForm<'_>) -> String {
     let t = text(lang);
@@ -364,13 +375,7 @@ pub fn sign_in_body(lang: Lang, form: &SignInForm<'_>) -> String {
         client = escape(form.client),
         action = escape(form.action),
     );
-    for (name, value) in form.hidden {
-        body.push_str(&format!(
-            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-            escape(name),
-            escape(value)
-        ));
-    }
+    push_hidden(&mut body, form.hidden);
     let invalid = if form.error.is_some() {
         " aria-invalid=\"true\" aria-describedby=\"error\""
     } else {
@@ -437,13 +442,7 @@ pub fn confirm_body(lang: Lang, form: &ConfirmForm<'_>) -> String {
         note = escape(t.confirm_note),
         action = escape(form.action),
     );
-    for (name, value) in form.hidden {
-        body.push_str(&format!(
-            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-            escape(name),
-            escape(value)
-        ));
-    }
+    push_hidden(&mut body, form.hidden);
     body.push_str(&format!(
         "<button type=\"submit\" name=\"choice\" value=\"continue\">{}</button>\
          <button type=\"submit\" name=\"choice\" value=\"switch\" class=\"secondary\">{}</button>\
