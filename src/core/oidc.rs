@@ -257,6 +257,18 @@ pub enum Continuation {
     },
 }
 
+impl Authorization {
+    /// The client's answer when the user declines on the confirmation page.
+    pub fn declined(&self) -> AuthorizeError {
+        AuthorizeError::Redirect {
+            redirect_uri: self.redirect_uri.clone(),
+            state: self.state.clone(),
+            error: "access_denied",
+            description: "the user declined".into(),
+        }
+    }
+}
+
 /// Whether another program could start an authorization request in this
 /// client's name and receive its code: a public client (no secret to
 /// redeem the code with) whose redirect URI is a loopback address or a
@@ -899,13 +911,13 @@ impl Core {
                         description: "the user must confirm a sign-in to this client".into(),
                     });
                 }
-                return match self.store.get_account(browser.account_id).await {
-                    Ok(Some(account)) => Ok(Continuation::Confirm {
+                return match self.cached_account(browser.account_id).await {
+                    Ok(account) => Ok(Continuation::Confirm {
                         account_id: account.id,
-                        username: account.username,
+                        username: account.username.clone(),
                     }),
                     // Deleted meanwhile: whoever is there signs in.
-                    Ok(None) => Ok(Continuation::SignIn),
+                    Err(Error::NotFound(_)) => Ok(Continuation::SignIn),
                     Err(error) => {
                         tracing::error!(%error, "authorization: the signed-in account could not be read");
                         Err(AuthorizeError::Unavailable)

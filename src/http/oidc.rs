@@ -785,16 +785,7 @@ pub(super) async fn confirm(
             return sign_in_page(&state, &headers, &authorization, StatusCode::OK, None, None);
         }
         (Some("cancel"), Some(_)) => {
-            return refused(
-                lang,
-                &state,
-                AuthorizeError::Redirect {
-                    redirect_uri: authorization.redirect_uri.clone(),
-                    state: authorization.state.clone(),
-                    error: "access_denied",
-                    description: "the user declined".into(),
-                },
-            );
+            return refused(lang, &state, authorization.declined());
         }
         _ => {}
     }
