@@ -14,7 +14,7 @@ use super::clock::UnixTime;
 use super::error::{Error, Result};
 use super::tokens::hash_token;
 use crate::limits::{Charge, Charged, FailureLimiter, LimitsError, Rule};
-use crate::store::{Account, AccountId, ClientKind};
+use crate::store::{Account, AccountId, ClientKind, Store};
 
 /// Brute-force protection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,21 +121,64 @@ fn embedded_ipv4(ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
         .then(|| std::net::Ipv4Addr::from(u32::try_from(bits & 0xffff_ffff).unwrap_or_default()))
 }
 
-/// The limiter key of an account, or of a login name that matches none.
-/// A name that is a mobile number counts in its compared form, as the
-/// lookup finds it: `138-8888-8888` and `13888888888` are one budget
-/// whether or not an account has that number, or throttling would tell.
-/// The name is kept only as its SHA-256 (people type passwords into the
-/// login field, and with Redis the key is stored in another server).
-pub(crate) fn account_key(account: Option<&Account>, login: &super::domain::LoginId) -> String {
-    match account {
-        Some(account) => account_key_of(account.id),
-        None => {
-            let name = match login.as_mobile() {
-                Some(mobile) => hash_token(&mobile),
-                None => hash_token(login.key()),
-            };
-            format!("login:{}", hex::encode(&name[..16]))
+/// How login names that match no account are named in the limiter.
+///
+/// People type passwords into the login field, and with Redis the limiter's
+/// keys are stored in another server, readable by whoever can read it. A
+/// plain digest of the name could be tested there against guesses of
+/// passwords and of who has no account; an HMAC under a secret held in the
+/// database cannot be without that secret too. Every node must name a name
+/// alike, or its budget would be one per node: the secret is the
+/// deployment's, made once and stored (`Store::deployment_secret`).
+#[derive(Clone)]
+pub(crate) struct LimiterNames(aws_lc_rs::hmac::Key);
+
+impl LimiterNames {
+    /// The name of the secret in the store.
+    const SECRET: &'static str = "limiter-names";
+
+    /// The deployment's, read from the store (made and stored by the first
+    /// process to need it).
+    pub(crate) async fn of_deployment(store: &dyn Store, now: UnixTime) -> Result<Self> {
+        let mut fresh = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut fresh)
+            .map_err(|_| Error::Internal("no randomness for the limiter's secret".into()))?;
+        let secret = store.deployment_secret(Self::SECRET, &fresh, now).await?;
+        if secret.len() < 32 {
+            return Err(Error::Internal(format!(
+                "the deployment secret {} is {} bytes, fewer than 32",
+                Self::SECRET,
+                secret.len()
+            )));
+        }
+        Ok(Self::with_secret(&secret))
+    }
+
+    fn with_secret(secret: &[u8]) -> Self {
+        Self(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            secret,
+        ))
+    }
+
+    /// The limiter key of an account, or of a login name that matches none.
+    /// A name that is a mobile number counts in its compared form, as the
+    /// lookup finds it: `138-8888-8888` and `13888888888` are one budget
+    /// whether or not an account has that number, or throttling would tell.
+    pub(crate) fn account_key(
+        &self,
+        account: Option<&Account>,
+        login: &super::domain::LoginId,
+    ) -> String {
+        match account {
+            Some(account) => account_key_of(account.id),
+            None => {
+                let tag = match login.as_mobile() {
+                    Some(mobile) => aws_lc_rs::hmac::sign(&self.0, mobile.as_bytes()),
+                    None => aws_lc_rs::hmac::sign(&self.0, login.key().as_bytes()),
+                };
+                format!("login:{}", hex::encode(&tag.as_ref()[..16]))
+            }
         }
     }
 }
@@ -281,17 +324,35 @@ mod tests {
     }
 
     /// A name that matches no account (often a password typed into the
-    /// login field) is kept in the limiter only as a digest; a mobile
-    /// number in any of its written forms is one budget.
+    /// login field) is kept in the limiter only as a keyed digest, which
+    /// another secret makes another: a reader of the limiter's keys cannot
+    /// test a guess of the name. A mobile number in any of its written
+    /// forms is one budget.
     #[test]
-    fn unknown_names_are_kept_as_digests() {
+    fn unknown_names_are_kept_as_keyed_digests() {
         use super::super::domain::LoginId;
-        let key = |name: &str| account_key(None, &LoginId::parse(name).unwrap());
+        let names = LimiterNames::with_secret(&[7; 32]);
+        let key = |name: &str| names.account_key(None, &LoginId::parse(name).unwrap());
         let typed = key("hunter2-Secret");
         assert!(typed.starts_with("login:") && typed.len() == "login:".len() + 32);
         assert!(!typed.to_lowercase().contains("hunter2"), "{typed}");
+        // Not the plain digest of the name (what an earlier Sesame stored).
+        let plain = hash_token(LoginId::parse("hunter2-Secret").unwrap().key());
+        assert_ne!(typed, format!("login:{}", hex::encode(&plain[..16])));
         assert_eq!(key("138-8888-8888"), key("13888888888"));
         assert_ne!(key("alice"), key("alicf"));
+        // The same name under the same secret: the same budget, on any node.
+        assert_eq!(
+            key("alice"),
+            LimiterNames::with_secret(&[7; 32])
+                .account_key(None, &LoginId::parse("alice").unwrap())
+        );
+        // Under another deployment's secret: another key.
+        let other = LimiterNames::with_secret(&[8; 32]);
+        assert_ne!(
+            key("alice"),
+            other.account_key(None, &LoginId::parse("alice").unwrap())
+        );
     }
 
     #[test]

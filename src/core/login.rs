@@ -7,7 +7,7 @@ use super::audit::{self, AuditEventExt};
 use super::clock::UnixTime;
 use super::domain::{LoginId, Md5Hex, Password, Platform};
 use super::error::{Error, Result};
-use super::guard::{account_key, address_key};
+use super::guard::address_key;
 use super::sessions::PlatformPolicy;
 use super::tokens::{
     hash_presented_in, hash_token, hash_token_in, is_opaque_token, new_opaque_token,
@@ -263,7 +263,9 @@ impl Core {
         }
         let (account, recognised) = self.find_for_login(&attempt).await?;
         let known = recognised.known();
-        let account_key = account_key(account.as_ref(), &attempt.login);
+        let account_key = self
+            .limiter_names
+            .account_key(account.as_ref(), &attempt.login);
         let base = match &account {
             Some(account) => base.account(account),
             None => base,

@@ -131,6 +131,8 @@ pub struct Core {
     caches: Arc<cache::Caches>,
     api_calls: Arc<ApiCalls>,
     limiter: Arc<dyn FailureLimiter>,
+    /// How the limiter names login names that match no account.
+    limiter_names: guard::LimiterNames,
     /// Each session's budgets on this node: its refreshes
     /// (`spend_refresh`), a browser session's codes given by single sign-on
     /// (`oidc::CODES_BY_SINGLE_SIGN_ON`).
@@ -200,6 +202,7 @@ impl Core {
                 key_rotation::command_key_ring(&*store, &settings, clock.now()).await?
             }
         };
+        let limiter_names = guard::LimiterNames::of_deployment(&*store, clock.now()).await?;
         let api_calls = Arc::new(ApiCalls::new(
             Arc::clone(&store),
             settings.sessions.cache_ttl,
@@ -224,6 +227,7 @@ impl Core {
         notices.subscribe(Arc::downgrade(&sink));
         Ok(Self {
             limiter,
+            limiter_names,
             session_budgets: crate::limits::memory::MemoryLimiter::new(),
             spent_chains: std::sync::Mutex::new(std::collections::HashMap::new()),
             audit,

@@ -1614,3 +1614,32 @@ pub async fn one_opaque_token_per_session(store: Arc<dyn Store>) {
     );
     assert_eq!(store.find_access_token(&[99; 32]).await.unwrap(), None);
 }
+
+/// A deployment secret is made once: processes asking at once on a new
+/// database all get the first one stored, later asks get it again whatever
+/// they offer, and each name is a secret of its own.
+pub async fn deployment_secrets_are_made_once(store: Arc<dyn Store>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8u8 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            store
+                .deployment_secret("limiter-names", &[i; 32], 5)
+                .await
+                .unwrap()
+        });
+    }
+    let got = tasks.join_all().await;
+    assert!(got.iter().all(|secret| *secret == got[0]), "{got:?}");
+    assert!((0..8u8).any(|i| got[0] == [i; 32]), "{:?}", got[0]);
+    let again = store
+        .deployment_secret("limiter-names", &[99; 32], 6)
+        .await
+        .unwrap();
+    assert_eq!(again, got[0]);
+    let other = store
+        .deployment_secret("other", &[42; 32], 6)
+        .await
+        .unwrap();
+    assert_eq!(other, [42; 32]);
+}

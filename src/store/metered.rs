@@ -375,6 +375,18 @@ impl KeyStore for MeteredStore {
         self.time("delete_signing_key", self.inner.delete_signing_key(kid))
             .await
     }
+    async fn deployment_secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+        now: UnixTime,
+    ) -> StoreResult<Vec<u8>> {
+        self.time(
+            "deployment_secret",
+            self.inner.deployment_secret(name, fresh, now),
+        )
+        .await
+    }
 }
 
 #[async_trait]

@@ -544,6 +544,16 @@ pub trait KeyStore: Send + Sync {
     async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()>;
     /// Deletes a key (retired: every token it signed has expired); false if there was none.
     async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool>;
+    /// The deployment's secret `name`, which every node reads from here:
+    /// the one stored, else `fresh`, stored now (made at `now`). Of nodes
+    /// asking at once on a new database, the first to store wins and all
+    /// get its value. A secret that exists is only read.
+    async fn deployment_secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+        now: UnixTime,
+    ) -> StoreResult<Vec<u8>>;
 }
 
 /// How well a deployment is administered, as the stores count it: 2 when

@@ -435,6 +435,56 @@ async fn an_accounts_failure_budget_holds_across_nodes() {
     }
 }
 
+/// Guesses at a name that matches no account (often a password typed into
+/// the login field) count against one budget on every node, as guesses at
+/// an account do; and Redis, where that budget lives, holds neither the
+/// name nor a plain digest of it that a reader could test guesses against:
+/// only an HMAC under the deployment's secret, which is in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_names_budget_holds_across_nodes_and_redis_never_sees_the_name() {
+    let deployment = Deployment::new().await;
+    let nodes = cluster(&deployment, 3, &[("SESAME_ABUSE__ACCOUNT_BURST", "5")]).await;
+    let client = reqwest::Client::new();
+    let typed = "Correct-Horse-Battery-7";
+    for i in 0..5 {
+        let (status, _) = login(&client, &nodes[i % 3], typed, "wrong guess!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = login(&client, &nodes[2], typed, "wrong guess!").await;
+    let Some(prefix) = deployment.redis_prefix() else {
+        // Without Redis each node keeps its own budget (documented).
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        return;
+    };
+    // Every node names the name alike: its budget is spent wherever the
+    // sixth guess lands. The address's own budget is not (another name
+    // from it is only refused).
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _) = login(&client, &nodes[2], "nobody-else", "wrong guess!").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let redis = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let mut connection = redis::aio::ConnectionManager::new(redis).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let names: Vec<&String> = keys
+        .iter()
+        .filter(|key| key.starts_with(&format!("{prefix}limit:login:")))
+        .collect();
+    assert_eq!(names.len(), 2, "one budget per name: {keys:?}");
+    for form in [typed.to_owned(), typed.to_lowercase()] {
+        let plain = hex::encode(&sha256(&form)[..16]);
+        assert!(
+            keys.iter()
+                .all(|key| !key.contains(&plain) && !key.to_lowercase().contains("horse")),
+            "{keys:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_call_quota_holds_for_the_cluster_within_the_documented_bound() {
     let deployment = Deployment::new().await;

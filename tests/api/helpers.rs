@@ -257,6 +257,13 @@ impl Deployment {
         self.dir.path()
     }
 
+    /// The prefix of this deployment's keys in Redis, when it has Redis
+    /// (read by the cluster tests, which the SQLite binary has not).
+    #[allow(dead_code)]
+    pub fn redis_prefix(&self) -> Option<&str> {
+        self.redis_prefix.as_deref()
+    }
+
     /// Points a configuration at this deployment.
     pub fn apply(&self, raw: &mut RawConfig) {
         raw.data_dir = self.path().to_path_buf();

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{PostgresStore, db_error};
-use crate::store::{KeyStore, SigningKey, StoreResult};
+use crate::clock::UnixTime;
+use crate::store::{KeyStore, SigningKey, StoreError, StoreResult};
 
 #[async_trait]
 impl KeyStore for PostgresStore {
@@ -69,6 +70,47 @@ impl KeyStore for PostgresStore {
                 .await
                 .map(|done| done.rows_affected() > 0)
                 .map_err(db_error)
+        })
+        .await
+    }
+
+    /// Read first, so that a node on a read-only server (a standby) starts
+    /// when the secret exists. Two nodes storing at once: the second's
+    /// insert waits for the first's commit and does nothing, and its
+    /// second read (a statement of its own, so a fresh snapshot under READ
+    /// COMMITTED) sees the first's value. Run at start: bounded.
+    async fn deployment_secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+        now: UnixTime,
+    ) -> StoreResult<Vec<u8>> {
+        const SELECT: &str = "SELECT value FROM deployment_secrets WHERE name = $1";
+        self.within(async {
+            let stored: Option<Vec<u8>> = sqlx::query_scalar(SELECT)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+            if let Some(value) = stored {
+                return Ok(value);
+            }
+            sqlx::query(
+                "INSERT INTO deployment_secrets (name, value, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(fresh)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+            sqlx::query_scalar(SELECT)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| StoreError::Corrupt(format!("deployment secret {name} vanished")))
         })
         .await
     }

@@ -17,7 +17,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [(&str, &str); 11] = [
+const MIGRATIONS: [(&str, &str); 12] = [
     (
         "init",
         include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -61,6 +61,10 @@ const MIGRATIONS: [(&str, &str); 11] = [
     (
         "keys_published_ahead",
         include_str!("../../../migrations/postgres/0011_keys_published_ahead.sql"),
+    ),
+    (
+        "deployment_secrets",
+        include_str!("../../../migrations/postgres/0012_deployment_secrets.sql"),
     ),
 ];
 

@@ -1,10 +1,11 @@
 //! Token signing keys in SQLite.
 
 use async_trait::async_trait;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, db_error};
-use crate::store::{KeyStore, SigningKey, StoreResult};
+use crate::clock::UnixTime;
+use crate::store::{KeyStore, SigningKey, StoreError, StoreResult};
 
 #[async_trait]
 impl KeyStore for SqliteStore {
@@ -62,6 +63,38 @@ impl KeyStore for SqliteStore {
                 .and_then(|mut delete| delete.execute([&kid]))
                 .map(|deleted| deleted > 0)
                 .map_err(db_error)
+        })
+        .await
+    }
+
+    /// Read first, so that a process that only reads (on a database where
+    /// the secret exists) never waits for the writer.
+    async fn deployment_secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+        now: UnixTime,
+    ) -> StoreResult<Vec<u8>> {
+        const SELECT: &str = "SELECT value FROM deployment_secrets WHERE name = ?";
+        let key = name.to_owned();
+        let stored = self.read(move |conn| {
+            conn.query_row(SELECT, [&key], |row| row.get(0))
+                .optional()
+                .map_err(db_error)
+        })?;
+        if let Some(value) = stored {
+            return Ok(value);
+        }
+        let (key, fresh) = (name.to_owned(), fresh.to_vec());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO deployment_secrets (name, value, created_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO NOTHING",
+                params![key, fresh, now],
+            )
+            .and_then(|_| conn.query_row(SELECT, [&key], |row| row.get(0)).optional())
+            .map_err(db_error)?
+            .ok_or_else(|| StoreError::Corrupt(format!("deployment secret {key} vanished")))
         })
         .await
     }

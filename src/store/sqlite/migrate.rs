@@ -10,7 +10,7 @@ use super::db_error;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: [&str; 11] = [
+const MIGRATIONS: [&str; 12] = [
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_opaque_tokens.sql"),
     include_str!("../../../migrations/sqlite/0003_abuse_and_audit.sql"),
@@ -22,6 +22,7 @@ const MIGRATIONS: [&str; 11] = [
     include_str!("../../../migrations/sqlite/0009_session_pages.sql"),
     include_str!("../../../migrations/sqlite/0010_audit_target.sql"),
     include_str!("../../../migrations/sqlite/0011_keys_published_ahead.sql"),
+    include_str!("../../../migrations/sqlite/0012_deployment_secrets.sql"),
 ];
 
 /// Brings the schema up to date.

@@ -623,4 +623,10 @@ mod tests {
         let (_dir, store) = store().await;
         conformance::one_opaque_token_per_session(store).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deployment_secret_is_made_once() {
+        let (_dir, store) = store().await;
+        conformance::deployment_secrets_are_made_once(store).await;
+    }
 }
