@@ -580,18 +580,34 @@ impl AccountStore for PostgresStore {
         .await
     }
 
+    /// The account's sessions and their tokens go with it (`ON DELETE
+    /// CASCADE`), each session's row before its tokens' rows; a refresh
+    /// rotation locks a token's row and then its session's (the
+    /// successor's foreign key), the other way round. The two can deadlock:
+    /// PostgreSQL then ends one, and when it is the deletion, it runs again
+    /// (as a rotation batch does), instead of failing an operator's request.
     async fn delete_account(&self, id: AccountId) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let before = super::roles::admins_before(&mut tx).await?;
-        let deleted = sqlx::query("DELETE FROM accounts WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-        super::roles::admins_after(&mut tx, before).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(deleted > 0)
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.pool.begin().await.map_err(db_error)?;
+            let before = super::roles::admins_before(&mut tx).await?;
+            let deleted = match sqlx::query("DELETE FROM accounts WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+            {
+                Ok(done) => done.rows_affected(),
+                Err(error) if super::is_deadlock(&error) && attempt < super::DEADLOCK_RETRIES => {
+                    attempt += 1;
+                    let _ = tx.rollback().await;
+                    continue;
+                }
+                Err(error) => return Err(db_error(error)),
+            };
+            super::roles::admins_after(&mut tx, before).await?;
+            tx.commit().await.map_err(db_error)?;
+            return Ok(deleted > 0);
+        }
     }
 
     async fn api_usage(&self, id: AccountId) -> StoreResult<Option<ApiUsage>> {

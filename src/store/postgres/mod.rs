@@ -281,6 +281,14 @@ fn db_error(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Times a transaction that PostgreSQL ended as a deadlock is run again.
+const DEADLOCK_RETRIES: u32 = 3;
+
+/// Whether PostgreSQL ended the statement's transaction as a deadlock.
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("40P01"))
+}
+
 /// A stored value that Sesame never writes.
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
@@ -861,6 +869,83 @@ mod tests {
             return;
         };
         conformance::one_opaque_token_per_session(store).await;
+    }
+
+    /// A refresh rotation locks its token's row and then its session's;
+    /// deleting the account locks the session's and then the token's. When
+    /// the two meet in the middle PostgreSQL ends one as a deadlock: here
+    /// the deletion (the rotation's side waits longer before it checks),
+    /// which runs again and succeeds once the rotation has committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_an_account_that_deadlocks_with_a_rotation_runs_again() {
+        use sqlx::Connection;
+        let Some((db, store)) = store().await else {
+            return;
+        };
+        let account = conformance::sessions_for_tests(&*store, 1).await;
+        // A rotation, by hand: the token's row first.
+        let mut rotation = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("SET deadlock_timeout = '20s'")
+            .execute(&mut rotation)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut rotation).await.unwrap();
+        sqlx::query("UPDATE refresh_tokens SET rotated_at = 5 WHERE token_hash = $1")
+            .bind(&[0u8; 32][..])
+            .execute(&mut rotation)
+            .await
+            .unwrap();
+        let deleting = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { crate::store::AccountStore::delete_account(&*store, account).await }
+        });
+        // The deletion holds the session's row and waits for the token's.
+        let waiting = async {
+            loop {
+                let waits: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND datname = current_database()",
+                )
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                if waits > 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .unwrap();
+        // The successor's foreign key now waits for the session's row: a
+        // deadlock, which the deletion's check finds (after its 1 s).
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, 's0', 5)",
+        )
+        .bind(&[1u8; 32][..])
+        .execute(&mut rotation)
+        .await
+        .unwrap();
+        sqlx::query("COMMIT").execute(&mut rotation).await.unwrap();
+        let deleted = tokio::time::timeout(std::time::Duration::from_secs(15), deleting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(deleted, Ok(true)), "{deleted:?}");
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM refresh_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deployment_secret_is_made_once() {
+        let Some((_db, store)) = store().await else {
+            return;
+        };
+        conformance::deployment_secrets_are_made_once(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

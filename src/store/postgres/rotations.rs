@@ -29,8 +29,8 @@ use sqlx::Row;
 use sqlx::postgres::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::db_error;
 use super::sessions::{refresh_from_row, session_columns, session_from_row};
+use super::{DEADLOCK_RETRIES, db_error, is_deadlock};
 use crate::clock::{Clock, UnixTime};
 use crate::store::{RefreshToken, Session, StoreError, StoreResult, SuccessorHashes, TokenHash};
 
@@ -45,8 +45,6 @@ const MAX_BATCH: usize = 128;
 const IN_FLIGHT: usize = 1;
 /// Rotations waiting for a batch before callers wait to queue.
 const QUEUE: usize = 4096;
-/// Times a batch aborted by a deadlock is run again.
-const DEADLOCK_RETRIES: u32 = 3;
 
 /// What a rotation answers: the token as found, its session, whether rotated.
 pub(super) type Rotated = Option<(RefreshToken, Session, bool)>;
@@ -256,9 +254,7 @@ async fn execute(
             )))
         });
         match answered {
-            Err(sqlx::Error::Database(e))
-                if e.code().as_deref() == Some("40P01") && attempt < DEADLOCK_RETRIES =>
-            {
+            Err(error) if is_deadlock(&error) && attempt < DEADLOCK_RETRIES => {
                 attempt += 1;
             }
             other => break other,
