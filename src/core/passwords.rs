@@ -2,10 +2,12 @@
 //!
 //! Argon2id is deliberately slow and memory-hungry (19 MiB a hash by default),
 //! so it never runs on the async workers: a fixed set of threads, one per core
-//! by default, takes jobs from a bounded queue. Each thread keeps its own
+//! by default, takes jobs handed to the thread that went idle last, and queued
+//! up to a bound while all are busy ([`handoff`]). Each thread keeps its own
 //! block buffer and reuses it for every hash instead of allocating 19 MiB per
-//! call. When the queue is full a request is refused at once with
-//! [`Error::Busy`] rather than piling up memory and latency.
+//! call, and gives it back when idle. When the queue is full a request is
+//! refused at once with [`Error::Busy`] rather than piling up memory and
+//! latency.
 //!
 //! Verification of an unknown account runs against a dummy verifier with the
 //! same parameters, so it costs the same time as a real one.
@@ -16,10 +18,10 @@ use std::time::Duration;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Params, Version};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 
+use self::handoff::{Handoff, Refused};
 use super::domain::Password;
 use super::error::{Error, Result};
 use crate::metrics::HashingMetrics;
@@ -119,10 +121,22 @@ impl Job {
     }
 }
 
+mod handoff;
+
+/// The pool's jobs, as its handles hold them: the last one dropped stops
+/// the threads.
+struct Jobs(Arc<Handoff<Job>>);
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// A handle to the hashing pool; cheap to clone.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    jobs: Sender<Job>,
+    jobs: Arc<Jobs>,
     metrics: HashingMetrics,
     dummy_verifier: Arc<str>,
     params: Params,
@@ -138,14 +152,15 @@ impl PasswordHasher {
     /// Starts the pool's threads. They stop when the last handle is dropped.
     pub fn start(settings: &HashingSettings, metrics: HashingMetrics) -> Result<Self> {
         let params = settings.params()?;
-        let (jobs, receiver) = crossbeam_channel::bounded(settings.queue.max(1));
-        for index in 0..settings.threads.max(1) {
-            let receiver = receiver.clone();
+        let threads = settings.threads.max(1);
+        let jobs = Arc::new(Jobs(Arc::new(Handoff::new(threads, settings.queue.max(1)))));
+        for index in 0..threads {
+            let handoff = Arc::clone(&jobs.0);
             let params = params.clone();
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("sesame-hash-{index}"))
-                .spawn(move || worker(&receiver, &params, &metrics))
+                .spawn(move || worker(index, &handoff, &params, &metrics))
                 .map_err(|e| Error::Internal(format!("cannot start hashing thread: {e}")))?;
         }
         let dummy_verifier = dummy_verifier(&params)?.into();
@@ -229,19 +244,19 @@ impl PasswordHasher {
     }
 
     fn submit(&self, job: Job) -> Result<()> {
-        // Counted before it is sent: a thread may take it (and count it
-        // down) before `try_send` returns.
+        // Counted before it is offered: a thread may take it (and count it
+        // down) before `offer` returns.
         self.metrics.queue.inc();
-        self.jobs.try_send(job).map_err(|e| {
+        self.jobs.0.offer(job).map_err(|refused| {
             self.metrics.queue.dec();
-            match e {
-                TrySendError::Full(_) => {
+            match refused {
+                Refused::Full => {
                     self.metrics.rejections.inc();
                     Error::Busy {
                         retry_after_secs: 1,
                     }
                 }
-                TrySendError::Disconnected(_) => pool_gone(),
+                Refused::Closed => pool_gone(),
             }
         })
     }
@@ -304,7 +319,7 @@ const RELEASE_AFTER_IDLE: Duration = Duration::from_secs(30);
 #[cfg(test)]
 const RELEASE_AFTER_IDLE: Duration = Duration::from_millis(300);
 
-fn worker(receiver: &Receiver<Job>, params: &Params, metrics: &HashingMetrics) {
+fn worker(index: usize, jobs: &Handoff<Job>, params: &Params, metrics: &HashingMetrics) {
     // Allocated at the first job, kept while busy, released when idle: an
     // idle server holds no hashing memory, a busy one never reallocates.
     // Each thread times its own idleness.
@@ -319,23 +334,29 @@ fn worker(receiver: &Receiver<Job>, params: &Params, metrics: &HashingMetrics) {
         holds
     };
     let mut held = false;
+    let mut next = None;
     loop {
-        let job = match receiver.recv_timeout(RELEASE_AFTER_IDLE) {
-            Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => {
-                blocks.release();
-                held = holds(&blocks, held);
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                holds(&Kernel::default(), held);
-                return;
+        let job = match next.take() {
+            Some(job) => job,
+            None => {
+                let idle = || {
+                    blocks.release();
+                    held = holds(&blocks, held);
+                };
+                match jobs.wait(index, RELEASE_AFTER_IDLE, idle) {
+                    Some(job) => job,
+                    None => {
+                        holds(&Kernel::default(), held);
+                        return;
+                    }
+                }
             }
         };
         metrics.queue.dec();
         // Skipped: under overload the queue then drains at once for those
         // still waiting instead of hashing for requests already answered.
         if job.abandoned() {
+            next = jobs.finish(index);
             continue;
         }
         // A panic (none is known) fails its one request, whose reply is
@@ -344,22 +365,48 @@ fn worker(receiver: &Receiver<Job>, params: &Params, metrics: &HashingMetrics) {
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_job(job, params, metrics, &mut blocks)
         }));
-        if done.is_err() {
-            tracing::error!("a password hashing job panicked; its request failed");
-            blocks = Kernel::default();
+        // Idle (or on to a queued job) before answering: a caller whose
+        // next job follows the answer finds this thread first in line.
+        next = jobs.finish(index);
+        match done {
+            Ok(answer) => answer.send(),
+            Err(_) => {
+                tracing::error!("a password hashing job panicked; its request failed");
+                blocks = Kernel::default();
+            }
         }
         held = holds(&blocks, held);
     }
 }
 
-/// Hashes or verifies, and answers.
-fn run_job(job: Job, params: &Params, metrics: &HashingMetrics, blocks: &mut Kernel) {
+/// A job's result, with whom to send it to.
+enum Answer {
+    Hashed(oneshot::Sender<Result<String>>, Result<String>),
+    Verified(oneshot::Sender<Result<Verification>>, Result<Verification>),
+}
+
+impl Answer {
+    fn send(self) {
+        // A caller gone meanwhile has nobody to tell.
+        match self {
+            Answer::Hashed(reply, hashed) => {
+                let _ = reply.send(hashed);
+            }
+            Answer::Verified(reply, verified) => {
+                let _ = reply.send(verified);
+            }
+        }
+    }
+}
+
+/// Hashes or verifies; the answer, not yet sent.
+fn run_job(job: Job, params: &Params, metrics: &HashingMetrics, blocks: &mut Kernel) -> Answer {
     let started = std::time::Instant::now();
     match job {
         Job::Hash { secret, reply } => {
             let hashed = hash_with(params, secret.expose_secret().as_bytes(), blocks);
             metrics.duration.observe(started.elapsed().as_secs_f64());
-            let _ = reply.send(hashed);
+            Answer::Hashed(reply, hashed)
         }
         Job::Verify {
             secret,
@@ -389,7 +436,7 @@ fn run_job(job: Job, params: &Params, metrics: &HashingMetrics, blocks: &mut Ker
                     });
             }
             metrics.duration.observe(started.elapsed().as_secs_f64());
-            let _ = reply.send(verified);
+            Answer::Verified(reply, verified)
         }
     }
 }
@@ -984,6 +1031,26 @@ mod tests {
             idle.elapsed() >= Duration::from_millis(200),
             "released at once?"
         );
+    }
+
+    /// A trickle of logins, each sent once the one before is answered, is
+    /// served by one thread: the others stay idle and take no memory
+    /// (threads taking turns would each have kept theirs).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trickle_of_jobs_is_served_by_one_thread() {
+        let metrics = crate::metrics::Metrics::new().hashing();
+        let settings = HashingSettings {
+            memory_kib: 1024,
+            threads: 4,
+            ..cheap()
+        };
+        let hasher = PasswordHasher::start(&settings, metrics.clone()).unwrap();
+        let phc = hasher.hash("correct horse").await.unwrap();
+        let password = Password::presented("correct horse").unwrap();
+        for _ in 0..8 {
+            assert!(hasher.verify(&password, &phc).await.unwrap().matches);
+        }
+        assert_eq!(metrics.threads_with_memory.get(), 1);
     }
 
     #[tokio::test]
