@@ -192,6 +192,17 @@ pub async fn open_core(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     start_core(config, clock, Purpose::Command, None).await
 }
 
+/// Starts the core as a server does (it signs tokens, so it makes the
+/// signing key it lacks), without HTTP or background tasks: for harnesses
+/// that drive the router in process (the fuzz targets, `fuzz/`).
+#[doc(hidden)]
+pub async fn open_serving_core(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Core>> {
+    start_core(config, clock, Purpose::Serve, None).await
+}
+
 /// `tls`: the server's HTTPS, whose certificate's expiry is a metric.
 async fn start_core(
     config: &Config,

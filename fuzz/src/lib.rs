@@ -58,7 +58,7 @@ fn build() -> Harness {
     raw.abuse.address_interval = 1;
     let config = raw.validate().expect("configuration");
     let (router, access, refresh) = runtime.block_on(async {
-        let core: Arc<Core> = sesame::app::open_core(&config, Arc::new(SystemClock))
+        let core: Arc<Core> = sesame::app::open_serving_core(&config, Arc::new(SystemClock))
             .await
             .expect("core");
         core.create_account(
