@@ -108,6 +108,11 @@ enum Job {
         verifier: String,
         reply: oneshot::Sender<Result<Verification>>,
     },
+    /// Panics on the thread that runs it: the pool's guard under test.
+    #[cfg(test)]
+    Panic {
+        reply: oneshot::Sender<Result<String>>,
+    },
 }
 
 impl Job {
@@ -117,6 +122,8 @@ impl Job {
         match self {
             Job::Hash { reply, .. } => reply.is_closed(),
             Job::Verify { reply, .. } => reply.is_closed(),
+            #[cfg(test)]
+            Job::Panic { reply } => reply.is_closed(),
         }
     }
 }
@@ -437,6 +444,11 @@ fn run_job(job: Job, params: &Params, metrics: &HashingMetrics, blocks: &mut Ker
             }
             metrics.duration.observe(started.elapsed().as_secs_f64());
             Answer::Verified(reply, verified)
+        }
+        #[cfg(test)]
+        Job::Panic { reply } => {
+            let _kept_until_the_unwinding = reply;
+            panic!("a job made to panic");
         }
     }
 }
@@ -1051,6 +1063,26 @@ mod tests {
             assert!(hasher.verify(&password, &phc).await.unwrap().matches);
         }
         assert_eq!(metrics.threads_with_memory.get(), 1);
+    }
+
+    /// A job that panics (none is known to) fails its own request only:
+    /// the thread serves the next one, and nothing stays counted as queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_job_fails_alone_and_its_thread_serves_on() {
+        let metrics = crate::metrics::Metrics::new().hashing();
+        let hasher = PasswordHasher::start(&cheap(), metrics.clone()).unwrap();
+        for _ in 0..2 {
+            let (reply, answer) = oneshot::channel();
+            hasher.submit(Job::Panic { reply }).unwrap();
+            assert!(answer.await.is_err(), "its caller hears that it failed");
+            let phc = tokio::time::timeout(Duration::from_secs(10), hasher.hash("correct horse"))
+                .await
+                .expect("the pool's one thread serves on")
+                .unwrap();
+            let password = Password::presented("correct horse").unwrap();
+            assert!(hasher.verify(&password, &phc).await.unwrap().matches);
+        }
+        assert_eq!(metrics.queue.get(), 0);
     }
 
     #[tokio::test]

@@ -86,9 +86,9 @@ impl<T> Handoff<T> {
         Ok(())
     }
 
-    /// Said by `thread` when it is done with a job, before it answers: the oldest queued job, for it to run next, or
-    /// `None`, and the thread is idle from now on, first in line for the
-    /// next job.
+    /// Said by `thread` when it is done with a job, before it answers: the
+    /// oldest queued job, for it to run next, or `None`, and the thread is
+    /// idle from now on, first in line for the next job.
     pub(super) fn finish(&self, thread: usize) -> Option<T> {
         let mut state = self.lock();
         if let Some(job) = state.queue.pop_front() {
