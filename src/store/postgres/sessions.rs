@@ -410,38 +410,35 @@ impl SessionStore for PostgresStore {
     /// Each delete picks its rows with `SKIP LOCKED`, so nodes purging at
     /// the same time share the work instead of waiting on each other.
     async fn purge(&self, cutoffs: &PurgeCutoffs, batch: u32) -> StoreResult<Purged> {
+        // One batch of one table: `sql` deletes at most $2 rows ended before $1.
+        let delete = |sql: &'static str, cutoff: UnixTime| async move {
+            sqlx::query(sql)
+                .bind(cutoff)
+                .bind(i64::from(batch))
+                .execute(&self.pool)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(db_error)
+        };
         self.within(async {
-            let batch = i64::from(batch);
-            let sessions = sqlx::query(
+            let sessions = delete(
                 "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
                  WHERE revoked_at < $1 OR expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                cutoffs.ended_before,
             )
-            .bind(cutoffs.ended_before)
-            .bind(batch)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-            let refresh_tokens = sqlx::query(
+            .await?;
+            let refresh_tokens = delete(
                 "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
                  WHERE rotated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                cutoffs.spent_before,
             )
-            .bind(cutoffs.spent_before)
-            .bind(batch)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-            let access_tokens = sqlx::query(
+            .await?;
+            let access_tokens = delete(
                 "DELETE FROM access_tokens WHERE token_hash IN (SELECT token_hash FROM access_tokens \
                  WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                cutoffs.expired_before,
             )
-            .bind(cutoffs.expired_before)
-            .bind(batch)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
+            .await?;
             Ok(Purged {
                 sessions,
                 refresh_tokens,
