@@ -41,7 +41,7 @@ pub async fn open_store(config: &Config, migrate: Migrate) -> anyhow::Result<Arc
             .await
             .map(|store| Arc::new(store) as Arc<dyn Store>)
     } else {
-        if config.uses_data_dir() {
+        if config.uses_data_dir() && migrate != Migrate::Inspect {
             create_private_dir(&config.data_dir).with_context(|| {
                 format!("cannot create data directory {}", config.data_dir.display())
             })?;
@@ -192,6 +192,35 @@ pub async fn open_core(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     start_core(config, clock, Purpose::Command, None).await
 }
 
+/// Opens the store as it is, changing nothing in it (not even a new
+/// database's schema), and starts the core for an operator's command that
+/// only reads: a dry run. A database never set up is
+/// [`StoreError::NoSchema`](crate::store::StoreError::NoSchema) inside the
+/// error; one whose schema is behind is refused.
+pub async fn open_core_unchanged(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Core>> {
+    start_core_with(config, clock, Purpose::Command, Migrate::Inspect, None).await
+}
+
+/// Starts the core of an operator's command on a new, empty SQLite
+/// database in `dir` (which the caller made and removes), with `config`'s
+/// other settings and without Redis: what a dry run checks against when the
+/// configured database was never set up.
+pub async fn open_scratch_core(
+    config: &Config,
+    dir: &std::path::Path,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Core>> {
+    let mut empty = config.clone();
+    empty.data_dir = dir.to_path_buf();
+    empty.database = crate::store::DatabaseSettings::for_url(SqliteStore::url_for_data_dir(dir));
+    // Nothing is announced or counted: no server need hear of it.
+    empty.redis = None;
+    start_core_with(&empty, clock, Purpose::Command, Migrate::Apply, None).await
+}
+
 /// Starts the core as a server does (it signs tokens, so it makes the
 /// signing key it lacks), without HTTP or background tasks: for harnesses
 /// that drive the router in process (the fuzz targets, `fuzz/`).
@@ -210,6 +239,21 @@ async fn start_core(
     purpose: Purpose,
     tls: Option<&Tls>,
 ) -> anyhow::Result<Arc<Core>> {
+    let migrate = match (config.database.auto_migrate, purpose) {
+        (false, _) => Migrate::Check,
+        (true, Purpose::Serve) => Migrate::Apply,
+        (true, Purpose::Command) => Migrate::Setup,
+    };
+    start_core_with(config, clock, purpose, migrate, tls).await
+}
+
+async fn start_core_with(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    purpose: Purpose,
+    migrate: Migrate,
+    tls: Option<&Tls>,
+) -> anyhow::Result<Arc<Core>> {
     // A server needs Redis when configured; an operator's command works
     // without it (see `open_shared`).
     let redis_required = purpose == Purpose::Serve;
@@ -217,14 +261,9 @@ async fn start_core(
     // server's --config, would otherwise work on a new empty database of
     // its own and say nothing (`keys rotate` "succeeding" in it while the
     // server signs on with the old key).
-    let new_database = purpose == Purpose::Command
+    let new_database = migrate == Migrate::Setup
         && !config.database.is_postgres()
         && !SqliteStore::exists(&config.database.url);
-    let migrate = match (config.database.auto_migrate, purpose) {
-        (false, _) => Migrate::Check,
-        (true, Purpose::Serve) => Migrate::Apply,
-        (true, Purpose::Command) => Migrate::Setup,
-    };
     let store = open_store(config, migrate).await?;
     if new_database {
         tracing::warn!(

@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::app::open_core;
+use crate::app::{displayable_url, open_core, open_core_unchanged, open_scratch_core};
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::clock::SystemClock;
@@ -23,6 +23,7 @@ use crate::core::foreign::{FirebaseParams, Template};
 use crate::core::transfer::{
     self, Import, ImportCounts, ImportOptions, MAX_LINE_BYTES, Refusal, check_header, csv_account,
 };
+use crate::store::StoreError;
 
 /// Accounts read per page of an export.
 const ACCOUNT_PAGE: u32 = 500;
@@ -623,7 +624,12 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
             ));
         }
     };
-    let core = open_core(&config, Arc::new(SystemClock)).await?;
+    // Kept until the end: the scratch database of a dry run, if any.
+    let (core, _scratch) = if args.dry_run {
+        open_for_dry_run(&config).await?
+    } else {
+        (open_core(&config, Arc::new(SystemClock)).await?, None)
+    };
     let mut import = core
         .start_import(ImportOptions {
             dry_run: args.dry_run,
@@ -650,6 +656,33 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The core a dry run checks against: the database as it is, changed in
+/// nothing. A database never set up has nothing a line could collide with,
+/// so the file is checked against an empty one made in a scratch directory
+/// (removed when the returned guard is dropped) instead of setting it up.
+async fn open_for_dry_run(
+    config: &Config,
+) -> anyhow::Result<(Arc<Core>, Option<tempfile::TempDir>)> {
+    let error = match open_core_unchanged(config, Arc::new(SystemClock)).await {
+        Ok(core) => return Ok((core, None)),
+        Err(error) => error,
+    };
+    if !matches!(error.downcast_ref(), Some(StoreError::NoSchema)) {
+        return Err(error);
+    }
+    eprintln!(
+        "the database {} is not set up yet, and a dry run sets up nothing: the lines are \
+         checked against each other and an empty database",
+        displayable_url(&config.database.url)
+    );
+    let scratch = tempfile::Builder::new()
+        .prefix("sesame-dry-run-")
+        .tempdir()
+        .context("cannot make a scratch directory for the dry run")?;
+    let core = open_scratch_core(config, scratch.path(), Arc::new(SystemClock)).await?;
+    Ok((core, Some(scratch)))
 }
 
 fn summary(import: &Import, c: ImportCounts, lines: u64) -> String {

@@ -154,6 +154,15 @@ impl LimiterNames {
         Ok(Self::with_secret(&secret))
     }
 
+    /// A secret of this process alone, for a process that signs nobody in
+    /// (an operator's command): names it keyed would match no other's.
+    pub(crate) fn of_process() -> Result<Self> {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret)
+            .map_err(|_| Error::Internal("no randomness for the limiter's secret".into()))?;
+        Ok(Self::with_secret(&secret))
+    }
+
     fn with_secret(secret: &[u8]) -> Self {
         Self(aws_lc_rs::hmac::Key::new(
             aws_lc_rs::hmac::HMAC_SHA256,

@@ -144,6 +144,9 @@ pub struct Core {
         std::collections::HashMap<crate::store::TokenHash, crate::store::SessionId>,
     >,
     notices: Arc<dyn Notices>,
+    /// When a notice that could not be sent was last logged, and how many
+    /// have failed since (`sessions::Core::publish`).
+    unsent_notices: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
     audit: Arc<AuditLog>,
     settings: CoreSettings,
     /// A server's core, or an operator's command's.
@@ -202,7 +205,13 @@ impl Core {
                 key_rotation::command_key_ring(&*store, &settings, clock.now()).await?
             }
         };
-        let limiter_names = guard::LimiterNames::of_deployment(&*store, clock.now()).await?;
+        // Only logins name a login name in the limiter, and an operator's
+        // command signs nobody in: it neither needs the deployment's secret
+        // nor makes it (a dry run writes nothing).
+        let limiter_names = match purpose {
+            Purpose::Serve => guard::LimiterNames::of_deployment(&*store, clock.now()).await?,
+            Purpose::Command => guard::LimiterNames::of_process()?,
+        };
         let api_calls = Arc::new(ApiCalls::new(
             Arc::clone(&store),
             settings.sessions.cache_ttl,
@@ -236,6 +245,7 @@ impl Core {
             tokens: AccessTokens::new(ring, settings.tokens.clone()),
             caches,
             notices,
+            unsent_notices: std::sync::Mutex::new((None, 0)),
             keys_loaded_at: std::sync::atomic::AtomicI64::new(clock.now()),
             purpose,
             draining: std::sync::atomic::AtomicBool::new(false),

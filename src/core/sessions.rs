@@ -458,13 +458,40 @@ impl Core {
     }
 
     /// Publishes a notice; a failure leaves the other nodes to notice within
-    /// `sessions.cache_ttl` (their entries expire), so it is only logged.
+    /// `sessions.cache_ttl` (their entries expire), so it is only logged:
+    /// once every [`UNSENT_WARN_EVERY`] at most, with the count since, so
+    /// that an outage of Redis does not log every logout.
     pub(crate) async fn publish(&self, notice: &Notice) {
-        if let Err(error) = self.notices.publish(notice).await {
-            tracing::warn!(%error, "could not tell the other nodes; they catch up within sessions.cache_ttl");
+        let Err(error) = self.notices.publish(notice).await else {
+            return;
+        };
+        // The notices not sent since the last warning, when one is due.
+        let unsent = {
+            let mut state = self
+                .unsent_notices
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.1 += 1;
+            if state.0.is_none_or(|at| at.elapsed() >= UNSENT_WARN_EVERY) {
+                let unsent = state.1;
+                *state = (Some(std::time::Instant::now()), 0);
+                Some(unsent)
+            } else {
+                None
+            }
+        };
+        if let Some(unsent) = unsent {
+            tracing::warn!(
+                %error,
+                unsent,
+                "could not tell the other nodes; they catch up within sessions.cache_ttl"
+            );
         }
     }
 }
+
+/// Shortest gap between two warnings about notices that could not be sent.
+const UNSENT_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Whether `id` can name a session (every session id is a UUID): anything
 /// else is no session, and never reaches the database (PostgreSQL refuses a

@@ -130,9 +130,10 @@ end
 return 0
 ";
 
-/// How long budget calls skip Redis after one of them failed: this node's
+/// How long budget calls skip Redis after one of them failed (this node's
 /// budgets answer at once, rather than every call of a login waiting out
-/// `redis.timeout_ms` while Redis is away. Then one call tries again.
+/// `redis.timeout_ms` while Redis is away), and notices after a publish
+/// failed. Then one call tries again.
 const PAUSE: Duration = Duration::from_secs(1);
 /// Shortest gap between two warnings about the same outage.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -265,6 +266,25 @@ impl Commands {
     }
 }
 
+/// Until when calls skip Redis, after one failed ([`PAUSE`]).
+#[derive(Debug, Default)]
+struct Pause(Mutex<Option<Instant>>);
+
+impl Pause {
+    /// Whether calls should skip Redis for now.
+    fn is_on(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// A call just failed: the next [`PAUSE`] skips Redis.
+    fn start(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + PAUSE);
+    }
+}
+
 /// Whether Redis answered the last call, and when the last warning was.
 #[derive(Debug, Default)]
 struct Health {
@@ -272,8 +292,8 @@ struct Health {
     /// Every failed or timed-out command (`sesame_redis_errors_total`).
     errors: prometheus_client::metrics::counter::Counter,
     last_warning: Mutex<Option<Instant>>,
-    /// Until when budget calls skip Redis ([`PAUSE`]).
-    paused_until: Mutex<Option<Instant>>,
+    /// Budget calls skip Redis for a moment after one failed.
+    pause: Pause,
 }
 
 impl Health {
@@ -285,19 +305,13 @@ impl Health {
 
     /// Whether budget calls should skip Redis for now.
     fn paused(&self) -> bool {
-        self.paused_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|until| Instant::now() < until)
+        self.pause.is_on()
     }
 
     fn failed(&self, target: &str, action: &str, error: &Unavailable) {
         self.errors.inc();
         self.degraded.store(true, Ordering::SeqCst);
-        *self
-            .paused_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + PAUSE);
+        self.pause.start();
         let due = {
             let mut last = self
                 .last_warning
@@ -585,6 +599,13 @@ impl FailureLimiter for RedisLimiter {
 /// `{prefix}notices`.
 pub struct RedisNotices {
     commands: Commands,
+    /// Publishing skips Redis for a moment after a publish failed: while
+    /// Redis is away, a logout or a password change would otherwise wait
+    /// out `redis.timeout_ms` for every notice it sends. A notice not sent
+    /// is what a failed one is: the other nodes' subscriptions, on the same
+    /// Redis, are lost too and they stop trusting their caches; otherwise
+    /// their entries end within `sessions.cache_ttl`.
+    pause: Pause,
     /// The same server, speaking RESP3 so that subscriptions arrive as pushes.
     subscriber: Client,
     channel: String,
@@ -634,6 +655,7 @@ impl RedisNotices {
         })?;
         Ok(Self {
             commands,
+            pause: Pause::default(),
             subscriber,
             channel: format!("{}notices", settings.key_prefix),
         })
@@ -643,6 +665,12 @@ impl RedisNotices {
 #[async_trait]
 impl Notices for RedisNotices {
     async fn publish(&self, notice: &Notice) -> Result<(), NoticeError> {
+        if self.pause.is_on() {
+            return Err(NoticeError(format!(
+                "not sent: Redis at {} did not answer a publish a moment ago",
+                self.commands.target
+            )));
+        }
         let channel = &self.channel;
         let message = notices::encode(notice);
         self.commands
@@ -656,6 +684,7 @@ impl Notices for RedisNotices {
             .await
             .map(|_| ())
             .map_err(|error| {
+                self.pause.start();
                 NoticeError(format!(
                     "could not publish to Redis at {}: {error}",
                     self.commands.target

@@ -98,6 +98,10 @@ pub enum StoreError {
         /// Its bound.
         most: usize,
     },
+    /// The database was never set up (opened with [`Migrate::Inspect`]):
+    /// no file, or no schema in it.
+    #[error("the database has no Sesame schema yet")]
+    NoSchema,
 }
 
 /// Whether two lists hold the same roles, in any order.
@@ -127,6 +131,10 @@ pub enum Migrate {
     /// upgrade a database in service, where nodes of the earlier version
     /// would then refuse to restart.
     Setup,
+    /// Changes nothing, not even a new database's schema (a dry run): a
+    /// database never set up is [`StoreError::NoSchema`], and one whose
+    /// schema is behind is refused.
+    Inspect,
 }
 
 impl Migrate {
@@ -135,7 +143,7 @@ impl Migrate {
     pub(crate) fn applies(self, applied: usize) -> bool {
         match self {
             Migrate::Apply => true,
-            Migrate::Check => false,
+            Migrate::Check | Migrate::Inspect => false,
             Migrate::Setup => applied == 0,
         }
     }
@@ -148,6 +156,11 @@ impl Migrate {
                  an operator's command does not upgrade a database in service (servers of the \
                  earlier version would refuse to restart on it): run `sesame migrate`, or start \
                  a server of this version, first"
+            )),
+            Migrate::Inspect if applied == 0 => StoreError::NoSchema,
+            Migrate::Inspect => StoreError::Database(format!(
+                "the database schema is at version {applied} and this Sesame needs {latest}; \
+                 this command changes nothing, so it cannot read it: run `sesame migrate` first"
             )),
             _ => behind(applied, latest),
         }

@@ -1794,7 +1794,22 @@ async fn a_command_refuses_a_schema_behind_instead_of_upgrading_it() {
     assert!(fresh.status.success(), "{}", text(&fresh.stderr));
     let latest = dir.schema_version(None).await;
     assert!(latest >= 10, "set up: {latest}");
+    let export = dir.path().join("export.jsonl");
+    let exported = run(sesame(&dir).args(["export", "--output"]).arg(&export), None);
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
     assert_eq!(dir.schema_version(Some(latest - 1)).await, latest - 1);
+    // A dry run changes nothing, so it cannot read a schema behind either.
+    let dry = run(
+        sesame(&dir).args(["import", "--dry-run"]).arg(&export),
+        None,
+    );
+    assert!(!dry.status.success());
+    assert!(
+        text(&dry.stderr)
+            .contains("changes nothing, so it cannot read it: run `sesame migrate` first"),
+        "{}",
+        text(&dry.stderr)
+    );
     let refused = run(sesame(&dir).args(["role", "list"]), None);
     assert!(!refused.status.success());
     let stderr = text(&refused.stderr);

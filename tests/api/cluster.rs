@@ -36,7 +36,7 @@ async fn cluster(deployment: &Deployment, n: usize, extra_env: &[(&str, &str)]) 
 }
 
 /// Adds an account with the test password through the CLI (another process).
-fn add_user(deployment: &Deployment, username: &str, extra: &[&str]) {
+pub(crate) fn add_user(deployment: &Deployment, username: &str, extra: &[&str]) {
     use std::io::Write;
     let mut child = sesame(deployment, &[])
         .args(["user", "add", "--username", username, "--password-stdin"])

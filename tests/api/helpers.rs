@@ -345,6 +345,41 @@ impl Deployment {
         }
     }
 
+    /// Whether nothing was ever written to this deployment's database: no
+    /// SQLite file, or no table in the PostgreSQL database.
+    pub async fn is_untouched(&self) -> bool {
+        match &self.database {
+            None => !self.path().join("sesame.db").exists(),
+            Some(database) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+                let tables: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                tables == 0
+            }
+        }
+    }
+
+    /// The number of rows in `table` of this deployment's database.
+    pub async fn rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {table}");
+        match &self.database {
+            None => {
+                let conn = rusqlite::Connection::open(self.path().join("sesame.db")).unwrap();
+                conn.query_row(&sql, [], |row| row.get(0)).unwrap()
+            }
+            Some(database) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&mut conn).await.unwrap()
+            }
+        }
+    }
+
     /// A store on this deployment's database, opened a second time (as the
     /// CLI or another node would).
     pub async fn open_store(&self) -> Arc<dyn Store> {

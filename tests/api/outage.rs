@@ -4,7 +4,7 @@
 //! relay the outage tests cut (Redis's are in `with_redis.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -22,6 +22,9 @@ pub(crate) struct Relay {
     /// How many times the relay was frozen: a connection freezes when this
     /// passes the count at its accept.
     freezes: tokio::sync::watch::Sender<u64>,
+    /// Whether connections accepted from now on are held open and passed
+    /// nothing (see [`Relay::go_dark`]).
+    dark: Arc<AtomicBool>,
     /// Bytes passed either way on every connection so far.
     moved: Arc<AtomicU64>,
 }
@@ -57,6 +60,8 @@ impl Relay {
         let (freezes, frozen) = tokio::sync::watch::channel(0u64);
         let moved = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&moved);
+        let dark = Arc::new(AtomicBool::new(false));
+        let gone_dark = Arc::clone(&dark);
         let task = tokio::spawn(async move {
             // Dropping the set (when the task is aborted) cuts every connection.
             let mut connections = tokio::task::JoinSet::new();
@@ -68,6 +73,15 @@ impl Relay {
                 let mut frozen = frozen.clone();
                 let at_accept = *frozen.borrow_and_update();
                 let moved = Arc::clone(&counted);
+                if gone_dark.load(Ordering::SeqCst) {
+                    // Accepted (as the kernel does for a stopped process),
+                    // then nothing.
+                    connections.spawn(async move {
+                        let _held = inbound;
+                        std::future::pending::<()>().await;
+                    });
+                    continue;
+                }
                 connections.spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(&target).await {
                         let (mut from_client, mut to_client) = inbound.split();
@@ -95,8 +109,21 @@ impl Relay {
             port,
             task: Some(task),
             freezes,
+            dark,
             moved,
         }
+    }
+
+    /// A server that stopped (a process stopped, a host whose traffic is
+    /// dropped): every open connection freezes at once, and connections
+    /// made later are accepted but answered nothing.
+    #[allow(
+        dead_code,
+        reason = "used by with_redis.rs, in the api_redis binary only"
+    )]
+    pub(crate) fn go_dark(&self) {
+        self.dark.store(true, Ordering::SeqCst);
+        self.freezes.send_modify(|freezes| *freezes += 1);
     }
 
     /// Stops every open connection in its tracks, open: nothing more

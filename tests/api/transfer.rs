@@ -398,6 +398,27 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         .map(|(line, _)| format!("{line}\n"))
         .collect();
     std::fs::write(&accounts_only, text_of_accounts).unwrap();
+    // A dry run first, on the new database: it checks the file against an
+    // empty database of its own and leaves this one as it found it.
+    let dry = ok(run(
+        sesame(&deployment.env())
+            .args(["import", "--dry-run"])
+            .arg(&file),
+        None,
+    ));
+    assert_eq!(
+        text(&dry.stdout).trim(),
+        "checked 12 lines: would import 1 role, 2 OAuth clients, 3 accounts and 3 sessions; \
+         0 lines refused\npassword hashes: argon2 3",
+        "{}",
+        text(&dry.stderr)
+    );
+    assert!(
+        text(&dry.stderr).contains("is not set up yet, and a dry run sets up nothing"),
+        "{}",
+        text(&dry.stderr)
+    );
+    assert!(deployment.is_untouched().await, "a dry run wrote nothing");
     let first = ok(run(
         sesame(&deployment.env()).arg("import").arg(&accounts_only),
         None,
@@ -408,6 +429,9 @@ async fn a_sqlite_deployment_moves_with_its_passwords_and_refresh_tokens() {
         "{}",
         text(&first.stdout)
     );
+    // Operators' commands sign nobody in: the secret that keys login names
+    // in the limiter is left for the first server to make.
+    assert_eq!(deployment.rows("deployment_secrets").await, 0);
     let imported = ok(run(
         sesame(&deployment.env())
             .args(["import", "--on-conflict", "update"])

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use crate::cluster::sesame;
-use crate::helpers::{Deployment, PASSWORD, TestApp, redis_url};
+use crate::helpers::{Deployment, PASSWORD, ServerProcess, TestApp, redis_url};
 use crate::outage::{Relay, authority, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sesame");
@@ -104,6 +104,86 @@ async fn logins_survive_a_redis_outage_and_shared_state_resumes_after_it() {
         app.login("alice", PASSWORD).await.status() == StatusCode::OK
     })
     .await;
+}
+
+/// A Redis gone dark (connections accepted, nothing answered: a stopped
+/// process, a host whose traffic is dropped) costs a logout the wait for
+/// its notice once; for the next moment, notices skip Redis as failure
+/// budgets do, and the logouts answer at once. Each still ends its session
+/// on the node, and the log says once that notices went unsent, not once a
+/// logout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_do_not_keep_requests_waiting_on_a_redis_gone_dark() {
+    let relay = relay_to_redis(0).await;
+    let redis = format!("redis://127.0.0.1:{}", relay.port);
+    let timeout = Duration::from_millis(1500);
+    let deployment = Deployment::new().await;
+    crate::cluster::add_user(&deployment, "alice", &[]);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("node.log");
+    let timeout_ms = timeout.as_millis().to_string();
+    let node = ServerProcess::start_logged(
+        sesame(
+            &deployment,
+            &[
+                ("SESAME_REDIS_URL", &redis),
+                ("SESAME_REDIS__TIMEOUT_MS", &timeout_ms),
+            ],
+        ),
+        &log,
+    );
+    let client = reqwest::Client::new();
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let grant: serde_json::Value = client
+            .post(node.url("/v1/login"))
+            .json(&serde_json::json!({"login": "alice", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push(grant["access_token"].as_str().unwrap().to_owned());
+    }
+
+    relay.go_dark();
+    let mut waits = Vec::new();
+    for token in &tokens {
+        let started = Instant::now();
+        let logout = client
+            .post(node.url("/v1/logout"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        waits.push(started.elapsed());
+        assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    }
+    // The first waits out the timeout (its notice is lost); the next ones,
+    // within the pause that follows, do not wait for Redis at all.
+    assert!(waits[0] < timeout * 2, "{waits:?}");
+    for wait in &waits[1..] {
+        assert!(
+            *wait < timeout / 2,
+            "a logout waited on a dark Redis: {waits:?}"
+        );
+    }
+    for token in &tokens {
+        let me = client
+            .get(node.url("/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let warnings: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains("could not tell the other nodes"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logged}");
 }
 
 /// The README's cluster example (examples/cluster/) run as written: three

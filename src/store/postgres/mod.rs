@@ -940,6 +940,84 @@ mod tests {
         assert_eq!(left, 0);
     }
 
+    /// The same crossing as above, with the purge in the deletion's place:
+    /// the session has ended, the purge picks it and waits for the token a
+    /// late rotation holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_that_deadlocks_with_a_rotation_runs_again() {
+        use sqlx::Connection;
+        let Some((db, store)) = store().await else {
+            return;
+        };
+        // One session, expiring at 1000, with one refresh token.
+        conformance::sessions_for_tests(&*store, 1).await;
+        let mut rotation = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("SET deadlock_timeout = '20s'")
+            .execute(&mut rotation)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut rotation).await.unwrap();
+        sqlx::query("UPDATE refresh_tokens SET rotated_at = 5 WHERE token_hash = $1")
+            .bind(&[0u8; 32][..])
+            .execute(&mut rotation)
+            .await
+            .unwrap();
+        let cutoffs = crate::store::PurgeCutoffs {
+            ended_before: 2000,
+            spent_before: 0,
+            expired_before: 0,
+        };
+        let purging = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { crate::store::SessionStore::purge(&*store, &cutoffs, 10).await }
+        });
+        let waiting = async {
+            loop {
+                let waits: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND datname = current_database()",
+                )
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                if waits > 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, 's0', 5)",
+        )
+        .bind(&[1u8; 32][..])
+        .execute(&mut rotation)
+        .await
+        .unwrap();
+        sqlx::query("COMMIT").execute(&mut rotation).await.unwrap();
+        let purged = tokio::time::timeout(std::time::Duration::from_secs(15), purging)
+            .await
+            .unwrap()
+            .unwrap();
+        let purged = purged.expect("the purge runs again instead of failing");
+        // Run again at once, it may find the session still locked by the
+        // rotation's commit and skip it: the next round takes it.
+        let next = crate::store::SessionStore::purge(&*store, &cutoffs, 10)
+            .await
+            .unwrap();
+        assert_eq!(purged.sessions + next.sessions, 1);
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM refresh_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            left, 0,
+            "the session's tokens, the successor too, went with it"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_deployment_secret_is_made_once() {
         let Some((_db, store)) = store().await else {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::{PostgresStore, corrupt, db_error};
+use super::{DEADLOCK_RETRIES, PostgresStore, corrupt, db_error, is_deadlock};
 use crate::clock::UnixTime;
 use crate::store::{
     AccountId, ClientKind, LoginRecord, NewRefreshToken, NewSession, OpaqueAccessToken,
@@ -409,16 +409,32 @@ impl SessionStore for PostgresStore {
 
     /// Each delete picks its rows with `SKIP LOCKED`, so nodes purging at
     /// the same time share the work instead of waiting on each other.
+    ///
+    /// Deleting a session locks its row, then (`ON DELETE CASCADE`) its
+    /// tokens' rows; a refresh rotation of one of its tokens locks them the
+    /// other way round (the token's row, then the session's for the
+    /// successor's foreign key). `SKIP LOCKED` passes over sessions locked
+    /// when the delete picks them, not over their tokens, so the two can
+    /// deadlock; PostgreSQL then ends one, and when it is the purge's
+    /// statement (one statement, its own transaction), it runs again.
     async fn purge(&self, cutoffs: &PurgeCutoffs, batch: u32) -> StoreResult<Purged> {
         // One batch of one table: `sql` deletes at most $2 rows ended before $1.
         let delete = |sql: &'static str, cutoff: UnixTime| async move {
-            sqlx::query(sql)
-                .bind(cutoff)
-                .bind(i64::from(batch))
-                .execute(&self.pool)
-                .await
-                .map(|done| done.rows_affected())
-                .map_err(db_error)
+            let mut attempt = 0;
+            loop {
+                match sqlx::query(sql)
+                    .bind(cutoff)
+                    .bind(i64::from(batch))
+                    .execute(&self.pool)
+                    .await
+                {
+                    Ok(done) => return Ok(done.rows_affected()),
+                    Err(error) if is_deadlock(&error) && attempt < DEADLOCK_RETRIES => {
+                        attempt += 1;
+                    }
+                    Err(error) => return Err(db_error(error)),
+                }
+            }
         };
         self.within(async {
             let sessions = delete(

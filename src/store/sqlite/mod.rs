@@ -76,6 +76,10 @@ impl SqliteStore {
     /// schema.
     pub async fn open(url: &str, migrate: crate::store::Migrate) -> StoreResult<Self> {
         let database = Database::from_url(url)?;
+        if migrate == crate::store::Migrate::Inspect && !database.path().exists() {
+            // Opening it would create it.
+            return Err(StoreError::NoSchema);
+        }
         let mut writer = database.open_writer()?;
         migrate::migrate(&mut writer, migrate)?;
         let readers = Readers::new(database.clone());
