@@ -12,6 +12,7 @@ use super::ClientInfo;
 use super::Core;
 use super::clock::UnixTime;
 use super::error::{Error, Result};
+use super::keys::{KeyEncryptionKey, is_sealed};
 use super::tokens::hash_token;
 use crate::limits::{Charge, Charged, FailureLimiter, LimitsError, Rule};
 use crate::store::{Account, AccountId, ClientKind, Store};
@@ -136,14 +137,38 @@ pub(crate) struct LimiterNames(aws_lc_rs::hmac::Key);
 impl LimiterNames {
     /// The name of the secret in the store.
     const SECRET: &'static str = "limiter-names";
+    /// What the sealed secret is bound to (AES-GCM's associated data), so
+    /// that no other sealed value can be passed off as it.
+    const SEALED_AS: &'static str = "deployment-secret:limiter-names";
 
     /// The deployment's, read from the store (made and stored by the first
-    /// process to need it).
-    pub(crate) async fn of_deployment(store: &dyn Store, now: UnixTime) -> Result<Self> {
+    /// process to need it). With a key-encryption key it is made sealed, as
+    /// signing keys are; a secret stored in the clear before one was
+    /// configured is used as it is.
+    pub(crate) async fn of_deployment(
+        store: &dyn Store,
+        kek: Option<&KeyEncryptionKey>,
+        now: UnixTime,
+    ) -> Result<Self> {
         let mut fresh = [0u8; 32];
         aws_lc_rs::rand::fill(&mut fresh)
             .map_err(|_| Error::Internal("no randomness for the limiter's secret".into()))?;
-        let secret = store.deployment_secret(Self::SECRET, &fresh, now).await?;
+        let offered = match kek {
+            Some(kek) => kek.seal(Self::SEALED_AS, &fresh)?,
+            None => fresh.to_vec(),
+        };
+        let stored = store.deployment_secret(Self::SECRET, &offered, now).await?;
+        let what = format!("the deployment secret {}", Self::SECRET);
+        let secret = match (is_sealed(&stored), kek) {
+            (false, _) => stored,
+            (true, Some(kek)) => kek.open_as(Self::SEALED_AS, &what, &stored)?,
+            (true, None) => {
+                return Err(Error::Internal(format!(
+                    "{what} is encrypted: configure the key-encryption key \
+                     (SESAME_KEY_ENCRYPTION_KEY or key_encryption_key_file)"
+                )));
+            }
+        };
         if secret.len() < 32 {
             return Err(Error::Internal(format!(
                 "the deployment secret {} is {} bytes, fewer than 32",
@@ -361,6 +386,65 @@ mod tests {
         assert_ne!(
             key("alice"),
             other.account_key(None, &LoginId::parse("alice").unwrap())
+        );
+    }
+
+    /// With a key-encryption key the secret is stored sealed, opens only
+    /// with that key, and names a name as before on every start; one stored
+    /// in the clear before a key was configured is used as it is.
+    #[tokio::test]
+    async fn the_deployment_secret_is_sealed_with_the_key_encryption_key() {
+        use super::super::domain::LoginId;
+        use crate::store::KeyStore;
+        use crate::store::sqlite::SqliteStore;
+        let name = LoginId::parse("nobody-here").unwrap();
+        async fn open(dir: &std::path::Path) -> SqliteStore {
+            SqliteStore::connect(&SqliteStore::url_for_data_dir(dir))
+                .await
+                .unwrap()
+        }
+        let kek = KeyEncryptionKey::parse(&"ab".repeat(32)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let first = LimiterNames::of_deployment(&store, Some(&kek), 5)
+            .await
+            .unwrap();
+        let stored = store
+            .deployment_secret(LimiterNames::SECRET, &[0; 32], 5)
+            .await
+            .unwrap();
+        assert!(is_sealed(&stored), "stored sealed");
+        let again = LimiterNames::of_deployment(&store, Some(&kek), 6)
+            .await
+            .unwrap();
+        assert_eq!(
+            first.account_key(None, &name),
+            again.account_key(None, &name)
+        );
+        let without = LimiterNames::of_deployment(&store, None, 6)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            without.to_string().contains("SESAME_KEY_ENCRYPTION_KEY"),
+            "{without}"
+        );
+        let other = KeyEncryptionKey::parse(&"cd".repeat(32)).unwrap();
+        let other = LimiterNames::of_deployment(&store, Some(&other), 6)
+            .await
+            .err()
+            .unwrap();
+        assert!(other.to_string().contains("does not open"), "{other}");
+
+        let clear = tempfile::tempdir().unwrap();
+        let store = open(clear.path()).await;
+        let before = LimiterNames::of_deployment(&store, None, 5).await.unwrap();
+        let after = LimiterNames::of_deployment(&store, Some(&kek), 6)
+            .await
+            .unwrap();
+        assert_eq!(
+            before.account_key(None, &name),
+            after.account_key(None, &name)
         );
     }
 

@@ -139,19 +139,25 @@ impl KeyEncryptionKey {
     }
 
     fn open(&self, kid: &str, stored: &[u8]) -> Result<Vec<u8>> {
-        let body = &stored[SEALED.len()..];
+        self.open_as(kid, &format!("signing key {kid}"), stored)
+    }
+
+    /// Opens what [`Self::seal`] sealed under `aad`; `what` names it in
+    /// errors.
+    pub(crate) fn open_as(&self, aad: &str, what: &str, stored: &[u8]) -> Result<Vec<u8>> {
+        let body = stored.get(SEALED.len()..).unwrap_or_default();
         if body.len() < NONCE_LEN {
-            return Err(Error::Internal(format!("sealed key {kid} is truncated")));
+            return Err(Error::Internal(format!("sealed {what} is truncated")));
         }
         let (nonce, sealed) = body.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| crypto_error("nonce"))?;
         let mut buffer = sealed.to_vec();
         let plain = self
             .cipher()?
-            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buffer)
+            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buffer)
             .map_err(|_| {
                 Error::Internal(format!(
-                    "signing key {kid} does not open with the configured key-encryption key \
+                    "{what} does not open with the configured key-encryption key \
                      (was it changed?)"
                 ))
             })?;

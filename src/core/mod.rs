@@ -209,7 +209,10 @@ impl Core {
         // command signs nobody in: it neither needs the deployment's secret
         // nor makes it (a dry run writes nothing).
         let limiter_names = match purpose {
-            Purpose::Serve => guard::LimiterNames::of_deployment(&*store, clock.now()).await?,
+            Purpose::Serve => {
+                let kek = settings.key_encryption.as_ref();
+                guard::LimiterNames::of_deployment(&*store, kek, clock.now()).await?
+            }
             Purpose::Command => guard::LimiterNames::of_process()?,
         };
         let api_calls = Arc::new(ApiCalls::new(

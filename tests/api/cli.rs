@@ -1178,6 +1178,15 @@ async fn signing_keys_are_sealed_with_the_key_encryption_key() {
         .await
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    // The server made the secret that names login names in the limiter:
+    // sealed too.
+    let secret = dir
+        .open_store()
+        .await
+        .deployment_secret("limiter-names", &[0; 32], 0)
+        .await
+        .unwrap();
+    assert!(secret.starts_with(b"sesame-aes256gcm-v1:"));
 }
 
 /// An operator's command makes no signing key: not on a fresh database
