@@ -60,7 +60,7 @@ pub(crate) fn add_user(deployment: &Deployment, username: &str, extra: &[&str]) 
     );
 }
 
-async fn login(
+pub(crate) async fn login(
     client: &reqwest::Client,
     node: &Node,
     username: &str,
@@ -76,7 +76,7 @@ async fn login(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn me(client: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
+pub(crate) async fn me(client: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
     client
         .get(node.url("/v1/me"))
         .bearer_auth(token)

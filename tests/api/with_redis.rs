@@ -135,15 +135,8 @@ async fn notices_do_not_keep_requests_waiting_on_a_redis_gone_dark() {
     let client = reqwest::Client::new();
     let mut tokens = Vec::new();
     for _ in 0..3 {
-        let grant: serde_json::Value = client
-            .post(node.url("/v1/login"))
-            .json(&serde_json::json!({"login": "alice", "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (status, grant) = crate::cluster::login(&client, &node, "alice", PASSWORD).await;
+        assert_eq!(status, StatusCode::OK);
         tokens.push(grant["access_token"].as_str().unwrap().to_owned());
     }
 
@@ -170,13 +163,10 @@ async fn notices_do_not_keep_requests_waiting_on_a_redis_gone_dark() {
         );
     }
     for token in &tokens {
-        let me = client
-            .get(node.url("/v1/me"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            crate::cluster::me(&client, &node, token).await,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let logged = std::fs::read_to_string(&log).unwrap();
     let warnings: Vec<&str> = logged

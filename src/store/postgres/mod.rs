@@ -871,19 +871,19 @@ mod tests {
         conformance::one_opaque_token_per_session(store).await;
     }
 
-    /// A refresh rotation locks its token's row and then its session's;
-    /// deleting the account locks the session's and then the token's. When
-    /// the two meet in the middle PostgreSQL ends one as a deadlock: here
-    /// the deletion (the rotation's side waits longer before it checks),
-    /// which runs again and succeeds once the rotation has committed.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn deleting_an_account_that_deadlocks_with_a_rotation_runs_again() {
+    /// Crosses `start`'s work with a refresh rotation of the session `s0`
+    /// of [`conformance::sessions_for_tests`], by hand: the rotation takes
+    /// its token's row, `start` runs until it waits on a lock (holding the
+    /// session's row), then the rotation's successor waits for the
+    /// session's row: a deadlock. The rotation waits longer before it
+    /// checks, so PostgreSQL ends `start`'s statement. Returns what `start`
+    /// came to.
+    async fn crossed_with_a_rotation<T: Send + 'static>(
+        db: &TempDatabase,
+        store: &PostgresStore,
+        start: impl FnOnce() -> tokio::task::JoinHandle<T>,
+    ) -> T {
         use sqlx::Connection;
-        let Some((db, store)) = store().await else {
-            return;
-        };
-        let account = conformance::sessions_for_tests(&*store, 1).await;
-        // A rotation, by hand: the token's row first.
         let mut rotation = sqlx::PgConnection::connect(&db.url).await.unwrap();
         sqlx::query("SET deadlock_timeout = '20s'")
             .execute(&mut rotation)
@@ -895,11 +895,7 @@ mod tests {
             .execute(&mut rotation)
             .await
             .unwrap();
-        let deleting = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move { crate::store::AccountStore::delete_account(&*store, account).await }
-        });
-        // The deletion holds the session's row and waits for the token's.
+        let started = start();
         let waiting = async {
             loop {
                 let waits: i64 = sqlx::query_scalar(
@@ -919,7 +915,7 @@ mod tests {
             .await
             .unwrap();
         // The successor's foreign key now waits for the session's row: a
-        // deadlock, which the deletion's check finds (after its 1 s).
+        // deadlock, which `start`'s side finds (after its 1 s).
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, 's0', 5)",
         )
@@ -928,10 +924,30 @@ mod tests {
         .await
         .unwrap();
         sqlx::query("COMMIT").execute(&mut rotation).await.unwrap();
-        let deleted = tokio::time::timeout(std::time::Duration::from_secs(15), deleting)
+        tokio::time::timeout(std::time::Duration::from_secs(15), started)
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A refresh rotation locks its token's row and then its session's;
+    /// deleting the account locks the session's and then the token's. When
+    /// the two meet in the middle PostgreSQL ends one as a deadlock: here
+    /// the deletion, which runs again and succeeds once the rotation has
+    /// committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_an_account_that_deadlocks_with_a_rotation_runs_again() {
+        let Some((db, store)) = store().await else {
+            return;
+        };
+        let account = conformance::sessions_for_tests(&*store, 1).await;
+        let deleted = crossed_with_a_rotation(&db, &store, || {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                crate::store::AccountStore::delete_account(&*store, account).await
+            })
+        })
+        .await;
         assert!(matches!(deleted, Ok(true)), "{deleted:?}");
         let left: i64 = sqlx::query_scalar("SELECT count(*) FROM refresh_tokens")
             .fetch_one(store.pool())
@@ -940,68 +956,29 @@ mod tests {
         assert_eq!(left, 0);
     }
 
-    /// The same crossing as above, with the purge in the deletion's place:
-    /// the session has ended, the purge picks it and waits for the token a
-    /// late rotation holds.
+    /// The same crossing with the purge in the deletion's place: the
+    /// session has ended, the purge picks it and waits for the token a late
+    /// rotation holds.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_purge_that_deadlocks_with_a_rotation_runs_again() {
-        use sqlx::Connection;
         let Some((db, store)) = store().await else {
             return;
         };
         // One session, expiring at 1000, with one refresh token.
         conformance::sessions_for_tests(&*store, 1).await;
-        let mut rotation = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query("SET deadlock_timeout = '20s'")
-            .execute(&mut rotation)
-            .await
-            .unwrap();
-        sqlx::query("BEGIN").execute(&mut rotation).await.unwrap();
-        sqlx::query("UPDATE refresh_tokens SET rotated_at = 5 WHERE token_hash = $1")
-            .bind(&[0u8; 32][..])
-            .execute(&mut rotation)
-            .await
-            .unwrap();
         let cutoffs = crate::store::PurgeCutoffs {
             ended_before: 2000,
             spent_before: 0,
             expired_before: 0,
         };
-        let purging = tokio::spawn({
+        let purged = crossed_with_a_rotation(&db, &store, || {
             let store = Arc::clone(&store);
-            async move { crate::store::SessionStore::purge(&*store, &cutoffs, 10).await }
-        });
-        let waiting = async {
-            loop {
-                let waits: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                     AND datname = current_database()",
-                )
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-                if waits > 0 {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, 's0', 5)",
-        )
-        .bind(&[1u8; 32][..])
-        .execute(&mut rotation)
+            tokio::spawn(
+                async move { crate::store::SessionStore::purge(&*store, &cutoffs, 10).await },
+            )
+        })
         .await
-        .unwrap();
-        sqlx::query("COMMIT").execute(&mut rotation).await.unwrap();
-        let purged = tokio::time::timeout(std::time::Duration::from_secs(15), purging)
-            .await
-            .unwrap()
-            .unwrap();
-        let purged = purged.expect("the purge runs again instead of failing");
+        .expect("the purge runs again instead of failing");
         // Run again at once, it may find the session still locked by the
         // rotation's commit and skip it: the next round takes it.
         let next = crate::store::SessionStore::purge(&*store, &cutoffs, 10)
