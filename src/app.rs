@@ -201,7 +201,11 @@ pub async fn open_core_unchanged(
     config: &Config,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<Core>> {
-    start_core_with(config, clock, Purpose::Command, Migrate::Inspect, None).await
+    // It announces nothing and charges no budget: no need of Redis, nor of
+    // a warning when it is away.
+    let mut config = config.clone();
+    config.redis = None;
+    start_core_with(&config, clock, Purpose::Command, Migrate::Inspect, None).await
 }
 
 /// Starts the core of an operator's command on a new, empty SQLite

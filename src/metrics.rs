@@ -83,6 +83,7 @@ pub struct Metrics {
     store_duration: HistogramFamily<OperationLabels>,
     store_errors: Family<OperationLabels, Counter>,
     redis_errors: Counter,
+    notices_unsent: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,6 +117,7 @@ impl Metrics {
             store_duration: Family::new_with_constructor(latency_buckets),
             store_errors: Family::default(),
             redis_errors: Counter::default(),
+            notices_unsent: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -190,6 +192,12 @@ impl Metrics {
             "sesame_redis_errors",
             "Redis commands that failed or timed out (throttling fell back to this node)",
             metrics.redis_errors.clone(),
+        );
+        registry.register(
+            "sesame_notices_unsent",
+            "Notices (a session ended, an account changed) this node could not send to the \
+             others, which then catch up within sessions.cache_ttl",
+            metrics.notices_unsent.clone(),
         );
         Self {
             registry,
@@ -287,6 +295,11 @@ impl Metrics {
     /// The counter a Redis client adds its failures to.
     pub fn redis_errors(&self) -> Counter {
         self.redis_errors.clone()
+    }
+
+    /// Counts a notice that could not be sent to the other nodes.
+    pub fn notice_unsent(&self) {
+        self.notices_unsent.inc();
     }
 
     /// Everything, in the Prometheus text format (0.0.4), or in OpenMetrics

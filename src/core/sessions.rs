@@ -465,6 +465,7 @@ impl Core {
         let Err(error) = self.notices.publish(notice).await else {
             return;
         };
+        self.metrics.notice_unsent();
         // The notices not sent since the last warning, when one is due.
         let unsent = {
             let mut state = self

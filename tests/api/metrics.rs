@@ -125,6 +125,7 @@ async fn metrics_count_logins_refreshes_requests_hashing_and_the_store() {
         "no failed operation"
     );
     assert_eq!(value(&text, "sesame_redis_errors_total"), 0.0);
+    assert_eq!(value(&text, "sesame_notices_unsent_total"), 0.0);
     assert_eq!(
         value(
             &text,

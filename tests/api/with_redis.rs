@@ -128,6 +128,7 @@ async fn notices_do_not_keep_requests_waiting_on_a_redis_gone_dark() {
             &[
                 ("SESAME_REDIS_URL", &redis),
                 ("SESAME_REDIS__TIMEOUT_MS", &timeout_ms),
+                ("SESAME_METRICS__TOKEN", METRICS_TOKEN),
             ],
         ),
         &log,
@@ -174,7 +175,24 @@ async fn notices_do_not_keep_requests_waiting_on_a_redis_gone_dark() {
         .filter(|line| line.contains("could not tell the other nodes"))
         .collect();
     assert_eq!(warnings.len(), 1, "{logged}");
+    // The count is where an alert can see it.
+    let metrics = client
+        .get(node.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::sample(&metrics, "sesame_notices_unsent_total"),
+        Some(3.0),
+        "{metrics}"
+    );
 }
+
+const METRICS_TOKEN: &str = "a-scraper-token-for-the-dark-redis-test";
 
 /// The README's cluster example (examples/cluster/) run as written: three
 /// nodes on PostgreSQL and Redis behind a real nginx, checked by its script.
