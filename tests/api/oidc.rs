@@ -2752,3 +2752,38 @@ async fn single_sign_on_codes_are_bounded_per_browser_session() {
     let (_, params) = location_params(&again);
     assert!(param(&params, "code").is_some(), "{params:?}");
 }
+
+/// A code given through the confirmation page's Continue spends the same
+/// budget: the page itself is shown (nothing is given yet), and Continue
+/// is refused once the browser session's codes are spent.
+#[tokio::test]
+async fn continue_spends_the_single_sign_on_code_budget() {
+    let (app, _) = spawn().await;
+    let mut browser = Browser::new();
+    code_for(&app, &mut browser, "web", &pkce()).await;
+    for turn in 0..30 {
+        let answer = browser.get(&authorize_url(&app, "web", &pkce(), "")).await;
+        let (_, params) = location_params(&answer);
+        assert!(param(&params, "code").is_some(), "code {turn}: {params:?}");
+    }
+    let continue_url = app.url("/oauth2/authorize/continue");
+    let page = browser.get(&authorize_url(&app, "spa", &pkce(), "")).await;
+    assert_eq!(page.status(), StatusCode::OK, "the page asks first");
+    let html = page.text().await.unwrap();
+    let refused = browser
+        .post(&continue_url, &confirmation(&html, "continue"))
+        .await;
+    assert_eq!(
+        redirected_error(&refused),
+        ("temporarily_unavailable".into(), Some("st&ate".into()))
+    );
+    app.clock.advance(2);
+    let page = browser.get(&authorize_url(&app, "spa", &pkce(), "")).await;
+    let html = page.text().await.unwrap();
+    let continued = browser
+        .post(&continue_url, &confirmation(&html, "continue"))
+        .await;
+    let (base, params) = location_params(&continued);
+    assert_eq!(base, REDIRECT);
+    assert!(param(&params, "code").is_some(), "{params:?}");
+}
