@@ -439,7 +439,7 @@ impl Core {
     /// nodes counted on their own (no Redis, or Redis away) they forget on
     /// a notice. A budget that cannot be cleared (Redis away) refills by
     /// itself: the unlock stands, and throttling fails open.
-    async fn forget_failure_budgets(&self, id: AccountId) {
+    pub(crate) async fn forget_failure_budgets(&self, id: AccountId) {
         for key in unlocked_budgets(id) {
             if let Err(error) = self.limiter.clear(&key).await {
                 tracing::warn!(account = id, %error, "unlocked, but a failure budget was not cleared");

@@ -1892,8 +1892,13 @@ impl Core {
             let outcomes = if import.seen.is_some() {
                 self.store.check_updates(&accounts).await?
             } else {
-                let (outcomes, ended) = self.store.update_accounts(&accounts, now).await?;
-                self.sessions_ended(&ended).await;
+                let (outcomes, effects) = self.store.update_accounts(&accounts, now).await?;
+                self.sessions_ended(&effects.ended).await;
+                // As a reset or an unlock would: guesses counted against
+                // the password replaced (or the lock lifted) count no more.
+                for id in effects.fresh_budgets {
+                    self.forget_failure_budgets(id).await;
+                }
                 outcomes
             };
             for ((i, account), outcome) in to_update.into_iter().zip(outcomes) {

@@ -425,7 +425,7 @@ impl TransferStore for MeteredStore {
         &self,
         records: &[AccountRecord],
         now: UnixTime,
-    ) -> StoreResult<(RecordResults, Vec<SessionId>)> {
+    ) -> StoreResult<(RecordResults, crate::store::transfer::UpdateEffects)> {
         self.time("update_accounts", self.inner.update_accounts(records, now))
             .await
     }

@@ -215,6 +215,25 @@ pub(crate) fn ends_sessions(
         || account.status == AccountStatus::Disabled
 }
 
+/// Whether replacing an account whose status was `status` with `account`
+/// makes the guesses counted against it moot, so that its failure budgets
+/// are cleared, as a reset, a disabling or an unlock clears them: its
+/// sessions end ([`ends_sessions`]), or the line lifts a lock.
+pub(crate) fn clears_budgets(account: &AccountRecord, ends_sessions: bool, status: &str) -> bool {
+    ends_sessions
+        || (status == AccountStatus::Locked.as_str() && account.status == AccountStatus::Active)
+}
+
+/// What [`TransferStore::update_accounts`] did beyond the accounts' rows.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UpdateEffects {
+    /// The live sessions it ended.
+    pub ended: Vec<SessionId>,
+    /// The accounts whose failure budgets are to be cleared
+    /// ([`clears_budgets`]).
+    pub fresh_budgets: Vec<AccountId>,
+}
+
 /// Reading a whole deployment out and writing one in.
 #[async_trait]
 pub trait TransferStore: Send + Sync {
@@ -253,12 +272,13 @@ pub trait TransferStore: Send + Sync {
     /// the record, and so does a change that would leave no administrator.
     /// A record that gives its id another username is another person: the
     /// account's live sessions end in the same transaction (after its row
-    /// is locked, so that no login slips in between), and are answered.
+    /// is locked, so that no login slips in between), and are answered
+    /// with the accounts whose failure budgets no longer apply.
     async fn update_accounts(
         &self,
         records: &[AccountRecord],
         now: UnixTime,
-    ) -> StoreResult<(RecordResults, Vec<SessionId>)>;
+    ) -> StoreResult<(RecordResults, UpdateEffects)>;
     /// What [`TransferStore::update_accounts`] would answer, without writing.
     async fn check_updates(&self, records: &[AccountRecord]) -> StoreResult<RecordResults>;
 }

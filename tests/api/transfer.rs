@@ -1094,6 +1094,79 @@ async fn bad_lines_are_refused_with_their_number_and_the_rest_is_imported() {
     assert_eq!(gina["user"]["permissions"], json!(["read", "write"]));
 }
 
+/// An import update that gives an account another password clears the
+/// guesses counted against the old one, as a reset does, and so does one
+/// that lifts a lock, as an unlock does; an identical line (an import run
+/// again) leaves the budget as it is.
+#[tokio::test]
+async fn an_import_update_with_another_password_clears_the_failure_budget() {
+    use sesame::core::transfer::{ImportOptions, OnConflict};
+    let app = TestApp::spawn_with(|c| {
+        c.abuse.account_burst = 3;
+        c.abuse.address_burst = 100;
+    })
+    .await;
+    let import = |line: String| {
+        let app = &app;
+        async move {
+            let mut import = app
+                .core
+                .start_import(ImportOptions {
+                    dry_run: false,
+                    template: None,
+                    firebase: None,
+                    on_conflict: OnConflict::Update,
+                })
+                .await
+                .unwrap();
+            let parsed = import.parse(2, &line).unwrap().unwrap();
+            let refused = app
+                .core
+                .import_batch(&mut import, vec![parsed])
+                .await
+                .unwrap();
+            assert!(refused.is_empty(), "{refused:?}");
+        }
+    };
+    let guessed_out = |username: &'static str| {
+        let app = &app;
+        async move {
+            for _ in 0..3 {
+                let status = app.login(username, "a wrong guess").await.status();
+                assert_eq!(status, StatusCode::UNAUTHORIZED);
+            }
+            let status = app.login(username, "a wrong guess").await.status();
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        }
+    };
+    import(account_line(700, "quinn", &phc("quinn password 1"), "")).await;
+    import(account_line(701, "pia", &phc("pia password 1"), "")).await;
+    let rex = phc("rex password 1");
+    import(account_line(702, "rex", &rex, r#", "status": "locked""#)).await;
+    guessed_out("quinn").await;
+    guessed_out("pia").await;
+    guessed_out("rex").await;
+
+    import(account_line(700, "quinn", &phc("quinn password 1"), "")).await;
+    assert_eq!(
+        app.login("quinn", "quinn password 1").await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same line again: the same password, the same budget"
+    );
+    import(account_line(701, "pia", &phc("pia password 2"), "")).await;
+    assert_eq!(
+        app.login("pia", "pia password 2").await.status(),
+        StatusCode::OK,
+        "another password: the guesses at the old one count no more"
+    );
+    import(account_line(702, "rex", &rex, r#", "status": "active""#)).await;
+    assert_eq!(
+        app.login("rex", "rex password 1").await.status(),
+        StatusCode::OK,
+        "the lock lifted, and the guesses made while it held with it"
+    );
+}
+
 /// `--on-conflict update` with another password, another username or a
 /// disabling forgets the clients the account knew, as a new password does
 /// (they signed in as whoever the account was), and ends its sessions, as

@@ -16,7 +16,7 @@ use super::{PostgresStore, corrupt, db_error};
 use crate::clock::UnixTime;
 use crate::store::transfer::{
     AccessHandle, AccountRecord, ImportRecord, MAX_ACCESS_TOKENS, RecordError, RecordResults,
-    RefreshLink, SessionRecord, TransferStore,
+    RefreshLink, SessionRecord, TransferStore, UpdateEffects,
 };
 use crate::store::{
     Account, AccountId, AccountStore, OAuthClient, OAuthSession, SessionId, StoreResult, TokenStyle,
@@ -237,11 +237,13 @@ async fn taken_by_another(
 
 /// Overwrites the account of `account.id` with the record; the
 /// administrators' lock is held so that no administrator can go missing.
+/// Replaces the account; answers the sessions it ended and whether its
+/// failure budgets are to be cleared.
 async fn update_account(
     conn: &mut PgConnection,
     account: &AccountRecord,
     now: UnixTime,
-) -> Result<Vec<SessionId>, RecordError> {
+) -> Result<(Vec<SessionId>, bool), RecordError> {
     match taken_by_another(conn, account).await? {
         Some("id") => return Err(RecordError::NotThere),
         Some(field) => return Err(RecordError::Taken(field)),
@@ -250,15 +252,23 @@ async fn update_account(
     // The row is locked first, as a login locks it before it opens a
     // session: one that commits before is ended below, one after sees the
     // new owner's password hash.
-    let (username, password_hash, password_changed_at): (String, String, UnixTime) = sqlx::query(
-        "SELECT username, password_hash, password_changed_at FROM accounts \
+    let (username, password_hash, password_changed_at, status): (String, String, UnixTime, String) =
+        sqlx::query(
+            "SELECT username, password_hash, password_changed_at, status FROM accounts \
              WHERE id = $1 FOR NO KEY UPDATE",
-    )
-    .bind(account.id)
-    .fetch_one(&mut *conn)
-    .await
-    .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-    .map_err(record_error)?;
+        )
+        .bind(account.id)
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|row| {
+            Ok((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            ))
+        })
+        .map_err(record_error)?;
     let admins = super::roles::admins_before(conn).await?;
     let (names, values): (Vec<&str>, Vec<&str>) = account
         .profile
@@ -310,13 +320,15 @@ async fn update_account(
     .await
     .map_err(record_error)?;
     super::roles::admins_after(conn, admins).await?;
-    if !crate::store::transfer::ends_sessions(
+    let ends = crate::store::transfer::ends_sessions(
         account,
         &username,
         &password_hash,
         password_changed_at,
-    ) {
-        return Ok(Vec::new());
+    );
+    let clears = crate::store::transfer::clears_budgets(account, ends, &status);
+    if !ends {
+        return Ok((Vec::new(), clears));
     }
     sqlx::query(
         "UPDATE sessions SET revoked_at = $1, revoked_reason = 'replaced by an import' \
@@ -328,6 +340,7 @@ async fn update_account(
     .await
     .map_err(record_error)
     .and_then(|rows| super::sessions::ids(rows).map_err(RecordError::from))
+    .map(|ended| (ended, clears))
 }
 
 /// Binds an account's columns to `$1` … `$22` (id, names, contacts,
@@ -557,7 +570,7 @@ impl TransferStore for PostgresStore {
         &self,
         records: &[AccountRecord],
         now: UnixTime,
-    ) -> StoreResult<(RecordResults, Vec<SessionId>)> {
+    ) -> StoreResult<(RecordResults, UpdateEffects)> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         // The administrators' lock before any account's row, as every
         // change to who is one takes them: taken by the first update after
@@ -572,13 +585,16 @@ impl TransferStore for PostgresStore {
         order.sort_by_key(|&i| records[i].id);
         let mut results: Vec<Option<Result<(), RecordError>>> =
             (0..records.len()).map(|_| None).collect();
-        let mut ended = Vec::new();
+        let mut effects = UpdateEffects::default();
         for i in order {
             let mut savepoint = tx.begin().await.map_err(db_error)?;
             let result = match update_account(&mut savepoint, &records[i], now).await {
-                Ok(sessions) => {
+                Ok((sessions, clears)) => {
                     savepoint.commit().await.map_err(db_error)?;
-                    ended.extend(sessions);
+                    effects.ended.extend(sessions);
+                    if clears {
+                        effects.fresh_budgets.push(records[i].id);
+                    }
                     Ok(())
                 }
                 Err(error) => {
@@ -589,7 +605,7 @@ impl TransferStore for PostgresStore {
             results[i] = Some(result);
         }
         tx.commit().await.map_err(db_error)?;
-        Ok((results.into_iter().flatten().collect(), ended))
+        Ok((results.into_iter().flatten().collect(), effects))
     }
 
     async fn check_updates(&self, records: &[AccountRecord]) -> StoreResult<RecordResults> {

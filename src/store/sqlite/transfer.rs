@@ -14,7 +14,7 @@ use crate::clock::UnixTime;
 use crate::store::OAuthClient;
 use crate::store::transfer::{
     AccessHandle, AccountRecord, ImportRecord, MAX_ACCESS_TOKENS, RecordError, RecordResults,
-    RefreshLink, SessionRecord, TransferStore,
+    RefreshLink, SessionRecord, TransferStore, UpdateEffects,
 };
 use crate::store::{
     Account, AccountId, AccountStore, OAuthSession, SessionId, StoreResult, TokenStyle,
@@ -189,23 +189,26 @@ fn taken_by_another(
 }
 
 /// Overwrites the account of `account.id` with the record.
+/// Replaces the account; answers the sessions it ended and whether its
+/// failure budgets are to be cleared.
 fn update_account(
     conn: &Connection,
     account: &AccountRecord,
     now: UnixTime,
-) -> Result<Vec<SessionId>, RecordError> {
+) -> Result<(Vec<SessionId>, bool), RecordError> {
     match taken_by_another(conn, account)? {
         Some("id") => return Err(RecordError::NotThere),
         Some(field) => return Err(RecordError::Taken(field)),
         None => {}
     }
-    let (username, password_hash, password_changed_at): (String, String, UnixTime) = conn
-        .prepare_cached(
-            "SELECT username, password_hash, password_changed_at FROM accounts WHERE id = ?",
+    let (username, password_hash, password_changed_at, status): (String, String, UnixTime, String) =
+        conn.prepare_cached(
+            "SELECT username, password_hash, password_changed_at, status FROM accounts \
+             WHERE id = ?",
         )
         .and_then(|mut select| {
             select.query_row([account.id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })
         })
         .map_err(db_error)?;
@@ -246,13 +249,15 @@ fn update_account(
         Ok(())
     })
     .map_err(RecordError::from)?;
-    if !crate::store::transfer::ends_sessions(
+    let ends = crate::store::transfer::ends_sessions(
         account,
         &username,
         &password_hash,
         password_changed_at,
-    ) {
-        return Ok(Vec::new());
+    );
+    let clears = crate::store::transfer::clears_budgets(account, ends, &status);
+    if !ends {
+        return Ok((Vec::new(), clears));
     }
     super::sessions::returning_ids(
         conn,
@@ -260,6 +265,7 @@ fn update_account(
          WHERE account_id = ? AND revoked_at IS NULL RETURNING id",
         params![now, account.id],
     )
+    .map(|ended| (ended, clears))
     .map_err(RecordError::from)
 }
 
@@ -511,16 +517,19 @@ impl TransferStore for SqliteStore {
         &self,
         records: &[AccountRecord],
         now: UnixTime,
-    ) -> StoreResult<(RecordResults, Vec<SessionId>)> {
+    ) -> StoreResult<(RecordResults, UpdateEffects)> {
         let records = records.to_vec();
         self.write_off_workers(move |conn| {
             let mut results = Vec::with_capacity(records.len());
-            let mut ended = Vec::new();
+            let mut effects = UpdateEffects::default();
             for record in &records {
                 execute(conn, "SAVEPOINT import_record", [])?;
                 let result = match update_account(conn, record, now) {
-                    Ok(sessions) => {
-                        ended.extend(sessions);
+                    Ok((sessions, clears)) => {
+                        effects.ended.extend(sessions);
+                        if clears {
+                            effects.fresh_budgets.push(record.id);
+                        }
                         Ok(())
                     }
                     Err(error) => {
@@ -531,7 +540,7 @@ impl TransferStore for SqliteStore {
                 execute(conn, "RELEASE import_record", [])?;
                 results.push(result);
             }
-            Ok((results, ended))
+            Ok((results, effects))
         })
         .await
     }
