@@ -237,8 +237,8 @@ async fn taken_by_another(
 
 /// Overwrites the account of `account.id` with the record; the
 /// administrators' lock is held so that no administrator can go missing.
-/// Replaces the account; answers the sessions it ended and whether its
-/// failure budgets are to be cleared.
+/// Answers the sessions it ended and whether the account's failure budgets
+/// are to be cleared.
 async fn update_account(
     conn: &mut PgConnection,
     account: &AccountRecord,

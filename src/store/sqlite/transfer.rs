@@ -188,9 +188,9 @@ fn taken_by_another(
     })
 }
 
-/// Overwrites the account of `account.id` with the record.
-/// Replaces the account; answers the sessions it ended and whether its
-/// failure budgets are to be cleared.
+/// Overwrites the account of `account.id` with the record; answers the
+/// sessions it ended and whether the account's failure budgets are to be
+/// cleared.
 fn update_account(
     conn: &Connection,
     account: &AccountRecord,
